@@ -1,0 +1,210 @@
+//! Error types returned by the layers.
+//!
+//! Every layer returns [`tower::BoxError`](crate::BoxError), the tower
+//! convention, so layers compose and work with axum's `HandleErrorLayer`.
+//! The concrete types here are public: downcast to read what the caller
+//! needs.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_sluice::{BoxError, RateLimited};
+//!
+//! fn wait_for(err: &BoxError) -> Option<Duration> {
+//!     err.downcast_ref::<RateLimited>().map(|e| e.retry_after())
+//! }
+//! # let _ = wait_for;
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Quota;
+use crate::gcra::Decision;
+
+/// A request was denied because a quota is exhausted.
+///
+/// Carries how long to wait ([`retry_after`](Self::retry_after)) and the
+/// state of the quota that denied it. The message names the limit and the
+/// wait, for example `rate limit exceeded: 60 per 1m (burst 10); retry after
+/// 1s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimited {
+    retry_after: Duration,
+    reset_after: Duration,
+    remaining: u32,
+    quota: Quota,
+}
+
+impl RateLimited {
+    pub(crate) fn from_decision(d: &Decision) -> Self {
+        RateLimited {
+            retry_after: d.retry_after(),
+            reset_after: d.reset_after(),
+            remaining: d.remaining(),
+            quota: d.quota(),
+        }
+    }
+
+    /// How long to wait before the request would pass.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// The denying quota's limit per period.
+    pub fn limit(&self) -> u32 {
+        self.quota.limit()
+    }
+
+    /// Requests of cost 1 that would pass right now (usually 0; more when a
+    /// costly request was denied).
+    pub fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// How long until the quota is full again.
+    pub fn reset_after(&self) -> Duration {
+        self.reset_after
+    }
+
+    /// The quota that denied the request.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limit exceeded: {}; retry after {}",
+            QuotaText(&self.quota),
+            Human(self.retry_after)
+        )
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// A request's cost is larger than a quota's burst, so it could never pass.
+///
+/// Raise the burst ([`Quota::with_burst`]) or split the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExceedsBurst {
+    cost: u32,
+    quota: Quota,
+}
+
+impl ExceedsBurst {
+    pub(crate) fn new(cost: u32, quota: Quota) -> Self {
+        ExceedsBurst { cost, quota }
+    }
+
+    /// The request's cost.
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// The quota whose burst is too small.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+}
+
+impl fmt::Display for ExceedsBurst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request cost {} exceeds the burst of {} ({}), so it can never pass; \
+             raise the burst or split the request",
+            self.cost,
+            self.quota.burst(),
+            QuotaText(&self.quota)
+        )
+    }
+}
+
+impl std::error::Error for ExceedsBurst {}
+
+/// `60 per 1m (burst 10)`.
+pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);
+
+impl fmt::Display for QuotaText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = self.0;
+        write!(f, "{} per {}", q.limit(), Human(q.period()))?;
+        if q.burst() != q.limit() {
+            write!(f, " (burst {})", q.burst())?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration for people: `1d`, `2h`, `1m`, `30s`, `1.2s`, `250ms`, `15µs`.
+/// Fractions are rounded up to the millisecond (a wait is never understated).
+pub(crate) struct Human(pub(crate) Duration);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            let s = d.as_secs();
+            return match s {
+                0 => f.write_str("0s"),
+                s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+                s if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
+                s if s % 60 == 0 => write!(f, "{}m", s / 60),
+                s => write!(f, "{s}s"),
+            };
+        }
+        if d < Duration::from_millis(1) {
+            return write!(f, "{d:?}");
+        }
+        let ms = d.as_nanos().div_ceil(1_000_000);
+        write!(f, "{:?}", Duration::from_millis(ms as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(86_400), "1d"),
+            (Duration::from_secs(7_200), "2h"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(1_200), "1.2s"),
+            (Duration::from_nanos(1_200_000_001), "1.201s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_micros(15), "15µs"),
+        ];
+        for (d, s) in cases {
+            assert_eq!(Human(d).to_string(), s);
+        }
+    }
+
+    #[test]
+    fn messages_name_the_limit_and_the_wait() {
+        let e = RateLimited {
+            retry_after: Duration::from_millis(1_200),
+            reset_after: Duration::from_secs(10),
+            remaining: 0,
+            quota: Quota::per_minute(60).with_burst(10),
+        };
+        assert_eq!(
+            e.to_string(),
+            "rate limit exceeded: 60 per 1m (burst 10); retry after 1.2s"
+        );
+        let e = ExceedsBurst::new(20, Quota::per_second(10));
+        assert_eq!(
+            e.to_string(),
+            "request cost 20 exceeds the burst of 10 (10 per 1s), so it can never pass; \
+             raise the burst or split the request"
+        );
+    }
+}

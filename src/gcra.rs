@@ -1,0 +1,370 @@
+//! The lock-free GCRA cell every in-process limiter shares, and the
+//! [`Decision`] it returns.
+//!
+//! The generic cell rate algorithm keeps one number per bucket: the
+//! *theoretical arrival time* `tat`, in nanoseconds since the limiter's
+//! clock origin. With emission interval `T = period / limit` (rounded up to
+//! the nanosecond) and burst `B`, a request of cost `c` arriving at `t`:
+//!
+//! ```text
+//! new = max(tat, t) + c*T
+//! allowed  iff  new - t <= B*T        then tat = new
+//! denied:  retry_after = new - t - B*T
+//! after the decision: remaining = floor((B*T - (tat - t)) / T), reset_after = tat - t
+//! ```
+//!
+//! `tat` lives in one `AtomicU64` updated by compare-exchange: no lock and no
+//! allocation per decision.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::Quota;
+use crate::error::RateLimited;
+
+/// One GCRA bucket: the theoretical arrival time, in nanoseconds.
+#[derive(Debug, Default)]
+pub(crate) struct Gcra {
+    tat: AtomicU64,
+}
+
+impl Gcra {
+    /// A full bucket.
+    pub(crate) const fn new() -> Self {
+        Gcra {
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    /// A bucket with the given theoretical arrival time.
+    #[cfg(test)]
+    pub(crate) const fn with_tat(tat: u64) -> Self {
+        Gcra {
+            tat: AtomicU64::new(tat),
+        }
+    }
+
+    /// The theoretical arrival time now stored.
+    #[inline]
+    pub(crate) fn tat(&self) -> u64 {
+        self.tat.load(Relaxed)
+    }
+
+    /// Admits `inc` nanoseconds of cost at time `at` if the bucket has room,
+    /// returning the new `tat`, or the current `max(tat, at)` when it does
+    /// not. Nothing is consumed on denial.
+    #[inline]
+    pub(crate) fn try_admit(&self, window: u64, inc: u64, at: u64) -> Result<u64, u64> {
+        let mut cur = self.tat.load(Relaxed);
+        loop {
+            let base = cur.max(at);
+            // Overflow (centuries past the origin) denies rather than wraps.
+            let new = match base.checked_add(inc) {
+                Some(new) if new - at <= window => new,
+                _ => return Err(base),
+            };
+            match self.tat.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return Ok(new),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Reserves `inc` nanoseconds of cost at the earliest time at or after
+    /// `now` when the bucket has room, if that is at most `max_wait` away.
+    /// Returns `(new_tat, wait)`, or `max(tat, now)` when the wait would be
+    /// longer (then nothing is consumed).
+    #[inline]
+    pub(crate) fn reserve(
+        &self,
+        window: u64,
+        inc: u64,
+        now: u64,
+        max_wait: u64,
+    ) -> Result<(u64, u64), u64> {
+        let mut cur = self.tat.load(Relaxed);
+        loop {
+            let base = cur.max(now);
+            let Some(new) = base.checked_add(inc) else {
+                return Err(base);
+            };
+            let wait = (new - now).saturating_sub(window);
+            if wait > max_wait {
+                return Err(base);
+            }
+            match self.tat.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return Ok((new, wait)),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// How long after `now` a cost of `inc` would be admitted, and the
+    /// current `max(tat, now)`. Consumes nothing.
+    #[inline]
+    pub(crate) fn wait(&self, window: u64, inc: u64, now: u64) -> (u64, u64) {
+        let base = self.tat.load(Relaxed).max(now);
+        let wait = match base.checked_add(inc) {
+            Some(new) => (new - now).saturating_sub(window),
+            None => u64::MAX,
+        };
+        (wait, base)
+    }
+
+    /// Gives back a cost of `inc` admitted with result `new`, if nothing was
+    /// admitted since. Under a race the refund is skipped: the bucket may
+    /// stay one request emptier than it should, never fuller.
+    #[inline]
+    pub(crate) fn refund(&self, new: u64, inc: u64) {
+        let _ = self
+            .tat
+            .compare_exchange(new, new.saturating_sub(inc), Relaxed, Relaxed);
+    }
+}
+
+/// The parameters of one quota in nanoseconds, precomputed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Params {
+    pub(crate) quota: Quota,
+    /// Emission interval `T`.
+    pub(crate) emission: u64,
+    /// Tolerance `B*T`.
+    pub(crate) window: u64,
+}
+
+impl Params {
+    pub(crate) fn new(quota: Quota) -> Self {
+        Params {
+            quota,
+            emission: quota.emission_nanos(),
+            window: quota.window_nanos(),
+        }
+    }
+
+    /// `cost * T`. `cost <= burst` keeps this within the window.
+    #[inline]
+    pub(crate) fn inc(&self, cost: u32) -> u64 {
+        self.emission * u64::from(cost)
+    }
+}
+
+/// The outcome of one rate-limit decision.
+///
+/// Returned by [`Limiter::check`](crate::Limiter::check) and friends. The
+/// counts are computed from the state right after the decision; they are
+/// cheap to carry and computed only when asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    allowed: bool,
+    quota: Quota,
+    /// Time of the decision, nanoseconds since the clock origin.
+    now: u64,
+    /// `tat` after the decision (allowed) or `max(tat, now)` (denied).
+    tat: u64,
+    /// Nanoseconds until the request could pass (0 when allowed).
+    retry_after: u64,
+    window: u64,
+    emission: u64,
+}
+
+impl Decision {
+    #[inline]
+    pub(crate) fn allowed(p: &Params, now: u64, tat: u64) -> Self {
+        Decision {
+            allowed: true,
+            quota: p.quota,
+            now,
+            tat,
+            retry_after: 0,
+            window: p.window,
+            emission: p.emission,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn denied(p: &Params, now: u64, base: u64, inc: u64) -> Self {
+        Decision {
+            allowed: false,
+            quota: p.quota,
+            now,
+            tat: base,
+            retry_after: base
+                .saturating_add(inc)
+                .saturating_sub(now)
+                .saturating_sub(p.window),
+            window: p.window,
+            emission: p.emission,
+        }
+    }
+
+    /// Whether the request may pass.
+    #[inline]
+    pub fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The quota that decided (for several quotas: the tightest one).
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// The quota's limit per period.
+    pub fn limit(&self) -> u32 {
+        self.quota.limit()
+    }
+
+    /// How many more requests of cost 1 would pass right now.
+    pub fn remaining(&self) -> u32 {
+        let used = self.tat.saturating_sub(self.now);
+        let left = self.window.saturating_sub(used) / self.emission;
+        u32::try_from(left).unwrap_or(u32::MAX)
+    }
+
+    /// How long until the request would pass; zero when it is allowed.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.retry_after)
+    }
+
+    /// How long until the bucket is full again (every quota's burst
+    /// available).
+    pub fn reset_after(&self) -> Duration {
+        Duration::from_nanos(self.tat.saturating_sub(self.now))
+    }
+
+    pub(crate) fn retry_after_nanos(&self) -> u64 {
+        self.retry_after
+    }
+
+    /// `Ok(self)` when allowed, otherwise the [`RateLimited`] error a layer
+    /// would return.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] when the decision denied the request.
+    pub fn into_result(self) -> Result<Self, RateLimited> {
+        if self.allowed {
+            Ok(self)
+        } else {
+            Err(RateLimited::from_decision(&self))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn params(q: Quota) -> Params {
+        Params::new(q)
+    }
+
+    #[test]
+    fn burst_then_steady_rate() {
+        // 60/min with burst 10: T = 1 s, window 10 s.
+        let p = params(Quota::per_minute(60).with_burst(10));
+        let g = Gcra::new();
+        for i in 0..10 {
+            let new = g.try_admit(p.window, p.inc(1), 0).unwrap();
+            let d = Decision::allowed(&p, 0, new);
+            assert_eq!(d.remaining(), 9 - i);
+            assert_eq!(d.reset_after(), Duration::from_secs(u64::from(i) + 1));
+        }
+        let base = g.try_admit(p.window, p.inc(1), 0).unwrap_err();
+        let d = Decision::denied(&p, 0, base, p.inc(1));
+        assert_eq!(d.retry_after(), Duration::from_secs(1));
+        assert_eq!(d.remaining(), 0);
+        assert_eq!(d.reset_after(), Duration::from_secs(10));
+        // One nanosecond early: still denied, by exactly one nanosecond.
+        let base = g.try_admit(p.window, p.inc(1), S - 1).unwrap_err();
+        let d = Decision::denied(&p, S - 1, base, p.inc(1));
+        assert_eq!(d.retry_after(), Duration::from_nanos(1));
+        // Exactly on the boundary: allowed.
+        assert!(g.try_admit(p.window, p.inc(1), S).is_ok());
+    }
+
+    #[test]
+    fn cost_up_to_burst() {
+        let p = params(Quota::per_second(10).with_burst(5));
+        let g = Gcra::new();
+        assert!(g.try_admit(p.window, p.inc(5), 0).is_ok());
+        let base = g.try_admit(p.window, p.inc(3), 0).unwrap_err();
+        assert_eq!(
+            Decision::denied(&p, 0, base, p.inc(3)).retry_after(),
+            Duration::from_millis(300)
+        );
+    }
+
+    #[test]
+    fn very_long_periods() {
+        // 1/day: a second request waits a day, to the nanosecond.
+        let p = params(Quota::per_day(1));
+        let g = Gcra::new();
+        assert!(g.try_admit(p.window, p.inc(1), 5).is_ok());
+        let base = g.try_admit(p.window, p.inc(1), 5).unwrap_err();
+        assert_eq!(
+            Decision::denied(&p, 5, base, p.inc(1)).retry_after(),
+            Duration::from_secs(86_400)
+        );
+        // 1000/month: T = 2592 s.
+        let p = params("1000/month".parse().unwrap());
+        assert_eq!(p.emission, 2_592 * S);
+        let g = Gcra::new();
+        assert!(g.try_admit(p.window, p.inc(1000), 0).is_ok());
+        let base = g.try_admit(p.window, p.inc(1), 0).unwrap_err();
+        assert_eq!(
+            Decision::denied(&p, 0, base, p.inc(1)).retry_after(),
+            Duration::from_secs(2_592)
+        );
+    }
+
+    #[test]
+    fn far_future_times_saturate_instead_of_overflowing() {
+        let p = params(Quota::per_second(1));
+        let g = Gcra::with_tat(u64::MAX - 10);
+        let now = u64::MAX - 100;
+        let base = g.try_admit(p.window, p.inc(1), now).unwrap_err();
+        let d = Decision::denied(&p, now, base, p.inc(1));
+        assert!(!d.is_allowed());
+        assert_eq!(d.remaining(), 0);
+        assert_eq!(g.wait(p.window, p.inc(1), now).0, u64::MAX);
+        assert!(g.reserve(p.window, p.inc(1), now, u64::MAX).is_err());
+        assert_eq!(g.tat(), u64::MAX - 10);
+        // A bucket whose tat is far behind `now` is simply full.
+        let g = Gcra::new();
+        let new = g.try_admit(p.window, p.inc(1), u64::MAX - S).unwrap();
+        assert_eq!(new, u64::MAX);
+    }
+
+    #[test]
+    fn reserve_waits_and_refund_restores() {
+        let p = params(Quota::per_second(1));
+        let g = Gcra::new();
+        assert_eq!(g.reserve(p.window, p.inc(1), 0, 0).unwrap().1, 0);
+        // Next slot is 1 s away; too far for a 0.5 s budget, consumes nothing.
+        assert!(g.reserve(p.window, p.inc(1), 0, S / 2).is_err());
+        let (new, wait) = g.reserve(p.window, p.inc(1), 0, 2 * S).unwrap();
+        assert_eq!(wait, S);
+        assert_eq!(g.tat(), 2 * S);
+        g.refund(new, p.inc(1));
+        assert_eq!(g.tat(), S);
+        // A refund after someone else reserved is skipped (never over-admits).
+        let (new, _) = g.reserve(p.window, p.inc(1), 0, 2 * S).unwrap();
+        let _ = g.reserve(p.window, p.inc(1), 0, 3 * S).unwrap();
+        g.refund(new, p.inc(1));
+        assert_eq!(g.tat(), 3 * S);
+    }
+
+    #[test]
+    fn clock_stepping_back_is_tolerated() {
+        let p = params(Quota::per_second(2));
+        let g = Gcra::new();
+        assert!(g.try_admit(p.window, p.inc(1), 10 * S).is_ok());
+        // An earlier timestamp from another core is judged conservatively:
+        // skew can cost a request, never grant an extra one.
+        assert!(g.try_admit(p.window, p.inc(1), 10 * S - 1).is_err());
+        assert!(g.try_admit(p.window, p.inc(1), 10 * S).is_ok());
+        assert!(g.try_admit(p.window, p.inc(1), 10 * S).is_err());
+    }
+}

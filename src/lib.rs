@@ -1,0 +1,131 @@
+//! Tower middleware for resilient clients and servers: rate limiting that is
+//! correct, fast and shared by every clone, in one coherent crate.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+//! use tower_sluice::{Quota, RateLimitLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! # tokio::time::pause();
+//! // A client that must stay under 60 requests per minute, 10 at once:
+//! // requests beyond that wait for their slot instead of failing.
+//! let mut client = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(Quota::per_minute(60).with_burst(10)))
+//!     .service(service_fn(|req: &'static str| async move {
+//!         Ok::<_, BoxError>(format!("response to {req}"))
+//!     }));
+//!
+//! let start = tokio::time::Instant::now();
+//! for _ in 0..12 {
+//!     client.ready().await?.call("GET /v1/models").await?;
+//! }
+//! // 10 passed at once, the 11th and 12th one second apart.
+//! # #[cfg(feature = "test-util")]
+//! assert_eq!(start.elapsed(), Duration::from_secs(2));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Which layer?
+//!
+//! | you want to | use | status |
+//! |---|---|---|
+//! | keep a client under a quota, waiting for capacity | [`RateLimitLayer::new`] | available |
+//! | protect a server, rejecting excess with a retry time | [`RateLimitLayer::new(q).reject()`](RateLimitLayer::reject) | available |
+//! | several quotas at once (60/min *and* 1000/day) | [`Limiter::and`] + [`RateLimitLayer::with_limiter`] | available |
+//! | decide without tower (a direct limiter) | [`Limiter`] | available |
+//! | limit per client, IP or API key, with tiers | `PerKeyLayer` | coming |
+//! | share limits across instances | Redis backend | coming |
+//! | retry with backoff and jitter | `BackoffRetryLayer` | coming |
+//! | cut off a failing upstream | `CircuitBreakerLayer` | coming |
+//! | queue and pace requests | `QueueLayer` | coming |
+//!
+//! # Feature flags
+//!
+//! The in-memory core needs none of them (`default-features = false` builds
+//! it with tower, tokio and quanta only).
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `serde` | `Serialize`/`Deserialize` for [`Quota`] |
+//! | `test-util` | limiters read tokio's clock, so `tokio::time::pause` drives them (dev-dependencies only) |
+//! | `http`, `axum`, `tonic`, `redis`, `metrics` | integrations, landing with their layers |
+//! | `full` | every integration |
+//!
+//! # Errors
+//!
+//! Every layer's error type is [`BoxError`], tower's convention; inner
+//! errors pass through unchanged. Downcast to the concrete types in
+//! [`error`] to read what to do:
+//!
+//! ```
+//! # use tower_sluice::{BoxError, RateLimited};
+//! # fn handle(err: BoxError) {
+//! if let Some(limited) = err.downcast_ref::<RateLimited>() {
+//!     println!("slow down: retry in {:?}", limited.retry_after());
+//! }
+//! # }
+//! ```
+//!
+//! # Time and tests
+//!
+//! Decisions read a fast TSC clock ([`quanta`], about 13 ns, against 32 ns
+//! for `Instant::now()`), once per decision; waiting sleeps on tokio timers.
+//! Enable the `test-util` feature in your dev-dependencies and the limiters
+//! follow tokio's clock instead, so `#[tokio::test(start_paused = true)]`
+//! and `tokio::time::advance` test your rate-limited code exactly and
+//! instantly.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.87.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// `get_ref`, `get_mut` and `into_inner` for a service with an `inner`
+/// field of type `S`.
+macro_rules! inner_accessors {
+    () => {
+        /// A reference to the inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// A mutable reference to the inner service.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// The inner service, consuming this one.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+pub(crate) use inner_accessors;
+
+mod clock;
+pub mod error;
+mod gcra;
+mod limiter;
+pub mod observe;
+pub mod quota;
+pub mod rate_limit;
+
+pub use error::{ExceedsBurst, RateLimited};
+pub use gcra::Decision;
+pub use limiter::Limiter;
+pub use quota::{Quota, QuotaError};
+pub use rate_limit::{RateLimit, RateLimitLayer};
+
+/// The error type of every layer: tower's `BoxError`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,120 @@
+//! Typed events from every layer, delivered to an [`Observer`].
+//!
+//! Set an observer on a layer (for example
+//! [`RateLimitLayer::observer`](crate::RateLimitLayer::observer)) to be told
+//! what it decides. With no observer set, reporting costs one branch.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use tower_sluice::{Quota, RateLimitLayer};
+//! use tower_sluice::observe::Event;
+//!
+//! let limited = Arc::new(AtomicUsize::new(0));
+//! let seen = limited.clone();
+//! let layer = RateLimitLayer::new(Quota::per_second(10))
+//!     .reject()
+//!     .observer(move |event: &Event<'_>| {
+//!         if let Event::Limited { .. } = event {
+//!             seen.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     });
+//! # let _ = layer;
+//! ```
+//!
+//! Observers are called synchronously on the request path: keep them fast
+//! (count, or hand off to a channel).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::RateLimited;
+use crate::gcra::Decision;
+
+/// Something a layer did. New variants and fields are added as layers grow
+/// (the enum and its variants are `#[non_exhaustive]`).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A request was admitted.
+    #[non_exhaustive]
+    Allowed {
+        /// The reporting layer, such as `"rate_limit"`.
+        layer: &'static str,
+        /// The decision, with the remaining quota.
+        decision: &'a Decision,
+    },
+    /// A request was denied (or would wait longer than allowed).
+    #[non_exhaustive]
+    Limited {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The error returned to the caller.
+        error: &'a RateLimited,
+    },
+    /// A request waited for capacity before it was sent.
+    #[non_exhaustive]
+    Waited {
+        /// The reporting layer.
+        layer: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+impl Event<'_> {
+    /// The layer that reported the event.
+    pub fn layer(&self) -> &'static str {
+        match self {
+            Event::Allowed { layer, .. }
+            | Event::Limited { layer, .. }
+            | Event::Waited { layer, .. } => layer,
+        }
+    }
+}
+
+/// Receives [`Event`]s. Implemented for every
+/// `Fn(&Event<'_>) + Send + Sync + 'static` closure.
+pub trait Observer: Send + Sync + 'static {
+    /// Called for each event, synchronously, on the request path.
+    fn on_event(&self, event: &Event<'_>);
+}
+
+impl<F> Observer for F
+where
+    F: Fn(&Event<'_>) + Send + Sync + 'static,
+{
+    fn on_event(&self, event: &Event<'_>) {
+        self(event)
+    }
+}
+
+/// An optional, shared observer, as the layers hold it.
+#[derive(Clone, Default)]
+pub(crate) struct Observers(Option<Arc<dyn Observer>>);
+
+impl Observers {
+    pub(crate) fn new(observer: impl Observer) -> Self {
+        Observers(Some(Arc::new(observer)))
+    }
+
+    /// Whether anyone is listening (so callers can skip building events).
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    #[inline]
+    pub(crate) fn emit(&self, event: &Event<'_>) {
+        if let Some(o) = &self.0 {
+            o.on_event(event);
+        }
+    }
+}
+
+impl fmt::Debug for Observers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}

@@ -1,0 +1,111 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::RateLimit;
+use crate::observe::{Observer, Observers};
+use crate::{Limiter, Quota};
+
+/// What a [`RateLimit`] service does when its quota is exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Reserve capacity in `poll_ready` and sleep until it is due, failing
+    /// fast when the wait would be longer than `max_wait` nanoseconds.
+    Wait { max_wait: u64 },
+    /// Decide in `call`; deny at once with `RateLimited`.
+    Reject,
+}
+
+/// Applies a rate limit shared by every service the layer makes and all
+/// their clones.
+///
+/// See the [module docs](crate::rate_limit) for the modes and examples.
+///
+/// # Sharing
+///
+/// The layer owns one bucket. Every service it wraps, and every clone of
+/// those services, draws from that one bucket, so `Router::layer` in axum
+/// (which clones per request) and cloned clients enforce one limit. Two
+/// layers made by two calls to [`new`](Self::new) are independent; to share
+/// one limiter between layers, pass the same `Arc` to
+/// [`with_limiter`](Self::with_limiter).
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<Limiter>,
+    mode: Mode,
+    observers: Observers,
+}
+
+impl RateLimitLayer {
+    /// Limits requests to `quota`, waiting for capacity (backpressure in
+    /// `poll_ready`) when it is exhausted.
+    pub fn new(quota: Quota) -> Self {
+        Self::with_limiter(Arc::new(Limiter::new(quota)))
+    }
+
+    /// Limits requests with an existing [`Limiter`], which may hold several
+    /// quotas and may be shared with other layers or code.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower_sluice::{Limiter, Quota, RateLimitLayer};
+    ///
+    /// let limiter = Arc::new(Limiter::new(Quota::per_minute(60)).and(Quota::per_day(1000)));
+    /// let layer = RateLimitLayer::with_limiter(limiter.clone());
+    /// assert_eq!(layer.limiter().quotas().count(), 2);
+    /// ```
+    pub fn with_limiter(limiter: Arc<Limiter>) -> Self {
+        RateLimitLayer {
+            limiter,
+            mode: Mode::Wait { max_wait: u64::MAX },
+            observers: Observers::default(),
+        }
+    }
+
+    /// Never wait: `call` fails at once with
+    /// [`RateLimited`](crate::RateLimited) when the quota is exhausted.
+    /// The service is always ready (if the inner one is), which is what
+    /// axum and tonic routers need.
+    #[must_use]
+    pub fn reject(mut self) -> Self {
+        self.mode = Mode::Reject;
+        self
+    }
+
+    /// Wait for capacity, but at most `max_wait`: when the predicted wait is
+    /// longer, fail at once with [`RateLimited`](crate::RateLimited)
+    /// (consuming nothing) instead of waiting.
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        let nanos = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        self.mode = Mode::Wait { max_wait: nanos };
+        self
+    }
+
+    /// Reports every decision to `observer`.
+    #[must_use]
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers = Observers::new(observer);
+        self
+    }
+
+    /// The shared limiter, to inspect it (for example
+    /// [`Limiter::peek`]) or share it.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit::new(
+            inner,
+            self.limiter.clone(),
+            self.mode,
+            self.observers.clone(),
+        )
+    }
+}
