@@ -392,7 +392,7 @@ impl FromStr for Quota {
         let count = if count.is_empty() {
             1
         } else {
-            u64::from(parse_count(count).map_err(|why| fail(format!("period count {why}")))?)
+            parse_u64(count).map_err(|why| fail(format!("period count {why}")))?
         };
         let unit = unit.trim();
         if unit.is_empty() {
@@ -425,15 +425,19 @@ impl FromStr for Quota {
 
 /// A positive decimal `u32`, with a reason when it is not one.
 fn parse_count(s: &str) -> Result<u32, String> {
+    let n = parse_u64(s)?;
+    u32::try_from(n).map_err(|_| format!("{s} is too large (at most {})", u32::MAX))
+}
+
+/// A positive decimal `u64`, with a reason when it is not one.
+fn parse_u64(s: &str) -> Result<u64, String> {
     if s.is_empty() {
         return Err("is missing".to_owned());
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{s:?} is not a whole number"));
     }
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("{s} is too large (at most {})", u32::MAX))?;
+    let n: u64 = s.parse().map_err(|_| format!("{s} is too large"))?;
     if n == 0 {
         return Err("must be at least 1".to_owned());
     }
@@ -636,7 +640,10 @@ mod tests {
             ("10/ns;burst=1", ""),
             ("11/10ns", "more than one per nanosecond"),
             ("1/9999999day", "period is too long"),
-            ("1/99999999999day", "too large"),
+            (
+                "1/99999999999999999999day",
+                "period count 99999999999999999999 is too large",
+            ),
         ];
         for (s, want) in cases {
             match s.parse::<Quota>() {

@@ -1,0 +1,358 @@
+//! The limiter against a reference model, the window guarantee, and
+//! several OS threads on one limiter. Time-based cases run on tokio's
+//! paused clock (feature `test-util`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tower_sluice::{Decision, Limiter, Quota};
+
+/// The GCRA in its other classic form, the continuous-state leaky bucket:
+/// a bucket holding `level` nanoseconds of work that drains one nanosecond
+/// per nanosecond; a request adds `cost * T` unless that overflows `B * T`.
+#[derive(Debug, Clone)]
+struct LeakyBucket {
+    t: u128,
+    capacity: u128,
+    level: u128,
+    last: u128,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    allowed: bool,
+    remaining: u128,
+    retry_after: u128,
+    reset_after: u128,
+}
+
+impl LeakyBucket {
+    fn new(q: Quota) -> Self {
+        // T is period / limit rounded up to the nanosecond (documented).
+        let t = q.period().as_nanos().div_ceil(u128::from(q.limit()));
+        LeakyBucket {
+            t,
+            capacity: t * u128::from(q.burst()),
+            level: 0,
+            last: 0,
+        }
+    }
+
+    fn drained(&self, now: u128) -> u128 {
+        self.level.saturating_sub(now - self.last)
+    }
+
+    fn check(&mut self, now: u128, cost: u32) -> Outcome {
+        let level = self.drained(now);
+        let need = u128::from(cost) * self.t;
+        if level + need > self.capacity {
+            return Outcome {
+                allowed: false,
+                remaining: (self.capacity - level) / self.t,
+                retry_after: level + need - self.capacity,
+                reset_after: level,
+            };
+        }
+        self.level = level + need;
+        self.last = now;
+        Outcome {
+            allowed: true,
+            remaining: (self.capacity - self.level) / self.t,
+            retry_after: 0,
+            reset_after: self.level,
+        }
+    }
+}
+
+fn outcome(d: &Decision) -> Outcome {
+    Outcome {
+        allowed: d.is_allowed(),
+        remaining: u128::from(d.remaining()),
+        retry_after: d.retry_after().as_nanos(),
+        reset_after: d.reset_after().as_nanos(),
+    }
+}
+
+fn paused<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn quota() -> impl Strategy<Value = Quota> {
+    (1u32..=20, 1_000u64..=5_000_000_000, 1u32..=40).prop_map(|(limit, period, burst)| {
+        Quota::try_with_burst(limit, Duration::from_nanos(period), burst).unwrap()
+    })
+}
+
+/// Arrivals as (gap before it in nanoseconds, cost), sized to the quota.
+fn trace(q: Quota) -> impl Strategy<Value = (Quota, Vec<(u64, u32)>)> {
+    let t = q.emission_interval().as_nanos() as u64;
+    let cost = prop_oneof![3 => Just(1u32), 1 => 1..=q.burst()];
+    let gap = prop_oneof![2 => Just(0u64), 3 => 0..=t * 2, 1 => 0..=t * u64::from(q.burst()) * 2];
+    prop::collection::vec((gap, cost), 1..150).prop_map(move |v| (q, v))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every decision (allowed, remaining, retry_after, reset_after) equals
+    /// the leaky-bucket model's for the same arrivals.
+    #[test]
+    fn matches_the_leaky_bucket_model((q, arrivals) in quota().prop_flat_map(trace)) {
+        paused(async move {
+            let limiter = Limiter::new(q);
+            let mut model = LeakyBucket::new(q);
+            let mut now = 0u128;
+            for (i, (gap, cost)) in arrivals.into_iter().enumerate() {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                now += u128::from(gap);
+                let got = outcome(&limiter.check_n(cost).unwrap());
+                let want = model.check(now, cost);
+                prop_assert_eq!(got, want, "arrival {} at {} ns, cost {}, quota {}", i, now, cost, q);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Several quotas: a request passes only if every quota's model admits
+    /// it, and then it is charged to all; a denial charges none.
+    #[test]
+    fn several_quotas_match_independent_models(
+        (q1, arrivals) in quota().prop_flat_map(trace),
+        q2 in quota(),
+        q3 in quota(),
+    ) {
+        paused(async move {
+            let quotas = [q1, q2, q3];
+            let limiter = Limiter::new(q1).and(q2).and(q3);
+            let mut models: Vec<LeakyBucket> = quotas.iter().map(|q| LeakyBucket::new(*q)).collect();
+            let mut now = 0u128;
+            for (gap, cost) in arrivals {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                now += u128::from(gap);
+                let cost = cost.min(limiter.max_cost());
+                let got = outcome(&limiter.check_n(cost).unwrap());
+                // Dry-run every model first.
+                let dry: Vec<Outcome> = models.iter().map(|m| m.clone().check(now, cost)).collect();
+                let all = dry.iter().all(|o| o.allowed);
+                prop_assert_eq!(got.allowed, all);
+                if all {
+                    let after: Vec<Outcome> = models.iter_mut().map(|m| m.check(now, cost)).collect();
+                    let tightest = after.iter().min_by_key(|o| o.remaining).unwrap();
+                    prop_assert_eq!(got.remaining, tightest.remaining);
+                } else {
+                    let worst = dry.iter().filter(|o| !o.allowed).max_by_key(|o| o.retry_after).unwrap();
+                    prop_assert_eq!(got.retry_after, worst.retry_after);
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Over any window [a, a + w], admitted cost is at most B + w / T.
+    #[test]
+    fn window_guarantee((q, arrivals) in quota().prop_flat_map(trace)) {
+        paused(async move {
+            let limiter = Limiter::new(q);
+            let t = q.emission_interval().as_nanos();
+            let b = u128::from(q.burst());
+            let mut now = 0u128;
+            let mut admitted: Vec<(u128, u128)> = Vec::new();
+            for (gap, cost) in arrivals {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                now += u128::from(gap);
+                if limiter.check_n(cost).unwrap().is_allowed() {
+                    admitted.push((now, u128::from(cost)));
+                }
+            }
+            for i in 0..admitted.len() {
+                let mut sum = 0;
+                for j in i..admitted.len() {
+                    sum += admitted[j].1;
+                    let w = admitted[j].0 - admitted[i].0;
+                    prop_assert!(sum * t <= b * t + w,
+                        "{} admitted in {} ns; bound {} + {}/{}", sum, w, b, w, t);
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    /// `peek` reports what `check` would decide and consumes nothing.
+    #[test]
+    fn peek_predicts_check_without_consuming((q, arrivals) in quota().prop_flat_map(trace)) {
+        paused(async move {
+            let limiter = Limiter::new(q).and(Quota::per_day(1_000_000));
+            for (gap, cost) in arrivals {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                let cost = cost.min(limiter.max_cost());
+                let first = limiter.peek_n(cost).unwrap();
+                prop_assert_eq!(limiter.peek_n(cost).unwrap(), first);
+                let real = limiter.check_n(cost).unwrap();
+                prop_assert_eq!(real.is_allowed(), first.is_allowed());
+                prop_assert_eq!(real.retry_after(), first.retry_after());
+                if real.is_allowed() {
+                    prop_assert_eq!(real.remaining(), first.remaining());
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Display parses back to an equal quota.
+    #[test]
+    fn display_round_trips(limit in 1u32.., period in 1u64..=1_000_000_000_000_000, burst in 1u32..) {
+        if let Ok(q) = Quota::try_with_burst(limit, Duration::from_nanos(period), burst) {
+            prop_assert_eq!(q.to_string().parse::<Quota>(), Ok(q));
+        }
+    }
+
+    /// Arbitrary input never panics; it parses or says why not.
+    #[test]
+    fn parsing_never_panics(s in ".{0,40}") {
+        if let Err(e) = s.parse::<Quota>() {
+            prop_assert!(e.to_string().starts_with("invalid quota"));
+        }
+    }
+}
+
+#[test]
+fn cost_above_burst_is_an_error_not_a_wait() {
+    let limiter = Limiter::new(Quota::per_second(10).with_burst(5)).and(Quota::per_minute(100));
+    let err = limiter.check_n(6).unwrap_err();
+    assert_eq!(err.cost(), 6);
+    assert_eq!(err.quota(), Quota::per_second(10).with_burst(5));
+    assert!(err.to_string().contains("can never pass"), "{err}");
+    assert!(limiter.peek_n(6).is_err());
+    // Nothing was consumed.
+    assert!(limiter.check_n(5).unwrap().is_allowed());
+}
+
+#[test]
+fn denied_request_consumes_from_no_quota() {
+    paused(async {
+        let limiter = Limiter::new(Quota::per_second(1)).and(Quota::per_minute(3));
+        assert!(limiter.check().is_allowed());
+        // Denied by the second-based quota: the minute quota keeps its 2.
+        for _ in 0..10 {
+            assert!(!limiter.check().is_allowed());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(limiter.check().is_allowed());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(limiter.check().is_allowed());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let d = limiter.check();
+        assert!(!d.is_allowed());
+        assert_eq!(d.quota(), Quota::per_minute(3));
+        assert_eq!(d.retry_after(), Duration::from_secs(17));
+    });
+}
+
+/// Real threads on the real clock: the total admitted never exceeds
+/// `B + elapsed / T`, and the limiter is not trivially denying either.
+#[test]
+fn threads_never_exceed_the_bound() {
+    let threads = 4;
+    for quota in [
+        Quota::per_second(2_000).with_burst(50),
+        Quota::new(1, Duration::from_millis(7)),
+    ] {
+        let limiter = Arc::new(Limiter::new(quota));
+        let start = Instant::now();
+        let admitted = AtomicU64::new(0);
+        let run = Duration::from_millis(300);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    while start.elapsed() < run {
+                        if limiter.check().is_allowed() {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let elapsed = start.elapsed().as_nanos();
+        let t = quota.emission_interval().as_nanos();
+        let admitted = u128::from(admitted.into_inner());
+        let bound = u128::from(quota.burst()) + elapsed / t;
+        assert!(
+            admitted <= bound,
+            "{quota}: {admitted} admitted, bound {bound}"
+        );
+        assert!(
+            admitted * 2 >= bound,
+            "{quota}: only {admitted} admitted of {bound}"
+        );
+    }
+}
+
+/// Several quotas under contention: no quota's bound is exceeded, even
+/// with the rollbacks that races cause.
+#[test]
+fn threads_with_several_quotas_respect_every_bound() {
+    let fast = Quota::per_second(5_000).with_burst(20);
+    let slow = Quota::new(300, Duration::from_millis(100)).with_burst(100);
+    let limiter = Arc::new(Limiter::new(fast).and(slow));
+    let start = Instant::now();
+    let admitted = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while start.elapsed() < Duration::from_millis(300) {
+                    if limiter.check().is_allowed() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_nanos();
+    let admitted = u128::from(admitted.into_inner());
+    for q in [fast, slow] {
+        let bound = u128::from(q.burst()) + elapsed / q.emission_interval().as_nanos();
+        assert!(admitted <= bound, "{q}: {admitted} admitted, bound {bound}");
+    }
+    // The slow quota is the binding one: 100 + 3000/s * 0.3 s = 1000.
+    assert!(admitted >= 500, "only {admitted} admitted");
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_from_string_and_map() {
+    let q: Quota = serde_json::from_str("\"60/min;burst=10\"").unwrap();
+    assert_eq!(q, Quota::per_minute(60).with_burst(10));
+    assert_eq!(serde_json::to_string(&q).unwrap(), "\"60/min;burst=10\"");
+    let q: Quota = serde_json::from_str(r#"{"limit": 100, "period": "10s"}"#).unwrap();
+    assert_eq!(q, Quota::new(100, Duration::from_secs(10)));
+    let q: Quota = serde_json::from_str(r#"{"limit": 5, "period": 60, "burst": 2}"#).unwrap();
+    assert_eq!(q, Quota::per_minute(5).with_burst(2));
+    for (bad, why) in [
+        (r#""0/min""#, "limit must be at least 1"),
+        (
+            r#"{"limit": 0, "period": "1s"}"#,
+            "`limit` must be at least 1",
+        ),
+        (r#"{"limit": 5}"#, "missing field `period`"),
+        (r#"{"limit": 5, "period": "1fortnight"}"#, "invalid period"),
+        (
+            r#"{"limit": 5, "period": "1s", "burst": 0}"#,
+            "`burst` must be at least 1",
+        ),
+        (
+            r#"{"limit": 5, "period": "1s", "brust": 2}"#,
+            "unknown field `brust`",
+        ),
+        ("17", "a quota such as"),
+    ] {
+        let err = serde_json::from_str::<Quota>(bad).unwrap_err().to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
