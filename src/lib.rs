@@ -6,9 +6,8 @@
 //! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 //! use tower_sluice::{Quota, RateLimitLayer};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! # tokio::time::pause();
 //! // A client that must stay under 60 requests per minute, 10 at once:
 //! // requests beyond that wait for their slot instead of failing.
 //! let mut client = ServiceBuilder::new()

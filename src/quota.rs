@@ -342,7 +342,7 @@ impl fmt::Display for Quota {
                 if calendar {
                     nanos == *unit
                 } else {
-                    nanos % unit == 0
+                    nanos.is_multiple_of(*unit)
                 }
             })
             .map(|(_, u)| *u)

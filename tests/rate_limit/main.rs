@@ -78,7 +78,7 @@ async fn concurrent_clones_wait_in_order_and_share_one_bucket() {
 async fn pending_poll_ready_registers_the_waker() {
     let mut svc = tokio_test::task::spawn(limited(RateLimitLayer::new(Quota::per_second(1))));
     assert_ready_ok!(svc.enter(|cx, mut s| s.poll_ready(cx)));
-    let _ = svc.call(1);
+    assert_eq!(svc.call(1).await.unwrap(), 1);
     assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
     // Polling again while pending stays pending and keeps one reservation.
     assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
