@@ -128,3 +128,7 @@ pub use rate_limit::{RateLimit, RateLimitLayer};
 
 /// The error type of every layer: tower's `BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
