@@ -83,7 +83,10 @@ impl RateLimitLayer {
         self
     }
 
-    /// Reports every decision to `observer`.
+    /// Reports every decision to `observer` (replacing any observer set
+    /// before). In waiting mode, [`Event::Waited`](crate::observe::Event::Waited)
+    /// carries the planned wait; tokio timers may fire up to a millisecond
+    /// later, which never lets a request through early.
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers = Observers::new(observer);
