@@ -130,6 +130,8 @@ pub(crate) struct Params {
     pub(crate) emission: u64,
     /// Tolerance `B*T`.
     pub(crate) window: u64,
+    /// The period in nanoseconds.
+    pub(crate) period: u64,
 }
 
 impl Params {
@@ -138,6 +140,7 @@ impl Params {
             quota,
             emission: quota.emission_nanos(),
             window: quota.window_nanos(),
+            period: quota.period_nanos(),
         }
     }
 
@@ -156,14 +159,16 @@ impl Params {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     allowed: bool,
-    quota: Quota,
+    // The quota, unpacked: a decision stays small on the hot path.
+    limit: u32,
+    burst: u32,
+    period: u64,
     /// Time of the decision, nanoseconds since the clock origin.
     now: u64,
     /// `tat` after the decision (allowed) or `max(tat, now)` (denied).
     tat: u64,
     /// Nanoseconds until the request could pass (0 when allowed).
     retry_after: u64,
-    window: u64,
     emission: u64,
 }
 
@@ -172,11 +177,12 @@ impl Decision {
     pub(crate) fn allowed(p: &Params, now: u64, tat: u64) -> Self {
         Decision {
             allowed: true,
-            quota: p.quota,
+            limit: p.quota.limit(),
+            burst: p.quota.burst(),
+            period: p.period,
             now,
             tat,
             retry_after: 0,
-            window: p.window,
             emission: p.emission,
         }
     }
@@ -185,14 +191,15 @@ impl Decision {
     pub(crate) fn denied(p: &Params, now: u64, base: u64, inc: u64) -> Self {
         Decision {
             allowed: false,
-            quota: p.quota,
+            limit: p.quota.limit(),
+            burst: p.quota.burst(),
+            period: p.period,
             now,
             tat: base,
             retry_after: base
                 .saturating_add(inc)
                 .saturating_sub(now)
                 .saturating_sub(p.window),
-            window: p.window,
             emission: p.emission,
         }
     }
@@ -205,18 +212,19 @@ impl Decision {
 
     /// The quota that decided (for several quotas: the tightest one).
     pub fn quota(&self) -> Quota {
-        self.quota
+        Quota::from_parts(self.limit, Duration::from_nanos(self.period), self.burst)
     }
 
     /// The quota's limit per period.
     pub fn limit(&self) -> u32 {
-        self.quota.limit()
+        self.limit
     }
 
     /// How many more requests of cost 1 would pass right now.
     pub fn remaining(&self) -> u32 {
         let used = self.tat.saturating_sub(self.now);
-        let left = self.window.saturating_sub(used) / self.emission;
+        let window = self.emission * u64::from(self.burst);
+        let left = window.saturating_sub(used) / self.emission;
         u32::try_from(left).unwrap_or(u32::MAX)
     }
 

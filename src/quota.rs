@@ -284,6 +284,20 @@ impl Quota {
         Duration::from_nanos(self.emission_nanos())
     }
 
+    /// A quota from parts that were validated before.
+    pub(crate) const fn from_parts(limit: u32, period: Duration, burst: u32) -> Self {
+        Quota {
+            limit,
+            period,
+            burst,
+        }
+    }
+
+    pub(crate) fn period_nanos(&self) -> u64 {
+        // Validated on construction: the period fits in u64 nanoseconds.
+        self.period.as_nanos() as u64
+    }
+
     pub(crate) fn emission_nanos(&self) -> u64 {
         // Validated on construction: the period fits in u64 nanoseconds.
         (self.period.as_nanos() as u64).div_ceil(u64::from(self.limit))
