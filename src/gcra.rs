@@ -258,6 +258,168 @@ impl Decision {
     }
 }
 
+/// How many quotas a [`Reserved`] can refund without allocating.
+pub(crate) const INLINE_CELLS: usize = 4;
+
+/// A set of GCRA cells with their parameters: one limiter's quotas, or one
+/// key's state under its policy.
+pub(crate) trait CellSet {
+    fn len(&self) -> usize;
+    fn cell(&self, i: usize) -> (&Params, &Gcra);
+}
+
+impl CellSet for [(Params, Gcra)] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    #[inline]
+    fn cell(&self, i: usize) -> (&Params, &Gcra) {
+        let (p, g) = &self[i];
+        (p, g)
+    }
+}
+
+/// Capacity admitted (possibly ahead of time) in every cell of a set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reserved {
+    /// When the request may be sent, in nanoseconds from the decision.
+    pub(crate) wait: u64,
+    /// Time of the decision.
+    pub(crate) now: u64,
+    /// The `tat` written into each cell (the first [`INLINE_CELLS`]).
+    pub(crate) stamps: [u64; INLINE_CELLS],
+}
+
+impl Reserved {
+    /// The decision of the cell with the fewest remaining.
+    pub(crate) fn decision(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
+        let mut best: Option<Decision> = None;
+        for i in 0..cells.len() {
+            let (p, g) = cells.cell(i);
+            let tat = if i < INLINE_CELLS {
+                self.stamps[i]
+            } else {
+                g.tat()
+            };
+            let d = Decision::allowed(p, self.now, tat);
+            if best.is_none_or(|b| d.remaining() < b.remaining()) {
+                best = Some(d);
+            }
+        }
+        best.expect("a cell set is never empty")
+    }
+}
+
+/// Reserves `cost` in every cell at the earliest time within `max_wait` of
+/// `now` when all have room, or returns the denial of the cell needing the
+/// longest wait. Nothing is consumed on denial.
+///
+/// One cell is one compare-exchange loop. Several cells are checked first
+/// (the longest wait any needs), then admitted one by one at that time; if
+/// another request gets in between, the ones already admitted are rolled
+/// back and the whole decision starts over.
+#[inline]
+pub(crate) fn reserve_all(
+    cells: &(impl CellSet + ?Sized),
+    now: u64,
+    cost: u32,
+    max_wait: u64,
+) -> Result<Reserved, Decision> {
+    let mut stamps = [0; INLINE_CELLS];
+    if cells.len() == 1 {
+        let (p, g) = cells.cell(0);
+        let inc = p.inc(cost);
+        return match g.reserve(p.window, inc, now, max_wait) {
+            Ok((tat, wait)) => {
+                stamps[0] = tat;
+                Ok(Reserved { wait, now, stamps })
+            }
+            Err(base) => Err(Decision::denied(p, now, base, inc)),
+        };
+    }
+    'retry: loop {
+        let mut wait = 0;
+        let mut worst = None;
+        for i in 0..cells.len() {
+            let (p, g) = cells.cell(i);
+            let inc = p.inc(cost);
+            let (w, base) = g.wait(p.window, inc, now);
+            if w > wait || (w > 0 && worst.is_none()) {
+                wait = w;
+                worst = Some(Decision::denied(p, now, base, inc));
+            }
+        }
+        if wait > max_wait {
+            return Err(worst.expect("a positive wait has a cell that needs it"));
+        }
+        let at = now.saturating_add(wait);
+        for i in 0..cells.len() {
+            let (p, g) = cells.cell(i);
+            match g.try_admit(p.window, p.inc(cost), at) {
+                Ok(tat) if i < INLINE_CELLS => stamps[i] = tat,
+                Ok(_) => {}
+                Err(_) => {
+                    refund_all(cells, &stamps[..i.min(INLINE_CELLS)], cost);
+                    continue 'retry;
+                }
+            }
+        }
+        return Ok(Reserved { wait, now, stamps });
+    }
+}
+
+/// What [`reserve_all`] with no waiting would decide, without consuming.
+pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, cost: u32) -> Decision {
+    let mut worst: Option<Decision> = None;
+    let mut stamps = [0; INLINE_CELLS];
+    for i in 0..cells.len() {
+        let (p, g) = cells.cell(i);
+        let inc = p.inc(cost);
+        let (wait, base) = g.wait(p.window, inc, now);
+        if wait > 0 && worst.is_none_or(|w| wait > w.retry_after_nanos()) {
+            worst = Some(Decision::denied(p, now, base, inc));
+        }
+        if i < INLINE_CELLS {
+            stamps[i] = base + inc;
+        }
+    }
+    match worst {
+        Some(denied) => denied,
+        // As if admitted: the state the request would leave.
+        None => Reserved {
+            wait: 0,
+            now,
+            stamps,
+        }
+        .decision(cells),
+    }
+}
+
+/// Gives back what a reservation took, cell by cell, where nothing was
+/// admitted after it.
+pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], cost: u32) {
+    for (i, &tat) in stamps.iter().enumerate().take(cells.len()) {
+        let (p, g) = cells.cell(i);
+        g.refund(tat, p.inc(cost));
+    }
+}
+
+/// The state now, as the allowed decision of the tightest cell.
+pub(crate) fn snapshot(cells: &(impl CellSet + ?Sized), now: u64) -> Decision {
+    let mut stamps = [0; INLINE_CELLS];
+    for (i, stamp) in stamps.iter_mut().enumerate().take(cells.len()) {
+        *stamp = cells.cell(i).1.tat().max(now);
+    }
+    Reserved {
+        wait: 0,
+        now,
+        stamps,
+    }
+    .decision(cells)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

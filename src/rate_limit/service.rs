@@ -3,6 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -10,7 +11,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::Mode;
 use crate::error::RateLimited;
-use crate::limiter::Reservation;
+use crate::gcra::Reserved as Reservation;
 use crate::observe::{Event, Observers};
 use crate::{BoxError, Limiter};
 
@@ -120,7 +121,7 @@ where
                 State::Idle => match self.slot.limiter.reserve(1, max_wait) {
                     Ok(r) if r.wait == 0 => self.slot.state = State::Ready(r),
                     Ok(r) => {
-                        let deadline = tokio::time::Instant::now() + Limiter::wait_of(&r);
+                        let deadline = tokio::time::Instant::now() + Duration::from_nanos(r.wait);
                         match &mut self.sleep {
                             Some(sleep) => sleep.as_mut().reset(deadline),
                             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -136,7 +137,7 @@ where
                 State::Waiting(r) => {
                     let sleep = self.sleep.as_mut().expect("a waiting service has a timer");
                     ready!(sleep.as_mut().poll(cx));
-                    let waited = Limiter::wait_of(r);
+                    let waited = Duration::from_nanos(r.wait);
                     let State::Waiting(r) = std::mem::replace(&mut self.slot.state, State::Idle)
                     else {
                         unreachable!()
