@@ -16,6 +16,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Quota;
@@ -34,6 +35,7 @@ pub struct RateLimited {
     reset_after: Duration,
     remaining: u32,
     quota: Quota,
+    policy: Option<Arc<str>>,
 }
 
 impl RateLimited {
@@ -43,7 +45,19 @@ impl RateLimited {
             reset_after: d.reset_after(),
             remaining: d.remaining(),
             quota: d.quota(),
+            policy: None,
         }
+    }
+
+    pub(crate) fn with_policy(mut self, name: Option<Arc<str>>) -> Self {
+        self.policy = name;
+        self
+    }
+
+    /// The name of the key's [`Policy`](crate::per_key::Policy), when it
+    /// has one (for example a tier, `"free"`).
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_deref()
     }
 
     /// How long to wait before the request would pass.
@@ -75,9 +89,13 @@ impl RateLimited {
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rate limit exceeded: ")?;
+        if let Some(policy) = &self.policy {
+            write!(f, "{policy} ")?;
+        }
         write!(
             f,
-            "rate limit exceeded: {}; retry after {}",
+            "{}; retry after {}",
             QuotaText(&self.quota),
             Human(self.retry_after)
         )
@@ -85,6 +103,105 @@ impl fmt::Display for RateLimited {
 }
 
 impl std::error::Error for RateLimited {}
+
+/// The request carried no key (for example no `x-api-key` header), so no
+/// per-key limit could be applied. Maps to HTTP 400.
+///
+/// Configure [`PerKeyLayer`](crate::PerKeyLayer) to let such requests
+/// through or to use a fallback key instead.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct MissingKey;
+
+impl fmt::Display for MissingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "request has no rate-limit key (the key extractor found none); \
+             send the key, or configure a fallback key",
+        )
+    }
+}
+
+impl std::error::Error for MissingKey {}
+
+/// A new key was refused because the per-key store is full of keys that
+/// are all still active (`max_keys` reached). No key's limit was loosened
+/// to make room. Maps to HTTP 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TooManyKeys {
+    max_keys: usize,
+    retry_after: Duration,
+}
+
+impl TooManyKeys {
+    pub(crate) fn new(max_keys: usize, retry_after: Duration) -> Self {
+        TooManyKeys {
+            max_keys,
+            retry_after,
+        }
+    }
+
+    /// The store's bound.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// When the first tracked key will turn idle and make room.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for TooManyKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "too many active rate-limit keys (max_keys {}); retry after {}, or raise max_keys",
+            self.max_keys,
+            Human(self.retry_after)
+        )
+    }
+}
+
+impl std::error::Error for TooManyKeys {}
+
+/// A key already has as many requests in flight as its policy allows.
+/// Maps to HTTP 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TooManyInFlight {
+    limit: u32,
+    policy: Option<Arc<str>>,
+}
+
+impl TooManyInFlight {
+    pub(crate) fn new(limit: u32, policy: Option<Arc<str>>) -> Self {
+        TooManyInFlight { limit, policy }
+    }
+
+    /// The key's cap on requests in flight.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The name of the key's policy, if it has one.
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_deref()
+    }
+}
+
+impl fmt::Display for TooManyInFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("too many requests in flight: ")?;
+        if let Some(policy) = &self.policy {
+            write!(f, "{policy} ")?;
+        }
+        write!(f, "allows {} at once; retry when one completes", self.limit)
+    }
+}
+
+impl std::error::Error for TooManyInFlight {}
 
 /// A request's cost is larger than a quota's burst, so it could never pass.
 ///
@@ -195,6 +312,7 @@ mod tests {
             reset_after: Duration::from_secs(10),
             remaining: 0,
             quota: Quota::per_minute(60).with_burst(10),
+            policy: None,
         };
         assert_eq!(
             e.to_string(),

@@ -381,8 +381,8 @@ pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, cost: u32) -> 
         if wait > 0 && worst.is_none_or(|w| wait > w.retry_after_nanos()) {
             worst = Some(Decision::denied(p, now, base, inc));
         }
-        if i < INLINE_CELLS {
-            stamps[i] = base + inc;
+        if let Some(stamp) = stamps.get_mut(i) {
+            *stamp = base + inc;
         }
     }
     match worst {

@@ -112,17 +112,20 @@ macro_rules! inner_accessors {
 }
 pub(crate) use inner_accessors;
 
+pub mod backend;
 mod clock;
 pub mod error;
 mod gcra;
 mod limiter;
 pub mod observe;
+pub mod per_key;
 pub mod quota;
 pub mod rate_limit;
 
 pub use error::{ExceedsBurst, RateLimited};
 pub use gcra::Decision;
 pub use limiter::Limiter;
+pub use per_key::{PerKey, PerKeyLayer};
 pub use quota::{Quota, QuotaError};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 

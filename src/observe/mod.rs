@@ -34,14 +34,18 @@ use crate::gcra::Decision;
 
 /// Something a layer did. New variants and fields are added as layers grow
 /// (the enum and its variants are `#[non_exhaustive]`).
+///
+/// `key` is the request's key for per-key layers, `None` otherwise.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Event<'a> {
     /// A request was admitted.
     #[non_exhaustive]
     Allowed {
-        /// The reporting layer, such as `"rate_limit"`.
+        /// The reporting layer, such as `"rate_limit"` or `"per_key"`.
         layer: &'static str,
+        /// The request's key, for per-key layers.
+        key: Option<&'a dyn fmt::Debug>,
         /// The decision, with the remaining quota.
         decision: &'a Decision,
     },
@@ -50,6 +54,8 @@ pub enum Event<'a> {
     Limited {
         /// The reporting layer.
         layer: &'static str,
+        /// The request's key, for per-key layers.
+        key: Option<&'a dyn fmt::Debug>,
         /// The error returned to the caller.
         error: &'a RateLimited,
     },
@@ -58,8 +64,38 @@ pub enum Event<'a> {
     Waited {
         /// The reporting layer.
         layer: &'static str,
+        /// The request's key, for per-key layers.
+        key: Option<&'a dyn fmt::Debug>,
         /// How long it waited.
         waited: Duration,
+    },
+    /// A request was refused because its key already had as many requests
+    /// in flight as its policy allows.
+    #[non_exhaustive]
+    InFlightLimited {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The request's key.
+        key: Option<&'a dyn fmt::Debug>,
+        /// The key's cap.
+        limit: u32,
+    },
+    /// A request carried no key.
+    #[non_exhaustive]
+    MissingKey {
+        /// The reporting layer.
+        layer: &'static str,
+    },
+    /// A new key was refused because the per-key store is full of active
+    /// keys (`max_keys`). Nothing was admitted without a limit.
+    #[non_exhaustive]
+    StoreFull {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The refused key.
+        key: Option<&'a dyn fmt::Debug>,
+        /// The store's bound.
+        max_keys: usize,
     },
 }
 
@@ -69,7 +105,22 @@ impl Event<'_> {
         match self {
             Event::Allowed { layer, .. }
             | Event::Limited { layer, .. }
-            | Event::Waited { layer, .. } => layer,
+            | Event::Waited { layer, .. }
+            | Event::InFlightLimited { layer, .. }
+            | Event::MissingKey { layer }
+            | Event::StoreFull { layer, .. } => layer,
+        }
+    }
+
+    /// The request's key, for per-key layers.
+    pub fn key(&self) -> Option<&dyn fmt::Debug> {
+        match self {
+            Event::Allowed { key, .. }
+            | Event::Limited { key, .. }
+            | Event::Waited { key, .. }
+            | Event::InFlightLimited { key, .. }
+            | Event::StoreFull { key, .. } => *key,
+            Event::MissingKey { .. } => None,
         }
     }
 }

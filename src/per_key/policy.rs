@@ -58,7 +58,10 @@ pub struct TooManyQuotas;
 
 impl fmt::Display for TooManyQuotas {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid policy: `quotas` holds at most {MAX_QUOTAS} quotas")
+        write!(
+            f,
+            "invalid policy: `quotas` holds at most {MAX_QUOTAS} quotas"
+        )
     }
 }
 

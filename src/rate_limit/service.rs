@@ -88,6 +88,7 @@ impl<S> RateLimit<S> {
         );
         self.observers.emit(&Event::Limited {
             layer: LAYER,
+            key: None,
             error,
         });
     }
@@ -97,6 +98,7 @@ impl<S> RateLimit<S> {
             let decision = self.slot.limiter.snapshot();
             self.observers.emit(&Event::Allowed {
                 layer: LAYER,
+                key: None,
                 decision: &decision,
             });
         }
@@ -145,6 +147,7 @@ where
                     self.slot.state = State::Ready(r);
                     self.observers.emit(&Event::Waited {
                         layer: LAYER,
+                        key: None,
                         waited,
                     });
                 }
@@ -162,6 +165,7 @@ where
                     if self.observers.is_set() {
                         self.observers.emit(&Event::Allowed {
                             layer: LAYER,
+                            key: None,
                             decision: &decision,
                         });
                     }

@@ -1,0 +1,209 @@
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Acquire, Backend, Grant, Never, QuotaStates};
+use crate::BoxError;
+use crate::clock::Clock;
+use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
+use crate::gcra::{self, CellSet, Decision};
+use crate::per_key::Policy;
+use crate::per_key::store::{Extra, KeyState, Store};
+
+/// The in-memory backend: a bounded, sharded map from key to GCRA state.
+///
+/// Decisions are synchronous: a read lock on one shard and a
+/// compare-exchange per quota, with no allocation for a known key. See
+/// [`max_keys`](Self::new) for the memory bound.
+pub struct Memory<K> {
+    clock: Clock,
+    store: Store<K>,
+}
+
+/// A request's slot among its key's requests in flight; freed on drop.
+pub struct InFlight(Arc<Extra>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("InFlight")
+            .field(&self.0.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone> Memory<K> {
+    /// A store for at most `max_keys` keys.
+    ///
+    /// Idle keys (their buckets full again, nothing in flight) are dropped
+    /// before a shard grows, so memory follows the active keys; when
+    /// `max_keys` keys are all active, new keys are refused with
+    /// [`TooManyKeys`] until one turns idle, never admitted without a limit.
+    /// An entry costs `size_of::<K>() + 17` bytes in the table (more for
+    /// policies with several quotas or an in-flight cap), plus whatever
+    /// `K` owns on the heap.
+    pub fn new(max_keys: usize) -> Self {
+        Memory {
+            clock: Clock::new(),
+            store: Store::new(max_keys),
+        }
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most keys held at once.
+    pub fn max_keys(&self) -> usize {
+        self.store.max_keys()
+    }
+
+    /// Approximate bytes used by the tables (not counting what keys own on
+    /// the heap).
+    pub fn table_bytes(&self) -> usize {
+        self.store.capacity() * Store::<K>::ENTRY_BYTES
+    }
+
+    /// Drops every idle key now (one shard at a time). Not needed for the
+    /// memory bound, which holds on its own; useful to release memory after
+    /// a burst of keys.
+    pub fn sweep(&self) {
+        self.store.sweep_all(self.clock.now());
+    }
+
+    fn decide(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: u64,
+        consume: bool,
+    ) -> Result<Grant, BoxError> {
+        let now = self.clock.now();
+        let decided = self.store.with(key, policy, now, consume, |state| {
+            verdict(state, policy, now, cost, max_wait, consume)
+        });
+        let verdict = match decided {
+            Ok(Some(v)) => v,
+            // An unknown key, peeked: its buckets are full.
+            Ok(None) => verdict(&KeyState::for_policy(policy), policy, now, cost, 0, false),
+            Err(full) => {
+                return Err(TooManyKeys::new(
+                    self.store.max_keys(),
+                    Duration::from_nanos(full.retry_after),
+                )
+                .into());
+            }
+        };
+        match verdict {
+            Verdict::Granted(d, wait, permit) => {
+                Ok(Grant::new(d, Duration::from_nanos(wait)).with_in_flight(permit))
+            }
+            Verdict::Denied(d) => Err(RateLimited::from_decision(&d)
+                .with_policy(policy.name_arc())
+                .into()),
+            Verdict::InFlight(limit) => Err(TooManyInFlight::new(limit, policy.name_arc()).into()),
+        }
+    }
+}
+
+enum Verdict {
+    Granted(Decision, u64, Option<InFlight>),
+    Denied(Decision),
+    InFlight(u32),
+}
+
+/// Decides for one key's state (under its shard's lock).
+#[inline]
+fn verdict(
+    state: &KeyState,
+    policy: &Policy,
+    now: u64,
+    cost: u32,
+    max_wait: u64,
+    consume: bool,
+) -> Verdict {
+    let cells = state.cells(policy);
+    // The in-flight slot first: a request refused for it consumes no quota.
+    let mut permit = None;
+    if let (Some(limit), Some(extra)) = (policy.in_flight_limit(), state.extra()) {
+        if !consume {
+            if extra.in_flight.load(Ordering::Acquire) >= limit {
+                return Verdict::InFlight(limit);
+            }
+        } else if extra.in_flight.fetch_add(1, Ordering::Acquire) >= limit {
+            extra.in_flight.fetch_sub(1, Ordering::Release);
+            return Verdict::InFlight(limit);
+        } else {
+            permit = Some(InFlight(extra.clone()));
+        }
+    }
+    if !consume {
+        let d = gcra::peek_all(&cells, now, cost);
+        return if d.is_allowed() {
+            Verdict::Granted(d, 0, None)
+        } else {
+            Verdict::Denied(d)
+        };
+    }
+    match gcra::reserve_all(&cells, now, cost, max_wait) {
+        Ok(r) => Verdict::Granted(r.decision(&cells), r.wait, permit),
+        // Dropping the permit frees the slot.
+        Err(d) => Verdict::Denied(d),
+    }
+}
+
+impl<K> fmt::Debug for Memory<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memory")
+            .field("max_keys", &self.store.max_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> Backend<K> for Memory<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Future = Never;
+
+    #[inline]
+    fn acquire(&self, key: &K, policy: &Policy, cost: u32, max_wait: Duration) -> Acquire<Never> {
+        let max_wait = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        Acquire::Ready(self.decide(key, policy, cost, max_wait, true))
+    }
+
+    fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Never> {
+        Acquire::Ready(self.decide(key, policy, cost, 0, false))
+    }
+
+    fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
+        let now = self.clock.now();
+        let read = |state: &KeyState| {
+            let cells = state.cells(policy);
+            let mut out = QuotaStates::default();
+            for i in 0..cells.len() {
+                let (p, g) = cells.cell(i);
+                out.push(Decision::allowed(p, now, g.tat().max(now)));
+            }
+            out
+        };
+        match self.store.with(key, policy, now, false, read) {
+            Ok(Some(states)) => states,
+            _ => read(&KeyState::for_policy(policy)),
+        }
+    }
+}

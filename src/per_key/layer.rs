@@ -1,0 +1,202 @@
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::core::{Core, Policies};
+use super::{PerKey, PerKeyHandle, Policy};
+use crate::backend::Memory;
+use crate::observe::{Observer, Observers};
+
+/// The default bound on keys held by the in-memory backend.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// What to do with a request that has no key.
+#[derive(Clone)]
+pub(crate) enum OnMissing<K> {
+    Reject,
+    Allow,
+    Fallback(K),
+}
+
+/// Settings every service of a layer reads (copy-on-write).
+#[derive(Clone)]
+pub(crate) struct Config<K> {
+    pub(crate) max_wait: Duration,
+    pub(crate) on_missing: OnMissing<K>,
+    pub(crate) observers: Observers,
+}
+
+/// Applies a rate limit per key: one bucket per client IP, API key or
+/// user, with per-key policies (tiers), several quotas at once, a cap on
+/// requests in flight, and a bounded store.
+///
+/// See the [module docs](crate::per_key) for examples.
+///
+/// # Sharing
+///
+/// Every service the layer makes, and every clone, shares one store and one
+/// set of policies. [`handle`](Self::handle) gives a handle on them to
+/// inspect or reconfigure while serving; take it after choosing the backend
+/// ([`max_keys`](Self::max_keys), [`backend`](Self::backend)).
+pub struct PerKeyLayer<K, X, B = Memory<K>> {
+    extractor: X,
+    core: Arc<Core<K, B>>,
+    config: Arc<Config<K>>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K, X> PerKeyLayer<K, X>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// One bucket per key under `policy` (a [`Quota`](crate::Quota) or a
+    /// [`Policy`]), the key found by `extractor` (a closure
+    /// `|req: &Req| -> Option<K>` or a [`KeyExtractor`](super::KeyExtractor)).
+    ///
+    /// Rejects at once when a key is over its limit (servers); see
+    /// [`max_wait`](Self::max_wait) to delay instead.
+    pub fn new(policy: impl Into<Policy>, extractor: X) -> Self {
+        PerKeyLayer {
+            extractor,
+            core: Arc::new(Core {
+                backend: Memory::new(DEFAULT_MAX_KEYS),
+                policies: Policies::new(policy.into()),
+            }),
+            config: Arc::new(Config {
+                max_wait: Duration::ZERO,
+                on_missing: OnMissing::Reject,
+                observers: Observers::default(),
+            }),
+            _key: PhantomData,
+        }
+    }
+
+    /// Holds at most `max_keys` keys in memory (default
+    /// [`DEFAULT_MAX_KEYS`]). Idle keys are forgotten on their own; when
+    /// `max_keys` keys are all active, new keys are refused with
+    /// [`TooManyKeys`](crate::error::TooManyKeys). See
+    /// [`Memory::new`](crate::backend::Memory::new) for the bound.
+    #[must_use]
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        self.backend(Memory::new(max_keys))
+    }
+}
+
+impl<K, X, B> PerKeyLayer<K, X, B>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Keeps per-key state in `backend` instead of in memory.
+    #[must_use]
+    pub fn backend<B2>(self, backend: B2) -> PerKeyLayer<K, X, B2> {
+        let mut policies = Policies::new(self.core.policies.default_policy());
+        policies.resolver = self.core.policies.resolver.clone();
+        PerKeyLayer {
+            extractor: self.extractor,
+            core: Arc::new(Core { backend, policies }),
+            config: self.config,
+            _key: PhantomData,
+        }
+    }
+
+    fn edit_core(mut self, f: impl FnOnce(&mut Policies<K>)) -> Self {
+        match Arc::get_mut(&mut self.core) {
+            Some(core) => f(&mut core.policies),
+            None => panic!(
+                "PerKeyLayer: configure policies before calling `handle()` or cloning the layer"
+            ),
+        }
+        self
+    }
+
+    fn edit_config(mut self, f: impl FnOnce(&mut Config<K>)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Chooses each key's policy, for example by tier; `None` means the
+    /// default policy. Runs on every request: keep it fast (a map lookup).
+    ///
+    /// # Panics
+    ///
+    /// When called after [`handle`](Self::handle) or after cloning the layer.
+    #[must_use]
+    pub fn policy_for<F, P>(self, resolver: F) -> Self
+    where
+        F: Fn(&K) -> Option<P> + Send + Sync + 'static,
+        P: Into<Policy>,
+    {
+        self.edit_core(|p| p.resolver = Some(Arc::new(move |k: &K| resolver(k).map(Into::into))))
+    }
+
+    /// Lets a request that is over its limit wait up to `max_wait` for its
+    /// turn instead of failing (then it is sent when its turn comes);
+    /// requests that would wait longer fail at once with
+    /// [`RateLimited`](crate::RateLimited). Zero (the default) rejects.
+    #[must_use]
+    pub fn max_wait(self, max_wait: Duration) -> Self {
+        self.edit_config(|c| c.max_wait = max_wait)
+    }
+
+    /// Lets requests without a key through, unlimited (the default is to
+    /// fail them with [`MissingKey`](crate::error::MissingKey)).
+    #[must_use]
+    pub fn allow_missing_key(self) -> Self {
+        self.edit_config(|c| c.on_missing = OnMissing::Allow)
+    }
+
+    /// Limits requests without a key under `key`, together.
+    #[must_use]
+    pub fn fallback_key(self, key: K) -> Self {
+        self.edit_config(|c| c.on_missing = OnMissing::Fallback(key))
+    }
+
+    /// Reports every decision to `observer` (replacing any set before).
+    #[must_use]
+    pub fn observer(self, observer: impl Observer) -> Self {
+        self.edit_config(|c| c.observers = Observers::new(observer))
+    }
+
+    /// A handle to inspect and reconfigure the limits while serving.
+    pub fn handle(&self) -> PerKeyHandle<K, B> {
+        PerKeyHandle::new(self.core.clone())
+    }
+}
+
+impl<K, X: Clone, B> Clone for PerKeyLayer<K, X, B> {
+    fn clone(&self) -> Self {
+        PerKeyLayer {
+            extractor: self.extractor.clone(),
+            core: self.core.clone(),
+            config: self.config.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<S, K, X: Clone, B> Layer<S> for PerKeyLayer<K, X, B> {
+    type Service = PerKey<S, K, X, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PerKey::new(
+            inner,
+            self.extractor.clone(),
+            self.core.clone(),
+            self.config.clone(),
+        )
+    }
+}
+
+impl<K, X, B: fmt::Debug> fmt::Debug for PerKeyLayer<K, X, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerKeyLayer")
+            .field("extractor", &std::any::type_name::<X>())
+            .field("core", &self.core)
+            .field("max_wait", &self.config.max_wait)
+            .finish_non_exhaustive()
+    }
+}
