@@ -1,0 +1,643 @@
+//! PerKeyLayer and the in-memory backend, on tokio's paused clock (feature
+//! `test-util`), plus real threads.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use proptest::prelude::*;
+use tokio::time::{Instant, advance};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_sluice::backend::{Acquire, Backend, Memory};
+use tower_sluice::error::{MissingKey, TooManyInFlight, TooManyKeys};
+use tower_sluice::observe::Event;
+use tower_sluice::per_key::Policy;
+use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+
+const SEC: Duration = Duration::from_secs(1);
+const MIN: Duration = Duration::from_secs(60);
+
+/// A request: a key (or none) and a payload.
+#[derive(Debug, Clone)]
+struct Req {
+    key: Option<&'static str>,
+}
+
+fn req(key: &'static str) -> Req {
+    Req { key: Some(key) }
+}
+
+fn by_key(r: &Req) -> Option<String> {
+    r.key.map(str::to_owned)
+}
+
+type Echo = tower::util::ServiceFn<fn(Req) -> std::future::Ready<Result<&'static str, Infallible>>>;
+
+fn echo() -> Echo {
+    service_fn(|_| std::future::ready(Ok("ok")))
+}
+
+async fn send<S>(svc: &mut S, r: Req) -> Result<&'static str, BoxError>
+where
+    S: Service<Req, Response = &'static str, Error = BoxError>,
+{
+    svc.ready().await?.call(r).await
+}
+
+fn is<E: std::error::Error + 'static>(r: &Result<&'static str, BoxError>) -> bool {
+    matches!(r, Err(e) if e.is::<E>())
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_are_independent_and_recover() {
+    let mut svc = ServiceBuilder::new()
+        .layer(PerKeyLayer::new(Quota::per_minute(3), by_key))
+        .service(echo());
+    for _ in 0..3 {
+        assert!(send(&mut svc, req("a")).await.is_ok());
+    }
+    let err = send(&mut svc, req("a")).await.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().expect("RateLimited");
+    assert_eq!(limited.retry_after(), Duration::from_secs(20));
+    // Another key is untouched.
+    for _ in 0..3 {
+        assert!(send(&mut svc, req("b")).await.is_ok());
+    }
+    assert!(is::<RateLimited>(&send(&mut svc, req("b")).await));
+    // After exactly retry_after, "a" gets one more.
+    advance(Duration::from_secs(20)).await;
+    assert!(send(&mut svc, req("a")).await.is_ok());
+    assert!(is::<RateLimited>(&send(&mut svc, req("a")).await));
+}
+
+/// The tier table of the issue: per API key, the service from the path.
+#[tokio::test(start_paused = true)]
+async fn tier_table_by_api_key_and_service() {
+    #[derive(Clone)]
+    struct Call {
+        api_key: &'static str,
+        path: &'static str,
+    }
+    fn tier_quota(service: &str, paid: bool) -> Quota {
+        let per_min = match (service, paid) {
+            ("text", false) => 30,
+            ("text", true) => 120,
+            ("image", false) => 10,
+            ("image", true) => 60,
+            ("vision", false) => 20,
+            ("vision", true) => 100,
+            _ => unreachable!(),
+        };
+        Quota::per_minute(per_min)
+    }
+    let layer = PerKeyLayer::new(Quota::per_minute(1), |c: &Call| {
+        let service = c.path.strip_prefix("/v1/")?;
+        Some((c.api_key.to_owned(), service.to_owned()))
+    })
+    .policy_for(|(api_key, service): &(String, String)| {
+        let paid = api_key.starts_with("paid-");
+        let tier = if paid { "paid" } else { "free" };
+        Some(Policy::new(tier_quota(service, paid)).named(tier))
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_: Call| async { Ok::<_, Infallible>("ok") }));
+    for (api_key, path, want) in [
+        ("free-1", "/v1/text", 30),
+        ("free-1", "/v1/image", 10),
+        ("free-1", "/v1/vision", 20),
+        ("paid-1", "/v1/text", 120),
+        ("paid-1", "/v1/image", 60),
+        ("paid-1", "/v1/vision", 100),
+        ("free-2", "/v1/image", 10),
+    ] {
+        let mut ok = 0;
+        let mut denied = None;
+        for _ in 0..want + 5 {
+            match svc
+                .ready()
+                .await
+                .unwrap()
+                .call(Call { api_key, path })
+                .await
+            {
+                Ok(_) => ok += 1,
+                Err(e) => denied = Some(*e.downcast::<RateLimited>().unwrap()),
+            }
+        }
+        assert_eq!(ok, want, "{api_key} {path}");
+        let denied = denied.unwrap();
+        assert_eq!(denied.limit(), want);
+        assert_eq!(
+            denied.policy(),
+            Some(if api_key.starts_with("paid") {
+                "paid"
+            } else {
+                "free"
+            })
+        );
+    }
+    // A path with no service has no key.
+    let r = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Call {
+            api_key: "free-1",
+            path: "/health",
+        })
+        .await;
+    assert!(r.unwrap_err().is::<MissingKey>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_quotas_the_day_quota_stops_the_key_and_denials_consume_nothing() {
+    let policy = Policy::new(Quota::per_minute(2))
+        .and(Quota::per_day(5))
+        .unwrap()
+        .named("daily");
+    let layer = PerKeyLayer::new(policy, by_key);
+    let handle = layer.handle();
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    let mut allowed = 0;
+    for _ in 0..10 {
+        for _ in 0..4 {
+            match send(&mut svc, req("k")).await {
+                Ok(_) => allowed += 1,
+                Err(e) => {
+                    let e = e.downcast::<RateLimited>().unwrap();
+                    let want = if allowed < 5 {
+                        Quota::per_minute(2)
+                    } else {
+                        Quota::per_day(5)
+                    };
+                    assert_eq!(e.quota(), want, "after {allowed} allowed");
+                }
+            }
+        }
+        advance(MIN).await;
+    }
+    assert_eq!(allowed, 5, "two per minute until the day's five are spent");
+    // The minute quota was not charged for the denials: it is full.
+    let states: Vec<_> = handle.states(&"k".to_string()).iter().copied().collect();
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].remaining(), 2);
+    assert_eq!(states[1].remaining(), 0);
+}
+
+/// An inner service that holds each request until told to answer.
+fn gated() -> (
+    impl Service<Req, Response = &'static str, Error = Infallible, Future = impl Send> + Clone,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let svc = service_fn(move |_: Req| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.unwrap().forget();
+            Ok::<_, Infallible>("ok")
+        }
+    });
+    (svc, gate)
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_cap_is_released_on_completion_and_on_drop() {
+    let (inner, gate) = gated();
+    let policy = Policy::new(Quota::per_second(100)).max_in_flight(2);
+    let mut svc = ServiceBuilder::new()
+        .layer(PerKeyLayer::new(policy, by_key))
+        .service(inner);
+    let first = svc.ready().await.unwrap().call(req("k"));
+    let second = svc.ready().await.unwrap().call(req("k"));
+    let third = svc.ready().await.unwrap().call(req("k")).await;
+    let err = third.unwrap_err();
+    assert_eq!(err.downcast_ref::<TooManyInFlight>().unwrap().limit(), 2);
+    // Other keys are not capped by "k".
+    let other = svc.ready().await.unwrap().call(req("other"));
+    // Dropping a pending response future frees its slot.
+    drop(first);
+    let fourth = svc.ready().await.unwrap().call(req("k"));
+    assert!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(req("k"))
+            .await
+            .unwrap_err()
+            .is::<TooManyInFlight>()
+    );
+    // Completing frees it too.
+    gate.add_permits(1);
+    assert_eq!(second.await.unwrap(), "ok");
+    let fifth = svc.ready().await.unwrap().call(req("k"));
+    gate.add_permits(3);
+    assert_eq!(fourth.await.unwrap(), "ok");
+    assert_eq!(fifth.await.unwrap(), "ok");
+    assert_eq!(other.await.unwrap(), "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_key_is_an_error_unless_configured() {
+    let layer = PerKeyLayer::new(Quota::per_minute(1), by_key);
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    let err = send(&mut svc, Req { key: None }).await.unwrap_err();
+    assert!(err.is::<MissingKey>());
+    assert!(err.to_string().contains("no rate-limit key"), "{err}");
+
+    let layer = PerKeyLayer::new(Quota::per_minute(1), by_key).allow_missing_key();
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    for _ in 0..5 {
+        assert!(send(&mut svc, Req { key: None }).await.is_ok());
+    }
+
+    let layer = PerKeyLayer::new(Quota::per_minute(2), by_key).fallback_key("anonymous".into());
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    assert!(send(&mut svc, Req { key: None }).await.is_ok());
+    assert!(send(&mut svc, req("anonymous")).await.is_ok());
+    assert!(is::<RateLimited>(&send(&mut svc, Req { key: None }).await));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_delays_then_sends_in_turn() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let start = Instant::now();
+    let inner = service_fn(move |r: Req| {
+        log.lock().unwrap().push((r.key.unwrap(), start.elapsed()));
+        std::future::ready(Ok::<_, Infallible>("ok"))
+    });
+    let layer =
+        PerKeyLayer::new(Quota::per_second(2), by_key).max_wait(Duration::from_millis(1_000));
+    let svc = ServiceBuilder::new().layer(layer).service(inner);
+    let mut futures = Vec::new();
+    for _ in 0..5 {
+        let mut svc = svc.clone();
+        futures.push(tokio::spawn(async move {
+            svc.ready().await?.call(req("k")).await
+        }));
+    }
+    let mut results = Vec::new();
+    for f in futures {
+        results.push(f.await);
+    }
+    let oks = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    // Burst 2 now, then 0.5 s and 1 s; the fifth would wait 1.5 s: refused.
+    assert_eq!(oks, 4);
+    let errs: Vec<_> = results
+        .into_iter()
+        .filter_map(|r| r.unwrap().err())
+        .collect();
+    assert_eq!(
+        errs[0].downcast_ref::<RateLimited>().unwrap().retry_after(),
+        Duration::from_millis(1_500)
+    );
+    let times: Vec<_> = sent.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    assert_eq!(times, [0, 0, 500, 1_000].map(Duration::from_millis));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_request_dropped_before_its_turn_is_never_sent() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let inner = service_fn(move |_: Req| {
+        c.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, Infallible>("ok"))
+    });
+    let layer = PerKeyLayer::new(Quota::per_second(1), by_key).max_wait(Duration::from_secs(5));
+    let mut svc = ServiceBuilder::new().layer(layer).service(inner);
+    send(&mut svc, req("k")).await.unwrap();
+    let delayed = svc.ready().await.unwrap().call(req("k"));
+    let r = tokio::time::timeout(Duration::from_millis(500), delayed).await;
+    assert!(r.is_err(), "still waiting for its turn");
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the dropped request never reached the service"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconfiguration_never_lets_a_burst_through() {
+    let layer = PerKeyLayer::new(Quota::per_minute(10), by_key);
+    let handle = layer.handle();
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    for _ in 0..10 {
+        send(&mut svc, req("k")).await.unwrap();
+    }
+    // Raising the limit does not refill the spent bucket.
+    handle.set_default(Quota::per_minute(20));
+    assert!(is::<RateLimited>(&send(&mut svc, req("k")).await));
+    // It refills at the new rate: one every 3 s.
+    advance(Duration::from_secs(3)).await;
+    assert!(send(&mut svc, req("k")).await.is_ok());
+    assert!(is::<RateLimited>(&send(&mut svc, req("k")).await));
+    // Lowering it makes the key wait longer for its debt.
+    handle.set_default(Quota::per_minute(5));
+    advance(Duration::from_secs(6)).await;
+    assert!(is::<RateLimited>(&send(&mut svc, req("k")).await));
+    // A per-key override wins over the default, and can be removed.
+    handle.set_policy("vip".into(), Quota::per_minute(100));
+    for _ in 0..100 {
+        send(&mut svc, req("vip")).await.unwrap();
+    }
+    assert!(is::<RateLimited>(&send(&mut svc, req("vip")).await));
+    assert_eq!(
+        handle.policy(&"vip".into()).quotas().next(),
+        Some(Quota::per_minute(100))
+    );
+    assert!(handle.remove_policy(&"vip".into()).is_some());
+    assert_eq!(
+        handle.policy(&"vip".into()).quotas().next(),
+        Some(Quota::per_minute(5))
+    );
+}
+
+/// Under load from several threads, a key switched between two quotas
+/// never gets more than the larger one allows over the run.
+#[test]
+fn reconfiguration_under_load_stays_within_the_larger_quota() {
+    let small = Quota::new(50, Duration::from_millis(100)).with_burst(10);
+    let large = Quota::new(100, Duration::from_millis(100)).with_burst(20);
+    let layer = PerKeyLayer::new(small, |k: &u64| Some(*k));
+    let handle = layer.handle();
+    let backend = Arc::new(handle.clone());
+    let admitted = AtomicU64::new(0);
+    let start = StdInstant::now();
+    let run = Duration::from_millis(400);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while start.elapsed() < run {
+                    let policy = backend.policy(&1);
+                    if let Acquire::Ready(Ok(_)) =
+                        backend.backend().acquire(&1, &policy, 1, Duration::ZERO)
+                    {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            let mut flip = false;
+            while start.elapsed() < run {
+                handle.set_default(if flip { small } else { large });
+                flip = !flip;
+                std::thread::sleep(Duration::from_millis(7));
+            }
+        });
+    });
+    let elapsed = start.elapsed().as_nanos();
+    let bound = u128::from(large.burst()) + elapsed / large.emission_interval().as_nanos();
+    let admitted = u128::from(admitted.into_inner());
+    assert!(admitted <= bound, "{admitted} admitted, bound {bound}");
+    assert!(admitted >= 10, "only {admitted} admitted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn peek_leaves_every_bucket_untouched() {
+    let policy = Policy::new(Quota::per_minute(3))
+        .and(Quota::per_hour(10))
+        .unwrap();
+    let layer = PerKeyLayer::new(policy, by_key);
+    let handle = layer.handle();
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    let key = "k".to_string();
+    // Unknown key: allowed, and still unknown afterwards.
+    assert!(handle.peek(&key).is_ok());
+    assert_eq!(handle.backend().len(), 0);
+    send(&mut svc, req("k")).await.unwrap();
+    let before: Vec<_> = handle.states(&key).iter().copied().collect();
+    for _ in 0..100 {
+        assert!(handle.peek(&key).is_ok());
+    }
+    let after: Vec<_> = handle.states(&key).iter().copied().collect();
+    assert_eq!(before, after);
+    assert_eq!(after[0].remaining(), 2);
+    assert_eq!(after[1].remaining(), 9);
+    send(&mut svc, req("k")).await.unwrap();
+    send(&mut svc, req("k")).await.unwrap();
+    let err = handle.peek(&key).unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<RateLimited>().unwrap().retry_after(),
+        Duration::from_secs(20)
+    );
+    // Peeking a denial consumed nothing either.
+    advance(Duration::from_secs(20)).await;
+    assert!(send(&mut svc, req("k")).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_unique_keys_keeps_memory_bounded() {
+    let backend: Memory<u64> = Memory::new(10_000);
+    let policy = Policy::new(Quota::per_second(1));
+    let mut refused = 0u64;
+    // 1M unique keys, a new one every microsecond: each turns idle after 1 s.
+    for key in 0..1_000_000u64 {
+        if key % 1_000 == 0 {
+            advance(Duration::from_millis(1)).await;
+        }
+        match backend.acquire(&key, &policy, 1, Duration::ZERO) {
+            Acquire::Ready(Ok(_)) => {}
+            Acquire::Ready(Err(e)) => {
+                let full = e.downcast_ref::<TooManyKeys>().expect("only TooManyKeys");
+                assert!(full.retry_after() <= SEC);
+                refused += 1;
+            }
+            Acquire::Pending(_) => unreachable!(),
+        }
+        if key % 50_000 == 0 {
+            assert!(backend.len() <= 10_000, "{} keys held", backend.len());
+        }
+    }
+    assert!(backend.len() <= 10_000);
+    // Table memory stays near the bound: entries of 8-byte keys.
+    assert!(
+        backend.table_bytes() < 10_000 * 64,
+        "{} bytes",
+        backend.table_bytes()
+    );
+    // 1000 new keys per ms against 10 000 slots that free after 1 s: most of
+    // the flood is refused, never admitted without a limit.
+    assert!(refused > 900_000, "{refused} refused");
+    // Keys still held are still limited.
+    let held = (0..1_000_000u64)
+        .rev()
+        .find(|k| matches!(backend.peek(k, &policy, 1), Acquire::Ready(Err(_))))
+        .expect("some recent key is held and spent");
+    assert!(matches!(
+        backend.acquire(&held, &policy, 1, Duration::ZERO),
+        Acquire::Ready(Err(e)) if e.is::<RateLimited>()
+    ));
+    // Once they are idle, the whole store makes room again.
+    advance(SEC).await;
+    backend.sweep();
+    assert_eq!(backend.len(), 0);
+    assert!(matches!(
+        backend.acquire(&u64::MAX, &policy, 1, Duration::ZERO),
+        Acquire::Ready(Ok(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_forgotten_without_changing_decisions() {
+    let backend: Memory<u64> = Memory::new(1_000_000);
+    let policy = Policy::new(Quota::per_second(10));
+    for round in 0..20u64 {
+        for key in 0..5_000 {
+            let key = round * 5_000 + key;
+            assert!(matches!(
+                backend.acquire(&key, &policy, 1, Duration::ZERO),
+                Acquire::Ready(Ok(_))
+            ));
+        }
+        advance(SEC).await;
+    }
+    // 100k keys seen, but only the recent ones are held.
+    assert!(backend.len() < 20_000, "{} held", backend.len());
+}
+
+/// Reference model: one leaky bucket per key.
+#[derive(Clone, Default)]
+struct Bucket {
+    level: u128,
+    last: u128,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn many_keys_match_per_key_models(
+        limit in 1u32..10,
+        period_ms in 1u64..2_000,
+        burst in 1u32..6,
+        arrivals in prop::collection::vec((0u8..6, 0u64..400), 1..200),
+    ) {
+        let q = Quota::try_with_burst(limit, Duration::from_millis(period_ms), burst).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let backend: Memory<u8> = Memory::new(1_000);
+                let policy = Policy::new(q);
+                let t = q.emission_interval().as_nanos();
+                let cap = t * u128::from(q.burst());
+                let mut models: HashMap<u8, Bucket> = HashMap::new();
+                let mut now = 0u128;
+                for (key, gap_ms) in arrivals {
+                    advance(Duration::from_millis(gap_ms)).await;
+                    now += u128::from(gap_ms) * 1_000_000;
+                    let m = models.entry(key).or_default();
+                    let level = m.level.saturating_sub(now - m.last);
+                    let want = level + t <= cap;
+                    let got = backend.acquire(&key, &policy, 1, Duration::ZERO);
+                    let Acquire::Ready(got) = got;
+                    prop_assert_eq!(got.is_ok(), want, "key {} at {} ns", key, now);
+                    match got {
+                        Ok(grant) => {
+                            m.level = level + t;
+                            m.last = now;
+                            prop_assert_eq!(u128::from(grant.decision().remaining()), (cap - m.level) / t);
+                        }
+                        Err(e) => {
+                            let e = e.downcast::<RateLimited>().unwrap();
+                            prop_assert_eq!(e.retry_after().as_nanos(), level + t - cap);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+    }
+}
+
+/// Real threads on many keys: no key is ever admitted beyond its bound.
+#[test]
+fn threads_on_many_keys_never_exceed_any_bound() {
+    let quota = Quota::new(20, Duration::from_millis(100)).with_burst(5);
+    let backend: Arc<Memory<u32>> = Arc::new(Memory::new(100_000));
+    let policy = Policy::new(quota);
+    let keys = 64u32;
+    let counts: Vec<AtomicU64> = (0..keys).map(|_| AtomicU64::new(0)).collect();
+    let start = StdInstant::now();
+    let run = Duration::from_millis(300);
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let (backend, policy, counts) = (&backend, &policy, &counts);
+            s.spawn(move || {
+                let mut i = t;
+                while start.elapsed() < run {
+                    i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    let key = (i >> 8) % keys;
+                    if let Acquire::Ready(Ok(_)) = backend.acquire(&key, policy, 1, Duration::ZERO)
+                    {
+                        counts[key as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_nanos();
+    let bound = u128::from(quota.burst()) + elapsed / quota.emission_interval().as_nanos();
+    let mut total = 0;
+    for (key, c) in counts.iter().enumerate() {
+        let c = u128::from(c.load(Ordering::Relaxed));
+        assert!(c <= bound, "key {key}: {c} admitted, bound {bound}");
+        total += c;
+    }
+    assert!(total >= u128::from(keys) * 10, "only {total} admitted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn observer_sees_keys() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let layer = PerKeyLayer::new(Quota::per_minute(1), by_key).observer(move |e: &Event<'_>| {
+        let key = e.key().map(|k| format!("{k:?}"));
+        let kind = match e {
+            Event::Allowed { .. } => "allowed",
+            Event::Limited { .. } => "limited",
+            Event::MissingKey { .. } => "missing",
+            _ => "other",
+        };
+        s.lock().unwrap().push((kind, key));
+    });
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    let _ = send(&mut svc, req("a")).await;
+    let _ = send(&mut svc, req("a")).await;
+    let _ = send(&mut svc, Req { key: None }).await;
+    let want = vec![
+        ("allowed", Some("\"a\"".to_string())),
+        ("limited", Some("\"a\"".to_string())),
+        ("missing", None),
+    ];
+    assert_eq!(*seen.lock().unwrap(), want);
+}
+
+#[test]
+fn bounds_for_axum() {
+    fn ok<T: Clone + Send + Sync + 'static>() {}
+    type Layer = PerKeyLayer<String, fn(&Req) -> Option<String>>;
+    ok::<Layer>();
+    ok::<<Layer as tower::Layer<Echo>>::Service>();
+}
+
+#[test]
+fn policy_rejects_too_many_quotas() {
+    let p = Policy::new(Quota::per_second(1))
+        .and(Quota::per_minute(10))
+        .and_then(|p| p.and(Quota::per_hour(100)))
+        .and_then(|p| p.and(Quota::per_day(1000)))
+        .unwrap();
+    let err = p.and(Quota::per_day(10_000)).unwrap_err();
+    assert!(err.to_string().contains("at most 4"), "{err}");
+}
