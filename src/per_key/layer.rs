@@ -137,6 +137,10 @@ where
     /// turn instead of failing (then it is sent when its turn comes);
     /// requests that would wait longer fail at once with
     /// [`RateLimited`](crate::RateLimited). Zero (the default) rejects.
+    ///
+    /// A waiting request holds its slot: if its response future is
+    /// dropped before its turn, the request is never sent and the key stays
+    /// charged for it (the limit is never loosened).
     #[must_use]
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.edit_config(|c| c.max_wait = max_wait)
