@@ -117,7 +117,7 @@ impl fmt::Display for MissingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
             "request has no rate-limit key (the key extractor found none); \
-             send the key, or configure a fallback key",
+             send the key this service expects (for example an API key header)",
         )
     }
 }

@@ -239,6 +239,17 @@ impl Decision {
         Duration::from_nanos(self.tat.saturating_sub(self.now))
     }
 
+    /// Nanoseconds until one more request of cost 1 would pass than now
+    /// (until [`remaining`](Self::remaining) grows); zero when the bucket
+    /// is full. For a denied request of cost 1 this is its `retry_after`.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn next_unit_nanos(&self) -> u64 {
+        let used = self.tat.saturating_sub(self.now);
+        let window = self.emission.saturating_mul(u64::from(self.burst));
+        let next = u64::from(self.remaining()).saturating_add(1);
+        used.saturating_sub(window.saturating_sub(next.saturating_mul(self.emission)))
+    }
+
     pub(crate) fn retry_after_nanos(&self) -> u64 {
         self.retry_after
     }
@@ -452,6 +463,34 @@ mod tests {
         assert_eq!(d.retry_after(), Duration::from_nanos(1));
         // Exactly on the boundary: allowed.
         assert!(g.try_admit(p.window, p.inc(1), S).is_ok());
+    }
+
+    #[test]
+    fn next_unit_is_the_wait_for_one_more() {
+        // 60/min with burst 10: T = 1 s.
+        let p = params(Quota::per_minute(60).with_burst(10));
+        let g = Gcra::new();
+        assert_eq!(Decision::allowed(&p, 0, 0).next_unit_nanos(), 0);
+        let mut tat = 0;
+        for _ in 0..3 {
+            tat = g.try_admit(p.window, p.inc(1), 0).unwrap();
+        }
+        // 7 left; the 8th comes back 1 s later.
+        let d = Decision::allowed(&p, 0, tat);
+        assert_eq!(d.remaining(), 7);
+        assert_eq!(d.next_unit_nanos(), S);
+        // Half a second on: still 7, the next in 0.5 s.
+        let d = Decision::allowed(&p, S / 2, tat);
+        assert_eq!((d.remaining(), d.next_unit_nanos()), (7, S / 2));
+        for _ in 0..7 {
+            tat = g.try_admit(p.window, p.inc(1), 0).unwrap();
+        }
+        assert_eq!(Decision::allowed(&p, 0, tat).next_unit_nanos(), S);
+        // Denied: the same as its retry_after.
+        let base = g.try_admit(p.window, p.inc(1), S / 4).unwrap_err();
+        let d = Decision::denied(&p, S / 4, base, p.inc(1));
+        assert_eq!(d.next_unit_nanos(), d.retry_after_nanos());
+        assert_eq!(d.next_unit_nanos(), 3 * S / 4);
     }
 
     #[test]

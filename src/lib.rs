@@ -50,7 +50,10 @@
 //! |---|---|
 //! | `serde` | `Serialize`/`Deserialize` for [`Quota`] |
 //! | `test-util` | limiters read tokio's clock, so `tokio::time::pause` drives them (dev-dependencies only) |
-//! | `http`, `axum`, `tonic`, `redis`, `metrics` | integrations, landing with their layers |
+//! | `http` | the `http` module: key extractors (peer IP, trusted `X-Forwarded-For`, headers), rejections as 429 / 400 / 503 responses with `Retry-After` and `RateLimit` fields, `PerKeyLayer::http()` |
+//! | `axum` | `http`, plus axum's `ConnectInfo` peer addresses and a `HandleErrorLayer` handler |
+//! | `tonic` | `http`, plus gRPC statuses with retry pushback (`PerKeyLayer::grpc()`) |
+//! | `redis`, `metrics` | integrations, landing with their layers |
 //! | `full` | every integration |
 //!
 //! # Errors
@@ -116,6 +119,9 @@ pub mod backend;
 mod clock;
 pub mod error;
 mod gcra;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod limiter;
 pub mod observe;
 pub mod per_key;

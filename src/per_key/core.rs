@@ -10,6 +10,14 @@ use std::sync::{Arc, RwLock};
 use arc_swap::{ArcSwap, Guard};
 
 use super::Policy;
+use super::layer::{Config, OnMissing};
+use crate::BoxError;
+use crate::backend::{Acquire, Backend, Grant};
+use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
+use crate::observe::Event;
+
+/// The name per-key layers report in events.
+const LAYER: &str = "per_key";
 
 /// Chooses a key's policy (for example by tier); `None` means the default.
 pub(crate) type Resolver<K> = Arc<dyn Fn(&K) -> Option<Policy> + Send + Sync>;
@@ -92,6 +100,125 @@ impl<K: Hash + Eq> Policies<K> {
         self.has_overrides
             .store(!overrides.is_empty(), Ordering::Release);
         removed
+    }
+}
+
+/// What a per-key layer decided for one request: everything a service
+/// needs to call the inner service, wait, or turn the request away (as an
+/// error, an HTTP response or a gRPC status).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) enum Admission<'a, K, F> {
+    /// Admitted: send now, or after `grant.wait()`.
+    Granted {
+        key: &'a K,
+        policy: Resolved,
+        grant: Grant,
+    },
+    /// No key, and the layer lets such requests through unlimited.
+    Unlimited,
+    /// A remote backend is deciding.
+    Deciding { policy: Resolved, decision: F },
+    /// Turned away: over a limit, no key, or the store is full.
+    Denied {
+        key: Option<&'a K>,
+        policy: Option<Resolved>,
+        error: BoxError,
+    },
+}
+
+impl<K, B> Core<K, B>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+{
+    /// Decides for a request whose extractor found `extracted`, reporting
+    /// the outcome to the layer's observer. The one decision path of every
+    /// per-key service ([`PerKey`](super::PerKey) and the HTTP and gRPC
+    /// adapters).
+    #[inline]
+    pub(crate) fn admit<'a>(
+        &self,
+        config: &'a Config<K>,
+        extracted: Option<&'a K>,
+    ) -> Admission<'a, K, B::Future> {
+        let key = match (extracted, &config.on_missing) {
+            (Some(key), _) => key,
+            (None, OnMissing::Fallback(key)) => key,
+            (None, OnMissing::Allow) => return Admission::Unlimited,
+            (None, OnMissing::Reject) => {
+                config.observers.emit(&Event::MissingKey { layer: LAYER });
+                return Admission::Denied {
+                    key: None,
+                    policy: None,
+                    error: MissingKey.into(),
+                };
+            }
+        };
+        let policy = self.policies.resolve(key);
+        match self.backend.acquire(key, &policy, 1, config.max_wait) {
+            Acquire::Ready(Ok(grant)) => {
+                let observers = &config.observers;
+                if observers.is_set() {
+                    observers.emit(&Event::Allowed {
+                        layer: LAYER,
+                        key: Some(key),
+                        decision: grant.decision(),
+                    });
+                    if !grant.wait().is_zero() {
+                        observers.emit(&Event::Waited {
+                            layer: LAYER,
+                            key: Some(key),
+                            waited: grant.wait(),
+                        });
+                    }
+                }
+                Admission::Granted { key, policy, grant }
+            }
+            Acquire::Ready(Err(error)) => {
+                report(config, key, &error);
+                Admission::Denied {
+                    key: Some(key),
+                    policy: Some(policy),
+                    error,
+                }
+            }
+            Acquire::Pending(decision) => Admission::Deciding { policy, decision },
+        }
+    }
+}
+
+/// Reports a denial to the observer and to `tracing`.
+fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
+    let observers = &config.observers;
+    if let Some(error) = error.downcast_ref::<RateLimited>() {
+        tracing::debug!(
+            target: "tower_sluice::per_key",
+            key = ?key,
+            retry_after = ?error.retry_after(),
+            "rate limited"
+        );
+        observers.emit(&Event::Limited {
+            layer: LAYER,
+            key: Some(key),
+            error,
+        });
+    } else if let Some(e) = error.downcast_ref::<TooManyInFlight>() {
+        observers.emit(&Event::InFlightLimited {
+            layer: LAYER,
+            key: Some(key),
+            limit: e.limit(),
+        });
+    } else if let Some(e) = error.downcast_ref::<TooManyKeys>() {
+        tracing::warn!(
+            target: "tower_sluice::per_key",
+            max_keys = e.max_keys(),
+            "per-key store full of active keys; refusing new keys"
+        );
+        observers.emit(&Event::StoreFull {
+            layer: LAYER,
+            key: Some(key),
+            max_keys: e.max_keys(),
+        });
     }
 }
 

@@ -22,72 +22,13 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: State<S, Req, F>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, Req, F>
-    where
-        S: Service<Req>,
-    {
-        Called {
-            #[pin]
-            future: S::Future,
-            in_flight: Option<InFlight>,
-        },
-        Delayed {
-            #[pin]
-            sleep: Sleep,
-            send: Option<(S, Req)>,
-            in_flight: Option<InFlight>,
-        },
-        Ready {
-            send: Option<(S, Req)>,
-            in_flight: Option<InFlight>,
-        },
-        Deciding {
-            #[pin]
-            decision: F,
-            send: Option<(S, Req)>,
-        },
-        Failed {
-            error: Option<BoxError>,
-        },
+        dispatch: Dispatch<S, Req, F>,
     }
 }
 
 impl<S: Service<Req>, Req, F> ResponseFuture<S, Req, F> {
-    pub(crate) fn called(future: S::Future, in_flight: Option<InFlight>) -> Self {
-        ResponseFuture {
-            state: State::Called { future, in_flight },
-        }
-    }
-
-    pub(crate) fn delayed(sleep: Sleep, inner: S, req: Req, in_flight: Option<InFlight>) -> Self {
-        ResponseFuture {
-            state: State::Delayed {
-                sleep,
-                send: Some((inner, req)),
-                in_flight,
-            },
-        }
-    }
-
-    pub(crate) fn deciding(decision: F, inner: S, req: Req) -> Self {
-        ResponseFuture {
-            state: State::Deciding {
-                decision,
-                send: Some((inner, req)),
-            },
-        }
-    }
-
-    pub(crate) fn failed(error: BoxError) -> Self {
-        ResponseFuture {
-            state: State::Failed { error: Some(error) },
-        }
+    pub(crate) fn new(dispatch: Dispatch<S, Req, F>) -> Self {
+        ResponseFuture { dispatch }
     }
 }
 
@@ -99,72 +40,190 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let mut this = self.as_mut().project();
-            let next = match this.state.as_mut().project() {
-                StateProj::Called { future, .. } => return future.poll(cx).map_err(Into::into),
-                StateProj::Failed { error } => {
-                    return Poll::Ready(Err(error.take().expect("polled after completion")));
-                }
-                StateProj::Delayed {
-                    sleep,
-                    send,
-                    in_flight,
-                } => {
-                    ready!(sleep.poll(cx));
-                    State::Ready {
-                        send: send.take(),
-                        in_flight: in_flight.take(),
-                    }
-                }
-                StateProj::Ready { send, in_flight } => {
-                    let (inner, _) = send.as_mut().expect("polled after completion");
-                    if let Err(e) = ready!(inner.poll_ready(cx)) {
-                        return Poll::Ready(Err(e.into()));
-                    }
-                    let (mut inner, req) = send.take().expect("polled after completion");
-                    State::Called {
-                        future: inner.call(req),
-                        in_flight: in_flight.take(),
-                    }
-                }
-                StateProj::Deciding { decision, send } => match ready!(decision.poll(cx)) {
-                    Ok(mut grant) => {
-                        let (inner, req) = send.take().expect("polled after completion");
-                        let in_flight = grant.take_in_flight();
-                        if grant.wait().is_zero() {
-                            State::Ready {
-                                send: Some((inner, req)),
-                                in_flight,
-                            }
-                        } else {
-                            State::Delayed {
-                                sleep: tokio::time::sleep(grant.wait()),
-                                send: Some((inner, req)),
-                                in_flight,
-                            }
-                        }
-                    }
-                    Err(error) => State::Failed { error: Some(error) },
-                },
-            };
-            this.state.set(next);
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.project().dispatch.poll_dispatch(cx, |_| {})) {
+            Dispatched::Inner(result) => Poll::Ready(result.map_err(Into::into)),
+            Dispatched::Rejected(error) => Poll::Ready(Err(error)),
         }
     }
 }
 
 impl<S: Service<Req>, Req, F> fmt::Debug for ResponseFuture<S, Req, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Called { .. } => "Called",
-            State::Delayed { .. } => "Delayed",
-            State::Ready { .. } => "Ready",
-            State::Deciding { .. } => "Deciding",
-            State::Failed { .. } => "Failed",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("state", &self.dispatch.name())
             .finish()
+    }
+}
+
+pin_project! {
+    /// A request's way to the inner service after its key's decision,
+    /// shared by every per-key service: called at once, waiting for its
+    /// turn, being decided by a remote backend, or rejected.
+    ///
+    /// A request that waits is boxed (with its timer): the rare path
+    /// allocates so that the common one, called at once, stays small.
+    #[project = DispatchProj]
+    pub(crate) enum Dispatch<S, Req, F>
+    where
+        S: Service<Req>,
+    {
+        Called {
+            #[pin]
+            future: S::Future,
+            in_flight: Option<InFlight>,
+        },
+        Delayed {
+            sleep: Pin<Box<Sleep>>,
+            send: Option<Box<(S, Req)>>,
+            in_flight: Option<InFlight>,
+        },
+        Ready {
+            send: Option<Box<(S, Req)>>,
+            in_flight: Option<InFlight>,
+        },
+        Deciding {
+            #[pin]
+            decision: F,
+            send: Option<Box<(S, Req)>>,
+        },
+        Rejected {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+/// How a [`Dispatch`] ended: the inner service's result, or the limiter's
+/// rejection.
+pub(crate) enum Dispatched<T, E> {
+    Inner(Result<T, E>),
+    Rejected(BoxError),
+}
+
+impl<S: Service<Req>, Req, F> Dispatch<S, Req, F> {
+    /// Calls `inner` now, holding `in_flight` until the response.
+    #[inline]
+    pub(crate) fn call(inner: &mut S, req: Req, in_flight: Option<InFlight>) -> Self {
+        Dispatch::Called {
+            future: inner.call(req),
+            in_flight,
+        }
+    }
+
+    /// Sends the request as `grant` says: now through `inner`, or after
+    /// its wait through a readied service taken from `inner` (a clone is
+    /// left in its place).
+    #[inline]
+    pub(crate) fn granted(inner: &mut S, req: Req, mut grant: Grant) -> Self
+    where
+        S: Clone,
+    {
+        let in_flight = grant.take_in_flight();
+        if grant.wait().is_zero() {
+            return Self::call(inner, req, in_flight);
+        }
+        Dispatch::Delayed {
+            sleep: Box::pin(tokio::time::sleep(grant.wait())),
+            send: Some(Box::new((take_ready(inner), req))),
+            in_flight,
+        }
+    }
+
+    /// Waits for a remote backend's `decision`, then sends the request
+    /// through a readied service taken from `inner`.
+    pub(crate) fn deciding(inner: &mut S, req: Req, decision: F) -> Self
+    where
+        S: Clone,
+    {
+        Dispatch::Deciding {
+            decision,
+            send: Some(Box::new((take_ready(inner), req))),
+        }
+    }
+
+    /// Fails with `error`.
+    pub(crate) fn rejected(error: BoxError) -> Self {
+        Dispatch::Rejected { error: Some(error) }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Dispatch::Called { .. } => "Called",
+            Dispatch::Delayed { .. } => "Delayed",
+            Dispatch::Ready { .. } => "Ready",
+            Dispatch::Deciding { .. } => "Deciding",
+            Dispatch::Rejected { .. } => "Rejected",
+        }
+    }
+}
+
+/// The readied service, leaving a clone in its place (as tower-http's async
+/// middleware do).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
+impl<S, Req, F> Dispatch<S, Req, F>
+where
+    S: Service<Req>,
+    F: Future<Output = Result<Grant, BoxError>>,
+{
+    /// Drives the request to its end. `on_grant` sees a remote backend's
+    /// grant before the request is sent.
+    pub(crate) fn poll_dispatch(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut on_grant: impl FnMut(&Grant),
+    ) -> Poll<Dispatched<S::Response, S::Error>> {
+        loop {
+            let next = match self.as_mut().project() {
+                DispatchProj::Called { future, .. } => {
+                    return future.poll(cx).map(Dispatched::Inner);
+                }
+                DispatchProj::Rejected { error } => {
+                    let error = error.take().expect("polled after completion");
+                    return Poll::Ready(Dispatched::Rejected(error));
+                }
+                DispatchProj::Delayed {
+                    sleep,
+                    send,
+                    in_flight,
+                } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    Dispatch::Ready {
+                        send: send.take(),
+                        in_flight: in_flight.take(),
+                    }
+                }
+                DispatchProj::Ready { send, in_flight } => {
+                    let (inner, _) = &mut **send.as_mut().expect("polled after completion");
+                    if let Err(e) = ready!(inner.poll_ready(cx)) {
+                        return Poll::Ready(Dispatched::Inner(Err(e)));
+                    }
+                    let (mut inner, req) = *send.take().expect("polled after completion");
+                    Self::call(&mut inner, req, in_flight.take())
+                }
+                DispatchProj::Deciding { decision, send } => match ready!(decision.poll(cx)) {
+                    Ok(mut grant) => {
+                        on_grant(&grant);
+                        let send = send.take();
+                        let in_flight = grant.take_in_flight();
+                        if grant.wait().is_zero() {
+                            Dispatch::Ready { send, in_flight }
+                        } else {
+                            Dispatch::Delayed {
+                                sleep: Box::pin(tokio::time::sleep(grant.wait())),
+                                send,
+                                in_flight,
+                            }
+                        }
+                    }
+                    Err(error) => Dispatch::Rejected { error: Some(error) },
+                },
+            };
+            self.set(next);
+        }
     }
 }

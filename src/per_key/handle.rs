@@ -87,7 +87,7 @@ where
         match self.core.backend.peek(key, &policy, 1) {
             Acquire::Ready(result) => result,
             Acquire::Pending(_) => {
-                Err("this backend decides asynchronously; use peek_async".into())
+                Err("this backend decides asynchronously; `PerKeyHandle::peek` needs a synchronous one such as `Memory`".into())
             }
         }
     }

@@ -171,6 +171,15 @@ where
     }
 }
 
+impl<K, X, B> PerKeyLayer<K, X, B> {
+    /// The extractor, the shared core and the settings, for adapters (HTTP,
+    /// gRPC) that decide through the same core.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn into_parts(self) -> (X, Arc<Core<K, B>>, Arc<Config<K>>) {
+        (self.extractor, self.core, self.config)
+    }
+}
+
 impl<K, X: Clone, B> Clone for PerKeyLayer<K, X, B> {
     fn clone(&self) -> Self {
         PerKeyLayer {

@@ -68,11 +68,11 @@
 //! `call`, so limits are applied there. That suits axum and tonic routers,
 //! which never wait for readiness.
 
-mod core;
+pub(crate) mod core;
 pub mod future;
 mod handle;
 mod key;
-mod layer;
+pub(crate) mod layer;
 mod policy;
 mod service;
 pub(crate) mod store;

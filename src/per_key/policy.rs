@@ -34,11 +34,33 @@ pub struct Policy {
     inner: Arc<Inner>,
 }
 
-#[derive(PartialEq)]
 struct Inner {
     params: Vec<ParamsEq>,
     max_in_flight: Option<u32>,
     name: Option<Arc<str>>,
+    /// The policy's HTTP field items, formatted once.
+    #[cfg(feature = "http")]
+    http: std::sync::OnceLock<crate::http::headers::PolicyFields>,
+}
+
+impl Inner {
+    fn new(params: Vec<ParamsEq>, max_in_flight: Option<u32>, name: Option<Arc<str>>) -> Self {
+        Inner {
+            params,
+            max_in_flight,
+            name,
+            #[cfg(feature = "http")]
+            http: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Inner {
+    fn eq(&self, other: &Self) -> bool {
+        self.params == other.params
+            && self.max_in_flight == other.max_in_flight
+            && self.name == other.name
+    }
 }
 
 /// `Params` compared by quota.
@@ -71,20 +93,23 @@ impl Policy {
     /// A policy of one quota.
     pub fn new(quota: Quota) -> Self {
         Policy {
-            inner: Arc::new(Inner {
-                params: vec![ParamsEq(Params::new(quota))],
-                max_in_flight: None,
-                name: None,
-            }),
+            inner: Arc::new(Inner::new(vec![ParamsEq(Params::new(quota))], None, None)),
         }
     }
 
     fn edit(self, f: impl FnOnce(&mut Inner)) -> Self {
-        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            params: shared.params.clone(),
-            max_in_flight: shared.max_in_flight,
-            name: shared.name.clone(),
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| {
+            Inner::new(
+                shared.params.clone(),
+                shared.max_in_flight,
+                shared.name.clone(),
+            )
         });
+        // The cached HTTP fields describe the policy before the edit.
+        #[cfg(feature = "http")]
+        {
+            inner.http = std::sync::OnceLock::new();
+        }
         f(&mut inner);
         Policy {
             inner: Arc::new(inner),
@@ -142,6 +167,15 @@ impl Policy {
     /// The smallest burst: the largest cost that can ever pass.
     pub fn max_cost(&self) -> u32 {
         self.quotas().map(|q| q.burst()).min().unwrap_or(0)
+    }
+
+    /// The policy's HTTP field items, formatted on first use.
+    #[cfg(feature = "http")]
+    #[inline]
+    pub(crate) fn http_fields(&self) -> &crate::http::headers::PolicyFields {
+        self.inner
+            .http
+            .get_or_init(|| crate::http::headers::PolicyFields::new(self))
     }
 
     #[inline]

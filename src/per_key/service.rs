@@ -7,15 +7,11 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::KeyExtractor;
-use super::core::Core;
-use super::future::ResponseFuture;
-use super::layer::{Config, OnMissing};
+use super::core::{Admission, Core};
+use super::future::{Dispatch, ResponseFuture};
+use super::layer::Config;
 use crate::BoxError;
-use crate::backend::{Acquire, Backend};
-use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
-use crate::observe::Event;
-
-const LAYER: &str = "per_key";
+use crate::backend::Backend;
 
 /// Enforces per-key limits on the requests to the inner service.
 ///
@@ -73,94 +69,16 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let config = &*self.config;
         let extracted = self.extractor.extract(&req);
-        let fallback;
-        let key = match (&extracted, &config.on_missing) {
-            (Some(key), _) => key,
-            (None, OnMissing::Fallback(key)) => {
-                fallback = key;
-                fallback
+        let dispatch = match self.core.admit(&self.config, extracted.as_ref()) {
+            Admission::Granted { grant, .. } => Dispatch::granted(&mut self.inner, req, grant),
+            Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
+            Admission::Deciding { decision, .. } => {
+                Dispatch::deciding(&mut self.inner, req, decision)
             }
-            (None, OnMissing::Allow) => return ResponseFuture::called(self.inner.call(req), None),
-            (None, OnMissing::Reject) => {
-                config.observers.emit(&Event::MissingKey { layer: LAYER });
-                return ResponseFuture::failed(MissingKey.into());
-            }
+            Admission::Denied { error, .. } => Dispatch::rejected(error),
         };
-        let policy = self.core.policies.resolve(key);
-        match self.core.backend.acquire(key, &policy, 1, config.max_wait) {
-            Acquire::Ready(Ok(mut grant)) => {
-                let observers = &config.observers;
-                if observers.is_set() {
-                    observers.emit(&Event::Allowed {
-                        layer: LAYER,
-                        key: Some(key),
-                        decision: grant.decision(),
-                    });
-                }
-                let in_flight = grant.take_in_flight();
-                if grant.wait().is_zero() {
-                    return ResponseFuture::called(self.inner.call(req), in_flight);
-                }
-                observers.emit(&Event::Waited {
-                    layer: LAYER,
-                    key: Some(key),
-                    waited: grant.wait(),
-                });
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::delayed(tokio::time::sleep(grant.wait()), ready, req, in_flight)
-            }
-            Acquire::Ready(Err(error)) => {
-                self.report(key, &error);
-                ResponseFuture::failed(error)
-            }
-            Acquire::Pending(decision) => {
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::deciding(decision, ready, req)
-            }
-        }
-    }
-}
-
-impl<S, K, X, B> PerKey<S, K, X, B>
-where
-    K: fmt::Debug,
-{
-    fn report(&self, key: &K, error: &BoxError) {
-        let observers = &self.config.observers;
-        if let Some(error) = error.downcast_ref::<RateLimited>() {
-            tracing::debug!(
-                target: "tower_sluice::per_key",
-                key = ?key,
-                retry_after = ?error.retry_after(),
-                "rate limited"
-            );
-            observers.emit(&Event::Limited {
-                layer: LAYER,
-                key: Some(key),
-                error,
-            });
-        } else if let Some(e) = error.downcast_ref::<TooManyInFlight>() {
-            observers.emit(&Event::InFlightLimited {
-                layer: LAYER,
-                key: Some(key),
-                limit: e.limit(),
-            });
-        } else if let Some(e) = error.downcast_ref::<TooManyKeys>() {
-            tracing::warn!(
-                target: "tower_sluice::per_key",
-                max_keys = e.max_keys(),
-                "per-key store full of active keys; refusing new keys"
-            );
-            observers.emit(&Event::StoreFull {
-                layer: LAYER,
-                key: Some(key),
-                max_keys: e.max_keys(),
-            });
-        }
+        ResponseFuture::new(dispatch)
     }
 }
 

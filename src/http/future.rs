@@ -1,0 +1,152 @@
+//! The response future of [`HttpLimit`](super::HttpLimit).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{Limits, Rejection, Respond};
+use crate::BoxError;
+use crate::backend::Grant;
+use crate::per_key::Policy;
+use crate::per_key::future::{Dispatch, Dispatched};
+
+pin_project! {
+    /// The response future of [`HttpLimit`](super::HttpLimit): the
+    /// rejection's response, ready at once, or the inner service's
+    /// response (with the limit fields added), possibly after waiting for
+    /// the request's turn or a remote backend's decision.
+    pub struct ResponseFuture<S, Req, F, R, ResBody>
+    where
+        S: Service<Req>,
+        R: Respond<ResBody>,
+    {
+        #[pin]
+        kind: Kind<S, Req, F, R, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req, F, R, ResBody>
+    where
+        S: Service<Req>,
+        R: Respond<ResBody>,
+    {
+        Limited {
+            response: Option<Response<ResBody>>,
+        },
+        Admitted {
+            #[pin]
+            dispatch: Dispatch<S, Req, F>,
+            headers: Option<R::Headers>,
+            // Set while a remote backend decides.
+            remote: Option<(Arc<R>, Policy)>,
+        },
+    }
+}
+
+impl<S, Req, F, R, ResBody> ResponseFuture<S, Req, F, R, ResBody>
+where
+    S: Service<Req>,
+    R: Respond<ResBody>,
+{
+    pub(crate) fn limited(response: Response<ResBody>) -> Self {
+        ResponseFuture {
+            kind: Kind::Limited {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn admitted(dispatch: Dispatch<S, Req, F>, headers: Option<R::Headers>) -> Self {
+        ResponseFuture {
+            kind: Kind::Admitted {
+                dispatch,
+                headers,
+                remote: None,
+            },
+        }
+    }
+
+    pub(crate) fn deciding(
+        dispatch: Dispatch<S, Req, F>,
+        responder: Arc<R>,
+        policy: Policy,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Admitted {
+                dispatch,
+                headers: None,
+                remote: Some((responder, policy)),
+            },
+        }
+    }
+}
+
+impl<S, Req, F, R, ResBody> Future for ResponseFuture<S, Req, F, R, ResBody>
+where
+    S: Service<Req, Response = Response<ResBody>>,
+    F: Future<Output = Result<Grant, BoxError>>,
+    R: Respond<ResBody>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Limited { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            KindProj::Admitted {
+                dispatch,
+                headers,
+                remote,
+            } => {
+                let outcome = ready!(dispatch.poll_dispatch(cx, |grant| {
+                    if let Some((responder, policy)) = remote.as_ref() {
+                        *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
+                    }
+                }));
+                match outcome {
+                    Dispatched::Inner(Ok(mut response)) => {
+                        if let Some(headers) = headers.take() {
+                            R::add_headers(headers, &mut response);
+                        }
+                        Poll::Ready(Ok(response))
+                    }
+                    Dispatched::Inner(Err(e)) => Poll::Ready(Err(e)),
+                    Dispatched::Rejected(error) => {
+                        // Only a remote decision rejects here; a local one
+                        // answered with `Limited` at once.
+                        let (responder, policy) = remote
+                            .as_ref()
+                            .expect("only remote decisions reject in the future");
+                        let rejection = Rejection::new(&*error).with_context(Some(policy), None);
+                        Poll::Ready(Ok(responder.reject(&rejection)))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req, F, R, ResBody> fmt::Debug for ResponseFuture<S, Req, F, R, ResBody>
+where
+    S: Service<Req>,
+    R: Respond<ResBody>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Limited { .. } => "Limited",
+            Kind::Admitted { .. } => "Admitted",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

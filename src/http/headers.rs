@@ -1,0 +1,428 @@
+//! The HTTP fields a limiter sends: `Retry-After`, and the `RateLimit-Policy`
+//! and `RateLimit` fields of [draft-ietf-httpapi-ratelimit-headers-10]
+//! (Structured Field lists, one item per quota of the key's policy), plus
+//! the legacy `X-RateLimit-Limit` / `-Remaining` / `-Reset` triple.
+//!
+//! ```text
+//! RateLimit-Policy: "per-minute";q=60;w=60, "per-day";q=1000;w=86400
+//! RateLimit: "per-minute";r=0;t=12, "per-day";r=950;t=87
+//! Retry-After: 12
+//! ```
+//!
+//! # Items
+//!
+//! Each quota is one item, named after its period: `per-second`,
+//! `per-minute`, `per-hour`, `per-day`, `per-week`, otherwise `per-` and
+//! the period (`per-10s`, `per-5m`). When two quotas of one policy would
+//! share a name, the items are `q0`, `q1`, … in the policy's order. A
+//! [named](crate::per_key::Policy::named) policy prefixes its name (`free-per-minute`),
+//! so a client sees its tier. A cap on requests in flight adds a
+//! `concurrency` item with `qu="concurrent-requests"`.
+//!
+//! `q` is the quota's limit and `w` its period in seconds (a period that is
+//! not whole seconds is scaled to whole seconds: 10 per 100 ms is
+//! `q=100;w=1`). In `RateLimit`, `r` is how many more requests would pass
+//! now and `t` the seconds (rounded up) until one more would: the time
+//! until "additional quota is made available", in the draft's words. `t`
+//! is left out when the quota is full.
+//!
+//! # Rounding
+//!
+//! Every delay is rounded *up* to whole seconds, and `Retry-After` is at
+//! least 1: a client that follows the fields never comes back early. On a
+//! 429, every item with `r=0` has a `t` no earlier than `Retry-After`.
+//!
+//! [draft-ietf-httpapi-ratelimit-headers-10]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/10/
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::Decision;
+use crate::backend::QuotaStates;
+use crate::error::Human;
+use crate::per_key::Policy;
+use crate::quota::Quota;
+
+/// `RateLimit-Policy`: the quota policies a client's requests consume.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: what is left of each quota now.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// Legacy `X-RateLimit-Limit`: the tightest quota's limit.
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// Legacy `X-RateLimit-Remaining`: what is left of the tightest quota.
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// Legacy `X-RateLimit-Reset`: seconds until the tightest quota has one
+/// more request (delay-seconds, not a timestamp).
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// A delay in whole seconds, rounded up, at least 1: the `Retry-After`
+/// delay-seconds for a wait of `delay`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::http::headers::delay_seconds;
+///
+/// assert_eq!(delay_seconds(Duration::from_millis(1)), 1);
+/// assert_eq!(delay_seconds(Duration::from_millis(1_001)), 2);
+/// assert_eq!(delay_seconds(Duration::from_secs(12)), 12);
+/// assert_eq!(delay_seconds(Duration::ZERO), 1);
+/// ```
+pub fn delay_seconds(delay: Duration) -> u64 {
+    ceil_secs(delay).max(1)
+}
+
+/// Seconds, rounded up (zero stays zero).
+fn ceil_secs(d: Duration) -> u64 {
+    let secs = d.as_secs();
+    if d.subsec_nanos() > 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    }
+}
+
+/// The `Retry-After` value for a wait of `delay`:
+/// [`delay_seconds`]`(delay)`.
+pub fn retry_after(delay: Duration) -> HeaderValue {
+    HeaderValue::from(delay_seconds(delay))
+}
+
+/// The `RateLimit-Policy` value of `policy`: one item per quota (and one
+/// for its in-flight cap). Formatted once per policy and then shared.
+///
+/// ```
+/// use tower_sluice::Quota;
+/// use tower_sluice::http::headers::rate_limit_policy;
+/// use tower_sluice::per_key::Policy;
+///
+/// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_day(1000))?;
+/// assert_eq!(
+///     rate_limit_policy(&policy),
+///     r#""per-minute";q=60;w=60, "per-day";q=1000;w=86400"#
+/// );
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub fn rate_limit_policy(policy: &Policy) -> HeaderValue {
+    policy.http_fields().policy.clone()
+}
+
+/// The `RateLimit` value for `states` (from
+/// [`PerKeyHandle::states`](crate::per_key::PerKeyHandle::states) or
+/// [`Backend::states`](crate::backend::Backend::states)) of a key under
+/// `policy`: one item per quota with `r` (remaining) and `t` (seconds until
+/// one more request would pass, left out when the quota is full).
+///
+/// ```
+/// use tower_sluice::{PerKeyLayer, Quota};
+/// use tower_sluice::http::headers::rate_limit;
+///
+/// let layer = PerKeyLayer::new(Quota::per_minute(60), |key: &u32| Some(*key));
+/// let handle = layer.handle();
+/// let value = rate_limit(&handle.policy(&7), &handle.states(&7));
+/// assert_eq!(value, r#""per-minute";r=60"#);
+/// ```
+pub fn rate_limit(policy: &Policy, states: &QuotaStates) -> HeaderValue {
+    let fields = policy.http_fields();
+    format_items(
+        states
+            .iter()
+            .map(|d| Item::from_decision(fields, policy, d)),
+    )
+}
+
+/// One `RateLimit` item.
+#[derive(Debug, Clone)]
+pub(crate) struct Item<'a> {
+    /// The quoted item name.
+    pub(crate) name: NameRef<'a>,
+    pub(crate) quota: Option<Quota>,
+    pub(crate) remaining: u64,
+    /// Seconds until one more unit; `None` when full.
+    pub(crate) reset: Option<u64>,
+}
+
+/// A quoted name, borrowed from a policy's fields or made for an error.
+#[derive(Debug, Clone)]
+pub(crate) enum NameRef<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl NameRef<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            NameRef::Borrowed(s) => s,
+            NameRef::Owned(s) => s,
+        }
+    }
+}
+
+impl<'a> Item<'a> {
+    pub(crate) fn from_decision(fields: &'a PolicyFields, policy: &Policy, d: &Decision) -> Self {
+        let quota = d.quota();
+        let name = match policy.quotas().position(|q| q == quota) {
+            Some(i) => NameRef::Borrowed(&fields.names[i]),
+            None => NameRef::Owned(quoted(policy.name(), &period_name(quota.period()))),
+        };
+        let next = d.next_unit_nanos();
+        Item {
+            name,
+            quota: Some(quota),
+            remaining: u64::from(d.remaining()),
+            reset: (next > 0).then(|| next.div_ceil(NANOS_PER_SEC)),
+        }
+    }
+}
+
+/// Formats `RateLimit` items: `"per-minute";r=0;t=12, ...`.
+pub(crate) fn format_items<'a>(items: impl IntoIterator<Item = Item<'a>>) -> HeaderValue {
+    let mut out = ValueBuf::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(", ");
+        }
+        out.push(item.name.as_str());
+        let _ = write!(out, ";r={}", item.remaining);
+        if let Some(t) = item.reset {
+            let _ = write!(out, ";t={t}");
+        }
+    }
+    out.into_value()
+}
+
+/// The tightest of `items` (fewest remaining, then the longest reset),
+/// counting quotas only.
+pub(crate) fn tightest<'i, 'a>(
+    items: impl IntoIterator<Item = &'i Item<'a>>,
+) -> Option<&'i Item<'a>>
+where
+    'a: 'i,
+{
+    items
+        .into_iter()
+        .filter(|i| i.quota.is_some())
+        .min_by_key(|i| (i.remaining, std::cmp::Reverse(i.reset.unwrap_or(0))))
+}
+
+/// The legacy `X-RateLimit-*` triple of an item.
+pub(crate) fn legacy(item: &Item<'_>) -> Option<[(HeaderName, HeaderValue); 3]> {
+    let quota = item.quota?;
+    Some([
+        (X_RATELIMIT_LIMIT, HeaderValue::from(quota.limit())),
+        (X_RATELIMIT_REMAINING, HeaderValue::from(item.remaining)),
+        (
+            X_RATELIMIT_RESET,
+            HeaderValue::from(item.reset.unwrap_or(0)),
+        ),
+    ])
+}
+
+/// Sets the legacy `X-RateLimit-*` triple from the tightest item, unless
+/// already set.
+pub(crate) fn insert_legacy(headers: &mut HeaderMap, items: &[Item<'_>]) {
+    if let Some(fields) = tightest(items).and_then(legacy) {
+        for (name, value) in fields {
+            headers.entry(name).or_insert(value);
+        }
+    }
+}
+
+/// A field value written on the stack while it is short (one allocation
+/// for the `HeaderValue`, none for the writing).
+struct ValueBuf {
+    stack: [u8; 192],
+    len: usize,
+    heap: Option<String>,
+}
+
+impl ValueBuf {
+    fn new() -> Self {
+        ValueBuf {
+            stack: [0; 192],
+            len: 0,
+            heap: None,
+        }
+    }
+
+    fn push(&mut self, s: &str) {
+        if let Some(heap) = &mut self.heap {
+            heap.push_str(s);
+        } else if let Some(room) = self.stack.get_mut(self.len..self.len + s.len()) {
+            room.copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut heap = String::with_capacity(2 * (self.len + s.len()));
+            heap.push_str(std::str::from_utf8(&self.stack[..self.len]).expect("written as str"));
+            heap.push_str(s);
+            self.heap = Some(heap);
+        }
+    }
+
+    fn into_value(self) -> HeaderValue {
+        let value = match self.heap {
+            Some(heap) => HeaderValue::try_from(heap),
+            None => HeaderValue::from_bytes(&self.stack[..self.len]),
+        };
+        value.expect("RateLimit items are visible ASCII")
+    }
+}
+
+impl std::fmt::Write for ValueBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s);
+        Ok(())
+    }
+}
+
+/// A policy's field items, formatted once (cached in the policy).
+#[derive(Debug)]
+pub(crate) struct PolicyFields {
+    /// The `RateLimit-Policy` value.
+    pub(crate) policy: HeaderValue,
+    /// Each quota's quoted item name, in the policy's order.
+    pub(crate) names: Vec<Box<str>>,
+    /// The quoted name of the in-flight cap's item.
+    pub(crate) concurrency: Option<Box<str>>,
+}
+
+impl PolicyFields {
+    pub(crate) fn new(policy: &Policy) -> Self {
+        let quotas: Vec<Quota> = policy.quotas().collect();
+        let mut bases: Vec<String> = quotas.iter().map(|q| period_name(q.period())).collect();
+        let ambiguous = (1..bases.len()).any(|i| bases[..i].contains(&bases[i]));
+        if ambiguous {
+            bases = (0..bases.len()).map(|i| format!("q{i}")).collect();
+        }
+        let names: Vec<Box<str>> = bases
+            .iter()
+            .map(|b| quoted(policy.name(), b).into_boxed_str())
+            .collect();
+        let concurrency = policy
+            .in_flight_limit()
+            .map(|_| quoted(policy.name(), "concurrency").into_boxed_str());
+        let mut value = String::new();
+        for (name, quota) in names.iter().zip(&quotas) {
+            if !value.is_empty() {
+                value.push_str(", ");
+            }
+            let (q, w) = quota_window(quota);
+            let _ = write!(value, "{name};q={q};w={w}");
+        }
+        if let (Some(name), Some(n)) = (&concurrency, policy.in_flight_limit()) {
+            if !value.is_empty() {
+                value.push_str(", ");
+            }
+            let _ = write!(value, "{name};q={n};qu=\"concurrent-requests\"");
+        }
+        PolicyFields {
+            policy: HeaderValue::try_from(value).expect("RateLimit-Policy items are visible ASCII"),
+            names,
+            concurrency,
+        }
+    }
+}
+
+/// `q` and `w` of a quota: the limit per period in whole seconds, scaled
+/// when the period is not whole seconds.
+fn quota_window(quota: &Quota) -> (u64, u64) {
+    let period = quota.period();
+    if period.subsec_nanos() == 0 {
+        return (u64::from(quota.limit()), period.as_secs());
+    }
+    let w = ceil_secs(period).max(1);
+    let q = u128::from(quota.limit()) * u128::from(w) * u128::from(NANOS_PER_SEC)
+        / period.as_nanos().max(1);
+    (u64::try_from(q).unwrap_or(u64::MAX), w)
+}
+
+/// `per-second`, `per-minute`, …, or `per-10s`.
+pub(crate) fn period_name(period: Duration) -> String {
+    match (period.as_secs(), period.subsec_nanos()) {
+        (1, 0) => "per-second".into(),
+        (60, 0) => "per-minute".into(),
+        (3_600, 0) => "per-hour".into(),
+        (86_400, 0) => "per-day".into(),
+        (604_800, 0) => "per-week".into(),
+        _ => format!("per-{}", Human(period)),
+    }
+}
+
+/// A Structured Field string: `"prefix-base"`, quotes and backslashes
+/// escaped, anything outside visible ASCII replaced by `_`.
+pub(crate) fn quoted(prefix: Option<&str>, base: &str) -> String {
+    let mut out = String::with_capacity(base.len() + 2 + prefix.map_or(0, |p| p.len() + 1));
+    out.push('"');
+    let mut push = |s: &str| {
+        for c in s.chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                ' '..='~' => out.push(c),
+                _ => out.push('_'),
+            }
+        }
+    };
+    if let Some(prefix) = prefix {
+        push(prefix);
+        push("-");
+    }
+    push(base);
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_period() {
+        let cases = [
+            (Duration::from_secs(1), "per-second"),
+            (Duration::from_secs(60), "per-minute"),
+            (Duration::from_secs(3_600), "per-hour"),
+            (Duration::from_secs(86_400), "per-day"),
+            (Duration::from_secs(604_800), "per-week"),
+            (Duration::from_secs(10), "per-10s"),
+            (Duration::from_secs(300), "per-5m"),
+            (Duration::from_millis(1_500), "per-1.5s"),
+        ];
+        for (period, name) in cases {
+            assert_eq!(period_name(period), name);
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        assert_eq!(quoted(None, "per-day"), r#""per-day""#);
+        assert_eq!(quoted(Some("a\"b\\cé"), "per-day"), r#""a\"b\\c_-per-day""#);
+    }
+
+    #[test]
+    fn sub_second_periods_scale_to_seconds() {
+        let q = Quota::new(10, Duration::from_millis(100));
+        assert_eq!(quota_window(&q), (100, 1));
+        let q = Quota::new(3, Duration::from_millis(1_500));
+        assert_eq!(quota_window(&q), (4, 2));
+        assert_eq!(quota_window(&Quota::per_hour(5)), (5, 3_600));
+    }
+
+    #[test]
+    fn ambiguous_names_become_indexes() {
+        let policy = Policy::new(Quota::per_second(10))
+            .and(Quota::per_second(50).with_burst(5))
+            .unwrap()
+            .max_in_flight(3)
+            .named("free");
+        assert_eq!(
+            rate_limit_policy(&policy),
+            r#""free-q0";q=10;w=1, "free-q1";q=50;w=1, "free-concurrency";q=3;qu="concurrent-requests""#
+        );
+    }
+}

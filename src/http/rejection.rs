@@ -1,0 +1,193 @@
+//! [`Rejection`]: a request the limiter turned away, classified once for
+//! every protocol (HTTP responses, gRPC statuses).
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::RateLimited;
+use crate::backend::QuotaStates;
+use crate::error::{MissingKey, TooManyInFlight, TooManyKeys};
+use crate::per_key::Policy;
+
+/// Why a request was turned away, as protocols see it.
+///
+/// New limiter errors map onto these kinds as their layers land (circuit
+/// open, queue full and queue timeout onto [`Unavailable`](Self::Unavailable)),
+/// so responders written against them keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// A quota is exhausted ([`RateLimited`]). HTTP 429,
+    /// gRPC `RESOURCE_EXHAUSTED`.
+    RateLimited,
+    /// The key has as many requests in flight as its policy allows
+    /// ([`TooManyInFlight`]). HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
+    TooManyInFlight,
+    /// The per-key store is full of active keys ([`TooManyKeys`]).
+    /// HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
+    TooManyKeys,
+    /// The request has no key ([`MissingKey`]). HTTP 400 (configurable),
+    /// gRPC `INVALID_ARGUMENT`.
+    MissingKey,
+    /// The service cannot take the request for now (circuit open, queue
+    /// full or timed out, limiter backend down). HTTP 503, gRPC
+    /// `UNAVAILABLE`.
+    Unavailable,
+    /// Not a limiter error: HTTP 500, gRPC `UNKNOWN`.
+    Other,
+}
+
+impl RejectionKind {
+    /// The HTTP status this kind maps to by default.
+    pub fn status(self) -> StatusCode {
+        match self {
+            RejectionKind::RateLimited
+            | RejectionKind::TooManyInFlight
+            | RejectionKind::TooManyKeys => StatusCode::TOO_MANY_REQUESTS,
+            RejectionKind::MissingKey => StatusCode::BAD_REQUEST,
+            RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A request the limiter turned away: the error, what kind of rejection it
+/// is, how long the client should wait, and (from the per-key HTTP layer)
+/// the key's policy and the state of its quotas.
+///
+/// Made from any error with [`Rejection::new`], which looks through the
+/// error's `source()` chain for a limiter error, so errors wrapped by other
+/// layers (such as tower's `Buffer`) are still recognised.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::BoxError;
+/// use tower_sluice::error::MissingKey;
+/// use tower_sluice::http::{Rejection, RejectionKind};
+///
+/// let err: BoxError = MissingKey::default().into();
+/// let rejection = Rejection::new(&*err);
+/// assert_eq!(rejection.kind(), RejectionKind::MissingKey);
+/// assert_eq!(rejection.retry_after(), None);
+///
+/// let err: BoxError = "connection reset".into();
+/// assert_eq!(Rejection::new(&*err).kind(), RejectionKind::Other);
+/// ```
+#[derive(Clone)]
+pub struct Rejection<'a> {
+    error: &'a (dyn Error + 'static),
+    cause: &'a (dyn Error + 'static),
+    kind: RejectionKind,
+    retry_after: Option<Duration>,
+    policy: Option<&'a Policy>,
+    states: Option<QuotaStates>,
+}
+
+impl<'a> Rejection<'a> {
+    /// Classifies `error`.
+    pub fn new(error: &'a (dyn Error + 'static)) -> Self {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some((kind, retry_after)) = classify(e) {
+                return Rejection {
+                    error,
+                    cause: e,
+                    kind,
+                    retry_after,
+                    policy: None,
+                    states: None,
+                };
+            }
+            current = e.source();
+        }
+        Rejection {
+            error,
+            cause: error,
+            kind: RejectionKind::Other,
+            retry_after: None,
+            policy: None,
+            states: None,
+        }
+    }
+
+    /// Adds the key's policy and the state of its quotas.
+    pub(crate) fn with_context(
+        mut self,
+        policy: Option<&'a Policy>,
+        states: Option<QuotaStates>,
+    ) -> Self {
+        self.policy = policy;
+        self.states = states;
+        self
+    }
+
+    /// The kind of rejection.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// How long the client should wait before trying again, when known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The error as the layer returned it.
+    pub fn error(&self) -> &'a (dyn Error + 'static) {
+        self.error
+    }
+
+    /// The limiter error found in [`error`](Self::error)'s source chain
+    /// (the error itself when it is one, or when it is not a limiter
+    /// error at all).
+    pub fn cause(&self) -> &'a (dyn Error + 'static) {
+        self.cause
+    }
+
+    /// The [`RateLimited`] error, when a quota is exhausted.
+    pub fn rate_limited(&self) -> Option<&'a RateLimited> {
+        self.cause.downcast_ref()
+    }
+
+    /// The key's policy, when the per-key HTTP layer rejected the request
+    /// (not for errors mapped after the fact, as in a `HandleErrorLayer`).
+    pub fn policy(&self) -> Option<&'a Policy> {
+        self.policy
+    }
+
+    /// The state of each of the key's quotas when it was rejected, read
+    /// without consuming (with [`policy`](Self::policy)).
+    pub fn states(&self) -> Option<&QuotaStates> {
+        self.states.as_ref()
+    }
+}
+
+/// The kind and wait of a limiter error, or `None` for other errors. New
+/// error types (circuit breaker, queue) add their arm here.
+fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration>)> {
+    if let Some(e) = e.downcast_ref::<RateLimited>() {
+        Some((RejectionKind::RateLimited, Some(e.retry_after())))
+    } else if e.is::<TooManyInFlight>() {
+        Some((RejectionKind::TooManyInFlight, None))
+    } else if let Some(e) = e.downcast_ref::<TooManyKeys>() {
+        Some((RejectionKind::TooManyKeys, Some(e.retry_after())))
+    } else if e.is::<MissingKey>() {
+        Some((RejectionKind::MissingKey, None))
+    } else {
+        None
+    }
+}
+
+impl fmt::Debug for Rejection<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejection")
+            .field("kind", &self.kind)
+            .field("retry_after", &self.retry_after)
+            .field("error", &self.error)
+            .field("policy", &self.policy)
+            .field("states", &self.states)
+            .finish()
+    }
+}

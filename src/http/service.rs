@@ -1,0 +1,112 @@
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Shared;
+use super::{Limits, Rejection, Respond, Responder};
+use crate::backend::{Backend, Memory};
+use crate::per_key::KeyExtractor;
+use crate::per_key::core::Admission;
+use crate::per_key::future::Dispatch;
+
+/// Enforces per-key limits on HTTP requests, answering rejections with
+/// responses (see [`Respond`]); errors of the inner service pass through
+/// unchanged.
+///
+/// Made by [`HttpLimitLayer`](super::HttpLimitLayer); see the
+/// [module docs](super). Like [`PerKey`](crate::PerKey), the inner service
+/// must be `Clone` (axum's and tonic's are).
+pub struct HttpLimit<S, K, X, B = Memory<K>, R = Responder> {
+    inner: S,
+    extractor: X,
+    shared: Arc<Shared<K, B, R>>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<S, K, X, B, R> HttpLimit<S, K, X, B, R> {
+    pub(crate) fn new(inner: S, extractor: X, shared: Arc<Shared<K, B, R>>) -> Self {
+        HttpLimit {
+            inner,
+            extractor,
+            shared,
+            _key: PhantomData,
+        }
+    }
+
+    crate::inner_accessors!();
+}
+
+impl<S, K, X, B, R, ReqBody, ResBody> Service<Request<ReqBody>> for HttpLimit<S, K, X, B, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    X: KeyExtractor<Request<ReqBody>, Key = K>,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+    R: Respond<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<ReqBody>, B::Future, R, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let extracted = self.extractor.extract(&req);
+        let shared = &*self.shared;
+        let core = &*shared.core;
+        match core.admit(&shared.config, extracted.as_ref()) {
+            Admission::Granted { key, policy, grant } => {
+                let lookup = || core.backend.states(key, &policy);
+                let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
+                let headers = shared.responder.admitted(&limits);
+                ResponseFuture::admitted(Dispatch::granted(&mut self.inner, req, grant), headers)
+            }
+            Admission::Unlimited => {
+                ResponseFuture::admitted(Dispatch::call(&mut self.inner, req, None), None)
+            }
+            Admission::Deciding { policy, decision } => ResponseFuture::deciding(
+                Dispatch::deciding(&mut self.inner, req, decision),
+                shared.responder.clone(),
+                crate::per_key::Policy::clone(&policy),
+            ),
+            Admission::Denied { key, policy, error } => {
+                let states = match (key, &policy) {
+                    (Some(key), Some(policy)) => Some(core.backend.states(key, policy)),
+                    _ => None,
+                };
+                let rejection = Rejection::new(&*error).with_context(policy.as_deref(), states);
+                ResponseFuture::limited(shared.responder.reject(&rejection))
+            }
+        }
+    }
+}
+
+impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {
+    fn clone(&self) -> Self {
+        HttpLimit::new(
+            self.inner.clone(),
+            self.extractor.clone(),
+            self.shared.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, K, X, B: fmt::Debug, R: fmt::Debug> fmt::Debug for HttpLimit<S, K, X, B, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpLimit")
+            .field("inner", &self.inner)
+            .field("extractor", &std::any::type_name::<X>())
+            .field("core", &self.shared.core)
+            .field("responder", &self.shared.responder)
+            .finish_non_exhaustive()
+    }
+}
