@@ -138,6 +138,6 @@ pub use rate_limit::{RateLimit, RateLimitLayer};
 /// The error type of every layer: tower's `BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
