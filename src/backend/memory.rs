@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
 use crate::gcra::{self, CellSet, Decision};
 use crate::per_key::Policy;
-use crate::per_key::store::{Extra, KeyState, Store};
+use crate::per_key::store::{Extra, Fresh, KeyState, Store};
 
 /// The in-memory backend: a bounded, sharded map from key to GCRA state.
 ///
@@ -46,9 +46,11 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     /// before a shard grows, so memory follows the active keys; when
     /// `max_keys` keys are all active, new keys are refused with
     /// [`TooManyKeys`] until one turns idle, never admitted without a limit.
-    /// An entry costs `size_of::<K>() + 17` bytes in the table (more for
-    /// policies with several quotas or an in-flight cap), plus whatever
-    /// `K` owns on the heap.
+    /// A key costs `size_of::<K>() + 9` bytes in its table slot (16 bytes
+    /// for a `u64` key, plus one control byte), at hashbrown's load factor,
+    /// plus whatever `K` owns on the heap; keys whose policy has several
+    /// quotas or an in-flight cap also hold a shared block of about 64
+    /// bytes.
     pub fn new(max_keys: usize) -> Self {
         Memory {
             clock: Clock::new(),
@@ -71,10 +73,10 @@ impl<K: Hash + Eq + Clone> Memory<K> {
         self.store.max_keys()
     }
 
-    /// Approximate bytes used by the tables (not counting what keys own on
-    /// the heap).
+    /// Bytes allocated by the tables (not counting what keys own on the
+    /// heap).
     pub fn table_bytes(&self) -> usize {
-        self.store.capacity() * Store::<K>::ENTRY_BYTES
+        self.store.allocated_bytes()
     }
 
     /// Drops every idle key now (one shard at a time). Not needed for the
@@ -94,12 +96,24 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     ) -> Result<Grant, BoxError> {
         let now = self.clock.now();
         let decided = self.store.with(key, policy, now, consume, |state| {
-            verdict(state, policy, now, cost, max_wait, consume)
+            if consume && state.extra().is_none() && policy.len() == 1 {
+                // One quota, no cap: one compare-exchange, nothing else.
+                single(state.first(), policy.params(0), now, cost, max_wait)
+            } else {
+                verdict(state, policy, now, cost, max_wait, consume)
+            }
         });
         let verdict = match decided {
             Ok(Some(v)) => v,
             // An unknown key, peeked: its buckets are full.
-            Ok(None) => verdict(&KeyState::for_policy(policy), policy, now, cost, 0, false),
+            Ok(None) => verdict(
+                &Fresh::for_policy(policy).state(),
+                policy,
+                now,
+                cost,
+                0,
+                false,
+            ),
             Err(full) => {
                 return Err(TooManyKeys::new(
                     self.store.max_keys(),
@@ -120,6 +134,16 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     }
 }
 
+/// The decision of a policy of one quota and no in-flight cap.
+#[inline(always)]
+fn single(first: &gcra::Gcra, p: &gcra::Params, now: u64, cost: u32, max_wait: u64) -> Verdict {
+    let inc = p.inc(cost);
+    match first.reserve(p.window, inc, now, max_wait) {
+        Ok((tat, wait)) => Verdict::Granted(Decision::allowed(p, now, tat), wait, None),
+        Err(base) => Verdict::Denied(Decision::denied(p, now, base, inc)),
+    }
+}
+
 enum Verdict {
     Granted(Decision, u64, Option<InFlight>),
     Denied(Decision),
@@ -129,7 +153,7 @@ enum Verdict {
 /// Decides for one key's state (under its shard's lock).
 #[inline]
 fn verdict(
-    state: &KeyState,
+    state: &KeyState<'_>,
     policy: &Policy,
     now: u64,
     cost: u32,
@@ -192,7 +216,7 @@ where
 
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
         let now = self.clock.now();
-        let read = |state: &KeyState| {
+        let read = |state: &KeyState<'_>| {
             let cells = state.cells(policy);
             let mut out = QuotaStates::default();
             for i in 0..cells.len() {
@@ -203,7 +227,7 @@ where
         };
         match self.store.with(key, policy, now, false, read) {
             Ok(Some(states)) => states,
-            _ => read(&KeyState::for_policy(policy)),
+            _ => read(&Fresh::for_policy(policy).state()),
         }
     }
 }

@@ -42,6 +42,7 @@ pub struct Grant {
 
 impl Grant {
     /// A grant to send after `wait` (zero: now).
+    #[inline]
     pub fn new(decision: Decision, wait: Duration) -> Self {
         Grant {
             decision,
@@ -50,22 +51,26 @@ impl Grant {
         }
     }
 
+    #[inline]
     pub(crate) fn with_in_flight(mut self, permit: Option<InFlight>) -> Self {
         self.in_flight = permit;
         self
     }
 
     /// The decision of the key's tightest quota.
+    #[inline]
     pub fn decision(&self) -> &Decision {
         &self.decision
     }
 
     /// How long to wait before sending (zero: now).
+    #[inline]
     pub fn wait(&self) -> Duration {
         self.wait
     }
 
     /// The in-flight slot, released when dropped.
+    #[inline]
     pub(crate) fn take_in_flight(&mut self) -> Option<InFlight> {
         self.in_flight.take()
     }

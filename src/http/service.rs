@@ -12,7 +12,7 @@ use super::layer::Shared;
 use super::{Limits, Rejection, Respond, Responder};
 use crate::backend::{Backend, Memory};
 use crate::per_key::KeyExtractor;
-use crate::per_key::core::Admission;
+use crate::per_key::core::{Admission, DefaultCache};
 use crate::per_key::future::Dispatch;
 
 /// Enforces per-key limits on HTTP requests, answering rejections with
@@ -26,6 +26,7 @@ pub struct HttpLimit<S, K, X, B = Memory<K>, R = Responder> {
     inner: S,
     extractor: X,
     shared: Arc<Shared<K, B, R>>,
+    default: DefaultCache,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -34,6 +35,7 @@ impl<S, K, X, B, R> HttpLimit<S, K, X, B, R> {
         HttpLimit {
             inner,
             extractor,
+            default: shared.core.policies.cache(),
             shared,
             _key: PhantomData,
         }
@@ -63,7 +65,7 @@ where
         let extracted = self.extractor.extract(&req);
         let shared = &*self.shared;
         let core = &*shared.core;
-        match core.admit(&shared.config, extracted.as_ref()) {
+        match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
             Admission::Granted { key, policy, grant } => {
                 let lookup = || core.backend.states(key, &policy);
                 let limits = Limits::new(&policy, grant.decision(), Some(&lookup));

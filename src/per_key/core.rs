@@ -4,7 +4,7 @@
 use std::fmt;
 use std::hash::Hash;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::{ArcSwap, Guard};
@@ -31,23 +31,46 @@ pub(crate) struct Policies<K> {
     default: ArcSwap<Policy>,
     overrides: RwLock<hashbrown::HashMap<K, Policy>>,
     has_overrides: AtomicBool,
+    /// Bumped after each change of the default, so services can keep a
+    /// copy and check it with one plain load.
+    generation: AtomicU64,
     pub(crate) resolver: Option<Resolver<K>>,
 }
 
 /// A resolved policy: borrowed from the default without a reference count,
-/// or owned.
-pub(crate) enum Resolved {
+/// borrowed from a service's copy of the default, or owned.
+pub(crate) enum Resolved<'a> {
     Default(Guard<Arc<Policy>>),
+    Cached(&'a Policy),
     Owned(Policy),
 }
 
-impl Deref for Resolved {
+/// A service's copy of the default policy and the generation it was read
+/// at.
+#[derive(Clone)]
+pub(crate) struct DefaultCache {
+    generation: u64,
+    policy: Arc<Policy>,
+}
+
+impl<K> Policies<K> {
+    /// A copy of the default policy for a service to keep.
+    pub(crate) fn cache(&self) -> DefaultCache {
+        DefaultCache {
+            generation: self.generation.load(Ordering::Acquire),
+            policy: self.default.load_full(),
+        }
+    }
+}
+
+impl Deref for Resolved<'_> {
     type Target = Policy;
 
     #[inline]
     fn deref(&self) -> &Policy {
         match self {
             Resolved::Default(g) => g,
+            Resolved::Cached(p) => p,
             Resolved::Owned(p) => p,
         }
     }
@@ -59,25 +82,48 @@ impl<K: Hash + Eq> Policies<K> {
             default: ArcSwap::from_pointee(default),
             overrides: RwLock::new(hashbrown::HashMap::new()),
             has_overrides: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             resolver: None,
         }
     }
 
     /// The override set by a handle, else the resolver's, else the default.
     #[inline]
-    pub(crate) fn resolve(&self, key: &K) -> Resolved {
+    pub(crate) fn resolve(&self, key: &K) -> Resolved<'static> {
+        match self.resolve_own(key) {
+            Some(p) => Resolved::Owned(p),
+            None => Resolved::Default(self.default.load()),
+        }
+    }
+
+    /// As [`resolve`](Self::resolve), reading the default through a
+    /// service's copy: one plain load where arc_swap's `load` takes two
+    /// read-modify-writes (claiming and paying back a debt slot).
+    #[inline]
+    pub(crate) fn resolve_with<'c>(&self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
+        if let Some(p) = self.resolve_own(key) {
+            return Resolved::Owned(p);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation != cache.generation {
+            *cache = DefaultCache {
+                generation,
+                policy: self.default.load_full(),
+            };
+        }
+        Resolved::Cached(&cache.policy)
+    }
+
+    /// The override set by a handle, else the resolver's.
+    #[inline]
+    fn resolve_own(&self, key: &K) -> Option<Policy> {
         if self.has_overrides.load(Ordering::Acquire) {
             let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = overrides.get(key) {
-                return Resolved::Owned(p.clone());
+                return Some(p.clone());
             }
         }
-        if let Some(resolver) = &self.resolver {
-            if let Some(p) = resolver(key) {
-                return Resolved::Owned(p);
-            }
-        }
-        Resolved::Default(self.default.load())
+        self.resolver.as_ref().and_then(|resolver| resolver(key))
     }
 
     pub(crate) fn default_policy(&self) -> Policy {
@@ -86,6 +132,7 @@ impl<K: Hash + Eq> Policies<K> {
 
     pub(crate) fn set_default(&self, policy: Policy) {
         self.default.store(Arc::new(policy));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn set_override(&self, key: K, policy: Policy) {
@@ -111,17 +158,17 @@ pub(crate) enum Admission<'a, K, F> {
     /// Admitted: send now, or after `grant.wait()`.
     Granted {
         key: &'a K,
-        policy: Resolved,
+        policy: Resolved<'a>,
         grant: Grant,
     },
     /// No key, and the layer lets such requests through unlimited.
     Unlimited,
     /// A remote backend is deciding.
-    Deciding { policy: Resolved, decision: F },
+    Deciding { policy: Resolved<'a>, decision: F },
     /// Turned away: over a limit, no key, or the store is full.
     Denied {
         key: Option<&'a K>,
-        policy: Option<Resolved>,
+        policy: Option<Resolved<'a>>,
         error: BoxError,
     },
 }
@@ -140,6 +187,7 @@ where
         &self,
         config: &'a Config<K>,
         extracted: Option<&'a K>,
+        cache: &'a mut DefaultCache,
     ) -> Admission<'a, K, B::Future> {
         let key = match (extracted, &config.on_missing) {
             (Some(key), _) => key,
@@ -154,7 +202,7 @@ where
                 };
             }
         };
-        let policy = self.policies.resolve(key);
+        let policy = self.policies.resolve_with(key, cache);
         match self.backend.acquire(key, &policy, 1, config.max_wait) {
             Acquire::Ready(Ok(grant)) => {
                 let observers = &config.observers;

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::KeyExtractor;
-use super::core::{Admission, Core};
+use super::core::{Admission, Core, DefaultCache};
 use super::future::{Dispatch, ResponseFuture};
 use super::layer::Config;
 use crate::BoxError;
@@ -29,6 +29,7 @@ pub struct PerKey<S, K, X, B> {
     extractor: X,
     core: Arc<Core<K, B>>,
     config: Arc<Config<K>>,
+    default: DefaultCache,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -42,6 +43,7 @@ impl<S, K, X, B> PerKey<S, K, X, B> {
         PerKey {
             inner,
             extractor,
+            default: core.policies.cache(),
             core,
             config,
             _key: PhantomData,
@@ -70,7 +72,10 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
-        let dispatch = match self.core.admit(&self.config, extracted.as_ref()) {
+        let dispatch = match self
+            .core
+            .admit(&self.config, extracted.as_ref(), &mut self.default)
+        {
             Admission::Granted { grant, .. } => Dispatch::granted(&mut self.inner, req, grant),
             Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
             Admission::Deciding { decision, .. } => {

@@ -18,7 +18,7 @@
 //! admitted without a limit or by forgetting another key's debt.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -27,11 +27,13 @@ use super::policy::MAX_QUOTAS;
 use crate::gcra::{CellSet, Gcra, Params};
 use crate::per_key::Policy;
 
-/// One key's state.
-#[derive(Debug, Default)]
-pub(crate) struct KeyState {
-    first: Gcra,
-    extra: Option<Arc<Extra>>,
+/// One key's state, borrowed from the store: its first quota's cell, and
+/// the block of the other quotas and the in-flight count when its policy
+/// needs one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyState<'a> {
+    first: &'a Gcra,
+    extra: Option<&'a Arc<Extra>>,
 }
 
 /// State that only policies with several quotas or an in-flight cap need.
@@ -41,61 +43,78 @@ pub(crate) struct Extra {
     pub(crate) in_flight: AtomicU32,
 }
 
-impl KeyState {
+impl Extra {
+    /// Whether forgetting this block would change no decision.
+    fn is_idle(self: &Arc<Self>, now: u64) -> bool {
+        Arc::strong_count(self) == 1
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.cells.iter().all(|c| c.tat() <= now)
+    }
+
+    fn busy_for(&self, now: u64) -> u64 {
+        let tat = self.cells.iter().map(Gcra::tat).max().unwrap_or(0);
+        tat.saturating_sub(now)
+    }
+}
+
+/// The state of a key the store does not hold: full buckets.
+#[derive(Debug)]
+pub(crate) struct Fresh {
+    first: Gcra,
+    extra: Option<Arc<Extra>>,
+}
+
+impl Fresh {
     pub(crate) fn for_policy(policy: &Policy) -> Self {
-        KeyState {
+        Fresh {
             first: Gcra::new(),
             extra: needs_extra(policy).then(Default::default),
         }
     }
 
-    /// Whether forgetting this key would change no decision.
-    fn is_idle(&self, now: u64) -> bool {
-        self.first.tat() <= now
-            && self.extra.as_ref().is_none_or(|e| {
-                Arc::strong_count(e) == 1
-                    && e.in_flight.load(Ordering::Relaxed) == 0
-                    && e.cells.iter().all(|c| c.tat() <= now)
-            })
+    pub(crate) fn state(&self) -> KeyState<'_> {
+        KeyState {
+            first: &self.first,
+            extra: self.extra.as_ref(),
+        }
     }
+}
 
+impl<'a> KeyState<'a> {
     /// Nanoseconds until the key is idle, counting buckets only.
     fn busy_for(&self, now: u64) -> u64 {
-        let extra = self
-            .extra
-            .as_ref()
-            .map_or(0, |e| e.cells.iter().map(Gcra::tat).max().unwrap_or(0));
-        self.first.tat().max(extra).saturating_sub(now)
+        let extra = self.extra.map_or(0, |e| e.busy_for(now));
+        self.first.tat().saturating_sub(now).max(extra)
     }
 
-    /// Whether this state can serve `policy` (its shape may have changed
-    /// since the key was created).
     #[inline]
-    pub(crate) fn fits(&self, policy: &Policy) -> bool {
-        self.extra.is_some() || !needs_extra(policy)
+    pub(crate) fn first(&self) -> &'a Gcra {
+        self.first
     }
 
-    pub(crate) fn extra(&self) -> Option<&Arc<Extra>> {
-        self.extra.as_ref()
+    #[inline]
+    pub(crate) fn extra(&self) -> Option<&'a Arc<Extra>> {
+        self.extra
     }
 
     /// The cells of this state under `policy`.
     #[inline]
-    pub(crate) fn cells<'a>(&'a self, policy: &'a Policy) -> KeyCells<'a> {
+    pub(crate) fn cells(&self, policy: &'a Policy) -> KeyCells<'a> {
         KeyCells {
-            state: self,
+            state: *self,
             policy,
         }
     }
 }
 
+#[inline]
 fn needs_extra(policy: &Policy) -> bool {
     policy.len() > 1 || policy.in_flight_limit().is_some()
 }
 
 /// A key's cells paired with its policy's parameters.
 pub(crate) struct KeyCells<'a> {
-    state: &'a KeyState,
+    state: KeyState<'a>,
     policy: &'a Policy,
 }
 
@@ -108,29 +127,41 @@ impl CellSet for KeyCells<'_> {
     #[inline]
     fn cell(&self, i: usize) -> (&Params, &Gcra) {
         let cell = match i {
-            0 => &self.state.first,
-            _ => {
-                &self
-                    .state
-                    .extra
-                    .as_ref()
-                    .expect("state fits the policy")
-                    .cells[i - 1]
-            }
+            0 => self.state.first,
+            _ => &self.state.extra.expect("state fits the policy").cells[i - 1],
         };
         (self.policy.params(i), cell)
     }
 }
 
+/// A key and its first quota's cell: 16 bytes for a `u64` key.
 struct Entry<K> {
     key: K,
-    state: KeyState,
+    first: Gcra,
+}
+
+/// A key's other quotas and in-flight count, for policies that need them.
+struct ExtraEntry<K> {
+    key: K,
+    extra: Arc<Extra>,
+}
+
+/// One shard's keys: every key in `main`; keys whose policy has several
+/// quotas or an in-flight cap also in `extra`. Each table is evicted on its
+/// own: forgetting an idle cell changes no decision, whatever the other
+/// table holds for the key.
+struct Tables<K> {
+    main: HashTable<Entry<K>>,
+    extra: HashTable<ExtraEntry<K>>,
 }
 
 /// Cache-line aligned so shards do not share lines.
 #[repr(align(128))]
 struct Shard<K> {
-    table: RwLock<HashTable<Entry<K>>>,
+    tables: RwLock<Tables<K>>,
+    /// No key of this shard can be idle before this time (clock ns), so
+    /// sweeping earlier frees nothing. Written under the write lock.
+    idle_at: AtomicU64,
 }
 
 /// A new key was refused: its shard is full of keys that are all active.
@@ -165,7 +196,11 @@ impl<K: Hash + Eq> Store<K> {
         Store {
             shards: (0..shards)
                 .map(|_| Shard {
-                    table: RwLock::new(HashTable::new()),
+                    tables: RwLock::new(Tables {
+                        main: HashTable::new(),
+                        extra: HashTable::new(),
+                    }),
+                    idle_at: AtomicU64::new(0),
                 })
                 .collect(),
             hasher: DefaultHashBuilder::default(),
@@ -190,70 +225,156 @@ impl<K: Hash + Eq> Store<K> {
         policy: &Policy,
         now: u64,
         create: bool,
-        f: impl FnOnce(&KeyState) -> R,
+        f: impl FnOnce(&KeyState<'_>) -> R,
     ) -> Result<Option<R>, Full>
     where
         K: Clone,
     {
         let hash = self.hasher.hash_one(key);
         let shard = self.shard(hash);
+        let extra = needs_extra(policy);
         {
-            let table = shard.table.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(e) = table.find(hash, |e| e.key == *key) {
-                if e.state.fits(policy) {
-                    return Ok(Some(f(&e.state)));
+            let tables = shard.tables.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = tables.main.find(hash, |e| e.key == *key) {
+                if !extra {
+                    return Ok(Some(f(&KeyState {
+                        first: &e.first,
+                        extra: None,
+                    })));
+                }
+                if let Some(x) = tables.extra.find(hash, |x| x.key == *key) {
+                    return Ok(Some(f(&KeyState {
+                        first: &e.first,
+                        extra: Some(&x.extra),
+                    })));
                 }
             } else if !create {
                 return Ok(None);
+            } else if tables.main.len() >= self.shard_cap {
+                // Full, and no key can have turned idle since the last
+                // sweep: refuse without the write lock or another sweep.
+                let idle_at = shard.idle_at.load(Ordering::Relaxed);
+                if now < idle_at {
+                    return Err(Full {
+                        retry_after: idle_at - now,
+                    });
+                }
             }
         }
-        let mut table = shard.table.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = table.find_mut(hash, |e| e.key == *key) {
-            if !e.state.fits(policy) {
-                // The key's policy gained quotas or a cap: add the block,
-                // keeping the debt of its first quota.
-                e.state.extra = Some(Default::default());
-            }
-            return Ok(Some(f(&e.state)));
-        }
+        let mut guard = shard.tables.write().unwrap_or_else(|e| e.into_inner());
+        let tables = &mut *guard;
         let hasher = &self.hasher;
-        if table.len() >= self.shard_cap || table.len() == table.capacity() {
-            // Forget idle keys before growing (or refusing).
-            let busy = Self::sweep(&mut table, now, hasher);
-            if table.len() >= self.shard_cap {
-                return Err(Full { retry_after: busy });
+        let known = tables.main.find(hash, |e| e.key == *key).is_some();
+        let full = |t: &Tables<K>| {
+            t.main.len() >= self.shard_cap || (extra && t.extra.len() >= self.shard_cap)
+        };
+        let grows = |t: &Tables<K>| {
+            (!known && t.main.len() == t.main.capacity())
+                || (extra && t.extra.len() == t.extra.capacity())
+        };
+        if (!known && full(tables)) || grows(tables) {
+            // Forget idle keys before growing (or refusing), unless none
+            // can be idle yet.
+            if now >= shard.idle_at.load(Ordering::Relaxed) {
+                let busy = Self::sweep(tables, now, hasher);
+                shard
+                    .idle_at
+                    .store(now.saturating_add(busy), Ordering::Relaxed);
             }
-            if table.len() * 2 > table.capacity() {
-                // Mostly active: grow now, so the next sweep is twice as
-                // far away and sweeping stays O(1) per insert.
-                let more = table.len().min(self.shard_cap - table.len());
-                table.reserve(more, |e| hasher.hash_one(&e.key));
+            if (!known && tables.main.len() >= self.shard_cap)
+                || (extra && tables.extra.len() >= self.shard_cap)
+            {
+                let idle_at = shard.idle_at.load(Ordering::Relaxed);
+                return Err(Full {
+                    retry_after: idle_at.saturating_sub(now).max(1),
+                });
+            }
+            // Mostly active: grow now, so the next sweep is twice as far
+            // away and sweeping stays O(1) per insert.
+            let (main, extras) = (&mut tables.main, &mut tables.extra);
+            if main.len() * 2 > main.capacity() {
+                let more = main.len().min(self.shard_cap - main.len());
+                main.reserve(more, |e| hasher.hash_one(&e.key));
+            }
+            if extra && extras.len() * 2 > extras.capacity() {
+                let more = extras.len().min(self.shard_cap - extras.len());
+                extras.reserve(more, |x| hasher.hash_one(&x.key));
             }
         }
-        let entry = table.insert_unique(
-            hash,
-            Entry {
-                key: key.clone(),
-                state: KeyState::for_policy(policy),
-            },
-            |e| hasher.hash_one(&e.key),
-        );
-        Ok(Some(f(&entry.get().state)))
+        let first = match tables.main.find_mut(hash, |e| e.key == *key) {
+            Some(e) => &e.first,
+            None => {
+                let entry = tables.main.insert_unique(
+                    hash,
+                    Entry {
+                        key: key.clone(),
+                        first: Gcra::new(),
+                    },
+                    |e| hasher.hash_one(&e.key),
+                );
+                &entry.into_mut().first
+            }
+        };
+        let block = if extra {
+            // The key's policy has several quotas or a cap (perhaps since a
+            // change of policy): its block, kept or new. The first quota
+            // keeps its debt either way.
+            let x = match tables.extra.find_mut(hash, |x| x.key == *key) {
+                Some(x) => &x.extra,
+                None => {
+                    let entry = tables.extra.insert_unique(
+                        hash,
+                        ExtraEntry {
+                            key: key.clone(),
+                            extra: Default::default(),
+                        },
+                        |x| hasher.hash_one(&x.key),
+                    );
+                    &entry.into_mut().extra
+                }
+            };
+            Some(x)
+        } else {
+            None
+        };
+        let state = KeyState {
+            first,
+            extra: block,
+        };
+        let out = f(&state);
+        // A new key may turn idle before every other key of the shard.
+        shard
+            .idle_at
+            .fetch_min(now.saturating_add(state.busy_for(now)), Ordering::Relaxed);
+        Ok(Some(out))
     }
 
-    /// Drops the idle keys of one shard; returns how long until the next
-    /// remaining key turns idle.
-    fn sweep(table: &mut HashTable<Entry<K>>, now: u64, hasher: &DefaultHashBuilder) -> u64 {
+    /// Drops the idle cells of one shard; returns how long until the next
+    /// remaining one turns idle.
+    fn sweep(tables: &mut Tables<K>, now: u64, hasher: &DefaultHashBuilder) -> u64 {
         let mut soonest = u64::MAX;
-        table.retain(|e| {
-            let idle = e.state.is_idle(now);
+        tables.main.retain(|e| {
+            let busy = e.first.tat().saturating_sub(now);
+            if busy > 0 {
+                soonest = soonest.min(busy);
+            }
+            busy > 0
+        });
+        tables.extra.retain(|x| {
+            let idle = x.extra.is_idle(now);
             if !idle {
-                soonest = soonest.min(e.state.busy_for(now).max(1));
+                // In flight but full buckets: may turn idle at any time.
+                soonest = soonest.min(x.extra.busy_for(now).max(1));
             }
             !idle
         });
-        if table.capacity() > 2 * table.len() + 16 {
-            table.shrink_to(table.len(), |e| hasher.hash_one(&e.key));
+        let main = &mut tables.main;
+        if main.capacity() > 2 * main.len() + 16 {
+            main.shrink_to(main.len(), |e| hasher.hash_one(&e.key));
+        }
+        let extra = &mut tables.extra;
+        if extra.capacity() > 2 * extra.len() + 16 {
+            extra.shrink_to(extra.len(), |x| hasher.hash_one(&x.key));
         }
         soonest
     }
@@ -261,8 +382,11 @@ impl<K: Hash + Eq> Store<K> {
     /// Drops idle keys from every shard, one shard at a time.
     pub(crate) fn sweep_all(&self, now: u64) {
         for shard in self.shards.iter() {
-            let mut table = shard.table.write().unwrap_or_else(|e| e.into_inner());
-            Self::sweep(&mut table, now, &self.hasher);
+            let mut tables = shard.tables.write().unwrap_or_else(|e| e.into_inner());
+            let busy = Self::sweep(&mut tables, now, &self.hasher);
+            shard
+                .idle_at
+                .store(now.saturating_add(busy), Ordering::Relaxed);
         }
     }
 
@@ -270,18 +394,27 @@ impl<K: Hash + Eq> Store<K> {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.table.read().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| {
+                s.tables
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .main
+                    .len()
+            })
             .sum()
     }
 
-    /// Slots allocated now (each is one key's entry plus a control byte).
-    pub(crate) fn capacity(&self) -> usize {
+    /// Bytes the tables have allocated now, plus the blocks of keys with
+    /// several quotas or an in-flight cap (not what keys own on the heap).
+    pub(crate) fn allocated_bytes(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.table.read().unwrap_or_else(|e| e.into_inner()).capacity())
+            .map(|s| {
+                let t = s.tables.read().unwrap_or_else(|e| e.into_inner());
+                t.main.allocation_size()
+                    + t.extra.allocation_size()
+                    + t.extra.len() * std::mem::size_of::<(usize, usize, Extra)>()
+            })
             .sum()
     }
-
-    /// Bytes of one entry in the table.
-    pub(crate) const ENTRY_BYTES: usize = std::mem::size_of::<Entry<K>>() + 1;
 }
