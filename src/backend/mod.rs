@@ -69,6 +69,11 @@ impl Grant {
         self.wait
     }
 
+    /// Sends at once, whatever the wait (shadow mode).
+    pub(crate) fn send_now(&mut self) {
+        self.wait = Duration::ZERO;
+    }
+
     /// The in-flight slot, released when dropped.
     #[inline]
     pub(crate) fn take_in_flight(&mut self) -> Option<InFlight> {

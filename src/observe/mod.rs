@@ -56,8 +56,11 @@ pub enum Event<'a> {
         layer: &'static str,
         /// The request's key, for per-key layers.
         key: Option<&'a dyn fmt::Debug>,
-        /// The error returned to the caller.
+        /// The error returned to the caller (in shadow mode: the error it
+        /// would have got).
         error: &'a RateLimited,
+        /// `false` in shadow (dry-run) mode: the request was let through.
+        enforced: bool,
     },
     /// A request waited for capacity before it was sent.
     #[non_exhaustive]

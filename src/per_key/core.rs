@@ -195,6 +195,9 @@ where
             (None, OnMissing::Allow) => return Admission::Unlimited,
             (None, OnMissing::Reject) => {
                 config.observers.emit(&Event::MissingKey { layer: LAYER });
+                if config.shadow {
+                    return Admission::Unlimited;
+                }
                 return Admission::Denied {
                     key: None,
                     policy: None,
@@ -204,7 +207,7 @@ where
         };
         let policy = self.policies.resolve_with(key, cache);
         match self.backend.acquire(key, &policy, 1, config.max_wait) {
-            Acquire::Ready(Ok(grant)) => {
+            Acquire::Ready(Ok(mut grant)) => {
                 let observers = &config.observers;
                 if observers.is_set() {
                     observers.emit(&Event::Allowed {
@@ -220,10 +223,16 @@ where
                         });
                     }
                 }
+                if config.shadow {
+                    grant.send_now();
+                }
                 Admission::Granted { key, policy, grant }
             }
             Acquire::Ready(Err(error)) => {
                 report(config, key, &error);
+                if config.shadow {
+                    return Admission::Unlimited;
+                }
                 Admission::Denied {
                     key: Some(key),
                     policy: Some(policy),
@@ -249,6 +258,7 @@ fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
             layer: LAYER,
             key: Some(key),
             error,
+            enforced: !config.shadow,
         });
     } else if let Some(e) = error.downcast_ref::<TooManyInFlight>() {
         observers.emit(&Event::InFlightLimited {

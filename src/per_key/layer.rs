@@ -28,6 +28,7 @@ pub(crate) struct Config<K> {
     pub(crate) max_wait: Duration,
     pub(crate) on_missing: OnMissing<K>,
     pub(crate) observers: Observers,
+    pub(crate) shadow: bool,
 }
 
 /// Applies a rate limit per key: one bucket per client IP, API key or
@@ -70,6 +71,7 @@ where
                 max_wait: Duration::ZERO,
                 on_missing: OnMissing::Reject,
                 observers: Observers::default(),
+                shadow: false,
             }),
             _key: PhantomData,
         }
@@ -144,6 +146,17 @@ where
     #[must_use]
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.edit_config(|c| c.max_wait = max_wait)
+    }
+
+    /// Shadow (dry-run) mode: decide and report every decision (to the
+    /// observer, and `tracing`) as usual, but let every request through at
+    /// once: denied requests, requests without a key and requests that
+    /// would wait. Admitted requests consume quota as usual; denied ones
+    /// consume nothing. Use it to try limits on live traffic before
+    /// enforcing them.
+    #[must_use]
+    pub fn shadow(self) -> Self {
+        self.edit_config(|c| c.shadow = true)
     }
 
     /// Lets requests without a key through, unlimited (the default is to

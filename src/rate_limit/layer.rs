@@ -15,6 +15,8 @@ pub(crate) enum Mode {
     Wait { max_wait: u64 },
     /// Decide in `call`; deny at once with `RateLimited`.
     Reject,
+    /// Decide in `call` and report, but let every request through.
+    Shadow,
 }
 
 /// Applies a rate limit shared by every service the layer makes and all
@@ -70,6 +72,17 @@ impl RateLimitLayer {
     #[must_use]
     pub fn reject(mut self) -> Self {
         self.mode = Mode::Reject;
+        self
+    }
+
+    /// Shadow (dry-run) mode: decide and report every decision (to the
+    /// observer, and `tracing` at debug level) exactly as
+    /// [`reject`](Self::reject) would, but let every request through.
+    /// Admitted requests consume quota as usual; denied ones consume
+    /// nothing. Use it to try a limit on live traffic before enforcing it.
+    #[must_use]
+    pub fn shadow(mut self) -> Self {
+        self.mode = Mode::Shadow;
         self
     }
 

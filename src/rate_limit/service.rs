@@ -79,7 +79,7 @@ impl<S> RateLimit<S> {
 
     crate::inner_accessors!();
 
-    fn limited(&self, error: &RateLimited) {
+    fn limited(&self, error: &RateLimited, enforced: bool) {
         tracing::debug!(
             target: "tower_sluice::rate_limit",
             retry_after = ?error.retry_after(),
@@ -90,6 +90,7 @@ impl<S> RateLimit<S> {
             layer: LAYER,
             key: None,
             error,
+            enforced,
         });
     }
 
@@ -132,7 +133,7 @@ where
                     }
                     Err(decision) => {
                         let error = RateLimited::from_decision(&decision);
-                        self.limited(&error);
+                        self.limited(&error, true);
                         self.slot.state = State::Denied(error);
                     }
                 },
@@ -159,7 +160,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match self.mode {
-            Mode::Reject => {
+            Mode::Reject | Mode::Shadow => {
                 let decision = self.slot.limiter.check();
                 if decision.is_allowed() {
                     if self.observers.is_set() {
@@ -172,8 +173,13 @@ where
                     ResponseFuture::called(self.inner.call(req))
                 } else {
                     let error = RateLimited::from_decision(&decision);
-                    self.limited(&error);
-                    ResponseFuture::denied(error)
+                    let enforced = self.mode == Mode::Reject;
+                    self.limited(&error, enforced);
+                    if enforced {
+                        ResponseFuture::denied(error)
+                    } else {
+                        ResponseFuture::called(self.inner.call(req))
+                    }
                 }
             }
             Mode::Wait { .. } => match std::mem::replace(&mut self.slot.state, State::Idle) {

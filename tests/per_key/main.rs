@@ -641,3 +641,52 @@ fn policy_rejects_too_many_quotas() {
     let err = p.and(Quota::per_day(10_000)).unwrap_err();
     assert!(err.to_string().contains("at most 4"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_lets_everything_through_and_reports() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let start = Instant::now();
+    let layer = PerKeyLayer::new(Quota::per_minute(2), by_key)
+        .max_wait(Duration::from_secs(60))
+        .shadow()
+        .observer(move |e: &Event<'_>| {
+            let kind = match e {
+                Event::Allowed { .. } => "allowed".to_string(),
+                Event::Limited { enforced, .. } => format!("limited enforced={enforced}"),
+                Event::Waited { .. } => "waited".to_string(),
+                Event::MissingKey { .. } => "missing".to_string(),
+                _ => "other".to_string(),
+            };
+            ev.lock().unwrap().push(kind);
+        });
+    let handle = layer.handle();
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    // Two fit, the third would wait 30 s, the fourth 60 s, the fifth is over
+    // max_wait: all pass at once.
+    for _ in 0..5 {
+        assert_eq!(send(&mut svc, req("k")).await.unwrap(), "ok");
+    }
+    assert!(send(&mut svc, Req { key: None }).await.is_ok());
+    assert_eq!(start.elapsed(), Duration::ZERO, "shadow mode never waits");
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        [
+            "allowed",
+            "allowed",
+            "allowed",
+            "waited",
+            "allowed",
+            "waited",
+            "limited enforced=false",
+            "missing",
+        ]
+    );
+    // The four admitted requests were charged (two of them ahead of time).
+    let err = handle.peek(&"k".to_string()).unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<RateLimited>().unwrap().retry_after(),
+        Duration::from_secs(90)
+    );
+}

@@ -337,3 +337,33 @@ fn layer_and_service_satisfy_axum_bounds() {
         >,
     >();
 }
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_reports_but_never_enforces() {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let l = reports.clone();
+    let layer =
+        RateLimitLayer::new(Quota::per_second(2))
+            .shadow()
+            .observer(move |e: &Event<'_>| {
+                if let Event::Limited {
+                    error, enforced, ..
+                } = e
+                {
+                    l.lock().unwrap().push((error.retry_after(), *enforced));
+                }
+            });
+    let limiter = layer.limiter().clone();
+    let mut svc = limited(layer);
+    for i in 0..5 {
+        assert_eq!(svc.ready().await.unwrap().call(i).await.unwrap(), i);
+    }
+    // Three would have been denied; none was, and each was reported.
+    let half = Duration::from_millis(500);
+    assert_eq!(*reports.lock().unwrap(), vec![(half, false); 3]);
+    // Admitted requests consumed quota, the "denied" ones did not.
+    let d = limiter.peek();
+    assert_eq!(d.retry_after(), half);
+    advance(half).await;
+    assert!(limiter.peek().is_allowed());
+}
