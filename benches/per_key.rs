@@ -38,14 +38,16 @@
 //! Governor keeps every key until `retain_recent()` is called. A request
 //! then adds 3.6 µs of debt: nothing is limited in a run.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{Future, ready};
+use std::future::ready;
 use std::hash::Hash;
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
@@ -53,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use governor::DefaultKeyedRateLimiter;
+use support::{GovernorFuture, drive, timed};
 use tower::{Layer, Service, service_fn};
 use tower_sluice::backend::{Acquire, Backend, Memory};
 use tower_sluice::error::TooManyKeys;
@@ -331,39 +334,6 @@ struct GovernorKeyedService<S> {
     inner: S,
 }
 
-#[derive(Debug)]
-struct GovernorLimited;
-
-impl fmt::Display for GovernorLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("rate limited")
-    }
-}
-
-impl std::error::Error for GovernorLimited {}
-
-/// The inner future, or a denial. The inner future must be `Unpin` (it is
-/// `Ready` here), which keeps this free of pin projection.
-enum GovernorFuture<F> {
-    Called(F),
-    Denied,
-}
-
-impl<F, T, E> Future for GovernorFuture<F>
-where
-    F: Future<Output = Result<T, E>> + Unpin,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            GovernorFuture::Called(f) => Pin::new(f).poll(cx).map_err(Into::into),
-            GovernorFuture::Denied => Poll::Ready(Err(GovernorLimited.into())),
-        }
-    }
-}
-
 impl<S> Service<u64> for GovernorKeyedService<S>
 where
     S: Service<u64>,
@@ -406,26 +376,6 @@ fn governor_service<S>(
     GovernorKeyedService {
         limiter: limiter.clone(),
         inner,
-    }
-}
-
-/// One request: `poll_ready`, `call`, one poll of the future. Panics if the
-/// service is not ready or the request is limited, so a limited variant
-/// cannot go unnoticed.
-#[inline(always)]
-fn drive<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    match svc.poll_ready(cx) {
-        Poll::Ready(Ok(())) => {}
-        other => panic!("service not ready: {other:?}"),
-    }
-    match pin!(svc.call(req)).poll(cx) {
-        Poll::Ready(Ok(res)) => res,
-        Poll::Ready(Err(e)) => panic!("request failed: {e:?}"),
-        Poll::Pending => panic!("response future pending"),
     }
 }
 
@@ -511,15 +461,6 @@ fn best_ns<const N: usize>(mut runs: [Run<'_>; N]) -> [f64; N] {
         }
     }
     best
-}
-
-/// Times `op` `n` times on this thread.
-fn timed(n: u64, mut op: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..n {
-        op();
-    }
-    start.elapsed()
 }
 
 /// A timed run of requests through `svc`, keyed by `seq`.

@@ -21,18 +21,20 @@
 //! process (best of several fixed-size runs timed with `Instant`) is
 //! printed.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
-use std::fmt;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::{Pin, pin};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use governor::DefaultDirectRateLimiter;
+use support::{GovernorFuture, drive, timed};
 use tower::{Layer, Service, service_fn};
 use tower_sluice::{BoxError, Limiter, Quota, RateLimitLayer};
 
@@ -74,39 +76,6 @@ fn governor_exhausted() -> DefaultDirectRateLimiter {
 struct GovernorService<S> {
     limiter: Arc<DefaultDirectRateLimiter>,
     inner: S,
-}
-
-#[derive(Debug)]
-struct GovernorLimited;
-
-impl fmt::Display for GovernorLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("rate limited")
-    }
-}
-
-impl std::error::Error for GovernorLimited {}
-
-/// The inner future, or a denial. The inner future must be `Unpin` (it is
-/// `Ready` here), which keeps this free of pin projection.
-enum GovernorFuture<F> {
-    Called(F),
-    Denied,
-}
-
-impl<F, T, E> Future for GovernorFuture<F>
-where
-    F: Future<Output = Result<T, E>> + Unpin,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            GovernorFuture::Called(f) => Pin::new(f).poll(cx).map_err(Into::into),
-            GovernorFuture::Denied => Poll::Ready(Err(GovernorLimited.into())),
-        }
-    }
 }
 
 impl<S, Req> Service<Req> for GovernorService<S>
@@ -155,26 +124,6 @@ fn governor_service<S>(inner: S) -> GovernorService<S> {
     GovernorService {
         limiter: Arc::new(governor_huge()),
         inner,
-    }
-}
-
-/// One request: `poll_ready`, `call`, one poll of the future. Panics if the
-/// service is not ready or the request is limited, so a limited variant
-/// cannot go unnoticed.
-#[inline(always)]
-fn drive<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    match svc.poll_ready(cx) {
-        Poll::Ready(Ok(())) => {}
-        other => panic!("service not ready: {other:?}"),
-    }
-    match pin!(svc.call(req)).poll(cx) {
-        Poll::Ready(Ok(res)) => res,
-        Poll::Ready(Err(e)) => panic!("request failed: {e:?}"),
-        Poll::Pending => panic!("response future pending"),
     }
 }
 
@@ -322,15 +271,6 @@ fn best_ns(mut run: impl FnMut(u64) -> Duration) -> f64 {
     (0..RUNS)
         .map(|_| run(ITERS).as_secs_f64() * 1e9 / ITERS as f64)
         .fold(f64::INFINITY, f64::min)
-}
-
-/// Times `op` `n` times on this thread.
-fn timed(n: u64, mut op: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..n {
-        op();
-    }
-    start.elapsed()
 }
 
 fn print_ratios() {

@@ -1,0 +1,75 @@
+//! Pieces every bench shares: governor in a tower service written the
+//! obvious way, driving a service once without a runtime, and timing.
+
+#![allow(dead_code)]
+
+use std::fmt;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tower::{BoxError, Service};
+
+/// The error of the governor services.
+#[derive(Debug)]
+pub struct GovernorLimited;
+
+impl fmt::Display for GovernorLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rate limited")
+    }
+}
+
+impl std::error::Error for GovernorLimited {}
+
+/// The inner future, or a denial. The inner future must be `Unpin` (it is
+/// `Ready` here), which keeps this free of pin projection.
+pub enum GovernorFuture<F> {
+    Called(F),
+    Denied,
+}
+
+impl<F, T, E> Future for GovernorFuture<F>
+where
+    F: Future<Output = Result<T, E>> + Unpin,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            GovernorFuture::Called(f) => Pin::new(f).poll(cx).map_err(Into::into),
+            GovernorFuture::Denied => Poll::Ready(Err(GovernorLimited.into())),
+        }
+    }
+}
+
+/// One request: `poll_ready`, `call`, one poll of the future. Panics if the
+/// service is not ready or the request is limited, so a limited variant
+/// cannot go unnoticed.
+#[inline(always)]
+pub fn drive<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: fmt::Debug,
+{
+    match svc.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("service not ready: {other:?}"),
+    }
+    match pin!(svc.call(req)).poll(cx) {
+        Poll::Ready(Ok(res)) => res,
+        Poll::Ready(Err(e)) => panic!("request failed: {e:?}"),
+        Poll::Pending => panic!("response future pending"),
+    }
+}
+
+/// Times `op` `n` times on this thread.
+pub fn timed(n: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        op();
+    }
+    start.elapsed()
+}
