@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::{Limits, Rejection, Respond};
 use crate::BoxError;
-use crate::backend::Grant;
+use crate::backend::{Grant, InFlight};
 use crate::per_key::Policy;
 use crate::per_key::future::{Dispatch, Dispatched};
 
@@ -41,6 +41,14 @@ pin_project! {
         Limited {
             response: Option<Response<ResBody>>,
         },
+        // Admitted at once (the common case): the inner future, polled
+        // directly.
+        Called {
+            #[pin]
+            future: S::Future,
+            headers: Option<R::Headers>,
+            in_flight: Option<InFlight>,
+        },
         Admitted {
             #[pin]
             dispatch: Dispatch<S, Req, F>,
@@ -60,6 +68,22 @@ where
         ResponseFuture {
             kind: Kind::Limited {
                 response: Some(response),
+            },
+        }
+    }
+
+    /// The inner service's `future`, called at once.
+    #[inline]
+    pub(crate) fn called(
+        future: S::Future,
+        headers: Option<R::Headers>,
+        in_flight: Option<InFlight>,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                headers,
+                in_flight,
             },
         }
     }
@@ -102,6 +126,18 @@ where
             KindProj::Limited { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
+            KindProj::Called {
+                future,
+                headers,
+                in_flight,
+            } => {
+                let mut response = ready!(future.poll(cx))?;
+                in_flight.take();
+                if let Some(headers) = headers.take() {
+                    R::add_headers(headers, &mut response);
+                }
+                Poll::Ready(Ok(response))
+            }
             KindProj::Admitted {
                 dispatch,
                 headers,
@@ -143,6 +179,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Limited { .. } => "Limited",
+            Kind::Called { .. } => "Called",
             Kind::Admitted { .. } => "Admitted",
         };
         f.debug_struct("ResponseFuture")

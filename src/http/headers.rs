@@ -183,12 +183,14 @@ pub(crate) fn format_items<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Hea
     let mut out = ValueBuf::new();
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
-            out.push(", ");
+            out.push(b", ");
         }
-        out.push(item.name.as_str());
-        let _ = write!(out, ";r={}", item.remaining);
+        out.push(item.name.as_str().as_bytes());
+        out.push(b";r=");
+        out.push_u64(item.remaining);
         if let Some(t) = item.reset {
-            let _ = write!(out, ";t={t}");
+            out.push(b";t=");
+            out.push_u64(t);
         }
     }
     out.into_value()
@@ -232,11 +234,12 @@ pub(crate) fn insert_legacy(headers: &mut HeaderMap, items: &[Item<'_>]) {
 }
 
 /// A field value written on the stack while it is short (one allocation
-/// for the `HeaderValue`, none for the writing).
+/// for the `HeaderValue`, none for the writing), integers formatted by
+/// hand (`core::fmt` costs more than the rest of the value).
 struct ValueBuf {
     stack: [u8; 192],
     len: usize,
-    heap: Option<String>,
+    heap: Option<Vec<u8>>,
 }
 
 impl ValueBuf {
@@ -248,18 +251,35 @@ impl ValueBuf {
         }
     }
 
-    fn push(&mut self, s: &str) {
+    #[inline]
+    fn push(&mut self, s: &[u8]) {
         if let Some(heap) = &mut self.heap {
-            heap.push_str(s);
+            heap.extend_from_slice(s);
         } else if let Some(room) = self.stack.get_mut(self.len..self.len + s.len()) {
-            room.copy_from_slice(s.as_bytes());
+            room.copy_from_slice(s);
             self.len += s.len();
         } else {
-            let mut heap = String::with_capacity(2 * (self.len + s.len()));
-            heap.push_str(std::str::from_utf8(&self.stack[..self.len]).expect("written as str"));
-            heap.push_str(s);
+            let mut heap = Vec::with_capacity(2 * (self.len + s.len()));
+            heap.extend_from_slice(&self.stack[..self.len]);
+            heap.extend_from_slice(s);
             self.heap = Some(heap);
         }
+    }
+
+    /// `n` in decimal.
+    #[inline]
+    fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
     }
 
     fn into_value(self) -> HeaderValue {
@@ -268,13 +288,6 @@ impl ValueBuf {
             None => HeaderValue::from_bytes(&self.stack[..self.len]),
         };
         value.expect("RateLimit items are visible ASCII")
-    }
-}
-
-impl std::fmt::Write for ValueBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.push(s);
-        Ok(())
     }
 }
 

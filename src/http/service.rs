@@ -66,15 +66,25 @@ where
         let shared = &*self.shared;
         let core = &*shared.core;
         match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
-            Admission::Granted { key, policy, grant } => {
+            Admission::Granted {
+                key,
+                policy,
+                mut grant,
+            } => {
                 let lookup = || core.backend.states(key, &policy);
                 let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
                 let headers = shared.responder.admitted(&limits);
-                ResponseFuture::admitted(Dispatch::granted(&mut self.inner, req, grant), headers)
+                if grant.wait().is_zero() {
+                    let in_flight = grant.take_in_flight();
+                    ResponseFuture::called(self.inner.call(req), headers, in_flight)
+                } else {
+                    ResponseFuture::admitted(
+                        Dispatch::granted(&mut self.inner, req, grant),
+                        headers,
+                    )
+                }
             }
-            Admission::Unlimited => {
-                ResponseFuture::admitted(Dispatch::call(&mut self.inner, req, None), None)
-            }
+            Admission::Unlimited => ResponseFuture::called(self.inner.call(req), None, None),
             Admission::Deciding { policy, decision } => ResponseFuture::deciding(
                 Dispatch::deciding(&mut self.inner, req, decision),
                 shared.responder.clone(),
@@ -93,12 +103,16 @@ where
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {
+    // axum clones a route's service per request: copy the cache (free
+    // until a handle changes the default) rather than reading it again.
     fn clone(&self) -> Self {
-        HttpLimit::new(
-            self.inner.clone(),
-            self.extractor.clone(),
-            self.shared.clone(),
-        )
+        HttpLimit {
+            inner: self.inner.clone(),
+            extractor: self.extractor.clone(),
+            shared: self.shared.clone(),
+            default: self.default.clone(),
+            _key: PhantomData,
+        }
     }
 }
 

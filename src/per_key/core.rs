@@ -28,11 +28,15 @@ pub(crate) struct Core<K, B> {
 }
 
 pub(crate) struct Policies<K> {
+    /// The default the layer was built with: borrowed by every service,
+    /// with no reference count, until a handle changes the default.
+    initial: Policy,
     default: ArcSwap<Policy>,
     overrides: RwLock<hashbrown::HashMap<K, Policy>>,
     has_overrides: AtomicBool,
     /// Bumped after each change of the default, so services can keep a
-    /// copy and check it with one plain load.
+    /// copy and check it with one plain load; 0 while `initial` is the
+    /// default.
     generation: AtomicU64,
     pub(crate) resolver: Option<Resolver<K>>,
 }
@@ -46,20 +50,17 @@ pub(crate) enum Resolved<'a> {
 }
 
 /// A service's copy of the default policy and the generation it was read
-/// at.
-#[derive(Clone)]
-pub(crate) struct DefaultCache {
-    generation: u64,
-    policy: Arc<Policy>,
-}
+/// at, once a handle has changed the default (empty until then: the
+/// initial default is borrowed from the layer). Services are cloned per
+/// request by axum, so an empty cache keeps a clone free of atomics.
+#[derive(Clone, Default)]
+pub(crate) struct DefaultCache(Option<(u64, Arc<Policy>)>);
 
 impl<K> Policies<K> {
-    /// A copy of the default policy for a service to keep.
+    /// An empty copy of the default policy for a service to keep, filled
+    /// on the first request after a change of the default.
     pub(crate) fn cache(&self) -> DefaultCache {
-        DefaultCache {
-            generation: self.generation.load(Ordering::Acquire),
-            policy: self.default.load_full(),
-        }
+        DefaultCache::default()
     }
 }
 
@@ -79,6 +80,7 @@ impl Deref for Resolved<'_> {
 impl<K: Hash + Eq> Policies<K> {
     pub(crate) fn new(default: Policy) -> Self {
         Policies {
+            initial: default.clone(),
             default: ArcSwap::from_pointee(default),
             overrides: RwLock::new(hashbrown::HashMap::new()),
             has_overrides: AtomicBool::new(false),
@@ -96,22 +98,27 @@ impl<K: Hash + Eq> Policies<K> {
         }
     }
 
-    /// As [`resolve`](Self::resolve), reading the default through a
-    /// service's copy: one plain load where arc_swap's `load` takes two
-    /// read-modify-writes (claiming and paying back a debt slot).
+    /// As [`resolve`](Self::resolve), with no read-modify-write: the
+    /// initial default is borrowed from `self` (one plain load of the
+    /// generation), a changed one read through a service's copy (where
+    /// arc_swap's `load` takes two read-modify-writes, claiming and paying
+    /// back a debt slot).
     #[inline]
-    pub(crate) fn resolve_with<'c>(&self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
+    pub(crate) fn resolve_with<'c>(&'c self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
         if let Some(p) = self.resolve_own(key) {
             return Resolved::Owned(p);
         }
         let generation = self.generation.load(Ordering::Acquire);
-        if generation != cache.generation {
-            *cache = DefaultCache {
-                generation,
-                policy: self.default.load_full(),
-            };
+        if generation == 0 {
+            return Resolved::Cached(&self.initial);
         }
-        Resolved::Cached(&cache.policy)
+        if !matches!(&cache.0, Some((seen, _)) if *seen == generation) {
+            cache.0 = Some((generation, self.default.load_full()));
+        }
+        match &cache.0 {
+            Some((_, policy)) => Resolved::Cached(policy),
+            None => Resolved::Default(self.default.load()),
+        }
     }
 
     /// The override set by a handle, else the resolver's.
@@ -184,7 +191,7 @@ where
     /// adapters).
     #[inline]
     pub(crate) fn admit<'a>(
-        &self,
+        &'a self,
         config: &'a Config<K>,
         extracted: Option<&'a K>,
         cache: &'a mut DefaultCache,

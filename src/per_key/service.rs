@@ -89,12 +89,14 @@ where
 
 impl<S: Clone, K, X: Clone, B> Clone for PerKey<S, K, X, B> {
     fn clone(&self) -> Self {
-        PerKey::new(
-            self.inner.clone(),
-            self.extractor.clone(),
-            self.core.clone(),
-            self.config.clone(),
-        )
+        PerKey {
+            inner: self.inner.clone(),
+            extractor: self.extractor.clone(),
+            core: self.core.clone(),
+            config: self.config.clone(),
+            default: self.default.clone(),
+            _key: PhantomData,
+        }
     }
 }
 
