@@ -35,7 +35,9 @@
 //! | protect a server, rejecting excess with a retry time | [`RateLimitLayer::new(q).reject()`](RateLimitLayer::reject) | available |
 //! | several quotas at once (60/min *and* 1000/day) | [`Limiter::and`] + [`RateLimitLayer::with_limiter`] | available |
 //! | decide without tower (a direct limiter) | [`Limiter`] | available |
-//! | limit per client, IP or API key, with tiers | `PerKeyLayer` | coming |
+//! | limit per client, IP or API key, with tiers | [`PerKeyLayer`] | available |
+//! | answer 429 with `Retry-After` and `RateLimit` headers in axum | [`PerKeyLayer::http`](crate::PerKeyLayer) (feature `http`) | available |
+//! | try a limit on live traffic without enforcing it | `.shadow()` on [`RateLimitLayer`] and [`PerKeyLayer`] | available |
 //! | share limits across instances | Redis backend | coming |
 //! | retry with backoff and jitter | `BackoffRetryLayer` | coming |
 //! | cut off a failing upstream | `CircuitBreakerLayer` | coming |
