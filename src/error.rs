@@ -244,6 +244,42 @@ impl fmt::Display for ExceedsBurst {
 
 impl std::error::Error for ExceedsBurst {}
 
+/// A call was refused because the circuit breaker is open (or half-open
+/// with all its trial calls taken). The inner service was not called.
+/// Maps to HTTP 503 with `Retry-After`, gRPC `UNAVAILABLE`.
+///
+/// [`retry_after`](Self::retry_after) is the time left until the breaker
+/// lets trial calls through again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitOpen {
+    retry_after: Duration,
+}
+
+impl CircuitOpen {
+    pub(crate) fn new(retry_after: Duration) -> Self {
+        CircuitOpen { retry_after }
+    }
+
+    /// How long until the breaker admits trial calls again (a hint when it
+    /// is half-open or forced open).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit breaker is open (the upstream is failing); retry after {}",
+            Human(self.retry_after)
+        )
+    }
+}
+
+impl std::error::Error for CircuitOpen {}
+
 /// `60 per 1m (burst 10)`.
 pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);
 

@@ -40,7 +40,7 @@
 //! | try a limit on live traffic without enforcing it | `.shadow()` on [`RateLimitLayer`] and [`PerKeyLayer`] | available |
 //! | share limits across instances | Redis backend | coming |
 //! | retry with backoff and jitter | `BackoffRetryLayer` | coming |
-//! | cut off a failing upstream | `CircuitBreakerLayer` | coming |
+//! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
 //! | queue and pace requests | `QueueLayer` | coming |
 //!
 //! # Feature flags
@@ -118,6 +118,7 @@ macro_rules! inner_accessors {
 pub(crate) use inner_accessors;
 
 pub mod backend;
+pub mod circuit_breaker;
 mod clock;
 pub mod error;
 mod gcra;
@@ -130,7 +131,8 @@ pub mod per_key;
 pub mod quota;
 pub mod rate_limit;
 
-pub use error::{ExceedsBurst, RateLimited};
+pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+pub use error::{CircuitOpen, ExceedsBurst, RateLimited};
 pub use gcra::Decision;
 pub use limiter::Limiter;
 pub use per_key::{PerKey, PerKeyLayer};

@@ -9,7 +9,7 @@ use http::StatusCode;
 
 use crate::RateLimited;
 use crate::backend::QuotaStates;
-use crate::error::{MissingKey, TooManyInFlight, TooManyKeys};
+use crate::error::{CircuitOpen, MissingKey, TooManyInFlight, TooManyKeys};
 use crate::per_key::Policy;
 
 /// Why a request was turned away, as protocols see it.
@@ -176,7 +176,8 @@ fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration
     } else if e.is::<MissingKey>() {
         Some((RejectionKind::MissingKey, None))
     } else {
-        None
+        e.downcast_ref::<CircuitOpen>()
+            .map(|e| (RejectionKind::Unavailable, Some(e.retry_after())))
     }
 }
 

@@ -29,7 +29,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::RateLimited;
+use crate::circuit_breaker::{CircuitState, Outcome};
+use crate::error::{CircuitOpen, RateLimited};
 use crate::gcra::Decision;
 
 /// Something a layer did. New variants and fields are added as layers grow
@@ -100,6 +101,41 @@ pub enum Event<'a> {
         /// The store's bound.
         max_keys: usize,
     },
+    /// A circuit breaker changed state.
+    #[non_exhaustive]
+    BreakerStateChanged {
+        /// The reporting layer (`"circuit_breaker"`).
+        layer: &'static str,
+        /// The state it left.
+        from: CircuitState,
+        /// The state it entered.
+        to: CircuitState,
+    },
+    /// A circuit breaker refused a call without calling the inner service.
+    #[non_exhaustive]
+    BreakerRejected {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The breaker's state when it refused.
+        state: CircuitState,
+        /// The error returned to the caller.
+        error: &'a CircuitOpen,
+    },
+    /// A call through a circuit breaker completed and was classified.
+    /// Cancelled calls (futures dropped before completion) are not reported.
+    #[non_exhaustive]
+    BreakerCall {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The classifier's verdict.
+        outcome: Outcome,
+        /// Whether the call was slower than `slow_call_duration` (always
+        /// `false` when slow calls are not tracked).
+        slow: bool,
+        /// Whether it was counted: `false` when the breaker changed state
+        /// while it ran (it started in an earlier state) or it was ignored.
+        counted: bool,
+    },
 }
 
 impl Event<'_> {
@@ -111,7 +147,10 @@ impl Event<'_> {
             | Event::Waited { layer, .. }
             | Event::InFlightLimited { layer, .. }
             | Event::MissingKey { layer }
-            | Event::StoreFull { layer, .. } => layer,
+            | Event::StoreFull { layer, .. }
+            | Event::BreakerStateChanged { layer, .. }
+            | Event::BreakerRejected { layer, .. }
+            | Event::BreakerCall { layer, .. } => layer,
         }
     }
 
@@ -123,7 +162,10 @@ impl Event<'_> {
             | Event::Waited { key, .. }
             | Event::InFlightLimited { key, .. }
             | Event::StoreFull { key, .. } => *key,
-            Event::MissingKey { .. } => None,
+            Event::MissingKey { .. }
+            | Event::BreakerStateChanged { .. }
+            | Event::BreakerRejected { .. }
+            | Event::BreakerCall { .. } => None,
         }
     }
 }

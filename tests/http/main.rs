@@ -670,3 +670,69 @@ async fn tiers_follow_the_table_of_the_example() {
     let res = send(&mut app, call("free-alice", Service::Image)).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_is_503_with_retry_after_and_grpc_unavailable() {
+    use tower_sluice::circuit_breaker::SlidingWindow;
+    use tower_sluice::{CircuitBreakerLayer, CircuitOpen};
+
+    let breaker = CircuitBreakerLayer::builder()
+        .window(SlidingWindow::Count(2))
+        .minimum_calls(2)
+        .open_duration(Duration::from_millis(4_500))
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let app: Router = Router::new()
+        .route("/", get(|| async { StatusCode::OK }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(tower_sluice::http::handle_error))
+                .layer(breaker.classify(tower_sluice::circuit_breaker::HttpStatus)),
+        );
+    let mut app = app.into_service::<Body>();
+    assert_eq!(
+        send(&mut app, get_with_key("k")).await.status(),
+        StatusCode::OK
+    );
+    handle.force_open();
+    let res = send(&mut app, get_with_key("k")).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // force_open hints the open duration, rounded up to whole seconds.
+    assert_eq!(field(&res, "retry-after"), Some("5"));
+
+    // The error itself, from a plain service behind the forced-open breaker.
+    let mut svc = ServiceBuilder::new()
+        .layer(handle_layer_of(&handle))
+        .service(service_fn(|()| async { Ok::<_, Infallible>(()) }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    let rejection = tower_sluice::http::Rejection::new(&*err);
+    assert_eq!(
+        rejection.kind(),
+        tower_sluice::http::RejectionKind::Unavailable
+    );
+    assert_eq!(rejection.retry_after(), Some(Duration::from_millis(4_500)));
+    #[cfg(feature = "tonic")]
+    {
+        let status = tower_sluice::http::grpc::status_for(&*err).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status
+                .metadata()
+                .get(tower_sluice::http::grpc::RETRY_PUSHBACK)
+                .unwrap(),
+            "4500"
+        );
+    }
+}
+
+/// A layer sharing `handle`'s breaker is not constructible from a handle;
+/// a fresh forced-open one with the same open duration stands in.
+fn handle_layer_of(
+    handle: &tower_sluice::circuit_breaker::CircuitBreakerHandle,
+) -> tower_sluice::CircuitBreakerLayer {
+    let layer = tower_sluice::CircuitBreakerLayer::new(handle.config().clone());
+    layer.handle().force_open();
+    layer
+}

@@ -1,0 +1,114 @@
+//! [`Classify`]: which outcomes count against the breaker.
+
+/// The verdict on one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The call succeeded (it may still be slow).
+    Success,
+    /// The call failed and counts against the breaker.
+    Failure,
+    /// Neither: not recorded (for example a request the upstream shed with
+    /// 429 or 503, or a client error). In half-open it gives its trial slot
+    /// back.
+    Ignore,
+}
+
+/// Decides the [`Outcome`] of a call from the inner service's result.
+///
+/// Implemented for every `Fn(&Result<Res, E>) -> Outcome` closure. The
+/// service keeps one and clones it into each response future, so keep it
+/// cheap to clone (a closure capturing nothing is free; wrap big state in an
+/// `Arc`).
+///
+/// ```
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::Outcome;
+///
+/// // Timeouts count, "not found" does not.
+/// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
+///     Ok(_) => Outcome::Success,
+///     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Ignore,
+///     Err(_) => Outcome::Failure,
+/// });
+/// # let _ = layer;
+/// ```
+pub trait Classify<Res, E> {
+    /// The outcome of `result`.
+    fn classify(&self, result: &Result<Res, E>) -> Outcome;
+}
+
+impl<F, Res, E> Classify<Res, E> for F
+where
+    F: Fn(&Result<Res, E>) -> Outcome,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        self(result)
+    }
+}
+
+/// The default classifier: `Err` is a failure, `Ok` a success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorsAreFailures;
+
+impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
+    #[inline]
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        }
+    }
+}
+
+/// For HTTP clients: errors and 5xx responses are failures, except 429 and
+/// 503, which the upstream sends when it sheds load on purpose and which
+/// are ignored (it is alive, and saying so); other responses (1xx-4xx) are
+/// successes.
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpStatus;
+
+#[cfg(feature = "http")]
+impl<B, E> Classify<http::Response<B>, E> for HttpStatus {
+    fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
+        match result {
+            Err(_) => Outcome::Failure,
+            Ok(res) => {
+                let status = res.status();
+                if status == http::StatusCode::TOO_MANY_REQUESTS
+                    || status == http::StatusCode::SERVICE_UNAVAILABLE
+                {
+                    Outcome::Ignore
+                } else if status.is_server_error() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "http"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_statuses() {
+        let c = |code: u16| {
+            let res = http::Response::builder().status(code).body(()).unwrap();
+            HttpStatus.classify(&Ok::<_, ()>(res))
+        };
+        assert_eq!(c(200), Outcome::Success);
+        assert_eq!(c(404), Outcome::Success);
+        assert_eq!(c(429), Outcome::Ignore);
+        assert_eq!(c(503), Outcome::Ignore);
+        assert_eq!(c(500), Outcome::Failure);
+        assert_eq!(c(502), Outcome::Failure);
+        assert_eq!(
+            HttpStatus.classify(&Err::<http::Response<()>, _>(())),
+            Outcome::Failure
+        );
+    }
+}

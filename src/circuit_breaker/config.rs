@@ -1,0 +1,434 @@
+//! [`CircuitBreakerConfig`], its builder and [`ConfigError`].
+
+use std::fmt;
+use std::time::Duration;
+
+use super::CircuitBreakerLayer;
+
+/// Which calls a breaker judges by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlidingWindow {
+    /// The last `n` recorded calls.
+    Count(u32),
+    /// The calls of the last `size`, kept in `buckets` buckets of
+    /// `size / buckets` each (constant memory, O(1) recording). A bucket is
+    /// forgotten as a whole once it is `size` old.
+    Time {
+        /// The span of the window.
+        size: Duration,
+        /// How many buckets it is split into.
+        buckets: u32,
+    },
+}
+
+/// How the breaker decides to open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Trip {
+    /// Failure and slow-call rates over a window.
+    Rate,
+    /// `n` failures in a row.
+    Consecutive(u32),
+}
+
+/// Validated settings of a circuit breaker.
+///
+/// Made by [`CircuitBreakerConfig::builder`] (or
+/// [`CircuitBreakerLayer::builder`]); [`Default`] gives the defaults listed
+/// in the [module docs](super#defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreakerConfig {
+    pub(crate) failure_rate_threshold: f64,
+    pub(crate) slow_call_rate_threshold: f64,
+    pub(crate) slow_call_duration: Option<Duration>,
+    pub(crate) minimum_calls: u32,
+    pub(crate) window: SlidingWindow,
+    pub(crate) trip: Trip,
+    pub(crate) open_duration: Duration,
+    pub(crate) max_open_duration: Duration,
+    pub(crate) open_jitter: f64,
+    pub(crate) permitted_calls_in_half_open: u32,
+    pub(crate) half_open_timeout: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_duration: None,
+            minimum_calls: 20,
+            window: SlidingWindow::Time {
+                size: Duration::from_secs(30),
+                buckets: 10,
+            },
+            trip: Trip::Rate,
+            open_duration: Duration::from_secs(5),
+            max_open_duration: Duration::from_secs(60),
+            open_jitter: 0.1,
+            permitted_calls_in_half_open: 3,
+            half_open_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            config: CircuitBreakerConfig::default(),
+        }
+    }
+
+    /// The failure rate, in percent, at or above which the breaker opens.
+    pub fn failure_rate_threshold(&self) -> f64 {
+        self.failure_rate_threshold
+    }
+
+    /// The sliding window.
+    pub fn window(&self) -> SlidingWindow {
+        self.window
+    }
+
+    /// Calls the window must hold before the breaker judges.
+    pub fn minimum_calls(&self) -> u32 {
+        self.minimum_calls
+    }
+
+    /// The first open duration.
+    pub fn open_duration(&self) -> Duration {
+        self.open_duration
+    }
+
+    /// Trial calls admitted at once in half-open.
+    pub fn permitted_calls_in_half_open(&self) -> u32 {
+        self.permitted_calls_in_half_open
+    }
+
+    /// The open duration after `reopened` failed rounds of trials in a row:
+    /// `open_duration * 2^reopened`, capped at `max_open_duration`.
+    pub(crate) fn open_for(&self, reopened: u32) -> Duration {
+        let factor = 1u32.checked_shl(reopened.min(31)).unwrap_or(u32::MAX);
+        self.open_duration
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_open_duration)
+    }
+
+    /// `minimum_calls`, bounded by a count window's size (a window of 10
+    /// can never hold 20 calls).
+    pub(crate) fn effective_minimum(&self) -> u32 {
+        match self.window {
+            SlidingWindow::Count(n) => self.minimum_calls.min(n),
+            SlidingWindow::Time { .. } => self.minimum_calls,
+        }
+    }
+}
+
+/// Builds a [`CircuitBreakerConfig`] or a [`CircuitBreakerLayer`];
+/// [`build`](Self::build) checks every field and names the bad one.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::{ConfigError, SlidingWindow};
+///
+/// let layer = CircuitBreakerLayer::builder()
+///     .failure_rate_threshold(25.0)
+///     .window(SlidingWindow::Count(50))
+///     .minimum_calls(10)
+///     .slow_call_duration(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+///
+/// let err = CircuitBreakerLayer::builder().failure_rate_threshold(0.0).build().unwrap_err();
+/// assert_eq!(err.field(), "failure_rate_threshold");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CircuitBreakerBuilder {
+    config: CircuitBreakerConfig,
+}
+
+impl CircuitBreakerBuilder {
+    /// Opens when this percentage of the window's calls failed, or more
+    /// (in `(0, 100]`; default 50).
+    pub fn failure_rate_threshold(mut self, percent: f64) -> Self {
+        self.config.failure_rate_threshold = percent;
+        self
+    }
+
+    /// Opens when this percentage of the window's calls were slow, or more
+    /// (in `(0, 100]`; default 100). Only with
+    /// [`slow_call_duration`](Self::slow_call_duration).
+    pub fn slow_call_rate_threshold(mut self, percent: f64) -> Self {
+        self.config.slow_call_rate_threshold = percent;
+        self
+    }
+
+    /// Calls that take at least this long are slow, and count against the
+    /// breaker even when they succeed (default: slow calls not tracked).
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.config.slow_call_duration = Some(duration);
+        self
+    }
+
+    /// Calls the window must hold before any judgement (at least 1;
+    /// default 20). A count window smaller than this judges when full.
+    pub fn minimum_calls(mut self, n: u32) -> Self {
+        self.config.minimum_calls = n;
+        self
+    }
+
+    /// The sliding window (default: the last 30 s in 10 buckets).
+    pub fn window(mut self, window: SlidingWindow) -> Self {
+        self.config.window = window;
+        self
+    }
+
+    /// The classic breaker: open after `n` failures in a row, instead of
+    /// judging rates over a window. In this mode slow calls (with
+    /// [`slow_call_duration`](Self::slow_call_duration)) count as failures
+    /// and a success resets the count.
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.config.trip = Trip::Consecutive(n);
+        self
+    }
+
+    /// How long the breaker stays open the first time (default 5 s). Each
+    /// failed round of half-open trials doubles it, up to
+    /// [`max_open_duration`](Self::max_open_duration); closing resets it.
+    pub fn open_duration(mut self, duration: Duration) -> Self {
+        self.config.open_duration = duration;
+        self
+    }
+
+    /// The cap of the growing open duration (default 60 s; at least
+    /// `open_duration`). Set it equal to `open_duration` for a fixed one.
+    pub fn max_open_duration(mut self, duration: Duration) -> Self {
+        self.config.max_open_duration = duration;
+        self
+    }
+
+    /// Shortens each open duration by a random part of up to this fraction
+    /// (in `[0, 1)`; default 0.1, so 5 s becomes 4.5 to 5 s), so that many
+    /// clients cut off by one outage do not all probe it at the same
+    /// instant. Set 0 for exact durations (in tests, say).
+    pub fn open_jitter(mut self, fraction: f64) -> Self {
+        self.config.open_jitter = fraction;
+        self
+    }
+
+    /// Trial calls let through at once in half-open (at least 1; default
+    /// 3). Calls beyond them fail with [`CircuitOpen`](crate::CircuitOpen).
+    pub fn permitted_calls_in_half_open(mut self, n: u32) -> Self {
+        self.config.permitted_calls_in_half_open = n;
+        self
+    }
+
+    /// How long half-open waits for its trials (default 10 s). When it
+    /// passes, the breaker judges the trials that completed, and opens
+    /// again if none did, so trials that never complete cannot leave it
+    /// stuck half-open.
+    pub fn half_open_timeout(mut self, duration: Duration) -> Self {
+        self.config.half_open_timeout = duration;
+        self
+    }
+
+    /// The validated configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`], naming the first invalid field.
+    pub fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
+        let c = self.config;
+        let percent = |v: f64| v > 0.0 && v <= 100.0;
+        if !percent(c.failure_rate_threshold) {
+            return Err(ConfigError::new(
+                "failure_rate_threshold",
+                "must be a percentage in (0, 100]",
+            ));
+        }
+        if !percent(c.slow_call_rate_threshold) {
+            return Err(ConfigError::new(
+                "slow_call_rate_threshold",
+                "must be a percentage in (0, 100]",
+            ));
+        }
+        if c.slow_call_duration == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                "must be above zero (every call would be slow)",
+            ));
+        }
+        if c.minimum_calls == 0 {
+            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+        }
+        match c.window {
+            SlidingWindow::Count(0) => {
+                return Err(ConfigError::new(
+                    "window",
+                    "a count window needs at least 1 call",
+                ));
+            }
+            SlidingWindow::Time { size, buckets } => {
+                if buckets == 0 {
+                    return Err(ConfigError::new(
+                        "window",
+                        "a time window needs at least 1 bucket",
+                    ));
+                }
+                if size.as_nanos() < u128::from(buckets) {
+                    return Err(ConfigError::new(
+                        "window",
+                        "a time window's size must be at least 1 ns per bucket",
+                    ));
+                }
+            }
+            SlidingWindow::Count(_) => {}
+        }
+        if c.trip == Trip::Consecutive(0) {
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        if c.open_duration.is_zero() {
+            return Err(ConfigError::new("open_duration", "must be above zero"));
+        }
+        if c.max_open_duration < c.open_duration {
+            return Err(ConfigError::new(
+                "max_open_duration",
+                "must be at least open_duration",
+            ));
+        }
+        if !(0.0..1.0).contains(&c.open_jitter) {
+            return Err(ConfigError::new(
+                "open_jitter",
+                "must be a fraction in [0, 1)",
+            ));
+        }
+        if c.permitted_calls_in_half_open == 0 {
+            return Err(ConfigError::new(
+                "permitted_calls_in_half_open",
+                "must be at least 1",
+            ));
+        }
+        if c.half_open_timeout.is_zero() {
+            return Err(ConfigError::new("half_open_timeout", "must be above zero"));
+        }
+        Ok(c)
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`], naming the first invalid field.
+    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
+        self.into_config().map(CircuitBreakerLayer::new)
+    }
+}
+
+/// An invalid circuit breaker setting; the message names the field.
+///
+/// ```
+/// use tower_sluice::CircuitBreakerLayer;
+///
+/// let err = CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid circuit breaker minimum_calls: must be at least 1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    field: &'static str,
+    reason: &'static str,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, reason: &'static str) -> Self {
+        ConfigError { field, reason }
+    }
+
+    /// The name of the invalid setting (the builder method's name).
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid circuit breaker {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_duration_doubles_up_to_the_cap() {
+        let c = CircuitBreakerConfig::default();
+        let secs: Vec<u64> = (0..6).map(|n| c.open_for(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(c.open_for(200), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let b = CircuitBreakerConfig::builder;
+        let field = |r: Result<CircuitBreakerConfig, ConfigError>| r.unwrap_err().field();
+        assert_eq!(
+            field(b().failure_rate_threshold(100.5).into_config()),
+            "failure_rate_threshold"
+        );
+        assert_eq!(
+            field(b().failure_rate_threshold(f64::NAN).into_config()),
+            "failure_rate_threshold"
+        );
+        assert_eq!(
+            field(b().slow_call_rate_threshold(0.0).into_config()),
+            "slow_call_rate_threshold"
+        );
+        assert_eq!(
+            field(b().window(SlidingWindow::Count(0)).into_config()),
+            "window"
+        );
+        assert_eq!(
+            field(
+                b().window(SlidingWindow::Time {
+                    size: Duration::from_secs(1),
+                    buckets: 0
+                })
+                .into_config()
+            ),
+            "window"
+        );
+        assert_eq!(
+            field(b().consecutive_failures(0).into_config()),
+            "consecutive_failures"
+        );
+        assert_eq!(
+            field(b().open_duration(Duration::ZERO).into_config()),
+            "open_duration"
+        );
+        assert_eq!(
+            field(b().max_open_duration(Duration::from_secs(1)).into_config()),
+            "max_open_duration"
+        );
+        assert_eq!(field(b().open_jitter(1.0).into_config()), "open_jitter");
+        assert_eq!(field(b().open_jitter(-0.1).into_config()), "open_jitter");
+        assert_eq!(
+            field(b().permitted_calls_in_half_open(0).into_config()),
+            "permitted_calls_in_half_open"
+        );
+        assert_eq!(
+            field(b().half_open_timeout(Duration::ZERO).into_config()),
+            "half_open_timeout"
+        );
+        assert!(b().into_config().is_ok());
+    }
+}

@@ -1,0 +1,86 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use super::future::{Guard, ResponseFuture};
+use super::state::Breaker;
+use super::{CircuitBreakerHandle, Classify, ErrorsAreFailures};
+use crate::BoxError;
+
+/// Stops calling the inner service while it fails.
+///
+/// Made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); see the
+/// [module docs](crate::circuit_breaker). Clones share the breaker.
+pub struct CircuitBreaker<S, C = ErrorsAreFailures> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classifier: C,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker,
+            classifier,
+        }
+    }
+
+    /// A handle on the shared breaker.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle {
+            breaker: self.breaker.clone(),
+        }
+    }
+
+    crate::inner_accessors!();
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    /// Passes readiness through: an open breaker refuses in `call`, so the
+    /// service suits routers that never wait for `poll_ready`.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.breaker.acquire() {
+            Ok(permit) => {
+                let guard = Guard::new(self.breaker.clone(), permit, self.classifier.clone());
+                ResponseFuture::called(self.inner.call(req), guard)
+            }
+            Err(error) => ResponseFuture::rejected(error),
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreaker::new(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("state", &self.breaker.state())
+            .field("classifier", &std::any::type_name::<C>())
+            .finish()
+    }
+}

@@ -1,0 +1,540 @@
+//! The breaker shared by a layer, its services, their clones and handles.
+//!
+//! The state is one atomic word, `generation << 3 | kind`. A call in Closed
+//! reads it once when admitted and once when it completes (to check that
+//! the breaker did not change state meanwhile: calls from an earlier state
+//! do not count in the new one), and records its outcome in the lock-free
+//! window. Transitions, half-open trials and handle operations take the
+//! `control` mutex, which a Closed call never touches unless it trips the
+//! breaker.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::config::{CircuitBreakerConfig, Trip};
+use super::window::{Counts, FAILURE, PRESENT, SLOW, Window};
+use super::{CircuitState, Outcome};
+use crate::clock::Clock;
+use crate::error::CircuitOpen;
+use crate::observe::{Event, Observers};
+
+pub(crate) const LAYER: &str = "circuit_breaker";
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const FORCED_OPEN: u64 = 3;
+const FORCED_CLOSED: u64 = 4;
+const KIND: u64 = 7;
+
+fn kind_state(kind: u64) -> CircuitState {
+    match kind {
+        CLOSED => CircuitState::Closed,
+        OPEN => CircuitState::Open,
+        HALF_OPEN => CircuitState::HalfOpen,
+        FORCED_OPEN => CircuitState::ForcedOpen,
+        _ => CircuitState::ForcedClosed,
+    }
+}
+
+/// Window statistics and state, from
+/// [`CircuitBreakerHandle::stats`](super::CircuitBreakerHandle::stats).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The state (with pending time-based transitions applied).
+    pub state: CircuitState,
+    /// Calls in the sliding window (successes and failures; ignored and
+    /// cancelled calls are not recorded). The window is emptied when the
+    /// breaker closes.
+    pub calls: u32,
+    /// Failed calls in the window.
+    pub failures: u32,
+    /// Slow calls in the window (successful or not).
+    pub slow_calls: u32,
+    /// Failures in a row (counted in every mode).
+    pub consecutive_failures: u32,
+}
+
+impl Stats {
+    /// Failures as a percentage of the window's calls (0 when empty).
+    pub fn failure_rate(&self) -> f64 {
+        percent(self.failures, self.calls)
+    }
+
+    /// Slow calls as a percentage of the window's calls (0 when empty).
+    pub fn slow_call_rate(&self) -> f64 {
+        percent(self.slow_calls, self.calls)
+    }
+}
+
+fn percent(part: u32, whole: u32) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        f64::from(part) * 100.0 / f64::from(whole)
+    }
+}
+
+/// A number in `[0, 1)` from a seed (splitmix64): jitter needs spread, not
+/// cryptographic quality.
+fn unit_random(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `part / whole >= threshold%`.
+fn at_least(part: u32, whole: u32, threshold: f64) -> bool {
+    whole > 0 && f64::from(part) * 100.0 >= threshold * f64::from(whole)
+}
+
+#[derive(Debug, Default)]
+struct HalfOpen {
+    started: u64,
+    /// Trials admitted and not given back (by cancellation or an ignored
+    /// outcome).
+    admitted: u32,
+    successes: u32,
+    failures: u32,
+    slow: u32,
+}
+
+#[derive(Debug, Default)]
+struct Control {
+    /// Failed rounds of trials since the breaker last closed.
+    reopened: u32,
+    half: HalfOpen,
+}
+
+/// Transitions made under the lock, reported once it is released (so an
+/// observer may use the handle).
+#[derive(Default)]
+struct Changes(Vec<(CircuitState, CircuitState)>);
+
+/// What a call was admitted with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Permit {
+    /// The state word at admission.
+    word: u64,
+    /// Admission time, when slow calls are tracked.
+    start: u64,
+}
+
+impl Permit {
+    pub(crate) fn is_trial(&self) -> bool {
+        self.word & KIND == HALF_OPEN
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    config: CircuitBreakerConfig,
+    state: AtomicU64,
+    /// When Open ends, in clock nanoseconds.
+    open_until: AtomicU64,
+    consecutive: AtomicU32,
+    window: Window,
+    control: Mutex<Control>,
+    clock: Clock,
+    observers: Observers,
+    slow_nanos: Option<u64>,
+    /// Judging by failure and slow rates (not consecutive failures).
+    by_rate: bool,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers) -> Self {
+        let slow_nanos = config
+            .slow_call_duration
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Breaker {
+            window: Window::new(config.window),
+            by_rate: config.trip == Trip::Rate,
+            config,
+            state: AtomicU64::new(CLOSED),
+            open_until: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            control: Mutex::new(Control::default()),
+            clock: Clock::new(),
+            observers,
+            slow_nanos,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &CircuitBreakerConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // The state behind the lock stays consistent even if an observer
+        // panicked elsewhere: no code panics while holding it.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, changes: Changes) {
+        for (from, to) in changes.0 {
+            tracing::debug!(target: "tower_sluice::circuit_breaker", ?from, ?to, "circuit breaker state changed");
+            self.observers.emit(&Event::BreakerStateChanged {
+                layer: LAYER,
+                from,
+                to,
+            });
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // transitions (with the lock held)
+
+    fn set(&self, ctl: &mut Control, kind: u64, now: u64, changes: &mut Changes) {
+        let word = self.state.load(Ordering::Acquire);
+        match kind {
+            OPEN => {
+                let open_for = self.config.open_for(ctl.reopened);
+                let mut nanos = u64::try_from(open_for.as_nanos()).unwrap_or(u64::MAX);
+                if self.config.open_jitter > 0.0 {
+                    let cut = nanos as f64
+                        * self.config.open_jitter
+                        * unit_random(now ^ word ^ (self as *const Self as usize as u64));
+                    nanos = nanos.saturating_sub(cut as u64);
+                }
+                self.open_until
+                    .store(now.saturating_add(nanos), Ordering::Release);
+            }
+            HALF_OPEN => {
+                ctl.half = HalfOpen {
+                    started: now,
+                    ..HalfOpen::default()
+                };
+            }
+            _ => {
+                self.window.reset();
+                self.consecutive.store(0, Ordering::Relaxed);
+                if kind == CLOSED || kind == FORCED_CLOSED {
+                    ctl.reopened = 0;
+                }
+            }
+        }
+        let next = ((word >> 3).wrapping_add(1) << 3) | kind;
+        self.state.store(next, Ordering::Release);
+        let (from, to) = (kind_state(word & KIND), kind_state(kind));
+        if from != to {
+            changes.0.push((from, to));
+        }
+    }
+
+    /// Applies the transitions that time alone causes: Open → HalfOpen
+    /// after the open duration, and the half-open timeout.
+    fn advance(&self, ctl: &mut Control, now: u64, changes: &mut Changes) {
+        loop {
+            let kind = self.state.load(Ordering::Acquire) & KIND;
+            if kind == OPEN && now >= self.open_until.load(Ordering::Acquire) {
+                self.set(ctl, HALF_OPEN, now, changes);
+            } else if kind == HALF_OPEN
+                && Duration::from_nanos(now.saturating_sub(ctl.half.started))
+                    >= self.config.half_open_timeout
+            {
+                self.judge_half_open(ctl, now, true, changes);
+                if self.state.load(Ordering::Acquire) & KIND == HALF_OPEN {
+                    return;
+                }
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Closes or reopens after trials, when the verdict is known (or the
+    /// half-open timeout has passed).
+    fn judge_half_open(&self, ctl: &mut Control, now: u64, timed_out: bool, changes: &mut Changes) {
+        let h = &ctl.half;
+        let permitted = self.config.permitted_calls_in_half_open;
+        let done = h.successes + h.failures;
+        let c = &self.config;
+        let failed = if self.by_rate {
+            // Enough failures that the round fails whatever the rest do.
+            at_least(h.failures, permitted, c.failure_rate_threshold)
+                || (self.slow_nanos.is_some()
+                    && at_least(h.slow, permitted, c.slow_call_rate_threshold))
+                || ((done == permitted || timed_out)
+                    && (done == 0
+                        || at_least(h.failures, done, c.failure_rate_threshold)
+                        || (self.slow_nanos.is_some()
+                            && at_least(h.slow, done, c.slow_call_rate_threshold))))
+        } else {
+            h.failures > 0 || (timed_out && done == 0)
+        };
+        if failed {
+            ctl.reopened = ctl.reopened.saturating_add(1);
+            self.set(ctl, OPEN, now, changes);
+        } else if done == permitted || timed_out {
+            self.set(ctl, CLOSED, now, changes);
+        }
+    }
+
+    #[cold]
+    fn trip(&self, word: u64) {
+        // `now` of the caller may be unset (a count window without slow
+        // calls never reads the clock): read it here.
+        let now = self.clock.now();
+        let mut changes = Changes::default();
+        {
+            let mut ctl = self.lock();
+            if self.state.load(Ordering::Acquire) == word {
+                ctl.reopened = 0;
+                self.set(&mut ctl, OPEN, now, &mut changes);
+            }
+        }
+        self.report(changes);
+    }
+
+    // -----------------------------------------------------------------------
+    // calls
+
+    /// Admits a call, or refuses it with the wait.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<Permit, CircuitOpen> {
+        let word = self.state.load(Ordering::Acquire);
+        let kind = word & KIND;
+        if kind == CLOSED || kind == FORCED_CLOSED {
+            let start = if self.slow_nanos.is_some() {
+                self.clock.now()
+            } else {
+                0
+            };
+            return Ok(Permit { word, start });
+        }
+        self.acquire_slow(kind)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, kind: u64) -> Result<Permit, CircuitOpen> {
+        let now = self.clock.now();
+        if kind == OPEN {
+            let until = self.open_until.load(Ordering::Acquire);
+            if now < until {
+                return Err(self.rejected(CircuitState::Open, until - now));
+            }
+        }
+        if kind == FORCED_OPEN {
+            return Err(self.rejected(CircuitState::ForcedOpen, 0));
+        }
+        let mut changes = Changes::default();
+        let result = {
+            let mut ctl = self.lock();
+            self.advance(&mut ctl, now, &mut changes);
+            let word = self.state.load(Ordering::Acquire);
+            match word & KIND {
+                CLOSED | FORCED_CLOSED => Ok(Permit { word, start: now }),
+                HALF_OPEN if ctl.half.admitted < self.config.permitted_calls_in_half_open => {
+                    ctl.half.admitted += 1;
+                    Ok(Permit { word, start: now })
+                }
+                HALF_OPEN => {
+                    let timeout =
+                        u64::try_from(self.config.half_open_timeout.as_nanos()).unwrap_or(u64::MAX);
+                    let left = ctl.half.started.saturating_add(timeout).saturating_sub(now);
+                    Err((CircuitState::HalfOpen, left.min(1_000_000_000)))
+                }
+                OPEN => Err((
+                    CircuitState::Open,
+                    self.open_until.load(Ordering::Acquire).saturating_sub(now),
+                )),
+                _ => Err((CircuitState::ForcedOpen, 0)),
+            }
+        };
+        self.report(changes);
+        result.map_err(|(state, wait)| self.rejected(state, wait))
+    }
+
+    fn rejected(&self, state: CircuitState, wait: u64) -> CircuitOpen {
+        let wait = if state == CircuitState::ForcedOpen {
+            self.config.open_duration
+        } else {
+            Duration::from_nanos(wait)
+        };
+        let error = CircuitOpen::new(wait);
+        self.observers.emit(&Event::BreakerRejected {
+            layer: LAYER,
+            state,
+            error: &error,
+        });
+        error
+    }
+
+    /// Records a completed call.
+    #[inline]
+    pub(crate) fn finish(&self, permit: Permit, outcome: Outcome) {
+        let now = if self.slow_nanos.is_some() || self.window.needs_time() || permit.is_trial() {
+            self.clock.now()
+        } else {
+            0
+        };
+        let slow = self
+            .slow_nanos
+            .is_some_and(|d| now.saturating_sub(permit.start) >= d);
+        let counted = if permit.is_trial() {
+            self.finish_trial(permit, outcome, slow, now)
+        } else {
+            self.finish_closed(permit, outcome, slow, now)
+        };
+        if self.observers.is_set() {
+            self.observers.emit(&Event::BreakerCall {
+                layer: LAYER,
+                outcome,
+                slow,
+                counted,
+            });
+        }
+    }
+
+    #[inline]
+    fn finish_closed(&self, permit: Permit, outcome: Outcome, slow: bool, now: u64) -> bool {
+        let failure = match outcome {
+            Outcome::Ignore => return false,
+            Outcome::Failure => true,
+            Outcome::Success => false,
+        };
+        let word = self.state.load(Ordering::Acquire);
+        if word != permit.word {
+            return false;
+        }
+        let flags = PRESENT | if failure { FAILURE } else { 0 } | if slow { SLOW } else { 0 };
+        self.window.record(now, flags);
+        let bad = failure || (slow && !self.by_rate);
+        let in_a_row = if bad {
+            self.consecutive.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        if word & KIND == FORCED_CLOSED || !(failure || slow) {
+            return true;
+        }
+        let c = &self.config;
+        let trip = match c.trip {
+            Trip::Consecutive(n) => in_a_row >= n,
+            Trip::Rate => {
+                let Counts {
+                    calls,
+                    failures,
+                    slow,
+                } = self.window.counts(now);
+                calls >= c.effective_minimum()
+                    && (at_least(failures, calls, c.failure_rate_threshold)
+                        || (self.slow_nanos.is_some()
+                            && at_least(slow, calls, c.slow_call_rate_threshold)))
+            }
+        };
+        if trip {
+            self.trip(word);
+        }
+        true
+    }
+
+    fn finish_trial(&self, permit: Permit, outcome: Outcome, slow: bool, now: u64) -> bool {
+        let mut changes = Changes::default();
+        let counted = {
+            let mut ctl = self.lock();
+            if self.state.load(Ordering::Acquire) != permit.word {
+                false
+            } else {
+                let h = &mut ctl.half;
+                match outcome {
+                    Outcome::Ignore => h.admitted -= 1,
+                    Outcome::Failure => h.failures += 1,
+                    Outcome::Success if slow && !self.by_rate => h.failures += 1,
+                    Outcome::Success => h.successes += 1,
+                }
+                if slow && outcome != Outcome::Ignore {
+                    h.slow += 1;
+                }
+                self.judge_half_open(&mut ctl, now, false, &mut changes);
+                outcome != Outcome::Ignore
+            }
+        };
+        self.report(changes);
+        counted
+    }
+
+    /// A call's future was dropped before it completed: it counts as
+    /// nothing, and a trial gives its slot back.
+    pub(crate) fn cancel(&self, permit: Permit) {
+        if permit.is_trial() {
+            let mut ctl = self.lock();
+            if self.state.load(Ordering::Acquire) == permit.word {
+                ctl.half.admitted -= 1;
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // handle
+
+    pub(crate) fn state(&self) -> CircuitState {
+        let word = self.state.load(Ordering::Acquire);
+        let kind = word & KIND;
+        if kind == OPEN || kind == HALF_OPEN {
+            let now = self.clock.now();
+            let mut changes = Changes::default();
+            let kind = {
+                let mut ctl = self.lock();
+                self.advance(&mut ctl, now, &mut changes);
+                self.state.load(Ordering::Acquire) & KIND
+            };
+            self.report(changes);
+            return kind_state(kind);
+        }
+        kind_state(kind)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let state = self.state();
+        let Counts {
+            calls,
+            failures,
+            slow,
+        } = self.window.counts(self.clock.now());
+        Stats {
+            state,
+            calls,
+            failures,
+            slow_calls: slow,
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How long until an open breaker admits trials, if it is open.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self.state() {
+            CircuitState::Open => {
+                let until = self.open_until.load(Ordering::Acquire);
+                Some(Duration::from_nanos(until.saturating_sub(self.clock.now())))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn force(&self, to: CircuitState) {
+        let kind = match to {
+            CircuitState::ForcedOpen => FORCED_OPEN,
+            CircuitState::ForcedClosed => FORCED_CLOSED,
+            _ => CLOSED,
+        };
+        let now = self.clock.now();
+        let mut changes = Changes::default();
+        {
+            let mut ctl = self.lock();
+            if kind == CLOSED {
+                ctl.reopened = 0;
+            }
+            self.set(&mut ctl, kind, now, &mut changes);
+        }
+        self.report(changes);
+    }
+}
