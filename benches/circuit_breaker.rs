@@ -124,11 +124,8 @@ const RUNS: usize = 5;
 const ITERS: u64 = 2_000_000;
 
 /// Best of [`RUNS`] runs of `run(ITERS)`, in nanoseconds per iteration.
-fn best_ns(mut run: impl FnMut(u64) -> Duration) -> f64 {
-    run(ITERS / 10); // warm up
-    (0..RUNS)
-        .map(|_| run(ITERS).as_secs_f64() * 1e9 / ITERS as f64)
-        .fold(f64::INFINITY, f64::min)
+fn best_ns(run: impl FnMut(u64) -> Duration) -> f64 {
+    support::best_ns(RUNS, ITERS, run)
 }
 
 fn print_ratios() {

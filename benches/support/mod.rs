@@ -73,3 +73,12 @@ pub fn timed(n: u64, mut op: impl FnMut()) -> Duration {
     }
     start.elapsed()
 }
+
+/// The best of `runs` runs of `run(iters)` (after one warm-up run), in
+/// nanoseconds per iteration.
+pub fn best_ns(runs: usize, iters: u64, mut run: impl FnMut(u64) -> Duration) -> f64 {
+    run(iters / 10);
+    (0..runs)
+        .map(|_| run(iters).as_secs_f64() * 1e9 / iters as f64)
+        .fold(f64::INFINITY, f64::min)
+}
