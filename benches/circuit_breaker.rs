@@ -81,10 +81,7 @@ fn config() -> Criterion {
 }
 
 fn bench_closed(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::timer_runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let mut g = c.benchmark_group("closed");
@@ -129,10 +126,7 @@ fn best_ns(run: impl FnMut(u64) -> Duration) -> f64 {
 }
 
 fn print_ratios() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::timer_runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 

@@ -213,10 +213,7 @@ fn bench_contended(c: &mut Criterion) {
 }
 
 fn bench_service(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::timer_runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 
@@ -271,10 +268,7 @@ fn best_ns(run: impl FnMut(u64) -> Duration) -> f64 {
 }
 
 fn print_ratios() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::timer_runtime();
     let _guard = rt.enter();
 
     // direct, allowed: count admissions to prove nothing was limited.

@@ -82,3 +82,12 @@ pub fn best_ns(runs: usize, iters: u64, mut run: impl FnMut(u64) -> Duration) ->
         .map(|_| run(iters).as_secs_f64() * 1e9 / iters as f64)
         .fold(f64::INFINITY, f64::min)
 }
+
+/// A current-thread runtime with timers, for services that need a tokio
+/// context (enter it once, not per iteration).
+pub fn timer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime")
+}

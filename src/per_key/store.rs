@@ -301,39 +301,34 @@ impl<K: Hash + Eq> Store<K> {
                 extras.reserve(more, |x| hasher.hash_one(&x.key));
             }
         }
-        let first = match tables.main.find_mut(hash, |e| e.key == *key) {
-            Some(e) => &e.first,
-            None => {
-                let entry = tables.main.insert_unique(
-                    hash,
-                    Entry {
-                        key: key.clone(),
-                        first: Gcra::new(),
-                    },
-                    |e| hasher.hash_one(&e.key),
-                );
-                &entry.into_mut().first
-            }
-        };
+        let first = &find_or_insert(
+            &mut tables.main,
+            hash,
+            key,
+            hasher,
+            |e| &e.key,
+            || Entry {
+                key: key.clone(),
+                first: Gcra::new(),
+            },
+        )
+        .first;
         let block = if extra {
             // The key's policy has several quotas or a cap (perhaps since a
             // change of policy): its block, kept or new. The first quota
             // keeps its debt either way.
-            let x = match tables.extra.find_mut(hash, |x| x.key == *key) {
-                Some(x) => &x.extra,
-                None => {
-                    let entry = tables.extra.insert_unique(
-                        hash,
-                        ExtraEntry {
-                            key: key.clone(),
-                            extra: Default::default(),
-                        },
-                        |x| hasher.hash_one(&x.key),
-                    );
-                    &entry.into_mut().extra
-                }
-            };
-            Some(x)
+            let x = find_or_insert(
+                &mut tables.extra,
+                hash,
+                key,
+                hasher,
+                |x| &x.key,
+                || ExtraEntry {
+                    key: key.clone(),
+                    extra: Default::default(),
+                },
+            );
+            Some(&x.extra)
         } else {
             None
         };
@@ -416,5 +411,21 @@ impl<K: Hash + Eq> Store<K> {
                     + t.extra.len() * std::mem::size_of::<(usize, usize, Extra)>()
             })
             .sum()
+    }
+}
+
+/// The entry of `key` in `table`, inserted with `make` when missing.
+#[inline]
+fn find_or_insert<'t, K: Hash + Eq, T>(
+    table: &'t mut HashTable<T>,
+    hash: u64,
+    key: &K,
+    hasher: &DefaultHashBuilder,
+    key_of: impl Fn(&T) -> &K,
+    make: impl FnOnce() -> T,
+) -> &'t mut T {
+    match table.entry(hash, |e| key_of(e) == key, |e| hasher.hash_one(key_of(e))) {
+        hashbrown::hash_table::Entry::Occupied(e) => e.into_mut(),
+        hashbrown::hash_table::Entry::Vacant(v) => v.insert(make()).into_mut(),
     }
 }
