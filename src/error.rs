@@ -280,6 +280,89 @@ impl fmt::Display for CircuitOpen {
 
 impl std::error::Error for CircuitOpen {}
 
+/// A request arrived at a full queue (`QueueLayer`)
+/// and was refused at once. Maps to HTTP 503, gRPC `UNAVAILABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueFull {
+    capacity: usize,
+}
+
+impl QueueFull {
+    #[allow(dead_code)]
+    pub(crate) fn new(capacity: usize) -> Self {
+        QueueFull { capacity }
+    }
+
+    /// How many requests the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request queue is full ({} waiting); try again later",
+            self.capacity
+        )
+    }
+}
+
+impl std::error::Error for QueueFull {}
+
+/// A request waited in a queue longer than its `max_wait` (or its predicted
+/// wait was already longer, so it was refused at once). Maps to HTTP 503,
+/// gRPC `UNAVAILABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueTimeout {
+    max_wait: Duration,
+    predicted: bool,
+}
+
+impl QueueTimeout {
+    #[allow(dead_code)]
+    pub(crate) fn new(max_wait: Duration, predicted: bool) -> Self {
+        QueueTimeout {
+            max_wait,
+            predicted,
+        }
+    }
+
+    /// The longest a request may wait in the queue.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// `true` when the request was refused up front because its predicted
+    /// wait already exceeded `max_wait`, `false` when it waited `max_wait`.
+    pub fn predicted(&self) -> bool {
+        self.predicted
+    }
+}
+
+impl fmt::Display for QueueTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.predicted {
+            write!(
+                f,
+                "request would wait in the queue longer than its limit of {}; refused at once",
+                Human(self.max_wait)
+            )
+        } else {
+            write!(
+                f,
+                "request waited in the queue for its limit of {} without being served",
+                Human(self.max_wait)
+            )
+        }
+    }
+}
+
+impl std::error::Error for QueueTimeout {}
+
 /// `60 per 1m (burst 10)`.
 pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);
 

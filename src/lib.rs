@@ -132,7 +132,7 @@ pub mod quota;
 pub mod rate_limit;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
-pub use error::{CircuitOpen, ExceedsBurst, RateLimited};
+pub use error::{CircuitOpen, ExceedsBurst, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;
 pub use limiter::Limiter;
 pub use per_key::{PerKey, PerKeyLayer};

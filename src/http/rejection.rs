@@ -9,7 +9,9 @@ use http::StatusCode;
 
 use crate::RateLimited;
 use crate::backend::QuotaStates;
-use crate::error::{CircuitOpen, MissingKey, TooManyInFlight, TooManyKeys};
+use crate::error::{
+    CircuitOpen, MissingKey, QueueFull, QueueTimeout, TooManyInFlight, TooManyKeys,
+};
 use crate::per_key::Policy;
 
 /// Why a request was turned away, as protocols see it.
@@ -175,9 +177,12 @@ fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration
         Some((RejectionKind::TooManyKeys, Some(e.retry_after())))
     } else if e.is::<MissingKey>() {
         Some((RejectionKind::MissingKey, None))
+    } else if let Some(e) = e.downcast_ref::<CircuitOpen>() {
+        Some((RejectionKind::Unavailable, Some(e.retry_after())))
+    } else if e.is::<QueueFull>() || e.is::<QueueTimeout>() {
+        Some((RejectionKind::Unavailable, None))
     } else {
-        e.downcast_ref::<CircuitOpen>()
-            .map(|e| (RejectionKind::Unavailable, Some(e.retry_after())))
+        None
     }
 }
 
