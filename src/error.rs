@@ -363,6 +363,88 @@ impl fmt::Display for QueueTimeout {
 
 impl std::error::Error for QueueTimeout {}
 
+/// The limiter's backend (Redis) could not decide and its failure policy
+/// is to refuse ("fail closed"). Maps to HTTP 503 with `Retry-After`, gRPC
+/// `UNAVAILABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendUnavailable {
+    backend: &'static str,
+    retry_after: Duration,
+}
+
+impl BackendUnavailable {
+    #[allow(dead_code)]
+    pub(crate) fn new(backend: &'static str, retry_after: Duration) -> Self {
+        BackendUnavailable {
+            backend,
+            retry_after,
+        }
+    }
+
+    /// The backend, such as `"redis"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// When the backend will be tried again.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for BackendUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limiter backend ({}) is unavailable and the limiter fails closed; retry after {}",
+            self.backend,
+            Human(self.retry_after)
+        )
+    }
+}
+
+impl std::error::Error for BackendUnavailable {}
+
+/// A key was refused before it reached the backend because it is longer
+/// than the backend accepts (see `RedisBackend::max_key_len`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyTooLong {
+    len: usize,
+    max: usize,
+}
+
+impl KeyTooLong {
+    #[allow(dead_code)]
+    pub(crate) fn new(len: usize, max: usize) -> Self {
+        KeyTooLong { len, max }
+    }
+
+    /// The key's length in bytes (with the backend's prefix).
+    pub fn key_len(&self) -> usize {
+        self.len
+    }
+
+    /// The longest key the backend accepts, in bytes.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl fmt::Display for KeyTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate-limit key is {} bytes, longer than the backend's limit of {} bytes; \
+             key requests by something shorter (or hash long keys)",
+            self.len, self.max
+        )
+    }
+}
+
+impl std::error::Error for KeyTooLong {}
+
 /// `60 per 1m (burst 10)`.
 pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);
 

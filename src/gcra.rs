@@ -204,6 +204,38 @@ impl Decision {
         }
     }
 
+    /// A decision made elsewhere (a remote backend), from its relative
+    /// times: `reset_after` is `tat - now` after the decision. `emission`
+    /// is the interval the backend used (it may round to its own unit).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn remote(
+        quota: Quota,
+        emission: u64,
+        allowed: bool,
+        retry_after: u64,
+        reset_after: u64,
+    ) -> Self {
+        Decision {
+            allowed,
+            limit: quota.limit(),
+            burst: quota.burst(),
+            period: quota.period_nanos(),
+            now: 0,
+            tat: reset_after,
+            retry_after,
+            emission,
+        }
+    }
+
+    /// The same decision, `elapsed` nanoseconds later, still denied (for
+    /// a cached denial).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn aged(mut self, elapsed: u64) -> Self {
+        self.now = self.now.saturating_add(elapsed).min(self.tat);
+        self.retry_after = self.retry_after.saturating_sub(elapsed);
+        self
+    }
+
     /// Whether the request may pass.
     #[inline]
     pub fn is_allowed(&self) -> bool {

@@ -84,7 +84,7 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.87.
+//! Rust 1.88.
 
 #![warn(
     missing_docs,

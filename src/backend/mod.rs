@@ -15,8 +15,13 @@ use crate::gcra::Decision;
 use crate::per_key::Policy;
 
 mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 pub use memory::{InFlight, Memory};
+#[cfg(feature = "redis")]
+pub use redis::RedisBackend;
 
 /// The outcome of asking a backend: decided now, or a future that decides.
 #[derive(Debug)]
@@ -127,6 +132,30 @@ pub trait Backend<K>: Send + Sync + 'static {
     /// The state of each of the key's quotas now, as far as the backend
     /// knows it without a round trip (for response headers).
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates;
+}
+
+/// One backend shared by several layers (one connection, one store).
+impl<K, B: Backend<K>> Backend<K> for std::sync::Arc<B> {
+    type Future = B::Future;
+
+    #[inline]
+    fn acquire(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Acquire<Self::Future> {
+        (**self).acquire(key, policy, cost, max_wait)
+    }
+
+    fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Self::Future> {
+        (**self).peek(key, policy, cost)
+    }
+
+    fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
+        (**self).states(key, policy)
+    }
 }
 
 /// A future that never completes, for backends that always decide at once.

@@ -10,7 +10,8 @@ use http::StatusCode;
 use crate::RateLimited;
 use crate::backend::QuotaStates;
 use crate::error::{
-    CircuitOpen, MissingKey, QueueFull, QueueTimeout, TooManyInFlight, TooManyKeys,
+    BackendUnavailable, CircuitOpen, KeyTooLong, MissingKey, QueueFull, QueueTimeout,
+    TooManyInFlight, TooManyKeys,
 };
 use crate::per_key::Policy;
 
@@ -179,6 +180,10 @@ fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration
         Some((RejectionKind::MissingKey, None))
     } else if let Some(e) = e.downcast_ref::<CircuitOpen>() {
         Some((RejectionKind::Unavailable, Some(e.retry_after())))
+    } else if let Some(e) = e.downcast_ref::<BackendUnavailable>() {
+        Some((RejectionKind::Unavailable, Some(e.retry_after())))
+    } else if e.is::<KeyTooLong>() {
+        Some((RejectionKind::MissingKey, None))
     } else if e.is::<QueueFull>() || e.is::<QueueTimeout>() {
         Some((RejectionKind::Unavailable, None))
     } else {

@@ -338,16 +338,16 @@ impl Responder {
                 item.reset = Some(item.reset.unwrap_or(0).max(secs));
             }
         }
-        if kind == RejectionKind::TooManyInFlight {
-            if let Some(name) = &fields.concurrency {
-                violated.push(unquote(name));
-                items.push(Item {
-                    name: NameRef::Borrowed(name),
-                    quota: None,
-                    remaining: 0,
-                    reset: None,
-                });
-            }
+        if kind == RejectionKind::TooManyInFlight
+            && let Some(name) = &fields.concurrency
+        {
+            violated.push(unquote(name));
+            items.push(Item {
+                name: NameRef::Borrowed(name),
+                quota: None,
+                remaining: 0,
+                reset: None,
+            });
         }
         headers.insert(headers::RATELIMIT_POLICY, fields.policy.clone());
         if self.legacy_headers {

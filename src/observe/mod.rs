@@ -136,6 +136,72 @@ pub enum Event<'a> {
         /// while it ran (it started in an earlier state) or it was ignored.
         counted: bool,
     },
+    /// A limiter backend (Redis) could not decide, and its failure policy
+    /// decided instead. Reported for every such decision; state changes of
+    /// the backend's health are [`BackendStateChanged`](Self::BackendStateChanged).
+    #[non_exhaustive]
+    BackendFailure {
+        /// The backend, such as `"redis"`.
+        backend: &'static str,
+        /// The request's key.
+        key: Option<&'a dyn fmt::Debug>,
+        /// What went wrong; `None` when the backend was skipped because it
+        /// is known to be down (its breaker is open).
+        error: Option<BackendErrorKind>,
+        /// What the failure policy did with the request.
+        action: FailureAction,
+    },
+    /// A limiter backend went down (after consecutive failures; decisions
+    /// then skip it until a probe succeeds) or came back.
+    #[non_exhaustive]
+    BackendStateChanged {
+        /// The backend, such as `"redis"`.
+        backend: &'static str,
+        /// `true` when it came back, `false` when it went down.
+        available: bool,
+    },
+}
+
+/// Why a limiter backend failed to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// No answer within the per-decision deadline.
+    Timeout,
+    /// The connection was refused (the server is not there).
+    Refused,
+    /// Another I/O or connection error.
+    Io,
+    /// The server ran the script and it failed, or answered something the
+    /// backend does not understand.
+    Script,
+    /// Any other error from the server or the client.
+    Other,
+}
+
+impl fmt::Display for BackendErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendErrorKind::Timeout => "timeout",
+            BackendErrorKind::Refused => "connection refused",
+            BackendErrorKind::Io => "i/o error",
+            BackendErrorKind::Script => "script error",
+            BackendErrorKind::Other => "error",
+        })
+    }
+}
+
+/// What a backend's failure policy did with a request it could not decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureAction {
+    /// Let through unlimited (fail open).
+    Allowed,
+    /// Refused with an error (fail closed).
+    Refused,
+    /// Decided by the local fallback limiter (which may have allowed or
+    /// denied it).
+    Fallback,
 }
 
 impl Event<'_> {
@@ -151,6 +217,9 @@ impl Event<'_> {
             | Event::BreakerStateChanged { layer, .. }
             | Event::BreakerRejected { layer, .. }
             | Event::BreakerCall { layer, .. } => layer,
+            Event::BackendFailure { backend, .. } | Event::BackendStateChanged { backend, .. } => {
+                backend
+            }
         }
     }
 
@@ -161,11 +230,13 @@ impl Event<'_> {
             | Event::Limited { key, .. }
             | Event::Waited { key, .. }
             | Event::InFlightLimited { key, .. }
-            | Event::StoreFull { key, .. } => *key,
+            | Event::StoreFull { key, .. }
+            | Event::BackendFailure { key, .. } => *key,
             Event::MissingKey { .. }
             | Event::BreakerStateChanged { .. }
             | Event::BreakerRejected { .. }
-            | Event::BreakerCall { .. } => None,
+            | Event::BreakerCall { .. }
+            | Event::BackendStateChanged { .. } => None,
         }
     }
 }

@@ -183,6 +183,12 @@ impl Policy {
         &self.inner.params[i].0
     }
 
+    /// The identity of this policy's shared state (equal for clones).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.inner.params.len()

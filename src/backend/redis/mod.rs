@@ -1,0 +1,1081 @@
+//! [`RedisBackend`]: per-key limits shared by every instance of a service,
+//! through Redis (feature `redis`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tower_sluice::BoxError> {
+//! use std::time::Duration;
+//! use tower_sluice::{PerKeyLayer, Quota};
+//! use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
+//!
+//! let redis = RedisBackend::from_url("redis://127.0.0.1:6379")?
+//!     .prefix("myapp:limits:")
+//!     .deadline(Duration::from_millis(50))
+//!     .failure_policy(FailurePolicy::Fallback { expected_instances: 4 });
+//! let layer = PerKeyLayer::new(Quota::per_minute(60), |req: &String| Some(req.clone()))
+//!     .backend(redis);
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+//!
+//! # How a decision is made
+//!
+//! One Lua script per decision (one round trip, atomic, one key, so it
+//! works on Redis Cluster): it reads Redis `TIME` (one clock for every
+//! instance, no client skew), runs the same GCRA as the in-memory limiter
+//! on each of the policy's quotas (all must pass; a denial writes nothing),
+//! and stores the TATs as integer microseconds with a `PX` expiry at the
+//! moment the buckets are full again. The in-memory and Redis backends give
+//! the same `allowed / remaining / retry_after / reset_after` for the same
+//! arrivals (tested). The script is sent by hash (`EVALSHA`) and reloaded
+//! by the client when the server answers `NOSCRIPT` (after a restart or
+//! `SCRIPT FLUSH`).
+//!
+//! Redis counts in whole microseconds: an emission interval that is not a
+//! whole number of microseconds (7 per second, say) is rounded up, which
+//! makes the shared limit at most 1 µs per request stricter, never looser.
+//!
+//! Concurrent decisions share one multiplexed connection (pipelined; no
+//! pool), which reconnects by itself. Connecting is lazy: a service starts
+//! while Redis is down, and its failure policy applies until Redis is up.
+//!
+//! # When Redis fails
+//!
+//! Every decision has a deadline ([`deadline`](RedisBackend::deadline),
+//! 50 ms by default; the client's own default of 500 ms is far too long for
+//! a request path). A decision that failed or timed out is **never retried**
+//! (it may have run, and a retry would charge twice); the
+//! [`FailurePolicy`] decides instead:
+//!
+//! * [`Fallback`](FailurePolicy::Fallback) (default): a local in-memory
+//!   limiter at `rate / expected_instances`. It is kept warm: every request
+//!   Redis admits is also counted locally, so a key that was busy when Redis
+//!   went away is still limited.
+//! * [`FailOpen`](FailurePolicy::FailOpen): let requests through.
+//! * [`FailClosed`](FailurePolicy::FailClosed): refuse them with
+//!   [`BackendUnavailable`](crate::error::BackendUnavailable) (HTTP 503 with
+//!   `Retry-After`).
+//!
+//! After [`consecutive failures`](RedisBackend::breaker), Redis is skipped
+//! entirely (the policy applies at once, without waiting for a deadline);
+//! one probe decision goes to Redis after 250 ms, then after doubling
+//! delays up to 10 s, and the first success returns every decision to
+//! Redis. Each failed decision is an [`Event::BackendFailure`]; going down
+//! and coming back are [`Event::BackendStateChanged`] and one `tracing`
+//! warning each, never a log line per request. [`RedisBackend::stats`]
+//! counts errors by kind and what the policy did.
+//!
+//! # Deny cache
+//!
+//! After Redis denies a key, the backend denies that key locally, for that
+//! cost or more, until the denial's `retry_after` has passed (measured from
+//! when the request was sent, so never longer than Redis would). This is
+//! exact: a GCRA's state only moves forward, so nothing Redis could decide
+//! in that time would admit it. An abusive client then costs no round trip
+//! per request. The cache is bounded ([`deny_cache`](RedisBackend::deny_cache)).
+//!
+//! # Keys
+//!
+//! The Redis key is the [prefix](RedisBackend::prefix) (`sluice:` by
+//! default) followed by the request key's bytes ([`RedisKey`]). On Redis
+//! Cluster, put a `{hash tag}` in the key to choose its slot (the prefix
+//! has no braces, so the tag in the key is the one Redis uses). Keys are
+//! binary-safe; keys longer than [`max_key_len`](RedisBackend::max_key_len)
+//! (4 KiB) are refused with [`KeyTooLong`](crate::error::KeyTooLong).
+//!
+//! # Per-key concurrency
+//!
+//! A policy's [`max_in_flight`](crate::per_key::Policy::max_in_flight) is
+//! enforced per instance (in memory), since a count of requests in flight
+//! cannot be released reliably across processes that may crash.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use super::{Acquire, Backend, Grant, Memory, QuotaStates};
+use crate::BoxError;
+use crate::clock::Clock;
+use crate::error::{BackendUnavailable, KeyTooLong, RateLimited};
+use crate::gcra::Decision;
+use crate::observe::{BackendErrorKind, Event, FailureAction, Observer, Observers};
+use crate::per_key::Policy;
+use crate::quota::Quota;
+
+mod key;
+
+pub use key::RedisKey;
+
+const BACKEND: &str = "redis";
+const SCRIPT: &str = include_str!("script.lua");
+
+/// What a [`RedisBackend`] does when Redis cannot decide (down, slow,
+/// erroring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Let every request through while Redis is failing. Availability
+    /// first: an outage of Redis lifts every limit.
+    FailOpen,
+    /// Refuse every request with
+    /// [`BackendUnavailable`](crate::error::BackendUnavailable) (HTTP 503
+    /// with `Retry-After`). Protection first: an outage of Redis is an
+    /// outage of the service.
+    FailClosed,
+    /// Decide with a local in-memory limiter at `rate / expected_instances`
+    /// (burst divided likewise, at least 1). With the right count, the
+    /// instances together stay near the shared limit; with fewer instances
+    /// than expected, they admit less than the limit (safe); with more,
+    /// more (by the ratio).
+    Fallback {
+        /// How many instances share the limit (at least 1).
+        expected_instances: u32,
+    },
+}
+
+impl Default for FailurePolicy {
+    /// [`Fallback`](Self::Fallback) with one instance: each instance keeps
+    /// the whole limit locally, so a fleet of N admits up to N times the
+    /// limit while Redis is down, and a single instance exactly the limit.
+    fn default() -> Self {
+        FailurePolicy::Fallback {
+            expected_instances: 1,
+        }
+    }
+}
+
+/// Counters of a [`RedisBackend`], from [`RedisBackend::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Decisions made by Redis.
+    pub decisions: u64,
+    /// Requests denied locally by the deny cache, without a round trip.
+    pub deny_cache_hits: u64,
+    /// Decisions that hit the deadline.
+    pub timeouts: u64,
+    /// Decisions whose connection was refused.
+    pub refused: u64,
+    /// Decisions that failed with another I/O or connection error.
+    pub io_errors: u64,
+    /// Decisions where the script failed or its answer was not understood.
+    pub script_errors: u64,
+    /// Decisions that failed with any other error.
+    pub other_errors: u64,
+    /// Decisions that skipped Redis because it was known to be down.
+    pub skipped: u64,
+    /// Requests let through because of a failure ([`FailurePolicy::FailOpen`]).
+    pub failed_open: u64,
+    /// Requests refused because of a failure ([`FailurePolicy::FailClosed`]).
+    pub failed_closed: u64,
+    /// Requests decided by the local fallback limiter.
+    pub fallback: u64,
+    /// Times Redis was declared down.
+    pub went_down: u64,
+    /// Times Redis came back.
+    pub came_back: u64,
+}
+
+/// Limits shared across instances through Redis. See the [module
+/// docs](self).
+///
+/// Use it as the backend of a [`PerKeyLayer`](crate::PerKeyLayer) (one
+/// bucket per key), or with a constant key for one bucket shared by the
+/// whole fleet. Share one backend (one connection) between several layers
+/// by wrapping it in an `Arc`.
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    script: redis::Script,
+    prefix: Vec<u8>,
+    deadline: Duration,
+    failure: FailurePolicy,
+    max_key_len: usize,
+    clock: Clock,
+    fallback: Memory<Vec<u8>>,
+    in_flight: Memory<Vec<u8>>,
+    derived: Mutex<HashMap<usize, Derived>>,
+    health: Health,
+    deny: DenyCache,
+    stats: Counters,
+    observers: Observers,
+}
+
+#[allow(clippy::large_enum_variant)] // one per backend
+enum Conn {
+    Client {
+        client: redis::Client,
+        manager: tokio::sync::OnceCell<ConnectionManager>,
+    },
+    Manager(ConnectionManager),
+    Cluster {
+        client: ClusterClient,
+        conn: tokio::sync::OnceCell<ClusterConnection>,
+    },
+}
+
+/// Policies derived from a user's policy, made once per policy.
+struct Derived {
+    /// Keeps the source alive, so its address is not reused.
+    _source: Policy,
+    /// The fallback's policy: quotas divided by the expected instances,
+    /// no in-flight cap.
+    fallback: Policy,
+    /// Only the in-flight cap (for the local in-flight count).
+    in_flight: Option<Policy>,
+}
+
+impl RedisBackend {
+    /// A backend on the Redis server at `url` (`redis://host:port/db`,
+    /// `rediss://` with TLS enabled in `redis`, `redis+unix:///path`).
+    /// Nothing connects until the first decision.
+    ///
+    /// # Errors
+    ///
+    /// The URL does not parse.
+    pub fn from_url(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self::new(redis::Client::open(url)?))
+    }
+
+    /// A backend on `client`'s server, connecting on first use through a
+    /// [`ConnectionManager`] (one multiplexed connection that reconnects by
+    /// itself).
+    pub fn new(client: redis::Client) -> Self {
+        Self::with_conn(Conn::Client {
+            client,
+            manager: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// A backend on an existing connection manager (shared with the rest of
+    /// the application).
+    pub fn from_manager(manager: ConnectionManager) -> Self {
+        Self::with_conn(Conn::Manager(manager))
+    }
+
+    /// A backend on a Redis Cluster, connecting on first use. Each decision
+    /// touches one key, so it goes to one node; keys spread over the slots
+    /// (use a `{hash tag}` to choose).
+    pub fn cluster(client: ClusterClient) -> Self {
+        Self::with_conn(Conn::Cluster {
+            client,
+            conn: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    fn with_conn(conn: Conn) -> Self {
+        RedisBackend {
+            inner: Arc::new(Inner {
+                conn,
+                script: redis::Script::new(SCRIPT),
+                prefix: b"sluice:".to_vec(),
+                deadline: Duration::from_millis(50),
+                failure: FailurePolicy::default(),
+                max_key_len: 4096,
+                clock: Clock::new(),
+                fallback: Memory::new(100_000),
+                in_flight: Memory::new(100_000),
+                derived: Mutex::new(HashMap::new()),
+                health: Health::new(3, Duration::from_millis(250), Duration::from_secs(10)),
+                deny: DenyCache::new(10_000),
+                stats: Counters::default(),
+                observers: Observers::default(),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        let inner = Arc::get_mut(&mut self.inner)
+            .expect("RedisBackend: configure the backend before using it");
+        f(inner);
+        self
+    }
+
+    /// The prefix of every Redis key (default `sluice:`). Use one per
+    /// application or limit so they do not share buckets by accident.
+    #[must_use]
+    pub fn prefix(self, prefix: impl AsRef<[u8]>) -> Self {
+        let prefix = prefix.as_ref().to_vec();
+        self.edit(|i| i.prefix = prefix)
+    }
+
+    /// How long a decision may take before the failure policy decides
+    /// instead (default 50 ms). A zero deadline is raised to 1 ms.
+    #[must_use]
+    pub fn deadline(self, deadline: Duration) -> Self {
+        self.edit(|i| i.deadline = deadline.max(Duration::from_millis(1)))
+    }
+
+    /// What to do when Redis cannot decide (default
+    /// [`FailurePolicy::Fallback`] with one instance).
+    #[must_use]
+    pub fn failure_policy(self, policy: FailurePolicy) -> Self {
+        let policy = match policy {
+            FailurePolicy::Fallback { expected_instances } => FailurePolicy::Fallback {
+                expected_instances: expected_instances.max(1),
+            },
+            p => p,
+        };
+        self.edit(|i| i.failure = policy)
+    }
+
+    /// After `failures` consecutive failed decisions (default 3), skip Redis
+    /// and apply the failure policy at once; probe Redis with one decision
+    /// after `first_probe` (default 250 ms), doubling up to `max_probe`
+    /// (default 10 s) while it keeps failing. `failures == 0` is taken as 1.
+    #[must_use]
+    pub fn breaker(self, failures: u32, first_probe: Duration, max_probe: Duration) -> Self {
+        self.edit(|i| i.health = Health::new(failures.max(1), first_probe, max_probe))
+    }
+
+    /// Remember up to `entries` denied keys (default 10 000; 0 disables the
+    /// deny cache).
+    #[must_use]
+    pub fn deny_cache(self, entries: usize) -> Self {
+        self.edit(|i| i.deny = DenyCache::new(entries))
+    }
+
+    /// The longest Redis key accepted, prefix included (default 4096
+    /// bytes); longer keys are refused with
+    /// [`KeyTooLong`](crate::error::KeyTooLong) before reaching Redis.
+    #[must_use]
+    pub fn max_key_len(self, bytes: usize) -> Self {
+        self.edit(|i| i.max_key_len = bytes)
+    }
+
+    /// The most keys the local fallback limiter (and the local in-flight
+    /// count) hold (default 100 000), with the in-memory backend's bounds.
+    #[must_use]
+    pub fn local_max_keys(self, max_keys: usize) -> Self {
+        self.edit(|i| {
+            i.fallback = Memory::new(max_keys);
+            i.in_flight = Memory::new(max_keys);
+        })
+    }
+
+    /// Reports failures and health changes to `observer`.
+    #[must_use]
+    pub fn observer(self, observer: impl Observer) -> Self {
+        let observers = Observers::new(observer);
+        self.edit(|i| i.observers = observers)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RedisStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Whether decisions go to Redis now (`false` while it is considered
+    /// down and skipped).
+    pub fn is_available(&self) -> bool {
+        self.inner.health.open_until.load(Ordering::Acquire) == 0
+    }
+
+    /// The failure policy.
+    pub fn failure(&self) -> FailurePolicy {
+        self.inner.failure
+    }
+
+    /// The Redis key a request key maps to.
+    pub fn redis_key<K: RedisKey + ?Sized>(&self, key: &K) -> Vec<u8> {
+        self.inner.key_bytes(key)
+    }
+
+    /// Runs one decision for `key` directly (what the layer does).
+    fn decide(
+        &self,
+        key: Vec<u8>,
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+        consume: bool,
+    ) -> Acquire<RedisFuture> {
+        let inner = &self.inner;
+        if key.len() > inner.max_key_len {
+            return Acquire::Ready(Err(KeyTooLong::new(key.len(), inner.max_key_len).into()));
+        }
+        let max_wait_ns = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        let now = inner.clock.now();
+        if let Some(d) = inner.deny.check(&key, cost, now, max_wait_ns) {
+            inner.stats.deny_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Acquire::Ready(Err(RateLimited::from_decision(&d)
+                .with_policy(policy.name_arc())
+                .into()));
+        }
+        let permit = if consume {
+            match inner.in_flight_permit(&key, policy) {
+                Ok(permit) => permit,
+                Err(e) => return Acquire::Ready(Err(e)),
+            }
+        } else {
+            None
+        };
+        let probe = match inner.health.route(now) {
+            Route::Redis => false,
+            Route::Probe => true,
+            Route::Skip => {
+                inner.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Acquire::Ready(
+                    inner
+                        .on_failure(&key, policy, cost, max_wait, consume, None, now)
+                        .map(|g| g.with_in_flight(permit)),
+                );
+            }
+        };
+        let inner = inner.clone();
+        let policy = policy.clone();
+        Acquire::Pending(RedisFuture(Box::pin(async move {
+            let result = inner
+                .remote(&key, &policy, cost, max_wait_ns, consume, probe)
+                .await;
+            result.map(|g| g.with_in_flight(permit))
+        })))
+    }
+}
+
+impl Inner {
+    fn key_bytes<K: RedisKey + ?Sized>(&self, key: &K) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + 24);
+        out.extend_from_slice(&self.prefix);
+        key.write_key(&mut out);
+        out
+    }
+
+    /// The derived policies of `policy`, made on first use.
+    fn derived<T>(&self, policy: &Policy, f: impl FnOnce(&Derived) -> T) -> T {
+        let mut map = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 1024 && !map.contains_key(&policy.id()) {
+            // Policies are few; this only guards against a caller making
+            // a new one per request.
+            map.clear();
+        }
+        let d = map
+            .entry(policy.id())
+            .or_insert_with(|| Derived::new(policy, self.failure));
+        f(d)
+    }
+
+    fn in_flight_permit(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+    ) -> Result<Option<super::InFlight>, BoxError> {
+        if policy.in_flight_limit().is_none() {
+            return Ok(None);
+        }
+        let local = self.derived(policy, |d| d.in_flight.clone());
+        let Some(local) = local else { return Ok(None) };
+        match self
+            .in_flight
+            .acquire(&key.to_vec(), &local, 1, Duration::ZERO)
+        {
+            Acquire::Ready(Ok(mut grant)) => Ok(grant.take_in_flight()),
+            Acquire::Ready(Err(e)) => Err(e),
+            Acquire::Pending(never) => match never {},
+        }
+    }
+
+    async fn eval(&self, key: &[u8], args: &[u64]) -> redis::RedisResult<Vec<i64>> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(key);
+        for a in args {
+            invocation.arg(*a);
+        }
+        match &self.conn {
+            Conn::Client { client, manager } => {
+                let manager = manager
+                    .get_or_try_init(|| async {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(Duration::from_secs(1)))
+                            .set_number_of_retries(2)
+                            .set_max_delay(Duration::from_millis(500));
+                        ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    })
+                    .await?;
+                invocation.invoke_async(&mut manager.clone()).await
+            }
+            Conn::Manager(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Conn::Cluster { client, conn } => {
+                let conn = conn
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                invocation.invoke_async(&mut conn.clone()).await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn remote(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        cost: u32,
+        max_wait_ns: u64,
+        consume: bool,
+        probe: bool,
+    ) -> Result<Grant, BoxError> {
+        let mut args = [0u64; 3 + 2 * crate::per_key::MAX_QUOTAS];
+        args[0] = u64::from(cost);
+        args[1] = max_wait_ns / 1_000;
+        args[2] = u64::from(consume);
+        let n = policy.len();
+        for (i, q) in policy.quotas().enumerate() {
+            args[3 + 2 * i] = emission_us(q);
+            args[4 + 2 * i] = u64::from(q.burst());
+        }
+        let sent = self.clock.now();
+        let reply = tokio::time::timeout(self.deadline, self.eval(key, &args[..3 + 2 * n])).await;
+        let failure = match reply {
+            Ok(Ok(reply)) => match self.decision(&reply, policy) {
+                Some((decision, wait)) => {
+                    self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+                    self.health.success(self);
+                    return self.answer(key, policy, cost, consume, sent, decision, wait);
+                }
+                None => BackendErrorKind::Script,
+            },
+            Ok(Err(e)) => error_kind(&e),
+            Err(_) => BackendErrorKind::Timeout,
+        };
+        self.stats.count_error(failure);
+        let now = self.clock.now();
+        self.health.failure(self, now, probe);
+        let max_wait = Duration::from_nanos(max_wait_ns);
+        self.on_failure(key, policy, cost, max_wait, consume, Some(failure), now)
+    }
+
+    /// The decision in a script reply.
+    fn decision(&self, reply: &[i64], policy: &Policy) -> Option<(Decision, u64)> {
+        let &[allowed, index, remaining, retry_after, reset_after, wait] = reply else {
+            return None;
+        };
+        let quota = policy
+            .quotas()
+            .nth(usize::try_from(index).ok()?.checked_sub(1)?)?;
+        let us = |v: i64| u64::try_from(v).ok().map(|v| v.saturating_mul(1_000));
+        let decision = Decision::remote(
+            quota,
+            emission_us(quota) * 1_000,
+            allowed == 1,
+            us(retry_after)?,
+            us(reset_after)?,
+        );
+        // The script counts `remaining` as the decision does.
+        if i64::from(decision.remaining()) != remaining {
+            return None;
+        }
+        Some((decision, us(wait)?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        cost: u32,
+        consume: bool,
+        sent: u64,
+        decision: Decision,
+        wait: u64,
+    ) -> Result<Grant, BoxError> {
+        if decision.is_allowed() {
+            if consume {
+                // Keep the fallback warm: count what this instance admits.
+                let fallback = self.derived(policy, |d| d.fallback.clone());
+                let _ = self
+                    .fallback
+                    .acquire(&key.to_vec(), &fallback, cost, Duration::ZERO);
+            }
+            Ok(Grant::new(decision, Duration::from_nanos(wait)))
+        } else {
+            if consume {
+                self.deny.insert(key, cost, sent, decision);
+            }
+            Err(RateLimited::from_decision(&decision)
+                .with_policy(policy.name_arc())
+                .into())
+        }
+    }
+
+    /// The failure policy's answer, reported.
+    #[allow(clippy::too_many_arguments)]
+    fn on_failure(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+        consume: bool,
+        error: Option<BackendErrorKind>,
+        now: u64,
+    ) -> Result<Grant, BoxError> {
+        let (action, result) = match self.failure {
+            FailurePolicy::FailOpen => {
+                self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                let quota = policy.quotas().next().expect("a policy has a quota");
+                let full = Decision::remote(quota, quota.emission_nanos(), true, 0, 0);
+                (FailureAction::Allowed, Ok(Grant::new(full, Duration::ZERO)))
+            }
+            FailurePolicy::FailClosed => {
+                self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
+                let retry_after = Duration::from_nanos(self.health.retry_after(now));
+                (
+                    FailureAction::Refused,
+                    Err(BackendUnavailable::new(BACKEND, retry_after).into()),
+                )
+            }
+            FailurePolicy::Fallback { .. } => {
+                self.stats.fallback.fetch_add(1, Ordering::Relaxed);
+                let fallback = self.derived(policy, |d| d.fallback.clone());
+                let key = key.to_vec();
+                let result = if consume {
+                    self.fallback.acquire(&key, &fallback, cost, max_wait)
+                } else {
+                    self.fallback.peek(&key, &fallback, cost)
+                };
+                let result = match result {
+                    Acquire::Ready(r) => r,
+                    Acquire::Pending(never) => match never {},
+                };
+                (FailureAction::Fallback, result)
+            }
+        };
+        if self.observers.is_set() {
+            self.observers.emit(&Event::BackendFailure {
+                backend: BACKEND,
+                key: Some(&KeyText(key)),
+                error,
+                action,
+            });
+        }
+        result
+    }
+}
+
+/// The emission interval in whole microseconds, rounded up.
+fn emission_us(q: Quota) -> u64 {
+    q.emission_nanos().div_ceil(1_000)
+}
+
+fn error_kind(e: &redis::RedisError) -> BackendErrorKind {
+    if e.is_timeout() {
+        BackendErrorKind::Timeout
+    } else if e.is_connection_refusal() {
+        BackendErrorKind::Refused
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        BackendErrorKind::Io
+    } else {
+        match e.kind() {
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::ResponseError
+                | redis::ServerErrorKind::NoScript
+                | redis::ServerErrorKind::ExecAbort,
+            )
+            | redis::ErrorKind::UnexpectedReturnType
+            | redis::ErrorKind::Parse => BackendErrorKind::Script,
+            redis::ErrorKind::ClusterConnectionNotFound => BackendErrorKind::Io,
+            _ => BackendErrorKind::Other,
+        }
+    }
+}
+
+impl Derived {
+    fn new(policy: &Policy, failure: FailurePolicy) -> Self {
+        let instances = match failure {
+            FailurePolicy::Fallback { expected_instances } => expected_instances.max(1),
+            _ => 1,
+        };
+        let mut quotas = policy.quotas().map(|q| scale(q, instances));
+        let mut fallback = Policy::new(quotas.next().expect("a policy has a quota"));
+        for q in quotas {
+            fallback = fallback.and(q).expect("no more quotas than the source");
+        }
+        if let Some(name) = policy.name_arc() {
+            fallback = fallback.named(name);
+        }
+        let in_flight = policy
+            .in_flight_limit()
+            .map(|n| Policy::new(Quota::per_second(u32::MAX)).max_in_flight(n));
+        Derived {
+            _source: policy.clone(),
+            fallback,
+            in_flight,
+        }
+    }
+}
+
+/// `quota` shared by `n` instances: the same limit over `n` periods, the
+/// burst divided (at least 1).
+fn scale(quota: Quota, n: u32) -> Quota {
+    if n <= 1 {
+        return quota;
+    }
+    let burst = (quota.burst() / n).max(1);
+    quota
+        .period()
+        .checked_mul(n)
+        .and_then(|period| Quota::try_new(quota.limit(), period).ok())
+        .map_or(quota, |q| q.with_burst(burst))
+}
+
+/// Shows a Redis key in events and logs (lossy UTF-8, truncated).
+struct KeyText<'a>(&'a [u8]);
+
+impl fmt::Debug for KeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = &self.0[..self.0.len().min(128)];
+        write!(f, "{:?}", String::from_utf8_lossy(shown))?;
+        if shown.len() < self.0.len() {
+            write!(f, "..({} bytes)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("RedisBackend")
+            .field("prefix", &KeyText(&i.prefix))
+            .field("deadline", &i.deadline)
+            .field("failure", &i.failure)
+            .field("available", &self.is_available())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of a decision that goes to Redis.
+pub struct RedisFuture(Pin<Box<dyn Future<Output = Result<Grant, BoxError>> + Send>>);
+
+impl Future for RedisFuture {
+    type Output = Result<Grant, BoxError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for RedisFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisFuture")
+    }
+}
+
+impl<K> Backend<K> for RedisBackend
+where
+    K: RedisKey + Send + Sync + 'static,
+{
+    type Future = RedisFuture;
+
+    fn acquire(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Acquire<RedisFuture> {
+        self.decide(self.inner.key_bytes(key), policy, cost, max_wait, true)
+    }
+
+    fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<RedisFuture> {
+        self.decide(
+            self.inner.key_bytes(key),
+            policy,
+            cost,
+            Duration::ZERO,
+            false,
+        )
+    }
+
+    /// This instance's local view (its warm fallback), without a round trip.
+    fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
+        let fallback = self.inner.derived(policy, |d| d.fallback.clone());
+        <Memory<Vec<u8>> as Backend<Vec<u8>>>::states(
+            &self.inner.fallback,
+            &self.inner.key_bytes(key),
+            &fallback,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------
+// Health: a small breaker around Redis.
+
+enum Route {
+    Redis,
+    Probe,
+    Skip,
+}
+
+struct Health {
+    threshold: u32,
+    first: u64,
+    max: u64,
+    failures: AtomicU32,
+    /// Clock time until which Redis is skipped; 0 while it is up.
+    open_until: AtomicU64,
+    backoff: AtomicU64,
+    probing: AtomicBool,
+}
+
+impl Health {
+    fn new(threshold: u32, first: Duration, max: Duration) -> Self {
+        let first = u64::try_from(first.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(first);
+        Health {
+            threshold,
+            first,
+            max,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            backoff: AtomicU64::new(first),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    #[inline]
+    fn route(&self, now: u64) -> Route {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            Route::Redis
+        } else if now < until || self.probing.swap(true, Ordering::AcqRel) {
+            Route::Skip
+        } else {
+            Route::Probe
+        }
+    }
+
+    /// Nanoseconds until the next probe (0 while up).
+    fn retry_after(&self, now: u64) -> u64 {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            self.first
+        } else {
+            until.saturating_sub(now).max(1_000_000)
+        }
+    }
+
+    #[inline]
+    fn success(&self, inner: &Inner) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.open_until.load(Ordering::Acquire) != 0 {
+            self.open_until.store(0, Ordering::Release);
+            self.backoff.store(self.first, Ordering::Relaxed);
+            self.probing.store(false, Ordering::Release);
+            inner.stats.came_back.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "tower_sluice::redis", "redis is back: decisions go to redis again");
+            inner.observers.emit(&Event::BackendStateChanged {
+                backend: BACKEND,
+                available: true,
+            });
+        }
+    }
+
+    fn failure(&self, inner: &Inner, now: u64, probe: bool) {
+        if probe {
+            let backoff = self
+                .backoff
+                .load(Ordering::Relaxed)
+                .saturating_mul(2)
+                .min(self.max);
+            self.backoff.store(backoff, Ordering::Relaxed);
+            self.open_until
+                .store(now.saturating_add(backoff).max(1), Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+            return;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.threshold {
+            let until = now.saturating_add(self.first).max(1);
+            if self
+                .open_until
+                .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.backoff.store(self.first, Ordering::Relaxed);
+                inner.stats.went_down.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "tower_sluice::redis",
+                    failures,
+                    policy = ?inner.failure,
+                    "redis is failing: applying the failure policy until a probe succeeds"
+                );
+                inner.observers.emit(&Event::BackendStateChanged {
+                    backend: BACKEND,
+                    available: false,
+                });
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Deny cache.
+
+struct DenyCache {
+    max: usize,
+    map: Mutex<HashMap<Vec<u8>, Denied>>,
+}
+
+#[derive(Clone, Copy)]
+struct Denied {
+    cost: u32,
+    sent: u64,
+    until: u64,
+    decision: Decision,
+}
+
+impl DenyCache {
+    fn new(max: usize) -> Self {
+        DenyCache {
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached denial of `key` for `cost`, aged to `now`, when it still
+    /// holds past `max_wait`.
+    #[inline]
+    fn check(&self, key: &[u8], cost: u32, now: u64, max_wait: u64) -> Option<Decision> {
+        if self.max == 0 {
+            return None;
+        }
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let d = map.get(key)?;
+        (cost >= d.cost && now.saturating_add(max_wait) < d.until)
+            .then(|| d.decision.aged(now.saturating_sub(d.sent)))
+    }
+
+    fn insert(&self, key: &[u8], cost: u32, sent: u64, decision: Decision) {
+        if self.max == 0 {
+            return;
+        }
+        let until = sent.saturating_add(decision.retry_after_nanos());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.max && !map.contains_key(key) {
+            map.retain(|_, d| d.until > sent);
+            if map.len() >= self.max {
+                return;
+            }
+        }
+        map.insert(
+            key.to_vec(),
+            Denied {
+                cost,
+                sent,
+                until,
+                decision,
+            },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Counters.
+
+#[derive(Default)]
+struct Counters {
+    decisions: AtomicU64,
+    deny_cache_hits: AtomicU64,
+    timeouts: AtomicU64,
+    refused: AtomicU64,
+    io_errors: AtomicU64,
+    script_errors: AtomicU64,
+    other_errors: AtomicU64,
+    skipped: AtomicU64,
+    failed_open: AtomicU64,
+    failed_closed: AtomicU64,
+    fallback: AtomicU64,
+    went_down: AtomicU64,
+    came_back: AtomicU64,
+}
+
+impl Counters {
+    fn count_error(&self, kind: BackendErrorKind) {
+        let counter = match kind {
+            BackendErrorKind::Timeout => &self.timeouts,
+            BackendErrorKind::Refused => &self.refused,
+            BackendErrorKind::Io => &self.io_errors,
+            BackendErrorKind::Script => &self.script_errors,
+            _ => &self.other_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RedisStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RedisStats {
+            decisions: r(&self.decisions),
+            deny_cache_hits: r(&self.deny_cache_hits),
+            timeouts: r(&self.timeouts),
+            refused: r(&self.refused),
+            io_errors: r(&self.io_errors),
+            script_errors: r(&self.script_errors),
+            other_errors: r(&self.other_errors),
+            skipped: r(&self.skipped),
+            failed_open: r(&self.failed_open),
+            failed_closed: r(&self.failed_closed),
+            fallback: r(&self.fallback),
+            went_down: r(&self.went_down),
+            came_back: r(&self.came_back),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_quotas_share_the_rate() {
+        let q = Quota::per_minute(60).with_burst(10);
+        let s = scale(q, 4);
+        assert_eq!(s.limit(), 60);
+        assert_eq!(s.period(), Duration::from_secs(240));
+        assert_eq!(s.burst(), 2);
+        assert_eq!(scale(Quota::per_second(2), 8).burst(), 1);
+        assert_eq!(scale(q, 1), q);
+    }
+
+    #[test]
+    fn key_text_is_short_and_lossy() {
+        let long = vec![b'a'; 300];
+        let shown = format!("{:?}", KeyText(&long));
+        assert!(shown.ends_with("..(300 bytes)"), "{shown}");
+        assert_eq!(format!("{:?}", KeyText(b"k\xff")), "\"k\u{fffd}\"");
+    }
+
+    #[test]
+    fn deny_cache_is_bounded_and_ages() {
+        let q = Quota::per_second(1);
+        let denied = Decision::remote(q, q.emission_nanos(), false, 500, 1_000);
+        let cache = DenyCache::new(2);
+        cache.insert(b"a", 1, 0, denied);
+        cache.insert(b"b", 1, 0, denied);
+        cache.insert(b"c", 1, 0, denied);
+        assert!(cache.check(b"c", 1, 0, 0).is_none(), "over the bound");
+        let hit = cache.check(b"a", 1, 200, 0).expect("still denied");
+        assert_eq!(hit.retry_after(), Duration::from_nanos(300));
+        assert!(cache.check(b"a", 1, 500, 0).is_none(), "expired");
+        assert!(cache.check(b"a", 1, 200, 300).is_none(), "may wait it out");
+        assert!(cache.check(b"a", 0, 200, 0).is_none(), "a smaller cost");
+        // Expired entries make room.
+        cache.insert(b"c", 1, 600, denied);
+        assert!(cache.check(b"c", 1, 700, 0).is_some());
+    }
+}

@@ -1,0 +1,71 @@
+-- tower-sluice GCRA, one key, several quotas, decided atomically.
+--
+-- KEYS[1]  the key; its value is the TAT of each quota, in microseconds
+--          of Redis TIME, as decimal integers separated by spaces.
+-- ARGV[1]  cost
+-- ARGV[2]  max wait in microseconds (how long the request may be delayed)
+-- ARGV[3]  1 to consume, 0 to peek (decide without writing)
+-- ARGV[4..] per quota: emission interval T (us), burst B
+--
+-- Reply: {allowed, quota index (1-based), remaining, retry_after (us),
+--         reset_after (us), wait (us)}. A denial leaves the state untouched.
+-- Integers never go through tostring (which keeps 14 digits): they are
+-- written with %.0f, exact below 2^53 us (285 years).
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local cost = tonumber(ARGV[1])
+local max_wait = tonumber(ARGV[2])
+local n = (#ARGV - 3) / 2
+local tat = {}
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local i = 1
+  for v in string.gmatch(raw, '%d+') do
+    tat[i] = tonumber(v)
+    i = i + 1
+  end
+end
+-- The longest wait any quota needs (the first such quota decides).
+local base, wait, worst = {}, 0, 0
+for i = 1, n do
+  local e = tonumber(ARGV[2 * i + 2])
+  local b = tat[i] or now
+  if b < now then b = now end
+  base[i] = b
+  local w = b + e * cost - now - e * tonumber(ARGV[2 * i + 3])
+  if w > wait then
+    wait = w
+    worst = i
+  end
+end
+if worst > 0 and (wait > max_wait or ARGV[3] == '0') then
+  local e = tonumber(ARGV[2 * worst + 2])
+  local left = e * tonumber(ARGV[2 * worst + 3]) - (base[worst] - now)
+  if left < 0 then left = 0 end
+  return {0, worst, math.floor(left / e), wait, base[worst] - now, 0}
+end
+-- Admitted at now + wait in every quota; report the one with the fewest
+-- remaining.
+local at = now + wait
+local out, ttl, best, best_left = {}, 0, 1, -1
+for i = 1, n do
+  local e = tonumber(ARGV[2 * i + 2])
+  local b = tat[i] or at
+  if b < at then b = at end
+  local new = b + e * cost
+  out[i] = string.format('%.0f', new)
+  if new - now > ttl then ttl = new - now end
+  local left = e * tonumber(ARGV[2 * i + 3]) - (new - now)
+  if left < 0 then left = 0 end
+  left = math.floor(left / e)
+  if best_left < 0 or left < best_left then
+    best, best_left = i, left
+  end
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], table.concat(out, ' '), 'PX', math.floor(ttl / 1000) + 1)
+end
+local e = tonumber(ARGV[2 * best + 2])
+local b = tat[best] or at
+if b < at then b = at end
+return {1, best, best_left, 0, b + e * cost - now, wait}
