@@ -556,7 +556,7 @@ impl Inner {
 
     /// The decision in a script reply.
     fn decision(&self, reply: &[i64], policy: &Policy) -> Option<(Decision, u64)> {
-        let &[allowed, index, remaining, retry_after, reset_after, wait] = reply else {
+        let &[allowed, index, remaining, retry_after, reset_after, wait, _now] = reply else {
             return None;
         };
         let quota = policy
@@ -1036,6 +1036,9 @@ impl Counters {
         }
     }
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod conformance;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 -- ARGV[4..] per quota: emission interval T (us), burst B
 --
 -- Reply: {allowed, quota index (1-based), remaining, retry_after (us),
---         reset_after (us), wait (us)}. A denial leaves the state untouched.
+--         reset_after (us), wait (us), now (us)}. A denial leaves the state untouched.
 -- Integers never go through tostring (which keeps 14 digits): they are
 -- written with %.0f, exact below 2^53 us (285 years).
 local t = redis.call('TIME')
@@ -42,7 +42,7 @@ if worst > 0 and (wait > max_wait or ARGV[3] == '0') then
   local e = tonumber(ARGV[2 * worst + 2])
   local left = e * tonumber(ARGV[2 * worst + 3]) - (base[worst] - now)
   if left < 0 then left = 0 end
-  return {0, worst, math.floor(left / e), wait, base[worst] - now, 0}
+  return {0, worst, math.floor(left / e), wait, base[worst] - now, 0, now}
 end
 -- Admitted at now + wait in every quota; report the one with the fewest
 -- remaining.
@@ -68,4 +68,4 @@ end
 local e = tonumber(ARGV[2 * best + 2])
 local b = tat[best] or at
 if b < at then b = at end
-return {1, best, best_left, 0, b + e * cost - now, wait}
+return {1, best, best_left, 0, b + e * cost - now, wait, now}

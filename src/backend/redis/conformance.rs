@@ -1,0 +1,180 @@
+//! The in-memory and Redis backends give the same answers for the same
+//! arrivals.
+//!
+//! Redis decides on its own clock (`TIME`), in real time; each reply
+//! carries the Redis time of its decision, and the in-memory backend then
+//! decides the same request on tokio's paused clock, advanced to the same
+//! offset from the first decision. Quotas have emission intervals of whole
+//! microseconds, so both count the same; every field is compared.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+use super::*;
+use crate::backend::{Backend, Memory};
+
+#[path = "../../../tests/support/redis_server.rs"]
+mod server;
+
+#[derive(Debug, Clone)]
+struct Op {
+    sleep_us: u64,
+    cost: u32,
+    max_wait_us: u64,
+    peek: bool,
+}
+
+/// What a decision says, in one comparable shape.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    allowed: bool,
+    quota: Quota,
+    remaining: u32,
+    retry_after: Duration,
+    reset_after: Duration,
+    wait: Duration,
+}
+
+fn from_memory(r: Acquire<crate::backend::Never>) -> Answer {
+    let Acquire::Ready(r) = r;
+    match r {
+        Ok(g) => Answer {
+            allowed: true,
+            quota: g.decision().quota(),
+            remaining: g.decision().remaining(),
+            retry_after: g.decision().retry_after(),
+            reset_after: g.decision().reset_after(),
+            wait: g.wait(),
+        },
+        Err(e) => {
+            let e = e.downcast_ref::<RateLimited>().expect("a denial");
+            Answer {
+                allowed: false,
+                quota: e.quota(),
+                remaining: e.remaining(),
+                retry_after: e.retry_after(),
+                reset_after: e.reset_after(),
+                wait: Duration::ZERO,
+            }
+        }
+    }
+}
+
+fn policy_strategy() -> impl Strategy<Value = Policy> {
+    let quota = (
+        prop::sample::select(vec![200u64, 500, 1_000, 2_000]),
+        1u32..=5,
+        1u32..=6,
+    )
+        .prop_map(|(e_us, limit, burst)| {
+            Quota::new(limit, Duration::from_micros(e_us * u64::from(limit))).with_burst(burst)
+        });
+    prop::collection::vec(quota, 1..=2).prop_map(|qs| {
+        let mut p = Policy::new(qs[0]);
+        for q in &qs[1..] {
+            p = p.and(*q).unwrap();
+        }
+        p
+    })
+}
+
+fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        (
+            0u64..3_000,
+            1u32..=3,
+            prop::sample::select(vec![0u64, 0, 500, 5_000]),
+            prop::bool::weighted(0.15),
+        )
+            .prop_map(|(sleep_us, cost, max_wait_us, peek)| Op {
+                sleep_us,
+                cost,
+                max_wait_us,
+                peek,
+            }),
+        1..40,
+    )
+}
+
+#[test]
+fn memory_and_redis_agree_on_every_field() {
+    let (url, _server) = server::RedisServer::url_or_start();
+    let real = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = real.block_on(async {
+        RedisBackend::from_url(&url)
+            .unwrap()
+            .prefix(format!("sluice-conformance-{}:", std::process::id()))
+            .deadline(Duration::from_secs(5))
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&(policy_strategy(), ops_strategy()), |(policy, ops)| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let key = redis.redis_key(&format!("case-{n}"));
+            let virt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let memory = virt.block_on(async { Memory::<Vec<u8>>::new(16) });
+            let mut first = None;
+            let mut elapsed_us = 0u64;
+            for (i, op) in ops.iter().enumerate() {
+                std::thread::sleep(Duration::from_micros(op.sleep_us));
+                let cost = op.cost.min(policy.max_cost());
+                let mut args = vec![u64::from(cost), op.max_wait_us, u64::from(!op.peek)];
+                for q in policy.quotas() {
+                    args.extend([emission_us(q), u64::from(q.burst())]);
+                }
+                let reply = real
+                    .block_on(redis.inner.eval(&key, &args))
+                    .map_err(|e| TestCaseError::fail(format!("redis: {e}")))?;
+                let (decision, wait) = redis
+                    .inner
+                    .decision(&reply, &policy)
+                    .ok_or_else(|| TestCaseError::fail(format!("bad reply {reply:?}")))?;
+                let from_redis = Answer {
+                    allowed: decision.is_allowed(),
+                    quota: decision.quota(),
+                    remaining: decision.remaining(),
+                    retry_after: decision.retry_after(),
+                    reset_after: decision.reset_after(),
+                    wait: Duration::from_nanos(wait),
+                };
+                let now_us = u64::try_from(reply[6]).unwrap();
+                let offset = now_us - *first.get_or_insert(now_us);
+                let step = offset - elapsed_us;
+                elapsed_us = offset;
+                let from_memory = virt.block_on(async {
+                    tokio::time::advance(Duration::from_micros(step)).await;
+                    let max_wait = Duration::from_micros(op.max_wait_us);
+                    from_memory(if op.peek {
+                        memory.peek(&key, &policy, cost)
+                    } else {
+                        memory.acquire(&key, &policy, cost, max_wait)
+                    })
+                });
+                prop_assert_eq!(
+                    &from_redis,
+                    &from_memory,
+                    "decision {} ({:?}) at +{}us under {:?}",
+                    i,
+                    op,
+                    offset,
+                    policy
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
