@@ -1,0 +1,543 @@
+//! The Redis backend against real Redis servers that the tests start (and
+//! kill, pause and restart) themselves. The conformance suite (memory and
+//! Redis agree on every field) lives beside the backend in
+//! `src/backend/redis/conformance.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tower::{Service, ServiceExt};
+use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
+use tower_sluice::backend::{Acquire, Backend, Grant};
+use tower_sluice::error::{BackendUnavailable, KeyTooLong};
+use tower_sluice::observe::{BackendErrorKind, Event, FailureAction};
+use tower_sluice::per_key::Policy;
+use tower_sluice::{BoxError, PerKeyLayer, Quota, RateLimited};
+
+#[path = "../support/redis_server.rs"]
+mod server;
+
+use server::{RedisCluster, RedisServer};
+
+async fn decide<K>(b: &impl Backend<K>, key: &K, policy: &Policy) -> Result<Grant, BoxError> {
+    match b.acquire(key, policy, 1, Duration::ZERO) {
+        Acquire::Ready(r) => r,
+        Acquire::Pending(f) => f.await,
+    }
+}
+
+fn backend(url: &str) -> RedisBackend {
+    RedisBackend::from_url(url)
+        .unwrap()
+        .prefix(format!("t{}:", std::process::id()))
+        // Correctness tests must not see a timeout on a loaded machine.
+        .deadline(Duration::from_secs(5))
+        .failure_policy(FailurePolicy::FailClosed)
+}
+
+fn is_limited(r: &Result<Grant, BoxError>) -> bool {
+    matches!(r, Err(e) if e.is::<RateLimited>())
+}
+
+#[tokio::test]
+async fn per_key_layer_limits_through_redis() {
+    let (url, _server) = RedisServer::url_or_start();
+    let layer = PerKeyLayer::new(Quota::per_minute(3), |k: &String| Some(k.clone()))
+        .backend(backend(&url).prefix(format!("layer{}:", std::process::id())));
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|k: String| async move { Ok::<_, BoxError>(k) });
+    for _ in 0..3 {
+        let out = svc.ready().await.unwrap().call("alice".into()).await;
+        assert_eq!(out.unwrap(), "alice");
+    }
+    let err = svc.ready().await.unwrap().call("alice".into()).await.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().expect("RateLimited");
+    assert!(limited.retry_after() > Duration::from_secs(19));
+    assert!(limited.retry_after() <= Duration::from_secs(20));
+    assert_eq!(limited.remaining(), 0);
+    // Another key has its own bucket.
+    assert!(svc.ready().await.unwrap().call("bob".into()).await.is_ok());
+}
+
+#[tokio::test]
+async fn several_quotas_are_decided_together() {
+    let (url, _server) = RedisServer::url_or_start();
+    let b = backend(&url);
+    // 2 per second AND 3 per minute: the minute quota binds on the 4th.
+    let policy = Policy::new(Quota::per_second(2))
+        .and(Quota::per_minute(3))
+        .unwrap()
+        .named("tight");
+    let key = "multi".to_string();
+    assert!(decide(&b, &key, &policy).await.is_ok());
+    assert!(decide(&b, &key, &policy).await.is_ok());
+    let e = decide(&b, &key, &policy).await.unwrap_err();
+    let e = e.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(e.quota(), Quota::per_second(2), "the second quota is fine");
+    assert_eq!(e.policy(), Some("tight"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(decide(&b, &key, &policy).await.is_ok(), "1 s quota refilled one");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let e = decide(&b, &key, &policy).await.unwrap_err();
+    let e = e.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(e.quota(), Quota::per_minute(3), "now the minute quota denies");
+    // A denial consumed nothing: the per-second quota still has room once
+    // the minute quota allows (checked through peek, which consumes nothing).
+    match Backend::<String>::peek(&b, &key, &policy, 1) {
+        Acquire::Pending(f) => assert!(is_limited(&f.await)),
+        Acquire::Ready(r) => assert!(is_limited(&r)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_share_one_limit() {
+    let (url, _server) = RedisServer::url_or_start();
+    let rate = 50u32;
+    let burst = 10u32;
+    let policy = Policy::new(Quota::per_second(rate).with_burst(burst));
+    let key = format!("shared-{}", std::process::id());
+    // Four backends: four separate connections, as four instances would have.
+    let backends: Vec<Arc<RedisBackend>> = (0..4)
+        .map(|_| Arc::new(backend(&url).deny_cache(0)))
+        .collect();
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let b = backends[i % 4].clone();
+        let (policy, key, admitted) = (policy.clone(), key.clone(), admitted.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < Duration::from_millis(1_200) {
+                match decide(&*b, &key, &policy).await {
+                    Ok(_) => {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => assert!(e.is::<RateLimited>(), "unexpected error: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    let bound = f64::from(burst) + f64::from(rate) * elapsed;
+    assert!(admitted <= bound + 1.0, "admitted {admitted} > {bound}");
+    // And the limit is used, not just refused: at least the rate over the
+    // shortest span the decisions could have covered.
+    assert!(admitted >= f64::from(rate) * 1.0, "admitted only {admitted}");
+}
+
+#[test]
+fn two_processes_share_one_limit() {
+    let (url, _server) = RedisServer::url_or_start();
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("redis_distributed"))
+        .unwrap();
+    assert!(
+        example.exists(),
+        "{} is missing: run the suite with `cargo test --all-features` (it builds the examples)",
+        example.display()
+    );
+    let key = format!("procs-{}", std::process::id());
+    let millis = 1_500u64;
+    let start = Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&example)
+                .args(["hammer", &url, &key, &millis.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut total = 0u64;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut words = text.split_whitespace();
+        assert_eq!(words.next(), Some("passed"), "{text}");
+        let passed: u64 = words.next().unwrap().parse().unwrap();
+        assert_eq!(words.nth(1), Some("0"), "no failed decisions: {text}");
+        assert!(passed > 0, "each process got some: {text}");
+        total += passed;
+    }
+    // 100/s with burst 20, over at most the time both ran.
+    let elapsed = start.elapsed().as_secs_f64();
+    let bound = 20.0 + 100.0 * elapsed;
+    assert!((total as f64) <= bound, "{total} passed, bound {bound}");
+    assert!(total >= 100, "the limit was used: {total}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_fails_closed_then_comes_back() {
+    let mut server = RedisServer::start();
+    let downs = Arc::new(AtomicUsize::new(0));
+    let ups = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let (d, u, f) = (downs.clone(), ups.clone(), failures.clone());
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(Duration::from_millis(100))
+        .failure_policy(FailurePolicy::FailClosed)
+        .breaker(3, Duration::from_millis(100), Duration::from_millis(400))
+        .observer(move |e: &Event<'_>| match e {
+            Event::BackendStateChanged {
+                available: false, ..
+            } => {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::BackendStateChanged {
+                available: true, ..
+            } => {
+                u.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::BackendFailure { action, .. } => {
+                assert_eq!(*action, FailureAction::Refused);
+                f.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        });
+    let policy = Policy::new(Quota::per_second(1_000));
+    let key = "k".to_string();
+    for _ in 0..5 {
+        decide(&b, &key, &policy).await.unwrap();
+    }
+    server.kill();
+    for i in 0..50 {
+        let t = Instant::now();
+        let e = decide(&b, &key, &policy).await.unwrap_err();
+        let e = e
+            .downcast_ref::<BackendUnavailable>()
+            .unwrap_or_else(|| panic!("decision {i}: {e}"));
+        assert_eq!(e.backend(), "redis");
+        assert!(e.retry_after() > Duration::ZERO);
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "decision {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(!b.is_available());
+    assert_eq!(downs.load(Ordering::Relaxed), 1, "one event going down");
+    assert_eq!(failures.load(Ordering::Relaxed), 50);
+    let stats = b.stats();
+    assert!(stats.skipped >= 40, "most decisions skipped Redis: {stats:?}");
+    assert_eq!(stats.failed_closed, 50);
+    assert_eq!(stats.went_down, 1);
+
+    server.restart();
+    let t = Instant::now();
+    loop {
+        if decide(&b, &key, &policy).await.is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.is_available());
+    assert_eq!(ups.load(Ordering::Relaxed), 1, "one event coming back");
+    let before = b.stats().decisions;
+    for _ in 0..5 {
+        decide(&b, &key, &policy).await.unwrap();
+    }
+    assert_eq!(b.stats().decisions, before + 5, "decided by Redis again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_is_warm_when_redis_goes_away() {
+    let mut server = RedisServer::start();
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(Duration::from_millis(100))
+        .deny_cache(0);
+    assert_eq!(
+        b.failure(),
+        FailurePolicy::Fallback {
+            expected_instances: 1
+        },
+        "the default"
+    );
+    let policy = Policy::new(Quota::per_minute(5));
+    let (busy, quiet) = ("busy".to_string(), "quiet".to_string());
+    for _ in 0..5 {
+        decide(&b, &busy, &policy).await.unwrap();
+    }
+    server.kill();
+    // The busy key used its 5 through Redis: the local fallback knows.
+    let r = decide(&b, &busy, &policy).await;
+    assert!(is_limited(&r), "busy key still limited: {r:?}");
+    // A quiet key gets the local limit, exactly.
+    for _ in 0..5 {
+        decide(&b, &quiet, &policy).await.unwrap();
+    }
+    assert!(is_limited(&decide(&b, &quiet, &policy).await));
+    let stats = b.stats();
+    assert_eq!(stats.fallback, 7);
+    assert!(stats.refused + stats.io_errors + stats.timeouts >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_lets_requests_through() {
+    let mut server = RedisServer::start();
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(Duration::from_millis(100))
+        .failure_policy(FailurePolicy::FailOpen);
+    let policy = Policy::new(Quota::per_minute(1));
+    let key = "open".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    assert!(is_limited(&decide(&b, &key, &policy).await));
+    server.kill();
+    // A key Redis just denied stays denied (the deny cache is exact)...
+    assert!(is_limited(&decide(&b, &key, &policy).await));
+    // ...every other request passes while Redis is down.
+    let other = "other".to_string();
+    for _ in 0..10 {
+        decide(&b, &other, &policy).await.unwrap();
+    }
+    assert_eq!(b.stats().failed_open, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_redis_is_down() {
+    let mut server = RedisServer::start();
+    server.kill();
+    // Built while nothing listens: no error, no panic; the policy decides.
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(Duration::from_millis(100))
+        .breaker(1, Duration::from_millis(50), Duration::from_millis(100));
+    let policy = Policy::new(Quota::per_second(100));
+    let key = "early".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    assert_eq!(b.stats().fallback, 1);
+    server.restart();
+    let t = Instant::now();
+    while b.stats().decisions == 0 {
+        let _ = decide(&b, &key, &policy).await;
+        assert!(t.elapsed() < Duration::from_secs(10), "never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.is_available());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_server_hits_the_deadline() {
+    let server = RedisServer::start();
+    let deadline = Duration::from_millis(80);
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(deadline)
+        .failure_policy(FailurePolicy::FailOpen)
+        .breaker(2, Duration::from_millis(200), Duration::from_millis(200));
+    let policy = Policy::new(Quota::per_second(100));
+    let key = "slow".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    server.pause();
+    for _ in 0..5 {
+        let t = Instant::now();
+        decide(&b, &key, &policy).await.unwrap();
+        assert!(t.elapsed() < deadline * 5, "took {:?}", t.elapsed());
+    }
+    let stats = b.stats();
+    assert_eq!(stats.timeouts, 2, "two timeouts, then skipped: {stats:?}");
+    assert_eq!(stats.skipped, 3);
+    server.resume();
+    let t = Instant::now();
+    while !b.is_available() || b.stats().decisions < 2 {
+        decide(&b, &key, &policy).await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_sleep_is_a_timeout_not_a_double_charge() {
+    let server = RedisServer::start();
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(Duration::from_millis(100))
+        .failure_policy(FailurePolicy::FailClosed)
+        .deny_cache(0);
+    let policy = Policy::new(Quota::per_minute(3));
+    let key = "sleepy".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    let port = server.port();
+    let sleeper = std::thread::spawn(move || server::cli(port, &["DEBUG", "SLEEP", "0.5"]));
+    std::thread::sleep(Duration::from_millis(100));
+    let e = decide(&b, &key, &policy).await.unwrap_err();
+    assert!(e.is::<BackendUnavailable>(), "{e}");
+    assert_eq!(b.stats().timeouts, 1);
+    sleeper.join().unwrap();
+    // The timed-out decision ran once when the server woke (it was sent),
+    // and was never sent again: exactly one more passes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    decide(&b, &key, &policy).await.unwrap();
+    assert!(is_limited(&decide(&b, &key, &policy).await));
+    drop(server);
+}
+
+#[tokio::test]
+async fn script_flush_is_recovered() {
+    let server = RedisServer::start();
+    let b = backend(&server.url());
+    let policy = Policy::new(Quota::per_minute(10));
+    let key = "flushed".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    assert!(server.cli(&["SCRIPT", "FLUSH"]).contains("OK"));
+    decide(&b, &key, &policy).await.unwrap();
+    let stats = b.stats();
+    assert_eq!(stats.decisions, 2);
+    assert_eq!(stats.script_errors, 0);
+    // The state survived the flush: 8 left.
+    for _ in 0..8 {
+        decide(&b, &key, &policy).await.unwrap();
+    }
+    assert!(is_limited(&decide(&b, &key, &policy).await));
+}
+
+#[tokio::test]
+async fn huge_and_odd_keys() {
+    let (url, _server) = RedisServer::url_or_start();
+    let b = backend(&url);
+    let policy = Policy::new(Quota::per_minute(2));
+    let huge = vec![b'x'; 1 << 20];
+    let e = decide(&b, &huge, &policy).await.unwrap_err();
+    let e = e.downcast_ref::<KeyTooLong>().expect("KeyTooLong");
+    assert!(e.key_len() > 1 << 20);
+    assert!(e.to_string().contains("longer than the backend's limit"));
+
+    // Raised, a 1 MiB key works and is a bucket of its own.
+    let b = backend(&url).max_key_len(2 << 20);
+    decide(&b, &huge, &policy).await.unwrap();
+    decide(&b, &huge, &policy).await.unwrap();
+    assert!(is_limited(&decide(&b, &huge, &policy).await));
+    let mut other = huge.clone();
+    other[0] = b'y';
+    decide(&b, &other, &policy).await.unwrap();
+
+    // Binary keys, braces, NULs and separators never share a bucket.
+    let odd: Vec<Vec<u8>> = vec![
+        b"\0".to_vec(),
+        b"\0\0".to_vec(),
+        b"{tag}a".to_vec(),
+        b"{tag}b".to_vec(),
+        b" ".to_vec(),
+        vec![0xff, 0xfe],
+        b"sluice:".to_vec(),
+    ];
+    for k in &odd {
+        decide(&b, k, &policy).await.unwrap();
+        decide(&b, k, &policy).await.unwrap();
+    }
+    for k in &odd {
+        assert!(is_limited(&decide(&b, k, &policy).await), "{k:?}");
+    }
+    // Pairs are unambiguous.
+    let p1 = ("a:b".to_string(), "c".to_string());
+    let p2 = ("a".to_string(), "b:c".to_string());
+    decide(&b, &p1, &policy).await.unwrap();
+    decide(&b, &p1, &policy).await.unwrap();
+    decide(&b, &p2, &policy).await.unwrap();
+}
+
+#[tokio::test]
+async fn deny_cache_saves_round_trips_and_expires() {
+    let (url, _server) = RedisServer::url_or_start();
+    let b = backend(&url);
+    let policy = Policy::new(Quota::per_second(4).with_burst(1));
+    let key = "abuser".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    let first = decide(&b, &key, &policy).await.unwrap_err();
+    let retry = first.downcast_ref::<RateLimited>().unwrap().retry_after();
+    assert!(retry <= Duration::from_millis(250));
+    let decided = b.stats().decisions;
+    for _ in 0..100 {
+        let e = decide(&b, &key, &policy).await.unwrap_err();
+        let e = e.downcast_ref::<RateLimited>().unwrap();
+        assert!(e.retry_after() <= retry);
+    }
+    let stats = b.stats();
+    assert_eq!(stats.deny_cache_hits, 100);
+    assert_eq!(stats.decisions, decided, "no round trip while denied");
+    tokio::time::sleep(retry + Duration::from_millis(5)).await;
+    decide(&b, &key, &policy).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_spreads_keys_and_survives_script_flush() {
+    let cluster = RedisCluster::start();
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let b = RedisBackend::cluster(client)
+        .deadline(Duration::from_secs(5))
+        .failure_policy(FailurePolicy::FailClosed);
+    let policy = Policy::new(Quota::per_minute(2));
+    let keys: Vec<String> = (0..60).map(|i| format!("user-{i}")).collect();
+    for k in &keys {
+        decide(&b, k, &policy).await.unwrap();
+    }
+    // Keys landed on every master.
+    for node in &cluster.nodes {
+        let n: u64 = node.cli(&["DBSIZE"]).trim().parse().unwrap();
+        assert!(n > 0, "node {} holds no key", node.port());
+    }
+    for node in &cluster.nodes {
+        assert!(node.cli(&["SCRIPT", "FLUSH"]).contains("OK"));
+    }
+    for k in &keys {
+        decide(&b, k, &policy).await.unwrap();
+    }
+    for k in &keys {
+        assert!(is_limited(&decide(&b, k, &policy).await), "{k}");
+    }
+    // Hash tags keep related keys on one slot (and still separate).
+    let a = "{acct-7}:text".to_string();
+    let c = "{acct-7}:image".to_string();
+    decide(&b, &a, &policy).await.unwrap();
+    decide(&b, &c, &policy).await.unwrap();
+    let stats = b.stats();
+    assert_eq!(stats.script_errors + stats.io_errors + stats.other_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_counted_by_kind() {
+    let mut server = RedisServer::start();
+    let b = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .deadline(Duration::from_millis(200))
+        .breaker(100, Duration::from_millis(10), Duration::from_millis(10));
+    let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = kinds.clone();
+    let b = b.observer(move |e: &Event<'_>| {
+        if let Event::BackendFailure {
+            error: Some(kind), ..
+        } = e
+        {
+            seen.lock().unwrap().push(*kind);
+        }
+    });
+    let policy = Policy::new(Quota::per_second(100));
+    let key = "kinds".to_string();
+    decide(&b, &key, &policy).await.unwrap();
+    server.kill();
+    for _ in 0..3 {
+        decide(&b, &key, &policy).await.unwrap();
+    }
+    let kinds = kinds.lock().unwrap().clone();
+    assert_eq!(kinds.len(), 3);
+    assert!(
+        kinds.iter().all(|k| matches!(
+            k,
+            BackendErrorKind::Refused | BackendErrorKind::Io | BackendErrorKind::Timeout
+        )),
+        "{kinds:?}"
+    );
+}
