@@ -465,9 +465,10 @@ impl Inner {
         f(d)
     }
 
+    #[allow(clippy::ptr_arg)] // the local stores are keyed by Vec<u8>
     fn in_flight_permit(
         &self,
-        key: &[u8],
+        key: &Vec<u8>,
         policy: &Policy,
     ) -> Result<Option<super::InFlight>, BoxError> {
         if policy.in_flight_limit().is_none() {
@@ -477,7 +478,7 @@ impl Inner {
         let Some(local) = local else { return Ok(None) };
         match self
             .in_flight
-            .acquire(&key.to_vec(), &local, 1, Duration::ZERO)
+            .acquire(key, &local, 1, Duration::ZERO)
         {
             Acquire::Ready(Ok(mut grant)) => Ok(grant.take_in_flight()),
             Acquire::Ready(Err(e)) => Err(e),
@@ -486,10 +487,13 @@ impl Inner {
     }
 
     async fn eval(&self, key: &[u8], args: &[u64]) -> redis::RedisResult<Vec<i64>> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation.key(key);
+        // EVALSHA in one command buffer; on NOSCRIPT (a restarted or
+        // flushed server) the script is loaded and sent again: it did not
+        // run, so nothing is charged twice.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(1).arg(key);
         for a in args {
-            invocation.arg(*a);
+            cmd.arg(*a);
         }
         match &self.conn {
             Conn::Client { client, manager } => {
@@ -502,22 +506,41 @@ impl Inner {
                         ConnectionManager::new_lazy_with_config(client.clone(), config)
                     })
                     .await?;
-                invocation.invoke_async(&mut manager.clone()).await
+                self.run(&cmd, key, args, &mut manager.clone()).await
             }
-            Conn::Manager(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Conn::Manager(manager) => self.run(&cmd, key, args, &mut manager.clone()).await,
             Conn::Cluster { client, conn } => {
                 let conn = conn
                     .get_or_try_init(|| client.get_async_connection())
                     .await?;
-                invocation.invoke_async(&mut conn.clone()).await
+                self.run(&cmd, key, args, &mut conn.clone()).await
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        cmd: &redis::Cmd,
+        key: &[u8],
+        args: &[u64],
+        conn: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<Vec<i64>> {
+        match cmd.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut invocation = self.script.key(key);
+                for a in args {
+                    invocation.arg(*a);
+                }
+                invocation.invoke_async(conn).await
+            }
+            r => r,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::ptr_arg)]
     async fn remote(
         &self,
-        key: &[u8],
+        key: &Vec<u8>,
         policy: &Policy,
         cost: u32,
         max_wait_ns: u64,
@@ -577,10 +600,10 @@ impl Inner {
         Some((decision, us(wait)?))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::ptr_arg)]
     fn answer(
         &self,
-        key: &[u8],
+        key: &Vec<u8>,
         policy: &Policy,
         cost: u32,
         consume: bool,
@@ -592,9 +615,7 @@ impl Inner {
             if consume {
                 // Keep the fallback warm: count what this instance admits.
                 let fallback = self.derived(policy, |d| d.fallback.clone());
-                let _ = self
-                    .fallback
-                    .acquire(&key.to_vec(), &fallback, cost, Duration::ZERO);
+                let _ = self.fallback.acquire(key, &fallback, cost, Duration::ZERO);
             }
             Ok(Grant::new(decision, Duration::from_nanos(wait)))
         } else {
@@ -608,10 +629,10 @@ impl Inner {
     }
 
     /// The failure policy's answer, reported.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::ptr_arg)]
     fn on_failure(
         &self,
-        key: &[u8],
+        key: &Vec<u8>,
         policy: &Policy,
         cost: u32,
         max_wait: Duration,
@@ -637,11 +658,10 @@ impl Inner {
             FailurePolicy::Fallback { .. } => {
                 self.stats.fallback.fetch_add(1, Ordering::Relaxed);
                 let fallback = self.derived(policy, |d| d.fallback.clone());
-                let key = key.to_vec();
                 let result = if consume {
-                    self.fallback.acquire(&key, &fallback, cost, max_wait)
+                    self.fallback.acquire(key, &fallback, cost, max_wait)
                 } else {
-                    self.fallback.peek(&key, &fallback, cost)
+                    self.fallback.peek(key, &fallback, cost)
                 };
                 let result = match result {
                     Acquire::Ready(r) => r,

@@ -1,0 +1,175 @@
+//! The Redis backend beside `redis-benchmark` on the same server, in one
+//! run: `cargo bench --bench redis --features redis`.
+//!
+//! Starts its own `redis-server` (and uses `redis-benchmark`, from the same
+//! package). Measures decisions per second with 1 and 64 concurrent
+//! callers (p50 / p99 latency), `redis-benchmark -P 16 -c 64` running
+//! `EVALSHA` of the same script with the same arguments, and the deny
+//! cache's effect when 64 callers hammer one denied key.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
+use tower_sluice::backend::{Acquire, Backend};
+use tower_sluice::per_key::Policy;
+use tower_sluice::{Quota, RateLimited};
+
+#[path = "../tests/support/redis_server.rs"]
+mod server;
+
+const SCRIPT: &str = include_str!("../src/backend/redis/script.lua");
+const KEYS: u64 = 10_000;
+
+fn backend(url: &str, deny_cache: usize) -> Arc<RedisBackend> {
+    Arc::new(
+        RedisBackend::from_url(url)
+            .unwrap()
+            .prefix("bench:")
+            .deadline(Duration::from_secs(5))
+            .failure_policy(FailurePolicy::FailClosed)
+            .deny_cache(deny_cache),
+    )
+}
+
+struct Run {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+/// `callers` tasks deciding `total` times in all, over `KEYS` keys.
+async fn run(b: Arc<RedisBackend>, policy: Policy, callers: u64, total: u64, one_key: bool) -> Run {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let (b, policy) = (b.clone(), policy.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity((total / callers) as usize);
+            let mut errors = 0;
+            let mut x = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for _ in 0..total / callers {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let key = if one_key { 0 } else { x % KEYS };
+                let t = Instant::now();
+                let r = match b.acquire(&key, &policy, 1, Duration::ZERO) {
+                    Acquire::Ready(r) => r,
+                    Acquire::Pending(f) => f.await,
+                };
+                lat.push(t.elapsed());
+                if let Err(e) = r
+                    && !e.is::<RateLimited>()
+                {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    Run {
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: lat[lat.len() / 2],
+        p99: lat[lat.len() * 99 / 100],
+        errors,
+    }
+}
+
+/// `redis-benchmark`'s requests per second for EVALSHA of our script.
+fn redis_benchmark(port: u16, sha: &str, pipeline: u32, clients: u32, n: u32) -> f64 {
+    // The same arguments as a decision of the policy below: cost 1, no
+    // wait, consume, one quota (emission 1 us, burst 10^6: always allowed).
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+        .args(["-c", &clients.to_string(), "-P", &pipeline.to_string()])
+        .args(["-n", &n.to_string(), "-r", &KEYS.to_string()])
+        .args(["EVALSHA", sha, "1", "bench:__rand_int__", "1", "0", "1", "1", "1000000"])
+        .output()
+        .expect("redis-benchmark runs (it comes with redis-server)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "EVALSHA ...: 51234.56 requests per second, p50=..."
+    let rps = text
+        .rsplit(':')
+        .find_map(|part| {
+            part.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+        })
+        .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"));
+    assert!(
+        !text.contains("ERR") && !text.contains("NOSCRIPT"),
+        "redis-benchmark: {text}"
+    );
+    rps
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let server = server::RedisServer::start();
+    let url = server.url();
+    let sha = server
+        .cli(&["SCRIPT", "LOAD", SCRIPT])
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    assert_eq!(sha.len(), 40, "SCRIPT LOAD: {sha}");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Emission 1 us and a huge burst: every decision is allowed and writes,
+    // as in the redis-benchmark run.
+    let open = Policy::new(Quota::new(1_000_000, Duration::from_secs(1)));
+    let b = backend(&url, 10_000);
+
+    rt.block_on(run(b.clone(), open.clone(), 64, 20_000, false)); // warm up
+    let one = rt.block_on(run(b.clone(), open.clone(), 1, 10_000, false));
+    let many = rt.block_on(run(b.clone(), open.clone(), 64, 200_000, false));
+    let bench_p16 = redis_benchmark(server.port(), &sha, 16, 64, 200_000);
+    let bench_p1 = redis_benchmark(server.port(), &sha, 1, 64, 100_000);
+
+    // One abusive key (1 per minute) hammered by 64 callers.
+    let tight = Policy::new(Quota::per_minute(1));
+    let no_cache = rt.block_on(run(backend(&url, 0), tight.clone(), 64, 100_000, true));
+    let cached = rt.block_on(run(backend(&url, 10_000), tight, 64, 1_000_000, true));
+
+    let line = |name: &str, r: &Run| {
+        println!(
+            "  {name:<36} {:>9.0}/s  p50 {:>7.1?}  p99 {:>7.1?}  errors {}",
+            r.per_sec, r.p50, r.p99, r.errors
+        );
+    };
+    println!("\nredis backend (one server, one multiplexed connection):");
+    line("tower-sluice, 1 caller", &one);
+    line("tower-sluice, 64 callers", &many);
+    println!("  {:<36} {bench_p16:>9.0}/s", "redis-benchmark -c 64 -P 16 EVALSHA");
+    println!("  {:<36} {bench_p1:>9.0}/s", "redis-benchmark -c 64 -P 1 EVALSHA");
+    println!(
+        "  ratio, 64 callers / redis-benchmark -P 16: {:.2} (target >= 0.80)",
+        many.per_sec / bench_p16
+    );
+    println!("\none denied key, 64 callers:");
+    line("deny cache off", &no_cache);
+    line("deny cache on", &cached);
+    println!(
+        "  deny cache speed-up: {:.1}x",
+        cached.per_sec / no_cache.per_sec
+    );
+    assert_eq!(one.errors + many.errors + no_cache.errors + cached.errors, 0);
+}
