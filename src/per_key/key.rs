@@ -33,3 +33,33 @@ where
         self(req)
     }
 }
+
+/// The same key for every request: one bucket for all of them, kept in the
+/// layer's backend. With a shared backend (Redis) that is one limit for the
+/// whole fleet; see [`RateLimitLayer::shared`](crate::RateLimitLayer::shared).
+///
+/// ```
+/// use tower_sluice::per_key::ConstKey;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// let layer = PerKeyLayer::new(Quota::per_minute(600), ConstKey::new("upstream-api"));
+/// # let _: &PerKeyLayer<&str, _> = &layer;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConstKey<K>(K);
+
+impl<K> ConstKey<K> {
+    /// Every request gets `key`.
+    pub fn new(key: K) -> Self {
+        ConstKey(key)
+    }
+}
+
+impl<K: Clone, Req> KeyExtractor<Req> for ConstKey<K> {
+    type Key = K;
+
+    #[inline]
+    fn extract(&self, _: &Req) -> Option<K> {
+        Some(self.0.clone())
+    }
+}

@@ -78,7 +78,7 @@ mod service;
 pub(crate) mod store;
 
 pub use handle::PerKeyHandle;
-pub use key::KeyExtractor;
+pub use key::{ConstKey, KeyExtractor};
 pub use layer::{DEFAULT_MAX_KEYS, PerKeyLayer};
 pub use policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use service::PerKey;

@@ -1,9 +1,12 @@
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::RateLimit;
+use crate::PerKeyLayer;
+use crate::per_key::ConstKey;
 use crate::observe::{Observer, Observers};
 use crate::{Limiter, Quota};
 
@@ -63,6 +66,41 @@ impl RateLimitLayer {
             mode: Mode::Wait { max_wait: u64::MAX },
             observers: Observers::default(),
         }
+    }
+
+    /// One bucket shared by every instance of a service: `quota` kept in
+    /// `backend` (such as a
+    /// [`RedisBackend`](crate::backend::redis::RedisBackend)) under `key`.
+    ///
+    /// This is a [`PerKeyLayer`] with a [`ConstKey`]: requests wait for
+    /// their turn up to `max_wait` (in the response future), and fail
+    /// with [`RateLimited`](crate::RateLimited) when the wait would be
+    /// longer; set `Duration::ZERO` to reject at once. The in-process
+    /// [`RateLimitLayer`] is faster when one instance is all there is.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")] {
+    /// use std::time::Duration;
+    /// use tower_sluice::backend::redis::RedisBackend;
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// // Every instance together: at most 600 calls a minute to the upstream.
+    /// let redis = RedisBackend::from_url("redis://127.0.0.1:6379").unwrap();
+    /// let layer = RateLimitLayer::shared(Quota::per_minute(600), redis, "upstream-api")
+    ///     .max_wait(Duration::from_secs(5));
+    /// # let _ = layer; }
+    /// ```
+    pub fn shared<K, B>(
+        quota: Quota,
+        backend: B,
+        key: K,
+    ) -> PerKeyLayer<K, ConstKey<K>, B>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        PerKeyLayer::new(quota, ConstKey::new(key))
+            .backend(backend)
+            .max_wait(Duration::from_secs(60))
     }
 
     /// Never wait: `call` fails at once with

@@ -541,3 +541,28 @@ async fn errors_are_counted_by_kind() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test]
+async fn rate_limit_shared_is_one_bucket_for_every_instance() {
+    let (url, _server) = RedisServer::url_or_start();
+    let key = format!("fleet-{}", std::process::id());
+    let instance = || {
+        let layer = tower_sluice::RateLimitLayer::shared(
+            Quota::per_minute(4),
+            backend(&url),
+            key.clone(),
+        )
+        .max_wait(Duration::ZERO);
+        tower::ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_: ()| async { Ok::<_, BoxError>(()) })
+    };
+    let (a, b) = (instance(), instance());
+    for svc in [&a, &b, &a, &b] {
+        svc.clone().oneshot(()).await.unwrap();
+    }
+    for svc in [&a, &b] {
+        let e = svc.clone().oneshot(()).await.unwrap_err();
+        assert!(e.is::<RateLimited>(), "{e}");
+    }
+}
