@@ -95,7 +95,17 @@ fn redis_benchmark(port: u16, sha: &str, pipeline: u32, clients: u32, n: u32) ->
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
         .args(["-c", &clients.to_string(), "-P", &pipeline.to_string()])
         .args(["-n", &n.to_string(), "-r", &KEYS.to_string()])
-        .args(["EVALSHA", sha, "1", "bench:__rand_int__", "1", "0", "1", "1", "1000000"])
+        .args([
+            "EVALSHA",
+            sha,
+            "1",
+            "bench:__rand_int__",
+            "1",
+            "0",
+            "1",
+            "1",
+            "1000000",
+        ])
         .output()
         .expect("redis-benchmark runs (it comes with redis-server)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -158,8 +168,14 @@ fn main() {
     println!("\nredis backend (one server, one multiplexed connection):");
     line("tower-sluice, 1 caller", &one);
     line("tower-sluice, 64 callers", &many);
-    println!("  {:<36} {bench_p16:>9.0}/s", "redis-benchmark -c 64 -P 16 EVALSHA");
-    println!("  {:<36} {bench_p1:>9.0}/s", "redis-benchmark -c 64 -P 1 EVALSHA");
+    println!(
+        "  {:<36} {bench_p16:>9.0}/s",
+        "redis-benchmark -c 64 -P 16 EVALSHA"
+    );
+    println!(
+        "  {:<36} {bench_p1:>9.0}/s",
+        "redis-benchmark -c 64 -P 1 EVALSHA"
+    );
     println!(
         "  ratio, 64 callers / redis-benchmark -P 16: {:.2} (target >= 0.80)",
         many.per_sec / bench_p16
@@ -171,5 +187,8 @@ fn main() {
         "  deny cache speed-up: {:.1}x",
         cached.per_sec / no_cache.per_sec
     );
-    assert_eq!(one.errors + many.errors + no_cache.errors + cached.errors, 0);
+    assert_eq!(
+        one.errors + many.errors + no_cache.errors + cached.errors,
+        0
+    );
 }

@@ -60,11 +60,20 @@ impl Drop for OwnRedis {
 }
 
 fn start_redis() -> Result<(String, OwnRedis), BoxError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dir = std::env::temp_dir().join(format!("sluice-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
@@ -85,8 +94,7 @@ async fn get_status(addr: SocketAddr, key: &str) -> Result<(u16, String), BoxErr
     use http_body_util::Empty;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Empty<bytes::Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::get(format!("http://{addr}/"))
         .header("x-api-key", key)
         .body(Empty::new())?;
@@ -147,7 +155,10 @@ async fn main() -> Result<(), BoxError> {
     };
     let a = serve(&url).await?;
     let b = serve(&url).await?;
-    println!("two instances, {a} and {b}, share {} per API key through {url}\n", quota());
+    println!(
+        "two instances, {a} and {b}, share {} per API key through {url}\n",
+        quota()
+    );
 
     let key = format!("alice-{}", std::process::id());
     let mut passed = 0;
@@ -157,7 +168,10 @@ async fn main() -> Result<(), BoxError> {
         if status == 200 {
             passed += 1;
         }
-        println!("request {:>2} -> instance {addr}: {status}  RateLimit: {ratelimit}", i + 1);
+        println!(
+            "request {:>2} -> instance {addr}: {status}  RateLimit: {ratelimit}",
+            i + 1
+        );
     }
     println!(
         "\n{passed} of 8 passed: the {} limit held across both instances",

@@ -38,7 +38,7 @@
 //! | limit per client, IP or API key, with tiers | [`PerKeyLayer`] | available |
 //! | answer 429 with `Retry-After` and `RateLimit` headers in axum | [`PerKeyLayer::http`](crate::PerKeyLayer) (feature `http`) | available |
 //! | try a limit on live traffic without enforcing it | `.shadow()` on [`RateLimitLayer`] and [`PerKeyLayer`] | available |
-//! | share limits across instances | Redis backend | coming |
+//! | share limits across instances | `RedisBackend` (feature `redis`) as [`PerKeyLayer::backend`], or [`RateLimitLayer::shared`] | available |
 //! | retry with backoff and jitter | `BackoffRetryLayer` | coming |
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
 //! | queue and pace requests | `QueueLayer` | coming |
@@ -55,7 +55,8 @@
 //! | `http` | the `http` module: key extractors (peer IP, trusted `X-Forwarded-For`, headers), rejections as 429 / 400 / 503 responses with `Retry-After` and `RateLimit` fields, `PerKeyLayer::http()` |
 //! | `axum` | `http`, plus axum's `ConnectInfo` peer addresses and a `HandleErrorLayer` handler |
 //! | `tonic` | `http`, plus gRPC statuses with retry pushback (`PerKeyLayer::grpc()`) |
-//! | `redis`, `metrics` | integrations, landing with their layers |
+//! | `redis` | `backend::redis::RedisBackend`: limits shared across instances through Redis or Redis Cluster |
+//! | `metrics` | exporter, landing with monitoring |
 //! | `full` | every integration |
 //!
 //! # Errors
@@ -142,6 +143,6 @@ pub use rate_limit::{RateLimit, RateLimitLayer};
 /// The error type of every layer: tower's `BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-#[cfg(all(doctest, feature = "axum"))]
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

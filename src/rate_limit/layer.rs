@@ -6,8 +6,8 @@ use tower_layer::Layer;
 
 use super::RateLimit;
 use crate::PerKeyLayer;
-use crate::per_key::ConstKey;
 use crate::observe::{Observer, Observers};
+use crate::per_key::ConstKey;
 use crate::{Limiter, Quota};
 
 /// What a [`RateLimit`] service does when its quota is exhausted.
@@ -90,11 +90,7 @@ impl RateLimitLayer {
     ///     .max_wait(Duration::from_secs(5));
     /// # let _ = layer; }
     /// ```
-    pub fn shared<K, B>(
-        quota: Quota,
-        backend: B,
-        key: K,
-    ) -> PerKeyLayer<K, ConstKey<K>, B>
+    pub fn shared<K, B>(quota: Quota, backend: B, key: K) -> PerKeyLayer<K, ConstKey<K>, B>
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
     {

@@ -52,7 +52,13 @@ async fn per_key_layer_limits_through_redis() {
         let out = svc.ready().await.unwrap().call("alice".into()).await;
         assert_eq!(out.unwrap(), "alice");
     }
-    let err = svc.ready().await.unwrap().call("alice".into()).await.unwrap_err();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call("alice".into())
+        .await
+        .unwrap_err();
     let limited = err.downcast_ref::<RateLimited>().expect("RateLimited");
     assert!(limited.retry_after() > Duration::from_secs(19));
     assert!(limited.retry_after() <= Duration::from_secs(20));
@@ -78,11 +84,18 @@ async fn several_quotas_are_decided_together() {
     assert_eq!(e.quota(), Quota::per_second(2), "the second quota is fine");
     assert_eq!(e.policy(), Some("tight"));
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(decide(&b, &key, &policy).await.is_ok(), "1 s quota refilled one");
+    assert!(
+        decide(&b, &key, &policy).await.is_ok(),
+        "1 s quota refilled one"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let e = decide(&b, &key, &policy).await.unwrap_err();
     let e = e.downcast_ref::<RateLimited>().unwrap();
-    assert_eq!(e.quota(), Quota::per_minute(3), "now the minute quota denies");
+    assert_eq!(
+        e.quota(),
+        Quota::per_minute(3),
+        "now the minute quota denies"
+    );
     // A denial consumed nothing: the per-second quota still has room once
     // the minute quota allows (checked through peek, which consumes nothing).
     match Backend::<String>::peek(&b, &key, &policy, 1) {
@@ -128,7 +141,10 @@ async fn instances_share_one_limit() {
     assert!(admitted <= bound + 1.0, "admitted {admitted} > {bound}");
     // And the limit is used, not just refused: at least the rate over the
     // shortest span the decisions could have covered.
-    assert!(admitted >= f64::from(rate) * 1.0, "admitted only {admitted}");
+    assert!(
+        admitted >= f64::from(rate) * 1.0,
+        "admitted only {admitted}"
+    );
 }
 
 #[test]
@@ -229,7 +245,10 @@ async fn killed_server_fails_closed_then_comes_back() {
     assert_eq!(downs.load(Ordering::Relaxed), 1, "one event going down");
     assert_eq!(failures.load(Ordering::Relaxed), 50);
     let stats = b.stats();
-    assert!(stats.skipped >= 40, "most decisions skipped Redis: {stats:?}");
+    assert!(
+        stats.skipped >= 40,
+        "most decisions skipped Redis: {stats:?}"
+    );
     assert_eq!(stats.failed_closed, 50);
     assert_eq!(stats.went_down, 1);
 
@@ -281,7 +300,10 @@ async fn fallback_is_warm_when_redis_goes_away() {
     assert!(is_limited(&decide(&b, &quiet, &policy).await));
     let stats = b.stats();
     assert_eq!(stats.fallback, 7);
-    assert!(stats.refused + stats.io_errors + stats.timeouts >= 1, "{stats:?}");
+    assert!(
+        stats.refused + stats.io_errors + stats.timeouts >= 1,
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +526,10 @@ async fn cluster_spreads_keys_and_survives_script_flush() {
     decide(&b, &a, &policy).await.unwrap();
     decide(&b, &c, &policy).await.unwrap();
     let stats = b.stats();
-    assert_eq!(stats.script_errors + stats.io_errors + stats.other_errors, 0);
+    assert_eq!(
+        stats.script_errors + stats.io_errors + stats.other_errors,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,12 +572,9 @@ async fn rate_limit_shared_is_one_bucket_for_every_instance() {
     let (url, _server) = RedisServer::url_or_start();
     let key = format!("fleet-{}", std::process::id());
     let instance = || {
-        let layer = tower_sluice::RateLimitLayer::shared(
-            Quota::per_minute(4),
-            backend(&url),
-            key.clone(),
-        )
-        .max_wait(Duration::ZERO);
+        let layer =
+            tower_sluice::RateLimitLayer::shared(Quota::per_minute(4), backend(&url), key.clone())
+                .max_wait(Duration::ZERO);
         tower::ServiceBuilder::new()
             .layer(layer)
             .service_fn(|_: ()| async { Ok::<_, BoxError>(()) })

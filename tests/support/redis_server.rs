@@ -87,7 +87,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Err(format!("redis-server exited at start: {status}"));
             }
@@ -109,7 +113,9 @@ impl RedisServer {
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let mut buf = [0u8; 16];
         s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf).map(|n| &buf[..n] == b"+PONG\r\n").unwrap_or(false)
+            && s.read(&mut buf)
+                .map(|n| &buf[..n] == b"+PONG\r\n")
+                .unwrap_or(false)
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -219,7 +225,10 @@ impl RedisCluster {
         args.extend(addrs.iter().map(String::as_str));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
         let out = cli(nodes[0].port(), &args);
-        assert!(out.contains("All 16384 slots covered"), "cluster create: {out}");
+        assert!(
+            out.contains("All 16384 slots covered"),
+            "cluster create: {out}"
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         for n in &nodes {
             while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {

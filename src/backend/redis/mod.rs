@@ -13,7 +13,7 @@
 //!     .failure_policy(FailurePolicy::Fallback { expected_instances: 4 });
 //! let layer = PerKeyLayer::new(Quota::per_minute(60), |req: &String| Some(req.clone()))
 //!     .backend(redis);
-//! # let _ = layer;
+//! # let _: &PerKeyLayer<String, _, _> = &layer;
 //! # Ok(()) }
 //! ```
 //!
@@ -52,7 +52,7 @@
 //!   went away is still limited.
 //! * [`FailOpen`](FailurePolicy::FailOpen): let requests through.
 //! * [`FailClosed`](FailurePolicy::FailClosed): refuse them with
-//!   [`BackendUnavailable`](crate::error::BackendUnavailable) (HTTP 503 with
+//!   [`BackendUnavailable`] (HTTP 503 with
 //!   `Retry-After`).
 //!
 //! After [`consecutive failures`](RedisBackend::breaker), Redis is skipped
@@ -80,7 +80,7 @@
 //! Cluster, put a `{hash tag}` in the key to choose its slot (the prefix
 //! has no braces, so the tag in the key is the one Redis uses). Keys are
 //! binary-safe; keys longer than [`max_key_len`](RedisBackend::max_key_len)
-//! (4 KiB) are refused with [`KeyTooLong`](crate::error::KeyTooLong).
+//! (4 KiB) are refused with [`KeyTooLong`].
 //!
 //! # Per-key concurrency
 //!
@@ -125,7 +125,7 @@ pub enum FailurePolicy {
     /// first: an outage of Redis lifts every limit.
     FailOpen,
     /// Refuse every request with
-    /// [`BackendUnavailable`](crate::error::BackendUnavailable) (HTTP 503
+    /// [`BackendUnavailable`] (HTTP 503
     /// with `Retry-After`). Protection first: an outage of Redis is an
     /// outage of the service.
     FailClosed,
@@ -347,7 +347,7 @@ impl RedisBackend {
 
     /// The longest Redis key accepted, prefix included (default 4096
     /// bytes); longer keys are refused with
-    /// [`KeyTooLong`](crate::error::KeyTooLong) before reaching Redis.
+    /// [`KeyTooLong`] before reaching Redis.
     #[must_use]
     pub fn max_key_len(self, bytes: usize) -> Self {
         self.edit(|i| i.max_key_len = bytes)
@@ -476,10 +476,7 @@ impl Inner {
         }
         let local = self.derived(policy, |d| d.in_flight.clone());
         let Some(local) = local else { return Ok(None) };
-        match self
-            .in_flight
-            .acquire(key, &local, 1, Duration::ZERO)
-        {
+        match self.in_flight.acquire(key, &local, 1, Duration::ZERO) {
             Acquire::Ready(Ok(mut grant)) => Ok(grant.take_in_flight()),
             Acquire::Ready(Err(e)) => Err(e),
             Acquire::Pending(never) => match never {},
@@ -579,7 +576,16 @@ impl Inner {
 
     /// The decision in a script reply.
     fn decision(&self, reply: &[i64], policy: &Policy) -> Option<(Decision, u64)> {
-        let &[allowed, index, remaining, retry_after, reset_after, wait, _now] = reply else {
+        let &[
+            allowed,
+            index,
+            remaining,
+            retry_after,
+            reset_after,
+            wait,
+            _now,
+        ] = reply
+        else {
             return None;
         };
         let quota = policy
