@@ -588,3 +588,66 @@ async fn rate_limit_shared_is_one_bucket_for_every_instance() {
         assert!(e.is::<RateLimited>(), "{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_load_every_call_answers_in_time() {
+    let mut server = RedisServer::start();
+    let deadline = Duration::from_millis(100);
+    let b = Arc::new(
+        RedisBackend::from_url(&server.url())
+            .unwrap()
+            .deadline(deadline)
+            .deny_cache(0),
+    );
+    let policy = Policy::new(Quota::per_second(1_000_000));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (b, policy, stop) = (b.clone(), policy.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut calls, mut slowest) = (0u32, Duration::ZERO);
+            let key = format!("load-{t}");
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                // Fallback (the default) admits: every call must succeed.
+                decide(&*b, &key, &policy).await.unwrap();
+                slowest = slowest.max(start.elapsed());
+                calls += 1;
+                // Skipped decisions are answered without an await point.
+                tokio::task::yield_now().await;
+            }
+            (calls, slowest)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = b.stats();
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let (calls, slowest) = t.await.unwrap();
+        assert!(calls > 10, "{calls} calls");
+        // The deadline plus scheduling slack on a busy 2-core machine.
+        assert!(slowest < deadline * 4, "a call took {slowest:?}");
+    }
+    let after = b.stats();
+    assert!(before.decisions > 100, "load ran on Redis first: {before:?}");
+    assert!(after.fallback > 0, "then on the fallback: {after:?}");
+    assert_eq!(after.went_down, 1);
+}
+
+#[tokio::test]
+async fn from_an_existing_connection_manager() {
+    let (url, _server) = RedisServer::url_or_start();
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap())
+        .await
+        .unwrap();
+    let b = RedisBackend::from_manager(manager)
+        .prefix(format!("mgr{}:", std::process::id()))
+        .failure_policy(FailurePolicy::FailClosed);
+    let policy = Policy::new(Quota::per_minute(1));
+    let key = 7u64;
+    decide(&b, &key, &policy).await.unwrap();
+    assert!(is_limited(&decide(&b, &key, &policy).await));
+    assert_eq!(b.redis_key(&key), format!("mgr{}:7", std::process::id()).into_bytes());
+}
