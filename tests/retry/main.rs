@@ -260,17 +260,20 @@ async fn rate_limited_retry_after_is_the_minimum_wait() {
 // ---------------------------------------------------------------------------
 // HTTP
 
+/// A status and headers.
+type Step = (u16, Vec<(&'static str, &'static str)>);
+
 /// Answers each request with the next of `script` (status and headers),
 /// then 200; records the bodies it received.
 #[derive(Clone)]
 struct Upstream {
     log: Log,
-    script: Arc<Mutex<Vec<(u16, Vec<(&'static str, &'static str)>)>>>,
+    script: Arc<Mutex<Vec<Step>>>,
     bodies: Arc<Mutex<Vec<Bytes>>>,
 }
 
 impl Upstream {
-    fn new(script: Vec<(u16, Vec<(&'static str, &'static str)>)>) -> Self {
+    fn new(script: Vec<Step>) -> Self {
         Upstream {
             log: Log::default(),
             script: Arc::new(Mutex::new(script.into_iter().rev().collect())),
