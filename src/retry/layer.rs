@@ -157,7 +157,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
         self
     }
 
-    /// Decides what is retried with `classifier` (a [`ClassifyRetry`], a
+    /// Decides what is retried with `classifier` (a [`ClassifyRetry`](super::ClassifyRetry), a
     /// closure returning an [`Outcome`](super::Outcome), or
     /// [`FromClassify`](super::FromClassify) around a shared `Classify`).
     pub fn retry_if<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P> {
@@ -175,7 +175,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
     }
 
     /// Keeps requests for another attempt with `policy` (a
-    /// [`CloneRequest`], or a closure `Fn(&Req) -> Option<Req>`).
+    /// [`CloneRequest`](super::CloneRequest), or a closure `Fn(&Req) -> Option<Req>`).
     pub fn clone_request<P2>(self, policy: P2) -> BackoffRetryLayer<C, P2> {
         BackoffRetryLayer {
             backoff: self.backoff,

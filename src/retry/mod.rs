@@ -8,7 +8,7 @@
 //! * the result is a transient failure, as its [`ClassifyRetry`] says: by
 //!   default ([`DefaultRetry`]) errors that are [`RateLimited`],
 //!   [`CircuitOpen`], [`QueueFull`], [`QueueTimeout`], timeouts and I/O
-//!   connection errors; with [`http`](crate::BackoffRetryLayer::http)
+//!   connection errors; with `BackoffRetryLayer::http()`
 //!   (feature `http`), also 429, 502, 503 and 504 responses;
 //! * attempts are left ([`max_attempts`](crate::BackoffRetryLayer::max_attempts),
 //!   3 in all by default) and the next wait ends before
@@ -23,7 +23,7 @@
 //! upstream asked for more: [`RateLimited::retry_after`],
 //! [`CircuitOpen::retry_after`], or (feature `http`) the response's
 //! `Retry-After`, `RateLimit` `t=`, `X-RateLimit-Reset` or
-//! `grpc-retry-pushback-ms` ([`response_hints`]). An upstream's wait is cut
+//! `grpc-retry-pushback-ms` (`response_hints`). An upstream's wait is cut
 //! to [`max_retry_after`](crate::BackoffRetryLayer::max_retry_after) (60 s
 //! by default); `max_delay` caps only the computed backoff, since retrying
 //! sooner than the upstream asked earns nothing but another refusal.
