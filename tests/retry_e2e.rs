@@ -82,3 +82,72 @@ async fn retries_a_503_with_retry_after_until_it_succeeds() -> Result<(), BoxErr
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     Ok(())
 }
+
+/// A streamed request body that is not `Clone`.
+struct Chunks(Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(if self.0.is_empty() {
+            None
+        } else {
+            Some(Ok(http_body::Frame::data(self.0.remove(0))))
+        })
+    }
+}
+
+/// 503 (`Retry-After: 0`) for the first upload, then the body's length.
+async fn upload(
+    State(hits): State<Arc<AtomicU32>>,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "0")],
+            String::new(),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            [("x-ok", "1")],
+            format!(
+                "{} {}",
+                body.len(),
+                body.iter().map(|&b| u64::from(b)).sum::<u64>()
+            ),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_a_streamed_body_through_hyper() -> Result<(), BoxError> {
+    let hits = Arc::new(AtomicU32::new(0));
+    let app = Router::new()
+        .route("/", axum::routing::put(upload))
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let retry = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10))).http_replay();
+    let client = Client::builder(TokioExecutor::new())
+        .build_http::<tower_sluice::retry::ReplayBody<Chunks>>();
+    let mut svc = ServiceBuilder::new().layer(retry).service(client);
+
+    let chunks: Vec<Bytes> = (0..8u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+    let sum: u64 = (0..8u64).map(|i| i * 1000).sum();
+    let req = Request::put(&url).body(Chunks(chunks))?;
+    let res = svc.ready().await?.call(req).await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await?.to_bytes();
+    assert_eq!(std::str::from_utf8(&body)?, format!("8000 {sum}"));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    Ok(())
+}
