@@ -39,7 +39,7 @@
 //! | answer 429 with `Retry-After` and `RateLimit` headers in axum | [`PerKeyLayer::http`](crate::PerKeyLayer) (feature `http`) | available |
 //! | try a limit on live traffic without enforcing it | `.shadow()` on [`RateLimitLayer`] and [`PerKeyLayer`] | available |
 //! | share limits across instances | `RedisBackend` (feature `redis`) as [`PerKeyLayer::backend`], or [`RateLimitLayer::shared`] | available |
-//! | retry with backoff and jitter | `BackoffRetryLayer` | coming |
+//! | retry with backoff and jitter, a retry budget, `Retry-After` honoured | [`BackoffRetryLayer`] ([`retry`]) | available |
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
 //! | queue and pace requests | `QueueLayer` | coming |
 //!
@@ -131,6 +131,7 @@ pub mod observe;
 pub mod per_key;
 pub mod quota;
 pub mod rate_limit;
+pub mod retry;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use error::{CircuitOpen, ExceedsBurst, QueueFull, QueueTimeout, RateLimited};
@@ -139,6 +140,7 @@ pub use limiter::Limiter;
 pub use per_key::{PerKey, PerKeyLayer};
 pub use quota::{Quota, QuotaError};
 pub use rate_limit::{RateLimit, RateLimitLayer};
+pub use retry::{Backoff, BackoffRetry, BackoffRetryLayer, Jitter, RetriesExhausted, RetryBudget};
 
 /// The error type of every layer: tower's `BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -32,6 +32,7 @@ use std::time::Duration;
 use crate::circuit_breaker::{CircuitState, Outcome};
 use crate::error::{CircuitOpen, RateLimited};
 use crate::gcra::Decision;
+use crate::retry::{GiveUpReason, RetryReason};
 
 /// Something a layer did. New variants and fields are added as layers grow
 /// (the enum and its variants are `#[non_exhaustive]`).
@@ -136,6 +137,40 @@ pub enum Event<'a> {
         /// while it ran (it started in an earlier state) or it was ignored.
         counted: bool,
     },
+    /// A retry layer will make another attempt after `delay`.
+    #[non_exhaustive]
+    RetryScheduled {
+        /// The reporting layer (`"retry"`).
+        layer: &'static str,
+        /// The number of the attempt to come (2 for the first retry).
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// What the upstream asked for (`Retry-After` and the like), before
+        /// the cap of `max_retry_after`.
+        upstream: Option<Duration>,
+        /// What failed.
+        reason: RetryReason<'a>,
+    },
+    /// A retry layer gave up and returned the last result.
+    #[non_exhaustive]
+    RetryGaveUp {
+        /// The reporting layer.
+        layer: &'static str,
+        /// Attempts made, the first included.
+        attempts: u32,
+        /// Why it stopped.
+        reason: GiveUpReason,
+    },
+    /// A retry layer could not retry because its budget was exhausted
+    /// (followed by [`Event::RetryGaveUp`]).
+    #[non_exhaustive]
+    RetryBudgetExhausted {
+        /// The reporting layer.
+        layer: &'static str,
+        /// Attempts made, the first included.
+        attempts: u32,
+    },
     /// A limiter backend (Redis) could not decide, and its failure policy
     /// decided instead. Reported for every such decision; state changes of
     /// the backend's health are [`BackendStateChanged`](Self::BackendStateChanged).
@@ -220,6 +255,9 @@ impl Event<'_> {
             Event::BackendFailure { backend, .. } | Event::BackendStateChanged { backend, .. } => {
                 backend
             }
+            Event::RetryScheduled { layer, .. }
+            | Event::RetryGaveUp { layer, .. }
+            | Event::RetryBudgetExhausted { layer, .. } => layer,
         }
     }
 
@@ -236,7 +274,10 @@ impl Event<'_> {
             | Event::BreakerStateChanged { .. }
             | Event::BreakerRejected { .. }
             | Event::BreakerCall { .. }
-            | Event::BackendStateChanged { .. } => None,
+            | Event::BackendStateChanged { .. }
+            | Event::RetryScheduled { .. }
+            | Event::RetryGaveUp { .. }
+            | Event::RetryBudgetExhausted { .. } => None,
         }
     }
 }

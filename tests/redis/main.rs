@@ -631,7 +631,10 @@ async fn server_killed_mid_load_every_call_answers_in_time() {
         assert!(slowest < deadline * 4, "a call took {slowest:?}");
     }
     let after = b.stats();
-    assert!(before.decisions > 100, "load ran on Redis first: {before:?}");
+    assert!(
+        before.decisions > 100,
+        "load ran on Redis first: {before:?}"
+    );
     assert!(after.fallback > 0, "then on the fallback: {after:?}");
     assert_eq!(after.went_down, 1);
 }
@@ -649,5 +652,8 @@ async fn from_an_existing_connection_manager() {
     let key = 7u64;
     decide(&b, &key, &policy).await.unwrap();
     assert!(is_limited(&decide(&b, &key, &policy).await));
-    assert_eq!(b.redis_key(&key), format!("mgr{}:7", std::process::id()).into_bytes());
+    assert_eq!(
+        b.redis_key(&key),
+        format!("mgr{}:7", std::process::id()).into_bytes()
+    );
 }

@@ -1,0 +1,198 @@
+//! The no-retry path of `BackoffRetryLayer` (the first attempt succeeds)
+//! against tower's `retry::Retry` with a policy that never retries, and a
+//! bare service, in the same run; then the allocations per request.
+//!
+//! ```text
+//! cargo bench --bench retry            # criterion groups, then the summary
+//! cargo bench --bench retry -- zzz     # the summary only
+//! ```
+//!
+//! One request is `poll_ready` + `call` + one poll of the response future
+//! on a `service_fn` that answers at once. Both retry layers clone the
+//! request (a `u64`) to keep it for a retry, and clone the inner service
+//! into the future.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use support::{drive, timed};
+use tower::retry::{Policy, Retry};
+use tower::{Layer, Service, service_fn};
+use tower_sluice::BackoffRetryLayer;
+
+/// Counts allocations, to check the no-retry path makes none.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn bare()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
++ Clone
++ Send
++ 'static {
+    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
+}
+
+/// tower's retry with a policy that never retries (but clones the
+/// request, as any retry policy must).
+#[derive(Clone, Copy)]
+struct NeverRetry;
+
+impl<E> Policy<u64, u64, E> for NeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+fn bench_no_retry(c: &mut Criterion) {
+    let rt = support::timer_runtime();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut g = c.benchmark_group("no_retry");
+    g.throughput(Throughput::Elements(1));
+
+    let mut svc = bare();
+    g.bench_function("bare", |b| {
+        b.iter(|| drive(&mut svc, &mut cx, black_box(7)))
+    });
+    let mut svc = Retry::new(NeverRetry, bare());
+    g.bench_function("tower_retry", |b| {
+        b.iter(|| drive(&mut svc, &mut cx, black_box(7)))
+    });
+    let mut svc = BackoffRetryLayer::default().layer(bare());
+    g.bench_function("sluice/default", |b| {
+        b.iter(|| drive(&mut svc, &mut cx, black_box(7)))
+    });
+    let mut svc = BackoffRetryLayer::default().no_budget().layer(bare());
+    g.bench_function("sluice/no_budget", |b| {
+        b.iter(|| drive(&mut svc, &mut cx, black_box(7)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_no_retry
+}
+
+// ---------------------------------------------------------------------------
+// ratio summary, timed in this process
+
+const RUNS: usize = 5;
+const ITERS: u64 = 2_000_000;
+
+fn best_ns(run: impl FnMut(u64) -> Duration) -> f64 {
+    support::best_ns(RUNS, ITERS, run)
+}
+
+/// Allocations per request over `n` requests through `svc`.
+fn allocs_per_request<S>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> f64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    drive(svc, cx, 1);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for i in 0..n {
+        black_box(drive(svc, cx, i));
+    }
+    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64
+}
+
+fn print_ratios() {
+    let rt = support::timer_runtime();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut svc = bare();
+    let bare_ns = best_ns(|n| {
+        timed(n, || {
+            black_box(drive(&mut svc, &mut cx, black_box(7)));
+        })
+    });
+    let mut tower_svc = Retry::new(NeverRetry, bare());
+    let tower_ns = best_ns(|n| {
+        timed(n, || {
+            black_box(drive(&mut tower_svc, &mut cx, black_box(7)));
+        })
+    });
+    let mut sluice = Vec::new();
+    for (name, layer) in [
+        ("default (with budget)", BackoffRetryLayer::default()),
+        ("no budget", BackoffRetryLayer::default().no_budget()),
+    ] {
+        let mut svc = layer.layer(bare());
+        let ns = best_ns(|n| {
+            timed(n, || {
+                black_box(drive(&mut svc, &mut cx, black_box(7)));
+            })
+        });
+        let allocs = allocs_per_request(&mut svc, &mut cx, 100_000);
+        sluice.push((name, ns, allocs));
+    }
+    let tower_allocs = allocs_per_request(&mut tower_svc, &mut cx, 100_000);
+
+    println!();
+    println!(
+        "summary: best of {RUNS} runs of {ITERS} requests, first attempt succeeds, ns per request"
+    );
+    println!("  bare service_fn                 {bare_ns:>7.2} ns");
+    println!(
+        "  tower Retry, never-retry policy {tower_ns:>7.2} ns  (+{:.2} ns)  allocations/request {tower_allocs:.3}",
+        tower_ns - bare_ns
+    );
+    for (name, ns, allocs) in sluice {
+        println!(
+            "  sluice, {name:<23} {ns:>7.2} ns  (+{:.2} ns)  ratio vs tower Retry {:>5.3}  allocations/request {allocs:.3}",
+            ns - bare_ns,
+            ns / tower_ns
+        );
+    }
+    println!("  (ratio = sluice / tower Retry; below 1 means sluice is faster)");
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list") {
+        print_ratios();
+    }
+}

@@ -1,0 +1,348 @@
+//! HTTP: request policies ([`HttpClone`], [`HttpReplay`]) and the waits
+//! responses ask for ([`response_hints`]).
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, Request};
+
+use super::body::ReplayBody;
+use super::request::CloneRequest;
+
+/// What a response says about retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hint {
+    /// Nothing.
+    None,
+    /// Wait at least this long.
+    After(Duration),
+    /// Do not retry (a negative or unparsable `grpc-retry-pushback-ms`).
+    Stop,
+}
+
+/// The wait a response's headers ask for.
+///
+/// * `grpc-retry-pushback-ms`: milliseconds; negative or unparsable means
+///   [`Hint::Stop`]. Wins over the others.
+/// * `Retry-After`: delay-seconds, or an HTTP-date taken relative to the
+///   response's `Date` (or to this machine's clock without one), which
+///   limits clock skew. A negative value or a date in the past is 0; a
+///   malformed value is ignored.
+/// * `RateLimit` (draft-ietf-httpapi-ratelimit-headers): the largest `t`
+///   of the items with `r=0` (or without `r`).
+/// * `X-RateLimit-Reset`: seconds, or a Unix time when it is larger than
+///   10⁹ (taken relative to `Date`, as above).
+///
+/// The first of the last three that is present and valid is used.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::HeaderMap;
+/// use tower_sluice::retry::{response_hints, Hint};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("retry-after", "3".parse().unwrap());
+/// assert_eq!(response_hints(&headers), Hint::After(Duration::from_secs(3)));
+/// headers.insert("retry-after", "Wed, 21 Oct 2015 07:28:10 GMT".parse().unwrap());
+/// headers.insert("date", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+/// assert_eq!(response_hints(&headers), Hint::After(Duration::from_secs(10)));
+/// ```
+pub fn response_hints(headers: &HeaderMap) -> Hint {
+    if let Some(v) = headers.get("grpc-retry-pushback-ms") {
+        return match v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+            Some(ms) if ms >= 0 => Hint::After(Duration::from_millis(ms as u64)),
+            _ => Hint::Stop,
+        };
+    }
+    let now = || {
+        headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok())
+            .unwrap_or_else(SystemTime::now)
+    };
+    if let Some(d) = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| retry_after(s.trim(), now))
+    {
+        return Hint::After(d);
+    }
+    if let Some(d) = headers
+        .get(crate::http::headers::RATELIMIT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ratelimit_t)
+    {
+        return Hint::After(d);
+    }
+    if let Some(d) = headers
+        .get(crate::http::headers::X_RATELIMIT_RESET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+    {
+        let d = if d > 1_000_000_000 {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(d as u64);
+            at.duration_since(now()).unwrap_or(Duration::ZERO)
+        } else {
+            Duration::from_secs(d.max(0) as u64)
+        };
+        return Hint::After(d);
+    }
+    Hint::None
+}
+
+fn retry_after(s: &str, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Some(Duration::from_secs(secs.max(0) as u64));
+    }
+    let at = httpdate::parse_http_date(s).ok()?;
+    Some(at.duration_since(now()).unwrap_or(Duration::ZERO))
+}
+
+/// The largest `t` among `RateLimit` items that have no requests left.
+fn ratelimit_t(s: &str) -> Option<Duration> {
+    let mut best: Option<u64> = None;
+    for item in s.split(',') {
+        let (mut r, mut t) = (None, None);
+        for param in item.split(';').skip(1) {
+            match param.trim().split_once('=') {
+                Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
+                Some(("t", v)) => t = v.trim().parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        if let (None | Some(0), Some(t)) = (r, t) {
+            best = Some(best.map_or(t, |b| b.max(t)));
+        }
+    }
+    best.map(Duration::from_secs)
+}
+
+/// Which HTTP requests may be sent more than once.
+///
+/// By default only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,
+/// TRACE). [`all_methods`](Self::all_methods) opts every method in;
+/// [`idempotency_key`](Self::idempotency_key) opts in requests that carry
+/// an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Idempotency {
+    all_methods: bool,
+    idempotency_key: bool,
+}
+
+impl Idempotency {
+    /// Only idempotent methods.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Retries every method, POST and PATCH included (only if the upstream
+    /// makes them safe to repeat).
+    pub fn all_methods(mut self, on: bool) -> Self {
+        self.all_methods = on;
+        self
+    }
+
+    /// Retries a non-idempotent request when it carries an
+    /// `Idempotency-Key` header.
+    pub fn idempotency_key(mut self, on: bool) -> Self {
+        self.idempotency_key = on;
+        self
+    }
+
+    /// Whether `req` may be sent again under these rules.
+    pub fn allows<B>(&self, req: &Request<B>) -> bool {
+        self.allows_parts(req.method(), req.headers())
+    }
+
+    fn allows_parts(&self, method: &Method, headers: &HeaderMap) -> bool {
+        self.all_methods
+            || matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::TRACE
+            )
+            || (self.idempotency_key && headers.contains_key("idempotency-key"))
+    }
+}
+
+/// The request policy of [`BackoffRetryLayer::http`](super::BackoffRetryLayer::http):
+/// a request whose body is `Clone` is copied (one clone per attempt) when
+/// its method may be retried ([`Idempotency`]); others are sent once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct HttpClone {
+    rules: Idempotency,
+}
+
+impl HttpClone {
+    /// Idempotent methods only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With these method rules.
+    pub fn rules(mut self, rules: Idempotency) -> Self {
+        self.rules = rules;
+        self
+    }
+}
+
+impl<B: Clone> CloneRequest<Request<B>> for HttpClone {
+    type Request = Request<B>;
+    type Saved = Request<B>;
+
+    fn first(&self, req: Request<B>) -> (Request<B>, Option<Request<B>>) {
+        let saved = self.rules.allows(&req).then(|| req.clone());
+        (req, saved)
+    }
+
+    fn again(&self, saved: &Request<B>) -> Option<Request<B>> {
+        Some(saved.clone())
+    }
+}
+
+/// The request policy of
+/// [`BackoffRetryLayer::http_replay`](super::BackoffRetryLayer::http_replay):
+/// for bodies that are not `Clone` (a streamed body, axum's `Body`), the
+/// inner service receives a [`ReplayBody`] that keeps the bytes it streams
+/// to the first attempt, up to [`max_bytes`](Self::max_bytes) (64 KiB by
+/// default); a retry replays them. A body larger than that is streamed
+/// once and the request is not retried. Requests the [`Idempotency`]
+/// rules refuse are streamed without buffering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct HttpReplay {
+    rules: Idempotency,
+    max_bytes: usize,
+}
+
+impl Default for HttpReplay {
+    fn default() -> Self {
+        HttpReplay {
+            rules: Idempotency::default(),
+            max_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl HttpReplay {
+    /// Idempotent methods only, bodies up to 64 KiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With these method rules.
+    pub fn rules(mut self, rules: Idempotency) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The most body bytes kept for a replay.
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+}
+
+impl<B> CloneRequest<Request<B>> for HttpReplay
+where
+    B: http_body::Body,
+{
+    type Request = Request<ReplayBody<B>>;
+    type Saved = (http::request::Parts, ReplayBody<B>);
+
+    fn first(&self, req: Request<B>) -> (Self::Request, Option<Self::Saved>) {
+        let (parts, body) = req.into_parts();
+        if !self.rules.allows_parts(&parts.method, &parts.headers) {
+            return (Request::from_parts(parts, ReplayBody::once(body)), None);
+        }
+        let body = ReplayBody::new(body, self.max_bytes);
+        let saved = (parts.clone(), body.replay_handle());
+        (Request::from_parts(parts, body), Some(saved))
+    }
+
+    fn again(&self, (parts, body): &Self::Saved) -> Option<Self::Request> {
+        body.replay()
+            .map(|body| Request::from_parts(parts.clone(), body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(pairs: &[(&'static str, &'static str)]) -> Hint {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        response_hints(&h)
+    }
+
+    #[test]
+    fn parses_the_fields() {
+        let s = |n| Hint::After(Duration::from_secs(n));
+        assert_eq!(hint(&[("retry-after", "7")]), s(7));
+        assert_eq!(hint(&[("retry-after", "-3")]), s(0));
+        assert_eq!(hint(&[("retry-after", "soon")]), Hint::None);
+        assert_eq!(
+            hint(&[
+                ("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT"),
+                ("date", "Wed, 21 Oct 2015 07:28:00 GMT")
+            ]),
+            s(0)
+        );
+        assert_eq!(
+            hint(&[("ratelimit", r#""per-minute";r=0;t=12, "per-day";r=5;t=800"#)]),
+            s(12)
+        );
+        assert_eq!(
+            hint(&[("ratelimit", r#""per-minute";r=3;t=12"#)]),
+            Hint::None
+        );
+        assert_eq!(hint(&[("x-ratelimit-reset", "4")]), s(4));
+        assert_eq!(
+            hint(&[
+                ("x-ratelimit-reset", "1445412500"),
+                ("date", "Wed, 21 Oct 2015 07:28:00 GMT")
+            ]),
+            s(20)
+        );
+        assert_eq!(
+            hint(&[("grpc-retry-pushback-ms", "250"), ("retry-after", "9")]),
+            Hint::After(Duration::from_millis(250))
+        );
+        assert_eq!(hint(&[("grpc-retry-pushback-ms", "-1")]), Hint::Stop);
+        assert_eq!(hint(&[("grpc-retry-pushback-ms", "x")]), Hint::Stop);
+        // A malformed Retry-After falls through to the next field.
+        assert_eq!(
+            hint(&[("retry-after", "1.5"), ("x-ratelimit-reset", "2")]),
+            s(2)
+        );
+    }
+
+    #[test]
+    fn method_rules() {
+        let req = |m: Method, key: bool| {
+            let mut b = Request::builder().method(m);
+            if key {
+                b = b.header("idempotency-key", "abc");
+            }
+            b.body(()).unwrap()
+        };
+        let d = Idempotency::new();
+        assert!(d.allows(&req(Method::GET, false)));
+        assert!(d.allows(&req(Method::PUT, false)));
+        assert!(!d.allows(&req(Method::POST, false)));
+        assert!(!d.allows(&req(Method::POST, true)));
+        assert!(d.idempotency_key(true).allows(&req(Method::POST, true)));
+        assert!(!d.idempotency_key(true).allows(&req(Method::PATCH, false)));
+        assert!(d.all_methods(true).allows(&req(Method::PATCH, false)));
+    }
+}

@@ -1,0 +1,226 @@
+//! Retry failed requests with exponential backoff and jitter, within a
+//! retry budget, honouring what the upstream says about waiting.
+//!
+//! [`BackoffRetryLayer::new`](crate::BackoffRetryLayer::new) takes a
+//! [`Backoff`] (by default `Backoff::exponential(100 ms)`, factor 2, capped
+//! at 10 s, [full jitter](Jitter::Full)) and retries a request while:
+//!
+//! * the result is a transient failure, as its [`ClassifyRetry`] says: by
+//!   default ([`DefaultRetry`]) errors that are [`RateLimited`],
+//!   [`CircuitOpen`], [`QueueFull`], [`QueueTimeout`], timeouts and I/O
+//!   connection errors; with `BackoffRetryLayer::http()`
+//!   (feature `http`), also 429, 502, 503 and 504 responses;
+//! * attempts are left ([`max_attempts`](crate::BackoffRetryLayer::max_attempts),
+//!   3 in all by default) and the next wait ends before
+//!   [`max_elapsed`](crate::BackoffRetryLayer::max_elapsed) (if set): a
+//!   wait that would run past it gives up *at once*, without sleeping;
+//! * the request can be copied ([`CloneRequest`]; requests need not be
+//!   `Clone`: one that cannot be copied is sent once);
+//! * the shared [`RetryBudget`] allows it (20% of recent requests plus 10
+//!   retries a second, by default), so retries cannot multiply an outage.
+//!
+//! The wait before retry `n` is the backoff's delay, or longer when the
+//! upstream asked for more: [`RateLimited::retry_after`],
+//! [`CircuitOpen::retry_after`], or (feature `http`) the response's
+//! `Retry-After`, `RateLimit` `t=`, `X-RateLimit-Reset` or
+//! `grpc-retry-pushback-ms` (`response_hints`). An upstream's wait is cut
+//! to [`max_retry_after`](crate::BackoffRetryLayer::max_retry_after) (60 s
+//! by default); `max_delay` caps only the computed backoff, since retrying
+//! sooner than the upstream asked earns nothing but another refusal.
+//!
+//! # Giving up
+//!
+//! A successful or non-retryable result is returned as it is. When the
+//! layer gives up on a retryable result:
+//!
+//! * a *response* (such as a last 503) is returned as the response;
+//! * an *error* after retries is wrapped in [`RetriesExhausted`], whose
+//!   [`attempts`](RetriesExhausted::attempts) says how many were made and
+//!   whose `source()` is the last error; an error after a single attempt
+//!   passes through unchanged.
+//!
+//! Each decision is reported to the layer's
+//! [observer](crate::BackoffRetryLayer::observer):
+//! [`Event::RetryScheduled`](crate::observe::Event::RetryScheduled),
+//! [`Event::RetryGaveUp`](crate::observe::Event::RetryGaveUp) and
+//! [`Event::RetryBudgetExhausted`](crate::observe::Event::RetryBudgetExhausted).
+//!
+//! # Backpressure
+//!
+//! `poll_ready` is the inner service's. Each retry is made on a clone of
+//! the inner service taken at `call` (as tower's `Retry` does), and waits
+//! for that clone's `poll_ready` before calling it: an unready service is
+//! never called. Dropping the response future cancels the wait and the
+//! attempt in flight.
+//!
+//! # Cost
+//!
+//! A request that succeeds at once costs one request clone (kept for a
+//! retry), one clone of the inner service, a budget deposit (one clock read
+//! and one atomic update) and nothing allocated by the layer.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+//! use tower_sluice::BackoffRetryLayer;
+//! use tower_sluice::retry::{Backoff, Jitter};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = calls.clone();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(
+//!         BackoffRetryLayer::new(
+//!             Backoff::exponential(Duration::from_millis(100)).jitter(Jitter::None),
+//!         )
+//!         .max_attempts(4),
+//!     )
+//!     .service(service_fn(move |req: &'static str| {
+//!         let n = seen.fetch_add(1, Ordering::SeqCst);
+//!         async move {
+//!             // Two transient failures, then an answer.
+//!             if n < 2 {
+//!                 let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+//!                 Err::<String, BoxError>(refused.into())
+//!             } else {
+//!                 Ok(format!("{req}: ok"))
+//!             }
+//!         }
+//!     }));
+//!
+//! let start = tokio::time::Instant::now();
+//! let res = svc.ready().await?.call("GET /").await?;
+//! assert_eq!(res, "GET /: ok");
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! assert_eq!(start.elapsed(), Duration::from_millis(100 + 200));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`RateLimited`]: crate::RateLimited
+//! [`RateLimited::retry_after`]: crate::RateLimited::retry_after
+//! [`CircuitOpen`]: crate::CircuitOpen
+//! [`CircuitOpen::retry_after`]: crate::CircuitOpen::retry_after
+//! [`QueueFull`]: crate::QueueFull
+//! [`QueueTimeout`]: crate::QueueTimeout
+
+mod backoff;
+#[cfg(feature = "http")]
+mod body;
+mod budget;
+mod classify;
+pub mod error;
+pub mod future;
+#[cfg(feature = "http")]
+mod http;
+mod layer;
+mod request;
+mod service;
+
+use std::fmt;
+
+pub use crate::circuit_breaker::{Classify, Outcome};
+pub use backoff::{Backoff, Delays, Jitter};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use body::ReplayBody;
+pub use budget::RetryBudget;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use classify::HttpRetry;
+pub use classify::{ClassifyRetry, DefaultRetry, FromClassify, Verdict, error_hints, is_transient};
+pub use error::RetriesExhausted;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http::{Hint, HttpClone, HttpReplay, Idempotency, response_hints};
+pub use layer::BackoffRetryLayer;
+pub use request::{CloneRequest, CloneRequests};
+pub use service::BackoffRetry;
+
+/// Why a retry was scheduled, in
+/// [`Event::RetryScheduled`](crate::observe::Event::RetryScheduled).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum RetryReason<'a> {
+    /// The attempt failed with this error.
+    Error(&'a (dyn std::error::Error + Send + Sync + 'static)),
+    /// The attempt got a retryable response with this HTTP status.
+    Status(u16),
+    /// The attempt got a response the classifier retries.
+    Response,
+}
+
+/// Why the layer gave up, in
+/// [`Event::RetryGaveUp`](crate::observe::Event::RetryGaveUp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// `max_attempts` were made.
+    MaxAttempts,
+    /// The next wait would have ended after `max_elapsed`.
+    MaxElapsed,
+    /// The upstream asked not to be retried (negative or unparsable
+    /// `grpc-retry-pushback-ms`).
+    Pushback,
+    /// The request could not be copied again (for example a body over the
+    /// replay cap).
+    NotReplayable,
+    /// The retry budget was exhausted.
+    Budget,
+}
+
+/// An invalid setting of a [`Backoff`] or [`RetryBudget`]; names the
+/// field.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::BackoffRetryLayer;
+/// use tower_sluice::retry::Backoff;
+///
+/// let err = BackoffRetryLayer::try_new(Backoff::exponential(Duration::ZERO)).unwrap_err();
+/// assert_eq!(err.field(), "base");
+/// assert_eq!(err.to_string(), "invalid retry base: must be above zero");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    field: &'static str,
+    reason: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: &'static str) -> Self {
+        ConfigError { field, reason }
+    }
+
+    /// The name of the invalid setting (the method's name).
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid retry {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds() {
+        fn ok<T: Clone + Send + Sync + 'static>() {}
+        ok::<BackoffRetryLayer>();
+        ok::<BackoffRetry<tower::util::BoxCloneSyncService<u8, u8, crate::BoxError>>>();
+        ok::<RetryBudget>();
+    }
+}
