@@ -41,7 +41,7 @@
 //! | share limits across instances | Redis backend | coming |
 //! | retry with backoff and jitter | `BackoffRetryLayer` | coming |
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
-//! | queue and pace requests | `QueueLayer` | coming |
+//! | queue and pace requests; share a non-`Clone` service | [`QueueLayer`] | available |
 //!
 //! # Feature flags
 //!
@@ -128,14 +128,16 @@ pub mod http;
 mod limiter;
 pub mod observe;
 pub mod per_key;
+pub mod queue;
 pub mod quota;
 pub mod rate_limit;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
-pub use error::{CircuitOpen, ExceedsBurst, QueueFull, QueueTimeout, RateLimited};
+pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;
 pub use limiter::Limiter;
 pub use per_key::{PerKey, PerKeyLayer};
+pub use queue::{Queue, QueueHandle, QueueLayer};
 pub use quota::{Quota, QuotaError};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 
