@@ -127,31 +127,21 @@ where
             return Turn::Failed(closed.clone().into());
         }
 
+        // A request may still be sent at its deadline, not after; one that
+        // cannot go then times out.
         let now = self.deadline.map(|_| Instant::now());
-        if let (Some(deadline), Some(now)) = (self.deadline, now) {
-            if now >= deadline {
-                st.counters.timed_out += 1;
-                let waker = core.remove(&mut st, key);
-                drop(st);
-                self.ticket.queued = false;
-                wake(waker);
-                let error = QueueTimeout::new(core.config.max_wait.unwrap_or_default(), false);
-                tracing::debug!(target: "tower_sluice::queue", max_wait = ?error.max_wait(), "timed out in the queue");
-                core.observers.emit(&Event::QueueTimedOut {
-                    layer: LAYER,
-                    error: &error,
-                });
-                return Turn::Failed(error.into());
-            }
-        }
+        let (expired, late) = match (self.deadline, now) {
+            (Some(d), Some(now)) => (now >= d, now > d),
+            _ => (false, false),
+        };
 
-        if core.next(&st) != Some(key) {
-            core.set_waker(&mut st, key, cx.waker());
-            return Turn::Wait(self.deadline);
-        }
-
-        match core.try_send(&mut st, &self.inner, cx, &mut self.req) {
-            Attempt::Sent(future) => {
+        let attempt = if !late && core.next(&st) == Some(key) {
+            Some(core.try_send(&mut st, &self.inner, cx, &mut self.req))
+        } else {
+            None
+        };
+        match attempt {
+            Some(Attempt::Sent(future)) => {
                 let waker = core.remove_sent(&mut st, key);
                 drop(st);
                 self.ticket.queued = false;
@@ -164,23 +154,42 @@ where
                 }
                 Turn::Sent(future)
             }
-            Attempt::Busy | Attempt::NotReady => {
-                core.set_waker(&mut st, key, cx.waker());
-                Turn::Wait(self.deadline)
+            Some(Attempt::Failed(closed)) => {
+                st.counters.failed += 1;
+                let waker = core.remove(&mut st, key);
+                drop(st);
+                self.ticket.queued = false;
+                wake(waker);
+                core.fail(&closed);
+                Turn::Failed(closed.into())
             }
-            Attempt::PaceIn(nanos) => {
+            _ if expired => {
+                st.counters.timed_out += 1;
+                let waker = core.remove(&mut st, key);
+                drop(st);
+                self.ticket.queued = false;
+                wake(waker);
+                let error = QueueTimeout::new(core.config.max_wait.unwrap_or_default(), false);
+                tracing::debug!(
+                    target: "tower_sluice::queue",
+                    max_wait = ?error.max_wait(),
+                    "timed out in the queue"
+                );
+                core.observers.emit(&Event::QueueTimedOut {
+                    layer: LAYER,
+                    error: &error,
+                });
+                Turn::Failed(error.into())
+            }
+            Some(Attempt::PaceIn(nanos)) => {
                 core.set_waker(&mut st, key, cx.waker());
                 drop(st);
                 let at = now.unwrap_or_else(Instant::now) + std::time::Duration::from_nanos(nanos);
                 Turn::Wait(Some(self.deadline.map_or(at, |d| d.min(at))))
             }
-            Attempt::Failed(closed) => {
-                st.counters.failed += 1;
-                let _ = core.remove(&mut st, key);
-                drop(st);
-                self.ticket.queued = false;
-                core.fail(&closed);
-                Turn::Failed(closed.into())
+            Some(Attempt::Busy | Attempt::NotReady) | None => {
+                core.set_waker(&mut st, key, cx.waker());
+                Turn::Wait(self.deadline)
             }
         }
     }

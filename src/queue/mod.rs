@@ -192,6 +192,7 @@ mod tests {
         ok::<QueueLayer>();
         ok::<QueueHandle>();
         // Not Clone, not Sync: the queue is both.
+        #[allow(dead_code)]
         struct NotClone(std::cell::Cell<u8>);
         ok::<Queue<NotClone>>();
         ok::<QueueLayer<fn(&u8) -> u8, fn(&u8) -> u8>>();
