@@ -280,7 +280,7 @@ impl fmt::Display for CircuitOpen {
 
 impl std::error::Error for CircuitOpen {}
 
-/// A request arrived at a full queue (`QueueLayer`)
+/// A request arrived at a full queue ([`QueueLayer`](crate::QueueLayer))
 /// and was refused at once. Maps to HTTP 503, gRPC `UNAVAILABLE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -289,7 +289,6 @@ pub struct QueueFull {
 }
 
 impl QueueFull {
-    #[allow(dead_code)]
     pub(crate) fn new(capacity: usize) -> Self {
         QueueFull { capacity }
     }
@@ -323,7 +322,6 @@ pub struct QueueTimeout {
 }
 
 impl QueueTimeout {
-    #[allow(dead_code)]
     pub(crate) fn new(max_wait: Duration, predicted: bool) -> Self {
         QueueTimeout {
             max_wait,
@@ -444,6 +442,47 @@ impl fmt::Display for KeyTooLong {
 }
 
 impl std::error::Error for KeyTooLong {}
+
+/// The service behind a [`QueueLayer`](crate::QueueLayer) failed in
+/// `poll_ready`, so it can take no more requests: the request was not sent.
+///
+/// Every request waiting for that service, and every later one, fails with
+/// this error; its [`source`](std::error::Error::source) (and
+/// [`cause`](Self::cause)) is the service's own error. Build a new service
+/// to recover. Maps to HTTP 503, gRPC `UNAVAILABLE`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueueClosed {
+    cause: Arc<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl QueueClosed {
+    pub(crate) fn new(cause: crate::BoxError) -> Self {
+        QueueClosed {
+            cause: Arc::from(cause),
+        }
+    }
+
+    /// The error the inner service returned from `poll_ready`.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.cause
+    }
+}
+
+impl fmt::Display for QueueClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the queued service failed in poll_ready and takes no more requests; \
+             see the source error, and build a new service to recover",
+        )
+    }
+}
+
+impl std::error::Error for QueueClosed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
 
 /// `60 per 1m (burst 10)`.
 pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);

@@ -41,7 +41,7 @@
 //! | share limits across instances | `RedisBackend` (feature `redis`) as [`PerKeyLayer::backend`], or [`RateLimitLayer::shared`] | available |
 //! | retry with backoff and jitter, a retry budget, `Retry-After` honoured | [`BackoffRetryLayer`] ([`retry`]) | available |
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
-//! | queue and pace requests | `QueueLayer` | coming |
+//! | queue and pace requests; share a non-`Clone` service | [`QueueLayer`] | available |
 //!
 //! # Feature flags
 //!
@@ -129,15 +129,17 @@ pub mod http;
 mod limiter;
 pub mod observe;
 pub mod per_key;
+pub mod queue;
 pub mod quota;
 pub mod rate_limit;
 pub mod retry;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
-pub use error::{CircuitOpen, ExceedsBurst, QueueFull, QueueTimeout, RateLimited};
+pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;
 pub use limiter::Limiter;
 pub use per_key::{PerKey, PerKeyLayer};
+pub use queue::{Queue, QueueHandle, QueueLayer};
 pub use quota::{Quota, QuotaError};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Backoff, BackoffRetry, BackoffRetryLayer, Jitter, RetriesExhausted, RetryBudget};

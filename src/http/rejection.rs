@@ -10,7 +10,7 @@ use http::StatusCode;
 use crate::RateLimited;
 use crate::backend::QuotaStates;
 use crate::error::{
-    BackendUnavailable, CircuitOpen, KeyTooLong, MissingKey, QueueFull, QueueTimeout,
+    BackendUnavailable, CircuitOpen, KeyTooLong, MissingKey, QueueClosed, QueueFull, QueueTimeout,
     TooManyInFlight, TooManyKeys,
 };
 use crate::per_key::Policy;
@@ -184,7 +184,7 @@ fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration
         Some((RejectionKind::Unavailable, Some(e.retry_after())))
     } else if e.is::<KeyTooLong>() {
         Some((RejectionKind::MissingKey, None))
-    } else if e.is::<QueueFull>() || e.is::<QueueTimeout>() {
+    } else if e.is::<QueueFull>() || e.is::<QueueTimeout>() || e.is::<QueueClosed>() {
         Some((RejectionKind::Unavailable, None))
     } else {
         None

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::circuit_breaker::{CircuitState, Outcome};
-use crate::error::{CircuitOpen, RateLimited};
+use crate::error::{CircuitOpen, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 use crate::gcra::Decision;
 use crate::retry::{GiveUpReason, RetryReason};
 
@@ -171,6 +171,51 @@ pub enum Event<'a> {
         /// Attempts made, the first included.
         attempts: u32,
     },
+    /// A request joined a queue because it could not be sent at once.
+    #[non_exhaustive]
+    Queued {
+        /// The reporting layer (`"queue"`).
+        layer: &'static str,
+        /// Requests waiting, this one included.
+        depth: usize,
+    },
+    /// A queued request left the queue and was sent to the inner service.
+    #[non_exhaustive]
+    Dequeued {
+        /// The reporting layer.
+        layer: &'static str,
+        /// How long it waited in the queue.
+        waited: Duration,
+    },
+    /// A request was refused because the queue (or its key's share of the
+    /// queue) was full.
+    #[non_exhaustive]
+    QueueFull {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The error returned to the caller.
+        error: &'a QueueFull,
+    },
+    /// A request waited in a queue for its `max_wait`, or was refused up
+    /// front because its predicted wait was longer
+    /// ([`QueueTimeout::predicted`]).
+    #[non_exhaustive]
+    QueueTimedOut {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The error returned to the caller.
+        error: &'a QueueTimeout,
+    },
+    /// The service behind a queue failed in `poll_ready`: the queue is
+    /// closed for it, and its waiting requests fail with this error.
+    #[non_exhaustive]
+    QueueClosed {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The error returned to the callers; its source is the service's
+        /// error.
+        error: &'a QueueClosed,
+    },
     /// A limiter backend (Redis) could not decide, and its failure policy
     /// decided instead. Reported for every such decision; state changes of
     /// the backend's health are [`BackendStateChanged`](Self::BackendStateChanged).
@@ -257,7 +302,12 @@ impl Event<'_> {
             }
             Event::RetryScheduled { layer, .. }
             | Event::RetryGaveUp { layer, .. }
-            | Event::RetryBudgetExhausted { layer, .. } => layer,
+            | Event::RetryBudgetExhausted { layer, .. }
+            | Event::Queued { layer, .. }
+            | Event::Dequeued { layer, .. }
+            | Event::QueueFull { layer, .. }
+            | Event::QueueTimedOut { layer, .. }
+            | Event::QueueClosed { layer, .. } => layer,
         }
     }
 
@@ -277,7 +327,12 @@ impl Event<'_> {
             | Event::BackendStateChanged { .. }
             | Event::RetryScheduled { .. }
             | Event::RetryGaveUp { .. }
-            | Event::RetryBudgetExhausted { .. } => None,
+            | Event::RetryBudgetExhausted { .. }
+            | Event::Queued { .. }
+            | Event::Dequeued { .. }
+            | Event::QueueFull { .. }
+            | Event::QueueTimedOut { .. }
+            | Event::QueueClosed { .. } => None,
         }
     }
 }

@@ -1,0 +1,191 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::core::{Config, Core};
+use super::{NoKey, NoPriority, Queue, QueueHandle};
+use crate::Quota;
+use crate::observe::{Observer, Observers};
+
+/// Puts a bounded queue in front of a service, shared by every service the
+/// layer makes and all their clones.
+///
+/// See the [module docs](crate::queue). Setters return a layer with a new,
+/// empty queue: configure it fully before calling [`handle`](Self::handle)
+/// and before wrapping services.
+///
+/// # Sharing
+///
+/// The layer owns one queue (with its concurrency cap and pacer): every
+/// service it wraps, every clone and every handle see the same one. Two
+/// layers made by two calls to [`new`](Self::new) are independent.
+pub struct QueueLayer<P = NoPriority, K = NoKey> {
+    config: Config,
+    observers: Observers,
+    core: Arc<Core>,
+    priority: P,
+    key: K,
+}
+
+impl QueueLayer {
+    /// A queue in which at most `capacity` requests wait; served in arrival
+    /// order; a request arriving when it is full fails at once with
+    /// [`QueueFull`](crate::QueueFull).
+    ///
+    /// With `capacity` 0 nothing waits: a request is sent at once or
+    /// refused (load shedding). Requests sent at once do not count against
+    /// the capacity; requests in flight are bounded by
+    /// [`concurrency`](Self::concurrency).
+    pub fn new(capacity: usize) -> Self {
+        let config = Config::new(capacity);
+        QueueLayer {
+            core: Arc::new(Core::new(config.clone(), Observers::default())),
+            config,
+            observers: Observers::default(),
+            priority: NoPriority,
+            key: NoKey,
+        }
+    }
+}
+
+impl<P, K> QueueLayer<P, K> {
+    fn rebuild(mut self) -> Self {
+        self.core = Arc::new(Core::new(self.config.clone(), self.observers.clone()));
+        self
+    }
+
+    /// A request that has waited `max_wait` in the queue fails with
+    /// [`QueueTimeout`](crate::QueueTimeout). With [`pace`](Self::pace), a
+    /// request whose predicted wait is already longer fails at once
+    /// (`predicted() == true`): the prediction counts the pacer's schedule
+    /// for the requests ahead of it, so it never overstates the wait.
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.config.max_wait = Some(max_wait);
+        self.rebuild()
+    }
+
+    /// At most `n` requests in flight to the inner service (sent, and their
+    /// response futures neither completed nor dropped). The next waiting
+    /// request goes as soon as one completes. Unlimited by default (the
+    /// inner service's `poll_ready` still applies).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0 (nothing could ever be sent): "QueueLayer::concurrency
+    /// must be at least 1".
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        assert!(n > 0, "QueueLayer::concurrency must be at least 1");
+        self.config.concurrency = Some(n);
+        self.rebuild()
+    }
+
+    /// Sends requests evenly at `quota`'s rate: up to its burst at once,
+    /// then one per emission interval (`period / limit`). A request
+    /// cancelled while waiting takes no slot: slots are taken when requests
+    /// are sent, not when they join.
+    #[must_use]
+    pub fn pace(mut self, quota: Quota) -> Self {
+        self.config.pace = Some(quota);
+        self.rebuild()
+    }
+
+    /// Serves requests by class: `priority(&req)` gives a class (`u8`),
+    /// higher classes go first, and requests of one class go in arrival
+    /// order. To keep the lowest classes from starving, every
+    /// [`oldest_every`](Self::oldest_every)-th request sent from the queue
+    /// (default 8) is the oldest waiting request, whatever its class.
+    #[must_use]
+    pub fn priority<P2>(self, priority: P2) -> QueueLayer<P2, K> {
+        QueueLayer {
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+            priority,
+            key: self.key,
+        }
+        .rebuild()
+    }
+
+    /// Every `n`-th request sent from the queue is the oldest waiting one,
+    /// whatever its class, so a request waits at most about `n` times the
+    /// requests older than it (default 8). `1` serves in arrival order
+    /// regardless of class; `0` turns the guard off (strict priority: a
+    /// steady flow of high-class requests can starve lower classes).
+    #[must_use]
+    pub fn oldest_every(mut self, n: u32) -> Self {
+        self.config.oldest_every = n;
+        self.rebuild()
+    }
+
+    /// At most `max` requests of one key wait at once (the key is
+    /// `key(&req)`, any `Hash` value, told apart by a 64-bit hash); one
+    /// more fails with [`QueueFull`](crate::QueueFull) whose `capacity` is
+    /// `max`. Keeps one client from filling the queue.
+    #[must_use]
+    pub fn max_per_key<K2>(mut self, max: usize, key: K2) -> QueueLayer<P, K2> {
+        self.config.max_per_key = Some(max);
+        QueueLayer {
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+            priority: self.priority,
+            key,
+        }
+        .rebuild()
+    }
+
+    /// Reports queued, dequeued, refused and timed-out requests and a
+    /// failed inner service to `observer`.
+    #[must_use]
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers = Observers::new(observer);
+        self.rebuild()
+    }
+
+    /// A handle on the shared queue: depth, in flight, counters.
+    pub fn handle(&self) -> QueueHandle {
+        QueueHandle {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S, P: Clone, K: Clone> Layer<S> for QueueLayer<P, K> {
+    type Service = Queue<S, P, K>;
+
+    fn layer(&self, inner: S) -> Queue<S, P, K> {
+        Queue::new(
+            inner,
+            self.core.clone(),
+            self.priority.clone(),
+            self.key.clone(),
+        )
+    }
+}
+
+impl<P: Clone, K: Clone> Clone for QueueLayer<P, K> {
+    fn clone(&self) -> Self {
+        QueueLayer {
+            config: self.config.clone(),
+            observers: self.observers.clone(),
+            core: self.core.clone(),
+            priority: self.priority.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<P, K> fmt::Debug for QueueLayer<P, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueLayer")
+            .field("config", &self.config)
+            .field("observer", &self.observers)
+            .field("priority", &std::any::type_name::<P>())
+            .field("key", &std::any::type_name::<K>())
+            .finish()
+    }
+}

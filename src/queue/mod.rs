@@ -1,0 +1,200 @@
+//! A bounded queue in front of a service: arrival order, max wait,
+//! concurrency cap, pacing and priorities, shared by every clone.
+//!
+//! [`QueueLayer::new(capacity)`](QueueLayer::new) makes a [`Queue`]:
+//!
+//! * at most `capacity` requests wait; one more fails at once with
+//!   [`QueueFull`](crate::QueueFull);
+//! * waiting requests are sent in arrival order;
+//! * [`.max_wait(d)`](QueueLayer::max_wait): a request that has waited `d`
+//!   fails with [`QueueTimeout`](crate::QueueTimeout); with pacing, one
+//!   whose predicted wait is already longer fails at once;
+//! * [`.concurrency(n)`](QueueLayer::concurrency): at most `n` requests in
+//!   flight to the inner service; a slot is freed when a response future
+//!   completes or is dropped;
+//! * [`.pace(quota)`](QueueLayer::pace): requests are sent evenly at the
+//!   quota's rate, with its burst (the queue that keeps a client under
+//!   60 requests per minute);
+//! * [`.priority(|req| class)`](QueueLayer::priority): higher classes
+//!   first, arrival order within a class, and every
+//!   [`oldest_every`](QueueLayer::oldest_every)-th request sent is the
+//!   oldest waiting one so no class starves;
+//! * [`.max_per_key(n, |req| key)`](QueueLayer::max_per_key): at most `n`
+//!   waiting requests per key;
+//! * [`QueueHandle`] (from [`QueueLayer::handle`]): depth, requests in
+//!   flight, counters; events through an
+//!   [`Observer`](crate::observe::Observer).
+//!
+//! A caller that drops its response future leaves the queue at once and
+//! frees its place; with pacing, it takes no dispatch slot (a slot is
+//! taken when a request is sent, not when it joins).
+//!
+//! # Sharing
+//!
+//! The service is `Clone` even when the inner service is not (it must be
+//! `Send` for the queue to be `Send + Sync`), so it can replace
+//! `tower::buffer::Buffer`: clones share the inner service and the queue.
+//! All services made by one layer share its queue, concurrency cap and
+//! pacer (each with its own inner service).
+//!
+//! # How it works, and what it costs
+//!
+//! There is no worker task and no channel. When nobody waits and there is
+//! room, `call` sends the request itself, under a lock: one uncontended
+//! lock and the inner service's `poll_ready` and `call`, so a request
+//! costs a few tens of nanoseconds where `Buffer` sends it to a worker task
+//! (see the README's performance section). Otherwise the request waits in
+//! its response future; when its turn comes, that future sends it (so the
+//! inner service's `poll_ready` is polled by one waiter at a time, the one
+//! whose turn it is) and wakes the next one.
+//!
+//! So a queued request is sent only while its response future is polled:
+//! await it (or spawn it) rather than leaving it unpolled while awaiting a
+//! later one, or the requests behind it wait too.
+//!
+//! # Backpressure
+//!
+//! `poll_ready` is always ready (unless the inner service failed): a full
+//! queue refuses in `call`, and a queued request waits in its response
+//! future. That suits axum and tonic routers, which never wait for
+//! `poll_ready`. The inner service's `poll_ready` is respected: the next
+//! request waits until it is ready.
+//!
+//! # Errors
+//!
+//! [`QueueFull`](crate::QueueFull), [`QueueTimeout`](crate::QueueTimeout)
+//! (HTTP 503 through the `http` module), and
+//! [`QueueClosed`](crate::error::QueueClosed) when the inner service
+//! fails in `poll_ready`: the request that met the failure and every
+//! request waiting for that service get it, with the service's error as
+//! its `source`; the failure is logged (`tracing`, error level) and
+//! reported as [`Event::QueueClosed`](crate::observe::Event::QueueClosed).
+//! Errors of the inner service's calls pass through unchanged.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+//! use tower_sluice::{Quota, QueueLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // A client of an API allowing 60 requests per minute, 5 at once:
+//! // up to 100 requests wait their turn, none for more than two minutes.
+//! let queue = QueueLayer::new(100)
+//!     .pace(Quota::per_minute(60).with_burst(5))
+//!     .max_wait(Duration::from_secs(120));
+//! let handle = queue.handle();
+//! let client = ServiceBuilder::new()
+//!     .layer(queue)
+//!     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n * 2) }));
+//!
+//! let start = tokio::time::Instant::now();
+//! let mut tasks = Vec::new();
+//! for n in 0..8 {
+//!     let mut client = client.clone();
+//!     tasks.push(tokio::spawn(async move { client.ready().await?.call(n).await }));
+//! }
+//! for task in tasks {
+//!     task.await??;
+//! }
+//! // 5 at once, then one per second.
+//! # #[cfg(feature = "test-util")]
+//! assert_eq!(start.elapsed(), Duration::from_secs(3));
+//! assert_eq!(handle.stats().dispatched, 8);
+//! # Ok(())
+//! # }
+//! ```
+
+mod core;
+pub mod future;
+mod handle;
+mod layer;
+mod service;
+
+use std::hash::{BuildHasher, Hash};
+
+pub use handle::{QueueHandle, QueueStats};
+pub use layer::QueueLayer;
+pub use service::Queue;
+
+/// The default of [`QueueLayer::oldest_every`].
+pub(crate) const DEFAULT_OLDEST_EVERY: u32 = 8;
+
+/// Gives a request its priority class: higher classes are served first.
+///
+/// Implemented for closures `Fn(&Req) -> u8` and for [`NoPriority`].
+pub trait Priority<Req> {
+    /// The request's class.
+    fn priority(&self, req: &Req) -> u8;
+}
+
+/// Every request in one class (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPriority;
+
+impl<Req> Priority<Req> for NoPriority {
+    #[inline]
+    fn priority(&self, _: &Req) -> u8 {
+        0
+    }
+}
+
+impl<Req, F> Priority<Req> for F
+where
+    F: Fn(&Req) -> u8,
+{
+    #[inline]
+    fn priority(&self, req: &Req) -> u8 {
+        self(req)
+    }
+}
+
+/// Finds a request's key for [`QueueLayer::max_per_key`].
+///
+/// Implemented for closures `Fn(&Req) -> T` where `T: Hash`, and for
+/// [`NoKey`].
+pub trait QueueKey<Req> {
+    /// The hash of the request's key, `None` for no key (no per-key
+    /// bound).
+    fn key_hash(&self, req: &Req, hasher: &impl BuildHasher) -> Option<u64>;
+}
+
+/// No per-key bound (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoKey;
+
+impl<Req> QueueKey<Req> for NoKey {
+    #[inline]
+    fn key_hash(&self, _: &Req, _: &impl BuildHasher) -> Option<u64> {
+        None
+    }
+}
+
+impl<Req, F, T> QueueKey<Req> for F
+where
+    F: Fn(&Req) -> T,
+    T: Hash,
+{
+    fn key_hash(&self, req: &Req, hasher: &impl BuildHasher) -> Option<u64> {
+        Some(hasher.hash_one(self(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds() {
+        fn ok<T: Clone + Send + Sync + 'static>() {}
+        ok::<QueueLayer>();
+        ok::<QueueHandle>();
+        // Not Clone, not Sync: the queue is both.
+        #[allow(dead_code)]
+        struct NotClone(std::cell::Cell<u8>);
+        ok::<Queue<NotClone>>();
+        ok::<QueueLayer<fn(&u8) -> u8, fn(&u8) -> u8>>();
+    }
+}

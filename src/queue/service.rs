@@ -1,0 +1,180 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::core::{Attempt, Core, InFlight, InnerCell, LAYER};
+use super::future::{ResponseFuture, Waiter};
+use super::{NoKey, NoPriority, Priority, QueueHandle, QueueKey};
+use crate::BoxError;
+use crate::error::{QueueFull, QueueTimeout};
+use crate::observe::Event;
+
+/// Queues requests to the inner service: bounded, in order, with optional
+/// max wait, concurrency cap, pacing and priorities.
+///
+/// Made by [`QueueLayer`](crate::QueueLayer); see the
+/// [module docs](crate::queue).
+///
+/// # Sharing
+///
+/// `Queue` is `Clone` whatever the inner service (which need only be
+/// `Send` to make the queue `Send + Sync`): clones share the inner service,
+/// behind a lock, and the queue. All services made by one layer share the
+/// queue; each keeps its own inner service.
+pub struct Queue<S, P = NoPriority, K = NoKey> {
+    inner: Arc<InnerCell<S>>,
+    core: Arc<Core>,
+    priority: P,
+    key: K,
+}
+
+impl<S, P, K> Queue<S, P, K> {
+    pub(crate) fn new(inner: S, core: Arc<Core>, priority: P, key: K) -> Self {
+        Queue {
+            inner: Arc::new(InnerCell::new(inner)),
+            core,
+            priority,
+            key,
+        }
+    }
+
+    /// A handle on the shared queue: depth, requests in flight, counters.
+    pub fn handle(&self) -> QueueHandle {
+        QueueHandle {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S, P, K, Req> Service<Req> for Queue<S, P, K>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    P: Priority<Req>,
+    K: QueueKey<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    /// Always ready, unless the inner service has failed (then the error is
+    /// [`QueueClosed`](crate::error::QueueClosed)): a full queue refuses in
+    /// `call`, and a queued request waits in its response future.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.inner.failed.get() {
+            Some(closed) => Poll::Ready(Err(closed.clone().into())),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let core = &self.core;
+        if let Some(closed) = self.inner.failed.get() {
+            core.lock().counters.failed += 1;
+            return ResponseFuture::closed(closed.clone());
+        }
+        let class = self.priority.priority(&req);
+        let key_hash = self.key.key_hash(&req, core.hasher());
+        let mut req = Some(req);
+        let mut st = core.lock();
+
+        // Nobody waits: send it now if there is room.
+        if st.len() == 0 {
+            let mut cx = Context::from_waker(Waker::noop());
+            match core.try_send(&mut st, &self.inner, &mut cx, &mut req) {
+                Attempt::Sent(future) => {
+                    drop(st);
+                    return ResponseFuture::called(future, InFlight::new(core.clone()));
+                }
+                Attempt::Failed(closed) => {
+                    st.counters.failed += 1;
+                    drop(st);
+                    core.fail(&closed);
+                    return ResponseFuture::closed(closed);
+                }
+                Attempt::Busy | Attempt::PaceIn(_) | Attempt::NotReady => {}
+            }
+        }
+
+        let config = &core.config;
+        let full = if st.len() >= config.capacity {
+            Some(config.capacity)
+        } else {
+            match (config.max_per_key, key_hash) {
+                (Some(max), Some(h)) if core.queued_for(&st, h) >= max => Some(max),
+                _ => None,
+            }
+        };
+        if let Some(capacity) = full {
+            st.counters.rejected_full += 1;
+            drop(st);
+            let error = QueueFull::new(capacity);
+            tracing::debug!(target: "tower_sluice::queue", capacity, "queue full; request refused");
+            core.observers.emit(&Event::QueueFull {
+                layer: LAYER,
+                error: &error,
+            });
+            return ResponseFuture::failed(error.into());
+        }
+        if let Some(max_wait) = config.max_wait {
+            let predicted = core.predicted_wait(&st, class);
+            if u128::from(predicted) > max_wait.as_nanos() {
+                st.counters.timed_out += 1;
+                drop(st);
+                let error = QueueTimeout::new(max_wait, true);
+                tracing::debug!(
+                    target: "tower_sluice::queue",
+                    ?max_wait,
+                    predicted = ?std::time::Duration::from_nanos(predicted),
+                    "predicted wait too long; request refused"
+                );
+                core.observers.emit(&Event::QueueTimedOut {
+                    layer: LAYER,
+                    error: &error,
+                });
+                return ResponseFuture::failed(error.into());
+            }
+        }
+        let key = core.push(&mut st, class, key_hash);
+        let depth = st.len();
+        let enqueued = Instant::now();
+        drop(st);
+        core.observers.emit(&Event::Queued {
+            layer: LAYER,
+            depth,
+        });
+        let req = req.take().expect("request not sent");
+        ResponseFuture::waiting(Waiter::new(
+            core.clone(),
+            key,
+            self.inner.clone(),
+            req,
+            enqueued,
+        ))
+    }
+}
+
+impl<S, P: Clone, K: Clone> Clone for Queue<S, P, K> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+            core: self.core.clone(),
+            priority: self.priority.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S, P, K> fmt::Debug for Queue<S, P, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("inner", &std::any::type_name::<S>())
+            .field("core", &self.core)
+            .field("priority", &std::any::type_name::<P>())
+            .field("key", &std::any::type_name::<K>())
+            .finish()
+    }
+}
