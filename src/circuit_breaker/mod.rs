@@ -35,7 +35,7 @@
 //! * A cancelled call (its future dropped) counts as nothing, and gives its
 //!   half-open slot back.
 //! * What counts as a failure is a [`Classify`]: by default `Err` is a
-//!   failure and `Ok` a success; with the `http` feature, [`HttpStatus`]
+//!   failure and `Ok` a success; with the `http` feature, `HttpStatus`
 //!   counts 5xx as failures but ignores 429 and 503 (the upstream shedding
 //!   load on purpose).
 //!

@@ -69,8 +69,7 @@ impl RateLimitLayer {
     }
 
     /// One bucket shared by every instance of a service: `quota` kept in
-    /// `backend` (such as a
-    /// [`RedisBackend`](crate::backend::redis::RedisBackend)) under `key`.
+    /// `backend` (such as a `RedisBackend`, feature `redis`) under `key`.
     ///
     /// This is a [`PerKeyLayer`] with a [`ConstKey`]: requests wait for
     /// their turn up to `max_wait` (in the response future), and fail

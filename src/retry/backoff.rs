@@ -126,6 +126,11 @@ impl Backoff {
         self
     }
 
+    /// The longest single wait.
+    pub(crate) fn max_delay_value(&self) -> Duration {
+        self.max_delay
+    }
+
     /// The jitter (default [`Jitter::Full`]; [`Jitter::None`] for
     /// [`constant`](Self::constant)).
     pub fn jitter(mut self, jitter: Jitter) -> Self {

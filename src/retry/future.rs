@@ -203,9 +203,10 @@ where
         shared.backoff.state_for(k)
     });
     let backoff = shared.backoff.next_delay(retry.attempts - 1, state);
-    let asked = verdict
-        .wait()
-        .map_or(Duration::ZERO, |w| w.min(shared.max_retry_after));
+    let asked = verdict.wait().map_or(Duration::ZERO, |w| {
+        w.min(shared.max_retry_after)
+            .min(shared.backoff.max_delay_value())
+    });
     let wait = backoff.max(asked);
     if let (Some(max), Some(start)) = (shared.max_elapsed, retry.start) {
         let elapsed = Duration::from_nanos(shared.clock.now().saturating_sub(start));

@@ -128,7 +128,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
 
     /// The longest wait an upstream may impose (`Retry-After`,
     /// `RateLimited::retry_after`, ...); longer requests are cut to it
-    /// (default 60 s).
+    /// (default 60 s), and to the backoff's `max_delay`.
     #[must_use]
     pub fn max_retry_after(mut self, d: Duration) -> Self {
         self.max_retry_after = d;

@@ -25,8 +25,11 @@
 //! `Retry-After`, `RateLimit` `t=`, `X-RateLimit-Reset` or
 //! `grpc-retry-pushback-ms` (`response_hints`). An upstream's wait is cut
 //! to [`max_retry_after`](crate::BackoffRetryLayer::max_retry_after) (60 s
-//! by default); `max_delay` caps only the computed backoff, since retrying
-//! sooner than the upstream asked earns nothing but another refusal.
+//! by default) and to the backoff's
+//! [`max_delay`](Backoff::max_delay) (10 s by default): no single wait is
+//! longer than `max_delay`, whoever asks. Raise `max_delay` to honour longer
+//! `Retry-After`s (retrying sooner than the upstream asked usually earns
+//! another refusal).
 //!
 //! # Giving up
 //!

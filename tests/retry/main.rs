@@ -255,6 +255,19 @@ async fn rate_limited_retry_after_is_the_minimum_wait() {
     assert_eq!(start.elapsed(), 200 * MS);
     let gave_up = err.downcast_ref::<RetriesExhausted>().unwrap();
     assert!(gave_up.last_error().downcast_ref::<RateLimited>().is_some());
+
+    // And so does the backoff's max_delay: no single wait is longer.
+    let mut svc = BackoffRetryLayer::new(no_jitter(10 * MS).max_delay(300 * MS))
+        .max_attempts(2)
+        .layer(
+            RateLimitLayer::new(Quota::per_minute(1))
+                .reject()
+                .layer(flaky(Log::default(), 0)),
+        );
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    let start = Instant::now();
+    svc.ready().await.unwrap().call(2).await.unwrap_err();
+    assert_eq!(start.elapsed(), 300 * MS);
 }
 
 // ---------------------------------------------------------------------------
@@ -324,9 +337,10 @@ async fn http_retry_after_longer_than_the_backoff_is_used() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_past_max_elapsed_gives_up_at_once() {
+    // 30 s asked, cut to max_delay (10 s): still past the 5 s budget.
     let up = Upstream::new(vec![(503, vec![("retry-after", "30")])]);
     let mut svc = BackoffRetryLayer::new(no_jitter(100 * MS))
-        .max_elapsed(Duration::from_secs(10))
+        .max_elapsed(Duration::from_secs(5))
         .http()
         .layer(up.service());
     let start = Instant::now();
