@@ -111,7 +111,10 @@ async fn main() -> Result<(), BoxError> {
         upstream.max_in_window(Duration::from_secs(1))
     );
     if completed != REQUESTS || limited > 3 {
-        return Err(format!("expected every request to complete with at most 3 x 429, got {completed} and {limited}").into());
+        return Err(format!(
+            "expected every request to complete with at most 3 x 429, got {completed} and {limited}"
+        )
+        .into());
     }
     Ok(())
 }
