@@ -120,4 +120,3 @@ pub async fn say(
         .await
         .map(tonic::Response::into_inner)
 }
-
