@@ -147,6 +147,17 @@ pub use retry::{Backoff, BackoffRetry, BackoffRetryLayer, Jitter, RetriesExhaust
 /// The error type of every layer: tower's `BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The guide: one section per problem, with examples (tested as doc
+/// tests). Also in `docs/guide.md`.
+#[cfg(all(
+    any(doc, doctest),
+    feature = "axum",
+    feature = "redis",
+    feature = "test-util"
+))]
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}
+
 #[cfg(all(doctest, feature = "axum", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
