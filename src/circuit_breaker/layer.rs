@@ -52,6 +52,7 @@ impl Default for CircuitBreakerLayer {
 impl<C> CircuitBreakerLayer<C> {
     /// Decides which outcomes count as failures with `classifier` (a
     /// [`Classify`](super::Classify) or a closure).
+    #[must_use]
     pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
             breaker: self.breaker,

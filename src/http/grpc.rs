@@ -120,6 +120,7 @@ impl<K, X, B> PerKeyLayer<K, X, B> {
     /// of errors, for tonic servers: `RESOURCE_EXHAUSTED` with
     /// `grpc-retry-pushback-ms` when a key is over its limit.
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+    #[must_use]
     pub fn grpc(self) -> HttpLimitLayer<K, X, B, GrpcResponder> {
         HttpLimitLayer::with_responder(self, GrpcResponder)
     }

@@ -58,6 +58,7 @@ impl<K, X, B> PerKeyLayer<K, X, B> {
     /// # let _ = app;
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
     pub fn http(self) -> HttpLimitLayer<K, X, B> {
         HttpLimitLayer::with_responder(self, Responder::new())
     }

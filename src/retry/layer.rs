@@ -93,6 +93,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
     /// another to [`clone_request`](Self::clone_request) to opt other
     /// methods in).
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
     pub fn http(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpClone> {
         self.retry_if(super::HttpRetry)
             .clone_request(super::HttpClone::new())
@@ -102,6 +103,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
     /// service receives each body as a [`ReplayBody`](super::ReplayBody)
     /// that keeps up to 64 KiB for a replay ([`HttpReplay`](super::HttpReplay)).
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
     pub fn http_replay(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpReplay> {
         self.retry_if(super::HttpRetry)
             .clone_request(super::HttpReplay::new())
@@ -160,6 +162,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
     /// Decides what is retried with `classifier` (a [`ClassifyRetry`](super::ClassifyRetry), a
     /// closure returning an [`Outcome`](super::Outcome), or
     /// [`FromClassify`](super::FromClassify) around a shared `Classify`).
+    #[must_use]
     pub fn retry_if<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P> {
         BackoffRetryLayer {
             backoff: self.backoff,
@@ -176,6 +179,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
 
     /// Keeps requests for another attempt with `policy` (a
     /// [`CloneRequest`](super::CloneRequest), or a closure `Fn(&Req) -> Option<Req>`).
+    #[must_use]
     pub fn clone_request<P2>(self, policy: P2) -> BackoffRetryLayer<C, P2> {
         BackoffRetryLayer {
             backoff: self.backoff,
