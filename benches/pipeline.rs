@@ -35,6 +35,9 @@
 //!   so its `RateLimiterLayer` (one shared bucket, 1e9 per second, rejects
 //!   when limited) → `BulkheadLayer` (1024) → handler.
 //!
+//! Pairs of our client layers (`pair/*`) show where the client stack's cost
+//! beyond the sum of its layers alone comes from.
+//!
 //! The per-key quota is 1e9 per *hour* (as in `benches/per_key.rs`) so that
 //! a key's bucket is not full again a nanosecond after each request: the
 //! store forgets idle keys, and with a per-second quota most lookups would
@@ -251,6 +254,9 @@ enum Kind {
     Bare,
     Stack,
     Layer,
+    /// Two of our client layers: where the stack's cost beyond the sum of
+    /// its layers comes from.
+    Pair,
 }
 
 /// One service to measure: `run(n)` sends `n` requests (keys cycling over
@@ -284,7 +290,7 @@ where
 
 /// Every case. Build them inside the runtime context.
 fn cases() -> Vec<Case> {
-    use Kind::{Bare, Layer as L, Stack};
+    use Kind::{Bare, Layer as L, Pair, Stack};
     vec![
         case("bare", "bare service_fn", Bare, bare()),
         case(
@@ -371,6 +377,42 @@ fn cases() -> Vec<Case> {
             L,
             resilience_breaker().layer(bare()),
         ),
+        case(
+            "pair/queue_retry",
+            "sluice queue > retry",
+            Pair,
+            ServiceBuilder::new()
+                .layer(sluice_queue())
+                .layer(sluice_retry())
+                .service(bare()),
+        ),
+        case(
+            "pair/retry_rate_limit",
+            "sluice retry > rate limit",
+            Pair,
+            ServiceBuilder::new()
+                .layer(sluice_retry())
+                .layer(sluice_rate_limit())
+                .service(bare()),
+        ),
+        case(
+            "pair/retry_breaker",
+            "sluice retry > breaker",
+            Pair,
+            ServiceBuilder::new()
+                .layer(sluice_retry())
+                .layer(CircuitBreakerLayer::default())
+                .service(bare()),
+        ),
+        case(
+            "pair/rate_limit_breaker",
+            "sluice rate limit > breaker",
+            Pair,
+            ServiceBuilder::new()
+                .layer(sluice_rate_limit())
+                .layer(CircuitBreakerLayer::default())
+                .service(bare()),
+        ),
     ]
 }
 
@@ -387,6 +429,7 @@ fn bench(c: &mut Criterion) {
     for (group, kinds) in [
         ("stacks", [Kind::Bare, Kind::Stack]),
         ("layers", [Kind::Bare, Kind::Layer]),
+        ("pairs", [Kind::Bare, Kind::Pair]),
     ] {
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Elements(1));
@@ -469,14 +512,19 @@ fn print_summary() {
         "", "ns/req", "added ns", "allocs/req", "bytes/req"
     );
     for (case, row) in cases.iter().zip(&rows) {
-        if case.kind != Kind::Layer {
+        if matches!(case.kind, Kind::Bare | Kind::Stack) {
             print_row(case.what, row, bare_ns);
         }
     }
-    println!("  single layers over the bare service:");
-    for (case, row) in cases.iter().zip(&rows) {
-        if case.kind == Kind::Layer {
-            print_row(case.what, row, bare_ns);
+    for (kind, title) in [
+        (Kind::Layer, "single layers over the bare service:"),
+        (Kind::Pair, "pairs of our client layers:"),
+    ] {
+        println!("  {title}");
+        for (case, row) in cases.iter().zip(&rows) {
+            if case.kind == kind {
+                print_row(case.what, row, bare_ns);
+            }
         }
     }
 
@@ -499,6 +547,25 @@ fn print_summary() {
     .map(|n| added(n))
     .sum();
     println!("  sum of the four sluice client layers measured alone: {singles:.1} ns added");
+    for (pair, a, b) in [
+        ("pair/queue_retry", "sluice/queue", "sluice/retry"),
+        ("pair/retry_rate_limit", "sluice/retry", "sluice/rate_limit"),
+        ("pair/retry_breaker", "sluice/retry", "sluice/breaker"),
+        (
+            "pair/rate_limit_breaker",
+            "sluice/rate_limit",
+            "sluice/breaker",
+        ),
+    ] {
+        println!(
+            "  {pair:<24} adds {:>6.1} ns beyond its two layers alone",
+            added(pair) - added(a) - added(b)
+        );
+    }
+    println!(
+        "  size of the client stack's response future: {} bytes",
+        future_size(&sluice_client(bare()))
+    );
     let allocs = get("sluice/client").allocs;
     println!(
         "  target: sluice client stack adds under {TARGET_NS} ns per request: {} ({ours:.1} ns)",
@@ -517,6 +584,10 @@ fn print_summary() {
     println!(
         "  for reference, not measured here: Polly v8's five-strategy pipeline, 2.1 us and 40 bytes per request"
     );
+}
+
+fn future_size<S: Service<u64>>(_: &S) -> usize {
+    std::mem::size_of::<S::Future>()
 }
 
 fn print_row(what: &str, row: &Row, bare_ns: f64) {
