@@ -36,7 +36,9 @@
 //!   when limited) → `BulkheadLayer` (1024) → handler.
 //!
 //! Pairs of our client layers (`pair/*`) show where the client stack's cost
-//! beyond the sum of its layers alone comes from.
+//! beyond the sum of its layers alone comes from; `pair/queue_large` is the
+//! queue over a service whose response future is as large as the retry
+//! layer's in the client stack (336 bytes), to show what moving it costs.
 //!
 //! The per-key quota is 1e9 per *hour* (as in `benches/per_key.rs`) so that
 //! a key's bucket is not full again a nanosecond after each request: the
@@ -59,7 +61,7 @@ use std::fmt;
 use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -126,6 +128,42 @@ fn bare()
 + Send
 + 'static {
     service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
+}
+
+/// A service that answers at once with a large response future (as large
+/// as the retry layer's over the rate limiter and breaker), to show what
+/// the size of the inner future costs the queue.
+#[derive(Clone, Copy)]
+struct LargeFuture;
+
+struct Large {
+    pad: [u64; 41],
+    value: u64,
+}
+
+impl std::future::Future for Large {
+    type Output = Result<u64, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(self.value + self.pad[40]))
+    }
+}
+
+impl Service<u64> for LargeFuture {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Large;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, value: u64) -> Large {
+        Large {
+            pad: [black_box(0); 41],
+            value,
+        }
+    }
 }
 
 /// Never limits one caller: a request every nanosecond, burst 1e9.
@@ -378,6 +416,12 @@ fn cases() -> Vec<Case> {
             resilience_breaker().layer(bare()),
         ),
         case(
+            "pair/queue_large",
+            "sluice queue > a service with a 336-byte response future",
+            Pair,
+            sluice_queue().layer(LargeFuture),
+        ),
+        case(
             "pair/queue_retry",
             "sluice queue > retry",
             Pair,
@@ -563,8 +607,20 @@ fn print_summary() {
         );
     }
     println!(
-        "  size of the client stack's response future: {} bytes",
-        future_size(&sluice_client(bare()))
+        "  queue over a 336-byte response future adds {:.1} ns more than over the bare one ({} bytes)",
+        added("pair/queue_large") - added("sluice/queue"),
+        future_size(&bare())
+    );
+    println!(
+        "  response future sizes: client stack {} bytes, retry > rate limit > breaker {} bytes",
+        future_size(&sluice_client(bare())),
+        future_size(
+            &ServiceBuilder::new()
+                .layer(sluice_retry())
+                .layer(sluice_rate_limit())
+                .layer(CircuitBreakerLayer::default())
+                .service(bare())
+        )
     );
     let allocs = get("sluice/client").allocs;
     println!(
