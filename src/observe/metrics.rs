@@ -48,7 +48,6 @@ use crate::retry::GiveUpReason;
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
 /// let layer = PerKeyLayer::new(Quota::per_second(10), |req: &String| Some(req.clone()))
-///     .reject()
 ///     .observer(MetricsObserver::new().key_label(100));
 /// # let _ = layer;
 /// ```

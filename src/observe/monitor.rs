@@ -42,7 +42,6 @@ const SHARDS: usize = 16;
 ///     .alert(AlertRule::breaker_opened(), |alert| eprintln!("ALERT {alert}"))
 ///     .build();
 /// let per_key = PerKeyLayer::new(Quota::per_second(10), |req: &String| Some(req.clone()))
-///     .reject()
 ///     .observer(monitor.clone());
 /// let breaker = CircuitBreakerLayer::default().observer(monitor.scoped("upstream"));
 /// # let _ = (per_key, breaker);
