@@ -3,10 +3,9 @@
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use hashbrown::DefaultHashBuilder;
 use hashbrown::HashMap;
 
@@ -16,6 +15,9 @@ use crate::circuit_breaker::{CircuitState, Outcome};
 use crate::clock::Clock;
 
 const SHARDS: usize = 16;
+/// Distinct layer or scope names a monitor tracks; events from more are
+/// counted under the last slot.
+const LAYERS: usize = 32;
 
 /// A built-in [`Observer`] keeping statistics per key and per layer: requests,
 /// limited requests and the limited rate (over the whole run and over a
@@ -170,7 +172,7 @@ impl MonitorBuilder {
                 clock: Clock::new(),
                 hasher: DefaultHashBuilder::default(),
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-                layers: ArcSwap::from_pointee(Vec::new()),
+                layers: (0..LAYERS).map(|_| OnceLock::new()).collect(),
                 layers_lock: Mutex::new(()),
                 evicted: AtomicU64::new(0),
                 alerts: Alerts::start(self.rules),
@@ -187,7 +189,8 @@ struct Inner {
     clock: Clock,
     hasher: DefaultHashBuilder,
     shards: Box<[Mutex<Shard>]>,
-    layers: ArcSwap<Vec<Arc<LayerStats>>>,
+    /// Filled in order; lookups scan the filled prefix without a lock.
+    layers: Box<[OnceLock<LayerStats>]>,
     layers_lock: Mutex<()>,
     evicted: AtomicU64,
     alerts: Option<Alerts>,
@@ -367,7 +370,6 @@ fn state_of(code: u8) -> Option<CircuitState> {
 struct LayerStats {
     name: &'static str,
     requests: AtomicU64,
-    allowed: AtomicU64,
     limited: AtomicU64,
     shadow_limited: AtomicU64,
     waited: AtomicU64,
@@ -400,7 +402,6 @@ impl LayerStats {
         LayerStats {
             name,
             requests: z(),
-            allowed: z(),
             limited: z(),
             shadow_limited: z(),
             waited: z(),
@@ -436,7 +437,7 @@ impl LayerStats {
         LayerSnapshot {
             name: self.name.to_owned(),
             requests,
-            allowed: g(&self.allowed),
+            allowed: requests.saturating_sub(limited),
             limited,
             shadow_limited,
             limited_rate: rate(limited + shadow_limited, requests),
@@ -537,7 +538,11 @@ impl Monitor {
                 &b.key,
             ))
         });
-        let layers: Vec<LayerSnapshot> = inner.layers.load().iter().map(|l| l.snapshot()).collect();
+        let layers: Vec<LayerSnapshot> = inner
+            .layers
+            .iter()
+            .map_while(|slot| slot.get().map(LayerStats::snapshot))
+            .collect();
         let breakers = layers
             .iter()
             .filter_map(|l| {
@@ -661,17 +666,29 @@ impl Inner {
         h.finish()
     }
 
-    fn add_layer(&self, name: &'static str) -> Arc<LayerStats> {
-        let _guard = lock(&self.layers_lock);
-        let current = self.layers.load_full();
-        if let Some(l) = current.iter().find(|l| l.name == name) {
-            return l.clone();
+    #[inline]
+    fn layer(&self, name: &'static str) -> &LayerStats {
+        for slot in self.layers.iter() {
+            match slot.get() {
+                Some(l) if std::ptr::eq(l.name, name) || l.name == name => return l,
+                Some(_) => {}
+                None => return self.add_layer(name),
+            }
         }
-        let stats = Arc::new(LayerStats::new(name));
-        let mut next = (*current).clone();
-        next.push(stats.clone());
-        self.layers.store(Arc::new(next));
-        stats
+        self.layers[LAYERS - 1].get().expect("filled")
+    }
+
+    #[cold]
+    fn add_layer(&self, name: &'static str) -> &LayerStats {
+        let _guard = lock(&self.layers_lock);
+        for slot in self.layers.iter() {
+            match slot.get() {
+                Some(l) if l.name == name => return l,
+                Some(_) => {}
+                None => return slot.get_or_init(|| LayerStats::new(name)),
+            }
+        }
+        self.layers[LAYERS - 1].get().expect("filled")
     }
 
     fn key_snapshot(&self, row: &KeyRow, now: u64) -> KeySnapshot {
@@ -699,15 +716,8 @@ impl Inner {
 
     fn observe(&self, event: &Event<'_>, scope: Option<&'static str>) {
         let name = scope.unwrap_or_else(|| event.layer());
-        let layers = self.layers.load();
-        match layers.iter().find(|l| l.name == name) {
-            Some(l) => self.apply(l, name, event),
-            None => {
-                drop(layers);
-                let l = self.add_layer(name);
-                self.apply(&l, name, event);
-            }
-        }
+        let l = self.layer(name);
+        self.apply(l, name, event);
     }
 
     #[inline]
@@ -719,7 +729,6 @@ impl Inner {
         match *event {
             Event::Allowed { .. } => {
                 one(&l.requests);
-                one(&l.allowed);
                 keyed = Some(KeyUpdate::Request {
                     limited: false,
                     shadow: false,
@@ -730,8 +739,6 @@ impl Inner {
                 if enforced {
                     one(&l.limited);
                 } else {
-                    // Let through: it is also an allowed request.
-                    one(&l.allowed);
                     one(&l.shadow_limited);
                 }
                 keyed = Some(KeyUpdate::Request {
@@ -780,7 +787,6 @@ impl Inner {
                 if enforced {
                     one(&l.limited);
                 } else {
-                    one(&l.allowed);
                     one(&l.shadow_limited);
                 }
             }
@@ -788,7 +794,6 @@ impl Inner {
                 outcome, latency, ..
             } => {
                 one(&l.requests);
-                one(&l.allowed);
                 one(&l.completed);
                 if outcome == Outcome::Failure {
                     one(&l.failed);
@@ -809,7 +814,6 @@ impl Inner {
             }
             Event::Dequeued { waited, depth, .. } => {
                 one(&l.requests);
-                one(&l.allowed);
                 one(&l.dequeued);
                 one(&l.waited);
                 l.wait_nanos.fetch_add(nanos(waited), Relaxed);
@@ -853,7 +857,9 @@ impl Inner {
 
     fn update_key(&self, scope: &'static str, key: &dyn fmt::Debug, update: KeyUpdate) {
         let hash = self.hash(key);
-        let now = self.clock.now();
+        let request = matches!(update, KeyUpdate::Request { .. });
+        // Only requests move the window (and the recency that eviction uses).
+        let now = if request { self.clock.now() } else { 0 };
         let mut shard = lock(&self.shards[shard_of(hash)]);
         if !shard.map.contains_key(&hash) {
             if shard.map.len() >= self.per_shard {
@@ -891,7 +897,9 @@ impl Inner {
             );
         }
         let row = shard.map.get_mut(&hash).expect("inserted above");
-        row.last_seen = now;
+        if request {
+            row.last_seen = now;
+        }
         match update {
             KeyUpdate::Request { limited, shadow } => {
                 row.requests += 1;
