@@ -43,10 +43,11 @@ const LAYERS: usize = 32;
 ///     })
 ///     .alert(AlertRule::breaker_opened(), |alert| eprintln!("ALERT {alert}"))
 ///     .build();
-/// let per_key = PerKeyLayer::new(Quota::per_second(10), |req: &String| Some(req.clone()))
+/// let per_key = PerKeyLayer::<String, _>::new(Quota::per_second(10), |req: &String| Some(req.clone()))
 ///     .observer(monitor.clone());
 /// let breaker = CircuitBreakerLayer::default().observer(monitor.scoped("upstream"));
-/// # let _ = (per_key, breaker);
+/// # let _svc = tower::Layer::layer(&per_key, tower::service_fn(|r: String| async move { Ok::<_, std::convert::Infallible>(r) }));
+/// # let _ = breaker;
 /// let snapshot = monitor.snapshot();
 /// assert!(snapshot.keys.is_empty());
 /// ```
