@@ -93,3 +93,38 @@ mod tests {
         assert!(b < a + 5_000_000_000, "{a} -> {b}");
     }
 }
+
+/// A point in time for measuring latency: quanta's global clock, or
+/// tokio's with `test-util` (so paused-time tests see exact figures).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp(
+    #[cfg(not(feature = "test-util"))] quanta::Instant,
+    #[cfg(feature = "test-util")] tokio::time::Instant,
+);
+
+impl Stamp {
+    #[inline]
+    pub(crate) fn now() -> Self {
+        #[cfg(not(feature = "test-util"))]
+        {
+            Stamp(quanta::Instant::now())
+        }
+        #[cfg(feature = "test-util")]
+        {
+            Stamp(tokio::time::Instant::now())
+        }
+    }
+
+    /// Time since this stamp.
+    #[inline]
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        #[cfg(not(feature = "test-util"))]
+        {
+            quanta::Instant::now().saturating_duration_since(self.0)
+        }
+        #[cfg(feature = "test-util")]
+        {
+            tokio::time::Instant::now().saturating_duration_since(self.0)
+        }
+    }
+}

@@ -37,11 +37,12 @@
 //! | decide without tower (a direct limiter) | [`Limiter`] | available |
 //! | limit per client, IP or API key, with tiers | [`PerKeyLayer`] | available |
 //! | answer 429 with `Retry-After` and `RateLimit` headers in axum | [`PerKeyLayer::http`](crate::PerKeyLayer) (feature `http`) | available |
-//! | try a limit on live traffic without enforcing it | `.shadow()` on [`RateLimitLayer`] and [`PerKeyLayer`] | available |
+//! | try a limit on live traffic without enforcing it | `.shadow()` on [`RateLimitLayer`], [`PerKeyLayer`] and [`CircuitBreakerLayer`] | available |
 //! | share limits across instances | `RedisBackend` (feature `redis`) as [`PerKeyLayer::backend`], or [`RateLimitLayer::shared`] | available |
 //! | retry with backoff and jitter, a retry budget, `Retry-After` honoured | [`BackoffRetryLayer`] ([`retry`]) | available |
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
 //! | queue and pace requests; share a non-`Clone` service | [`QueueLayer`] | available |
+//! | see who is limited and how often, breaker states, queue depth; alert on thresholds; export metrics | [`observe::Monitor`], [`observe::AlertRule`], `observe::MetricsObserver` (feature `metrics`), `tracing` | available |
 //!
 //! # Feature flags
 //!
@@ -50,13 +51,13 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `serde` | `Serialize`/`Deserialize` for [`Quota`] |
+//! | `serde` | `Serialize`/`Deserialize` for [`Quota`], `Serialize` for [`observe::Snapshot`] |
 //! | `test-util` | limiters read tokio's clock, so `tokio::time::pause` drives them (dev-dependencies only) |
 //! | `http` | the `http` module: key extractors (peer IP, trusted `X-Forwarded-For`, headers), rejections as 429 / 400 / 503 responses with `Retry-After` and `RateLimit` fields, `PerKeyLayer::http()` |
 //! | `axum` | `http`, plus axum's `ConnectInfo` peer addresses and a `HandleErrorLayer` handler |
 //! | `tonic` | `http`, plus gRPC statuses with retry pushback (`PerKeyLayer::grpc()`) |
 //! | `redis` | `backend::redis::RedisBackend`: limits shared across instances through Redis or Redis Cluster |
-//! | `metrics` | exporter, landing with monitoring |
+//! | `metrics` | `observe::MetricsObserver`: counters, gauges and histograms through the `metrics` facade |
 //! | `full` | every integration |
 //!
 //! # Errors

@@ -70,6 +70,16 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
+    /// A call let through in shadow mode: its outcome is not recorded.
+    pub(crate) fn unguarded(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                guard: None,
+            },
+        }
+    }
+
     pub(crate) fn rejected(error: CircuitOpen) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { error: Some(error) },

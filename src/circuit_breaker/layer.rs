@@ -30,7 +30,7 @@ impl CircuitBreakerLayer {
     /// (errors are failures).
     pub fn new(config: CircuitBreakerConfig) -> Self {
         CircuitBreakerLayer {
-            breaker: Arc::new(Breaker::new(config, Observers::default())),
+            breaker: Arc::new(Breaker::new(config, Observers::default(), false)),
             classifier: ErrorsAreFailures,
         }
     }
@@ -70,6 +70,29 @@ impl<C> CircuitBreakerLayer<C> {
             breaker: Arc::new(Breaker::new(
                 self.breaker.config().clone(),
                 Observers::new(observer),
+                self.breaker.is_shadow(),
+            )),
+            classifier: self.classifier,
+        }
+    }
+
+    /// Shadow (dry-run) mode: the breaker counts outcomes and changes state
+    /// exactly as it would when enforcing, and reports every call it would
+    /// have refused ([`Event::BreakerRejected`](crate::observe::Event::BreakerRejected)
+    /// with `enforced: false`, and `tracing` at info level), but lets it
+    /// through. Calls let through that way are not counted (an enforcing
+    /// breaker would not have seen them), so the state follows what
+    /// enforcing would have done. Use it to tune thresholds on live traffic.
+    ///
+    /// Like [`observer`](Self::observer), this makes a new breaker (same
+    /// configuration and observer, fresh state).
+    #[must_use]
+    pub fn shadow(self) -> Self {
+        CircuitBreakerLayer {
+            breaker: Arc::new(Breaker::new(
+                self.breaker.config().clone(),
+                self.breaker.observers().clone(),
+                true,
             )),
             classifier: self.classifier,
         }

@@ -60,6 +60,7 @@ where
                 let guard = Guard::new(self.breaker.clone(), permit, self.classifier.clone());
                 ResponseFuture::called(self.inner.call(req), guard)
             }
+            Err(_) if self.breaker.is_shadow() => ResponseFuture::unguarded(self.inner.call(req)),
             Err(error) => ResponseFuture::rejected(error),
         }
     }

@@ -120,7 +120,7 @@ struct Changes(Vec<(CircuitState, CircuitState)>);
 pub(crate) struct Permit {
     /// The state word at admission.
     word: u64,
-    /// Admission time, when slow calls are tracked.
+    /// Admission time, when slow calls are tracked or an observer is set.
     start: u64,
 }
 
@@ -144,10 +144,12 @@ pub(crate) struct Breaker {
     slow_nanos: Option<u64>,
     /// Judging by failure and slow rates (not consecutive failures).
     by_rate: bool,
+    /// Shadow (dry-run) mode: refusals are reported, not enforced.
+    shadow: bool,
 }
 
 impl Breaker {
-    pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers) -> Self {
+    pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers, shadow: bool) -> Self {
         let slow_nanos = config
             .slow_call_duration
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -162,7 +164,18 @@ impl Breaker {
             clock: Clock::new(),
             observers,
             slow_nanos,
+            shadow,
         }
+    }
+
+    /// Whether refusals are only reported (shadow mode).
+    #[inline]
+    pub(crate) fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+
+    pub(crate) fn observers(&self) -> &Observers {
+        &self.observers
     }
 
     pub(crate) fn config(&self) -> &CircuitBreakerConfig {
@@ -177,7 +190,13 @@ impl Breaker {
 
     fn report(&self, changes: Changes) {
         for (from, to) in changes.0 {
-            tracing::debug!(target: "tower_sluice::circuit_breaker", ?from, ?to, "circuit breaker state changed");
+            tracing::info!(
+                target: "tower_sluice::circuit_breaker",
+                from = ?from,
+                to = ?to,
+                state = ?to,
+                "circuit breaker state changed"
+            );
             self.observers.emit(&Event::BreakerStateChanged {
                 layer: LAYER,
                 from,
@@ -300,7 +319,7 @@ impl Breaker {
         let word = self.state.load(Ordering::Acquire);
         let kind = word & KIND;
         if kind == CLOSED || kind == FORCED_CLOSED {
-            let start = if self.slow_nanos.is_some() {
+            let start = if self.slow_nanos.is_some() || self.observers.is_set() {
                 self.clock.now()
             } else {
                 0
@@ -357,10 +376,18 @@ impl Breaker {
             Duration::from_nanos(wait)
         };
         let error = CircuitOpen::new(wait);
+        tracing::info!(
+            target: "tower_sluice::circuit_breaker",
+            state = ?state,
+            retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            enforced = !self.shadow,
+            "circuit open; call refused"
+        );
         self.observers.emit(&Event::BreakerRejected {
             layer: LAYER,
             state,
             error: &error,
+            enforced: !self.shadow,
         });
         error
     }
@@ -368,7 +395,11 @@ impl Breaker {
     /// Records a completed call.
     #[inline]
     pub(crate) fn finish(&self, permit: Permit, outcome: Outcome) {
-        let now = if self.slow_nanos.is_some() || self.window.needs_time() || permit.is_trial() {
+        let now = if self.slow_nanos.is_some()
+            || self.window.needs_time()
+            || permit.is_trial()
+            || self.observers.is_set()
+        {
             self.clock.now()
         } else {
             0
@@ -387,6 +418,7 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
+                latency: Duration::from_nanos(now.saturating_sub(permit.start)),
             });
         }
     }

@@ -24,10 +24,50 @@
 //!
 //! Observers are called synchronously on the request path: keep them fast
 //! (count, or hand off to a channel).
+//!
+//! # One observer for the whole stack
+//!
+//! [`Monitor`] is a cheap `Clone` handle: give a clone to every layer and
+//! read per-key statistics, breaker states and queue depth from one
+//! [`snapshot`](Monitor::snapshot); add [`AlertRule`]s to be told when a key
+//! is limited too often, a breaker opens or a backend falls back. To send
+//! events to several observers (a `Monitor` and the `metrics` exporter, say),
+//! combine them with [`Fanout`]. [`Monitor::scoped`] names the observer of
+//! one layer (two circuit breakers, say) so their figures stay apart.
+//!
+//! | you want | use |
+//! |---|---|
+//! | per-key and per-layer figures, breaker states, queue depth | [`Monitor`] |
+//! | a callback when a threshold is crossed | [`AlertRule`] on a [`Monitor`] |
+//! | Prometheus / StatsD / ... through the `metrics` facade | `MetricsObserver` (feature `metrics`) |
+//! | logs | `tracing` (always on; see below) |
+//! | your own reaction | any `Fn(&Event<'_>)` closure |
+//!
+//! # tracing
+//!
+//! Every layer also logs through `tracing`, with targets
+//! `tower_sluice::<layer>` and structured fields: `debug` for admitted
+//! requests, waits, queueing and scheduled retries (`attempt`, `delay_ms`);
+//! `info` for refusals (`key`, `policy`, `retry_after_ms`) and state changes
+//! (`from`, `to`, `state`); `warn` for backend failures and a full per-key
+//! store; `error` for a failed service behind a queue.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod alert;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod monitor;
+
+pub use alert::{Alert, AlertRule};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use metrics::MetricsObserver;
+pub use monitor::{
+    BreakerSnapshot, KeySnapshot, LayerSnapshot, Monitor, MonitorBuilder, Scoped, Snapshot,
+};
 
 use crate::circuit_breaker::{CircuitState, Outcome};
 use crate::error::{CircuitOpen, QueueClosed, QueueFull, QueueTimeout, RateLimited};
@@ -119,8 +159,13 @@ pub enum Event<'a> {
         layer: &'static str,
         /// The breaker's state when it refused.
         state: CircuitState,
-        /// The error returned to the caller.
+        /// The error returned to the caller (in shadow mode: the error it
+        /// would have got).
         error: &'a CircuitOpen,
+        /// `false` in shadow (dry-run) mode: the call was let through (and
+        /// its outcome not counted, as an enforcing breaker would not have
+        /// seen it).
+        enforced: bool,
     },
     /// A call through a circuit breaker completed and was classified.
     /// Cancelled calls (futures dropped before completion) are not reported.
@@ -136,6 +181,28 @@ pub enum Event<'a> {
         /// Whether it was counted: `false` when the breaker changed state
         /// while it ran (it started in an earlier state) or it was ignored.
         counted: bool,
+        /// How long the call took, from admission to its outcome (measured
+        /// only when an observer is set).
+        latency: Duration,
+    },
+    /// A request sent to the inner service completed (successfully or
+    /// not). Reported by the per-key layer ([`PerKey`](crate::PerKey), with
+    /// the key) and feeds response-time statistics such as the
+    /// [`Monitor`]'s EWMA. Cancelled requests are not reported. The circuit
+    /// breaker reports its calls' latency in [`Event::BreakerCall`]
+    /// instead.
+    #[non_exhaustive]
+    Completed {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The request's key, for per-key layers.
+        key: Option<&'a dyn fmt::Debug>,
+        /// From the layer's `call` to the inner service's result: the
+        /// response time as the caller sees it, any wait for the request's
+        /// turn included.
+        latency: Duration,
+        /// Whether the inner service returned `Ok`.
+        success: bool,
     },
     /// A retry layer will make another attempt after `delay`.
     #[non_exhaustive]
@@ -186,6 +253,8 @@ pub enum Event<'a> {
         layer: &'static str,
         /// How long it waited in the queue.
         waited: Duration,
+        /// Requests still waiting after it left.
+        depth: usize,
     },
     /// A request was refused because the queue (or its key's share of the
     /// queue) was full.
@@ -205,6 +274,9 @@ pub enum Event<'a> {
         layer: &'static str,
         /// The error returned to the caller.
         error: &'a QueueTimeout,
+        /// Requests waiting after it left (or, refused up front, without
+        /// it).
+        depth: usize,
     },
     /// The service behind a queue failed in `poll_ready`: the queue is
     /// closed for it, and its waiting requests fail with this error.
@@ -296,7 +368,8 @@ impl Event<'_> {
             | Event::StoreFull { layer, .. }
             | Event::BreakerStateChanged { layer, .. }
             | Event::BreakerRejected { layer, .. }
-            | Event::BreakerCall { layer, .. } => layer,
+            | Event::BreakerCall { layer, .. }
+            | Event::Completed { layer, .. } => layer,
             Event::BackendFailure { backend, .. } | Event::BackendStateChanged { backend, .. } => {
                 backend
             }
@@ -319,6 +392,7 @@ impl Event<'_> {
             | Event::Waited { key, .. }
             | Event::InFlightLimited { key, .. }
             | Event::StoreFull { key, .. }
+            | Event::Completed { key, .. }
             | Event::BackendFailure { key, .. } => *key,
             Event::MissingKey { .. }
             | Event::BreakerStateChanged { .. }
@@ -351,6 +425,58 @@ where
     fn on_event(&self, event: &Event<'_>) {
         self(event)
     }
+}
+
+/// Sends every event to several observers, in the order they were added.
+///
+/// ```
+/// use tower_sluice::observe::{Event, Fanout, Monitor};
+/// use tower_sluice::{Quota, RateLimitLayer};
+///
+/// let monitor = Monitor::new();
+/// let both = Fanout::new()
+///     .with(monitor.clone())
+///     .with(|event: &Event<'_>| eprintln!("{event:?}"));
+/// let layer = RateLimitLayer::new(Quota::per_second(10)).observer(both);
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Default)]
+pub struct Fanout(Vec<Arc<dyn Observer>>);
+
+impl Fanout {
+    /// No observers yet.
+    pub fn new() -> Self {
+        Fanout(Vec::new())
+    }
+
+    /// Adds `observer` after the others.
+    #[must_use]
+    pub fn with(mut self, observer: impl Observer) -> Self {
+        self.0.push(Arc::new(observer));
+        self
+    }
+}
+
+impl Observer for Fanout {
+    #[inline]
+    fn on_event(&self, event: &Event<'_>) {
+        for o in &self.0 {
+            o.on_event(event);
+        }
+    }
+}
+
+impl fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fanout")
+            .field("observers", &self.0.len())
+            .finish()
+    }
+}
+
+/// Whole milliseconds, for `tracing` fields.
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An optional, shared observer, as the layers hold it.

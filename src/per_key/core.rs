@@ -216,6 +216,7 @@ where
         match self.backend.acquire(key, &policy, 1, config.max_wait) {
             Acquire::Ready(Ok(mut grant)) => {
                 let observers = &config.observers;
+                tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
                 if observers.is_set() {
                     observers.emit(&Event::Allowed {
                         layer: LAYER,
@@ -255,10 +256,12 @@ where
 fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
     let observers = &config.observers;
     if let Some(error) = error.downcast_ref::<RateLimited>() {
-        tracing::debug!(
+        tracing::info!(
             target: "tower_sluice::per_key",
             key = ?key,
-            retry_after = ?error.retry_after(),
+            policy = error.policy().unwrap_or("default"),
+            retry_after_ms = crate::observe::ms(error.retry_after()),
+            enforced = !config.shadow,
             "rate limited"
         );
         observers.emit(&Event::Limited {
@@ -268,6 +271,14 @@ fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
             enforced: !config.shadow,
         });
     } else if let Some(e) = error.downcast_ref::<TooManyInFlight>() {
+        tracing::info!(
+            target: "tower_sluice::per_key",
+            key = ?key,
+            policy = e.policy().unwrap_or("default"),
+            limit = e.limit(),
+            enforced = !config.shadow,
+            "too many requests in flight"
+        );
         observers.emit(&Event::InFlightLimited {
             layer: LAYER,
             key: Some(key),
@@ -276,6 +287,7 @@ fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
     } else if let Some(e) = error.downcast_ref::<TooManyKeys>() {
         tracing::warn!(
             target: "tower_sluice::per_key",
+            key = ?key,
             max_keys = e.max_keys(),
             "per-key store full of active keys; refusing new keys"
         );

@@ -11,45 +11,83 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::backend::{Grant, InFlight};
+use crate::clock::Stamp;
+use crate::observe::{Event, Observers};
+
+const LAYER: &str = "per_key";
 
 pin_project! {
     /// The response future of [`PerKey`](super::PerKey): the inner
     /// service's future (holding the key's in-flight slot, if its policy
     /// caps them), a request waiting for its turn, a decision in progress
     /// (remote backends), or an error.
-    pub struct ResponseFuture<S, Req, F>
+    ///
+    /// With an observer set, it also holds the request's key (moved from
+    /// the extractor, not cloned) to report
+    /// [`Event::Completed`](crate::observe::Event::Completed).
+    pub struct ResponseFuture<S, Req, F, K>
     where
         S: Service<Req>,
     {
         #[pin]
         dispatch: Dispatch<S, Req, F>,
+        observed: Option<Observed<K>>,
     }
 }
 
-impl<S: Service<Req>, Req, F> ResponseFuture<S, Req, F> {
-    pub(crate) fn new(dispatch: Dispatch<S, Req, F>) -> Self {
-        ResponseFuture { dispatch }
+/// What an observed request needs to report its completion.
+pub(crate) struct Observed<K> {
+    key: Option<K>,
+    observers: Observers,
+    start: Stamp,
+}
+
+impl<K> Observed<K> {
+    pub(crate) fn new(key: Option<K>, observers: &Observers) -> Self {
+        Observed {
+            key,
+            observers: observers.clone(),
+            start: Stamp::now(),
+        }
     }
 }
 
-impl<S, Req, F> Future for ResponseFuture<S, Req, F>
+impl<S: Service<Req>, Req, F, K> ResponseFuture<S, Req, F, K> {
+    pub(crate) fn new(dispatch: Dispatch<S, Req, F>, observed: Option<Observed<K>>) -> Self {
+        ResponseFuture { dispatch, observed }
+    }
+}
+
+impl<S, Req, F, K> Future for ResponseFuture<S, Req, F, K>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     F: Future<Output = Result<Grant, BoxError>>,
+    K: fmt::Debug,
 {
     type Output = Result<S::Response, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match ready!(self.project().dispatch.poll_dispatch(cx, |_| {})) {
-            Dispatched::Inner(result) => Poll::Ready(result.map_err(Into::into)),
+        let this = self.project();
+        match ready!(this.dispatch.poll_dispatch(cx, |_| {})) {
+            Dispatched::Inner(result) => {
+                if let Some(o) = this.observed.take() {
+                    o.observers.emit(&Event::Completed {
+                        layer: LAYER,
+                        key: o.key.as_ref().map(|k| k as &dyn fmt::Debug),
+                        latency: o.start.elapsed(),
+                        success: result.is_ok(),
+                    });
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
             Dispatched::Rejected(error) => Poll::Ready(Err(error)),
         }
     }
 }
 
-impl<S: Service<Req>, Req, F> fmt::Debug for ResponseFuture<S, Req, F> {
+impl<S: Service<Req>, Req, F, K> fmt::Debug for ResponseFuture<S, Req, F, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("state", &self.dispatch.name())

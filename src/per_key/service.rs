@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use super::KeyExtractor;
 use super::core::{Admission, Core, DefaultCache};
-use super::future::{Dispatch, ResponseFuture};
+use super::future::{Dispatch, Observed, ResponseFuture};
 use super::layer::Config;
 use crate::BoxError;
 use crate::backend::Backend;
@@ -63,7 +63,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, B::Future>;
+    type Future = ResponseFuture<S, Req, B::Future, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -83,7 +83,12 @@ where
             }
             Admission::Denied { error, .. } => Dispatch::rejected(error),
         };
-        ResponseFuture::new(dispatch)
+        let observed = if self.config.observers.is_set() {
+            Some(Observed::new(extracted, &self.config.observers))
+        } else {
+            None
+        };
+        ResponseFuture::new(dispatch, observed)
     }
 }
 

@@ -143,13 +143,22 @@ where
         match attempt {
             Some(Attempt::Sent(future)) => {
                 let waker = core.remove_sent(&mut st, key);
+                let depth = st.len();
                 drop(st);
                 self.ticket.queued = false;
                 wake(waker);
                 if core.observers.is_set() {
+                    let waited = self.enqueued.elapsed();
+                    tracing::debug!(
+                        target: "tower_sluice::queue",
+                        waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                        depth,
+                        "dequeued"
+                    );
                     core.observers.emit(&Event::Dequeued {
                         layer: LAYER,
-                        waited: self.enqueued.elapsed(),
+                        waited,
+                        depth,
                     });
                 }
                 Turn::Sent(future)
@@ -166,18 +175,21 @@ where
             _ if expired => {
                 st.counters.timed_out += 1;
                 let waker = core.remove(&mut st, key);
+                let depth = st.len();
                 drop(st);
                 self.ticket.queued = false;
                 wake(waker);
                 let error = QueueTimeout::new(core.config.max_wait.unwrap_or_default(), false);
-                tracing::debug!(
+                tracing::info!(
                     target: "tower_sluice::queue",
-                    max_wait = ?error.max_wait(),
+                    max_wait_ms = u64::try_from(error.max_wait().as_millis()).unwrap_or(u64::MAX),
+                    depth,
                     "timed out in the queue"
                 );
                 core.observers.emit(&Event::QueueTimedOut {
                     layer: LAYER,
                     error: &error,
+                    depth,
                 });
                 Turn::Failed(error.into())
             }

@@ -112,7 +112,7 @@ where
             st.counters.rejected_full += 1;
             drop(st);
             let error = QueueFull::new(capacity);
-            tracing::debug!(target: "tower_sluice::queue", capacity, "queue full; request refused");
+            tracing::info!(target: "tower_sluice::queue", capacity, "queue full; request refused");
             core.observers.emit(&Event::QueueFull {
                 layer: LAYER,
                 error: &error,
@@ -123,17 +123,20 @@ where
             let predicted = core.predicted_wait(&st, class);
             if u128::from(predicted) > max_wait.as_nanos() {
                 st.counters.timed_out += 1;
+                let depth = st.len();
                 drop(st);
                 let error = QueueTimeout::new(max_wait, true);
-                tracing::debug!(
+                tracing::info!(
                     target: "tower_sluice::queue",
-                    ?max_wait,
-                    predicted = ?std::time::Duration::from_nanos(predicted),
+                    max_wait_ms = u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
+                    predicted_ms = predicted / 1_000_000,
+                    depth,
                     "predicted wait too long; request refused"
                 );
                 core.observers.emit(&Event::QueueTimedOut {
                     layer: LAYER,
                     error: &error,
+                    depth,
                 });
                 return ResponseFuture::failed(error.into());
             }
@@ -142,6 +145,7 @@ where
         let depth = st.len();
         let enqueued = Instant::now();
         drop(st);
+        tracing::debug!(target: "tower_sluice::queue", depth, "queued");
         core.observers.emit(&Event::Queued {
             layer: LAYER,
             depth,

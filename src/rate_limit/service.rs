@@ -12,7 +12,7 @@ use super::future::ResponseFuture;
 use super::layer::Mode;
 use crate::error::RateLimited;
 use crate::gcra::Reserved as Reservation;
-use crate::observe::{Event, Observers};
+use crate::observe::{Event, Observers, ms};
 use crate::{BoxError, Limiter};
 
 const LAYER: &str = "rate_limit";
@@ -80,10 +80,11 @@ impl<S> RateLimit<S> {
     crate::inner_accessors!();
 
     fn limited(&self, error: &RateLimited, enforced: bool) {
-        tracing::debug!(
+        tracing::info!(
             target: "tower_sluice::rate_limit",
-            retry_after = ?error.retry_after(),
-            quota = %error.quota(),
+            retry_after_ms = ms(error.retry_after()),
+            policy = %error.quota(),
+            enforced,
             "rate limited"
         );
         self.observers.emit(&Event::Limited {
@@ -95,6 +96,7 @@ impl<S> RateLimit<S> {
     }
 
     fn allowed(&self) {
+        tracing::debug!(target: "tower_sluice::rate_limit", "allowed");
         if self.observers.is_set() {
             let decision = self.slot.limiter.snapshot();
             self.observers.emit(&Event::Allowed {
@@ -146,6 +148,7 @@ where
                         unreachable!()
                     };
                     self.slot.state = State::Ready(r);
+                    tracing::debug!(target: "tower_sluice::rate_limit", waited_ms = ms(waited), "waited");
                     self.observers.emit(&Event::Waited {
                         layer: LAYER,
                         key: None,
@@ -163,6 +166,11 @@ where
             Mode::Reject | Mode::Shadow => {
                 let decision = self.slot.limiter.check();
                 if decision.is_allowed() {
+                    tracing::debug!(
+                        target: "tower_sluice::rate_limit",
+                        remaining = decision.remaining(),
+                        "allowed"
+                    );
                     if self.observers.is_set() {
                         self.observers.emit(&Event::Allowed {
                             layer: LAYER,

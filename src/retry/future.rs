@@ -85,6 +85,12 @@ impl<S, C, P, K, R> Retry<S, C, P, K, R> {
     }
 
     fn give_up(&self, reason: GiveUpReason) {
+        tracing::info!(
+            target: "tower_sluice::retry",
+            attempts = self.attempts,
+            reason = ?reason,
+            "retry gave up"
+        );
         if self.shared.observers.is_set() {
             self.shared.observers.emit(&Event::RetryGaveUp {
                 layer: LAYER,
@@ -220,6 +226,11 @@ where
     if let Some(budget) = &shared.budget
         && !budget.withdraw()
     {
+        tracing::info!(
+            target: "tower_sluice::retry",
+            attempts = retry.attempts,
+            "retry budget exhausted"
+        );
         if shared.observers.is_set() {
             shared.observers.emit(&Event::RetryBudgetExhausted {
                 layer: LAYER,
@@ -228,6 +239,13 @@ where
         }
         return give_up(retry, GiveUpReason::Budget, result);
     }
+    tracing::debug!(
+        target: "tower_sluice::retry",
+        attempt = retry.attempts + 1,
+        delay_ms = crate::observe::ms(wait),
+        upstream_ms = verdict.wait().map(crate::observe::ms),
+        "retry scheduled"
+    );
     if shared.observers.is_set() {
         let reason = match (&result, verdict.status()) {
             (Err(e), _) => RetryReason::Error(&**e),

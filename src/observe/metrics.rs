@@ -1,0 +1,271 @@
+//! [`MetricsObserver`]: events as `metrics` counters, gauges and histograms.
+
+use std::fmt::{self, Write as _};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+
+use hashbrown::{DefaultHashBuilder, HashMap};
+use metrics::{Label, counter, gauge, histogram};
+
+use super::{Event, FailureAction, Observer};
+use crate::circuit_breaker::{CircuitState, Outcome};
+use crate::retry::GiveUpReason;
+
+/// An [`Observer`] that records every event through the
+/// [`metrics`](https://docs.rs/metrics) facade, so any `metrics` exporter
+/// (Prometheus, StatsD, OpenTelemetry, ...) publishes them. Feature
+/// `metrics`.
+///
+/// | name | kind | labels | from |
+/// |---|---|---|---|
+/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` |
+/// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
+/// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]) |
+/// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
+/// | `sluice_breaker_transitions_total` | counter | `layer`, `from`, `to` | state changes |
+/// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `ignored`) | classified calls |
+/// | `sluice_queue_depth` | gauge | `layer` | requests waiting |
+/// | `sluice_retries_total` | counter | `layer` | retries scheduled |
+/// | `sluice_retry_gave_up_total` | counter | `layer`, `reason` | retry layers giving up |
+/// | `sluice_retry_budget_exhausted_total` | counter | `layer` | retries refused by the budget |
+/// | `sluice_backend_failures_total` | counter | `backend`, `action` (`allowed`, `refused`, `fallback`) | decisions a backend failed to make |
+/// | `sluice_backend_up` | gauge | `backend` | 1 up, 0 down (set on changes) |
+///
+/// `layer` is the event's layer name (`rate_limit`, `per_key`,
+/// `circuit_breaker`, `queue`, `retry`) or the name given to
+/// [`scope`](Self::scope).
+///
+/// # Keys and cardinality
+///
+/// Keys are **not** labels by default: a label per client IP would create
+/// a time series per client. [`key_label`](Self::key_label) adds a `key`
+/// label to `sluice_requests_total` for at most `max` distinct keys (the
+/// first seen); every other key is labelled `key="other"`. Key label values
+/// are the keys' `Debug` text (formatted once per key and cached).
+///
+/// ```
+/// use tower_sluice::observe::MetricsObserver;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// let layer = PerKeyLayer::<String, _>::new(Quota::per_second(10), |req: &String| Some(req.clone()))
+///     .observer(MetricsObserver::new().key_label(100));
+/// # let _svc = tower::Layer::layer(&layer, tower::service_fn(|r: String| async move { Ok::<_, std::convert::Infallible>(r) }));
+/// ```
+pub struct MetricsObserver {
+    scope: Option<&'static str>,
+    key_cap: usize,
+    keys: Mutex<HashMap<u64, String>>,
+    hasher: DefaultHashBuilder,
+}
+
+impl MetricsObserver {
+    /// Records through the global `metrics` recorder, keys not labelled.
+    pub fn new() -> Self {
+        MetricsObserver {
+            scope: None,
+            key_cap: 0,
+            keys: Mutex::new(HashMap::new()),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// Label every metric with `layer="<name>"` instead of the event's
+    /// layer (two breakers, say).
+    #[must_use]
+    pub fn scope(mut self, name: &'static str) -> Self {
+        self.scope = Some(name);
+        self
+    }
+
+    /// Adds a `key` label to `sluice_requests_total`, for at most `max`
+    /// distinct keys; the rest share `key="other"`. `0` (the default)
+    /// means no key label.
+    #[must_use]
+    pub fn key_label(mut self, max: usize) -> Self {
+        self.key_cap = max;
+        self
+    }
+
+    fn key_value(&self, key: &dyn fmt::Debug) -> String {
+        let mut h = self.hasher.build_hasher();
+        let _ = write!(HashText(&mut h), "{key:?}");
+        let hash = h.finish();
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = keys.get(&hash) {
+            return v.clone();
+        }
+        if keys.len() >= self.key_cap {
+            return "other".to_owned();
+        }
+        let text = format!("{key:?}");
+        keys.insert(hash, text.clone());
+        text
+    }
+
+    fn request(&self, layer: &'static str, key: Option<&dyn fmt::Debug>, outcome: &'static str) {
+        match key {
+            Some(key) if self.key_cap > 0 => {
+                let labels = [
+                    Label::new("layer", layer),
+                    Label::new("outcome", outcome),
+                    Label::new("key", self.key_value(key)),
+                ];
+                counter!("sluice_requests_total", labels.iter()).increment(1);
+            }
+            _ => counter!("sluice_requests_total", "layer" => layer, "outcome" => outcome)
+                .increment(1),
+        }
+    }
+}
+
+impl Default for MetricsObserver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MetricsObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsObserver")
+            .field("scope", &self.scope)
+            .field("key_label", &self.key_cap)
+            .finish()
+    }
+}
+
+struct HashText<'a, H>(&'a mut H);
+
+impl<H: Hasher> fmt::Write for HashText<'_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn state_name(s: CircuitState) -> &'static str {
+    match s {
+        CircuitState::Closed => "closed",
+        CircuitState::Open => "open",
+        CircuitState::HalfOpen => "half_open",
+        CircuitState::ForcedOpen => "forced_open",
+        CircuitState::ForcedClosed => "forced_closed",
+    }
+}
+
+fn state_value(s: CircuitState) -> f64 {
+    match s {
+        CircuitState::Closed => 0.0,
+        CircuitState::Open => 1.0,
+        CircuitState::HalfOpen => 2.0,
+        CircuitState::ForcedOpen => 3.0,
+        CircuitState::ForcedClosed => 4.0,
+    }
+}
+
+impl Observer for MetricsObserver {
+    fn on_event(&self, event: &Event<'_>) {
+        let layer = self.scope.unwrap_or_else(|| event.layer());
+        let key = event.key();
+        match *event {
+            Event::Allowed { .. } => self.request(layer, key, "allowed"),
+            Event::Limited { enforced, .. } => self.request(
+                layer,
+                key,
+                if enforced {
+                    "limited"
+                } else {
+                    "shadow_limited"
+                },
+            ),
+            Event::InFlightLimited { .. } => self.request(layer, key, "in_flight_limited"),
+            Event::StoreFull { .. } => self.request(layer, key, "store_full"),
+            Event::MissingKey { .. } => self.request(layer, None, "missing_key"),
+            Event::Waited { waited, .. } => {
+                histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
+            }
+            Event::Completed { latency, .. } => {
+                histogram!("sluice_latency_seconds", "layer" => layer)
+                    .record(latency.as_secs_f64());
+            }
+            Event::BreakerStateChanged { from, to, .. } => {
+                gauge!("sluice_breaker_state", "layer" => layer).set(state_value(to));
+                counter!(
+                    "sluice_breaker_transitions_total",
+                    "layer" => layer,
+                    "from" => state_name(from),
+                    "to" => state_name(to)
+                )
+                .increment(1);
+            }
+            Event::BreakerRejected { enforced, .. } => self.request(
+                layer,
+                None,
+                if enforced {
+                    "breaker_rejected"
+                } else {
+                    "breaker_shadow_rejected"
+                },
+            ),
+            Event::BreakerCall {
+                outcome, latency, ..
+            } => {
+                let outcome = match outcome {
+                    Outcome::Success => "success",
+                    Outcome::Failure => "failure",
+                    Outcome::Ignore => "ignored",
+                };
+                counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome)
+                    .increment(1);
+                histogram!("sluice_latency_seconds", "layer" => layer)
+                    .record(latency.as_secs_f64());
+            }
+            Event::RetryScheduled { .. } => {
+                counter!("sluice_retries_total", "layer" => layer).increment(1);
+            }
+            Event::RetryGaveUp { reason, .. } => {
+                let reason = match reason {
+                    GiveUpReason::MaxAttempts => "max_attempts",
+                    GiveUpReason::MaxElapsed => "max_elapsed",
+                    GiveUpReason::Pushback => "pushback",
+                    GiveUpReason::Budget => "budget",
+                    GiveUpReason::NotReplayable => "not_replayable",
+                };
+                counter!("sluice_retry_gave_up_total", "layer" => layer, "reason" => reason)
+                    .increment(1);
+            }
+            Event::RetryBudgetExhausted { .. } => {
+                counter!("sluice_retry_budget_exhausted_total", "layer" => layer).increment(1);
+            }
+            Event::Queued { depth, .. } => {
+                gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
+            }
+            Event::Dequeued { waited, depth, .. } => {
+                self.request(layer, None, "dequeued");
+                histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
+                gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
+            }
+            Event::QueueFull { .. } => self.request(layer, None, "queue_full"),
+            Event::QueueTimedOut { depth, .. } => {
+                self.request(layer, None, "queue_timed_out");
+                gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
+            }
+            Event::QueueClosed { .. } => {}
+            Event::BackendFailure { action, .. } => {
+                let action = match action {
+                    FailureAction::Allowed => "allowed",
+                    FailureAction::Refused => "refused",
+                    FailureAction::Fallback => "fallback",
+                };
+                counter!("sluice_backend_failures_total", "backend" => layer, "action" => action)
+                    .increment(1);
+            }
+            Event::BackendStateChanged { available, .. } => {
+                gauge!("sluice_backend_up", "backend" => layer).set(if available {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! Monitoring: exact event sequences from each layer, Monitor figures,
+//! alerts, shadow mode, the metrics exporter. All on paused time.
+
+#![cfg(feature = "test-util")]
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{Instant, advance};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_sluice::circuit_breaker::CircuitState;
+use tower_sluice::observe::{Alert, AlertRule, Event, Fanout, Monitor};
+use tower_sluice::retry::{Backoff, Jitter};
+use tower_sluice::{
+    BackoffRetryLayer, CircuitBreakerLayer, PerKeyLayer, QueueFull, QueueLayer, Quota,
+    RateLimitLayer,
+};
+
+#[cfg(feature = "metrics")]
+mod prometheus;
+
+const MS: Duration = Duration::from_millis(1);
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Records events as short strings.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn observer(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
+        let log = self.0.clone();
+        move |e: &Event<'_>| log.lock().unwrap().push(describe(e))
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn key(e: &Event<'_>) -> String {
+    e.key().map(|k| format!(" {k:?}")).unwrap_or_default()
+}
+
+fn describe(e: &Event<'_>) -> String {
+    let k = key(e);
+    match e {
+        Event::Allowed { layer, .. } => format!("{layer} allowed{k}"),
+        Event::Limited {
+            layer,
+            enforced,
+            error,
+            ..
+        } => format!(
+            "{layer} limited{k} enforced={enforced} retry_after={:?}",
+            error.retry_after()
+        ),
+        Event::Waited { layer, waited, .. } => format!("{layer} waited{k} {waited:?}"),
+        Event::Completed {
+            layer,
+            latency,
+            success,
+            ..
+        } => format!("{layer} completed{k} {latency:?} ok={success}"),
+        Event::BreakerStateChanged { from, to, .. } => format!("breaker {from:?}->{to:?}"),
+        Event::BreakerRejected {
+            state, enforced, ..
+        } => format!("breaker rejected in {state:?} enforced={enforced}"),
+        Event::BreakerCall {
+            outcome,
+            counted,
+            latency,
+            ..
+        } => format!("breaker call {outcome:?} counted={counted} {latency:?}"),
+        Event::RetryScheduled { attempt, delay, .. } => {
+            format!("retry attempt={attempt} delay={delay:?}")
+        }
+        Event::RetryGaveUp {
+            attempts, reason, ..
+        } => format!("retry gave up attempts={attempts} {reason:?}"),
+        Event::RetryBudgetExhausted { attempts, .. } => {
+            format!("retry budget exhausted attempts={attempts}")
+        }
+        Event::Queued { depth, .. } => format!("queued depth={depth}"),
+        Event::Dequeued { waited, depth, .. } => {
+            format!("dequeued waited={waited:?} depth={depth}")
+        }
+        Event::QueueFull { error, .. } => format!("queue full capacity={}", error.capacity()),
+        Event::QueueTimedOut { depth, .. } => format!("queue timed out depth={depth}"),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(3600), f)
+        .await
+        .expect("test future hung")
+}
+
+/// Answers after `latency`, failing when asked to.
+fn upstream(
+    latency: Duration,
+) -> impl Service<bool, Response = &'static str, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |ok: bool| async move {
+        tokio::time::sleep(latency).await;
+        if ok { Ok("ok") } else { Err("boom".into()) }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// event sequences
+
+#[tokio::test(start_paused = true)]
+async fn breaker_closed_open_half_open_closed() {
+    let log = Log::default();
+    let mut svc = CircuitBreakerLayer::builder()
+        .consecutive_failures(2)
+        .open_duration(WAIT)
+        .open_jitter(0.0)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap()
+        .observer(log.observer())
+        .layer(upstream(10 * MS));
+    for ok in [false, false, true] {
+        let _ = within(svc.ready().await.unwrap().call(ok)).await;
+    }
+    advance(WAIT).await;
+    assert_eq!(
+        within(svc.ready().await.unwrap().call(true)).await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        log.take(),
+        [
+            "breaker call Failure counted=true 10ms",
+            "breaker Closed->Open",
+            "breaker call Failure counted=true 10ms",
+            "breaker rejected in Open enforced=true",
+            "breaker Open->HalfOpen",
+            "breaker HalfOpen->Closed",
+            "breaker call Success counted=true 10ms",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_schedules_then_gives_up() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let flaky = service_fn(move |n: u32| {
+        let call = c.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if call < 2 {
+                Err::<u32, BoxError>(
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+                )
+            } else {
+                Ok(n)
+            }
+        }
+    });
+    let log = Log::default();
+    let backoff = Backoff::exponential(100 * MS).jitter(Jitter::None);
+    let mut svc = BackoffRetryLayer::new(backoff)
+        .max_attempts(4)
+        .observer(log.observer())
+        .layer(flaky);
+    assert_eq!(within(svc.ready().await.unwrap().call(7)).await.unwrap(), 7);
+    assert_eq!(
+        log.take(),
+        ["retry attempt=2 delay=100ms", "retry attempt=3 delay=200ms"]
+    );
+
+    let failing = service_fn(|_: u32| async {
+        Err::<u32, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+    });
+    let mut svc = BackoffRetryLayer::new(backoff)
+        .max_attempts(3)
+        .observer(log.observer())
+        .layer(failing);
+    assert!(within(svc.ready().await.unwrap().call(1)).await.is_err());
+    assert_eq!(
+        log.take(),
+        [
+            "retry attempt=2 delay=100ms",
+            "retry attempt=3 delay=200ms",
+            "retry gave up attempts=3 MaxAttempts",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_queued_full_dequeued() {
+    let log = Log::default();
+    let mut svc = QueueLayer::new(1)
+        .concurrency(1)
+        .observer(log.observer())
+        .layer(upstream(Duration::from_secs(1)));
+    let a = tokio::spawn(svc.call(true));
+    let b = tokio::spawn(svc.call(true));
+    tokio::task::yield_now().await;
+    let err = svc.call(true).await.unwrap_err();
+    assert!(err.is::<QueueFull>());
+    within(a).await.unwrap().unwrap();
+    within(b).await.unwrap().unwrap();
+    assert_eq!(
+        log.take(),
+        [
+            "queued depth=1",
+            "queue full capacity=1",
+            "dequeued waited=1s depth=0",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_allowed_limited_waited() {
+    let log = Log::default();
+    let mut svc = RateLimitLayer::new(Quota::per_second(2))
+        .reject()
+        .observer(log.observer())
+        .layer(upstream(MS));
+    for _ in 0..3 {
+        let _ = within(svc.ready().await.unwrap().call(true)).await;
+    }
+    assert_eq!(
+        log.take(),
+        [
+            "rate_limit allowed",
+            "rate_limit allowed",
+            "rate_limit limited enforced=true retry_after=498ms",
+        ]
+    );
+    // Waiting mode reports the wait (1 s less the 1 ms the first call
+    // took), then the admission.
+    let mut svc = RateLimitLayer::new(Quota::per_second(1))
+        .observer(log.observer())
+        .layer(upstream(MS));
+    for _ in 0..2 {
+        within(svc.ready().await.unwrap().call(true)).await.unwrap();
+    }
+    assert_eq!(
+        log.take(),
+        [
+            "rate_limit allowed",
+            "rate_limit waited 999ms",
+            "rate_limit allowed"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_key_allowed_completed_limited() {
+    let log = Log::default();
+    let mut svc = PerKeyLayer::new(Quota::per_minute(1), |r: &(&'static str, bool)| {
+        Some(r.0.to_owned())
+    })
+    .observer(log.observer())
+    .layer(service_fn(|r: (&'static str, bool)| async move {
+        tokio::time::sleep(25 * MS).await;
+        if r.1 {
+            Ok::<_, Infallible>("ok")
+        } else {
+            Ok("meh")
+        }
+    }));
+    within(svc.ready().await.unwrap().call(("alice", true)))
+        .await
+        .unwrap();
+    assert!(
+        within(svc.ready().await.unwrap().call(("alice", true)))
+            .await
+            .is_err()
+    );
+    within(svc.ready().await.unwrap().call(("bob", true)))
+        .await
+        .unwrap();
+    assert_eq!(
+        log.take(),
+        [
+            "per_key allowed \"alice\"",
+            "per_key completed \"alice\" 25ms ok=true",
+            "per_key limited \"alice\" enforced=true retry_after=59.975s",
+            "per_key allowed \"bob\"",
+            "per_key completed \"bob\" 25ms ok=true",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Monitor
+
+fn keyed(
+    quota: Quota,
+    observer: impl tower_sluice::observe::Observer,
+) -> impl Service<(&'static str, u64), Response = (), Error = BoxError> {
+    PerKeyLayer::new(quota, |r: &(&'static str, u64)| Some(r.0.to_owned()))
+        .observer(observer)
+        .layer(service_fn(|r: (&'static str, u64)| async move {
+            tokio::time::sleep(Duration::from_millis(r.1)).await;
+            Ok::<_, Infallible>(())
+        }))
+}
+
+async fn send<S>(svc: &mut S, key: &'static str, latency_ms: u64) -> bool
+where
+    S: Service<(&'static str, u64), Response = (), Error = BoxError>,
+{
+    within(svc.ready().await.unwrap().call((key, latency_ms)))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn monitor_figures_on_constructed_traffic() {
+    let monitor = Monitor::builder().smoothing(0.5).build();
+    let mut svc = keyed(Quota::per_minute(10), monitor.clone());
+    // alice: 20 requests, 10 fit; latencies 100 ms then 200 ms.
+    for i in 0..20 {
+        send(&mut svc, "alice", if i == 0 { 100 } else { 200 }).await;
+    }
+    for _ in 0..5 {
+        send(&mut svc, "bob", 40).await;
+    }
+    let snap = monitor.snapshot();
+    let alice = snap.key(&"alice").unwrap();
+    assert_eq!(
+        (alice.requests, alice.limited, alice.shadow_limited),
+        (20, 10, 0)
+    );
+    assert_eq!(alice.limited_rate, 0.5);
+    assert_eq!(alice.completed, 10);
+    // EWMA with α = 0.5 over 100, 200 × 9: 200 − 100 / 2^9.
+    let want = 200.0 - 100.0 / 512.0;
+    let got = alice.latency_ewma.unwrap().as_secs_f64() * 1000.0;
+    assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+    let bob = snap.key(&"bob").unwrap();
+    assert_eq!((bob.requests, bob.limited, bob.limited_rate), (5, 0, 0.0));
+    assert_eq!(bob.latency_ewma, Some(40 * MS));
+    // Sorted: most limited first.
+    assert_eq!(snap.keys[0].key, "\"alice\"");
+    let layer = snap.layer("per_key").unwrap();
+    assert_eq!((layer.requests, layer.allowed, layer.limited), (25, 15, 10));
+    assert_eq!(layer.completed, 15);
+    assert_eq!(snap.totals.requests, 25);
+    assert_eq!(monitor.top_limited(5).len(), 1);
+    // The recent window (1 min) holds everything: same rate.
+    assert!((alice.recent_limited_rate - 0.5).abs() < 1e-9);
+    // Two windows later the recent rate is gone, the totals stay.
+    advance(Duration::from_secs(121)).await;
+    let alice = monitor.key(&"alice").unwrap();
+    assert_eq!(alice.recent_requests, 0.0);
+    assert_eq!(alice.requests, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn monitor_tracks_breakers_queues_retries_per_scope() {
+    let monitor = Monitor::new();
+    let breaker = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .open_duration(WAIT)
+        .build()
+        .unwrap()
+        .observer(monitor.scoped("payments"));
+    let mut svc = breaker.layer(upstream(MS));
+    let _ = within(svc.ready().await.unwrap().call(false)).await;
+    let _ = within(svc.ready().await.unwrap().call(true)).await;
+    let mut queue = QueueLayer::new(10)
+        .concurrency(1)
+        .observer(monitor.clone())
+        .layer(upstream(Duration::from_secs(1)));
+    let a = tokio::spawn(queue.call(true));
+    let b = tokio::spawn(queue.call(true));
+    let c = tokio::spawn(queue.call(true));
+    tokio::task::yield_now().await;
+    assert_eq!(
+        monitor.snapshot().layer("queue").unwrap().queue_depth,
+        Some(2)
+    );
+    for t in [a, b, c] {
+        within(t).await.unwrap().unwrap();
+    }
+    let snap = monitor.snapshot();
+    assert_eq!(snap.breakers.len(), 1);
+    assert_eq!(snap.breakers[0].name, "payments");
+    assert_eq!(snap.breakers[0].state, CircuitState::Open);
+    let p = snap.layer("payments").unwrap();
+    assert_eq!((p.requests, p.breaker_rejected, p.failed), (2, 1, 1));
+    let q = snap.layer("queue").unwrap();
+    assert_eq!((q.queued, q.dequeued, q.queue_depth), (2, 2, Some(0)));
+    assert_eq!(q.wait_total, Duration::from_secs(3));
+}
+
+// ---------------------------------------------------------------------------
+// alerts
+
+#[tokio::test(start_paused = true)]
+async fn limited_rate_alert_fires_once_and_rearms() {
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let f = fired.clone();
+    let monitor = Monitor::builder()
+        .window(Duration::from_secs(10))
+        .alert(
+            AlertRule::limited_rate(0.5)
+                .min_requests(4)
+                .rearm_below(0.2),
+            move |a: &Alert| {
+                if let Alert::LimitedRate { key, rate, .. } = a {
+                    f.lock().unwrap().push((key.clone(), *rate));
+                }
+            },
+        )
+        .build();
+    let mut svc = keyed(Quota::per_second(2), monitor.clone());
+    // 2 fit, 2 limited: the 4th request makes 50% of 4.
+    for _ in 0..3 {
+        send(&mut svc, "k", 0).await;
+    }
+    assert!(monitor.flush_alerts(WAIT));
+    assert!(fired.lock().unwrap().is_empty(), "fired before the minimum");
+    for _ in 0..20 {
+        send(&mut svc, "k", 0).await;
+    }
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(*fired.lock().unwrap(), [("\"k\"".to_owned(), 0.5)]);
+    assert!(monitor.key(&"k").unwrap().alerting);
+    // Two windows later the key is polite: it re-arms...
+    advance(Duration::from_secs(25)).await;
+    assert!(send(&mut svc, "k", 0).await);
+    assert!(!monitor.key(&"k").unwrap().alerting);
+    // ...and fires again when it floods again.
+    for _ in 0..20 {
+        send(&mut svc, "k", 0).await;
+    }
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(fired.lock().unwrap().len(), 2);
+    // An innocent key never fired.
+    send(&mut svc, "other", 0).await;
+    assert_eq!(monitor.snapshot().alerts_fired, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_alert_fires_once_per_opening() {
+    let opened = Arc::new(AtomicUsize::new(0));
+    let o = opened.clone();
+    let monitor = Monitor::builder()
+        .alert(AlertRule::breaker_opened(), move |_| {
+            o.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let mut svc = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .open_duration(WAIT)
+        .open_jitter(0.0)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap()
+        .observer(monitor.clone())
+        .layer(upstream(MS));
+    let _ = within(svc.ready().await.unwrap().call(false)).await; // opens
+    advance(WAIT).await;
+    let _ = within(svc.ready().await.unwrap().call(false)).await; // half-open -> open
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(
+        opened.load(Ordering::Relaxed),
+        1,
+        "open, half-open, open: one alert"
+    );
+    advance(WAIT * 3).await;
+    let _ = within(svc.ready().await.unwrap().call(true)).await; // closes
+    let _ = within(svc.ready().await.unwrap().call(false)).await; // opens again
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(opened.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_alert_callback_does_not_break_requests() {
+    let later = Arc::new(AtomicUsize::new(0));
+    let l = later.clone();
+    let monitor = Monitor::builder()
+        .alert(AlertRule::limited_rate(0.1).min_requests(2), |_: &Alert| {
+            panic!("callback bug")
+        })
+        .alert(AlertRule::breaker_opened(), move |_| {
+            l.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let mut svc = keyed(Quota::per_minute(1), monitor.clone());
+    let mut ok = 0;
+    for _ in 0..10 {
+        ok += usize::from(send(&mut svc, "k", 0).await);
+    }
+    assert_eq!(ok, 1, "requests were decided as usual");
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(monitor.snapshot().alert_panics, 1);
+    // The alert thread survived: a later alert is delivered.
+    let mut breaker = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .build()
+        .unwrap()
+        .observer(monitor.clone())
+        .layer(upstream(MS));
+    let _ = within(breaker.ready().await.unwrap().call(false)).await;
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(later.load(Ordering::Relaxed), 1);
+    // And requests still go through the monitor.
+    assert_eq!(monitor.key(&"k").unwrap().requests, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_alert_callback_does_not_block_requests() {
+    let monitor = Monitor::builder()
+        .alert(AlertRule::limited_rate(0.1).min_requests(1), |_: &Alert| {
+            std::thread::sleep(Duration::from_millis(300));
+        })
+        .build();
+    let mut svc = keyed(Quota::per_minute(1), monitor.clone());
+    let start = std::time::Instant::now();
+    for k in ["a", "b", "c", "d", "e"] {
+        send(&mut svc, k, 0).await;
+        send(&mut svc, k, 0).await;
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "requests waited for the callback: {:?}",
+        start.elapsed()
+    );
+    assert!(monitor.flush_alerts(Duration::from_secs(10)));
+    assert_eq!(monitor.snapshot().alerts_fired, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_table_is_bounded() {
+    let monitor = Monitor::builder().max_keys(16).build();
+    let mut svc = PerKeyLayer::new(Quota::per_minute(1), |r: &u32| Some(*r))
+        .observer(monitor.clone())
+        .layer(service_fn(|_: u32| async { Ok::<_, Infallible>(()) }));
+    for k in 0..100u32 {
+        within(svc.ready().await.unwrap().call(k)).await.unwrap();
+    }
+    let snap = monitor.snapshot();
+    assert!(snap.keys.len() <= 16, "{} keys kept", snap.keys.len());
+    assert_eq!(snap.keys.len() as u64 + snap.evicted_keys, 100);
+    // The last key is always there (eviction takes the least recent).
+    assert!(snap.key(&99u32).is_some());
+    assert_eq!(snap.layer("per_key").unwrap().requests, 100);
+}
+
+// ---------------------------------------------------------------------------
+// shadow mode
+
+/// Runs `n` requests (keys alternating a, a, b) through a per-key layer;
+/// returns which were refused (enforcing) or reported (shadow), and which
+/// reached the service.
+async fn per_key_run(shadow: bool) -> (Vec<usize>, Vec<usize>) {
+    let reported = Arc::new(Mutex::new(Vec::new()));
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let (r, s) = (reported.clone(), served.clone());
+    let index = Arc::new(AtomicUsize::new(0));
+    let i = index.clone();
+    let mut layer = PerKeyLayer::new(Quota::per_second(3), |r: &(usize, &'static str)| {
+        Some(r.1.to_owned())
+    })
+    .observer(move |e: &Event<'_>| {
+        if let Event::Limited { enforced, .. } = e {
+            assert_eq!(*enforced, !shadow);
+            r.lock().unwrap().push(i.load(Ordering::Relaxed));
+        }
+    });
+    if shadow {
+        layer = layer.shadow();
+    }
+    let mut svc = layer.layer(service_fn(move |r: (usize, &'static str)| {
+        s.lock().unwrap().push(r.0);
+        async { Ok::<_, Infallible>(()) }
+    }));
+    for n in 0..12 {
+        index.store(n, Ordering::Relaxed);
+        let key = if n % 3 == 2 { "b" } else { "a" };
+        let _ = within(svc.ready().await.unwrap().call((n, key))).await;
+        if n == 7 {
+            advance(Duration::from_millis(400)).await;
+        }
+    }
+    let r = reported.lock().unwrap().clone();
+    let s = served.lock().unwrap().clone();
+    (r, s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_reports_exactly_what_enforcing_refuses() {
+    let (refused, served) = per_key_run(false).await;
+    let (would, all) = per_key_run(true).await;
+    assert!(!refused.is_empty());
+    assert_eq!(would, refused);
+    assert_eq!(
+        all,
+        (0..12).collect::<Vec<_>>(),
+        "shadow lets everything through"
+    );
+    assert_eq!(served.len() + refused.len(), 12);
+
+    // rate_limit: the same.
+    for shadow in [false, true] {
+        let log = Log::default();
+        let layer = RateLimitLayer::new(Quota::per_second(2)).observer(log.observer());
+        let layer = if shadow {
+            layer.shadow()
+        } else {
+            layer.reject()
+        };
+        let mut svc = layer.layer(upstream(MS));
+        let mut ok = 0;
+        for _ in 0..5 {
+            ok += usize::from(within(svc.ready().await.unwrap().call(true)).await.is_ok());
+        }
+        assert_eq!(ok, if shadow { 5 } else { 2 });
+        let limited = log.take().iter().filter(|e| e.contains("limited")).count();
+        assert_eq!(limited, 3);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_breaker_reports_what_it_would_refuse() {
+    async fn run(shadow: bool) -> (Vec<String>, usize) {
+        let log = Log::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(2)
+            .open_duration(WAIT)
+            .open_jitter(0.0)
+            .permitted_calls_in_half_open(1)
+            .build()
+            .unwrap()
+            .observer(log.observer());
+        let layer = if shadow { layer.shadow() } else { layer };
+        let mut svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(move |ok: bool| {
+                h.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    if ok {
+                        Ok("ok")
+                    } else {
+                        Err::<_, BoxError>("boom".into())
+                    }
+                }
+            }));
+        // fail, fail (opens), 3 refused, then after the open time a
+        // successful trial closes it.
+        for ok in [false, false, false, true, true] {
+            let _ = within(svc.ready().await.unwrap().call(ok)).await;
+        }
+        advance(WAIT).await;
+        let _ = within(svc.ready().await.unwrap().call(true)).await;
+        let events = log
+            .take()
+            .into_iter()
+            .map(|e| {
+                e.replace(" enforced=false", "")
+                    .replace(" enforced=true", "")
+            })
+            .filter(|e| !e.starts_with("breaker call"))
+            .collect();
+        (events, hits.load(Ordering::Relaxed))
+    }
+    let (enforcing, enforcing_hits) = run(false).await;
+    let (shadow, shadow_hits) = run(true).await;
+    assert_eq!(shadow, enforcing, "same decisions and state changes");
+    assert_eq!(
+        enforcing.iter().filter(|e| e.contains("rejected")).count(),
+        3
+    );
+    assert_eq!((enforcing_hits, shadow_hits), (3, 6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fanout_feeds_every_observer() {
+    let monitor = Monitor::new();
+    let log = Log::default();
+    let mut svc = RateLimitLayer::new(Quota::per_second(1))
+        .reject()
+        .observer(Fanout::new().with(monitor.clone()).with(log.observer()))
+        .layer(upstream(MS));
+    for _ in 0..2 {
+        let _ = within(svc.ready().await.unwrap().call(true)).await;
+    }
+    assert_eq!(log.take().len(), 2);
+    assert_eq!(monitor.snapshot().layer("rate_limit").unwrap().limited, 1);
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn snapshot_serializes() {
+    let monitor = Monitor::new();
+    let mut svc = keyed(Quota::per_minute(1), monitor.clone());
+    send(&mut svc, "k", 0).await;
+    send(&mut svc, "k", 0).await;
+    let json = serde_json::to_value(monitor.snapshot()).unwrap();
+    assert_eq!(json["keys"][0]["key"], "\"k\"");
+    assert_eq!(json["keys"][0]["limited"], 1);
+    assert_eq!(json["layers"][0]["name"], "per_key");
+}
+
+#[test]
+fn observers_are_shareable() {
+    fn ok<T: Clone + Send + Sync + 'static>() {}
+    ok::<Monitor>();
+    ok::<Fanout>();
+    let _ = Instant::now();
+}
