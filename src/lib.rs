@@ -42,6 +42,7 @@
 //! | retry with backoff and jitter, a retry budget, `Retry-After` honoured | [`BackoffRetryLayer`] ([`retry`]) | available |
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
 //! | queue and pace requests; share a non-`Clone` service | [`QueueLayer`] | available |
+//! | adapt: per-key limits that follow success and latency, a client rate that follows upstream 429s and `RateLimit` headers, a concurrency limit that follows latency, client-side throttling | [`adaptive`]: [`AdaptivePolicy`](adaptive::AdaptivePolicy), [`AimdLayer`], [`AdaptiveConcurrencyLayer`], [`AdaptiveThrottleLayer`] | available |
 //!
 //! # Feature flags
 //!
@@ -118,6 +119,7 @@ macro_rules! inner_accessors {
 }
 pub(crate) use inner_accessors;
 
+pub mod adaptive;
 pub mod backend;
 pub mod circuit_breaker;
 mod clock;
@@ -134,6 +136,7 @@ pub mod quota;
 pub mod rate_limit;
 pub mod retry;
 
+pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;

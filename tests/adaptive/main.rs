@@ -1,0 +1,672 @@
+//! Adaptive limits on tokio's paused clock (feature `test-util`): the
+//! per-key formula, AIMD against a simulated upstream with a hidden limit,
+//! header pacing, adaptive concurrency against a service with a latency
+//! knee, and client-side throttling against an overloaded backend.
+//!
+//! Every simulation runs under a timeout on the paused clock: a deadlock
+//! ends in a timeout failure, not a hang.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep};
+use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower_sluice::adaptive::{
+    AdaptiveConcurrencyLayer, AdaptivePolicy, AdaptiveThrottleLayer, AimdLayer, AimdLimit,
+    Criticality, DefaultFormula, Feedback, GradientLimit, KeyStats, LimitFormula, Signal, Upstream,
+};
+use tower_sluice::error::{ConcurrencyLimited, Throttled};
+use tower_sluice::observe::Event;
+use tower_sluice::{Limiter, Quota, RateLimited};
+
+/// Runs `f` on the paused clock, failing after `limit` of virtual time.
+async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .expect("simulation did not finish in time (deadlock?)")
+}
+
+// ---------------------------------------------------------------- per key
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn formula_on_a_constructed_history() {
+    let p = AdaptivePolicy::<&str>::new(Quota::per_second(100), 1000);
+    let secs = Duration::from_secs;
+    // First response: sets the averages. success 1, latency 2 s:
+    // multiplier (1 + 0.8) / 2 = 0.9 -> 190.
+    assert_eq!(p.record(&"k", true, secs(2)), 190);
+    // A failure at 4 s: success 1 + 0.1 (0 - 1) = 0.9, latency
+    // 2 + 0.1 (4 - 2) = 2.2 s: (0.9 + 0.78) / 2 = 0.84 -> 184.
+    assert_eq!(p.record(&"k", false, secs(4)), 184);
+    let s = p.stats(&"k").unwrap();
+    assert!(close(s.success_rate, 0.9), "{s:?}");
+    assert!(close(s.avg_latency.as_secs_f64(), 2.2), "{s:?}");
+    assert_eq!(s.samples, 2);
+    // A success at 12 s: success 0.91, latency 3.18 s:
+    // (0.91 + 0.682) / 2 = 0.796 -> 179.6 -> 179.
+    assert_eq!(p.record(&"k", true, secs(12)), 179);
+    assert_eq!(p.limit(&"k"), 179);
+    // An unknown key is at the base.
+    assert_eq!(p.limit(&"other"), 100);
+    assert_eq!(p.stats(&"other"), None);
+}
+
+#[test]
+fn smoothing_and_ceiling_are_configurable() {
+    let p = AdaptivePolicy::<u32>::new(Quota::per_minute(60), 1000)
+        .smoothing(0.5)
+        .latency_ceiling(Duration::from_secs(1));
+    // success 1, latency 0.5 s of a 1 s ceiling: (1 + 0.5) / 2 -> 60 * 1.75.
+    assert_eq!(p.record(&1, true, Duration::from_millis(500)), 105);
+    // success 0.5, latency 0.75 s: (0.5 + 0.25) / 2 = 0.375 -> 82.5 -> 82.
+    assert_eq!(p.record(&1, false, Duration::from_secs(1)), 82);
+}
+
+#[test]
+fn bounds_are_never_crossed() {
+    let p = AdaptivePolicy::<u64>::new(Quota::per_second(100), 150);
+    let mut seed = 7u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for _ in 0..20_000 {
+        let key = next() % 50;
+        let ok = next() % 3 != 0;
+        let latency = Duration::from_millis(next() % 30_000);
+        let limit = p.record(&key, ok, latency);
+        assert!((100..=150).contains(&limit), "{limit}");
+    }
+    // A key that always fails slowly stays at the base.
+    for _ in 0..100 {
+        p.record(&999, false, Duration::from_secs(20));
+    }
+    assert_eq!(p.limit(&999), 100);
+    // A key that always succeeds at once reaches the max.
+    p.record(&1000, true, Duration::ZERO);
+    assert_eq!(p.limit(&1000), 150);
+
+    // A custom formula is clamped too.
+    let wild = AdaptivePolicy::<u8>::new(Quota::per_second(10), 20).formula(
+        |_base: u32, _max: u32, s: &KeyStats| if s.success_rate > 0.5 { 1_000 } else { 0 },
+    );
+    assert_eq!(wild.record(&1, true, Duration::ZERO), 20);
+    assert_eq!(wild.record(&2, false, Duration::ZERO), 10);
+    let f = DefaultFormula::default();
+    assert_eq!(f.limit(10, 20, &KeyStats::new(1.0, Duration::ZERO, 1)), 20);
+}
+
+#[test]
+fn stats_memory_is_bounded() {
+    let p = AdaptivePolicy::<u64>::new(Quota::per_second(10), 20).max_keys(1_000);
+    for key in 0..100_000 {
+        p.record(&key, true, Duration::ZERO);
+        assert!(p.len() <= 1_000, "{} keys held", p.len());
+    }
+    // The most recent keys are remembered.
+    assert_eq!(p.limit(&99_999), 20);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_raised_limit_never_grants_a_burst() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    // 10 per second, burst 10, up to 20 per second.
+    let adaptive =
+        AdaptivePolicy::<String>::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
+            if let Event::LimitChanged { key, old, new, .. } = e {
+                seen.lock().unwrap().push((
+                    format!("{:?}", key.unwrap()),
+                    old.limit(),
+                    new.limit(),
+                ));
+            }
+        });
+    let key = |req: &String| Some(req.clone());
+    let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
+    let mut svc = adaptive
+        .per_key_layer(key)
+        .layer(adaptive.feedback_layer(key).layer(inner));
+
+    let burst = |n: usize| {
+        let mut svc = svc.clone();
+        async move {
+            let mut passed = 0;
+            for _ in 0..n {
+                match svc.ready().await.unwrap().call("a".to_string()).await {
+                    Ok(()) => passed += 1,
+                    Err(e) => assert!(e.is::<RateLimited>(), "{e}"),
+                }
+            }
+            passed
+        }
+    };
+    // The first response raises the limit to 20/s (an instant success).
+    // The burst stays 10: at most 10 pass at once, and fewer here, since
+    // the debt of the requests already sent now counts at the new rate.
+    let first = burst(30).await;
+    assert!((5..=10).contains(&first), "{first}");
+    assert_eq!(adaptive.limit(&"a".to_string()), 20);
+    assert_eq!(
+        events.lock().unwrap()[0],
+        ("\"a\"".to_string(), 10, 20),
+        "one LimitChanged event with the key"
+    );
+    // Idle for long: the bucket is full again, with the base burst, not 20.
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(burst(30).await, 10);
+    // The raised rate refills faster: 20 per second.
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(burst(30).await, 10, "a full bucket holds the burst only");
+    let mut passed = 0;
+    for _ in 0..100 {
+        sleep(Duration::from_millis(10)).await;
+        passed += burst(1).await;
+    }
+    assert!((19..=21).contains(&passed), "{passed} in 1 s at 20/s");
+    let _ = svc.ready().await.unwrap();
+}
+
+// ------------------------------------------------------------------ AIMD
+
+/// An upstream with a hidden limit (GCRA, small burst): refuses with
+/// `RateLimited` past it.
+fn hidden_limit(
+    quota: Quota,
+) -> (
+    impl Service<(), Response = (), Error = BoxError, Future: Send> + Clone,
+    Arc<AtomicU64>,
+) {
+    let limiter = Arc::new(Limiter::new(quota));
+    let served = Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    let svc = service_fn(move |()| {
+        let d = limiter.check();
+        let count = count.clone();
+        async move {
+            d.into_result().map_err(BoxError::from)?;
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    });
+    (svc, served)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aimd_finds_a_hidden_limit_and_stays_under_it() {
+    const TRUE_LIMIT: f64 = 60.0;
+    let (upstream, _) = hidden_limit(Quota::per_second(60).with_burst(5));
+    let aimd = AimdLayer::new(Quota::per_second(100));
+    let rate = aimd.handle();
+    let mut client = aimd.layer(upstream);
+
+    let start = Instant::now();
+    let log = within(Duration::from_secs(400), async {
+        let mut log = Vec::new();
+        while start.elapsed() < Duration::from_secs(180) {
+            let r = client.ready().await.unwrap().call(()).await;
+            if let Err(e) = &r {
+                assert!(e.is::<RateLimited>(), "{e}");
+            }
+            log.push((start.elapsed(), r.is_ok()));
+        }
+        log
+    })
+    .await;
+
+    let limited: Vec<Duration> = log.iter().filter(|(_, ok)| !ok).map(|(t, _)| *t).collect();
+    assert!(!limited.is_empty(), "the client starts above the limit");
+    let after_first = limited.len() - 1;
+    let last_minute = log
+        .iter()
+        .filter(|(t, ok)| *ok && *t >= Duration::from_secs(120))
+        .count() as f64
+        / 60.0;
+    eprintln!(
+        "429s: {} (at {:?}); throughput over the last minute {last_minute:.1}/s; rate {:.1}/s",
+        limited.len(),
+        limited,
+        rate.rate()
+    );
+    assert!(after_first <= 8, "{after_first} 429s after the first");
+    assert!(
+        (TRUE_LIMIT * 0.9..=TRUE_LIMIT * 1.01).contains(&last_minute),
+        "throughput {last_minute}/s against a true limit of {TRUE_LIMIT}/s"
+    );
+    assert!(rate.rate() <= TRUE_LIMIT * 1.05, "rate {}", rate.rate());
+    let good = rate.good_rate().unwrap();
+    assert!(
+        (TRUE_LIMIT * 0.9..=TRUE_LIMIT).contains(&good),
+        "good {good}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
+    // Refuses once, asking for 5 s, then accepts everything.
+    let refused = Arc::new(AtomicU32::new(0));
+    let r = refused.clone();
+    let upstream = service_fn(move |()| {
+        let first = r.fetch_add(1, Ordering::Relaxed) == 0;
+        async move { if first { Err::<(), _>("busy") } else { Ok(()) } }
+    });
+    let classify = |r: &Result<(), BoxError>| match r {
+        Ok(()) => Feedback::new(Signal::Success),
+        Err(_) => Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(5)),
+    };
+    let aimd = AimdLayer::new(Quota::per_second(10)).classify(classify);
+    let rate = aimd.handle();
+    let mut client = aimd.layer(upstream);
+    let start = Instant::now();
+    within(Duration::from_secs(300), async {
+        assert!(client.ready().await.unwrap().call(()).await.is_err());
+        assert_eq!(rate.rate(), 5.0, "cut by half");
+        assert_eq!(rate.paused_for(), Duration::from_secs(5));
+        client.ready().await.unwrap().call(()).await.unwrap();
+        let resumed = start.elapsed();
+        assert!(
+            resumed >= Duration::from_secs(5) && resumed < Duration::from_millis(5_010),
+            "{resumed:?}"
+        );
+        while rate.rate() < 10.0 {
+            client.ready().await.unwrap().call(()).await.unwrap();
+        }
+    })
+    .await;
+    // Back at the quota, never above.
+    assert_eq!(rate.rate(), 10.0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aimd_paces_to_upstream_remaining_and_reset() {
+    // A fixed window of 10 requests every 2 s; each response says how many
+    // remain and when the window resets. The client's quota (100/s) is far
+    // above it, and the upstream would refuse the excess.
+    const WINDOW: Duration = Duration::from_secs(2);
+    const PER_WINDOW: u64 = 10;
+    let start = Instant::now();
+    let windows = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u64>::new()));
+    let w = windows.clone();
+    let upstream = service_fn(move |()| {
+        let now = start.elapsed();
+        let index = (now.as_nanos() / WINDOW.as_nanos()) as u64;
+        let mut w = w.lock().unwrap();
+        let used = w.entry(index).or_insert(0);
+        *used += 1;
+        let used = *used;
+        let reset = WINDOW * (index as u32 + 1) - now;
+        async move {
+            if used > PER_WINDOW {
+                Err::<Upstream, BoxError>("429".into())
+            } else {
+                Ok(Upstream {
+                    remaining: PER_WINDOW - used,
+                    reset,
+                })
+            }
+        }
+    });
+    let classify = |r: &Result<Upstream, BoxError>| match r {
+        Ok(u) => Feedback::new(Signal::Success).upstream(*u),
+        Err(_) => Feedback::new(Signal::Overloaded),
+    };
+    let aimd = AimdLayer::new(Quota::per_second(100)).classify(classify);
+    let mut client = aimd.layer(upstream);
+    let mut sent = Vec::new();
+    within(Duration::from_secs(100), async {
+        while start.elapsed() < Duration::from_secs(20) {
+            client
+                .ready()
+                .await
+                .unwrap()
+                .call(())
+                .await
+                .expect("never refused: the client never sends more than remains");
+            sent.push(start.elapsed());
+        }
+    })
+    .await;
+    let windows = windows.lock().unwrap();
+    for (i, n) in windows.iter() {
+        assert!(*n <= PER_WINDOW, "window {i}: {n}");
+    }
+    // It uses the quota, not much less: 10 per full window.
+    let full = windows.range(0..9).map(|(_, n)| *n).sum::<u64>();
+    assert_eq!(full, 90, "{windows:?}");
+    // And spreads it: no more than 3 requests in any 200 ms after the
+    // first window.
+    let later: Vec<_> = sent.iter().filter(|t| **t >= WINDOW).collect();
+    for pair in later.windows(4) {
+        assert!(
+            *pair[3] - *pair[0] >= Duration::from_millis(200),
+            "bunched: {pair:?}"
+        );
+    }
+}
+
+// ----------------------------------------------------------- concurrency
+
+/// A service whose latency grows past a concurrency knee:
+/// `base × max(1, in_flight / knee)`.
+#[derive(Clone)]
+struct Knee {
+    knee: Arc<AtomicU32>,
+    in_flight: Arc<AtomicU32>,
+}
+
+impl Knee {
+    fn new(knee: u32) -> Self {
+        Knee {
+            knee: Arc::new(AtomicU32::new(knee)),
+            in_flight: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    fn service(
+        &self,
+    ) -> impl Service<(), Response = (), Error = BoxError, Future: Send> + Clone + use<> {
+        let this = self.clone();
+        service_fn(move |()| {
+            let this = this.clone();
+            async move {
+                let n = this.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                let knee = this.knee.load(Ordering::Relaxed);
+                let factor = (f64::from(n) / f64::from(knee)).max(1.0);
+                sleep(Duration::from_millis(10).mul_f64(factor)).await;
+                this.in_flight.fetch_sub(1, Ordering::Relaxed);
+                Ok::<_, BoxError>(())
+            }
+        })
+    }
+}
+
+/// Drives `workers` closed-loop callers through `layer` for `phases`
+/// (knee, duration); returns the mean limit over the last third of each
+/// phase.
+async fn drive_concurrency(layer: AdaptiveConcurrencyLayer, phases: &[(u32, u64)]) -> Vec<f64> {
+    let handle = layer.handle();
+    let knee = Knee::new(phases[0].0);
+    let svc = layer.layer(knee.service());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let mut svc = svc.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match svc.ready().await.unwrap().call(()).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        assert!(e.is::<ConcurrencyLimited>(), "{e}");
+                        sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut means = Vec::new();
+    for &(k, secs) in phases {
+        knee.knee.store(k, Ordering::Relaxed);
+        let (mut sum, mut n) = (0.0, 0.0);
+        let steps = secs * 10;
+        for step in 0..steps {
+            sleep(Duration::from_millis(100)).await;
+            if step >= steps * 2 / 3 {
+                sum += f64::from(handle.limit());
+                n += 1.0;
+            }
+        }
+        means.push(sum / n);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    means
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn gradient_settles_near_the_knee_and_follows_it() {
+    let layer = AdaptiveConcurrencyLayer::new(
+        GradientLimit::new()
+            .initial(5)
+            .probe_interval(Duration::from_secs(10))
+            .seed(42),
+    );
+    let means = within(
+        Duration::from_secs(300),
+        drive_concurrency(layer, &[(20, 30), (40, 30), (10, 30)]),
+    )
+    .await;
+    eprintln!("gradient: mean limits {means:?} for knees 20, 40, 10");
+    // Tolerance: the limit settles at about (1 + buffer) × knee + 1; we
+    // accept 0.9 to 1.4 times the knee.
+    for (mean, knee) in means.iter().zip([20.0, 40.0, 10.0]) {
+        assert!(
+            *mean >= knee * 0.9 && *mean <= knee * 1.4,
+            "mean limit {mean} for a knee at {knee}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aimd_concurrency_settles_near_the_knee_and_follows_it() {
+    let layer =
+        AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_micros(12_500)).initial(5));
+    let means = within(
+        Duration::from_secs(300),
+        drive_concurrency(layer, &[(20, 30), (40, 30), (10, 30)]),
+    )
+    .await;
+    eprintln!("aimd: mean limits {means:?} for knees 20, 40, 10");
+    // Cut when latency passes 1.25 × the no-load latency: the limit
+    // oscillates between about 0.9 and 1.25 times the knee.
+    for (mean, knee) in means.iter().zip([20.0, 40.0, 10.0]) {
+        assert!(
+            *mean >= knee * 0.8 && *mean <= knee * 1.3,
+            "mean limit {mean} for a knee at {knee}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn over_the_limit_is_refused_at_once_and_slots_come_back() {
+    let layer =
+        AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_secs(1)).initial(2).max(2));
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async {
+        sleep(Duration::from_millis(100)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let a = svc.ready().await.unwrap().call(());
+    let b = svc.ready().await.unwrap().call(());
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<ConcurrencyLimited>().unwrap().limit(), 2);
+    assert_eq!(handle.in_flight(), 2);
+    drop(a);
+    assert_eq!(handle.in_flight(), 1, "a dropped future frees its slot");
+    within(Duration::from_secs(1), b).await.unwrap();
+    assert_eq!(handle.in_flight(), 0);
+    assert_eq!(handle.limit(), 2);
+}
+
+// -------------------------------------------------------------- throttle
+
+/// Drives `rate` requests per second for `secs` through a throttled
+/// backend; returns per-second (requests, local rejections, sent, accepted)
+/// for the last `tail` seconds, summed.
+async fn drive_throttle<S>(
+    mut svc: S,
+    rate: u64,
+    secs: u64,
+    tail: u64,
+    class: impl Fn(u64) -> Criticality,
+) -> [u64; 4]
+where
+    S: Service<(u64, Criticality), Response = (), Error = BoxError>,
+{
+    let start = Instant::now();
+    let mut totals = [0u64; 4];
+    let mut i = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        sleep(Duration::from_nanos(1_000_000_000 / rate)).await;
+        i += 1;
+        let counting = start.elapsed() >= Duration::from_secs(secs - tail);
+        let r = svc.ready().await.unwrap().call((i, class(i))).await;
+        if counting {
+            totals[0] += 1;
+            match r {
+                Err(e) if e.is::<Throttled>() => totals[1] += 1,
+                Err(_) => totals[2] += 1,
+                Ok(()) => {
+                    totals[2] += 1;
+                    totals[3] += 1;
+                }
+            }
+        }
+    }
+    totals
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn throttling_against_a_backend_that_accepts_half() {
+    let layer = AdaptiveThrottleLayer::new().seed(7);
+    let handle = layer.handle();
+    let flip = Arc::new(AtomicU64::new(0));
+    let backend = service_fn(move |(_, _): (u64, Criticality)| {
+        let accept = flip.fetch_add(1, Ordering::Relaxed).is_multiple_of(2);
+        async move {
+            if accept {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("overloaded".into())
+            }
+        }
+    });
+    let [requests, rejected, sent, accepted] = within(
+        Duration::from_secs(1_000),
+        drive_throttle(layer.layer(backend), 100, 360, 120, |_| {
+            Criticality::Critical
+        }),
+    )
+    .await;
+    let p = handle.probability(Criticality::Critical);
+    let (r, a) = handle.counts();
+    let formula = ((r as f64 - 2.0 * a as f64) / (r as f64 + 1.0)).max(0.0);
+    let observed = rejected as f64 / requests as f64;
+    eprintln!(
+        "half: p {p:.3}, formula {formula:.3}, observed {observed:.3}, sent {sent}, accepted {accepted}"
+    );
+    assert!(close(p, formula));
+    assert!((observed - p).abs() < 0.03, "observed {observed} vs {p}");
+    // The backend sees no more than K times what it accepts.
+    assert!(
+        sent as f64 <= 2.0 * accepted as f64 * 1.02 + 2.0,
+        "{sent} sent, {accepted} accepted"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn throttling_converges_to_the_formula_against_a_saturated_backend() {
+    // The backend accepts 20 per second; the client wants 100.
+    let layer = AdaptiveThrottleLayer::new().seed(11);
+    let handle = layer.handle();
+    let capacity = Arc::new(Limiter::new(Quota::per_second(20)));
+    let backend = service_fn(move |(_, _): (u64, Criticality)| {
+        let ok = capacity.check().is_allowed();
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("overloaded".into())
+            }
+        }
+    });
+    let [requests, rejected, sent, accepted] = within(
+        Duration::from_secs(1_000),
+        drive_throttle(layer.layer(backend), 100, 480, 120, |_| {
+            Criticality::Critical
+        }),
+    )
+    .await;
+    let observed = rejected as f64 / requests as f64;
+    // (requests - 2 accepts) / (requests + 1) with 100/s and 20/s accepted.
+    let expected = (100.0 - 2.0 * 20.0) / 100.0;
+    eprintln!(
+        "saturated: observed {observed:.3}, expected {expected:.3}, handle {:.3}, sent {sent}, accepted {accepted}",
+        handle.probability(Criticality::Critical)
+    );
+    assert!((observed - expected).abs() < 0.05, "observed {observed}");
+    assert!(
+        sent as f64 <= 2.0 * accepted as f64 * 1.05,
+        "{sent} sent, {accepted} accepted"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn sheddable_requests_are_shed_first() {
+    let layer = AdaptiveThrottleLayer::new()
+        .seed(3)
+        .criticality(|req: &(u64, Criticality)| req.1);
+    let capacity = Arc::new(Limiter::new(Quota::per_second(30)));
+    let shed = Arc::new(Mutex::new([0u64; 4]));
+    let backend = service_fn(move |(_, _): (u64, Criticality)| {
+        let ok = capacity.check().is_allowed();
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("overloaded".into())
+            }
+        }
+    });
+    let mut svc = layer.layer(backend);
+    within(Duration::from_secs(1_000), async {
+        let start = Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < Duration::from_secs(300) {
+            sleep(Duration::from_millis(10)).await;
+            i += 1;
+            let class = if i.is_multiple_of(2) {
+                Criticality::Critical
+            } else {
+                Criticality::Sheddable
+            };
+            let r = svc.ready().await.unwrap().call((i, class)).await;
+            if start.elapsed() >= Duration::from_secs(180) {
+                let mut s = shed.lock().unwrap();
+                let base = if class == Criticality::Critical { 0 } else { 2 };
+                s[base] += 1;
+                if matches!(&r, Err(e) if e.is::<Throttled>()) {
+                    s[base + 1] += 1;
+                }
+            }
+        }
+    })
+    .await;
+    let s = shed.lock().unwrap();
+    let critical = s[1] as f64 / s[0] as f64;
+    let sheddable = s[3] as f64 / s[2] as f64;
+    eprintln!("shed: critical {critical:.3}, sheddable {sheddable:.3}");
+    assert!(
+        sheddable > critical + 0.1,
+        "critical {critical}, sheddable {sheddable}"
+    );
+}
+
+#[test]
+fn bounds() {
+    fn ok<T: Clone + Send + Sync + 'static>() {}
+    ok::<AimdLayer>();
+    ok::<AdaptiveConcurrencyLayer>();
+    ok::<AdaptiveThrottleLayer>();
+    ok::<AdaptivePolicy<String>>();
+}
