@@ -220,13 +220,17 @@ where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
 {
     /// Keys start at `base` (its limit, period and burst) and may reach
-    /// `max` requests per the same period (at least the base's limit).
+    /// `max` requests per the same period (at least the base's limit, at
+    /// most one per nanosecond).
     pub fn new(base: Quota, max: u32) -> Self {
         let mut p = AdaptivePolicy {
             shared: Arc::new(Shared {
                 clock: Clock::new(),
                 base,
-                max: max.max(base.limit()),
+                // At most one request per nanosecond of the period.
+                max: max
+                    .min(u32::try_from(base.period().as_nanos()).unwrap_or(u32::MAX))
+                    .max(base.limit()),
                 name: None,
                 alpha: 0.1,
                 formula: Box::new(DefaultFormula::default()),
@@ -463,7 +467,7 @@ where
 
 impl<K> Shared<K> {
     fn quota(&self, limit: u32) -> Quota {
-        Quota::new(limit, self.base.period()).with_burst(self.base.burst())
+        Quota::try_with_burst(limit, self.base.period(), self.base.burst()).unwrap_or(self.base)
     }
 
     fn policy(&self, limit: u32) -> Policy {
