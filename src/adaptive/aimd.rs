@@ -27,7 +27,7 @@ const NANOS: f64 = 1e9;
 /// then raised additively after each window of successes, back up to the
 /// quota. When responses carry quota fields (IETF `RateLimit`,
 /// `X-RateLimit-Remaining` / `X-RateLimit-Reset`, read by
-/// [`HttpFeedback`](super::HttpFeedback)), no more requests are sent before
+/// `HttpFeedback` (feature `http`)), no more requests are sent before
 /// the reset than the upstream says remain, spread evenly over the time
 /// left.
 ///
@@ -254,7 +254,7 @@ impl<C> AimdLayer<C> {
     }
 
     /// Reads responses with `classify` (default [`DefaultFeedback`]; use
-    /// [`HttpFeedback`](super::HttpFeedback) for HTTP clients).
+    /// `HttpFeedback` (feature `http`) for HTTP clients).
     pub fn classify<C2>(self, classify: C2) -> AimdLayer<C2> {
         AimdLayer {
             core: self.core,

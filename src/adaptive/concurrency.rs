@@ -2,9 +2,9 @@
 //! latency, with the algorithms [`AimdLimit`] and [`GradientLimit`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -388,18 +388,21 @@ impl ConcurrencyAlgorithm for GradientLimit {
 }
 
 /// Limits requests in flight to a number that adapts to latency; requests
-/// over it are refused at once with
-/// [`ConcurrencyLimited`] (HTTP 503), or queued by a
-/// [`QueueLayer`](crate::QueueLayer) in front.
+/// over it are refused at once with [`ConcurrencyLimited`] (HTTP 503), or,
+/// with [`wait`](Self::wait), wait for a slot in `poll_ready`, so that a
+/// [`QueueLayer`](crate::QueueLayer) in front queues them.
 ///
-/// The algorithm is [`GradientLimit`] (the default, [`new`](Self::new)
-/// with `GradientLimit::new()`) or [`AimdLimit`], or any
+/// The algorithm is [`GradientLimit`] or [`AimdLimit`], or any
 /// [`ConcurrencyAlgorithm`]. See the [module docs](super).
 ///
 /// # Backpressure
 ///
-/// The service is ready whenever the inner one is and refuses in `call`
-/// (as tower's `LoadShed`), which suits axum and tonic routers.
+/// By default the service is ready whenever the inner one is and refuses
+/// in `call` (as tower's `LoadShed`), which suits axum and tonic routers.
+/// With [`wait`](Self::wait), `poll_ready` takes a slot first and is
+/// pending while the limit is reached (woken when a request completes or
+/// the limit grows); a readied service holds its slot until `call`, or
+/// until it is dropped.
 ///
 /// # Sharing
 ///
@@ -407,6 +410,7 @@ impl ConcurrencyAlgorithm for GradientLimit {
 pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
     core: Arc<Core>,
     classify: C,
+    wait: bool,
 }
 
 struct Core {
@@ -415,6 +419,15 @@ struct Core {
     in_flight: AtomicU32,
     algorithm: Mutex<Box<dyn ConcurrencyAlgorithm>>,
     observers: Observers,
+    /// Services waiting for a slot (`wait` mode), by id.
+    waiters: Mutex<Waiters>,
+    has_waiters: AtomicBool,
+}
+
+#[derive(Default)]
+struct Waiters {
+    next_id: u64,
+    list: Vec<(u64, Waker)>,
 }
 
 impl AdaptiveConcurrencyLayer {
@@ -427,8 +440,11 @@ impl AdaptiveConcurrencyLayer {
                 in_flight: AtomicU32::new(0),
                 algorithm: Mutex::new(Box::new(algorithm)),
                 observers: Observers::default(),
+                waiters: Mutex::new(Waiters::default()),
+                has_waiters: AtomicBool::new(false),
             }),
             classify: DefaultFeedback,
+            wait: false,
         }
     }
 }
@@ -451,11 +467,22 @@ impl<C> AdaptiveConcurrencyLayer<C> {
         self
     }
 
+    /// Waits for a slot in `poll_ready` instead of refusing (see
+    /// [Backpressure](Self#backpressure)): put a
+    /// [`QueueLayer`](crate::QueueLayer) in front to queue the excess
+    /// with a bound and a maximum wait.
+    #[must_use]
+    pub fn wait(mut self) -> Self {
+        self.wait = true;
+        self
+    }
+
     /// Reads responses with `classify` (default [`DefaultFeedback`]).
     pub fn classify<C2>(self, classify: C2) -> AdaptiveConcurrencyLayer<C2> {
         AdaptiveConcurrencyLayer {
             core: self.core,
             classify,
+            wait: self.wait,
         }
     }
 
@@ -472,6 +499,7 @@ impl<C: Clone> Clone for AdaptiveConcurrencyLayer<C> {
         AdaptiveConcurrencyLayer {
             core: self.core.clone(),
             classify: self.classify.clone(),
+            wait: self.wait,
         }
     }
 }
@@ -480,11 +508,7 @@ impl<S, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<C> {
     type Service = AdaptiveConcurrency<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AdaptiveConcurrency {
-            inner,
-            core: self.core.clone(),
-            classify: self.classify.clone(),
-        }
+        AdaptiveConcurrency::new(inner, self.core.clone(), self.classify.clone(), self.wait)
     }
 }
 
@@ -492,6 +516,7 @@ impl<C> fmt::Debug for AdaptiveConcurrencyLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveConcurrencyLayer")
             .field("core", &self.core)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
@@ -506,7 +531,7 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
-    fn try_acquire(&self) -> Result<u32, u32> {
+    fn try_acquire(self: &Arc<Self>) -> Result<Slot, u32> {
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
             let limit = self.limit.load(Ordering::Relaxed);
@@ -519,10 +544,61 @@ impl Core {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(current + 1),
+                Ok(_) => {
+                    return Ok(Slot {
+                        core: self.clone(),
+                        in_flight: current + 1,
+                    });
+                }
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers (or refreshes) a waiting service's waker; returns its id.
+    fn register(&self, id: Option<u64>, waker: &Waker) -> u64 {
+        let mut w = self.waiters();
+        if let Some(id) = id
+            && let Some((_, old)) = w.list.iter_mut().find(|(i, _)| *i == id)
+        {
+            old.clone_from(waker);
+            return id;
+        }
+        w.next_id += 1;
+        let id = w.next_id;
+        w.list.push((id, waker.clone()));
+        self.has_waiters.store(true, Ordering::Release);
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        let mut w = self.waiters();
+        w.list.retain(|(i, _)| *i != id);
+        self.has_waiters
+            .store(!w.list.is_empty(), Ordering::Release);
+    }
+
+    /// Wakes up to `n` waiting services (they take a slot or wait again).
+    fn wake(&self, n: usize) {
+        if !self.has_waiters.load(Ordering::Acquire) {
+            return;
+        }
+        let mut w = self.waiters();
+        let n = n.min(w.list.len());
+        for (_, waker) in w.list.drain(..n) {
+            waker.wake();
+        }
+        self.has_waiters
+            .store(!w.list.is_empty(), Ordering::Release);
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.wake(1);
     }
 
     fn sample(&self, started: u64, in_flight: u32, signal: Signal) {
@@ -540,6 +616,9 @@ impl Core {
         };
         let old = self.limit.swap(new, Ordering::AcqRel);
         if old != new {
+            if new > old {
+                self.wake((new - old) as usize);
+            }
             tracing::trace!(target: "tower_sluice::adaptive", old, new, "concurrency limit changed");
             self.observers.emit(&Event::ConcurrencyLimitChanged {
                 layer: LAYER,
@@ -547,6 +626,30 @@ impl Core {
                 new,
             });
         }
+    }
+}
+
+/// A slot of the limit, given back when dropped.
+struct Slot {
+    core: Arc<Core>,
+    in_flight: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.core.release();
+    }
+}
+
+/// A waiting service's registration, removed when dropped.
+struct Waiting {
+    core: Arc<Core>,
+    id: u64,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.core.unregister(self.id);
     }
 }
 
@@ -562,7 +665,7 @@ impl ConcurrencyHandle {
         self.core.limit.load(Ordering::Acquire)
     }
 
-    /// Requests in flight now.
+    /// Requests in flight now (and slots held by readied services).
     pub fn in_flight(&self) -> u32 {
         self.core.in_flight.load(Ordering::Acquire)
     }
@@ -582,19 +685,33 @@ pub struct AdaptiveConcurrency<S, C> {
     inner: S,
     core: Arc<Core>,
     classify: C,
+    wait: bool,
+    /// `wait` mode: the slot taken in `poll_ready`.
+    slot: Option<Slot>,
+    waiting: Option<Waiting>,
 }
 
 impl<S, C> AdaptiveConcurrency<S, C> {
+    fn new(inner: S, core: Arc<Core>, classify: C, wait: bool) -> Self {
+        AdaptiveConcurrency {
+            inner,
+            core,
+            classify,
+            wait,
+            slot: None,
+            waiting: None,
+        }
+    }
+
     crate::inner_accessors!();
 }
 
 /// The slot an [`AdaptiveConcurrency`] request holds until its response
 /// (or until its future is dropped).
 pub struct ConcurrencyPermit<C> {
-    core: Arc<Core>,
+    slot: Slot,
     classify: C,
     started: u64,
-    in_flight: u32,
 }
 
 impl<C, Res> Track<Res> for ConcurrencyPermit<C>
@@ -603,20 +720,16 @@ where
 {
     fn complete(self, result: &Result<Res, BoxError>) {
         let signal = self.classify.feedback(result).signal();
-        self.core.sample(self.started, self.in_flight, signal);
-    }
-}
-
-impl<C> Drop for ConcurrencyPermit<C> {
-    fn drop(&mut self) {
-        self.core.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.slot
+            .core
+            .sample(self.started, self.slot.in_flight, signal);
     }
 }
 
 impl<C> fmt::Debug for ConcurrencyPermit<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyPermit")
-            .field("in_flight", &self.in_flight)
+            .field("in_flight", &self.slot.in_flight)
             .finish()
     }
 }
@@ -633,17 +746,48 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.wait && self.slot.is_none() {
+            let slot = match self.core.try_acquire() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    let registered = self.waiting.as_ref().map(|w| w.id);
+                    let id = self.core.register(registered, cx.waker());
+                    match &mut self.waiting {
+                        Some(w) => w.id = id,
+                        None => {
+                            self.waiting = Some(Waiting {
+                                core: self.core.clone(),
+                                id,
+                            })
+                        }
+                    }
+                    // A slot may have come free before the registration.
+                    match self.core.try_acquire() {
+                        Ok(slot) => slot,
+                        Err(_) => return Poll::Pending,
+                    }
+                }
+            };
+            self.slot = Some(slot);
+            self.waiting = None;
+        }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.core.try_acquire() {
-            Ok(in_flight) => {
+        let slot = match self.slot.take() {
+            Some(slot) => Ok(slot),
+            None if self.wait => {
+                panic!("AdaptiveConcurrency::call without poll_ready returning Ready(Ok(())) first")
+            }
+            None => self.core.try_acquire(),
+        };
+        match slot {
+            Ok(slot) => {
                 let permit = ConcurrencyPermit {
-                    core: self.core.clone(),
+                    slot,
                     classify: self.classify.clone(),
                     started: self.core.clock.now(),
-                    in_flight,
                 };
                 ResponseFuture::called(self.inner.call(req), permit)
             }
@@ -660,12 +804,14 @@ where
 }
 
 impl<S: Clone, C: Clone> Clone for AdaptiveConcurrency<S, C> {
+    /// Shares the limit; the clone holds no slot of its own.
     fn clone(&self) -> Self {
-        AdaptiveConcurrency {
-            inner: self.inner.clone(),
-            core: self.core.clone(),
-            classify: self.classify.clone(),
-        }
+        AdaptiveConcurrency::new(
+            self.inner.clone(),
+            self.core.clone(),
+            self.classify.clone(),
+            self.wait,
+        )
     }
 }
 
@@ -674,6 +820,8 @@ impl<S: fmt::Debug, C> fmt::Debug for AdaptiveConcurrency<S, C> {
         f.debug_struct("AdaptiveConcurrency")
             .field("inner", &self.inner)
             .field("core", &self.core)
+            .field("wait", &self.wait)
+            .field("has_slot", &self.slot.is_some())
             .finish_non_exhaustive()
     }
 }

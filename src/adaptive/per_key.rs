@@ -1,7 +1,6 @@
 //! [`AdaptivePolicy`]: per-key quotas that follow each key's success rate
 //! and latency, with [`KeyFeedbackLayer`] feeding it.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -197,7 +196,7 @@ struct Shared<K> {
     latency_ceiling: Duration,
     custom_formula: bool,
     per_generation: usize,
-    hasher: RandomState,
+    hasher: hashbrown::DefaultHashBuilder,
     shards: Box<[Mutex<Shard<K>>]>,
     observers: Observers,
 }
@@ -237,7 +236,7 @@ where
                 latency_ceiling: Duration::from_secs(10),
                 custom_formula: false,
                 per_generation: 0,
-                hasher: RandomState::new(),
+                hasher: hashbrown::DefaultHashBuilder::default(),
                 shards: Box::new([]),
                 observers: Observers::default(),
             }),
@@ -363,7 +362,8 @@ where
     }
 
     fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
-        let i = (self.shared.hasher.hash_one(key) as usize) % self.shared.shards.len();
+        // The high bits: the maps inside use the low ones.
+        let i = (self.shared.hasher.hash_one(key) >> 58) as usize % self.shared.shards.len();
         self.shared.shards[i]
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -215,7 +215,7 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     }
 
     /// Reads responses with `classify` (default [`DefaultFeedback`]; use
-    /// [`HttpFeedback`](super::HttpFeedback) for HTTP clients).
+    /// `HttpFeedback` (feature `http`) for HTTP clients).
     pub fn classify<C2>(self, classify: C2) -> AdaptiveThrottleLayer<P, C2> {
         AdaptiveThrottleLayer {
             core: self.core,
