@@ -411,6 +411,7 @@ pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
     core: Arc<Core>,
     classify: C,
     wait: bool,
+    shadow: bool,
 }
 
 struct Core {
@@ -445,6 +446,7 @@ impl AdaptiveConcurrencyLayer {
             }),
             classify: DefaultFeedback,
             wait: false,
+            shadow: false,
         }
     }
 }
@@ -477,12 +479,23 @@ impl<C> AdaptiveConcurrencyLayer<C> {
         self
     }
 
+    /// Shadow (dry-run) mode: the limit is computed and refusals are
+    /// reported ([`Event::AdaptiveRejected`] with `enforced: false`), but
+    /// every request is let through (counted in flight, so the limit
+    /// follows the real load). Ignored with [`wait`](Self::wait).
+    #[must_use]
+    pub fn shadow(mut self) -> Self {
+        self.shadow = true;
+        self
+    }
+
     /// Reads responses with `classify` (default [`DefaultFeedback`]).
     pub fn classify<C2>(self, classify: C2) -> AdaptiveConcurrencyLayer<C2> {
         AdaptiveConcurrencyLayer {
             core: self.core,
             classify,
             wait: self.wait,
+            shadow: self.shadow,
         }
     }
 
@@ -500,6 +513,7 @@ impl<C: Clone> Clone for AdaptiveConcurrencyLayer<C> {
             core: self.core.clone(),
             classify: self.classify.clone(),
             wait: self.wait,
+            shadow: self.shadow,
         }
     }
 }
@@ -508,8 +522,21 @@ impl<S, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<C> {
     type Service = AdaptiveConcurrency<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AdaptiveConcurrency::new(inner, self.core.clone(), self.classify.clone(), self.wait)
+        let mode = match (self.wait, self.shadow) {
+            (true, _) => Mode::Wait,
+            (false, true) => Mode::Shadow,
+            (false, false) => Mode::Reject,
+        };
+        AdaptiveConcurrency::new(inner, self.core.clone(), self.classify.clone(), mode)
     }
+}
+
+/// What a service does at the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Reject,
+    Wait,
+    Shadow,
 }
 
 impl<C> fmt::Debug for AdaptiveConcurrencyLayer<C> {
@@ -517,6 +544,7 @@ impl<C> fmt::Debug for AdaptiveConcurrencyLayer<C> {
         f.debug_struct("AdaptiveConcurrencyLayer")
             .field("core", &self.core)
             .field("wait", &self.wait)
+            .field("shadow", &self.shadow)
             .finish_non_exhaustive()
     }
 }
@@ -552,6 +580,14 @@ impl Core {
                 }
                 Err(actual) => current = actual,
             }
+        }
+    }
+
+    /// A slot past the limit (shadow mode).
+    fn force_acquire(self: &Arc<Self>) -> Slot {
+        Slot {
+            core: self.clone(),
+            in_flight: self.in_flight.fetch_add(1, Ordering::AcqRel) + 1,
         }
     }
 
@@ -685,19 +721,19 @@ pub struct AdaptiveConcurrency<S, C> {
     inner: S,
     core: Arc<Core>,
     classify: C,
-    wait: bool,
+    mode: Mode,
     /// `wait` mode: the slot taken in `poll_ready`.
     slot: Option<Slot>,
     waiting: Option<Waiting>,
 }
 
 impl<S, C> AdaptiveConcurrency<S, C> {
-    fn new(inner: S, core: Arc<Core>, classify: C, wait: bool) -> Self {
+    fn new(inner: S, core: Arc<Core>, classify: C, mode: Mode) -> Self {
         AdaptiveConcurrency {
             inner,
             core,
             classify,
-            wait,
+            mode,
             slot: None,
             waiting: None,
         }
@@ -746,7 +782,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.wait && self.slot.is_none() {
+        if self.mode == Mode::Wait && self.slot.is_none() {
             let slot = match self.core.try_acquire() {
                 Ok(slot) => slot,
                 Err(_) => {
@@ -777,7 +813,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let slot = match self.slot.take() {
             Some(slot) => Ok(slot),
-            None if self.wait => {
+            None if self.mode == Mode::Wait => {
                 panic!("AdaptiveConcurrency::call without poll_ready returning Ready(Ok(())) first")
             }
             None => self.core.try_acquire(),
@@ -793,11 +829,21 @@ where
             }
             Err(limit) => {
                 let error = ConcurrencyLimited::new(limit);
+                let enforced = self.mode != Mode::Shadow;
                 self.core.observers.emit(&Event::AdaptiveRejected {
                     layer: LAYER,
                     error: &error,
+                    enforced,
                 });
-                ResponseFuture::rejected(error.into())
+                if enforced {
+                    return ResponseFuture::rejected(error.into());
+                }
+                let permit = ConcurrencyPermit {
+                    slot: self.core.force_acquire(),
+                    classify: self.classify.clone(),
+                    started: self.core.clock.now(),
+                };
+                ResponseFuture::called(self.inner.call(req), permit)
             }
         }
     }
@@ -810,7 +856,7 @@ impl<S: Clone, C: Clone> Clone for AdaptiveConcurrency<S, C> {
             self.inner.clone(),
             self.core.clone(),
             self.classify.clone(),
-            self.wait,
+            self.mode,
         )
     }
 }
@@ -820,7 +866,7 @@ impl<S: fmt::Debug, C> fmt::Debug for AdaptiveConcurrency<S, C> {
         f.debug_struct("AdaptiveConcurrency")
             .field("inner", &self.inner)
             .field("core", &self.core)
-            .field("wait", &self.wait)
+            .field("mode", &self.mode)
             .field("has_slot", &self.slot.is_some())
             .finish_non_exhaustive()
     }

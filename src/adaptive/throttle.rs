@@ -102,6 +102,7 @@ pub struct AdaptiveThrottleLayer<P = AllCritical, C = DefaultFeedback> {
 
 struct Core {
     clock: Clock,
+    shadow: bool,
     class_k: [f64; 4],
     bucket: u64,
     ring: Mutex<Ring>,
@@ -128,6 +129,7 @@ impl AdaptiveThrottleLayer {
         AdaptiveThrottleLayer {
             core: Arc::new(Core {
                 clock: Clock::new(),
+                shadow: false,
                 class_k: class_k(2.0),
                 bucket: window_to_bucket(Duration::from_secs(120)),
                 ring: Mutex::new(Ring {
@@ -190,6 +192,14 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     #[must_use]
     pub fn window(self, window: Duration) -> Self {
         self.edit(|c| c.bucket = window_to_bucket(window))
+    }
+
+    /// Shadow (dry-run) mode: requests are drawn and refusals reported
+    /// ([`Event::AdaptiveRejected`] with `enforced: false`), but every
+    /// request is sent.
+    #[must_use]
+    pub fn shadow(self) -> Self {
+        self.edit(|c| c.shadow = true)
     }
 
     /// Seeds the random draws, for reproducible tests.
@@ -422,11 +432,20 @@ where
             }
             Err(p) => {
                 let error = Throttled::new(p);
+                let enforced = !self.core.shadow;
                 self.core.observers.emit(&Event::AdaptiveRejected {
                     layer: LAYER,
                     error: &error,
+                    enforced,
                 });
-                ResponseFuture::rejected(error.into())
+                if enforced {
+                    return ResponseFuture::rejected(error.into());
+                }
+                let track = ThrottleTrack {
+                    core: self.core.clone(),
+                    classify: self.classify.clone(),
+                };
+                ResponseFuture::called(self.inner.call(req), track)
             }
         }
     }

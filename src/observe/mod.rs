@@ -275,8 +275,11 @@ pub enum Event<'a> {
         /// The reporting layer (`"adaptive_concurrency"` or
         /// `"adaptive_throttle"`).
         layer: &'static str,
-        /// The error returned to the caller.
+        /// The error returned to the caller (in shadow mode: the error it
+        /// would have got).
         error: &'a (dyn std::error::Error + 'static),
+        /// `false` in shadow (dry-run) mode: the request was let through.
+        enforced: bool,
     },
 }
 

@@ -844,6 +844,51 @@ async fn http_upstream_steers_the_rate_with_ratelimit_headers_and_retry_after() 
     assert_eq!(rejection.kind().status(), 503);
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn shadow_modes_report_without_refusing() {
+    let reported = Arc::new(AtomicU32::new(0));
+    let r = reported.clone();
+    let observer = move |e: &Event<'_>| {
+        if let Event::AdaptiveRejected { enforced, .. } = e {
+            assert!(!enforced);
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let layer =
+        AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_secs(1)).initial(1).max(1))
+            .shadow()
+            .observer(observer.clone());
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async {
+        sleep(Duration::from_millis(10)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let a = svc.ready().await.unwrap().call(());
+    let b = svc.ready().await.unwrap().call(());
+    assert_eq!(handle.in_flight(), 2, "over the limit, let through");
+    within(Duration::from_secs(1), async {
+        a.await.unwrap();
+        b.await.unwrap();
+    })
+    .await;
+    assert_eq!(reported.load(Ordering::Relaxed), 1);
+
+    // Throttling: a backend that refuses everything; nothing is shed.
+    let layer = AdaptiveThrottleLayer::new()
+        .seed(5)
+        .shadow()
+        .observer(observer);
+    let mut svc = layer.layer(service_fn(|()| async { Err::<(), BoxError>("no".into()) }));
+    for _ in 0..100 {
+        let e = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        assert!(!e.is::<Throttled>());
+    }
+    assert!(
+        reported.load(Ordering::Relaxed) > 50,
+        "would have shed most"
+    );
+}
+
 #[test]
 fn bounds() {
     fn ok<T: Clone + Send + Sync + 'static>() {}
