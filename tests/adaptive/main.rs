@@ -889,6 +889,45 @@ async fn shadow_modes_report_without_refusing() {
     );
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn in_an_axum_router() {
+    use axum::error_handling::HandleErrorLayer;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let adaptive = AdaptivePolicy::<String>::new(Quota::per_minute(60), 120);
+    let key = |req: &axum::http::Request<axum::body::Body>| {
+        req.headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let app = axum::Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }))
+                .layer(AdaptiveThrottleLayer::new())
+                .layer(AdaptiveConcurrencyLayer::new(GradientLimit::new()))
+                .layer(adaptive.per_key_layer(key))
+                .layer(adaptive.feedback_layer(key)),
+        );
+    let req = || {
+        axum::http::Request::builder()
+            .uri("/")
+            .header("x-api-key", "k1")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let res = app.clone().oneshot(req()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        adaptive.limit(&"k1".to_string()) > 60,
+        "learned from the response"
+    );
+}
+
 #[test]
 fn bounds() {
     fn ok<T: Clone + Send + Sync + 'static>() {}
