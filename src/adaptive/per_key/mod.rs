@@ -1,6 +1,9 @@
 //! [`AdaptivePolicy`]: per-key quotas that follow each key's success rate
 //! and latency, with [`KeyFeedbackLayer`] feeding it.
 
+mod layer;
+mod service;
+
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +22,9 @@ use crate::{BoxError, PerKeyLayer, Quota};
 
 const LAYER: &str = "adaptive_per_key";
 const SHARDS: usize = 16;
+
+pub use layer::*;
+pub use service::*;
 
 /// What a key has shown so far: exponentially weighted moving averages of
 /// its success rate and latency.
@@ -497,156 +503,6 @@ impl<K> fmt::Debug for AdaptivePolicy<K> {
             .field("latency_ceiling", &s.latency_ceiling)
             .field("custom_formula", &s.custom_formula)
             .field("max_keys", &(s.per_generation * SHARDS * 2))
-            .finish_non_exhaustive()
-    }
-}
-
-/// Teaches an [`AdaptivePolicy`] each response's success and latency, per
-/// key. Made by [`AdaptivePolicy::feedback_layer`].
-pub struct KeyFeedbackLayer<K, X, C = DefaultFeedback> {
-    policy: AdaptivePolicy<K>,
-    extractor: X,
-    classify: C,
-}
-
-impl<K, X, C> KeyFeedbackLayer<K, X, C> {
-    /// Reads responses with `classify`: [`Signal::Success`] counts as a
-    /// success, [`Failure`](Signal::Failure) and
-    /// [`Overloaded`](Signal::Overloaded) as failures,
-    /// [`Ignore`](Signal::Ignore) not at all. For HTTP servers, a closure
-    /// on the status, such as 5xx as failures.
-    pub fn classify<C2>(self, classify: C2) -> KeyFeedbackLayer<K, X, C2> {
-        KeyFeedbackLayer {
-            policy: self.policy,
-            extractor: self.extractor,
-            classify,
-        }
-    }
-}
-
-impl<K, X: Clone, C: Clone> Clone for KeyFeedbackLayer<K, X, C> {
-    fn clone(&self) -> Self {
-        KeyFeedbackLayer {
-            policy: self.policy.clone(),
-            extractor: self.extractor.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<S, K, X: Clone, C: Clone> Layer<S> for KeyFeedbackLayer<K, X, C> {
-    type Service = KeyFeedback<S, K, X, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        KeyFeedback {
-            inner,
-            policy: self.policy.clone(),
-            extractor: self.extractor.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<K, X, C> fmt::Debug for KeyFeedbackLayer<K, X, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyFeedbackLayer")
-            .field("policy", &self.policy)
-            .field("extractor", &std::any::type_name::<X>())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Records each response in an [`AdaptivePolicy`]. Made by
-/// [`KeyFeedbackLayer`].
-pub struct KeyFeedback<S, K, X, C> {
-    inner: S,
-    policy: AdaptivePolicy<K>,
-    extractor: X,
-    classify: C,
-}
-
-impl<S, K, X, C> KeyFeedback<S, K, X, C> {
-    crate::inner_accessors!();
-}
-
-/// The record a [`KeyFeedback`] request keeps until its response.
-pub struct KeyTrack<K, C> {
-    policy: AdaptivePolicy<K>,
-    key: Option<K>,
-    classify: C,
-    started: u64,
-}
-
-impl<K, C, Res> Track<Res> for KeyTrack<K, C>
-where
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: ClassifyFeedback<Res>,
-{
-    fn complete(self, result: &Result<Res, BoxError>) {
-        let Some(key) = &self.key else { return };
-        let success = match self.classify.feedback(result).signal() {
-            Signal::Success => true,
-            Signal::Failure | Signal::Overloaded => false,
-            Signal::Ignore => return,
-        };
-        let latency = self.policy.shared.clock.now().saturating_sub(self.started);
-        self.policy
-            .record(key, success, Duration::from_nanos(latency));
-    }
-}
-
-impl<K: fmt::Debug, C> fmt::Debug for KeyTrack<K, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyTrack")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, K, X, C, Req> Service<Req> for KeyFeedback<S, K, X, C>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    X: KeyExtractor<Req, Key = K>,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: ClassifyFeedback<S::Response> + Clone,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, KeyTrack<K, C>>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let track = KeyTrack {
-            policy: self.policy.clone(),
-            key: self.extractor.extract(&req),
-            classify: self.classify.clone(),
-            started: self.policy.shared.clock.now(),
-        };
-        ResponseFuture::called(self.inner.call(req), track)
-    }
-}
-
-impl<S: Clone, K, X: Clone, C: Clone> Clone for KeyFeedback<S, K, X, C> {
-    fn clone(&self) -> Self {
-        KeyFeedback {
-            inner: self.inner.clone(),
-            policy: self.policy.clone(),
-            extractor: self.extractor.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, K, X, C> fmt::Debug for KeyFeedback<S, K, X, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyFeedback")
-            .field("inner", &self.inner)
-            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }

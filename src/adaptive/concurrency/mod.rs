@@ -1,6 +1,9 @@
 //! [`AdaptiveConcurrencyLayer`]: a limit on requests in flight that follows
 //! latency, with the algorithms [`AimdLimit`] and [`GradientLimit`].
 
+mod layer;
+mod service;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +22,17 @@ use crate::error::ConcurrencyLimited;
 use crate::observe::{Event, Observer, Observers};
 
 const LAYER: &str = "adaptive_concurrency";
+
+pub use layer::*;
+pub use service::*;
+
+/// What a service does at the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Reject,
+    Wait,
+    Shadow,
+}
 
 /// One completed request, as a [`ConcurrencyAlgorithm`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -387,33 +401,6 @@ impl ConcurrencyAlgorithm for GradientLimit {
     }
 }
 
-/// Limits requests in flight to a number that adapts to latency; requests
-/// over it are refused at once with [`ConcurrencyLimited`] (HTTP 503), or,
-/// with [`wait`](Self::wait), wait for a slot in `poll_ready`, so that a
-/// [`QueueLayer`](crate::QueueLayer) in front queues them.
-///
-/// The algorithm is [`GradientLimit`] or [`AimdLimit`], or any
-/// [`ConcurrencyAlgorithm`]. See the [module docs](super).
-///
-/// # Backpressure
-///
-/// By default the service is ready whenever the inner one is and refuses
-/// in `call` (as tower's `LoadShed`), which suits axum and tonic routers.
-/// With [`wait`](Self::wait), `poll_ready` takes a slot first and is
-/// pending while the limit is reached (woken when a request completes or
-/// the limit grows); a readied service holds its slot until `call`, or
-/// until it is dropped.
-///
-/// # Sharing
-///
-/// Every service made by the layer, and every clone, shares one limit.
-pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
-    core: Arc<Core>,
-    classify: C,
-    wait: bool,
-    shadow: bool,
-}
-
 struct Core {
     clock: Clock,
     limit: AtomicU32,
@@ -429,124 +416,6 @@ struct Core {
 struct Waiters {
     next_id: u64,
     list: Vec<(u64, Waker)>,
-}
-
-impl AdaptiveConcurrencyLayer {
-    /// A limit computed by `algorithm`.
-    pub fn new(algorithm: impl ConcurrencyAlgorithm) -> Self {
-        AdaptiveConcurrencyLayer {
-            core: Arc::new(Core {
-                clock: Clock::new(),
-                limit: AtomicU32::new(algorithm.initial_limit().max(1)),
-                in_flight: AtomicU32::new(0),
-                algorithm: Mutex::new(Box::new(algorithm)),
-                observers: Observers::default(),
-                waiters: Mutex::new(Waiters::default()),
-                has_waiters: AtomicBool::new(false),
-            }),
-            classify: DefaultFeedback,
-            wait: false,
-            shadow: false,
-        }
-    }
-}
-
-impl<C> AdaptiveConcurrencyLayer<C> {
-    /// Reports limit changes ([`Event::ConcurrencyLimitChanged`]) and
-    /// refusals ([`Event::AdaptiveRejected`]) to `observer`.
-    ///
-    /// # Panics
-    ///
-    /// When called after [`handle`](Self::handle) or after cloning the layer.
-    #[must_use]
-    pub fn observer(mut self, observer: impl Observer) -> Self {
-        match Arc::get_mut(&mut self.core) {
-            Some(core) => core.observers = Observers::new(observer),
-            None => panic!(
-                "AdaptiveConcurrencyLayer: set the observer before calling `handle()` or cloning the layer"
-            ),
-        }
-        self
-    }
-
-    /// Waits for a slot in `poll_ready` instead of refusing (see
-    /// [Backpressure](Self#backpressure)): put a
-    /// [`QueueLayer`](crate::QueueLayer) in front to queue the excess
-    /// with a bound and a maximum wait.
-    #[must_use]
-    pub fn wait(mut self) -> Self {
-        self.wait = true;
-        self
-    }
-
-    /// Shadow (dry-run) mode: the limit is computed and refusals are
-    /// reported ([`Event::AdaptiveRejected`] with `enforced: false`), but
-    /// every request is let through (counted in flight, so the limit
-    /// follows the real load). Ignored with [`wait`](Self::wait).
-    #[must_use]
-    pub fn shadow(mut self) -> Self {
-        self.shadow = true;
-        self
-    }
-
-    /// Reads responses with `classify` (default [`DefaultFeedback`]).
-    pub fn classify<C2>(self, classify: C2) -> AdaptiveConcurrencyLayer<C2> {
-        AdaptiveConcurrencyLayer {
-            core: self.core,
-            classify,
-            wait: self.wait,
-            shadow: self.shadow,
-        }
-    }
-
-    /// A handle to read the current limit.
-    pub fn handle(&self) -> ConcurrencyHandle {
-        ConcurrencyHandle {
-            core: self.core.clone(),
-        }
-    }
-}
-
-impl<C: Clone> Clone for AdaptiveConcurrencyLayer<C> {
-    fn clone(&self) -> Self {
-        AdaptiveConcurrencyLayer {
-            core: self.core.clone(),
-            classify: self.classify.clone(),
-            wait: self.wait,
-            shadow: self.shadow,
-        }
-    }
-}
-
-impl<S, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<C> {
-    type Service = AdaptiveConcurrency<S, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        let mode = match (self.wait, self.shadow) {
-            (true, _) => Mode::Wait,
-            (false, true) => Mode::Shadow,
-            (false, false) => Mode::Reject,
-        };
-        AdaptiveConcurrency::new(inner, self.core.clone(), self.classify.clone(), mode)
-    }
-}
-
-/// What a service does at the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Reject,
-    Wait,
-    Shadow,
-}
-
-impl<C> fmt::Debug for AdaptiveConcurrencyLayer<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdaptiveConcurrencyLayer")
-            .field("core", &self.core)
-            .field("wait", &self.wait)
-            .field("shadow", &self.shadow)
-            .finish_non_exhaustive()
-    }
 }
 
 impl fmt::Debug for Core {
@@ -712,163 +581,6 @@ impl fmt::Debug for ConcurrencyHandle {
         f.debug_struct("ConcurrencyHandle")
             .field("core", &self.core)
             .finish()
-    }
-}
-
-/// Limits requests in flight adaptively. Made by
-/// [`AdaptiveConcurrencyLayer`]; see the [module docs](super).
-pub struct AdaptiveConcurrency<S, C> {
-    inner: S,
-    core: Arc<Core>,
-    classify: C,
-    mode: Mode,
-    /// `wait` mode: the slot taken in `poll_ready`.
-    slot: Option<Slot>,
-    waiting: Option<Waiting>,
-}
-
-impl<S, C> AdaptiveConcurrency<S, C> {
-    fn new(inner: S, core: Arc<Core>, classify: C, mode: Mode) -> Self {
-        AdaptiveConcurrency {
-            inner,
-            core,
-            classify,
-            mode,
-            slot: None,
-            waiting: None,
-        }
-    }
-
-    crate::inner_accessors!();
-}
-
-/// The slot an [`AdaptiveConcurrency`] request holds until its response
-/// (or until its future is dropped).
-pub struct ConcurrencyPermit<C> {
-    slot: Slot,
-    classify: C,
-    started: u64,
-}
-
-impl<C, Res> Track<Res> for ConcurrencyPermit<C>
-where
-    C: ClassifyFeedback<Res>,
-{
-    fn complete(self, result: &Result<Res, BoxError>) {
-        let signal = self.classify.feedback(result).signal();
-        self.slot
-            .core
-            .sample(self.started, self.slot.in_flight, signal);
-    }
-}
-
-impl<C> fmt::Debug for ConcurrencyPermit<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyPermit")
-            .field("in_flight", &self.slot.in_flight)
-            .finish()
-    }
-}
-
-impl<S, C, Req> Service<Req> for AdaptiveConcurrency<S, C>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    C: ClassifyFeedback<S::Response> + Clone,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, ConcurrencyPermit<C>>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.mode == Mode::Wait && self.slot.is_none() {
-            let slot = match self.core.try_acquire() {
-                Ok(slot) => slot,
-                Err(_) => {
-                    let registered = self.waiting.as_ref().map(|w| w.id);
-                    let id = self.core.register(registered, cx.waker());
-                    match &mut self.waiting {
-                        Some(w) => w.id = id,
-                        None => {
-                            self.waiting = Some(Waiting {
-                                core: self.core.clone(),
-                                id,
-                            })
-                        }
-                    }
-                    // A slot may have come free before the registration.
-                    match self.core.try_acquire() {
-                        Ok(slot) => slot,
-                        Err(_) => return Poll::Pending,
-                    }
-                }
-            };
-            self.slot = Some(slot);
-            self.waiting = None;
-        }
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let slot = match self.slot.take() {
-            Some(slot) => Ok(slot),
-            None if self.mode == Mode::Wait => {
-                panic!("AdaptiveConcurrency::call without poll_ready returning Ready(Ok(())) first")
-            }
-            None => self.core.try_acquire(),
-        };
-        match slot {
-            Ok(slot) => {
-                let permit = ConcurrencyPermit {
-                    slot,
-                    classify: self.classify.clone(),
-                    started: self.core.clock.now(),
-                };
-                ResponseFuture::called(self.inner.call(req), permit)
-            }
-            Err(limit) => {
-                let error = ConcurrencyLimited::new(limit);
-                let enforced = self.mode != Mode::Shadow;
-                self.core.observers.emit(&Event::AdaptiveRejected {
-                    layer: LAYER,
-                    error: &error,
-                    enforced,
-                });
-                if enforced {
-                    return ResponseFuture::rejected(error.into());
-                }
-                let permit = ConcurrencyPermit {
-                    slot: self.core.force_acquire(),
-                    classify: self.classify.clone(),
-                    started: self.core.clock.now(),
-                };
-                ResponseFuture::called(self.inner.call(req), permit)
-            }
-        }
-    }
-}
-
-impl<S: Clone, C: Clone> Clone for AdaptiveConcurrency<S, C> {
-    /// Shares the limit; the clone holds no slot of its own.
-    fn clone(&self) -> Self {
-        AdaptiveConcurrency::new(
-            self.inner.clone(),
-            self.core.clone(),
-            self.classify.clone(),
-            self.mode,
-        )
-    }
-}
-
-impl<S: fmt::Debug, C> fmt::Debug for AdaptiveConcurrency<S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdaptiveConcurrency")
-            .field("inner", &self.inner)
-            .field("core", &self.core)
-            .field("mode", &self.mode)
-            .field("has_slot", &self.slot.is_some())
-            .finish_non_exhaustive()
     }
 }
 
