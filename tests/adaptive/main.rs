@@ -250,6 +250,59 @@ async fn aimd_finds_a_hidden_limit_and_stays_under_it() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aimd_shared_by_concurrent_callers_with_a_slow_upstream() {
+    // 16 callers share one rate; the upstream takes 50 ms per request, so
+    // many are in flight when a 429 comes back: one cut per episode.
+    const TRUE_LIMIT: f64 = 60.0;
+    let (upstream, served) = hidden_limit(Quota::per_second(60).with_burst(5));
+    let upstream = tower::ServiceBuilder::new()
+        .then(|r: Result<(), BoxError>| async move {
+            sleep(Duration::from_millis(50)).await;
+            r
+        })
+        .service(upstream);
+    let aimd = AimdLayer::new(Quota::per_second(100));
+    let rate = aimd.handle();
+    let client = aimd.layer(upstream);
+    let refused = Arc::new(AtomicU32::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = client.clone();
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < Duration::from_secs(180) {
+                let call = client.ready().await.unwrap().call(());
+                if let Err(e) = call.await {
+                    assert!(e.is::<RateLimited>(), "{e}");
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut at_120 = 0;
+    within(Duration::from_secs(400), async {
+        sleep(Duration::from_secs(120)).await;
+        at_120 = served.load(Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+    let last_minute = (served.load(Ordering::Relaxed) - at_120) as f64 / 60.0;
+    let refused = refused.load(Ordering::Relaxed);
+    eprintln!(
+        "16 callers: {refused} 429s, last minute {last_minute:.1}/s, rate {:.1}/s",
+        rate.rate()
+    );
+    assert!(refused <= 30, "{refused} 429s");
+    assert!(
+        (TRUE_LIMIT * 0.85..=TRUE_LIMIT * 1.01).contains(&last_minute),
+        "throughput {last_minute}/s"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
     // Refuses once, asking for 5 s, then accepts everything.
     let refused = Arc::new(AtomicU32::new(0));
