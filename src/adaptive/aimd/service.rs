@@ -74,7 +74,11 @@ where
                     let (wait, generation) = self.core.reserve();
                     self.slot = Some((generation, wait == 0));
                     if wait > 0 {
-                        let deadline = tokio::time::Instant::now() + Duration::from_nanos(wait);
+                        let now = tokio::time::Instant::now();
+                        // A nonsensical upstream reset must not overflow.
+                        let deadline = now
+                            .checked_add(Duration::from_nanos(wait))
+                            .unwrap_or(now + Duration::from_secs(86_400 * 365));
                         match &mut self.sleep {
                             Some(sleep) => sleep.as_mut().reset(deadline),
                             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),

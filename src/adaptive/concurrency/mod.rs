@@ -295,7 +295,8 @@ impl GradientLimit {
         self
     }
 
-    /// How often `min_rtt` is measured again (default 60 s, ±15%).
+    /// How often `min_rtt` is measured again (default 60 s, ±15%;
+    /// `Duration::MAX` measures it once, at start).
     pub fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe_interval = interval;
         self
@@ -355,7 +356,9 @@ impl ConcurrencyAlgorithm for GradientLimit {
             self.limit = self.clamp(resume);
             self.probe = None;
             let jitter = 1.0 + self.jitter * (2.0 * self.rng.next_f64() - 1.0);
-            self.next_probe = s.now + self.probe_interval.mul_f64(jitter);
+            let wait = Duration::try_from_secs_f64(self.probe_interval.as_secs_f64() * jitter)
+                .unwrap_or(Duration::MAX);
+            self.next_probe = s.now.saturating_add(wait);
             self.window_start = None;
             return self.limit as u32;
         }
@@ -615,6 +618,16 @@ mod tests {
         assert_eq!(a.update(&sample(201, 150, 10)), 9);
         // One sent after the cut does.
         assert_eq!(a.update(&sample(400, 150, 10)), 8);
+    }
+
+    #[test]
+    fn a_probe_interval_of_max_does_not_overflow() {
+        let mut g = GradientLimit::new()
+            .probe_samples(1)
+            .probe_interval(Duration::MAX)
+            .seed(2);
+        assert_eq!(g.update(&sample(10, 10, 1)), 20);
+        assert_eq!(g.update(&sample(1_000_000, 10, 1)), 20);
     }
 
     #[test]
