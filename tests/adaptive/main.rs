@@ -315,7 +315,21 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
         Ok(()) => Feedback::new(Signal::Success),
         Err(_) => Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(5)),
     };
-    let aimd = AimdLayer::new(Quota::per_second(10)).classify(classify);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let aimd = AimdLayer::new(Quota::per_second(10))
+        .classify(classify)
+        .observer(move |e: &Event<'_>| match e {
+            Event::LimitChanged { old, new, .. } => {
+                seen.lock()
+                    .unwrap()
+                    .push(format!("rate {} -> {}", old.limit(), new.limit()))
+            }
+            Event::Waited { waited, .. } if *waited >= Duration::from_secs(1) => {
+                seen.lock().unwrap().push(format!("waited {waited:?}"))
+            }
+            _ => {}
+        });
     let rate = aimd.handle();
     let mut client = aimd.layer(upstream);
     let start = Instant::now();
@@ -336,6 +350,9 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
     .await;
     // Back at the quota, never above.
     assert_eq!(rate.rate(), 10.0);
+    let events = events.lock().unwrap();
+    assert_eq!(events[..2], ["rate 10 -> 5", "waited 5s"], "{events:?}");
+    assert_eq!(events.last().unwrap(), "rate 9 -> 10", "{events:?}");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -181,7 +181,8 @@ impl<C> AimdLayer<C> {
         })
     }
 
-    /// Reports rate changes ([`Event::LimitChanged`]) to `observer`.
+    /// Reports rate changes ([`Event::LimitChanged`]) and requests that
+    /// waited for their turn ([`Event::Waited`]) to `observer`.
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         self.edit(|c| c.observers = Observers::new(observer))

@@ -9,6 +9,7 @@ pub struct Aimd<S, C> {
     core: Arc<Core>,
     classify: C,
     slot: Option<(u64, bool)>,
+    waited: u64,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -19,6 +20,7 @@ impl<S, C> Aimd<S, C> {
             core,
             classify,
             slot: None,
+            waited: 0,
             sleep: None,
         }
     }
@@ -73,6 +75,7 @@ where
                 None => {
                     let (wait, generation) = self.core.reserve();
                     self.slot = Some((generation, wait == 0));
+                    self.waited = wait;
                     if wait > 0 {
                         let now = tokio::time::Instant::now();
                         // A nonsensical upstream reset must not overflow.
@@ -89,6 +92,11 @@ where
                     let sleep = self.sleep.as_mut().expect("a waiting service has a timer");
                     ready!(sleep.as_mut().poll(cx));
                     self.slot = Some((generation, true));
+                    self.core.observers.emit(&Event::Waited {
+                        layer: LAYER,
+                        key: None,
+                        waited: Duration::from_nanos(self.waited),
+                    });
                 }
                 Some((_, true)) => return self.inner.poll_ready(cx).map_err(Into::into),
             }
