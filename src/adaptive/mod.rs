@@ -13,15 +13,18 @@
 //! gRPC `RESOURCE_EXHAUSTED` status is an overload) or, with the feature
 //! `http`, `HttpFeedback` (429 is an overload with its `Retry-After`, 5xx
 //! failures, and quota headers read). Each shares its state across clones
-//! and has a handle to read its current limit; limit changes are reported
+//! and has a handle (or, for [`AdaptivePolicy`], methods) to read its
+//! current limit; limit changes are reported
 //! to observers as [`Event::LimitChanged`](crate::observe::Event::LimitChanged)
 //! or [`Event::ConcurrencyLimitChanged`](crate::observe::Event::ConcurrencyLimitChanged).
 //!
 //! **Which one for a client?** [`AimdLayer`] when the upstream has a rate
 //! quota (it answers 429); [`AdaptiveThrottleLayer`] when it fails under
 //! load without saying how much it takes; [`AdaptiveConcurrencyLayer`] when
-//! latency is what degrades. They compose: a `QueueLayer` in front absorbs
-//! what they hold back.
+//! latency is what degrades. They compose, and a
+//! [`QueueLayer`](crate::QueueLayer) in front absorbs what [`AimdLayer`]
+//! and [`AdaptiveConcurrencyLayer::wait`] hold back in `poll_ready` (the
+//! others refuse at once, with errors that map to HTTP 503).
 //!
 //! # Example
 //!
