@@ -484,6 +484,74 @@ impl std::error::Error for QueueClosed {
     }
 }
 
+/// A request was refused at once because the
+/// [adaptive concurrency limit](crate::adaptive::AdaptiveConcurrencyLayer)
+/// was reached: the service is at the number of requests in flight its
+/// latency allows. Maps to HTTP 503, gRPC `UNAVAILABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConcurrencyLimited {
+    limit: u32,
+}
+
+impl ConcurrencyLimited {
+    pub(crate) fn new(limit: u32) -> Self {
+        ConcurrencyLimited { limit }
+    }
+
+    /// The limit on requests in flight when the request was refused.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+}
+
+impl fmt::Display for ConcurrencyLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "adaptive concurrency limit reached ({} in flight); try again later or queue in front",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for ConcurrencyLimited {}
+
+/// A request was shed locally by
+/// [client-side adaptive throttling](crate::adaptive::AdaptiveThrottleLayer):
+/// the upstream has been refusing requests, so this one was not sent.
+/// Maps to HTTP 503, gRPC `UNAVAILABLE`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Throttled {
+    probability: f64,
+}
+
+impl Throttled {
+    pub(crate) fn new(probability: f64) -> Self {
+        Throttled { probability }
+    }
+
+    /// The probability with which requests of this criticality were being
+    /// rejected when this one was.
+    pub fn probability(&self) -> f64 {
+        self.probability
+    }
+}
+
+impl fmt::Display for Throttled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request throttled locally: the upstream is refusing requests \
+             (rejecting {:.0}% here); try again later",
+            self.probability * 100.0
+        )
+    }
+}
+
+impl std::error::Error for Throttled {}
+
 /// `60 per 1m (burst 10)`.
 pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);
 

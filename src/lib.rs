@@ -43,6 +43,7 @@
 //! | cut off a failing upstream | [`CircuitBreakerLayer`] | available |
 //! | queue and pace requests; share a non-`Clone` service | [`QueueLayer`] | available |
 //! | see who is limited and how often, breaker states, queue depth; alert on thresholds; export metrics | [`observe::Monitor`], [`observe::AlertRule`], `observe::MetricsObserver` (feature `metrics`), `tracing` | available |
+//! | adapt: per-key limits that follow success and latency, a client rate that follows upstream 429s and `RateLimit` headers, a concurrency limit that follows latency, client-side throttling | [`adaptive`]: [`AdaptivePolicy`](adaptive::AdaptivePolicy), [`AimdLayer`], [`AdaptiveConcurrencyLayer`], [`AdaptiveThrottleLayer`] | available |
 //!
 //! # Feature flags
 //!
@@ -119,6 +120,7 @@ macro_rules! inner_accessors {
 }
 pub(crate) use inner_accessors;
 
+pub mod adaptive;
 pub mod backend;
 pub mod circuit_breaker;
 mod clock;
@@ -135,6 +137,7 @@ pub mod quota;
 pub mod rate_limit;
 pub mod retry;
 
+pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;

@@ -10,8 +10,8 @@ use http::StatusCode;
 use crate::RateLimited;
 use crate::backend::QuotaStates;
 use crate::error::{
-    BackendUnavailable, CircuitOpen, KeyTooLong, MissingKey, QueueClosed, QueueFull, QueueTimeout,
-    TooManyInFlight, TooManyKeys,
+    BackendUnavailable, CircuitOpen, ConcurrencyLimited, KeyTooLong, MissingKey, QueueClosed,
+    QueueFull, QueueTimeout, Throttled, TooManyInFlight, TooManyKeys,
 };
 use crate::per_key::Policy;
 
@@ -184,7 +184,12 @@ fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration
         Some((RejectionKind::Unavailable, Some(e.retry_after())))
     } else if e.is::<KeyTooLong>() {
         Some((RejectionKind::MissingKey, None))
-    } else if e.is::<QueueFull>() || e.is::<QueueTimeout>() || e.is::<QueueClosed>() {
+    } else if e.is::<QueueFull>()
+        || e.is::<QueueTimeout>()
+        || e.is::<QueueClosed>()
+        || e.is::<ConcurrencyLimited>()
+        || e.is::<Throttled>()
+    {
         Some((RejectionKind::Unavailable, None))
     } else {
         None

@@ -18,7 +18,7 @@ use crate::retry::GiveUpReason;
 ///
 /// | name | kind | labels | from |
 /// |---|---|---|---|
-/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` |
+/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued`; adaptive layers' refusals count as `limited` |
 /// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
 /// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
@@ -30,6 +30,8 @@ use crate::retry::GiveUpReason;
 /// | `sluice_retry_budget_exhausted_total` | counter | `layer` | retries refused by the budget |
 /// | `sluice_backend_failures_total` | counter | `backend`, `action` (`allowed`, `refused`, `fallback`) | decisions a backend failed to make |
 /// | `sluice_backend_up` | gauge | `backend` | 1 up, 0 down (set on changes) |
+/// | `sluice_limit_changes_total` | counter | `layer` | adaptive per-key limits changed |
+/// | `sluice_concurrency_limit` | gauge | `layer` | an adaptive concurrency layer's current limit |
 ///
 /// `layer` is the event's layer name (`rate_limit`, `per_key`,
 /// `circuit_breaker`, `queue`, `retry`) or the name given to
@@ -186,6 +188,21 @@ impl Observer for MetricsObserver {
             Event::Completed { latency, .. } => {
                 histogram!("sluice_latency_seconds", "layer" => layer)
                     .record(latency.as_secs_f64());
+            }
+            Event::AdaptiveRejected { enforced, .. } => self.request(
+                layer,
+                None,
+                if enforced {
+                    "limited"
+                } else {
+                    "shadow_limited"
+                },
+            ),
+            Event::LimitChanged { .. } => {
+                counter!("sluice_limit_changes_total", "layer" => layer).increment(1);
+            }
+            Event::ConcurrencyLimitChanged { new, .. } => {
+                gauge!("sluice_concurrency_limit", "layer" => layer).set(f64::from(new));
             }
             Event::BreakerStateChanged { from, to, .. } => {
                 gauge!("sluice_breaker_state", "layer" => layer).set(state_value(to));

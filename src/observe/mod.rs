@@ -312,6 +312,47 @@ pub enum Event<'a> {
         /// `true` when it came back, `false` when it went down.
         available: bool,
     },
+    /// An adaptive layer changed a rate limit: a key's quota
+    /// ([`adaptive::AdaptivePolicy`](crate::adaptive::AdaptivePolicy)) or a
+    /// client's sending rate ([`AimdLayer`](crate::adaptive::AimdLayer)),
+    /// both as quotas over the same period.
+    #[non_exhaustive]
+    LimitChanged {
+        /// The reporting layer, such as `"adaptive_per_key"` or `"aimd"`.
+        layer: &'static str,
+        /// The key, for per-key limits.
+        key: Option<&'a dyn fmt::Debug>,
+        /// The limit before the change.
+        old: crate::Quota,
+        /// The limit after it.
+        new: crate::Quota,
+    },
+    /// An adaptive concurrency layer changed its limit on requests in
+    /// flight.
+    #[non_exhaustive]
+    ConcurrencyLimitChanged {
+        /// The reporting layer (`"adaptive_concurrency"`).
+        layer: &'static str,
+        /// The limit before the change.
+        old: u32,
+        /// The limit after it.
+        new: u32,
+    },
+    /// An adaptive layer refused a request locally, without calling the
+    /// inner service: over the adaptive concurrency limit
+    /// ([`ConcurrencyLimited`](crate::error::ConcurrencyLimited)) or shed
+    /// by client-side throttling ([`Throttled`](crate::error::Throttled)).
+    #[non_exhaustive]
+    AdaptiveRejected {
+        /// The reporting layer (`"adaptive_concurrency"` or
+        /// `"adaptive_throttle"`).
+        layer: &'static str,
+        /// The error returned to the caller (in shadow mode: the error it
+        /// would have got).
+        error: &'a (dyn std::error::Error + 'static),
+        /// `false` in shadow (dry-run) mode: the request was let through.
+        enforced: bool,
+    },
 }
 
 /// Why a limiter backend failed to decide.
@@ -381,6 +422,9 @@ impl Event<'_> {
             | Event::QueueFull { layer, .. }
             | Event::QueueTimedOut { layer, .. }
             | Event::QueueClosed { layer, .. } => layer,
+            Event::LimitChanged { layer, .. }
+            | Event::ConcurrencyLimitChanged { layer, .. }
+            | Event::AdaptiveRejected { layer, .. } => layer,
         }
     }
 
@@ -393,7 +437,8 @@ impl Event<'_> {
             | Event::InFlightLimited { key, .. }
             | Event::StoreFull { key, .. }
             | Event::Completed { key, .. }
-            | Event::BackendFailure { key, .. } => *key,
+            | Event::BackendFailure { key, .. }
+            | Event::LimitChanged { key, .. } => *key,
             Event::MissingKey { .. }
             | Event::BreakerStateChanged { .. }
             | Event::BreakerRejected { .. }
@@ -406,7 +451,9 @@ impl Event<'_> {
             | Event::Dequeued { .. }
             | Event::QueueFull { .. }
             | Event::QueueTimedOut { .. }
-            | Event::QueueClosed { .. } => None,
+            | Event::QueueClosed { .. }
+            | Event::ConcurrencyLimitChanged { .. }
+            | Event::AdaptiveRejected { .. } => None,
         }
     }
 }

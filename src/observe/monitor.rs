@@ -777,6 +777,16 @@ impl Inner {
                     success,
                 });
             }
+            Event::AdaptiveRejected { enforced, .. } => {
+                one(&l.requests);
+                if enforced {
+                    one(&l.limited);
+                } else {
+                    one(&l.shadow_limited);
+                }
+            }
+            // Limit changes are reported, not counted.
+            Event::LimitChanged { .. } | Event::ConcurrencyLimitChanged { .. } => {}
             Event::BreakerStateChanged { from, to, .. } => {
                 l.breaker_state.store(state_code(to), Relaxed);
                 one(&l.breaker_changes);

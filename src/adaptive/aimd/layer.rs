@@ -1,0 +1,232 @@
+//! The layer of `adaptive::aimd`: configuration and `Layer`.
+
+use super::*;
+
+/// Paces a client, evenly, to a rate that starts at a quota and adapts to what the
+/// upstream says: cut (×0.5 by default) on each 429 / [`RateLimited`] /
+/// `RESOURCE_EXHAUSTED`, sending paused for the upstream's `Retry-After`,
+/// then raised additively after each window of successes, back up to the
+/// quota. When responses carry quota fields (IETF `RateLimit`,
+/// `X-RateLimit-Remaining` / `X-RateLimit-Reset`, read by
+/// `HttpFeedback` (feature `http`)), no more requests are sent before
+/// the reset than the upstream says remain, spread evenly over the time
+/// left.
+///
+/// See the [module docs](crate::adaptive) for an example.
+///
+/// # Finding the limit and staying under it
+///
+/// A rate held for some [`window`](Self::window)s without an overload
+/// (4 at first) is confirmed as *good*, and the rate then steps up by
+/// [`increase`](Self::increase). After a cut, the rate climbs back to the
+/// good rate quickly (half the gap per window, at least one step), holds
+/// there, and only then probes above it. Each probe that ends in a 429
+/// doubles the number of windows held before the next one (up to 64), so
+/// a client that has found the upstream's limit sends just under it and
+/// rarely tests it again. A 429 while climbing back makes that rate the
+/// good one; a 429 at the good rate (the upstream lowered its limit)
+/// lowers it by 5%. Only requests sent at the current rate count: the 429s
+/// of requests sent before a cut do not cut again, and there is no burst
+/// after a cut.
+///
+/// An upstream that tolerates a large burst hides its limit for a while
+/// (sending a little too fast succeeds until the burst is spent), so the
+/// limit is found within what the burst hides over the held windows; such
+/// upstreams usually send quota headers, which steer this layer exactly.
+///
+/// # Backpressure
+///
+/// The service waits for its turn in `poll_ready` (a timer, no busy
+/// polling), so put it under a [`QueueLayer`](crate::QueueLayer) or call it
+/// from a client loop. A service dropped while waiting keeps its slot
+/// charged.
+///
+/// # Sharing
+///
+/// Every service made by the layer, and every clone, shares one rate.
+///
+/// [`RateLimited`]: crate::RateLimited
+pub struct AimdLayer<C = DefaultFeedback> {
+    core: Arc<Core>,
+    classify: C,
+}
+
+impl AimdLayer {
+    /// Starts at `quota` (its limit, period and burst), and never sends
+    /// faster.
+    pub fn new(quota: Quota) -> Self {
+        let period = quota.period().as_secs_f64();
+        let max = f64::from(quota.limit()) / period;
+        let config = Config {
+            quota,
+            max,
+            floor: (max / 100.0).max(1.0 / period.max(1e-9)).min(max),
+            step: (max / 50.0).max(1.0 / period),
+            decrease: 0.5,
+            window: 10,
+            window_time: 1_000_000_000,
+            burst: 1,
+            max_pause: Duration::from_secs(60),
+        };
+        AimdLayer {
+            core: Arc::new(Core {
+                clock: Clock::new(),
+                config,
+                state: Mutex::new(State {
+                    rate: max,
+                    tat: 0,
+                    pause_until: 0,
+                    budget: None,
+                    good: None,
+                    successes: 0,
+                    generation: 0,
+                    cut_generation: 0,
+                    hold: 4,
+                    held: 0,
+                    window_start: 0,
+                    in_flight: 0,
+                }),
+                observers: Observers::default(),
+            }),
+            classify: DefaultFeedback,
+        }
+    }
+}
+
+impl<C> AimdLayer<C> {
+    fn edit(mut self, f: impl FnOnce(&mut Core)) -> Self {
+        match Arc::get_mut(&mut self.core) {
+            Some(core) => f(core),
+            None => {
+                panic!("AimdLayer: configure the layer before calling `handle()` or cloning it")
+            }
+        }
+        self
+    }
+
+    /// The factor a rate is multiplied by on an overload (default 0.5),
+    /// clamped to `0.05..=0.95`.
+    ///
+    /// # Panics
+    ///
+    /// When called after [`handle`](Self::handle) or after cloning the layer
+    /// (as every setter).
+    #[must_use]
+    pub fn decrease(self, factor: f64) -> Self {
+        let factor = if factor.is_nan() {
+            0.5
+        } else {
+            factor.clamp(0.05, 0.95)
+        };
+        self.edit(|c| c.config.decrease = factor)
+    }
+
+    /// The lowest rate, in requests per quota period (default 1% of the
+    /// quota, at least 1), capped at the quota.
+    #[must_use]
+    pub fn floor(self, requests_per_period: u32) -> Self {
+        self.edit(|c| {
+            let period = c.config.quota.period().as_secs_f64();
+            c.config.floor = (f64::from(requests_per_period.max(1)) / period).min(c.config.max);
+            let floor = c.config.floor;
+            let s = c.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            s.rate = s.rate.max(floor);
+        })
+    }
+
+    /// How much the rate grows after each window of successes, in requests
+    /// per quota period (default 2% of the quota, at least 1).
+    #[must_use]
+    pub fn increase(self, requests_per_period: u32) -> Self {
+        self.edit(|c| {
+            let period = c.config.quota.period().as_secs_f64();
+            c.config.step = f64::from(requests_per_period.max(1)) / period;
+        })
+    }
+
+    /// A success window: at least `min_time` (default 1 s) and at least
+    /// `successes` successful responses (default 10, at least 1), all sent
+    /// at the current rate and with no overload.
+    #[must_use]
+    pub fn window(self, min_time: Duration, successes: u32) -> Self {
+        self.edit(|c| {
+            c.config.window = successes.max(1);
+            c.config.window_time = u64::try_from(min_time.as_nanos()).unwrap_or(u64::MAX);
+        })
+    }
+
+    /// Lets up to `burst` requests go at once (scaled down with the rate;
+    /// default 1: requests are evenly spaced, which is what an upstream
+    /// with a small burst tolerates).
+    #[must_use]
+    pub fn burst(self, burst: u32) -> Self {
+        self.edit(|c| c.config.burst = burst.clamp(1, c.config.quota.burst().max(1)))
+    }
+
+    /// The longest pause a `Retry-After` can impose (default 60 s).
+    #[must_use]
+    pub fn max_pause(self, max_pause: Duration) -> Self {
+        self.edit(|c| c.config.max_pause = max_pause)
+    }
+
+    /// Starts at `requests_per_period` instead of the quota (for example
+    /// the rate that worked last time), within the floor and the quota.
+    #[must_use]
+    pub fn initial(self, requests_per_period: u32) -> Self {
+        self.edit(|c| {
+            let period = c.config.quota.period().as_secs_f64();
+            let rate =
+                (f64::from(requests_per_period) / period).clamp(c.config.floor, c.config.max);
+            c.state.get_mut().unwrap_or_else(|e| e.into_inner()).rate = rate;
+        })
+    }
+
+    /// Reports rate changes ([`Event::LimitChanged`]) and requests that
+    /// waited for their turn ([`Event::Waited`]) to `observer`.
+    #[must_use]
+    pub fn observer(self, observer: impl Observer) -> Self {
+        self.edit(|c| c.observers = Observers::new(observer))
+    }
+
+    /// Reads responses with `classify` (default [`DefaultFeedback`]; use
+    /// `HttpFeedback` (feature `http`) for HTTP clients).
+    pub fn classify<C2>(self, classify: C2) -> AimdLayer<C2> {
+        AimdLayer {
+            core: self.core,
+            classify,
+        }
+    }
+
+    /// A handle to read the current rate.
+    pub fn handle(&self) -> AimdHandle {
+        AimdHandle {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<C: Clone> Clone for AimdLayer<C> {
+    fn clone(&self) -> Self {
+        AimdLayer {
+            core: self.core.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for AimdLayer<C> {
+    type Service = Aimd<S, C>;
+
+    fn layer(&self, inner: S) -> Aimd<S, C> {
+        Aimd::new(inner, self.core.clone(), self.classify.clone())
+    }
+}
+
+impl<C> fmt::Debug for AimdLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AimdLayer")
+            .field("core", &self.core)
+            .field("classify", &std::any::type_name::<C>())
+            .finish()
+    }
+}

@@ -1,0 +1,338 @@
+//! What a response tells the adaptive layers: [`Feedback`], [`Signal`] and
+//! the classifiers [`DefaultFeedback`] and `HttpFeedback` (feature `http`).
+
+use std::error::Error;
+use std::time::Duration;
+
+use crate::BoxError;
+use crate::error::RateLimited;
+
+/// How a call went, as the adaptive layers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// The upstream did its work.
+    Success,
+    /// The call failed (an error, a 5xx): counts against a key's success
+    /// rate and as a drop for adaptive concurrency.
+    Failure,
+    /// The upstream refused the call because of load or a quota: HTTP 429,
+    /// [`RateLimited`], gRPC `RESOURCE_EXHAUSTED`. Cuts an AIMD rate.
+    Overloaded,
+    /// Neither: not counted (for example a client error).
+    Ignore,
+}
+
+/// What the upstream said about its quota: how many requests remain, and
+/// when its window resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Requests the upstream will still accept before `reset`.
+    pub remaining: u64,
+    /// When the upstream's window resets, from the response.
+    pub reset: Duration,
+}
+
+/// The verdict on one response: its [`Signal`], the wait the upstream asked
+/// for (`Retry-After`) and what it said about its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Feedback {
+    signal: Signal,
+    retry_after: Option<Duration>,
+    upstream: Option<Upstream>,
+}
+
+impl Feedback {
+    /// A verdict with `signal` and no hints.
+    pub fn new(signal: Signal) -> Self {
+        Feedback {
+            signal,
+            retry_after: None,
+            upstream: None,
+        }
+    }
+
+    /// The upstream asked not to send before `wait` has passed.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The upstream said how much of its quota remains.
+    pub fn upstream(mut self, upstream: Upstream) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// The signal.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// The wait the upstream asked for, if any.
+    pub fn wait(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The upstream's quota, if it said.
+    pub fn upstream_quota(&self) -> Option<Upstream> {
+        self.upstream
+    }
+}
+
+impl From<Signal> for Feedback {
+    fn from(signal: Signal) -> Self {
+        Feedback::new(signal)
+    }
+}
+
+/// Classifies a result for the adaptive layers.
+///
+/// Implemented for closures `Fn(&Result<Res, BoxError>) -> Feedback`, for
+/// [`DefaultFeedback`] and, with the feature `http`, for `HttpFeedback`.
+/// The layers keep one and call it on each completed response.
+///
+/// ```
+/// use tower_sluice::BoxError;
+/// use tower_sluice::adaptive::{Feedback, Signal};
+///
+/// // Status codes as responses: 429 means overloaded.
+/// let classify = |r: &Result<u16, BoxError>| -> Feedback {
+///     match r {
+///         Ok(429) => Signal::Overloaded.into(),
+///         Ok(s) if *s >= 500 => Signal::Failure.into(),
+///         Ok(_) => Signal::Success.into(),
+///         Err(_) => Signal::Failure.into(),
+///     }
+/// };
+/// # let _ = classify;
+/// ```
+pub trait ClassifyFeedback<Res> {
+    /// The feedback of `result` (the inner service's error already
+    /// converted into a [`BoxError`]).
+    fn feedback(&self, result: &Result<Res, BoxError>) -> Feedback;
+}
+
+impl<F, Res> ClassifyFeedback<Res> for F
+where
+    F: Fn(&Result<Res, BoxError>) -> Feedback,
+{
+    #[inline]
+    fn feedback(&self, result: &Result<Res, BoxError>) -> Feedback {
+        self(result)
+    }
+}
+
+/// The default classifier: a response is a success; an error is
+/// [`Overloaded`](Signal::Overloaded) when it is (or wraps) a
+/// [`RateLimited`] (with its `retry_after`) or a gRPC
+/// `RESOURCE_EXHAUSTED` status (feature `tonic`), otherwise a
+/// [`Failure`](Signal::Failure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultFeedback;
+
+impl<Res> ClassifyFeedback<Res> for DefaultFeedback {
+    #[inline]
+    fn feedback(&self, result: &Result<Res, BoxError>) -> Feedback {
+        match result {
+            Ok(_) => Feedback::new(Signal::Success),
+            Err(e) => error_feedback(&**e),
+        }
+    }
+}
+
+/// The feedback of an error: see [`DefaultFeedback`].
+pub fn error_feedback(error: &(dyn Error + 'static)) -> Feedback {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<RateLimited>() {
+            return Feedback::new(Signal::Overloaded).retry_after(r.retry_after());
+        }
+        #[cfg(feature = "tonic")]
+        if let Some(s) = e.downcast_ref::<tonic::Status>()
+            && s.code() == tonic::Code::ResourceExhausted
+        {
+            return Feedback::new(Signal::Overloaded);
+        }
+        next = e.source();
+    }
+    Feedback::new(Signal::Failure)
+}
+
+#[cfg(feature = "http")]
+pub use self::http_rules::{HttpFeedback, upstream_quota};
+
+#[cfg(feature = "http")]
+mod http_rules {
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+    use crate::http::headers::{RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
+    use crate::retry::{Hint, response_hints};
+
+    /// For HTTP clients: 429 and gRPC `RESOURCE_EXHAUSTED` (status 8 in a
+    /// trailers-only response) are [`Overloaded`](Signal::Overloaded), with
+    /// the wait of `Retry-After` (and the other fields
+    /// [`response_hints`] reads); other 5xx are failures; everything else
+    /// succeeds. Errors as in [`DefaultFeedback`]. Every response's quota
+    /// fields are read too ([`upstream_quota`]).
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct HttpFeedback;
+
+    impl<B> ClassifyFeedback<http::Response<B>> for HttpFeedback {
+        fn feedback(&self, result: &Result<http::Response<B>, BoxError>) -> Feedback {
+            let res = match result {
+                Ok(res) => res,
+                Err(e) => return error_feedback(&**e),
+            };
+            let headers = res.headers();
+            let status = res.status();
+            let exhausted = headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"8");
+            let mut feedback = if status == StatusCode::TOO_MANY_REQUESTS || exhausted {
+                let f = Feedback::new(Signal::Overloaded);
+                match response_hints(headers) {
+                    Hint::After(d) => f.retry_after(d),
+                    _ => f,
+                }
+            } else if status.is_server_error() {
+                Feedback::new(Signal::Failure)
+            } else {
+                Feedback::new(Signal::Success)
+            };
+            if let Some(u) = upstream_quota(headers) {
+                feedback = feedback.upstream(u);
+            }
+            feedback
+        }
+    }
+
+    /// What a response's headers say remains of the upstream's quota: the
+    /// IETF `RateLimit` field (the item with the fewest requests left, its
+    /// `r` and `t`), or `X-RateLimit-Remaining` with `X-RateLimit-Reset`
+    /// (seconds, or a Unix time when larger than 10⁹, taken relative to
+    /// the response's `Date`), or `RateLimit-Remaining` with
+    /// `RateLimit-Reset` (earlier drafts).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::HeaderMap;
+    /// use tower_sluice::adaptive::{upstream_quota, Upstream};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("ratelimit", r#""minute";r=12;t=30, "day";r=900;t=3600"#.parse().unwrap());
+    /// assert_eq!(
+    ///     upstream_quota(&headers),
+    ///     Some(Upstream { remaining: 12, reset: Duration::from_secs(30) })
+    /// );
+    /// ```
+    pub fn upstream_quota(headers: &HeaderMap) -> Option<Upstream> {
+        if let Some(u) = headers
+            .get(RATELIMIT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ietf)
+        {
+            return Some(u);
+        }
+        let pair = |remaining: &str, reset: &str| -> Option<Upstream> {
+            let remaining = headers
+                .get(remaining)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            let reset = headers
+                .get(reset)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            let reset = if reset > 1_000_000_000 {
+                let now = headers
+                    .get(http::header::DATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| httpdate::parse_http_date(s).ok())
+                    .unwrap_or_else(SystemTime::now);
+                (SystemTime::UNIX_EPOCH + Duration::from_secs(reset))
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+            } else {
+                Duration::from_secs(reset)
+            };
+            Some(Upstream { remaining, reset })
+        };
+        pair(X_RATELIMIT_REMAINING.as_str(), X_RATELIMIT_RESET.as_str())
+            .or_else(|| pair("ratelimit-remaining", "ratelimit-reset"))
+    }
+
+    /// The item of an IETF `RateLimit` field with the fewest requests left.
+    fn ietf(s: &str) -> Option<Upstream> {
+        let mut best: Option<Upstream> = None;
+        for item in s.split(',') {
+            let (mut r, mut t) = (None, None);
+            for param in item.split(';').skip(1) {
+                match param.trim().split_once('=') {
+                    Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
+                    Some(("t", v)) => t = v.trim().parse::<u64>().ok(),
+                    _ => {}
+                }
+            }
+            if let (Some(remaining), Some(t)) = (r, t) {
+                let u = Upstream {
+                    remaining,
+                    reset: Duration::from_secs(t),
+                };
+                if best.is_none_or(|b| remaining < b.remaining) {
+                    best = Some(u);
+                }
+            }
+        }
+        best
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn res(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+            let mut b = http::Response::builder().status(status);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        }
+
+        #[test]
+        fn statuses_and_fields() {
+            let f = HttpFeedback.feedback(&Ok(res(429, &[("retry-after", "7")])));
+            assert_eq!(f.signal(), Signal::Overloaded);
+            assert_eq!(f.wait(), Some(Duration::from_secs(7)));
+            let f = HttpFeedback.feedback(&Ok(res(200, &[("grpc-status", "8")])));
+            assert_eq!(f.signal(), Signal::Overloaded);
+            let f = HttpFeedback.feedback(&Ok(res(502, &[])));
+            assert_eq!(f.signal(), Signal::Failure);
+            let f = HttpFeedback.feedback(&Ok(res(
+                200,
+                &[("x-ratelimit-remaining", "4"), ("x-ratelimit-reset", "9")],
+            )));
+            assert_eq!(f.signal(), Signal::Success);
+            assert_eq!(
+                f.upstream_quota(),
+                Some(Upstream {
+                    remaining: 4,
+                    reset: Duration::from_secs(9)
+                })
+            );
+            let f = HttpFeedback.feedback(&Ok(res(
+                200,
+                &[("ratelimit-remaining", "2"), ("ratelimit-reset", "1")],
+            )));
+            assert_eq!(f.upstream_quota().unwrap().remaining, 2);
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! [`AdaptivePolicy`]: per-key quotas that follow each key's success rate
+//! and latency, with [`KeyFeedbackLayer`] feeding it.
+
+mod layer;
+mod service;
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
+use super::future::{ResponseFuture, Track};
+use crate::clock::Clock;
+use crate::observe::{Event, Observer, Observers};
+use crate::per_key::{KeyExtractor, Policy};
+use crate::{BoxError, PerKeyLayer, Quota};
+
+const LAYER: &str = "adaptive_per_key";
+const SHARDS: usize = 16;
+
+pub use layer::*;
+pub use service::*;
+
+/// What a key has shown so far: exponentially weighted moving averages of
+/// its success rate and latency.
+///
+/// The first response sets both; each later one moves them by the
+/// smoothing factor `α`: `avg += α × (sample - avg)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct KeyStats {
+    /// Between 0 (every response failed) and 1.
+    pub success_rate: f64,
+    /// The moving average of response times.
+    pub avg_latency: Duration,
+    /// Responses seen.
+    pub samples: u64,
+}
+
+impl KeyStats {
+    /// Stats of a key with these averages (for testing a formula).
+    pub fn new(success_rate: f64, avg_latency: Duration, samples: u64) -> Self {
+        KeyStats {
+            success_rate,
+            avg_latency,
+            samples,
+        }
+    }
+
+    fn record(&mut self, alpha: f64, success: bool, latency: Duration) {
+        let x = if success { 1.0 } else { 0.0 };
+        if self.samples == 0 {
+            self.success_rate = x;
+            self.avg_latency = latency;
+        } else {
+            self.success_rate += alpha * (x - self.success_rate);
+            let avg = self.avg_latency.as_secs_f64();
+            self.avg_latency = Duration::from_secs_f64(avg + alpha * (latency.as_secs_f64() - avg));
+        }
+        self.samples += 1;
+    }
+}
+
+/// Computes a key's limit (requests per the base quota's period) from its
+/// [`KeyStats`]. The result is kept within `base..=max`.
+///
+/// Implemented by [`DefaultFormula`] and by closures
+/// `Fn(u32, u32, &KeyStats) -> u32` (base, max, stats).
+pub trait LimitFormula: Send + Sync + 'static {
+    /// The key's limit, given the base and max limits.
+    fn limit(&self, base: u32, max: u32, stats: &KeyStats) -> u32;
+}
+
+impl<F> LimitFormula for F
+where
+    F: Fn(u32, u32, &KeyStats) -> u32 + Send + Sync + 'static,
+{
+    fn limit(&self, base: u32, max: u32, stats: &KeyStats) -> u32 {
+        self(base, max, stats)
+    }
+}
+
+/// The default formula:
+///
+/// ```text
+/// multiplier = (success_rate + max(0, 1 - avg_latency / latency_ceiling)) / 2
+/// limit      = min(floor(base × (1 + multiplier)), max)
+/// ```
+///
+/// A key that always succeeds instantly gets twice the base (up to max);
+/// one that always fails at the ceiling keeps the base.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::adaptive::{DefaultFormula, KeyStats, LimitFormula};
+///
+/// let f = DefaultFormula::new(Duration::from_secs(10));
+/// // success 0.8, latency 2 s: multiplier (0.8 + 0.8) / 2 = 0.8.
+/// let stats = KeyStats::new(0.8, Duration::from_secs(2), 50);
+/// assert_eq!(f.limit(100, 1000, &stats), 180);
+/// assert_eq!(f.limit(100, 150, &stats), 150);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DefaultFormula {
+    latency_ceiling: Duration,
+}
+
+impl DefaultFormula {
+    /// With this latency ceiling (a latency at or above it adds nothing).
+    pub fn new(latency_ceiling: Duration) -> Self {
+        DefaultFormula { latency_ceiling }
+    }
+
+    /// The multiplier for `stats`, in `0..=1`.
+    pub fn multiplier(&self, stats: &KeyStats) -> f64 {
+        let ceiling = self.latency_ceiling.as_secs_f64();
+        let speed = if ceiling > 0.0 {
+            (1.0 - stats.avg_latency.as_secs_f64() / ceiling).max(0.0)
+        } else {
+            0.0
+        };
+        ((stats.success_rate.clamp(0.0, 1.0) + speed) / 2.0).clamp(0.0, 1.0)
+    }
+}
+
+impl Default for DefaultFormula {
+    /// A latency ceiling of 10 s.
+    fn default() -> Self {
+        DefaultFormula::new(Duration::from_secs(10))
+    }
+}
+
+impl LimitFormula for DefaultFormula {
+    fn limit(&self, base: u32, max: u32, stats: &KeyStats) -> u32 {
+        // Rounded down, forgiving float error (184.0000001 and 183.9999999 are 184).
+        let limit = (f64::from(base) * (1.0 + self.multiplier(stats)) + 1e-9).floor();
+        (limit.min(f64::from(u32::MAX)) as u32).min(max)
+    }
+}
+
+/// Per-key limits that move between a base and a max with how well each
+/// key behaves: its success rate and an EWMA of its latency, through a
+/// [`LimitFormula`] ([`DefaultFormula`] unless told).
+///
+/// Use it with two layers, both made from it: the
+/// [`per_key_layer`](Self::per_key_layer) limits (a [`PerKeyLayer`] whose
+/// policies it resolves), and the [`feedback_layer`](Self::feedback_layer),
+/// inside it, learns from each admitted request's response.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::AdaptivePolicy;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // 100 per minute for every key, up to 200 for keys that do well.
+/// let adaptive = AdaptivePolicy::new(Quota::per_minute(100), 200)
+///     .latency_ceiling(Duration::from_secs(2));
+/// let key = |req: &String| Some(req.clone());
+/// let mut svc = ServiceBuilder::new()
+///     .layer(adaptive.per_key_layer(key))
+///     .layer(adaptive.feedback_layer(key))
+///     .service(service_fn(|_req: String| async { Ok::<_, BoxError>("ok") }));
+///
+/// svc.ready().await?.call("alice".to_string()).await?;
+/// // One quick success: alice's limit is already above the base.
+/// assert!(adaptive.limit(&"alice".to_string()) > 100);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Fairness
+///
+/// A key's burst stays the base quota's: a raised limit refills its bucket
+/// faster but never grants it an extra burst, and a key keeps its debt
+/// across a change (see [`PerKeyHandle`](crate::per_key::PerKeyHandle)).
+///
+/// # Memory
+///
+/// Stats are kept for at most [`max_keys`](Self::max_keys) keys (default
+/// 100 000), in two generations per shard: when a shard's newer generation
+/// is full the older one is dropped. A key that is forgotten goes back to
+/// the base limit and starts learning again.
+pub struct AdaptivePolicy<K> {
+    shared: Arc<Shared<K>>,
+}
+
+struct Shared<K> {
+    clock: Clock,
+    base: Quota,
+    max: u32,
+    name: Option<Arc<str>>,
+    alpha: f64,
+    formula: Box<dyn LimitFormula>,
+    latency_ceiling: Duration,
+    custom_formula: bool,
+    per_generation: usize,
+    hasher: hashbrown::DefaultHashBuilder,
+    shards: Box<[Mutex<Shard<K>>]>,
+    observers: Observers,
+}
+
+struct Shard<K> {
+    current: hashbrown::HashMap<K, Entry>,
+    previous: hashbrown::HashMap<K, Entry>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    stats: KeyStats,
+    limit: u32,
+    /// `None` while the limit is the base (the layer's default applies).
+    policy: Option<Policy>,
+}
+
+impl<K> AdaptivePolicy<K>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    /// Keys start at `base` (its limit, period and burst) and may reach
+    /// `max` requests per the same period (at least the base's limit, at
+    /// most one per nanosecond).
+    pub fn new(base: Quota, max: u32) -> Self {
+        let mut p = AdaptivePolicy {
+            shared: Arc::new(Shared {
+                clock: Clock::new(),
+                base,
+                // At most one request per nanosecond of the period.
+                max: max
+                    .min(u32::try_from(base.period().as_nanos()).unwrap_or(u32::MAX))
+                    .max(base.limit()),
+                name: None,
+                alpha: 0.1,
+                formula: Box::new(DefaultFormula::default()),
+                latency_ceiling: Duration::from_secs(10),
+                custom_formula: false,
+                per_generation: 0,
+                hasher: hashbrown::DefaultHashBuilder::default(),
+                shards: Box::new([]),
+                observers: Observers::default(),
+            }),
+        };
+        p = p.max_keys(100_000);
+        p
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Shared<K>)) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => f(shared),
+            None => panic!(
+                "AdaptivePolicy: configure the policy before making layers from it or cloning it"
+            ),
+        }
+        self
+    }
+
+    /// The EWMA smoothing factor `α` (default 0.1), clamped to `0.001..=1`.
+    ///
+    /// # Panics
+    ///
+    /// When called after making a layer from the policy or cloning it (as
+    /// every setter).
+    #[must_use]
+    pub fn smoothing(self, alpha: f64) -> Self {
+        let alpha = if alpha.is_nan() {
+            0.1
+        } else {
+            alpha.clamp(0.001, 1.0)
+        };
+        self.edit(|s| s.alpha = alpha)
+    }
+
+    /// The latency ceiling of the [`DefaultFormula`] (default 10 s).
+    /// Ignored once a [`formula`](Self::formula) is set.
+    #[must_use]
+    pub fn latency_ceiling(self, ceiling: Duration) -> Self {
+        self.edit(|s| {
+            s.latency_ceiling = ceiling;
+            if !s.custom_formula {
+                s.formula = Box::new(DefaultFormula::new(ceiling));
+            }
+        })
+    }
+
+    /// Computes limits with `formula` instead of the [`DefaultFormula`].
+    #[must_use]
+    pub fn formula(self, formula: impl LimitFormula) -> Self {
+        self.edit(|s| {
+            s.formula = Box::new(formula);
+            s.custom_formula = true;
+        })
+    }
+
+    /// Keeps stats for at most `max_keys` keys (default 100 000, at least
+    /// 32).
+    #[must_use]
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        let per_generation = (max_keys.max(32) / SHARDS / 2).max(1);
+        self.edit(|s| {
+            s.per_generation = per_generation;
+            s.shards = (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        current: hashbrown::HashMap::new(),
+                        previous: hashbrown::HashMap::new(),
+                    })
+                })
+                .collect();
+        })
+    }
+
+    /// Names the policies (errors, HTTP `RateLimit-Policy`).
+    #[must_use]
+    pub fn named(self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
+        self.edit(|s| s.name = Some(name))
+    }
+
+    /// Reports limit changes ([`Event::LimitChanged`], with the key) to
+    /// `observer`.
+    #[must_use]
+    pub fn observer(self, observer: impl Observer) -> Self {
+        self.edit(|s| s.observers = Observers::new(observer))
+    }
+
+    /// The base quota.
+    pub fn base(&self) -> Quota {
+        self.shared.base
+    }
+
+    /// The highest limit, per the base quota's period.
+    pub fn max(&self) -> u32 {
+        self.shared.max
+    }
+
+    /// The base policy: the base quota, named.
+    pub fn base_policy(&self) -> Policy {
+        self.shared.policy(self.shared.base.limit())
+    }
+
+    /// A [`PerKeyLayer`] whose keys are limited by this policy (the base
+    /// as its default, each key's adapted limit through
+    /// [`policy_for`](PerKeyLayer::policy_for)). Configure it further as
+    /// any `PerKeyLayer` (`max_keys`, `observer`, `http()`, ...), but do
+    /// not replace its resolver.
+    pub fn per_key_layer<X>(&self, extractor: X) -> PerKeyLayer<K, X> {
+        let this = self.clone();
+        PerKeyLayer::new(self.base_policy(), extractor).policy_for(move |key: &K| this.adapted(key))
+    }
+
+    /// The layer that teaches this policy: put it inside the
+    /// [`per_key_layer`](Self::per_key_layer), so it sees the responses of
+    /// admitted requests only. Responses are read by [`DefaultFeedback`]
+    /// (see [`KeyFeedbackLayer::classify`]).
+    pub fn feedback_layer<X>(&self, extractor: X) -> KeyFeedbackLayer<K, X> {
+        KeyFeedbackLayer {
+            policy: self.clone(),
+            extractor,
+            classify: DefaultFeedback,
+        }
+    }
+
+    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
+        // The high bits: the maps inside use the low ones.
+        let i = (self.shared.hasher.hash_one(key) >> 58) as usize % self.shared.shards.len();
+        self.shared.shards[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The policy of `key` when it differs from the base, as a
+    /// [`PerKeyLayer::policy_for`] resolver.
+    pub fn adapted(&self, key: &K) -> Option<Policy> {
+        let shard = self.shard(key);
+        shard
+            .current
+            .get(key)
+            .or_else(|| shard.previous.get(key))
+            .and_then(|e| e.policy.clone())
+    }
+
+    /// `key`'s current limit, per the base quota's period.
+    pub fn limit(&self, key: &K) -> u32 {
+        let shard = self.shard(key);
+        shard
+            .current
+            .get(key)
+            .or_else(|| shard.previous.get(key))
+            .map_or(self.shared.base.limit(), |e| e.limit)
+    }
+
+    /// What `key` has shown so far, if it is remembered.
+    pub fn stats(&self, key: &K) -> Option<KeyStats> {
+        let shard = self.shard(key);
+        shard
+            .current
+            .get(key)
+            .or_else(|| shard.previous.get(key))
+            .map(|e| e.stats)
+    }
+
+    /// Records one response of `key` (done by the
+    /// [`feedback_layer`](Self::feedback_layer); call it yourself to feed
+    /// outcomes seen elsewhere). Returns the key's limit after it.
+    pub fn record(&self, key: &K, success: bool, latency: Duration) -> u32 {
+        let s = &*self.shared;
+        let base = s.base.limit();
+        let (old, new) = {
+            let mut guard = self.shard(key);
+            let shard = &mut *guard;
+            if !shard.current.contains_key(key) {
+                let entry = shard.previous.remove(key).unwrap_or(Entry {
+                    stats: KeyStats::new(1.0, Duration::ZERO, 0),
+                    limit: base,
+                    policy: None,
+                });
+                if shard.current.len() >= s.per_generation {
+                    shard.previous = std::mem::take(&mut shard.current);
+                }
+                shard.current.insert(key.clone(), entry);
+            }
+            let entry = shard.current.get_mut(key).expect("inserted above");
+            entry.stats.record(s.alpha, success, latency);
+            let old = entry.limit;
+            let new = s
+                .formula
+                .limit(base, s.max, &entry.stats)
+                .clamp(base, s.max);
+            if new != old {
+                entry.limit = new;
+                entry.policy = (new != base).then(|| s.policy(new));
+            }
+            (old, new)
+        };
+        if old != new {
+            tracing::trace!(target: "tower_sluice::adaptive", key = ?key, old, new, "per-key limit changed");
+            if s.observers.is_set() {
+                s.observers.emit(&Event::LimitChanged {
+                    layer: LAYER,
+                    key: Some(key),
+                    old: s.quota(old),
+                    new: s.quota(new),
+                });
+            }
+        }
+        new
+    }
+
+    /// Keys whose stats are held now.
+    pub fn len(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|m| {
+                let s = m.lock().unwrap_or_else(|e| e.into_inner());
+                s.current.len() + s.previous.len()
+            })
+            .sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K> Shared<K> {
+    fn quota(&self, limit: u32) -> Quota {
+        Quota::try_with_burst(limit, self.base.period(), self.base.burst()).unwrap_or(self.base)
+    }
+
+    fn policy(&self, limit: u32) -> Policy {
+        let policy = Policy::new(self.quota(limit));
+        match &self.name {
+            Some(name) => policy.named(name.clone()),
+            None => policy,
+        }
+    }
+}
+
+impl<K> Clone for AdaptivePolicy<K> {
+    fn clone(&self) -> Self {
+        AdaptivePolicy {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for AdaptivePolicy<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("AdaptivePolicy")
+            .field("base", &s.base)
+            .field("max", &s.max)
+            .field("smoothing", &s.alpha)
+            .field("latency_ceiling", &s.latency_ceiling)
+            .field("custom_formula", &s.custom_formula)
+            .field("max_keys", &(s.per_generation * SHARDS * 2))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,98 @@
+//! The service of `adaptive::per_key` and what its requests record.
+
+use super::*;
+
+/// Records each response in an [`AdaptivePolicy`]. Made by
+/// [`KeyFeedbackLayer`].
+pub struct KeyFeedback<S, K, X, C> {
+    pub(super) inner: S,
+    pub(super) policy: AdaptivePolicy<K>,
+    pub(super) extractor: X,
+    pub(super) classify: C,
+}
+
+impl<S, K, X, C> KeyFeedback<S, K, X, C> {
+    crate::inner_accessors!();
+}
+
+/// The record a [`KeyFeedback`] request keeps until its response.
+pub struct KeyTrack<K, C> {
+    policy: AdaptivePolicy<K>,
+    key: Option<K>,
+    classify: C,
+    started: u64,
+}
+
+impl<K, C, Res> Track<Res> for KeyTrack<K, C>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    C: ClassifyFeedback<Res>,
+{
+    fn complete(self, result: &Result<Res, BoxError>) {
+        let Some(key) = &self.key else { return };
+        let success = match self.classify.feedback(result).signal() {
+            Signal::Success => true,
+            Signal::Failure | Signal::Overloaded => false,
+            Signal::Ignore => return,
+        };
+        let latency = self.policy.shared.clock.now().saturating_sub(self.started);
+        self.policy
+            .record(key, success, Duration::from_nanos(latency));
+    }
+}
+
+impl<K: fmt::Debug, C> fmt::Debug for KeyTrack<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyTrack")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, X, C, Req> Service<Req> for KeyFeedback<S, K, X, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    X: KeyExtractor<Req, Key = K>,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    C: ClassifyFeedback<S::Response> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, KeyTrack<K, C>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let track = KeyTrack {
+            policy: self.policy.clone(),
+            key: self.extractor.extract(&req),
+            classify: self.classify.clone(),
+            started: self.policy.shared.clock.now(),
+        };
+        ResponseFuture::called(self.inner.call(req), track)
+    }
+}
+
+impl<S: Clone, K, X: Clone, C: Clone> Clone for KeyFeedback<S, K, X, C> {
+    fn clone(&self) -> Self {
+        KeyFeedback {
+            inner: self.inner.clone(),
+            policy: self.policy.clone(),
+            extractor: self.extractor.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, X, C> fmt::Debug for KeyFeedback<S, K, X, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFeedback")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,189 @@
+//! The layer of `adaptive::throttle`: configuration and `Layer`.
+
+use super::*;
+
+/// Rejects requests locally, before they reach an upstream that is
+/// refusing them, with probability
+///
+/// ```text
+/// max(0, (requests - K × accepts) / (requests + 1))
+/// ```
+///
+/// over a sliding window (default 2 minutes), where `requests` counts every
+/// request the application made (those rejected here included) and
+/// `accepts` those the upstream accepted ([`Signal::Success`] and
+/// [`Signal::Ignore`]; failures and overloads are not accepts). With
+/// `K = 2` (the default) the upstream keeps receiving about twice what it
+/// accepts, enough to notice quickly when it recovers. Rejected requests
+/// fail at once with [`Throttled`] (HTTP 503).
+///
+/// Classes ([`Criticality`], found by [`criticality`](Self::criticality))
+/// have their own `K`, so sheddable requests are rejected first and
+/// critical ones last.
+///
+/// See the [module docs](crate::adaptive).
+///
+/// # Sharing
+///
+/// Every service made by the layer, and every clone, shares one window.
+pub struct AdaptiveThrottleLayer<P = AllCritical, C = DefaultFeedback> {
+    core: Arc<Core>,
+    criticality: P,
+    classify: C,
+}
+
+impl Default for AdaptiveThrottleLayer {
+    fn default() -> Self {
+        AdaptiveThrottleLayer::new()
+    }
+}
+
+impl AdaptiveThrottleLayer {
+    /// `K = 2` over a window of 2 minutes.
+    pub fn new() -> Self {
+        AdaptiveThrottleLayer {
+            core: Arc::new(Core {
+                clock: Clock::new(),
+                shadow: false,
+                class_k: class_k(2.0),
+                bucket: window_to_bucket(Duration::from_secs(120)),
+                ring: Mutex::new(Ring {
+                    slots: [(0, 0); BUCKETS],
+                    head: 0,
+                    requests: 0,
+                    accepts: 0,
+                }),
+                rng: Rng::from_entropy(),
+                observers: Observers::default(),
+            }),
+            criticality: AllCritical,
+            classify: DefaultFeedback,
+        }
+    }
+}
+
+fn class_k(k: f64) -> [f64; 4] {
+    [k * 2.0, k, k * 0.75, k * 0.5]
+}
+
+fn window_to_bucket(window: Duration) -> u64 {
+    (u64::try_from(window.as_nanos()).unwrap_or(u64::MAX) / BUCKETS as u64).max(1)
+}
+
+impl<P, C> AdaptiveThrottleLayer<P, C> {
+    fn edit(mut self, f: impl FnOnce(&mut Core)) -> Self {
+        match Arc::get_mut(&mut self.core) {
+            Some(core) => f(core),
+            None => panic!(
+                "AdaptiveThrottleLayer: configure the layer before calling `handle()` or cloning it"
+            ),
+        }
+        self
+    }
+
+    /// The multiplier `K` (default 2; at least 1): lower rejects sooner,
+    /// higher lets more through to the upstream. Sets every class's `K`
+    /// from it (×2, ×1, ×0.75, ×0.5).
+    ///
+    /// # Panics
+    ///
+    /// When called after [`handle`](Self::handle) or after cloning the layer
+    /// (as every setter).
+    #[must_use]
+    pub fn k(self, k: f64) -> Self {
+        let k = if k.is_nan() { 2.0 } else { k.max(1.0) };
+        self.edit(|c| c.class_k = class_k(k))
+    }
+
+    /// One class's own `K` (at least 0.5).
+    #[must_use]
+    pub fn class_k(self, class: Criticality, k: f64) -> Self {
+        let k = if k.is_nan() { 2.0 } else { k.max(0.5) };
+        self.edit(|c| c.class_k[class.index()] = k)
+    }
+
+    /// The window requests and accepts are counted over (default 2
+    /// minutes), in 20 buckets.
+    #[must_use]
+    pub fn window(self, window: Duration) -> Self {
+        self.edit(|c| c.bucket = window_to_bucket(window))
+    }
+
+    /// Shadow (dry-run) mode: requests are drawn and refusals reported
+    /// ([`Event::AdaptiveRejected`] with `enforced: false`), but every
+    /// request is sent.
+    #[must_use]
+    pub fn shadow(self) -> Self {
+        self.edit(|c| c.shadow = true)
+    }
+
+    /// Seeds the random draws, for reproducible tests.
+    #[must_use]
+    pub fn seed(self, seed: u64) -> Self {
+        self.edit(|c| c.rng = Rng::new(seed))
+    }
+
+    /// Reports rejections ([`Event::AdaptiveRejected`]) to `observer`.
+    #[must_use]
+    pub fn observer(self, observer: impl Observer) -> Self {
+        self.edit(|c| c.observers = Observers::new(observer))
+    }
+
+    /// Finds each request's class (default: all
+    /// [`Critical`](Criticality::Critical)).
+    pub fn criticality<P2>(self, criticality: P2) -> AdaptiveThrottleLayer<P2, C> {
+        AdaptiveThrottleLayer {
+            core: self.core,
+            criticality,
+            classify: self.classify,
+        }
+    }
+
+    /// Reads responses with `classify` (default [`DefaultFeedback`]; use
+    /// `HttpFeedback` (feature `http`) for HTTP clients).
+    pub fn classify<C2>(self, classify: C2) -> AdaptiveThrottleLayer<P, C2> {
+        AdaptiveThrottleLayer {
+            core: self.core,
+            criticality: self.criticality,
+            classify,
+        }
+    }
+
+    /// A handle to read the counts and the rejection probability.
+    pub fn handle(&self) -> ThrottleHandle {
+        ThrottleHandle {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<P: Clone, C: Clone> Clone for AdaptiveThrottleLayer<P, C> {
+    fn clone(&self) -> Self {
+        AdaptiveThrottleLayer {
+            core: self.core.clone(),
+            criticality: self.criticality.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S, P: Clone, C: Clone> Layer<S> for AdaptiveThrottleLayer<P, C> {
+    type Service = AdaptiveThrottle<S, P, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdaptiveThrottle {
+            inner,
+            core: self.core.clone(),
+            criticality: self.criticality.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<P, C> fmt::Debug for AdaptiveThrottleLayer<P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveThrottleLayer")
+            .field("core", &self.core)
+            .finish_non_exhaustive()
+    }
+}
