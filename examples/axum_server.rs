@@ -11,6 +11,10 @@
 //! The key is the pair (API key from `x-api-key`, service from the path);
 //! keys starting with `paid-` are on the paid tier. A request without an
 //! API key gets 401. Set `PORT` to listen elsewhere than 3000.
+//!
+//! With the `redis` feature and `REDIS_URL` set, the buckets live in Redis,
+//! so several instances of this server share them:
+//! `REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_server --features axum,redis`.
 
 use std::net::SocketAddr;
 
@@ -100,8 +104,15 @@ pub fn per_minute(tier: Tier, service: Service) -> u32 {
 pub type Key = (String, Service);
 
 /// The limit: one bucket per (API key, service), under the policy of the
-/// key's tier for that service.
+/// key's tier for that service, in memory.
 pub fn limit() -> HttpLimitLayer<Key, impl Fn(&Request) -> Option<Key> + Clone> {
+    limit_on(tower_sluice::backend::Memory::new(
+        tower_sluice::per_key::DEFAULT_MAX_KEYS,
+    ))
+}
+
+/// The same limit with its buckets in `backend` (in memory, or Redis).
+pub fn limit_on<B>(backend: B) -> HttpLimitLayer<Key, impl Fn(&Request) -> Option<Key> + Clone, B> {
     // One policy per cell of the table, built once and shared: named after
     // the tier and service, so clients see e.g. "free-image-per-minute".
     let policy = |tier: Tier, service: Service| {
@@ -122,6 +133,7 @@ pub fn limit() -> HttpLimitLayer<Key, impl Fn(&Request) -> Option<Key> + Clone> 
         Some((api_key.key_of(req)?, service))
     };
     PerKeyLayer::new(policy(Tier::Free, Service::Text), key)
+        .backend(backend)
         .policy_for(move |(api_key, service): &Key| {
             let tier = Tier::of(api_key);
             table
@@ -137,11 +149,39 @@ pub fn limit() -> HttpLimitLayer<Key, impl Fn(&Request) -> Option<Key> + Clone> 
 /// The API: three endpoints behind the per-key limit. Unknown paths get 404
 /// without touching the limit (`route_layer`).
 pub fn app() -> Router {
+    routes().route_layer(limit())
+}
+
+fn routes() -> Router {
     Router::new()
         .route("/v1/text", post(|| async { "generated text\n" }))
         .route("/v1/image", post(|| async { "generated image\n" }))
         .route("/v1/vision", post(|| async { "image analysed\n" }))
-        .route_layer(limit())
+}
+
+/// A service's name in Redis keys (`sluice:<len>:<api key>:text`).
+#[cfg(feature = "redis")]
+impl tower_sluice::backend::redis::RedisKey for Service {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.name().as_bytes());
+    }
+}
+
+/// The API with its buckets in Redis at `url`, shared by every instance.
+#[cfg(feature = "redis")]
+pub fn app_on_redis(url: &str) -> Result<Router, tower_sluice::BoxError> {
+    let redis = tower_sluice::backend::redis::RedisBackend::from_url(url)?.prefix("ai-api:");
+    Ok(routes().route_layer(limit_on(redis)))
+}
+
+/// In memory, or on Redis when `REDIS_URL` is set (feature `redis`).
+fn app_from_env() -> Router {
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        println!("limits shared through Redis at {url}");
+        return app_on_redis(&url).expect("a valid REDIS_URL");
+    }
+    app()
 }
 
 #[tokio::main]
@@ -177,5 +217,5 @@ async fn main() -> std::io::Result<()> {
     println!("  # no API key: 401");
     println!("  curl -i -X POST {base}/v1/vision\n");
 
-    axum::serve(listener, app()).await
+    axum::serve(listener, app_from_env()).await
 }
