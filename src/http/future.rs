@@ -143,8 +143,8 @@ where
                 headers,
                 remote,
             } => {
-                let outcome = ready!(dispatch.poll_dispatch(cx, |grant| {
-                    if let Some((responder, policy)) = remote.as_ref() {
+                let outcome = ready!(dispatch.poll_dispatch(cx, |decided| {
+                    if let (Some((responder, policy)), Ok(grant)) = (remote.as_ref(), decided) {
                         *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
                     }
                 }));

@@ -86,7 +86,7 @@ where
             }
             Admission::Unlimited => ResponseFuture::called(self.inner.call(req), None, None),
             Admission::Deciding { policy, decision } => ResponseFuture::deciding(
-                Dispatch::deciding(&mut self.inner, req, decision),
+                Dispatch::deciding(&mut self.inner, req, decision, shared.config.shadow),
                 shared.responder.clone(),
                 crate::per_key::Policy::clone(&policy),
             ),

@@ -14,7 +14,7 @@ use super::layer::{Config, OnMissing};
 use crate::BoxError;
 use crate::backend::{Acquire, Backend, Grant};
 use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
-use crate::observe::Event;
+use crate::observe::{Event, Observers};
 
 /// The name per-key layers report in events.
 const LAYER: &str = "per_key";
@@ -215,22 +215,7 @@ where
         let policy = self.policies.resolve_with(key, cache);
         match self.backend.acquire(key, &policy, 1, config.max_wait) {
             Acquire::Ready(Ok(mut grant)) => {
-                let observers = &config.observers;
-                tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
-                if observers.is_set() {
-                    observers.emit(&Event::Allowed {
-                        layer: LAYER,
-                        key: Some(key),
-                        decision: grant.decision(),
-                    });
-                    if !grant.wait().is_zero() {
-                        observers.emit(&Event::Waited {
-                            layer: LAYER,
-                            key: Some(key),
-                            waited: grant.wait(),
-                        });
-                    }
-                }
+                report_allowed(&config.observers, key, &grant);
                 if config.shadow {
                     grant.send_now();
                 }
@@ -254,21 +239,50 @@ where
 
 /// Reports a denial to the observer and to `tracing`.
 fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
-    let observers = &config.observers;
+    report_denied(&config.observers, config.shadow, key, error);
+}
+
+/// Reports an admission (and its wait) to the observer and to `tracing`.
+pub(crate) fn report_allowed(observers: &Observers, key: &dyn fmt::Debug, grant: &Grant) {
+    tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
+    if observers.is_set() {
+        observers.emit(&Event::Allowed {
+            layer: LAYER,
+            key: Some(key),
+            decision: grant.decision(),
+        });
+        if !grant.wait().is_zero() {
+            observers.emit(&Event::Waited {
+                layer: LAYER,
+                key: Some(key),
+                waited: grant.wait(),
+            });
+        }
+    }
+}
+
+/// Reports a denial to `observers` and to `tracing` (`shadow`: the request
+/// is let through anyway).
+pub(crate) fn report_denied(
+    observers: &Observers,
+    shadow: bool,
+    key: &dyn fmt::Debug,
+    error: &BoxError,
+) {
     if let Some(error) = error.downcast_ref::<RateLimited>() {
         tracing::info!(
             target: "tower_sluice::per_key",
             key = ?key,
             policy = error.policy().unwrap_or("default"),
             retry_after_ms = crate::observe::ms(error.retry_after()),
-            enforced = !config.shadow,
+            enforced = !shadow,
             "rate limited"
         );
         observers.emit(&Event::Limited {
             layer: LAYER,
             key: Some(key),
             error,
-            enforced: !config.shadow,
+            enforced: !shadow,
         });
     } else if let Some(e) = error.downcast_ref::<TooManyInFlight>() {
         tracing::info!(
@@ -276,7 +290,7 @@ fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
             key = ?key,
             policy = e.policy().unwrap_or("default"),
             limit = e.limit(),
-            enforced = !config.shadow,
+            enforced = !shadow,
             "too many requests in flight"
         );
         observers.emit(&Event::InFlightLimited {

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use super::core::{report_allowed, report_denied};
 use crate::BoxError;
 use crate::backend::{Grant, InFlight};
 use crate::clock::Stamp;
@@ -70,7 +71,22 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match ready!(this.dispatch.poll_dispatch(cx, |_| {})) {
+        let observed = &*this.observed;
+        let shadow = this.dispatch.is_shadow();
+        match ready!(this.dispatch.poll_dispatch(cx, |decided| {
+            // A remote backend decided: report it as a local decision is.
+            if let Some(Observed {
+                key: Some(key),
+                observers,
+                ..
+            }) = observed
+            {
+                match decided {
+                    Ok(grant) => report_allowed(observers, key, grant),
+                    Err(error) => report_denied(observers, shadow, key, error),
+                }
+            }
+        })) {
             Dispatched::Inner(result) => {
                 if let Some(o) = this.observed.take() {
                     o.observers.emit(&Event::Completed {
@@ -125,6 +141,7 @@ pin_project! {
             #[pin]
             decision: F,
             send: Option<Box<(S, Req)>>,
+            shadow: bool,
         },
         Rejected {
             error: Option<BoxError>,
@@ -169,20 +186,27 @@ impl<S: Service<Req>, Req, F> Dispatch<S, Req, F> {
     }
 
     /// Waits for a remote backend's `decision`, then sends the request
-    /// through a readied service taken from `inner`.
-    pub(crate) fn deciding(inner: &mut S, req: Req, decision: F) -> Self
+    /// through a readied service taken from `inner` (in `shadow` mode,
+    /// whatever the decision, at once).
+    pub(crate) fn deciding(inner: &mut S, req: Req, decision: F, shadow: bool) -> Self
     where
         S: Clone,
     {
         Dispatch::Deciding {
             decision,
             send: Some(Box::new((take_ready(inner), req))),
+            shadow,
         }
     }
 
     /// Fails with `error`.
     pub(crate) fn rejected(error: BoxError) -> Self {
         Dispatch::Rejected { error: Some(error) }
+    }
+
+    /// Whether a remote decision in progress is in shadow mode.
+    fn is_shadow(&self) -> bool {
+        matches!(self, Dispatch::Deciding { shadow: true, .. })
     }
 
     fn name(&self) -> &'static str {
@@ -208,12 +232,12 @@ where
     S: Service<Req>,
     F: Future<Output = Result<Grant, BoxError>>,
 {
-    /// Drives the request to its end. `on_grant` sees a remote backend's
-    /// grant before the request is sent.
+    /// Drives the request to its end. `on_decided` sees a remote backend's
+    /// decision before the request is sent or rejected.
     pub(crate) fn poll_dispatch(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut on_grant: impl FnMut(&Grant),
+        mut on_decided: impl FnMut(&Result<Grant, BoxError>),
     ) -> Poll<Dispatched<S::Response, S::Error>> {
         loop {
             let next = match self.as_mut().project() {
@@ -243,9 +267,28 @@ where
                     let (mut inner, req) = *send.take().expect("polled after completion");
                     Self::call(&mut inner, req, in_flight.take())
                 }
-                DispatchProj::Deciding { decision, send } => match ready!(decision.poll(cx)) {
-                    Ok(mut grant) => {
-                        on_grant(&grant);
+                DispatchProj::Deciding {
+                    decision,
+                    send,
+                    shadow,
+                } => match ready!(decision.poll(cx)) {
+                    decided @ Err(_) if *shadow => {
+                        // Reported as denied, sent anyway.
+                        on_decided(&decided);
+                        Dispatch::Ready {
+                            send: send.take(),
+                            in_flight: None,
+                        }
+                    }
+                    Ok(grant) => {
+                        let decided = Ok(grant);
+                        on_decided(&decided);
+                        let Ok(mut grant) = decided else {
+                            unreachable!()
+                        };
+                        if *shadow {
+                            grant.send_now();
+                        }
                         let send = send.take();
                         let in_flight = grant.take_in_flight();
                         if grant.wait().is_zero() {
@@ -258,7 +301,11 @@ where
                             }
                         }
                     }
-                    Err(error) => Dispatch::Rejected { error: Some(error) },
+                    decided @ Err(_) => {
+                        on_decided(&decided);
+                        let Err(error) = decided else { unreachable!() };
+                        Dispatch::Rejected { error: Some(error) }
+                    }
                 },
             };
             self.set(next);

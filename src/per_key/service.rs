@@ -79,7 +79,7 @@ where
             Admission::Granted { grant, .. } => Dispatch::granted(&mut self.inner, req, grant),
             Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
             Admission::Deciding { decision, .. } => {
-                Dispatch::deciding(&mut self.inner, req, decision)
+                Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow)
             }
             Admission::Denied { error, .. } => Dispatch::rejected(error),
         };

@@ -657,3 +657,47 @@ async fn from_an_existing_connection_manager() {
         format!("mgr{}:7", std::process::id()).into_bytes()
     );
 }
+
+#[tokio::test]
+async fn remote_decisions_are_reported_and_shadow_lets_them_through() {
+    let (url, _server) = RedisServer::url_or_start();
+    for shadow in [false, true] {
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let mut layer = PerKeyLayer::new(Quota::per_minute(1), |k: &String| Some(k.clone()))
+            .backend(backend(&url).prefix(format!("report{}-{shadow}:", std::process::id())))
+            .observer(move |e: &Event<'_>| match e {
+                Event::Allowed { key, .. } => seen
+                    .lock()
+                    .unwrap()
+                    .push(format!("allowed {:?}", key.unwrap())),
+                Event::Limited { enforced, .. } => seen
+                    .lock()
+                    .unwrap()
+                    .push(format!("limited enforced={enforced}")),
+                _ => {}
+            });
+        if shadow {
+            layer = layer.shadow();
+        }
+        let svc = tower::ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_: String| async { Ok::<_, BoxError>(()) });
+        let mut passed = 0;
+        for _ in 0..3 {
+            if svc.clone().oneshot("k".to_string()).await.is_ok() {
+                passed += 1;
+            }
+        }
+        let enforced = !shadow;
+        assert_eq!(passed, if shadow { 3 } else { 1 });
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                "allowed \"k\"".to_string(),
+                format!("limited enforced={enforced}"),
+                format!("limited enforced={enforced}"),
+            ]
+        );
+    }
+}
