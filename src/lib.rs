@@ -1,31 +1,45 @@
-//! Tower middleware for resilient clients and servers: rate limiting that is
-//! correct, fast and shared by every clone, in one coherent crate.
+//! Tower middleware for resilient clients and servers: rate limiting (one
+//! shared bucket or per key, in memory or on Redis), retry with backoff,
+//! circuit breaking, request queuing, adaptive limits and monitoring, each a
+//! `tower::Layer`, correct, fast and shared by every clone.
+//!
+//! A client pipeline: many tasks share one client; each attempt is paced
+//! under the upstream's quota of 60 a minute; failures are retried with
+//! backoff and jitter; a failing upstream is cut off; a `Monitor` watches.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
-//! use tower_sluice::{Quota, RateLimitLayer};
+//! use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+//! use tower_sluice::observe::Monitor;
+//! use tower_sluice::retry::Backoff;
+//! use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer, QueueLayer, Quota, RateLimitLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! // A client that must stay under 60 requests per minute, 10 at once:
-//! // requests beyond that wait for their slot instead of failing.
-//! let mut client = ServiceBuilder::new()
-//!     .layer(RateLimitLayer::new(Quota::per_minute(60).with_burst(10)))
-//!     .service(service_fn(|req: &'static str| async move {
-//!         Ok::<_, BoxError>(format!("response to {req}"))
+//! let monitor = Monitor::new();
+//! let client = ServiceBuilder::new()
+//!     .layer(QueueLayer::new(1_000).concurrency(16).observer(monitor.clone()))
+//!     .layer(BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(100))))
+//!     .layer(RateLimitLayer::new(Quota::per_minute(60).with_burst(10)).observer(monitor.clone()))
+//!     .layer(CircuitBreakerLayer::default().observer(monitor.clone()))
+//!     .service(service_fn(|path: &'static str| async move {
+//!         Ok::<_, BoxError>(format!("200 OK {path}"))
 //!     }));
 //!
 //! let start = tokio::time::Instant::now();
 //! for _ in 0..12 {
-//!     client.ready().await?.call("GET /v1/models").await?;
+//!     client.clone().oneshot("/v1/models").await?;
 //! }
 //! // 10 passed at once, the 11th and 12th one second apart.
 //! # #[cfg(feature = "test-util")]
 //! assert_eq!(start.elapsed(), Duration::from_secs(2));
+//! assert_eq!(monitor.snapshot().layer("rate_limit").unwrap().waited, 2);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The [guide](https://docs.rs/tower-sluice/latest/tower_sluice/guide/)
+//! (`docs/guide.md`) walks through each problem with tested examples.
 //!
 //! # Which layer?
 //!
