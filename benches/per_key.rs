@@ -41,7 +41,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::fmt;
 use std::future::ready;
@@ -49,7 +48,6 @@ use std::hash::Hash;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -65,73 +63,10 @@ use tower_sluice::{BoxError, PerKeyLayer, Quota};
 // ---------------------------------------------------------------------------
 // counting allocator
 
-/// `System`, counting the bytes requested and not yet freed.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn count_alloc(size: usize) {
-    let live = LIVE.fetch_add(size, Relaxed) + size;
-    PEAK.fetch_max(live, Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters only
-// observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's guarantees, passed on.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            count_alloc(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's guarantees, passed on.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            count_alloc(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's guarantees, passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's guarantees, passed on.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Relaxed);
-            count_alloc(new_size);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: support::alloc::Counting = support::alloc::Counting;
 
-/// Bytes allocated and not yet freed, program-wide.
-fn live_bytes() -> usize {
-    LIVE.load(Relaxed)
-}
-
-/// Runs `f` and returns its result, the live-byte delta it left behind and
-/// the highest live-byte count above the start while it ran.
-fn measure_bytes<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-    let before = live_bytes();
-    PEAK.store(before, Relaxed);
-    let out = f();
-    let after = live_bytes();
-    let peak = PEAK.load(Relaxed);
-    (out, after.saturating_sub(before), peak - before)
-}
+use support::alloc::measure_bytes;
 
 // ---------------------------------------------------------------------------
 // keys

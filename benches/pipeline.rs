@@ -55,12 +55,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -80,40 +78,8 @@ use tower_sluice::{
 // ---------------------------------------------------------------------------
 // counting allocator
 
-/// `System`, counting allocations and the bytes they ask for.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters only
-// observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(new_size as u64, Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 
 // ---------------------------------------------------------------------------
 // services
@@ -523,9 +489,9 @@ fn measure(cases: &mut [Case]) -> Vec<Row> {
         .zip(best)
         .map(|(case, ns)| {
             (case.run)(1000);
-            let (a0, b0) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
+            let (a0, b0) = (support::alloc::allocations(), support::alloc::bytes());
             (case.run)(ALLOC_ITERS);
-            let (a1, b1) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
+            let (a1, b1) = (support::alloc::allocations(), support::alloc::bytes());
             Row {
                 ns,
                 allocs: (a1 - a0) as f64 / ALLOC_ITERS as f64,

@@ -15,11 +15,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -29,25 +27,8 @@ use tower::retry::{Policy, Retry};
 use tower::{Layer, Service, service_fn};
 use tower_sluice::BackoffRetryLayer;
 
-/// Counts allocations, to check the no-retry path makes none.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 
 fn bare()
 -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
@@ -129,11 +110,11 @@ where
     S::Error: std::fmt::Debug,
 {
     drive(svc, cx, 1);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = support::alloc::allocations();
     for i in 0..n {
         black_box(drive(svc, cx, i));
     }
-    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64
+    (support::alloc::allocations() - before) as f64 / n as f64
 }
 
 fn print_ratios() {

@@ -3,34 +3,20 @@
 //! allocation. Counted with a global allocator, in its own test binary so
 //! no other test allocates meanwhile.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::{Future, ready};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use tower::{Layer, Service, service_fn};
 use tower_sluice::BackoffRetryLayer;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[allow(dead_code, unreachable_pub)]
+#[path = "../benches/support/alloc.rs"]
+mod alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 #[test]
 fn the_no_retry_path_does_not_allocate() {
@@ -53,10 +39,10 @@ fn the_no_retry_path_does_not_allocate() {
             }
         };
         one(0);
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = alloc::allocations();
         for i in 0..10_000 {
             one(i);
         }
-        assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0);
+        assert_eq!(alloc::allocations() - before, 0);
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod alloc;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
