@@ -65,6 +65,16 @@ const MAX_WINDOW_NANOS: u64 = 1 << 62;
 /// See the [module docs](crate::quota) for the semantics and the string
 /// syntax. `Quota` is `Copy + Eq + Hash`; its [`Display`](fmt::Display) form
 /// parses back to an equal `Quota`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+///
+/// let q = Quota::per_minute(60).with_burst(10);
+/// assert_eq!((q.limit(), q.period(), q.burst()), (60, Duration::from_secs(60), 10));
+/// assert_eq!(q.to_string().parse::<Quota>().unwrap(), q);
+/// assert!("0/min".parse::<Quota>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     limit: u32,

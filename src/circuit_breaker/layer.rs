@@ -19,6 +19,27 @@ use crate::observe::{Observer, Observers};
 ///
 /// The layer owns one breaker: every service it wraps, every clone, and
 /// every [`handle`](Self::handle) see the same state. Two layers made by two
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::circuit_breaker::CircuitState;
+/// use tower_sluice::{CircuitBreakerLayer, CircuitOpen};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let breaker = CircuitBreakerLayer::builder().consecutive_failures(2).build()?;
+/// let handle = breaker.handle();
+/// let svc = ServiceBuilder::new()
+///     .layer(breaker)
+///     .service(service_fn(|_: ()| async { Err::<(), BoxError>("down".into()) }));
+/// for _ in 0..2 {
+///     svc.clone().oneshot(()).await.unwrap_err();
+/// }
+/// assert_eq!(handle.state(), CircuitState::Open);
+/// assert!(svc.clone().oneshot(()).await.unwrap_err().is::<CircuitOpen>());
+/// # Ok(())
+/// # }
+/// ```
 /// calls to [`new`](Self::new) are independent.
 pub struct CircuitBreakerLayer<C = ErrorsAreFailures> {
     breaker: Arc<Breaker>,

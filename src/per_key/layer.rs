@@ -42,6 +42,23 @@ pub(crate) struct Config<K> {
 /// Every service the layer makes, and every clone, shares one store and one
 /// set of policies. [`handle`](Self::handle) gives a handle on them to
 /// inspect or reconfigure while serving; take it after choosing the backend
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Requests are (user, body); one bucket per user.
+/// let svc = ServiceBuilder::new()
+///     .layer(PerKeyLayer::new(Quota::per_minute(1), |req: &(String, u8)| Some(req.0.clone())))
+///     .service(service_fn(|_: (String, u8)| async { Ok::<_, BoxError>(()) }));
+/// svc.clone().oneshot(("ann".into(), 0)).await.unwrap();
+/// svc.clone().oneshot(("bob".into(), 0)).await.unwrap();
+/// let err = svc.clone().oneshot(("ann".into(), 0)).await.unwrap_err();
+/// assert!(err.is::<RateLimited>());
+/// # }
+/// ```
 /// ([`max_keys`](Self::max_keys), [`backend`](Self::backend)).
 pub struct PerKeyLayer<K, X, B = Memory<K>> {
     extractor: X,

@@ -20,6 +20,28 @@ use crate::observe::{Observer, Observers};
 ///
 /// The layer owns one queue (with its concurrency cap and pacer): every
 /// service it wraps, every clone and every handle see the same one. Two
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::{Quota, QueueLayer};
+///
+/// async fn handler(n: u32) -> Result<u32, BoxError> {
+///     Ok(n * 2)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let queue = QueueLayer::new(100)
+///     .concurrency(4)
+///     .pace(Quota::per_second(50))
+///     .max_wait(Duration::from_secs(5));
+/// let handle = queue.handle();
+/// let svc = ServiceBuilder::new().layer(queue).service(service_fn(handler));
+/// assert_eq!(svc.clone().oneshot(21).await.unwrap(), 42);
+/// assert_eq!(handle.depth(), 0);
+/// # }
+/// ```
 /// layers made by two calls to [`new`](Self::new) are independent.
 pub struct QueueLayer<P = NoPriority, K = NoKey> {
     config: Config,

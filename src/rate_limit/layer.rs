@@ -35,6 +35,21 @@ pub(crate) enum Mode {
 /// layers made by two calls to [`new`](Self::new) are independent; to share
 /// one limiter between layers, pass the same `Arc` to
 /// [`with_limiter`](Self::with_limiter).
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::{Quota, RateLimitLayer, RateLimited};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(RateLimitLayer::new(Quota::per_minute(1)).reject())
+///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+/// let err = svc.clone().oneshot(2).await.unwrap_err();
+/// assert!(err.is::<RateLimited>(), "the clone shares the bucket");
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: Arc<Limiter>,

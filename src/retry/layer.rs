@@ -32,6 +32,36 @@ pub(crate) struct Shared {
 /// The [`RetryBudget`] (and the numbering of seeded jitter streams) is
 /// shared by every service the layer makes and all their clones; pass one
 /// budget to several layers with [`budget`](Self::budget) to share it
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::retry::Backoff;
+/// use tower_sluice::BackoffRetryLayer;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let seen = calls.clone();
+/// let flaky = service_fn(move |_: ()| {
+///     let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+///     async move {
+///         if first {
+///             Err::<&str, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into())
+///         } else {
+///             Ok("ok")
+///         }
+///     }
+/// });
+/// let svc = ServiceBuilder::new()
+///     .layer(BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(100))))
+///     .service(flaky);
+/// assert_eq!(svc.oneshot(()).await.unwrap(), "ok");
+/// assert_eq!(calls.load(Ordering::SeqCst), 2);
+/// # }
+/// ```
 /// further.
 pub struct BackoffRetryLayer<C = DefaultRetry, P = CloneRequests> {
     backoff: Backoff,

@@ -45,6 +45,23 @@ use super::*;
 ///
 /// Every service made by the layer, and every clone, shares one rate.
 ///
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::adaptive::AimdLayer;
+/// use tower_sluice::Quota;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let aimd = AimdLayer::new(Quota::per_second(100));
+/// let rate = aimd.handle();
+/// let client = ServiceBuilder::new()
+///     .layer(aimd)
+///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// client.oneshot(1).await.unwrap();
+/// assert_eq!(rate.rate(), 100.0, "no 429 yet: the full rate");
+/// # }
+/// ```
 /// [`RateLimited`]: crate::RateLimited
 pub struct AimdLayer<C = DefaultFeedback> {
     core: Arc<Core>,

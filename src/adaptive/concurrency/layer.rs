@@ -21,6 +21,19 @@ use super::*;
 ///
 /// # Sharing
 ///
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(AdaptiveConcurrencyLayer::new(GradientLimit::new()))
+///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+/// # }
+/// ```
 /// Every service made by the layer, and every clone, shares one limit.
 pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
     core: Arc<Core>,

@@ -25,6 +25,22 @@ use super::*;
 ///
 /// # Sharing
 ///
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::adaptive::AdaptiveThrottleLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(AdaptiveThrottleLayer::new())
+///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// // A healthy backend: nothing is throttled.
+/// for n in 0..100 {
+///     assert_eq!(svc.clone().oneshot(n).await.unwrap(), n);
+/// }
+/// # }
+/// ```
 /// Every service made by the layer, and every clone, shares one window.
 pub struct AdaptiveThrottleLayer<P = AllCritical, C = DefaultFeedback> {
     core: Arc<Core>,
