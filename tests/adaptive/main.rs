@@ -1006,3 +1006,39 @@ fn bounds() {
     ok::<AdaptiveThrottleLayer>();
     ok::<AdaptivePolicy<String>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn aimd_shadow_paces_and_reports_but_never_delays() {
+    for shadow in [false, true] {
+        let waits = Arc::new(Mutex::new(Vec::new()));
+        let seen = waits.clone();
+        let mut layer =
+            AimdLayer::new(Quota::per_second(10))
+                .burst(1)
+                .observer(move |e: &Event<'_>| {
+                    if let Event::Limited {
+                        error, enforced, ..
+                    } = e
+                    {
+                        assert!(!enforced, "only shadow mode reports Limited");
+                        seen.lock().unwrap().push(error.retry_after());
+                    }
+                });
+        if shadow {
+            layer = layer.shadow();
+        }
+        let mut svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+        let start = Instant::now();
+        for n in 0..5 {
+            svc.ready().await.unwrap().call(n).await.unwrap();
+        }
+        let ms = |n| Duration::from_millis(n);
+        if shadow {
+            assert_eq!(start.elapsed(), Duration::ZERO, "nothing delayed");
+            assert_eq!(*waits.lock().unwrap(), [ms(100), ms(200), ms(300), ms(400)]);
+        } else {
+            assert_eq!(start.elapsed(), ms(400), "paced one per 100 ms");
+            assert!(waits.lock().unwrap().is_empty());
+        }
+    }
+}

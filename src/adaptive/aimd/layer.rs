@@ -84,6 +84,7 @@ impl AimdLayer {
             window_time: 1_000_000_000,
             burst: 1,
             max_pause: Duration::from_secs(60),
+            shadow: false,
         };
         AimdLayer {
             core: Arc::new(Core {
@@ -196,6 +197,16 @@ impl<C> AimdLayer<C> {
                 (f64::from(requests_per_period) / period).clamp(c.config.floor, c.config.max);
             c.state.get_mut().unwrap_or_else(|e| e.into_inner()).rate = rate;
         })
+    }
+
+    /// Shadow (dry-run) mode: pace, learn and report as usual, but never
+    /// delay a request. A request that would have waited is reported as
+    /// [`Event::Limited`](crate::observe::Event::Limited) with
+    /// `enforced: false` and the wait as its `retry_after`. Use it to watch
+    /// what the layer would do to live traffic before enforcing it.
+    #[must_use]
+    pub fn shadow(self) -> Self {
+        self.edit(|c| c.config.shadow = true)
     }
 
     /// Reports rate changes ([`Event::LimitChanged`]) and requests that

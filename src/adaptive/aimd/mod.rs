@@ -46,6 +46,8 @@ struct Config {
     window_time: u64,
     burst: u32,
     max_pause: Duration,
+    /// Shadow (dry-run) mode: pace and report, but never delay.
+    shadow: bool,
 }
 
 struct State {
@@ -115,6 +117,34 @@ impl Core {
         }
         s.tat = s.tat.max(at) + interval;
         (at - now, s.generation)
+    }
+
+    /// Whether the layer is in shadow mode.
+    fn is_shadow(&self) -> bool {
+        self.config.shadow
+    }
+
+    /// Reports a request that would have waited `wait` nanoseconds (shadow
+    /// mode), as the limited decision enforcing mode would have made.
+    fn report_shadow_wait(&self, wait: u64) {
+        if !self.observers.is_set() {
+            return;
+        }
+        let quota = self.quota_of(self.lock().rate);
+        let decision = crate::gcra::Decision::remote(
+            quota,
+            quota.emission_nanos(),
+            false,
+            wait,
+            wait.saturating_add(quota.emission_nanos()),
+        );
+        let error = crate::RateLimited::from_decision(&decision);
+        self.observers.emit(&Event::Limited {
+            layer: LAYER,
+            key: None,
+            error: &error,
+            enforced: false,
+        });
     }
 
     fn acquire(&self) {

@@ -74,6 +74,14 @@ where
             match self.slot {
                 None => {
                     let (wait, generation) = self.core.reserve();
+                    if self.core.is_shadow() {
+                        // Decided as usual; reported, never delayed.
+                        if wait > 0 {
+                            self.core.report_shadow_wait(wait);
+                        }
+                        self.slot = Some((generation, true));
+                        continue;
+                    }
                     self.slot = Some((generation, wait == 0));
                     self.waited = wait;
                     if wait > 0 {
