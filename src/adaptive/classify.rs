@@ -165,12 +165,15 @@ pub use self::http_rules::{HttpFeedback, upstream_quota};
 
 #[cfg(feature = "http")]
 mod http_rules {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use http::{HeaderMap, StatusCode};
 
     use super::*;
-    use crate::http::headers::{RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
+    use crate::http::headers::{
+        RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, ratelimit_items, reset_delay,
+        response_now,
+    };
     use crate::retry::{Hint, response_hints};
 
     /// For HTTP clients: 429 and gRPC `RESOURCE_EXHAUSTED` (status 8 in a
@@ -252,18 +255,8 @@ mod http_rules {
                 .trim()
                 .parse::<u64>()
                 .ok()?;
-            let reset = if reset > 1_000_000_000 {
-                let now = headers
-                    .get(http::header::DATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|s| httpdate::parse_http_date(s).ok())
-                    .unwrap_or_else(SystemTime::now);
-                (SystemTime::UNIX_EPOCH + Duration::from_secs(reset))
-                    .duration_since(now)
-                    .unwrap_or(Duration::ZERO)
-            } else {
-                Duration::from_secs(reset)
-            };
+            let reset = i64::try_from(reset).unwrap_or(i64::MAX);
+            let reset = reset_delay(reset, || response_now(headers));
             Some(Upstream { remaining, reset })
         };
         pair(X_RATELIMIT_REMAINING.as_str(), X_RATELIMIT_RESET.as_str())
@@ -272,27 +265,21 @@ mod http_rules {
 
     /// The item of an IETF `RateLimit` field with the fewest requests left.
     fn ietf(s: &str) -> Option<Upstream> {
-        let mut best: Option<Upstream> = None;
-        for item in s.split(',') {
-            let (mut r, mut t) = (None, None);
-            for param in item.split(';').skip(1) {
-                match param.trim().split_once('=') {
-                    Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
-                    Some(("t", v)) => t = v.trim().parse::<u64>().ok(),
-                    _ => {}
+        ratelimit_items(s)
+            .filter_map(|(r, t)| {
+                Some(Upstream {
+                    remaining: r?,
+                    reset: Duration::from_secs(t?),
+                })
+            })
+            // The first of the items with the fewest left.
+            .reduce(|best, u| {
+                if u.remaining < best.remaining {
+                    u
+                } else {
+                    best
                 }
-            }
-            if let (Some(remaining), Some(t)) = (r, t) {
-                let u = Upstream {
-                    remaining,
-                    reset: Duration::from_secs(t),
-                };
-                if best.is_none_or(|b| remaining < b.remaining) {
-                    best = Some(u);
-                }
-            }
-        }
-        best
+            })
     }
 
     #[cfg(test)]

@@ -35,7 +35,7 @@
 //! [draft-ietf-httpapi-ratelimit-headers-10]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/10/
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -388,6 +388,48 @@ pub(crate) fn quoted(prefix: Option<&str>, base: &str) -> String {
     push(base);
     out.push('"');
     out
+}
+
+// ---------------------------------------------------------------------------
+// Reading an upstream's fields (retry waits, adaptive pacing).
+
+/// The `(r, t)` parameters of each item of an IETF `RateLimit` field value
+/// (`"minute";r=12;t=30, "day";r=900;t=3600`), as far as they parse.
+pub(crate) fn ratelimit_items(
+    value: &str,
+) -> impl Iterator<Item = (Option<u64>, Option<u64>)> + '_ {
+    value.split(',').map(|item| {
+        let (mut r, mut t) = (None, None);
+        for param in item.split(';').skip(1) {
+            match param.trim().split_once('=') {
+                Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
+                Some(("t", v)) => t = v.trim().parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        (r, t)
+    })
+}
+
+/// The response's `Date`, or the local clock when it has none: what an
+/// upstream's absolute times are compared with, to limit clock skew.
+pub(crate) fn response_now(headers: &HeaderMap) -> SystemTime {
+    headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+        .unwrap_or_else(SystemTime::now)
+}
+
+/// An `X-RateLimit-Reset`-style value as a wait: seconds from now, or,
+/// above 10^9, a Unix time compared with `now()`. Negative is 0.
+pub(crate) fn reset_delay(value: i64, now: impl FnOnce() -> SystemTime) -> Duration {
+    if value > 1_000_000_000 {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(value as u64);
+        at.duration_since(now()).unwrap_or(Duration::ZERO)
+    } else {
+        Duration::from_secs(value.max(0) as u64)
+    }
 }
 
 #[cfg(test)]

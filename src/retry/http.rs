@@ -54,13 +54,7 @@ pub fn response_hints(headers: &HeaderMap) -> Hint {
             _ => Hint::Stop,
         };
     }
-    let now = || {
-        headers
-            .get(http::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| httpdate::parse_http_date(s).ok())
-            .unwrap_or_else(SystemTime::now)
-    };
+    let now = || crate::http::headers::response_now(headers);
     if let Some(d) = headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -80,13 +74,7 @@ pub fn response_hints(headers: &HeaderMap) -> Hint {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<i64>().ok())
     {
-        let d = if d > 1_000_000_000 {
-            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(d as u64);
-            at.duration_since(now()).unwrap_or(Duration::ZERO)
-        } else {
-            Duration::from_secs(d.max(0) as u64)
-        };
-        return Hint::After(d);
+        return Hint::After(crate::http::headers::reset_delay(d, now));
     }
     Hint::None
 }
@@ -101,21 +89,10 @@ fn retry_after(s: &str, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
 
 /// The largest `t` among `RateLimit` items that have no requests left.
 fn ratelimit_t(s: &str) -> Option<Duration> {
-    let mut best: Option<u64> = None;
-    for item in s.split(',') {
-        let (mut r, mut t) = (None, None);
-        for param in item.split(';').skip(1) {
-            match param.trim().split_once('=') {
-                Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
-                Some(("t", v)) => t = v.trim().parse::<u64>().ok(),
-                _ => {}
-            }
-        }
-        if let (None | Some(0), Some(t)) = (r, t) {
-            best = Some(best.map_or(t, |b| b.max(t)));
-        }
-    }
-    best.map(Duration::from_secs)
+    crate::http::headers::ratelimit_items(s)
+        .filter_map(|(r, t)| matches!(r, None | Some(0)).then_some(t?))
+        .max()
+        .map(Duration::from_secs)
 }
 
 /// Which HTTP requests may be sent more than once.
