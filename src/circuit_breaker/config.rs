@@ -1,9 +1,9 @@
 //! [`CircuitBreakerConfig`], its builder and [`ConfigError`].
 
-use std::fmt;
 use std::time::Duration;
 
 use super::CircuitBreakerLayer;
+pub use crate::error::ConfigError;
 
 /// Which calls a breaker judges by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,42 +245,36 @@ impl CircuitBreakerBuilder {
         let c = self.config;
         let percent = |v: f64| v > 0.0 && v <= 100.0;
         if !percent(c.failure_rate_threshold) {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "failure_rate_threshold",
                 "must be a percentage in (0, 100]",
             ));
         }
         if !percent(c.slow_call_rate_threshold) {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "slow_call_rate_threshold",
                 "must be a percentage in (0, 100]",
             ));
         }
         if c.slow_call_duration == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "slow_call_duration",
                 "must be above zero (every call would be slow)",
             ));
         }
         if c.minimum_calls == 0 {
-            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+            return Err(invalid("minimum_calls", "must be at least 1"));
         }
         match c.window {
             SlidingWindow::Count(0) => {
-                return Err(ConfigError::new(
-                    "window",
-                    "a count window needs at least 1 call",
-                ));
+                return Err(invalid("window", "a count window needs at least 1 call"));
             }
             SlidingWindow::Time { size, buckets } => {
                 if buckets == 0 {
-                    return Err(ConfigError::new(
-                        "window",
-                        "a time window needs at least 1 bucket",
-                    ));
+                    return Err(invalid("window", "a time window needs at least 1 bucket"));
                 }
                 if size.as_nanos() < u128::from(buckets) {
-                    return Err(ConfigError::new(
+                    return Err(invalid(
                         "window",
                         "a time window's size must be at least 1 ns per bucket",
                     ));
@@ -289,34 +283,28 @@ impl CircuitBreakerBuilder {
             SlidingWindow::Count(_) => {}
         }
         if c.trip == Trip::Consecutive(0) {
-            return Err(ConfigError::new(
-                "consecutive_failures",
-                "must be at least 1",
-            ));
+            return Err(invalid("consecutive_failures", "must be at least 1"));
         }
         if c.open_duration.is_zero() {
-            return Err(ConfigError::new("open_duration", "must be above zero"));
+            return Err(invalid("open_duration", "must be above zero"));
         }
         if c.max_open_duration < c.open_duration {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "max_open_duration",
                 "must be at least open_duration",
             ));
         }
         if !(0.0..1.0).contains(&c.open_jitter) {
-            return Err(ConfigError::new(
-                "open_jitter",
-                "must be a fraction in [0, 1)",
-            ));
+            return Err(invalid("open_jitter", "must be a fraction in [0, 1)"));
         }
         if c.permitted_calls_in_half_open == 0 {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "permitted_calls_in_half_open",
                 "must be at least 1",
             ));
         }
         if c.half_open_timeout.is_zero() {
-            return Err(ConfigError::new("half_open_timeout", "must be above zero"));
+            return Err(invalid("half_open_timeout", "must be above zero"));
         }
         Ok(c)
     }
@@ -331,39 +319,10 @@ impl CircuitBreakerBuilder {
     }
 }
 
-/// An invalid circuit breaker setting; the message names the field.
-///
-/// ```
-/// use tower_sluice::CircuitBreakerLayer;
-///
-/// let err = CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err();
-/// assert_eq!(err.to_string(), "invalid circuit breaker minimum_calls: must be at least 1");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConfigError {
-    field: &'static str,
-    reason: &'static str,
+/// A [`ConfigError`] of this layer.
+pub(crate) fn invalid(field: &'static str, reason: &'static str) -> ConfigError {
+    ConfigError::new("circuit breaker", field, reason)
 }
-
-impl ConfigError {
-    fn new(field: &'static str, reason: &'static str) -> Self {
-        ConfigError { field, reason }
-    }
-
-    /// The name of the invalid setting (the builder method's name).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid circuit breaker {}: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {

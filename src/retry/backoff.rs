@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::ConfigError;
+use super::{ConfigError, invalid};
 
 /// How the delays grow from one retry to the next.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -161,24 +161,18 @@ impl Backoff {
     /// Checks the settings; the error names the first invalid one.
     pub fn validate(self) -> Result<Self, ConfigError> {
         if self.base.is_zero() {
-            return Err(ConfigError::new("base", "must be above zero"));
+            return Err(invalid("base", "must be above zero"));
         }
         if self.factor.is_nan() || self.factor < 1.0 || self.factor.is_infinite() {
-            return Err(ConfigError::new("factor", "must be a finite number >= 1"));
+            return Err(invalid("factor", "must be a finite number >= 1"));
         }
         if self.max_delay < self.base {
-            return Err(ConfigError::new(
-                "max_delay",
-                "must be at least the base delay",
-            ));
+            return Err(invalid("max_delay", "must be at least the base delay"));
         }
         if let Jitter::Proportional(f) = self.jitter
             && !(0.0..=1.0).contains(&f)
         {
-            return Err(ConfigError::new(
-                "jitter",
-                "a proportional jitter must be in [0, 1]",
-            ));
+            return Err(invalid("jitter", "a proportional jitter must be in [0, 1]"));
         }
         Ok(self)
     }

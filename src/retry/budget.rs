@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::ConfigError;
+use super::{ConfigError, invalid};
 use crate::clock::Clock;
 
 /// The window is kept in this many buckets.
@@ -87,13 +87,10 @@ impl RetryBudget {
     /// negative or above 100 (field `ratio`).
     pub fn new(window: Duration, ratio: f64, min_per_sec: u32) -> Result<Self, ConfigError> {
         if window < Duration::from_millis(10) || window > Duration::from_secs(86_400 * 365) {
-            return Err(ConfigError::new(
-                "window",
-                "must be between 10 ms and a year",
-            ));
+            return Err(invalid("window", "must be between 10 ms and a year"));
         }
         if !(0.0..=100.0).contains(&ratio) {
-            return Err(ConfigError::new("ratio", "must be a number in [0, 100]"));
+            return Err(invalid("ratio", "must be a number in [0, 100]"));
         }
         let mut deposit = (ratio * SCALE as f64 + 1e-6).floor() as i64;
         let mut withdraw = SCALE;

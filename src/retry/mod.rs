@@ -125,7 +125,7 @@ mod layer;
 mod request;
 mod service;
 
-use std::fmt;
+pub use crate::error::ConfigError;
 
 pub use crate::circuit_breaker::{Classify, Outcome};
 pub use backoff::{Backoff, Delays, Jitter};
@@ -177,43 +177,10 @@ pub enum GiveUpReason {
     Budget,
 }
 
-/// An invalid setting of a [`Backoff`] or [`RetryBudget`]; names the
-/// field.
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_sluice::BackoffRetryLayer;
-/// use tower_sluice::retry::Backoff;
-///
-/// let err = BackoffRetryLayer::try_new(Backoff::exponential(Duration::ZERO)).unwrap_err();
-/// assert_eq!(err.field(), "base");
-/// assert_eq!(err.to_string(), "invalid retry base: must be above zero");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConfigError {
-    field: &'static str,
-    reason: &'static str,
+/// A [`ConfigError`] of this layer.
+pub(crate) fn invalid(field: &'static str, reason: &'static str) -> ConfigError {
+    ConfigError::new("retry", field, reason)
 }
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: &'static str) -> Self {
-        ConfigError { field, reason }
-    }
-
-    /// The name of the invalid setting (the method's name).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry {}: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {
