@@ -32,8 +32,9 @@ pub enum RejectionKind {
     /// The per-key store is full of active keys ([`TooManyKeys`]).
     /// HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
     TooManyKeys,
-    /// The request has no key ([`MissingKey`]). HTTP 400 (configurable),
-    /// gRPC `INVALID_ARGUMENT`.
+    /// The request has no usable key ([`MissingKey`], or
+    /// [`KeyTooLong`] for a backend). HTTP 400 (configurable), gRPC
+    /// `INVALID_ARGUMENT`.
     MissingKey,
     /// The service cannot take the request for now (circuit open, queue
     /// full or timed out, limiter backend down). HTTP 503, gRPC
