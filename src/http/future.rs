@@ -14,20 +14,26 @@ use super::{Limits, Rejection, Respond};
 use crate::BoxError;
 use crate::backend::{Grant, InFlight};
 use crate::per_key::Policy;
-use crate::per_key::future::{Dispatch, Dispatched};
+use crate::per_key::future::{Dispatch, Dispatched, Observed};
 
 pin_project! {
     /// The response future of [`HttpLimit`](super::HttpLimit): the
     /// rejection's response, ready at once, or the inner service's
     /// response (with the limit fields added), possibly after waiting for
     /// the request's turn or a remote backend's decision.
-    pub struct ResponseFuture<S, Req, F, R, ResBody>
+    ///
+    /// With an observer set, it also holds the request's key to report
+    /// [`Event::Completed`](crate::observe::Event::Completed) when the
+    /// inner service answers (a 5xx response or an error counts as a
+    /// failure).
+    pub struct ResponseFuture<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,
         R: Respond<ResBody>,
     {
         #[pin]
         kind: Kind<S, Req, F, R, ResBody>,
+        observed: Option<Observed<K>>,
     }
 }
 
@@ -59,16 +65,23 @@ pin_project! {
     }
 }
 
-impl<S, Req, F, R, ResBody> ResponseFuture<S, Req, F, R, ResBody>
+impl<S, Req, F, R, ResBody, K> ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req>,
     R: Respond<ResBody>,
 {
+    /// Reports the inner service's answer when it comes.
+    pub(crate) fn observed(mut self, observed: Option<Observed<K>>) -> Self {
+        self.observed = observed;
+        self
+    }
+
     pub(crate) fn limited(response: Response<ResBody>) -> Self {
         ResponseFuture {
             kind: Kind::Limited {
                 response: Some(response),
             },
+            observed: None,
         }
     }
 
@@ -85,6 +98,7 @@ where
                 headers,
                 in_flight,
             },
+            observed: None,
         }
     }
 
@@ -95,6 +109,7 @@ where
                 headers,
                 remote: None,
             },
+            observed: None,
         }
     }
 
@@ -109,20 +124,29 @@ where
                 headers: None,
                 remote: Some((responder, policy)),
             },
+            observed: None,
         }
     }
 }
 
-impl<S, Req, F, R, ResBody> Future for ResponseFuture<S, Req, F, R, ResBody>
+impl<S, Req, F, R, ResBody, K> Future for ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req, Response = Response<ResBody>>,
     F: Future<Output = Result<Grant, BoxError>>,
     R: Respond<ResBody>,
+    K: fmt::Debug,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let this = self.project();
+        let observed = this.observed;
+        let mut complete = |result: Result<&Response<ResBody>, ()>| {
+            if let Some(o) = observed.take() {
+                o.complete(result.is_ok_and(|r| !r.status().is_server_error()));
+            }
+        };
+        match this.kind.project() {
             KindProj::Limited { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
@@ -131,7 +155,9 @@ where
                 headers,
                 in_flight,
             } => {
-                let mut response = ready!(future.poll(cx))?;
+                let result = ready!(future.poll(cx));
+                complete(result.as_ref().map_err(|_| ()));
+                let mut response = result?;
                 in_flight.take();
                 if let Some(headers) = headers.take() {
                     R::add_headers(headers, &mut response);
@@ -148,6 +174,9 @@ where
                         *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
                     }
                 }));
+                if let Dispatched::Inner(result) = &outcome {
+                    complete(result.as_ref().map_err(|_| ()));
+                }
                 match outcome {
                     Dispatched::Inner(Ok(mut response)) => {
                         if let Some(headers) = headers.take() {
@@ -171,7 +200,7 @@ where
     }
 }
 
-impl<S, Req, F, R, ResBody> fmt::Debug for ResponseFuture<S, Req, F, R, ResBody>
+impl<S, Req, F, R, ResBody, K> fmt::Debug for ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req>,
     R: Respond<ResBody>,

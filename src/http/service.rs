@@ -13,7 +13,7 @@ use super::{Limits, Rejection, Respond, Responder};
 use crate::backend::{Backend, Memory};
 use crate::per_key::KeyExtractor;
 use crate::per_key::core::{Admission, DefaultCache};
-use crate::per_key::future::Dispatch;
+use crate::per_key::future::{Dispatch, Observed};
 
 /// Enforces per-key limits on HTTP requests, answering rejections with
 /// responses (see [`Respond`]); errors of the inner service pass through
@@ -54,7 +54,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Request<ReqBody>, B::Future, R, ResBody>;
+    type Future = ResponseFuture<S, Request<ReqBody>, B::Future, R, ResBody, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
@@ -65,7 +65,7 @@ where
         let extracted = self.extractor.extract(&req);
         let shared = &*self.shared;
         let core = &*shared.core;
-        match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
+        let future = match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
             Admission::Granted {
                 key,
                 policy,
@@ -96,8 +96,14 @@ where
                     _ => None,
                 };
                 let rejection = Rejection::new(&*error).with_context(policy.as_deref(), states);
-                ResponseFuture::limited(shared.responder.reject(&rejection))
+                return ResponseFuture::limited(shared.responder.reject(&rejection));
             }
+        };
+        let observers = &shared.config.observers;
+        if observers.is_set() {
+            future.observed(Some(Observed::new(extracted, observers)))
+        } else {
+            future
         }
     }
 }

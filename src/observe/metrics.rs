@@ -18,7 +18,7 @@ use crate::retry::GiveUpReason;
 ///
 /// | name | kind | labels | from |
 /// |---|---|---|---|
-/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued`; adaptive layers' refusals count as `limited` |
+/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
 /// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
 /// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
@@ -256,9 +256,19 @@ impl Observer for MetricsObserver {
             Event::Queued { depth, .. } => {
                 gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
             }
-            Event::Dequeued { waited, depth, .. } => {
-                self.request(layer, None, "dequeued");
-                histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
+            Event::Dequeued {
+                waited,
+                depth,
+                queued,
+                ..
+            } => {
+                if queued {
+                    self.request(layer, None, "dequeued");
+                    histogram!("sluice_wait_seconds", "layer" => layer)
+                        .record(waited.as_secs_f64());
+                } else {
+                    self.request(layer, None, "sent");
+                }
                 gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
             }
             Event::QueueFull { .. } => self.request(layer, None, "queue_full"),

@@ -209,6 +209,9 @@ pub enum Event<'a> {
     RetryScheduled {
         /// The reporting layer (`"retry"`).
         layer: &'static str,
+        /// The request's key, when the layer was given one
+        /// ([`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
+        key: Option<&'a dyn fmt::Debug>,
         /// The number of the attempt to come (2 for the first retry).
         attempt: u32,
         /// The wait before it.
@@ -224,6 +227,9 @@ pub enum Event<'a> {
     RetryGaveUp {
         /// The reporting layer.
         layer: &'static str,
+        /// The request's key, when the layer was given one
+        /// ([`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
+        key: Option<&'a dyn fmt::Debug>,
         /// Attempts made, the first included.
         attempts: u32,
         /// Why it stopped.
@@ -235,6 +241,9 @@ pub enum Event<'a> {
     RetryBudgetExhausted {
         /// The reporting layer.
         layer: &'static str,
+        /// The request's key, when the layer was given one
+        /// ([`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
+        key: Option<&'a dyn fmt::Debug>,
         /// Attempts made, the first included.
         attempts: u32,
     },
@@ -246,15 +255,20 @@ pub enum Event<'a> {
         /// Requests waiting, this one included.
         depth: usize,
     },
-    /// A queued request left the queue and was sent to the inner service.
+    /// A request was sent to the inner service: after waiting in the
+    /// queue (`queued: true`), or at once because nobody was waiting and
+    /// there was room (`queued: false`, `waited` zero). Every request a
+    /// queue sends is reported once, so a queue's request count is complete.
     #[non_exhaustive]
     Dequeued {
         /// The reporting layer.
         layer: &'static str,
-        /// How long it waited in the queue.
+        /// How long it waited in the queue (zero when sent at once).
         waited: Duration,
         /// Requests still waiting after it left.
         depth: usize,
+        /// Whether it waited in the queue before it was sent.
+        queued: bool,
     },
     /// A request was refused because the queue (or its key's share of the
     /// queue) was full.
@@ -438,15 +452,15 @@ impl Event<'_> {
             | Event::StoreFull { key, .. }
             | Event::Completed { key, .. }
             | Event::BackendFailure { key, .. }
+            | Event::RetryScheduled { key, .. }
+            | Event::RetryGaveUp { key, .. }
+            | Event::RetryBudgetExhausted { key, .. }
             | Event::LimitChanged { key, .. } => *key,
             Event::MissingKey { .. }
             | Event::BreakerStateChanged { .. }
             | Event::BreakerRejected { .. }
             | Event::BreakerCall { .. }
             | Event::BackendStateChanged { .. }
-            | Event::RetryScheduled { .. }
-            | Event::RetryGaveUp { .. }
-            | Event::RetryBudgetExhausted { .. }
             | Event::Queued { .. }
             | Event::Dequeued { .. }
             | Event::QueueFull { .. }

@@ -299,6 +299,8 @@ struct KeyRow {
     wait_nanos: u64,
     completed: u64,
     failed: u64,
+    retries: u64,
+    gave_up: u64,
     latency: Ewma,
     window: Window,
     last_seen: u64,
@@ -493,6 +495,8 @@ enum KeyUpdate {
     Request { limited: bool, shadow: bool },
     Waited(u64),
     Completed { latency: u64, success: bool },
+    Retry,
+    GaveUp,
 }
 
 impl Monitor {
@@ -711,8 +715,29 @@ impl Inner {
             completed: row.completed,
             failed: row.failed,
             latency_ewma: row.latency.0.map(secs),
-            alerting: row.fired != 0,
+            retries: row.retries,
+            gave_up: row.gave_up,
+            alerting: self.alerting(row, now),
         }
+    }
+
+    /// Whether a rate rule that fired for `row` is still above its re-arm
+    /// level now: a key that went quiet reads as recovered without waiting
+    /// for its next request (which is when the rule itself re-arms).
+    fn alerting(&self, row: &KeyRow, now: u64) -> bool {
+        let Some(alerts) = self.alerts.as_ref().filter(|_| row.fired != 0) else {
+            return false;
+        };
+        let (requests, limited) = row.window.recent(now, self.window);
+        let rate = if requests > 0.0 {
+            limited / requests
+        } else {
+            0.0
+        };
+        alerts.rules().iter().enumerate().any(|(i, rule)| {
+            row.fired & (1 << i) != 0
+                && matches!(rule.kind, RuleKind::LimitedRate { rearm_below, .. } if rate >= rearm_below)
+        })
     }
 
     fn observe(&self, event: &Event<'_>, scope: Option<&'static str>) {
@@ -815,19 +840,32 @@ impl Inner {
                         .store(state_code(CircuitState::Closed), Relaxed);
                 }
             }
-            Event::RetryScheduled { .. } => one(&l.retries),
-            Event::RetryGaveUp { .. } => one(&l.gave_up),
+            Event::RetryScheduled { .. } => {
+                one(&l.retries);
+                keyed = Some(KeyUpdate::Retry);
+            }
+            Event::RetryGaveUp { .. } => {
+                one(&l.gave_up);
+                keyed = Some(KeyUpdate::GaveUp);
+            }
             Event::RetryBudgetExhausted { .. } => one(&l.budget_exhausted),
             Event::Queued { depth, .. } => {
                 one(&l.queued);
                 l.has_queue.store(true, Relaxed);
                 l.queue_depth.store(depth as u64, Relaxed);
             }
-            Event::Dequeued { waited, depth, .. } => {
+            Event::Dequeued {
+                waited,
+                depth,
+                queued,
+                ..
+            } => {
                 one(&l.requests);
-                one(&l.dequeued);
-                one(&l.waited);
-                l.wait_nanos.fetch_add(nanos(waited), Relaxed);
+                if queued {
+                    one(&l.dequeued);
+                    one(&l.waited);
+                    l.wait_nanos.fetch_add(nanos(waited), Relaxed);
+                }
                 l.has_queue.store(true, Relaxed);
                 l.queue_depth.store(depth as u64, Relaxed);
             }
@@ -897,6 +935,8 @@ impl Inner {
                     wait_nanos: 0,
                     completed: 0,
                     failed: 0,
+                    retries: 0,
+                    gave_up: 0,
                     latency: Ewma::default(),
                     window: Window {
                         bucket: now / self.window,
@@ -932,6 +972,8 @@ impl Inner {
                 row.failed += u64::from(!success);
                 row.latency.add(latency as f64, self.alpha);
             }
+            KeyUpdate::Retry => row.retries += 1,
+            KeyUpdate::GaveUp => row.gave_up += 1,
         }
     }
 
@@ -1198,7 +1240,14 @@ pub struct KeySnapshot {
     pub failed: u64,
     /// EWMA of response time ([`Event::Completed`]).
     pub latency_ewma: Option<Duration>,
-    /// Whether a limited-rate alert has fired and not re-armed.
+    /// Retries scheduled for the key's requests (by a retry layer given
+    /// the key with [`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
+    pub retries: u64,
+    /// Requests of the key whose retries gave up.
+    pub gave_up: u64,
+    /// Whether a limited-rate alert has fired for the key and its recent
+    /// limited rate is still at or above the rule's re-arm level (a key
+    /// that went quiet reads `false` once its recent rate has fallen).
     pub alerting: bool,
 }
 

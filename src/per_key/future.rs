@@ -53,6 +53,19 @@ impl<K> Observed<K> {
     }
 }
 
+impl<K: fmt::Debug> Observed<K> {
+    /// Reports [`Event::Completed`] for the request, `success` as judged by
+    /// the caller.
+    pub(crate) fn complete(self, success: bool) {
+        self.observers.emit(&Event::Completed {
+            layer: LAYER,
+            key: self.key.as_ref().map(|k| k as &dyn fmt::Debug),
+            latency: self.start.elapsed(),
+            success,
+        });
+    }
+}
+
 impl<S: Service<Req>, Req, F, K> ResponseFuture<S, Req, F, K> {
     pub(crate) fn new(dispatch: Dispatch<S, Req, F>, observed: Option<Observed<K>>) -> Self {
         ResponseFuture { dispatch, observed }
@@ -89,12 +102,7 @@ where
         })) {
             Dispatched::Inner(result) => {
                 if let Some(o) = this.observed.take() {
-                    o.observers.emit(&Event::Completed {
-                        layer: LAYER,
-                        key: o.key.as_ref().map(|k| k as &dyn fmt::Debug),
-                        latency: o.start.elapsed(),
-                        success: result.is_ok(),
-                    });
+                    o.complete(result.is_ok());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -159,6 +159,7 @@ where
                         layer: LAYER,
                         waited,
                         depth,
+                        queued: true,
                     });
                 }
                 Turn::Sent(future)

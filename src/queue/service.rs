@@ -1,6 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_service::Service;
@@ -87,6 +88,14 @@ where
             match core.try_send(&mut st, &self.inner, &mut cx, &mut req) {
                 Attempt::Sent(future) => {
                     drop(st);
+                    if core.observers.is_set() {
+                        core.observers.emit(&Event::Dequeued {
+                            layer: LAYER,
+                            waited: Duration::ZERO,
+                            depth: 0,
+                            queued: false,
+                        });
+                    }
                     return ResponseFuture::called(future, InFlight::new(core.clone()));
                 }
                 Attempt::Failed(closed) => {

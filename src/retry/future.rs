@@ -15,10 +15,11 @@ use tower_service::Service;
 
 use super::backoff::BackoffState;
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
+use super::{ClassifyRetry, CloneRequest, GiveUpReason, NoKey, RetriesExhausted, RetryReason};
 use crate::BoxError;
 use crate::circuit_breaker::Outcome;
 use crate::observe::Event;
+use crate::per_key::KeyExtractor;
 
 const LAYER: &str = "retry";
 
@@ -28,14 +29,14 @@ pin_project! {
     ///
     /// Dropping it cancels the pending wait and the attempt in flight; no
     /// further attempt is made.
-    pub struct ResponseFuture<S, Req, C, P>
+    pub struct ResponseFuture<S, Req, C, P, X = NoKey>
     where
         P: CloneRequest<Req>,
         S: Service<P::Request>,
     {
         #[pin]
         state: State<S::Future>,
-        retry: Option<RetryOf<S, Req, C, P>>,
+        retry: Option<RetryOf<S, Req, C, P, X>>,
         _req: PhantomData<fn(Req)>,
     }
 }
@@ -50,16 +51,19 @@ pin_project! {
 }
 
 /// The retry state of a request to `S` through policy `P`.
-pub(crate) type RetryOf<S, Req, C, P> =
-    Retry<S, C, P, <P as CloneRequest<Req>>::Saved, <P as CloneRequest<Req>>::Request>;
+pub(crate) type RetryOf<S, Req, C, P, X> =
+    Retry<S, C, P, <P as CloneRequest<Req>>::Saved, <P as CloneRequest<Req>>::Request, X>;
 
 /// What a request that may be retried carries.
-pub(crate) struct Retry<S, C, P, K, R> {
+pub(crate) struct Retry<S, C, P, K, R, X> {
     service: S,
     saved: K,
     next: Option<R>,
     classifier: C,
     policy: P,
+    keys: X,
+    /// The request's key, taken when its first retry is scheduled.
+    key: Option<Box<dyn fmt::Debug + Send + Sync>>,
     shared: Arc<Shared>,
     /// Attempts started so far.
     attempts: u32,
@@ -68,8 +72,15 @@ pub(crate) struct Retry<S, C, P, K, R> {
     backoff: Option<BackoffState>,
 }
 
-impl<S, C, P, K, R> Retry<S, C, P, K, R> {
-    pub(crate) fn new(service: S, saved: K, classifier: C, policy: P, shared: Arc<Shared>) -> Self {
+impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
+    pub(crate) fn new(
+        service: S,
+        saved: K,
+        classifier: C,
+        policy: P,
+        keys: X,
+        shared: Arc<Shared>,
+    ) -> Self {
         let start = shared.max_elapsed.map(|_| shared.clock.now());
         Retry {
             service,
@@ -77,11 +88,17 @@ impl<S, C, P, K, R> Retry<S, C, P, K, R> {
             next: None,
             classifier,
             policy,
+            keys,
+            key: None,
             shared,
             attempts: 1,
             start,
             backoff: None,
         }
+    }
+
+    fn key(&self) -> Option<&dyn fmt::Debug> {
+        self.key.as_deref().map(|k| k as &dyn fmt::Debug)
     }
 
     fn give_up(&self, reason: GiveUpReason) {
@@ -94,6 +111,7 @@ impl<S, C, P, K, R> Retry<S, C, P, K, R> {
         if self.shared.observers.is_set() {
             self.shared.observers.emit(&Event::RetryGaveUp {
                 layer: LAYER,
+                key: self.key(),
                 attempts: self.attempts,
                 reason,
             });
@@ -101,12 +119,12 @@ impl<S, C, P, K, R> Retry<S, C, P, K, R> {
     }
 }
 
-impl<S, Req, C, P> ResponseFuture<S, Req, C, P>
+impl<S, Req, C, P, X> ResponseFuture<S, Req, C, P, X>
 where
     P: CloneRequest<Req>,
     S: Service<P::Request>,
 {
-    pub(crate) fn new(future: S::Future, retry: Option<RetryOf<S, Req, C, P>>) -> Self {
+    pub(crate) fn new(future: S::Future, retry: Option<RetryOf<S, Req, C, P, X>>) -> Self {
         ResponseFuture {
             state: State::Called { future },
             retry,
@@ -121,12 +139,14 @@ enum Next<T> {
     Wait(Duration),
 }
 
-impl<S, Req, C, P> Future for ResponseFuture<S, Req, C, P>
+impl<S, Req, C, P, X> Future for ResponseFuture<S, Req, C, P, X>
 where
     P: CloneRequest<Req>,
     S: Service<P::Request>,
     S::Error: Into<BoxError>,
     C: ClassifyRetry<S::Response>,
+    X: KeyExtractor<P::Request>,
+    X::Key: fmt::Debug + Send + Sync + 'static,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -139,7 +159,7 @@ where
                     let Some(retry) = this.retry.as_mut() else {
                         return Poll::Ready(result);
                     };
-                    match decide::<Req, _, _, _, _>(retry, result) {
+                    match decide::<Req, _, _, _, _, _>(retry, result) {
                         Next::Return(result) => {
                             *this.retry = None;
                             return Poll::Ready(result);
@@ -172,20 +192,22 @@ where
 
 /// Judges one attempt's result: return it, or schedule the next attempt
 /// (kept in `retry.next`) after a wait.
-fn decide<Req, S, C, P, T>(
-    retry: &mut Retry<S, C, P, P::Saved, P::Request>,
+fn decide<Req, S, C, P, X, T>(
+    retry: &mut Retry<S, C, P, P::Saved, P::Request, X>,
     result: Result<T, BoxError>,
 ) -> Next<T>
 where
     C: ClassifyRetry<T>,
     P: CloneRequest<Req>,
+    X: KeyExtractor<P::Request>,
+    X::Key: fmt::Debug + Send + Sync + 'static,
 {
     let verdict = retry.classifier.classify_retry(&result);
     if verdict.outcome() != Outcome::Failure {
         return Next::Return(result);
     }
     let shared = &*retry.shared;
-    let give_up = |retry: &Retry<S, C, P, P::Saved, P::Request>,
+    let give_up = |retry: &Retry<S, C, P, P::Saved, P::Request, X>,
                    reason,
                    result: Result<T, BoxError>| {
         retry.give_up(reason);
@@ -223,6 +245,14 @@ where
     let Some(next) = retry.policy.again(&retry.saved) else {
         return give_up(retry, GiveUpReason::NotReplayable, result);
     };
+    // The key of the request that retries: taken once, and only with an
+    // observer to tell.
+    if retry.key.is_none() && shared.observers.is_set() {
+        retry.key = retry
+            .keys
+            .extract(&next)
+            .map(|k| Box::new(k) as Box<dyn fmt::Debug + Send + Sync>);
+    }
     if let Some(budget) = &shared.budget
         && !budget.withdraw()
     {
@@ -234,6 +264,7 @@ where
         if shared.observers.is_set() {
             shared.observers.emit(&Event::RetryBudgetExhausted {
                 layer: LAYER,
+                key: retry.key(),
                 attempts: retry.attempts,
             });
         }
@@ -254,6 +285,7 @@ where
         };
         shared.observers.emit(&Event::RetryScheduled {
             layer: LAYER,
+            key: retry.key(),
             attempt: retry.attempts + 1,
             delay: wait,
             upstream: verdict.wait(),
@@ -264,7 +296,7 @@ where
     Next::Wait(wait)
 }
 
-impl<S, Req, C, P> fmt::Debug for ResponseFuture<S, Req, C, P>
+impl<S, Req, C, P, X> fmt::Debug for ResponseFuture<S, Req, C, P, X>
 where
     P: CloneRequest<Req>,
     S: Service<P::Request>,

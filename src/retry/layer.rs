@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::{Backoff, BackoffRetry, CloneRequests, ConfigError, DefaultRetry, RetryBudget};
+use super::{Backoff, BackoffRetry, CloneRequests, ConfigError, DefaultRetry, NoKey, RetryBudget};
 use crate::clock::Clock;
 use crate::observe::{Observer, Observers};
 
@@ -63,7 +63,7 @@ pub(crate) struct Shared {
 /// # }
 /// ```
 /// further.
-pub struct BackoffRetryLayer<C = DefaultRetry, P = CloneRequests> {
+pub struct BackoffRetryLayer<C = DefaultRetry, P = CloneRequests, X = NoKey> {
     backoff: Backoff,
     max_attempts: u32,
     max_elapsed: Option<Duration>,
@@ -73,6 +73,7 @@ pub struct BackoffRetryLayer<C = DefaultRetry, P = CloneRequests> {
     streams: Arc<AtomicU64>,
     classifier: C,
     requests: P,
+    keys: X,
 }
 
 impl BackoffRetryLayer {
@@ -104,6 +105,7 @@ impl BackoffRetryLayer {
             streams: Arc::new(AtomicU64::new(0)),
             classifier: DefaultRetry,
             requests: CloneRequests,
+            keys: NoKey,
         })
     }
 }
@@ -115,7 +117,7 @@ impl Default for BackoffRetryLayer {
 }
 
 #[cfg(feature = "http")]
-impl<C, P> BackoffRetryLayer<C, P> {
+impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// For HTTP clients whose request bodies are `Clone` (`Full<Bytes>`,
     /// `Empty`, `String`): retries transient errors and 429, 502, 503, 504
     /// responses honouring their `Retry-After` ([`HttpRetry`](super::HttpRetry)),
@@ -124,7 +126,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
     /// methods in).
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
-    pub fn http(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpClone> {
+    pub fn http(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpClone, X> {
         self.retry_if(super::HttpRetry)
             .clone_request(super::HttpClone::new())
     }
@@ -134,13 +136,13 @@ impl<C, P> BackoffRetryLayer<C, P> {
     /// that keeps up to 64 KiB for a replay ([`HttpReplay`](super::HttpReplay)).
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
-    pub fn http_replay(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpReplay> {
+    pub fn http_replay(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpReplay, X> {
         self.retry_if(super::HttpRetry)
             .clone_request(super::HttpReplay::new())
     }
 }
 
-impl<C, P> BackoffRetryLayer<C, P> {
+impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// At most `n` attempts in all, the first included (default 3; 0 is
     /// taken as 1, which never retries).
     #[must_use]
@@ -193,7 +195,7 @@ impl<C, P> BackoffRetryLayer<C, P> {
     /// closure returning an [`Outcome`](super::Outcome), or
     /// [`FromClassify`](super::FromClassify) around a shared `Classify`).
     #[must_use]
-    pub fn retry_if<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P> {
+    pub fn retry_if<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P, X> {
         BackoffRetryLayer {
             backoff: self.backoff,
             max_attempts: self.max_attempts,
@@ -204,13 +206,14 @@ impl<C, P> BackoffRetryLayer<C, P> {
             streams: self.streams,
             classifier,
             requests: self.requests,
+            keys: self.keys,
         }
     }
 
     /// Keeps requests for another attempt with `policy` (a
     /// [`CloneRequest`](super::CloneRequest), or a closure `Fn(&Req) -> Option<Req>`).
     #[must_use]
-    pub fn clone_request<P2>(self, policy: P2) -> BackoffRetryLayer<C, P2> {
+    pub fn clone_request<P2>(self, policy: P2) -> BackoffRetryLayer<C, P2, X> {
         BackoffRetryLayer {
             backoff: self.backoff,
             max_attempts: self.max_attempts,
@@ -221,6 +224,58 @@ impl<C, P> BackoffRetryLayer<C, P> {
             streams: self.streams,
             classifier: self.classifier,
             requests: policy,
+            keys: self.keys,
+        }
+    }
+
+    /// Names the key of each request that retries with `keys` (a
+    /// [`KeyExtractor`](crate::per_key::KeyExtractor): a closure
+    /// `Fn(&Req) -> Option<K>`, or an HTTP extractor such as
+    /// [`HeaderKey`](crate::http::HeaderKey)), so that retry events carry it
+    /// and a [`Monitor`](crate::observe::Monitor) counts retries per key
+    /// (per upstream host, per user, ...).
+    ///
+    /// The key is taken from the request about to be sent again, once, when
+    /// its first retry is scheduled: requests that succeed at once pay
+    /// nothing. A give-up before any retry was scheduled (the first
+    /// attempt's error is not retryable, or the request cannot be replayed)
+    /// is reported without a key.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::retry::Backoff;
+    /// use tower_sluice::BackoffRetryLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10)))
+    ///     .max_attempts(3)
+    ///     .key(|host: &&str| Some(host.to_string()))
+    ///     .observer(monitor.clone());
+    /// let down = service_fn(|_: &str| async {
+    ///     Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+    /// });
+    /// assert!(layer.layer(down).oneshot("db-1").await.is_err());
+    /// let db = monitor.key(&"db-1").unwrap();
+    /// assert_eq!((db.retries, db.gave_up), (2, 1));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn key<X2>(self, keys: X2) -> BackoffRetryLayer<C, P, X2> {
+        BackoffRetryLayer {
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            max_elapsed: self.max_elapsed,
+            max_retry_after: self.max_retry_after,
+            budget: self.budget,
+            observers: self.observers,
+            streams: self.streams,
+            classifier: self.classifier,
+            requests: self.requests,
+            keys,
         }
     }
 
@@ -230,8 +285,8 @@ impl<C, P> BackoffRetryLayer<C, P> {
     }
 }
 
-impl<S, C: Clone, P: Clone> Layer<S> for BackoffRetryLayer<C, P> {
-    type Service = BackoffRetry<S, C, P>;
+impl<S, C: Clone, P: Clone, X: Clone> Layer<S> for BackoffRetryLayer<C, P, X> {
+    type Service = BackoffRetry<S, C, P, X>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let shared = Shared {
@@ -249,11 +304,12 @@ impl<S, C: Clone, P: Clone> Layer<S> for BackoffRetryLayer<C, P> {
             Arc::new(shared),
             self.classifier.clone(),
             self.requests.clone(),
+            self.keys.clone(),
         )
     }
 }
 
-impl<C: Clone, P: Clone> Clone for BackoffRetryLayer<C, P> {
+impl<C: Clone, P: Clone, X: Clone> Clone for BackoffRetryLayer<C, P, X> {
     fn clone(&self) -> Self {
         BackoffRetryLayer {
             backoff: self.backoff,
@@ -265,11 +321,12 @@ impl<C: Clone, P: Clone> Clone for BackoffRetryLayer<C, P> {
             streams: self.streams.clone(),
             classifier: self.classifier.clone(),
             requests: self.requests.clone(),
+            keys: self.keys.clone(),
         }
     }
 }
 
-impl<C, P> fmt::Debug for BackoffRetryLayer<C, P> {
+impl<C, P, X> fmt::Debug for BackoffRetryLayer<C, P, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackoffRetryLayer")
             .field("backoff", &self.backoff)
@@ -279,6 +336,7 @@ impl<C, P> fmt::Debug for BackoffRetryLayer<C, P> {
             .field("budget", &self.budget)
             .field("classifier", &std::any::type_name::<C>())
             .field("requests", &std::any::type_name::<P>())
+            .field("keys", &std::any::type_name::<X>())
             .finish()
     }
 }

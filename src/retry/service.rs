@@ -6,43 +6,48 @@ use tower_service::Service;
 
 use super::future::{ResponseFuture, Retry};
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, CloneRequests, DefaultRetry};
+use super::{ClassifyRetry, CloneRequest, CloneRequests, DefaultRetry, NoKey};
 use crate::BoxError;
+use crate::per_key::KeyExtractor;
 
 /// Retries failed requests with backoff and jitter.
 ///
 /// Made by [`BackoffRetryLayer`](crate::BackoffRetryLayer); see the
 /// [module docs](crate::retry). Clones share the retry budget.
-pub struct BackoffRetry<S, C = DefaultRetry, P = CloneRequests> {
+pub struct BackoffRetry<S, C = DefaultRetry, P = CloneRequests, X = NoKey> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
     requests: P,
+    keys: X,
 }
 
-impl<S, C, P> BackoffRetry<S, C, P> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C, requests: P) -> Self {
+impl<S, C, P, X> BackoffRetry<S, C, P, X> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C, requests: P, keys: X) -> Self {
         BackoffRetry {
             inner,
             shared,
             classifier,
             requests,
+            keys,
         }
     }
 
     crate::inner_accessors!();
 }
 
-impl<S, C, P, Req> Service<Req> for BackoffRetry<S, C, P>
+impl<S, C, P, X, Req> Service<Req> for BackoffRetry<S, C, P, X>
 where
     P: CloneRequest<Req> + Clone,
     S: Service<P::Request> + Clone,
     S::Error: Into<BoxError>,
     C: ClassifyRetry<S::Response> + Clone,
+    X: KeyExtractor<P::Request> + Clone,
+    X::Key: fmt::Debug + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, C, P>;
+    type Future = ResponseFuture<S, Req, C, P, X>;
 
     /// Passes the inner service's readiness through. Retries wait for the
     /// readiness of a clone of the inner service, inside the response
@@ -64,6 +69,7 @@ where
                 saved,
                 self.classifier.clone(),
                 self.requests.clone(),
+                self.keys.clone(),
                 self.shared.clone(),
             )),
             _ => None,
@@ -72,18 +78,19 @@ where
     }
 }
 
-impl<S: Clone, C: Clone, P: Clone> Clone for BackoffRetry<S, C, P> {
+impl<S: Clone, C: Clone, P: Clone, X: Clone> Clone for BackoffRetry<S, C, P, X> {
     fn clone(&self) -> Self {
         BackoffRetry::new(
             self.inner.clone(),
             self.shared.clone(),
             self.classifier.clone(),
             self.requests.clone(),
+            self.keys.clone(),
         )
     }
 }
 
-impl<S: fmt::Debug, C, P> fmt::Debug for BackoffRetry<S, C, P> {
+impl<S: fmt::Debug, C, P, X> fmt::Debug for BackoffRetry<S, C, P, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackoffRetry")
             .field("inner", &self.inner)
@@ -91,6 +98,7 @@ impl<S: fmt::Debug, C, P> fmt::Debug for BackoffRetry<S, C, P> {
             .field("max_attempts", &self.shared.max_attempts)
             .field("classifier", &std::any::type_name::<C>())
             .field("requests", &std::any::type_name::<P>())
+            .field("keys", &std::any::type_name::<X>())
             .finish()
     }
 }

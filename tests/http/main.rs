@@ -736,3 +736,44 @@ fn handle_layer_of(
     layer.handle().force_open();
     layer
 }
+
+/// With an observer, the HTTP adapter reports each answered request's
+/// completion with its key and latency (a 5xx counts as a failure), so a
+/// `Monitor` has per-key response times behind axum too; refusals complete
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn the_http_adapter_reports_completions_per_key() {
+    use tower_sluice::observe::Monitor;
+    let monitor = Monitor::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                "ok"
+            }),
+        )
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+        )
+        .layer(
+            PerKeyLayer::new(Quota::per_minute(3), api_key())
+                .observer(monitor.clone())
+                .http(),
+        );
+    let mut app = app.into_service();
+    for path in ["/", "/", "/fail", "/"] {
+        let req = Request::get(path)
+            .header("x-api-key", "alice")
+            .body(Body::empty())
+            .unwrap();
+        send(&mut app, req).await;
+    }
+    let alice = monitor.key(&"alice").unwrap();
+    assert_eq!((alice.requests, alice.limited), (4, 1));
+    assert_eq!((alice.completed, alice.failed), (3, 1));
+    // EWMA (α 0.1) of 40 ms, 40 ms, 0 ms.
+    let ewma = alice.latency_ewma.unwrap().as_secs_f64();
+    assert!((ewma - 0.036).abs() < 1e-6, "{ewma}");
+}

@@ -74,17 +74,22 @@ fn describe(e: &Event<'_>) -> String {
             ..
         } => format!("breaker call {outcome:?} counted={counted} {latency:?}"),
         Event::RetryScheduled { attempt, delay, .. } => {
-            format!("retry attempt={attempt} delay={delay:?}")
+            format!("retry{k} attempt={attempt} delay={delay:?}")
         }
         Event::RetryGaveUp {
             attempts, reason, ..
-        } => format!("retry gave up attempts={attempts} {reason:?}"),
+        } => format!("retry gave up{k} attempts={attempts} {reason:?}"),
         Event::RetryBudgetExhausted { attempts, .. } => {
             format!("retry budget exhausted attempts={attempts}")
         }
         Event::Queued { depth, .. } => format!("queued depth={depth}"),
-        Event::Dequeued { waited, depth, .. } => {
-            format!("dequeued waited={waited:?} depth={depth}")
+        Event::Dequeued {
+            waited,
+            depth,
+            queued,
+            ..
+        } => {
+            format!("dequeued waited={waited:?} depth={depth} queued={queued}")
         }
         Event::QueueFull { error, .. } => format!("queue full capacity={}", error.capacity()),
         Event::QueueTimedOut { depth, .. } => format!("queue timed out depth={depth}"),
@@ -176,17 +181,19 @@ async fn retry_schedules_then_gives_up() {
     let failing = service_fn(|_: u32| async {
         Err::<u32, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
     });
+    // With a key, every event of the request carries it.
     let mut svc = BackoffRetryLayer::new(backoff)
         .max_attempts(3)
+        .key(|n: &u32| Some(format!("upstream-{n}")))
         .observer(log.observer())
         .layer(failing);
     assert!(within(svc.ready().await.unwrap().call(1)).await.is_err());
     assert_eq!(
         log.take(),
         [
-            "retry attempt=2 delay=100ms",
-            "retry attempt=3 delay=200ms",
-            "retry gave up attempts=3 MaxAttempts",
+            "retry \"upstream-1\" attempt=2 delay=100ms",
+            "retry \"upstream-1\" attempt=3 delay=200ms",
+            "retry gave up \"upstream-1\" attempts=3 MaxAttempts",
         ]
     );
 }
@@ -208,9 +215,10 @@ async fn queue_queued_full_dequeued() {
     assert_eq!(
         log.take(),
         [
+            "dequeued waited=0ns depth=0 queued=false",
             "queued depth=1",
             "queue full capacity=1",
-            "dequeued waited=1s depth=0",
+            "dequeued waited=1s depth=0 queued=true",
         ]
     );
 }
@@ -390,6 +398,8 @@ async fn monitor_tracks_breakers_queues_retries_per_scope() {
     assert_eq!((p.requests, p.breaker_rejected, p.failed), (2, 1, 1));
     let q = snap.layer("queue").unwrap();
     assert_eq!((q.queued, q.dequeued, q.queue_depth), (2, 2, Some(0)));
+    // The request sent at once counts as a request, not as a wait.
+    assert_eq!((q.requests, q.waited), (3, 2));
     assert_eq!(q.wait_total, Duration::from_secs(3));
 }
 
@@ -426,8 +436,10 @@ async fn limited_rate_alert_fires_once_and_rearms() {
     assert!(monitor.flush_alerts(WAIT));
     assert_eq!(*fired.lock().unwrap(), [("\"k\"".to_owned(), 0.5)]);
     assert!(monitor.key(&"k").unwrap().alerting);
-    // Two windows later the key is polite: it re-arms...
+    // Quiet for two windows: it reads as recovered before any request...
     advance(Duration::from_secs(25)).await;
+    assert!(!monitor.key(&"k").unwrap().alerting);
+    // ...and a polite request re-arms the rule...
     assert!(send(&mut svc, "k", 0).await);
     assert!(!monitor.key(&"k").unwrap().alerting);
     // ...and fires again when it floods again.

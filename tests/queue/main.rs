@@ -607,6 +607,11 @@ async fn events_report_queued_and_dequeued() {
         .observer(move |e: &Event<'_>| {
             let line = match e {
                 Event::Queued { depth, .. } => format!("queued {depth}"),
+                Event::Dequeued {
+                    waited,
+                    queued: false,
+                    ..
+                } => format!("sent {waited:?}"),
                 Event::Dequeued { waited, .. } => format!("dequeued {waited:?}"),
                 Event::QueueFull { .. } => "full".to_string(),
                 other => format!("{other:?}"),
@@ -622,7 +627,7 @@ async fn events_report_queued_and_dequeued() {
     b.await.unwrap().unwrap();
     assert_eq!(
         *log.lock().unwrap(),
-        vec!["queued 1", "full", "dequeued 2s"]
+        vec!["sent 0ns", "queued 1", "full", "dequeued 2s"]
     );
 }
 
@@ -649,12 +654,18 @@ fn pacing_in_real_time() {
             done.push(start.elapsed());
         }
         let times = probe.times();
-        for (i, t) in times.iter().enumerate() {
-            let due = Duration::from_millis(50 * i as u64);
+        assert_eq!(times.len(), 10);
+        // Never faster than the pace (burst 1: 50 ms apart), and not much
+        // slower: a late wake-up delays the rest (GCRA does not catch up
+        // beyond its burst), so the gaps are judged, generously.
+        for (i, pair) in times.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
             assert!(
-                *t + Duration::from_millis(1) >= due && *t <= due + Duration::from_millis(25),
-                "request {i} sent at {t:?}, due at {due:?} (all: {times:?})"
+                gap + Duration::from_millis(1) >= Duration::from_millis(50)
+                    && gap <= Duration::from_millis(120),
+                "gap {i} was {gap:?} (all: {times:?})"
             );
         }
+        assert!(done.len() == 10 && *done.last().unwrap() < Duration::from_secs(2));
     });
 }
