@@ -95,6 +95,52 @@ impl<K: Hash + Eq + Clone> Memory<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
+    /// The address of the lock of `key`'s shard (see [`crate::limits`]).
+    pub(crate) fn lock_addr(&self, key: &K) -> usize {
+        self.shared.store.lock_addr(key)
+    }
+
+    /// Inserts `key` if it is unknown, charging nothing.
+    pub(crate) fn insert(&self, key: &K, policy: &Policy) {
+        let now = self.shared.clock.now();
+        let _ = self.shared.store.with(key, policy, now, true, |_| ());
+    }
+
+    /// Lends `key`'s cells to `f` while its shard's lock is held (see
+    /// [`crate::limits`]). `nested`: this thread already holds that lock,
+    /// so it is only tried. `create`: insert an unknown key (otherwise `f`
+    /// sees full buckets).
+    pub(crate) fn visit(
+        &self,
+        key: &K,
+        policy: &Policy,
+        nested: bool,
+        create: bool,
+        mut f: impl FnMut(&dyn CellSet, u64),
+    ) -> Result<(), crate::limits::sealed::Abort> {
+        use crate::limits::sealed::Abort;
+        let now = self.shared.clock.now();
+        let mut run = |state: &KeyState<'_>| f(&state.cells(policy), now);
+        if nested {
+            return self
+                .shared
+                .store
+                .try_with(key, policy, &mut run)
+                .ok_or(Abort::Retry);
+        }
+        match self.shared.store.with(key, policy, now, create, &mut run) {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => {
+                run(&Fresh::for_policy(policy).state());
+                Ok(())
+            }
+            Err(full) => Err(Abort::Full(TooManyKeys::new(
+                self.shared.store.max_keys(),
+                Duration::from_nanos(full.retry_after),
+            ))),
+        }
+    }
+
     fn decide(
         &self,
         key: &K,
@@ -248,6 +294,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> super::GiveBack for MemoryRef
         let _ = shared.store.with(&key, &policy, now, false, |state| {
             gcra::refund_all(&state.cells(&policy), &stamps, cost);
         });
+    }
+}
+
+impl<K> AsRef<Memory<K>> for Memory<K> {
+    fn as_ref(&self) -> &Memory<K> {
+        self
     }
 }
 
