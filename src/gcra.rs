@@ -16,11 +16,19 @@
 //! `tat` lives in one `AtomicU64` updated by compare-exchange: no lock and no
 //! allocation per decision.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use crate::Quota;
 use crate::error::RateLimited;
+
+/// The top bit of a cell's word: the cell is claimed (see [`Gcra::claim`]).
+const CLAIMED: u64 = 1 << 63;
+
+/// The latest `tat` a cell holds: 2^63 - 1 nanoseconds (292 years) after
+/// the clock's origin. Later ones deny, as an overflow would.
+pub(crate) const MAX_TAT: u64 = CLAIMED - 1;
 
 /// One GCRA bucket: the theoretical arrival time, in nanoseconds.
 #[derive(Debug, Default)]
@@ -44,10 +52,57 @@ impl Gcra {
         }
     }
 
-    /// The theoretical arrival time now stored.
+    /// The theoretical arrival time now stored (under a claim: the value
+    /// before it).
     #[inline]
     pub(crate) fn tat(&self) -> u64 {
-        self.tat.load(Relaxed)
+        self.tat.load(Relaxed) & !CLAIMED
+    }
+
+    /// The value once no [`claim`](Self::claim) holds the cell. A claim
+    /// lasts a few compare-exchanges (no lock, no allocation, no wait is
+    /// taken while one is held), so this spins briefly, then yields.
+    #[cold]
+    fn unclaimed(&self) -> u64 {
+        let mut spins = 0u32;
+        loop {
+            let cur = self.tat.load(Acquire);
+            if cur & CLAIMED == 0 {
+                return cur;
+            }
+            if spins < 64 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Holds the cell until [`release`](Self::release): nobody else
+    /// changes it meanwhile (other deciders wait). Returns its value.
+    /// Claims of several cells are taken in address order by one caller
+    /// at a time per cell, so they cannot deadlock.
+    pub(crate) fn claim(&self) -> u64 {
+        let mut cur = self.tat.load(Relaxed);
+        loop {
+            if cur & CLAIMED != 0 {
+                cur = self.unclaimed();
+            }
+            match self
+                .tat
+                .compare_exchange_weak(cur, cur | CLAIMED, Acquire, Relaxed)
+            {
+                Ok(_) => return cur,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Ends a claim, storing `tat` (the claimed value to change nothing).
+    pub(crate) fn release(&self, tat: u64) {
+        debug_assert!(tat & CLAIMED == 0);
+        self.tat.store(tat, Release);
     }
 
     /// Admits `inc` nanoseconds of cost at time `at` if the bucket has room,
@@ -60,7 +115,11 @@ impl Gcra {
             let base = cur.max(at);
             // Overflow (centuries past the origin) denies rather than wraps.
             let new = match base.checked_add(inc) {
-                Some(new) if new - at <= window => new,
+                Some(new) if new - at <= window && new <= MAX_TAT => new,
+                _ if cur & CLAIMED != 0 => {
+                    cur = self.unclaimed();
+                    continue;
+                }
                 _ => return Err(base),
             };
             match self.tat.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
@@ -84,9 +143,13 @@ impl Gcra {
     ) -> Result<(u64, u64), u64> {
         let mut cur = self.tat.load(Relaxed);
         loop {
+            if cur & CLAIMED != 0 {
+                cur = self.unclaimed();
+            }
             let base = cur.max(now);
-            let Some(new) = base.checked_add(inc) else {
-                return Err(base);
+            let new = match base.checked_add(inc) {
+                Some(new) if new <= MAX_TAT => new,
+                _ => return Err(base),
             };
             let wait = (new - now).saturating_sub(window);
             if wait > max_wait {
@@ -103,10 +166,14 @@ impl Gcra {
     /// current `max(tat, now)`. Consumes nothing.
     #[inline]
     pub(crate) fn wait(&self, window: u64, inc: u64, now: u64) -> (u64, u64) {
-        let base = self.tat.load(Relaxed).max(now);
+        let mut cur = self.tat.load(Relaxed);
+        if cur & CLAIMED != 0 {
+            cur = self.unclaimed();
+        }
+        let base = cur.max(now);
         let wait = match base.checked_add(inc) {
-            Some(new) => (new - now).saturating_sub(window),
-            None => u64::MAX,
+            Some(new) if new <= MAX_TAT => (new - now).saturating_sub(window),
+            _ => u64::MAX,
         };
         (wait, base)
     }
@@ -116,9 +183,16 @@ impl Gcra {
     /// stay one request emptier than it should, never fuller.
     #[inline]
     pub(crate) fn refund(&self, new: u64, inc: u64) {
-        let _ = self
-            .tat
-            .compare_exchange(new, new.saturating_sub(inc), Relaxed, Relaxed);
+        while let Err(actual) =
+            self.tat
+                .compare_exchange(new, new.saturating_sub(inc), Relaxed, Relaxed)
+        {
+            if actual & CLAIMED == 0 {
+                return;
+            }
+            // Claimed: the claim may leave the value as it was.
+            self.unclaimed();
+        }
     }
 }
 
@@ -563,19 +637,19 @@ mod tests {
     #[test]
     fn far_future_times_saturate_instead_of_overflowing() {
         let p = params(Quota::per_second(1));
-        let g = Gcra::with_tat(u64::MAX - 10);
-        let now = u64::MAX - 100;
+        let g = Gcra::with_tat(MAX_TAT - 10);
+        let now = MAX_TAT - 100;
         let base = g.try_admit(p.window, p.inc(1), now).unwrap_err();
         let d = Decision::denied(&p, now, base, p.inc(1));
         assert!(!d.is_allowed());
         assert_eq!(d.remaining(), 0);
         assert_eq!(g.wait(p.window, p.inc(1), now).0, u64::MAX);
         assert!(g.reserve(p.window, p.inc(1), now, u64::MAX).is_err());
-        assert_eq!(g.tat(), u64::MAX - 10);
+        assert_eq!(g.tat(), MAX_TAT - 10);
         // A bucket whose tat is far behind `now` is simply full.
         let g = Gcra::new();
-        let new = g.try_admit(p.window, p.inc(1), u64::MAX - S).unwrap();
-        assert_eq!(new, u64::MAX);
+        let new = g.try_admit(p.window, p.inc(1), MAX_TAT - S).unwrap();
+        assert_eq!(new, MAX_TAT);
     }
 
     #[test]

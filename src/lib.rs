@@ -144,6 +144,7 @@ mod gcra;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod limiter;
+pub mod limits;
 pub mod observe;
 pub mod per_key;
 pub mod queue;

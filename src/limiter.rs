@@ -6,7 +6,7 @@ use std::fmt;
 use crate::Quota;
 use crate::clock::Clock;
 use crate::error::ExceedsBurst;
-use crate::gcra::{self, Decision, Gcra, Params, Reserved};
+use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved};
 
 /// A lock-free rate limiter holding one quota or several at once.
 ///
@@ -143,6 +143,11 @@ impl Limiter {
         }
     }
 
+    /// The cells and the time now, for [`crate::limits`].
+    pub(crate) fn cells_now(&self) -> (&dyn CellSet, u64) {
+        (&self.cells, self.clock.now())
+    }
+
     /// The current state as a decision of the tightest quota, consuming
     /// nothing (for reporting).
     pub(crate) fn snapshot(&self) -> Decision {
@@ -159,6 +164,25 @@ impl Limiter {
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, cost: u32) {
         gcra::refund_all(self.cells(), &reserved.stamps, cost);
+    }
+}
+
+impl CellSet for Cells {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Cells::One(cell) => cell.len(),
+            Cells::Many(cells) => cells.len(),
+        }
+    }
+
+    #[inline]
+    fn cell(&self, i: usize) -> (&Params, &Gcra) {
+        let (p, g) = match self {
+            Cells::One(cell) => &cell[i],
+            Cells::Many(cells) => &cells[i],
+        };
+        (p, g)
     }
 }
 

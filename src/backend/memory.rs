@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Acquire, Backend, Grant, Never, QuotaStates};
+use super::{Acquire, Backend, Grant, Never, QuotaStates, Refund};
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
@@ -18,6 +18,11 @@ use crate::per_key::store::{Extra, Fresh, KeyState, Store};
 /// compare-exchange per quota, with no allocation for a known key. See
 /// [`max_keys`](Self::new) for the memory bound.
 pub struct Memory<K> {
+    /// Shared so that a delayed grant can give its slot back later.
+    shared: Arc<Shared<K>>,
+}
+
+struct Shared<K> {
     clock: Clock,
     store: Store<K>,
 }
@@ -53,14 +58,16 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     /// bytes.
     pub fn new(max_keys: usize) -> Self {
         Memory {
-            clock: Clock::new(),
-            store: Store::new(max_keys),
+            shared: Arc::new(Shared {
+                clock: Clock::new(),
+                store: Store::new(max_keys),
+            }),
         }
     }
 
     /// Keys held now.
     pub fn len(&self) -> usize {
-        self.store.len()
+        self.shared.store.len()
     }
 
     /// Whether no key is held.
@@ -70,20 +77,68 @@ impl<K: Hash + Eq + Clone> Memory<K> {
 
     /// The most keys held at once.
     pub fn max_keys(&self) -> usize {
-        self.store.max_keys()
+        self.shared.store.max_keys()
     }
 
     /// Bytes allocated by the tables (not counting what keys own on the
     /// heap).
     pub fn table_bytes(&self) -> usize {
-        self.store.allocated_bytes()
+        self.shared.store.allocated_bytes()
     }
 
     /// Drops every idle key now (one shard at a time). Not needed for the
     /// memory bound, which holds on its own; useful to release memory after
     /// a burst of keys.
     pub fn sweep(&self) {
-        self.store.sweep_all(self.clock.now());
+        self.shared.store.sweep_all(self.shared.clock.now());
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
+    /// The address of the lock of `key`'s shard (see [`crate::limits`]).
+    pub(crate) fn lock_addr(&self, key: &K) -> usize {
+        self.shared.store.lock_addr(key)
+    }
+
+    /// Inserts `key` if it is unknown, charging nothing.
+    pub(crate) fn insert(&self, key: &K, policy: &Policy) {
+        let now = self.shared.clock.now();
+        let _ = self.shared.store.with(key, policy, now, true, |_| ());
+    }
+
+    /// Lends `key`'s cells to `f` while its shard's lock is held (see
+    /// [`crate::limits`]). `nested`: this thread already holds that lock,
+    /// so it is only tried. `create`: insert an unknown key (otherwise `f`
+    /// sees full buckets).
+    pub(crate) fn visit(
+        &self,
+        key: &K,
+        policy: &Policy,
+        nested: bool,
+        create: bool,
+        mut f: impl FnMut(&dyn CellSet, u64),
+    ) -> Result<(), crate::limits::sealed::Abort> {
+        use crate::limits::sealed::Abort;
+        let now = self.shared.clock.now();
+        let mut run = |state: &KeyState<'_>| f(&state.cells(policy), now);
+        if nested {
+            return self
+                .shared
+                .store
+                .try_with(key, policy, &mut run)
+                .ok_or(Abort::Retry);
+        }
+        match self.shared.store.with(key, policy, now, create, &mut run) {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => {
+                run(&Fresh::for_policy(policy).state());
+                Ok(())
+            }
+            Err(full) => Err(Abort::Full(TooManyKeys::new(
+                self.shared.store.max_keys(),
+                Duration::from_nanos(full.retry_after),
+            ))),
+        }
     }
 
     fn decide(
@@ -94,8 +149,8 @@ impl<K: Hash + Eq + Clone> Memory<K> {
         max_wait: u64,
         consume: bool,
     ) -> Result<Grant, BoxError> {
-        let now = self.clock.now();
-        let decided = self.store.with(key, policy, now, consume, |state| {
+        let now = self.shared.clock.now();
+        let decided = self.shared.store.with(key, policy, now, consume, |state| {
             if consume && state.extra().is_none() && policy.len() == 1 {
                 // One quota, no cap: one compare-exchange, nothing else.
                 single(state.first(), policy.params(0), now, cost, max_wait)
@@ -116,15 +171,30 @@ impl<K: Hash + Eq + Clone> Memory<K> {
             ),
             Err(full) => {
                 return Err(TooManyKeys::new(
-                    self.store.max_keys(),
+                    self.shared.store.max_keys(),
                     Duration::from_nanos(full.retry_after),
                 )
                 .into());
             }
         };
         match verdict {
-            Verdict::Granted(d, wait, permit) => {
-                Ok(Grant::new(d, Duration::from_nanos(wait)).with_in_flight(permit))
+            Verdict::Granted(d, 0, permit, _) => {
+                Ok(Grant::new(d, Duration::ZERO).with_in_flight(permit))
+            }
+            Verdict::Granted(d, wait, permit, stamps) => {
+                // A request that waits for its turn may be dropped before
+                // it: it then gives back what it charged (the rare path
+                // allocates its refund, as it allocates its timer).
+                let refund = Refund::new(MemoryRefund {
+                    shared: self.shared.clone(),
+                    key: key.clone(),
+                    policy: policy.clone(),
+                    stamps,
+                    cost,
+                });
+                Ok(Grant::new(d, Duration::from_nanos(wait))
+                    .with_in_flight(permit)
+                    .with_refund(refund))
             }
             Verdict::Denied(d) => Err(RateLimited::from_decision(&d)
                 .with_policy(policy.name_arc())
@@ -139,13 +209,19 @@ impl<K: Hash + Eq + Clone> Memory<K> {
 fn single(first: &gcra::Gcra, p: &gcra::Params, now: u64, cost: u32, max_wait: u64) -> Verdict {
     let inc = p.inc(cost);
     match first.reserve(p.window, inc, now, max_wait) {
-        Ok((tat, wait)) => Verdict::Granted(Decision::allowed(p, now, tat), wait, None),
+        Ok((tat, wait)) => {
+            let mut stamps = [0; gcra::INLINE_CELLS];
+            stamps[0] = tat;
+            Verdict::Granted(Decision::allowed(p, now, tat), wait, None, stamps)
+        }
         Err(base) => Verdict::Denied(Decision::denied(p, now, base, inc)),
     }
 }
 
 enum Verdict {
-    Granted(Decision, u64, Option<InFlight>),
+    /// The decision, the wait, the in-flight slot, and the `tat` written
+    /// into each cell (to refund a request that is never sent).
+    Granted(Decision, u64, Option<InFlight>, [u64; gcra::INLINE_CELLS]),
     Denied(Decision),
     InFlight(u32),
 }
@@ -178,22 +254,59 @@ fn verdict(
     if !consume {
         let d = gcra::peek_all(&cells, now, cost);
         return if d.is_allowed() {
-            Verdict::Granted(d, 0, None)
+            Verdict::Granted(d, 0, None, [0; gcra::INLINE_CELLS])
         } else {
             Verdict::Denied(d)
         };
     }
     match gcra::reserve_all(&cells, now, cost, max_wait) {
-        Ok(r) => Verdict::Granted(r.decision(&cells), r.wait, permit),
+        Ok(r) => Verdict::Granted(r.decision(&cells), r.wait, permit, r.stamps),
         // Dropping the permit frees the slot.
         Err(d) => Verdict::Denied(d),
+    }
+}
+
+/// What a delayed request charged its key, to give back if it is never
+/// sent.
+struct MemoryRefund<K> {
+    shared: Arc<Shared<K>>,
+    key: K,
+    policy: Policy,
+    stamps: [u64; gcra::INLINE_CELLS],
+    cost: u32,
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> super::GiveBack for MemoryRefund<K> {
+    fn give_back(self: Box<Self>) {
+        let MemoryRefund {
+            shared,
+            key,
+            policy,
+            stamps,
+            cost,
+        } = *self;
+        let now = shared.clock.now();
+        // Each cell takes back this request's cost only if its `tat` is
+        // still the one this request wrote: nothing admitted since relied
+        // on it, so the bucket becomes exactly what it would have been
+        // without the request, never fuller. An unknown key (forgotten,
+        // so idle) has nothing to give back.
+        let _ = shared.store.with(&key, &policy, now, false, |state| {
+            gcra::refund_all(&state.cells(&policy), &stamps, cost);
+        });
+    }
+}
+
+impl<K> AsRef<Memory<K>> for Memory<K> {
+    fn as_ref(&self) -> &Memory<K> {
+        self
     }
 }
 
 impl<K> fmt::Debug for Memory<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Memory")
-            .field("max_keys", &self.store.max_keys())
+            .field("max_keys", &self.shared.store.max_keys())
             .finish_non_exhaustive()
     }
 }
@@ -215,7 +328,7 @@ where
     }
 
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
-        let now = self.clock.now();
+        let now = self.shared.clock.now();
         let read = |state: &KeyState<'_>| {
             let cells = state.cells(policy);
             let mut out = QuotaStates::default();
@@ -225,7 +338,7 @@ where
             }
             out
         };
-        match self.store.with(key, policy, now, false, read) {
+        match self.shared.store.with(key, policy, now, false, read) {
             Ok(Some(states)) => states,
             _ => read(&Fresh::for_policy(policy).state()),
         }

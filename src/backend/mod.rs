@@ -43,6 +43,7 @@ pub struct Grant {
     decision: Decision,
     wait: Duration,
     in_flight: Option<InFlight>,
+    refund: Option<Refund>,
 }
 
 impl Grant {
@@ -53,7 +54,21 @@ impl Grant {
             decision,
             wait,
             in_flight: None,
+            refund: None,
         }
+    }
+
+    #[inline]
+    pub(crate) fn with_refund(mut self, refund: Refund) -> Self {
+        self.refund = Some(refund);
+        self
+    }
+
+    /// How to give back what this grant charged if the request is never
+    /// sent (in-memory grants that wait; remote backends give none).
+    #[inline]
+    pub(crate) fn take_refund(&mut self) -> Option<Refund> {
+        self.refund.take()
     }
 
     #[inline]
@@ -83,6 +98,34 @@ impl Grant {
     #[inline]
     pub(crate) fn take_in_flight(&mut self) -> Option<InFlight> {
         self.in_flight.take()
+    }
+}
+
+/// Gives back what a grant charged, for a request that is never sent.
+pub(crate) trait GiveBack: Send + Sync + 'static {
+    fn give_back(self: Box<Self>);
+}
+
+/// What a grant that waits charged, to give back if its request is dropped
+/// before its turn. Doing nothing when dropped: whoever holds it decides
+/// (see [`Refund::give_back`]).
+pub(crate) struct Refund(Box<dyn GiveBack>);
+
+impl Refund {
+    pub(crate) fn new(give_back: impl GiveBack) -> Self {
+        Refund(Box::new(give_back))
+    }
+
+    /// Returns the capacity to the key's buckets where nothing admitted
+    /// since relied on it.
+    pub(crate) fn give_back(self) {
+        self.0.give_back();
+    }
+}
+
+impl fmt::Debug for Refund {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Refund")
     }
 }
 

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::core::{report_allowed, report_denied};
 use crate::BoxError;
-use crate::backend::{Grant, InFlight};
+use crate::backend::{Grant, InFlight, Refund};
 use crate::clock::Stamp;
 use crate::observe::{Event, Observers};
 
@@ -140,10 +140,12 @@ pin_project! {
             sleep: Pin<Box<Sleep>>,
             send: Option<Box<(S, Req)>>,
             in_flight: Option<InFlight>,
+            unsent: Unsent,
         },
         Ready {
             send: Option<Box<(S, Req)>>,
             in_flight: Option<InFlight>,
+            unsent: Unsent,
         },
         Deciding {
             #[pin]
@@ -154,6 +156,31 @@ pin_project! {
         Rejected {
             error: Option<BoxError>,
         },
+    }
+}
+
+/// What a request that waits for its turn charged, given back if it is
+/// dropped before it is sent (in memory, where nothing admitted since relied
+/// on it; see [`Refund`]).
+#[derive(Default)]
+pub(crate) struct Unsent(Option<Refund>);
+
+impl Unsent {
+    /// The request is sent: its charge stays.
+    fn sent(&mut self) {
+        self.0 = None;
+    }
+
+    fn take(&mut self) -> Unsent {
+        Unsent(self.0.take())
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        if let Some(refund) = self.0.take() {
+            refund.give_back();
+        }
     }
 }
 
@@ -190,6 +217,7 @@ impl<S: Service<Req>, Req, F> Dispatch<S, Req, F> {
             sleep: Box::pin(tokio::time::sleep(grant.wait())),
             send: Some(Box::new((take_ready(inner), req))),
             in_flight,
+            unsent: Unsent(grant.take_refund()),
         }
     }
 
@@ -260,18 +288,26 @@ where
                     sleep,
                     send,
                     in_flight,
+                    unsent,
                 } => {
                     ready!(sleep.as_mut().poll(cx));
                     Dispatch::Ready {
                         send: send.take(),
                         in_flight: in_flight.take(),
+                        unsent: unsent.take(),
                     }
                 }
-                DispatchProj::Ready { send, in_flight } => {
+                DispatchProj::Ready {
+                    send,
+                    in_flight,
+                    unsent,
+                } => {
                     let (inner, _) = &mut **send.as_mut().expect("polled after completion");
                     if let Err(e) = ready!(inner.poll_ready(cx)) {
+                        // Never sent: its charge is given back on drop.
                         return Poll::Ready(Dispatched::Inner(Err(e)));
                     }
+                    unsent.sent();
                     let (mut inner, req) = *send.take().expect("polled after completion");
                     Self::call(&mut inner, req, in_flight.take())
                 }
@@ -286,6 +322,7 @@ where
                         Dispatch::Ready {
                             send: send.take(),
                             in_flight: None,
+                            unsent: Unsent::default(),
                         }
                     }
                     Ok(grant) => {
@@ -299,13 +336,19 @@ where
                         }
                         let send = send.take();
                         let in_flight = grant.take_in_flight();
+                        let unsent = Unsent(grant.take_refund());
                         if grant.wait().is_zero() {
-                            Dispatch::Ready { send, in_flight }
+                            Dispatch::Ready {
+                                send,
+                                in_flight,
+                                unsent,
+                            }
                         } else {
                             Dispatch::Delayed {
                                 sleep: Box::pin(tokio::time::sleep(grant.wait())),
                                 send,
                                 in_flight,
+                                unsent,
                             }
                         }
                     }

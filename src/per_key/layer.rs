@@ -157,9 +157,18 @@ where
     /// requests that would wait longer fail at once with
     /// [`RateLimited`](crate::RateLimited). Zero (the default) rejects.
     ///
-    /// A waiting request holds its slot: if its response future is
-    /// dropped before its turn, the request is never sent and the key stays
-    /// charged for it (the limit is never loosened).
+    /// A waiting request holds its slot. If its response future is
+    /// dropped before the request is sent, the request is never sent and,
+    /// with the in-memory backend, its slot is given back, as
+    /// [`RateLimitLayer`](crate::RateLimitLayer) gives back a dropped
+    /// reservation: each quota takes back exactly what this request was
+    /// charged, and only if no later request was admitted after it (a later
+    /// request was judged with this one counted, so giving it back then
+    /// could let a burst through; the key stays charged instead, never the
+    /// other way round). A remote backend (Redis) keeps the charge: giving
+    /// it back would cost another round trip for every abandoned request,
+    /// so an abandoned delayed request there counts as sent until the
+    /// bucket refills.
     #[must_use]
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.edit_config(|c| c.max_wait = max_wait)

@@ -344,6 +344,42 @@ impl<K: Hash + Eq> Store<K> {
         Ok(Some(out))
     }
 
+    /// The address of the lock of `key`'s shard: several keys' states are
+    /// held at once (see [`crate::limits`]) by taking their shards' locks
+    /// in this order.
+    pub(crate) fn lock_addr(&self, key: &K) -> usize {
+        std::ptr::from_ref(&self.shard(self.hasher.hash_one(key)).tables) as usize
+    }
+
+    /// Runs `f` on the state of a key the store holds, for a caller that
+    /// already holds a read lock of the key's shard: never blocks (a
+    /// recursive read could wait for a queued writer that waits for the
+    /// caller) and never inserts. `None` when the lock is not free to take
+    /// or the key (or its block) is not held.
+    pub(crate) fn try_with<R>(
+        &self,
+        key: &K,
+        policy: &Policy,
+        f: impl FnOnce(&KeyState<'_>) -> R,
+    ) -> Option<R> {
+        let hash = self.hasher.hash_one(key);
+        let tables = match self.shard(hash).tables.try_read() {
+            Ok(tables) => tables,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let e = tables.main.find(hash, |e| e.key == *key)?;
+        let extra = if needs_extra(policy) {
+            Some(&tables.extra.find(hash, |x| x.key == *key)?.extra)
+        } else {
+            None
+        };
+        Some(f(&KeyState {
+            first: &e.first,
+            extra,
+        }))
+    }
+
     /// Drops the idle cells of one shard; returns how long until the next
     /// remaining one turns idle.
     fn sweep(tables: &mut Tables<K>, now: u64, hasher: &DefaultHashBuilder) -> u64 {

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use tower_sluice::{Decision, Limiter, Quota};
+use tower_sluice::limits::{Limit, check_all, peek_all};
+use tower_sluice::{Decision, Limiter, PerKeyLayer, Quota};
 
 /// The GCRA in its other classic form, the continuous-state leaky bucket:
 /// a bucket holding `level` nanoseconds of work that drains one nanosecond
@@ -354,5 +355,186 @@ fn serde_from_string_and_map() {
     ] {
         let err = serde_json::from_str::<Quota>(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+/// One limit of a `check_all` trace in the model: a leaky bucket per
+/// quota.
+fn model_admits(models: &[&LeakyBucket], now: u128) -> Result<(), u128> {
+    // The longest wait among the quotas that refuse.
+    let mut wait = None;
+    for m in models {
+        let o = (*m).clone().check(now, 1);
+        if !o.allowed && wait.is_none_or(|w| o.retry_after > w) {
+            wait = Some(o.retry_after);
+        }
+    }
+    wait.map_or(Ok(()), Err)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// `check_all` over two limiters (one of two quotas) and two keys of a
+    /// per-key layer charges every limit or none, exactly as independent
+    /// leaky-bucket models admitting only together; `peek_all` agrees and
+    /// consumes nothing.
+    #[test]
+    fn check_all_matches_models_charged_together(
+        q in prop::collection::vec(quota(), 4),
+        ops in prop::collection::vec((0u64..=3_000_000_000, 0usize..8, any::<bool>()), 1..120),
+    ) {
+        paused(async move {
+            let global = Limiter::new(q[0]);
+            let endpoint = Arc::new(Limiter::new(q[1]).and(q[2]));
+            let layer = PerKeyLayer::new(q[3], |k: &u8| Some(*k));
+            let users = layer.handle();
+            let mut m_global = LeakyBucket::new(q[0]);
+            let mut m_endpoint = [LeakyBucket::new(q[1]), LeakyBucket::new(q[2])];
+            let mut m_users = [LeakyBucket::new(q[3]), LeakyBucket::new(q[3])];
+            let mut now = 0u128;
+            for (gap, set, peek) in ops {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                now += u128::from(gap);
+                let key = (set % 2) as u8;
+                let user = users.limit(&key);
+                // Which limits this request must pass: a non-empty subset.
+                let mut limits: Vec<&dyn Limit> = vec![&user];
+                let mut models: Vec<&LeakyBucket> = vec![&m_users[usize::from(key)]];
+                if set & 2 != 0 {
+                    limits.push(&global);
+                    models.push(&m_global);
+                }
+                if set & 4 != 0 {
+                    limits.push(&endpoint);
+                    models.extend(m_endpoint.iter());
+                }
+                let want = model_admits(&models, now);
+                let got = if peek { peek_all(&limits) } else { check_all(&limits) };
+                match (&got, want) {
+                    (Ok(_), Ok(())) => {}
+                    (Err(refused), Err(wait)) => {
+                        prop_assert_eq!(refused.retry_after().as_nanos(), wait);
+                    }
+                    _ => prop_assert!(false, "got {:?}, model {:?} at {} ns", got, want, now),
+                }
+                if got.is_ok() && !peek {
+                    m_users[usize::from(key)].check(now, 1);
+                    if set & 2 != 0 {
+                        m_global.check(now, 1);
+                    }
+                    if set & 4 != 0 {
+                        for m in &mut m_endpoint {
+                            m.check(now, 1);
+                        }
+                    }
+                }
+                // Every limit's own state agrees with its model afterwards.
+                let g = global.peek();
+                let o = m_global.clone().check(now, 1);
+                prop_assert_eq!(g.is_allowed(), o.allowed);
+                prop_assert_eq!(u128::from(g.remaining()), o.remaining);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn check_all_with_no_limits_is_an_error() {
+    let refused = check_all(&[]).unwrap_err();
+    assert!(refused.to_string().contains("at least one limit"));
+    assert!(peek_all(&[]).is_err());
+}
+
+#[test]
+fn a_limit_listed_twice_is_charged_twice() {
+    let limiter = Limiter::new(Quota::per_hour(3));
+    assert_eq!(check_all(&[&limiter, &limiter]).unwrap().remaining(), 1);
+    // Two more would exceed: refused, and nothing charged.
+    assert!(check_all(&[&limiter, &limiter]).is_err());
+    assert!(limiter.check().is_allowed(), "the last one is still there");
+}
+
+/// What a limiter has left now (`peek` answers as if it admitted).
+fn left(limiter: &Limiter) -> u64 {
+    let d = limiter.peek();
+    if d.is_allowed() {
+        u64::from(d.remaining()) + 1
+    } else {
+        0
+    }
+}
+
+/// Threads charge a per-user limit, a global limit and an endpoint limit
+/// together (and one thread the global limit alone) with quotas that do
+/// not refill during the test. One user and one endpoint run out; the
+/// others do not. No limit admits more than its quota; the exhausted ones
+/// admit exactly their quota (a refused request held none of it); and
+/// the others are charged exactly for the requests they admitted (a
+/// refused request charged nothing).
+#[test]
+fn threads_charge_all_or_nothing_and_never_exceed_a_quota() {
+    const USERS: u64 = 3;
+    const BIG: u32 = 100_000;
+    // T = 864 s: nothing refills while the test runs.
+    let big = Quota::new(BIG, Duration::from_secs(86_400_000));
+    let global = Arc::new(Limiter::new(big));
+    let endpoints = [
+        Arc::new(Limiter::new(big)),
+        Arc::new(Limiter::new(Quota::per_day(400))),
+    ];
+    let layer = PerKeyLayer::new(big, |k: &u64| Some(*k)).max_keys(64);
+    let users = layer.handle();
+    users.set_policy(0, Quota::per_day(200));
+    let per_user: Vec<AtomicU64> = (0..USERS).map(|_| AtomicU64::new(0)).collect();
+    let per_endpoint = [AtomicU64::new(0), AtomicU64::new(0)];
+    let global_alone = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (global, endpoints, users) = (&global, &endpoints, &users);
+            let (per_user, per_endpoint, refused) = (&per_user, &per_endpoint, &refused);
+            s.spawn(move || {
+                for i in 0..3_000u64 {
+                    let user = (t + i) % USERS;
+                    let e = usize::from((i / 3 + t) % 2 == 0);
+                    let limit = users.limit(&user);
+                    match check_all(&[&limit, global, &endpoints[e]]) {
+                        Ok(_) => {
+                            per_user[user as usize].fetch_add(1, Ordering::Relaxed);
+                            per_endpoint[e].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            for _ in 0..3_000 {
+                if global.check().is_allowed() {
+                    global_alone.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    });
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let users_total: u64 = per_user.iter().map(n).sum();
+    assert_eq!(users_total, per_endpoint.iter().map(n).sum::<u64>());
+    assert!(n(&refused) > 0, "the test reaches the limits");
+    // The exhausted limits admitted exactly their quota.
+    assert_eq!(n(&per_user[0]), 200);
+    assert_eq!(n(&per_endpoint[1]), 400);
+    assert_eq!(left(&endpoints[1]), 0);
+    // The others are charged exactly what they admitted.
+    let global_total = users_total + n(&global_alone);
+    assert_eq!(left(&global), u64::from(BIG) - global_total);
+    assert_eq!(left(&endpoints[0]), u64::from(BIG) - n(&per_endpoint[0]));
+    for user in 1..USERS {
+        let admitted = n(&per_user[user as usize]);
+        let left = users.states(&user).iter().next().unwrap().remaining();
+        assert_eq!(u64::from(left), u64::from(BIG) - admitted, "user {user}");
     }
 }

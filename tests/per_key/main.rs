@@ -324,6 +324,89 @@ async fn a_delayed_request_dropped_before_its_turn_is_never_sent() {
     );
 }
 
+/// When the response of a request sent through `svc` arrives, measured
+/// from now on the paused clock.
+async fn answered_after<S>(svc: &mut S, r: Req) -> (Result<&'static str, BoxError>, Duration)
+where
+    S: Service<Req, Response = &'static str, Error = BoxError>,
+{
+    let start = Instant::now();
+    let result = send(svc, r).await;
+    (result, start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_request_dropped_before_its_turn_gives_its_slot_back() {
+    // 1 per minute, waiting up to 5 minutes.
+    let layer = PerKeyLayer::new(Quota::per_minute(1), by_key).max_wait(5 * MIN);
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    send(&mut svc, req("k")).await.unwrap();
+    // Its turn is at 60 s; dropped after 10 s of waiting.
+    let delayed = svc.ready().await.unwrap().call(req("k"));
+    assert!(tokio::time::timeout(10 * SEC, delayed).await.is_err());
+    // The next request takes the dropped one's turn: answered at 60 s, not
+    // at 120 s.
+    let (result, waited) = answered_after(&mut svc, req("k")).await;
+    assert_eq!(result.unwrap(), "ok");
+    assert_eq!(waited, 50 * SEC);
+    // And the one after it waits a full period more: nothing extra was
+    // given back.
+    let (result, waited) = answered_after(&mut svc, req("k")).await;
+    assert_eq!(result.unwrap(), "ok");
+    assert_eq!(waited, MIN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_delayed_request_that_others_relied_on_stays_charged() {
+    let layer = PerKeyLayer::new(Quota::per_minute(1), by_key).max_wait(5 * MIN);
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    send(&mut svc, req("k")).await.unwrap();
+    // Turns at 60 s and 120 s; the first is dropped after the second was
+    // admitted behind it.
+    let first = svc.ready().await.unwrap().call(req("k"));
+    let second = svc.ready().await.unwrap().call(req("k"));
+    drop(first);
+    let start = Instant::now();
+    second.await.unwrap();
+    assert_eq!(start.elapsed(), 2 * MIN, "the second keeps its turn");
+    // Giving the first back now could let a burst through later: the key
+    // stays charged for it, so the next turn is at 180 s.
+    let (result, waited) = answered_after(&mut svc, req("k")).await;
+    assert_eq!(result.unwrap(), "ok");
+    assert_eq!(waited, MIN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_delayed_request_gives_back_every_quota_of_its_policy() {
+    // 1 per second and 3 per minute: the fourth request of the minute waits.
+    let policy = Policy::new(Quota::per_second(1))
+        .and(Quota::per_minute(3))
+        .unwrap()
+        .max_in_flight(10);
+    let layer = PerKeyLayer::new(policy, by_key).max_wait(MIN);
+    let handle = layer.handle();
+    let mut svc = ServiceBuilder::new().layer(layer).service(echo());
+    let before = handle.states(&"k".to_string());
+    let before: Vec<_> = before.iter().map(|d| d.remaining()).collect();
+    assert_eq!(before, [1, 3]);
+    // The first is sent at once, the second waits 1 s.
+    send(&mut svc, req("k")).await.unwrap();
+    let delayed = svc.ready().await.unwrap().call(req("k"));
+    let states: Vec<_> = handle
+        .states(&"k".to_string())
+        .iter()
+        .map(|d| d.remaining())
+        .collect();
+    assert_eq!(states, [0, 1], "the waiting request is charged to both");
+    drop(delayed);
+    let states: Vec<_> = handle
+        .states(&"k".to_string())
+        .iter()
+        .map(|d| d.remaining())
+        .collect();
+    assert_eq!(states, [0, 2], "and given back to both when dropped");
+}
+
 #[tokio::test(start_paused = true)]
 async fn reconfiguration_never_lets_a_burst_through() {
     let layer = PerKeyLayer::new(Quota::per_minute(10), by_key);
