@@ -13,6 +13,21 @@ use crate::BoxError;
 ///
 /// Made by [`BackoffRetryLayer`](crate::BackoffRetryLayer); see the
 /// [module docs](crate::retry). Clones share the retry budget.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::{BackoffRetry, BackoffRetryLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let svc = BackoffRetryLayer::default().layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n + 1) }));
+/// let _typed: &BackoffRetry<_> = &svc;
+/// assert_eq!(svc.oneshot(1).await?, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct BackoffRetry<S, C = DefaultRetry, P = CloneRequests> {
     inner: S,
     shared: Arc<Shared>,
@@ -30,7 +45,7 @@ impl<S, C, P> BackoffRetry<S, C, P> {
         }
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::BackoffRetryLayer::default()");
 }
 
 impl<S, C, P, Req> Service<Req> for BackoffRetry<S, C, P>
