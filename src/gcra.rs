@@ -230,6 +230,20 @@ impl Params {
 /// Returned by [`Limiter::check`](crate::Limiter::check) and friends. The
 /// counts are computed from the state right after the decision; they are
 /// cheap to carry and computed only when asked for.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::{Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(60).with_burst(2));
+/// let first = limiter.check();
+/// assert!(first.is_allowed());
+/// assert_eq!(first.remaining(), 1);
+/// limiter.check();
+/// let third = limiter.check();
+/// assert!(!third.is_allowed());
+/// assert!(third.retry_after() > Duration::ZERO);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     allowed: bool,
@@ -311,22 +325,57 @@ impl Decision {
     }
 
     /// Whether the request may pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let limiter = Limiter::new(Quota::per_hour(1));
+    /// assert!(limiter.check().is_allowed());
+    /// assert!(!limiter.check().is_allowed());
+    /// ```
     #[inline]
     pub fn is_allowed(&self) -> bool {
         self.allowed
     }
 
     /// The quota that decided (for several quotas: the tightest one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{Limiter, Quota};
+    /// // With several quotas, the one that ran out is reported.
+    /// let limiter = Limiter::new(Quota::per_second(10)).and(Quota::per_day(1));
+    /// limiter.check();
+    /// assert_eq!(limiter.check().quota(), Quota::per_day(1));
+    /// ```
     pub fn quota(&self) -> Quota {
         Quota::from_parts(self.limit, Duration::from_nanos(self.period), self.burst)
     }
 
     /// The quota's limit per period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{Limiter, Quota};
+    /// assert_eq!(Limiter::new(Quota::per_minute(60)).check().limit(), 60);
+    /// ```
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
     /// How many more requests of cost 1 would pass right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let limiter = Limiter::new(Quota::per_minute(60).with_burst(10));
+    /// assert_eq!(limiter.check().remaining(), 9);
+    /// assert_eq!(limiter.check().remaining(), 8);
+    /// ```
     pub fn remaining(&self) -> u32 {
         let used = self.tat.saturating_sub(self.now);
         let window = self.emission * u64::from(self.burst);
@@ -335,12 +384,34 @@ impl Decision {
     }
 
     /// How long until the request would pass; zero when it is allowed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// assert_eq!(limiter.check().retry_after(), Duration::ZERO);
+    /// let denied = limiter.check();
+    /// assert!(denied.retry_after() > Duration::from_secs(59));
+    /// assert!(denied.retry_after() <= Duration::from_secs(60));
+    /// ```
     pub fn retry_after(&self) -> Duration {
         Duration::from_nanos(self.retry_after)
     }
 
     /// How long until the bucket is full again (every quota's burst
     /// available).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let limiter = Limiter::new(Quota::per_minute(60));
+    /// // One request used: the bucket is full again after one emission interval.
+    /// assert_eq!(limiter.check().reset_after(), Duration::from_secs(1));
+    /// ```
     pub fn reset_after(&self) -> Duration {
         Duration::from_nanos(self.tat.saturating_sub(self.now))
     }
@@ -366,6 +437,22 @@ impl Decision {
     /// # Errors
     ///
     /// [`RateLimited`] when the decision denied the request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota, RateLimited};
+    ///
+    /// fn admit(limiter: &Limiter) -> Result<u32, RateLimited> {
+    ///     let decision = limiter.check().into_result()?;
+    ///     Ok(decision.remaining())
+    /// }
+    ///
+    /// let limiter = Limiter::new(Quota::per_hour(1));
+    /// assert_eq!(admit(&limiter), Ok(0));
+    /// let err = admit(&limiter).unwrap_err();
+    /// assert_eq!(err.limit(), 1);
+    /// ```
     pub fn into_result(self) -> Result<Self, RateLimited> {
         if self.allowed {
             Ok(self)

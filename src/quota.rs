@@ -86,6 +86,17 @@ pub struct Quota {
 ///
 /// The message names the field (or quotes the input) and says what is
 /// accepted.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::{Quota, QuotaError};
+///
+/// assert_eq!(Quota::try_new(0, Duration::from_secs(1)), Err(QuotaError::ZeroLimit));
+/// let err = "60 per minute".parse::<Quota>().unwrap_err();
+/// assert!(matches!(err, QuotaError::Parse { .. }));
+/// // The message quotes the input and shows the accepted syntax.
+/// assert!(err.to_string().contains("expected LIMIT/[COUNT]UNIT"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QuotaError {
@@ -157,6 +168,19 @@ impl Quota {
     /// [`QuotaError::ZeroLimit`], [`QuotaError::ZeroPeriod`],
     /// [`QuotaError::TooFast`] (more than one per nanosecond) or
     /// [`QuotaError::TooLong`] (a burst window over 146 years).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::{Quota, QuotaError};
+    ///
+    /// // A limit read from configuration: reject 0 instead of panicking.
+    /// let q = Quota::try_new(100, Duration::from_secs(10))?;
+    /// assert_eq!(q.emission_interval(), Duration::from_millis(100));
+    /// assert_eq!(Quota::try_new(100, Duration::ZERO), Err(QuotaError::ZeroPeriod));
+    /// # Ok::<(), QuotaError>(())
+    /// ```
     pub fn try_new(limit: u32, period: Duration) -> Result<Self, QuotaError> {
         Self::try_with_burst(limit, period, limit)
     }
@@ -167,6 +191,21 @@ impl Quota {
     /// # Errors
     ///
     /// As [`try_new`](Self::try_new), plus [`QuotaError::ZeroBurst`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::{Quota, QuotaError};
+    ///
+    /// let q = Quota::try_with_burst(60, Duration::from_secs(60), 10)?;
+    /// assert_eq!(q, Quota::per_minute(60).with_burst(10));
+    /// assert_eq!(
+    ///     Quota::try_with_burst(60, Duration::from_secs(60), 0),
+    ///     Err(QuotaError::ZeroBurst)
+    /// );
+    /// # Ok::<(), QuotaError>(())
+    /// ```
     pub fn try_with_burst(limit: u32, period: Duration, burst: u32) -> Result<Self, QuotaError> {
         let q = Quota {
             limit,
@@ -210,6 +249,17 @@ impl Quota {
     ///
     /// When [`try_new`](Self::try_new) would fail: `limit` or `period` is
     /// zero, more than one per nanosecond, or a window over 146 years.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    ///
+    /// // 100 requests per 10 seconds: one every 100 ms, up to 100 at once.
+    /// let q = Quota::new(100, Duration::from_secs(10));
+    /// assert_eq!(q, "100/10s".parse().unwrap());
+    /// ```
     #[track_caller]
     pub fn new(limit: u32, period: Duration) -> Self {
         match Self::try_new(limit, period) {
@@ -223,6 +273,16 @@ impl Quota {
     /// # Panics
     ///
     /// When `n` is 0; use [`try_new`](Self::try_new) for a fallible version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    ///
+    /// let q = Quota::per_second(10);
+    /// assert_eq!((q.limit(), q.period(), q.burst()), (10, Duration::from_secs(1), 10));
+    /// ```
     #[track_caller]
     pub fn per_second(n: u32) -> Self {
         Self::new(n, Duration::from_secs(1))
@@ -233,6 +293,16 @@ impl Quota {
     /// # Panics
     ///
     /// When `n` is 0; use [`try_new`](Self::try_new) for a fallible version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    ///
+    /// // An API that allows 60 requests a minute.
+    /// let q = Quota::per_minute(60);
+    /// assert_eq!(q.to_string(), "60/min");
+    /// ```
     #[track_caller]
     pub fn per_minute(n: u32) -> Self {
         Self::new(n, Duration::from_secs(60))
@@ -243,6 +313,15 @@ impl Quota {
     /// # Panics
     ///
     /// When `n` is 0; use [`try_new`](Self::try_new) for a fallible version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    ///
+    /// assert_eq!(Quota::per_hour(3600).emission_interval(), Duration::from_secs(1));
+    /// ```
     #[track_caller]
     pub fn per_hour(n: u32) -> Self {
         Self::new(n, Duration::from_secs(3600))
@@ -253,6 +332,16 @@ impl Quota {
     /// # Panics
     ///
     /// When `n` is 0; use [`try_new`](Self::try_new) for a fallible version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    ///
+    /// // A daily cap, usually combined with a per-minute quota (see `Limiter::and`).
+    /// let q = Quota::per_day(1_000);
+    /// assert_eq!(q, "1000/day".parse().unwrap());
+    /// ```
     #[track_caller]
     pub fn per_day(n: u32) -> Self {
         Self::new(n, Duration::from_secs(86_400))
@@ -264,6 +353,18 @@ impl Quota {
     ///
     /// When `burst` is 0 or makes the burst window longer than 146 years;
     /// use [`try_with_burst`](Self::try_with_burst) for a fallible version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    ///
+    /// // 60 a minute, but never more than 10 back to back.
+    /// let q = Quota::per_minute(60).with_burst(10);
+    /// assert_eq!(q.burst(), 10);
+    /// assert_eq!(q.emission_interval(), Duration::from_secs(1));
+    /// ```
     #[track_caller]
     #[must_use]
     pub fn with_burst(self, burst: u32) -> Self {
@@ -274,22 +375,55 @@ impl Quota {
     }
 
     /// Requests per period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_minute(60).limit(), 60);
+    /// ```
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
     /// The period the limit refers to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_hour(1).period(), Duration::from_secs(3600));
+    /// ```
     pub fn period(&self) -> Duration {
         self.period
     }
 
     /// Requests admitted at once after a quiet spell.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_minute(60).burst(), 60); // the limit, by default
+    /// assert_eq!(Quota::per_minute(60).with_burst(5).burst(), 5);
+    /// ```
     pub fn burst(&self) -> u32 {
         self.burst
     }
 
     /// The steady spacing between requests, `period / limit`, rounded up to
     /// the nanosecond so the limit is never exceeded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_minute(60).emission_interval(), Duration::from_secs(1));
+    /// // Rounded up: 3 per second is one every 333_333_334 ns.
+    /// assert_eq!(Quota::per_second(3).emission_interval(), Duration::from_nanos(333_333_334));
+    /// ```
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.emission_nanos())
     }

@@ -8,6 +8,18 @@ use crate::BoxError;
 use crate::error::RateLimited;
 
 /// How a call went, as the adaptive layers see it.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BoxError;
+/// use tower_sluice::adaptive::{ClassifyFeedback, DefaultFeedback, Signal};
+///
+/// let ok = DefaultFeedback.feedback(&Ok::<_, BoxError>(()));
+/// assert_eq!(ok.signal(), Signal::Success);
+/// let failed = DefaultFeedback.feedback(&Err::<(), _>(BoxError::from("boom")));
+/// assert_eq!(failed.signal(), Signal::Failure);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
@@ -25,6 +37,18 @@ pub enum Signal {
 
 /// What the upstream said about its quota: how many requests remain, and
 /// when its window resets.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::adaptive::{Feedback, Signal, Upstream};
+///
+/// // An upstream that said 5 requests remain for the next 10 s.
+/// let upstream = Upstream { remaining: 5, reset: Duration::from_secs(10) };
+/// let feedback = Feedback::new(Signal::Success).upstream(upstream);
+/// assert_eq!(feedback.upstream_quota(), Some(upstream));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Upstream {
     /// Requests the upstream will still accept before `reset`.
@@ -35,6 +59,17 @@ pub struct Upstream {
 
 /// The verdict on one response: its [`Signal`], the wait the upstream asked
 /// for (`Retry-After`) and what it said about its quota.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::adaptive::{Feedback, Signal};
+///
+/// let feedback = Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(30));
+/// assert_eq!(feedback.signal(), Signal::Overloaded);
+/// assert_eq!(feedback.wait(), Some(Duration::from_secs(30)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use]
 pub struct Feedback {
@@ -45,6 +80,14 @@ pub struct Feedback {
 
 impl Feedback {
     /// A verdict with `signal` and no hints.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{Feedback, Signal};
+    /// let f = Feedback::new(Signal::Ignore);
+    /// assert_eq!((f.signal(), f.wait(), f.upstream_quota()), (Signal::Ignore, None, None));
+    /// ```
     pub fn new(signal: Signal) -> Self {
         Feedback {
             signal,
@@ -54,28 +97,67 @@ impl Feedback {
     }
 
     /// The upstream asked not to send before `wait` has passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{Feedback, Signal};
+    /// let f = Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(2));
+    /// assert_eq!(f.wait(), Some(Duration::from_secs(2)));
+    /// ```
     pub fn retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
     }
 
     /// The upstream said how much of its quota remains.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{Feedback, Signal, Upstream};
+    /// let u = Upstream { remaining: 0, reset: Duration::from_secs(60) };
+    /// assert_eq!(Feedback::new(Signal::Success).upstream(u).upstream_quota(), Some(u));
+    /// ```
     pub fn upstream(mut self, upstream: Upstream) -> Self {
         self.upstream = Some(upstream);
         self
     }
 
     /// The signal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{Feedback, Signal};
+    /// assert_eq!(Feedback::new(Signal::Failure).signal(), Signal::Failure);
+    /// ```
     pub fn signal(&self) -> Signal {
         self.signal
     }
 
     /// The wait the upstream asked for, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{Feedback, Signal};
+    /// assert_eq!(Feedback::new(Signal::Overloaded).wait(), None);
+    /// ```
     pub fn wait(&self) -> Option<Duration> {
         self.retry_after
     }
 
     /// The upstream's quota, if it said.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{Feedback, Signal};
+    /// assert_eq!(Feedback::new(Signal::Success).upstream_quota(), None);
+    /// ```
     pub fn upstream_quota(&self) -> Option<Upstream> {
         self.upstream
     }
@@ -111,6 +193,20 @@ impl From<Signal> for Feedback {
 pub trait ClassifyFeedback<Res> {
     /// The feedback of `result` (the inner service's error already
     /// converted into a [`BoxError`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::{ClassifyFeedback, Signal};
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::adaptive::Feedback;
+    ///
+    /// let by_status = |r: &Result<u16, BoxError>| match r {
+    ///     Ok(429) => Feedback::new(Signal::Overloaded),
+    ///     _ => Feedback::new(Signal::Success),
+    /// };
+    /// assert_eq!(by_status.feedback(&Ok(429)).signal(), Signal::Overloaded);
+    /// ```
     fn feedback(&self, result: &Result<Res, BoxError>) -> Feedback;
 }
 
@@ -129,6 +225,20 @@ where
 /// [`RateLimited`] (with its `retry_after`) or a gRPC
 /// `RESOURCE_EXHAUSTED` status (feature `tonic`), otherwise a
 /// [`Failure`](Signal::Failure).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::adaptive::{ClassifyFeedback, DefaultFeedback, Signal};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(1));
+/// limiter.check();
+/// let limited: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let f = DefaultFeedback.feedback(&Err::<(), _>(limited));
+/// assert_eq!(f.signal(), Signal::Overloaded);
+/// assert!(f.wait().is_some()); // the RateLimited's retry_after
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultFeedback;
 
@@ -143,6 +253,21 @@ impl<Res> ClassifyFeedback<Res> for DefaultFeedback {
 }
 
 /// The feedback of an error: see [`DefaultFeedback`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BoxError;
+/// use tower_sluice::adaptive::{error_feedback, Feedback, Signal};
+///
+/// // A classifier for a client whose responses never signal overload.
+/// let classify = |r: &Result<String, BoxError>| match r {
+///     Ok(_) => Feedback::new(Signal::Success),
+///     Err(e) => error_feedback(&**e),
+/// };
+/// # let _ = classify;
+/// assert_eq!(error_feedback(&*BoxError::from("timeout")).signal(), Signal::Failure);
+/// ```
 pub fn error_feedback(error: &(dyn Error + 'static)) -> Feedback {
     let mut next = Some(error);
     while let Some(e) = next {
@@ -182,6 +307,20 @@ mod http_rules {
     /// [`response_hints`] reads); other 5xx are failures; everything else
     /// succeeds. Errors as in [`DefaultFeedback`]. Every response's quota
     /// fields are read too ([`upstream_quota`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::Response;
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::adaptive::{ClassifyFeedback, HttpFeedback, Signal};
+    ///
+    /// let res = Response::builder().status(429).header("retry-after", "7").body(()).unwrap();
+    /// let f = HttpFeedback.feedback(&Ok::<_, BoxError>(res));
+    /// assert_eq!(f.signal(), Signal::Overloaded);
+    /// assert_eq!(f.wait(), Some(Duration::from_secs(7)));
+    /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct HttpFeedback;

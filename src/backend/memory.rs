@@ -17,6 +17,18 @@ use crate::per_key::store::{Extra, Fresh, KeyState, Store};
 /// Decisions are synchronous: a read lock on one shard and a
 /// compare-exchange per quota, with no allocation for a known key. See
 /// [`max_keys`](Self::new) for the memory bound.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::backend::Memory;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// // The default backend, with a bound of 50 000 keys instead of 100 000.
+/// let layer = PerKeyLayer::<std::net::IpAddr, _>::new(Quota::per_minute(60), |ip: &std::net::IpAddr| Some(*ip))
+///     .backend(Memory::<std::net::IpAddr>::new(50_000));
+/// # let _ = layer;
+/// ```
 pub struct Memory<K> {
     /// Shared so that a delayed grant can give its slot back later.
     shared: Arc<Shared<K>>,
@@ -28,6 +40,9 @@ struct Shared<K> {
 }
 
 /// A request's slot among its key's requests in flight; freed on drop.
+///
+/// It lives inside a [`Grant`](super::Grant) and the response future; it is
+/// not made or used directly.
 pub struct InFlight(Arc<Extra>);
 
 impl Drop for InFlight {
@@ -56,6 +71,16 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     /// plus whatever `K` owns on the heap; keys whose policy has several
     /// quotas or an in-flight cap also hold a shared block of about 64
     /// bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::Memory;
+    ///
+    /// let store = Memory::<u64>::new(100_000);
+    /// assert!(store.is_empty());
+    /// assert!(store.max_keys() <= 100_000); // rounded to whole shards
+    /// ```
     pub fn new(max_keys: usize) -> Self {
         Memory {
             shared: Arc::new(Shared {
@@ -66,22 +91,59 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     }
 
     /// Keys held now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::backend::{Backend, Memory};
+    /// use tower_sluice::per_key::Policy;
+    ///
+    /// let store = Memory::new(1_000);
+    /// let policy = Policy::new(Quota::per_minute(10));
+    /// let _ = store.acquire(&"ann", &policy, 1, Duration::ZERO);
+    /// let _ = store.acquire(&"bob", &policy, 1, Duration::ZERO);
+    /// assert_eq!(store.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.shared.store.len()
     }
 
     /// Whether no key is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::Memory;
+    /// assert!(Memory::<String>::new(10).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The most keys held at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::Memory;
+    /// assert!(Memory::<String>::new(500).max_keys() <= 500);
+    /// ```
     pub fn max_keys(&self) -> usize {
         self.shared.store.max_keys()
     }
 
     /// Bytes allocated by the tables (not counting what keys own on the
     /// heap).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::Memory;
+    /// let store = Memory::<u64>::new(1_000);
+    /// println!("tables: {} bytes", store.table_bytes());
+    /// ```
     pub fn table_bytes(&self) -> usize {
         self.shared.store.allocated_bytes()
     }
@@ -89,6 +151,22 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     /// Drops every idle key now (one shard at a time). Not needed for the
     /// memory bound, which holds on its own; useful to release memory after
     /// a burst of keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::backend::{Backend, Memory};
+    /// use tower_sluice::per_key::Policy;
+    ///
+    /// let store = Memory::new(1_000);
+    /// let policy = Policy::new(Quota::new(1, Duration::from_millis(10)));
+    /// let _ = store.acquire(&"ann", &policy, 1, Duration::ZERO);
+    /// std::thread::sleep(Duration::from_millis(20)); // ann's bucket is full again
+    /// store.sweep();
+    /// assert!(store.is_empty());
+    /// ```
     pub fn sweep(&self) {
         self.shared.store.sweep_all(self.shared.clock.now());
     }

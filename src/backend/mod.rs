@@ -24,6 +24,23 @@ pub use memory::{InFlight, Memory};
 pub use redis::RedisBackend;
 
 /// The outcome of asking a backend: decided now, or a future that decides.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+/// use tower_sluice::backend::{Acquire, Backend, Memory};
+/// use tower_sluice::per_key::Policy;
+///
+/// let store = Memory::new(1_000);
+/// let policy = Policy::new(Quota::per_minute(1));
+/// match store.acquire(&"ann", &policy, 1, Duration::ZERO) {
+///     Acquire::Ready(Ok(grant)) => assert_eq!(grant.wait(), Duration::ZERO),
+///     Acquire::Ready(Err(denied)) => panic!("denied: {denied}"),
+///     Acquire::Pending(_never) => unreachable!("memory decides at once"),
+/// }
+/// ```
 #[derive(Debug)]
 pub enum Acquire<F> {
     /// Decided synchronously (the in-memory backend).
@@ -38,6 +55,23 @@ pub enum Acquire<F> {
 /// Denials are errors instead: [`RateLimited`](crate::RateLimited),
 /// [`TooManyInFlight`](crate::error::TooManyInFlight) or
 /// [`TooManyKeys`](crate::error::TooManyKeys).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+/// use tower_sluice::backend::{Acquire, Backend, Memory};
+/// use tower_sluice::per_key::Policy;
+///
+/// let store = Memory::new(1_000);
+/// let policy = Policy::new(Quota::per_second(1));
+/// let Acquire::Ready(Ok(_first)) = store.acquire(&1_u64, &policy, 1, Duration::ZERO) else { panic!() };
+/// // Willing to wait up to 2 s: admitted, to be sent in about a second.
+/// let Acquire::Ready(Ok(grant)) = store.acquire(&1_u64, &policy, 1, Duration::from_secs(2)) else { panic!() };
+/// assert!(grant.wait() > Duration::from_millis(900));
+/// assert!(grant.decision().is_allowed());
+/// ```
 #[derive(Debug)]
 pub struct Grant {
     decision: Decision,
@@ -48,6 +82,20 @@ pub struct Grant {
 
 impl Grant {
     /// A grant to send after `wait` (zero: now).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::backend::Grant;
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// // A custom backend that decides with a `Limiter` per key.
+    /// let limiter = Limiter::new(Quota::per_second(10));
+    /// let grant = Grant::new(limiter.check().into_result()?, Duration::ZERO);
+    /// assert_eq!(grant.decision().remaining(), 9);
+    /// # Ok::<(), tower_sluice::RateLimited>(())
+    /// ```
     #[inline]
     pub fn new(decision: Decision, wait: Duration) -> Self {
         Grant {
@@ -78,12 +126,32 @@ impl Grant {
     }
 
     /// The decision of the key's tightest quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::backend::Grant;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let grant = Grant::new(Limiter::new(Quota::per_second(10)).check(), Duration::ZERO);
+    /// assert_eq!(grant.decision().limit(), 10);
+    /// ```
     #[inline]
     pub fn decision(&self) -> &Decision {
         &self.decision
     }
 
     /// How long to wait before sending (zero: now).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::backend::Grant;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let grant = Grant::new(Limiter::new(Quota::per_second(10)).check(), Duration::from_millis(5));
+    /// assert_eq!(grant.wait(), Duration::from_millis(5));
+    /// ```
     #[inline]
     pub fn wait(&self) -> Duration {
         self.wait
@@ -131,6 +199,20 @@ impl fmt::Debug for Refund {
 
 /// The state of each quota of a key's policy, without consuming: for
 /// `RateLimit` headers.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::Quota;
+/// use tower_sluice::backend::{Backend, Memory};
+/// use tower_sluice::per_key::Policy;
+///
+/// let store = Memory::new(1_000);
+/// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_day(1_000)).unwrap();
+/// let states = store.states(&"ann", &policy);
+/// let limits: Vec<u32> = states.iter().map(|d| d.limit()).collect();
+/// assert_eq!(limits, [60, 1_000]);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuotaStates {
     states: [Option<Decision>; crate::per_key::MAX_QUOTAS],
@@ -144,6 +226,17 @@ impl QuotaStates {
     }
 
     /// One decision per quota, in the policy's order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::backend::{Backend, Memory};
+    /// # use tower_sluice::per_key::Policy;
+    /// let store = Memory::new(1_000);
+    /// let states = store.states(&"ann", &Policy::new(Quota::per_minute(60)));
+    /// assert!(states.iter().all(|d| d.remaining() == 60)); // an unseen key is full
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = &Decision> {
         self.states.iter().map_while(Option::as_ref)
     }
@@ -153,13 +246,31 @@ impl QuotaStates {
 ///
 /// Implemented by [`Memory`] (the default) and, with the `redis` feature,
 /// by the Redis backend.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_sluice::backend::Memory;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// // One store shared by two layers (an `Arc<B>` is a backend too).
+/// let store = Arc::new(Memory::<String>::new(100_000));
+/// let api = PerKeyLayer::<String, _>::new(Quota::per_minute(60), |k: &String| Some(k.clone())).backend(store.clone());
+/// let admin = PerKeyLayer::<String, _>::new(Quota::per_minute(10), |k: &String| Some(k.clone())).backend(store);
+/// # let _ = (api, admin);
+/// ```
 pub trait Backend<K>: Send + Sync + 'static {
     /// The future of a decision that is not ready at once.
+    ///
+    /// [`Never`] for a backend that always decides at once.
     type Future: Future<Output = Result<Grant, BoxError>> + Send + 'static;
 
     /// Admits a request of cost `cost` for `key` now, or within `max_wait`
     /// (the grant then says how long to wait), consuming capacity; or
     /// denies it with an error and consumes nothing.
+    ///
+    /// See [`Acquire`] and [`Grant`] for examples.
     fn acquire(
         &self,
         key: &K,
@@ -170,10 +281,28 @@ pub trait Backend<K>: Send + Sync + 'static {
 
     /// What [`acquire`](Self::acquire) with no waiting would decide, without
     /// consuming anything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::backend::{Acquire, Backend, Memory};
+    /// use tower_sluice::per_key::Policy;
+    ///
+    /// let store = Memory::new(1_000);
+    /// let policy = Policy::new(Quota::per_hour(1));
+    /// for _ in 0..3 {
+    ///     // Peeking consumes nothing: the key stays allowed.
+    ///     let Acquire::Ready(Ok(grant)) = store.peek(&"ann", &policy, 1) else { panic!() };
+    ///     assert!(grant.decision().is_allowed());
+    /// }
+    /// ```
     fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Self::Future>;
 
     /// The state of each of the key's quotas now, as far as the backend
     /// knows it without a round trip (for response headers).
+    ///
+    /// See [`QuotaStates`] for an example.
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates;
 }
 
@@ -202,6 +331,15 @@ impl<K, B: Backend<K>> Backend<K> for std::sync::Arc<B> {
 }
 
 /// A future that never completes, for backends that always decide at once.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::backend::{Backend, Memory, Never};
+///
+/// fn decides_at_once<K, B: Backend<K, Future = Never>>(_: &B) {}
+/// decides_at_once::<u64, _>(&Memory::<u64>::new(10));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Never {}
 

@@ -9,6 +9,29 @@ use super::core::Core;
 ///
 /// Cheap to clone. From [`QueueLayer::handle`](crate::QueueLayer::handle)
 /// or [`Queue::handle`](crate::Queue::handle).
+///
+/// # Examples
+///
+/// ```
+/// use std::future::pending;
+/// use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+/// use tower_sluice::QueueLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let queue = QueueLayer::new(10).concurrency(1);
+/// let handle = queue.handle();
+/// let mut svc = ServiceBuilder::new()
+///     .layer(queue)
+///     .service(service_fn(|_: u32| pending::<Result<(), BoxError>>()));
+/// let _first = tokio::spawn(svc.ready().await?.call(1));
+/// let _second = tokio::spawn(svc.ready().await?.call(2));
+/// tokio::task::yield_now().await;
+/// assert_eq!(handle.in_flight(), 1); // the first is with the inner service
+/// assert_eq!(handle.depth(), 1); // the second waits
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct QueueHandle {
     pub(crate) core: Arc<Core>,
@@ -16,23 +39,63 @@ pub struct QueueHandle {
 
 impl QueueHandle {
     /// Requests waiting in the queue now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::QueueLayer;
+    /// assert_eq!(QueueLayer::new(10).handle().depth(), 0);
+    /// ```
     pub fn depth(&self) -> usize {
         self.core.depth()
     }
 
     /// Requests sent to the inner service whose response futures have not
     /// completed or been dropped yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::QueueLayer;
+    /// assert_eq!(QueueLayer::new(10).concurrency(4).handle().in_flight(), 0);
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.core.in_flight()
     }
 
     /// The most requests that may wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::QueueLayer;
+    /// assert_eq!(QueueLayer::new(10).handle().capacity(), 10);
+    /// ```
     pub fn capacity(&self) -> usize {
         self.core.config.capacity
     }
 
     /// The current depth and in-flight count, and the counters since the
     /// layer was made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let queue = QueueLayer::new(10);
+    /// let handle = queue.handle();
+    /// let svc = ServiceBuilder::new().layer(queue).service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// svc.clone().oneshot(1).await?;
+    /// svc.clone().oneshot(2).await?;
+    /// let stats = handle.stats();
+    /// assert_eq!((stats.dispatched, stats.queued, stats.rejected_full), (2, 0, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> QueueStats {
         let c = self.core.lock().counters;
         QueueStats {
@@ -57,6 +120,16 @@ impl fmt::Debug for QueueHandle {
 }
 
 /// A snapshot of a queue, from [`QueueHandle::stats`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::QueueLayer;
+/// use tower_sluice::queue::QueueStats;
+///
+/// let stats: QueueStats = QueueLayer::new(10).handle().stats();
+/// assert_eq!(stats, QueueStats::default());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct QueueStats {

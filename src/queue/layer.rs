@@ -20,6 +20,9 @@ use crate::observe::{Observer, Observers};
 ///
 /// The layer owns one queue (with its concurrency cap and pacer): every
 /// service it wraps, every clone and every handle see the same one. Two
+/// layers made by two calls to [`new`](Self::new) are independent.
+///
+/// # Examples
 ///
 /// ```
 /// use std::time::Duration;
@@ -42,7 +45,6 @@ use crate::observe::{Observer, Observers};
 /// assert_eq!(handle.depth(), 0);
 /// # }
 /// ```
-/// layers made by two calls to [`new`](Self::new) are independent.
 pub struct QueueLayer<P = NoPriority, K = NoKey> {
     config: Config,
     observers: Observers,
@@ -60,6 +62,16 @@ impl QueueLayer {
     /// refused (load shedding). Requests sent at once do not count against
     /// the capacity; requests in flight are bounded by
     /// [`concurrency`](Self::concurrency).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// // Up to 1000 requests wait; 16 are in flight at once.
+    /// let queue = QueueLayer::new(1_000).concurrency(16);
+    /// assert_eq!(queue.handle().capacity(), 1_000);
+    /// ```
     pub fn new(capacity: usize) -> Self {
         let config = Config::new(capacity);
         QueueLayer {
@@ -83,6 +95,20 @@ impl<P, K> QueueLayer<P, K> {
     /// request whose predicted wait is already longer fails at once
     /// (`predicted() == true`): the prediction counts the pacer's schedule
     /// for the requests ahead of it, so it never overstates the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::{QueueLayer, Quota};
+    ///
+    /// // A client paced at 60 a minute that gives up on a request after 30 s in
+    /// // the queue, or at once when the 31st request in line is queued.
+    /// let queue = QueueLayer::new(100)
+    ///     .pace(Quota::per_minute(60).with_burst(1))
+    ///     .max_wait(Duration::from_secs(30));
+    /// # let _ = queue;
+    /// ```
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.config.max_wait = Some(max_wait);
@@ -98,6 +124,33 @@ impl<P, K> QueueLayer<P, K> {
     ///
     /// If `n` is 0 (nothing could ever be sent): "QueueLayer::concurrency
     /// must be at least 1".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let queue = QueueLayer::new(10).concurrency(2);
+    /// let handle = queue.handle();
+    /// let svc = ServiceBuilder::new().layer(queue).service(service_fn(|_: u32| async {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     Ok::<_, BoxError>(())
+    /// }));
+    /// let start = tokio::time::Instant::now();
+    /// let tasks: Vec<_> = (0..4).map(|n| tokio::spawn(svc.clone().oneshot(n))).collect();
+    /// for task in tasks {
+    ///     task.await??;
+    /// }
+    /// // Two at a time: two rounds of one second.
+    /// assert_eq!(start.elapsed(), Duration::from_secs(2));
+    /// assert_eq!(handle.stats().queued, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         assert!(n > 0, "QueueLayer::concurrency must be at least 1");
@@ -109,6 +162,17 @@ impl<P, K> QueueLayer<P, K> {
     /// then one per emission interval (`period / limit`). A request
     /// cancelled while waiting takes no slot: slots are taken when requests
     /// are sent, not when they join.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{QueueLayer, Quota};
+    ///
+    /// // Never more than 60 a minute upstream, and never 2 back to back:
+    /// // one request a second, the rest wait their turn.
+    /// let queue = QueueLayer::new(1_000).pace(Quota::per_minute(60).with_burst(1));
+    /// # let _ = queue;
+    /// ```
     #[must_use]
     pub fn pace(mut self, quota: Quota) -> Self {
         self.config.pace = Some(quota);
@@ -120,6 +184,20 @@ impl<P, K> QueueLayer<P, K> {
     /// order. To keep the lowest classes from starving, every
     /// [`oldest_every`](Self::oldest_every)-th request sent from the queue
     /// (default 8) is the oldest waiting request, whatever its class.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// struct Job { interactive: bool }
+    ///
+    /// // Interactive jobs jump ahead of batch jobs.
+    /// let queue = QueueLayer::new(100)
+    ///     .concurrency(4)
+    ///     .priority(|job: &Job| if job.interactive { 1 } else { 0 });
+    /// # let _ = queue;
+    /// ```
     #[must_use]
     pub fn priority<P2>(self, priority: P2) -> QueueLayer<P2, K> {
         QueueLayer {
@@ -137,6 +215,18 @@ impl<P, K> QueueLayer<P, K> {
     /// requests older than it (default 8). `1` serves in arrival order
     /// regardless of class; `0` turns the guard off (strict priority: a
     /// steady flow of high-class requests can starve lower classes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// // Strict priority, except that every 4th request sent is the oldest.
+    /// let queue = QueueLayer::new(100)
+    ///     .priority(|class: &u8| *class)
+    ///     .oldest_every(4);
+    /// # let _ = queue;
+    /// ```
     #[must_use]
     pub fn oldest_every(mut self, n: u32) -> Self {
         self.config.oldest_every = n;
@@ -147,6 +237,18 @@ impl<P, K> QueueLayer<P, K> {
     /// `key(&req)`, any `Hash` value, told apart by a 64-bit hash); one
     /// more fails with [`QueueFull`](crate::QueueFull) whose `capacity` is
     /// `max`. Keeps one client from filling the queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// struct Req { tenant: u32 }
+    ///
+    /// // 1000 places in all, at most 50 of them for any one tenant.
+    /// let queue = QueueLayer::new(1_000).max_per_key(50, |req: &Req| req.tenant);
+    /// # let _ = queue;
+    /// ```
     #[must_use]
     pub fn max_per_key<K2>(mut self, max: usize, key: K2) -> QueueLayer<P, K2> {
         self.config.max_per_key = Some(max);
@@ -162,6 +264,23 @@ impl<P, K> QueueLayer<P, K> {
 
     /// Reports queued, dequeued, refused and timed-out requests and a
     /// failed inner service to `observer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::QueueLayer;
+    /// use tower_sluice::observe::{Event, Monitor};
+    ///
+    /// let monitor = Monitor::new();
+    /// let queue = QueueLayer::new(100).observer(monitor.clone());
+    /// // Or a closure:
+    /// let logged = QueueLayer::new(100).observer(|e: &Event<'_>| {
+    ///     if let Event::QueueFull { .. } = e {
+    ///         eprintln!("queue full: shedding load");
+    ///     }
+    /// });
+    /// # let _ = (queue, logged);
+    /// ```
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers = Observers::new(observer);
@@ -169,6 +288,17 @@ impl<P, K> QueueLayer<P, K> {
     }
 
     /// A handle on the shared queue: depth, in flight, counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// // Take the handle after the last setter: each setter makes a new queue.
+    /// let queue = QueueLayer::new(100).concurrency(8);
+    /// let handle = queue.handle();
+    /// assert_eq!((handle.depth(), handle.in_flight()), (0, 0));
+    /// ```
     pub fn handle(&self) -> QueueHandle {
         QueueHandle {
             core: self.core.clone(),

@@ -125,12 +125,49 @@ pub(crate) const DEFAULT_OLDEST_EVERY: u32 = 8;
 /// Gives a request its priority class: higher classes are served first.
 ///
 /// Implemented for closures `Fn(&Req) -> u8` and for [`NoPriority`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::QueueLayer;
+/// use tower_sluice::queue::Priority;
+///
+/// /// Paying customers first.
+/// #[derive(Clone)]
+/// struct ByPlan;
+/// impl Priority<(String, bool)> for ByPlan {
+///     fn priority(&self, (_, paid): &(String, bool)) -> u8 {
+///         u8::from(*paid)
+///     }
+/// }
+///
+/// assert_eq!(ByPlan.priority(&("ann".into(), true)), 1);
+/// let queue = QueueLayer::new(100).priority(ByPlan);
+/// # let _ = queue;
+/// ```
 pub trait Priority<Req> {
     /// The request's class.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::queue::Priority;
+    ///
+    /// let urgent_first = |req: &&str| if req.starts_with("urgent") { 9 } else { 0 };
+    /// assert_eq!(urgent_first.priority(&"urgent: disk full"), 9);
+    /// ```
     fn priority(&self, req: &Req) -> u8;
 }
 
 /// Every request in one class (the default).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::queue::{NoPriority, Priority};
+///
+/// assert_eq!(Priority::<u32>::priority(&NoPriority, &7), 0);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoPriority;
 
@@ -155,13 +192,43 @@ where
 ///
 /// Implemented for closures `Fn(&Req) -> T` where `T: Hash`, and for
 /// [`NoKey`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::QueueLayer;
+///
+/// // Any closure returning a `Hash` value is a `QueueKey`.
+/// let queue = QueueLayer::new(100).max_per_key(10, |req: &(String, u32)| req.0.clone());
+/// # let _ = queue;
+/// ```
 pub trait QueueKey<Req> {
     /// The hash of the request's key, `None` for no key (no per-key
     /// bound).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::hash::RandomState;
+    /// use tower_sluice::queue::QueueKey;
+    ///
+    /// let tenant = |req: &(u32, &str)| req.0;
+    /// let hasher = RandomState::new();
+    /// assert_eq!(tenant.key_hash(&(1, "a"), &hasher), tenant.key_hash(&(1, "b"), &hasher));
+    /// ```
     fn key_hash(&self, req: &Req, hasher: &impl BuildHasher) -> Option<u64>;
 }
 
 /// No per-key bound (the default).
+///
+/// # Examples
+///
+/// ```
+/// use std::hash::RandomState;
+/// use tower_sluice::queue::{NoKey, QueueKey};
+///
+/// assert_eq!(QueueKey::<u32>::key_hash(&NoKey, &7, &RandomState::new()), None);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoKey;
 

@@ -25,6 +25,29 @@ use crate::observe::Event;
 /// `Send` to make the queue `Send + Sync`): clones share the inner service,
 /// behind a lock, and the queue. All services made by one layer share the
 /// queue; each keeps its own inner service.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::{Queue, QueueLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // An inner service that is neither `Clone` nor `Sync`...
+/// let calls = Cell::new(0);
+/// let inner = service_fn(move |n: u32| {
+///     calls.set(calls.get() + 1);
+///     async move { Ok::<_, BoxError>(n) }
+/// });
+/// // ...shared by clones of the queue.
+/// let svc: Queue<_> = QueueLayer::new(10).layer(inner);
+/// assert_eq!(svc.clone().oneshot(1).await?, 1);
+/// assert_eq!(svc.clone().oneshot(2).await?, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Queue<S, P = NoPriority, K = NoKey> {
     inner: Arc<InnerCell<S>>,
     core: Arc<Core>,
@@ -43,6 +66,16 @@ impl<S, P, K> Queue<S, P, K> {
     }
 
     /// A handle on the shared queue: depth, requests in flight, counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer};
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// let svc = QueueLayer::new(10).layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// assert_eq!(svc.handle().capacity(), 10);
+    /// ```
     pub fn handle(&self) -> QueueHandle {
         QueueHandle {
             core: self.core.clone(),

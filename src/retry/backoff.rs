@@ -19,6 +19,20 @@ enum Growth {
 ///
 /// `d` below is the un-jittered delay of the retry, `min(max_delay,
 /// base * factor^n)`; the result never exceeds `max_delay`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::retry::{Backoff, Jitter};
+///
+/// let backoff = Backoff::exponential(Duration::from_millis(100)).jitter(Jitter::Equal);
+/// for (n, delay) in backoff.delays().take(4).enumerate() {
+///     // Equal jitter keeps at least half of the nominal 100, 200, 400, 800 ms.
+///     let nominal = Duration::from_millis(100 << n);
+///     assert!(delay >= nominal / 2 && delay <= nominal);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub enum Jitter {
@@ -82,6 +96,17 @@ impl Default for Backoff {
 impl Backoff {
     /// `base * factor^n` for the `n`-th retry (factor 2 unless set), capped
     /// at `max_delay` (10 s unless set), with full jitter unless set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::{Backoff, Jitter};
+    ///
+    /// let backoff = Backoff::exponential(Duration::from_millis(100)).jitter(Jitter::None);
+    /// let delays: Vec<_> = backoff.delays().take(4).collect();
+    /// assert_eq!(delays, [100, 200, 400, 800].map(Duration::from_millis));
+    /// ```
     pub fn exponential(base: Duration) -> Self {
         Backoff {
             growth: Growth::Exponential,
@@ -95,6 +120,16 @@ impl Backoff {
 
     /// The same delay `delay` before every retry, without jitter unless
     /// set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// let backoff = Backoff::constant(Duration::from_secs(1));
+    /// assert!(backoff.delays().take(3).all(|d| d == Duration::from_secs(1)));
+    /// ```
     pub fn constant(delay: Duration) -> Self {
         Backoff {
             factor: 1.0,
@@ -106,6 +141,17 @@ impl Backoff {
 
     /// `base * fib(n + 1)` for the `n`-th retry (1, 1, 2, 3, 5, 8, ...
     /// times `base`), capped at `max_delay`, with full jitter unless set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::{Backoff, Jitter};
+    ///
+    /// let backoff = Backoff::fibonacci(Duration::from_millis(100)).jitter(Jitter::None);
+    /// let delays: Vec<_> = backoff.delays().take(5).collect();
+    /// assert_eq!(delays, [100, 100, 200, 300, 500].map(Duration::from_millis));
+    /// ```
     pub fn fibonacci(base: Duration) -> Self {
         Backoff {
             growth: Growth::Fibonacci,
@@ -114,6 +160,19 @@ impl Backoff {
     }
 
     /// The growth factor of exponential backoff (at least 1; default 2).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::{Backoff, Jitter};
+    ///
+    /// let backoff = Backoff::exponential(Duration::from_millis(10)).factor(10.0).jitter(Jitter::None);
+    /// let delays: Vec<_> = backoff.delays().take(3).collect();
+    /// assert_eq!(delays, [10, 100, 1000].map(Duration::from_millis));
+    /// // A factor below 1 would shrink the delays: refused when validated.
+    /// assert!(backoff.factor(0.5).validate().is_err());
+    /// ```
     pub fn factor(mut self, factor: f64) -> Self {
         self.factor = factor;
         self
@@ -121,6 +180,19 @@ impl Backoff {
 
     /// The longest delay before a retry, jitter included (at least the
     /// base; default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::{Backoff, Jitter};
+    ///
+    /// let backoff = Backoff::exponential(Duration::from_secs(1))
+    ///     .max_delay(Duration::from_secs(5))
+    ///     .jitter(Jitter::None);
+    /// let delays: Vec<_> = backoff.delays().take(5).collect();
+    /// assert_eq!(delays, [1, 2, 4, 5, 5].map(Duration::from_secs));
+    /// ```
     pub fn max_delay(mut self, max_delay: Duration) -> Self {
         self.max_delay = max_delay;
         self
@@ -133,6 +205,18 @@ impl Backoff {
 
     /// The jitter (default [`Jitter::Full`]; [`Jitter::None`] for
     /// [`constant`](Self::constant)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::{Backoff, Jitter};
+    ///
+    /// // gRPC's ±20% around the nominal delay.
+    /// let backoff = Backoff::exponential(Duration::from_secs(1)).jitter(Jitter::Proportional(0.2));
+    /// let first = backoff.delays().next().unwrap();
+    /// assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200));
+    /// ```
     pub fn jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self
@@ -143,22 +227,71 @@ impl Backoff {
     /// `seed` and `k`. For tests; by default each request draws from a
     /// per-thread generator seeded from the OS's randomness (no lock, no
     /// shared state).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// let backoff = Backoff::exponential(Duration::from_millis(100)).seed(42);
+    /// let a: Vec<_> = backoff.delays().take(5).collect();
+    /// let b: Vec<_> = backoff.delays().take(5).collect();
+    /// assert_eq!(a, b); // the same draws every time
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
     }
 
     /// The base delay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::Backoff;
+    /// assert_eq!(Backoff::default().base(), Duration::from_millis(100));
+    /// ```
     pub fn base(&self) -> Duration {
         self.base
     }
 
     /// The configured cap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::Backoff;
+    /// assert_eq!(Backoff::default().get_max_delay(), Duration::from_secs(10));
+    /// let b = Backoff::exponential(Duration::from_secs(1)).max_delay(Duration::from_secs(30));
+    /// assert_eq!(b.get_max_delay(), Duration::from_secs(30));
+    /// ```
     pub fn get_max_delay(&self) -> Duration {
         self.max_delay
     }
 
     /// Checks the settings; the error names the first invalid one.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] whose [`field`](ConfigError::field) is `base`,
+    /// `factor`, `max_delay` or `jitter`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// let err = Backoff::exponential(Duration::from_secs(1))
+    ///     .max_delay(Duration::from_millis(500))
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "max_delay");
+    /// assert!(Backoff::default().validate().is_ok());
+    /// ```
     pub fn validate(self) -> Result<Self, ConfigError> {
         if self.base.is_zero() {
             return Err(invalid("base", "must be above zero"));
@@ -180,6 +313,18 @@ impl Backoff {
     /// The delays of the first request that retries through a layer with
     /// this backoff (with a [`seed`](Self::seed), exactly; otherwise one
     /// random draw). An endless iterator: take what you need.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// // The worst case of 5 retries with full jitter: the sum of the caps.
+    /// let backoff = Backoff::exponential(Duration::from_millis(100));
+    /// let total: Duration = backoff.delays().take(5).sum();
+    /// assert!(total <= Duration::from_millis(100 + 200 + 400 + 800 + 1600));
+    /// ```
     pub fn delays(&self) -> Delays {
         Delays {
             backoff: *self,
@@ -264,6 +409,16 @@ fn fib(n: u32) -> f64 {
 }
 
 /// The delays of [`Backoff::delays`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::retry::{Backoff, Delays, Jitter};
+///
+/// let mut delays: Delays = Backoff::constant(Duration::from_secs(2)).jitter(Jitter::None).delays();
+/// assert_eq!(delays.next(), Some(Duration::from_secs(2)));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Delays {
     backoff: Backoff,

@@ -24,6 +24,22 @@ pin_project! {
     /// after an attempt that read only part of the body is still complete.
     /// Once more than the cap has been read, the copies are dropped and
     /// the request can no longer be replayed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower_sluice::retry::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sluice::BoxError> {
+    /// let body = ReplayBody::new(Full::new(Bytes::from("hello")), 1024);
+    /// assert!(body.is_replayable());
+    /// assert_eq!(body.collect().await?.to_bytes(), "hello");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ReplayBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -55,6 +71,17 @@ struct Shared<B> {
 
 impl<B: Body> ReplayBody<B> {
     /// A body that keeps up to `cap` bytes for replays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower_sluice::retry::ReplayBody;
+    /// // Keeps up to 64 KiB of the body for a retry.
+    /// let body = ReplayBody::new(Full::new(Bytes::from_static(b"{\"id\":1}")), 64 * 1024);
+    /// assert!(body.is_replayable());
+    /// ```
     pub fn new(body: B, cap: usize) -> Self {
         let hint = body.size_hint();
         let empty = body.is_end_stream();
@@ -82,6 +109,16 @@ impl<B: Body> ReplayBody<B> {
 
 impl<B> ReplayBody<B> {
     /// A body streamed once, without keeping anything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use http_body_util::Empty;
+    /// # use bytes::Bytes;
+    /// # use tower_sluice::retry::ReplayBody;
+    /// let body = ReplayBody::once(Empty::<Bytes>::new());
+    /// assert!(!body.is_replayable());
+    /// ```
     pub fn once(body: B) -> Self {
         ReplayBody {
             kind: Kind::Once { body },
@@ -89,6 +126,25 @@ impl<B> ReplayBody<B> {
     }
 
     /// Whether a replay is still possible (not over the cap, no error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower_sluice::retry::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sluice::BoxError> {
+    /// // A 10-byte body with a 4-byte cap: once read, it cannot be replayed.
+    /// let mut body = ReplayBody::new(Full::new(Bytes::from("0123456789")), 4);
+    /// while let Some(frame) = body.frame().await {
+    ///     frame?;
+    /// }
+    /// assert!(!body.is_replayable());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_replayable(&self) -> bool {
         match &self.kind {
             Kind::Once { .. } => false,

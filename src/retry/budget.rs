@@ -85,6 +85,23 @@ impl RetryBudget {
     ///
     /// A `window` under 10 ms (field `window`), or a `ratio` that is NaN,
     /// negative or above 100 (field `ratio`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::{Backoff, RetryBudget};
+    ///
+    /// // One budget for two clients of the same upstream: together they retry
+    /// // at most 10% of their requests, plus one retry a second.
+    /// let budget = RetryBudget::new(Duration::from_secs(30), 0.1, 1)?;
+    /// let a = BackoffRetryLayer::new(Backoff::default()).budget(budget.clone());
+    /// let b = BackoffRetryLayer::new(Backoff::default()).budget(budget);
+    /// # let _ = (a, b);
+    /// assert_eq!(RetryBudget::new(Duration::ZERO, 0.1, 1).unwrap_err().field(), "window");
+    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// ```
     pub fn new(window: Duration, ratio: f64, min_per_sec: u32) -> Result<Self, ConfigError> {
         if window < Duration::from_millis(10) || window > Duration::from_secs(86_400 * 365) {
             return Err(invalid("window", "must be between 10 ms and a year"));
@@ -115,6 +132,19 @@ impl RetryBudget {
     }
 
     /// Records a first attempt (the layer calls it for each request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::RetryBudget;
+    /// let budget = RetryBudget::new(Duration::from_secs(10), 0.5, 0)?;
+    /// assert_eq!(budget.remaining(), 0);
+    /// budget.deposit();
+    /// budget.deposit();
+    /// assert_eq!(budget.remaining(), 1);
+    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// ```
     pub fn deposit(&self) {
         let i = &self.inner;
         if i.deposit > 0 {
@@ -123,6 +153,18 @@ impl RetryBudget {
     }
 
     /// Takes one retry from the budget: `true` if one was left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::RetryBudget;
+    /// let budget = RetryBudget::new(Duration::from_secs(10), 1.0, 0)?;
+    /// budget.deposit();
+    /// assert!(budget.withdraw());
+    /// assert!(!budget.withdraw());
+    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// ```
     pub fn withdraw(&self) -> bool {
         let i = &self.inner;
         let e = i.epoch();
@@ -136,6 +178,17 @@ impl RetryBudget {
     }
 
     /// How many retries the budget would allow now (rounded down).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::RetryBudget;
+    /// // The floor alone: 2 a second over 10 s.
+    /// let budget = RetryBudget::new(Duration::from_secs(10), 0.2, 2)?;
+    /// assert_eq!(budget.remaining(), 20);
+    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// ```
     pub fn remaining(&self) -> u64 {
         let i = &self.inner;
         let balance = i.reserve + i.sum(i.epoch());

@@ -10,6 +10,33 @@ use crate::error::{CircuitOpen, QueueFull, QueueTimeout, RateLimited};
 /// The verdict on one attempt: its [`Outcome`] (only
 /// [`Failure`](Outcome::Failure) is retried; `Success` and `Ignore` are
 /// returned as they are) and what the upstream said about waiting.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::BoxError;
+/// use tower_sluice::retry::{ClassifyRetry, Outcome, Verdict};
+///
+/// /// Retries HTTP-like status codes, waiting 2 s after a 429.
+/// #[derive(Clone)]
+/// struct ByStatus;
+/// impl ClassifyRetry<u16> for ByStatus {
+///     fn classify_retry(&self, result: &Result<u16, BoxError>) -> Verdict {
+///         match result {
+///             Ok(429) => Verdict::failure().retry_after(Duration::from_secs(2)).with_status(429),
+///             Ok(s @ 500..) => Verdict::failure().with_status(*s),
+///             Ok(s) => Verdict::success().with_status(*s),
+///             Err(_) => Verdict::new(Outcome::Ignore),
+///         }
+///     }
+/// }
+///
+/// let v = ByStatus.classify_retry(&Ok(429));
+/// assert_eq!(v.outcome(), Outcome::Failure);
+/// assert_eq!(v.wait(), Some(Duration::from_secs(2)));
+/// assert_eq!(v.status(), Some(429));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct Verdict {
@@ -21,6 +48,14 @@ pub struct Verdict {
 
 impl Verdict {
     /// A verdict with `outcome` and no hint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// assert_eq!(Verdict::new(Outcome::Failure), Verdict::failure());
+    /// assert_eq!(Verdict::new(Outcome::Ignore).outcome(), Outcome::Ignore);
+    /// ```
     pub fn new(outcome: Outcome) -> Self {
         Verdict {
             outcome,
@@ -31,11 +66,26 @@ impl Verdict {
     }
 
     /// Not retried, returned to the caller.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// assert_eq!(Verdict::success().outcome(), Outcome::Success);
+    /// ```
     pub fn success() -> Self {
         Verdict::new(Outcome::Success)
     }
 
     /// A transient failure: retried if attempts, time and budget allow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// let v = Verdict::failure();
+    /// assert_eq!((v.outcome(), v.wait()), (Outcome::Failure, None));
+    /// ```
     pub fn failure() -> Self {
         Verdict::new(Outcome::Failure)
     }
@@ -43,6 +93,18 @@ impl Verdict {
     /// The upstream asked to wait at least `wait` before trying again
     /// (`Retry-After` and the like). The layer waits at least that long,
     /// up to its `max_retry_after`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::Verdict;
+    /// // Several hints: the longest wait wins.
+    /// let v = Verdict::failure()
+    ///     .retry_after(Duration::from_secs(1))
+    ///     .retry_after(Duration::from_secs(3));
+    /// assert_eq!(v.wait(), Some(Duration::from_secs(3)));
+    /// ```
     pub fn retry_after(mut self, wait: Duration) -> Self {
         self.wait = Some(self.wait.map_or(wait, |w| w.max(wait)));
         self
@@ -50,6 +112,14 @@ impl Verdict {
 
     /// The upstream asked not to be retried (a negative or unparsable
     /// gRPC pushback): the layer gives up at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::Verdict;
+    /// assert!(Verdict::failure().do_not_retry().is_do_not_retry());
+    /// assert!(!Verdict::failure().is_do_not_retry());
+    /// ```
     pub fn do_not_retry(mut self) -> Self {
         self.stop = true;
         self
@@ -57,27 +127,65 @@ impl Verdict {
 
     /// The HTTP status of the response, reported in
     /// [`Event::RetryScheduled`](crate::observe::Event::RetryScheduled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::Verdict;
+    /// assert_eq!(Verdict::failure().with_status(503).status(), Some(503));
+    /// ```
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
         self
     }
 
     /// The attempt's outcome.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// assert_eq!(Verdict::failure().outcome(), Outcome::Failure);
+    /// ```
     pub fn outcome(&self) -> Outcome {
         self.outcome
     }
 
     /// The wait the upstream asked for, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::retry::Verdict;
+    /// assert_eq!(Verdict::failure().wait(), None);
+    /// assert_eq!(Verdict::failure().retry_after(Duration::from_secs(5)).wait(), Some(Duration::from_secs(5)));
+    /// ```
     pub fn wait(&self) -> Option<Duration> {
         self.wait
     }
 
     /// Whether the upstream asked not to be retried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::Verdict;
+    /// assert!(Verdict::failure().do_not_retry().is_do_not_retry());
+    /// ```
     pub fn is_do_not_retry(&self) -> bool {
         self.stop
     }
 
     /// The response's HTTP status, if the classifier set one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::Verdict;
+    /// assert_eq!(Verdict::success().status(), None);
+    /// assert_eq!(Verdict::success().with_status(200).status(), Some(200));
+    /// ```
     pub fn status(&self) -> Option<u16> {
         self.status
     }
@@ -106,6 +214,17 @@ impl Verdict {
 pub trait ClassifyRetry<Res> {
     /// The verdict on `result`. The error is the inner service's error,
     /// already converted into a [`BoxError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::retry::{ClassifyRetry, DefaultRetry, Outcome};
+    ///
+    /// let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+    /// assert_eq!(DefaultRetry.classify_retry(&Err::<(), _>(io)).outcome(), Outcome::Failure);
+    /// assert_eq!(DefaultRetry.classify_retry(&Ok::<_, BoxError>(())).outcome(), Outcome::Success);
+    /// ```
     fn classify_retry(&self, result: &Result<Res, BoxError>) -> Verdict;
 }
 
@@ -121,6 +240,23 @@ where
 /// Uses a [`Classify`] (for example one shared with the circuit breaker)
 /// to decide: its [`Failure`](Outcome::Failure)s are retried, with the
 /// waits of [`error_hints`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::retry::{Backoff, FromClassify, Outcome};
+/// use tower_sluice::{BackoffRetryLayer, BoxError, CircuitBreakerLayer};
+///
+/// // One rule for what counts as a failure, shared by retry and the breaker.
+/// let failed = |r: &Result<u16, BoxError>| match r {
+///     Ok(s) if *s >= 500 => Outcome::Failure,
+///     Ok(_) => Outcome::Success,
+///     Err(_) => Outcome::Failure,
+/// };
+/// let retry = BackoffRetryLayer::new(Backoff::default()).retry_if(FromClassify(failed));
+/// let breaker = CircuitBreakerLayer::default().classify(failed);
+/// # let _ = (retry, breaker);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FromClassify<C>(pub C);
 
@@ -140,6 +276,17 @@ where
 ///
 /// It is also a [`Classify`], for a breaker or metrics that should count
 /// only transient errors.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BoxError;
+/// use tower_sluice::retry::{ClassifyRetry, DefaultRetry, Outcome};
+///
+/// let not_found: BoxError = std::io::Error::from(std::io::ErrorKind::NotFound).into();
+/// // Not transient: returned to the caller at once, not retried.
+/// assert_eq!(DefaultRetry.classify_retry(&Err::<(), _>(not_found)).outcome(), Outcome::Ignore);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultRetry;
 
@@ -168,6 +315,18 @@ impl<Res> ClassifyRetry<Res> for DefaultRetry {
 /// timeouts (`tokio::time::error::Elapsed`, `tower::timeout::error::Elapsed`)
 /// and I/O errors of the connection (refused, reset, aborted, not connected,
 /// broken pipe, timed out).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BoxError;
+/// use tower_sluice::retry::is_transient;
+///
+/// let reset: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+/// let bad_input: BoxError = "invalid JSON".into();
+/// assert!(is_transient(&*reset));
+/// assert!(!is_transient(&*bad_input));
+/// ```
 pub fn is_transient(error: &(dyn Error + 'static)) -> bool {
     use std::io::ErrorKind::*;
     let mut next = Some(error);
@@ -201,6 +360,20 @@ pub fn is_transient(error: &(dyn Error + 'static)) -> bool {
 
 /// The wait an error asks for: [`RateLimited::retry_after`] or
 /// [`CircuitOpen::retry_after`], found on the error or its sources.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::retry::error_hints;
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(1));
+/// limiter.check();
+/// let limited: BoxError = limiter.check().into_result().unwrap_err().into();
+/// assert!(error_hints(&*limited).unwrap() > Duration::from_secs(59));
+/// assert_eq!(error_hints(&*BoxError::from("other")), None);
+/// ```
 pub fn error_hints(error: &(dyn Error + 'static)) -> Option<Duration> {
     let mut next = Some(error);
     while let Some(e) = next {
@@ -246,6 +419,24 @@ mod http_rules {
     ///
     /// Which *requests* may be retried (idempotent methods) is the
     /// request policy's business: see `HttpClone` and `HttpReplay`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::{Response, StatusCode};
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::retry::{ClassifyRetry, HttpRetry, Outcome};
+    ///
+    /// let res = Response::builder()
+    ///     .status(StatusCode::TOO_MANY_REQUESTS)
+    ///     .header("retry-after", "3")
+    ///     .body(())
+    ///     .unwrap();
+    /// let verdict = HttpRetry.classify_retry(&Ok::<_, BoxError>(res));
+    /// assert_eq!(verdict.outcome(), Outcome::Failure);
+    /// assert_eq!(verdict.wait(), Some(Duration::from_secs(3)));
+    /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct HttpRetry;

@@ -9,6 +9,18 @@ use super::body::ReplayBody;
 use super::request::CloneRequest;
 
 /// What a response says about retrying.
+///
+/// # Examples
+///
+/// ```
+/// use http::HeaderMap;
+/// use tower_sluice::retry::{response_hints, Hint};
+///
+/// let mut headers = HeaderMap::new();
+/// assert_eq!(response_hints(&headers), Hint::None);
+/// headers.insert("grpc-retry-pushback-ms", "-1".parse().unwrap());
+/// assert_eq!(response_hints(&headers), Hint::Stop);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Hint {
@@ -101,6 +113,21 @@ fn ratelimit_t(s: &str) -> Option<Duration> {
 /// TRACE). [`all_methods`](Self::all_methods) opts every method in;
 /// [`idempotency_key`](Self::idempotency_key) opts in requests that carry
 /// an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header).
+///
+/// # Examples
+///
+/// ```
+/// use http::Request;
+/// use tower_sluice::retry::{HttpClone, Idempotency};
+///
+/// let rules = Idempotency::new().idempotency_key(true);
+/// let post = Request::post("/orders").body(()).unwrap();
+/// let keyed = Request::post("/orders").header("idempotency-key", "8e03").body(()).unwrap();
+/// assert!(!rules.allows(&post));
+/// assert!(rules.allows(&keyed));
+/// let policy = HttpClone::new().rules(rules);
+/// # let _ = policy;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Idempotency {
@@ -110,12 +137,31 @@ pub struct Idempotency {
 
 impl Idempotency {
     /// Only idempotent methods.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use http::Request;
+    /// # use tower_sluice::retry::Idempotency;
+    /// let rules = Idempotency::new();
+    /// assert!(rules.allows(&Request::get("/").body(()).unwrap()));
+    /// assert!(!rules.allows(&Request::post("/").body(()).unwrap()));
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Retries every method, POST and PATCH included (only if the upstream
     /// makes them safe to repeat).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use http::Request;
+    /// # use tower_sluice::retry::Idempotency;
+    /// let rules = Idempotency::new().all_methods(true);
+    /// assert!(rules.allows(&Request::patch("/").body(()).unwrap()));
+    /// ```
     pub fn all_methods(mut self, on: bool) -> Self {
         self.all_methods = on;
         self
@@ -123,12 +169,30 @@ impl Idempotency {
 
     /// Retries a non-idempotent request when it carries an
     /// `Idempotency-Key` header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use http::Request;
+    /// # use tower_sluice::retry::Idempotency;
+    /// let rules = Idempotency::new().idempotency_key(true);
+    /// let req = Request::post("/pay").header("Idempotency-Key", "a1b2").body(()).unwrap();
+    /// assert!(rules.allows(&req));
+    /// ```
     pub fn idempotency_key(mut self, on: bool) -> Self {
         self.idempotency_key = on;
         self
     }
 
     /// Whether `req` may be sent again under these rules.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use http::Request;
+    /// # use tower_sluice::retry::Idempotency;
+    /// assert!(Idempotency::new().allows(&Request::delete("/item/1").body(()).unwrap()));
+    /// ```
     pub fn allows<B>(&self, req: &Request<B>) -> bool {
         self.allows_parts(req.method(), req.headers())
     }
@@ -151,6 +215,19 @@ impl Idempotency {
 /// The request policy of [`BackoffRetryLayer::http`](super::BackoffRetryLayer::http):
 /// a request whose body is `Clone` is copied (one clone per attempt) when
 /// its method may be retried ([`Idempotency`]); others are sent once.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BackoffRetryLayer;
+/// use tower_sluice::retry::{HttpClone, HttpRetry, Idempotency};
+///
+/// // What `.http()` does, with POST opted in.
+/// let layer = BackoffRetryLayer::default()
+///     .retry_if(HttpRetry)
+///     .clone_request(HttpClone::new().rules(Idempotency::new().all_methods(true)));
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use]
 pub struct HttpClone {
@@ -159,11 +236,26 @@ pub struct HttpClone {
 
 impl HttpClone {
     /// Idempotent methods only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::HttpClone;
+    /// assert_eq!(HttpClone::new(), HttpClone::default());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// With these method rules.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::{HttpClone, Idempotency};
+    /// let policy = HttpClone::new().rules(Idempotency::new().idempotency_key(true));
+    /// # let _ = policy;
+    /// ```
     pub fn rules(mut self, rules: Idempotency) -> Self {
         self.rules = rules;
         self
@@ -192,6 +284,19 @@ impl<B: Clone> CloneRequest<Request<B>> for HttpClone {
 /// default); a retry replays them. A body larger than that is streamed
 /// once and the request is not retried. Requests the [`Idempotency`]
 /// rules refuse are streamed without buffering.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BackoffRetryLayer;
+/// use tower_sluice::retry::{HttpReplay, HttpRetry};
+///
+/// // What `.http_replay()` does, keeping up to 1 MiB of each body.
+/// let layer = BackoffRetryLayer::default()
+///     .retry_if(HttpRetry)
+///     .clone_request(HttpReplay::new().max_bytes(1 << 20));
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct HttpReplay {
@@ -210,17 +315,41 @@ impl Default for HttpReplay {
 
 impl HttpReplay {
     /// Idempotent methods only, bodies up to 64 KiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::HttpReplay;
+    /// assert_eq!(HttpReplay::new(), HttpReplay::default());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// With these method rules.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::{HttpReplay, Idempotency};
+    /// let policy = HttpReplay::new().rules(Idempotency::new().all_methods(true));
+    /// # let _ = policy;
+    /// ```
     pub fn rules(mut self, rules: Idempotency) -> Self {
         self.rules = rules;
         self
     }
 
     /// The most body bytes kept for a replay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::retry::HttpReplay;
+    /// // Bodies above 4 KiB are sent once and not retried.
+    /// let policy = HttpReplay::new().max_bytes(4 * 1024);
+    /// # let _ = policy;
+    /// ```
     pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self

@@ -32,6 +32,9 @@ pub(crate) struct Shared {
 /// The [`RetryBudget`] (and the numbering of seeded jitter streams) is
 /// shared by every service the layer makes and all their clones; pass one
 /// budget to several layers with [`budget`](Self::budget) to share it
+/// further.
+///
+/// # Examples
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
@@ -62,7 +65,6 @@ pub(crate) struct Shared {
 /// assert_eq!(calls.load(Ordering::SeqCst), 2);
 /// # }
 /// ```
-/// further.
 pub struct BackoffRetryLayer<C = DefaultRetry, P = CloneRequests, X = NoKey> {
     backoff: Backoff,
     max_attempts: u32,
@@ -85,6 +87,19 @@ impl BackoffRetryLayer {
     ///
     /// If `backoff` is invalid (see [`Backoff::validate`]); use
     /// [`try_new`](Self::try_new) to get the error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// let layer = BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(200)))
+    ///     .max_attempts(5)
+    ///     .max_elapsed(Duration::from_secs(10));
+    /// # let _ = layer;
+    /// ```
     pub fn new(backoff: Backoff) -> Self {
         match Self::try_new(backoff) {
             Ok(layer) => layer,
@@ -94,6 +109,24 @@ impl BackoffRetryLayer {
 
     /// As [`new`](Self::new), returning an error that names the invalid
     /// backoff setting.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the invalid [`Backoff`] setting (see
+    /// [`Backoff::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// // A factor read from configuration: refuse a bad one instead of panicking.
+    /// let backoff = Backoff::exponential(Duration::from_millis(100)).factor(0.5);
+    /// let err = BackoffRetryLayer::try_new(backoff).unwrap_err();
+    /// assert_eq!(err.field(), "factor");
+    /// ```
     pub fn try_new(backoff: Backoff) -> Result<Self, ConfigError> {
         Ok(BackoffRetryLayer {
             backoff: backoff.validate()?,
@@ -124,6 +157,27 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// for idempotent methods only ([`HttpClone`](super::HttpClone); pass
     /// another to [`clone_request`](Self::clone_request) to opt other
     /// methods in).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::BackoffRetryLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let client = ServiceBuilder::new()
+    ///     .layer(BackoffRetryLayer::default().http())
+    ///     .service(service_fn(|_: Request<String>| async {
+    ///         Ok::<_, BoxError>(Response::builder().status(503).body(String::new())?)
+    ///     }));
+    /// // A GET is retried; the last 503 is returned as a response.
+    /// let res = client.clone().oneshot(Request::get("/").body(String::new())?).await?;
+    /// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
     pub fn http(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpClone, X> {
@@ -134,6 +188,30 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// As [`http`](Self::http), for bodies that are not `Clone`: the inner
     /// service receives each body as a [`ReplayBody`](super::ReplayBody)
     /// that keeps up to 64 KiB for a replay ([`HttpReplay`](super::HttpReplay)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use bytes::Bytes;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let client = ServiceBuilder::new()
+    ///     .layer(BackoffRetryLayer::default().http_replay())
+    ///     .service(service_fn(|req: Request<ReplayBody<Full<Bytes>>>| async move {
+    ///         let body = req.into_body().collect().await?.to_bytes();
+    ///         Ok::<_, BoxError>(Response::new(body))
+    ///     }));
+    /// let res = client.oneshot(Request::put("/").body(Full::new(Bytes::from("hi")))?).await?;
+    /// assert_eq!(res.into_body(), "hi");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
     pub fn http_replay(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpReplay, X> {
@@ -145,6 +223,26 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
 impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// At most `n` attempts in all, the first included (default 3; 0 is
     /// taken as 1, which never retries).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::{Backoff, RetriesExhausted};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10))).max_attempts(4))
+    ///     .service(service_fn(|_: ()| async {
+    ///         Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+    ///     }));
+    /// let err = svc.oneshot(()).await.unwrap_err();
+    /// assert_eq!(err.downcast_ref::<RetriesExhausted>().unwrap().attempts(), 4);
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
@@ -154,6 +252,30 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// Gives up once `d` has passed since the first attempt started, and
     /// at once, without sleeping, when the next wait would end after that
     /// (default: no limit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_secs(1)))
+    ///     .max_attempts(100)
+    ///     .max_elapsed(Duration::from_millis(2_500));
+    /// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async {
+    ///     Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::TimedOut).into())
+    /// }));
+    /// let start = Instant::now();
+    /// svc.oneshot(()).await.unwrap_err();
+    /// // Retries at 1 s and 2 s; a third at 3 s would be too late, so it gives up at once.
+    /// assert!(start.elapsed() < Duration::from_millis(2_500));
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_elapsed(mut self, d: Duration) -> Self {
         self.max_elapsed = Some(d);
@@ -163,6 +285,17 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// The longest wait an upstream may impose (`Retry-After`,
     /// `RateLimited::retry_after`, ...); longer requests are cut to it
     /// (default 60 s), and to the backoff's `max_delay`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::BackoffRetryLayer;
+    ///
+    /// // An upstream asking for `Retry-After: 3600` is waited on for 5 s at most.
+    /// let layer = BackoffRetryLayer::default().max_retry_after(Duration::from_secs(5));
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn max_retry_after(mut self, d: Duration) -> Self {
         self.max_retry_after = d;
@@ -170,6 +303,19 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     }
 
     /// Uses `budget` (shared with whoever else holds a clone of it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::RetryBudget;
+    ///
+    /// let budget = RetryBudget::new(Duration::from_secs(10), 0.1, 1)?;
+    /// let layer = BackoffRetryLayer::default().budget(budget.clone());
+    /// assert_eq!(layer.get_budget().unwrap().remaining(), budget.remaining());
+    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// ```
     #[must_use]
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.budget = Some(budget);
@@ -177,6 +323,16 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     }
 
     /// No retry budget: every request may make all its attempts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BackoffRetryLayer;
+    ///
+    /// // Attempts are bounded by `max_attempts` only.
+    /// let layer = BackoffRetryLayer::default().max_attempts(3).no_budget();
+    /// assert!(layer.get_budget().is_none());
+    /// ```
     #[must_use]
     pub fn no_budget(mut self) -> Self {
         self.budget = None;
@@ -185,6 +341,30 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
 
     /// Reports scheduled retries, give-ups and an exhausted budget to
     /// `observer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::observe::{Event, Monitor};
+    /// use tower_sluice::retry::Backoff;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10)))
+    ///     .observer(monitor.clone());
+    /// // Or a closure: `.observer(|e: &Event<'_>| println!("{e:?}"))`.
+    /// # let _ = |e: &Event<'_>| ();
+    /// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async {
+    ///     Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into())
+    /// }));
+    /// svc.oneshot(()).await.unwrap_err();
+    /// assert_eq!(monitor.snapshot().layer("retry").unwrap().retries, 2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers = Observers::new(observer);
@@ -194,6 +374,29 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// Decides what is retried with `classifier` (a [`ClassifyRetry`](super::ClassifyRetry), a
     /// closure returning an [`Outcome`](super::Outcome), or
     /// [`FromClassify`](super::FromClassify) around a shared `Classify`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::BackoffRetryLayer;
+    /// use tower_sluice::retry::{Backoff, Outcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // Responses are status codes; retry 503s.
+    /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10)))
+    ///     .retry_if(|r: &Result<u16, BoxError>| match r {
+    ///         Ok(503) => Outcome::Failure,
+    ///         Ok(_) => Outcome::Success,
+    ///         Err(_) => Outcome::Ignore,
+    ///     });
+    /// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async { Ok::<_, BoxError>(503) }));
+    /// // Three attempts, then the last response is returned.
+    /// assert_eq!(svc.oneshot(()).await.unwrap(), 503);
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_if<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P, X> {
         BackoffRetryLayer {
@@ -212,6 +415,24 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
 
     /// Keeps requests for another attempt with `policy` (a
     /// [`CloneRequest`](super::CloneRequest), or a closure `Fn(&Req) -> Option<Req>`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BackoffRetryLayer;
+    ///
+    /// /// A request that is not `Clone`, but can sometimes be copied
+    /// /// (as `reqwest::Request::try_clone`).
+    /// struct Upload { body: Option<Vec<u8>> }
+    /// impl Upload {
+    ///     fn try_clone(&self) -> Option<Upload> {
+    ///         Some(Upload { body: Some(self.body.as_ref()?.clone()) })
+    ///     }
+    /// }
+    ///
+    /// let layer = BackoffRetryLayer::default().clone_request(|r: &Upload| r.try_clone());
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn clone_request<P2>(self, policy: P2) -> BackoffRetryLayer<C, P2, X> {
         BackoffRetryLayer {
@@ -280,6 +501,16 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     }
 
     /// The retry budget, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BackoffRetryLayer;
+    ///
+    /// let layer = BackoffRetryLayer::default();
+    /// // The default budget: 20% of requests over 10 s, plus 10 a second.
+    /// assert_eq!(layer.get_budget().unwrap().remaining(), 100);
+    /// ```
     pub fn get_budget(&self) -> Option<&RetryBudget> {
         self.budget.as_ref()
     }

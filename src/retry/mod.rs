@@ -168,6 +168,25 @@ impl<Req> crate::per_key::KeyExtractor<Req> for NoKey {
 
 /// Why a retry was scheduled, in
 /// [`Event::RetryScheduled`](crate::observe::Event::RetryScheduled).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BackoffRetryLayer;
+/// use tower_sluice::observe::Event;
+/// use tower_sluice::retry::RetryReason;
+///
+/// let layer = BackoffRetryLayer::default().observer(|event: &Event<'_>| {
+///     if let Event::RetryScheduled { attempt, delay, reason, .. } = event {
+///         match reason {
+///             RetryReason::Error(e) => println!("attempt {attempt} in {delay:?} after: {e}"),
+///             RetryReason::Status(s) => println!("attempt {attempt} in {delay:?} after HTTP {s}"),
+///             _ => println!("attempt {attempt} in {delay:?}"),
+///         }
+///     }
+/// });
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum RetryReason<'a> {
@@ -181,6 +200,21 @@ pub enum RetryReason<'a> {
 
 /// Why the layer gave up, in
 /// [`Event::RetryGaveUp`](crate::observe::Event::RetryGaveUp).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BackoffRetryLayer;
+/// use tower_sluice::observe::Event;
+/// use tower_sluice::retry::GiveUpReason;
+///
+/// let layer = BackoffRetryLayer::default().observer(|event: &Event<'_>| {
+///     if let Event::RetryGaveUp { reason: GiveUpReason::Budget, .. } = event {
+///         eprintln!("retry budget exhausted: the upstream is failing broadly");
+///     }
+/// });
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GiveUpReason {

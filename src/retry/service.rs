@@ -14,6 +14,21 @@ use crate::per_key::KeyExtractor;
 ///
 /// Made by [`BackoffRetryLayer`](crate::BackoffRetryLayer); see the
 /// [module docs](crate::retry). Clones share the retry budget.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::{BackoffRetry, BackoffRetryLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let svc = BackoffRetryLayer::default().layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n + 1) }));
+/// let _typed: &BackoffRetry<_> = &svc;
+/// assert_eq!(svc.oneshot(1).await?, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct BackoffRetry<S, C = DefaultRetry, P = CloneRequests, X = NoKey> {
     inner: S,
     shared: Arc<Shared>,
@@ -33,7 +48,7 @@ impl<S, C, P, X> BackoffRetry<S, C, P, X> {
         }
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::BackoffRetryLayer::default()");
 }
 
 impl<S, C, P, X, Req> Service<Req> for BackoffRetry<S, C, P, X>

@@ -45,6 +45,7 @@ use super::*;
 ///
 /// Every service made by the layer, and every clone, shares one rate.
 ///
+/// # Examples
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
@@ -62,6 +63,7 @@ use super::*;
 /// assert_eq!(rate.rate(), 100.0, "no 429 yet: the full rate");
 /// # }
 /// ```
+///
 /// [`RateLimited`]: crate::RateLimited
 pub struct AimdLayer<C = DefaultFeedback> {
     core: Arc<Core>,
@@ -71,6 +73,17 @@ pub struct AimdLayer<C = DefaultFeedback> {
 impl AimdLayer {
     /// Starts at `quota` (its limit, period and burst), and never sends
     /// faster.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::adaptive::AimdLayer;
+    ///
+    /// // An API documented at 60 requests a minute: start there, slow down on 429s.
+    /// let aimd = AimdLayer::new(Quota::per_minute(60));
+    /// assert_eq!(aimd.handle().quota(), Quota::per_minute(60));
+    /// ```
     pub fn new(quota: Quota) -> Self {
         let period = quota.period().as_secs_f64();
         let max = f64::from(quota.limit()) / period;
@@ -129,6 +142,16 @@ impl<C> AimdLayer<C> {
     ///
     /// When called after [`handle`](Self::handle) or after cloning the layer
     /// (as every setter).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // Cut to 70% on each 429 instead of halving.
+    /// let aimd = AimdLayer::new(Quota::per_second(100)).decrease(0.7);
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn decrease(self, factor: f64) -> Self {
         let factor = if factor.is_nan() {
@@ -141,6 +164,16 @@ impl<C> AimdLayer<C> {
 
     /// The lowest rate, in requests per quota period (default 1% of the
     /// quota, at least 1), capped at the quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // Never below 10 a minute, however many 429s.
+    /// let aimd = AimdLayer::new(Quota::per_minute(600)).floor(10);
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn floor(self, requests_per_period: u32) -> Self {
         self.edit(|c| {
@@ -154,6 +187,16 @@ impl<C> AimdLayer<C> {
 
     /// How much the rate grows after each window of successes, in requests
     /// per quota period (default 2% of the quota, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // Recover 5 requests a minute per good window.
+    /// let aimd = AimdLayer::new(Quota::per_minute(600)).increase(5);
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn increase(self, requests_per_period: u32) -> Self {
         self.edit(|c| {
@@ -165,6 +208,17 @@ impl<C> AimdLayer<C> {
     /// A success window: at least `min_time` (default 1 s) and at least
     /// `successes` successful responses (default 10, at least 1), all sent
     /// at the current rate and with no overload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // Grow only after 5 s and 50 successes without a 429.
+    /// let aimd = AimdLayer::new(Quota::per_second(20)).window(Duration::from_secs(5), 50);
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn window(self, min_time: Duration, successes: u32) -> Self {
         self.edit(|c| {
@@ -176,12 +230,32 @@ impl<C> AimdLayer<C> {
     /// Lets up to `burst` requests go at once (scaled down with the rate;
     /// default 1: requests are evenly spaced, which is what an upstream
     /// with a small burst tolerates).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// let aimd = AimdLayer::new(Quota::per_second(50)).burst(5);
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn burst(self, burst: u32) -> Self {
         self.edit(|c| c.config.burst = burst.clamp(1, c.config.quota.burst().max(1)))
     }
 
     /// The longest pause a `Retry-After` can impose (default 60 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // A `Retry-After: 3600` pauses sending for 10 s at most.
+    /// let aimd = AimdLayer::new(Quota::per_second(50)).max_pause(Duration::from_secs(10));
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn max_pause(self, max_pause: Duration) -> Self {
         self.edit(|c| c.config.max_pause = max_pause)
@@ -189,6 +263,16 @@ impl<C> AimdLayer<C> {
 
     /// Starts at `requests_per_period` instead of the quota (for example
     /// the rate that worked last time), within the floor and the quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // Start at the 40 a minute that worked yesterday, up to 60.
+    /// let aimd = AimdLayer::new(Quota::per_minute(60)).initial(40);
+    /// assert_eq!(aimd.handle().quota(), Quota::per_minute(40));
+    /// ```
     #[must_use]
     pub fn initial(self, requests_per_period: u32) -> Self {
         self.edit(|c| {
@@ -204,6 +288,17 @@ impl<C> AimdLayer<C> {
     /// [`Event::Limited`](crate::observe::Event::Limited) with
     /// `enforced: false` and the wait as its `retry_after`. Use it to watch
     /// what the layer would do to live traffic before enforcing it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// # use tower_sluice::observe::Monitor;
+    /// let monitor = Monitor::new();
+    /// let aimd = AimdLayer::new(Quota::per_second(10)).shadow().observer(monitor.clone());
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn shadow(self) -> Self {
         self.edit(|c| c.config.shadow = true)
@@ -211,6 +306,21 @@ impl<C> AimdLayer<C> {
 
     /// Reports rate changes ([`Event::LimitChanged`]) and requests that
     /// waited for their turn ([`Event::Waited`]) to `observer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// use tower_sluice::observe::Event;
+    ///
+    /// let aimd = AimdLayer::new(Quota::per_second(10)).observer(|e: &Event<'_>| {
+    ///     if let Event::LimitChanged { .. } = e {
+    ///         println!("{e:?}");
+    ///     }
+    /// });
+    /// # let _ = aimd;
+    /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         self.edit(|c| c.observers = Observers::new(observer))
@@ -218,6 +328,25 @@ impl<C> AimdLayer<C> {
 
     /// Reads responses with `classify` (default [`DefaultFeedback`]; use
     /// `HttpFeedback` (feature `http`) for HTTP clients).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::adaptive::{AimdLayer, Feedback, Signal};
+    ///
+    /// // Responses are HTTP-like status codes.
+    /// let aimd = AimdLayer::new(Quota::per_second(10)).classify(|r: &Result<u16, tower_sluice::BoxError>| {
+    ///     match r {
+    ///         Ok(429) => Feedback::new(Signal::Overloaded),
+    ///         Ok(s) if *s >= 500 => Feedback::new(Signal::Failure),
+    ///         Ok(_) => Feedback::new(Signal::Success),
+    ///         Err(_) => Feedback::new(Signal::Failure),
+    ///     }
+    /// });
+    /// # let _ = aimd;
+    /// ```
+    #[must_use]
     pub fn classify<C2>(self, classify: C2) -> AimdLayer<C2> {
         AimdLayer {
             core: self.core,
@@ -226,6 +355,17 @@ impl<C> AimdLayer<C> {
     }
 
     /// A handle to read the current rate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// // Take the handle after the last setter.
+    /// let aimd = AimdLayer::new(Quota::per_second(10)).increase(1);
+    /// let handle = aimd.handle();
+    /// assert_eq!(handle.rate(), 10.0);
+    /// ```
     pub fn handle(&self) -> AimdHandle {
         AimdHandle {
             core: self.core.clone(),

@@ -270,6 +270,19 @@ impl fmt::Debug for Core {
 }
 
 /// Reads an [`AimdLayer`]'s current rate. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::AimdLayer;
+///
+/// let aimd = AimdLayer::new(Quota::per_minute(60));
+/// let handle = aimd.handle();
+/// assert_eq!(handle.rate(), 1.0); // requests per second
+/// assert_eq!(handle.good_rate(), None); // no window completed yet
+/// assert!(handle.paused_for().is_zero());
+/// ```
 #[derive(Clone)]
 pub struct AimdHandle {
     core: Arc<Core>,
@@ -277,12 +290,29 @@ pub struct AimdHandle {
 
 impl AimdHandle {
     /// The current rate, in requests per second.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// assert_eq!(AimdLayer::new(Quota::per_second(20)).handle().rate(), 20.0);
+    /// ```
     pub fn rate(&self) -> f64 {
         self.core.lock().rate
     }
 
     /// The current rate as a quota over the configured quota's period
     /// (rounded to whole requests, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// let handle = AimdLayer::new(Quota::per_minute(60)).initial(30).handle();
+    /// assert_eq!(handle.quota(), Quota::per_minute(30));
+    /// ```
     pub fn quota(&self) -> Quota {
         self.core.quota_of(self.rate())
     }
@@ -290,11 +320,27 @@ impl AimdHandle {
     /// The highest rate that last completed a window without an overload,
     /// in requests per second: the layer's estimate of the upstream's
     /// limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// assert_eq!(AimdLayer::new(Quota::per_second(20)).handle().good_rate(), None);
+    /// ```
     pub fn good_rate(&self) -> Option<f64> {
         self.core.lock().good
     }
 
     /// How long sending stays paused for an upstream's `Retry-After`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AimdLayer;
+    /// assert!(AimdLayer::new(Quota::per_second(20)).handle().paused_for().is_zero());
+    /// ```
     pub fn paused_for(&self) -> Duration {
         let now = self.core.clock.now();
         Duration::from_nanos(self.core.lock().pause_until.saturating_sub(now))

@@ -4,6 +4,22 @@ use super::*;
 
 /// Paces requests to an adaptive rate. Made by [`AimdLayer`]; see the
 /// [module docs](crate::adaptive).
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::{Aimd, AimdLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let client = AimdLayer::new(Quota::per_second(10)).layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// let _typed: &Aimd<_, _> = &client;
+/// assert_eq!(client.oneshot(3).await?, 3);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Aimd<S, C> {
     inner: S,
     core: Arc<Core>,
@@ -25,10 +41,13 @@ impl<S, C> Aimd<S, C> {
         }
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::adaptive::AimdLayer::new(tower_sluice::Quota::per_second(10))");
 }
 
 /// The record an [`Aimd`] request keeps until its response.
+///
+/// It appears in [`Aimd`]'s `Future` type; it is not made or used
+/// directly.
 pub struct AimdTrack<C> {
     core: Arc<Core>,
     classify: C,

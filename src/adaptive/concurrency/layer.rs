@@ -21,6 +21,9 @@ use super::*;
 ///
 /// # Sharing
 ///
+/// Every service made by the layer, and every clone, shares one limit.
+///
+/// # Examples
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
@@ -34,7 +37,6 @@ use super::*;
 /// assert_eq!(svc.oneshot(7).await.unwrap(), 7);
 /// # }
 /// ```
-/// Every service made by the layer, and every clone, shares one limit.
 pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
     core: Arc<Core>,
     classify: C,
@@ -44,6 +46,16 @@ pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
 
 impl AdaptiveConcurrencyLayer {
     /// A limit computed by `algorithm`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, AimdLimit};
+    ///
+    /// let layer = AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_millis(200)));
+    /// assert_eq!(layer.handle().limit(), 20);
+    /// ```
     pub fn new(algorithm: impl ConcurrencyAlgorithm) -> Self {
         AdaptiveConcurrencyLayer {
             core: Arc::new(Core {
@@ -69,6 +81,17 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// # Panics
     ///
     /// When called after [`handle`](Self::handle) or after cloning the layer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    /// use tower_sluice::observe::Monitor;
+    ///
+    /// let monitor = Monitor::new();
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).observer(monitor.clone());
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
         match Arc::get_mut(&mut self.core) {
@@ -84,6 +107,21 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// [Backpressure](Self#backpressure)): put a
     /// [`QueueLayer`](crate::QueueLayer) in front to queue the excess
     /// with a bound and a maximum wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::ServiceBuilder;
+    /// use tower_sluice::QueueLayer;
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    ///
+    /// // A client: excess requests wait in a bounded queue instead of failing.
+    /// let stack = ServiceBuilder::new()
+    ///     .layer(QueueLayer::new(1_000).max_wait(Duration::from_secs(5)))
+    ///     .layer(AdaptiveConcurrencyLayer::new(GradientLimit::new()).wait());
+    /// # let _ = stack;
+    /// ```
     #[must_use]
     pub fn wait(mut self) -> Self {
         self.wait = true;
@@ -94,6 +132,18 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// reported ([`Event::AdaptiveRejected`] with `enforced: false`), but
     /// every request is let through (counted in flight, so the limit
     /// follows the real load). Ignored with [`wait`](Self::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    /// use tower_sluice::observe::Monitor;
+    ///
+    /// // Watch what the limit would refuse before enforcing it.
+    /// let monitor = Monitor::new();
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).shadow().observer(monitor.clone());
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn shadow(mut self) -> Self {
         self.shadow = true;
@@ -101,6 +151,24 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     }
 
     /// Reads responses with `classify` (default [`DefaultFeedback`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, Feedback, GradientLimit, Signal};
+    ///
+    /// // Responses are status codes: a 503 is an overload.
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).classify(|r: &Result<u16, BoxError>| {
+    ///     match r {
+    ///         Ok(503) => Feedback::new(Signal::Overloaded),
+    ///         Ok(_) => Feedback::new(Signal::Success),
+    ///         Err(_) => Feedback::new(Signal::Failure),
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
     pub fn classify<C2>(self, classify: C2) -> AdaptiveConcurrencyLayer<C2> {
         AdaptiveConcurrencyLayer {
             core: self.core,
@@ -111,6 +179,17 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     }
 
     /// A handle to read the current limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    ///
+    /// // Take the handle after the last setter.
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).wait();
+    /// let handle = layer.handle();
+    /// assert_eq!(handle.in_flight(), 0);
+    /// ```
     pub fn handle(&self) -> ConcurrencyHandle {
         ConcurrencyHandle {
             core: self.core.clone(),

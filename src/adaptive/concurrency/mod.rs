@@ -35,6 +35,27 @@ enum Mode {
 }
 
 /// One completed request, as a [`ConcurrencyAlgorithm`] sees it.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample, Signal};
+///
+/// /// Halves the limit on any overload, else keeps it.
+/// struct HalveOnOverload(u32);
+/// impl ConcurrencyAlgorithm for HalveOnOverload {
+///     fn initial_limit(&self) -> u32 {
+///         self.0
+///     }
+///     fn update(&mut self, sample: &Sample) -> u32 {
+///         if sample.signal == Signal::Overloaded {
+///             self.0 = (self.0 / 2).max(1);
+///         }
+///         self.0
+///     }
+/// }
+/// # let _ = HalveOnOverload(8);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Sample {
@@ -54,11 +75,44 @@ pub struct Sample {
 ///
 /// Implemented by [`AimdLimit`] and [`GradientLimit`]; implement it for
 /// another algorithm. Called under a lock, once per completed request.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, ConcurrencyAlgorithm, Sample};
+///
+/// /// A fixed limit that drops to 1 while responses are slower than 1 s.
+/// struct Guarded { limit: u32 }
+/// impl ConcurrencyAlgorithm for Guarded {
+///     fn initial_limit(&self) -> u32 {
+///         self.limit
+///     }
+///     fn update(&mut self, sample: &Sample) -> u32 {
+///         if sample.latency > Duration::from_secs(1) { 1 } else { self.limit }
+///     }
+/// }
+///
+/// let layer = AdaptiveConcurrencyLayer::new(Guarded { limit: 32 });
+/// assert_eq!(layer.handle().limit(), 32);
+/// ```
 pub trait ConcurrencyAlgorithm: Send + 'static {
     /// The limit to start with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_sluice::adaptive::{AimdLimit, ConcurrencyAlgorithm};
+    ///
+    /// assert_eq!(AimdLimit::new(Duration::from_millis(100)).initial(8).initial_limit(), 8);
+    /// ```
     fn initial_limit(&self) -> u32;
 
     /// The new limit after `sample` (the layer keeps it at least 1).
+    ///
+    /// See the [`Sample`] example: the layer calls `update` once per completed
+    /// request and applies the limit it returns.
     fn update(&mut self, sample: &Sample) -> u32;
 }
 
@@ -92,6 +146,17 @@ pub struct AimdLimit {
 impl AimdLimit {
     /// Cuts when a response takes longer than `slow`. Limits: min 1,
     /// initial 20, max 1000.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_sluice::adaptive::{AimdLimit, ConcurrencyAlgorithm};
+    ///
+    /// // Responses over 300 ms mean the service is past its knee.
+    /// let limit = AimdLimit::new(Duration::from_millis(300));
+    /// assert_eq!(limit.initial_limit(), 20);
+    /// ```
     pub fn new(slow: Duration) -> Self {
         AimdLimit {
             min: 1,
@@ -105,6 +170,15 @@ impl AimdLimit {
     }
 
     /// The lowest limit (default 1, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::AimdLimit;
+    /// let limit = AimdLimit::new(Duration::from_millis(300)).min(4);
+    /// # let _ = limit;
+    /// ```
     pub fn min(mut self, min: u32) -> Self {
         self.min = min.max(1);
         self.max = self.max.max(self.min);
@@ -113,6 +187,16 @@ impl AimdLimit {
     }
 
     /// The highest limit (default 1000, at least `min`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{AimdLimit, ConcurrencyAlgorithm};
+    /// // `initial` is kept within min and max.
+    /// let limit = AimdLimit::new(Duration::from_millis(300)).max(10);
+    /// assert_eq!(limit.initial_limit(), 10);
+    /// ```
     pub fn max(mut self, max: u32) -> Self {
         self.max = max.max(self.min);
         let initial = self.initial;
@@ -120,6 +204,14 @@ impl AimdLimit {
     }
 
     /// The limit to start with (default 20, within min and max).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{AimdLimit, ConcurrencyAlgorithm};
+    /// assert_eq!(AimdLimit::new(Duration::from_millis(300)).initial(50).initial_limit(), 50);
+    /// ```
     pub fn initial(mut self, initial: u32) -> Self {
         self.initial = initial.clamp(self.min, self.max);
         self.limit = f64::from(self.initial);
@@ -127,6 +219,16 @@ impl AimdLimit {
     }
 
     /// The factor of a cut (default 0.9), clamped to `0.1..=0.99`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::AimdLimit;
+    /// // Halve the limit on a slow response instead of taking 10% off.
+    /// let limit = AimdLimit::new(Duration::from_millis(300)).backoff(0.5);
+    /// # let _ = limit;
+    /// ```
     pub fn backoff(mut self, factor: f64) -> Self {
         self.backoff = if factor.is_nan() {
             0.9
@@ -137,6 +239,15 @@ impl AimdLimit {
     }
 
     /// The latency above which a response counts as a drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::AimdLimit;
+    /// let limit = AimdLimit::new(Duration::from_millis(300)).slow(Duration::from_millis(150));
+    /// # let _ = limit;
+    /// ```
     pub fn slow(mut self, slow: Duration) -> Self {
         self.slow = slow;
         self
@@ -225,6 +336,15 @@ impl Default for GradientLimit {
 impl GradientLimit {
     /// Limits min 1, initial 20, max 1000; buffer 10%; window 100 ms;
     /// probes every 60 s (±15%) at a limit of 3 for 25 responses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    ///
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new());
+    /// # let _ = layer;
+    /// ```
     pub fn new() -> Self {
         GradientLimit {
             min: 1,
@@ -253,6 +373,14 @@ impl GradientLimit {
     }
 
     /// The lowest limit (default 1, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// let limit = GradientLimit::new().min(2).max(200);
+    /// # let _ = limit;
+    /// ```
     pub fn min(mut self, min: u32) -> Self {
         self.min = min.max(1);
         self.max = self.max.max(self.min);
@@ -261,6 +389,14 @@ impl GradientLimit {
     }
 
     /// The highest limit (default 1000, at least `min`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{ConcurrencyAlgorithm, GradientLimit};
+    /// let limit = GradientLimit::new().max(10);
+    /// assert!(limit.initial_limit() <= 10);
+    /// ```
     pub fn max(mut self, max: u32) -> Self {
         self.max = max.max(self.min);
         let initial = self.initial;
@@ -269,6 +405,14 @@ impl GradientLimit {
 
     /// The limit to return to after the first probe (default 20, within
     /// min and max).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// let limit = GradientLimit::new().initial(64);
+    /// # let _ = limit;
+    /// ```
     pub fn initial(mut self, initial: u32) -> Self {
         self.initial = initial.clamp(self.min, self.max);
         self.limit = f64::from(self.initial);
@@ -280,6 +424,15 @@ impl GradientLimit {
 
     /// How much slower than `min_rtt` the mean may be before the limit
     /// shrinks, as a fraction (default 0.1), clamped to `0..=2`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// // Tolerate a mean latency up to 50% above the no-load latency.
+    /// let limit = GradientLimit::new().buffer(0.5);
+    /// # let _ = limit;
+    /// ```
     pub fn buffer(mut self, buffer: f64) -> Self {
         self.buffer = if buffer.is_nan() {
             0.1
@@ -290,6 +443,15 @@ impl GradientLimit {
     }
 
     /// How often the limit is recomputed (default 100 ms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// let limit = GradientLimit::new().window(Duration::from_millis(500));
+    /// # let _ = limit;
+    /// ```
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
@@ -297,24 +459,61 @@ impl GradientLimit {
 
     /// How often `min_rtt` is measured again (default 60 s, ±15%;
     /// `Duration::MAX` measures it once, at start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// // Re-measure the no-load latency every 5 minutes.
+    /// let limit = GradientLimit::new()
+    ///     .probe_interval(Duration::from_secs(300))
+    ///     .probe_limit(2)
+    ///     .probe_samples(50);
+    /// # let _ = limit;
+    /// ```
     pub fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe_interval = interval;
         self
     }
 
     /// The limit while probing (default 3, within min and max).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// let limit = GradientLimit::new().probe_limit(1);
+    /// # let _ = limit;
+    /// ```
     pub fn probe_limit(mut self, limit: u32) -> Self {
         self.probe_limit = limit.max(1);
         self
     }
 
     /// Responses a probe waits for (default 25, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// let limit = GradientLimit::new().probe_samples(100);
+    /// # let _ = limit;
+    /// ```
     pub fn probe_samples(mut self, n: u32) -> Self {
         self.probe_samples = n.max(1);
         self
     }
 
     /// Seeds the probe jitter, for reproducible tests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// let limit = GradientLimit::new().seed(42);
+    /// # let _ = limit;
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.rng = Rng::new(seed);
         self
@@ -322,6 +521,13 @@ impl GradientLimit {
 
     /// The no-load latency measured by the last probe (or a faster
     /// response since).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::GradientLimit;
+    /// assert_eq!(GradientLimit::new().min_rtt(), None); // nothing measured yet
+    /// ```
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
@@ -562,6 +768,28 @@ impl Drop for Waiting {
 }
 
 /// Reads an [`AdaptiveConcurrencyLayer`]'s limit. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+/// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, AimdLimit};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let layer = AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_secs(1)).initial(10));
+/// let handle = layer.handle();
+/// let mut svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// let pending = svc.ready().await?.call(1);
+/// assert_eq!((handle.limit(), handle.in_flight()), (10, 1));
+/// pending.await?;
+/// assert_eq!(handle.in_flight(), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ConcurrencyHandle {
     core: Arc<Core>,
@@ -569,11 +797,27 @@ pub struct ConcurrencyHandle {
 
 impl ConcurrencyHandle {
     /// The current limit on requests in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, AimdLimit};
+    /// let layer = AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_secs(1)).initial(16));
+    /// assert_eq!(layer.handle().limit(), 16);
+    /// ```
     pub fn limit(&self) -> u32 {
         self.core.limit.load(Ordering::Acquire)
     }
 
     /// Requests in flight now (and slots held by readied services).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    /// assert_eq!(AdaptiveConcurrencyLayer::new(GradientLimit::new()).handle().in_flight(), 0);
+    /// ```
     pub fn in_flight(&self) -> u32 {
         self.core.in_flight.load(Ordering::Acquire)
     }

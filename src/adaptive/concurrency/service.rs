@@ -4,6 +4,22 @@ use super::*;
 
 /// Limits requests in flight adaptively. Made by
 /// [`AdaptiveConcurrencyLayer`]; see the [module docs](crate::adaptive).
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::adaptive::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, GradientLimit};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let svc = AdaptiveConcurrencyLayer::new(GradientLimit::new())
+///     .layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// let _typed: &AdaptiveConcurrency<_, _> = &svc;
+/// assert_eq!(svc.oneshot(3).await?, 3);
+/// # Ok(())
+/// # }
+/// ```
 pub struct AdaptiveConcurrency<S, C> {
     inner: S,
     core: Arc<Core>,
@@ -26,11 +42,14 @@ impl<S, C> AdaptiveConcurrency<S, C> {
         }
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptiveConcurrencyLayer::new(tower_sluice::adaptive::GradientLimit::new())");
 }
 
 /// The slot an [`AdaptiveConcurrency`] request holds until its response
 /// (or until its future is dropped).
+///
+/// It appears in [`AdaptiveConcurrency`]'s `Future` type; it is not made
+/// or used directly.
 pub struct ConcurrencyPermit<C> {
     slot: Slot,
     classify: C,

@@ -4,6 +4,22 @@ use super::*;
 
 /// Teaches an [`AdaptivePolicy`] each response's success and latency, per
 /// key. Made by [`AdaptivePolicy::feedback_layer`].
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder};
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::AdaptivePolicy;
+///
+/// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+/// let key = |req: &String| Some(req.clone());
+/// let svc = ServiceBuilder::new()
+///     .layer(policy.per_key_layer(key))
+///     .layer(policy.feedback_layer(key)) // inside the limit: sees admitted requests only
+///     .service(service_fn(|_: String| async { Ok::<_, BoxError>(()) }));
+/// # let _ = svc;
+/// ```
 pub struct KeyFeedbackLayer<K, X, C = DefaultFeedback> {
     pub(super) policy: AdaptivePolicy<K>,
     pub(super) extractor: X,
@@ -16,6 +32,25 @@ impl<K, X, C> KeyFeedbackLayer<K, X, C> {
     /// [`Overloaded`](Signal::Overloaded) as failures,
     /// [`Ignore`](Signal::Ignore) not at all. For HTTP servers, a closure
     /// on the status, such as 5xx as failures.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{BoxError, Quota};
+    /// use tower_sluice::adaptive::{AdaptivePolicy, Feedback, Signal};
+    ///
+    /// // Responses are status codes; 5xx count against the key, 4xx not at all.
+    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let learn = policy
+    ///     .feedback_layer(|req: &(String, u16)| Some(req.0.clone()))
+    ///     .classify(|r: &Result<u16, BoxError>| match r {
+    ///         Ok(500..) | Err(_) => Feedback::new(Signal::Failure),
+    ///         Ok(400..) => Feedback::new(Signal::Ignore),
+    ///         Ok(_) => Feedback::new(Signal::Success),
+    ///     });
+    /// # let _ = learn;
+    /// ```
+    #[must_use]
     pub fn classify<C2>(self, classify: C2) -> KeyFeedbackLayer<K, X, C2> {
         KeyFeedbackLayer {
             policy: self.policy,

@@ -31,6 +31,19 @@ pub use service::*;
 ///
 /// The first response sets both; each later one moves them by the
 /// smoothing factor `α`: `avg += α × (sample - avg)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::AdaptivePolicy;
+///
+/// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+/// policy.record(&"ann", true, Duration::from_millis(200));
+/// let stats = policy.stats(&"ann").unwrap();
+/// assert_eq!((stats.success_rate, stats.samples), (1.0, 1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct KeyStats {
@@ -44,6 +57,17 @@ pub struct KeyStats {
 
 impl KeyStats {
     /// Stats of a key with these averages (for testing a formula).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::adaptive::{DefaultFormula, KeyStats, LimitFormula};
+    ///
+    /// // A key that fails half the time, slowly: no raise.
+    /// let stats = KeyStats::new(0.5, Duration::from_secs(20), 100);
+    /// assert_eq!(DefaultFormula::default().limit(100, 200, &stats), 125);
+    /// ```
     pub fn new(success_rate: f64, avg_latency: Duration, samples: u64) -> Self {
         KeyStats {
             success_rate,
@@ -71,8 +95,33 @@ impl KeyStats {
 ///
 /// Implemented by [`DefaultFormula`] and by closures
 /// `Fn(u32, u32, &KeyStats) -> u32` (base, max, stats).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::{AdaptivePolicy, KeyStats};
+///
+/// // Reward success only, ignoring latency.
+/// let policy = AdaptivePolicy::new(Quota::per_minute(100), 300)
+///     .formula(|base: u32, max: u32, stats: &KeyStats| {
+///         base + ((max - base) as f64 * stats.success_rate) as u32
+///     });
+/// assert_eq!(policy.record(&"ann", true, Duration::from_secs(30)), 300);
+/// ```
 pub trait LimitFormula: Send + Sync + 'static {
     /// The key's limit, given the base and max limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::adaptive::{DefaultFormula, KeyStats, LimitFormula};
+    ///
+    /// let stats = KeyStats::new(1.0, Duration::ZERO, 10);
+    /// assert_eq!(DefaultFormula::default().limit(100, 1_000, &stats), 200);
+    /// ```
     fn limit(&self, base: u32, max: u32, stats: &KeyStats) -> u32;
 }
 
@@ -112,11 +161,31 @@ pub struct DefaultFormula {
 
 impl DefaultFormula {
     /// With this latency ceiling (a latency at or above it adds nothing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{DefaultFormula, KeyStats};
+    /// // Responses slower than 500 ms earn nothing for speed.
+    /// let f = DefaultFormula::new(Duration::from_millis(500));
+    /// assert_eq!(f.multiplier(&KeyStats::new(1.0, Duration::from_secs(1), 5)), 0.5);
+    /// ```
     pub fn new(latency_ceiling: Duration) -> Self {
         DefaultFormula { latency_ceiling }
     }
 
     /// The multiplier for `stats`, in `0..=1`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::{DefaultFormula, KeyStats};
+    /// let f = DefaultFormula::new(Duration::from_secs(10));
+    /// assert_eq!(f.multiplier(&KeyStats::new(1.0, Duration::ZERO, 1)), 1.0);
+    /// assert_eq!(f.multiplier(&KeyStats::new(0.0, Duration::from_secs(10), 1)), 0.0);
+    /// ```
     pub fn multiplier(&self, stats: &KeyStats) -> f64 {
         let ceiling = self.latency_ceiling.as_secs_f64();
         let speed = if ceiling > 0.0 {
@@ -227,6 +296,15 @@ where
     /// Keys start at `base` (its limit, period and burst) and may reach
     /// `max` requests per the same period (at least the base's limit, at
     /// most one per nanosecond).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// assert_eq!((policy.base(), policy.max()), (Quota::per_minute(100), 200));
+    /// ```
     pub fn new(base: Quota, max: u32) -> Self {
         let mut p = AdaptivePolicy {
             shared: Arc::new(Shared {
@@ -267,6 +345,19 @@ where
     ///
     /// When called after making a layer from the policy or cloning it (as
     /// every setter).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// // Follow recent behaviour closely: each response moves the averages by half.
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200).smoothing(0.5);
+    /// policy.record(&1, true, Duration::ZERO);
+    /// policy.record(&1, false, Duration::ZERO);
+    /// assert_eq!(policy.stats(&1).unwrap().success_rate, 0.5);
+    /// ```
     #[must_use]
     pub fn smoothing(self, alpha: f64) -> Self {
         let alpha = if alpha.is_nan() {
@@ -279,6 +370,18 @@ where
 
     /// The latency ceiling of the [`DefaultFormula`] (default 10 s).
     /// Ignored once a [`formula`](Self::formula) is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200)
+    ///     .latency_ceiling(Duration::from_millis(500));
+    /// // Successful but at the ceiling: half the possible raise.
+    /// assert_eq!(policy.record(&"ann", true, Duration::from_millis(500)), 150);
+    /// ```
     #[must_use]
     pub fn latency_ceiling(self, ceiling: Duration) -> Self {
         self.edit(|s| {
@@ -290,6 +393,18 @@ where
     }
 
     /// Computes limits with `formula` instead of the [`DefaultFormula`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::{AdaptivePolicy, KeyStats};
+    /// // Keys earn the max only after 100 responses without a failure.
+    /// let policy = AdaptivePolicy::<u64>::new(Quota::per_minute(100), 500).formula(
+    ///     |base: u32, max: u32, s: &KeyStats| if s.samples >= 100 && s.success_rate == 1.0 { max } else { base },
+    /// );
+    /// # let _ = policy;
+    /// ```
     #[must_use]
     pub fn formula(self, formula: impl LimitFormula) -> Self {
         self.edit(|s| {
@@ -300,6 +415,15 @@ where
 
     /// Keeps stats for at most `max_keys` keys (default 100 000, at least
     /// 32).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200).max_keys(10_000);
+    /// # let _ = policy;
+    /// ```
     #[must_use]
     pub fn max_keys(self, max_keys: usize) -> Self {
         let per_generation = (max_keys.max(32) / SHARDS / 2).max(1);
@@ -317,6 +441,15 @@ where
     }
 
     /// Names the policies (errors, HTTP `RateLimit-Policy`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200).named("adaptive");
+    /// assert_eq!(policy.base_policy().name(), Some("adaptive"));
+    /// ```
     #[must_use]
     pub fn named(self, name: impl Into<Arc<str>>) -> Self {
         let name = name.into();
@@ -325,22 +458,65 @@ where
 
     /// Reports limit changes ([`Event::LimitChanged`], with the key) to
     /// `observer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// use tower_sluice::observe::Event;
+    ///
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200).observer(|e: &Event<'_>| {
+    ///     if let Event::LimitChanged { .. } = e {
+    ///         println!("{e:?}");
+    ///     }
+    /// });
+    /// policy.record(&"ann", true, Duration::ZERO); // prints the change
+    /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         self.edit(|s| s.observers = Observers::new(observer))
     }
 
     /// The base quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 10).base(), Quota::per_second(5));
+    /// ```
     pub fn base(&self) -> Quota {
         self.shared.base
     }
 
     /// The highest limit, per the base quota's period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 10).max(), 10);
+    /// // Never below the base's limit.
+    /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 1).max(), 5);
+    /// ```
     pub fn max(&self) -> u32 {
         self.shared.max
     }
 
     /// The base policy: the base quota, named.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::<u8>::new(Quota::per_second(5), 10);
+    /// assert!(policy.base_policy().quotas().eq([Quota::per_second(5)]));
+    /// ```
     pub fn base_policy(&self) -> Policy {
         self.shared.policy(self.shared.base.limit())
     }
@@ -350,6 +526,16 @@ where
     /// [`policy_for`](PerKeyLayer::policy_for)). Configure it further as
     /// any `PerKeyLayer` (`max_keys`, `observer`, `http()`, ...), but do
     /// not replace its resolver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let limit = policy.per_key_layer(|req: &String| Some(req.clone())).max_keys(50_000);
+    /// # let _ = limit;
+    /// ```
     pub fn per_key_layer<X>(&self, extractor: X) -> PerKeyLayer<K, X> {
         let this = self.clone();
         PerKeyLayer::new(self.base_policy(), extractor).policy_for(move |key: &K| this.adapted(key))
@@ -359,6 +545,18 @@ where
     /// [`per_key_layer`](Self::per_key_layer), so it sees the responses of
     /// admitted requests only. Responses are read by [`DefaultFeedback`]
     /// (see [`KeyFeedbackLayer::classify`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let key = |req: &String| Some(req.clone());
+    /// let (limit, learn) = (policy.per_key_layer(key), policy.feedback_layer(key));
+    /// // ServiceBuilder::new().layer(limit).layer(learn).service(handler)
+    /// # let _ = (limit, learn);
+    /// ```
     pub fn feedback_layer<X>(&self, extractor: X) -> KeyFeedbackLayer<K, X> {
         KeyFeedbackLayer {
             policy: self.clone(),
@@ -377,6 +575,19 @@ where
 
     /// The policy of `key` when it differs from the base, as a
     /// [`PerKeyLayer::policy_for`] resolver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+    /// assert!(policy.adapted(&"ann").is_none()); // the base applies
+    /// policy.record(&"ann", true, Duration::ZERO);
+    /// let raised = policy.adapted(&"ann").unwrap();
+    /// assert_eq!(raised.quotas().next().unwrap().limit(), 200);
+    /// ```
     pub fn adapted(&self, key: &K) -> Option<Policy> {
         let shard = self.shard(key);
         shard
@@ -387,6 +598,18 @@ where
     }
 
     /// `key`'s current limit, per the base quota's period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+    /// assert_eq!(policy.limit(&"ann"), 100);
+    /// policy.record(&"ann", true, Duration::ZERO);
+    /// assert_eq!(policy.limit(&"ann"), 200);
+    /// ```
     pub fn limit(&self, key: &K) -> u32 {
         let shard = self.shard(key);
         shard
@@ -397,6 +620,18 @@ where
     }
 
     /// What `key` has shown so far, if it is remembered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+    /// assert!(policy.stats(&"ann").is_none());
+    /// policy.record(&"ann", false, Duration::from_secs(1));
+    /// assert_eq!(policy.stats(&"ann").unwrap().avg_latency, Duration::from_secs(1));
+    /// ```
     pub fn stats(&self, key: &K) -> Option<KeyStats> {
         let shard = self.shard(key);
         shard
@@ -409,6 +644,18 @@ where
     /// Records one response of `key` (done by the
     /// [`feedback_layer`](Self::feedback_layer); call it yourself to feed
     /// outcomes seen elsewhere). Returns the key's limit after it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// // Outcomes seen outside the service, such as a background job's.
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+    /// let limit = policy.record(&"ann", true, Duration::from_secs(1));
+    /// assert_eq!(limit, 195); // (1.0 + 0.9) / 2 = 0.95 above the base
+    /// ```
     pub fn record(&self, key: &K, success: bool, latency: Duration) -> u32 {
         let s = &*self.shared;
         let base = s.base.limit();
@@ -454,6 +701,18 @@ where
     }
 
     /// Keys whose stats are held now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+    /// policy.record(&"ann", true, Duration::ZERO);
+    /// policy.record(&"bob", true, Duration::ZERO);
+    /// assert_eq!(policy.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.shared
             .shards
@@ -466,6 +725,14 @@ where
     }
 
     /// Whether no key is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::adaptive::AdaptivePolicy;
+    /// assert!(AdaptivePolicy::<String>::new(Quota::per_minute(100), 200).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

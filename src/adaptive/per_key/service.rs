@@ -4,6 +4,28 @@ use super::*;
 
 /// Records each response in an [`AdaptivePolicy`]. Made by
 /// [`KeyFeedbackLayer`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::Quota;
+/// use tower_sluice::adaptive::{AdaptivePolicy, KeyFeedback};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
+/// let svc = policy
+///     .feedback_layer(|user: &&str| Some(user.to_string()))
+///     .layer(service_fn(|_: &str| async { Ok::<_, BoxError>(()) }));
+/// let _typed: &KeyFeedback<_, _, _, _> = &svc;
+/// svc.oneshot("ann").await?;
+/// assert_eq!(policy.stats(&"ann".to_string()).unwrap().samples, 1);
+/// # let _ = Duration::ZERO;
+/// # Ok(())
+/// # }
+/// ```
 pub struct KeyFeedback<S, K, X, C> {
     pub(super) inner: S,
     pub(super) policy: AdaptivePolicy<K>,
@@ -12,10 +34,13 @@ pub struct KeyFeedback<S, K, X, C> {
 }
 
 impl<S, K, X, C> KeyFeedback<S, K, X, C> {
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptivePolicy::<u32>::new(tower_sluice::Quota::per_second(10), 20)\n    .feedback_layer(|n: &u32| Some(*n))");
 }
 
 /// The record a [`KeyFeedback`] request keeps until its response.
+///
+/// It appears in [`KeyFeedback`]'s `Future` type; it is not made or used
+/// directly.
 pub struct KeyTrack<K, C> {
     policy: AdaptivePolicy<K>,
     key: Option<K>,

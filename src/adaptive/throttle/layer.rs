@@ -25,6 +25,9 @@ use super::*;
 ///
 /// # Sharing
 ///
+/// Every service made by the layer, and every clone, shares one window.
+///
+/// # Examples
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
@@ -41,7 +44,6 @@ use super::*;
 /// }
 /// # }
 /// ```
-/// Every service made by the layer, and every clone, shares one window.
 pub struct AdaptiveThrottleLayer<P = AllCritical, C = DefaultFeedback> {
     core: Arc<Core>,
     criticality: P,
@@ -56,6 +58,15 @@ impl Default for AdaptiveThrottleLayer {
 
 impl AdaptiveThrottleLayer {
     /// `K = 2` over a window of 2 minutes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    ///
+    /// let layer = AdaptiveThrottleLayer::new();
+    /// assert_eq!(layer.handle().counts(), (0, 0));
+    /// ```
     pub fn new() -> Self {
         AdaptiveThrottleLayer {
             core: Arc::new(Core {
@@ -105,6 +116,15 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     ///
     /// When called after [`handle`](Self::handle) or after cloning the layer
     /// (as every setter).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// // Shed sooner: the upstream receives about 1.5× what it accepts.
+    /// let layer = AdaptiveThrottleLayer::new().k(1.5);
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn k(self, k: f64) -> Self {
         let k = if k.is_nan() { 2.0 } else { k.max(1.0) };
@@ -112,6 +132,15 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     }
 
     /// One class's own `K` (at least 0.5).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{AdaptiveThrottleLayer, Criticality};
+    /// // Never shed the most critical class unless the upstream is nearly dead.
+    /// let layer = AdaptiveThrottleLayer::new().class_k(Criticality::CriticalPlus, 10.0);
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn class_k(self, class: Criticality, k: f64) -> Self {
         let k = if k.is_nan() { 2.0 } else { k.max(0.5) };
@@ -120,6 +149,16 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
 
     /// The window requests and accepts are counted over (default 2
     /// minutes), in 20 buckets.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// // React within 30 s instead of 2 minutes.
+    /// let layer = AdaptiveThrottleLayer::new().window(Duration::from_secs(30));
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn window(self, window: Duration) -> Self {
         self.edit(|c| c.bucket = window_to_bucket(window))
@@ -128,18 +167,50 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     /// Shadow (dry-run) mode: requests are drawn and refusals reported
     /// ([`Event::AdaptiveRejected`] with `enforced: false`), but every
     /// request is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// # use tower_sluice::observe::Monitor;
+    /// let monitor = Monitor::new();
+    /// let layer = AdaptiveThrottleLayer::new().shadow().observer(monitor.clone());
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn shadow(self) -> Self {
         self.edit(|c| c.shadow = true)
     }
 
     /// Seeds the random draws, for reproducible tests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// let layer = AdaptiveThrottleLayer::new().seed(1);
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn seed(self, seed: u64) -> Self {
         self.edit(|c| c.rng = Rng::new(seed))
     }
 
     /// Reports rejections ([`Event::AdaptiveRejected`]) to `observer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// use tower_sluice::observe::Event;
+    ///
+    /// let layer = AdaptiveThrottleLayer::new().observer(|e: &Event<'_>| {
+    ///     if let Event::AdaptiveRejected { .. } = e {
+    ///         eprintln!("shed a request locally");
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         self.edit(|c| c.observers = Observers::new(observer))
@@ -147,6 +218,18 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
 
     /// Finds each request's class (default: all
     /// [`Critical`](Criticality::Critical)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{AdaptiveThrottleLayer, Criticality};
+    /// // Requests are (path, user) pairs; prefetches are sheddable.
+    /// let layer = AdaptiveThrottleLayer::new().criticality(|req: &(&str, u64)| {
+    ///     if req.0.starts_with("/prefetch") { Criticality::Sheddable } else { Criticality::Critical }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
     pub fn criticality<P2>(self, criticality: P2) -> AdaptiveThrottleLayer<P2, C> {
         AdaptiveThrottleLayer {
             core: self.core,
@@ -157,6 +240,22 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
 
     /// Reads responses with `classify` (default [`DefaultFeedback`]; use
     /// `HttpFeedback` (feature `http`) for HTTP clients).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::adaptive::{AdaptiveThrottleLayer, Feedback, Signal};
+    ///
+    /// // A 429 or 503 from the upstream is a refusal.
+    /// let layer = AdaptiveThrottleLayer::new().classify(|r: &Result<u16, BoxError>| match r {
+    ///     Ok(429 | 503) => Feedback::new(Signal::Overloaded),
+    ///     Ok(_) => Feedback::new(Signal::Success),
+    ///     Err(_) => Feedback::new(Signal::Failure),
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
     pub fn classify<C2>(self, classify: C2) -> AdaptiveThrottleLayer<P, C2> {
         AdaptiveThrottleLayer {
             core: self.core,
@@ -166,6 +265,15 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     }
 
     /// A handle to read the counts and the rejection probability.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{AdaptiveThrottleLayer, Criticality};
+    /// let layer = AdaptiveThrottleLayer::new().k(1.5);
+    /// let handle = layer.handle();
+    /// assert_eq!(handle.probability(Criticality::Critical), 0.0);
+    /// ```
     pub fn handle(&self) -> ThrottleHandle {
         ThrottleHandle {
             core: self.core.clone(),

@@ -29,6 +29,21 @@ pub use service::*;
 /// How important a request is: under throttling, less critical requests
 /// are shed first. Each class has its own multiplier `K` in the rejection
 /// formula (see [`AdaptiveThrottleLayer::class_k`]).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::adaptive::{AdaptiveThrottleLayer, Criticality};
+///
+/// struct Req { background: bool }
+///
+/// // Background refreshes are shed before user requests.
+/// let layer = AdaptiveThrottleLayer::new().criticality(|req: &Req| {
+///     if req.background { Criticality::Sheddable } else { Criticality::Critical }
+/// });
+/// assert!(Criticality::CriticalPlus < Criticality::Sheddable); // ordered from most to least critical
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Criticality {
     /// Shed last: `K × 2` by default.
@@ -50,8 +65,34 @@ impl Criticality {
 
 /// Finds a request's [`Criticality`]. Implemented for closures
 /// `Fn(&Req) -> Criticality` and for [`AllCritical`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::adaptive::{Criticality, CriticalityOf};
+///
+/// /// Health checks are never important.
+/// #[derive(Clone)]
+/// struct ByPath;
+/// impl CriticalityOf<String> for ByPath {
+///     fn criticality(&self, path: &String) -> Criticality {
+///         if path == "/health" { Criticality::Sheddable } else { Criticality::Critical }
+///     }
+/// }
+///
+/// assert_eq!(ByPath.criticality(&"/health".to_string()), Criticality::Sheddable);
+/// ```
 pub trait CriticalityOf<Req> {
     /// The request's class.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::adaptive::{Criticality, CriticalityOf};
+    ///
+    /// let by_flag = |urgent: &bool| if *urgent { Criticality::CriticalPlus } else { Criticality::Critical };
+    /// assert_eq!(by_flag.criticality(&true), Criticality::CriticalPlus);
+    /// ```
     fn criticality(&self, req: &Req) -> Criticality;
 }
 
@@ -66,6 +107,14 @@ where
 }
 
 /// Every request is [`Criticality::Critical`] (the default).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::adaptive::{AllCritical, Criticality, CriticalityOf};
+///
+/// assert_eq!(CriticalityOf::<u32>::criticality(&AllCritical, &7), Criticality::Critical);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllCritical;
 
@@ -158,6 +207,26 @@ impl Core {
 }
 
 /// Reads an [`AdaptiveThrottleLayer`]'s window. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::adaptive::{AdaptiveThrottleLayer, Criticality};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let layer = AdaptiveThrottleLayer::new();
+/// let handle = layer.handle();
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// svc.oneshot(1).await?;
+/// assert_eq!(handle.counts(), (1, 1)); // one request, accepted
+/// assert_eq!(handle.probability(Criticality::Critical), 0.0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ThrottleHandle {
     core: Arc<Core>,
@@ -165,12 +234,28 @@ pub struct ThrottleHandle {
 
 impl ThrottleHandle {
     /// Requests and accepts in the window now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// let (requests, accepts) = AdaptiveThrottleLayer::new().handle().counts();
+    /// assert_eq!((requests, accepts), (0, 0));
+    /// ```
     pub fn counts(&self) -> (u64, u64) {
         let r = self.core.lock(self.core.clock.now());
         (r.requests, r.accepts)
     }
 
     /// The probability with which a request of `class` is rejected now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::adaptive::{AdaptiveThrottleLayer, Criticality};
+    /// let handle = AdaptiveThrottleLayer::new().handle();
+    /// assert_eq!(handle.probability(Criticality::Sheddable), 0.0); // nothing refused yet
+    /// ```
     pub fn probability(&self, class: Criticality) -> f64 {
         let r = self.core.lock(self.core.clock.now());
         self.core.probability(&r, class)

@@ -4,6 +4,21 @@ use super::*;
 
 /// Throttles requests locally. Made by [`AdaptiveThrottleLayer`]; see the
 /// [module docs](crate::adaptive).
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::adaptive::{AdaptiveThrottle, AdaptiveThrottleLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let client = AdaptiveThrottleLayer::new().layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// let _typed: &AdaptiveThrottle<_, _, _> = &client;
+/// assert_eq!(client.oneshot(3).await?, 3);
+/// # Ok(())
+/// # }
+/// ```
 pub struct AdaptiveThrottle<S, P, C> {
     pub(super) inner: S,
     pub(super) core: Arc<Core>,
@@ -12,10 +27,13 @@ pub struct AdaptiveThrottle<S, P, C> {
 }
 
 impl<S, P, C> AdaptiveThrottle<S, P, C> {
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptiveThrottleLayer::new()");
 }
 
 /// The record an [`AdaptiveThrottle`] request keeps until its response.
+///
+/// It appears in [`AdaptiveThrottle`]'s `Future` type; it is not made or
+/// used directly.
 pub struct ThrottleTrack<C> {
     core: Arc<Core>,
     classify: C,

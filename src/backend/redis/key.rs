@@ -14,8 +14,40 @@ use std::sync::Arc;
 /// `("a", "b:c")` never share a bucket.
 ///
 /// Two different keys must write different bytes, or they share a bucket.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::backend::redis::{RedisBackend, RedisKey};
+///
+/// /// A tenant and user: written as `tenant/user`. Tenants contain no `/`,
+/// /// so two different pairs never write the same bytes.
+/// struct User { tenant: u32, name: String }
+/// impl RedisKey for User {
+///     fn write_key(&self, out: &mut Vec<u8>) {
+///         out.extend_from_slice(format!("{}/{}", self.tenant, self.name).as_bytes());
+///     }
+/// }
+///
+/// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+/// let key = backend.redis_key(&User { tenant: 7, name: "ann".into() });
+/// assert_eq!(key, b"sluice:7/ann");
+/// // Pairs are written unambiguously.
+/// assert_eq!(backend.redis_key(&("a:b", "c")), b"sluice:3:a:b:c");
+/// # Ok::<(), redis::RedisError>(())
+/// ```
 pub trait RedisKey {
     /// Appends the key's bytes to `out`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::redis::RedisKey;
+    ///
+    /// let mut out = b"prefix:".to_vec();
+    /// "ann".write_key(&mut out);
+    /// assert_eq!(out, b"prefix:ann");
+    /// ```
     fn write_key(&self, out: &mut Vec<u8>);
 }
 

@@ -118,6 +118,18 @@ const SCRIPT: &str = include_str!("script.lua");
 
 /// What a [`RedisBackend`] does when Redis cannot decide (down, slow,
 /// erroring).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
+///
+/// // Four instances share the limit; while Redis is down each keeps a quarter.
+/// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?
+///     .failure_policy(FailurePolicy::Fallback { expected_instances: 4 });
+/// assert_eq!(backend.failure(), FailurePolicy::Fallback { expected_instances: 4 });
+/// # Ok::<(), redis::RedisError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailurePolicy {
@@ -152,6 +164,17 @@ impl Default for FailurePolicy {
 }
 
 /// Counters of a [`RedisBackend`], from [`RedisBackend::stats`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::backend::redis::RedisBackend;
+///
+/// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+/// let stats = backend.stats();
+/// assert_eq!(stats.decisions, 0); // nothing connects before the first decision
+/// # Ok::<(), redis::RedisError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStats {
@@ -243,6 +266,17 @@ impl RedisBackend {
     /// # Errors
     ///
     /// The URL does not parse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::redis::RedisBackend;
+    ///
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379/0")?;
+    /// assert!(RedisBackend::from_url("not a url").is_err());
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self, redis::RedisError> {
         Ok(Self::new(redis::Client::open(url)?))
     }
@@ -250,6 +284,17 @@ impl RedisBackend {
     /// A backend on `client`'s server, connecting on first use through a
     /// [`ConnectionManager`] (one multiplexed connection that reconnects by
     /// itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::redis::RedisBackend;
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let backend = RedisBackend::new(client);
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn new(client: redis::Client) -> Self {
         Self::with_conn(Conn::Client {
             client,
@@ -259,6 +304,22 @@ impl RedisBackend {
 
     /// A backend on an existing connection manager (shared with the rest of
     /// the application).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tower_sluice::backend::redis::RedisBackend;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), redis::RedisError> {
+    /// // One connection for the application and its limits (connects now).
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let manager = redis::aio::ConnectionManager::new(client).await?;
+    /// let backend = RedisBackend::from_manager(manager.clone());
+    /// # let _ = backend;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_manager(manager: ConnectionManager) -> Self {
         Self::with_conn(Conn::Manager(manager))
     }
@@ -266,6 +327,18 @@ impl RedisBackend {
     /// A backend on a Redis Cluster, connecting on first use. Each decision
     /// touches one key, so it goes to one node; keys spread over the slots
     /// (use a `{hash tag}` to choose).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use redis::cluster::ClusterClient;
+    /// use tower_sluice::backend::redis::RedisBackend;
+    ///
+    /// let nodes = vec!["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"];
+    /// let backend = RedisBackend::cluster(ClusterClient::new(nodes)?);
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn cluster(client: ClusterClient) -> Self {
         Self::with_conn(Conn::Cluster {
             client,
@@ -303,6 +376,15 @@ impl RedisBackend {
 
     /// The prefix of every Redis key (default `sluice:`). Use one per
     /// application or limit so they do not share buckets by accident.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?.prefix("billing:rl:");
+    /// assert_eq!(backend.redis_key("ann"), b"billing:rl:ann");
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn prefix(self, prefix: impl AsRef<[u8]>) -> Self {
         let prefix = prefix.as_ref().to_vec();
@@ -311,6 +393,17 @@ impl RedisBackend {
 
     /// How long a decision may take before the failure policy decides
     /// instead (default 50 ms). A zero deadline is raised to 1 ms.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// // A decision slower than 20 ms is decided by the failure policy instead.
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?.deadline(Duration::from_millis(20));
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn deadline(self, deadline: Duration) -> Self {
         self.edit(|i| i.deadline = deadline.max(Duration::from_millis(1)))
@@ -318,6 +411,17 @@ impl RedisBackend {
 
     /// What to do when Redis cannot decide (default
     /// [`FailurePolicy::Fallback`] with one instance).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
+    /// // Protection first: no Redis, no requests (503 with Retry-After).
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?
+    ///     .failure_policy(FailurePolicy::FailClosed);
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn failure_policy(self, policy: FailurePolicy) -> Self {
         let policy = match policy {
@@ -333,6 +437,17 @@ impl RedisBackend {
     /// and apply the failure policy at once; probe Redis with one decision
     /// after `first_probe` (default 250 ms), doubling up to `max_probe`
     /// (default 10 s) while it keeps failing. `failures == 0` is taken as 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?
+    ///     .breaker(5, Duration::from_millis(100), Duration::from_secs(30));
+    /// assert!(backend.is_available());
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn breaker(self, failures: u32, first_probe: Duration, max_probe: Duration) -> Self {
         self.edit(|i| i.health = Health::new(failures.max(1), first_probe, max_probe))
@@ -340,6 +455,16 @@ impl RedisBackend {
 
     /// Remember up to `entries` denied keys (default 10 000; 0 disables the
     /// deny cache).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// // Exact counts over fewer round trips: no local memory of denials.
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?.deny_cache(0);
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn deny_cache(self, entries: usize) -> Self {
         self.edit(|i| i.deny = DenyCache::new(entries))
@@ -348,6 +473,16 @@ impl RedisBackend {
     /// The longest Redis key accepted, prefix included (default 4096
     /// bytes); longer keys are refused with
     /// [`KeyTooLong`] before reaching Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// // Keys are API keys: anything over 256 bytes is a client error.
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?.max_key_len(256);
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn max_key_len(self, bytes: usize) -> Self {
         self.edit(|i| i.max_key_len = bytes)
@@ -355,6 +490,15 @@ impl RedisBackend {
 
     /// The most keys the local fallback limiter (and the local in-flight
     /// count) hold (default 100 000), with the in-memory backend's bounds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?.local_max_keys(10_000);
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn local_max_keys(self, max_keys: usize) -> Self {
         self.edit(|i| {
@@ -364,6 +508,18 @@ impl RedisBackend {
     }
 
     /// Reports failures and health changes to `observer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// use tower_sluice::observe::Monitor;
+    ///
+    /// let monitor = Monitor::new();
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?.observer(monitor.clone());
+    /// # let _ = backend;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         let observers = Observers::new(observer);
@@ -371,22 +527,60 @@ impl RedisBackend {
     }
 
     /// The counters so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+    /// let s = backend.stats();
+    /// println!("{} decisions, {} timeouts", s.decisions, s.timeouts);
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn stats(&self) -> RedisStats {
         self.inner.stats.snapshot()
     }
 
     /// Whether decisions go to Redis now (`false` while it is considered
     /// down and skipped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// // Available until decisions start failing.
+    /// assert!(RedisBackend::from_url("redis://127.0.0.1:6379")?.is_available());
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn is_available(&self) -> bool {
         self.inner.health.open_until.load(Ordering::Acquire) == 0
     }
 
     /// The failure policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+    /// assert_eq!(backend.failure(), FailurePolicy::default());
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn failure(&self) -> FailurePolicy {
         self.inner.failure
     }
 
     /// The Redis key a request key maps to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+    /// assert_eq!(backend.redis_key("ann"), b"sluice:ann");
+    /// assert_eq!(backend.redis_key(&42_u64), b"sluice:42");
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn redis_key<K: RedisKey + ?Sized>(&self, key: &K) -> Vec<u8> {
         self.inner.key_bytes(key)
     }
