@@ -203,7 +203,9 @@ mod tests {
         ok::<CircuitBreaker<tower::util::BoxCloneSyncService<u8, u8, crate::BoxError>>>();
         ok::<CircuitBreakerHandle>();
         ok::<StateChange>();
-        ok::<tokio::sync::broadcast::Receiver<StateChange>>();
+        // A receiver can move into a spawned task.
+        fn task<T: Send + 'static>() {}
+        task::<tokio::sync::broadcast::Receiver<StateChange>>();
     }
 
     use std::time::Duration;
