@@ -19,6 +19,42 @@ use super::{CircuitBreakerConfig, CircuitState};
 /// can [`force_open`](Self::force_open), a deploy can
 /// [`reset`](Self::reset). [`subscribe`](Self::subscribe) delivers every
 /// state transition as it happens.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::CircuitState;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let breaker = CircuitBreakerLayer::builder()
+///     .open_duration(Duration::from_secs(5))
+///     .build()?;
+/// let handle = breaker.handle();
+/// let svc = ServiceBuilder::new()
+///     .layer(breaker)
+///     .service(service_fn(|fail: bool| async move {
+///         if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
+///     }));
+/// svc.clone().oneshot(true).await.unwrap_err();
+/// let stats = handle.stats();
+/// assert_eq!((stats.calls, stats.failures), (1, 1));
+///
+/// // A failed health check: stop calling at once.
+/// handle.force_open();
+/// assert_eq!(handle.state(), CircuitState::ForcedOpen);
+/// assert!(svc.clone().oneshot(false).await.is_err());
+///
+/// // Healthy again: back to Closed with an empty window.
+/// handle.reset();
+/// assert_eq!(handle.state(), CircuitState::Closed);
+/// assert_eq!(handle.stats().calls, 0);
+/// assert_eq!(handle.retry_after(), None);
+/// svc.oneshot(false).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct CircuitBreakerHandle {
     pub(crate) breaker: Arc<Breaker>,
@@ -145,7 +181,24 @@ impl CircuitBreakerHandle {
 
 /// A state transition, sent to [subscribers](CircuitBreakerHandle::subscribe).
 ///
-/// See [`CircuitBreakerHandle::subscribe`] for an example.
+/// ```
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::{ChangeReason, CircuitState};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// let handle = CircuitBreakerLayer::default().handle();
+/// let mut changes = handle.subscribe();
+/// let before = tokio::time::Instant::now();
+/// handle.force_open();
+/// let change = changes.recv().await?;
+/// assert_eq!(change.from, CircuitState::Closed);
+/// assert_eq!(change.to, CircuitState::ForcedOpen);
+/// assert_eq!(change.reason, ChangeReason::ForcedOpen);
+/// assert!(change.at >= before);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StateChange {
