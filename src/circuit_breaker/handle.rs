@@ -115,9 +115,10 @@ impl CircuitBreakerHandle {
     /// [`RecvError::Closed`](broadcast::error::RecvError::Closed) once the
     /// layer, its services and all handles are dropped.
     ///
-    /// Calls never touch the channel: transitions are sent by the call or
-    /// handle operation that makes them, and a breaker with no subscriber
-    /// (ever) skips it entirely.
+    /// Only the call or handle operation that makes a transition sends
+    /// it (on the path that already takes the breaker's lock); calls that
+    /// change nothing never touch the channel, and a breaker that never had
+    /// a subscriber has none.
     ///
     /// Why a [`broadcast`] channel rather than a `watch` of the state: a
     /// `watch` keeps only the latest value, so a subscriber that wakes after
