@@ -12,9 +12,11 @@
 //! * `bare`: the `service_fn` alone;
 //! * `sluice/count`: a count window of 100 calls (no clock read);
 //! * `sluice/default`: the default 30 s time window in 10 buckets (one
-//!   clock read per call);
-//! * `sluice/slow_calls`: the time window plus slow-call tracking (two
-//!   clock reads per call);
+//!   read of the coarse clock per call, `CLOCK_MONOTONIC_COARSE` on Linux);
+//! * `sluice/slow_calls`: the time window plus slow-call tracking of 1 s
+//!   (two coarse clock reads per call);
+//! * `sluice/subscribed`: the default window with a subscriber to state
+//!   changes (which a closed call never touches);
 //! * `tower-resilience`: its breaker with a count window of 100 calls.
 //!
 //! After criterion's report, a summary of ratios measured in the same
@@ -95,8 +97,10 @@ fn bench_closed(c: &mut Criterion) {
         ("sluice/count", sluice_count()),
         ("sluice/default", sluice_default()),
         ("sluice/slow_calls", sluice_slow()),
+        ("sluice/subscribed", sluice_default()),
     ] {
         let handle = layer.handle();
+        let _changes = name.contains("subscri").then(|| handle.subscribe());
         let mut svc = layer.layer(bare());
         g.bench_function(name, |b| b.iter(|| drive(&mut svc, &mut cx, black_box(7))));
         assert_eq!(handle.state(), CircuitState::Closed);
@@ -141,8 +145,10 @@ fn print_ratios() {
         ("count window", sluice_count()),
         ("default (time window)", sluice_default()),
         ("time window + slow calls", sluice_slow()),
+        ("default + a subscriber", sluice_default()),
     ] {
         let handle = layer.handle();
+        let _changes = name.contains("subscri").then(|| handle.subscribe());
         let mut svc = layer.layer(bare());
         let ns = best_ns(|n| {
             timed(n, || {

@@ -1,7 +1,7 @@
 //! A client behind a circuit breaker, against an in-memory upstream that
 //! fails for two seconds and then recovers. State changes are printed as
-//! they happen (through the observer), with a line per second of what the
-//! client saw.
+//! they happen (by a task subscribed to the breaker's handle), with a line
+//! per second of what the client saw.
 //!
 //! ```text
 //! cargo run --example circuit_breaker
@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast::error::RecvError;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_sluice::circuit_breaker::SlidingWindow;
-use tower_sluice::observe::Event;
 use tower_sluice::{CircuitBreakerLayer, CircuitOpen};
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,16 +28,26 @@ async fn main() -> Result<(), BoxError> {
         .open_duration(Duration::from_millis(400))
         .max_open_duration(Duration::from_secs(2))
         .permitted_calls_in_half_open(2)
-        .build()?
-        .observer(move |event: &Event<'_>| {
-            if let Event::BreakerStateChanged { from, to, .. } = event {
-                println!(
-                    "{:>6.2}s  breaker {from:?} -> {to:?}",
-                    start.elapsed().as_secs_f64()
-                );
-            }
-        });
+        .build()?;
     let handle = breaker.handle();
+
+    // Print every transition, with its reason and when the breaker made it.
+    let mut changes = handle.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(change) => println!(
+                    "{:>6.2}s  breaker {:?} -> {:?} ({:?})",
+                    change.at.duration_since(start.into()).as_secs_f64(),
+                    change.from,
+                    change.to,
+                    change.reason,
+                ),
+                Err(RecvError::Lagged(missed)) => println!("({missed} transitions missed)"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
 
     // The upstream: refuses for `down_for`, then answers. Counts the calls
     // that reach it.

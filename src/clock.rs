@@ -18,6 +18,13 @@
 //! ```
 //!
 //! Waiting always sleeps on tokio timers, whichever clock decides.
+//!
+//! A second, coarser clock ([`CoarseClock`]: `CLOCK_MONOTONIC_COARSE` on
+//! Linux, read through the vDSO) serves decisions that only need to know
+//! which bucket of seconds a moment falls in, where its millisecond
+//! resolution is far finer than needed and its lower cost matters (the
+//! circuit breaker's time window). It follows tokio's clock under
+//! `test-util` too.
 
 /// A monotonic clock that reports nanoseconds since its creation.
 ///
@@ -78,6 +85,132 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// A cheaper, coarser monotonic clock for decisions that only need to
+/// know which bucket of several seconds (or which side of a threshold of
+/// hundreds of milliseconds) a moment falls in: the circuit breaker's time
+/// window and, when it allows, its slow-call timing.
+///
+/// On Linux and Android it reads `CLOCK_MONOTONIC_COARSE` through the vDSO
+/// (no `rdtsc`, no system call: a read of the time the kernel stored at its
+/// last tick), which costs about a third of the precise [`Clock`] on the
+/// machines we measure on. Its resolution is the kernel's tick, typically
+/// 1 to 4 ms ([`resolution`](Self::resolution)); it lags the precise clock
+/// by at most that much. Elsewhere it is the precise [`Clock`] (resolution
+/// reported as zero). With the crate feature `test-util` it follows
+/// [`tokio::time::Instant`] exactly, like [`Clock`].
+#[derive(Clone)]
+pub(crate) struct CoarseClock {
+    #[cfg(all(
+        not(feature = "test-util"),
+        any(target_os = "linux", target_os = "android")
+    ))]
+    origin: u64,
+    #[cfg(any(
+        feature = "test-util",
+        not(any(target_os = "linux", target_os = "android"))
+    ))]
+    inner: Clock,
+}
+
+#[cfg(all(
+    not(feature = "test-util"),
+    any(target_os = "linux", target_os = "android")
+))]
+#[inline]
+fn coarse_nanos() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    // Monotonic time is never negative.
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+impl CoarseClock {
+    /// A clock whose origin is now.
+    pub(crate) fn new() -> Self {
+        #[cfg(all(
+            not(feature = "test-util"),
+            any(target_os = "linux", target_os = "android")
+        ))]
+        {
+            CoarseClock {
+                origin: coarse_nanos(),
+            }
+        }
+        #[cfg(any(
+            feature = "test-util",
+            not(any(target_os = "linux", target_os = "android"))
+        ))]
+        {
+            CoarseClock {
+                inner: Clock::new(),
+            }
+        }
+    }
+
+    /// Nanoseconds since the origin, a multiple of the kernel tick (never
+    /// goes backwards).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        #[cfg(all(
+            not(feature = "test-util"),
+            any(target_os = "linux", target_os = "android")
+        ))]
+        {
+            coarse_nanos().saturating_sub(self.origin)
+        }
+        #[cfg(any(
+            feature = "test-util",
+            not(any(target_os = "linux", target_os = "android"))
+        ))]
+        {
+            self.inner.now()
+        }
+    }
+
+    /// How far [`now`](Self::now) may lag the precise time, in nanoseconds
+    /// (0 where it is the precise clock). Asked of the kernel once per
+    /// process.
+    pub(crate) fn resolution() -> u64 {
+        #[cfg(all(
+            not(feature = "test-util"),
+            any(target_os = "linux", target_os = "android")
+        ))]
+        {
+            static RESOLUTION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+            *RESOLUTION.get_or_init(|| {
+                let ts = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
+                let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+                let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+                secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+            })
+        }
+        #[cfg(any(
+            feature = "test-util",
+            not(any(target_os = "linux", target_os = "android"))
+        ))]
+        {
+            0
+        }
+    }
+}
+
+impl std::fmt::Debug for CoarseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if cfg!(feature = "test-util") {
+            "tokio"
+        } else if cfg!(any(target_os = "linux", target_os = "android")) {
+            "CLOCK_MONOTONIC_COARSE"
+        } else {
+            "quanta"
+        };
+        f.debug_struct("CoarseClock")
+            .field("source", &kind)
+            .field("resolution_ns", &Self::resolution())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +224,30 @@ mod tests {
         let b = c.now();
         assert!(b >= a + 15_000_000, "{a} -> {b}");
         assert!(b < a + 5_000_000_000, "{a} -> {b}");
+    }
+
+    #[test]
+    fn coarse_clock_advances_with_real_time() {
+        let c = CoarseClock::new();
+        let res = CoarseClock::resolution();
+        assert!(res < 100_000_000, "resolution {res} ns");
+        let a = c.now();
+        std::thread::sleep(Duration::from_millis(50));
+        let b = c.now();
+        // Each reading lags the precise time by at most one tick.
+        assert!(b + res >= a + 50_000_000, "{a} -> {b} (resolution {res})");
+        assert!(b < a + 5_000_000_000, "{a} -> {b}");
+    }
+
+    #[test]
+    fn coarse_clock_never_goes_backwards() {
+        let c = CoarseClock::new();
+        let mut last = c.now();
+        for _ in 0..100_000 {
+            let now = c.now();
+            assert!(now >= last, "{last} -> {now}");
+            last = now;
+        }
     }
 }
 

@@ -14,6 +14,11 @@ pub enum SlidingWindow {
     /// The calls of the last `size`, kept in `buckets` buckets of
     /// `size / buckets` each (constant memory, O(1) recording). A bucket is
     /// forgotten as a whole once it is `size` old.
+    ///
+    /// Buckets of at least 10 ticks of the kernel's coarse clock (40 ms
+    /// with 4 ms ticks) are picked on that cheaper clock, so their
+    /// boundaries move by up to one tick; see
+    /// [Clocks](super#clocks).
     Time {
         /// The span of the window.
         size: Duration,
@@ -169,6 +174,11 @@ impl CircuitBreakerBuilder {
 
     /// Calls that take at least this long are slow, and count against the
     /// breaker even when they succeed (default: slow calls not tracked).
+    ///
+    /// A duration of at least 100 ticks of the kernel's coarse clock
+    /// (400 ms with 4 ms ticks) is timed on that cheaper clock, within one
+    /// tick; a shorter one on the precise clock. See
+    /// [Clocks](super#clocks).
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
         self.config.slow_call_duration = Some(duration);
         self

@@ -19,6 +19,7 @@ use crate::observe::{Observer, Observers};
 ///
 /// The layer owns one breaker: every service it wraps, every clone, and
 /// every [`handle`](Self::handle) see the same state. Two layers made by two
+/// calls to [`new`](Self::new) are independent.
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
@@ -40,7 +41,6 @@ use crate::observe::{Observer, Observers};
 /// # Ok(())
 /// # }
 /// ```
-/// calls to [`new`](Self::new) are independent.
 pub struct CircuitBreakerLayer<C = ErrorsAreFailures> {
     breaker: Arc<Breaker>,
     classifier: C,
@@ -120,7 +120,8 @@ impl<C> CircuitBreakerLayer<C> {
     }
 
     /// A handle on the shared breaker: state, stats, force open or closed,
-    /// reset.
+    /// reset, [subscribe](CircuitBreakerHandle::subscribe) to state
+    /// changes.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
             breaker: self.breaker.clone(),

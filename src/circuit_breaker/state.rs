@@ -7,19 +7,38 @@
 //! window. Transitions, half-open trials and handle operations take the
 //! `control` mutex, which a Closed call never touches unless it trips the
 //! breaker.
+//!
+//! Two clocks: the precise [`Clock`] times what must be exact (the open
+//! duration, the half-open timeout, trials), and closed calls read
+//! [`CoarseClock`] where its resolution is fine enough (see
+//! [`Breaker::new`]): picking a bucket of the time window, and timing slow
+//! calls against a `slow_call_duration` far longer than a clock tick.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use super::config::SlidingWindow;
 use super::config::{CircuitBreakerConfig, Trip};
 use super::window::{Counts, FAILURE, PRESENT, SLOW, Window};
-use super::{CircuitState, Outcome};
-use crate::clock::Clock;
+use super::{ChangeReason, CircuitState, Outcome, StateChange};
+use crate::clock::{Clock, CoarseClock};
 use crate::error::CircuitOpen;
 use crate::observe::{Event, Observers};
 
 pub(crate) const LAYER: &str = "circuit_breaker";
+
+/// Transitions a subscriber may fall behind by before it loses the oldest.
+pub(crate) const SUBSCRIBER_CAPACITY: usize = 64;
+
+/// Closed calls time slow calls on the coarse clock when
+/// `slow_call_duration` is at least this many of its ticks (so its error is
+/// under 1% of the duration).
+const SLOW_CALL_TICKS: u64 = 100;
+
+/// Closed calls pick time-window buckets on the coarse clock when a bucket
+/// is at least this many of its ticks long.
+const BUCKET_TICKS: u64 = 10;
 
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
@@ -110,8 +129,9 @@ struct Control {
     half: HalfOpen,
 }
 
-/// Transitions made under the lock, reported once it is released (so an
-/// observer may use the handle).
+/// Transitions made under the lock, reported to observers once it is
+/// released (so an observer may use the handle). Subscribers are sent each
+/// transition under the lock, so they see them in order.
 #[derive(Default)]
 struct Changes(Vec<(CircuitState, CircuitState)>);
 
@@ -140,6 +160,15 @@ pub(crate) struct Breaker {
     window: Window,
     control: Mutex<Control>,
     clock: Clock,
+    /// The clock of closed calls, when `coarse` is set.
+    coarse_clock: CoarseClock,
+    /// Closed calls (window buckets, slow-call timing) read `coarse_clock`
+    /// instead of `clock`. Fixed for the breaker's life, so the window
+    /// always sees one time base.
+    coarse: bool,
+    /// Sends transitions to [subscribers](Self::subscribe); made by the
+    /// first of them.
+    subscribers: OnceLock<tokio::sync::broadcast::Sender<StateChange>>,
     observers: Observers,
     slow_nanos: Option<u64>,
     /// Judging by failure and slow rates (not consecutive failures).
@@ -149,10 +178,25 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
+    /// Closed calls use the coarse clock when its resolution is fine enough
+    /// for both things they time: a bucket spans at least
+    /// [`BUCKET_TICKS`] ticks, and `slow_call_duration` (if set) at least
+    /// [`SLOW_CALL_TICKS`]. With an observer, which receives each call's
+    /// latency, they use the precise clock.
     pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers, shadow: bool) -> Self {
         let slow_nanos = config
             .slow_call_duration
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let tick = CoarseClock::resolution();
+        let buckets_ok = match config.window {
+            SlidingWindow::Count(_) => true,
+            SlidingWindow::Time { size, buckets } => {
+                let size = u64::try_from(size.as_nanos()).unwrap_or(u64::MAX);
+                size / u64::from(buckets.max(1)) >= tick.saturating_mul(BUCKET_TICKS)
+            }
+        };
+        let slow_ok = slow_nanos.is_none_or(|d| d >= tick.saturating_mul(SLOW_CALL_TICKS));
+        let coarse = buckets_ok && slow_ok && !observers.is_set();
         Breaker {
             window: Window::new(config.window),
             by_rate: config.trip == Trip::Rate,
@@ -162,6 +206,9 @@ impl Breaker {
             consecutive: AtomicU32::new(0),
             control: Mutex::new(Control::default()),
             clock: Clock::new(),
+            coarse_clock: CoarseClock::new(),
+            coarse,
+            subscribers: OnceLock::new(),
             observers,
             slow_nanos,
             shadow,
@@ -180,6 +227,29 @@ impl Breaker {
 
     pub(crate) fn config(&self) -> &CircuitBreakerConfig {
         &self.config
+    }
+
+    /// The time as closed calls see it (see [`Breaker::new`]).
+    #[inline]
+    fn closed_now(&self) -> u64 {
+        if self.coarse {
+            self.coarse_clock.now()
+        } else {
+            self.clock.now()
+        }
+    }
+
+    /// Whether closed calls read the coarse clock.
+    #[cfg(test)]
+    pub(crate) fn is_coarse(&self) -> bool {
+        self.coarse
+    }
+
+    /// A receiver of every transition from now on.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StateChange> {
+        self.subscribers
+            .get_or_init(|| tokio::sync::broadcast::channel(SUBSCRIBER_CAPACITY).0)
+            .subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, Control> {
@@ -208,7 +278,14 @@ impl Breaker {
     // -----------------------------------------------------------------------
     // transitions (with the lock held)
 
-    fn set(&self, ctl: &mut Control, kind: u64, now: u64, changes: &mut Changes) {
+    fn set(
+        &self,
+        ctl: &mut Control,
+        kind: u64,
+        now: u64,
+        reason: ChangeReason,
+        changes: &mut Changes,
+    ) {
         let word = self.state.load(Ordering::Acquire);
         match kind {
             OPEN => {
@@ -242,6 +319,17 @@ impl Breaker {
         let (from, to) = (kind_state(word & KIND), kind_state(kind));
         if from != to {
             changes.0.push((from, to));
+            if let Some(tx) = self.subscribers.get() {
+                // Never waits: a receiver that falls behind loses the
+                // oldest transitions instead. An error only means that
+                // every receiver is gone.
+                let _ = tx.send(StateChange {
+                    from,
+                    to,
+                    reason,
+                    at: tokio::time::Instant::now(),
+                });
+            }
         }
     }
 
@@ -251,7 +339,13 @@ impl Breaker {
         loop {
             let kind = self.state.load(Ordering::Acquire) & KIND;
             if kind == OPEN && now >= self.open_until.load(Ordering::Acquire) {
-                self.set(ctl, HALF_OPEN, now, changes);
+                self.set(
+                    ctl,
+                    HALF_OPEN,
+                    now,
+                    ChangeReason::OpenDurationElapsed,
+                    changes,
+                );
             } else if kind == HALF_OPEN
                 && Duration::from_nanos(now.saturating_sub(ctl.half.started))
                     >= self.config.half_open_timeout
@@ -286,16 +380,29 @@ impl Breaker {
         } else {
             h.failures > 0 || (timed_out && done == 0)
         };
+        let reason = |verdict| {
+            if timed_out {
+                ChangeReason::HalfOpenTimeout
+            } else {
+                verdict
+            }
+        };
         if failed {
             ctl.reopened = ctl.reopened.saturating_add(1);
-            self.set(ctl, OPEN, now, changes);
+            self.set(ctl, OPEN, now, reason(ChangeReason::TrialsFailed), changes);
         } else if done == permitted || timed_out {
-            self.set(ctl, CLOSED, now, changes);
+            self.set(
+                ctl,
+                CLOSED,
+                now,
+                reason(ChangeReason::TrialsSucceeded),
+                changes,
+            );
         }
     }
 
     #[cold]
-    fn trip(&self, word: u64) {
+    fn trip(&self, word: u64, reason: ChangeReason) {
         // `now` of the caller may be unset (a count window without slow
         // calls never reads the clock): read it here.
         let now = self.clock.now();
@@ -304,7 +411,7 @@ impl Breaker {
             let mut ctl = self.lock();
             if self.state.load(Ordering::Acquire) == word {
                 ctl.reopened = 0;
-                self.set(&mut ctl, OPEN, now, &mut changes);
+                self.set(&mut ctl, OPEN, now, reason, &mut changes);
             }
         }
         self.report(changes);
@@ -320,7 +427,7 @@ impl Breaker {
         let kind = word & KIND;
         if kind == CLOSED || kind == FORCED_CLOSED {
             let start = if self.slow_nanos.is_some() || self.observers.is_set() {
-                self.clock.now()
+                self.closed_now()
             } else {
                 0
             };
@@ -347,7 +454,15 @@ impl Breaker {
             self.advance(&mut ctl, now, &mut changes);
             let word = self.state.load(Ordering::Acquire);
             match word & KIND {
-                CLOSED | FORCED_CLOSED => Ok(Permit { word, start: now }),
+                // A closed call is timed on the closed calls' clock.
+                CLOSED | FORCED_CLOSED => Ok(Permit {
+                    word,
+                    start: if self.coarse {
+                        self.coarse_clock.now()
+                    } else {
+                        now
+                    },
+                }),
                 HALF_OPEN if ctl.half.admitted < self.config.permitted_calls_in_half_open => {
                     ctl.half.admitted += 1;
                     Ok(Permit { word, start: now })
@@ -395,12 +510,12 @@ impl Breaker {
     /// Records a completed call.
     #[inline]
     pub(crate) fn finish(&self, permit: Permit, outcome: Outcome) {
-        let now = if self.slow_nanos.is_some()
-            || self.window.needs_time()
-            || permit.is_trial()
-            || self.observers.is_set()
-        {
+        // Trials were admitted on the precise clock and judge on it; closed
+        // calls on theirs.
+        let now = if permit.is_trial() {
             self.clock.now()
+        } else if self.slow_nanos.is_some() || self.window.needs_time() || self.observers.is_set() {
+            self.closed_now()
         } else {
             0
         };
@@ -450,21 +565,28 @@ impl Breaker {
         }
         let c = &self.config;
         let trip = match c.trip {
-            Trip::Consecutive(n) => in_a_row >= n,
+            Trip::Consecutive(n) => (in_a_row >= n).then_some(ChangeReason::ConsecutiveFailures),
             Trip::Rate => {
                 let Counts {
                     calls,
                     failures,
                     slow,
                 } = self.window.counts(now);
-                calls >= c.effective_minimum()
-                    && (at_least(failures, calls, c.failure_rate_threshold)
-                        || (self.slow_nanos.is_some()
-                            && at_least(slow, calls, c.slow_call_rate_threshold)))
+                if calls < c.effective_minimum() {
+                    None
+                } else if at_least(failures, calls, c.failure_rate_threshold) {
+                    Some(ChangeReason::FailureRate)
+                } else if self.slow_nanos.is_some()
+                    && at_least(slow, calls, c.slow_call_rate_threshold)
+                {
+                    Some(ChangeReason::SlowCallRate)
+                } else {
+                    None
+                }
             }
         };
-        if trip {
-            self.trip(word);
+        if let Some(reason) = trip {
+            self.trip(word, reason);
         }
         true
     }
@@ -531,7 +653,7 @@ impl Breaker {
             calls,
             failures,
             slow,
-        } = self.window.counts(self.clock.now());
+        } = self.window.counts(self.closed_now());
         Stats {
             state,
             calls,
@@ -553,10 +675,10 @@ impl Breaker {
     }
 
     pub(crate) fn force(&self, to: CircuitState) {
-        let kind = match to {
-            CircuitState::ForcedOpen => FORCED_OPEN,
-            CircuitState::ForcedClosed => FORCED_CLOSED,
-            _ => CLOSED,
+        let (kind, reason) = match to {
+            CircuitState::ForcedOpen => (FORCED_OPEN, ChangeReason::ForcedOpen),
+            CircuitState::ForcedClosed => (FORCED_CLOSED, ChangeReason::ForcedClosed),
+            _ => (CLOSED, ChangeReason::Reset),
         };
         let now = self.clock.now();
         let mut changes = Changes::default();
@@ -565,7 +687,7 @@ impl Breaker {
             if kind == CLOSED {
                 ctl.reopened = 0;
             }
-            self.set(&mut ctl, kind, now, &mut changes);
+            self.set(&mut ctl, kind, now, reason, &mut changes);
         }
         self.report(changes);
     }

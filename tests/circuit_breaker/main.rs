@@ -583,3 +583,229 @@ fn concurrent_traffic_through_every_state() {
         assert_eq!(handle.state(), CircuitState::Closed);
     });
 }
+
+// ---------------------------------------------------------------------------
+// with no observer (closed calls read the breaker's cheaper clock, which
+// follows tokio's under `test-util` just as the precise one does)
+
+/// A breaker with no observer, its handle and the upstream's hit counter.
+fn plain(
+    builder: tower_sluice::circuit_breaker::CircuitBreakerBuilder,
+) -> (CircuitBreaker<Upstream, Classifier>, CircuitBreakerHandle) {
+    let layer = builder.build().unwrap().classify(classify as Classifier);
+    let handle = layer.handle();
+    (layer.layer(upstream(Arc::new(AtomicUsize::new(0)))), handle)
+}
+
+async fn call(
+    svc: &mut CircuitBreaker<Upstream, Classifier>,
+    c: Call,
+) -> Result<&'static str, BoxError> {
+    svc.ready().await.unwrap().call(c).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_window_forgets_a_bucket_exactly_30_s_after_it_began() {
+    // Default window: 30 s in 10 buckets of 3 s.
+    let (mut svc, handle) = plain(CircuitBreakerLayer::builder().minimum_calls(1000));
+    for _ in 0..3 {
+        call(&mut svc, Call::Fail).await.unwrap_err();
+    }
+    advance(2 * SEC).await; // t = 2 s, still the first bucket [0, 3 s)
+    call(&mut svc, Call::Ok).await.unwrap();
+    advance(SEC).await; // t = 3 s: the second bucket
+    call(&mut svc, Call::Ok).await.unwrap();
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    let s = handle.stats();
+    assert_eq!((s.calls, s.failures), (6, 4));
+    advance(26 * SEC).await; // t = 29 s
+    let s = handle.stats();
+    assert_eq!((s.calls, s.failures), (6, 4));
+    advance(SEC - Duration::from_nanos(1)).await; // t = 30 s - 1 ns
+    assert_eq!(handle.stats().calls, 6);
+    advance(Duration::from_nanos(1)).await; // t = 30 s: [0, 3 s) is gone
+    let s = handle.stats();
+    assert_eq!((s.calls, s.failures), (2, 1));
+    // A record at t = 31 s reuses the first bucket's slot: it counts only
+    // itself, not what the slot held 30 s ago.
+    advance(SEC).await;
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    let s = handle.stats();
+    assert_eq!((s.calls, s.failures), (3, 2));
+    advance(2 * SEC).await; // t = 33 s: the [3 s, 6 s) bucket is gone
+    let s = handle.stats();
+    assert_eq!((s.calls, s.failures), (1, 1));
+    advance(60 * SEC).await;
+    assert_eq!(handle.stats().calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_time_window_still_judges_and_times_slow_calls_without_an_observer() {
+    let (mut svc, handle) = plain(
+        CircuitBreakerLayer::builder()
+            .window(SlidingWindow::Time {
+                size: 10 * SEC,
+                buckets: 5,
+            })
+            .minimum_calls(4)
+            .slow_call_duration(SEC)
+            .slow_call_rate_threshold(50.0)
+            .open_jitter(0.0),
+    );
+    call(&mut svc, Call::Slow(SEC)).await.unwrap(); // exactly the duration: slow
+    call(&mut svc, Call::Slow(SEC - Duration::from_millis(1)))
+        .await
+        .unwrap();
+    call(&mut svc, Call::Ok).await.unwrap();
+    let s = handle.stats();
+    assert_eq!(
+        (s.calls, s.slow_calls, s.state),
+        (3, 1, CircuitState::Closed)
+    );
+    // 2 slow of 4 = 50%.
+    call(&mut svc, Call::Slow(2 * SEC)).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+// ---------------------------------------------------------------------------
+// subscriptions
+
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tower_sluice::circuit_breaker::{ChangeReason, StateChange};
+
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<StateChange>) -> Vec<StateChange> {
+    let mut out = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(c) => out.push(c),
+            Err(TryRecvError::Empty) => return out,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+fn transitions(changes: &[StateChange]) -> Vec<(CircuitState, CircuitState, ChangeReason)> {
+    changes.iter().map(|c| (c.from, c.to, c.reason)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_sees_closed_open_half_open_closed_exactly() {
+    use CircuitState::*;
+    let (mut svc, handle) = plain(count(4, 4));
+    let mut rx = handle.subscribe();
+    let t0 = tokio::time::Instant::now();
+    for c in [Call::Ok, Call::Fail, Call::Ok] {
+        let _ = call(&mut svc, c).await;
+    }
+    assert!(drain(&mut rx).is_empty());
+    call(&mut svc, Call::Fail).await.unwrap_err(); // 2 of 4: opens
+    advance(5 * SEC).await;
+    assert_eq!(handle.state(), HalfOpen);
+    call(&mut svc, Call::Ok).await.unwrap();
+    call(&mut svc, Call::Ok).await.unwrap(); // 2 trials passed: closes
+    let changes = drain(&mut rx);
+    assert_eq!(
+        transitions(&changes),
+        [
+            (Closed, Open, ChangeReason::FailureRate),
+            (Open, HalfOpen, ChangeReason::OpenDurationElapsed),
+            (HalfOpen, Closed, ChangeReason::TrialsSucceeded),
+        ]
+    );
+    assert_eq!(changes[0].at, t0);
+    assert_eq!(changes[1].at, t0 + 5 * SEC);
+    assert_eq!(changes[2].at, t0 + 5 * SEC);
+    // Nothing more, and nothing for calls that change no state.
+    for _ in 0..10 {
+        call(&mut svc, Call::Ok).await.unwrap();
+    }
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_are_told_why() {
+    use CircuitState::*;
+    let (mut svc, handle) = plain(
+        count(4, 4)
+            .slow_call_duration(SEC)
+            .half_open_timeout(10 * SEC),
+    );
+    let mut rx = handle.subscribe();
+    for _ in 0..4 {
+        call(&mut svc, Call::Slow(2 * SEC)).await.unwrap();
+    }
+    advance(5 * SEC).await;
+    call(&mut svc, Call::Fail).await.unwrap_err(); // 1 of 2 trials: reopens
+    advance(10 * SEC).await;
+    assert_eq!(handle.state(), HalfOpen);
+    advance(10 * SEC).await; // no trial within the timeout: reopens
+    assert_eq!(handle.state(), Open);
+    handle.force_closed();
+    handle.force_open();
+    handle.reset();
+    handle.reset(); // already closed: no transition
+    assert_eq!(
+        transitions(&drain(&mut rx)),
+        [
+            (Closed, Open, ChangeReason::SlowCallRate),
+            (Open, HalfOpen, ChangeReason::OpenDurationElapsed),
+            (HalfOpen, Open, ChangeReason::TrialsFailed),
+            (Open, HalfOpen, ChangeReason::OpenDurationElapsed),
+            (HalfOpen, Open, ChangeReason::HalfOpenTimeout),
+            (Open, ForcedClosed, ChangeReason::ForcedClosed),
+            (ForcedClosed, ForcedOpen, ChangeReason::ForcedOpen),
+            (ForcedOpen, Closed, ChangeReason::Reset),
+        ]
+    );
+
+    let (mut svc, handle) = plain(CircuitBreakerLayer::builder().consecutive_failures(2));
+    let mut rx = handle.subscribe();
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    assert_eq!(
+        transitions(&drain(&mut rx)),
+        [(Closed, Open, ChangeReason::ConsecutiveFailures)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lagging_and_dropped_subscribers_do_not_affect_calls() {
+    let (mut svc, handle) = plain(count(10, 10));
+    let mut lagging = handle.subscribe();
+    drop(handle.subscribe());
+    let mut keeping_up = handle.subscribe();
+    let mut seen = 0;
+    for _ in 0..100 {
+        handle.force_open();
+        assert!(is_open(&call(&mut svc, Call::Ok).await).is_some());
+        handle.reset();
+        assert_eq!(call(&mut svc, Call::Ok).await.unwrap(), "ok");
+        seen += drain(&mut keeping_up).len();
+    }
+    assert_eq!(seen, 200);
+    // The lagging one lost all but the last 64, and is told how many.
+    assert_eq!(lagging.recv().await, Err(RecvError::Lagged(200 - 64)));
+    let kept = drain(&mut lagging);
+    assert_eq!(kept.len(), 64);
+    assert_eq!(
+        (kept[63].from, kept[63].to),
+        (CircuitState::ForcedOpen, CircuitState::Closed)
+    );
+    // Once everything holding the breaker is gone, receivers are told.
+    drop((svc, handle));
+    assert_eq!(lagging.recv().await, Err(RecvError::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_and_observers_see_the_same_transitions() {
+    let mut f = fixture(count(10, 10).permitted_calls_in_half_open(1));
+    let mut rx = f.handle.subscribe();
+    open_it(&mut f).await;
+    advance(5 * SEC).await;
+    f.run([Call::Fail]).await;
+    advance(10 * SEC).await;
+    f.run([Call::Ok]).await;
+    let from_subscriber: Vec<_> = drain(&mut rx).iter().map(|c| (c.from, c.to)).collect();
+    assert_eq!(from_subscriber.len(), 5);
+    assert_eq!(from_subscriber, *f.events.lock().unwrap());
+}
