@@ -134,7 +134,7 @@ where
     S: Service<Req, Response = Response<ResBody>>,
     F: Future<Output = Result<Grant, BoxError>>,
     R: Respond<ResBody>,
-    K: fmt::Debug,
+    K: fmt::Debug + std::hash::Hash,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use hashbrown::{DefaultHashBuilder, HashMap};
 use metrics::{Label, counter, gauge, histogram};
 
-use super::{Event, FailureAction, Observer};
+use super::{Event, EventKey, FailureAction, Observer};
 use crate::circuit_breaker::{CircuitState, Outcome};
 use crate::retry::GiveUpReason;
 
@@ -88,7 +88,7 @@ impl MetricsObserver {
         self
     }
 
-    fn key_value(&self, key: &dyn fmt::Debug) -> String {
+    fn key_value(&self, key: &dyn EventKey) -> String {
         let mut h = self.hasher.build_hasher();
         let _ = write!(HashText(&mut h), "{key:?}");
         let hash = h.finish();
@@ -104,7 +104,7 @@ impl MetricsObserver {
         text
     }
 
-    fn request(&self, layer: &'static str, key: Option<&dyn fmt::Debug>, outcome: &'static str) {
+    fn request(&self, layer: &'static str, key: Option<&dyn EventKey>, outcome: &'static str) {
         match key {
             Some(key) if self.key_cap > 0 => {
                 let labels = [

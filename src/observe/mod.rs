@@ -87,7 +87,7 @@ pub enum Event<'a> {
         /// The reporting layer, such as `"rate_limit"` or `"per_key"`.
         layer: &'static str,
         /// The request's key, for per-key layers.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// The decision, with the remaining quota.
         decision: &'a Decision,
     },
@@ -97,7 +97,7 @@ pub enum Event<'a> {
         /// The reporting layer.
         layer: &'static str,
         /// The request's key, for per-key layers.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// The error returned to the caller (in shadow mode: the error it
         /// would have got).
         error: &'a RateLimited,
@@ -110,7 +110,7 @@ pub enum Event<'a> {
         /// The reporting layer.
         layer: &'static str,
         /// The request's key, for per-key layers.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// How long it waited.
         waited: Duration,
     },
@@ -121,7 +121,7 @@ pub enum Event<'a> {
         /// The reporting layer.
         layer: &'static str,
         /// The request's key.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// The key's cap.
         limit: u32,
     },
@@ -138,7 +138,7 @@ pub enum Event<'a> {
         /// The reporting layer.
         layer: &'static str,
         /// The refused key.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// The store's bound.
         max_keys: usize,
     },
@@ -196,7 +196,7 @@ pub enum Event<'a> {
         /// The reporting layer.
         layer: &'static str,
         /// The request's key, for per-key layers.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// From the layer's `call` to the inner service's result: the
         /// response time as the caller sees it, any wait for the request's
         /// turn included.
@@ -211,7 +211,7 @@ pub enum Event<'a> {
         layer: &'static str,
         /// The request's key, when the layer was given one
         /// ([`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// The number of the attempt to come (2 for the first retry).
         attempt: u32,
         /// The wait before it.
@@ -229,7 +229,7 @@ pub enum Event<'a> {
         layer: &'static str,
         /// The request's key, when the layer was given one
         /// ([`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// Attempts made, the first included.
         attempts: u32,
         /// Why it stopped.
@@ -243,7 +243,7 @@ pub enum Event<'a> {
         layer: &'static str,
         /// The request's key, when the layer was given one
         /// ([`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// Attempts made, the first included.
         attempts: u32,
     },
@@ -310,7 +310,7 @@ pub enum Event<'a> {
         /// The backend, such as `"redis"`.
         backend: &'static str,
         /// The request's key.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// What went wrong; `None` when the backend was skipped because it
         /// is known to be down (its breaker is open).
         error: Option<BackendErrorKind>,
@@ -335,7 +335,7 @@ pub enum Event<'a> {
         /// The reporting layer, such as `"adaptive_per_key"` or `"aimd"`.
         layer: &'static str,
         /// The key, for per-key limits.
-        key: Option<&'a dyn fmt::Debug>,
+        key: Option<&'a dyn EventKey>,
         /// The limit before the change.
         old: crate::Quota,
         /// The limit after it.
@@ -443,7 +443,7 @@ impl Event<'_> {
     }
 
     /// The request's key, for per-key layers.
-    pub fn key(&self) -> Option<&dyn fmt::Debug> {
+    pub fn key(&self) -> Option<&dyn EventKey> {
         match self {
             Event::Allowed { key, .. }
             | Event::Limited { key, .. }
@@ -469,6 +469,38 @@ impl Event<'_> {
             | Event::ConcurrencyLimitChanged { .. }
             | Event::AdaptiveRejected { .. } => None,
         }
+    }
+}
+
+/// A request's key as events carry it: any `Debug + Hash` value, borrowed.
+///
+/// Observers show it with `{:?}` and identify it with
+/// [`key_hash`](Self::key_hash), which is cheap (no formatting) and the same
+/// for equal keys of the same type within a process: a
+/// [`Monitor`] keeps one row per key hash, so a key reported as a `String`
+/// by one layer and as a `&str` by another is one row (their `Hash` agree),
+/// while `42u64` and `42i32` are two.
+///
+/// ```
+/// use tower_sluice::observe::EventKey;
+///
+/// let a: &dyn EventKey = &"alice";
+/// let b: &dyn EventKey = &String::from("alice");
+/// assert_eq!(a.key_hash(), b.key_hash());
+/// assert_eq!(format!("{a:?}"), "\"alice\"");
+/// ```
+pub trait EventKey: fmt::Debug {
+    /// A 64-bit hash of the key, equal for equal keys within a process.
+    fn key_hash(&self) -> u64;
+}
+
+impl<T: fmt::Debug + std::hash::Hash + ?Sized> EventKey for T {
+    #[inline]
+    fn key_hash(&self) -> u64 {
+        use std::hash::BuildHasher;
+        static HASHER: std::sync::OnceLock<hashbrown::DefaultHashBuilder> =
+            std::sync::OnceLock::new();
+        HASHER.get_or_init(Default::default).hash_one(self)
     }
 }
 

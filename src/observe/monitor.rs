@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use hashbrown::DefaultHashBuilder;
 use hashbrown::HashMap;
 
 use super::alert::{Alert, AlertRule, Alerts, Callback, RuleKind};
-use super::{Event, FailureAction, Observer};
+use super::{Event, EventKey, FailureAction, Observer};
 use crate::circuit_breaker::{CircuitState, Outcome};
-use crate::clock::Clock;
+use crate::clock::{Clock, CoarseClock};
 
 const SHARDS: usize = 16;
 /// Distinct layer or scope names a monitor tracks; events from more are
@@ -74,9 +73,10 @@ const LAYERS: usize = 32;
 ///
 /// # Memory and cost
 ///
-/// Keys are identified by their `Debug` text, hashed without allocating
-/// (64-bit hash: two keys whose texts collide share a row, vanishingly
-/// rarely). The key table is a bounded map: at most
+/// Keys are identified by their [`EventKey::key_hash`] (a 64-bit hash of
+/// the key's `Hash`, computed without formatting: two keys whose hashes
+/// collide would share a row, vanishingly rarely); a row shows the key's
+/// `Debug` text, taken once when the row is made. The key table is a bounded map: at most
 /// [`max_keys`](MonitorBuilder::max_keys) rows (default 10 000, split over 16
 /// shards); a new key in a full shard evicts that shard's least recently
 /// seen key ([`Snapshot::evicted_keys`] counts them). A row is about 150
@@ -170,8 +170,7 @@ impl MonitorBuilder {
                 window: u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX),
                 per_shard,
                 max_keys: per_shard * SHARDS,
-                clock: Clock::new(),
-                hasher: DefaultHashBuilder::default(),
+                clock: WindowClock::for_window(self.window),
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
                 layers: (0..LAYERS).map(|_| OnceLock::new()).collect(),
                 layers_lock: Mutex::new(()),
@@ -187,14 +186,40 @@ struct Inner {
     window: u64,
     per_shard: usize,
     max_keys: usize,
-    clock: Clock,
-    hasher: DefaultHashBuilder,
+    clock: WindowClock,
     shards: Box<[Mutex<Shard>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
     layers: Box<[OnceLock<LayerStats>]>,
     layers_lock: Mutex<()>,
     evicted: AtomicU64,
     alerts: Option<Alerts>,
+}
+
+/// The time the recent-rate windows and key recency read: the kernel's
+/// coarse clock (a few ns cheaper per keyed request; ms resolution) when the
+/// window is at least 100 of its ticks, else the precise clock.
+enum WindowClock {
+    Coarse(CoarseClock),
+    Precise(Clock),
+}
+
+impl WindowClock {
+    fn for_window(window: Duration) -> Self {
+        let tick = CoarseClock::resolution();
+        if window.as_nanos() >= u128::from(tick) * 100 {
+            WindowClock::Coarse(CoarseClock::new())
+        } else {
+            WindowClock::Precise(Clock::new())
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        match self {
+            WindowClock::Coarse(c) => c.now(),
+            WindowClock::Precise(c) => c.now(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -226,16 +251,6 @@ impl Hasher for IdentityHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
-    }
-}
-
-/// Feeds `Debug` output into a hasher, without a buffer.
-struct HashWriter<'a, H>(&'a mut H);
-
-impl<H: Hasher> fmt::Write for HashWriter<'_, H> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.write(s.as_bytes());
-        Ok(())
     }
 }
 
@@ -579,11 +594,12 @@ impl Monitor {
         }
     }
 
-    /// The figures of one key, found by its `Debug` text (as the layers
-    /// report it).
-    pub fn key(&self, key: &dyn fmt::Debug) -> Option<KeySnapshot> {
+    /// The figures of one key, found by its [`key_hash`](EventKey::key_hash):
+    /// pass a key of the type the layer reports (a `&str` finds a `String`
+    /// key).
+    pub fn key(&self, key: &dyn EventKey) -> Option<KeySnapshot> {
         let inner = &self.inner;
-        let hash = inner.hash(key);
+        let hash = key.key_hash();
         let shard = lock(&inner.shards[shard_of(hash)]);
         shard
             .map
@@ -665,12 +681,6 @@ fn shard_of(hash: u64) -> usize {
 }
 
 impl Inner {
-    fn hash(&self, key: &dyn fmt::Debug) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        let _ = write!(HashWriter(&mut h), "{key:?}");
-        h.finish()
-    }
-
     #[inline]
     fn layer(&self, name: &'static str) -> &LayerStats {
         for slot in self.layers.iter() {
@@ -904,8 +914,8 @@ impl Inner {
         }
     }
 
-    fn update_key(&self, scope: &'static str, key: &dyn fmt::Debug, update: KeyUpdate) {
-        let hash = self.hash(key);
+    fn update_key(&self, scope: &'static str, key: &dyn EventKey, update: KeyUpdate) {
+        let hash = key.key_hash();
         let request = matches!(update, KeyUpdate::Request { .. });
         // Only requests move the window (and the recency that eviction uses).
         let now = if request { self.clock.now() } else { 0 };

@@ -14,7 +14,7 @@ use super::layer::{Config, OnMissing};
 use crate::BoxError;
 use crate::backend::{Acquire, Backend, Grant};
 use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
-use crate::observe::{Event, Observers};
+use crate::observe::{Event, EventKey, Observers};
 
 /// The name per-key layers report in events.
 const LAYER: &str = "per_key";
@@ -238,12 +238,12 @@ where
 }
 
 /// Reports a denial to the observer and to `tracing`.
-fn report<K: fmt::Debug>(config: &Config<K>, key: &K, error: &BoxError) {
+fn report<K: fmt::Debug + std::hash::Hash>(config: &Config<K>, key: &K, error: &BoxError) {
     report_denied(&config.observers, config.shadow, key, error);
 }
 
 /// Reports an admission (and its wait) to the observer and to `tracing`.
-pub(crate) fn report_allowed(observers: &Observers, key: &dyn fmt::Debug, grant: &Grant) {
+pub(crate) fn report_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) {
     tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
     if observers.is_set() {
         observers.emit(&Event::Allowed {
@@ -266,7 +266,7 @@ pub(crate) fn report_allowed(observers: &Observers, key: &dyn fmt::Debug, grant:
 pub(crate) fn report_denied(
     observers: &Observers,
     shadow: bool,
-    key: &dyn fmt::Debug,
+    key: &dyn EventKey,
     error: &BoxError,
 ) {
     if let Some(error) = error.downcast_ref::<RateLimited>() {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -13,7 +14,7 @@ use super::core::{report_allowed, report_denied};
 use crate::BoxError;
 use crate::backend::{Grant, InFlight, Refund};
 use crate::clock::Stamp;
-use crate::observe::{Event, Observers};
+use crate::observe::{Event, EventKey, Observers};
 
 const LAYER: &str = "per_key";
 
@@ -53,13 +54,13 @@ impl<K> Observed<K> {
     }
 }
 
-impl<K: fmt::Debug> Observed<K> {
+impl<K: fmt::Debug + Hash> Observed<K> {
     /// Reports [`Event::Completed`] for the request, `success` as judged by
     /// the caller.
     pub(crate) fn complete(self, success: bool) {
         self.observers.emit(&Event::Completed {
             layer: LAYER,
-            key: self.key.as_ref().map(|k| k as &dyn fmt::Debug),
+            key: self.key.as_ref().map(|k| k as &dyn EventKey),
             latency: self.start.elapsed(),
             success,
         });
@@ -77,7 +78,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     F: Future<Output = Result<Grant, BoxError>>,
-    K: fmt::Debug,
+    K: fmt::Debug + Hash,
 {
     type Output = Result<S::Response, BoxError>;
 

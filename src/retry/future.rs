@@ -18,7 +18,7 @@ use super::layer::Shared;
 use super::{ClassifyRetry, CloneRequest, GiveUpReason, NoKey, RetriesExhausted, RetryReason};
 use crate::BoxError;
 use crate::circuit_breaker::Outcome;
-use crate::observe::Event;
+use crate::observe::{Event, EventKey};
 use crate::per_key::KeyExtractor;
 
 const LAYER: &str = "retry";
@@ -63,7 +63,7 @@ pub(crate) struct Retry<S, C, P, K, R, X> {
     policy: P,
     keys: X,
     /// The request's key, taken when its first retry is scheduled.
-    key: Option<Box<dyn fmt::Debug + Send + Sync>>,
+    key: Option<Box<dyn EventKey + Send + Sync>>,
     shared: Arc<Shared>,
     /// Attempts started so far.
     attempts: u32,
@@ -97,8 +97,8 @@ impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
         }
     }
 
-    fn key(&self) -> Option<&dyn fmt::Debug> {
-        self.key.as_deref().map(|k| k as &dyn fmt::Debug)
+    fn key(&self) -> Option<&dyn EventKey> {
+        self.key.as_deref().map(|k| k as &dyn EventKey)
     }
 
     fn give_up(&self, reason: GiveUpReason) {
@@ -146,7 +146,7 @@ where
     S::Error: Into<BoxError>,
     C: ClassifyRetry<S::Response>,
     X: KeyExtractor<P::Request>,
-    X::Key: fmt::Debug + Send + Sync + 'static,
+    X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -200,7 +200,7 @@ where
     C: ClassifyRetry<T>,
     P: CloneRequest<Req>,
     X: KeyExtractor<P::Request>,
-    X::Key: fmt::Debug + Send + Sync + 'static,
+    X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
     let verdict = retry.classifier.classify_retry(&result);
     if verdict.outcome() != Outcome::Failure {
@@ -251,7 +251,7 @@ where
         retry.key = retry
             .keys
             .extract(&next)
-            .map(|k| Box::new(k) as Box<dyn fmt::Debug + Send + Sync>);
+            .map(|k| Box::new(k) as Box<dyn EventKey + Send + Sync>);
     }
     if let Some(budget) = &shared.budget
         && !budget.withdraw()

@@ -58,7 +58,7 @@ where
     S::Error: Into<BoxError>,
     C: ClassifyRetry<S::Response> + Clone,
     X: KeyExtractor<P::Request> + Clone,
-    X::Key: fmt::Debug + Send + Sync + 'static,
+    X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;

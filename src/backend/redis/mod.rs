@@ -951,6 +951,17 @@ fn scale(quota: Quota, n: u32) -> Quota {
 /// Shows a Redis key in events and logs (lossy UTF-8, truncated).
 struct KeyText<'a>(&'a [u8]);
 
+/// Hashes as the `str` (or byte string) the key was made from, so that a
+/// [`Monitor`](crate::observe::Monitor) sees a `String` key's row.
+impl std::hash::Hash for KeyText<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match std::str::from_utf8(self.0) {
+            Ok(text) => text.hash(state),
+            Err(_) => self.0.hash(state),
+        }
+    }
+}
+
 impl fmt::Debug for KeyText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = &self.0[..self.0.len().min(128)];
