@@ -44,6 +44,19 @@ enum Cells {
 
 impl Limiter {
     /// A limiter with one quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// // 5 a second: after a quiet spell, 5 pass at once, then one every 200 ms.
+    /// let limiter = Limiter::new(Quota::per_second(5));
+    /// for _ in 0..5 {
+    ///     assert!(limiter.check().is_allowed());
+    /// }
+    /// assert!(!limiter.check().is_allowed());
+    /// ```
     pub fn new(quota: Quota) -> Self {
         Limiter {
             clock: Clock::new(),
@@ -53,6 +66,21 @@ impl Limiter {
 
     /// Adds another quota: requests must then pass this one too (for example
     /// 60/min *and* 1000/day).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// // 10 a second, but no more than 3 a minute.
+    /// let limiter = Limiter::new(Quota::per_second(10)).and(Quota::per_minute(3));
+    /// for _ in 0..3 {
+    ///     assert!(limiter.check().is_allowed());
+    /// }
+    /// let denied = limiter.check();
+    /// assert!(!denied.is_allowed());
+    /// assert_eq!(denied.quota(), Quota::per_minute(3), "the quota that ran out");
+    /// ```
     #[must_use]
     pub fn and(self, quota: Quota) -> Self {
         let mut cells: Vec<(Params, Gcra)> = match self.cells {
@@ -67,6 +95,16 @@ impl Limiter {
     }
 
     /// The quotas, in the order they were added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(60)).and(Quota::per_day(1000));
+    /// let quotas: Vec<Quota> = limiter.quotas().collect();
+    /// assert_eq!(quotas, [Quota::per_minute(60), Quota::per_day(1000)]);
+    /// ```
     pub fn quotas(&self) -> impl Iterator<Item = Quota> + '_ {
         self.cells().iter().map(|(p, _)| p.quota)
     }
@@ -80,11 +118,39 @@ impl Limiter {
     }
 
     /// The smallest burst among the quotas: the largest cost that can pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_second(10)).and(Quota::per_minute(100).with_burst(5));
+    /// assert_eq!(limiter.max_cost(), 5);
+    /// assert!(limiter.check_n(5).is_ok());
+    /// assert!(limiter.check_n(6).is_err(), "could never pass");
+    /// ```
     pub fn max_cost(&self) -> u32 {
         self.quotas().map(|q| q.burst()).min().unwrap_or(0)
     }
 
     /// Decides a request of cost 1 now, consuming capacity when allowed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(2));
+    /// let first = limiter.check();
+    /// assert!(first.is_allowed());
+    /// assert_eq!(first.remaining(), 1);
+    /// limiter.check();
+    /// // Denied: nothing is consumed, and the decision says how long to wait.
+    /// let denied = limiter.check();
+    /// assert!(!denied.is_allowed());
+    /// assert!(denied.retry_after() > Duration::from_secs(29));
+    /// ```
     #[inline]
     pub fn check(&self) -> Decision {
         self.decide(self.clock.now(), 1)
@@ -98,12 +164,40 @@ impl Limiter {
     /// [`ExceedsBurst`] when `cost` is larger than a quota's burst: such a
     /// request could never pass, so it is an error rather than a denial
     /// with a retry time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// // A batch of 8 rows against 10 rows a second.
+    /// let limiter = Limiter::new(Quota::per_second(10));
+    /// assert!(limiter.check_n(8)?.is_allowed());
+    /// // 2 are left: a second batch of 8 is denied, and consumes nothing.
+    /// assert!(!limiter.check_n(8)?.is_allowed());
+    /// assert!(limiter.check_n(2)?.is_allowed());
+    /// // More than the burst can never pass: an error, not a denial.
+    /// assert!(limiter.check_n(11).is_err());
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
     pub fn check_n(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
         self.validate_cost(cost)?;
         Ok(self.decide(self.clock.now(), cost))
     }
 
     /// What [`check`](Self::check) would decide now, without consuming.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// assert!(limiter.peek().is_allowed());
+    /// assert!(limiter.peek().is_allowed(), "peeking consumed nothing");
+    /// assert!(limiter.check().is_allowed());
+    /// assert!(!limiter.peek().is_allowed());
+    /// ```
     pub fn peek(&self) -> Decision {
         gcra::peek_all(self.cells(), self.clock.now(), 1)
     }
@@ -113,6 +207,19 @@ impl Limiter {
     /// # Errors
     ///
     /// [`ExceedsBurst`] when `cost` is larger than a quota's burst.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_second(10));
+    /// limiter.check_n(6)?;
+    /// // Would a batch of 5 pass? No: 4 are left. Nothing is consumed.
+    /// assert!(!limiter.peek_n(5)?.is_allowed());
+    /// assert!(limiter.peek_n(4)?.is_allowed());
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
     pub fn peek_n(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
         self.validate_cost(cost)?;
         Ok(gcra::peek_all(self.cells(), self.clock.now(), cost))

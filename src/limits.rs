@@ -289,12 +289,36 @@ enum Cause {
 impl Refused {
     /// The position, in the slice passed, of the limit that refused (the
     /// one needing the longest wait when several did).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::limits::check_all;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let (user, global) = (Limiter::new(Quota::per_minute(1)), Limiter::new(Quota::per_hour(1)));
+    /// check_all(&[&user, &global]).unwrap();
+    /// // Both refuse now; the global limit needs the longer wait.
+    /// assert_eq!(check_all(&[&user, &global]).unwrap_err().index(), 1);
+    /// ```
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// How long until the request could pass (as far as that limit
     /// knows; others may refuse it then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::limits::check_all;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let (user, global) = (Limiter::new(Quota::per_minute(1)), Limiter::new(Quota::per_hour(1)));
+    /// check_all(&[&user, &global]).unwrap();
+    /// let refused = check_all(&[&user, &global]).unwrap_err();
+    /// // The longest wait of the two: about an hour.
+    /// assert!(refused.retry_after() > Duration::from_secs(3599));
+    /// ```
     pub fn retry_after(&self) -> Duration {
         match &self.cause {
             Cause::Limited(e) => e.retry_after(),
@@ -305,6 +329,18 @@ impl Refused {
 
     /// The rate limit error, when a quota refused (not a full per-key
     /// store).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::limits::check_all;
+    /// # use tower_sluice::{Limiter, Quota};
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// check_all(&[&limiter]).unwrap();
+    /// let refused = check_all(&[&limiter]).unwrap_err();
+    /// let limited = refused.rate_limited().unwrap();
+    /// assert_eq!(limited.quota(), Quota::per_minute(1));
+    /// ```
     pub fn rate_limited(&self) -> Option<&RateLimited> {
         match &self.cause {
             Cause::Limited(e) => Some(e),
@@ -314,6 +350,26 @@ impl Refused {
 
     /// The error a layer would return for this refusal:
     /// [`RateLimited`] or [`TooManyKeys`].
+    ///
+    /// # Examples
+    ///
+    /// A handler that charges several limits returns what a layer would:
+    ///
+    /// ```
+    /// use tower::BoxError;
+    /// use tower_sluice::limits::check_all;
+    /// use tower_sluice::{Limiter, Quota, RateLimited};
+    ///
+    /// fn handle(user: &Limiter, global: &Limiter) -> Result<&'static str, BoxError> {
+    ///     check_all(&[user, global]).map_err(|refused| refused.into_error())?;
+    ///     Ok("done")
+    /// }
+    ///
+    /// let (user, global) = (Limiter::new(Quota::per_minute(1)), Limiter::new(Quota::per_minute(100)));
+    /// assert_eq!(handle(&user, &global).unwrap(), "done");
+    /// let err = handle(&user, &global).unwrap_err();
+    /// assert!(err.is::<RateLimited>());
+    /// ```
     pub fn into_error(self) -> crate::BoxError {
         match self.cause {
             Cause::Limited(e) => e.into(),

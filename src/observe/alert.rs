@@ -21,6 +21,8 @@ const QUEUE: usize = 1024;
 /// when it stops holding (with hysteresis for rates), so a flapping key does
 /// not page anyone twice a second.
 ///
+/// # Examples
+///
 /// ```
 /// use tower_sluice::observe::{Alert, AlertRule, Monitor};
 ///
@@ -61,6 +63,20 @@ impl AlertRule {
     /// [`rearm_below`](Self::rearm_below) (default: half the threshold).
     ///
     /// Checked for a key each time one of its requests is decided.
+    ///
+    /// # Examples
+    ///
+    /// See [`MonitorBuilder::alert`](super::MonitorBuilder::alert) for one that fires.
+    ///
+    /// ```
+    /// use tower_sluice::observe::{AlertRule, Monitor};
+    ///
+    /// // A key with a quarter of its requests refused over the window.
+    /// let monitor = Monitor::builder()
+    ///     .alert(AlertRule::limited_rate(0.25), |alert| eprintln!("{alert}"))
+    ///     .build();
+    /// # let _ = monitor;
+    /// ```
     pub fn limited_rate(threshold: f64) -> Self {
         let threshold = if threshold.is_nan() {
             1.0
@@ -78,6 +94,17 @@ impl AlertRule {
 
     /// The least number of requests in the window before a rate rule may
     /// fire (ignored by other rules).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::AlertRule;
+    ///
+    /// // Ignore keys that made fewer than 100 requests in the window: 1 refused
+    /// // of 2 is not news.
+    /// let rule = AlertRule::limited_rate(0.2).min_requests(100);
+    /// # let _ = rule;
+    /// ```
     #[must_use]
     pub fn min_requests(mut self, n: u64) -> Self {
         if let RuleKind::LimitedRate { min_requests, .. } = &mut self.kind {
@@ -88,6 +115,16 @@ impl AlertRule {
 
     /// Re-arm a rate rule when the rate falls under `rate` (clamped to the
     /// threshold at most; ignored by other rules).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::AlertRule;
+    ///
+    /// // Fire at 20%; fire again for the same key only after it fell under 5%.
+    /// let rule = AlertRule::limited_rate(0.2).rearm_below(0.05);
+    /// # let _ = rule;
+    /// ```
     #[must_use]
     pub fn rearm_below(mut self, rate: f64) -> Self {
         if let RuleKind::LimitedRate {
@@ -108,6 +145,25 @@ impl AlertRule {
     /// Fires when a circuit breaker opens (or is forced open); re-arms for
     /// that breaker when it closes again, so a breaker going
     /// open → half-open → open alerts once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use tower_sluice::observe::{AlertRule, Monitor};
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// let fired = Arc::new(Mutex::new(Vec::new()));
+    /// let log = fired.clone();
+    /// let monitor = Monitor::builder()
+    ///     .alert(AlertRule::breaker_opened(), move |alert| log.lock().unwrap().push(alert.to_string()))
+    ///     .build();
+    /// let breaker = CircuitBreakerLayer::default().observer(monitor.scoped("payments"));
+    /// breaker.handle().force_open();
+    /// monitor.flush_alerts(Duration::from_secs(5));
+    /// assert_eq!(*fired.lock().unwrap(), ["payments: circuit breaker forced open (was Closed)"]);
+    /// ```
     pub fn breaker_opened() -> Self {
         AlertRule {
             kind: RuleKind::BreakerOpened,
@@ -116,6 +172,22 @@ impl AlertRule {
 
     /// Fires when a limiter backend (Redis) goes down or first decides by
     /// its fallback; re-arms when the backend comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::{Alert, AlertRule, Monitor};
+    ///
+    /// // Page someone when Redis is down and limits are decided locally.
+    /// let monitor = Monitor::builder()
+    ///     .alert(AlertRule::backend_fallback(), |alert: &Alert| {
+    ///         if let Alert::BackendFallback { backend, action, .. } = alert {
+    ///             eprintln!("{backend} is failing; requests are {action:?}");
+    ///         }
+    ///     })
+    ///     .build();
+    /// # let _ = monitor;
+    /// ```
     pub fn backend_fallback() -> Self {
         AlertRule {
             kind: RuleKind::BackendFallback,
@@ -124,6 +196,27 @@ impl AlertRule {
 }
 
 /// What fired; handed to the rule's callback.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::{Alert, AlertRule, Monitor};
+///
+/// fn page(alert: &Alert) {
+///     match alert {
+///         Alert::LimitedRate { key, rate, .. } => {
+///             eprintln!("{key} is refused {:.0}% of the time", rate * 100.0)
+///         }
+///         Alert::BreakerOpened { scope, .. } => eprintln!("{scope} is cut off"),
+///         other => eprintln!("{other}"),
+///     }
+/// }
+/// let monitor = Monitor::builder()
+///     .alert(AlertRule::limited_rate(0.2), page)
+///     .alert(AlertRule::breaker_opened(), page)
+///     .build();
+/// # let _ = monitor;
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Alert {

@@ -45,6 +45,8 @@ use crate::retry::GiveUpReason;
 /// first seen); every other key is labelled `key="other"`. Key label values
 /// are the keys' `Debug` text (formatted once per key and cached).
 ///
+/// # Examples
+///
 /// ```
 /// use tower_sluice::observe::MetricsObserver;
 /// use tower_sluice::{PerKeyLayer, Quota};
@@ -62,6 +64,33 @@ pub struct MetricsObserver {
 
 impl MetricsObserver {
     /// Records through the global `metrics` recorder, keys not labelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::MetricsObserver;
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// // In a program: `PrometheusBuilder::new().install()` once at start-up. Here a
+    /// // local recorder, to read what was recorded.
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let handle = recorder.handle();
+    /// metrics::with_local_recorder(&recorder, || {
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(async {
+    ///         let svc = ServiceBuilder::new()
+    ///             .layer(RateLimitLayer::new(Quota::per_minute(1)).reject().observer(MetricsObserver::new()))
+    ///             .service(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    ///         let _ = svc.clone().oneshot(()).await;
+    ///         let _ = svc.clone().oneshot(()).await;
+    ///     });
+    /// });
+    /// let text = handle.render();
+    /// assert!(text.contains(r#"sluice_requests_total{layer="rate_limit",outcome="allowed"} 1"#));
+    /// assert!(text.contains(r#"sluice_requests_total{layer="rate_limit",outcome="limited"} 1"#));
+    /// ```
     pub fn new() -> Self {
         MetricsObserver {
             scope: None,
@@ -73,6 +102,18 @@ impl MetricsObserver {
 
     /// Label every metric with `layer="<name>"` instead of the event's
     /// layer (two breakers, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::MetricsObserver;
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// // Two breakers, told apart as layer="payments" and layer="search".
+    /// let payments = CircuitBreakerLayer::default().observer(MetricsObserver::new().scope("payments"));
+    /// let search = CircuitBreakerLayer::default().observer(MetricsObserver::new().scope("search"));
+    /// # let _ = (payments, search);
+    /// ```
     #[must_use]
     pub fn scope(mut self, name: &'static str) -> Self {
         self.scope = Some(name);
@@ -82,6 +123,37 @@ impl MetricsObserver {
     /// Adds a `key` label to `sluice_requests_total`, for at most `max`
     /// distinct keys; the rest share `key="other"`. `0` (the default)
     /// means no key label.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::MetricsObserver;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let handle = recorder.handle();
+    /// metrics::with_local_recorder(&recorder, || {
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(async {
+    ///         // A label for the first key only; the others are "other".
+    ///         let svc = ServiceBuilder::new()
+    ///             .layer(
+    ///                 PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user))
+    ///                     .observer(MetricsObserver::new().key_label(1)),
+    ///             )
+    ///             .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+    ///         for user in [1, 2, 3] {
+    ///             svc.clone().oneshot(user).await.unwrap();
+    ///         }
+    ///     });
+    /// });
+    /// let text = handle.render();
+    /// assert!(text.contains(r#"key="1""#));
+    /// assert!(text.contains(r#"key="other""#));
+    /// assert!(!text.contains(r#"key="2""#));
+    /// ```
     #[must_use]
     pub fn key_label(mut self, max: usize) -> Self {
         self.key_cap = max;

@@ -78,6 +78,25 @@ use crate::retry::{GiveUpReason, RetryReason};
 /// (the enum and its variants are `#[non_exhaustive]`).
 ///
 /// `key` is the request's key for per-key layers, `None` otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::observe::Event;
+/// use tower_sluice::{Quota, RateLimitLayer};
+///
+/// // Log refusals and long waits; ignore the rest. `Event` and its variants are
+/// // `#[non_exhaustive]`: match with `..` and keep a catch-all arm.
+/// let layer = RateLimitLayer::new(Quota::per_second(10)).observer(|event: &Event<'_>| match event {
+///     Event::Limited { error, .. } => eprintln!("limited: {error}"),
+///     Event::Waited { waited, .. } if *waited > Duration::from_secs(1) => {
+///         eprintln!("waited {waited:?}")
+///     }
+///     _ => {}
+/// });
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Event<'a> {
@@ -370,6 +389,21 @@ pub enum Event<'a> {
 }
 
 /// Why a limiter backend failed to decide.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::{BackendErrorKind, Event};
+///
+/// // Count Redis timeouts apart from other failures.
+/// let observer = |event: &Event<'_>| {
+///     if let Event::BackendFailure { error: Some(BackendErrorKind::Timeout), .. } = event {
+///         eprintln!("redis timed out");
+///     }
+/// };
+/// # let _ = observer;
+/// assert_eq!(BackendErrorKind::Refused.to_string(), "connection refused");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackendErrorKind {
@@ -399,6 +433,20 @@ impl fmt::Display for BackendErrorKind {
 }
 
 /// What a backend's failure policy did with a request it could not decide.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::{Event, FailureAction};
+///
+/// // Requests let through unlimited while the backend is down.
+/// let observer = |event: &Event<'_>| {
+///     if let Event::BackendFailure { action: FailureAction::Allowed, key, .. } = event {
+///         eprintln!("let {key:?} through unlimited");
+///     }
+/// };
+/// # let _ = observer;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FailureAction {
@@ -413,6 +461,28 @@ pub enum FailureAction {
 
 impl Event<'_> {
     /// The layer that reported the event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Event;
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layers = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = layers.clone();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_second(10)).reject().observer(move |e: &Event<'_>| {
+    ///         seen.lock().unwrap().push(e.layer());
+    ///     }))
+    ///     .service(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    /// svc.oneshot(()).await.unwrap();
+    /// assert_eq!(*layers.lock().unwrap(), ["rate_limit"]);
+    /// # }
+    /// ```
     pub fn layer(&self) -> &'static str {
         match self {
             Event::Allowed { layer, .. }
@@ -443,6 +513,33 @@ impl Event<'_> {
     }
 
     /// The request's key, for per-key layers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Event;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let keys = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = keys.clone();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_second(10), |user: &u64| Some(*user)).observer(
+    ///         move |e: &Event<'_>| {
+    ///             if let Some(key) = e.key() {
+    ///                 seen.lock().unwrap().push(format!("{:?} {key:?}", e.layer()));
+    ///             }
+    ///         },
+    ///     ))
+    ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+    /// svc.oneshot(42).await.unwrap();
+    /// // Decided, then completed.
+    /// assert_eq!(*keys.lock().unwrap(), [r#""per_key" 42"#, r#""per_key" 42"#]);
+    /// # }
+    /// ```
     pub fn key(&self) -> Option<&dyn EventKey> {
         match self {
             Event::Allowed { key, .. }
@@ -506,8 +603,48 @@ impl<T: fmt::Debug + std::hash::Hash + ?Sized> EventKey for T {
 
 /// Receives [`Event`]s. Implemented for every
 /// `Fn(&Event<'_>) + Send + Sync + 'static` closure.
+///
+/// # Examples
+///
+/// An observer of your own, with state:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tower_sluice::observe::{Event, Observer};
+/// use tower_sluice::{Quota, RateLimitLayer};
+///
+/// #[derive(Default)]
+/// struct Refusals(AtomicU64);
+///
+/// impl Observer for Refusals {
+///     fn on_event(&self, event: &Event<'_>) {
+///         if let Event::Limited { enforced: true, .. } = event {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+///
+/// let layer = RateLimitLayer::new(Quota::per_second(10)).observer(Refusals::default());
+/// # let _ = layer;
+/// ```
 pub trait Observer: Send + Sync + 'static {
     /// Called for each event, synchronously, on the request path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::{Fanout, Monitor, Observer};
+    ///
+    /// // Observers can be called by hand, to forward events from your own one.
+    /// struct Forward(Fanout);
+    /// impl Observer for Forward {
+    ///     fn on_event(&self, event: &tower_sluice::observe::Event<'_>) {
+    ///         self.0.on_event(event);
+    ///     }
+    /// }
+    /// let forward = Forward(Fanout::new().with(Monitor::new()));
+    /// # let _ = forward;
+    /// ```
     fn on_event(&self, event: &Event<'_>);
 }
 
@@ -521,6 +658,8 @@ where
 }
 
 /// Sends every event to several observers, in the order they were added.
+///
+/// # Examples
 ///
 /// ```
 /// use tower_sluice::observe::{Event, Fanout, Monitor};
@@ -538,11 +677,40 @@ pub struct Fanout(Vec<Arc<dyn Observer>>);
 
 impl Fanout {
     /// No observers yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::{Event, Fanout};
+    ///
+    /// let fanout = Fanout::new().with(|e: &Event<'_>| eprintln!("{e:?}"));
+    /// # let _ = fanout;
+    /// ```
     pub fn new() -> Self {
         Fanout(Vec::new())
     }
 
     /// Adds `observer` after the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::{Fanout, Monitor};
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (a, b) = (Monitor::new(), Monitor::new());
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_second(10)).reject().observer(Fanout::new().with(a.clone()).with(b.clone())))
+    ///     .service(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    /// svc.oneshot(()).await.unwrap();
+    /// // Both saw the request.
+    /// assert_eq!(a.snapshot().totals.requests, 1);
+    /// assert_eq!(b.snapshot().totals.requests, 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn with(mut self, observer: impl Observer) -> Self {
         self.0.push(Arc::new(observer));

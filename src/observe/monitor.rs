@@ -28,6 +28,8 @@ const LAYERS: usize = 32;
 /// to each layer's `.observer(..)`, keep one to read
 /// [`snapshot`](Self::snapshot).
 ///
+/// # Examples
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_sluice::observe::{AlertRule, Monitor};
@@ -99,6 +101,20 @@ pub struct Monitor {
 }
 
 /// Configures a [`Monitor`]; made by [`Monitor::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::observe::{AlertRule, Monitor};
+///
+/// let monitor = Monitor::builder()
+///     .window(Duration::from_secs(300))
+///     .max_keys(50_000)
+///     .alert(AlertRule::breaker_opened(), |alert| eprintln!("ALERT {alert}"))
+///     .build();
+/// assert_eq!(monitor.snapshot().tracked_keys_max, 50_000);
+/// ```
 #[must_use]
 pub struct MonitorBuilder {
     smoothing: f64,
@@ -125,6 +141,16 @@ impl MonitorBuilder {
     /// The EWMA smoothing factor α for response times, in `(0, 1]`
     /// (default 0.1): higher follows changes faster. Out-of-range values
     /// are clamped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::Monitor;
+    ///
+    /// // Response times that follow the last few requests closely.
+    /// let monitor = Monitor::builder().smoothing(0.5).build();
+    /// # let _ = monitor;
+    /// ```
     pub fn smoothing(mut self, alpha: f64) -> Self {
         self.smoothing = if alpha.is_nan() {
             0.1
@@ -136,12 +162,35 @@ impl MonitorBuilder {
 
     /// The window of the recent limited rate, which alert rules judge
     /// (default one minute; at least a millisecond).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::observe::{AlertRule, Monitor};
+    ///
+    /// // Judge the limited rate over the last 5 minutes, not the last one.
+    /// let monitor = Monitor::builder()
+    ///     .window(Duration::from_secs(300))
+    ///     .alert(AlertRule::limited_rate(0.2), |alert| eprintln!("{alert}"))
+    ///     .build();
+    /// # let _ = monitor;
+    /// ```
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window.max(Duration::from_millis(1));
         self
     }
 
     /// At most this many keys are tracked (default 10 000; at least 16).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::Monitor;
+    ///
+    /// let monitor = Monitor::builder().max_keys(100_000).build();
+    /// assert_eq!(monitor.snapshot().tracked_keys_max, 100_000);
+    /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys.max(SHARDS);
         self
@@ -150,6 +199,37 @@ impl MonitorBuilder {
     /// Calls `callback` when `rule` fires (on the alert thread; see
     /// [`Monitor`]'s `# Alerts`). At most 64 rules per monitor; later
     /// ones are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::{Alert, AlertRule, Monitor};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fired = Arc::new(Mutex::new(Vec::new()));
+    /// let log = fired.clone();
+    /// let monitor = Monitor::builder()
+    ///     .alert(AlertRule::limited_rate(0.5).min_requests(4), move |alert: &Alert| {
+    ///         log.lock().unwrap().push(alert.to_string());
+    ///     })
+    ///     .build();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(2), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// for _ in 0..5 {
+    ///     let _ = svc.clone().oneshot("ann").await;
+    /// }
+    /// assert!(monitor.flush_alerts(Duration::from_secs(5)));
+    /// // Once, at the 4th request (2 of 4 limited), not again at the 5th.
+    /// assert_eq!(fired.lock().unwrap().len(), 1);
+    /// assert!(fired.lock().unwrap()[0].contains(r#"key "ann" limited 50.0%"#));
+    /// # }
+    /// ```
     pub fn alert(
         mut self,
         rule: AlertRule,
@@ -162,6 +242,17 @@ impl MonitorBuilder {
     }
 
     /// The monitor. Starts the alert thread if there are rules.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::Monitor;
+    ///
+    /// let monitor = Monitor::builder().max_keys(1_000).build();
+    /// // Cheap clones that share the figures: one per layer.
+    /// let for_the_layer = monitor.clone();
+    /// # let _ = for_the_layer;
+    /// ```
     pub fn build(self) -> Monitor {
         let per_shard = self.max_keys.div_ceil(SHARDS);
         Monitor {
@@ -517,11 +608,45 @@ enum KeyUpdate {
 impl Monitor {
     /// A monitor with the defaults (smoothing 0.1, a one-minute window,
     /// 10 000 keys, no alert rules).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// for user in ["ann", "ann", "bob"] {
+    ///     let _ = svc.clone().oneshot(user).await;
+    /// }
+    /// let per_key = monitor.snapshot().layer("per_key").unwrap().clone();
+    /// assert_eq!((per_key.requests, per_key.allowed, per_key.limited), (3, 2, 1));
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self::builder().build()
     }
 
     /// Configure smoothing, window, key bound and alert rules.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::observe::{AlertRule, Monitor};
+    ///
+    /// let monitor = Monitor::builder()
+    ///     .window(Duration::from_secs(60))
+    ///     .alert(AlertRule::limited_rate(0.2).min_requests(50), |alert| eprintln!("ALERT {alert}"))
+    ///     .build();
+    /// # let _ = monitor;
+    /// ```
     pub fn builder() -> MonitorBuilder {
         MonitorBuilder {
             smoothing: 0.1,
@@ -534,6 +659,34 @@ impl Monitor {
     /// An observer feeding this monitor under `name` instead of the
     /// event's layer name: give each of two circuit breakers (or queues)
     /// its own scope and their states stay apart in the snapshot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Two upstreams, two rate limits, one monitor: scopes keep them apart.
+    /// let monitor = Monitor::new();
+    /// let service = || service_fn(|_: ()| async { Ok::<_, BoxError>(()) });
+    /// let github = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_hour(1)).reject().observer(monitor.scoped("github")))
+    ///     .service(service());
+    /// let stripe = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_second(100)).reject().observer(monitor.scoped("stripe")))
+    ///     .service(service());
+    /// let _ = github.clone().oneshot(()).await;
+    /// let _ = github.clone().oneshot(()).await;
+    /// let _ = stripe.clone().oneshot(()).await;
+    /// let snapshot = monitor.snapshot();
+    /// assert_eq!(snapshot.layer("github").unwrap().limited, 1);
+    /// assert_eq!(snapshot.layer("stripe").unwrap().limited, 0);
+    /// assert!(snapshot.layer("rate_limit").is_none());
+    /// # }
+    /// ```
     pub fn scoped(&self, name: &'static str) -> Scoped {
         Scoped {
             monitor: self.clone(),
@@ -543,6 +696,30 @@ impl Monitor {
 
     /// Every figure now: per layer (scope), per key (sorted by limited
     /// requests, then requests, most first), breaker states and totals.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// for user in ["ann", "ann", "bob"] {
+    ///     let _ = svc.clone().oneshot(user).await;
+    /// }
+    /// let snapshot = monitor.snapshot();
+    /// assert_eq!(snapshot.totals.requests, 3);
+    /// // Keys, most limited first, by their `Debug` text.
+    /// let keys: Vec<&str> = snapshot.keys.iter().map(|k| k.key.as_str()).collect();
+    /// assert_eq!(keys, [r#""ann""#, r#""bob""#]);
+    /// # }
+    /// ```
     pub fn snapshot(&self) -> Snapshot {
         let inner = &self.inner;
         let now = inner.clock.now();
@@ -597,6 +774,27 @@ impl Monitor {
     /// The figures of one key, found by its [`key_hash`](EventKey::key_hash):
     /// pass a key of the type the layer reports (a `&str` finds a `String`
     /// key).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// # use tower_sluice::observe::Monitor;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// let _ = svc.clone().oneshot("ann").await;
+    /// let _ = svc.clone().oneshot("ann").await;
+    /// // The key as the layer knows it (a `String`; a `&str` hashes the same).
+    /// let ann = monitor.key(&"ann").unwrap();
+    /// assert_eq!((ann.requests, ann.limited, ann.limited_rate), (2, 1, 0.5));
+    /// assert!(monitor.key(&"bob").is_none());
+    /// # }
+    /// ```
     pub fn key(&self, key: &dyn EventKey) -> Option<KeySnapshot> {
         let inner = &self.inner;
         let hash = key.key_hash();
@@ -609,6 +807,27 @@ impl Monitor {
 
     /// The keys with the most limited requests (shadow ones included),
     /// at most `n`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// # use tower_sluice::observe::Monitor;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// for user in ["ann", "ann", "ann", "bob", "bob", "cid"] {
+    ///     let _ = svc.clone().oneshot(user).await;
+    /// }
+    /// // Who hits the limit most? "cid" was never limited, so it is not listed.
+    /// let top: Vec<(String, u64)> = monitor.top_limited(10).into_iter().map(|k| (k.key, k.limited)).collect();
+    /// assert_eq!(top, [(r#""ann""#.to_string(), 2), (r#""bob""#.to_string(), 1)]);
+    /// # }
+    /// ```
     pub fn top_limited(&self, n: usize) -> Vec<KeySnapshot> {
         let mut keys = self.snapshot().keys;
         keys.retain(|k| k.limited + k.shadow_limited > 0);
@@ -619,6 +838,33 @@ impl Monitor {
     /// Blocks until the alerts fired so far have been handed to their
     /// callbacks (or `timeout` passes); returns whether they all were. For
     /// tests and shutdown; never call it on the request path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::{AlertRule, Monitor};
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let opened = Arc::new(AtomicUsize::new(0));
+    /// let count = opened.clone();
+    /// let monitor = Monitor::builder()
+    ///     .alert(AlertRule::breaker_opened(), move |_| {
+    ///         count.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build();
+    /// let breaker = CircuitBreakerLayer::default().observer(monitor.clone());
+    /// breaker.handle().force_open();
+    /// // Callbacks run on the alert thread: wait for them before checking.
+    /// assert!(monitor.flush_alerts(Duration::from_secs(5)));
+    /// assert_eq!(opened.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
     pub fn flush_alerts(&self, timeout: Duration) -> bool {
         self.inner.alerts.as_ref().is_none_or(|a| a.flush(timeout))
     }
@@ -653,6 +899,20 @@ impl fmt::Debug for Monitor {
 
 /// A [`Monitor`] observer under a scope name; made by
 /// [`Monitor::scoped`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::{Monitor, Scoped};
+/// use tower_sluice::CircuitBreakerLayer;
+///
+/// let monitor = Monitor::new();
+/// let upstream: Scoped = monitor.scoped("upstream");
+/// let breaker = CircuitBreakerLayer::default().observer(upstream);
+/// breaker.handle().force_open();
+/// let snapshot = monitor.snapshot();
+/// assert_eq!(snapshot.breakers[0].name, "upstream");
+/// ```
 #[derive(Clone)]
 pub struct Scoped {
     monitor: Monitor,
@@ -1094,6 +1354,21 @@ fn ser_state_opt<S: serde::Serializer>(
 /// Everything a [`Monitor`] knows, as plain data (serialisable with the
 /// `serde` feature; durations as `{secs, nanos}`, breaker states as
 /// `"closed"`, `"open"`, `"half_open"`, ...).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::Monitor;
+/// use tower_sluice::CircuitBreakerLayer;
+///
+/// let monitor = Monitor::new();
+/// let breaker = CircuitBreakerLayer::default().observer(monitor.clone());
+/// breaker.handle().force_open();
+/// let snapshot = monitor.snapshot();
+/// assert_eq!(snapshot.breakers.len(), 1);
+/// assert!(snapshot.keys.is_empty());
+/// assert_eq!(snapshot.evicted_keys, 0);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -1120,12 +1395,52 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The figures of a layer or scope.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// # use tower_sluice::observe::Monitor;
+    /// # use tower_sluice::{Quota, RateLimitLayer};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_minute(1)).reject().observer(monitor.clone()))
+    ///     .service(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    /// let _ = svc.clone().oneshot(()).await;
+    /// let _ = svc.clone().oneshot(()).await;
+    /// let snapshot = monitor.snapshot();
+    /// let rate_limit = snapshot.layer("rate_limit").unwrap();
+    /// assert_eq!(rate_limit.limited_rate, 0.5);
+    /// assert!(snapshot.layer("queue").is_none(), "no queue reported");
+    /// # }
+    /// ```
     pub fn layer(&self, name: &str) -> Option<&LayerSnapshot> {
         self.layers.iter().find(|l| l.name == name)
     }
 
     /// The figures of a key, by the key itself (matched on its `Debug`
     /// text).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// # use tower_sluice::observe::Monitor;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
+    ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+    /// let _ = svc.clone().oneshot(42).await;
+    /// let snapshot = monitor.snapshot();
+    /// assert_eq!(snapshot.key(&42u64).unwrap().requests, 1);
+    /// assert_eq!(snapshot.key(&42u64).unwrap().completed, 1);
+    /// # }
+    /// ```
     pub fn key(&self, key: &dyn fmt::Debug) -> Option<&KeySnapshot> {
         let text = format!("{key:?}");
         self.keys.iter().find(|k| k.key == text)
@@ -1133,6 +1448,19 @@ impl Snapshot {
 }
 
 /// One layer's (or scope's) figures in a [`Snapshot`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::{LayerSnapshot, Monitor};
+///
+/// // A line for a status page.
+/// fn line(layer: &LayerSnapshot) -> String {
+///     format!("{}: {} requests, {:.1}% limited", layer.name, layer.requests, layer.limited_rate * 100.0)
+/// }
+/// let monitor = Monitor::new();
+/// assert_eq!(line(&monitor.snapshot().totals), "total: 0 requests, 0.0% limited");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -1222,6 +1550,29 @@ impl LayerSnapshot {
 }
 
 /// One key's figures in a [`Snapshot`].
+///
+/// # Examples
+///
+/// ```
+/// # use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// # use tower_sluice::observe::Monitor;
+/// # use tower_sluice::{PerKeyLayer, Quota};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let monitor = Monitor::new();
+/// let svc = ServiceBuilder::new()
+///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
+///     .service(service_fn(|n: u64| async move {
+///         if n == 7 { Err::<(), BoxError>("boom".into()) } else { Ok(()) }
+///     }));
+/// let _ = svc.clone().oneshot(7).await;
+/// let _ = svc.clone().oneshot(7).await;
+/// let key = monitor.key(&7u64).unwrap();
+/// assert_eq!(key.key, "7");
+/// assert_eq!((key.completed, key.failed), (2, 2));
+/// assert!(key.latency_ewma.is_some());
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -1262,6 +1613,26 @@ pub struct KeySnapshot {
 }
 
 /// A breaker's last state in a [`Snapshot`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::observe::Monitor;
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::CircuitState;
+///
+/// let monitor = Monitor::new();
+/// let breaker = CircuitBreakerLayer::default().observer(monitor.scoped("payments"));
+/// breaker.handle().force_open();
+/// let snapshot = monitor.snapshot();
+/// let open: Vec<&str> = snapshot
+///     .breakers
+///     .iter()
+///     .filter(|b| b.state != CircuitState::Closed)
+///     .map(|b| b.name.as_str())
+///     .collect();
+/// assert_eq!(open, ["payments"]);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]

@@ -14,6 +14,8 @@ use crate::backend::{Acquire, Backend, QuotaStates};
 /// can make a key wait longer and raising one never refills a bucket that
 /// was spent (only a larger burst adds room, exactly the room added).
 ///
+/// # Examples
+///
 /// ```
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
@@ -37,32 +39,110 @@ where
     }
 
     /// The policy of keys with no override.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let layer = PerKeyLayer::<String, _>::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
+    /// assert_eq!(layer.handle().default_policy(), Policy::new(Quota::per_minute(60)));
+    /// ```
     pub fn default_policy(&self) -> Policy {
         self.core.policies.default_policy()
     }
 
     /// Changes the policy of keys with no override.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
+    /// let handle = layer.handle();
+    /// handle.set_policy("ann".to_string(), Quota::per_minute(600));
+    /// // Under load: halve everyone's limit, overrides aside.
+    /// handle.set_default(Quota::per_minute(30));
+    /// assert_eq!(handle.policy(&"bob".to_string()).quotas().next(), Some(Quota::per_minute(30)));
+    /// assert_eq!(handle.policy(&"ann".to_string()).quotas().next(), Some(Quota::per_minute(600)));
+    /// ```
     pub fn set_default(&self, policy: impl Into<Policy>) {
         self.core.policies.set_default(policy.into());
     }
 
     /// Gives `key` its own policy, ahead of the layer's resolver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &String| Some(user.clone()))
+    ///     .policy_for(|user: &String| user.starts_with("paid-").then(|| Quota::per_minute(600)));
+    /// let handle = layer.handle();
+    /// // A customer whose contract says 1000 a minute; the override wins over the resolver.
+    /// let contract = Policy::new(Quota::per_minute(1_000)).named("contract-42");
+    /// handle.set_policy("paid-42".to_string(), contract.clone());
+    /// assert_eq!(handle.policy(&"paid-42".to_string()), contract);
+    /// ```
     pub fn set_policy(&self, key: K, policy: impl Into<Policy>) {
         self.core.policies.set_override(key, policy.into());
     }
 
     /// Removes `key`'s own policy; returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
+    /// let handle = layer.handle();
+    /// let ann = "ann".to_string();
+    /// handle.set_policy(ann.clone(), Quota::per_minute(600));
+    /// let removed = handle.remove_policy(&ann).unwrap();
+    /// assert_eq!(removed.quotas().next(), Some(Quota::per_minute(600)));
+    /// // Back to the default.
+    /// assert_eq!(handle.policy(&ann), handle.default_policy());
+    /// assert!(handle.remove_policy(&ann).is_none());
+    /// ```
     pub fn remove_policy(&self, key: &K) -> Option<Policy> {
         self.core.policies.remove_override(key)
     }
 
     /// The policy `key` is limited by now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let paid = Policy::new(Quota::per_minute(600)).named("paid");
+    /// let layer = PerKeyLayer::new(Policy::new(Quota::per_minute(60)).named("free"), |key: &String| Some(key.clone()))
+    ///     .policy_for(move |key: &String| key.starts_with("paid-").then(|| paid.clone()));
+    /// let handle = layer.handle();
+    /// assert_eq!(handle.policy(&"paid-1".to_string()).name(), Some("paid"));
+    /// assert_eq!(handle.policy(&"anon".to_string()).name(), Some("free"));
+    /// ```
     pub fn policy(&self, key: &K) -> Policy {
         Policy::clone(&self.core.policies.resolve(key))
     }
 
     /// The backend, for example to read
     /// [`Memory::len`](crate::backend::Memory::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::limits::check_all;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &u64| Some(*user));
+    /// let handle = layer.handle();
+    /// for user in [1, 2, 2] {
+    ///     check_all(&[&handle.limit(&user)]).unwrap();
+    /// }
+    /// // Two keys held in memory.
+    /// assert_eq!(handle.backend().len(), 2);
+    /// ```
     pub fn backend(&self) -> &B {
         &self.core.backend
     }
@@ -82,6 +162,21 @@ where
     /// The error the request would get:
     /// [`RateLimited`](crate::RateLimited) or
     /// [`TooManyInFlight`](crate::error::TooManyInFlight).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::limits::check_all;
+    /// # use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    /// let layer = PerKeyLayer::new(Quota::per_minute(2), |user: &u64| Some(*user));
+    /// let handle = layer.handle();
+    /// assert_eq!(handle.peek(&7).unwrap().decision().remaining(), 1);
+    /// check_all(&[&handle.limit(&7)]).unwrap();
+    /// check_all(&[&handle.limit(&7)]).unwrap();
+    /// // Spent: the error a request would get now.
+    /// let err = handle.peek(&7).unwrap_err();
+    /// assert!(err.downcast_ref::<RateLimited>().unwrap().retry_after().as_secs() >= 29);
+    /// ```
     pub fn peek(&self, key: &K) -> Result<crate::backend::Grant, crate::BoxError> {
         let policy = self.core.policies.resolve(key);
         match self.core.backend.peek(key, &policy, 1) {
@@ -93,6 +188,21 @@ where
     }
 
     /// The state of each of `key`'s quotas now, consuming nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::limits::check_all;
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_day(1_000)).unwrap();
+    /// let layer = PerKeyLayer::new(policy, |user: &u64| Some(*user));
+    /// let handle = layer.handle();
+    /// check_all(&[&handle.limit(&7)]).unwrap();
+    /// // What is left of each quota, as the `RateLimit` header reports it.
+    /// let left: Vec<u32> = handle.states(&7).iter().map(|d| d.remaining()).collect();
+    /// assert_eq!(left, [59, 999]);
+    /// ```
     pub fn states(&self, key: &K) -> QuotaStates {
         let policy = self.core.policies.resolve(key);
         self.core.backend.states(key, &policy)

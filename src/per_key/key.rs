@@ -6,6 +6,8 @@
 /// Implemented for every `Fn(&Req) -> Option<K>` closure; the `http`
 /// feature adds extractors for IPs and headers.
 ///
+/// # Examples
+///
 /// ```
 /// use tower_sluice::per_key::KeyExtractor;
 ///
@@ -16,9 +18,60 @@
 /// ```
 pub trait KeyExtractor<Req> {
     /// The key type.
+    ///
+    /// # Examples
+    ///
+    /// Any `Hash + Eq + Clone + Send + Sync` type can be a key, such as a user
+    /// id where there is one and the client IP otherwise:
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    /// enum Client {
+    ///     User(u64),
+    ///     Ip(IpAddr),
+    /// }
+    ///
+    /// struct Request { user: Option<u64>, ip: IpAddr }
+    ///
+    /// let client = |req: &Request| Some(req.user.map_or(Client::Ip(req.ip), Client::User));
+    /// let anonymous = Request { user: None, ip: [10, 0, 0, 1].into() };
+    /// assert_eq!(client.extract(&anonymous), Some(Client::Ip([10, 0, 0, 1].into())));
+    /// ```
     type Key;
 
     /// The request's key, or `None` when it has none.
+    ///
+    /// # Examples
+    ///
+    /// An extractor of your own, a named type (a layer's `Debug` output
+    /// names it, where a closure shows as `{{closure}}`):
+    ///
+    /// ```
+    /// use tower_sluice::per_key::KeyExtractor;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// struct Request { headers: Vec<(String, String)> }
+    ///
+    /// /// The `x-api-key` header.
+    /// #[derive(Clone)]
+    /// struct ApiKey;
+    ///
+    /// impl KeyExtractor<Request> for ApiKey {
+    ///     type Key = String;
+    ///
+    ///     fn extract(&self, req: &Request) -> Option<String> {
+    ///         req.headers.iter().find(|(name, _)| name == "x-api-key").map(|(_, v)| v.clone())
+    ///     }
+    /// }
+    ///
+    /// let req = Request { headers: vec![("x-api-key".into(), "k-42".into())] };
+    /// assert_eq!(ApiKey.extract(&req).as_deref(), Some("k-42"));
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), ApiKey);
+    /// # let _: PerKeyLayer<String, _> = layer;
+    /// ```
     fn extract(&self, req: &Req) -> Option<Self::Key>;
 }
 
@@ -38,6 +91,8 @@ where
 /// layer's backend. With a shared backend (Redis) that is one limit for the
 /// whole fleet; see [`RateLimitLayer::shared`](crate::RateLimitLayer::shared).
 ///
+/// # Examples
+///
 /// ```
 /// use tower_sluice::per_key::ConstKey;
 /// use tower_sluice::{PerKeyLayer, Quota};
@@ -50,6 +105,16 @@ pub struct ConstKey<K>(K);
 
 impl<K> ConstKey<K> {
     /// Every request gets `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::per_key::{ConstKey, KeyExtractor};
+    ///
+    /// let key = ConstKey::new("upstream-api");
+    /// assert_eq!(KeyExtractor::<u32>::extract(&key, &7), Some("upstream-api"));
+    /// assert_eq!(KeyExtractor::<&str>::extract(&key, &"GET /"), Some("upstream-api"));
+    /// ```
     pub fn new(key: K) -> Self {
         ConstKey(key)
     }

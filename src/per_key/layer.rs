@@ -12,6 +12,17 @@ use crate::backend::Memory;
 use crate::observe::{Observer, Observers};
 
 /// The default bound on keys held by the in-memory backend.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use tower_sluice::per_key::DEFAULT_MAX_KEYS;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// let layer = PerKeyLayer::<IpAddr, _>::new(Quota::per_minute(60), |ip: &IpAddr| Some(*ip));
+/// assert!(layer.handle().backend().max_keys() <= DEFAULT_MAX_KEYS);
+/// ```
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 /// What to do with a request that has no key.
@@ -42,6 +53,9 @@ pub(crate) struct Config<K> {
 /// Every service the layer makes, and every clone, shares one store and one
 /// set of policies. [`handle`](Self::handle) gives a handle on them to
 /// inspect or reconfigure while serving; take it after choosing the backend
+/// ([`max_keys`](Self::max_keys), [`backend`](Self::backend)).
+///
+/// # Examples
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
@@ -59,7 +73,6 @@ pub(crate) struct Config<K> {
 /// assert!(err.is::<RateLimited>());
 /// # }
 /// ```
-/// ([`max_keys`](Self::max_keys), [`backend`](Self::backend)).
 pub struct PerKeyLayer<K, X, B = Memory<K>> {
     extractor: X,
     core: Arc<Core<K, B>>,
@@ -77,6 +90,32 @@ where
     ///
     /// Rejects at once when a key is over its limit (servers); see
     /// [`max_wait`](Self::max_wait) to delay instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::error::MissingKey;
+    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    ///
+    /// struct Request { user: Option<u64> }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Two requests a minute per user.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(2), |req: &Request| req.user))
+    ///     .service(service_fn(|_: Request| async { Ok::<_, BoxError>("ok") }));
+    /// for _ in 0..2 {
+    ///     svc.clone().oneshot(Request { user: Some(1) }).await.unwrap();
+    /// }
+    /// let err = svc.clone().oneshot(Request { user: Some(1) }).await.unwrap_err();
+    /// assert!(err.is::<RateLimited>());
+    /// // A request without a key is refused too (by default).
+    /// let err = svc.clone().oneshot(Request { user: None }).await.unwrap_err();
+    /// assert!(err.is::<MissingKey>());
+    /// # }
+    /// ```
     pub fn new(policy: impl Into<Policy>, extractor: X) -> Self {
         PerKeyLayer {
             extractor,
@@ -99,6 +138,18 @@ where
     /// `max_keys` keys are all active, new keys are refused with
     /// [`TooManyKeys`](crate::error::TooManyKeys). See
     /// [`Memory::new`](crate::backend::Memory::new) for the bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// // One key per client IP; hold at most 10 000 of them.
+    /// let layer = PerKeyLayer::<IpAddr, _>::new(Quota::per_minute(60), |ip: &IpAddr| Some(*ip))
+    ///     .max_keys(10_000);
+    /// assert!(layer.handle().backend().max_keys() <= 10_000);
+    /// ```
     #[must_use]
     pub fn max_keys(self, max_keys: usize) -> Self {
         self.backend(Memory::new(max_keys))
@@ -110,6 +161,24 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
     /// Keeps per-key state in `backend` instead of in memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::Memory;
+    /// use tower_sluice::limits::check_all;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// // The in-memory store with a bound of 50 000 keys (as `max_keys` does).
+    /// let layer = PerKeyLayer::<u64, _>::new(Quota::per_minute(60), |user: &u64| Some(*user))
+    ///     .backend(Memory::new(50_000));
+    /// let handle = layer.handle();
+    /// check_all(&[&handle.limit(&7)]).unwrap();
+    /// assert_eq!(handle.backend().len(), 1);
+    /// ```
+    ///
+    /// With the `redis` feature, a `RedisBackend` shares the limits between
+    /// instances (see the [`backend`](crate::backend) module).
     #[must_use]
     pub fn backend<B2>(self, backend: B2) -> PerKeyLayer<K, X, B2> {
         let mut policies = Policies::new(self.core.policies.default_policy());
@@ -143,6 +212,19 @@ where
     /// # Panics
     ///
     /// When called after [`handle`](Self::handle) or after cloning the layer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// // API keys starting with "paid-" get 100 a minute, the others 10.
+    /// let layer = PerKeyLayer::new(Quota::per_minute(10), |key: &String| Some(key.clone()))
+    ///     .policy_for(|key: &String| key.starts_with("paid-").then(|| Quota::per_minute(100)));
+    /// let handle = layer.handle();
+    /// assert_eq!(handle.policy(&"paid-7".into()).quotas().next(), Some(Quota::per_minute(100)));
+    /// assert_eq!(handle.policy(&"anon".into()).quotas().next(), Some(Quota::per_minute(10)));
+    /// ```
     #[must_use]
     pub fn policy_for<F, P>(self, resolver: F) -> Self
     where
@@ -169,6 +251,38 @@ where
     /// it back would cost another round trip for every abandoned request,
     /// so an abandoned delayed request there counts as sent until the
     /// bucket refills.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // One a second per user; a request waits up to 1.5 s for its turn.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         PerKeyLayer::new(Quota::per_second(1), |user: &&str| Some(user.to_string()))
+    ///             .max_wait(Duration::from_millis(1500)),
+    ///     )
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// let start = tokio::time::Instant::now();
+    /// let (first, second, third) = tokio::join!(
+    ///     svc.clone().oneshot("ann"),
+    ///     svc.clone().oneshot("ann"),
+    ///     svc.clone().oneshot("ann"),
+    /// );
+    /// assert!(first.is_ok());
+    /// assert!(second.is_ok()); // waited 1 s for its turn
+    /// assert!(third.unwrap_err().is::<RateLimited>()); // would have waited 2 s
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(start.elapsed(), Duration::from_secs(1));
+    /// # let _ = start;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.edit_config(|c| c.max_wait = max_wait)
@@ -180,6 +294,32 @@ where
     /// would wait. Admitted requests consume quota as usual; denied ones
     /// consume nothing. Use it to try limits on live traffic before
     /// enforcing them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // Would one request a minute per user be too strict? Watch before enforcing it.
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string()))
+    ///             .shadow()
+    ///             .observer(monitor.clone()),
+    ///     )
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// svc.clone().oneshot("ann").await?;
+    /// svc.clone().oneshot("ann").await?; // over the limit, let through
+    /// let snapshot = monitor.snapshot();
+    /// assert_eq!(snapshot.layer("per_key").unwrap().shadow_limited, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn shadow(self) -> Self {
         self.edit_config(|c| c.shadow = true)
@@ -187,24 +327,125 @@ where
 
     /// Lets requests without a key through, unlimited (the default is to
     /// fail them with [`MissingKey`](crate::error::MissingKey)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// struct Request { api_key: Option<String> }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // Limit API clients; requests without a key are someone else's concern.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |req: &Request| req.api_key.clone()).allow_missing_key())
+    ///     .service(service_fn(|_: Request| async { Ok::<_, BoxError>("ok") }));
+    /// for _ in 0..3 {
+    ///     svc.clone().oneshot(Request { api_key: None }).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn allow_missing_key(self) -> Self {
         self.edit_config(|c| c.on_missing = OnMissing::Allow)
     }
 
     /// Limits requests without a key under `key`, together.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    ///
+    /// struct Request { api_key: Option<String> }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // Anonymous requests share one bucket, "anonymous".
+    /// let layer = PerKeyLayer::new(Quota::per_minute(1), |req: &Request| req.api_key.clone())
+    ///     .fallback_key("anonymous".to_string());
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(layer)
+    ///     .service(service_fn(|_: Request| async { Ok::<_, BoxError>("ok") }));
+    /// svc.clone().oneshot(Request { api_key: None }).await?;
+    /// let err = svc.clone().oneshot(Request { api_key: None }).await.unwrap_err();
+    /// assert!(err.is::<RateLimited>());
+    /// // A client with a key has its own bucket.
+    /// svc.clone().oneshot(Request { api_key: Some("k1".into()) }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn fallback_key(self, key: K) -> Self {
         self.edit_config(|c| c.on_missing = OnMissing::Fallback(key))
     }
 
     /// Reports every decision to `observer` (replacing any set before).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Event;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Note which users were limited.
+    /// let limited = Arc::new(Mutex::new(Vec::new()));
+    /// let log = limited.clone();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(
+    ///             move |event: &Event<'_>| {
+    ///                 if let Event::Limited { key: Some(key), .. } = event {
+    ///                     log.lock().unwrap().push(format!("{key:?}"));
+    ///                 }
+    ///             },
+    ///         ),
+    ///     )
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// for user in ["ann", "bob", "ann"] {
+    ///     let _ = svc.clone().oneshot(user).await;
+    /// }
+    /// assert_eq!(*limited.lock().unwrap(), [r#""ann""#]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         self.edit_config(|c| c.observers = Observers::new(observer))
     }
 
     /// A handle to inspect and reconfigure the limits while serving.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string()));
+    /// let handle = layer.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(layer)
+    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
+    /// svc.clone().oneshot("ann").await?;
+    /// assert!(svc.clone().oneshot("ann").await.is_err());
+    /// // While serving: let "ann" burst to 3. The larger burst adds 2 places.
+    /// handle.set_policy("ann".to_string(), Quota::per_minute(1).with_burst(3));
+    /// svc.clone().oneshot("ann").await?;
+    /// svc.clone().oneshot("ann").await?;
+    /// assert!(svc.clone().oneshot("ann").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn handle(&self) -> PerKeyHandle<K, B> {
         PerKeyHandle::new(self.core.clone())
     }

@@ -9,6 +9,21 @@ use crate::gcra::Params;
 
 /// The most quotas one policy can hold (for example per second, per minute,
 /// per day and per month).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::Quota;
+/// use tower_sluice::per_key::{MAX_QUOTAS, Policy};
+///
+/// // Per second, per minute, per day and per month: four at most.
+/// let policy = Policy::new(Quota::per_second(10))
+///     .and(Quota::per_minute(300))?
+///     .and(Quota::per_day(10_000))?
+///     .and("100000/month".parse()?)?;
+/// assert_eq!(policy.quotas().len(), MAX_QUOTAS);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const MAX_QUOTAS: usize = 4;
 
 /// A key's limits: up to [`MAX_QUOTAS`] quotas that must all admit a
@@ -16,6 +31,8 @@ pub const MAX_QUOTAS: usize = 4;
 /// shows in errors and HTTP headers.
 ///
 /// Cheap to clone (one `Arc`).
+///
+/// # Examples
 ///
 /// ```
 /// use tower_sluice::Quota;
@@ -74,6 +91,21 @@ impl PartialEq for ParamsEq {
 }
 
 /// A policy could not take another quota.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::Quota;
+/// use tower_sluice::per_key::{Policy, TooManyQuotas};
+///
+/// let mut policy = Policy::new(Quota::per_second(1));
+/// for n in 2..=4 {
+///     policy = policy.and(Quota::per_minute(n * 60))?;
+/// }
+/// let err = policy.and(Quota::per_day(10_000)).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid policy: `quotas` holds at most 4 quotas");
+/// # Ok::<(), TooManyQuotas>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TooManyQuotas;
@@ -91,6 +123,18 @@ impl std::error::Error for TooManyQuotas {}
 
 impl Policy {
     /// A policy of one quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::per_key::Policy;
+    ///
+    /// let policy = Policy::new(Quota::per_minute(60));
+    /// assert_eq!(policy.to_string(), "60/min");
+    /// // A quota converts into a policy of its own, wherever a policy is asked for.
+    /// assert_eq!(Policy::from(Quota::per_minute(60)), policy);
+    /// ```
     pub fn new(quota: Quota) -> Self {
         Policy {
             inner: Arc::new(Inner::new(vec![ParamsEq(Params::new(quota))], None, None)),
@@ -122,6 +166,26 @@ impl Policy {
     /// # Errors
     ///
     /// [`TooManyQuotas`] past [`MAX_QUOTAS`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::limits::check_all;
+    /// use tower_sluice::per_key::{Policy, TooManyQuotas};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// // Bursts of 10 a second, but no more than 20 a minute.
+    /// let policy = Policy::new(Quota::per_second(10)).and(Quota::per_minute(20))?;
+    /// let layer = PerKeyLayer::new(policy, |user: &u64| Some(*user));
+    /// let handle = layer.handle();
+    /// for _ in 0..10 {
+    ///     check_all(&[&handle.limit(&7)]).unwrap();
+    /// }
+    /// // The per-second quota is spent; the per-minute one has 10 left.
+    /// let left: Vec<u32> = handle.states(&7).iter().map(|d| d.remaining()).collect();
+    /// assert_eq!(left, [0, 10]);
+    /// # Ok::<(), TooManyQuotas>(())
+    /// ```
     pub fn and(self, quota: Quota) -> Result<Self, TooManyQuotas> {
         if self.inner.params.len() >= MAX_QUOTAS {
             return Err(TooManyQuotas);
@@ -132,6 +196,34 @@ impl Policy {
     /// At most `n` requests of one key in flight at once; the slot is freed
     /// when the response future completes or is dropped. `0` is treated as
     /// 1: a key can always have one request in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::error::TooManyInFlight;
+    /// use tower_sluice::per_key::Policy;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // Plenty of quota, but one slow request at a time per user.
+    /// let policy = Policy::new(Quota::per_minute(100)).max_in_flight(1);
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(policy, |user: &&str| Some(user.to_string())))
+    ///     .service(service_fn(|_: &str| async {
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         Ok::<_, BoxError>("ok")
+    ///     }));
+    /// let (first, second) = tokio::join!(svc.clone().oneshot("ann"), svc.clone().oneshot("ann"));
+    /// assert!(first.is_ok());
+    /// assert!(second.unwrap_err().is::<TooManyInFlight>());
+    /// // The first has completed: its slot is free again.
+    /// svc.clone().oneshot("ann").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_in_flight(self, n: u32) -> Self {
         self.edit(|i| i.max_in_flight = Some(n.max(1)))
@@ -139,6 +231,17 @@ impl Policy {
 
     /// Names the policy (for example a tier, `"free"`), for errors, events
     /// and the HTTP `RateLimit-Policy` field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::per_key::Policy;
+    ///
+    /// let free = Policy::new(Quota::per_minute(30)).named("free");
+    /// assert_eq!(free.name(), Some("free"));
+    /// assert_eq!(free.to_string(), "free: 30/min");
+    /// ```
     #[must_use]
     pub fn named(self, name: impl Into<Arc<str>>) -> Self {
         let name = name.into();
@@ -146,16 +249,46 @@ impl Policy {
     }
 
     /// The quotas, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::per_key::Policy;
+    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_day(1_000)).unwrap();
+    /// let quotas: Vec<Quota> = policy.quotas().collect();
+    /// assert_eq!(quotas, [Quota::per_minute(60), Quota::per_day(1_000)]);
+    /// ```
     pub fn quotas(&self) -> impl ExactSizeIterator<Item = Quota> + '_ {
         self.inner.params.iter().map(|p| p.0.quota)
     }
 
     /// The cap on requests in flight per key, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::per_key::Policy;
+    /// let policy = Policy::new(Quota::per_minute(60));
+    /// assert_eq!(policy.in_flight_limit(), None);
+    /// assert_eq!(policy.clone().max_in_flight(4).in_flight_limit(), Some(4));
+    /// assert_eq!(policy.max_in_flight(0).in_flight_limit(), Some(1), "always room for one");
+    /// ```
     pub fn in_flight_limit(&self) -> Option<u32> {
         self.inner.max_in_flight
     }
 
     /// The name, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::per_key::Policy;
+    /// assert_eq!(Policy::new(Quota::per_minute(60)).name(), None);
+    /// assert_eq!(Policy::new(Quota::per_minute(60)).named("free").name(), Some("free"));
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_deref()
     }
@@ -165,6 +298,15 @@ impl Policy {
     }
 
     /// The smallest burst: the largest cost that can ever pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::per_key::Policy;
+    /// let policy = Policy::new(Quota::per_second(100)).and(Quota::per_minute(1_000).with_burst(50)).unwrap();
+    /// assert_eq!(policy.max_cost(), 50);
+    /// ```
     pub fn max_cost(&self) -> u32 {
         self.quotas().map(|q| q.burst()).min().unwrap_or(0)
     }

@@ -24,6 +24,25 @@ use crate::backend::Backend;
 /// in its place, as tower-http's async middleware do. axum, tonic, hyper
 /// and reqwest services are all `Clone`. A request admitted at once is
 /// called in place, with no clone.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::{PerKey, PerKeyLayer, Quota};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // Odd and even numbers: two keys, one request a minute each.
+/// let layer = PerKeyLayer::new(Quota::per_minute(1), |n: &u32| Some(n % 2));
+/// let svc: PerKey<_, u32, _, _> = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// assert_eq!(svc.clone().oneshot(1).await?, 1);
+/// // 3 is odd too: another clone, the same bucket, refused.
+/// assert!(svc.clone().oneshot(3).await.is_err());
+/// assert_eq!(svc.clone().oneshot(2).await?, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerKey<S, K, X, B> {
     inner: S,
     extractor: X,
@@ -50,7 +69,7 @@ impl<S, K, X, B> PerKey<S, K, X, B> {
         }
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::PerKeyLayer::<u32, _>::new(tower_sluice::Quota::per_second(10), |n: &u32| Some(*n))");
 }
 
 impl<S, K, X, B, Req> Service<Req> for PerKey<S, K, X, B>

@@ -60,12 +60,38 @@ pub struct RateLimitLayer {
 impl RateLimitLayer {
     /// Limits requests to `quota`, waiting for capacity (backpressure in
     /// `poll_ready`) when it is exhausted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // 2 a second, 2 at once: the third request waits for its slot, it never fails.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_second(2)))
+    ///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// let start = tokio::time::Instant::now();
+    /// for n in 0..3 {
+    ///     assert_eq!(svc.clone().oneshot(n).await?, n);
+    /// }
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(start.elapsed(), Duration::from_millis(500));
+    /// # let _ = start;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(quota: Quota) -> Self {
         Self::with_limiter(Arc::new(Limiter::new(quota)))
     }
 
     /// Limits requests with an existing [`Limiter`], which may hold several
     /// quotas and may be shared with other layers or code.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use std::sync::Arc;
@@ -92,6 +118,8 @@ impl RateLimitLayer {
     /// longer; set `Duration::ZERO` to reject at once. The in-process
     /// [`RateLimitLayer`] is faster when one instance is all there is.
     ///
+    /// # Examples
+    ///
     /// ```no_run
     /// # #[cfg(feature = "redis")] {
     /// use std::time::Duration;
@@ -117,6 +145,25 @@ impl RateLimitLayer {
     /// [`RateLimited`](crate::RateLimited) when the quota is exhausted.
     /// The service is always ready (if the inner one is), which is what
     /// axum and tonic routers need.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{Quota, RateLimitLayer, RateLimited};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_minute(1)).reject())
+    ///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+    /// // The second is refused at once, with the time to wait before trying again.
+    /// let err = svc.clone().oneshot(2).await.unwrap_err();
+    /// let limited = err.downcast_ref::<RateLimited>().unwrap();
+    /// assert!(limited.retry_after().as_secs() > 50);
+    /// # }
+    /// ```
     #[must_use]
     pub fn reject(mut self) -> Self {
         self.mode = Mode::Reject;
@@ -128,6 +175,36 @@ impl RateLimitLayer {
     /// [`reject`](Self::reject) would, but let every request through.
     /// Admitted requests consume quota as usual; denied ones consume
     /// nothing. Use it to try a limit on live traffic before enforcing it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Event;
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let would_deny = Arc::new(AtomicUsize::new(0));
+    /// let seen = would_deny.clone();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_minute(1)).shadow().observer(
+    ///         move |event: &Event<'_>| {
+    ///             if let Event::Limited { enforced: false, .. } = event {
+    ///                 seen.fetch_add(1, Ordering::Relaxed);
+    ///             }
+    ///         },
+    ///     ))
+    ///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// // Both pass; the second is reported as one the limit would have refused.
+    /// assert_eq!(svc.clone().oneshot(1).await?, 1);
+    /// assert_eq!(svc.clone().oneshot(2).await?, 2);
+    /// assert_eq!(would_deny.load(Ordering::Relaxed), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn shadow(mut self) -> Self {
         self.mode = Mode::Shadow;
@@ -137,6 +214,35 @@ impl RateLimitLayer {
     /// Wait for capacity, but at most `max_wait`: when the predicted wait is
     /// longer, fail at once with [`RateLimited`](crate::RateLimited)
     /// (consuming nothing) instead of waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{Quota, RateLimitLayer, RateLimited};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // One a second; a caller waits up to 1.5 s for its turn.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_second(1)).max_wait(Duration::from_millis(1500)))
+    ///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// let start = tokio::time::Instant::now();
+    /// let (first, second, third) = tokio::join!(
+    ///     svc.clone().oneshot(1),
+    ///     svc.clone().oneshot(2),
+    ///     svc.clone().oneshot(3),
+    /// );
+    /// assert_eq!(first?, 1);
+    /// assert_eq!(second?, 2); // waited 1 s for its turn
+    /// assert!(third.unwrap_err().is::<RateLimited>()); // would have waited 2 s
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(start.elapsed(), Duration::from_secs(1));
+    /// # let _ = start;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         let nanos = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
@@ -148,6 +254,27 @@ impl RateLimitLayer {
     /// before). In waiting mode, [`Event::Waited`](crate::observe::Event::Waited)
     /// carries the planned wait; tokio timers may fire up to a millisecond
     /// later, which never lets a request through early.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let monitor = Monitor::new();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(Quota::per_minute(1)).reject().observer(monitor.clone()))
+    ///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// let _ = svc.clone().oneshot(1).await;
+    /// let _ = svc.clone().oneshot(2).await;
+    /// let snapshot = monitor.snapshot();
+    /// let stats = snapshot.layer("rate_limit").unwrap();
+    /// assert_eq!((stats.allowed, stats.limited), (1, 1));
+    /// # }
+    /// ```
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers = Observers::new(observer);
@@ -156,6 +283,18 @@ impl RateLimitLayer {
 
     /// The shared limiter, to inspect it (for example
     /// [`Limiter::peek`]) or share it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(Quota::per_minute(60).with_burst(10)).reject();
+    /// // Other code can ask the same bucket, before or while the layer serves.
+    /// let decision = layer.limiter().peek();
+    /// assert!(decision.is_allowed());
+    /// assert_eq!(decision.remaining(), 9);
+    /// ```
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
     }

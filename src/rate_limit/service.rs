@@ -24,6 +24,29 @@ const LAYER: &str = "rate_limit";
 ///
 /// Clones share the limit. Each clone keeps only its own pending
 /// reservation, which is not cloned.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+/// use tower_sluice::{Quota, RateLimit, RateLimitLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let mut a: RateLimit<_> = RateLimitLayer::new(Quota::per_minute(2))
+///     .layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+/// let mut b = a.clone();
+/// // Each clone reserves its own slot in `ready`, from the one shared bucket.
+/// a.ready().await?;
+/// b.ready().await?;
+/// assert!(!a.limiter().peek().is_allowed(), "both slots are taken");
+/// // A readied service dropped without a call gives its slot back.
+/// drop(b);
+/// assert!(a.limiter().peek().is_allowed());
+/// assert_eq!(a.call(1).await?, 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct RateLimit<S> {
     inner: S,
     mode: Mode,
@@ -73,11 +96,24 @@ impl<S> RateLimit<S> {
     }
 
     /// The shared limiter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower::{service_fn, BoxError, Layer};
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(Quota::per_minute(60));
+    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// // The layer's limiter, not a copy.
+    /// assert!(Arc::ptr_eq(svc.limiter(), layer.limiter()));
+    /// ```
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.slot.limiter
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::RateLimitLayer::new(tower_sluice::Quota::per_second(10))");
 
     fn limited(&self, error: &RateLimited, enforced: bool) {
         tracing::info!(
