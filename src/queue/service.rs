@@ -78,7 +78,7 @@ impl<S, P, K> Queue<S, P, K> {
     /// ```
     pub fn handle(&self) -> QueueHandle {
         QueueHandle {
-            core: self.core.clone(),
+            core: crate::slot::Slot::from_arc(self.core.clone()),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::ConcurrencyLimited;
 use crate::observe::{Event, Observer, Observers};
+use crate::slot::Slot as Shared;
 
 const LAYER: &str = "adaptive_concurrency";
 
@@ -614,7 +615,9 @@ struct Core {
     clock: Clock,
     limit: AtomicU32,
     in_flight: AtomicU32,
-    algorithm: Mutex<Box<dyn ConcurrencyAlgorithm>>,
+    /// Shared with the cores a setter makes from this one (the algorithm
+    /// is not `Clone`).
+    algorithm: Arc<Mutex<Box<dyn ConcurrencyAlgorithm>>>,
     observers: Observers,
     /// Services waiting for a slot (`wait` mode), by id.
     waiters: Mutex<Waiters>,
@@ -637,6 +640,20 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
+    /// A core with the same algorithm, limit and observer, and nothing in
+    /// flight, for a setter to edit.
+    fn fresh(&self) -> Core {
+        Core {
+            clock: self.clock.clone(),
+            limit: AtomicU32::new(self.limit.load(Ordering::Acquire)),
+            in_flight: AtomicU32::new(0),
+            algorithm: self.algorithm.clone(),
+            observers: self.observers.clone(),
+            waiters: Mutex::new(Waiters::default()),
+            has_waiters: AtomicBool::new(false),
+        }
+    }
+
     fn try_acquire(self: &Arc<Self>) -> Result<Slot, u32> {
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
@@ -792,7 +809,7 @@ impl Drop for Waiting {
 /// ```
 #[derive(Clone)]
 pub struct ConcurrencyHandle {
-    core: Arc<Core>,
+    core: Shared<Core>,
 }
 
 impl ConcurrencyHandle {
@@ -807,7 +824,7 @@ impl ConcurrencyHandle {
     /// assert_eq!(layer.handle().limit(), 16);
     /// ```
     pub fn limit(&self) -> u32 {
-        self.core.limit.load(Ordering::Acquire)
+        self.core.load().limit.load(Ordering::Acquire)
     }
 
     /// Requests in flight now (and slots held by readied services).
@@ -819,7 +836,7 @@ impl ConcurrencyHandle {
     /// assert_eq!(AdaptiveConcurrencyLayer::new(GradientLimit::new()).handle().in_flight(), 0);
     /// ```
     pub fn in_flight(&self) -> u32 {
-        self.core.in_flight.load(Ordering::Acquire)
+        self.core.load().in_flight.load(Ordering::Acquire)
     }
 }
 
