@@ -313,7 +313,7 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
     });
     let classify = |r: &Result<(), BoxError>| match r {
         Ok(()) => Feedback::new(Signal::Success),
-        Err(_) => Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(5)),
+        Err(_) => Feedback::new(Signal::Overloaded).with_retry_after(Duration::from_secs(5)),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
@@ -385,7 +385,7 @@ async fn aimd_paces_to_upstream_remaining_and_reset() {
         }
     });
     let classify = |r: &Result<Upstream, BoxError>| match r {
-        Ok(u) => Feedback::new(Signal::Success).upstream(*u),
+        Ok(u) => Feedback::new(Signal::Success).with_upstream(*u),
         Err(_) => Feedback::new(Signal::Overloaded),
     };
     let aimd = AimdLayer::new(Quota::per_second(100)).classify(classify);

@@ -174,7 +174,7 @@ impl Core {
         let now = self.clock.now();
         let c = &self.config;
         let mut s = self.lock();
-        if let Some(u) = feedback.upstream_quota() {
+        if let Some(u) = feedback.upstream() {
             let reset = u64::try_from(u.reset.as_nanos()).unwrap_or(u64::MAX);
             let until = now.saturating_add(reset);
             // Requests still in flight may be counted after this answer.
@@ -196,7 +196,10 @@ impl Core {
         let old = s.rate;
         match feedback.signal() {
             Signal::Overloaded => {
-                let pause = feedback.wait().unwrap_or(Duration::ZERO).min(c.max_pause);
+                let pause = feedback
+                    .retry_after()
+                    .unwrap_or(Duration::ZERO)
+                    .min(c.max_pause);
                 let pause = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
                 s.pause_until = s.pause_until.max(now.saturating_add(pause));
                 if generation < s.cut_generation {
