@@ -70,7 +70,7 @@ async fn main() -> Result<(), BoxError> {
         .layer(
             BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(100)))
                 .max_attempts(4)
-                .retry_if(ReqwestRetry)
+                .classify(ReqwestRetry)
                 .clone_request(|req: &reqwest::Request| req.try_clone()),
         )
         .layer(RateLimitLayer::new(Quota::per_second(10)))

@@ -205,7 +205,7 @@ impl Verdict {
 ///
 /// // Retry every error, never a response.
 /// let layer = BackoffRetryLayer::new(Backoff::default())
-///     .retry_if(|r: &Result<u16, BoxError>| match r {
+///     .classify(|r: &Result<u16, BoxError>| match r {
 ///         Ok(_) => Outcome::Success,
 ///         Err(_) => Outcome::Failure,
 ///     });
@@ -253,7 +253,7 @@ where
 ///     Ok(_) => Outcome::Success,
 ///     Err(_) => Outcome::Failure,
 /// };
-/// let retry = BackoffRetryLayer::new(Backoff::default()).retry_if(FromClassify(failed));
+/// let retry = BackoffRetryLayer::new(Backoff::default()).classify(FromClassify(failed));
 /// let breaker = CircuitBreakerLayer::default().classify(failed);
 /// # let _ = (retry, breaker);
 /// ```
