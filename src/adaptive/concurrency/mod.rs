@@ -35,7 +35,8 @@ enum Mode {
     Shadow,
 }
 
-/// One completed request, as a [`ConcurrencyAlgorithm`] sees it.
+/// One completed request, as a [`ConcurrencyAlgorithm`] sees it. Made by
+/// the layer; [`Sample::new`] makes one to unit-test an algorithm.
 ///
 /// # Examples
 ///
@@ -70,6 +71,55 @@ pub struct Sample {
     pub in_flight: u32,
     /// How it went.
     pub signal: Signal,
+}
+
+impl Sample {
+    /// A request sent at `started` and answered at `now` (both measured
+    /// from the same origin, as the layer measures from its creation),
+    /// with `in_flight` requests in flight when it was sent (itself
+    /// included), that went as `signal`. `latency` is `now - started`
+    /// (zero if `now` is earlier).
+    ///
+    /// The layer makes samples itself; this is for unit-testing a
+    /// [`ConcurrencyAlgorithm`] by feeding it a history.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample, Signal};
+    ///
+    /// /// Halves the limit on any overload, else keeps it.
+    /// struct HalveOnOverload(u32);
+    /// impl ConcurrencyAlgorithm for HalveOnOverload {
+    ///     fn initial_limit(&self) -> u32 {
+    ///         self.0
+    ///     }
+    ///     fn update(&mut self, sample: &Sample) -> u32 {
+    ///         if sample.signal == Signal::Overloaded {
+    ///             self.0 = (self.0 / 2).max(1);
+    ///         }
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// let ms = Duration::from_millis;
+    /// let mut algorithm = HalveOnOverload(8);
+    /// let ok = Sample::new(ms(0), ms(40), 3, Signal::Success);
+    /// assert_eq!(ok.latency, ms(40));
+    /// assert_eq!(algorithm.update(&ok), 8);
+    /// let overloaded = Sample::new(ms(10), ms(60), 4, Signal::Overloaded);
+    /// assert_eq!(algorithm.update(&overloaded), 4);
+    /// ```
+    pub fn new(started: Duration, now: Duration, in_flight: u32, signal: Signal) -> Self {
+        Sample {
+            started,
+            now,
+            latency: now.saturating_sub(started),
+            in_flight,
+            signal,
+        }
+    }
 }
 
 /// Computes a limit on requests in flight from completed requests.
@@ -734,13 +784,12 @@ impl Core {
 
     fn sample(&self, started: u64, in_flight: u32, signal: Signal) {
         let now = self.clock.now();
-        let sample = Sample {
-            started: Duration::from_nanos(started),
-            now: Duration::from_nanos(now),
-            latency: Duration::from_nanos(now.saturating_sub(started)),
+        let sample = Sample::new(
+            Duration::from_nanos(started),
+            Duration::from_nanos(now),
             in_flight,
             signal,
-        };
+        );
         let new = {
             let mut algorithm = self.algorithm.lock().unwrap_or_else(|e| e.into_inner());
             algorithm.update(&sample).max(1)
