@@ -38,7 +38,7 @@ impl ClassifyRetry<reqwest::Response> for ReqwestRetry {
         };
         match res.status().as_u16() {
             429 | 502 | 503 | 504 => match response_hints(res.headers()) {
-                Hint::After(wait) => Verdict::new(Outcome::Failure).retry_after(wait),
+                Hint::After(wait) => Verdict::new(Outcome::Failure).with_retry_after(wait),
                 Hint::Stop => Verdict::new(Outcome::Success),
                 _ => Verdict::new(Outcome::Failure),
             },
@@ -70,7 +70,7 @@ async fn main() -> Result<(), BoxError> {
         .layer(
             BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(100)))
                 .max_attempts(4)
-                .retry_if(ReqwestRetry)
+                .classify(ReqwestRetry)
                 .clone_request(|req: &reqwest::Request| req.try_clone()),
         )
         .layer(RateLimitLayer::new(Quota::per_second(10)))

@@ -196,6 +196,7 @@ pub mod queue;
 pub mod quota;
 pub mod rate_limit;
 pub mod retry;
+mod slot;
 
 pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};

@@ -46,8 +46,8 @@ pub enum Signal {
 ///
 /// // An upstream that said 5 requests remain for the next 10 s.
 /// let upstream = Upstream { remaining: 5, reset: Duration::from_secs(10) };
-/// let feedback = Feedback::new(Signal::Success).upstream(upstream);
-/// assert_eq!(feedback.upstream_quota(), Some(upstream));
+/// let feedback = Feedback::new(Signal::Success).with_upstream(upstream);
+/// assert_eq!(feedback.upstream(), Some(upstream));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Upstream {
@@ -66,9 +66,9 @@ pub struct Upstream {
 /// use std::time::Duration;
 /// use tower_sluice::adaptive::{Feedback, Signal};
 ///
-/// let feedback = Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(30));
+/// let feedback = Feedback::new(Signal::Overloaded).with_retry_after(Duration::from_secs(30));
 /// assert_eq!(feedback.signal(), Signal::Overloaded);
-/// assert_eq!(feedback.wait(), Some(Duration::from_secs(30)));
+/// assert_eq!(feedback.retry_after(), Some(Duration::from_secs(30)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use]
@@ -86,7 +86,7 @@ impl Feedback {
     /// ```
     /// # use tower_sluice::adaptive::{Feedback, Signal};
     /// let f = Feedback::new(Signal::Ignore);
-    /// assert_eq!((f.signal(), f.wait(), f.upstream_quota()), (Signal::Ignore, None, None));
+    /// assert_eq!((f.signal(), f.retry_after(), f.upstream()), (Signal::Ignore, None, None));
     /// ```
     pub fn new(signal: Signal) -> Self {
         Feedback {
@@ -103,10 +103,10 @@ impl Feedback {
     /// ```
     /// # use std::time::Duration;
     /// # use tower_sluice::adaptive::{Feedback, Signal};
-    /// let f = Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(2));
-    /// assert_eq!(f.wait(), Some(Duration::from_secs(2)));
+    /// let f = Feedback::new(Signal::Overloaded).with_retry_after(Duration::from_secs(2));
+    /// assert_eq!(f.retry_after(), Some(Duration::from_secs(2)));
     /// ```
-    pub fn retry_after(mut self, wait: Duration) -> Self {
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
     }
@@ -119,9 +119,9 @@ impl Feedback {
     /// # use std::time::Duration;
     /// # use tower_sluice::adaptive::{Feedback, Signal, Upstream};
     /// let u = Upstream { remaining: 0, reset: Duration::from_secs(60) };
-    /// assert_eq!(Feedback::new(Signal::Success).upstream(u).upstream_quota(), Some(u));
+    /// assert_eq!(Feedback::new(Signal::Success).with_upstream(u).upstream(), Some(u));
     /// ```
-    pub fn upstream(mut self, upstream: Upstream) -> Self {
+    pub fn with_upstream(mut self, upstream: Upstream) -> Self {
         self.upstream = Some(upstream);
         self
     }
@@ -144,9 +144,9 @@ impl Feedback {
     ///
     /// ```
     /// # use tower_sluice::adaptive::{Feedback, Signal};
-    /// assert_eq!(Feedback::new(Signal::Overloaded).wait(), None);
+    /// assert_eq!(Feedback::new(Signal::Overloaded).retry_after(), None);
     /// ```
-    pub fn wait(&self) -> Option<Duration> {
+    pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
@@ -156,9 +156,9 @@ impl Feedback {
     ///
     /// ```
     /// # use tower_sluice::adaptive::{Feedback, Signal};
-    /// assert_eq!(Feedback::new(Signal::Success).upstream_quota(), None);
+    /// assert_eq!(Feedback::new(Signal::Success).upstream(), None);
     /// ```
-    pub fn upstream_quota(&self) -> Option<Upstream> {
+    pub fn upstream(&self) -> Option<Upstream> {
         self.upstream
     }
 }
@@ -237,7 +237,7 @@ where
 /// let limited: BoxError = limiter.check().into_result().unwrap_err().into();
 /// let f = DefaultFeedback.feedback(&Err::<(), _>(limited));
 /// assert_eq!(f.signal(), Signal::Overloaded);
-/// assert!(f.wait().is_some()); // the RateLimited's retry_after
+/// assert!(f.retry_after().is_some()); // the RateLimited's retry_after
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultFeedback;
@@ -272,7 +272,7 @@ pub fn error_feedback(error: &(dyn Error + 'static)) -> Feedback {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(r) = e.downcast_ref::<RateLimited>() {
-            return Feedback::new(Signal::Overloaded).retry_after(r.retry_after());
+            return Feedback::new(Signal::Overloaded).with_retry_after(r.retry_after());
         }
         #[cfg(feature = "tonic")]
         if let Some(s) = e.downcast_ref::<tonic::Status>()
@@ -319,7 +319,7 @@ mod http_rules {
     /// let res = Response::builder().status(429).header("retry-after", "7").body(()).unwrap();
     /// let f = HttpFeedback.feedback(&Ok::<_, BoxError>(res));
     /// assert_eq!(f.signal(), Signal::Overloaded);
-    /// assert_eq!(f.wait(), Some(Duration::from_secs(7)));
+    /// assert_eq!(f.retry_after(), Some(Duration::from_secs(7)));
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -337,7 +337,7 @@ mod http_rules {
             let mut feedback = if status == StatusCode::TOO_MANY_REQUESTS || exhausted {
                 let f = Feedback::new(Signal::Overloaded);
                 match response_hints(headers) {
-                    Hint::After(d) => f.retry_after(d),
+                    Hint::After(d) => f.with_retry_after(d),
                     _ => f,
                 }
             } else if status.is_server_error() {
@@ -346,7 +346,7 @@ mod http_rules {
                 Feedback::new(Signal::Success)
             };
             if let Some(u) = upstream_quota(headers) {
-                feedback = feedback.upstream(u);
+                feedback = feedback.with_upstream(u);
             }
             feedback
         }
@@ -437,7 +437,7 @@ mod http_rules {
         fn statuses_and_fields() {
             let f = HttpFeedback.feedback(&Ok(res(429, &[("retry-after", "7")])));
             assert_eq!(f.signal(), Signal::Overloaded);
-            assert_eq!(f.wait(), Some(Duration::from_secs(7)));
+            assert_eq!(f.retry_after(), Some(Duration::from_secs(7)));
             let f = HttpFeedback.feedback(&Ok(res(200, &[("grpc-status", "8")])));
             assert_eq!(f.signal(), Signal::Overloaded);
             let f = HttpFeedback.feedback(&Ok(res(502, &[])));
@@ -448,7 +448,7 @@ mod http_rules {
             )));
             assert_eq!(f.signal(), Signal::Success);
             assert_eq!(
-                f.upstream_quota(),
+                f.upstream(),
                 Some(Upstream {
                     remaining: 4,
                     reset: Duration::from_secs(9)
@@ -458,7 +458,7 @@ mod http_rules {
                 200,
                 &[("ratelimit-remaining", "2"), ("ratelimit-reset", "1")],
             )));
-            assert_eq!(f.upstream_quota().unwrap().remaining, 2);
+            assert_eq!(f.upstream().unwrap().remaining, 2);
         }
     }
 }

@@ -11,6 +11,11 @@ impl Rng {
         Rng(AtomicU64::new(seed))
     }
 
+    /// A generator that continues from this one's state.
+    pub(crate) fn fork(&self) -> Self {
+        Rng::new(self.0.load(Ordering::Relaxed))
+    }
+
     /// Seeded from the time and an address: different per layer and run.
     pub(crate) fn from_entropy() -> Self {
         let t = std::time::SystemTime::now()

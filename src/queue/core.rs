@@ -74,6 +74,12 @@ impl<S> InnerCell<S> {
             failed: OnceLock::new(),
         }
     }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.svc
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A waiter's place in the queue.

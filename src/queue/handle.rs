@@ -1,9 +1,9 @@
 //! [`QueueHandle`]: read a queue's depth and counters from outside.
 
 use std::fmt;
-use std::sync::Arc;
 
 use super::core::Core;
+use crate::slot::Slot;
 
 /// Reads the queue shared by a layer and all its services.
 ///
@@ -34,7 +34,7 @@ use super::core::Core;
 /// ```
 #[derive(Clone)]
 pub struct QueueHandle {
-    pub(crate) core: Arc<Core>,
+    pub(crate) core: Slot<Core>,
 }
 
 impl QueueHandle {
@@ -47,7 +47,7 @@ impl QueueHandle {
     /// assert_eq!(QueueLayer::new(10).handle().depth(), 0);
     /// ```
     pub fn depth(&self) -> usize {
-        self.core.depth()
+        self.core.load().depth()
     }
 
     /// Requests sent to the inner service whose response futures have not
@@ -60,7 +60,7 @@ impl QueueHandle {
     /// assert_eq!(QueueLayer::new(10).concurrency(4).handle().in_flight(), 0);
     /// ```
     pub fn in_flight(&self) -> usize {
-        self.core.in_flight()
+        self.core.load().in_flight()
     }
 
     /// The most requests that may wait.
@@ -72,7 +72,7 @@ impl QueueHandle {
     /// assert_eq!(QueueLayer::new(10).handle().capacity(), 10);
     /// ```
     pub fn capacity(&self) -> usize {
-        self.core.config.capacity
+        self.core.load().config.capacity
     }
 
     /// The current depth and in-flight count, and the counters since the
@@ -97,10 +97,11 @@ impl QueueHandle {
     /// # }
     /// ```
     pub fn stats(&self) -> QueueStats {
-        let c = self.core.lock().counters;
+        let core = self.core.load();
+        let c = core.lock().counters;
         QueueStats {
-            depth: self.core.depth(),
-            in_flight: self.core.in_flight(),
+            depth: core.depth(),
+            in_flight: core.in_flight(),
             dispatched: c.dispatched,
             queued: c.queued,
             rejected_full: c.rejected_full,

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -8,19 +7,25 @@ use super::core::{Config, Core};
 use super::{NoKey, NoPriority, Queue, QueueHandle};
 use crate::Quota;
 use crate::observe::{Observer, Observers};
+use crate::slot::Slot;
 
 /// Puts a bounded queue in front of a service, shared by every service the
 /// layer makes and all their clones.
 ///
-/// See the [module docs](crate::queue). Setters return a layer with a new,
-/// empty queue: configure it fully before calling [`handle`](Self::handle)
-/// and before wrapping services.
+/// See the [module docs](crate::queue).
 ///
 /// # Sharing
 ///
 /// The layer owns one queue (with its concurrency cap and pacer): every
 /// service it wraps, every clone and every handle see the same one. Two
 /// layers made by two calls to [`new`](Self::new) are independent.
+///
+/// Setters never panic and may come in any order, before or after
+/// [`handle`](Self::handle) or a clone: a setter applies to the layer and
+/// its clones, and a handle always reads the queue that the services made
+/// by the layer use. Configure the layer before wrapping services: a
+/// service keeps the queue the layer had when it was made (a setter makes
+/// a new, empty queue with the new settings).
 ///
 /// # Examples
 ///
@@ -46,9 +51,7 @@ use crate::observe::{Observer, Observers};
 /// # }
 /// ```
 pub struct QueueLayer<P = NoPriority, K = NoKey> {
-    config: Config,
-    observers: Observers,
-    core: Arc<Core>,
+    core: Slot<Core>,
     priority: P,
     key: K,
 }
@@ -73,11 +76,8 @@ impl QueueLayer {
     /// assert_eq!(queue.handle().capacity(), 1_000);
     /// ```
     pub fn new(capacity: usize) -> Self {
-        let config = Config::new(capacity);
         QueueLayer {
-            core: Arc::new(Core::new(config.clone(), Observers::default())),
-            config,
-            observers: Observers::default(),
+            core: Slot::new(Core::new(Config::new(capacity), Observers::default())),
             priority: NoPriority,
             key: NoKey,
         }
@@ -85,8 +85,18 @@ impl QueueLayer {
 }
 
 impl<P, K> QueueLayer<P, K> {
-    fn rebuild(mut self) -> Self {
-        self.core = Arc::new(Core::new(self.config.clone(), self.observers.clone()));
+    /// Replaces the shared queue with a new, empty one whose settings are
+    /// edited by `f`.
+    fn edit(self, f: impl FnOnce(&mut Config, &mut Observers)) -> Self {
+        self.core.replace(
+            |core| {
+                let mut config = core.config.clone();
+                let mut observers = core.observers.clone();
+                f(&mut config, &mut observers);
+                Core::new(config, observers)
+            },
+            |_| {},
+        );
         self
     }
 
@@ -110,9 +120,8 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = queue;
     /// ```
     #[must_use]
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.config.max_wait = Some(max_wait);
-        self.rebuild()
+    pub fn max_wait(self, max_wait: Duration) -> Self {
+        self.edit(|c, _| c.max_wait = Some(max_wait))
     }
 
     /// At most `n` requests in flight to the inner service (sent, and their
@@ -120,10 +129,9 @@ impl<P, K> QueueLayer<P, K> {
     /// request goes as soon as one completes. Unlimited by default (the
     /// inner service's `poll_ready` still applies).
     ///
-    /// # Panics
-    ///
-    /// If `n` is 0 (nothing could ever be sent): "QueueLayer::concurrency
-    /// must be at least 1".
+    /// `n` is at least 1: `concurrency(0)` is taken as `concurrency(1)`
+    /// (with 0 nothing could ever be sent), as every count setter of the
+    /// crate clamps to its valid range.
     ///
     /// # Examples
     ///
@@ -152,10 +160,8 @@ impl<P, K> QueueLayer<P, K> {
     /// # }
     /// ```
     #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        assert!(n > 0, "QueueLayer::concurrency must be at least 1");
-        self.config.concurrency = Some(n);
-        self.rebuild()
+    pub fn concurrency(self, n: usize) -> Self {
+        self.edit(|c, _| c.concurrency = Some(n.max(1)))
     }
 
     /// Sends requests evenly at `quota`'s rate: up to its burst at once,
@@ -174,9 +180,8 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = queue;
     /// ```
     #[must_use]
-    pub fn pace(mut self, quota: Quota) -> Self {
-        self.config.pace = Some(quota);
-        self.rebuild()
+    pub fn pace(self, quota: Quota) -> Self {
+        self.edit(|c, _| c.pace = Some(quota))
     }
 
     /// Serves requests by class: `priority(&req)` gives a class (`u8`),
@@ -201,13 +206,11 @@ impl<P, K> QueueLayer<P, K> {
     #[must_use]
     pub fn priority<P2>(self, priority: P2) -> QueueLayer<P2, K> {
         QueueLayer {
-            config: self.config,
-            observers: self.observers,
             core: self.core,
             priority,
             key: self.key,
         }
-        .rebuild()
+        .edit(|_, _| {})
     }
 
     /// Every `n`-th request sent from the queue is the oldest waiting one,
@@ -228,9 +231,8 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = queue;
     /// ```
     #[must_use]
-    pub fn oldest_every(mut self, n: u32) -> Self {
-        self.config.oldest_every = n;
-        self.rebuild()
+    pub fn oldest_every(self, n: u32) -> Self {
+        self.edit(|c, _| c.oldest_every = n)
     }
 
     /// At most `max` requests of one key wait at once (the key is
@@ -250,16 +252,13 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = queue;
     /// ```
     #[must_use]
-    pub fn max_per_key<K2>(mut self, max: usize, key: K2) -> QueueLayer<P, K2> {
-        self.config.max_per_key = Some(max);
+    pub fn max_per_key<K2>(self, max: usize, key: K2) -> QueueLayer<P, K2> {
         QueueLayer {
-            config: self.config,
-            observers: self.observers,
             core: self.core,
             priority: self.priority,
             key,
         }
-        .rebuild()
+        .edit(|c, _| c.max_per_key = Some(max))
     }
 
     /// Reports queued, dequeued, refused and timed-out requests and a
@@ -282,9 +281,9 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = (queue, logged);
     /// ```
     #[must_use]
-    pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observers = Observers::new(observer);
-        self.rebuild()
+    pub fn observer(self, observer: impl Observer) -> Self {
+        let observer = Observers::new(observer);
+        self.edit(|_, o| *o = observer)
     }
 
     /// A handle on the shared queue: depth, in flight, counters.
@@ -294,10 +293,12 @@ impl<P, K> QueueLayer<P, K> {
     /// ```
     /// use tower_sluice::QueueLayer;
     ///
-    /// // Take the handle after the last setter: each setter makes a new queue.
-    /// let queue = QueueLayer::new(100).concurrency(8);
+    /// let queue = QueueLayer::new(100);
     /// let handle = queue.handle();
+    /// // Setters may come after `handle()`: the handle follows the layer.
+    /// let queue = queue.concurrency(8);
     /// assert_eq!((handle.depth(), handle.in_flight()), (0, 0));
+    /// # let _ = queue;
     /// ```
     pub fn handle(&self) -> QueueHandle {
         QueueHandle {
@@ -312,7 +313,7 @@ impl<S, P: Clone, K: Clone> Layer<S> for QueueLayer<P, K> {
     fn layer(&self, inner: S) -> Queue<S, P, K> {
         Queue::new(
             inner,
-            self.core.clone(),
+            self.core.get(),
             self.priority.clone(),
             self.key.clone(),
         )
@@ -322,8 +323,6 @@ impl<S, P: Clone, K: Clone> Layer<S> for QueueLayer<P, K> {
 impl<P: Clone, K: Clone> Clone for QueueLayer<P, K> {
     fn clone(&self) -> Self {
         QueueLayer {
-            config: self.config.clone(),
-            observers: self.observers.clone(),
             core: self.core.clone(),
             priority: self.priority.clone(),
             key: self.key.clone(),
@@ -333,9 +332,10 @@ impl<P: Clone, K: Clone> Clone for QueueLayer<P, K> {
 
 impl<P, K> fmt::Debug for QueueLayer<P, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = self.core.load();
         f.debug_struct("QueueLayer")
-            .field("config", &self.config)
-            .field("observer", &self.observers)
+            .field("config", &core.config)
+            .field("observer", &core.observers)
             .field("priority", &std::any::type_name::<P>())
             .field("key", &std::any::type_name::<K>())
             .finish()

@@ -26,6 +26,15 @@ use crate::observe::Event;
 /// behind a lock, and the queue. All services made by one layer share the
 /// queue; each keeps its own inner service.
 ///
+/// # The inner service
+///
+/// Unlike the crate's other services, `Queue` has no `get_ref` or
+/// `get_mut`: its inner service sits behind a lock shared by every clone
+/// and by the queued requests' futures (a waiting request calls the inner
+/// service from its own future when its turn comes), so a plain reference
+/// to it cannot be handed out. [`try_into_inner`](Self::try_into_inner)
+/// gives it back once nothing else shares it.
+///
 /// # Examples
 ///
 /// ```
@@ -65,6 +74,34 @@ impl<S, P, K> Queue<S, P, K> {
         }
     }
 
+    /// The inner service, when no clone of this service and no queued
+    /// request shares it any more; otherwise the service itself, unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer};
+    /// use tower_sluice::QueueLayer;
+    ///
+    /// let svc = QueueLayer::new(10).layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// let copy = svc.clone();
+    /// // Shared with `copy`: given back.
+    /// let svc = svc.try_into_inner().unwrap_err();
+    /// drop(copy);
+    /// let _inner = svc.try_into_inner().ok().expect("no longer shared");
+    /// ```
+    pub fn try_into_inner(self) -> Result<S, Self> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(cell) => Ok(cell.into_inner()),
+            Err(inner) => Err(Queue {
+                inner,
+                core: self.core,
+                priority: self.priority,
+                key: self.key,
+            }),
+        }
+    }
+
     /// A handle on the shared queue: depth, requests in flight, counters.
     ///
     /// # Examples
@@ -78,7 +115,7 @@ impl<S, P, K> Queue<S, P, K> {
     /// ```
     pub fn handle(&self) -> QueueHandle {
         QueueHandle {
-            core: self.core.clone(),
+            core: crate::slot::Slot::from_arc(self.core.clone()),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::error::{CircuitOpen, QueueFull, QueueTimeout, RateLimited};
 /// impl ClassifyRetry<u16> for ByStatus {
 ///     fn classify_retry(&self, result: &Result<u16, BoxError>) -> Verdict {
 ///         match result {
-///             Ok(429) => Verdict::failure().retry_after(Duration::from_secs(2)).with_status(429),
+///             Ok(429) => Verdict::failure().with_retry_after(Duration::from_secs(2)).with_status(429),
 ///             Ok(s @ 500..) => Verdict::failure().with_status(*s),
 ///             Ok(s) => Verdict::success().with_status(*s),
 ///             Err(_) => Verdict::new(Outcome::Ignore),
@@ -34,7 +34,7 @@ use crate::error::{CircuitOpen, QueueFull, QueueTimeout, RateLimited};
 ///
 /// let v = ByStatus.classify_retry(&Ok(429));
 /// assert_eq!(v.outcome(), Outcome::Failure);
-/// assert_eq!(v.wait(), Some(Duration::from_secs(2)));
+/// assert_eq!(v.retry_after(), Some(Duration::from_secs(2)));
 /// assert_eq!(v.status(), Some(429));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl Verdict {
     /// ```
     /// # use tower_sluice::retry::{Outcome, Verdict};
     /// let v = Verdict::failure();
-    /// assert_eq!((v.outcome(), v.wait()), (Outcome::Failure, None));
+    /// assert_eq!((v.outcome(), v.retry_after()), (Outcome::Failure, None));
     /// ```
     pub fn failure() -> Self {
         Verdict::new(Outcome::Failure)
@@ -101,11 +101,11 @@ impl Verdict {
     /// # use tower_sluice::retry::Verdict;
     /// // Several hints: the longest wait wins.
     /// let v = Verdict::failure()
-    ///     .retry_after(Duration::from_secs(1))
-    ///     .retry_after(Duration::from_secs(3));
-    /// assert_eq!(v.wait(), Some(Duration::from_secs(3)));
+    ///     .with_retry_after(Duration::from_secs(1))
+    ///     .with_retry_after(Duration::from_secs(3));
+    /// assert_eq!(v.retry_after(), Some(Duration::from_secs(3)));
     /// ```
-    pub fn retry_after(mut self, wait: Duration) -> Self {
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.wait = Some(self.wait.map_or(wait, |w| w.max(wait)));
         self
     }
@@ -158,10 +158,10 @@ impl Verdict {
     /// ```
     /// # use std::time::Duration;
     /// # use tower_sluice::retry::Verdict;
-    /// assert_eq!(Verdict::failure().wait(), None);
-    /// assert_eq!(Verdict::failure().retry_after(Duration::from_secs(5)).wait(), Some(Duration::from_secs(5)));
+    /// assert_eq!(Verdict::failure().retry_after(), None);
+    /// assert_eq!(Verdict::failure().with_retry_after(Duration::from_secs(5)).retry_after(), Some(Duration::from_secs(5)));
     /// ```
-    pub fn wait(&self) -> Option<Duration> {
+    pub fn retry_after(&self) -> Option<Duration> {
         self.wait
     }
 
@@ -205,7 +205,7 @@ impl Verdict {
 ///
 /// // Retry every error, never a response.
 /// let layer = BackoffRetryLayer::new(Backoff::default())
-///     .retry_if(|r: &Result<u16, BoxError>| match r {
+///     .classify(|r: &Result<u16, BoxError>| match r {
 ///         Ok(_) => Outcome::Success,
 ///         Err(_) => Outcome::Failure,
 ///     });
@@ -253,7 +253,7 @@ where
 ///     Ok(_) => Outcome::Success,
 ///     Err(_) => Outcome::Failure,
 /// };
-/// let retry = BackoffRetryLayer::new(Backoff::default()).retry_if(FromClassify(failed));
+/// let retry = BackoffRetryLayer::new(Backoff::default()).classify(FromClassify(failed));
 /// let breaker = CircuitBreakerLayer::default().classify(failed);
 /// # let _ = (retry, breaker);
 /// ```
@@ -391,7 +391,7 @@ pub fn error_hints(error: &(dyn Error + 'static)) -> Option<Duration> {
 fn with_error_hints<Res>(verdict: Verdict, result: &Result<Res, BoxError>) -> Verdict {
     match result {
         Err(e) if verdict.outcome == Outcome::Failure => match error_hints(&**e) {
-            Some(wait) => verdict.retry_after(wait),
+            Some(wait) => verdict.with_retry_after(wait),
             None => verdict,
         },
         _ => verdict,
@@ -435,7 +435,7 @@ mod http_rules {
     ///     .unwrap();
     /// let verdict = HttpRetry.classify_retry(&Ok::<_, BoxError>(res));
     /// assert_eq!(verdict.outcome(), Outcome::Failure);
-    /// assert_eq!(verdict.wait(), Some(Duration::from_secs(3)));
+    /// assert_eq!(verdict.retry_after(), Some(Duration::from_secs(3)));
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -478,7 +478,7 @@ mod http_rules {
                     }
                     match super::super::http::response_hints(res.headers()) {
                         super::super::http::Hint::None => verdict,
-                        super::super::http::Hint::After(d) => verdict.retry_after(d),
+                        super::super::http::Hint::After(d) => verdict.with_retry_after(d),
                         super::super::http::Hint::Stop => verdict.do_not_retry(),
                     }
                 }
@@ -511,7 +511,7 @@ mod tests {
         let d = limiter.check();
         let e: BoxError = Box::new(RateLimited::from_decision(&d));
         assert_eq!(
-            DefaultRetry.classify_retry(&Err::<(), _>(e)).wait(),
+            DefaultRetry.classify_retry(&Err::<(), _>(e)).retry_after(),
             Some(d.retry_after())
         );
     }

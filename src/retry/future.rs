@@ -231,7 +231,7 @@ where
         shared.backoff.state_for(k)
     });
     let backoff = shared.backoff.next_delay(retry.attempts - 1, state);
-    let asked = verdict.wait().map_or(Duration::ZERO, |w| {
+    let asked = verdict.retry_after().map_or(Duration::ZERO, |w| {
         w.min(shared.max_retry_after)
             .min(shared.backoff.max_delay_value())
     });
@@ -274,7 +274,7 @@ where
         target: "tower_sluice::retry",
         attempt = retry.attempts + 1,
         delay_ms = crate::observe::ms(wait),
-        upstream_ms = verdict.wait().map(crate::observe::ms),
+        upstream_ms = verdict.retry_after().map(crate::observe::ms),
         "retry scheduled"
     );
     if shared.observers.is_set() {
@@ -288,7 +288,7 @@ where
             key: retry.key(),
             attempt: retry.attempts + 1,
             delay: wait,
-            upstream: verdict.wait(),
+            upstream: verdict.retry_after(),
             reason,
         });
     }

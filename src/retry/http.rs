@@ -224,7 +224,7 @@ impl Idempotency {
 ///
 /// // What `.http()` does, with POST opted in.
 /// let layer = BackoffRetryLayer::default()
-///     .retry_if(HttpRetry)
+///     .classify(HttpRetry)
 ///     .clone_request(HttpClone::new().rules(Idempotency::new().all_methods(true)));
 /// # let _ = layer;
 /// ```
@@ -293,7 +293,7 @@ impl<B: Clone> CloneRequest<Request<B>> for HttpClone {
 ///
 /// // What `.http_replay()` does, keeping up to 1 MiB of each body.
 /// let layer = BackoffRetryLayer::default()
-///     .retry_if(HttpRetry)
+///     .classify(HttpRetry)
 ///     .clone_request(HttpReplay::new().max_bytes(1 << 20));
 /// # let _ = layer;
 /// ```

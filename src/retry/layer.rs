@@ -181,7 +181,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
     pub fn http(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpClone, X> {
-        self.retry_if(super::HttpRetry)
+        self.classify(super::HttpRetry)
             .clone_request(super::HttpClone::new())
     }
 
@@ -215,7 +215,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
     pub fn http_replay(self) -> BackoffRetryLayer<super::HttpRetry, super::HttpReplay, X> {
-        self.retry_if(super::HttpRetry)
+        self.classify(super::HttpRetry)
             .clone_request(super::HttpReplay::new())
     }
 }
@@ -387,7 +387,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// # async fn main() {
     /// // Responses are status codes; retry 503s.
     /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10)))
-    ///     .retry_if(|r: &Result<u16, BoxError>| match r {
+    ///     .classify(|r: &Result<u16, BoxError>| match r {
     ///         Ok(503) => Outcome::Failure,
     ///         Ok(_) => Outcome::Success,
     ///         Err(_) => Outcome::Ignore,
@@ -398,7 +398,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// # }
     /// ```
     #[must_use]
-    pub fn retry_if<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P, X> {
+    pub fn classify<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P, X> {
         BackoffRetryLayer {
             backoff: self.backoff,
             max_attempts: self.max_attempts,

@@ -313,7 +313,7 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
     });
     let classify = |r: &Result<(), BoxError>| match r {
         Ok(()) => Feedback::new(Signal::Success),
-        Err(_) => Feedback::new(Signal::Overloaded).retry_after(Duration::from_secs(5)),
+        Err(_) => Feedback::new(Signal::Overloaded).with_retry_after(Duration::from_secs(5)),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
@@ -385,7 +385,7 @@ async fn aimd_paces_to_upstream_remaining_and_reset() {
         }
     });
     let classify = |r: &Result<Upstream, BoxError>| match r {
-        Ok(u) => Feedback::new(Signal::Success).upstream(*u),
+        Ok(u) => Feedback::new(Signal::Success).with_upstream(*u),
         Err(_) => Feedback::new(Signal::Overloaded),
     };
     let aimd = AimdLayer::new(Quota::per_second(100)).classify(classify);
@@ -568,6 +568,93 @@ async fn over_the_limit_is_refused_at_once_and_slots_come_back() {
     within(Duration::from_secs(1), b).await.unwrap();
     assert_eq!(handle.in_flight(), 0);
     assert_eq!(handle.limit(), 2);
+}
+
+// ------------------------------------------------- setters after handle()
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn aimd_setters_after_handle_and_clone_keep_the_handle_attached() {
+    let layer = AimdLayer::new(Quota::per_minute(60));
+    let handle = layer.handle();
+    let copy = layer.clone();
+    let layer = layer.initial(30).decrease(0.7).observer(|_: &Event<'_>| {});
+    let _copy = copy.increase(2);
+    assert_eq!(
+        handle.quota(),
+        Quota::per_minute(30),
+        "the handle follows the layer"
+    );
+    let classify = |r: &Result<(), BoxError>| match r {
+        Ok(()) => Feedback::new(Signal::Success),
+        Err(_) => Feedback::new(Signal::Overloaded),
+    };
+    let mut svc = layer.classify(classify).layer(service_fn(|()| async {
+        Err::<(), BoxError>("busy".into())
+    }));
+    let _ = svc.ready().await.unwrap().call(()).await;
+    assert_eq!(
+        handle.quota(),
+        Quota::per_minute(21),
+        "cut by 0.7 on the service's 429"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn concurrency_setter_after_handle_keeps_the_handle_attached() {
+    let layer =
+        AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_secs(1)).initial(2).max(2));
+    let handle = layer.handle();
+    let _copy = layer.clone();
+    let events = Arc::new(AtomicU32::new(0));
+    let seen = events.clone();
+    let layer = layer.observer(move |_: &Event<'_>| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut svc = layer.layer(service_fn(|()| async {
+        sleep(Duration::from_millis(100)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let _a = svc.ready().await.unwrap().call(());
+    let _b = svc.ready().await.unwrap().call(());
+    svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(handle.in_flight(), 2, "the handle sees the service's slots");
+    assert_eq!(handle.limit(), 2);
+    assert!(
+        events.load(Ordering::Relaxed) >= 1,
+        "the observer set after handle() hears"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn throttle_setters_after_handle_keep_the_handle_attached() {
+    let layer = AdaptiveThrottleLayer::new();
+    let handle = layer.handle();
+    let _copy = layer.clone();
+    let layer = layer.k(1.5).window(Duration::from_secs(10)).seed(7);
+    let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    svc.oneshot(1).await.unwrap();
+    assert_eq!(
+        handle.counts(),
+        (1, 1),
+        "the handle sees the service's window"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn policy_setters_after_clone_and_layers_apply_to_every_clone() {
+    let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    let copy = policy.clone();
+    let feedback = policy.feedback_layer(|req: &String| Some(req.clone()));
+    let policy = policy
+        .smoothing(0.5)
+        .latency_ceiling(Duration::from_secs(1));
+    let svc = feedback.layer(service_fn(|_: String| async { Ok::<_, BoxError>(()) }));
+    svc.oneshot("ann".to_string()).await.unwrap();
+    let stats = copy
+        .stats(&"ann".to_string())
+        .expect("the clone sees the layer's stats");
+    assert_eq!(stats.samples, 1);
+    assert!(policy.limit(&"ann".to_string()) > 100);
 }
 
 // -------------------------------------------------------------- throttle

@@ -669,3 +669,44 @@ fn pacing_in_real_time() {
         assert!(done.len() == 10 && *done.last().unwrap() < Duration::from_secs(2));
     });
 }
+
+// ------------------------------------------------- setters after handle()
+
+#[tokio::test(start_paused = true)]
+async fn setters_after_handle_and_clone_keep_the_handle_attached() {
+    let probe = Probe::new();
+    let layer = QueueLayer::new(2);
+    let handle = layer.handle();
+    let copy = layer.clone();
+    // Setters after `handle()` and after a clone: no panic, and the handle
+    // reads the queue the services use.
+    let layer = layer.concurrency(1).max_wait(HOUR);
+    let copy = copy.observer(|_: &Event<'_>| {});
+    let mut svc = layer.layer(probe.upstream(HOUR));
+    let mut a = task::spawn(svc.call(1));
+    let mut b = task::spawn(svc.call(2));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    assert_eq!(handle.in_flight(), 1, "the handle sees the service's queue");
+    assert_eq!(handle.depth(), 1);
+    assert_eq!(handle.capacity(), 2);
+    // The clone is the same queue: its settings apply to the layer too.
+    assert_eq!(copy.handle().depth(), 1);
+    // A service's own handle reads its queue.
+    assert_eq!(svc.handle().in_flight(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_zero_is_taken_as_one() {
+    let probe = Probe::new();
+    let layer = QueueLayer::new(10).concurrency(0);
+    let handle = layer.handle();
+    let mut svc = layer.layer(probe.upstream(Duration::from_secs(1)));
+    let mut a = task::spawn(svc.call(1));
+    let mut b = task::spawn(svc.call(2));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    assert_eq!((handle.in_flight(), handle.depth()), (1, 1));
+    assert_eq!(a.await.unwrap(), 1);
+    assert_eq!(b.await.unwrap(), 2);
+}

@@ -45,6 +45,13 @@ use super::*;
 ///
 /// Every service made by the layer, and every clone, shares one rate.
 ///
+/// Setters never panic and may come in any order, before or after
+/// [`handle`](Self::handle) or a clone: a setter applies to the layer and
+/// its clones, and a handle always reads the rate that the services made
+/// by the layer use. Configure the layer before wrapping services: a
+/// service keeps the settings the layer had when it was made. For an
+/// independent rate, call [`new`](Self::new) again.
+///
 /// # Examples
 ///
 /// ```
@@ -66,7 +73,7 @@ use super::*;
 ///
 /// [`RateLimited`]: crate::RateLimited
 pub struct AimdLayer<C = DefaultFeedback> {
-    core: Arc<Core>,
+    core: Slot<Core>,
     classify: C,
 }
 
@@ -100,7 +107,7 @@ impl AimdLayer {
             shadow: false,
         };
         AimdLayer {
-            core: Arc::new(Core {
+            core: Slot::new(Core {
                 clock: Clock::new(),
                 config,
                 state: Mutex::new(State {
@@ -125,23 +132,13 @@ impl AimdLayer {
 }
 
 impl<C> AimdLayer<C> {
-    fn edit(mut self, f: impl FnOnce(&mut Core)) -> Self {
-        match Arc::get_mut(&mut self.core) {
-            Some(core) => f(core),
-            None => {
-                panic!("AimdLayer: configure the layer before calling `handle()` or cloning it")
-            }
-        }
+    fn edit(self, f: impl FnOnce(&mut Core)) -> Self {
+        self.core.replace(Core::fresh, f);
         self
     }
 
     /// The factor a rate is multiplied by on an overload (default 0.5),
     /// clamped to `0.05..=0.95`.
-    ///
-    /// # Panics
-    ///
-    /// When called after [`handle`](Self::handle) or after cloning the layer
-    /// (as every setter).
     ///
     /// # Examples
     ///
@@ -361,10 +358,12 @@ impl<C> AimdLayer<C> {
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AimdLayer;
-    /// // Take the handle after the last setter.
-    /// let aimd = AimdLayer::new(Quota::per_second(10)).increase(1);
+    /// let aimd = AimdLayer::new(Quota::per_minute(60));
     /// let handle = aimd.handle();
-    /// assert_eq!(handle.rate(), 10.0);
+    /// // Setters may come after `handle()`: the handle follows the layer.
+    /// let aimd = aimd.initial(30);
+    /// assert_eq!(handle.quota(), Quota::per_minute(30));
+    /// # let _ = aimd;
     /// ```
     pub fn handle(&self) -> AimdHandle {
         AimdHandle {
@@ -386,7 +385,7 @@ impl<S, C: Clone> Layer<S> for AimdLayer<C> {
     type Service = Aimd<S, C>;
 
     fn layer(&self, inner: S) -> Aimd<S, C> {
-        Aimd::new(inner, self.core.clone(), self.classify.clone())
+        Aimd::new(inner, self.core.get(), self.classify.clone())
     }
 }
 

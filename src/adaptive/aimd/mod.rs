@@ -19,6 +19,7 @@ use super::classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal};
 use super::future::{ResponseFuture, Track};
 use crate::clock::Clock;
 use crate::observe::{Event, Observer, Observers};
+use crate::slot::Slot;
 use crate::{BoxError, Quota};
 
 const LAYER: &str = "aimd";
@@ -50,6 +51,7 @@ struct Config {
     shadow: bool,
 }
 
+#[derive(Clone)]
 struct State {
     rate: f64,
     tat: u64,
@@ -77,6 +79,19 @@ struct Budget {
 }
 
 impl Core {
+    /// A core with the same settings and rate, for a setter to edit; no
+    /// request is in flight through it.
+    fn fresh(&self) -> Core {
+        let mut state = self.lock().clone();
+        state.in_flight = 0;
+        Core {
+            clock: self.clock.clone(),
+            config: self.config,
+            state: Mutex::new(state),
+            observers: self.observers.clone(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -159,7 +174,7 @@ impl Core {
         let now = self.clock.now();
         let c = &self.config;
         let mut s = self.lock();
-        if let Some(u) = feedback.upstream_quota() {
+        if let Some(u) = feedback.upstream() {
             let reset = u64::try_from(u.reset.as_nanos()).unwrap_or(u64::MAX);
             let until = now.saturating_add(reset);
             // Requests still in flight may be counted after this answer.
@@ -181,7 +196,10 @@ impl Core {
         let old = s.rate;
         match feedback.signal() {
             Signal::Overloaded => {
-                let pause = feedback.wait().unwrap_or(Duration::ZERO).min(c.max_pause);
+                let pause = feedback
+                    .retry_after()
+                    .unwrap_or(Duration::ZERO)
+                    .min(c.max_pause);
                 let pause = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
                 s.pause_until = s.pause_until.max(now.saturating_add(pause));
                 if generation < s.cut_generation {
@@ -285,7 +303,7 @@ impl fmt::Debug for Core {
 /// ```
 #[derive(Clone)]
 pub struct AimdHandle {
-    core: Arc<Core>,
+    core: Slot<Core>,
 }
 
 impl AimdHandle {
@@ -299,7 +317,7 @@ impl AimdHandle {
     /// assert_eq!(AimdLayer::new(Quota::per_second(20)).handle().rate(), 20.0);
     /// ```
     pub fn rate(&self) -> f64 {
-        self.core.lock().rate
+        self.core.load().lock().rate
     }
 
     /// The current rate as a quota over the configured quota's period
@@ -314,7 +332,9 @@ impl AimdHandle {
     /// assert_eq!(handle.quota(), Quota::per_minute(30));
     /// ```
     pub fn quota(&self) -> Quota {
-        self.core.quota_of(self.rate())
+        let core = self.core.load();
+        let rate = core.lock().rate;
+        core.quota_of(rate)
     }
 
     /// The highest rate that last completed a window without an overload,
@@ -329,7 +349,7 @@ impl AimdHandle {
     /// assert_eq!(AimdLayer::new(Quota::per_second(20)).handle().good_rate(), None);
     /// ```
     pub fn good_rate(&self) -> Option<f64> {
-        self.core.lock().good
+        self.core.load().lock().good
     }
 
     /// How long sending stays paused for an upstream's `Retry-After`.
@@ -342,8 +362,9 @@ impl AimdHandle {
     /// assert!(AimdLayer::new(Quota::per_second(20)).handle().paused_for().is_zero());
     /// ```
     pub fn paused_for(&self) -> Duration {
-        let now = self.core.clock.now();
-        Duration::from_nanos(self.core.lock().pause_until.saturating_sub(now))
+        let core = self.core.load();
+        let now = core.clock.now();
+        Duration::from_nanos(core.lock().pause_until.saturating_sub(now))
     }
 }
 

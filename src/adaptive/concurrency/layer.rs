@@ -23,6 +23,13 @@ use super::*;
 ///
 /// Every service made by the layer, and every clone, shares one limit.
 ///
+/// Setters never panic and may come in any order, before or after
+/// [`handle`](Self::handle) or a clone: a setter applies to the layer and
+/// its clones, and a handle always reads the limit that the services made
+/// by the layer use. Configure the layer before wrapping services: a
+/// service keeps the settings the layer had when it was made. For an
+/// independent limit, call [`new`](Self::new) again.
+///
 /// # Examples
 ///
 /// ```
@@ -38,7 +45,7 @@ use super::*;
 /// # }
 /// ```
 pub struct AdaptiveConcurrencyLayer<C = DefaultFeedback> {
-    core: Arc<Core>,
+    core: Shared<Core>,
     classify: C,
     wait: bool,
     shadow: bool,
@@ -58,11 +65,11 @@ impl AdaptiveConcurrencyLayer {
     /// ```
     pub fn new(algorithm: impl ConcurrencyAlgorithm) -> Self {
         AdaptiveConcurrencyLayer {
-            core: Arc::new(Core {
+            core: Shared::new(Core {
                 clock: Clock::new(),
                 limit: AtomicU32::new(algorithm.initial_limit().max(1)),
                 in_flight: AtomicU32::new(0),
-                algorithm: Mutex::new(Box::new(algorithm)),
+                algorithm: Arc::new(Mutex::new(Box::new(algorithm))),
                 observers: Observers::default(),
                 waiters: Mutex::new(Waiters::default()),
                 has_waiters: AtomicBool::new(false),
@@ -78,10 +85,6 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// Reports limit changes ([`Event::ConcurrencyLimitChanged`]) and
     /// refusals ([`Event::AdaptiveRejected`]) to `observer`.
     ///
-    /// # Panics
-    ///
-    /// When called after [`handle`](Self::handle) or after cloning the layer.
-    ///
     /// # Examples
     ///
     /// ```
@@ -93,13 +96,9 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// # let _ = layer;
     /// ```
     #[must_use]
-    pub fn observer(mut self, observer: impl Observer) -> Self {
-        match Arc::get_mut(&mut self.core) {
-            Some(core) => core.observers = Observers::new(observer),
-            None => panic!(
-                "AdaptiveConcurrencyLayer: set the observer before calling `handle()` or cloning the layer"
-            ),
-        }
+    pub fn observer(self, observer: impl Observer) -> Self {
+        let observers = Observers::new(observer);
+        self.core.replace(Core::fresh, |c| c.observers = observers);
         self
     }
 
@@ -185,10 +184,12 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// ```
     /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
     ///
-    /// // Take the handle after the last setter.
-    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).wait();
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new());
     /// let handle = layer.handle();
+    /// // Setters may come after `handle()`: the handle follows the layer.
+    /// let layer = layer.wait();
     /// assert_eq!(handle.in_flight(), 0);
+    /// # let _ = layer;
     /// ```
     pub fn handle(&self) -> ConcurrencyHandle {
         ConcurrencyHandle {
@@ -217,7 +218,7 @@ impl<S, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<C> {
             (false, true) => Mode::Shadow,
             (false, false) => Mode::Reject,
         };
-        AdaptiveConcurrency::new(inner, self.core.clone(), self.classify.clone(), mode)
+        AdaptiveConcurrency::new(inner, self.core.get(), self.classify.clone(), mode)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::ConcurrencyLimited;
 use crate::observe::{Event, Observer, Observers};
+use crate::slot::Slot as Shared;
 
 const LAYER: &str = "adaptive_concurrency";
 
@@ -34,7 +35,8 @@ enum Mode {
     Shadow,
 }
 
-/// One completed request, as a [`ConcurrencyAlgorithm`] sees it.
+/// One completed request, as a [`ConcurrencyAlgorithm`] sees it. Made by
+/// the layer; [`Sample::new`] makes one to unit-test an algorithm.
 ///
 /// # Examples
 ///
@@ -69,6 +71,55 @@ pub struct Sample {
     pub in_flight: u32,
     /// How it went.
     pub signal: Signal,
+}
+
+impl Sample {
+    /// A request sent at `started` and answered at `now` (both measured
+    /// from the same origin, as the layer measures from its creation),
+    /// with `in_flight` requests in flight when it was sent (itself
+    /// included), that went as `signal`. `latency` is `now - started`
+    /// (zero if `now` is earlier).
+    ///
+    /// The layer makes samples itself; this is for unit-testing a
+    /// [`ConcurrencyAlgorithm`] by feeding it a history.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample, Signal};
+    ///
+    /// /// Halves the limit on any overload, else keeps it.
+    /// struct HalveOnOverload(u32);
+    /// impl ConcurrencyAlgorithm for HalveOnOverload {
+    ///     fn initial_limit(&self) -> u32 {
+    ///         self.0
+    ///     }
+    ///     fn update(&mut self, sample: &Sample) -> u32 {
+    ///         if sample.signal == Signal::Overloaded {
+    ///             self.0 = (self.0 / 2).max(1);
+    ///         }
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// let ms = Duration::from_millis;
+    /// let mut algorithm = HalveOnOverload(8);
+    /// let ok = Sample::new(ms(0), ms(40), 3, Signal::Success);
+    /// assert_eq!(ok.latency, ms(40));
+    /// assert_eq!(algorithm.update(&ok), 8);
+    /// let overloaded = Sample::new(ms(10), ms(60), 4, Signal::Overloaded);
+    /// assert_eq!(algorithm.update(&overloaded), 4);
+    /// ```
+    pub fn new(started: Duration, now: Duration, in_flight: u32, signal: Signal) -> Self {
+        Sample {
+            started,
+            now,
+            latency: now.saturating_sub(started),
+            in_flight,
+            signal,
+        }
+    }
 }
 
 /// Computes a limit on requests in flight from completed requests.
@@ -614,7 +665,9 @@ struct Core {
     clock: Clock,
     limit: AtomicU32,
     in_flight: AtomicU32,
-    algorithm: Mutex<Box<dyn ConcurrencyAlgorithm>>,
+    /// Shared with the cores a setter makes from this one (the algorithm
+    /// is not `Clone`).
+    algorithm: Arc<Mutex<Box<dyn ConcurrencyAlgorithm>>>,
     observers: Observers,
     /// Services waiting for a slot (`wait` mode), by id.
     waiters: Mutex<Waiters>,
@@ -637,6 +690,20 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
+    /// A core with the same algorithm, limit and observer, and nothing in
+    /// flight, for a setter to edit.
+    fn fresh(&self) -> Core {
+        Core {
+            clock: self.clock.clone(),
+            limit: AtomicU32::new(self.limit.load(Ordering::Acquire)),
+            in_flight: AtomicU32::new(0),
+            algorithm: self.algorithm.clone(),
+            observers: self.observers.clone(),
+            waiters: Mutex::new(Waiters::default()),
+            has_waiters: AtomicBool::new(false),
+        }
+    }
+
     fn try_acquire(self: &Arc<Self>) -> Result<Slot, u32> {
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
@@ -717,13 +784,12 @@ impl Core {
 
     fn sample(&self, started: u64, in_flight: u32, signal: Signal) {
         let now = self.clock.now();
-        let sample = Sample {
-            started: Duration::from_nanos(started),
-            now: Duration::from_nanos(now),
-            latency: Duration::from_nanos(now.saturating_sub(started)),
+        let sample = Sample::new(
+            Duration::from_nanos(started),
+            Duration::from_nanos(now),
             in_flight,
             signal,
-        };
+        );
         let new = {
             let mut algorithm = self.algorithm.lock().unwrap_or_else(|e| e.into_inner());
             algorithm.update(&sample).max(1)
@@ -792,7 +858,7 @@ impl Drop for Waiting {
 /// ```
 #[derive(Clone)]
 pub struct ConcurrencyHandle {
-    core: Arc<Core>,
+    core: Shared<Core>,
 }
 
 impl ConcurrencyHandle {
@@ -807,7 +873,7 @@ impl ConcurrencyHandle {
     /// assert_eq!(layer.handle().limit(), 16);
     /// ```
     pub fn limit(&self) -> u32 {
-        self.core.limit.load(Ordering::Acquire)
+        self.core.load().limit.load(Ordering::Acquire)
     }
 
     /// Requests in flight now (and slots held by readied services).
@@ -819,7 +885,7 @@ impl ConcurrencyHandle {
     /// assert_eq!(AdaptiveConcurrencyLayer::new(GradientLimit::new()).handle().in_flight(), 0);
     /// ```
     pub fn in_flight(&self) -> u32 {
-        self.core.in_flight.load(Ordering::Acquire)
+        self.core.load().in_flight.load(Ordering::Acquire)
     }
 }
 

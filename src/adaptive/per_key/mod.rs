@@ -18,6 +18,7 @@ use super::future::{ResponseFuture, Track};
 use crate::clock::Clock;
 use crate::observe::{Event, Observer, Observers};
 use crate::per_key::{KeyExtractor, Policy};
+use crate::slot::Slot;
 use crate::{BoxError, PerKeyLayer, Quota};
 
 const LAYER: &str = "adaptive_per_key";
@@ -251,6 +252,16 @@ impl LimitFormula for DefaultFormula {
 /// faster but never grants it an extra burst, and a key keeps its debt
 /// across a change (see [`PerKeyHandle`](crate::per_key::PerKeyHandle)).
 ///
+/// # Sharing
+///
+/// A policy and its clones are one policy: they, and the layers made from
+/// them, share the learned stats. Setters never panic and may come at any
+/// time, on any clone: a setter applies to the policy and every clone,
+/// and the layers made from it follow (stats learned so far restart).
+/// Configure the policy before making layers: a
+/// [`per_key_layer`](Self::per_key_layer) keeps the base policy (and its
+/// [`named`](Self::named) name) it was made with.
+///
 /// # Memory
 ///
 /// Stats are kept for at most [`max_keys`](Self::max_keys) keys (default
@@ -258,7 +269,7 @@ impl LimitFormula for DefaultFormula {
 /// is full the older one is dropped. A key that is forgotten goes back to
 /// the base limit and starts learning again.
 pub struct AdaptivePolicy<K> {
-    shared: Arc<Shared<K>>,
+    shared: Slot<Shared<K>>,
 }
 
 struct Shared<K> {
@@ -267,7 +278,7 @@ struct Shared<K> {
     max: u32,
     name: Option<Arc<str>>,
     alpha: f64,
-    formula: Box<dyn LimitFormula>,
+    formula: Arc<dyn LimitFormula>,
     latency_ceiling: Duration,
     custom_formula: bool,
     per_generation: usize,
@@ -307,7 +318,7 @@ where
     /// ```
     pub fn new(base: Quota, max: u32) -> Self {
         let mut p = AdaptivePolicy {
-            shared: Arc::new(Shared {
+            shared: Slot::new(Shared {
                 clock: Clock::new(),
                 base,
                 // At most one request per nanosecond of the period.
@@ -316,7 +327,7 @@ where
                     .max(base.limit()),
                 name: None,
                 alpha: 0.1,
-                formula: Box::new(DefaultFormula::default()),
+                formula: Arc::new(DefaultFormula::default()),
                 latency_ceiling: Duration::from_secs(10),
                 custom_formula: false,
                 per_generation: 0,
@@ -329,22 +340,12 @@ where
         p
     }
 
-    fn edit(mut self, f: impl FnOnce(&mut Shared<K>)) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => f(shared),
-            None => panic!(
-                "AdaptivePolicy: configure the policy before making layers from it or cloning it"
-            ),
-        }
+    fn edit(self, f: impl FnOnce(&mut Shared<K>)) -> Self {
+        self.shared.replace(Shared::fresh, f);
         self
     }
 
     /// The EWMA smoothing factor `α` (default 0.1), clamped to `0.001..=1`.
-    ///
-    /// # Panics
-    ///
-    /// When called after making a layer from the policy or cloning it (as
-    /// every setter).
     ///
     /// # Examples
     ///
@@ -387,7 +388,7 @@ where
         self.edit(|s| {
             s.latency_ceiling = ceiling;
             if !s.custom_formula {
-                s.formula = Box::new(DefaultFormula::new(ceiling));
+                s.formula = Arc::new(DefaultFormula::new(ceiling));
             }
         })
     }
@@ -408,7 +409,7 @@ where
     #[must_use]
     pub fn formula(self, formula: impl LimitFormula) -> Self {
         self.edit(|s| {
-            s.formula = Box::new(formula);
+            s.formula = Arc::new(formula);
             s.custom_formula = true;
         })
     }
@@ -429,14 +430,7 @@ where
         let per_generation = (max_keys.max(32) / SHARDS / 2).max(1);
         self.edit(|s| {
             s.per_generation = per_generation;
-            s.shards = (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        current: hashbrown::HashMap::new(),
-                        previous: hashbrown::HashMap::new(),
-                    })
-                })
-                .collect();
+            s.shards = empty_shards();
         })
     }
 
@@ -489,7 +483,7 @@ where
     /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 10).base(), Quota::per_second(5));
     /// ```
     pub fn base(&self) -> Quota {
-        self.shared.base
+        self.shared.load().base
     }
 
     /// The highest limit, per the base quota's period.
@@ -504,7 +498,7 @@ where
     /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 1).max(), 5);
     /// ```
     pub fn max(&self) -> u32 {
-        self.shared.max
+        self.shared.load().max
     }
 
     /// The base policy: the base quota, named.
@@ -518,7 +512,8 @@ where
     /// assert!(policy.base_policy().quotas().eq([Quota::per_second(5)]));
     /// ```
     pub fn base_policy(&self) -> Policy {
-        self.shared.policy(self.shared.base.limit())
+        let s = self.shared.load();
+        s.policy(s.base.limit())
     }
 
     /// A [`PerKeyLayer`] whose keys are limited by this policy (the base
@@ -565,14 +560,6 @@ where
         }
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
-        // The high bits: the maps inside use the low ones.
-        let i = (self.shared.hasher.hash_one(key) >> 58) as usize % self.shared.shards.len();
-        self.shared.shards[i]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The policy of `key` when it differs from the base, as a
     /// [`PerKeyLayer::policy_for`] resolver.
     ///
@@ -589,7 +576,8 @@ where
     /// assert_eq!(raised.quotas().next().unwrap().limit(), 200);
     /// ```
     pub fn adapted(&self, key: &K) -> Option<Policy> {
-        let shard = self.shard(key);
+        let s = self.shared.load();
+        let shard = s.shard(key);
         shard
             .current
             .get(key)
@@ -611,12 +599,13 @@ where
     /// assert_eq!(policy.limit(&"ann"), 200);
     /// ```
     pub fn limit(&self, key: &K) -> u32 {
-        let shard = self.shard(key);
+        let s = self.shared.load();
+        let shard = s.shard(key);
         shard
             .current
             .get(key)
             .or_else(|| shard.previous.get(key))
-            .map_or(self.shared.base.limit(), |e| e.limit)
+            .map_or(s.base.limit(), |e| e.limit)
     }
 
     /// What `key` has shown so far, if it is remembered.
@@ -633,7 +622,8 @@ where
     /// assert_eq!(policy.stats(&"ann").unwrap().avg_latency, Duration::from_secs(1));
     /// ```
     pub fn stats(&self, key: &K) -> Option<KeyStats> {
-        let shard = self.shard(key);
+        let s = self.shared.load();
+        let shard = s.shard(key);
         shard
             .current
             .get(key)
@@ -657,10 +647,10 @@ where
     /// assert_eq!(limit, 195); // (1.0 + 0.9) / 2 = 0.95 above the base
     /// ```
     pub fn record(&self, key: &K, success: bool, latency: Duration) -> u32 {
-        let s = &*self.shared;
+        let s = self.shared.load();
         let base = s.base.limit();
         let (old, new) = {
-            let mut guard = self.shard(key);
+            let mut guard = s.shard(key);
             let shard = &mut *guard;
             if !shard.current.contains_key(key) {
                 let entry = shard.previous.remove(key).unwrap_or(Entry {
@@ -715,6 +705,7 @@ where
     /// ```
     pub fn len(&self) -> usize {
         self.shared
+            .load()
             .shards
             .iter()
             .map(|m| {
@@ -738,7 +729,44 @@ where
     }
 }
 
+fn empty_shards<K>() -> Box<[Mutex<Shard<K>>]> {
+    (0..SHARDS)
+        .map(|_| {
+            Mutex::new(Shard {
+                current: hashbrown::HashMap::new(),
+                previous: hashbrown::HashMap::new(),
+            })
+        })
+        .collect()
+}
+
+impl<K: Hash> Shared<K> {
+    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
+        // The high bits: the maps inside use the low ones.
+        let i = (self.hasher.hash_one(key) >> 58) as usize % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<K> Shared<K> {
+    /// The same settings, with no key learned yet, for a setter to edit.
+    fn fresh(&self) -> Shared<K> {
+        Shared {
+            clock: self.clock.clone(),
+            base: self.base,
+            max: self.max,
+            name: self.name.clone(),
+            alpha: self.alpha,
+            formula: self.formula.clone(),
+            latency_ceiling: self.latency_ceiling,
+            custom_formula: self.custom_formula,
+            per_generation: self.per_generation,
+            hasher: self.hasher.clone(),
+            shards: empty_shards(),
+            observers: self.observers.clone(),
+        }
+    }
+
     fn quota(&self, limit: u32) -> Quota {
         Quota::try_with_burst(limit, self.base.period(), self.base.burst()).unwrap_or(self.base)
     }
@@ -762,7 +790,7 @@ impl<K> Clone for AdaptivePolicy<K> {
 
 impl<K> fmt::Debug for AdaptivePolicy<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.shared;
+        let s = self.shared.load();
         f.debug_struct("AdaptivePolicy")
             .field("base", &s.base)
             .field("max", &s.max)

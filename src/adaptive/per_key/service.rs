@@ -60,7 +60,13 @@ where
             Signal::Failure | Signal::Overloaded => false,
             Signal::Ignore => return,
         };
-        let latency = self.policy.shared.clock.now().saturating_sub(self.started);
+        let latency = self
+            .policy
+            .shared
+            .load()
+            .clock
+            .now()
+            .saturating_sub(self.started);
         self.policy
             .record(key, success, Duration::from_nanos(latency));
     }
@@ -96,7 +102,7 @@ where
             policy: self.policy.clone(),
             key: self.extractor.extract(&req),
             classify: self.classify.clone(),
-            started: self.policy.shared.clock.now(),
+            started: self.policy.shared.load().clock.now(),
         };
         ResponseFuture::called(self.inner.call(req), track)
     }

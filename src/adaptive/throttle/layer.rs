@@ -27,6 +27,13 @@ use super::*;
 ///
 /// Every service made by the layer, and every clone, shares one window.
 ///
+/// Setters never panic and may come in any order, before or after
+/// [`handle`](Self::handle) or a clone: a setter applies to the layer and
+/// its clones, and a handle always reads the window that the services made
+/// by the layer use. Configure the layer before wrapping services: a
+/// service keeps the settings the layer had when it was made. For an
+/// independent window, call [`new`](Self::new) again.
+///
 /// # Examples
 ///
 /// ```
@@ -45,7 +52,7 @@ use super::*;
 /// # }
 /// ```
 pub struct AdaptiveThrottleLayer<P = AllCritical, C = DefaultFeedback> {
-    core: Arc<Core>,
+    core: Slot<Core>,
     criticality: P,
     classify: C,
 }
@@ -69,17 +76,12 @@ impl AdaptiveThrottleLayer {
     /// ```
     pub fn new() -> Self {
         AdaptiveThrottleLayer {
-            core: Arc::new(Core {
+            core: Slot::new(Core {
                 clock: Clock::new(),
                 shadow: false,
                 class_k: class_k(2.0),
                 bucket: window_to_bucket(Duration::from_secs(120)),
-                ring: Mutex::new(Ring {
-                    slots: [(0, 0); BUCKETS],
-                    head: 0,
-                    requests: 0,
-                    accepts: 0,
-                }),
+                ring: Mutex::new(Ring::empty()),
                 rng: Rng::from_entropy(),
                 observers: Observers::default(),
             }),
@@ -98,24 +100,14 @@ fn window_to_bucket(window: Duration) -> u64 {
 }
 
 impl<P, C> AdaptiveThrottleLayer<P, C> {
-    fn edit(mut self, f: impl FnOnce(&mut Core)) -> Self {
-        match Arc::get_mut(&mut self.core) {
-            Some(core) => f(core),
-            None => panic!(
-                "AdaptiveThrottleLayer: configure the layer before calling `handle()` or cloning it"
-            ),
-        }
+    fn edit(self, f: impl FnOnce(&mut Core)) -> Self {
+        self.core.replace(Core::fresh, f);
         self
     }
 
     /// The multiplier `K` (default 2; at least 1): lower rejects sooner,
     /// higher lets more through to the upstream. Sets every class's `K`
     /// from it (×2, ×1, ×0.75, ×0.5).
-    ///
-    /// # Panics
-    ///
-    /// When called after [`handle`](Self::handle) or after cloning the layer
-    /// (as every setter).
     ///
     /// # Examples
     ///
@@ -297,7 +289,7 @@ impl<S, P: Clone, C: Clone> Layer<S> for AdaptiveThrottleLayer<P, C> {
     fn layer(&self, inner: S) -> Self::Service {
         AdaptiveThrottle {
             inner,
-            core: self.core.clone(),
+            core: self.core.get(),
             criticality: self.criticality.clone(),
             classify: self.classify.clone(),
         }

@@ -19,6 +19,7 @@ use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::Throttled;
 use crate::observe::{Event, Observer, Observers};
+use crate::slot::Slot;
 
 const LAYER: &str = "adaptive_throttle";
 const BUCKETS: usize = 20;
@@ -142,6 +143,17 @@ struct Ring {
     accepts: u64,
 }
 
+impl Ring {
+    fn empty() -> Self {
+        Ring {
+            slots: [(0, 0); BUCKETS],
+            head: 0,
+            requests: 0,
+            accepts: 0,
+        }
+    }
+}
+
 impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.lock(self.clock.now());
@@ -158,6 +170,20 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
+    /// A core with the same settings and an empty window, for a setter to
+    /// edit.
+    fn fresh(&self) -> Core {
+        Core {
+            clock: self.clock.clone(),
+            shadow: self.shadow,
+            class_k: self.class_k,
+            bucket: self.bucket,
+            ring: Mutex::new(Ring::empty()),
+            rng: self.rng.fork(),
+            observers: self.observers.clone(),
+        }
+    }
+
     /// The ring, advanced to `now`.
     fn lock(&self, now: u64) -> MutexGuard<'_, Ring> {
         let mut r = self.ring.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,7 +255,7 @@ impl Core {
 /// ```
 #[derive(Clone)]
 pub struct ThrottleHandle {
-    core: Arc<Core>,
+    core: Slot<Core>,
 }
 
 impl ThrottleHandle {
@@ -243,7 +269,8 @@ impl ThrottleHandle {
     /// assert_eq!((requests, accepts), (0, 0));
     /// ```
     pub fn counts(&self) -> (u64, u64) {
-        let r = self.core.lock(self.core.clock.now());
+        let core = self.core.load();
+        let r = core.lock(core.clock.now());
         (r.requests, r.accepts)
     }
 
@@ -257,8 +284,9 @@ impl ThrottleHandle {
     /// assert_eq!(handle.probability(Criticality::Sheddable), 0.0); // nothing refused yet
     /// ```
     pub fn probability(&self, class: Criticality) -> f64 {
-        let r = self.core.lock(self.core.clock.now());
-        self.core.probability(&r, class)
+        let core = self.core.load();
+        let r = core.lock(core.clock.now());
+        core.probability(&r, class)
     }
 }
 
