@@ -278,7 +278,7 @@ async fn fallback_is_warm_when_redis_goes_away() {
         .deadline(Duration::from_millis(100))
         .deny_cache(0);
     assert_eq!(
-        b.failure(),
+        b.get_failure_policy(),
         FailurePolicy::Fallback {
             expected_instances: 1
         },

@@ -127,7 +127,7 @@ const SCRIPT: &str = include_str!("script.lua");
 /// // Four instances share the limit; while Redis is down each keeps a quarter.
 /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?
 ///     .failure_policy(FailurePolicy::Fallback { expected_instances: 4 });
-/// assert_eq!(backend.failure(), FailurePolicy::Fallback { expected_instances: 4 });
+/// assert_eq!(backend.get_failure_policy(), FailurePolicy::Fallback { expected_instances: 4 });
 /// # Ok::<(), redis::RedisError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -563,10 +563,10 @@ impl RedisBackend {
     /// ```
     /// # use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
     /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
-    /// assert_eq!(backend.failure(), FailurePolicy::default());
+    /// assert_eq!(backend.get_failure_policy(), FailurePolicy::default());
     /// # Ok::<(), redis::RedisError>(())
     /// ```
-    pub fn failure(&self) -> FailurePolicy {
+    pub fn get_failure_policy(&self) -> FailurePolicy {
         self.inner.failure
     }
 
