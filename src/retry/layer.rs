@@ -399,18 +399,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// ```
     #[must_use]
     pub fn classify<C2>(self, classifier: C2) -> BackoffRetryLayer<C2, P, X> {
-        BackoffRetryLayer {
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_elapsed: self.max_elapsed,
-            max_retry_after: self.max_retry_after,
-            budget: self.budget,
-            observers: self.observers,
-            streams: self.streams,
-            classifier,
-            requests: self.requests,
-            keys: self.keys,
-        }
+        self.with_parts(|_, p, x| (classifier, p, x))
     }
 
     /// Keeps requests for another attempt with `policy` (a
@@ -435,18 +424,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// ```
     #[must_use]
     pub fn clone_request<P2>(self, policy: P2) -> BackoffRetryLayer<C, P2, X> {
-        BackoffRetryLayer {
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_elapsed: self.max_elapsed,
-            max_retry_after: self.max_retry_after,
-            budget: self.budget,
-            observers: self.observers,
-            streams: self.streams,
-            classifier: self.classifier,
-            requests: policy,
-            keys: self.keys,
-        }
+        self.with_parts(|c, _, x| (c, policy, x))
     }
 
     /// Names the key of each request that retries with `keys` (a
@@ -486,6 +464,16 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// ```
     #[must_use]
     pub fn key<X2>(self, keys: X2) -> BackoffRetryLayer<C, P, X2> {
+        self.with_parts(|c, p, _| (c, p, keys))
+    }
+
+    /// The same settings with the classifier, request policy and key
+    /// extractor `f` makes of the current ones.
+    fn with_parts<C2, P2, X2>(
+        self,
+        f: impl FnOnce(C, P, X) -> (C2, P2, X2),
+    ) -> BackoffRetryLayer<C2, P2, X2> {
+        let (classifier, requests, keys) = f(self.classifier, self.requests, self.keys);
         BackoffRetryLayer {
             backoff: self.backoff,
             max_attempts: self.max_attempts,
@@ -494,8 +482,8 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
             budget: self.budget,
             observers: self.observers,
             streams: self.streams,
-            classifier: self.classifier,
-            requests: self.requests,
+            classifier,
+            requests,
             keys,
         }
     }
