@@ -99,7 +99,11 @@ where
         match self.project().kind.project() {
             KindProj::Called { future, guard } => {
                 let result = ready!(future.poll(cx));
-                if let Some(mut guard) = guard.take() {
+                // Recorded in place: moving the guard out first costs a
+                // copy the compiler splits badly (a wide load of narrow
+                // stores). The guard lets the breaker go when the future is
+                // dropped.
+                if let Some(guard) = guard.as_mut().filter(|g| !g.done) {
                     let outcome = guard.classifier.classify(&result);
                     guard.done = true;
                     guard.breaker.finish(guard.permit, outcome);
