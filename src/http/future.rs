@@ -184,6 +184,10 @@ where
                 in_flight,
                 observed,
             } => {
+                if headers.is_none() && in_flight.is_none() && observed.is_none() {
+                    // Nothing to add, release or report.
+                    return future.poll(cx);
+                }
                 let result = ready!(future.poll(cx));
                 complete(observed.take().map(|o| *o), &result);
                 let mut response = result?;
