@@ -26,20 +26,26 @@ pin_project! {
     /// [`Event::Completed`](crate::observe::Event::Completed) when the
     /// inner service answers (a 5xx response or an error counts as a
     /// failure).
+    ///
+    /// # Size
+    ///
+    /// axum moves a route's future several times and then boxes it, for
+    /// every request: the common case (admitted at once) holds the inner
+    /// future and the fields to add, little more; a request that waits,
+    /// and an observed one, keep the rest on the heap.
     pub struct ResponseFuture<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,
         R: Respond<ResBody>,
     {
         #[pin]
-        kind: Kind<S, Req, F, R, ResBody>,
-        observed: Option<Observed<K>>,
+        kind: Kind<S, Req, F, R, ResBody, K>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, Req, F, R, ResBody>
+    enum Kind<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,
         R: Respond<ResBody>,
@@ -54,14 +60,29 @@ pin_project! {
             future: S::Future,
             headers: Option<R::Headers>,
             in_flight: Option<InFlight>,
+            observed: Option<Box<Observed<K>>>,
         },
+        // Waiting for the request's turn or a remote backend's decision.
         Admitted {
-            #[pin]
-            dispatch: Dispatch<S, Req, F>,
-            headers: Option<R::Headers>,
-            // Set while a remote backend decides.
-            remote: Option<(Arc<R>, Policy)>,
+            admitted: Pin<Box<Admitted<S, Req, F, R, ResBody, K>>>,
         },
+    }
+}
+
+pin_project! {
+    /// A request that waits before it is sent (rare: boxed, so that the
+    /// common case stays small).
+    struct Admitted<S, Req, F, R, ResBody, K>
+    where
+        S: Service<Req>,
+        R: Respond<ResBody>,
+    {
+        #[pin]
+        dispatch: Dispatch<S, Req, F>,
+        headers: Option<R::Headers>,
+        // Set while a remote backend decides.
+        remote: Option<(Arc<R>, Policy)>,
+        observed: Option<Observed<K>>,
     }
 }
 
@@ -70,18 +91,11 @@ where
     S: Service<Req>,
     R: Respond<ResBody>,
 {
-    /// Reports the inner service's answer when it comes.
-    pub(crate) fn observed(mut self, observed: Option<Observed<K>>) -> Self {
-        self.observed = observed;
-        self
-    }
-
     pub(crate) fn limited(response: Response<ResBody>) -> Self {
         ResponseFuture {
             kind: Kind::Limited {
                 response: Some(response),
             },
-            observed: None,
         }
     }
 
@@ -91,41 +105,65 @@ where
         future: S::Future,
         headers: Option<R::Headers>,
         in_flight: Option<InFlight>,
+        observed: Option<Box<Observed<K>>>,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
                 headers,
                 in_flight,
+                observed,
             },
-            observed: None,
         }
     }
 
-    pub(crate) fn admitted(dispatch: Dispatch<S, Req, F>, headers: Option<R::Headers>) -> Self {
-        ResponseFuture {
-            kind: Kind::Admitted {
-                dispatch,
-                headers,
-                remote: None,
-            },
-            observed: None,
-        }
+    /// A request that waits for its turn.
+    pub(crate) fn admitted(
+        dispatch: Dispatch<S, Req, F>,
+        headers: Option<R::Headers>,
+        observed: Option<Observed<K>>,
+    ) -> Self {
+        Self::waiting(Admitted {
+            dispatch,
+            headers,
+            remote: None,
+            observed,
+        })
     }
 
+    /// A request a remote backend is deciding.
     pub(crate) fn deciding(
         dispatch: Dispatch<S, Req, F>,
         responder: Arc<R>,
         policy: Policy,
+        observed: Option<Observed<K>>,
     ) -> Self {
+        Self::waiting(Admitted {
+            dispatch,
+            headers: None,
+            remote: Some((responder, policy)),
+            observed,
+        })
+    }
+
+    fn waiting(admitted: Admitted<S, Req, F, R, ResBody, K>) -> Self {
         ResponseFuture {
             kind: Kind::Admitted {
-                dispatch,
-                headers: None,
-                remote: Some((responder, policy)),
+                admitted: Box::pin(admitted),
             },
-            observed: None,
         }
+    }
+}
+
+/// Reports the inner service's answer to the observer, if any: a 5xx
+/// response or an error counts as a failure.
+#[inline]
+fn complete<K: fmt::Debug + std::hash::Hash, B, E>(
+    observed: Option<Observed<K>>,
+    result: &Result<Response<B>, E>,
+) {
+    if let Some(o) = observed {
+        o.complete(matches!(result, Ok(r) if !r.status().is_server_error()));
     }
 }
 
@@ -139,14 +177,7 @@ where
     type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let observed = this.observed;
-        let mut complete = |result: Result<&Response<ResBody>, ()>| {
-            if let Some(o) = observed.take() {
-                o.complete(result.is_ok_and(|r| !r.status().is_server_error()));
-            }
-        };
-        match this.kind.project() {
+        match self.project().kind.project() {
             KindProj::Limited { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
@@ -154,9 +185,14 @@ where
                 future,
                 headers,
                 in_flight,
+                observed,
             } => {
+                if headers.is_none() && in_flight.is_none() && observed.is_none() {
+                    // Nothing to add, release or report.
+                    return future.poll(cx);
+                }
                 let result = ready!(future.poll(cx));
-                complete(result.as_ref().map_err(|_| ()));
+                complete(observed.take().map(|o| *o), &result);
                 let mut response = result?;
                 in_flight.take();
                 if let Some(headers) = headers.take() {
@@ -164,37 +200,46 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            KindProj::Admitted {
-                dispatch,
-                headers,
-                remote,
-            } => {
-                let outcome = ready!(dispatch.poll_dispatch(cx, |decided| {
-                    if let (Some((responder, policy)), Ok(grant)) = (remote.as_ref(), decided) {
-                        *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
-                    }
-                }));
-                if let Dispatched::Inner(result) = &outcome {
-                    complete(result.as_ref().map_err(|_| ()));
+            KindProj::Admitted { admitted } => admitted.as_mut().poll_admitted(cx),
+        }
+    }
+}
+
+impl<S, Req, F, R, ResBody, K> Admitted<S, Req, F, R, ResBody, K>
+where
+    S: Service<Req, Response = Response<ResBody>>,
+    F: Future<Output = Result<Grant, BoxError>>,
+    R: Respond<ResBody>,
+    K: fmt::Debug + std::hash::Hash,
+{
+    fn poll_admitted(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<ResBody>, S::Error>> {
+        let this = self.project();
+        let (headers, remote) = (this.headers, &*this.remote);
+        let outcome = ready!(this.dispatch.poll_dispatch(cx, |decided| {
+            if let (Some((responder, policy)), Ok(grant)) = (remote, decided) {
+                *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
+            }
+        }));
+        match outcome {
+            Dispatched::Inner(result) => {
+                complete(this.observed.take(), &result);
+                let mut response = result?;
+                if let Some(headers) = headers.take() {
+                    R::add_headers(headers, &mut response);
                 }
-                match outcome {
-                    Dispatched::Inner(Ok(mut response)) => {
-                        if let Some(headers) = headers.take() {
-                            R::add_headers(headers, &mut response);
-                        }
-                        Poll::Ready(Ok(response))
-                    }
-                    Dispatched::Inner(Err(e)) => Poll::Ready(Err(e)),
-                    Dispatched::Rejected(error) => {
-                        // Only a remote decision rejects here; a local one
-                        // answered with `Limited` at once.
-                        let (responder, policy) = remote
-                            .as_ref()
-                            .expect("only remote decisions reject in the future");
-                        let rejection = Rejection::new(&*error).with_context(Some(policy), None);
-                        Poll::Ready(Ok(responder.reject(&rejection)))
-                    }
-                }
+                Poll::Ready(Ok(response))
+            }
+            Dispatched::Rejected(error) => {
+                // Only a remote decision rejects here; a local one
+                // answered with `Limited` at once.
+                let (responder, policy) = remote
+                    .as_ref()
+                    .expect("only remote decisions reject in the future");
+                let rejection = Rejection::new(&*error).with_context(Some(policy), None);
+                Poll::Ready(Ok(responder.reject(&rejection)))
             }
         }
     }

@@ -196,6 +196,62 @@ pub(crate) fn format_items<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Hea
     out.into_value()
 }
 
+/// Formats one `RateLimit` item (a policy of one quota: the common case)
+/// straight into the value's own buffer, sized exactly: one allocation,
+/// nothing copied after.
+pub(crate) fn format_item(item: &Item<'_>) -> HeaderValue {
+    let name = item.name.as_str().as_bytes();
+    let len =
+        name.len() + 3 + decimal_len(item.remaining) + item.reset.map_or(0, |t| 3 + decimal_len(t));
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b";r=");
+    push_decimal(&mut out, item.remaining);
+    if let Some(t) = item.reset {
+        out.extend_from_slice(b";t=");
+        push_decimal(&mut out, t);
+    }
+    debug_assert_eq!(out.len(), len);
+    HeaderValue::try_from(out).expect("RateLimit items are visible ASCII")
+}
+
+/// The number of decimal digits of `n`.
+#[inline]
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// `00` to `99`, for two digits at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Appends `n` in decimal, two digits at a time (`core::fmt` costs more
+/// than the rest of a value).
+#[inline]
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// The tightest of `items` (fewest remaining, then the longest reset),
 /// counting quotas only.
 pub(crate) fn tightest<'i, 'a>(
@@ -450,6 +506,32 @@ mod tests {
         ];
         for (period, name) in cases {
             assert_eq!(period_name(period), name);
+        }
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        let mut values = vec![0, 1, 9, 10, 11, 99, 100, 101, 999, 1_000, 12_345, u64::MAX];
+        values.extend((0..20).map(|i| 10u64.pow(i)));
+        values.extend((1..20).map(|i| 10u64.pow(i) - 1));
+        for n in values {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
+
+    #[test]
+    fn one_item_formats_as_many() {
+        let name = r#""free-per-minute""#;
+        for (remaining, reset) in [(0, Some(12)), (59, None), (500_000_222, Some(1))] {
+            let item = Item {
+                name: NameRef::Borrowed(name),
+                quota: None,
+                remaining,
+                reset,
+            };
+            assert_eq!(format_item(&item), format_items([item.clone()]));
         }
     }
 

@@ -98,13 +98,23 @@ impl<'a> Limits<'a> {
     /// quota; for several, read from the backend without consuming (a
     /// remote backend's grant gives the tightest quota only).
     pub fn states(&self) -> QuotaStates {
-        match self.lookup {
-            Some(lookup) if self.policy.len() > 1 => lookup(),
+        match (self.single(), self.lookup) {
+            (None, Some(lookup)) => lookup(),
             _ => {
                 let mut states = QuotaStates::default();
                 states.push(*self.decision);
                 states
             }
+        }
+    }
+
+    /// The one state [`states`](Self::states) would hold, without
+    /// building them: a policy of one quota, or a grant with no lookup.
+    #[inline]
+    pub(crate) fn single(&self) -> Option<&'a Decision> {
+        match self.lookup {
+            Some(_) if self.policy.len() > 1 => None,
+            _ => Some(self.decision),
         }
     }
 }
@@ -362,6 +372,16 @@ impl Responder {
     fn success_fields(&self, limits: &Limits<'_>) -> SuccessHeaders {
         let policy = limits.policy();
         let fields = policy.http_fields();
+        if !self.legacy_headers
+            && let Some(decision) = limits.single()
+        {
+            // One item (the common case), formatted straight into its value.
+            return SuccessHeaders {
+                policy: fields.policy.clone(),
+                limit: headers::format_item(&Item::from_decision(fields, policy, decision)),
+                legacy: None,
+            };
+        }
         let states = limits.states();
         let items = || {
             states

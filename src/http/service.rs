@@ -11,9 +11,10 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use super::{Limits, Rejection, Respond, Responder};
 use crate::backend::{Backend, Memory};
-use crate::per_key::KeyExtractor;
+use crate::observe::Observers;
 use crate::per_key::core::{Admission, DefaultCache};
 use crate::per_key::future::{Dispatch, Observed};
+use crate::per_key::{KeyExtractor, Policy};
 
 /// Enforces per-key limits on HTTP requests, answering rejections with
 /// responses (see [`Respond`]); errors of the inner service pass through
@@ -65,7 +66,10 @@ where
         let extracted = self.extractor.extract(&req);
         let shared = &*self.shared;
         let core = &*shared.core;
-        let future = match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
+        let observers = &shared.config.observers;
+        // Each future is built where it is returned: axum moves it again
+        // and boxes it, and every move is a copy of the inner future.
+        match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
             Admission::Granted {
                 key,
                 policy,
@@ -74,38 +78,55 @@ where
                 let lookup = || core.backend.states(key, &policy);
                 let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
                 let headers = shared.responder.admitted(&limits);
+                // Done with the key: the observer may take it.
+                drop(policy);
+                let observed = observe(observers, extracted);
                 if grant.wait().is_zero() {
                     let in_flight = grant.take_in_flight();
-                    ResponseFuture::called(self.inner.call(req), headers, in_flight)
+                    ResponseFuture::called(self.inner.call(req), headers, in_flight, observed)
                 } else {
                     ResponseFuture::admitted(
                         Dispatch::granted(&mut self.inner, req, grant),
                         headers,
+                        observed.map(|o| *o),
                     )
                 }
             }
-            Admission::Unlimited => ResponseFuture::called(self.inner.call(req), None, None),
-            Admission::Deciding { policy, decision } => ResponseFuture::deciding(
-                Dispatch::deciding(&mut self.inner, req, decision, shared.config.shadow),
-                shared.responder.clone(),
-                crate::per_key::Policy::clone(&policy),
+            Admission::Unlimited => ResponseFuture::called(
+                self.inner.call(req),
+                None,
+                None,
+                observe(observers, extracted),
             ),
+            Admission::Deciding { policy, decision } => {
+                let policy = Policy::clone(&policy);
+                let observed = observe(observers, extracted).map(|o| *o);
+                ResponseFuture::deciding(
+                    Dispatch::deciding(&mut self.inner, req, decision, shared.config.shadow),
+                    shared.responder.clone(),
+                    policy,
+                    observed,
+                )
+            }
             Admission::Denied { key, policy, error } => {
                 let states = match (key, &policy) {
                     (Some(key), Some(policy)) => Some(core.backend.states(key, policy)),
                     _ => None,
                 };
                 let rejection = Rejection::new(&*error).with_context(policy.as_deref(), states);
-                return ResponseFuture::limited(shared.responder.reject(&rejection));
+                ResponseFuture::limited(shared.responder.reject(&rejection))
             }
-        };
-        let observers = &shared.config.observers;
-        if observers.is_set() {
-            future.observed(Some(Observed::new(extracted, observers)))
-        } else {
-            future
         }
     }
+}
+
+/// What an observed request needs to report its completion (the key moved
+/// from the extractor, not cloned); nothing without an observer.
+#[inline]
+fn observe<K>(observers: &Observers, key: Option<K>) -> Option<Box<Observed<K>>> {
+    observers
+        .is_set()
+        .then(|| Box::new(Observed::new(key, observers)))
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {
