@@ -1,6 +1,32 @@
 //! [`Classify`]: which outcomes count against the breaker.
 
 /// The verdict on one call.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, ServiceExt};
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::Outcome;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // Client errors (4xx) say nothing about the upstream's health.
+/// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, BoxError>| match r {
+///     Ok(400..=499) => Outcome::Ignore,
+///     Ok(500..) | Err(_) => Outcome::Failure,
+///     Ok(_) => Outcome::Success,
+/// });
+/// let handle = layer.handle();
+/// let svc = layer.layer(service_fn(|status: u16| async move { Ok::<_, BoxError>(status) }));
+/// for status in [200, 404, 500] {
+///     svc.clone().oneshot(status).await?;
+/// }
+/// let stats = handle.stats();
+/// assert_eq!((stats.calls, stats.failures), (2, 1)); // the 404 was not recorded
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The call succeeded (it may still be slow).
@@ -34,6 +60,20 @@ pub enum Outcome {
 /// ```
 pub trait Classify<Res, E> {
     /// The outcome of `result`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::circuit_breaker::{Classify, ErrorsAreFailures, Outcome};
+    ///
+    /// let timeouts_only = |r: &Result<(), std::io::Error>| match r {
+    ///     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Outcome::Failure,
+    ///     _ => Outcome::Success,
+    /// };
+    /// let refused = Err(std::io::ErrorKind::ConnectionRefused.into());
+    /// assert_eq!(timeouts_only.classify(&refused), Outcome::Success);
+    /// assert_eq!(ErrorsAreFailures.classify(&refused), Outcome::Failure);
+    /// ```
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
 }
 
@@ -47,6 +87,15 @@ where
 }
 
 /// The default classifier: `Err` is a failure, `Ok` a success.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::circuit_breaker::{Classify, ErrorsAreFailures, Outcome};
+///
+/// assert_eq!(ErrorsAreFailures.classify(&Ok::<u32, ()>(7)), Outcome::Success);
+/// assert_eq!(ErrorsAreFailures.classify(&Err::<u32, ()>(())), Outcome::Failure);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ErrorsAreFailures;
 
@@ -64,6 +113,26 @@ impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
 /// 503, which the upstream sends when it sheds load on purpose and which
 /// are ignored (it is alive, and saying so); other responses (1xx-4xx) are
 /// successes.
+///
+/// # Examples
+///
+/// ```
+/// use http::Response;
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::{Classify, HttpStatus, Outcome};
+///
+/// let status = |code: u16| {
+///     let res = Response::builder().status(code).body(()).unwrap();
+///     HttpStatus.classify(&Ok::<_, std::io::Error>(res))
+/// };
+/// assert_eq!(status(404), Outcome::Success);
+/// assert_eq!(status(500), Outcome::Failure);
+/// assert_eq!(status(503), Outcome::Ignore);
+///
+/// // On an HTTP client's breaker:
+/// let layer = CircuitBreakerLayer::default().classify(HttpStatus);
+/// # let _ = layer;
+/// ```
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,6 +6,24 @@ use super::CircuitBreakerLayer;
 pub use crate::error::ConfigError;
 
 /// Which calls a breaker judges by.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::SlidingWindow;
+///
+/// // Judge the last 100 calls, however old.
+/// let by_count = CircuitBreakerLayer::builder().window(SlidingWindow::Count(100)).build()?;
+/// // Judge the calls of the last minute, in 6 buckets of 10 s.
+/// let by_time = CircuitBreakerLayer::builder()
+///     .window(SlidingWindow::Time { size: Duration::from_secs(60), buckets: 6 })
+///     .build()?;
+/// assert_eq!(by_count.handle().config().window(), SlidingWindow::Count(100));
+/// # let _ = by_time;
+/// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SlidingWindow {
@@ -41,6 +59,21 @@ pub(crate) enum Trip {
 /// Made by [`CircuitBreakerConfig::builder`] (or
 /// [`CircuitBreakerLayer::builder`]); [`Default`] gives the defaults listed
 /// in the [module docs](super#defaults).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+///
+/// let config = CircuitBreakerConfig::builder().failure_rate_threshold(20.0).into_config()?;
+/// assert_eq!(config.failure_rate_threshold(), 20.0);
+/// assert_eq!(config.minimum_calls(), CircuitBreakerConfig::default().minimum_calls());
+/// // One configuration, two independent breakers.
+/// let (orders, payments) = (CircuitBreakerLayer::new(config.clone()), CircuitBreakerLayer::new(config));
+/// # let _ = (orders, payments);
+/// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CircuitBreakerConfig {
     pub(crate) failure_rate_threshold: f64,
@@ -79,6 +112,16 @@ impl Default for CircuitBreakerConfig {
 
 impl CircuitBreakerConfig {
     /// A builder starting from the defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// let config = CircuitBreakerConfig::builder().minimum_calls(50).into_config()?;
+    /// assert_eq!(config.minimum_calls(), 50);
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerBuilder {
             config: CircuitBreakerConfig::default(),
@@ -86,26 +129,71 @@ impl CircuitBreakerConfig {
     }
 
     /// The failure rate, in percent, at or above which the breaker opens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// assert_eq!(CircuitBreakerConfig::default().failure_rate_threshold(), 50.0);
+    /// ```
     pub fn failure_rate_threshold(&self) -> f64 {
         self.failure_rate_threshold
     }
 
     /// The sliding window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
+    ///
+    /// assert_eq!(
+    ///     CircuitBreakerConfig::default().window(),
+    ///     SlidingWindow::Time { size: Duration::from_secs(30), buckets: 10 }
+    /// );
+    /// ```
     pub fn window(&self) -> SlidingWindow {
         self.window
     }
 
     /// Calls the window must hold before the breaker judges.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// assert_eq!(CircuitBreakerConfig::default().minimum_calls(), 20);
+    /// ```
     pub fn minimum_calls(&self) -> u32 {
         self.minimum_calls
     }
 
     /// The first open duration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// assert_eq!(CircuitBreakerConfig::default().open_duration(), Duration::from_secs(5));
+    /// ```
     pub fn open_duration(&self) -> Duration {
         self.open_duration
     }
 
     /// Trial calls admitted at once in half-open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// assert_eq!(CircuitBreakerConfig::default().permitted_calls_in_half_open(), 3);
+    /// ```
     pub fn permitted_calls_in_half_open(&self) -> u32 {
         self.permitted_calls_in_half_open
     }
@@ -159,6 +247,36 @@ pub struct CircuitBreakerBuilder {
 impl CircuitBreakerBuilder {
     /// Opens when this percentage of the window's calls failed, or more
     /// (in `(0, 100]`; default 50).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::{CircuitState, SlidingWindow};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .failure_rate_threshold(25.0)
+    ///     .window(SlidingWindow::Count(4))
+    ///     .minimum_calls(4)
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|fail: bool| async move {
+    ///     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
+    /// }));
+    /// for fail in [false, false, false, true] {
+    ///     let _ = svc.clone().oneshot(fail).await;
+    /// }
+    /// // 1 failure in 4 calls: 25%.
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    ///
+    /// let err = CircuitBreakerLayer::builder().failure_rate_threshold(150.0).build().unwrap_err();
+    /// assert_eq!(err.field(), "failure_rate_threshold");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn failure_rate_threshold(mut self, percent: f64) -> Self {
         self.config.failure_rate_threshold = percent;
         self
@@ -167,6 +285,24 @@ impl CircuitBreakerBuilder {
     /// Opens when this percentage of the window's calls were slow, or more
     /// (in `(0, 100]`; default 100). Only with
     /// [`slow_call_duration`](Self::slow_call_duration).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// // Open when half the calls take 2 s or more, even if they succeed.
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .slow_call_duration(Duration::from_secs(2))
+    ///     .slow_call_rate_threshold(50.0)
+    ///     .build()?;
+    /// # let _ = layer;
+    ///
+    /// let err = CircuitBreakerLayer::builder().slow_call_rate_threshold(0.0).build().unwrap_err();
+    /// assert_eq!(err.field(), "slow_call_rate_threshold");
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn slow_call_rate_threshold(mut self, percent: f64) -> Self {
         self.config.slow_call_rate_threshold = percent;
         self
@@ -179,6 +315,35 @@ impl CircuitBreakerBuilder {
     /// (400 ms with 4 ms ticks) is timed on that cheaper clock, within one
     /// tick; a shorter one on the precise clock. See
     /// [Clocks](super#clocks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .slow_call_duration(Duration::from_secs(2))
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|secs: u64| async move {
+    ///     tokio::time::sleep(Duration::from_secs(secs)).await;
+    ///     Ok::<_, BoxError>(())
+    /// }));
+    /// svc.clone().oneshot(1).await?;
+    /// svc.clone().oneshot(3).await?;
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!((handle.stats().calls, handle.stats().slow_calls), (2, 1));
+    /// # let _ = handle;
+    ///
+    /// let err = CircuitBreakerLayer::builder().slow_call_duration(Duration::ZERO).build().unwrap_err();
+    /// assert_eq!(err.field(), "slow_call_duration");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
         self.config.slow_call_duration = Some(duration);
         self
@@ -186,12 +351,54 @@ impl CircuitBreakerBuilder {
 
     /// Calls the window must hold before any judgement (at least 1;
     /// default 20). A count window smaller than this judges when full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder().minimum_calls(3).build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// svc.clone().oneshot(()).await.unwrap_err();
+    /// svc.clone().oneshot(()).await.unwrap_err();
+    /// // 100% failures, but too few calls to judge.
+    /// assert_eq!(handle.state(), CircuitState::Closed);
+    /// svc.clone().oneshot(()).await.unwrap_err();
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    ///
+    /// let err = CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "minimum_calls");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.config.minimum_calls = n;
         self
     }
 
     /// The sliding window (default: the last 30 s in 10 buckets).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::SlidingWindow;
+    ///
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .window(SlidingWindow::Time { size: Duration::from_secs(10), buckets: 5 })
+    ///     .build()?;
+    /// # let _ = layer;
+    ///
+    /// let err = CircuitBreakerLayer::builder().window(SlidingWindow::Count(0)).build().unwrap_err();
+    /// assert_eq!(err.field(), "window");
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn window(mut self, window: SlidingWindow) -> Self {
         self.config.window = window;
         self
@@ -201,6 +408,34 @@ impl CircuitBreakerBuilder {
     /// judging rates over a window. In this mode slow calls (with
     /// [`slow_call_duration`](Self::slow_call_duration)) count as failures
     /// and a success resets the count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder().consecutive_failures(2).build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|fail: bool| async move {
+    ///     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
+    /// }));
+    /// for fail in [true, false, true] {
+    ///     let _ = svc.clone().oneshot(fail).await;
+    /// }
+    /// // The success in between reset the count.
+    /// assert_eq!(handle.state(), CircuitState::Closed);
+    /// svc.clone().oneshot(true).await.unwrap_err();
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    ///
+    /// let err = CircuitBreakerLayer::builder().consecutive_failures(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "consecutive_failures");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.config.trip = Trip::Consecutive(n);
         self
@@ -209,6 +444,35 @@ impl CircuitBreakerBuilder {
     /// How long the breaker stays open the first time (default 5 s). Each
     /// failed round of half-open trials doubles it, up to
     /// [`max_open_duration`](Self::max_open_duration); closing resets it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_duration(Duration::from_secs(2))
+    ///     .open_jitter(0.0)
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// svc.oneshot(()).await.unwrap_err();
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// tokio::time::sleep(Duration::from_secs(2)).await;
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(handle.state(), CircuitState::HalfOpen);
+    ///
+    /// let err = CircuitBreakerLayer::builder().open_duration(Duration::ZERO).build().unwrap_err();
+    /// assert_eq!(err.field(), "open_duration");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.config.open_duration = duration;
         self
@@ -216,6 +480,28 @@ impl CircuitBreakerBuilder {
 
     /// The cap of the growing open duration (default 60 s; at least
     /// `open_duration`). Set it equal to `open_duration` for a fixed one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// // Always 10 s open, however often the trials fail.
+    /// let fixed = CircuitBreakerLayer::builder()
+    ///     .open_duration(Duration::from_secs(10))
+    ///     .max_open_duration(Duration::from_secs(10))
+    ///     .build()?;
+    /// # let _ = fixed;
+    ///
+    /// // Below the (default 5 s) open duration:
+    /// let err = CircuitBreakerLayer::builder()
+    ///     .max_open_duration(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "max_open_duration");
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn max_open_duration(mut self, duration: Duration) -> Self {
         self.config.max_open_duration = duration;
         self
@@ -225,6 +511,33 @@ impl CircuitBreakerBuilder {
     /// (in `[0, 1)`; default 0.1, so 5 s becomes 4.5 to 5 s), so that many
     /// clients cut off by one outage do not all probe it at the same
     /// instant. Set 0 for exact durations (in tests, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_duration(Duration::from_secs(10))
+    ///     .open_jitter(0.5)
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// svc.oneshot(()).await.unwrap_err();
+    /// // Open for 5 to 10 s.
+    /// let wait = handle.retry_after().unwrap();
+    /// assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(10), "{wait:?}");
+    ///
+    /// let err = CircuitBreakerLayer::builder().open_jitter(1.0).build().unwrap_err();
+    /// assert_eq!(err.field(), "open_jitter");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open_jitter(mut self, fraction: f64) -> Self {
         self.config.open_jitter = fraction;
         self
@@ -232,6 +545,46 @@ impl CircuitBreakerBuilder {
 
     /// Trial calls let through at once in half-open (at least 1; default
     /// 3). Calls beyond them fail with [`CircuitOpen`](crate::CircuitOpen).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    /// use tower_sluice::{CircuitBreakerLayer, CircuitOpen};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_duration(Duration::from_secs(1))
+    ///     .open_jitter(0.0)
+    ///     .permitted_calls_in_half_open(1)
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|ms: u64| async move {
+    ///     if ms == 0 {
+    ///         return Err::<(), BoxError>("down".into());
+    ///     }
+    ///     tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///     Ok(())
+    /// }));
+    /// svc.clone().oneshot(0).await.unwrap_err();
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// // One trial at a time: the second call is refused.
+    /// let (trial, extra) = tokio::join!(svc.clone().oneshot(100), svc.clone().oneshot(100));
+    /// # #[cfg(feature = "test-util")]
+    /// assert!(trial.is_ok() && extra.unwrap_err().is::<CircuitOpen>());
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(handle.state(), CircuitState::Closed);
+    /// # let _ = handle;
+    ///
+    /// let err = CircuitBreakerLayer::builder().permitted_calls_in_half_open(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "permitted_calls_in_half_open");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn permitted_calls_in_half_open(mut self, n: u32) -> Self {
         self.config.permitted_calls_in_half_open = n;
         self
@@ -241,6 +594,38 @@ impl CircuitBreakerBuilder {
     /// passes, the breaker judges the trials that completed, and opens
     /// again if none did, so trials that never complete cannot leave it
     /// stuck half-open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_duration(Duration::from_secs(1))
+    ///     .open_jitter(0.0)
+    ///     .half_open_timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// svc.oneshot(()).await.unwrap_err();
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(handle.state(), CircuitState::HalfOpen);
+    /// // No trial completed within 5 s: open again.
+    /// tokio::time::sleep(Duration::from_secs(5)).await;
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    ///
+    /// let err = CircuitBreakerLayer::builder().half_open_timeout(Duration::ZERO).build().unwrap_err();
+    /// assert_eq!(err.field(), "half_open_timeout");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn half_open_timeout(mut self, duration: Duration) -> Self {
         self.config.half_open_timeout = duration;
         self
@@ -251,6 +636,23 @@ impl CircuitBreakerBuilder {
     /// # Errors
     ///
     /// [`ConfigError`], naming the first invalid field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// let config = CircuitBreakerConfig::builder().minimum_calls(10).into_config()?;
+    /// assert_eq!(config.minimum_calls(), 10);
+    ///
+    /// let err = CircuitBreakerConfig::builder()
+    ///     .failure_rate_threshold(0.0)
+    ///     .minimum_calls(0)
+    ///     .into_config()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "failure_rate_threshold"); // the first bad field
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
         let c = self.config;
         let percent = |v: f64| v > 0.0 && v <= 100.0;
@@ -324,6 +726,16 @@ impl CircuitBreakerBuilder {
     /// # Errors
     ///
     /// [`ConfigError`], naming the first invalid field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::builder().permitted_calls_in_half_open(5).build()?;
+    /// assert_eq!(layer.handle().config().permitted_calls_in_half_open(), 5);
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
         self.into_config().map(CircuitBreakerLayer::new)
     }

@@ -62,22 +62,92 @@ pub struct CircuitBreakerHandle {
 
 impl CircuitBreakerHandle {
     /// The current state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// let handle = CircuitBreakerLayer::default().handle();
+    /// assert_eq!(handle.state(), CircuitState::Closed);
+    /// handle.force_open();
+    /// assert_eq!(handle.state(), CircuitState::ForcedOpen);
+    /// ```
     pub fn state(&self) -> CircuitState {
         self.breaker.state()
     }
 
     /// The state and the sliding window's statistics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::default();
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|fail: bool| async move {
+    ///     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
+    /// }));
+    /// for fail in [true, true, false, false] {
+    ///     let _ = svc.clone().oneshot(fail).await;
+    /// }
+    /// let stats = handle.stats();
+    /// assert_eq!((stats.calls, stats.failures, stats.consecutive_failures), (4, 2, 0));
+    /// assert_eq!(stats.failure_rate(), 50.0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.breaker.stats()
     }
 
     /// How long until an [`Open`](CircuitState::Open) breaker admits trial
     /// calls; `None` in any other state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_duration(Duration::from_secs(5))
+    ///     .open_jitter(0.0)
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// assert_eq!(handle.retry_after(), None);
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// svc.oneshot(()).await.unwrap_err();
+    /// tokio::time::sleep(Duration::from_secs(2)).await;
+    /// # #[cfg(feature = "test-util")]
+    /// assert_eq!(handle.retry_after(), Some(Duration::from_secs(3)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn retry_after(&self) -> Option<Duration> {
         self.breaker.retry_after()
     }
 
     /// The configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// let handle = CircuitBreakerLayer::builder().minimum_calls(8).build()?.handle();
+    /// assert_eq!(handle.config().minimum_calls(), 8);
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn config(&self) -> &CircuitBreakerConfig {
         self.breaker.config()
     }
@@ -86,6 +156,25 @@ impl CircuitBreakerHandle {
     /// [`force_closed`](Self::force_closed): every call fails with
     /// [`CircuitOpen`](crate::CircuitOpen) (whose `retry_after` is the
     /// configured open duration, as a hint).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::{CircuitBreakerLayer, CircuitOpen};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::default();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Ok::<_, BoxError>("up") }));
+    /// layer.handle().force_open();
+    /// let err = svc.oneshot(()).await.unwrap_err();
+    /// let open = err.downcast_ref::<CircuitOpen>().unwrap();
+    /// assert_eq!(open.retry_after(), Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn force_open(&self) {
         self.breaker.force(CircuitState::ForcedOpen);
     }
@@ -93,12 +182,55 @@ impl CircuitBreakerHandle {
     /// Closes the breaker until [`reset`](Self::reset) or
     /// [`force_open`](Self::force_open): every call passes, outcomes are
     /// recorded in the window, and nothing trips it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder().consecutive_failures(1).build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// handle.force_closed();
+    /// for _ in 0..3 {
+    ///     svc.clone().oneshot(()).await.unwrap_err(); // the inner error, not CircuitOpen
+    /// }
+    /// assert_eq!(handle.state(), CircuitState::ForcedClosed);
+    /// assert_eq!(handle.stats().failures, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn force_closed(&self) {
         self.breaker.force(CircuitState::ForcedClosed);
     }
 
     /// Back to [`Closed`](CircuitState::Closed) with an empty window and
     /// the first open duration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CircuitBreakerLayer::builder().consecutive_failures(1).build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// svc.oneshot(()).await.unwrap_err();
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// handle.reset();
+    /// assert_eq!(handle.state(), CircuitState::Closed);
+    /// assert_eq!(handle.stats().calls, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reset(&self) {
         self.breaker.force(CircuitState::Closed);
     }

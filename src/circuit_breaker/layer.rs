@@ -49,6 +49,23 @@ pub struct CircuitBreakerLayer<C = ErrorsAreFailures> {
 impl CircuitBreakerLayer {
     /// A breaker with a validated `config` and the default classifier
     /// (errors are failures).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
+    ///
+    /// let config = CircuitBreakerConfig::builder().minimum_calls(5).into_config()?;
+    /// let layer = CircuitBreakerLayer::new(config.clone());
+    /// assert_eq!(layer.handle().config(), &config);
+    ///
+    /// // Each call to `new` makes its own breaker.
+    /// let other = CircuitBreakerLayer::new(config);
+    /// layer.handle().force_open();
+    /// assert_ne!(other.handle().state(), layer.handle().state());
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn new(config: CircuitBreakerConfig) -> Self {
         CircuitBreakerLayer {
             breaker: Arc::new(Breaker::new(config, Observers::default(), false)),
@@ -58,6 +75,19 @@ impl CircuitBreakerLayer {
 
     /// A builder starting from the defaults; its
     /// [`build`](CircuitBreakerBuilder::build) names any invalid field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::builder().consecutive_failures(3).build()?;
+    /// # let _ = layer;
+    ///
+    /// let err = CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "minimum_calls");
+    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// ```
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerConfig::builder()
     }
@@ -73,6 +103,36 @@ impl Default for CircuitBreakerLayer {
 impl<C> CircuitBreakerLayer<C> {
     /// Decides which outcomes count as failures with `classifier` (a
     /// [`Classify`](super::Classify) or a closure).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::{CircuitState, Outcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // The upstream answers errors as status codes: 5xx counts as a failure.
+    /// let breaker = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(2)
+    ///     .build()?
+    ///     .classify(|r: &Result<u16, BoxError>| match r {
+    ///         Ok(status) if *status < 500 => Outcome::Success,
+    ///         _ => Outcome::Failure,
+    ///     });
+    /// let handle = breaker.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(breaker)
+    ///     .service(service_fn(|status: u16| async move { Ok::<_, BoxError>(status) }));
+    /// assert_eq!(svc.clone().oneshot(404).await?, 404);
+    /// assert_eq!(handle.stats().failures, 0);
+    /// svc.clone().oneshot(500).await?;
+    /// svc.clone().oneshot(502).await?;
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
@@ -85,6 +145,25 @@ impl<C> CircuitBreakerLayer<C> {
     ///
     /// This makes a new breaker (same configuration, fresh state): call it
     /// before [`handle`](Self::handle) and before wrapping services.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::observe::Event;
+    ///
+    /// let opened = Arc::new(AtomicU32::new(0));
+    /// let counter = opened.clone();
+    /// let layer = CircuitBreakerLayer::default().observer(move |event: &Event<'_>| {
+    ///     if let Event::BreakerStateChanged { .. } = event {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// layer.handle().force_open();
+    /// assert_eq!(opened.load(Ordering::Relaxed), 1);
+    /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
         CircuitBreakerLayer {
@@ -107,6 +186,30 @@ impl<C> CircuitBreakerLayer<C> {
     ///
     /// Like [`observer`](Self::observer), this makes a new breaker (same
     /// configuration and observer, fresh state).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let breaker = CircuitBreakerLayer::builder().consecutive_failures(1).build()?.shadow();
+    /// let handle = breaker.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(breaker)
+    ///     .service(service_fn(|fail: bool| async move {
+    ///         if fail { Err::<_, BoxError>("down".into()) } else { Ok("up") }
+    ///     }));
+    /// svc.clone().oneshot(true).await.unwrap_err();
+    /// // It would refuse now, but lets the call through.
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// assert_eq!(svc.clone().oneshot(false).await?, "up");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn shadow(self) -> Self {
         CircuitBreakerLayer {
@@ -122,6 +225,21 @@ impl<C> CircuitBreakerLayer<C> {
     /// A handle on the shared breaker: state, stats, force open or closed,
     /// reset, [subscribe](CircuitBreakerHandle::subscribe) to state
     /// changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// let layer = CircuitBreakerLayer::default();
+    /// let svc = layer.layer(tower::service_fn(|(): ()| async { Ok::<_, tower::BoxError>(()) }));
+    /// layer.handle().force_open();
+    /// // The service and every handle see the same breaker.
+    /// assert_eq!(svc.handle().state(), CircuitState::ForcedOpen);
+    /// assert_eq!(layer.clone().handle().state(), CircuitState::ForcedOpen);
+    /// ```
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
             breaker: self.breaker.clone(),

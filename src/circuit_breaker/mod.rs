@@ -176,6 +176,19 @@ pub use service::CircuitBreaker;
 pub use state::Stats;
 
 /// The state of a circuit breaker.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::circuit_breaker::CircuitState;
+///
+/// let handle = CircuitBreakerLayer::default().handle();
+/// let refusing = |s: CircuitState| matches!(s, CircuitState::Open | CircuitState::ForcedOpen);
+/// assert!(!refusing(handle.state()));
+/// handle.force_open();
+/// assert!(refusing(handle.state()));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CircuitState {

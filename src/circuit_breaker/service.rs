@@ -29,13 +29,33 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 
     /// A handle on the shared breaker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let svc = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(1)
+    ///     .build()?
+    ///     .layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
+    /// let handle = svc.handle();
+    /// svc.oneshot(()).await.unwrap_err();
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
             breaker: self.breaker.clone(),
         }
     }
 
-    crate::inner_accessors!();
+    crate::inner_accessors!(layer: "tower_sluice::CircuitBreakerLayer::default()");
 }
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>

@@ -12,6 +12,18 @@ use http::{HeaderName, HeaderValue, Request};
 use crate::per_key::KeyExtractor;
 
 /// The longest header value [`HeaderKey`] accepts by default, in bytes.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::{HeaderKey, MAX_KEY_LEN};
+///
+/// let key = HeaderKey::from_static("x-api-key");
+/// let at_limit = http::Request::builder().header("x-api-key", "k".repeat(MAX_KEY_LEN)).body(()).unwrap();
+/// let over = http::Request::builder().header("x-api-key", "k".repeat(MAX_KEY_LEN + 1)).body(()).unwrap();
+/// assert!(key.key_of(&at_limit).is_some());
+/// assert_eq!(key.key_of(&over), None);
+/// ```
 pub const MAX_KEY_LEN: usize = 256;
 
 /// The address of the connection's peer, from the request's extensions: a
@@ -21,6 +33,18 @@ pub const MAX_KEY_LEN: usize = 256;
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are read as IPv4, so a
 /// dual-stack listener gives one key per client.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::{IpAddr, SocketAddr};
+/// use tower_sluice::http::peer_ip;
+///
+/// let mut req = http::Request::new(());
+/// assert_eq!(peer_ip(&req), None);
+/// req.extensions_mut().insert("[::ffff:192.0.2.7]:443".parse::<SocketAddr>().unwrap());
+/// assert_eq!(peer_ip(&req), Some("192.0.2.7".parse::<IpAddr>().unwrap()));
+/// ```
 pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     let ext = req.extensions();
     #[cfg(feature = "axum")]
@@ -73,6 +97,20 @@ impl Default for PeerIp {
 
 impl PeerIp {
     /// Keys by the whole peer address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_sluice::http::PeerIp;
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// let key = PeerIp::new();
+    /// let mut req = http::Request::new(());
+    /// assert_eq!(key.extract(&req), None); // no peer address: no key
+    /// req.extensions_mut().insert("[2001:db8::7]:443".parse::<SocketAddr>().unwrap());
+    /// assert_eq!(key.extract(&req), Some("2001:db8::7".parse::<IpAddr>().unwrap()));
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -80,6 +118,24 @@ impl PeerIp {
     /// Keys IPv6 peers by their first `bits` bits (for example 64: one key
     /// per subnet, as a single client often holds a whole /64 and could
     /// otherwise rotate addresses to escape its limit). At most 128.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_sluice::http::PeerIp;
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// let key = PeerIp::new().ipv6_prefix(64);
+    /// let from = |addr: &str| {
+    ///     let mut req = http::Request::new(());
+    ///     req.extensions_mut().insert(addr.parse::<SocketAddr>().unwrap());
+    ///     key.extract(&req)
+    /// };
+    /// // Two addresses of one /64: one key.
+    /// assert_eq!(from("[2001:db8:0:1::7]:443"), from("[2001:db8:0:1::8]:443"));
+    /// assert_eq!(from("[2001:db8:0:1::7]:443"), Some("2001:db8:0:1::".parse::<IpAddr>().unwrap()));
+    /// ```
     #[must_use]
     pub fn ipv6_prefix(mut self, bits: u8) -> Self {
         self.ipv6_prefix = bits.min(128);
@@ -177,6 +233,19 @@ impl TrustedProxies {
     /// # Errors
     ///
     /// [`InvalidProxy`] naming the first entry that is neither.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::TrustedProxies;
+    ///
+    /// let trusted = TrustedProxies::new(["10.0.0.0/8", "::1"])?;
+    /// assert!(trusted.contains("10.200.0.1".parse()?));
+    ///
+    /// let err = TrustedProxies::new(["10.0.0.0/8", "proxy.internal"]).unwrap_err();
+    /// assert_eq!(err.entry(), "proxy.internal");
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new<I>(entries: I) -> Result<Self, InvalidProxy>
     where
         I: IntoIterator,
@@ -196,11 +265,31 @@ impl TrustedProxies {
 
     /// Trusts no proxy: [`ForwardedIp`] then keys by the peer, like
     /// [`PeerIp`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::TrustedProxies;
+    ///
+    /// assert!(!TrustedProxies::none().contains("127.0.0.1".parse()?));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn none() -> Self {
         Self::default()
     }
 
     /// Whether `ip` is a trusted proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::TrustedProxies;
+    ///
+    /// let trusted = TrustedProxies::new(["192.0.2.0/24"])?;
+    /// assert!(trusted.contains("192.0.2.200".parse()?));
+    /// assert!(!trusted.contains("192.0.3.1".parse()?));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(ip))
@@ -226,6 +315,15 @@ impl fmt::Debug for TrustedProxies {
 }
 
 /// A trusted proxy entry was neither an IP address nor a CIDR network.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::TrustedProxies;
+///
+/// let err = "10.0.0.0/8, 10.0.0.0/99".parse::<TrustedProxies>().unwrap_err();
+/// assert_eq!(err.entry(), "10.0.0.0/99");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct InvalidProxy {
@@ -234,6 +332,15 @@ pub struct InvalidProxy {
 
 impl InvalidProxy {
     /// The entry that did not parse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::TrustedProxies;
+    ///
+    /// let err = TrustedProxies::new(["localhost"]).unwrap_err();
+    /// assert_eq!(err.entry(), "localhost");
+    /// ```
     pub fn entry(&self) -> &str {
         &self.entry
     }
@@ -253,6 +360,21 @@ impl fmt::Display for InvalidProxy {
 impl std::error::Error for InvalidProxy {}
 
 /// The header a [`ForwardedIp`] reads: the one your proxies append to.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::{IpAddr, SocketAddr};
+/// use tower_sluice::http::{ForwardedHeader, ForwardedIp, TrustedProxies};
+/// use tower_sluice::per_key::KeyExtractor;
+///
+/// let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.1"])?).header(ForwardedHeader::Forwarded);
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert("10.0.0.1:80".parse::<SocketAddr>()?);
+/// req.headers_mut().insert("forwarded", r#"for="[2001:db8::1]:4711""#.parse()?);
+/// assert_eq!(key.extract(&req), Some("2001:db8::1".parse::<IpAddr>()?));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ForwardedHeader {
@@ -315,6 +437,21 @@ pub struct ForwardedIp {
 
 impl ForwardedIp {
     /// Believes `X-Forwarded-For` from the `trusted` proxies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_sluice::http::{ForwardedIp, TrustedProxies};
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// let key = ForwardedIp::new("10.0.0.1".parse::<TrustedProxies>()?);
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert("10.0.0.1:80".parse::<SocketAddr>()?);
+    /// req.headers_mut().insert("x-forwarded-for", "203.0.113.9".parse()?);
+    /// assert_eq!(key.extract(&req), Some("203.0.113.9".parse::<IpAddr>()?));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(trusted: TrustedProxies) -> Self {
         ForwardedIp {
             trusted,
@@ -324,6 +461,24 @@ impl ForwardedIp {
     }
 
     /// Reads `header` instead of `X-Forwarded-For`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use http::HeaderName;
+    /// use tower_sluice::http::{ForwardedHeader, ForwardedIp, TrustedProxies};
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.1"])?)
+    ///     .header(ForwardedHeader::Named(HeaderName::from_static("x-real-ip")));
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert("10.0.0.1:80".parse::<SocketAddr>()?);
+    /// req.headers_mut().insert("x-forwarded-for", "1.2.3.4".parse()?); // not read
+    /// req.headers_mut().insert("x-real-ip", "203.0.113.9".parse()?);
+    /// assert_eq!(key.extract(&req), Some("203.0.113.9".parse::<IpAddr>()?));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn header(mut self, header: ForwardedHeader) -> Self {
         self.header = header;
@@ -332,6 +487,22 @@ impl ForwardedIp {
 
     /// Keys IPv6 clients by their first `bits` bits, as
     /// [`PeerIp::ipv6_prefix`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_sluice::http::{ForwardedIp, TrustedProxies};
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.1"])?).ipv6_prefix(48);
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert("10.0.0.1:80".parse::<SocketAddr>()?);
+    /// req.headers_mut().insert("x-forwarded-for", "2001:db8:1:2::9".parse()?);
+    /// assert_eq!(key.extract(&req), Some("2001:db8:1::".parse::<IpAddr>()?));
+    /// assert_eq!(key.client_ip(&req), Some("2001:db8:1:2::9".parse::<IpAddr>()?));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn ipv6_prefix(mut self, bits: u8) -> Self {
         self.ipv6_prefix = bits.min(128);
@@ -339,6 +510,21 @@ impl ForwardedIp {
     }
 
     /// The client address of `req`, unmasked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_sluice::http::{ForwardedIp, TrustedProxies};
+    ///
+    /// let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.0/8"])?).ipv6_prefix(64);
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert("10.0.0.2:80".parse::<SocketAddr>()?);
+    /// req.headers_mut().insert("x-forwarded-for", "2001:db8::1, 10.0.0.1".parse()?);
+    /// // The client behind both proxies, for logs: not masked to its /64.
+    /// assert_eq!(key.client_ip(&req), Some("2001:db8::1".parse::<IpAddr>()?));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let peer = peer_ip(req)?;
         if !self.trusted.contains(peer) {
@@ -421,8 +607,43 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 /// The key must own its bytes: keeping the `HeaderValue` itself would keep
 /// the connection's whole read buffer alive for as long as the key is
 /// stored.
+///
+/// # Examples
+///
+/// ```
+/// use http::HeaderValue;
+/// use tower_sluice::http::{FromHeader, HeaderKey};
+/// use tower_sluice::per_key::KeyExtractor;
+///
+/// /// Keys of the form `k-<number>`.
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// struct ApiKeyId(u64);
+///
+/// impl FromHeader for ApiKeyId {
+///     fn from_header(value: &HeaderValue) -> Option<Self> {
+///         value.to_str().ok()?.strip_prefix("k-")?.parse().ok().map(ApiKeyId)
+///     }
+/// }
+///
+/// let key = HeaderKey::from_static("x-api-key").key_type::<ApiKeyId>();
+/// let req = |v: &str| http::Request::builder().header("x-api-key", v).body(()).unwrap();
+/// assert_eq!(key.extract(&req("k-42")), Some(ApiKeyId(42)));
+/// assert_eq!(key.extract(&req("bogus")), None);
+/// ```
 pub trait FromHeader: Sized {
     /// The key for `value`, or `None` when it is not a valid key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use tower_sluice::http::FromHeader;
+    ///
+    /// assert_eq!(String::from_header(&HeaderValue::from_static("k-1")), Some("k-1".to_string()));
+    /// let bytes = HeaderValue::from_bytes(b"k\xff").unwrap();
+    /// assert_eq!(String::from_header(&bytes), None); // not UTF-8
+    /// assert_eq!(Vec::<u8>::from_header(&bytes), Some(vec![b'k', 0xff]));
+    /// ```
     fn from_header(value: &HeaderValue) -> Option<Self>;
 }
 
@@ -490,6 +711,17 @@ pub struct HeaderKey<K = String> {
 
 impl HeaderKey<String> {
     /// Keys by the value of header `name`, as a `String`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::header::AUTHORIZATION;
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// let key = HeaderKey::new(AUTHORIZATION);
+    /// let req = http::Request::builder().header("authorization", "Bearer t0k3n").body(()).unwrap();
+    /// assert_eq!(key.key_of(&req).as_deref(), Some("Bearer t0k3n"));
+    /// ```
     pub fn new(name: HeaderName) -> Self {
         HeaderKey {
             name,
@@ -504,6 +736,16 @@ impl HeaderKey<String> {
     ///
     /// When `name` is not a valid lowercase header name, as
     /// [`HeaderName::from_static`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// let key = HeaderKey::from_static("x-tenant");
+    /// let req = http::Request::builder().header("X-Tenant", "acme").body(()).unwrap();
+    /// assert_eq!(key.key_of(&req).as_deref(), Some("acme"));
+    /// ```
     pub fn from_static(name: &'static str) -> Self {
         Self::new(HeaderName::from_static(name))
     }
@@ -512,6 +754,17 @@ impl HeaderKey<String> {
 impl<K> HeaderKey<K> {
     /// Accepts values of at most `max_len` bytes (default
     /// [`MAX_KEY_LEN`]); longer ones count as no key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// let key = HeaderKey::from_static("x-api-key").max_len(8);
+    /// let req = |v: &str| http::Request::builder().header("x-api-key", v).body(()).unwrap();
+    /// assert!(key.key_of(&req("k-1234")).is_some());
+    /// assert_eq!(key.key_of(&req("k-123456789")), None);
+    /// ```
     #[must_use]
     pub fn max_len(mut self, max_len: usize) -> Self {
         self.max_len = max_len;
@@ -519,6 +772,16 @@ impl<K> HeaderKey<K> {
     }
 
     /// Makes keys of type `K2` instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// let key = HeaderKey::from_static("x-api-key").key_type::<Box<str>>();
+    /// let req = http::Request::builder().header("x-api-key", "k-1").body(()).unwrap();
+    /// assert_eq!(key.key_of(&req), Some(Box::from("k-1")));
+    /// ```
     #[must_use]
     pub fn key_type<K2: FromHeader>(self) -> HeaderKey<K2> {
         HeaderKey {
@@ -529,6 +792,14 @@ impl<K> HeaderKey<K> {
     }
 
     /// The header's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// assert_eq!(HeaderKey::from_static("x-api-key").name(), "x-api-key");
+    /// ```
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
@@ -536,6 +807,20 @@ impl<K> HeaderKey<K> {
 
 impl<K: FromHeader> HeaderKey<K> {
     /// The key of `req`, if it has a valid one (see the [type docs](Self)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// let key = HeaderKey::from_static("x-api-key");
+    /// let twice = http::Request::builder()
+    ///     .header("x-api-key", "k-1")
+    ///     .header("x-api-key", "k-2")
+    ///     .body(())
+    ///     .unwrap();
+    /// assert_eq!(key.key_of(&twice), None); // sent twice: no key
+    /// ```
     pub fn key_of<B>(&self, req: &Request<B>) -> Option<K> {
         let mut values = req.headers().get_all(&self.name).iter();
         let value = values.next()?;

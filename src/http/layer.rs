@@ -66,6 +66,17 @@ impl<K, X, B> PerKeyLayer<K, X, B> {
 
 impl<K, X, B, R> HttpLimitLayer<K, X, B, R> {
     /// Rejections answered by `responder`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    /// use tower_sluice::http::{HeaderKey, HttpLimitLayer, Responder};
+    ///
+    /// let per_key = PerKeyLayer::<String, _>::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"));
+    /// let limit = HttpLimitLayer::with_responder(per_key, Responder::new().legacy_headers(true));
+    /// # let _ = limit;
+    /// ```
     pub fn with_responder(layer: PerKeyLayer<K, X, B>, responder: R) -> Self {
         let (extractor, core, config) = layer.into_parts();
         HttpLimitLayer {
@@ -95,6 +106,19 @@ impl<K, X, B, R> HttpLimitLayer<K, X, B, R> {
     }
 
     /// A handle to inspect and reconfigure the limits while serving.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// let limit = PerKeyLayer::<String, _>::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key")).http();
+    /// let handle = limit.handle();
+    /// // Raise the default for every key while serving.
+    /// handle.set_default(Quota::per_minute(600));
+    /// # let _ = limit;
+    /// ```
     pub fn handle(&self) -> PerKeyHandle<K, B>
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -110,24 +134,108 @@ impl<K, X, B> HttpLimitLayer<K, X, B, Responder> {
     }
 
     /// See [`Responder::success_headers`] (default `true`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use tower::ServiceExt;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .success_headers(false);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert!(res.headers().get("ratelimit").is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn success_headers(self, on: bool) -> Self {
         self.edit(|r| r.success_headers(on))
     }
 
     /// See [`Responder::legacy_headers`] (default `false`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use tower::ServiceExt;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .legacy_headers(true);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert_eq!(res.headers()["x-ratelimit-limit"], "60");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn legacy_headers(self, on: bool) -> Self {
         self.edit(|r| r.legacy_headers(on))
     }
 
     /// See [`Responder::problem_details`] (default `false`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use tower::ServiceExt;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .problem_details(true);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// // No key: a 400 with an RFC 9457 problem document.
+    /// let res = app.oneshot(http::Request::get("/").body(Body::empty())?).await?;
+    /// assert_eq!(res.headers()["content-type"], "application/problem+json");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn problem_details(self, on: bool) -> Self {
         self.edit(|r| r.problem_details(on))
     }
 
     /// See [`Responder::missing_key_status`] (default 400).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use http::StatusCode;
+    /// use tower::ServiceExt;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    /// use tower_sluice::http::HeaderKey;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .missing_key_status(StatusCode::UNAUTHORIZED);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let res = app.oneshot(http::Request::get("/").body(Body::empty())?).await?;
+    /// assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn missing_key_status(self, status: StatusCode) -> Self {
         self.edit(|r| r.missing_key_status(status))
