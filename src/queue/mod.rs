@@ -78,6 +78,8 @@
 //! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 //! use tower_sluice::{Quota, QueueLayer};
 //!
+//! # #[cfg(not(feature = "test-util"))] fn main() {} // paced on tokio's paused clock
+//! # #[cfg(feature = "test-util")]
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
 //! // A client of an API allowing 60 requests per minute, 5 at once:
