@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
 use super::Policy;
 use super::layer::{Config, OnMissing};
@@ -39,6 +39,11 @@ pub(crate) struct Policies<K> {
     /// default.
     generation: AtomicU64,
     pub(crate) resolver: Option<Resolver<K>>,
+    /// A resolver set after the layer was shared (cloned, or a handle
+    /// taken): read instead of `resolver` once `has_late` is set, so the
+    /// usual case pays one plain load.
+    late: ArcSwapOption<Resolver<K>>,
+    has_late: AtomicBool,
 }
 
 /// A resolved policy: borrowed from the default without a reference count,
@@ -86,6 +91,8 @@ impl<K: Hash + Eq> Policies<K> {
             has_overrides: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             resolver: None,
+            late: ArcSwapOption::empty(),
+            has_late: AtomicBool::new(false),
         }
     }
 
@@ -130,7 +137,33 @@ impl<K: Hash + Eq> Policies<K> {
                 return Some(p.clone());
             }
         }
+        if self.has_late.load(Ordering::Acquire) {
+            return self.late.load().as_ref().and_then(|resolver| resolver(key));
+        }
         self.resolver.as_ref().and_then(|resolver| resolver(key))
+    }
+
+    /// The resolver now in force.
+    pub(crate) fn current_resolver(&self) -> Option<Resolver<K>> {
+        if self.has_late.load(Ordering::Acquire) {
+            self.late.load().as_deref().cloned()
+        } else {
+            self.resolver.clone()
+        }
+    }
+
+    /// Sets the resolver of a layer nobody shares yet.
+    pub(crate) fn set_resolver(&mut self, resolver: Resolver<K>) {
+        self.resolver = Some(resolver);
+        self.late.store(None);
+        *self.has_late.get_mut() = false;
+    }
+
+    /// Replaces the resolver of a layer already shared: every service and
+    /// handle made from it follows.
+    pub(crate) fn set_late_resolver(&self, resolver: Resolver<K>) {
+        self.late.store(Some(Arc::new(resolver)));
+        self.has_late.store(true, Ordering::Release);
     }
 
     pub(crate) fn default_policy(&self) -> Policy {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::core::{Core, Policies};
+use super::core::{Core, Policies, Resolver};
 use super::{PerKey, PerKeyHandle, Policy};
 use crate::backend::Memory;
 use crate::observe::{Observer, Observers};
@@ -182,23 +182,13 @@ where
     #[must_use]
     pub fn backend<B2>(self, backend: B2) -> PerKeyLayer<K, X, B2> {
         let mut policies = Policies::new(self.core.policies.default_policy());
-        policies.resolver = self.core.policies.resolver.clone();
+        policies.resolver = self.core.policies.current_resolver();
         PerKeyLayer {
             extractor: self.extractor,
             core: Arc::new(Core { backend, policies }),
             config: self.config,
             _key: PhantomData,
         }
-    }
-
-    fn edit_core(mut self, f: impl FnOnce(&mut Policies<K>)) -> Self {
-        match Arc::get_mut(&mut self.core) {
-            Some(core) => f(&mut core.policies),
-            None => panic!(
-                "PerKeyLayer: configure policies before calling `handle()` or cloning the layer"
-            ),
-        }
-        self
     }
 
     fn edit_config(mut self, f: impl FnOnce(&mut Config<K>)) -> Self {
@@ -209,9 +199,9 @@ where
     /// Chooses each key's policy, for example by tier; `None` means the
     /// default policy. Runs on every request: keep it fast (a map lookup).
     ///
-    /// # Panics
-    ///
-    /// When called after [`handle`](Self::handle) or after cloning the layer.
+    /// Called after [`handle`](Self::handle) or after cloning the layer, it
+    /// replaces the resolver of every clone, handle and service made from
+    /// the layer (they share it), as a handle's changes do.
     ///
     /// # Examples
     ///
@@ -231,7 +221,13 @@ where
         F: Fn(&K) -> Option<P> + Send + Sync + 'static,
         P: Into<Policy>,
     {
-        self.edit_core(|p| p.resolver = Some(Arc::new(move |k: &K| resolver(k).map(Into::into))))
+        let mut layer = self;
+        let resolver: Resolver<K> = Arc::new(move |k: &K| resolver(k).map(Into::into));
+        match Arc::get_mut(&mut layer.core) {
+            Some(core) => core.policies.set_resolver(resolver),
+            None => layer.core.policies.set_late_resolver(resolver),
+        }
+        layer
     }
 
     /// Lets a request that is over its limit wait up to `max_wait` for its

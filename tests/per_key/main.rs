@@ -776,3 +776,40 @@ async fn shadow_mode_lets_everything_through_and_reports() {
         Duration::from_secs(90)
     );
 }
+
+/// `policy_for` never panics: after `handle()` or a clone it replaces the
+/// resolver of every service, clone and handle made from the layer (they
+/// share it), and the debt a key already has is kept.
+#[tokio::test(start_paused = true)]
+async fn policy_for_after_handle_and_clone_applies_to_everything_shared() {
+    use tower::Layer as _;
+    let layer = PerKeyLayer::new(Quota::per_minute(1), by_key);
+    let handle = layer.handle();
+    let mut svc = layer.clone().layer(echo());
+    assert!(send(&mut svc, req("paid-1")).await.is_ok());
+    assert!(is::<RateLimited>(&send(&mut svc, req("paid-1")).await));
+
+    // After handle() and a clone: the service made earlier follows.
+    let layer = layer.policy_for(|k: &String| k.starts_with("paid-").then(|| Quota::per_minute(3)));
+    assert_eq!(
+        handle.policy(&"paid-2".to_string()).quotas().next(),
+        Some(Quota::per_minute(3))
+    );
+    for _ in 0..3 {
+        assert!(send(&mut svc, req("paid-2")).await.is_ok());
+    }
+    assert!(is::<RateLimited>(&send(&mut svc, req("paid-2")).await));
+    // paid-1 kept its debt: raising its limit did not refill its bucket
+    // (one of 3 per minute: its next slot is 20 s after its first request).
+    assert!(is::<RateLimited>(&send(&mut svc, req("paid-1")).await));
+    advance(Duration::from_secs(20)).await;
+    assert!(send(&mut svc, req("paid-1")).await.is_ok());
+    assert!(send(&mut svc, req("free-1")).await.is_ok());
+
+    // A second replacement wins over the first, everywhere.
+    let _layer = layer.policy_for(|_: &String| None::<Quota>);
+    assert_eq!(
+        handle.policy(&"paid-2".to_string()).quotas().next(),
+        Some(Quota::per_minute(1))
+    );
+}
