@@ -38,9 +38,44 @@ use crate::{BoxError, PerKeyLayer};
 
 /// The metadata key of gRPC's retry pushback (gRFC A6): milliseconds the
 /// client should wait before retrying.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::grpc::{RETRY_PUSHBACK, status_for};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_second(1));
+/// limiter.check();
+/// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let status = status_for(&*err).unwrap();
+/// let ms: u64 = status.metadata().get(RETRY_PUSHBACK).unwrap().to_str()?.parse()?;
+/// assert!(ms > 900 && ms <= 1_000);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
 pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 /// The status for `rejection`, or `None` when it is not a limiter error.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::Rejection;
+/// use tower_sluice::http::grpc::{RETRY_PUSHBACK, status};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(1));
+/// limiter.check();
+/// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let status = status(&Rejection::new(&*err)).unwrap();
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// assert!(status.message().starts_with("rate limit exceeded"));
+/// assert!(status.metadata().get(RETRY_PUSHBACK).is_some());
+///
+/// // Not a limiter error: no status.
+/// let err: BoxError = "connection reset".into();
+/// assert!(tower_sluice::http::grpc::status(&Rejection::new(&*err)).is_none());
+/// ```
 pub fn status(rejection: &Rejection<'_>) -> Option<Status> {
     let code = match rejection.kind() {
         RejectionKind::RateLimited
@@ -77,6 +112,19 @@ pub fn status_for(error: &(dyn std::error::Error + 'static)) -> Option<Status> {
 
 /// The status for any error a layer returned: limiter errors as
 /// [`status_for`], others as tonic's [`Status::from_error`] would.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::BoxError;
+/// use tower_sluice::error::MissingKey;
+/// use tower_sluice::http::grpc::into_status;
+///
+/// let missing: BoxError = MissingKey::default().into();
+/// assert_eq!(into_status(missing).code(), tonic::Code::InvalidArgument);
+/// let other: BoxError = "connection reset".into();
+/// assert_eq!(into_status(other).code(), tonic::Code::Unknown);
+/// ```
 pub fn into_status(error: BoxError) -> Status {
     match status_for(&*error) {
         Some(status) => status,
@@ -93,6 +141,21 @@ fn pushback_ms(wait: Duration) -> u64 {
 /// The gRPC [`Respond`]er: rejections become trailers-only gRPC responses
 /// carrying the [`status`]; admitted responses are unchanged. Other errors
 /// (from a remote backend) become `UNKNOWN`.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::grpc::GrpcResponder;
+/// use tower_sluice::http::{Rejection, Respond};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_second(1));
+/// limiter.check();
+/// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let response: http::Response<String> = GrpcResponder::default().reject(&Rejection::new(&*err));
+/// assert_eq!(response.headers()["grpc-status"], "8"); // RESOURCE_EXHAUSTED
+/// assert_eq!(response.headers()["content-type"], "application/grpc");
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct GrpcResponder;
@@ -119,6 +182,33 @@ impl<K, X, B> PerKeyLayer<K, X, B> {
     /// Answers rejections with gRPC statuses ([`GrpcResponder`]) instead
     /// of errors, for tonic servers: `RESOURCE_EXHAUSTED` with
     /// `grpc-retry-pushback-ms` when a key is over its limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    /// use tower_sluice::http::HeaderKey;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(1), HeaderKey::from_static("x-api-key")).grpc();
+    /// let mut svc = ServiceBuilder::new()
+    ///     .layer(limit)
+    ///     .service(service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) }));
+    /// let call = || Request::post("/echo.Echo/Say").header("x-api-key", "k-1").body(());
+    /// let ok = svc.ready().await?.call(call()?).await?;
+    /// assert!(ok.headers().get("grpc-status").is_none());
+    /// let limited = svc.ready().await?.call(call()?).await?;
+    /// // Trailers-only: HTTP 200 with grpc-status 8, RESOURCE_EXHAUSTED.
+    /// assert_eq!(limited.status(), 200);
+    /// assert_eq!(limited.headers()["grpc-status"], "8");
+    /// assert!(limited.headers().contains_key("grpc-retry-pushback-ms"));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     #[must_use]
     pub fn grpc(self) -> HttpLimitLayer<K, X, B, GrpcResponder> {

@@ -46,15 +46,102 @@ use crate::per_key::Policy;
 use crate::quota::Quota;
 
 /// `RateLimit-Policy`: the quota policies a client's requests consume.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{Router, body::Body, routing::get};
+/// use tower::ServiceExt;
+/// use tower_sluice::http::HeaderKey;
+/// use tower_sluice::{PerKeyLayer, Quota};
+/// use tower_sluice::http::headers::RATELIMIT_POLICY;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key")).http();
+/// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+/// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+/// let res = app.oneshot(req).await?;
+/// assert_eq!(res.headers()[RATELIMIT_POLICY], r#""per-minute";q=60;w=60"#);
+/// # Ok(())
+/// # }
+/// ```
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`: what is left of each quota now.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{Router, body::Body, routing::get};
+/// use tower::ServiceExt;
+/// use tower_sluice::http::HeaderKey;
+/// use tower_sluice::{PerKeyLayer, Quota};
+/// use tower_sluice::http::headers::RATELIMIT;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key")).http();
+/// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+/// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+/// let res = app.oneshot(req).await?;
+/// // 59 left; one more in a second.
+/// assert_eq!(res.headers()[RATELIMIT], r#""per-minute";r=59;t=1"#);
+/// # Ok(())
+/// # }
+/// ```
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Legacy `X-RateLimit-Limit`: the tightest quota's limit.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::headers::X_RATELIMIT_LIMIT;
+/// use tower_sluice::http::{Rejection, Responder};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(1));
+/// limiter.check();
+/// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let response: http::Response<String> =
+///     Responder::new().legacy_headers(true).rejection_response(&Rejection::new(&*err));
+/// assert_eq!(response.headers()[X_RATELIMIT_LIMIT], "1");
+/// ```
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// Legacy `X-RateLimit-Remaining`: what is left of the tightest quota.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::headers::X_RATELIMIT_REMAINING;
+/// use tower_sluice::http::{Rejection, Responder};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(1));
+/// limiter.check();
+/// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let response: http::Response<String> =
+///     Responder::new().legacy_headers(true).rejection_response(&Rejection::new(&*err));
+/// assert_eq!(response.headers()[X_RATELIMIT_REMAINING], "0");
+/// ```
 pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// Legacy `X-RateLimit-Reset`: seconds until the tightest quota has one
 /// more request (delay-seconds, not a timestamp).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::http::headers::X_RATELIMIT_RESET;
+/// use tower_sluice::http::{Rejection, Responder};
+/// use tower_sluice::{BoxError, Limiter, Quota};
+///
+/// let limiter = Limiter::new(Quota::per_minute(1));
+/// limiter.check();
+/// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+/// let response: http::Response<String> =
+///     Responder::new().legacy_headers(true).rejection_response(&Rejection::new(&*err));
+/// // Seconds from now, not a Unix time.
+/// assert_eq!(response.headers()[X_RATELIMIT_RESET], "60");
+/// ```
 pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -87,6 +174,18 @@ fn ceil_secs(d: Duration) -> u64 {
 
 /// The `Retry-After` value for a wait of `delay`:
 /// [`delay_seconds`]`(delay)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::http::headers::retry_after;
+///
+/// let mut response = http::Response::new(());
+/// response.headers_mut().insert(http::header::RETRY_AFTER, retry_after(Duration::from_millis(1_500)));
+/// assert_eq!(response.headers()["retry-after"], "2"); // rounded up
+/// assert_eq!(retry_after(Duration::ZERO), "1"); // never 0
+/// ```
 pub fn retry_after(delay: Duration) -> HeaderValue {
     HeaderValue::from(delay_seconds(delay))
 }

@@ -25,6 +25,31 @@ use crate::per_key::layer::Config;
 ///
 /// Every service the layer makes shares the per-key layer's store and
 /// policies; [`handle`](Self::handle) reconfigures them while serving.
+///
+/// # Examples
+///
+/// Two services from one layer share its limits:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{Layer, ServiceExt, service_fn};
+/// use tower_sluice::http::HeaderKey;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limit = PerKeyLayer::new(Quota::per_minute(1), HeaderKey::from_static("x-api-key")).http();
+/// let hello = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::from("hello"))) });
+/// let (v1, v2) = (limit.layer(hello()), limit.layer(hello()));
+/// let req = || Request::get("/").header("x-api-key", "k-1").body(());
+/// assert_eq!(v1.oneshot(req()?).await?.status(), StatusCode::OK);
+/// let limited = v2.oneshot(req()?).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(limited.headers()["retry-after"], "60");
+/// # Ok(())
+/// # }
+/// ```
 pub struct HttpLimitLayer<K, X, B = Memory<K>, R = Responder> {
     extractor: X,
     // Built once: axum may call `layer` for every request of a route whose
@@ -92,6 +117,31 @@ impl<K, X, B, R> HttpLimitLayer<K, X, B, R> {
 
     /// Replaces the responder, for example with your own [`Respond`](super::Respond)
     /// implementation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use http::StatusCode;
+    /// use tower::ServiceExt;
+    /// use tower_sluice::http::{HeaderKey, Responder};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let responder = Responder::new().problem_details(true).missing_key_status(StatusCode::UNAUTHORIZED);
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .responder(responder);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let res = app.oneshot(http::Request::get("/").body(Body::empty())?).await?;
+    /// assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    /// assert_eq!(res.headers()["content-type"], "application/problem+json");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// See [`Respond`](super::Respond) for a responder of your own.
     #[must_use]
     pub fn responder<R2>(self, responder: R2) -> HttpLimitLayer<K, X, B, R2> {
         HttpLimitLayer {
@@ -112,11 +162,15 @@ impl<K, X, B, R> HttpLimitLayer<K, X, B, R> {
     /// ```
     /// use tower_sluice::{PerKeyLayer, Quota};
     /// use tower_sluice::http::HeaderKey;
+    /// use tower_sluice::per_key::Policy;
     ///
     /// let limit = PerKeyLayer::<String, _>::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key")).http();
     /// let handle = limit.handle();
     /// // Raise the default for every key while serving.
     /// handle.set_default(Quota::per_minute(600));
+    /// assert_eq!(handle.default_policy(), Policy::new(Quota::per_minute(600)));
+    /// // Every handle of the layer sees the change.
+    /// assert_eq!(limit.handle().policy(&"k-1".to_string()), Policy::new(Quota::per_minute(600)));
     /// # let _ = limit;
     /// ```
     pub fn handle(&self) -> PerKeyHandle<K, B>

@@ -45,26 +45,202 @@ use crate::per_key::Policy;
 ///         response
 ///     }
 /// }
+///
+/// let limiter = tower_sluice::Limiter::new(tower_sluice::Quota::per_minute(1));
+/// limiter.check();
+/// let err: tower_sluice::BoxError = limiter.check().into_result().unwrap_err().into();
+/// let response = Json.reject(&Rejection::new(&*err));
+/// assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert!(response.body().starts_with(r#"{"error":"slow down","wait":"#));
 /// ```
+///
+/// Put it on a layer with
+/// [`HttpLimitLayer::responder`](super::HttpLimitLayer::responder); the
+/// examples of [`admitted`](Self::admitted) and [`Limits`] show admitted
+/// responses getting headers of your own.
 pub trait Respond<ResBody>: Send + Sync + 'static {
     /// What an admitted request's response receives (headers, usually);
     /// `()` for nothing.
+    ///
+    /// # Examples
+    ///
+    /// [`Responder`]'s are [`SuccessHeaders`] (the [`admitted`](Self::admitted)
+    /// examples show others):
+    ///
+    /// ```
+    /// use std::any::type_name;
+    /// use tower_sluice::http::{Respond, Responder, SuccessHeaders};
+    ///
+    /// fn headers_of<R: Respond<String>>(_: &R) -> &'static str {
+    ///     type_name::<R::Headers>()
+    /// }
+    /// assert_eq!(headers_of(&Responder::new()), type_name::<SuccessHeaders>());
+    /// ```
     type Headers: Send + 'static;
 
     /// Called when a request is admitted, before the inner service is
     /// called: what its response will receive. `None` leaves it unchanged.
+    ///
+    /// # Examples
+    ///
+    /// Admitted responses say how many requests are left, in a header of
+    /// our own:
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use http::{HeaderValue, Response};
+    /// use tower::ServiceExt;
+    /// use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// struct Remaining;
+    ///
+    /// impl Respond<Body> for Remaining {
+    ///     type Headers = u32;
+    ///
+    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<u32> {
+    ///         Some(limits.decision().remaining())
+    ///     }
+    ///
+    ///     fn add_headers(remaining: u32, response: &mut Response<Body>) {
+    ///         response.headers_mut().insert("x-remaining", HeaderValue::from(remaining));
+    ///     }
+    ///
+    ///     fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+    ///         Responder::new().rejection_response(rejection)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .responder(Remaining);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = || http::Request::get("/").header("x-api-key", "k-1").body(Body::empty());
+    /// assert_eq!(app.clone().oneshot(req()?).await?.headers()["x-remaining"], "59");
+    /// assert_eq!(app.oneshot(req()?).await?.headers()["x-remaining"], "58");
+    /// # Ok(())
+    /// # }
+    /// ```
     fn admitted(&self, limits: &Limits<'_>) -> Option<Self::Headers>;
 
     /// Adds what [`admitted`](Self::admitted) returned to the inner
     /// service's response.
+    ///
+    /// # Examples
+    ///
+    /// Wrapping [`Responder`] to add a header of our own next to its
+    /// `RateLimit` fields:
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use http::{HeaderValue, Response};
+    /// use tower::ServiceExt;
+    /// use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// use tower_sluice::http::SuccessHeaders;
+    ///
+    /// struct Tagged(Responder);
+    ///
+    /// impl Respond<Body> for Tagged {
+    ///     type Headers = SuccessHeaders;
+    ///
+    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<SuccessHeaders> {
+    ///         Respond::<Body>::admitted(&self.0, limits)
+    ///     }
+    ///
+    ///     fn add_headers(headers: SuccessHeaders, response: &mut Response<Body>) {
+    ///         response.headers_mut().insert("x-limited-by", HeaderValue::from_static("sluice"));
+    ///         <Responder as Respond<Body>>::add_headers(headers, response);
+    ///     }
+    ///
+    ///     fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+    ///         self.0.rejection_response(rejection)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .responder(Tagged(Responder::new()));
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert_eq!(res.headers()["x-limited-by"], "sluice");
+    /// assert_eq!(res.headers()["ratelimit"], r#""per-minute";r=59;t=1"#);
+    /// # Ok(())
+    /// # }
+    /// ```
     fn add_headers(headers: Self::Headers, response: &mut Response<ResBody>);
 
     /// The response for a request the limiter turned away.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::{Rejection, Respond, Responder};
+    /// use tower_sluice::{BoxError, Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// limiter.check();
+    /// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+    /// let response: http::Response<String> = Responder::new().reject(&Rejection::new(&*err));
+    /// assert_eq!(response.status(), 429);
+    /// assert_eq!(response.headers()["retry-after"], "60");
+    /// ```
     fn reject(&self, rejection: &Rejection<'_>) -> Response<ResBody>;
 }
 
 /// An admitted request's key's limits: its policy and the state of its
 /// quotas right after the decision.
+///
+/// Handed to [`Respond::admitted`].
+///
+/// # Examples
+///
+/// A responder telling the client its tier and what is left of each quota:
+///
+/// ```
+/// use axum::{Router, body::Body, routing::get};
+/// use http::{HeaderValue, Response};
+/// use tower::ServiceExt;
+/// use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
+/// use tower_sluice::per_key::Policy;
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// struct Summary;
+///
+/// impl Respond<Body> for Summary {
+///     type Headers = String;
+///
+///     fn admitted(&self, limits: &Limits<'_>) -> Option<String> {
+///         let tier = limits.policy().name().unwrap_or("default");
+///         let left: Vec<String> = limits.states().iter().map(|d| d.remaining().to_string()).collect();
+///         Some(format!("{tier}: {}", left.join(" ")))
+///     }
+///
+///     fn add_headers(summary: String, response: &mut Response<Body>) {
+///         response.headers_mut().insert("x-quota", HeaderValue::try_from(summary).unwrap());
+///     }
+///
+///     fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+///         Responder::new().rejection_response(rejection)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let free = Policy::new(Quota::per_minute(10)).and(Quota::per_day(100))?.named("free");
+/// let limit = PerKeyLayer::new(free, HeaderKey::from_static("x-api-key")).http().responder(Summary);
+/// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+/// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+/// assert_eq!(app.oneshot(req).await?.headers()["x-quota"], "free: 9 99");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Limits<'a> {
     policy: &'a Policy,
     decision: &'a Decision,
@@ -85,11 +261,86 @@ impl<'a> Limits<'a> {
     }
 
     /// The key's policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use axum::{Router, body::Body, routing::get};
+    /// # use http::{HeaderValue, Response};
+    /// # use tower::ServiceExt;
+    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// struct Echo;
+    ///
+    /// impl Respond<Body> for Echo {
+    ///     type Headers = String;
+    ///
+    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<String> {
+    ///         limits.policy().name().map(str::to_owned)
+    ///     }
+    /// #   fn add_headers(value: String, response: &mut Response<Body>) {
+    /// #       response.headers_mut().insert("x-echo", HeaderValue::try_from(value).unwrap());
+    /// #   }
+    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+    /// #       Responder::new().rejection_response(rejection)
+    /// #   }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::new(Quota::per_minute(60)).named("free");
+    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Echo);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert_eq!(res.headers()["x-echo"], "free");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn policy(&self) -> &'a Policy {
         self.policy
     }
 
     /// The decision of the key's tightest quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use axum::{Router, body::Body, routing::get};
+    /// # use http::{HeaderValue, Response};
+    /// # use tower::ServiceExt;
+    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// struct Echo;
+    ///
+    /// impl Respond<Body> for Echo {
+    ///     type Headers = u32;
+    ///
+    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<u32> {
+    ///         Some(limits.decision().remaining())
+    ///     }
+    /// #   fn add_headers(value: u32, response: &mut Response<Body>) {
+    /// #       response.headers_mut().insert("x-echo", HeaderValue::from(value));
+    /// #   }
+    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+    /// #       Responder::new().rejection_response(rejection)
+    /// #   }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The tightest quota: the hourly one, after this request.
+    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_hour(5))?;
+    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Echo);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert_eq!(res.headers()["x-echo"], "4");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn decision(&self) -> &'a Decision {
         self.decision
     }
@@ -97,6 +348,44 @@ impl<'a> Limits<'a> {
     /// The state of each quota of the policy. Free for a policy of one
     /// quota; for several, read from the backend without consuming (a
     /// remote backend's grant gives the tightest quota only).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use axum::{Router, body::Body, routing::get};
+    /// # use http::{HeaderValue, Response};
+    /// # use tower::ServiceExt;
+    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
+    /// # use tower_sluice::per_key::Policy;
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// struct Echo;
+    ///
+    /// impl Respond<Body> for Echo {
+    ///     type Headers = String;
+    ///
+    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<String> {
+    ///         let limits: Vec<String> = limits.states().iter().map(|d| format!("{}/{}", d.remaining(), d.limit())).collect();
+    ///         Some(limits.join(", "))
+    ///     }
+    /// #   fn add_headers(value: String, response: &mut Response<Body>) {
+    /// #       response.headers_mut().insert("x-echo", HeaderValue::try_from(value).unwrap());
+    /// #   }
+    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+    /// #       Responder::new().rejection_response(rejection)
+    /// #   }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_hour(500))?;
+    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Echo);
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert_eq!(res.headers()["x-echo"], "59/60, 499/500");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn states(&self) -> QuotaStates {
         match (self.single(), self.lookup) {
             (None, Some(lookup)) => lookup(),
@@ -177,6 +466,19 @@ const REDUCED_CAPACITY: &str =
 impl Responder {
     /// The defaults: `RateLimit` fields on admitted responses too, no
     /// legacy fields, plain-text bodies, 400 for a missing key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::error::MissingKey;
+    /// use tower_sluice::http::{Rejection, Responder};
+    ///
+    /// let err: BoxError = MissingKey::default().into();
+    /// let response: http::Response<String> = Responder::new().rejection_response(&Rejection::new(&*err));
+    /// assert_eq!(response.status(), 400);
+    /// assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -184,6 +486,28 @@ impl Responder {
     /// Whether admitted responses carry `RateLimit-Policy` and `RateLimit`
     /// (default `true`).
     #[must_use]
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use tower::ServiceExt;
+    /// use tower_sluice::http::{HeaderKey, Responder};
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+    ///     .http()
+    ///     .responder(Responder::new().success_headers(false));
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// assert_eq!(res.status(), 200);
+    /// assert!(res.headers().get("ratelimit-policy").is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn success_headers(mut self, on: bool) -> Self {
         self.success_headers = on;
         self
@@ -193,6 +517,22 @@ impl Responder {
     /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (delay-seconds) of
     /// the tightest quota, for old clients (default `false`).
     #[must_use]
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::{Rejection, Responder};
+    /// use tower_sluice::{BoxError, Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// limiter.check();
+    /// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+    /// let response: http::Response<String> =
+    ///     Responder::new().legacy_headers(true).rejection_response(&Rejection::new(&*err));
+    /// assert_eq!(response.headers()["x-ratelimit-limit"], "1");
+    /// assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+    /// assert_eq!(response.headers()["x-ratelimit-reset"], "60");
+    /// ```
     pub fn legacy_headers(mut self, on: bool) -> Self {
         self.legacy_headers = on;
         self
@@ -203,6 +543,23 @@ impl Responder {
     /// the draft's quota-exceeded type) instead of plain text (default
     /// `false`).
     #[must_use]
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::{Rejection, Responder};
+    /// use tower_sluice::{BoxError, Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// limiter.check();
+    /// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+    /// let response: http::Response<String> =
+    ///     Responder::new().problem_details(true).rejection_response(&Rejection::new(&*err));
+    /// assert_eq!(response.headers()["content-type"], "application/problem+json");
+    /// assert!(response.body().contains(r#""status":429"#));
+    /// assert!(response.body().contains(r#""violated-policies":["per-minute"]"#));
+    /// assert!(response.body().contains(r#""retry-after":60"#));
+    /// ```
     pub fn problem_details(mut self, on: bool) -> Self {
         self.problem_details = on;
         self
@@ -211,6 +568,20 @@ impl Responder {
     /// The status for a request without a key (default 400 Bad Request;
     /// 401 suits a missing API key).
     #[must_use]
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_sluice::BoxError;
+    /// use tower_sluice::error::MissingKey;
+    /// use tower_sluice::http::{Rejection, Responder};
+    ///
+    /// let err: BoxError = MissingKey::default().into();
+    /// let responder = Responder::new().missing_key_status(StatusCode::UNAUTHORIZED);
+    /// let response: http::Response<String> = responder.rejection_response(&Rejection::new(&*err));
+    /// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    /// ```
     pub fn missing_key_status(mut self, status: StatusCode) -> Self {
         self.missing_key_status = status;
         self
@@ -237,6 +608,23 @@ impl Responder {
     }
 
     /// The response for `rejection`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::http::{Rejection, Responder};
+    /// use tower_sluice::{BoxError, Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(1));
+    /// limiter.check();
+    /// let err: BoxError = limiter.check().into_result().unwrap_err().into();
+    /// let response: http::Response<String> = Responder::new().rejection_response(&Rejection::new(&*err));
+    /// assert_eq!(response.status(), 429);
+    /// assert_eq!(response.headers()["retry-after"], "60");
+    /// assert_eq!(response.headers()["ratelimit-policy"], r#""per-minute";q=1;w=60"#);
+    /// assert_eq!(response.headers()["ratelimit"], r#""per-minute";r=0;t=60"#);
+    /// assert!(response.body().starts_with("rate limit exceeded"));
+    /// ```
     pub fn rejection_response<B: From<String>>(&self, rejection: &Rejection<'_>) -> Response<B> {
         let kind = rejection.kind();
         let status = match kind {
@@ -405,6 +793,53 @@ impl Responder {
 }
 
 /// The fields an admitted request's response receives from [`Responder`].
+///
+/// Made by [`Responder`]'s [`Respond::admitted`]; a responder wrapping
+/// [`Responder`] passes them on (see [`Respond::add_headers`]).
+///
+/// # Examples
+///
+/// ```
+/// # use axum::{Router, body::Body, routing::get};
+/// # use http::{HeaderValue, Response};
+/// # use tower::ServiceExt;
+/// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder, SuccessHeaders};
+/// # use tower_sluice::{PerKeyLayer, Quota};
+/// /// Responder's fields on successes only (2xx).
+/// struct OnSuccess(Responder);
+///
+/// impl Respond<Body> for OnSuccess {
+///     type Headers = SuccessHeaders;
+///
+///     fn admitted(&self, limits: &Limits<'_>) -> Option<SuccessHeaders> {
+///         Respond::<Body>::admitted(&self.0, limits)
+///     }
+///
+///     fn add_headers(headers: SuccessHeaders, response: &mut Response<Body>) {
+///         if response.status().is_success() {
+///             headers.apply(response.headers_mut());
+///         }
+///     }
+/// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+/// #       self.0.rejection_response(rejection)
+/// #   }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"))
+///     .http()
+///     .responder(OnSuccess(Responder::new()));
+/// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+/// let req = |path| http::Request::get(path).header("x-api-key", "k-1").body(Body::empty());
+/// let found = app.clone().oneshot(req("/")?).await?;
+/// assert_eq!(found.headers()["ratelimit"], r#""per-minute";r=59;t=1"#);
+/// let missing = app.oneshot(req("/nowhere")?).await?;
+/// assert_eq!(missing.status(), 404);
+/// assert!(missing.headers().get("ratelimit").is_none());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SuccessHeaders {
     policy: HeaderValue,
@@ -416,6 +851,46 @@ impl SuccessHeaders {
     /// Adds the fields to `headers`: `RateLimit-Policy` and `RateLimit`
     /// appended (so limits of outer layers stay listed), legacy fields set
     /// unless already present.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use axum::{Router, body::Body, routing::get};
+    /// # use http::Response;
+    /// # use tower::ServiceExt;
+    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder, SuccessHeaders};
+    /// # use tower_sluice::{PerKeyLayer, Quota};
+    /// struct Outer(Responder);
+    ///
+    /// impl Respond<Body> for Outer {
+    ///     type Headers = SuccessHeaders;
+    /// #   fn admitted(&self, limits: &Limits<'_>) -> Option<SuccessHeaders> {
+    /// #       Respond::<Body>::admitted(&self.0, limits)
+    /// #   }
+    ///
+    ///     fn add_headers(headers: SuccessHeaders, response: &mut Response<Body>) {
+    ///         headers.apply(response.headers_mut());
+    ///     }
+    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
+    /// #       self.0.rejection_response(rejection)
+    /// #   }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Two limits on one route: both are listed.
+    /// let key = || HeaderKey::from_static("x-api-key");
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .layer(PerKeyLayer::new(Quota::per_second(5), key()).http())
+    ///     .layer(PerKeyLayer::new(Quota::per_hour(100), key()).http().responder(Outer(Responder::new())));
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
+    /// let res = app.oneshot(req).await?;
+    /// let limits: Vec<_> = res.headers().get_all("ratelimit").iter().collect();
+    /// assert_eq!(limits, [r#""per-second";r=4;t=1"#, r#""per-hour";r=99;t=36"#]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn apply(self, headers: &mut HeaderMap) {
         headers.append(headers::RATELIMIT_POLICY, self.policy);
         headers.append(headers::RATELIMIT, self.limit);

@@ -23,6 +23,37 @@ use crate::per_key::{KeyExtractor, Policy};
 /// Made by [`HttpLimitLayer`](super::HttpLimitLayer); see the
 /// [module docs](super). Like [`PerKey`](crate::PerKey), the inner service
 /// must be `Clone` (axum's and tonic's are).
+///
+/// # Examples
+///
+/// A request over the limit is answered (`Ok`, 429); the inner service's
+/// errors stay errors:
+///
+/// ```
+/// use http::{Request, Response, StatusCode};
+/// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+/// use tower_sluice::http::HeaderKey;
+/// use tower_sluice::{BoxError, PerKeyLayer, Quota};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let mut svc = ServiceBuilder::new()
+///     .layer(PerKeyLayer::new(Quota::per_minute(2), HeaderKey::from_static("x-api-key")).http())
+///     .service(service_fn(|req: Request<()>| async move {
+///         match req.uri().path() {
+///             "/fail" => Err(BoxError::from("database down")),
+///             _ => Ok(Response::new(String::from("hello"))),
+///         }
+///     }));
+/// let req = |path| Request::get(path).header("x-api-key", "k-1").body(());
+/// let err = svc.ready().await?.call(req("/fail")?).await.unwrap_err();
+/// assert_eq!(err.to_string(), "database down");
+/// assert_eq!(svc.ready().await?.call(req("/")?).await?.status(), StatusCode::OK);
+/// let limited = svc.ready().await?.call(req("/")?).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// # Ok(())
+/// # }
+/// ```
 pub struct HttpLimit<S, K, X, B = Memory<K>, R = Responder> {
     inner: S,
     extractor: X,
