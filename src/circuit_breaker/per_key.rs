@@ -78,9 +78,15 @@ const DEFAULT_MAX_KEYS: usize = 10_000;
 /// every call to keys of one shard contends on it: one very hot key is
 /// served by one mutex. A new key, when its shard is full, scans the shard
 /// (at most `max_keys / shards` entries, 64 to ~160 by default) to find
-/// the breaker to forget. Each breaker takes a few hundred bytes plus its
-/// window (8 bytes a bucket or a call); with an observer, a boxed copy of
-/// its key.
+/// the breaker to forget. Single-threaded and uncontended, with 64 `u64`
+/// keys, a call cost about 20 ns more than through the plain breaker on
+/// our (loaded) test machine.
+///
+/// Memory: each breaker takes about 350 bytes plus its window (24 bytes a
+/// bucket of a time window, 1 byte a call of a count window), about 600
+/// bytes with the default 10-bucket window, plus its table slot (the key,
+/// a hash, a pointer and a stamp) and, with an observer, a boxed copy of
+/// its key: about 6 MB for the default 10 000 `u64` keys.
 ///
 /// # Sharing
 ///
