@@ -6,7 +6,7 @@ use tower_layer::Layer;
 use super::state::Breaker;
 use super::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerHandle,
-    ErrorsAreFailures,
+    ErrorsAreFailures, PerKeyCircuitBreakerLayer,
 };
 use crate::observe::{Observer, Observers};
 
@@ -220,6 +220,25 @@ impl<C> CircuitBreakerLayer<C> {
             )),
             classifier: self.classifier,
         }
+    }
+
+    /// One breaker per key (per upstream host), found by `key_extractor`
+    /// (a closure `|req: &Req| -> Option<K>` or a
+    /// [`KeyExtractor`](crate::per_key::KeyExtractor)); each is made on
+    /// first use with this layer's configuration, classifier, observer and
+    /// shadow setting. Requests without a key share one default breaker.
+    /// See [`PerKeyCircuitBreakerLayer`].
+    pub fn per_key<K, X>(self, key_extractor: X) -> PerKeyCircuitBreakerLayer<K, X, C>
+    where
+        K: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
+        PerKeyCircuitBreakerLayer::new(
+            self.breaker.config().clone(),
+            self.breaker.observers().clone(),
+            self.breaker.is_shadow(),
+            self.classifier,
+            key_extractor,
+        )
     }
 
     /// A handle on the shared breaker: state, stats, force open or closed,

@@ -161,6 +161,7 @@ mod config;
 pub mod future;
 mod handle;
 mod layer;
+mod per_key;
 mod service;
 mod state;
 mod window;
@@ -172,6 +173,7 @@ pub use classify::{Classify, ErrorsAreFailures, Outcome};
 pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, ConfigError, SlidingWindow};
 pub use handle::{ChangeReason, CircuitBreakerHandle, StateChange};
 pub use layer::CircuitBreakerLayer;
+pub use per_key::{PerKeyCircuitBreaker, PerKeyCircuitBreakerHandle, PerKeyCircuitBreakerLayer};
 pub use service::CircuitBreaker;
 pub use state::Stats;
 

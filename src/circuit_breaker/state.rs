@@ -24,7 +24,7 @@ use super::window::{Counts, FAILURE, PRESENT, SLOW, Window};
 use super::{ChangeReason, CircuitState, Outcome, StateChange};
 use crate::clock::{Clock, CoarseClock};
 use crate::error::CircuitOpen;
-use crate::observe::{Event, Observers};
+use crate::observe::{Event, EventKey, Observers};
 
 pub(crate) const LAYER: &str = "circuit_breaker";
 
@@ -234,6 +234,9 @@ pub(crate) struct Breaker {
     by_rate: bool,
     /// Shadow (dry-run) mode: refusals are reported, not enforced.
     shadow: bool,
+    /// The key of a per-key breaker, for events (kept only when an observer
+    /// is set).
+    key: Option<Box<dyn EventKey + Send + Sync>>,
 }
 
 impl Breaker {
@@ -243,6 +246,18 @@ impl Breaker {
     /// [`SLOW_CALL_TICKS`]. With an observer, which receives each call's
     /// latency, they use the precise clock.
     pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers, shadow: bool) -> Self {
+        Self::keyed(config, observers, shadow, None)
+    }
+
+    /// A breaker whose events carry `key` (dropped when no observer is
+    /// set: nothing would read it).
+    pub(crate) fn keyed(
+        config: CircuitBreakerConfig,
+        observers: Observers,
+        shadow: bool,
+        key: Option<Box<dyn EventKey + Send + Sync>>,
+    ) -> Self {
+        let key = key.filter(|_| observers.is_set());
         let slow_nanos = config
             .slow_call_duration
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -271,7 +286,21 @@ impl Breaker {
             observers,
             slow_nanos,
             shadow,
+            key,
         }
+    }
+
+    /// The key events carry.
+    #[inline]
+    fn key(&self) -> Option<&dyn EventKey> {
+        self.key.as_deref().map(|k| k as &dyn EventKey)
+    }
+
+    /// Whether the breaker is Closed (not forced): the per-key store may
+    /// forget it then, when no call holds it.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & KIND == CLOSED
     }
 
     /// Whether refusals are only reported (shadow mode).
@@ -328,6 +357,7 @@ impl Breaker {
             );
             self.observers.emit(&Event::BreakerStateChanged {
                 layer: LAYER,
+                key: self.key(),
                 from,
                 to,
             });
@@ -559,6 +589,7 @@ impl Breaker {
         );
         self.observers.emit(&Event::BreakerRejected {
             layer: LAYER,
+            key: self.key(),
             state,
             error: &error,
             enforced: !self.shadow,
@@ -589,6 +620,7 @@ impl Breaker {
         if self.observers.is_set() {
             self.observers.emit(&Event::BreakerCall {
                 layer: LAYER,
+                key: self.key(),
                 outcome,
                 slow,
                 counted,

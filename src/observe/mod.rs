@@ -151,7 +151,9 @@ pub enum Event<'a> {
         layer: &'static str,
     },
     /// A new key was refused because the per-key store is full of active
-    /// keys (`max_keys`). Nothing was admitted without a limit.
+    /// keys (`max_keys`). Nothing was admitted without a limit. (From a
+    /// [per-key circuit breaker](crate::circuit_breaker::PerKeyCircuitBreakerLayer):
+    /// the new key shares the default breaker instead.)
     #[non_exhaustive]
     StoreFull {
         /// The reporting layer.
@@ -166,6 +168,10 @@ pub enum Event<'a> {
     BreakerStateChanged {
         /// The reporting layer (`"circuit_breaker"`).
         layer: &'static str,
+        /// The key of a [per-key breaker](crate::circuit_breaker::PerKeyCircuitBreakerLayer);
+        /// `None` for a plain breaker and a per-key layer's shared default
+        /// breaker.
+        key: Option<&'a dyn EventKey>,
         /// The state it left.
         from: CircuitState,
         /// The state it entered.
@@ -176,6 +182,9 @@ pub enum Event<'a> {
     BreakerRejected {
         /// The reporting layer.
         layer: &'static str,
+        /// The key of a per-key breaker; `None` for a plain breaker and the
+        /// shared default breaker.
+        key: Option<&'a dyn EventKey>,
         /// The breaker's state when it refused.
         state: CircuitState,
         /// The error returned to the caller (in shadow mode: the error it
@@ -192,6 +201,9 @@ pub enum Event<'a> {
     BreakerCall {
         /// The reporting layer.
         layer: &'static str,
+        /// The key of a per-key breaker; `None` for a plain breaker and the
+        /// shared default breaker.
+        key: Option<&'a dyn EventKey>,
         /// The classifier's verdict.
         outcome: Outcome,
         /// Whether the call was slower than `slow_call_duration` (always
@@ -547,6 +559,9 @@ impl Event<'_> {
             | Event::Waited { key, .. }
             | Event::InFlightLimited { key, .. }
             | Event::StoreFull { key, .. }
+            | Event::BreakerStateChanged { key, .. }
+            | Event::BreakerRejected { key, .. }
+            | Event::BreakerCall { key, .. }
             | Event::Completed { key, .. }
             | Event::BackendFailure { key, .. }
             | Event::RetryScheduled { key, .. }
@@ -554,9 +569,6 @@ impl Event<'_> {
             | Event::RetryBudgetExhausted { key, .. }
             | Event::LimitChanged { key, .. } => *key,
             Event::MissingKey { .. }
-            | Event::BreakerStateChanged { .. }
-            | Event::BreakerRejected { .. }
-            | Event::BreakerCall { .. }
             | Event::BackendStateChanged { .. }
             | Event::Queued { .. }
             | Event::Dequeued { .. }
