@@ -11,7 +11,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::{Guard, ResponseFuture};
+use super::future::ResponseFuture;
 use super::state::{Breaker, LAYER, Stats};
 use super::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState, Classify};
 use crate::BoxError;
@@ -269,14 +269,7 @@ where
             Some(key) => self.breakers.get_or_insert(&key),
             None => self.breakers.default.clone(),
         };
-        match breaker.acquire() {
-            Ok(permit) => {
-                let guard = Guard::new(breaker, permit, self.classifier.clone());
-                ResponseFuture::called(self.inner.call(req), guard)
-            }
-            Err(_) if breaker.is_shadow() => ResponseFuture::unguarded(self.inner.call(req)),
-            Err(error) => ResponseFuture::rejected(error),
-        }
+        super::service::call_through(breaker, &self.classifier, || self.inner.call(req))
     }
 }
 

@@ -75,14 +75,55 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.acquire() {
-            Ok(permit) => {
-                let guard = Guard::new(self.breaker.clone(), permit, self.classifier.clone());
-                ResponseFuture::called(self.inner.call(req), guard)
-            }
-            Err(_) if self.breaker.is_shadow() => ResponseFuture::unguarded(self.inner.call(req)),
-            Err(error) => ResponseFuture::rejected(error),
+        call_through(&self.breaker, &self.classifier, || self.inner.call(req))
+    }
+}
+
+/// A breaker as a call borrows it (the plain service: cloned only when the
+/// call is admitted) or owns it (a per-key breaker, already cloned out of
+/// its store).
+pub(super) trait BreakerRef {
+    fn breaker(&self) -> &Breaker;
+    fn into_arc(self) -> Arc<Breaker>;
+}
+
+impl BreakerRef for &Arc<Breaker> {
+    #[inline]
+    fn breaker(&self) -> &Breaker {
+        self
+    }
+    #[inline]
+    fn into_arc(self) -> Arc<Breaker> {
+        self.clone()
+    }
+}
+
+impl BreakerRef for Arc<Breaker> {
+    #[inline]
+    fn breaker(&self) -> &Breaker {
+        self
+    }
+    #[inline]
+    fn into_arc(self) -> Arc<Breaker> {
+        self
+    }
+}
+
+/// One call through `breaker`: sent with a guard that records its outcome,
+/// sent unguarded when a shadow breaker would have refused it, or refused.
+#[inline]
+pub(super) fn call_through<F, C: Clone>(
+    breaker: impl BreakerRef,
+    classifier: &C,
+    call: impl FnOnce() -> F,
+) -> ResponseFuture<F, C> {
+    match breaker.breaker().acquire() {
+        Ok(permit) => {
+            let guard = Guard::new(breaker.into_arc(), permit, classifier.clone());
+            ResponseFuture::called(call(), guard)
         }
+        Err(_) if breaker.breaker().is_shadow() => ResponseFuture::unguarded(call()),
+        Err(error) => ResponseFuture::rejected(error),
     }
 }
 
