@@ -431,7 +431,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// Names the key of each request that retries with `keys` (a
     /// [`KeyExtractor`](crate::per_key::KeyExtractor): a closure
     /// `Fn(&Req) -> Option<K>`, or an HTTP extractor such as
-    /// [`HeaderKey`](crate::http::HeaderKey)), so that retry events carry it
+    /// `http::HeaderKey` (feature `http`)), so that retry events carry it
     /// and a [`Monitor`](crate::observe::Monitor) counts retries per key
     /// (per upstream host, per user, ...).
     ///
