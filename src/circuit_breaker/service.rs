@@ -13,6 +13,28 @@ use crate::BoxError;
 ///
 /// Made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); see the
 /// [module docs](crate::circuit_breaker). Clones share the breaker.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+/// use tower_sluice::circuit_breaker::CircuitState;
+/// use tower_sluice::{CircuitBreaker, CircuitBreakerLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = CircuitBreakerLayer::builder().consecutive_failures(1).build().unwrap();
+/// let handle = layer.handle();
+/// let mut svc: CircuitBreaker<_> = layer.layer(service_fn(|fail: bool| async move {
+///     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
+/// }));
+/// let mut clone = svc.clone();
+/// assert!(svc.ready().await.unwrap().call(true).await.is_err());
+/// // The clone shares the breaker: it is open for both.
+/// assert_eq!(handle.state(), CircuitState::Open);
+/// assert!(clone.ready().await.unwrap().call(false).await.is_err());
+/// # }
+/// ```
 pub struct CircuitBreaker<S, C = ErrorsAreFailures> {
     inner: S,
     breaker: Arc<Breaker>,
