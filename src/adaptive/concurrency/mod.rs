@@ -185,9 +185,7 @@ pub trait ConcurrencyAlgorithm: Send + 'static {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct AimdLimit {
-    min: u32,
-    max: u32,
-    initial: u32,
+    bounds: Bounds,
     backoff: f64,
     slow: Duration,
     limit: f64,
@@ -210,9 +208,7 @@ impl AimdLimit {
     /// ```
     pub fn new(slow: Duration) -> Self {
         AimdLimit {
-            min: 1,
-            max: 1000,
-            initial: 20,
+            bounds: Bounds::DEFAULT,
             backoff: 0.9,
             slow,
             limit: 20.0,
@@ -231,9 +227,8 @@ impl AimdLimit {
     /// # let _ = limit;
     /// ```
     pub fn min(mut self, min: u32) -> Self {
-        self.min = min.max(1);
-        self.max = self.max.max(self.min);
-        let initial = self.initial;
+        self.bounds.set_min(min);
+        let initial = self.bounds.initial;
         self.initial(initial)
     }
 
@@ -249,8 +244,8 @@ impl AimdLimit {
     /// assert_eq!(limit.initial_limit(), 10);
     /// ```
     pub fn max(mut self, max: u32) -> Self {
-        self.max = max.max(self.min);
-        let initial = self.initial;
+        self.bounds.set_max(max);
+        let initial = self.bounds.initial;
         self.initial(initial)
     }
 
@@ -264,8 +259,7 @@ impl AimdLimit {
     /// assert_eq!(AimdLimit::new(Duration::from_millis(300)).initial(50).initial_limit(), 50);
     /// ```
     pub fn initial(mut self, initial: u32) -> Self {
-        self.initial = initial.clamp(self.min, self.max);
-        self.limit = f64::from(self.initial);
+        self.limit = f64::from(self.bounds.set_initial(initial));
         self
     }
 
@@ -307,18 +301,18 @@ impl AimdLimit {
 
 impl ConcurrencyAlgorithm for AimdLimit {
     fn initial_limit(&self) -> u32 {
-        self.initial
+        self.bounds.initial
     }
 
     fn update(&mut self, sample: &Sample) -> u32 {
         let drop = sample.signal == Signal::Overloaded || sample.latency > self.slow;
         if drop {
             if self.last_cut.is_none_or(|at| sample.started >= at) {
-                self.limit = (self.limit * self.backoff).max(f64::from(self.min));
+                self.limit = (self.limit * self.backoff).max(f64::from(self.bounds.min));
                 self.last_cut = Some(sample.now);
             }
         } else if f64::from(sample.in_flight) * 2.0 >= self.limit {
-            self.limit = (self.limit + 1.0 / self.limit).min(f64::from(self.max));
+            self.limit = (self.limit + 1.0 / self.limit).min(f64::from(self.bounds.max));
         }
         self.limit as u32
     }
@@ -351,9 +345,7 @@ impl ConcurrencyAlgorithm for AimdLimit {
 #[derive(Debug)]
 #[must_use]
 pub struct GradientLimit {
-    min: u32,
-    max: u32,
-    initial: u32,
+    bounds: Bounds,
     buffer: f64,
     window: Duration,
     probe_interval: Duration,
@@ -398,9 +390,7 @@ impl GradientLimit {
     /// ```
     pub fn new() -> Self {
         GradientLimit {
-            min: 1,
-            max: 1000,
-            initial: 20,
+            bounds: Bounds::DEFAULT,
             buffer: 0.1,
             window: Duration::from_millis(100),
             probe_interval: Duration::from_secs(60),
@@ -433,9 +423,8 @@ impl GradientLimit {
     /// # let _ = limit;
     /// ```
     pub fn min(mut self, min: u32) -> Self {
-        self.min = min.max(1);
-        self.max = self.max.max(self.min);
-        let initial = self.initial;
+        self.bounds.set_min(min);
+        let initial = self.bounds.initial;
         self.initial(initial)
     }
 
@@ -449,8 +438,8 @@ impl GradientLimit {
     /// assert!(limit.initial_limit() <= 10);
     /// ```
     pub fn max(mut self, max: u32) -> Self {
-        self.max = max.max(self.min);
-        let initial = self.initial;
+        self.bounds.set_max(max);
+        let initial = self.bounds.initial;
         self.initial(initial)
     }
 
@@ -465,8 +454,7 @@ impl GradientLimit {
     /// # let _ = limit;
     /// ```
     pub fn initial(mut self, initial: u32) -> Self {
-        self.initial = initial.clamp(self.min, self.max);
-        self.limit = f64::from(self.initial);
+        self.limit = f64::from(self.bounds.set_initial(initial));
         if let Some(p) = &mut self.probe {
             p.resume = self.limit;
         }
@@ -584,11 +572,11 @@ impl GradientLimit {
     }
 
     fn clamp(&self, limit: f64) -> f64 {
-        limit.clamp(f64::from(self.min), f64::from(self.max))
+        limit.clamp(f64::from(self.bounds.min), f64::from(self.bounds.max))
     }
 
     fn probe_limit_now(&self) -> u32 {
-        self.probe_limit.clamp(self.min, self.max)
+        self.probe_limit.clamp(self.bounds.min, self.bounds.max)
     }
 }
 
@@ -597,7 +585,7 @@ impl ConcurrencyAlgorithm for GradientLimit {
         if self.probe.is_some() {
             self.probe_limit_now()
         } else {
-            self.initial
+            self.bounds.initial
         }
     }
 
@@ -951,5 +939,37 @@ mod tests {
         g.update(&sample(20, 20, 10));
         let l = g.update(&sample(130, 20, 10));
         assert_eq!(l, (0.55f64 * 10.0 + 1.0) as u32);
+    }
+}
+
+/// The lowest, highest and initial limit of an algorithm, kept consistent:
+/// `1 <= min <= initial <= max`.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    min: u32,
+    max: u32,
+    initial: u32,
+}
+
+impl Bounds {
+    const DEFAULT: Bounds = Bounds {
+        min: 1,
+        max: 1000,
+        initial: 20,
+    };
+
+    fn set_min(&mut self, min: u32) {
+        self.min = min.max(1);
+        self.max = self.max.max(self.min);
+    }
+
+    fn set_max(&mut self, max: u32) {
+        self.max = max.max(self.min);
+    }
+
+    /// Sets `initial` within the bounds and returns it.
+    fn set_initial(&mut self, initial: u32) -> u32 {
+        self.initial = initial.clamp(self.min, self.max);
+        self.initial
     }
 }
