@@ -643,40 +643,47 @@ async fn retries_wait_for_the_inner_service_to_be_ready() {
     assert_eq!(fut.await.unwrap(), 50);
 }
 
+/// What a retry layer reported, in order.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Scheduled(u32, Duration, Option<u16>),
+    GaveUp(u32, GiveUpReason),
+    Budget(u32),
+}
+
+/// An observer appending the retry events it sees to `seen`.
+fn recorder(seen: &Arc<Mutex<Vec<Seen>>>) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |e: &Event<'_>| {
+        let mut s = seen.lock().unwrap();
+        match e {
+            Event::RetryScheduled {
+                attempt,
+                delay,
+                reason,
+                ..
+            } => {
+                let status = match reason {
+                    tower_sluice::retry::RetryReason::Status(s) => Some(*s),
+                    _ => None,
+                };
+                s.push(Seen::Scheduled(*attempt, *delay, status))
+            }
+            Event::RetryGaveUp {
+                attempts, reason, ..
+            } => s.push(Seen::GaveUp(*attempts, *reason)),
+            Event::RetryBudgetExhausted { attempts, .. } => s.push(Seen::Budget(*attempts)),
+            _ => {}
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn events_are_reported() {
-    #[derive(Debug, PartialEq)]
-    enum Seen {
-        Scheduled(u32, Duration, Option<u16>),
-        GaveUp(u32, GiveUpReason),
-        Budget(u32),
-    }
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
     let up = Upstream::new(vec![(503, vec![("retry-after", "1")])]);
     let mut svc = BackoffRetryLayer::new(no_jitter(100 * MS))
-        .observer(move |e: &Event<'_>| {
-            let mut s = s.lock().unwrap();
-            match e {
-                Event::RetryScheduled {
-                    attempt,
-                    delay,
-                    reason,
-                    ..
-                } => {
-                    let status = match reason {
-                        tower_sluice::retry::RetryReason::Status(s) => Some(*s),
-                        _ => None,
-                    };
-                    s.push(Seen::Scheduled(*attempt, *delay, status))
-                }
-                Event::RetryGaveUp {
-                    attempts, reason, ..
-                } => s.push(Seen::GaveUp(*attempts, *reason)),
-                Event::RetryBudgetExhausted { attempts, .. } => s.push(Seen::Budget(*attempts)),
-                _ => {}
-            }
-        })
+        .observer(recorder(&seen))
         .budget(RetryBudget::new(Duration::from_secs(10), 0.0, 0).unwrap())
         .http()
         .layer(up.service());
@@ -689,29 +696,8 @@ async fn events_are_reported() {
 
     seen.lock().unwrap().clear();
     let up = Upstream::new(vec![(502, vec![]), (504, vec![]), (503, vec![])]);
-    let s = seen.clone();
     let mut svc = BackoffRetryLayer::new(no_jitter(100 * MS))
-        .observer(move |e: &Event<'_>| {
-            let mut s = s.lock().unwrap();
-            match e {
-                Event::RetryScheduled {
-                    attempt,
-                    delay,
-                    reason,
-                    ..
-                } => {
-                    let status = match reason {
-                        tower_sluice::retry::RetryReason::Status(s) => Some(*s),
-                        _ => None,
-                    };
-                    s.push(Seen::Scheduled(*attempt, *delay, status))
-                }
-                Event::RetryGaveUp {
-                    attempts, reason, ..
-                } => s.push(Seen::GaveUp(*attempts, *reason)),
-                _ => {}
-            }
-        })
+        .observer(recorder(&seen))
         .http()
         .layer(up.service());
     let res = svc.ready().await.unwrap().call(get()).await.unwrap();
