@@ -126,9 +126,7 @@ fn variants() -> Vec<(&'static str, &'static str, Boxed)> {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
+    support::criterion(Duration::from_millis(300), Duration::from_secs(1))
 }
 
 fn bench_overhead(c: &mut Criterion) {
@@ -138,13 +136,7 @@ fn bench_overhead(c: &mut Criterion) {
     let mut g = c.benchmark_group("adaptive");
     g.throughput(Throughput::Elements(1));
     for (group, name, mut svc) in variants() {
-        let mut i = 0u64;
-        g.bench_function(format!("{group}/{name}"), |b| {
-            b.iter(|| {
-                i += 1;
-                svc(&mut cx, black_box(i))
-            })
-        });
+        support::bench_numbered(&mut g, format!("{group}/{name}"), |i| svc(&mut cx, i));
     }
     g.finish();
 }

@@ -77,9 +77,7 @@ where
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
+    support::criterion(Duration::from_millis(500), Duration::from_secs(2))
 }
 
 fn bench_closed(c: &mut Criterion) {

@@ -108,9 +108,7 @@ fn stacks() -> Vec<(&'static str, Svc, Svc)> {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
+    support::criterion(Duration::from_millis(300), Duration::from_secs(1))
 }
 
 fn bench_layers(c: &mut Criterion) {
@@ -120,19 +118,8 @@ fn bench_layers(c: &mut Criterion) {
     let mut g = c.benchmark_group("observe");
     g.throughput(Throughput::Elements(1));
     for (name, mut plain, mut monitored) in stacks() {
-        let mut i = 0u64;
-        g.bench_function(format!("{name}/no_observer"), |b| {
-            b.iter(|| {
-                i += 1;
-                plain(&mut cx, black_box(i))
-            })
-        });
-        g.bench_function(format!("{name}/monitor"), |b| {
-            b.iter(|| {
-                i += 1;
-                monitored(&mut cx, black_box(i))
-            })
-        });
+        support::bench_numbered(&mut g, format!("{name}/no_observer"), |i| plain(&mut cx, i));
+        support::bench_numbered(&mut g, format!("{name}/monitor"), |i| monitored(&mut cx, i));
     }
     g.finish();
 }

@@ -367,10 +367,7 @@ fn bench_service(c: &mut Criterion, sizes: &[Size]) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
+    support::criterion(Duration::from_secs(1), Duration::from_secs(2)).sample_size(20)
 }
 
 // ---------------------------------------------------------------------------

@@ -427,9 +427,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_millis(600))
+    support::criterion(Duration::from_millis(200), Duration::from_millis(600))
 }
 
 fn bench(c: &mut Criterion) {

@@ -140,9 +140,7 @@ fn time_contended(rt: &tokio::runtime::Runtime, make: Make, n: u64) -> Duration 
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
+    support::criterion(Duration::from_millis(300), Duration::from_secs(1))
 }
 
 fn bench(c: &mut Criterion) {

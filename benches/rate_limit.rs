@@ -244,10 +244,7 @@ fn bench_service(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(30)
+    support::criterion(Duration::from_secs(1), Duration::from_secs(3)).sample_size(30)
 }
 
 criterion_group! {

@@ -56,9 +56,7 @@ impl<E> Policy<u64, u64, E> for NeverRetry {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
+    support::criterion(Duration::from_millis(300), Duration::from_secs(1))
 }
 
 fn bench_no_retry(c: &mut Criterion) {

@@ -93,3 +93,27 @@ pub fn timer_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// Criterion with the given warm-up and measurement times (each bench
+/// picks its own; `criterion_group!`'s `config`).
+pub fn criterion(warm_up: Duration, measure: Duration) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(warm_up)
+        .measurement_time(measure)
+}
+
+/// Benchmarks `op` called with 1, 2, 3, ... (so requests differ, and keys
+/// cycle), as one function of `group`.
+pub fn bench_numbered(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: impl Into<String>,
+    mut op: impl FnMut(u64) -> u64,
+) {
+    let mut i = 0u64;
+    group.bench_function(name.into(), |b| {
+        b.iter(|| {
+            i += 1;
+            op(std::hint::black_box(i))
+        })
+    });
+}
