@@ -17,6 +17,9 @@
 //!   (two coarse clock reads per call);
 //! * `sluice/subscribed`: the default window with a subscriber to state
 //!   changes (which a closed call never touches);
+//! * `sluice/per_key`: a breaker per upstream host, [`HOSTS`] hosts (the
+//!   request number modulo [`HOSTS`]), default window each: the store's
+//!   lookup is the added cost;
 //! * `tower-resilience`: its breaker with a count window of 100 calls.
 //!
 //! After criterion's report, a summary of ratios measured in the same
@@ -76,6 +79,17 @@ where
         .layer(inner)
 }
 
+/// Upstream hosts of the per-key variant.
+const HOSTS: u64 = 64;
+
+fn per_key_layer() -> tower_sluice::circuit_breaker::PerKeyCircuitBreakerLayer<
+    u64,
+    fn(&u64) -> Option<u64>,
+    tower_sluice::circuit_breaker::ErrorsAreFailures,
+> {
+    CircuitBreakerLayer::default().per_key(|req: &u64| Some(req % HOSTS))
+}
+
 fn config() -> Criterion {
     support::criterion(Duration::from_millis(500), Duration::from_secs(2))
 }
@@ -103,6 +117,17 @@ fn bench_closed(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| drive(&mut svc, &mut cx, black_box(7))));
         assert_eq!(handle.state(), CircuitState::Closed);
     }
+    let layer = per_key_layer();
+    let handle = layer.handle();
+    let mut svc = layer.layer(bare());
+    support::bench_numbered(&mut g, "sluice/per_key", |i| drive(&mut svc, &mut cx, i));
+    // Every host once the bench ran; none when a filter skipped it.
+    assert!(handle.len() <= HOSTS as usize);
+    assert!(
+        handle
+            .stats(&0)
+            .is_none_or(|s| s.state == CircuitState::Closed)
+    );
     let mut svc = resilience(bare());
     g.bench_function("tower-resilience", |b| {
         b.iter(|| drive(&mut svc, &mut cx, black_box(7)))
@@ -156,6 +181,17 @@ fn print_ratios() {
         assert_eq!(handle.state(), CircuitState::Closed);
         sluice.push((name, ns));
     }
+    let layer = per_key_layer();
+    let handle = layer.handle();
+    let mut svc = layer.layer(bare());
+    let mut i = 0u64;
+    let per_key_ns = best_ns(|n| {
+        timed(n, || {
+            i += 1;
+            black_box(drive(&mut svc, &mut cx, black_box(i)));
+        })
+    });
+    assert_eq!(handle.len(), HOSTS as usize);
     let mut svc = resilience(bare());
     let res_ns = best_ns(|n| {
         timed(n, || {
@@ -177,6 +213,11 @@ fn print_ratios() {
             ns / res_ns
         );
     }
+    println!(
+        "  sluice, per key ({HOSTS} hosts)     {per_key_ns:>7.2} ns  (+{:.2} ns)  ratio vs tower-resilience {:>5.3}",
+        per_key_ns - bare_ns,
+        per_key_ns / res_ns
+    );
     println!("  (ratio = sluice / tower-resilience; below 1 means sluice is faster)");
 }
 

@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 
 use super::state::{Breaker, Stats};
 use super::{CircuitBreakerConfig, CircuitState};
+use crate::slot::Slot;
 
 /// Reads and steers the breaker shared by a layer and all its services.
 ///
@@ -57,10 +58,26 @@ use super::{CircuitBreakerConfig, CircuitState};
 /// ```
 #[derive(Clone)]
 pub struct CircuitBreakerHandle {
-    pub(crate) breaker: Arc<Breaker>,
+    pub(crate) breaker: Slot<Breaker>,
+    /// The layer's configuration, which its setters never change.
+    config: CircuitBreakerConfig,
 }
 
 impl CircuitBreakerHandle {
+    /// A handle following `slot`: the breaker a layer's setters replace.
+    pub(crate) fn new(slot: Slot<Breaker>) -> Self {
+        let config = slot.load().config().clone();
+        CircuitBreakerHandle {
+            breaker: slot,
+            config,
+        }
+    }
+
+    /// A handle on one breaker (a service's, or a per-key layer's default).
+    pub(crate) fn of(breaker: Arc<Breaker>) -> Self {
+        Self::new(Slot::from_arc(breaker))
+    }
+
     /// The current state.
     ///
     /// # Examples
@@ -75,7 +92,7 @@ impl CircuitBreakerHandle {
     /// assert_eq!(handle.state(), CircuitState::ForcedOpen);
     /// ```
     pub fn state(&self) -> CircuitState {
-        self.breaker.state()
+        self.breaker.load().state()
     }
 
     /// The state and the sliding window's statistics.
@@ -103,7 +120,7 @@ impl CircuitBreakerHandle {
     /// # }
     /// ```
     pub fn stats(&self) -> Stats {
-        self.breaker.stats()
+        self.breaker.load().stats()
     }
 
     /// How long until an [`Open`](CircuitState::Open) breaker admits trial
@@ -134,7 +151,7 @@ impl CircuitBreakerHandle {
     /// # }
     /// ```
     pub fn retry_after(&self) -> Option<Duration> {
-        self.breaker.retry_after()
+        self.breaker.load().retry_after()
     }
 
     /// The configuration.
@@ -149,7 +166,7 @@ impl CircuitBreakerHandle {
     /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
     /// ```
     pub fn config(&self) -> &CircuitBreakerConfig {
-        self.breaker.config()
+        &self.config
     }
 
     /// Opens the breaker until [`reset`](Self::reset) or
@@ -176,7 +193,7 @@ impl CircuitBreakerHandle {
     /// # }
     /// ```
     pub fn force_open(&self) {
-        self.breaker.force(CircuitState::ForcedOpen);
+        self.breaker.load().force(CircuitState::ForcedOpen);
     }
 
     /// Closes the breaker until [`reset`](Self::reset) or
@@ -205,7 +222,7 @@ impl CircuitBreakerHandle {
     /// # }
     /// ```
     pub fn force_closed(&self) {
-        self.breaker.force(CircuitState::ForcedClosed);
+        self.breaker.load().force(CircuitState::ForcedClosed);
     }
 
     /// Back to [`Closed`](CircuitState::Closed) with an empty window and
@@ -232,7 +249,7 @@ impl CircuitBreakerHandle {
     /// # }
     /// ```
     pub fn reset(&self) {
-        self.breaker.force(CircuitState::Closed);
+        self.breaker.load().force(CircuitState::Closed);
     }
 
     /// A receiver of every state transition from now on, in order, as a
@@ -308,7 +325,7 @@ impl CircuitBreakerHandle {
     /// # }
     /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
-        self.breaker.subscribe()
+        self.breaker.load().subscribe()
     }
 }
 

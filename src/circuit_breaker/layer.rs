@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::Arc;
 
 use tower_layer::Layer;
 
@@ -9,6 +8,7 @@ use super::{
     ErrorsAreFailures, PerKeyCircuitBreakerLayer,
 };
 use crate::observe::{Observer, Observers};
+use crate::slot::Slot;
 
 /// Wraps services in a [`CircuitBreaker`] shared by every service the layer
 /// makes and all their clones.
@@ -20,6 +20,12 @@ use crate::observe::{Observer, Observers};
 /// The layer owns one breaker: every service it wraps, every clone, and
 /// every [`handle`](Self::handle) see the same state. Two layers made by two
 /// calls to [`new`](Self::new) are independent.
+///
+/// [`observer`](Self::observer) and [`shadow`](Self::shadow) replace the
+/// breaker with a fresh one (same configuration): the layer, its clones and
+/// every handle taken from them, before or after, follow the new breaker,
+/// and so do the services wrapped afterwards. Services wrapped before keep
+/// the breaker they were made with. Nothing panics, whoever holds the layer.
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
@@ -42,7 +48,7 @@ use crate::observe::{Observer, Observers};
 /// # }
 /// ```
 pub struct CircuitBreakerLayer<C = ErrorsAreFailures> {
-    breaker: Arc<Breaker>,
+    breaker: Slot<Breaker>,
     classifier: C,
 }
 
@@ -68,7 +74,7 @@ impl CircuitBreakerLayer {
     /// ```
     pub fn new(config: CircuitBreakerConfig) -> Self {
         CircuitBreakerLayer {
-            breaker: Arc::new(Breaker::new(config, Observers::default(), false)),
+            breaker: Slot::new(Breaker::new(config, Observers::default(), false)),
             classifier: ErrorsAreFailures,
         }
     }
@@ -143,8 +149,10 @@ impl<C> CircuitBreakerLayer<C> {
 
     /// Reports state changes, refusals and call outcomes to `observer`.
     ///
-    /// This makes a new breaker (same configuration, fresh state): call it
-    /// before [`handle`](Self::handle) and before wrapping services.
+    /// This replaces the breaker with a fresh one (same configuration and
+    /// shadow setting) that handles already taken follow too; services
+    /// wrapped before keep the old breaker (see [Sharing](Self#sharing)).
+    /// Set it before wrapping services.
     ///
     /// # Examples
     ///
@@ -163,17 +171,32 @@ impl<C> CircuitBreakerLayer<C> {
     /// });
     /// layer.handle().force_open();
     /// assert_eq!(opened.load(Ordering::Relaxed), 1);
+    ///
+    /// // A handle taken before follows the observed breaker.
+    /// let layer = CircuitBreakerLayer::default();
+    /// let early = layer.handle();
+    /// let counter = opened.clone();
+    /// let _layer = layer.observer(move |event: &Event<'_>| {
+    ///     if let Event::BreakerStateChanged { .. } = event {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// early.force_open();
+    /// assert_eq!(opened.load(Ordering::Relaxed), 2);
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        CircuitBreakerLayer {
-            breaker: Arc::new(Breaker::new(
-                self.breaker.config().clone(),
-                Observers::new(observer),
-                self.breaker.is_shadow(),
-            )),
-            classifier: self.classifier,
-        }
+        self.breaker.replace(
+            |old| {
+                Breaker::new(
+                    old.config().clone(),
+                    Observers::new(observer),
+                    old.is_shadow(),
+                )
+            },
+            |_| {},
+        );
+        self
     }
 
     /// Shadow (dry-run) mode: the breaker counts outcomes and changes state
@@ -184,8 +207,9 @@ impl<C> CircuitBreakerLayer<C> {
     /// breaker would not have seen them), so the state follows what
     /// enforcing would have done. Use it to tune thresholds on live traffic.
     ///
-    /// Like [`observer`](Self::observer), this makes a new breaker (same
-    /// configuration and observer, fresh state).
+    /// Like [`observer`](Self::observer), this replaces the breaker with a
+    /// fresh one (same configuration and observer) that handles already
+    /// taken follow too.
     ///
     /// # Examples
     ///
@@ -212,14 +236,11 @@ impl<C> CircuitBreakerLayer<C> {
     /// ```
     #[must_use]
     pub fn shadow(self) -> Self {
-        CircuitBreakerLayer {
-            breaker: Arc::new(Breaker::new(
-                self.breaker.config().clone(),
-                self.breaker.observers().clone(),
-                true,
-            )),
-            classifier: self.classifier,
-        }
+        self.breaker.replace(
+            |old| Breaker::new(old.config().clone(), old.observers().clone(), true),
+            |_| {},
+        );
+        self
     }
 
     /// One breaker per key (per upstream host), found by `key_extractor`
@@ -232,10 +253,11 @@ impl<C> CircuitBreakerLayer<C> {
     where
         K: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     {
+        let breaker = self.breaker.load();
         PerKeyCircuitBreakerLayer::new(
-            self.breaker.config().clone(),
-            self.breaker.observers().clone(),
-            self.breaker.is_shadow(),
+            breaker.config().clone(),
+            breaker.observers().clone(),
+            breaker.is_shadow(),
             self.classifier,
             key_extractor,
         )
@@ -260,9 +282,7 @@ impl<C> CircuitBreakerLayer<C> {
     /// assert_eq!(layer.clone().handle().state(), CircuitState::ForcedOpen);
     /// ```
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle {
-            breaker: self.breaker.clone(),
-        }
+        CircuitBreakerHandle::new(self.breaker.clone())
     }
 }
 
@@ -270,7 +290,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> CircuitBreaker<S, C> {
-        CircuitBreaker::new(inner, self.breaker.clone(), self.classifier.clone())
+        CircuitBreaker::new(inner, self.breaker.get(), self.classifier.clone())
     }
 }
 
@@ -285,9 +305,10 @@ impl<C: Clone> Clone for CircuitBreakerLayer<C> {
 
 impl<C> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let breaker = self.breaker.load();
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", self.breaker.config())
-            .field("state", &self.breaker.state())
+            .field("config", breaker.config())
+            .field("state", &breaker.state())
             .field("classifier", &std::any::type_name::<C>())
             .finish()
     }

@@ -250,7 +250,7 @@ mod tests {
             .unwrap();
         let handle = layer.handle();
         // 100 ms buckets are at least 10 ticks of any kernel's coarse clock.
-        assert!(handle.breaker.is_coarse());
+        assert!(handle.breaker.load().is_coarse());
         let mut svc = layer.layer(upstream());
         for fail in [true, true, false, true, false] {
             let _ = svc.ready().await.unwrap().call((fail, 0)).await;
@@ -281,7 +281,7 @@ mod tests {
         let handle = layer.handle();
         // 500 ms is at least 100 ticks of a coarse clock of up to 5 ms.
         if crate::clock::CoarseClock::resolution() <= 5_000_000 {
-            assert!(handle.breaker.is_coarse());
+            assert!(handle.breaker.load().is_coarse());
         }
         let mut svc = layer.layer(upstream());
         svc.ready().await.unwrap().call((false, 0)).await.unwrap();
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn an_observer_keeps_the_precise_clock() {
         let layer = CircuitBreakerLayer::default().observer(|_: &crate::observe::Event<'_>| {});
-        assert!(!layer.handle().breaker.is_coarse());
+        assert!(!layer.handle().breaker.load().is_coarse());
         // A bucket shorter than 10 ticks does too (where there are ticks).
         let layer = CircuitBreakerLayer::builder()
             .window(SlidingWindow::Time {
@@ -305,9 +305,53 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            layer.handle().breaker.is_coarse(),
+            layer.handle().breaker.load().is_coarse(),
             crate::clock::CoarseClock::resolution() == 0
         );
-        assert!(CircuitBreakerLayer::default().handle().breaker.is_coarse());
+        assert!(
+            CircuitBreakerLayer::default()
+                .handle()
+                .breaker
+                .load()
+                .is_coarse()
+        );
+    }
+
+    /// `observer` and `shadow` replace the breaker for the layer and every
+    /// handle (taken before or after); services wrapped before keep theirs.
+    #[tokio::test]
+    async fn setters_after_a_handle_replace_the_breaker_it_follows() {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
+        let early = layer.handle();
+        let mut before = layer.layer(upstream());
+        let layer = layer.clone().shadow();
+        let mut after = layer.layer(upstream());
+        // The shadow breaker opens but lets the next call through.
+        after
+            .ready()
+            .await
+            .unwrap()
+            .call((true, 0))
+            .await
+            .unwrap_err();
+        assert_eq!(early.state(), CircuitState::Open);
+        assert!(after.ready().await.unwrap().call((false, 0)).await.is_ok());
+        // The service wrapped before still has the old, enforcing breaker,
+        // which has seen nothing.
+        assert_eq!(before.handle().state(), CircuitState::Closed);
+        before
+            .ready()
+            .await
+            .unwrap()
+            .call((true, 0))
+            .await
+            .unwrap_err();
+        let refused = before.ready().await.unwrap().call((false, 0)).await;
+        assert!(refused.unwrap_err().is::<crate::CircuitOpen>());
+        assert_eq!(before.handle().stats().calls, 1);
+        assert_eq!(early.stats().calls, 1);
     }
 }

@@ -17,6 +17,7 @@ use super::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState, Classify};
 use crate::BoxError;
 use crate::observe::{Event, EventKey, Observers};
 use crate::per_key::KeyExtractor;
+use crate::slot::Slot;
 
 /// The default bound of [`PerKeyCircuitBreakerLayer::max_keys`].
 const DEFAULT_MAX_KEYS: usize = 10_000;
@@ -139,7 +140,7 @@ const DEFAULT_MAX_KEYS: usize = 10_000;
 pub struct PerKeyCircuitBreakerLayer<K, X, C> {
     extractor: X,
     classifier: C,
-    breakers: Arc<Breakers<K>>,
+    breakers: Slot<Breakers<K>>,
 }
 
 impl<K, X, C> PerKeyCircuitBreakerLayer<K, X, C>
@@ -156,28 +157,43 @@ where
         PerKeyCircuitBreakerLayer {
             extractor,
             classifier,
-            breakers: Arc::new(Breakers::new(config, observers, shadow, DEFAULT_MAX_KEYS)),
+            breakers: Slot::new(Breakers::new(config, observers, shadow, DEFAULT_MAX_KEYS)),
         }
     }
 
     /// Holds at most `max_keys` breakers (at least 1; default 10 000). See
     /// [Bounded memory](Self#bounded-memory).
     ///
-    /// This makes a new store (fresh breakers): call it before
-    /// [`handle`](Self::handle) and before wrapping services.
+    /// This replaces the store with an empty one (fresh breakers) that the
+    /// layer, its clones and every handle taken from them follow; services
+    /// wrapped before keep the old store. Set it before wrapping services.
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::default()
+    ///     .per_key::<String, _>(|host: &String| Some(host.clone()));
+    /// let early = layer.handle();
+    /// let layer = layer.max_keys(100);
+    /// assert_eq!(layer.handle().max_keys(), 100);
+    /// // A handle taken before follows the new store.
+    /// assert_eq!(early.max_keys(), 100);
+    /// ```
     #[must_use]
     pub fn max_keys(self, max_keys: usize) -> Self {
-        let old = &self.breakers;
-        PerKeyCircuitBreakerLayer {
-            breakers: Arc::new(Breakers::new(
-                old.default.config().clone(),
-                old.default.observers().clone(),
-                old.default.is_shadow(),
-                max_keys,
-            )),
-            extractor: self.extractor,
-            classifier: self.classifier,
-        }
+        self.breakers.replace(
+            |old| {
+                let d = &old.default;
+                Breakers::new(
+                    d.config().clone(),
+                    d.observers().clone(),
+                    d.is_shadow(),
+                    max_keys,
+                )
+            },
+            |_| {},
+        );
+        self
     }
 }
 
@@ -198,7 +214,7 @@ impl<S, K, X: Clone, C: Clone> Layer<S> for PerKeyCircuitBreakerLayer<K, X, C> {
             inner,
             extractor: self.extractor.clone(),
             classifier: self.classifier.clone(),
-            breakers: self.breakers.clone(),
+            breakers: self.breakers.get(),
         }
     }
 }
@@ -215,9 +231,10 @@ impl<K, X: Clone, C: Clone> Clone for PerKeyCircuitBreakerLayer<K, X, C> {
 
 impl<K, X, C> fmt::Debug for PerKeyCircuitBreakerLayer<K, X, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let breakers = self.breakers.load();
         f.debug_struct("PerKeyCircuitBreakerLayer")
-            .field("config", self.breakers.default.config())
-            .field("max_keys", &self.breakers.max_keys())
+            .field("config", breakers.default.config())
+            .field("max_keys", &breakers.max_keys())
             .field("extractor", &std::any::type_name::<X>())
             .field("classifier", &std::any::type_name::<C>())
             .finish()
@@ -240,7 +257,7 @@ impl<S, K, X, C> PerKeyCircuitBreaker<S, K, X, C> {
     /// A handle on the shared breakers.
     pub fn handle(&self) -> PerKeyCircuitBreakerHandle<K> {
         PerKeyCircuitBreakerHandle {
-            breakers: self.breakers.clone(),
+            breakers: Slot::from_arc(self.breakers.clone()),
         }
     }
 
@@ -317,7 +334,7 @@ impl<S: fmt::Debug, K, X, C> fmt::Debug for PerKeyCircuitBreaker<S, K, X, C> {
 /// assert_eq!(handle.len(), 1);
 /// ```
 pub struct PerKeyCircuitBreakerHandle<K> {
-    breakers: Arc<Breakers<K>>,
+    breakers: Slot<Breakers<K>>,
 }
 
 impl<K> PerKeyCircuitBreakerHandle<K>
@@ -330,7 +347,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.breakers.get(key).map(|b| b.state())
+        self.breakers.load().get(key).map(|b| b.state())
     }
 
     /// The state and window statistics of `key`'s breaker, or `None` when
@@ -340,7 +357,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.breakers.get(key).map(|b| b.stats())
+        self.breakers.load().get(key).map(|b| b.stats())
     }
 
     /// Opens `key`'s breaker until [`reset`](Self::reset) or
@@ -360,7 +377,7 @@ where
     }
 
     fn force(&self, key: &K, to: CircuitState) -> bool {
-        match self.breakers.insert(key) {
+        match self.breakers.load().insert(key) {
             Some(breaker) => {
                 breaker.force(to);
                 true
@@ -378,9 +395,34 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.breakers
+            .load()
             .get(key)
             .map(|b| b.force(CircuitState::Closed))
             .is_some()
+    }
+
+    /// Forgets `key`'s breaker whatever its state (a host taken out of
+    /// the pool, say); `false` when the key had none. Its next call starts
+    /// a fresh, Closed breaker; calls in flight finish on the old one,
+    /// which no longer counts.
+    ///
+    /// ```
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// let layer = CircuitBreakerLayer::default().per_key(|host: &String| Some(host.clone()));
+    /// let handle = layer.handle();
+    /// assert!(handle.force_open(&"db-1".to_string()));
+    /// assert!(handle.remove("db-1"));
+    /// assert_eq!(handle.state("db-1"), None);
+    /// assert!(!handle.remove("db-1"));
+    /// ```
+    pub fn remove<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.breakers.load().remove(key)
     }
 }
 
@@ -388,7 +430,7 @@ impl<K> PerKeyCircuitBreakerHandle<K> {
     /// The number of keys with a breaker of their own (the default breaker
     /// not counted); never more than [`max_keys`](Self::max_keys).
     pub fn len(&self) -> usize {
-        self.breakers.len()
+        self.breakers.load().len()
     }
 
     /// Whether no key has a breaker of its own.
@@ -400,15 +442,13 @@ impl<K> PerKeyCircuitBreakerHandle<K> {
     /// [`max_keys`](PerKeyCircuitBreakerLayer::max_keys), rounded down to
     /// a multiple of the shard count).
     pub fn max_keys(&self) -> usize {
-        self.breakers.max_keys()
+        self.breakers.load().max_keys()
     }
 
     /// A handle on the shared default breaker, which serves requests
     /// without a key and new keys while the store is full.
     pub fn default_breaker(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle {
-            breaker: self.breakers.default.clone(),
-        }
+        CircuitBreakerHandle::of(self.breakers.load().default.clone())
     }
 }
 
@@ -422,9 +462,10 @@ impl<K> Clone for PerKeyCircuitBreakerHandle<K> {
 
 impl<K> fmt::Debug for PerKeyCircuitBreakerHandle<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let breakers = self.breakers.load();
         f.debug_struct("PerKeyCircuitBreakerHandle")
-            .field("keys", &self.breakers.len())
-            .field("max_keys", &self.breakers.max_keys())
+            .field("keys", &breakers.len())
+            .field("max_keys", &breakers.max_keys())
             .finish()
     }
 }
@@ -433,7 +474,7 @@ impl<K> fmt::Debug for PerKeyCircuitBreakerHandle<K> {
 // the store
 
 /// A key's breaker.
-struct Slot<K> {
+struct Entry<K> {
     hash: u64,
     key: K,
     breaker: Arc<Breaker>,
@@ -441,7 +482,7 @@ struct Slot<K> {
     used: u64,
 }
 
-impl<K> Slot<K> {
+impl<K> Entry<K> {
     /// Forgetting it loses only a Closed window: no call holds it (calls
     /// clone the `Arc` under the shard lock, so the count cannot rise while
     /// the lock is held) and it is Closed, not forced.
@@ -451,7 +492,7 @@ impl<K> Slot<K> {
 }
 
 struct Slots<K> {
-    table: HashTable<Slot<K>>,
+    table: HashTable<Entry<K>>,
     tick: u64,
 }
 
@@ -551,6 +592,23 @@ where
             .map(|s| s.breaker.clone())
     }
 
+    /// Forgets `key`'s breaker; `false` when it had none.
+    fn remove<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hasher.hash_one(key);
+        let mut slots = lock(self.shard(hash));
+        match slots.table.find_entry(hash, |s| s.key.borrow() == key) {
+            Ok(entry) => {
+                entry.remove();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// `key`'s breaker, made if needed (forgetting another one if the shard
     /// is full); `None` when the shard is full of breakers that cannot be
     /// forgotten.
@@ -569,7 +627,7 @@ where
         let breaker = Arc::new(self.make(key));
         slots.table.insert_unique(
             hash,
-            Slot {
+            Entry {
                 hash,
                 key: key.clone(),
                 breaker: breaker.clone(),
@@ -608,7 +666,7 @@ where
 
 /// Forgets the least recently used breaker that can be forgotten; `false`
 /// when there is none.
-fn evict_one<K>(table: &mut HashTable<Slot<K>>) -> bool {
+fn evict_one<K>(table: &mut HashTable<Entry<K>>) -> bool {
     let Some((hash, used)) = table
         .iter()
         .filter(|s| s.evictable())
@@ -652,7 +710,7 @@ mod tests {
         let layer = CircuitBreakerLayer::default()
             .per_key(|k: &u32| Some(*k))
             .max_keys(3);
-        let b = &layer.breakers;
+        let b = layer.breakers.get();
         assert_eq!(b.shards.len(), 1);
         for k in [1, 2, 3] {
             b.insert(&k).unwrap();

@@ -72,9 +72,7 @@ impl<S, C> CircuitBreaker<S, C> {
     /// # }
     /// ```
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle {
-            breaker: self.breaker.clone(),
-        }
+        CircuitBreakerHandle::of(self.breaker.clone())
     }
 
     crate::inner_accessors!(layer: "tower_sluice::CircuitBreakerLayer::default()");
