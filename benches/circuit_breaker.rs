@@ -39,7 +39,9 @@ use criterion::{Criterion, Throughput, criterion_group};
 use support::{drive, timed};
 use tower::{Layer, Service, service_fn};
 use tower_sluice::CircuitBreakerLayer;
-use tower_sluice::circuit_breaker::{CircuitState, SlidingWindow};
+use tower_sluice::circuit_breaker::{
+    CircuitState, ErrorsAreFailures, PerKeyCircuitBreakerLayer, SlidingWindow,
+};
 
 fn bare()
 -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
@@ -82,11 +84,10 @@ where
 /// Upstream hosts of the per-key variant.
 const HOSTS: u64 = 64;
 
-fn per_key_layer() -> tower_sluice::circuit_breaker::PerKeyCircuitBreakerLayer<
-    u64,
-    fn(&u64) -> Option<u64>,
-    tower_sluice::circuit_breaker::ErrorsAreFailures,
-> {
+/// A breaker per host, the host taken from the request.
+type PerHost = PerKeyCircuitBreakerLayer<u64, fn(&u64) -> Option<u64>, ErrorsAreFailures>;
+
+fn per_key_layer() -> PerHost {
     CircuitBreakerLayer::default().per_key(|req: &u64| Some(req % HOSTS))
 }
 
