@@ -195,6 +195,50 @@ impl CoarseClock {
     }
 }
 
+impl CoarseClock {
+    /// Whether `span` nanoseconds are at least `ticks` of this clock's
+    /// resolution: long enough that bucketing by the coarse clock blurs a
+    /// bucket's edges by at most `1 / ticks` of it.
+    pub(crate) fn spans(span: u64, ticks: u64) -> bool {
+        span >= Self::resolution().saturating_mul(ticks)
+    }
+}
+
+/// The clock of a time-bucketed count (a window of buckets, a retry
+/// budget): the [`CoarseClock`] when a bucket spans at least `ticks` of
+/// its resolution (a few ns cheaper per read), else the precise [`Clock`].
+#[derive(Clone, Debug)]
+pub(crate) enum BucketClock {
+    Coarse(CoarseClock),
+    Precise(Clock),
+}
+
+impl BucketClock {
+    /// The clock for buckets of `bucket` nanoseconds.
+    pub(crate) fn for_buckets(bucket: u64, ticks: u64) -> Self {
+        if CoarseClock::spans(bucket, ticks) {
+            BucketClock::Coarse(CoarseClock::new())
+        } else {
+            BucketClock::Precise(Clock::new())
+        }
+    }
+
+    /// Nanoseconds since the origin (never goes backwards).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        match self {
+            BucketClock::Coarse(c) => c.now(),
+            BucketClock::Precise(c) => c.now(),
+        }
+    }
+
+    /// Whether it reads the coarse clock.
+    #[cfg(test)]
+    pub(crate) fn is_coarse(&self) -> bool {
+        matches!(self, BucketClock::Coarse(_))
+    }
+}
+
 impl std::fmt::Debug for CoarseClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if cfg!(feature = "test-util") {
@@ -237,6 +281,19 @@ mod tests {
         // Each reading lags the precise time by at most one tick.
         assert!(b + res >= a + 50_000_000, "{a} -> {b} (resolution {res})");
         assert!(b < a + 5_000_000_000, "{a} -> {b}");
+    }
+
+    #[test]
+    fn bucket_clock_is_coarse_only_for_buckets_of_enough_ticks() {
+        let tick = CoarseClock::resolution();
+        assert!(BucketClock::for_buckets(1_000_000_000, 10).is_coarse() || tick > 100_000_000);
+        // Where the coarse clock has ticks, a bucket of one tick is too short.
+        assert_eq!(BucketClock::for_buckets(tick, 10).is_coarse(), tick == 0);
+        assert!(CoarseClock::spans(10 * tick, 10));
+        assert_eq!(
+            CoarseClock::spans((10 * tick).saturating_sub(1), 10),
+            tick == 0
+        );
     }
 
     #[test]

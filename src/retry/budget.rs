@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{ConfigError, invalid};
-use crate::clock::Clock;
+use crate::clock::BucketClock;
 
 /// The window is kept in this many buckets.
 const BUCKETS: usize = 10;
@@ -56,7 +56,8 @@ pub struct RetryBudget {
 }
 
 struct Inner {
-    clock: Clock,
+    /// Coarse when a bucket spans 10 ticks of the coarse clock.
+    clock: BucketClock,
     window: Duration,
     ratio: f64,
     min_per_sec: u32,
@@ -118,7 +119,7 @@ impl RetryBudget {
         let bucket_nanos = (window.as_nanos() / BUCKETS as u128) as u64;
         Ok(RetryBudget {
             inner: Arc::new(Inner {
-                clock: Clock::new(),
+                clock: BucketClock::for_buckets(bucket_nanos, 10),
                 window,
                 ratio,
                 min_per_sec,

@@ -59,8 +59,10 @@
 //! # Cost
 //!
 //! A request that succeeds at once costs one request clone (kept for a
-//! retry), one clone of the inner service, a budget deposit (one clock read
-//! and one atomic update) and nothing allocated by the layer.
+//! retry), one clone of the inner service, a budget deposit (one clock read,
+//! of the kernel's coarse clock when the budget's buckets (a tenth of its
+//! window) span at least 10 of its ticks, and one atomic update) and
+//! nothing allocated by the layer.
 //!
 //! # Example
 //!
