@@ -326,30 +326,18 @@ mod tests {
             .build()
             .unwrap();
         let early = layer.handle();
-        let mut before = layer.layer(upstream());
+        let before = layer.layer(upstream());
         let layer = layer.clone().shadow();
-        let mut after = layer.layer(upstream());
+        let after = layer.layer(upstream());
         // The shadow breaker opens but lets the next call through.
-        after
-            .ready()
-            .await
-            .unwrap()
-            .call((true, 0))
-            .await
-            .unwrap_err();
+        after.clone().oneshot((true, 0)).await.unwrap_err();
         assert_eq!(early.state(), CircuitState::Open);
-        assert!(after.ready().await.unwrap().call((false, 0)).await.is_ok());
+        assert!(after.clone().oneshot((false, 0)).await.is_ok());
         // The service wrapped before still has the old, enforcing breaker,
         // which has seen nothing.
         assert_eq!(before.handle().state(), CircuitState::Closed);
-        before
-            .ready()
-            .await
-            .unwrap()
-            .call((true, 0))
-            .await
-            .unwrap_err();
-        let refused = before.ready().await.unwrap().call((false, 0)).await;
+        before.clone().oneshot((true, 0)).await.unwrap_err();
+        let refused = before.clone().oneshot((false, 0)).await;
         assert!(refused.unwrap_err().is::<crate::CircuitOpen>());
         assert_eq!(before.handle().stats().calls, 1);
         assert_eq!(early.stats().calls, 1);
