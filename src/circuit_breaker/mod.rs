@@ -290,13 +290,32 @@ mod tests {
         assert_eq!((s.calls, s.slow_calls), (2, 1), "{s:?}");
     }
 
-    /// An observer, which is given each call's latency, keeps the precise
-    /// clock.
-    #[test]
-    fn an_observer_keeps_the_precise_clock() {
-        let layer = CircuitBreakerLayer::default().observer(|_: &crate::observe::Event<'_>| {});
-        assert!(!layer.handle().breaker.is_coarse());
-        // A bucket shorter than 10 ticks does too (where there are ticks).
+    /// An observer does not change the clock of closed calls: the latency
+    /// it is given is timed apart, on the precise clock, for the calls it
+    /// wants timed.
+    #[tokio::test]
+    async fn an_observer_keeps_the_coarse_clock_and_times_calls_apart() {
+        use std::sync::{Arc, Mutex};
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let seen = latencies.clone();
+        let layer =
+            CircuitBreakerLayer::default().observer(move |e: &crate::observe::Event<'_>| {
+                if let crate::observe::Event::BreakerCall { latency, .. } = e {
+                    seen.lock().unwrap().push(*latency);
+                }
+            });
+        assert!(layer.handle().breaker.is_coarse());
+        let mut svc = layer.layer(upstream());
+        svc.ready().await.unwrap().call((false, 20)).await.unwrap();
+        // A closure observer wants every call timed.
+        let latencies = latencies.lock().unwrap();
+        assert_eq!(latencies.len(), 1);
+        assert!(
+            latencies[0].is_some_and(|l| l >= Duration::from_millis(20)),
+            "{latencies:?}"
+        );
+        // A bucket shorter than 10 ticks keeps the precise clock (where
+        // there are ticks).
         let layer = CircuitBreakerLayer::builder()
             .window(SlidingWindow::Time {
                 size: Duration::from_millis(10),

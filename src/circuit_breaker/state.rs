@@ -199,8 +199,11 @@ struct Changes(Vec<(CircuitState, CircuitState)>);
 pub(crate) struct Permit {
     /// The state word at admission.
     word: u64,
-    /// Admission time, when slow calls are tracked or an observer is set.
+    /// Admission time, when slow calls are tracked.
     start: u64,
+    /// Admission time on the precise clock, for a call the observer wants
+    /// timed ([`Observers::time_this_call`]).
+    timed: Option<u64>,
 }
 
 impl Permit {
@@ -243,8 +246,8 @@ impl Breaker {
     /// Closed calls use the coarse clock when its resolution is fine enough
     /// for both things they time: a bucket spans at least
     /// [`BUCKET_TICKS`] ticks, and `slow_call_duration` (if set) at least
-    /// [`SLOW_CALL_TICKS`]. With an observer, which receives each call's
-    /// latency, they use the precise clock.
+    /// [`SLOW_CALL_TICKS`]. The latency an observer receives is measured
+    /// apart, on the precise clock, for the calls it wants timed.
     pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers, shadow: bool) -> Self {
         Self::keyed(config, observers, shadow, None)
     }
@@ -270,7 +273,7 @@ impl Breaker {
             }
         };
         let slow_ok = slow_nanos.is_none_or(|d| d >= tick.saturating_mul(SLOW_CALL_TICKS));
-        let coarse = buckets_ok && slow_ok && !observers.is_set();
+        let coarse = buckets_ok && slow_ok;
         Breaker {
             window: Window::new(config.window),
             by_rate: config.trip == Trip::Rate,
@@ -515,14 +518,21 @@ impl Breaker {
         let word = self.state.load(Ordering::Acquire);
         let kind = word & KIND;
         if kind == CLOSED || kind == FORCED_CLOSED {
-            let start = if self.slow_nanos.is_some() || self.observers.is_set() {
+            let start = if self.slow_nanos.is_some() {
                 self.closed_now()
             } else {
                 0
             };
-            return Ok(Permit { word, start });
+            let timed = self.timed();
+            return Ok(Permit { word, start, timed });
         }
         self.acquire_slow(kind)
+    }
+
+    /// The precise time, for a call the observer wants timed.
+    #[inline]
+    fn timed(&self) -> Option<u64> {
+        self.observers.time_this_call().then(|| self.clock.now())
     }
 
     #[cold]
@@ -551,10 +561,15 @@ impl Breaker {
                     } else {
                         now
                     },
+                    timed: self.observers.time_this_call().then_some(now),
                 }),
                 HALF_OPEN if ctl.half.admitted < self.config.permitted_calls_in_half_open => {
                     ctl.half.admitted += 1;
-                    Ok(Permit { word, start: now })
+                    Ok(Permit {
+                        word,
+                        start: now,
+                        timed: self.observers.time_this_call().then_some(now),
+                    })
                 }
                 HALF_OPEN => {
                     let timeout =
@@ -604,7 +619,7 @@ impl Breaker {
         // calls on theirs.
         let now = if permit.is_trial() {
             self.clock.now()
-        } else if self.slow_nanos.is_some() || self.window.needs_time() || self.observers.is_set() {
+        } else if self.slow_nanos.is_some() || self.window.needs_time() {
             self.closed_now()
         } else {
             0
@@ -624,7 +639,9 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
-                latency: Duration::from_nanos(now.saturating_sub(permit.start)),
+                latency: permit
+                    .timed
+                    .map(|t| Duration::from_nanos(self.clock.now().saturating_sub(t))),
             });
         }
     }

@@ -258,8 +258,10 @@ impl Observer for MetricsObserver {
                 histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
             }
             Event::Completed { latency, .. } => {
-                histogram!("sluice_latency_seconds", "layer" => layer)
-                    .record(latency.as_secs_f64());
+                if let Some(latency) = latency {
+                    histogram!("sluice_latency_seconds", "layer" => layer)
+                        .record(latency.as_secs_f64());
+                }
             }
             Event::AdaptiveRejected { enforced, .. } => self.request(
                 layer,
@@ -305,8 +307,10 @@ impl Observer for MetricsObserver {
                 };
                 counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome)
                     .increment(1);
-                histogram!("sluice_latency_seconds", "layer" => layer)
-                    .record(latency.as_secs_f64());
+                if let Some(latency) = latency {
+                    histogram!("sluice_latency_seconds", "layer" => layer)
+                        .record(latency.as_secs_f64());
+                }
             }
             Event::RetryScheduled { .. } => {
                 counter!("sluice_retries_total", "layer" => layer).increment(1);
