@@ -194,6 +194,9 @@ struct Control {
 #[derive(Default)]
 struct Changes(Vec<(CircuitState, CircuitState)>);
 
+/// [`Permit::timed`] of a call not timed (no clock reads that far).
+const UNTIMED: u64 = u64::MAX;
+
 /// What a call was admitted with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Permit {
@@ -202,8 +205,8 @@ pub(crate) struct Permit {
     /// Admission time, when slow calls are tracked.
     start: u64,
     /// Admission time on the precise clock, for a call the observer wants
-    /// timed ([`Observers::time_this_call`]).
-    timed: Option<u64>,
+    /// timed ([`Observers::time_this_call`]); [`UNTIMED`] otherwise.
+    timed: u64,
 }
 
 impl Permit {
@@ -529,10 +532,25 @@ impl Breaker {
         self.acquire_slow(kind)
     }
 
-    /// The precise time, for a call the observer wants timed.
+    /// The precise time, for a call the observer wants timed; [`UNTIMED`]
+    /// otherwise.
     #[inline]
-    fn timed(&self) -> Option<u64> {
-        self.observers.time_this_call().then(|| self.clock.now())
+    fn timed(&self) -> u64 {
+        if self.observers.time_this_call() {
+            self.clock.now()
+        } else {
+            UNTIMED
+        }
+    }
+
+    /// [`timed`](Self::timed), the time being `now`.
+    #[inline]
+    fn timed_at(&self, now: u64) -> u64 {
+        if self.observers.time_this_call() {
+            now
+        } else {
+            UNTIMED
+        }
     }
 
     #[cold]
@@ -561,14 +579,14 @@ impl Breaker {
                     } else {
                         now
                     },
-                    timed: self.observers.time_this_call().then_some(now),
+                    timed: self.timed_at(now),
                 }),
                 HALF_OPEN if ctl.half.admitted < self.config.permitted_calls_in_half_open => {
                     ctl.half.admitted += 1;
                     Ok(Permit {
                         word,
                         start: now,
-                        timed: self.observers.time_this_call().then_some(now),
+                        timed: self.timed_at(now),
                     })
                 }
                 HALF_OPEN => {
@@ -639,9 +657,8 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
-                latency: permit
-                    .timed
-                    .map(|t| Duration::from_nanos(self.clock.now().saturating_sub(t))),
+                latency: (permit.timed != UNTIMED)
+                    .then(|| Duration::from_nanos(self.clock.now().saturating_sub(permit.timed))),
             });
         }
     }

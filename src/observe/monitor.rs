@@ -2,7 +2,8 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -386,26 +387,33 @@ impl Set {
 /// started (`base_*`), the previous bucket's are kept (`prev_*`).
 #[derive(Default)]
 struct KeyRow {
+    /// What every request or completion touches, in one cache line.
+    hot: Hot,
     /// The key's `Debug` text, written when the row is claimed.
     name: Mutex<Box<str>>,
-    requests: AtomicU64,
-    limited: AtomicU64,
-    shadow_limited: AtomicU64,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
     retries: AtomicU64,
     gave_up: AtomicU64,
-    latency: AtomicEwma,
-    last_seen: AtomicU64,
     /// One bit per rate rule that has fired for this key.
     fired: AtomicU64,
-    bucket: AtomicU64,
     base_requests: AtomicU64,
     base_limited: AtomicU64,
     prev_requests: AtomicU64,
     prev_limited: AtomicU64,
+}
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Hot {
+    requests: AtomicU64,
+    limited: AtomicU64,
+    shadow_limited: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    last_seen: AtomicU64,
+    bucket: AtomicU64,
+    latency: AtomicEwma,
 }
 
 impl KeyRow {
@@ -413,13 +421,13 @@ impl KeyRow {
     fn reset(&self, name: Box<str>, now: u64, bucket: u64) {
         *lock(&self.name) = name;
         for a in [
-            &self.requests,
-            &self.limited,
-            &self.shadow_limited,
+            &self.hot.requests,
+            &self.hot.limited,
+            &self.hot.shadow_limited,
             &self.waited,
             &self.wait_nanos,
-            &self.completed,
-            &self.failed,
+            &self.hot.completed,
+            &self.hot.failed,
             &self.retries,
             &self.gave_up,
             &self.fired,
@@ -430,9 +438,9 @@ impl KeyRow {
         ] {
             a.store(0, Relaxed);
         }
-        self.latency.0.store(u64::MAX, Relaxed);
-        self.last_seen.store(now, Relaxed);
-        self.bucket.store(bucket, Relaxed);
+        self.hot.latency.0.store(u64::MAX, Relaxed);
+        self.hot.last_seen.store(now, Relaxed);
+        self.hot.bucket.store(bucket, Relaxed);
     }
 
     fn name(&self) -> String {
@@ -442,7 +450,7 @@ impl KeyRow {
     /// Limited and shadow-limited requests, over the whole run.
     #[inline]
     fn all_limited(&self) -> u64 {
-        self.limited.load(Relaxed) + self.shadow_limited.load(Relaxed)
+        self.hot.limited.load(Relaxed) + self.hot.shadow_limited.load(Relaxed)
     }
 
     /// Starts a new bucket if `now` is past the current one. One thread
@@ -451,16 +459,17 @@ impl KeyRow {
     #[inline]
     fn roll(&self, now: u64, width: u64) {
         let bucket = now / width;
-        let current = self.bucket.load(Relaxed);
+        let current = self.hot.bucket.load(Relaxed);
         if bucket <= current
             || self
+                .hot
                 .bucket
                 .compare_exchange(current, bucket, Relaxed, Relaxed)
                 .is_err()
         {
             return;
         }
-        let requests = self.requests.load(Relaxed);
+        let requests = self.hot.requests.load(Relaxed);
         let limited = self.all_limited();
         let (prev_r, prev_l) = if bucket == current + 1 {
             (
@@ -481,8 +490,9 @@ impl KeyRow {
     /// inside the window.
     fn recent(&self, now: u64, width: u64) -> (f64, f64) {
         let bucket = now / width;
-        let current = self.bucket.load(Relaxed);
+        let current = self.hot.bucket.load(Relaxed);
         let cur_r = self
+            .hot
             .requests
             .load(Relaxed)
             .saturating_sub(self.base_requests.load(Relaxed));
@@ -605,6 +615,8 @@ impl Counts {
 /// Per-layer (or per-scope) figures: counters per thread, states shared.
 struct LayerStats {
     name: &'static str,
+    /// The address of another copy of `name`'s text, once seen.
+    alias: AtomicUsize,
     /// Each thread's counters, cache-line padded so threads never share a
     /// line.
     counts: ThreadLocal<CachePadded<Counts>>,
@@ -622,6 +634,7 @@ impl LayerStats {
     fn new(name: &'static str) -> Self {
         LayerStats {
             name,
+            alias: AtomicUsize::new(0),
             counts: ThreadLocal::new(),
             queue_depth: AtomicU64::new(0),
             has_queue: AtomicBool::new(false),
@@ -637,7 +650,35 @@ impl LayerStats {
     /// This thread's counters.
     #[inline]
     fn counts(&self) -> &Counts {
+        match self.counts.get() {
+            Some(counts) => counts,
+            None => self.new_counts(),
+        }
+    }
+
+    #[cold]
+    fn new_counts(&self) -> &Counts {
         self.counts.get_or_default()
+    }
+
+    /// Whether `name` is this layer's name: by address first (a name is
+    /// usually one `&'static str`, or a few copies of it, one per module
+    /// that reports it), by text the first time a copy is seen.
+    #[inline]
+    fn is(&self, name: &'static str) -> bool {
+        let at = name.as_ptr() as usize;
+        ((at == self.name.as_ptr() as usize || at == self.alias.load(Relaxed))
+            && name.len() == self.name.len())
+            || self.is_copy(name)
+    }
+
+    #[cold]
+    fn is_copy(&self, name: &'static str) -> bool {
+        let same = self.name == name;
+        if same {
+            self.alias.store(name.as_ptr() as usize, Relaxed);
+        }
+        same
     }
 
     fn snapshot(&self) -> LayerSnapshot {
@@ -1059,7 +1100,7 @@ impl Inner {
     fn layer(&self, name: &'static str) -> &LayerStats {
         for slot in self.layers.iter() {
             match slot.get() {
-                Some(l) if std::ptr::eq(l.name, name) || l.name == name => return l,
+                Some(l) if l.is(name) => return l,
                 Some(_) => {}
                 None => return self.add_layer(name),
             }
@@ -1114,7 +1155,7 @@ impl Inner {
             Some(way) => way,
             None => {
                 let way = (0..WAYS)
-                    .min_by_key(|&w| set.rows[w].last_seen.load(Relaxed))
+                    .min_by_key(|&w| set.rows[w].hot.last_seen.load(Relaxed))
                     .expect("WAYS > 0");
                 // Lookups of the old key miss from here on.
                 set.hashes[way].store(0, Release);
@@ -1132,9 +1173,9 @@ impl Inner {
 
     fn key_snapshot(&self, row: &KeyRow, now: u64) -> KeySnapshot {
         let (recent_requests, recent_limited) = row.recent(now, self.window);
-        let requests = row.requests.load(Relaxed);
-        let limited = row.limited.load(Relaxed);
-        let shadow_limited = row.shadow_limited.load(Relaxed);
+        let requests = row.hot.requests.load(Relaxed);
+        let limited = row.hot.limited.load(Relaxed);
+        let shadow_limited = row.hot.shadow_limited.load(Relaxed);
         KeySnapshot {
             key: row.name(),
             requests,
@@ -1149,9 +1190,9 @@ impl Inner {
             },
             waited: row.waited.load(Relaxed),
             wait_total: Duration::from_nanos(row.wait_nanos.load(Relaxed)),
-            completed: row.completed.load(Relaxed),
-            failed: row.failed.load(Relaxed),
-            latency_ewma: row.latency.get().map(secs),
+            completed: row.hot.completed.load(Relaxed),
+            failed: row.hot.failed.load(Relaxed),
+            latency_ewma: row.hot.latency.get().map(secs),
             retries: row.retries.load(Relaxed),
             gave_up: row.gave_up.load(Relaxed),
             alerting: self.alerting(row, now),
@@ -1349,16 +1390,16 @@ impl Inner {
                 // eviction uses).
                 let now = self.clock.now();
                 let row = self.row(hash, key, now);
-                if row.last_seen.load(Relaxed) != now {
-                    row.last_seen.store(now, Relaxed);
+                if row.hot.last_seen.load(Relaxed) != now {
+                    row.hot.last_seen.store(now, Relaxed);
                 }
                 row.roll(now, self.window);
-                add(&row.requests, 1);
+                add(&row.hot.requests, 1);
                 if limited {
-                    add(&row.limited, 1);
+                    add(&row.hot.limited, 1);
                 }
                 if shadow {
-                    add(&row.shadow_limited, 1);
+                    add(&row.hot.shadow_limited, 1);
                 }
                 if let Some(alerts) = &self.alerts {
                     self.rate_alerts(alerts, scope, row, now);
@@ -1371,12 +1412,12 @@ impl Inner {
             }
             KeyUpdate::Completed { latency, success } => {
                 let row = self.row(hash, key, 0);
-                add(&row.completed, 1);
+                add(&row.hot.completed, 1);
                 if !success {
-                    add(&row.failed, 1);
+                    add(&row.hot.failed, 1);
                 }
                 if let Some(n) = latency {
-                    row.latency.add(n as f64, self.alpha);
+                    row.hot.latency.add(n as f64, self.alpha);
                 }
             }
             KeyUpdate::Retry => add(&self.row(hash, key, 0).retries, 1),
