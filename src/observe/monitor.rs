@@ -288,15 +288,15 @@ impl MonitorBuilder {
     /// # let _ = for_the_layer;
     /// ```
     pub fn build(self) -> Monitor {
-        let sets = self.max_keys.div_ceil(WAYS);
+        let chunks = self.max_keys.div_ceil(CHUNK);
         Monitor {
             inner: Arc::new(Inner {
                 alpha: self.smoothing,
                 window: u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX),
                 latency_one_in: self.latency_one_in,
-                max_keys: sets * WAYS,
+                max_keys: self.max_keys,
                 clock: WindowClock::for_window(self.window),
-                sets: (0..sets).map(|_| OnceLock::new()).collect(),
+                chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
                 layers: (0..LAYERS).map(|_| OnceLock::new()).collect(),
                 layers_lock: Mutex::new(()),
                 evicted: AtomicU64::new(0),
@@ -312,8 +312,9 @@ struct Inner {
     latency_one_in: u32,
     max_keys: usize,
     clock: WindowClock,
-    /// The key table: sets of [`WAYS`] rows, each allocated on first use.
-    sets: Box<[OnceLock<Box<Set>>]>,
+    /// The key table: `max_keys` rows, in chunks of [`CHUNK`] allocated on
+    /// first use.
+    chunks: Box<[OnceLock<Chunk>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
     layers: Box<[OnceLock<LayerStats>]>,
     layers_lock: Mutex<()>,
@@ -348,49 +349,99 @@ impl WindowClock {
     }
 }
 
-/// Rows per set of the key table: a key may live in any way of the set its
-/// hash picks, and a new key in a full set evicts the set's least recently
-/// seen key. Eight hashes fill one cache line.
-const WAYS: usize = 8;
+/// Rows of the key table allocated together, on first use.
+const CHUNK: usize = 64;
+/// A key lives within this many rows of its home row (in its chunk,
+/// wrapping around), and a new key whose rows are all taken evicts the
+/// least recently seen of them.
+const PROBE: usize = 8;
 
-/// One set of the key table. Lookups read `hashes` without a lock; adding a
-/// key (or evicting one) takes `claim`.
-struct Set {
-    /// The key hash of each way; 0 = free.
-    hashes: [AtomicU64; WAYS],
-    rows: [KeyRow; WAYS],
+/// Rows of the key table. Lookups read the hashes without a lock; adding a
+/// key (or evicting one) takes `claim`. Rows are never removed, only
+/// replaced: a lookup may stop at the first free row.
+struct Chunk {
+    hot: Box<[Hot]>,
+    cold: Box<[Cold]>,
     claim: Mutex<()>,
 }
 
-impl Set {
-    fn new() -> Self {
-        Set {
-            hashes: std::array::from_fn(|_| AtomicU64::new(0)),
-            rows: std::array::from_fn(|_| KeyRow::default()),
+impl Chunk {
+    fn new(len: usize) -> Self {
+        Chunk {
+            hot: (0..len).map(|_| Hot::default()).collect(),
+            cold: (0..len).map(|_| Cold::default()).collect(),
             claim: Mutex::new(()),
         }
     }
 
     #[inline]
-    fn find(&self, hash: u64) -> Option<&KeyRow> {
-        self.hashes
-            .iter()
-            .position(|h| h.load(Acquire) == hash)
-            .map(|w| &self.rows[w])
+    fn row(&self, i: usize) -> KeyRow<'_> {
+        KeyRow {
+            hot: &self.hot[i],
+            cold: &self.cold[i],
+        }
+    }
+
+    /// The rows a key whose home is `home` may live in.
+    #[inline]
+    fn probe(&self, home: usize) -> impl Iterator<Item = usize> {
+        let len = self.hot.len();
+        (home..home + PROBE.min(len)).map(move |i| if i >= len { i - len } else { i })
+    }
+
+    #[inline]
+    fn find(&self, home: usize, hash: u64) -> Option<KeyRow<'_>> {
+        for i in self.probe(home) {
+            match self.hot[i].hash.load(Acquire) {
+                h if h == hash => return Some(self.row(i)),
+                0 => return None,
+                _ => {}
+            }
+        }
+        None
     }
 }
 
-/// A key's figures, all atomics, so events update them without a lock.
+/// A key's figures, all atomics, so events update them without a lock:
+/// what every request and completion touches in one cache line (`hot`),
+/// the rest apart (`cold`, also reached through `Deref`).
 ///
 /// The recent window is kept as two fixed buckets, from the totals: the
 /// current bucket's counts are the totals minus their values when it
 /// started (`base_*`), the previous bucket's are kept (`prev_*`).
+#[derive(Clone, Copy)]
+struct KeyRow<'a> {
+    hot: &'a Hot,
+    cold: &'a Cold,
+}
+
+impl std::ops::Deref for KeyRow<'_> {
+    type Target = Cold;
+    fn deref(&self) -> &Cold {
+        self.cold
+    }
+}
+
 #[derive(Default)]
-struct KeyRow {
-    /// What every request or completion touches, in one cache line.
-    hot: Hot,
+#[repr(align(64))]
+struct Hot {
+    /// The key's hash; 0 = free.
+    hash: AtomicU64,
+    requests: AtomicU64,
+    limited: AtomicU64,
+    shadow_limited: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    last_seen: AtomicU64,
+    bucket: AtomicU64,
+}
+
+#[derive(Default)]
+struct Cold {
     /// The key's `Debug` text, written when the row is claimed.
     name: Mutex<Box<str>>,
+    /// Of the timed completions.
+    latency: AtomicEwma,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
     retries: AtomicU64,
@@ -403,21 +454,9 @@ struct KeyRow {
     prev_limited: AtomicU64,
 }
 
-#[derive(Default)]
-#[repr(align(64))]
-struct Hot {
-    requests: AtomicU64,
-    limited: AtomicU64,
-    shadow_limited: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    last_seen: AtomicU64,
-    bucket: AtomicU64,
-    latency: AtomicEwma,
-}
-
-impl KeyRow {
-    /// Makes the row `name`'s, all figures zero (under the set's `claim`).
+impl KeyRow<'_> {
+    /// Makes the row `name`'s, all figures zero (under the chunk's
+    /// `claim`, the hash cleared).
     fn reset(&self, name: Box<str>, now: u64, bucket: u64) {
         *lock(&self.name) = name;
         for a in [
@@ -438,7 +477,7 @@ impl KeyRow {
         ] {
             a.store(0, Relaxed);
         }
-        self.hot.latency.0.store(u64::MAX, Relaxed);
+        self.latency.0.store(u64::MAX, Relaxed);
         self.hot.last_seen.store(now, Relaxed);
         self.hot.bucket.store(bucket, Relaxed);
     }
@@ -873,10 +912,10 @@ impl Monitor {
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut keys = Vec::new();
-        for set in inner.sets.iter().filter_map(OnceLock::get) {
-            for (hash, row) in set.hashes.iter().zip(&set.rows) {
-                if hash.load(Acquire) != 0 {
-                    keys.push(inner.key_snapshot(row, now));
+        for chunk in inner.chunks.iter().filter_map(OnceLock::get) {
+            for i in 0..chunk.hot.len() {
+                if chunk.hot[i].hash.load(Acquire) != 0 {
+                    keys.push(inner.key_snapshot(&chunk.row(i), now));
                 }
             }
         }
@@ -951,7 +990,7 @@ impl Monitor {
         let inner = &self.inner;
         inner
             .find(key.key_hash().max(1))
-            .map(|row| inner.key_snapshot(row, inner.clock.now()))
+            .map(|row| inner.key_snapshot(&row, inner.clock.now()))
     }
 
     /// The keys with the most limited requests (shadow ones included),
@@ -1121,57 +1160,82 @@ impl Inner {
         self.layers[LAYERS - 1].get().expect("filled")
     }
 
-    /// The set a key hash belongs to (the hash's high bits, scaled).
+    /// The chunk a key hash belongs to, and its home row there (from the
+    /// hash's high bits, scaled to `max_keys`).
     #[inline]
-    fn set_of(&self, hash: u64) -> &OnceLock<Box<Set>> {
-        let i = (u128::from(hash) * self.sets.len() as u128) >> 64;
-        &self.sets[i as usize]
+    fn home(&self, hash: u64) -> (usize, usize) {
+        let row = ((u128::from(hash) * self.max_keys as u128) >> 64) as usize;
+        (row / CHUNK, row % CHUNK)
     }
 
     /// The row of a key hash, if the key is tracked.
-    fn find(&self, hash: u64) -> Option<&KeyRow> {
-        self.set_of(hash).get()?.find(hash)
+    fn find(&self, hash: u64) -> Option<KeyRow<'_>> {
+        let (chunk, home) = self.home(hash);
+        self.chunks[chunk].get()?.find(home, hash)
     }
 
-    /// The row of `key` (hash `hash`), made if new: in a free way of its
-    /// set, or in place of the set's least recently seen key.
+    /// The row of `key` (hash `hash`), made if new: in a free row near its
+    /// home, or in place of the least recently seen key there.
     #[inline]
-    fn row(&self, hash: u64, key: &dyn EventKey, now: u64) -> &KeyRow {
-        let set = self.set_of(hash).get_or_init(|| Box::new(Set::new()));
-        match set.find(hash) {
+    fn row(&self, hash: u64, key: &dyn EventKey, now: u64) -> KeyRow<'_> {
+        let (chunk, home) = self.home(hash);
+        let chunk = match self.chunks[chunk].get() {
+            Some(c) => c,
+            None => self.new_chunk(chunk),
+        };
+        match chunk.find(home, hash) {
             Some(row) => row,
-            None => self.claim(set, hash, key, now),
+            None => self.claim(chunk, home, hash, key, now),
         }
     }
 
     #[cold]
-    fn claim<'a>(&self, set: &'a Set, hash: u64, key: &dyn EventKey, now: u64) -> &'a KeyRow {
-        let _guard = lock(&set.claim);
-        if let Some(row) = set.find(hash) {
+    fn new_chunk(&self, i: usize) -> &Chunk {
+        self.chunks[i].get_or_init(|| {
+            // The last chunk holds what is left of `max_keys`.
+            Chunk::new(self.max_keys.saturating_sub(i * CHUNK).clamp(1, CHUNK))
+        })
+    }
+
+    #[cold]
+    fn claim<'a>(
+        &self,
+        chunk: &'a Chunk,
+        home: usize,
+        hash: u64,
+        key: &dyn EventKey,
+        now: u64,
+    ) -> KeyRow<'a> {
+        let _guard = lock(&chunk.claim);
+        if let Some(row) = chunk.find(home, hash) {
             // Added by another thread meanwhile.
             return row;
         }
-        let way = match set.hashes.iter().position(|h| h.load(Relaxed) == 0) {
-            Some(way) => way,
+        let i = match chunk
+            .probe(home)
+            .find(|&i| chunk.hot[i].hash.load(Relaxed) == 0)
+        {
+            Some(i) => i,
             None => {
-                let way = (0..WAYS)
-                    .min_by_key(|&w| set.rows[w].hot.last_seen.load(Relaxed))
-                    .expect("WAYS > 0");
+                let i = chunk
+                    .probe(home)
+                    .min_by_key(|&i| chunk.hot[i].last_seen.load(Relaxed))
+                    .expect("a chunk has rows");
                 // Lookups of the old key miss from here on.
-                set.hashes[way].store(0, Release);
+                chunk.hot[i].hash.store(0, Release);
                 self.evicted.fetch_add(1, Relaxed);
-                way
+                i
             }
         };
         let mut name = String::new();
         let _ = write!(name, "{key:?}");
-        let row = &set.rows[way];
+        let row = chunk.row(i);
         row.reset(name.into_boxed_str(), now, now / self.window);
-        set.hashes[way].store(hash, Release);
+        row.hot.hash.store(hash, Release);
         row
     }
 
-    fn key_snapshot(&self, row: &KeyRow, now: u64) -> KeySnapshot {
+    fn key_snapshot(&self, row: &KeyRow<'_>, now: u64) -> KeySnapshot {
         let (recent_requests, recent_limited) = row.recent(now, self.window);
         let requests = row.hot.requests.load(Relaxed);
         let limited = row.hot.limited.load(Relaxed);
@@ -1192,7 +1256,7 @@ impl Inner {
             wait_total: Duration::from_nanos(row.wait_nanos.load(Relaxed)),
             completed: row.hot.completed.load(Relaxed),
             failed: row.hot.failed.load(Relaxed),
-            latency_ewma: row.hot.latency.get().map(secs),
+            latency_ewma: row.latency.get().map(secs),
             retries: row.retries.load(Relaxed),
             gave_up: row.gave_up.load(Relaxed),
             alerting: self.alerting(row, now),
@@ -1202,7 +1266,7 @@ impl Inner {
     /// Whether a rate rule that fired for `row` is still above its re-arm
     /// level now: a key that went quiet reads as recovered without waiting
     /// for its next request (which is when the rule itself re-arms).
-    fn alerting(&self, row: &KeyRow, now: u64) -> bool {
+    fn alerting(&self, row: &KeyRow<'_>, now: u64) -> bool {
         let fired = row.fired.load(Relaxed);
         let Some(alerts) = self.alerts.as_ref().filter(|_| fired != 0) else {
             return false;
@@ -1402,7 +1466,7 @@ impl Inner {
                     add(&row.hot.shadow_limited, 1);
                 }
                 if let Some(alerts) = &self.alerts {
-                    self.rate_alerts(alerts, scope, row, now);
+                    self.rate_alerts(alerts, scope, &row, now);
                 }
             }
             KeyUpdate::Waited(n) => {
@@ -1417,7 +1481,7 @@ impl Inner {
                     add(&row.hot.failed, 1);
                 }
                 if let Some(n) = latency {
-                    row.hot.latency.add(n as f64, self.alpha);
+                    row.latency.add(n as f64, self.alpha);
                 }
             }
             KeyUpdate::Retry => add(&self.row(hash, key, 0).retries, 1),
@@ -1425,7 +1489,7 @@ impl Inner {
         }
     }
 
-    fn rate_alerts(&self, alerts: &Alerts, scope: &'static str, row: &KeyRow, now: u64) {
+    fn rate_alerts(&self, alerts: &Alerts, scope: &'static str, row: &KeyRow<'_>, now: u64) {
         let (requests, limited) = row.recent(now, self.window);
         let rate = if requests > 0.0 {
             limited / requests
