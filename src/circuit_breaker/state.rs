@@ -194,19 +194,20 @@ struct Control {
 #[derive(Default)]
 struct Changes(Vec<(CircuitState, CircuitState)>);
 
-/// [`Permit::timed`] of a call not timed (no clock reads that far).
-const UNTIMED: u64 = u64::MAX;
+/// The bit of [`Permit::start`] that marks a call the observer wants
+/// timed (no clock reads that far: 2^63 ns is 292 years).
+const TIMED: u64 = 1 << 63;
 
 /// What a call was admitted with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Permit {
     /// The state word at admission.
     word: u64,
-    /// Admission time, when slow calls are tracked.
+    /// Admission time, when slow calls are tracked; or, with [`TIMED`]
+    /// set, on the precise clock, for a call the observer wants timed
+    /// ([`Observers::time_this_call`]). (One word, not two: a bigger permit
+    /// makes every call slower, observed or not.)
     start: u64,
-    /// Admission time on the precise clock, for a call the observer wants
-    /// timed ([`Observers::time_this_call`]); [`UNTIMED`] otherwise.
-    timed: u64,
 }
 
 impl Permit {
@@ -521,35 +522,26 @@ impl Breaker {
         let word = self.state.load(Ordering::Acquire);
         let kind = word & KIND;
         if kind == CLOSED || kind == FORCED_CLOSED {
-            let start = if self.slow_nanos.is_some() {
+            let start = if self.observers.is_set() && self.observers.time_this_call() {
+                self.clock.now() | TIMED
+            } else if self.slow_nanos.is_some() {
                 self.closed_now()
             } else {
                 0
             };
-            let timed = self.timed();
-            return Ok(Permit { word, start, timed });
+            return Ok(Permit { word, start });
         }
         self.acquire_slow(kind)
     }
 
-    /// The precise time, for a call the observer wants timed; [`UNTIMED`]
-    /// otherwise.
+    /// `now` (precise) marked [`TIMED`] for a call the observer wants
+    /// timed, else `closed`.
     #[inline]
-    fn timed(&self) -> u64 {
+    fn start_at(&self, now: u64, closed: u64) -> u64 {
         if self.observers.time_this_call() {
-            self.clock.now()
+            now | TIMED
         } else {
-            UNTIMED
-        }
-    }
-
-    /// [`timed`](Self::timed), the time being `now`.
-    #[inline]
-    fn timed_at(&self, now: u64) -> u64 {
-        if self.observers.time_this_call() {
-            now
-        } else {
-            UNTIMED
+            closed
         }
     }
 
@@ -574,19 +566,20 @@ impl Breaker {
                 // A closed call is timed on the closed calls' clock.
                 CLOSED | FORCED_CLOSED => Ok(Permit {
                     word,
-                    start: if self.coarse {
-                        self.coarse_clock.now()
-                    } else {
-                        now
-                    },
-                    timed: self.timed_at(now),
+                    start: self.start_at(
+                        now,
+                        if self.coarse {
+                            self.coarse_clock.now()
+                        } else {
+                            now
+                        },
+                    ),
                 }),
                 HALF_OPEN if ctl.half.admitted < self.config.permitted_calls_in_half_open => {
                     ctl.half.admitted += 1;
                     Ok(Permit {
                         word,
-                        start: now,
-                        timed: self.timed_at(now),
+                        start: self.start_at(now, now),
                     })
                 }
                 HALF_OPEN => {
@@ -635,16 +628,19 @@ impl Breaker {
     pub(crate) fn finish(&self, permit: Permit, outcome: Outcome) {
         // Trials were admitted on the precise clock and judge on it; closed
         // calls on theirs.
+        // A timed call is timed (and judged slow) on the precise clock.
+        let timed = permit.start & TIMED != 0;
+        let start = permit.start & !TIMED;
+        let end = if timed { self.clock.now() } else { 0 };
         let now = if permit.is_trial() {
-            self.clock.now()
+            if timed { end } else { self.clock.now() }
         } else if self.slow_nanos.is_some() || self.window.needs_time() {
             self.closed_now()
         } else {
             0
         };
-        let slow = self
-            .slow_nanos
-            .is_some_and(|d| now.saturating_sub(permit.start) >= d);
+        let elapsed = if timed { end } else { now }.saturating_sub(start);
+        let slow = self.slow_nanos.is_some_and(|d| elapsed >= d);
         let counted = if permit.is_trial() {
             self.finish_trial(permit, outcome, slow, now)
         } else {
@@ -657,8 +653,7 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
-                latency: (permit.timed != UNTIMED)
-                    .then(|| Duration::from_nanos(self.clock.now().saturating_sub(permit.timed))),
+                latency: timed.then(|| Duration::from_nanos(elapsed)),
             });
         }
     }
