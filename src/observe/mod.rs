@@ -60,6 +60,7 @@ mod alert;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod monitor;
+mod slot;
 
 pub use alert::{Alert, AlertRule};
 #[cfg(feature = "metrics")]

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use thread_local::ThreadLocal;
 
 use super::alert::{Alert, AlertRule, Alerts, Callback, RuleKind};
+use super::slot::{self, SHARED};
 use super::{Event, EventKey, FailureAction, Observer};
 use crate::circuit_breaker::{CircuitState, Outcome};
 use crate::clock::{Clock, CoarseClock};
@@ -632,9 +632,9 @@ mod count {
     pub(super) const N: usize = 17;
 }
 
-/// One thread's counters of a layer. Only the owning thread writes them
-/// (a relaxed load and store: no locked read-modify-write); readers add up
-/// every thread's.
+/// One thread's counters of a layer ([`slot`]). Only the owning thread
+/// writes them (a relaxed load and store: no locked read-modify-write);
+/// readers add up every thread's.
 struct Counts([AtomicU64; count::N]);
 
 impl Default for Counts {
@@ -643,11 +643,17 @@ impl Default for Counts {
     }
 }
 
-impl Counts {
+/// This thread's counters of a layer.
+#[derive(Clone, Copy)]
+struct Mine<'a> {
+    counts: &'a Counts,
+    slot: usize,
+}
+
+impl Mine<'_> {
     #[inline]
     fn add(&self, i: usize, n: u64) {
-        let c = &self.0[i];
-        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+        slot::add(&self.counts.0[i], self.slot, n);
     }
 }
 
@@ -656,9 +662,9 @@ struct LayerStats {
     name: &'static str,
     /// The address of another copy of `name`'s text, once seen.
     alias: AtomicUsize,
-    /// Each thread's counters, cache-line padded so threads never share a
-    /// line.
-    counts: ThreadLocal<CachePadded<Counts>>,
+    /// Each thread's counters, by [`slot`], cache-line padded so threads
+    /// never share a line.
+    counts: Box<[CachePadded<Counts>]>,
     queue_depth: AtomicU64,
     has_queue: AtomicBool,
     breaker_state: AtomicU8,
@@ -674,7 +680,7 @@ impl LayerStats {
         LayerStats {
             name,
             alias: AtomicUsize::new(0),
-            counts: ThreadLocal::new(),
+            counts: (0..=SHARED).map(|_| CachePadded::default()).collect(),
             queue_depth: AtomicU64::new(0),
             has_queue: AtomicBool::new(false),
             breaker_state: AtomicU8::new(NO_STATE),
@@ -688,16 +694,12 @@ impl LayerStats {
 
     /// This thread's counters.
     #[inline]
-    fn counts(&self) -> &Counts {
-        match self.counts.get() {
-            Some(counts) => counts,
-            None => self.new_counts(),
+    fn counts(&self) -> Mine<'_> {
+        let slot = slot::slot();
+        Mine {
+            counts: &self.counts[slot],
+            slot,
         }
-    }
-
-    #[cold]
-    fn new_counts(&self) -> &Counts {
-        self.counts.get_or_default()
     }
 
     /// Whether `name` is this layer's name: by address first (a name is
