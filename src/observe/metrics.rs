@@ -20,7 +20,7 @@ use crate::retry::GiveUpReason;
 /// |---|---|---|---|
 /// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
 /// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
-/// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]) |
+/// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]); every call is timed (the default [`Observer::latency_one_in`](super::Observer::latency_one_in)) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 /// | `sluice_breaker_transitions_total` | counter | `layer`, `from`, `to` | state changes |
 /// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `ignored`) | classified calls |

@@ -75,26 +75,45 @@ const LAYERS: usize = 32;
 /// - **Response time**: an exponentially weighted moving average of
 ///   [`Event::Completed`] latencies (per key and per layer) and of
 ///   [`Event::BreakerCall`] latencies (per layer), with smoothing α
-///   (`ewma += α (sample − ewma)`, default 0.1).
+///   (`ewma += α (sample − ewma)`, default 0.1), over **timed** calls
+///   only: the monitor asks layers to time about one call in 16, chosen at
+///   random ([`latency_one_in`](MonitorBuilder::latency_one_in); timing a
+///   call costs two precise clock reads). Every call is still counted; a
+///   key with few requests may have no response time yet. Use
+///   `latency_one_in(1)` for an exact average of every call.
 ///
 /// # Memory and cost
 ///
 /// Keys are identified by their [`EventKey::key_hash`] (a 64-bit hash of
 /// the key's `Hash`, computed without formatting: two keys whose hashes
 /// collide would share a row, vanishingly rarely); a row shows the key's
-/// `Debug` text, taken once when the row is made. The key table is a bounded map: at most
-/// [`max_keys`](MonitorBuilder::max_keys) rows (default 10 000, split over 16
-/// shards); a new key in a full shard evicts that shard's least recently
-/// seen key ([`Snapshot::evicted_keys`] counts them). A row is about 150
-/// bytes plus the key's text, so the default bound is a few MB at most. The
-/// request path takes one uncontended shard lock per keyed event, atomics
-/// for per-layer figures, and never allocates except to add a new key.
+/// `Debug` text, taken once when the row is made.
+///
+/// The key table is bounded: exactly [`max_keys`](MonitorBuilder::max_keys)
+/// rows (default 10 000), allocated 64 at a time when first used. A key
+/// lives within 8 rows of a home row picked by its hash; a new key whose 8
+/// rows are all taken evicts the least recently seen of them
+/// ([`Snapshot::evicted_keys`] counts them), so a key may be evicted before
+/// the table is full. A row is 168 bytes plus the key's text: the default
+/// bound is under 2 MB, 100 000 keys about 17 MB.
+///
+/// The request path takes no lock: a keyed event finds its row by reading
+/// the row hashes (the hash and the figures every request touches share a
+/// cache line) and updates it with atomic adds; per-layer figures are kept
+/// per thread (each of the first 32 threads alive at once writes its own
+/// cache-padded counters with a plain load and store; more threads share
+/// one set of atomics), summed by [`snapshot`](Monitor::snapshot). Only a
+/// new key takes a lock (of its 64 rows) and allocates (its text). An
+/// event racing with the eviction of its own key's row may be counted for
+/// the key that takes the row over.
 ///
 /// # Alerts
 ///
-/// Rules are evaluated as events arrive (no timer): a key's rule is checked
-/// when that key's figures change, a breaker rule when a breaker changes
-/// state, a backend rule on backend failures. Firing only queues the alert
+/// Rules are evaluated as events arrive (no timer): a key's rate rule is
+/// checked on each of that key's admission decisions (allowed or limited),
+/// from the key's own row (no cross-thread sums), a breaker rule when a
+/// breaker changes state, a backend rule on backend failures. A rule fires
+/// once per crossing even when several threads see it at once. Firing only queues the alert
 /// (a bounded channel; if 1024 alerts are already waiting, new ones are
 /// dropped and counted): callbacks run on a dedicated thread, one at a time,
 /// under `catch_unwind`, so a slow or panicking callback never blocks or
@@ -1756,11 +1775,12 @@ pub struct LayerSnapshot {
     pub backend_fallbacks: u64,
     /// The backend's health at its last change (backends only).
     pub backend_available: Option<bool>,
-    /// Completed calls with a measured latency.
+    /// Completed calls (timed or not).
     pub completed: u64,
     /// Of those, failures (errors, or a breaker's failure verdict).
     pub failed: u64,
-    /// EWMA of the latency of completed calls.
+    /// EWMA of the latency of the timed completed calls (see
+    /// [`MonitorBuilder::latency_one_in`]).
     pub latency_ewma: Option<Duration>,
 }
 
@@ -1847,7 +1867,8 @@ pub struct KeySnapshot {
     pub completed: u64,
     /// Of those, errors.
     pub failed: u64,
-    /// EWMA of response time ([`Event::Completed`]).
+    /// EWMA of response time ([`Event::Completed`], timed calls only: see
+    /// [`MonitorBuilder::latency_one_in`]).
     pub latency_ewma: Option<Duration>,
     /// Retries scheduled for the key's requests (by a retry layer given
     /// the key with [`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
@@ -1890,4 +1911,73 @@ pub struct BreakerSnapshot {
     /// Its state at its last event.
     #[cfg_attr(feature = "serde", serde(serialize_with = "ser_state"))]
     pub state: CircuitState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_168_bytes() {
+        assert_eq!(std::mem::size_of::<Hot>(), 64);
+        assert_eq!(
+            std::mem::size_of::<Hot>() + std::mem::size_of::<Cold>(),
+            168
+        );
+    }
+
+    /// Counts stay exact when threads report at once (per-thread layer
+    /// counters, atomic key rows).
+    #[test]
+    fn counts_from_many_threads_are_exact() {
+        let monitor = Monitor::builder().latency_one_in(1).build();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let m = monitor.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        let key = i % 8;
+                        m.on_event(&Event::Completed {
+                            layer: "per_key",
+                            key: Some(&key),
+                            latency: Some(Duration::from_millis(t + 1)),
+                            success: (i / 8) % 10 != 0,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let snap = monitor.snapshot();
+        let layer = snap.layer("per_key").unwrap();
+        assert_eq!((layer.completed, layer.failed), (40_000, 4_000));
+        assert_eq!(snap.keys.len(), 8);
+        for k in &snap.keys {
+            assert_eq!((k.completed, k.failed), (5_000, 500), "{k:?}");
+            let ms = k.latency_ewma.unwrap().as_secs_f64() * 1000.0;
+            assert!((1.0..=4.0).contains(&ms), "{ms}");
+        }
+    }
+
+    /// A new key whose rows are all taken evicts the least recently seen
+    /// of them; the table never holds more than `max_keys`.
+    #[test]
+    fn the_key_table_holds_max_keys() {
+        let monitor = Monitor::builder().max_keys(100).build();
+        for i in 0..1_000u64 {
+            monitor.on_event(&Event::Completed {
+                layer: "per_key",
+                key: Some(&i),
+                latency: None,
+                success: true,
+            });
+        }
+        let snap = monitor.snapshot();
+        assert_eq!(snap.tracked_keys_max, 100);
+        assert!(snap.keys.len() <= 100);
+        assert_eq!(snap.keys.len() as u64 + snap.evicted_keys, 1_000);
+        assert!(monitor.key(&999u64).is_some(), "the newest key is kept");
+    }
 }
