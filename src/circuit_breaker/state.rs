@@ -626,21 +626,21 @@ impl Breaker {
     /// Records a completed call.
     #[inline]
     pub(crate) fn finish(&self, permit: Permit, outcome: Outcome) {
+        if permit.start & TIMED != 0 {
+            return self.finish_timed(permit, outcome);
+        }
         // Trials were admitted on the precise clock and judge on it; closed
         // calls on theirs.
-        // A timed call is timed (and judged slow) on the precise clock.
-        let timed = permit.start & TIMED != 0;
-        let start = permit.start & !TIMED;
-        let end = if timed { self.clock.now() } else { 0 };
         let now = if permit.is_trial() {
-            if timed { end } else { self.clock.now() }
+            self.clock.now()
         } else if self.slow_nanos.is_some() || self.window.needs_time() {
             self.closed_now()
         } else {
             0
         };
-        let elapsed = if timed { end } else { now }.saturating_sub(start);
-        let slow = self.slow_nanos.is_some_and(|d| elapsed >= d);
+        let slow = self
+            .slow_nanos
+            .is_some_and(|d| now.saturating_sub(permit.start) >= d);
         let counted = if permit.is_trial() {
             self.finish_trial(permit, outcome, slow, now)
         } else {
@@ -653,9 +653,38 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
-                latency: timed.then(|| Duration::from_nanos(elapsed)),
+                latency: None,
             });
         }
+    }
+
+    /// Records a call the observer wanted timed: timed, and judged slow, on
+    /// the precise clock.
+    #[inline(never)]
+    fn finish_timed(&self, permit: Permit, outcome: Outcome) {
+        let end = self.clock.now();
+        let elapsed = end.saturating_sub(permit.start & !TIMED);
+        let now = if permit.is_trial() {
+            end
+        } else if self.slow_nanos.is_some() || self.window.needs_time() {
+            self.closed_now()
+        } else {
+            0
+        };
+        let slow = self.slow_nanos.is_some_and(|d| elapsed >= d);
+        let counted = if permit.is_trial() {
+            self.finish_trial(permit, outcome, slow, now)
+        } else {
+            self.finish_closed(permit, outcome, slow, now)
+        };
+        self.observers.emit(&Event::BreakerCall {
+            layer: LAYER,
+            key: self.key(),
+            outcome,
+            slow,
+            counted,
+            latency: Some(Duration::from_nanos(elapsed)),
+        });
     }
 
     #[inline]

@@ -1306,12 +1306,46 @@ impl Inner {
 
     #[inline]
     fn observe(&self, event: &Event<'_>, scope: Option<&'static str>) {
+        use count::*;
         let name = scope.unwrap_or_else(|| event.layer());
         let l = self.layer(name);
-        self.apply(l, name, event);
+        // Unkeyed events layers report for every request, kept short; the
+        // rest in `apply`.
+        match *event {
+            Event::Allowed { key: None, .. } => l.counts().add(REQUESTS, 1),
+            Event::Dequeued {
+                depth,
+                queued: false,
+                ..
+            } => {
+                l.counts().add(REQUESTS, 1);
+                if !l.has_queue.load(Relaxed) {
+                    l.has_queue.store(true, Relaxed);
+                }
+                if l.queue_depth.load(Relaxed) != depth as u64 {
+                    l.queue_depth.store(depth as u64, Relaxed);
+                }
+            }
+            Event::BreakerCall {
+                outcome,
+                latency: None,
+                ..
+            } => {
+                let c = l.counts();
+                c.add(REQUESTS, 1);
+                c.add(COMPLETED, 1);
+                if outcome == Outcome::Failure {
+                    c.add(FAILED, 1);
+                }
+                if l.breaker_state.load(Relaxed) == NO_STATE {
+                    l.breaker_state
+                        .store(state_code(CircuitState::Closed), Relaxed);
+                }
+            }
+            _ => self.apply(l, name, event),
+        }
     }
 
-    #[inline]
     fn apply(&self, l: &LayerStats, name: &'static str, event: &Event<'_>) {
         use count::*;
         let c = l.counts();
