@@ -76,11 +76,15 @@
 //!   set, is at least 100 ticks (400 ms with 4 ms ticks). A call's measured
 //!   time is then within one tick of the truth, so only calls within 1% of
 //!   the duration can be misjudged; shorter durations need the precise
-//!   clock;
-//! * no [observer](CircuitBreakerLayer::observer) is set (observers are
-//!   given each call's latency, which should be precise).
+//!   clock.
 //!
 //! Otherwise, and on other systems, closed calls read the precise clock.
+//! An [observer](CircuitBreakerLayer::observer) does not change this: the
+//! calls it wants timed
+//! ([`Observer::latency_one_in`](crate::observe::Observer::latency_one_in):
+//! every call for a closure, one in 16 for a
+//! [`Monitor`](crate::observe::Monitor)) are timed apart, on the precise
+//! clock (two more reads), and judged slow on it.
 //! With the `test-util` feature both follow tokio's clock, so tests on
 //! paused time are exact.
 //!
