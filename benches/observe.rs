@@ -11,9 +11,11 @@
 //!
 //! * `rate_limit`: `RateLimitLayer::reject()` (reports `Allowed`);
 //! * `per_key`: `PerKeyLayer` over 1 000 `u64` keys (reports `Allowed` and
-//!   `Completed`, so the Monitor updates the key's row twice);
-//! * `circuit_breaker`: the default breaker (reports `BreakerCall`, with two
-//!   clock reads for its latency);
+//!   `Completed`, so the Monitor updates the key's row twice; one request
+//!   in 16 is timed for the Monitor's response-time average);
+//! * `circuit_breaker`: the default breaker (reports `BreakerCall`; the
+//!   breaker reads the precise clock twice for the calls the observer
+//!   wants timed: one in 16 for a `Monitor`);
 //! * `queue`: a queue with free capacity (a request sent at once reports
 //!   nothing);
 //! * `retry`: `BackoffRetryLayer` whose first attempt succeeds (reports

@@ -76,11 +76,15 @@
 //!   set, is at least 100 ticks (400 ms with 4 ms ticks). A call's measured
 //!   time is then within one tick of the truth, so only calls within 1% of
 //!   the duration can be misjudged; shorter durations need the precise
-//!   clock;
-//! * no [observer](CircuitBreakerLayer::observer) is set (observers are
-//!   given each call's latency, which should be precise).
+//!   clock.
 //!
 //! Otherwise, and on other systems, closed calls read the precise clock.
+//! An [observer](CircuitBreakerLayer::observer) does not change this: the
+//! calls it wants timed
+//! ([`Observer::latency_one_in`](crate::observe::Observer::latency_one_in):
+//! every call for a closure, one in 16 for a
+//! [`Monitor`](crate::observe::Monitor)) are timed apart, on the precise
+//! clock (two more reads), and judged slow on it.
 //! With the `test-util` feature both follow tokio's clock, so tests on
 //! paused time are exact.
 //!
@@ -290,13 +294,32 @@ mod tests {
         assert_eq!((s.calls, s.slow_calls), (2, 1), "{s:?}");
     }
 
-    /// An observer, which is given each call's latency, keeps the precise
-    /// clock.
-    #[test]
-    fn an_observer_keeps_the_precise_clock() {
-        let layer = CircuitBreakerLayer::default().observer(|_: &crate::observe::Event<'_>| {});
-        assert!(!layer.handle().breaker.load().is_coarse());
-        // A bucket shorter than 10 ticks does too (where there are ticks).
+    /// An observer does not change the clock of closed calls: the latency
+    /// it is given is timed apart, on the precise clock, for the calls it
+    /// wants timed.
+    #[tokio::test]
+    async fn an_observer_keeps_the_coarse_clock_and_times_calls_apart() {
+        use std::sync::{Arc, Mutex};
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let seen = latencies.clone();
+        let layer =
+            CircuitBreakerLayer::default().observer(move |e: &crate::observe::Event<'_>| {
+                if let crate::observe::Event::BreakerCall { latency, .. } = e {
+                    seen.lock().unwrap().push(*latency);
+                }
+            });
+        assert!(layer.handle().breaker.load().is_coarse());
+        let mut svc = layer.layer(upstream());
+        svc.ready().await.unwrap().call((false, 20)).await.unwrap();
+        // A closure observer wants every call timed.
+        let latencies = latencies.lock().unwrap();
+        assert_eq!(latencies.len(), 1);
+        assert!(
+            latencies[0].is_some_and(|l| l >= Duration::from_millis(20)),
+            "{latencies:?}"
+        );
+        // A bucket shorter than 10 ticks keeps the precise clock (where
+        // there are ticks).
         let layer = CircuitBreakerLayer::builder()
             .window(SlidingWindow::Time {
                 size: Duration::from_millis(10),

@@ -194,12 +194,19 @@ struct Control {
 #[derive(Default)]
 struct Changes(Vec<(CircuitState, CircuitState)>);
 
+/// The bit of [`Permit::start`] that marks a call the observer wants
+/// timed (no clock reads that far: 2^63 ns is 292 years).
+const TIMED: u64 = 1 << 63;
+
 /// What a call was admitted with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Permit {
     /// The state word at admission.
     word: u64,
-    /// Admission time, when slow calls are tracked or an observer is set.
+    /// Admission time, when slow calls are tracked; or, with [`TIMED`]
+    /// set, on the precise clock, for a call the observer wants timed
+    /// ([`Observers::time_this_call`]). (One word, not two: a bigger permit
+    /// makes every call slower, observed or not.)
     start: u64,
 }
 
@@ -243,8 +250,8 @@ impl Breaker {
     /// Closed calls use the coarse clock when its resolution is fine enough
     /// for both things they time: a bucket spans at least
     /// [`BUCKET_TICKS`] ticks, and `slow_call_duration` (if set) at least
-    /// [`SLOW_CALL_TICKS`]. With an observer, which receives each call's
-    /// latency, they use the precise clock.
+    /// [`SLOW_CALL_TICKS`]. The latency an observer receives is measured
+    /// apart, on the precise clock, for the calls it wants timed.
     pub(crate) fn new(config: CircuitBreakerConfig, observers: Observers, shadow: bool) -> Self {
         Self::keyed(config, observers, shadow, None)
     }
@@ -261,16 +268,15 @@ impl Breaker {
         let slow_nanos = config
             .slow_call_duration
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let tick = CoarseClock::resolution();
         let buckets_ok = match config.window {
             SlidingWindow::Count(_) => true,
             SlidingWindow::Time { size, buckets } => {
                 let size = u64::try_from(size.as_nanos()).unwrap_or(u64::MAX);
-                size / u64::from(buckets.max(1)) >= tick.saturating_mul(BUCKET_TICKS)
+                CoarseClock::spans(size / u64::from(buckets.max(1)), BUCKET_TICKS)
             }
         };
-        let slow_ok = slow_nanos.is_none_or(|d| d >= tick.saturating_mul(SLOW_CALL_TICKS));
-        let coarse = buckets_ok && slow_ok && !observers.is_set();
+        let slow_ok = slow_nanos.is_none_or(|d| CoarseClock::spans(d, SLOW_CALL_TICKS));
+        let coarse = buckets_ok && slow_ok;
         Breaker {
             window: Window::new(config.window),
             by_rate: config.trip == Trip::Rate,
@@ -515,7 +521,9 @@ impl Breaker {
         let word = self.state.load(Ordering::Acquire);
         let kind = word & KIND;
         if kind == CLOSED || kind == FORCED_CLOSED {
-            let start = if self.slow_nanos.is_some() || self.observers.is_set() {
+            let start = if self.observers.is_set() && self.observers.time_this_call() {
+                self.clock.now() | TIMED
+            } else if self.slow_nanos.is_some() {
                 self.closed_now()
             } else {
                 0
@@ -523,6 +531,17 @@ impl Breaker {
             return Ok(Permit { word, start });
         }
         self.acquire_slow(kind)
+    }
+
+    /// `now` (precise) marked [`TIMED`] for a call the observer wants
+    /// timed, else `closed`.
+    #[inline]
+    fn start_at(&self, now: u64, closed: u64) -> u64 {
+        if self.observers.time_this_call() {
+            now | TIMED
+        } else {
+            closed
+        }
     }
 
     #[cold]
@@ -546,15 +565,21 @@ impl Breaker {
                 // A closed call is timed on the closed calls' clock.
                 CLOSED | FORCED_CLOSED => Ok(Permit {
                     word,
-                    start: if self.coarse {
-                        self.coarse_clock.now()
-                    } else {
-                        now
-                    },
+                    start: self.start_at(
+                        now,
+                        if self.coarse {
+                            self.coarse_clock.now()
+                        } else {
+                            now
+                        },
+                    ),
                 }),
                 HALF_OPEN if ctl.half.admitted < self.config.permitted_calls_in_half_open => {
                     ctl.half.admitted += 1;
-                    Ok(Permit { word, start: now })
+                    Ok(Permit {
+                        word,
+                        start: self.start_at(now, now),
+                    })
                 }
                 HALF_OPEN => {
                     let timeout =
@@ -600,11 +625,14 @@ impl Breaker {
     /// Records a completed call.
     #[inline]
     pub(crate) fn finish(&self, permit: Permit, outcome: Outcome) {
+        if permit.start & TIMED != 0 {
+            return self.finish_timed(permit, outcome);
+        }
         // Trials were admitted on the precise clock and judge on it; closed
         // calls on theirs.
         let now = if permit.is_trial() {
             self.clock.now()
-        } else if self.slow_nanos.is_some() || self.window.needs_time() || self.observers.is_set() {
+        } else if self.slow_nanos.is_some() || self.window.needs_time() {
             self.closed_now()
         } else {
             0
@@ -624,9 +652,38 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
-                latency: Duration::from_nanos(now.saturating_sub(permit.start)),
+                latency: None,
             });
         }
+    }
+
+    /// Records a call the observer wanted timed: timed, and judged slow, on
+    /// the precise clock.
+    #[inline(never)]
+    fn finish_timed(&self, permit: Permit, outcome: Outcome) {
+        let end = self.clock.now();
+        let elapsed = end.saturating_sub(permit.start & !TIMED);
+        let now = if permit.is_trial() {
+            end
+        } else if self.slow_nanos.is_some() || self.window.needs_time() {
+            self.closed_now()
+        } else {
+            0
+        };
+        let slow = self.slow_nanos.is_some_and(|d| elapsed >= d);
+        let counted = if permit.is_trial() {
+            self.finish_trial(permit, outcome, slow, now)
+        } else {
+            self.finish_closed(permit, outcome, slow, now)
+        };
+        self.observers.emit(&Event::BreakerCall {
+            layer: LAYER,
+            key: self.key(),
+            outcome,
+            slow,
+            counted,
+            latency: Some(Duration::from_nanos(elapsed)),
+        });
     }
 
     #[inline]

@@ -20,7 +20,7 @@ use crate::retry::GiveUpReason;
 /// |---|---|---|---|
 /// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
 /// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
-/// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]) |
+/// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]); every call is timed (the default [`Observer::latency_one_in`](super::Observer::latency_one_in)) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 /// | `sluice_breaker_transitions_total` | counter | `layer`, `from`, `to` | state changes |
 /// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `ignored`) | classified calls |
@@ -258,8 +258,10 @@ impl Observer for MetricsObserver {
                 histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
             }
             Event::Completed { latency, .. } => {
-                histogram!("sluice_latency_seconds", "layer" => layer)
-                    .record(latency.as_secs_f64());
+                if let Some(latency) = latency {
+                    histogram!("sluice_latency_seconds", "layer" => layer)
+                        .record(latency.as_secs_f64());
+                }
             }
             Event::AdaptiveRejected { enforced, .. } => self.request(
                 layer,
@@ -305,8 +307,10 @@ impl Observer for MetricsObserver {
                 };
                 counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome)
                     .increment(1);
-                histogram!("sluice_latency_seconds", "layer" => layer)
-                    .record(latency.as_secs_f64());
+                if let Some(latency) = latency {
+                    histogram!("sluice_latency_seconds", "layer" => layer)
+                        .record(latency.as_secs_f64());
+                }
             }
             Event::RetryScheduled { .. } => {
                 counter!("sluice_retries_total", "layer" => layer).increment(1);

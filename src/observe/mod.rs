@@ -60,6 +60,7 @@ mod alert;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod monitor;
+mod slot;
 
 pub use alert::{Alert, AlertRule};
 #[cfg(feature = "metrics")]
@@ -212,9 +213,10 @@ pub enum Event<'a> {
         /// Whether it was counted: `false` when the breaker changed state
         /// while it ran (it started in an earlier state) or it was ignored.
         counted: bool,
-        /// How long the call took, from admission to its outcome (measured
-        /// only when an observer is set).
-        latency: Duration,
+        /// How long the call took, from admission to its outcome; `None`
+        /// when this call was not timed (see
+        /// [`Observer::latency_one_in`]).
+        latency: Option<Duration>,
     },
     /// A request sent to the inner service completed (successfully or
     /// not). Reported by the per-key layer ([`PerKey`](crate::PerKey), with
@@ -230,8 +232,9 @@ pub enum Event<'a> {
         key: Option<&'a dyn EventKey>,
         /// From the layer's `call` to the inner service's result: the
         /// response time as the caller sees it, any wait for the request's
-        /// turn included.
-        latency: Duration,
+        /// turn included. `None` when this request was not timed (see
+        /// [`Observer::latency_one_in`]).
+        latency: Option<Duration>,
         /// Whether the inner service returned `Ok`.
         success: bool,
     },
@@ -658,6 +661,40 @@ pub trait Observer: Send + Sync + 'static {
     /// # let _ = forward;
     /// ```
     fn on_event(&self, event: &Event<'_>);
+
+    /// How many calls per timed call this observer wants: the latency in
+    /// [`Event::Completed`] and [`Event::BreakerCall`] is measured for
+    /// about one call in `n` (chosen at random, independently per call;
+    /// the others carry `None`), and never with `0`. The default, `1`,
+    /// times every call.
+    ///
+    /// Timing a call costs two reads of the precise clock (tens of
+    /// nanoseconds); an observer that only keeps an average, such as the
+    /// [`Monitor`], can ask for a sample. Layers ask once, when the
+    /// observer is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::observe::{Event, Observer};
+    ///
+    /// /// Logs the latency of about one call in a hundred.
+    /// struct Sampled;
+    /// impl Observer for Sampled {
+    ///     fn on_event(&self, event: &Event<'_>) {
+    ///         if let Event::Completed { latency: Some(latency), .. } = event {
+    ///             eprintln!("took {latency:?}");
+    ///         }
+    ///     }
+    ///     fn latency_one_in(&self) -> u32 {
+    ///         100
+    ///     }
+    /// }
+    /// # let _ = Sampled;
+    /// ```
+    fn latency_one_in(&self) -> u32 {
+        1
+    }
 }
 
 impl<F> Observer for F
@@ -737,6 +774,16 @@ impl Observer for Fanout {
             o.on_event(event);
         }
     }
+
+    /// The most frequent timing any of the observers wants.
+    fn latency_one_in(&self) -> u32 {
+        self.0
+            .iter()
+            .map(|o| o.latency_one_in())
+            .filter(|&n| n > 0)
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 impl fmt::Debug for Fanout {
@@ -752,19 +799,34 @@ pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An optional, shared observer, as the layers hold it.
+/// An optional, shared observer, as the layers hold it, with how often it
+/// wants a call timed ([`Observer::latency_one_in`], asked once).
 #[derive(Clone, Default)]
-pub(crate) struct Observers(Option<Arc<dyn Observer>>);
+pub(crate) struct Observers(Option<Arc<dyn Observer>>, u32);
 
 impl Observers {
     pub(crate) fn new(observer: impl Observer) -> Self {
-        Observers(Some(Arc::new(observer)))
+        let one_in = observer.latency_one_in();
+        Observers(Some(Arc::new(observer)), one_in)
     }
 
     /// Whether anyone is listening (so callers can skip building events).
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.0.is_some()
+    }
+
+    /// Whether to time this call: for about one call in
+    /// [`latency_one_in`](Observer::latency_one_in), at random; never
+    /// without an observer.
+    #[inline]
+    pub(crate) fn time_this_call(&self) -> bool {
+        match self.1 {
+            _ if self.0.is_none() => false,
+            0 => false,
+            1 => true,
+            n => one_in(n),
+        }
     }
 
     #[inline]
@@ -779,4 +841,31 @@ impl fmt::Debug for Observers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
     }
+}
+
+/// `true` with probability about `1 / n` (`n >= 1`), from a per-thread
+/// xorshift generator: independent draws, so layers that share a thread
+/// never fall into step with one another (a shared countdown would time
+/// only the first of two layers on every request).
+#[inline]
+fn one_in(n: u32) -> bool {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            // First draw on this thread: a distinct, non-zero seed.
+            static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+            x = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        // The high 32 bits scaled to [0, n): 0 with probability 1/n.
+        ((x >> 32) * u64::from(n)) >> 32 == 0
+    })
 }

@@ -1,19 +1,23 @@
 //! [`Monitor`]: per-key and per-layer statistics from the event stream.
 
 use std::fmt::{self, Write as _};
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
+};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use hashbrown::HashMap;
+use crossbeam_utils::CachePadded;
 
 use super::alert::{Alert, AlertRule, Alerts, Callback, RuleKind};
+use super::slot::{self, SHARED};
 use super::{Event, EventKey, FailureAction, Observer};
 use crate::circuit_breaker::{CircuitState, Outcome};
-use crate::clock::{Clock, CoarseClock};
+use crate::clock::BucketClock;
 
-const SHARDS: usize = 16;
+/// The least `max_keys`.
+const MIN_KEYS: usize = 16;
 /// Distinct layer or scope names a monitor tracks; events from more are
 /// counted under the last slot.
 const LAYERS: usize = 32;
@@ -71,26 +75,45 @@ const LAYERS: usize = 32;
 /// - **Response time**: an exponentially weighted moving average of
 ///   [`Event::Completed`] latencies (per key and per layer) and of
 ///   [`Event::BreakerCall`] latencies (per layer), with smoothing α
-///   (`ewma += α (sample − ewma)`, default 0.1).
+///   (`ewma += α (sample − ewma)`, default 0.1), over **timed** calls
+///   only: the monitor asks layers to time about one call in 16, chosen at
+///   random ([`latency_one_in`](MonitorBuilder::latency_one_in); timing a
+///   call costs two precise clock reads). Every call is still counted; a
+///   key with few requests may have no response time yet. Use
+///   `latency_one_in(1)` for an exact average of every call.
 ///
 /// # Memory and cost
 ///
 /// Keys are identified by their [`EventKey::key_hash`] (a 64-bit hash of
 /// the key's `Hash`, computed without formatting: two keys whose hashes
 /// collide would share a row, vanishingly rarely); a row shows the key's
-/// `Debug` text, taken once when the row is made. The key table is a bounded map: at most
-/// [`max_keys`](MonitorBuilder::max_keys) rows (default 10 000, split over 16
-/// shards); a new key in a full shard evicts that shard's least recently
-/// seen key ([`Snapshot::evicted_keys`] counts them). A row is about 150
-/// bytes plus the key's text, so the default bound is a few MB at most. The
-/// request path takes one uncontended shard lock per keyed event, atomics
-/// for per-layer figures, and never allocates except to add a new key.
+/// `Debug` text, taken once when the row is made.
+///
+/// The key table is bounded: exactly [`max_keys`](MonitorBuilder::max_keys)
+/// rows (default 10 000), allocated 64 at a time when first used. A key
+/// lives within 8 rows of a home row picked by its hash; a new key whose 8
+/// rows are all taken evicts the least recently seen of them
+/// ([`Snapshot::evicted_keys`] counts them), so a key may be evicted before
+/// the table is full. A row is 168 bytes plus the key's text: the default
+/// bound is under 2 MB, 100 000 keys about 17 MB.
+///
+/// The request path takes no lock: a keyed event finds its row by reading
+/// the row hashes (the hash and the figures every request touches share a
+/// cache line) and updates it with atomic adds; per-layer figures are kept
+/// per thread (each of the first 32 threads alive at once writes its own
+/// cache-padded counters with a plain load and store; more threads share
+/// one set of atomics), summed by [`snapshot`](Monitor::snapshot). Only a
+/// new key takes a lock (of its 64 rows) and allocates (its text). An
+/// event racing with the eviction of its own key's row may be counted for
+/// the key that takes the row over.
 ///
 /// # Alerts
 ///
-/// Rules are evaluated as events arrive (no timer): a key's rule is checked
-/// when that key's figures change, a breaker rule when a breaker changes
-/// state, a backend rule on backend failures. Firing only queues the alert
+/// Rules are evaluated as events arrive (no timer): a key's rate rule is
+/// checked on each of that key's admission decisions (allowed or limited),
+/// from the key's own row (no cross-thread sums), a breaker rule when a
+/// breaker changes state, a backend rule on backend failures. A rule fires
+/// once per crossing even when several threads see it at once. Firing only queues the alert
 /// (a bounded channel; if 1024 alerts are already waiting, new ones are
 /// dropped and counted): callbacks run on a dedicated thread, one at a time,
 /// under `catch_unwind`, so a slow or panicking callback never blocks or
@@ -120,6 +143,7 @@ pub struct MonitorBuilder {
     smoothing: f64,
     window: Duration,
     max_keys: usize,
+    latency_one_in: u32,
     rules: Vec<(AlertRule, Callback)>,
 }
 
@@ -129,6 +153,7 @@ impl fmt::Debug for MonitorBuilder {
             .field("smoothing", &self.smoothing)
             .field("window", &self.window)
             .field("max_keys", &self.max_keys)
+            .field("latency_one_in", &self.latency_one_in)
             .field(
                 "rules",
                 &self.rules.iter().map(|r| &r.0).collect::<Vec<_>>(),
@@ -192,7 +217,35 @@ impl MonitorBuilder {
     /// assert_eq!(monitor.snapshot().tracked_keys_max, 100_000);
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = max_keys.max(SHARDS);
+        self.max_keys = max_keys.max(MIN_KEYS);
+        self
+    }
+
+    /// Time about one call in `n` for the response-time EWMAs (default
+    /// 16; `1` times every call, `0` none). Layers then read the precise
+    /// clock only for those calls (see [`Observer::latency_one_in`]); the
+    /// other calls are still counted, only their latency is not measured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::observe::Monitor;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Every call timed: exact averages, for tests or low traffic.
+    /// let monitor = Monitor::builder().latency_one_in(1).build();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
+    ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+    /// svc.oneshot(42).await.unwrap();
+    /// assert!(monitor.key(&42u64).unwrap().latency_ewma.is_some());
+    /// # }
+    /// ```
+    pub fn latency_one_in(mut self, n: u32) -> Self {
+        self.latency_one_in = n;
         self
     }
 
@@ -254,15 +307,17 @@ impl MonitorBuilder {
     /// # let _ = for_the_layer;
     /// ```
     pub fn build(self) -> Monitor {
-        let per_shard = self.max_keys.div_ceil(SHARDS);
+        let chunks = self.max_keys.div_ceil(CHUNK);
         Monitor {
             inner: Arc::new(Inner {
                 alpha: self.smoothing,
                 window: u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX),
-                per_shard,
-                max_keys: per_shard * SHARDS,
-                clock: WindowClock::for_window(self.window),
-                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                latency_one_in: self.latency_one_in,
+                max_keys: self.max_keys,
+                // The kernel's coarse clock (a few ns cheaper per keyed
+                // request) when the window is at least 100 of its ticks.
+                clock: BucketClock::for_buckets(nanos(self.window), 100),
+                chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
                 layers: (0..LAYERS).map(|_| OnceLock::new()).collect(),
                 layers_lock: Mutex::new(()),
                 evicted: AtomicU64::new(0),
@@ -275,10 +330,13 @@ impl MonitorBuilder {
 struct Inner {
     alpha: f64,
     window: u64,
-    per_shard: usize,
+    latency_one_in: u32,
     max_keys: usize,
-    clock: WindowClock,
-    shards: Box<[Mutex<Shard>]>,
+    /// The time the recent-rate windows and key recency read.
+    clock: BucketClock,
+    /// The key table: `max_keys` rows, in chunks of [`CHUNK`] allocated on
+    /// first use.
+    chunks: Box<[OnceLock<Chunk>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
     layers: Box<[OnceLock<LayerStats>]>,
     layers_lock: Mutex<()>,
@@ -286,104 +344,204 @@ struct Inner {
     alerts: Option<Alerts>,
 }
 
-/// The time the recent-rate windows and key recency read: the kernel's
-/// coarse clock (a few ns cheaper per keyed request; ms resolution) when the
-/// window is at least 100 of its ticks, else the precise clock.
-enum WindowClock {
-    Coarse(CoarseClock),
-    Precise(Clock),
+/// Rows of the key table allocated together, on first use.
+const CHUNK: usize = 64;
+/// A key lives within this many rows of its home row (in its chunk,
+/// wrapping around), and a new key whose rows are all taken evicts the
+/// least recently seen of them.
+const PROBE: usize = 8;
+
+/// Rows of the key table. Lookups read the hashes without a lock; adding a
+/// key (or evicting one) takes `claim`. Rows are never removed, only
+/// replaced: a lookup may stop at the first free row.
+struct Chunk {
+    hot: Box<[Hot]>,
+    cold: Box<[Cold]>,
+    claim: Mutex<()>,
 }
 
-impl WindowClock {
-    fn for_window(window: Duration) -> Self {
-        let tick = CoarseClock::resolution();
-        if window.as_nanos() >= u128::from(tick) * 100 {
-            WindowClock::Coarse(CoarseClock::new())
-        } else {
-            WindowClock::Precise(Clock::new())
+impl Chunk {
+    fn new(len: usize) -> Self {
+        Chunk {
+            hot: (0..len).map(|_| Hot::default()).collect(),
+            cold: (0..len).map(|_| Cold::default()).collect(),
+            claim: Mutex::new(()),
         }
     }
 
     #[inline]
-    fn now(&self) -> u64 {
-        match self {
-            WindowClock::Coarse(c) => c.now(),
-            WindowClock::Precise(c) => c.now(),
+    fn row(&self, i: usize) -> KeyRow<'_> {
+        KeyRow {
+            hot: &self.hot[i],
+            cold: &self.cold[i],
         }
+    }
+
+    /// The rows a key whose home is `home` may live in.
+    #[inline]
+    fn probe(&self, home: usize) -> impl Iterator<Item = usize> {
+        let len = self.hot.len();
+        (home..home + PROBE.min(len)).map(move |i| if i >= len { i - len } else { i })
+    }
+
+    #[inline]
+    fn find(&self, home: usize, hash: u64) -> Option<KeyRow<'_>> {
+        for i in self.probe(home) {
+            match self.hot[i].hash.load(Acquire) {
+                h if h == hash => return Some(self.row(i)),
+                0 => return None,
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// A key's figures, all atomics, so events update them without a lock:
+/// what every request and completion touches in one cache line (`hot`),
+/// the rest apart (`cold`, also reached through `Deref`).
+///
+/// The recent window is kept as two fixed buckets, from the totals: the
+/// current bucket's counts are the totals minus their values when it
+/// started (`base_*`), the previous bucket's are kept (`prev_*`).
+#[derive(Clone, Copy)]
+struct KeyRow<'a> {
+    hot: &'a Hot,
+    cold: &'a Cold,
+}
+
+impl std::ops::Deref for KeyRow<'_> {
+    type Target = Cold;
+    fn deref(&self) -> &Cold {
+        self.cold
     }
 }
 
 #[derive(Default)]
-struct Shard {
-    map: HashMap<u64, KeyRow, IdentityHash>,
-}
-
-/// The map's keys are already hashes.
-#[derive(Default, Clone, Copy)]
-struct IdentityHash;
-
-impl BuildHasher for IdentityHash {
-    type Hasher = IdentityHasher;
-    fn build_hasher(&self) -> IdentityHasher {
-        IdentityHasher(0)
-    }
-}
-
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+#[repr(align(64))]
+struct Hot {
+    /// The key's hash; 0 = free.
+    hash: AtomicU64,
+    requests: AtomicU64,
+    limited: AtomicU64,
+    shadow_limited: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    last_seen: AtomicU64,
+    bucket: AtomicU64,
 }
 
 #[derive(Default)]
-struct Window {
-    bucket: u64,
-    requests: u64,
-    limited: u64,
-    prev_requests: u64,
-    prev_limited: u64,
+struct Cold {
+    /// The key's `Debug` text, written when the row is claimed.
+    name: Mutex<Box<str>>,
+    /// Of the timed completions.
+    latency: AtomicEwma,
+    waited: AtomicU64,
+    wait_nanos: AtomicU64,
+    retries: AtomicU64,
+    gave_up: AtomicU64,
+    /// One bit per rate rule that has fired for this key.
+    fired: AtomicU64,
+    base_requests: AtomicU64,
+    base_limited: AtomicU64,
+    prev_requests: AtomicU64,
+    prev_limited: AtomicU64,
 }
 
-impl Window {
-    fn roll(&mut self, now: u64, width: u64) {
+impl KeyRow<'_> {
+    /// Makes the row `name`'s, all figures zero (under the chunk's
+    /// `claim`, the hash cleared).
+    fn reset(&self, name: Box<str>, now: u64, bucket: u64) {
+        *lock(&self.name) = name;
+        for a in [
+            &self.hot.requests,
+            &self.hot.limited,
+            &self.hot.shadow_limited,
+            &self.waited,
+            &self.wait_nanos,
+            &self.hot.completed,
+            &self.hot.failed,
+            &self.retries,
+            &self.gave_up,
+            &self.fired,
+            &self.base_requests,
+            &self.base_limited,
+            &self.prev_requests,
+            &self.prev_limited,
+        ] {
+            a.store(0, Relaxed);
+        }
+        self.latency.0.store(u64::MAX, Relaxed);
+        self.hot.last_seen.store(now, Relaxed);
+        self.hot.bucket.store(bucket, Relaxed);
+    }
+
+    fn name(&self) -> String {
+        lock(&self.name).to_string()
+    }
+
+    /// Limited and shadow-limited requests, over the whole run.
+    #[inline]
+    fn all_limited(&self) -> u64 {
+        self.hot.limited.load(Relaxed) + self.hot.shadow_limited.load(Relaxed)
+    }
+
+    /// Starts a new bucket if `now` is past the current one. One thread
+    /// moves the bucket; requests counted while it does may land in either
+    /// bucket (the window is an estimate).
+    #[inline]
+    fn roll(&self, now: u64, width: u64) {
         let bucket = now / width;
-        if bucket == self.bucket {
+        let current = self.hot.bucket.load(Relaxed);
+        if bucket <= current
+            || self
+                .hot
+                .bucket
+                .compare_exchange(current, bucket, Relaxed, Relaxed)
+                .is_err()
+        {
             return;
         }
-        if bucket == self.bucket + 1 {
-            self.prev_requests = self.requests;
-            self.prev_limited = self.limited;
+        let requests = self.hot.requests.load(Relaxed);
+        let limited = self.all_limited();
+        let (prev_r, prev_l) = if bucket == current + 1 {
+            (
+                requests.saturating_sub(self.base_requests.load(Relaxed)),
+                limited.saturating_sub(self.base_limited.load(Relaxed)),
+            )
         } else {
-            self.prev_requests = 0;
-            self.prev_limited = 0;
-        }
-        self.requests = 0;
-        self.limited = 0;
-        self.bucket = bucket;
+            (0, 0)
+        };
+        self.prev_requests.store(prev_r, Relaxed);
+        self.prev_limited.store(prev_l, Relaxed);
+        self.base_requests.store(requests, Relaxed);
+        self.base_limited.store(limited, Relaxed);
     }
 
-    /// (requests, limited) over the last `width`, estimated.
+    /// (requests, limited) over the last `width`, estimated: the current
+    /// bucket plus the previous one weighted by how much of it is still
+    /// inside the window.
     fn recent(&self, now: u64, width: u64) -> (f64, f64) {
         let bucket = now / width;
-        let (cur_r, cur_l, prev_r, prev_l) = if bucket == self.bucket {
+        let current = self.hot.bucket.load(Relaxed);
+        let cur_r = self
+            .hot
+            .requests
+            .load(Relaxed)
+            .saturating_sub(self.base_requests.load(Relaxed));
+        let cur_l = self
+            .all_limited()
+            .saturating_sub(self.base_limited.load(Relaxed));
+        let (cur_r, cur_l, prev_r, prev_l) = if bucket <= current {
             (
-                self.requests,
-                self.limited,
-                self.prev_requests,
-                self.prev_limited,
+                cur_r,
+                cur_l,
+                self.prev_requests.load(Relaxed),
+                self.prev_limited.load(Relaxed),
             )
-        } else if bucket == self.bucket + 1 {
-            (0, 0, self.requests, self.limited)
+        } else if bucket == current + 1 {
+            (0, 0, cur_r, cur_l)
         } else {
             (0, 0, 0, 0)
         };
@@ -396,44 +554,16 @@ impl Window {
     }
 }
 
-struct KeyRow {
-    name: Box<str>,
-    requests: u64,
-    limited: u64,
-    shadow_limited: u64,
-    waited: u64,
-    wait_nanos: u64,
-    completed: u64,
-    failed: u64,
-    retries: u64,
-    gave_up: u64,
-    latency: Ewma,
-    window: Window,
-    last_seen: u64,
-    /// One bit per rate rule that has fired for this key.
-    fired: u64,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Ewma(Option<f64>);
-
-impl Ewma {
-    fn add(&mut self, sample: f64, alpha: f64) {
-        self.0 = Some(match self.0 {
-            None => sample,
-            Some(v) => v + alpha * (sample - v),
-        });
-    }
-}
-
 /// An EWMA in an atomic (f64 bits; `u64::MAX` = no sample yet).
 struct AtomicEwma(AtomicU64);
 
-impl AtomicEwma {
-    fn new() -> Self {
+impl Default for AtomicEwma {
+    fn default() -> Self {
         AtomicEwma(AtomicU64::new(u64::MAX))
     }
+}
 
+impl AtomicEwma {
     fn add(&self, sample: f64, alpha: f64) {
         let _ = self.0.fetch_update(Relaxed, Relaxed, |bits| {
             let next = if bits == u64::MAX {
@@ -475,74 +605,128 @@ fn state_of(code: u8) -> Option<CircuitState> {
     })
 }
 
-/// Per-layer (or per-scope) figures, all atomics.
+/// A layer's counters, indices into [`Counts`].
+mod count {
+    pub(super) const REQUESTS: usize = 0;
+    pub(super) const LIMITED: usize = 1;
+    pub(super) const SHADOW_LIMITED: usize = 2;
+    pub(super) const WAITED: usize = 3;
+    pub(super) const WAIT_NANOS: usize = 4;
+    pub(super) const RETRIES: usize = 5;
+    pub(super) const GAVE_UP: usize = 6;
+    pub(super) const BUDGET_EXHAUSTED: usize = 7;
+    pub(super) const QUEUED: usize = 8;
+    pub(super) const DEQUEUED: usize = 9;
+    pub(super) const QUEUE_FULL: usize = 10;
+    pub(super) const QUEUE_TIMED_OUT: usize = 11;
+    pub(super) const BREAKER_REJECTED: usize = 12;
+    pub(super) const BACKEND_FAILURES: usize = 13;
+    pub(super) const BACKEND_FALLBACKS: usize = 14;
+    pub(super) const COMPLETED: usize = 15;
+    pub(super) const FAILED: usize = 16;
+    pub(super) const N: usize = 17;
+}
+
+/// One thread's counters of a layer ([`slot`]). Only the owning thread
+/// writes them (a relaxed load and store: no locked read-modify-write);
+/// readers add up every thread's.
+struct Counts([AtomicU64; count::N]);
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// This thread's counters of a layer.
+#[derive(Clone, Copy)]
+struct Mine<'a> {
+    counts: &'a Counts,
+    slot: usize,
+}
+
+impl Mine<'_> {
+    #[inline]
+    fn add(&self, i: usize, n: u64) {
+        slot::add(&self.counts.0[i], self.slot, n);
+    }
+}
+
+/// Per-layer (or per-scope) figures: counters per thread, states shared.
 struct LayerStats {
     name: &'static str,
-    requests: AtomicU64,
-    limited: AtomicU64,
-    shadow_limited: AtomicU64,
-    waited: AtomicU64,
-    wait_nanos: AtomicU64,
-    retries: AtomicU64,
-    gave_up: AtomicU64,
-    budget_exhausted: AtomicU64,
-    queued: AtomicU64,
-    dequeued: AtomicU64,
-    queue_full: AtomicU64,
-    queue_timed_out: AtomicU64,
+    /// The address of another copy of `name`'s text, once seen.
+    alias: AtomicUsize,
+    /// Each thread's counters, by [`slot`], cache-line padded so threads
+    /// never share a line.
+    counts: Box<[CachePadded<Counts>]>,
     queue_depth: AtomicU64,
     has_queue: AtomicBool,
     breaker_state: AtomicU8,
     breaker_alerted: AtomicBool,
-    breaker_rejected: AtomicU64,
     breaker_changes: AtomicU64,
-    backend_failures: AtomicU64,
-    backend_fallbacks: AtomicU64,
     backend_down: AtomicU8,
     backend_alerted: AtomicBool,
-    completed: AtomicU64,
-    failed: AtomicU64,
     latency: AtomicEwma,
 }
 
 impl LayerStats {
     fn new(name: &'static str) -> Self {
-        let z = || AtomicU64::new(0);
         LayerStats {
             name,
-            requests: z(),
-            limited: z(),
-            shadow_limited: z(),
-            waited: z(),
-            wait_nanos: z(),
-            retries: z(),
-            gave_up: z(),
-            budget_exhausted: z(),
-            queued: z(),
-            dequeued: z(),
-            queue_full: z(),
-            queue_timed_out: z(),
-            queue_depth: z(),
+            alias: AtomicUsize::new(0),
+            counts: (0..=SHARED).map(|_| CachePadded::default()).collect(),
+            queue_depth: AtomicU64::new(0),
             has_queue: AtomicBool::new(false),
             breaker_state: AtomicU8::new(NO_STATE),
             breaker_alerted: AtomicBool::new(false),
-            breaker_rejected: z(),
-            breaker_changes: z(),
-            backend_failures: z(),
-            backend_fallbacks: z(),
+            breaker_changes: AtomicU64::new(0),
             backend_down: AtomicU8::new(NO_STATE),
             backend_alerted: AtomicBool::new(false),
-            completed: z(),
-            failed: z(),
-            latency: AtomicEwma::new(),
+            latency: AtomicEwma::default(),
         }
     }
 
+    /// This thread's counters.
+    #[inline]
+    fn counts(&self) -> Mine<'_> {
+        let slot = slot::slot();
+        Mine {
+            counts: &self.counts[slot],
+            slot,
+        }
+    }
+
+    /// Whether `name` is this layer's name: by address first (a name is
+    /// usually one `&'static str`, or a few copies of it, one per module
+    /// that reports it), by text the first time a copy is seen.
+    #[inline]
+    fn is(&self, name: &'static str) -> bool {
+        let at = name.as_ptr() as usize;
+        ((at == self.name.as_ptr() as usize || at == self.alias.load(Relaxed))
+            && name.len() == self.name.len())
+            || self.is_copy(name)
+    }
+
+    #[cold]
+    fn is_copy(&self, name: &'static str) -> bool {
+        let same = self.name == name;
+        if same {
+            self.alias.store(name.as_ptr() as usize, Relaxed);
+        }
+        same
+    }
+
     fn snapshot(&self) -> LayerSnapshot {
-        let g = |a: &AtomicU64| a.load(Relaxed);
-        let requests = g(&self.requests);
-        let limited = g(&self.limited);
-        let shadow_limited = g(&self.shadow_limited);
+        let mut c = [0u64; count::N];
+        for counts in self.counts.iter() {
+            for (sum, a) in c.iter_mut().zip(&counts.0) {
+                *sum = sum.wrapping_add(a.load(Relaxed));
+            }
+        }
+        let requests = c[count::REQUESTS];
+        let limited = c[count::LIMITED];
+        let shadow_limited = c[count::SHADOW_LIMITED];
         LayerSnapshot {
             name: self.name.to_owned(),
             requests,
@@ -550,30 +734,30 @@ impl LayerStats {
             limited,
             shadow_limited,
             limited_rate: rate(limited + shadow_limited, requests),
-            waited: g(&self.waited),
-            wait_total: Duration::from_nanos(g(&self.wait_nanos)),
-            retries: g(&self.retries),
-            gave_up: g(&self.gave_up),
-            budget_exhausted: g(&self.budget_exhausted),
-            queued: g(&self.queued),
-            dequeued: g(&self.dequeued),
-            queue_full: g(&self.queue_full),
-            queue_timed_out: g(&self.queue_timed_out),
+            waited: c[count::WAITED],
+            wait_total: Duration::from_nanos(c[count::WAIT_NANOS]),
+            retries: c[count::RETRIES],
+            gave_up: c[count::GAVE_UP],
+            budget_exhausted: c[count::BUDGET_EXHAUSTED],
+            queued: c[count::QUEUED],
+            dequeued: c[count::DEQUEUED],
+            queue_full: c[count::QUEUE_FULL],
+            queue_timed_out: c[count::QUEUE_TIMED_OUT],
             queue_depth: self
                 .has_queue
                 .load(Relaxed)
-                .then(|| g(&self.queue_depth) as usize),
+                .then(|| self.queue_depth.load(Relaxed) as usize),
             breaker_state: state_of(self.breaker_state.load(Relaxed)),
-            breaker_rejected: g(&self.breaker_rejected),
-            backend_failures: g(&self.backend_failures),
-            backend_fallbacks: g(&self.backend_fallbacks),
+            breaker_rejected: c[count::BREAKER_REJECTED],
+            backend_failures: c[count::BACKEND_FAILURES],
+            backend_fallbacks: c[count::BACKEND_FALLBACKS],
             backend_available: match self.backend_down.load(Relaxed) {
                 0 => Some(true),
                 1 => Some(false),
                 _ => None,
             },
-            completed: g(&self.completed),
-            failed: g(&self.failed),
+            completed: c[count::COMPLETED],
+            failed: c[count::FAILED],
             latency_ewma: self.latency.get().map(secs),
         }
     }
@@ -600,7 +784,7 @@ fn nanos(d: Duration) -> u64 {
 enum KeyUpdate {
     Request { limited: bool, shadow: bool },
     Waited(u64),
-    Completed { latency: u64, success: bool },
+    Completed { latency: Option<u64>, success: bool },
     Retry,
     GaveUp,
 }
@@ -652,6 +836,7 @@ impl Monitor {
             smoothing: 0.1,
             window: Duration::from_secs(60),
             max_keys: 10_000,
+            latency_one_in: 16,
             rules: Vec::new(),
         }
     }
@@ -724,9 +909,12 @@ impl Monitor {
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut keys = Vec::new();
-        for shard in inner.shards.iter() {
-            let shard = lock(shard);
-            keys.extend(shard.map.values().map(|row| inner.key_snapshot(row, now)));
+        for chunk in inner.chunks.iter().filter_map(OnceLock::get) {
+            for i in 0..chunk.hot.len() {
+                if chunk.hot[i].hash.load(Acquire) != 0 {
+                    keys.push(inner.key_snapshot(&chunk.row(i), now));
+                }
+            }
         }
         keys.sort_by(|a, b| {
             (b.limited + b.shadow_limited, b.requests, &a.key).cmp(&(
@@ -797,12 +985,9 @@ impl Monitor {
     /// ```
     pub fn key(&self, key: &dyn EventKey) -> Option<KeySnapshot> {
         let inner = &self.inner;
-        let hash = key.key_hash();
-        let shard = lock(&inner.shards[shard_of(hash)]);
-        shard
-            .map
-            .get(&hash)
-            .map(|row| inner.key_snapshot(row, inner.clock.now()))
+        inner
+            .find(key.key_hash().max(1))
+            .map(|row| inner.key_snapshot(&row, inner.clock.now()))
     }
 
     /// The keys with the most limited requests (shadow ones included),
@@ -885,6 +1070,11 @@ impl Observer for Monitor {
     fn on_event(&self, event: &Event<'_>) {
         self.observe(event, None);
     }
+
+    /// One call in [`MonitorBuilder::latency_one_in`] (16 by default).
+    fn latency_one_in(&self) -> u32 {
+        self.inner.latency_one_in
+    }
 }
 
 impl fmt::Debug for Monitor {
@@ -893,6 +1083,7 @@ impl fmt::Debug for Monitor {
             .field("smoothing", &self.inner.alpha)
             .field("window", &Duration::from_nanos(self.inner.window))
             .field("max_keys", &self.inner.max_keys)
+            .field("latency_one_in", &self.inner.latency_one_in)
             .finish_non_exhaustive()
     }
 }
@@ -924,6 +1115,10 @@ impl Observer for Scoped {
     fn on_event(&self, event: &Event<'_>) {
         self.monitor.observe(event, Some(self.name));
     }
+
+    fn latency_one_in(&self) -> u32 {
+        self.monitor.latency_one_in()
+    }
 }
 
 impl fmt::Debug for Scoped {
@@ -936,16 +1131,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn shard_of(hash: u64) -> usize {
-    (hash >> 60) as usize % SHARDS
-}
-
 impl Inner {
     #[inline]
     fn layer(&self, name: &'static str) -> &LayerStats {
         for slot in self.layers.iter() {
             match slot.get() {
-                Some(l) if std::ptr::eq(l.name, name) || l.name == name => return l,
+                Some(l) if l.is(name) => return l,
                 Some(_) => {}
                 None => return self.add_layer(name),
             }
@@ -966,27 +1157,105 @@ impl Inner {
         self.layers[LAYERS - 1].get().expect("filled")
     }
 
-    fn key_snapshot(&self, row: &KeyRow, now: u64) -> KeySnapshot {
-        let (recent_requests, recent_limited) = row.window.recent(now, self.window);
+    /// The chunk a key hash belongs to, and its home row there (from the
+    /// hash's high bits, scaled to `max_keys`).
+    #[inline]
+    fn home(&self, hash: u64) -> (usize, usize) {
+        let row = ((u128::from(hash) * self.max_keys as u128) >> 64) as usize;
+        (row / CHUNK, row % CHUNK)
+    }
+
+    /// The row of a key hash, if the key is tracked.
+    fn find(&self, hash: u64) -> Option<KeyRow<'_>> {
+        let (chunk, home) = self.home(hash);
+        self.chunks[chunk].get()?.find(home, hash)
+    }
+
+    /// The row of `key` (hash `hash`), made if new: in a free row near its
+    /// home, or in place of the least recently seen key there.
+    #[inline]
+    fn row(&self, hash: u64, key: &dyn EventKey, now: u64) -> KeyRow<'_> {
+        let (chunk, home) = self.home(hash);
+        let chunk = match self.chunks[chunk].get() {
+            Some(c) => c,
+            None => self.new_chunk(chunk),
+        };
+        match chunk.find(home, hash) {
+            Some(row) => row,
+            None => self.claim(chunk, home, hash, key, now),
+        }
+    }
+
+    #[cold]
+    fn new_chunk(&self, i: usize) -> &Chunk {
+        self.chunks[i].get_or_init(|| {
+            // The last chunk holds what is left of `max_keys`.
+            Chunk::new(self.max_keys.saturating_sub(i * CHUNK).clamp(1, CHUNK))
+        })
+    }
+
+    #[cold]
+    fn claim<'a>(
+        &self,
+        chunk: &'a Chunk,
+        home: usize,
+        hash: u64,
+        key: &dyn EventKey,
+        now: u64,
+    ) -> KeyRow<'a> {
+        let _guard = lock(&chunk.claim);
+        if let Some(row) = chunk.find(home, hash) {
+            // Added by another thread meanwhile.
+            return row;
+        }
+        let i = match chunk
+            .probe(home)
+            .find(|&i| chunk.hot[i].hash.load(Relaxed) == 0)
+        {
+            Some(i) => i,
+            None => {
+                let i = chunk
+                    .probe(home)
+                    .min_by_key(|&i| chunk.hot[i].last_seen.load(Relaxed))
+                    .expect("a chunk has rows");
+                // Lookups of the old key miss from here on.
+                chunk.hot[i].hash.store(0, Release);
+                self.evicted.fetch_add(1, Relaxed);
+                i
+            }
+        };
+        let mut name = String::new();
+        let _ = write!(name, "{key:?}");
+        let row = chunk.row(i);
+        row.reset(name.into_boxed_str(), now, now / self.window);
+        row.hot.hash.store(hash, Release);
+        row
+    }
+
+    fn key_snapshot(&self, row: &KeyRow<'_>, now: u64) -> KeySnapshot {
+        let (recent_requests, recent_limited) = row.recent(now, self.window);
+        let requests = row.hot.requests.load(Relaxed);
+        let limited = row.hot.limited.load(Relaxed);
+        let shadow_limited = row.hot.shadow_limited.load(Relaxed);
         KeySnapshot {
-            key: row.name.to_string(),
-            requests: row.requests,
-            limited: row.limited,
-            shadow_limited: row.shadow_limited,
-            limited_rate: rate(row.limited + row.shadow_limited, row.requests),
+            key: row.name(),
+            requests,
+            limited,
+            shadow_limited,
+            limited_rate: rate(limited + shadow_limited, requests),
             recent_requests,
             recent_limited_rate: if recent_requests > 0.0 {
                 recent_limited / recent_requests
             } else {
                 0.0
             },
-            waited: row.waited,
-            wait_total: Duration::from_nanos(row.wait_nanos),
-            completed: row.completed,
-            failed: row.failed,
-            latency_ewma: row.latency.0.map(secs),
-            retries: row.retries,
-            gave_up: row.gave_up,
+            waited: row.waited.load(Relaxed),
+            wait_total: Duration::from_nanos(row.wait_nanos.load(Relaxed)),
+            completed: row.hot.completed.load(Relaxed),
+            failed: row.hot.failed.load(Relaxed),
+            latency_ewma: row.latency.get().map(secs),
+            retries: row.retries.load(Relaxed),
+            gave_up: row.gave_up.load(Relaxed),
             alerting: self.alerting(row, now),
         }
     }
@@ -994,133 +1263,159 @@ impl Inner {
     /// Whether a rate rule that fired for `row` is still above its re-arm
     /// level now: a key that went quiet reads as recovered without waiting
     /// for its next request (which is when the rule itself re-arms).
-    fn alerting(&self, row: &KeyRow, now: u64) -> bool {
-        let Some(alerts) = self.alerts.as_ref().filter(|_| row.fired != 0) else {
+    fn alerting(&self, row: &KeyRow<'_>, now: u64) -> bool {
+        let fired = row.fired.load(Relaxed);
+        let Some(alerts) = self.alerts.as_ref().filter(|_| fired != 0) else {
             return false;
         };
-        let (requests, limited) = row.window.recent(now, self.window);
+        let (requests, limited) = row.recent(now, self.window);
         let rate = if requests > 0.0 {
             limited / requests
         } else {
             0.0
         };
         alerts.rules().iter().enumerate().any(|(i, rule)| {
-            row.fired & (1 << i) != 0
+            fired & (1 << i) != 0
                 && matches!(rule.kind, RuleKind::LimitedRate { rearm_below, .. } if rate >= rearm_below)
         })
     }
 
+    #[inline]
     fn observe(&self, event: &Event<'_>, scope: Option<&'static str>) {
+        use count::*;
         let name = scope.unwrap_or_else(|| event.layer());
         let l = self.layer(name);
-        self.apply(l, name, event);
+        // Unkeyed events layers report for every request, kept short; the
+        // rest in `apply`.
+        match *event {
+            Event::Allowed { key: None, .. } => l.counts().add(REQUESTS, 1),
+            Event::Dequeued {
+                depth,
+                queued: false,
+                ..
+            } => {
+                l.counts().add(REQUESTS, 1);
+                if !l.has_queue.load(Relaxed) {
+                    l.has_queue.store(true, Relaxed);
+                }
+                if l.queue_depth.load(Relaxed) != depth as u64 {
+                    l.queue_depth.store(depth as u64, Relaxed);
+                }
+            }
+            Event::BreakerCall {
+                outcome,
+                latency: None,
+                ..
+            } => {
+                let c = l.counts();
+                c.add(REQUESTS, 1);
+                c.add(COMPLETED, 1);
+                if outcome == Outcome::Failure {
+                    c.add(FAILED, 1);
+                }
+                if l.breaker_state.load(Relaxed) == NO_STATE {
+                    l.breaker_state
+                        .store(state_code(CircuitState::Closed), Relaxed);
+                }
+            }
+            _ => self.apply(l, name, event),
+        }
     }
 
-    #[inline]
     fn apply(&self, l: &LayerStats, name: &'static str, event: &Event<'_>) {
-        let one = |a: &AtomicU64| {
-            a.fetch_add(1, Relaxed);
-        };
+        use count::*;
+        let c = l.counts();
+        let one = |i: usize| c.add(i, 1);
         let mut keyed = None;
         match *event {
             Event::Allowed { .. } => {
-                one(&l.requests);
+                one(REQUESTS);
                 keyed = Some(KeyUpdate::Request {
                     limited: false,
                     shadow: false,
                 });
             }
             Event::Limited { enforced, .. } => {
-                one(&l.requests);
-                if enforced {
-                    one(&l.limited);
-                } else {
-                    one(&l.shadow_limited);
-                }
+                one(REQUESTS);
+                one(if enforced { LIMITED } else { SHADOW_LIMITED });
                 keyed = Some(KeyUpdate::Request {
                     limited: enforced,
                     shadow: !enforced,
                 });
             }
             Event::InFlightLimited { .. } | Event::StoreFull { .. } => {
-                one(&l.requests);
-                one(&l.limited);
+                one(REQUESTS);
+                one(LIMITED);
                 keyed = Some(KeyUpdate::Request {
                     limited: true,
                     shadow: false,
                 });
             }
             Event::MissingKey { .. } => {
-                one(&l.requests);
-                one(&l.limited);
+                one(REQUESTS);
+                one(LIMITED);
             }
             Event::Waited { waited, .. } => {
-                one(&l.waited);
-                l.wait_nanos.fetch_add(nanos(waited), Relaxed);
+                one(WAITED);
+                c.add(WAIT_NANOS, nanos(waited));
                 keyed = Some(KeyUpdate::Waited(nanos(waited)));
             }
             Event::Completed {
                 latency, success, ..
             } => {
-                one(&l.completed);
+                one(COMPLETED);
                 if !success {
-                    one(&l.failed);
+                    one(FAILED);
                 }
-                l.latency.add(nanos(latency) as f64, self.alpha);
-                keyed = Some(KeyUpdate::Completed {
-                    latency: nanos(latency),
-                    success,
-                });
+                let latency = latency.map(nanos);
+                if let Some(n) = latency {
+                    l.latency.add(n as f64, self.alpha);
+                }
+                keyed = Some(KeyUpdate::Completed { latency, success });
             }
             Event::AdaptiveRejected { enforced, .. } => {
-                one(&l.requests);
-                if enforced {
-                    one(&l.limited);
-                } else {
-                    one(&l.shadow_limited);
-                }
+                one(REQUESTS);
+                one(if enforced { LIMITED } else { SHADOW_LIMITED });
             }
             // Limit changes are reported, not counted.
             Event::LimitChanged { .. } | Event::ConcurrencyLimitChanged { .. } => {}
             Event::BreakerStateChanged { from, to, .. } => {
                 l.breaker_state.store(state_code(to), Relaxed);
-                one(&l.breaker_changes);
+                l.breaker_changes.fetch_add(1, Relaxed);
                 self.breaker_alerts(l, from, to);
             }
             Event::BreakerRejected { enforced, .. } => {
-                one(&l.requests);
-                one(&l.breaker_rejected);
-                if enforced {
-                    one(&l.limited);
-                } else {
-                    one(&l.shadow_limited);
-                }
+                one(REQUESTS);
+                one(BREAKER_REJECTED);
+                one(if enforced { LIMITED } else { SHADOW_LIMITED });
             }
             Event::BreakerCall {
                 outcome, latency, ..
             } => {
-                one(&l.requests);
-                one(&l.completed);
+                one(REQUESTS);
+                one(COMPLETED);
                 if outcome == Outcome::Failure {
-                    one(&l.failed);
+                    one(FAILED);
                 }
-                l.latency.add(nanos(latency) as f64, self.alpha);
+                if let Some(latency) = latency {
+                    l.latency.add(nanos(latency) as f64, self.alpha);
+                }
                 if l.breaker_state.load(Relaxed) == NO_STATE {
                     l.breaker_state
                         .store(state_code(CircuitState::Closed), Relaxed);
                 }
             }
             Event::RetryScheduled { .. } => {
-                one(&l.retries);
+                one(RETRIES);
                 keyed = Some(KeyUpdate::Retry);
             }
             Event::RetryGaveUp { .. } => {
-                one(&l.gave_up);
+                one(GAVE_UP);
                 keyed = Some(KeyUpdate::GaveUp);
             }
-            Event::RetryBudgetExhausted { .. } => one(&l.budget_exhausted),
+            Event::RetryBudgetExhausted { .. } => one(BUDGET_EXHAUSTED),
             Event::Queued { depth, .. } => {
-                one(&l.queued);
+                one(QUEUED);
                 l.has_queue.store(true, Relaxed);
                 l.queue_depth.store(depth as u64, Relaxed);
             }
@@ -1130,33 +1425,37 @@ impl Inner {
                 queued,
                 ..
             } => {
-                one(&l.requests);
+                one(REQUESTS);
                 if queued {
-                    one(&l.dequeued);
-                    one(&l.waited);
-                    l.wait_nanos.fetch_add(nanos(waited), Relaxed);
+                    one(DEQUEUED);
+                    one(WAITED);
+                    c.add(WAIT_NANOS, nanos(waited));
                 }
-                l.has_queue.store(true, Relaxed);
-                l.queue_depth.store(depth as u64, Relaxed);
+                if !l.has_queue.load(Relaxed) {
+                    l.has_queue.store(true, Relaxed);
+                }
+                if l.queue_depth.load(Relaxed) != depth as u64 {
+                    l.queue_depth.store(depth as u64, Relaxed);
+                }
             }
             Event::QueueFull { .. } => {
-                one(&l.requests);
-                one(&l.limited);
-                one(&l.queue_full);
+                one(REQUESTS);
+                one(LIMITED);
+                one(QUEUE_FULL);
                 l.has_queue.store(true, Relaxed);
             }
             Event::QueueTimedOut { depth, .. } => {
-                one(&l.requests);
-                one(&l.limited);
-                one(&l.queue_timed_out);
+                one(REQUESTS);
+                one(LIMITED);
+                one(QUEUE_TIMED_OUT);
                 l.has_queue.store(true, Relaxed);
                 l.queue_depth.store(depth as u64, Relaxed);
             }
             Event::QueueClosed { .. } => {}
             Event::BackendFailure { action, .. } => {
-                one(&l.backend_failures);
+                one(BACKEND_FAILURES);
                 if action == FailureAction::Fallback {
-                    one(&l.backend_fallbacks);
+                    one(BACKEND_FALLBACKS);
                     self.backend_alert(l, action);
                 }
             }
@@ -1175,80 +1474,54 @@ impl Inner {
     }
 
     fn update_key(&self, scope: &'static str, key: &dyn EventKey, update: KeyUpdate) {
-        let hash = key.key_hash();
-        let request = matches!(update, KeyUpdate::Request { .. });
-        // Only requests move the window (and the recency that eviction uses).
-        let now = if request { self.clock.now() } else { 0 };
-        let mut shard = lock(&self.shards[shard_of(hash)]);
-        if !shard.map.contains_key(&hash) {
-            if shard.map.len() >= self.per_shard {
-                let oldest = shard
-                    .map
-                    .iter()
-                    .min_by_key(|(_, row)| row.last_seen)
-                    .map(|(h, _)| *h);
-                if let Some(h) = oldest {
-                    shard.map.remove(&h);
-                    self.evicted.fetch_add(1, Relaxed);
-                }
-            }
-            let mut name = String::new();
-            let _ = write!(name, "{key:?}");
-            shard.map.insert(
-                hash,
-                KeyRow {
-                    name: name.into_boxed_str(),
-                    requests: 0,
-                    limited: 0,
-                    shadow_limited: 0,
-                    waited: 0,
-                    wait_nanos: 0,
-                    completed: 0,
-                    failed: 0,
-                    retries: 0,
-                    gave_up: 0,
-                    latency: Ewma::default(),
-                    window: Window {
-                        bucket: now / self.window,
-                        ..Window::default()
-                    },
-                    last_seen: now,
-                    fired: 0,
-                },
-            );
-        }
-        let row = shard.map.get_mut(&hash).expect("inserted above");
-        if request {
-            row.last_seen = now;
-        }
+        // 0 marks a free way.
+        let hash = key.key_hash().max(1);
+        let add = |a: &AtomicU64, n: u64| {
+            a.fetch_add(n, Relaxed);
+        };
         match update {
             KeyUpdate::Request { limited, shadow } => {
-                row.requests += 1;
-                row.limited += u64::from(limited);
-                row.shadow_limited += u64::from(shadow);
-                row.window.roll(now, self.window);
-                row.window.requests += 1;
-                row.window.limited += u64::from(limited || shadow);
+                // Only requests move the window (and the recency that
+                // eviction uses).
+                let now = self.clock.now();
+                let row = self.row(hash, key, now);
+                if row.hot.last_seen.load(Relaxed) != now {
+                    row.hot.last_seen.store(now, Relaxed);
+                }
+                row.roll(now, self.window);
+                add(&row.hot.requests, 1);
+                if limited {
+                    add(&row.hot.limited, 1);
+                }
+                if shadow {
+                    add(&row.hot.shadow_limited, 1);
+                }
                 if let Some(alerts) = &self.alerts {
-                    self.rate_alerts(alerts, scope, row, now);
+                    self.rate_alerts(alerts, scope, &row, now);
                 }
             }
             KeyUpdate::Waited(n) => {
-                row.waited += 1;
-                row.wait_nanos += n;
+                let row = self.row(hash, key, 0);
+                add(&row.waited, 1);
+                add(&row.wait_nanos, n);
             }
             KeyUpdate::Completed { latency, success } => {
-                row.completed += 1;
-                row.failed += u64::from(!success);
-                row.latency.add(latency as f64, self.alpha);
+                let row = self.row(hash, key, 0);
+                add(&row.hot.completed, 1);
+                if !success {
+                    add(&row.hot.failed, 1);
+                }
+                if let Some(n) = latency {
+                    row.latency.add(n as f64, self.alpha);
+                }
             }
-            KeyUpdate::Retry => row.retries += 1,
-            KeyUpdate::GaveUp => row.gave_up += 1,
+            KeyUpdate::Retry => add(&self.row(hash, key, 0).retries, 1),
+            KeyUpdate::GaveUp => add(&self.row(hash, key, 0).gave_up, 1),
         }
     }
 
-    fn rate_alerts(&self, alerts: &Alerts, scope: &'static str, row: &mut KeyRow, now: u64) {
-        let (requests, limited) = row.window.recent(now, self.window);
+    fn rate_alerts(&self, alerts: &Alerts, scope: &'static str, row: &KeyRow<'_>, now: u64) {
+        let (requests, limited) = row.recent(now, self.window);
         let rate = if requests > 0.0 {
             limited / requests
         } else {
@@ -1264,14 +1537,17 @@ impl Inner {
                 continue;
             };
             let bit = 1u64 << i;
-            if row.fired & bit == 0 {
-                if requests >= min_requests as f64 && rate >= threshold {
-                    row.fired |= bit;
+            if row.fired.load(Relaxed) & bit == 0 {
+                // The bit is set by one thread only: the rule fires once.
+                if requests >= min_requests as f64
+                    && rate >= threshold
+                    && row.fired.fetch_or(bit, Relaxed) & bit == 0
+                {
                     alerts.fire(
                         i,
                         Alert::LimitedRate {
                             scope,
-                            key: row.name.to_string(),
+                            key: row.name(),
                             rate,
                             requests: requests.round() as u64,
                             window: Duration::from_nanos(self.window),
@@ -1279,11 +1555,10 @@ impl Inner {
                     );
                 }
             } else if rate < rearm_below {
-                row.fired &= !bit;
+                row.fired.fetch_and(!bit, Relaxed);
             }
         }
     }
-
     fn breaker_alerts(&self, l: &LayerStats, from: CircuitState, to: CircuitState) {
         let Some(alerts) = &self.alerts else { return };
         match to {
@@ -1510,11 +1785,12 @@ pub struct LayerSnapshot {
     pub backend_fallbacks: u64,
     /// The backend's health at its last change (backends only).
     pub backend_available: Option<bool>,
-    /// Completed calls with a measured latency.
+    /// Completed calls (timed or not).
     pub completed: u64,
     /// Of those, failures (errors, or a breaker's failure verdict).
     pub failed: u64,
-    /// EWMA of the latency of completed calls.
+    /// EWMA of the latency of the timed completed calls (see
+    /// [`MonitorBuilder::latency_one_in`]).
     pub latency_ewma: Option<Duration>,
 }
 
@@ -1570,7 +1846,9 @@ impl LayerSnapshot {
 /// let key = monitor.key(&7u64).unwrap();
 /// assert_eq!(key.key, "7");
 /// assert_eq!((key.completed, key.failed), (2, 2));
-/// assert!(key.latency_ewma.is_some());
+/// // Response times are sampled (one call in 16 by default): after two
+/// // calls there may be no figure yet.
+/// # let _ = key.latency_ewma;
 /// # }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -1599,7 +1877,8 @@ pub struct KeySnapshot {
     pub completed: u64,
     /// Of those, errors.
     pub failed: u64,
-    /// EWMA of response time ([`Event::Completed`]).
+    /// EWMA of response time ([`Event::Completed`], timed calls only: see
+    /// [`MonitorBuilder::latency_one_in`]).
     pub latency_ewma: Option<Duration>,
     /// Retries scheduled for the key's requests (by a retry layer given
     /// the key with [`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).
@@ -1642,4 +1921,73 @@ pub struct BreakerSnapshot {
     /// Its state at its last event.
     #[cfg_attr(feature = "serde", serde(serialize_with = "ser_state"))]
     pub state: CircuitState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_168_bytes() {
+        assert_eq!(std::mem::size_of::<Hot>(), 64);
+        assert_eq!(
+            std::mem::size_of::<Hot>() + std::mem::size_of::<Cold>(),
+            168
+        );
+    }
+
+    /// Counts stay exact when threads report at once (per-thread layer
+    /// counters, atomic key rows).
+    #[test]
+    fn counts_from_many_threads_are_exact() {
+        let monitor = Monitor::builder().latency_one_in(1).build();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let m = monitor.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        let key = i % 8;
+                        m.on_event(&Event::Completed {
+                            layer: "per_key",
+                            key: Some(&key),
+                            latency: Some(Duration::from_millis(t + 1)),
+                            success: (i / 8) % 10 != 0,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let snap = monitor.snapshot();
+        let layer = snap.layer("per_key").unwrap();
+        assert_eq!((layer.completed, layer.failed), (40_000, 4_000));
+        assert_eq!(snap.keys.len(), 8);
+        for k in &snap.keys {
+            assert_eq!((k.completed, k.failed), (5_000, 500), "{k:?}");
+            let ms = k.latency_ewma.unwrap().as_secs_f64() * 1000.0;
+            assert!((1.0..=4.0).contains(&ms), "{ms}");
+        }
+    }
+
+    /// A new key whose rows are all taken evicts the least recently seen
+    /// of them; the table never holds more than `max_keys`.
+    #[test]
+    fn the_key_table_holds_max_keys() {
+        let monitor = Monitor::builder().max_keys(100).build();
+        for i in 0..1_000u64 {
+            monitor.on_event(&Event::Completed {
+                layer: "per_key",
+                key: Some(&i),
+                latency: None,
+                success: true,
+            });
+        }
+        let snap = monitor.snapshot();
+        assert_eq!(snap.tracked_keys_max, 100);
+        assert!(snap.keys.len() <= 100);
+        assert_eq!(snap.keys.len() as u64 + snap.evicted_keys, 1_000);
+        assert!(monitor.key(&999u64).is_some(), "the newest key is kept");
+    }
 }

@@ -41,7 +41,8 @@ pin_project! {
 pub(crate) struct Observed<K> {
     key: Option<K>,
     observers: Observers,
-    start: Stamp,
+    /// Set for the requests the observer wants timed.
+    start: Option<Stamp>,
 }
 
 impl<K> Observed<K> {
@@ -49,7 +50,7 @@ impl<K> Observed<K> {
         Observed {
             key,
             observers: observers.clone(),
-            start: Stamp::now(),
+            start: observers.time_this_call().then(Stamp::now),
         }
     }
 }
@@ -61,7 +62,7 @@ impl<K: fmt::Debug + Hash> Observed<K> {
         self.observers.emit(&Event::Completed {
             layer: LAYER,
             key: self.key.as_ref().map(|k| k as &dyn EventKey),
-            latency: self.start.elapsed(),
+            latency: self.start.map(|s| s.elapsed()),
             success,
         });
     }

@@ -744,7 +744,8 @@ fn handle_layer_of(
 #[tokio::test(start_paused = true)]
 async fn the_http_adapter_reports_completions_per_key() {
     use tower_sluice::observe::Monitor;
-    let monitor = Monitor::new();
+    // Every call timed, so that the EWMA is exact.
+    let monitor = Monitor::builder().latency_one_in(1).build();
     let app = Router::new()
         .route(
             "/",

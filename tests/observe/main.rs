@@ -43,6 +43,11 @@ fn key(e: &Event<'_>) -> String {
     e.key().map(|k| format!(" {k:?}")).unwrap_or_default()
 }
 
+/// A closure observer times every call: show the latency as a duration.
+fn timed(latency: &Option<Duration>) -> String {
+    latency.map_or_else(|| "untimed".to_owned(), |l| format!("{l:?}"))
+}
+
 fn describe(e: &Event<'_>) -> String {
     let k = key(e);
     match e {
@@ -62,7 +67,7 @@ fn describe(e: &Event<'_>) -> String {
             latency,
             success,
             ..
-        } => format!("{layer} completed{k} {latency:?} ok={success}"),
+        } => format!("{layer} completed{k} {} ok={success}", timed(latency)),
         Event::BreakerStateChanged { from, to, .. } => format!("breaker {from:?}->{to:?}"),
         Event::BreakerRejected {
             state, enforced, ..
@@ -72,7 +77,10 @@ fn describe(e: &Event<'_>) -> String {
             counted,
             latency,
             ..
-        } => format!("breaker call {outcome:?} counted={counted} {latency:?}"),
+        } => format!(
+            "breaker call {outcome:?} counted={counted} {}",
+            timed(latency)
+        ),
         Event::RetryScheduled { attempt, delay, .. } => {
             format!("retry{k} attempt={attempt} delay={delay:?}")
         }
@@ -323,7 +331,9 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn monitor_figures_on_constructed_traffic() {
-    let monitor = Monitor::builder().smoothing(0.5).build();
+    // Every call timed, so that the EWMAs are exact (see
+    // `sampled_latency_counts_every_call` for the default sampling).
+    let monitor = Monitor::builder().smoothing(0.5).latency_one_in(1).build();
     let mut svc = keyed(Quota::per_minute(10), monitor.clone());
     // alice: 20 requests, 10 fit; latencies 100 ms then 200 ms.
     for i in 0..20 {
@@ -687,6 +697,76 @@ async fn shadow_breaker_reports_what_it_would_refuse() {
         3
     );
     assert_eq!((enforcing_hits, shadow_hits), (3, 6));
+}
+
+/// By default a Monitor times one call in 16: every call is still
+/// counted, exactly, and the EWMAs are over the timed ones.
+#[tokio::test(start_paused = true)]
+async fn sampled_latency_counts_every_call() {
+    let monitor = Monitor::new();
+    assert_eq!(
+        tower_sluice::observe::Observer::latency_one_in(&monitor),
+        16
+    );
+    let timed = Arc::new(AtomicUsize::new(0));
+    let untimed = Arc::new(AtomicUsize::new(0));
+    let (t, u) = (timed.clone(), untimed.clone());
+    let counter = move |e: &Event<'_>| {
+        if let Event::Completed { latency, .. } = e {
+            match latency {
+                Some(l) => {
+                    assert_eq!(*l, 5 * MS);
+                    t.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    u.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    // A counting observer asking for the Monitor's sampling.
+    struct Sampled<F>(F);
+    impl<F: Fn(&Event<'_>) + Send + Sync + 'static> tower_sluice::observe::Observer for Sampled<F> {
+        fn on_event(&self, event: &Event<'_>) {
+            (self.0)(event)
+        }
+        fn latency_one_in(&self) -> u32 {
+            16
+        }
+    }
+    let both = Fanout::new().with(monitor.clone()).with(Sampled(counter));
+    let mut svc = keyed(Quota::per_second(1_000_000), both);
+    const N: usize = 4_000;
+    for _ in 0..N {
+        assert!(send(&mut svc, "k", 5).await);
+    }
+    let k = monitor.key(&"k").unwrap();
+    assert_eq!((k.requests, k.completed), (N as u64, N as u64));
+    // Every timed call took 5 ms: so does the EWMA over them.
+    assert_eq!(k.latency_ewma, Some(5 * MS));
+    let timed = timed.load(Ordering::Relaxed);
+    assert_eq!(timed + untimed.load(Ordering::Relaxed), N);
+    // 250 expected (one in 16); ±8 standard deviations.
+    assert!((130..=370).contains(&timed), "{timed} of {N} timed");
+
+    // With an observer that wants every call, every call is timed.
+    let log = Log::default();
+    let mut svc = keyed(
+        Quota::per_second(1_000_000),
+        Fanout::new().with(monitor.clone()).with(log.observer()),
+    );
+    for _ in 0..10 {
+        send(&mut svc, "every", 1).await;
+    }
+    let completed = log.take();
+    assert_eq!(
+        completed
+            .iter()
+            .filter(|e| e.contains("completed \"every\" 1ms"))
+            .count(),
+        10
+    );
+    assert_eq!(monitor.key(&"every").unwrap().latency_ewma, Some(MS));
 }
 
 #[tokio::test(start_paused = true)]
