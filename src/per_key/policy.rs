@@ -335,6 +335,13 @@ impl Policy {
     pub(crate) fn len(&self) -> usize {
         self.inner.params.len()
     }
+
+    /// One quota and no in-flight cap: the common policy, decided by one
+    /// compare-exchange.
+    #[inline]
+    pub(crate) fn is_simple(&self) -> bool {
+        self.inner.params.len() == 1 && self.inner.max_in_flight.is_none()
+    }
 }
 
 impl From<Quota> for Policy {
