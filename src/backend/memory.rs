@@ -235,7 +235,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
             return self.decide(key, policy, cost, max_wait, true);
         }
         let now = self.shared.clock.now();
-        let p = policy.params(0);
+        let p = policy.first_params();
         let inc = p.inc(cost);
         let reserved = self.shared.store.with(key, policy, now, true, |state| {
             state.first().reserve(p.window, inc, now, max_wait)
