@@ -258,7 +258,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         policy: &Policy,
         now: u64,
         cost: u32,
-        reserved: Result<Option<Result<(u64, u64), u64>>, Full>,
+        reserved: Result<Option<Reservation>, Full>,
     ) -> Result<Grant, BoxError> {
         let p = policy.params(0);
         let inc = p.inc(cost);
@@ -358,6 +358,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         }
     }
 }
+
+/// What one cell's [`reserve`](gcra::Gcra::reserve) gave: `(tat, wait)`,
+/// or the `max(tat, now)` of a denial.
+type Reservation = Result<(u64, u64), u64>;
 
 /// The decision of a policy of one quota and no in-flight cap.
 #[inline(always)]
