@@ -419,12 +419,35 @@ impl Decision {
     /// Nanoseconds until one more request of cost 1 would pass than now
     /// (until [`remaining`](Self::remaining) grows); zero when the bucket
     /// is full. For a denied request of cost 1 this is its `retry_after`.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn next_unit_nanos(&self) -> u64 {
+        self.remaining_and_next().1
+    }
+
+    /// [`remaining`](Self::remaining), and the nanoseconds until one more
+    /// request of cost 1 would pass than now (until `remaining` grows; zero
+    /// when the bucket is full; for a denied request of cost 1, its
+    /// `retry_after`), with one division: an admitted HTTP response
+    /// carries both.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn remaining_and_next(&self) -> (u32, u64) {
         let used = self.tat.saturating_sub(self.now);
         let window = self.emission.saturating_mul(u64::from(self.burst));
-        let next = u64::from(self.remaining()).saturating_add(1);
-        used.saturating_sub(window.saturating_sub(next.saturating_mul(self.emission)))
+        let left = window.saturating_sub(used) / self.emission;
+        let remaining = u32::try_from(left).unwrap_or(u32::MAX);
+        let next = u64::from(remaining).saturating_add(1);
+        let next_unit =
+            used.saturating_sub(window.saturating_sub(next.saturating_mul(self.emission)));
+        (remaining, next_unit)
+    }
+
+    /// Whether this is the decision of the quota of `p` (compared without
+    /// rebuilding the quota).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn is_of(&self, p: &Params) -> bool {
+        self.limit == p.quota.limit() && self.burst == p.quota.burst() && self.period == p.period
     }
 
     pub(crate) fn retry_after_nanos(&self) -> u64 {
@@ -684,6 +707,30 @@ mod tests {
         let d = Decision::denied(&p, S / 4, base, p.inc(1));
         assert_eq!(d.next_unit_nanos(), d.retry_after_nanos());
         assert_eq!(d.next_unit_nanos(), 3 * S / 4);
+    }
+
+    #[test]
+    fn remaining_and_next_agree_with_remaining() {
+        for quota in [
+            Quota::per_second(10),
+            Quota::per_minute(60).with_burst(7),
+            Quota::per_hour(1_000_000_000),
+            Quota::new(3, Duration::from_millis(1_500)),
+        ] {
+            let p = params(quota);
+            for (now, tat) in [(0, 0), (0, 1), (5, 3), (0, p.window), (S, S + p.window / 3)] {
+                let d = Decision::allowed(&p, now, tat);
+                assert_eq!(
+                    d.remaining_and_next().0,
+                    d.remaining(),
+                    "{quota} {now} {tat}"
+                );
+                assert!(d.is_of(&p));
+            }
+        }
+        let a = params(Quota::per_second(10));
+        let b = params(Quota::per_second(10).with_burst(5));
+        assert!(!Decision::allowed(&a, 0, 0).is_of(&b));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
 use crate::gcra::{self, CellSet, Decision};
 use crate::per_key::Policy;
-use crate::per_key::store::{Extra, Fresh, KeyState, Store};
+use crate::per_key::store::{Extra, Fresh, Full, KeyState, Store};
 
 /// The in-memory backend: a bounded, sharded map from key to GCRA state.
 ///
@@ -219,6 +219,77 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         }
     }
 
+    /// The common decision, inlined into the layer's call: a policy of one
+    /// quota and no in-flight cap, a key the store holds, sent at once.
+    /// Anything else (a new key, a denial, a wait, several quotas) goes to
+    /// [`decide`](Self::decide) or a cold path, out of line.
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: u64,
+    ) -> Result<Grant, BoxError> {
+        if !policy.is_simple() {
+            return self.decide(key, policy, cost, max_wait, true);
+        }
+        let now = self.shared.clock.now();
+        let p = policy.first_params();
+        let inc = p.inc(cost);
+        let reserved = self.shared.store.with(key, policy, now, true, |state| {
+            state.first().reserve(p.window, inc, now, max_wait)
+        });
+        match reserved {
+            Ok(Some(Ok((tat, 0)))) => {
+                Ok(Grant::new(Decision::allowed(p, now, tat), Duration::ZERO))
+            }
+            other => self.simple_rest(key, policy, now, cost, other),
+        }
+    }
+
+    /// What [`acquire_now`](Self::acquire_now) leaves: a request of a
+    /// one-quota policy that waits, is denied, or finds the store full.
+    #[cold]
+    #[inline(never)]
+    fn simple_rest(
+        &self,
+        key: &K,
+        policy: &Policy,
+        now: u64,
+        cost: u32,
+        reserved: Result<Option<Reservation>, Full>,
+    ) -> Result<Grant, BoxError> {
+        let p = policy.params(0);
+        let inc = p.inc(cost);
+        match reserved {
+            Ok(Some(Ok((tat, wait)))) => {
+                let mut stamps = [0; gcra::INLINE_CELLS];
+                stamps[0] = tat;
+                let verdict = Verdict::Granted(Decision::allowed(p, now, tat), wait, None, stamps);
+                self.grant(key, policy, cost, verdict)
+            }
+            Ok(Some(Err(base))) => self.grant(
+                key,
+                policy,
+                cost,
+                Verdict::Denied(Decision::denied(p, now, base, inc)),
+            ),
+            Ok(None) => unreachable!("a key is inserted when it is charged"),
+            Err(full) => Err(self.full(full)),
+        }
+    }
+
+    #[cold]
+    fn full(&self, full: Full) -> BoxError {
+        TooManyKeys::new(
+            self.shared.store.max_keys(),
+            Duration::from_nanos(full.retry_after),
+        )
+        .into()
+    }
+
+    #[inline(never)]
     fn decide(
         &self,
         key: &K,
@@ -247,14 +318,20 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
                 0,
                 false,
             ),
-            Err(full) => {
-                return Err(TooManyKeys::new(
-                    self.shared.store.max_keys(),
-                    Duration::from_nanos(full.retry_after),
-                )
-                .into());
-            }
+            Err(full) => return Err(self.full(full)),
         };
+        self.grant(key, policy, cost, verdict)
+    }
+
+    /// The grant (or error) of a verdict; `cost` is what a waiting request
+    /// gives back if it is never sent.
+    fn grant(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        verdict: Verdict,
+    ) -> Result<Grant, BoxError> {
         match verdict {
             Verdict::Granted(d, 0, permit, _) => {
                 Ok(Grant::new(d, Duration::ZERO).with_in_flight(permit))
@@ -281,6 +358,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         }
     }
 }
+
+/// What one cell's [`reserve`](gcra::Gcra::reserve) gave: `(tat, wait)`,
+/// or the `max(tat, now)` of a denial.
+type Reservation = Result<(u64, u64), u64>;
 
 /// The decision of a policy of one quota and no in-flight cap.
 #[inline(always)]
@@ -398,7 +479,7 @@ where
     #[inline]
     fn acquire(&self, key: &K, policy: &Policy, cost: u32, max_wait: Duration) -> Acquire<Never> {
         let max_wait = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
-        Acquire::Ready(self.decide(key, policy, cost, max_wait, true))
+        Acquire::Ready(self.acquire_now(key, policy, cost, max_wait))
     }
 
     fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Never> {

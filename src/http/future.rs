@@ -191,14 +191,14 @@ where
                     // Nothing to add, release or report.
                     return future.poll(cx);
                 }
-                let result = ready!(future.poll(cx));
+                let mut result = ready!(future.poll(cx));
                 complete(observed.take().map(|o| *o), &result);
-                let mut response = result?;
                 in_flight.take();
-                if let Some(headers) = headers.take() {
-                    R::add_headers(headers, &mut response);
+                // In place: a response is large, and moving it is a copy.
+                if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
+                    R::add_headers(headers, response);
                 }
-                Poll::Ready(Ok(response))
+                Poll::Ready(result)
             }
             KindProj::Admitted { admitted } => admitted.as_mut().poll_admitted(cx),
         }

@@ -261,17 +261,18 @@ impl NameRef<'_> {
 }
 
 impl<'a> Item<'a> {
+    #[inline]
     pub(crate) fn from_decision(fields: &'a PolicyFields, policy: &Policy, d: &Decision) -> Self {
         let quota = d.quota();
-        let name = match policy.quotas().position(|q| q == quota) {
+        let name = match (0..policy.len()).position(|i| d.is_of(policy.params(i))) {
             Some(i) => NameRef::Borrowed(&fields.names[i]),
             None => NameRef::Owned(quoted(policy.name(), &period_name(quota.period()))),
         };
-        let next = d.next_unit_nanos();
+        let (remaining, next) = d.remaining_and_next();
         Item {
             name,
             quota: Some(quota),
-            remaining: u64::from(d.remaining()),
+            remaining: u64::from(remaining),
             reset: (next > 0).then(|| next.div_ceil(NANOS_PER_SEC)),
         }
     }
@@ -295,29 +296,47 @@ pub(crate) fn format_items<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Hea
     out.into_value()
 }
 
-/// Formats one `RateLimit` item (a policy of one quota: the common case)
-/// straight into the value's own buffer, sized exactly: one allocation,
-/// nothing copied after.
-pub(crate) fn format_item(item: &Item<'_>) -> HeaderValue {
-    let name = item.name.as_str().as_bytes();
-    let len =
-        name.len() + 3 + decimal_len(item.remaining) + item.reset.map_or(0, |t| 3 + decimal_len(t));
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(name);
-    out.extend_from_slice(b";r=");
-    push_decimal(&mut out, item.remaining);
-    if let Some(t) = item.reset {
-        out.extend_from_slice(b";t=");
-        push_decimal(&mut out, t);
+/// The `RateLimit` value of an admitted request whose policy has one
+/// quota (the common case): its one item, formatted without building an
+/// [`Item`] (one division for `r` and `t` together).
+#[inline]
+pub(crate) fn rate_limit_one(fields: &PolicyFields, policy: &Policy, d: &Decision) -> HeaderValue {
+    if policy.len() == 1 && d.is_of(policy.first_params()) {
+        let (remaining, next) = d.remaining_and_next();
+        let reset = (next > 0).then(|| next.div_ceil(NANOS_PER_SEC));
+        return format_one(&fields.names[0], u64::from(remaining), reset);
     }
-    debug_assert_eq!(out.len(), len);
-    HeaderValue::try_from(out).expect("RateLimit items are visible ASCII")
+    format_item(&Item::from_decision(fields, policy, d))
 }
 
-/// The number of decimal digits of `n`.
-#[inline]
-fn decimal_len(n: u64) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+/// Formats one `RateLimit` item.
+pub(crate) fn format_item(item: &Item<'_>) -> HeaderValue {
+    format_one(item.name.as_str(), item.remaining, item.reset)
+}
+
+/// Formats one `RateLimit` item on the stack, digits written in place,
+/// then copied once into the value (one allocation, sized exactly). A
+/// name too long for the stack buffer goes through [`format_items`].
+fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
+    // `;r=` and `;t=` with 20 digits each at most.
+    let mut buf = [0u8; 128];
+    if name.len() > buf.len() - 46 {
+        return format_items([Item {
+            name: NameRef::Borrowed(name),
+            quota: None,
+            remaining,
+            reset,
+        }]);
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    let mut at = name.len();
+    buf[at..at + 3].copy_from_slice(b";r=");
+    at = write_decimal(&mut buf, at + 3, remaining);
+    if let Some(t) = reset {
+        buf[at..at + 3].copy_from_slice(b";t=");
+        at = write_decimal(&mut buf, at + 3, t);
+    }
+    HeaderValue::from_bytes(&buf[..at]).expect("RateLimit items are visible ASCII")
 }
 
 /// `00` to `99`, for two digits at a time.
@@ -328,27 +347,42 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
-/// Appends `n` in decimal, two digits at a time (`core::fmt` costs more
-/// than the rest of a value).
+/// Writes `n` in decimal into `buf` at `at`, four then two digits at a
+/// time from the end (`core::fmt` costs more than the rest of a value);
+/// returns the end. `buf` has room for 20 bytes after `at`, which it may
+/// overwrite past the end (always 20 bytes are copied: a fixed-size copy
+/// is two moves, a variable one a call).
 #[inline]
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
+fn write_decimal(buf: &mut [u8], at: usize, mut n: u64) -> usize {
+    // The digits end at 20; 20 more bytes so that any 20 from `i` exist.
+    let mut digits = [0u8; 40];
+    let mut i = 20;
+    let mut pair = |i: usize, p: u32| {
+        let p = p as usize * 2;
+        digits[i - 2..i].copy_from_slice(&DIGIT_PAIRS[p..p + 2]);
+    };
+    while n >= 10_000 {
+        let four = (n % 10_000) as u32;
+        n /= 10_000;
+        pair(i, four % 100);
+        pair(i - 2, four / 100);
+        i -= 4;
+    }
+    let mut n = n as u32;
+    if n >= 100 {
+        pair(i, n % 100);
         n /= 100;
-        at -= 2;
-        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        i -= 2;
     }
     if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        pair(i, n);
+        i -= 2;
     } else {
-        at -= 1;
-        digits[at] = b'0' + n as u8;
+        i -= 1;
+        digits[i] = b'0' + n as u8;
     }
-    out.extend_from_slice(&digits[at..]);
+    buf[at..at + 20].copy_from_slice(&digits[i..i + 20]);
+    at + 20 - i
 }
 
 /// The tightest of `items` (fewest remaining, then the longest reset),
@@ -614,23 +648,33 @@ mod tests {
         values.extend((0..20).map(|i| 10u64.pow(i)));
         values.extend((1..20).map(|i| 10u64.pow(i) - 1));
         for n in values {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}").into_bytes());
+            // Room for exactly the 20 bytes it may write.
+            let mut buf = [b'#'; 21];
+            buf[0] = b'x';
+            let end = write_decimal(&mut buf, 1, n);
+            assert_eq!(&buf[..end], format!("x{n}").as_bytes());
         }
     }
 
     #[test]
     fn one_item_formats_as_many() {
-        let name = r#""free-per-minute""#;
-        for (remaining, reset) in [(0, Some(12)), (59, None), (500_000_222, Some(1))] {
-            let item = Item {
-                name: NameRef::Borrowed(name),
-                quota: None,
-                remaining,
-                reset,
-            };
-            assert_eq!(format_item(&item), format_items([item.clone()]));
+        // A long tier name does not fit the stack buffer.
+        let long = quoted(Some(&"t".repeat(120)), "per-minute");
+        for name in [r#""free-per-minute""#, long.as_str()] {
+            for (remaining, reset) in [
+                (0, Some(12)),
+                (59, None),
+                (500_000_222, Some(1)),
+                (u64::MAX, Some(u64::MAX)),
+            ] {
+                let item = Item {
+                    name: NameRef::Borrowed(name),
+                    quota: None,
+                    remaining,
+                    reset,
+                };
+                assert_eq!(format_item(&item), format_items([item.clone()]));
+            }
         }
     }
 

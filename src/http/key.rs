@@ -45,6 +45,7 @@ pub const MAX_KEY_LEN: usize = 256;
 /// req.extensions_mut().insert("[::ffff:192.0.2.7]:443".parse::<SocketAddr>().unwrap());
 /// assert_eq!(peer_ip(&req), Some("192.0.2.7".parse::<IpAddr>().unwrap()));
 /// ```
+#[inline]
 pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     let ext = req.extensions();
     #[cfg(feature = "axum")]

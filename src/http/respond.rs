@@ -766,7 +766,7 @@ impl Responder {
             // One item (the common case), formatted straight into its value.
             return SuccessHeaders {
                 policy: fields.policy.clone(),
-                limit: headers::format_item(&Item::from_decision(fields, policy, decision)),
+                limit: headers::rate_limit_one(fields, policy, decision),
                 legacy: None,
             };
         }

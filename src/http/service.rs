@@ -10,9 +10,11 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::Shared;
 use super::{Limits, Rejection, Respond, Responder};
+use crate::BoxError;
+use crate::backend::Grant;
 use crate::backend::{Backend, Memory};
 use crate::observe::Observers;
-use crate::per_key::core::{Admission, DefaultCache};
+use crate::per_key::core::{Admission, DefaultCache, Resolved};
 use crate::per_key::future::{Dispatch, Observed};
 use crate::per_key::{KeyExtractor, Policy};
 
@@ -99,7 +101,9 @@ where
         let core = &*shared.core;
         let observers = &shared.config.observers;
         // Each future is built where it is returned: axum moves it again
-        // and boxes it, and every move is a copy of the inner future.
+        // and boxes it, and every move is a copy of the inner future. Only
+        // the common case (admitted, sent at once) is inline; the others
+        // are out of line, so that it stays small.
         match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
             Admission::Granted {
                 key,
@@ -116,11 +120,7 @@ where
                     let in_flight = grant.take_in_flight();
                     ResponseFuture::called(self.inner.call(req), headers, in_flight, observed)
                 } else {
-                    ResponseFuture::admitted(
-                        Dispatch::granted(&mut self.inner, req, grant),
-                        headers,
-                        observed.map(|o| *o),
-                    )
+                    waiting(&mut self.inner, req, grant, headers, observed)
                 }
             }
             Admission::Unlimited => ResponseFuture::called(
@@ -132,23 +132,80 @@ where
             Admission::Deciding { policy, decision } => {
                 let policy = Policy::clone(&policy);
                 let observed = observe(observers, extracted).map(|o| *o);
-                ResponseFuture::deciding(
-                    Dispatch::deciding(&mut self.inner, req, decision, shared.config.shadow),
-                    shared.responder.clone(),
-                    policy,
-                    observed,
-                )
+                deciding(&mut self.inner, shared, req, decision, policy, observed)
             }
-            Admission::Denied { key, policy, error } => {
-                let states = match (key, &policy) {
-                    (Some(key), Some(policy)) => Some(core.backend.states(key, policy)),
-                    _ => None,
-                };
-                let rejection = Rejection::new(&*error).with_context(policy.as_deref(), states);
-                ResponseFuture::limited(shared.responder.reject(&rejection))
-            }
+            Admission::Denied { key, policy, error } => denied(shared, key, policy, error),
         }
     }
+}
+
+/// A request admitted to be sent after its wait.
+#[cold]
+#[inline(never)]
+fn waiting<S, Req, F, R, ResBody, K>(
+    inner: &mut S,
+    req: Req,
+    grant: Grant,
+    headers: Option<R::Headers>,
+    observed: Option<Box<Observed<K>>>,
+) -> ResponseFuture<S, Req, F, R, ResBody, K>
+where
+    S: Service<Req> + Clone,
+    R: Respond<ResBody>,
+{
+    ResponseFuture::admitted(
+        Dispatch::granted(inner, req, grant),
+        headers,
+        observed.map(|o| *o),
+    )
+}
+
+/// A request a remote backend is deciding.
+#[cold]
+#[inline(never)]
+fn deciding<S, Req, K, B, R, ResBody>(
+    inner: &mut S,
+    shared: &Shared<K, B, R>,
+    req: Req,
+    decision: B::Future,
+    policy: Policy,
+    observed: Option<Observed<K>>,
+) -> ResponseFuture<S, Req, B::Future, R, ResBody, K>
+where
+    S: Service<Req> + Clone,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+    R: Respond<ResBody>,
+{
+    ResponseFuture::deciding(
+        Dispatch::deciding(inner, req, decision, shared.config.shadow),
+        shared.responder.clone(),
+        policy,
+        observed,
+    )
+}
+
+/// A rejected request: the responder's answer, ready at once.
+#[cold]
+#[inline(never)]
+fn denied<S, Req, K, B, R, ResBody>(
+    shared: &Shared<K, B, R>,
+    key: Option<&K>,
+    policy: Option<Resolved<'_>>,
+    error: BoxError,
+) -> ResponseFuture<S, Req, B::Future, R, ResBody, K>
+where
+    S: Service<Req>,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+    R: Respond<ResBody>,
+{
+    let states = match (key, &policy) {
+        (Some(key), Some(policy)) => Some(shared.core.backend.states(key, policy)),
+        _ => None,
+    };
+    let rejection = Rejection::new(&*error).with_context(policy.as_deref(), states);
+    ResponseFuture::limited(shared.responder.reject(&rejection))
 }
 
 /// What an observed request needs to report its completion (the key moved

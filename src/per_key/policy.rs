@@ -53,6 +53,11 @@ pub struct Policy {
 
 struct Inner {
     params: Vec<ParamsEq>,
+    /// A copy of the first quota's parameters and whether the policy is
+    /// [simple](Policy::is_simple): what every decision reads first, kept
+    /// here rather than behind the vector's pointer.
+    first: Params,
+    simple: bool,
     max_in_flight: Option<u32>,
     name: Option<Arc<str>>,
     /// The policy's HTTP field items, formatted once.
@@ -62,13 +67,23 @@ struct Inner {
 
 impl Inner {
     fn new(params: Vec<ParamsEq>, max_in_flight: Option<u32>, name: Option<Arc<str>>) -> Self {
-        Inner {
+        let mut inner = Inner {
+            first: params[0].0,
+            simple: false,
             params,
             max_in_flight,
             name,
             #[cfg(feature = "http")]
             http: std::sync::OnceLock::new(),
-        }
+        };
+        inner.refresh();
+        inner
+    }
+
+    /// Recomputes what is derived from the quotas and the cap.
+    fn refresh(&mut self) {
+        self.first = self.params[0].0;
+        self.simple = self.params.len() == 1 && self.max_in_flight.is_none();
     }
 }
 
@@ -155,6 +170,7 @@ impl Policy {
             inner.http = std::sync::OnceLock::new();
         }
         f(&mut inner);
+        inner.refresh();
         Policy {
             inner: Arc::new(inner),
         }
@@ -334,6 +350,20 @@ impl Policy {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.inner.params.len()
+    }
+
+    /// One quota and no in-flight cap: the common policy, decided by one
+    /// compare-exchange.
+    #[inline]
+    pub(crate) fn is_simple(&self) -> bool {
+        self.inner.simple
+    }
+
+    /// The first quota's parameters (all of a [simple](Self::is_simple)
+    /// policy's).
+    #[inline]
+    pub(crate) fn first_params(&self) -> &Params {
+        &self.inner.first
     }
 }
 

@@ -218,6 +218,10 @@ impl<K: Hash + Eq> Store<K> {
 
     /// Runs `f` on the key's state, creating it for `policy` if needed.
     /// `None` when `create` is false and the key is unknown.
+    ///
+    /// A known key is the hot path (a read lock, one probe, `f`), kept
+    /// small so that it stays in the instruction cache of a busy server;
+    /// inserting, sweeping and refusing are [`insert`](Self::insert).
     #[inline]
     pub(crate) fn with<R>(
         &self,
@@ -250,7 +254,34 @@ impl<K: Hash + Eq> Store<K> {
                 }
             } else if !create {
                 return Ok(None);
-            } else if tables.main.len() >= self.shard_cap {
+            }
+        }
+        self.insert(hash, key, policy, now, f)
+    }
+
+    /// The rest of [`with`](Self::with): a key (or its block) to insert,
+    /// under the shard's write lock, sweeping idle keys before the table
+    /// grows and refusing when the shard is full of active keys.
+    #[cold]
+    #[inline(never)]
+    fn insert<R>(
+        &self,
+        hash: u64,
+        key: &K,
+        policy: &Policy,
+        now: u64,
+        f: impl FnOnce(&KeyState<'_>) -> R,
+    ) -> Result<Option<R>, Full>
+    where
+        K: Clone,
+    {
+        let shard = self.shard(hash);
+        let extra = needs_extra(policy);
+        {
+            let tables = shard.tables.read().unwrap_or_else(|e| e.into_inner());
+            if tables.main.len() >= self.shard_cap
+                && tables.main.find(hash, |e| e.key == *key).is_none()
+            {
                 // Full, and no key can have turned idle since the last
                 // sweep: refuse without the write lock or another sweep.
                 let idle_at = shard.idle_at.load(Ordering::Relaxed);
