@@ -1127,6 +1127,83 @@ impl fmt::Debug for Scoped {
     }
 }
 
+/// A [`Monitor`] (or a [`Scoped`] one) as one layer holds it: events go
+/// straight to the monitor (no dynamic call), and the layer's statistics
+/// are looked up once, at its first event, instead of by name per event.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    monitor: Monitor,
+    scope: Option<&'static str>,
+    /// The index of the layer's statistics in `Inner::layers`; `UNBOUND`
+    /// before the first event.
+    layer: AtomicUsize,
+}
+
+const UNBOUND: usize = usize::MAX;
+
+impl Clone for Bound {
+    #[inline]
+    fn clone(&self) -> Self {
+        Bound {
+            monitor: self.monitor.clone(),
+            scope: self.scope,
+            layer: AtomicUsize::new(self.layer.load(Relaxed)),
+        }
+    }
+}
+
+impl Monitor {
+    /// This monitor, bound to the layer it is given to.
+    pub(crate) fn bind(&self) -> Bound {
+        Bound {
+            monitor: self.clone(),
+            scope: None,
+            layer: AtomicUsize::new(UNBOUND),
+        }
+    }
+}
+
+impl Scoped {
+    /// This scoped observer, bound to the layer it is given to.
+    pub(crate) fn bind(&self) -> Bound {
+        Bound {
+            scope: Some(self.name),
+            ..self.monitor.bind()
+        }
+    }
+}
+
+impl Bound {
+    /// Counts `event`, as [`Observer::on_event`] of the monitor (or scope).
+    ///
+    /// Inlined into each place a layer reports, where the event's variant
+    /// and layer name are known: what is left is the short path of that
+    /// one event.
+    #[inline(always)]
+    pub(crate) fn observe(&self, event: &Event<'_>) {
+        let inner = &*self.monitor.inner;
+        let name = self.scope.unwrap_or_else(|| event.layer());
+        let l = match inner.layers.get(self.layer.load(Relaxed)) {
+            // A layer reports under one name (unscoped: events of another
+            // name, if any, are looked up).
+            Some(slot) => match slot.get() {
+                Some(l) if self.scope.is_some() || l.is(name) => l,
+                _ => self.rebind(name),
+            },
+            None => self.rebind(name),
+        };
+        inner.observe_in(l, name, event);
+    }
+
+    #[cold]
+    fn rebind(&self, name: &'static str) -> &LayerStats {
+        let inner = &*self.monitor.inner;
+        let i = inner.layer_index(name);
+        self.layer.store(i, Relaxed);
+        inner.layers[i].get().expect("filled")
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1138,23 +1215,35 @@ impl Inner {
             match slot.get() {
                 Some(l) if l.is(name) => return l,
                 Some(_) => {}
-                None => return self.add_layer(name),
+                None => return self.add_layer(name).1,
             }
         }
         self.layers[LAYERS - 1].get().expect("filled")
     }
 
-    #[cold]
-    fn add_layer(&self, name: &'static str) -> &LayerStats {
-        let _guard = lock(&self.layers_lock);
-        for slot in self.layers.iter() {
+    /// The index in `layers` of `name`'s statistics, added if new.
+    fn layer_index(&self, name: &'static str) -> usize {
+        for (i, slot) in self.layers.iter().enumerate() {
             match slot.get() {
-                Some(l) if l.name == name => return l,
+                Some(l) if l.is(name) => return i,
                 Some(_) => {}
-                None => return slot.get_or_init(|| LayerStats::new(name)),
+                None => return self.add_layer(name).0,
             }
         }
-        self.layers[LAYERS - 1].get().expect("filled")
+        LAYERS - 1
+    }
+
+    #[cold]
+    fn add_layer(&self, name: &'static str) -> (usize, &LayerStats) {
+        let _guard = lock(&self.layers_lock);
+        for (i, slot) in self.layers.iter().enumerate() {
+            match slot.get() {
+                Some(l) if l.name == name => return (i, l),
+                Some(_) => {}
+                None => return (i, slot.get_or_init(|| LayerStats::new(name))),
+            }
+        }
+        (LAYERS - 1, self.layers[LAYERS - 1].get().expect("filled"))
     }
 
     /// The chunk a key hash belongs to, and its home row there (from the
@@ -1282,11 +1371,16 @@ impl Inner {
 
     #[inline]
     fn observe(&self, event: &Event<'_>, scope: Option<&'static str>) {
-        use count::*;
         let name = scope.unwrap_or_else(|| event.layer());
-        let l = self.layer(name);
-        // Unkeyed events layers report for every request, kept short; the
-        // rest in `apply`.
+        self.observe_in(self.layer(name), name, event);
+    }
+
+    /// Counts `event` in `l`, the stats of `name`. The unkeyed events
+    /// layers report for every request are kept short (inlined into a
+    /// layer's bound observer); the rest go to `apply`.
+    #[inline(always)]
+    fn observe_in(&self, l: &LayerStats, name: &'static str, event: &Event<'_>) {
+        use count::*;
         match *event {
             Event::Allowed { key: None, .. } => l.counts().add(REQUESTS, 1),
             Event::Dequeued {
@@ -1322,6 +1416,7 @@ impl Inner {
         }
     }
 
+    #[inline(never)]
     fn apply(&self, l: &LayerStats, name: &'static str, event: &Event<'_>) {
         use count::*;
         let c = l.counts();
