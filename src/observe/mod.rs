@@ -853,6 +853,22 @@ impl Observers {
         }
     }
 
+    /// Reports [`Event::Allowed`] of an unkeyed layer, building its
+    /// decision only for an observer that reads it (a bound [`Monitor`]
+    /// only counts the request).
+    #[inline]
+    pub(crate) fn emit_allowed(&self, layer: &'static str, decision: impl FnOnce() -> Decision) {
+        match &self.kind {
+            Kind::None => {}
+            Kind::Monitor(m) => m.allowed(layer),
+            Kind::Dyn(o) => o.on_event(&Event::Allowed {
+                layer,
+                key: None,
+                decision: &decision(),
+            }),
+        }
+    }
+
     #[inline]
     pub(crate) fn emit(&self, event: &Event<'_>) {
         match &self.kind {

@@ -1181,9 +1181,22 @@ impl Bound {
     /// one event.
     #[inline(always)]
     pub(crate) fn observe(&self, event: &Event<'_>) {
-        let inner = &*self.monitor.inner;
         let name = self.scope.unwrap_or_else(|| event.layer());
-        let l = match inner.layers.get(self.layer.load(Relaxed)) {
+        self.monitor.inner.observe_in(self.stats(name), name, event);
+    }
+
+    /// Counts an unkeyed [`Event::Allowed`] from `layer`, as
+    /// [`observe`](Self::observe) would (it reads nothing else of it).
+    #[inline(always)]
+    pub(crate) fn allowed(&self, layer: &'static str) {
+        let name = self.scope.unwrap_or(layer);
+        self.stats(name).counts().add(count::REQUESTS, 1);
+    }
+
+    /// The statistics of `name`: the layer's, found at its first event.
+    #[inline(always)]
+    fn stats(&self, name: &'static str) -> &LayerStats {
+        match self.monitor.inner.layers.get(self.layer.load(Relaxed)) {
             // A layer reports under one name (unscoped: events of another
             // name, if any, are looked up).
             Some(slot) => match slot.get() {
@@ -1191,8 +1204,7 @@ impl Bound {
                 _ => self.rebind(name),
             },
             None => self.rebind(name),
-        };
-        inner.observe_in(l, name, event);
+        }
     }
 
     #[cold]

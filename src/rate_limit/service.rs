@@ -135,14 +135,8 @@ impl<S> RateLimit<S> {
     /// was due, without reading the clock again.
     fn allowed(&self, reserved: &Reservation) {
         tracing::debug!(target: "tower_sluice::rate_limit", "allowed");
-        if self.observers.is_set() {
-            let decision = self.slot.limiter.snapshot_at(reserved);
-            self.observers.emit(&Event::Allowed {
-                layer: LAYER,
-                key: None,
-                decision: &decision,
-            });
-        }
+        self.observers
+            .emit_allowed(LAYER, || self.slot.limiter.snapshot_at(reserved));
     }
 }
 
@@ -209,13 +203,7 @@ where
                         remaining = decision.remaining(),
                         "allowed"
                     );
-                    if self.observers.is_set() {
-                        self.observers.emit(&Event::Allowed {
-                            layer: LAYER,
-                            key: None,
-                            decision: &decision,
-                        });
-                    }
+                    self.observers.emit_allowed(LAYER, || decision);
                     ResponseFuture::called(self.inner.call(req))
                 } else {
                     let error = RateLimited::from_decision(&decision);
