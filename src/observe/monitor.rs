@@ -2041,6 +2041,48 @@ pub struct BreakerSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::Observers;
+
+    fn dequeued(layer: &'static str) -> Event<'static> {
+        Event::Dequeued {
+            layer,
+            waited: Duration::ZERO,
+            depth: 0,
+            queued: false,
+        }
+    }
+
+    /// A monitor bound to a layer counts each event under its own layer
+    /// name (or the scope), also when one layer reports under two names,
+    /// and a layer shows in the snapshot only once it has reported.
+    #[test]
+    fn a_bound_monitor_counts_by_name_or_scope() {
+        let monitor = Monitor::new();
+        let bound = Observers::new(monitor.clone());
+        let scoped = Observers::new(monitor.scoped("upstream"));
+        assert!(monitor.snapshot().layers.is_empty(), "nothing reported yet");
+        for name in ["queue", "queue", "other", "queue"] {
+            bound.emit(&dequeued(name));
+        }
+        // Another copy of the name's text is the same layer.
+        bound.emit(&dequeued(String::from("queue").leak()));
+        bound.emit(&Event::MissingKey { layer: "other" });
+        scoped.emit(&dequeued("queue"));
+        scoped.emit(&Event::MissingKey { layer: "per_key" });
+        bound.emit_allowed("rate_limit", || unreachable!("a monitor only counts"));
+        let snapshot = monitor.snapshot();
+        let names: Vec<&str> = snapshot.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["queue", "other", "upstream", "rate_limit"]);
+        let requests = |name| snapshot.layer(name).unwrap().requests;
+        assert_eq!(requests("queue"), 4);
+        assert_eq!(requests("other"), 2);
+        assert_eq!(snapshot.layer("other").unwrap().limited, 1);
+        assert_eq!(requests("upstream"), 2);
+        assert_eq!(requests("rate_limit"), 1);
+        // Clones of a bound observer keep counting in the same figures.
+        bound.clone().emit(&dequeued("queue"));
+        assert_eq!(monitor.snapshot().layer("queue").unwrap().requests, 5);
+    }
 
     #[test]
     fn a_row_is_168_bytes() {
