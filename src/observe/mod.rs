@@ -498,6 +498,7 @@ impl Event<'_> {
     /// assert_eq!(*layers.lock().unwrap(), ["rate_limit"]);
     /// # }
     /// ```
+    #[inline(always)]
     pub fn layer(&self) -> &'static str {
         match self {
             Event::Allowed { layer, .. }

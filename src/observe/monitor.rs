@@ -654,7 +654,7 @@ struct Mine<'a> {
 }
 
 impl Mine<'_> {
-    #[inline]
+    #[inline(always)]
     fn add(&self, i: usize, n: u64) {
         slot::add(&self.counts.0[i], self.slot, n);
     }
@@ -696,7 +696,7 @@ impl LayerStats {
     }
 
     /// This thread's counters.
-    #[inline]
+    #[inline(always)]
     fn counts(&self) -> Mine<'_> {
         let slot = slot::slot();
         Mine {
@@ -708,7 +708,7 @@ impl LayerStats {
     /// Whether `name` is this layer's name: by address first (a name is
     /// usually one `&'static str`, or a few copies of it, one per module
     /// that reports it), by text the first time a copy is seen.
-    #[inline]
+    #[inline(always)]
     fn is(&self, name: &'static str) -> bool {
         let at = name.as_ptr() as usize;
         ((at == self.name.as_ptr() as usize || at == self.alias.load(Relaxed))
