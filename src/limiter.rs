@@ -255,10 +255,11 @@ impl Limiter {
         (&self.cells, self.clock.now())
     }
 
-    /// The current state as a decision of the tightest quota, consuming
-    /// nothing (for reporting).
-    pub(crate) fn snapshot(&self) -> Decision {
-        gcra::snapshot(self.cells(), self.clock.now())
+    /// The state as a decision of the tightest quota when `reserved` was
+    /// due (its decision's time plus its wait), consuming nothing and
+    /// reading no clock (for reporting).
+    pub(crate) fn snapshot_at(&self, reserved: &Reserved) -> Decision {
+        gcra::snapshot(self.cells(), reserved.now.saturating_add(reserved.wait))
     }
 
     /// Reserves `cost` at the earliest time within `max_wait` nanoseconds

@@ -498,6 +498,7 @@ impl Event<'_> {
     /// assert_eq!(*layers.lock().unwrap(), ["rate_limit"]);
     /// # }
     /// ```
+    #[inline(always)]
     pub fn layer(&self) -> &'static str {
         match self {
             Event::Allowed { layer, .. }
@@ -801,19 +802,43 @@ pub(crate) fn ms(d: Duration) -> u64 {
 
 /// An optional, shared observer, as the layers hold it, with how often it
 /// wants a call timed ([`Observer::latency_one_in`], asked once).
+///
+/// A [`Monitor`] or [`Scoped`] monitor is held as itself and bound to the
+/// layer (no dynamic call, the layer's statistics found once); any other
+/// observer (a [`Fanout`] holding a monitor included) behind
+/// `Arc<dyn Observer>`.
 #[derive(Clone, Default)]
-pub(crate) struct Observers(Option<Arc<dyn Observer>>, u32);
+pub(crate) struct Observers {
+    kind: Kind,
+    one_in: u32,
+}
+
+#[derive(Clone, Default)]
+enum Kind {
+    #[default]
+    None,
+    Monitor(monitor::Bound),
+    Dyn(Arc<dyn Observer>),
+}
 
 impl Observers {
     pub(crate) fn new(observer: impl Observer) -> Self {
         let one_in = observer.latency_one_in();
-        Observers(Some(Arc::new(observer)), one_in)
+        let any: &dyn std::any::Any = &observer;
+        let kind = if let Some(m) = any.downcast_ref::<Monitor>() {
+            Kind::Monitor(m.bind())
+        } else if let Some(s) = any.downcast_ref::<Scoped>() {
+            Kind::Monitor(s.bind())
+        } else {
+            Kind::Dyn(Arc::new(observer))
+        };
+        Observers { kind, one_in }
     }
 
     /// Whether anyone is listening (so callers can skip building events).
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
-        self.0.is_some()
+        !matches!(self.kind, Kind::None)
     }
 
     /// Whether to time this call: for about one call in
@@ -821,25 +846,43 @@ impl Observers {
     /// without an observer.
     #[inline]
     pub(crate) fn time_this_call(&self) -> bool {
-        match self.1 {
-            _ if self.0.is_none() => false,
+        match self.one_in {
+            _ if !self.is_set() => false,
             0 => false,
             1 => true,
             n => one_in(n),
         }
     }
 
+    /// Reports [`Event::Allowed`] of an unkeyed layer, building its
+    /// decision only for an observer that reads it (a bound [`Monitor`]
+    /// only counts the request).
+    #[inline]
+    pub(crate) fn emit_allowed(&self, layer: &'static str, decision: impl FnOnce() -> Decision) {
+        match &self.kind {
+            Kind::None => {}
+            Kind::Monitor(m) => m.allowed(layer),
+            Kind::Dyn(o) => o.on_event(&Event::Allowed {
+                layer,
+                key: None,
+                decision: &decision(),
+            }),
+        }
+    }
+
     #[inline]
     pub(crate) fn emit(&self, event: &Event<'_>) {
-        if let Some(o) = &self.0 {
-            o.on_event(event);
+        match &self.kind {
+            Kind::None => {}
+            Kind::Monitor(m) => m.observe(event),
+            Kind::Dyn(o) => o.on_event(event),
         }
     }
 }
 
 impl fmt::Debug for Observers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+        f.write_str(if self.is_set() { "Some(..)" } else { "None" })
     }
 }
 

@@ -29,7 +29,7 @@ thread_local! {
 static FREE: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
 
 /// This thread's slot, in `0..=SHARED`.
-#[inline]
+#[inline(always)]
 pub(super) fn slot() -> usize {
     let slot = SLOT.with(Cell::get);
     if slot <= SHARED { slot } else { assign() }
@@ -77,7 +77,7 @@ impl Drop for Guard {
 
 /// Adds `n` to a counter of slot `slot`: a load and a store for a thread's
 /// own slot, an atomic add for the shared one.
-#[inline]
+#[inline(always)]
 pub(super) fn add(counter: &AtomicU64, slot: usize, n: u64) {
     if slot == SHARED {
         counter.fetch_add(n, Relaxed);

@@ -131,16 +131,12 @@ impl<S> RateLimit<S> {
         });
     }
 
-    fn allowed(&self) {
+    /// Reports a request sent on `reserved`: the decision as of when it
+    /// was due, without reading the clock again.
+    fn allowed(&self, reserved: &Reservation) {
         tracing::debug!(target: "tower_sluice::rate_limit", "allowed");
-        if self.observers.is_set() {
-            let decision = self.slot.limiter.snapshot();
-            self.observers.emit(&Event::Allowed {
-                layer: LAYER,
-                key: None,
-                decision: &decision,
-            });
-        }
+        self.observers
+            .emit_allowed(LAYER, || self.slot.limiter.snapshot_at(reserved));
     }
 }
 
@@ -207,13 +203,7 @@ where
                         remaining = decision.remaining(),
                         "allowed"
                     );
-                    if self.observers.is_set() {
-                        self.observers.emit(&Event::Allowed {
-                            layer: LAYER,
-                            key: None,
-                            decision: &decision,
-                        });
-                    }
+                    self.observers.emit_allowed(LAYER, || decision);
                     ResponseFuture::called(self.inner.call(req))
                 } else {
                     let error = RateLimited::from_decision(&decision);
@@ -228,8 +218,8 @@ where
             }
             Mode::Wait { .. } => match std::mem::replace(&mut self.slot.state, State::Idle) {
                 // The reservation is spent: dropping it keeps the capacity used.
-                State::Ready(_) => {
-                    self.allowed();
+                State::Ready(reserved) => {
+                    self.allowed(&reserved);
                     ResponseFuture::called(self.inner.call(req))
                 }
                 State::Denied(error) => ResponseFuture::denied(error),
