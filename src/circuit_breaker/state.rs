@@ -628,18 +628,55 @@ impl Breaker {
         if permit.start & TIMED != 0 {
             return self.finish_timed(permit, outcome);
         }
-        // Trials were admitted on the precise clock and judge on it; closed
-        // calls on theirs.
-        let now = if permit.is_trial() {
-            self.clock.now()
+        let now = self.finish_now(permit, None);
+        let slow = self
+            .slow_nanos
+            .is_some_and(|d| now.saturating_sub(permit.start) >= d);
+        self.record(permit, outcome, slow, now, None);
+    }
+
+    /// Records a call the observer wanted timed: timed, and judged slow, on
+    /// the precise clock.
+    #[inline(never)]
+    fn finish_timed(&self, permit: Permit, outcome: Outcome) {
+        let end = self.clock.now();
+        let elapsed = end.saturating_sub(permit.start & !TIMED);
+        let now = self.finish_now(permit, Some(end));
+        let slow = self.slow_nanos.is_some_and(|d| elapsed >= d);
+        self.record(
+            permit,
+            outcome,
+            slow,
+            now,
+            Some(Duration::from_nanos(elapsed)),
+        );
+    }
+
+    /// The time a completed call is recorded at: trials were admitted on
+    /// the precise clock (read as `precise`, if already) and judge on it;
+    /// closed calls on theirs, and only when the window or slow calls need
+    /// it.
+    #[inline]
+    fn finish_now(&self, permit: Permit, precise: Option<u64>) -> u64 {
+        if permit.is_trial() {
+            precise.unwrap_or_else(|| self.clock.now())
         } else if self.slow_nanos.is_some() || self.window.needs_time() {
             self.closed_now()
         } else {
             0
-        };
-        let slow = self
-            .slow_nanos
-            .is_some_and(|d| now.saturating_sub(permit.start) >= d);
+        }
+    }
+
+    /// Counts a completed call in its state and reports it.
+    #[inline]
+    fn record(
+        &self,
+        permit: Permit,
+        outcome: Outcome,
+        slow: bool,
+        now: u64,
+        latency: Option<Duration>,
+    ) {
         let counted = if permit.is_trial() {
             self.finish_trial(permit, outcome, slow, now)
         } else {
@@ -652,38 +689,9 @@ impl Breaker {
                 outcome,
                 slow,
                 counted,
-                latency: None,
+                latency,
             });
         }
-    }
-
-    /// Records a call the observer wanted timed: timed, and judged slow, on
-    /// the precise clock.
-    #[inline(never)]
-    fn finish_timed(&self, permit: Permit, outcome: Outcome) {
-        let end = self.clock.now();
-        let elapsed = end.saturating_sub(permit.start & !TIMED);
-        let now = if permit.is_trial() {
-            end
-        } else if self.slow_nanos.is_some() || self.window.needs_time() {
-            self.closed_now()
-        } else {
-            0
-        };
-        let slow = self.slow_nanos.is_some_and(|d| elapsed >= d);
-        let counted = if permit.is_trial() {
-            self.finish_trial(permit, outcome, slow, now)
-        } else {
-            self.finish_closed(permit, outcome, slow, now)
-        };
-        self.observers.emit(&Event::BreakerCall {
-            layer: LAYER,
-            key: self.key(),
-            outcome,
-            slow,
-            counted,
-            latency: Some(Duration::from_nanos(elapsed)),
-        });
     }
 
     #[inline]
