@@ -13,9 +13,10 @@ use super::{Limits, Rejection, Respond, Responder};
 use crate::BoxError;
 use crate::backend::Grant;
 use crate::backend::{Backend, Memory};
-use crate::observe::Observers;
+use crate::observe::RowHint;
 use crate::per_key::core::{Admission, DefaultCache, Resolved};
 use crate::per_key::future::{Dispatch, Observed};
+use crate::per_key::layer::Config;
 use crate::per_key::{KeyExtractor, Policy};
 
 /// Enforces per-key limits on HTTP requests, answering rejections with
@@ -99,7 +100,6 @@ where
         let extracted = self.extractor.extract(&req);
         let shared = &*self.shared;
         let core = &*shared.core;
-        let observers = &shared.config.observers;
         // Each future is built where it is returned: axum moves it again
         // and boxes it, and every move is a copy of the inner future. Only
         // the common case (admitted, sent at once) is inline; the others
@@ -109,13 +109,14 @@ where
                 key,
                 policy,
                 mut grant,
+                row,
             } => {
                 let lookup = || core.backend.states(key, &policy);
                 let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
                 let headers = shared.responder.admitted(&limits);
                 // Done with the key: the observer may take it.
                 drop(policy);
-                let observed = observe(observers, extracted);
+                let observed = observe(&shared.config, extracted, row);
                 if grant.wait().is_zero() {
                     let in_flight = grant.take_in_flight();
                     ResponseFuture::called(self.inner.call(req), headers, in_flight, observed)
@@ -127,11 +128,11 @@ where
                 self.inner.call(req),
                 None,
                 None,
-                observe(observers, extracted),
+                observe(&shared.config, extracted, RowHint::NONE),
             ),
             Admission::Deciding { policy, decision } => {
                 let policy = Policy::clone(&policy);
-                let observed = observe(observers, extracted).map(|o| *o);
+                let observed = observe(&shared.config, extracted, RowHint::NONE).map(|o| *o);
                 deciding(&mut self.inner, shared, req, decision, policy, observed)
             }
             Admission::Denied { key, policy, error } => denied(shared, key, policy, error),
@@ -211,10 +212,11 @@ where
 /// What an observed request needs to report its completion (the key moved
 /// from the extractor, not cloned); nothing without an observer.
 #[inline]
-fn observe<K>(observers: &Observers, key: Option<K>) -> Option<Box<Observed<K>>> {
-    observers
+fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Box<Observed<K>>> {
+    config
+        .observers
         .is_set()
-        .then(|| Box::new(Observed::new(key, observers)))
+        .then(|| Box::new(Observed::new(key, config, row)))
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {

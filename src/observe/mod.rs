@@ -66,6 +66,7 @@ pub use alert::{Alert, AlertRule};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::MetricsObserver;
+pub(crate) use monitor::RowHint;
 pub use monitor::{
     BreakerSnapshot, KeySnapshot, LayerSnapshot, Monitor, MonitorBuilder, Scoped, Snapshot,
 };
@@ -866,6 +867,56 @@ impl Observers {
                 layer,
                 key: None,
                 decision: &decision(),
+            }),
+        }
+    }
+
+    /// Reports [`Event::Allowed`] of a keyed layer. A bound [`Monitor`]
+    /// returns where it counted the key, for
+    /// [`emit_completed`](Self::emit_completed); other observers
+    /// [`RowHint::NONE`].
+    #[inline]
+    pub(crate) fn emit_keyed_allowed(
+        &self,
+        layer: &'static str,
+        key: &dyn EventKey,
+        decision: &Decision,
+    ) -> RowHint {
+        match &self.kind {
+            Kind::None => RowHint::NONE,
+            Kind::Monitor(m) => m.allowed_key(layer, key),
+            Kind::Dyn(o) => {
+                o.on_event(&Event::Allowed {
+                    layer,
+                    key: Some(key),
+                    decision,
+                });
+                RowHint::NONE
+            }
+        }
+    }
+
+    /// Reports [`Event::Completed`]; `row` is what
+    /// [`emit_keyed_allowed`](Self::emit_keyed_allowed) returned for the
+    /// request (a bound [`Monitor`] counts it there without looking the key
+    /// up), or [`RowHint::NONE`].
+    #[inline]
+    pub(crate) fn emit_completed(
+        &self,
+        layer: &'static str,
+        key: Option<&dyn EventKey>,
+        row: RowHint,
+        latency: Option<Duration>,
+        success: bool,
+    ) {
+        match &self.kind {
+            Kind::None => {}
+            Kind::Monitor(m) => m.completed(layer, key, row, latency, success),
+            Kind::Dyn(o) => o.on_event(&Event::Completed {
+                layer,
+                key,
+                latency,
+                success,
             }),
         }
     }

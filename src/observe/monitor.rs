@@ -382,6 +382,7 @@ impl Chunk {
         KeyRow {
             hot: &self.hot[i],
             cold: &self.cold[i],
+            at: i,
         }
     }
 
@@ -416,6 +417,26 @@ impl Chunk {
 struct KeyRow<'a> {
     hot: &'a Hot,
     cold: &'a Cold,
+    /// Its index in its chunk.
+    at: usize,
+}
+
+/// Where a bound monitor counted a keyed request: the key's hash and its
+/// row, so that the request's completion is counted there without hashing
+/// the key or probing for its row. The row is checked first (its hash
+/// read again): if it was given to another key meanwhile, the completion
+/// looks the key up as any keyed event does. [`NONE`](Self::NONE) for a
+/// request counted elsewhere (or not at all).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RowHint {
+    /// The key's hash; 0 = no hint.
+    hash: u64,
+    /// The row's index in the key table.
+    at: usize,
+}
+
+impl RowHint {
+    pub(crate) const NONE: RowHint = RowHint { hash: 0, at: 0 };
 }
 
 impl std::ops::Deref for KeyRow<'_> {
@@ -1201,6 +1222,45 @@ impl Bound {
         self.stats(name).counts().add(count::REQUESTS, 1);
     }
 
+    /// Counts a keyed [`Event::Allowed`] from `layer`, as
+    /// [`observe`](Self::observe) would (it reads nothing else of it), and
+    /// returns where the key's row is, for [`completed`](Self::completed).
+    #[inline(always)]
+    pub(crate) fn allowed_key(&self, layer: &'static str, key: &dyn EventKey) -> RowHint {
+        let name = self.scope.unwrap_or(layer);
+        self.stats(name).counts().add(count::REQUESTS, 1);
+        self.monitor.inner.allowed_key(name, key)
+    }
+
+    /// Counts an [`Event::Completed`] from `layer`, as
+    /// [`observe`](Self::observe) would, in the key's row found by `row`
+    /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's.
+    #[inline(always)]
+    pub(crate) fn completed(
+        &self,
+        layer: &'static str,
+        key: Option<&dyn EventKey>,
+        row: RowHint,
+        latency: Option<Duration>,
+        success: bool,
+    ) {
+        let name = self.scope.unwrap_or(layer);
+        let l = self.stats(name);
+        let c = l.counts();
+        c.add(count::COMPLETED, 1);
+        if !success {
+            c.add(count::FAILED, 1);
+        }
+        let latency = latency.map(nanos);
+        let inner = &*self.monitor.inner;
+        if let Some(n) = latency {
+            l.latency.add(n as f64, inner.alpha);
+        }
+        if let Some(key) = key {
+            inner.completed_key(key, row, latency, success);
+        }
+    }
+
     /// The statistics of `name`: the layer's, found at its first event.
     #[inline(always)]
     fn stats(&self, name: &'static str) -> &LayerStats {
@@ -1596,24 +1656,7 @@ impl Inner {
         };
         match update {
             KeyUpdate::Request { limited, shadow } => {
-                // Only requests move the window (and the recency that
-                // eviction uses).
-                let now = self.clock.now();
-                let row = self.row(hash, key, now);
-                if row.hot.last_seen.load(Relaxed) != now {
-                    row.hot.last_seen.store(now, Relaxed);
-                }
-                row.roll(now, self.window);
-                add(&row.hot.requests, 1);
-                if limited {
-                    add(&row.hot.limited, 1);
-                }
-                if shadow {
-                    add(&row.hot.shadow_limited, 1);
-                }
-                if let Some(alerts) = &self.alerts {
-                    self.rate_alerts(alerts, scope, &row, now);
-                }
+                self.request(scope, hash, key, limited, shadow);
             }
             KeyUpdate::Waited(n) => {
                 let row = self.row(hash, key, 0);
@@ -1621,18 +1664,101 @@ impl Inner {
                 add(&row.wait_nanos, n);
             }
             KeyUpdate::Completed { latency, success } => {
-                let row = self.row(hash, key, 0);
-                add(&row.hot.completed, 1);
-                if !success {
-                    add(&row.hot.failed, 1);
-                }
-                if let Some(n) = latency {
-                    row.latency.add(n as f64, self.alpha);
-                }
+                self.completed(self.row(hash, key, 0), latency, success);
             }
             KeyUpdate::Retry => add(&self.row(hash, key, 0).retries, 1),
             KeyUpdate::GaveUp => add(&self.row(hash, key, 0).gave_up, 1),
         }
+    }
+
+    /// Counts a request of `key` (hash `hash`) in its row, made if new.
+    #[inline]
+    fn request(
+        &self,
+        scope: &'static str,
+        hash: u64,
+        key: &dyn EventKey,
+        limited: bool,
+        shadow: bool,
+    ) -> KeyRow<'_> {
+        let add = |a: &AtomicU64| {
+            a.fetch_add(1, Relaxed);
+        };
+        // Only requests move the window (and the recency that eviction
+        // uses).
+        let now = self.clock.now();
+        let row = self.row(hash, key, now);
+        if row.hot.last_seen.load(Relaxed) != now {
+            row.hot.last_seen.store(now, Relaxed);
+        }
+        row.roll(now, self.window);
+        add(&row.hot.requests);
+        if limited {
+            add(&row.hot.limited);
+        }
+        if shadow {
+            add(&row.hot.shadow_limited);
+        }
+        if let Some(alerts) = &self.alerts {
+            self.rate_alerts(alerts, scope, &row, now);
+        }
+        row
+    }
+
+    /// Counts a completion in `row`.
+    #[inline]
+    fn completed(&self, row: KeyRow<'_>, latency: Option<u64>, success: bool) {
+        row.hot.completed.fetch_add(1, Relaxed);
+        if !success {
+            row.hot.failed.fetch_add(1, Relaxed);
+        }
+        if let Some(n) = latency {
+            row.latency.add(n as f64, self.alpha);
+        }
+    }
+
+    /// The keyed part of a bound monitor's [`Event::Allowed`]: the request
+    /// counted in the key's row, whose place is returned.
+    #[inline(never)]
+    fn allowed_key(&self, scope: &'static str, key: &dyn EventKey) -> RowHint {
+        // 0 marks a free way.
+        let hash = key.key_hash().max(1);
+        let row = self.request(scope, hash, key, false, false);
+        let (chunk, _) = self.home(hash);
+        RowHint {
+            hash,
+            at: chunk * CHUNK + row.at,
+        }
+    }
+
+    /// The keyed part of a bound monitor's [`Event::Completed`]: counted in
+    /// the row `hint` names if it is still the key's, else in the key's row
+    /// found (or made) by its hash.
+    #[inline(never)]
+    fn completed_key(
+        &self,
+        key: &dyn EventKey,
+        hint: RowHint,
+        latency: Option<u64>,
+        success: bool,
+    ) {
+        let row = match self.row_at(hint) {
+            Some(row) => row,
+            None => self.row(key.key_hash().max(1), key, 0),
+        };
+        self.completed(row, latency, success);
+    }
+
+    /// The row `hint` names, if it still holds the key it was found for.
+    #[inline]
+    fn row_at(&self, hint: RowHint) -> Option<KeyRow<'_>> {
+        if hint.hash == 0 {
+            return None;
+        }
+        let chunk = self.chunks.get(hint.at / CHUNK)?.get()?;
+        let i = hint.at % CHUNK;
+        let hot = chunk.hot.get(i)?;
+        (hot.hash.load(Acquire) == hint.hash).then(|| chunk.row(i))
     }
 
     fn rate_alerts(&self, alerts: &Alerts, scope: &'static str, row: &KeyRow<'_>, now: u64) {
@@ -2082,6 +2208,56 @@ mod tests {
         // Clones of a bound observer keep counting in the same figures.
         bound.clone().emit(&dequeued("queue"));
         assert_eq!(monitor.snapshot().layer("queue").unwrap().requests, 5);
+    }
+
+    /// A completion is counted in the row its admission found while that
+    /// row is still the key's; once another key has taken it over, the key
+    /// is looked up again (and, evicted, made anew), as an unbound
+    /// monitor's completion would be.
+    #[test]
+    fn a_completion_uses_the_admission_row_until_it_is_taken_over() {
+        let monitor = Monitor::builder().latency_one_in(1).build();
+        let bound = Observers::new(monitor.clone());
+        let decision = crate::gcra::Decision::allowed(
+            &crate::gcra::Params::new(crate::Quota::per_second(1)),
+            0,
+            0,
+        );
+        let (a, b) = (1u64, 2u64);
+        let at_a = bound.emit_keyed_allowed("per_key", &a, &decision);
+        assert_ne!(at_a.hash, 0, "a bound monitor says where it counted");
+        let ms = Some(Duration::from_millis(5));
+        bound.emit_completed("per_key", Some(&a), at_a, ms, true);
+        let key = |k: &u64| monitor.key(k);
+        let row = key(&a).unwrap();
+        assert_eq!((row.requests, row.completed, row.failed), (1, 1, 0));
+        assert_eq!(row.latency_ewma, ms);
+        // `b` takes `a`'s row over (as a claim does; its figures are not
+        // reset here, to tell them apart): `a`'s hint no longer matches.
+        let chunk = monitor.inner.chunks[at_a.at / CHUNK].get().unwrap();
+        let taken = &chunk.hot[at_a.at % CHUNK];
+        taken.hash.store(b.key_hash().max(1), Release);
+        bound.emit_completed("per_key", Some(&a), at_a, None, false);
+        let (completed, failed) = (taken.completed.load(Relaxed), taken.failed.load(Relaxed));
+        assert_eq!((completed, failed), (1, 0), "not counted in b's row");
+        let row = key(&a).unwrap();
+        assert_eq!(
+            (row.requests, row.completed, row.failed),
+            (0, 1, 1),
+            "a, made anew"
+        );
+        let layer = monitor.snapshot().layer("per_key").unwrap().clone();
+        assert_eq!((layer.requests, layer.completed, layer.failed), (1, 2, 1));
+        // Other observers get the events, and no hint.
+        let seen = Arc::new(AtomicU64::new(0));
+        let counter = seen.clone();
+        let other = Observers::new(move |_: &Event<'_>| {
+            counter.fetch_add(1, Relaxed);
+        });
+        let hint = other.emit_keyed_allowed("per_key", &a, &decision);
+        assert_eq!(hint.hash, 0);
+        other.emit_completed("per_key", Some(&a), hint, None, true);
+        assert_eq!(seen.load(Relaxed), 2);
     }
 
     #[test]

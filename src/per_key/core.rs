@@ -14,7 +14,7 @@ use super::layer::{Config, OnMissing};
 use crate::BoxError;
 use crate::backend::{Acquire, Backend, Grant};
 use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
-use crate::observe::{Event, EventKey, Observers};
+use crate::observe::{Event, EventKey, Observers, RowHint};
 
 /// The name per-key layers report in events.
 const LAYER: &str = "per_key";
@@ -200,6 +200,9 @@ pub(crate) enum Admission<'a, K, F> {
         key: &'a K,
         policy: Resolved<'a>,
         grant: Grant,
+        /// Where a bound [`Monitor`](crate::observe::Monitor) counted the
+        /// request, for its completion.
+        row: RowHint,
     },
     /// No key, and the layer lets such requests through unlimited.
     Unlimited,
@@ -248,11 +251,16 @@ where
         let policy = self.policies.resolve_with(key, cache);
         match self.backend.acquire(key, &policy, 1, config.max_wait) {
             Acquire::Ready(Ok(mut grant)) => {
-                report_allowed(&config.observers, key, &grant);
+                let row = report_allowed(&config.observers, key, &grant);
                 if config.shadow {
                     grant.send_now();
                 }
-                Admission::Granted { key, policy, grant }
+                Admission::Granted {
+                    key,
+                    policy,
+                    grant,
+                    row,
+                }
             }
             Acquire::Ready(Err(error)) => {
                 report(config, key, &error);
@@ -275,12 +283,13 @@ fn report<K: fmt::Debug + std::hash::Hash>(config: &Config<K>, key: &K, error: &
     report_denied(&config.observers, config.shadow, key, error);
 }
 
-/// Reports an admission (and its wait) to the observer and to `tracing`.
+/// Reports an admission (and its wait) to the observer and to `tracing`;
+/// returns where a bound [`Monitor`](crate::observe::Monitor) counted it.
 ///
 /// Inlined into every admitted request: with no observer and `DEBUG`
 /// events off, two loads and two branches; the rest is out of line.
 #[inline]
-pub(crate) fn report_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) {
+pub(crate) fn report_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) -> RowHint {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
     // The check `debug!` starts with (the level filter), inline; the
     // event's own callsite check and the event are out of line.
@@ -289,7 +298,9 @@ pub(crate) fn report_allowed(observers: &Observers, key: &dyn EventKey, grant: &
         trace_allowed(key);
     }
     if observers.is_set() {
-        emit_allowed(observers, key, grant);
+        emit_allowed(observers, key, grant)
+    } else {
+        RowHint::NONE
     }
 }
 
@@ -300,12 +311,8 @@ fn trace_allowed(key: &dyn EventKey) {
 }
 
 #[inline(never)]
-fn emit_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) {
-    observers.emit(&Event::Allowed {
-        layer: LAYER,
-        key: Some(key),
-        decision: grant.decision(),
-    });
+fn emit_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) -> RowHint {
+    let row = observers.emit_keyed_allowed(LAYER, key, grant.decision());
     if !grant.wait().is_zero() {
         observers.emit(&Event::Waited {
             layer: LAYER,
@@ -313,6 +320,7 @@ fn emit_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) {
             waited: grant.wait(),
         });
     }
+    row
 }
 
 /// Reports a denial to `observers` and to `tracing` (`shadow`: the request

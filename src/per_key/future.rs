@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -11,10 +12,11 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::core::{report_allowed, report_denied};
+use super::layer::Config;
 use crate::BoxError;
 use crate::backend::{Grant, InFlight, Refund};
 use crate::clock::Stamp;
-use crate::observe::{Event, EventKey, Observers};
+use crate::observe::{EventKey, RowHint};
 
 const LAYER: &str = "per_key";
 
@@ -38,19 +40,27 @@ pin_project! {
 }
 
 /// What an observed request needs to report its completion.
+///
+/// It holds the layer's configuration (one reference count, where the
+/// observer is) rather than a clone of the observer: the future stays
+/// small (axum and hyper move it).
 pub(crate) struct Observed<K> {
     key: Option<K>,
-    observers: Observers,
+    config: Arc<Config<K>>,
     /// Set for the requests the observer wants timed.
     start: Option<Stamp>,
+    /// Where a bound monitor counted the request's admission.
+    row: RowHint,
 }
 
 impl<K> Observed<K> {
-    pub(crate) fn new(key: Option<K>, observers: &Observers) -> Self {
+    /// `row`: what reporting the request's admission returned.
+    pub(crate) fn new(key: Option<K>, config: &Arc<Config<K>>, row: RowHint) -> Self {
         Observed {
             key,
-            observers: observers.clone(),
-            start: observers.time_this_call().then(Stamp::now),
+            start: config.observers.time_this_call().then(Stamp::now),
+            config: config.clone(),
+            row,
         }
     }
 }
@@ -59,12 +69,13 @@ impl<K: fmt::Debug + Hash> Observed<K> {
     /// Reports [`Event::Completed`] for the request, `success` as judged by
     /// the caller.
     pub(crate) fn complete(self, success: bool) {
-        self.observers.emit(&Event::Completed {
-            layer: LAYER,
-            key: self.key.as_ref().map(|k| k as &dyn EventKey),
-            latency: self.start.map(|s| s.elapsed()),
+        self.config.observers.emit_completed(
+            LAYER,
+            self.key.as_ref().map(|k| k as &dyn EventKey),
+            self.row,
+            self.start.map(|s| s.elapsed()),
             success,
-        });
+        );
     }
 }
 
@@ -86,18 +97,20 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let observed = &*this.observed;
+        let observed = &mut *this.observed;
         let shadow = this.dispatch.is_shadow();
         match ready!(this.dispatch.poll_dispatch(cx, |decided| {
             // A remote backend decided: report it as a local decision is.
             if let Some(Observed {
                 key: Some(key),
-                observers,
+                config,
+                row,
                 ..
             }) = observed
             {
+                let observers = &config.observers;
                 match decided {
-                    Ok(grant) => report_allowed(observers, key, grant),
+                    Ok(grant) => *row = report_allowed(observers, key, grant),
                     Err(error) => report_denied(observers, shadow, key, error),
                 }
             }

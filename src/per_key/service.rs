@@ -12,6 +12,7 @@ use super::future::{Dispatch, Observed, ResponseFuture};
 use super::layer::Config;
 use crate::BoxError;
 use crate::backend::Backend;
+use crate::observe::RowHint;
 
 /// Enforces per-key limits on the requests to the inner service.
 ///
@@ -91,11 +92,15 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
+        let mut row = RowHint::NONE;
         let dispatch = match self
             .core
             .admit(&self.config, extracted.as_ref(), &mut self.default)
         {
-            Admission::Granted { grant, .. } => Dispatch::granted(&mut self.inner, req, grant),
+            Admission::Granted { grant, row: at, .. } => {
+                row = at;
+                Dispatch::granted(&mut self.inner, req, grant)
+            }
             Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
             Admission::Deciding { decision, .. } => {
                 Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow)
@@ -103,7 +108,7 @@ where
             Admission::Denied { error, .. } => Dispatch::rejected(error),
         };
         let observed = if self.config.observers.is_set() {
-            Some(Observed::new(extracted, &self.config.observers))
+            Some(Observed::new(extracted, &self.config, row))
         } else {
             None
         };
