@@ -326,7 +326,7 @@ impl MonitorBuilder {
                 // request) when the window is at least 100 of its ticks.
                 clock: BucketClock::for_buckets(nanos(self.window), 100),
                 chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-                layers: (0..LAYERS).map(|_| OnceLock::new()).collect(),
+                layers: Box::new(std::array::from_fn(|_| OnceLock::new())),
                 layers_lock: Mutex::new(()),
                 evicted: AtomicU64::new(0),
                 alerts: Alerts::start(self.rules),
@@ -346,7 +346,7 @@ struct Inner {
     /// first use.
     chunks: Box<[OnceLock<Chunk>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
-    layers: Box<[OnceLock<LayerStats>]>,
+    layers: Box<[OnceLock<LayerStats>; LAYERS]>,
     layers_lock: Mutex<()>,
     evicted: AtomicU64,
     alerts: Option<Alerts>,
@@ -688,7 +688,7 @@ struct LayerStats {
     alias: AtomicUsize,
     /// Each thread's counters, by [`slot`], cache-line padded so threads
     /// never share a line.
-    counts: Box<[CachePadded<Counts>]>,
+    counts: Box<[CachePadded<Counts>; SHARED + 1]>,
     queue_depth: AtomicU64,
     has_queue: AtomicBool,
     breaker_state: AtomicU8,
@@ -704,7 +704,7 @@ impl LayerStats {
         LayerStats {
             name,
             alias: AtomicUsize::new(0),
-            counts: (0..=SHARED).map(|_| CachePadded::default()).collect(),
+            counts: Box::new(std::array::from_fn(|_| CachePadded::default())),
             queue_depth: AtomicU64::new(0),
             has_queue: AtomicBool::new(false),
             breaker_state: AtomicU8::new(NO_STATE),
