@@ -55,6 +55,10 @@ pub(crate) struct Observed<K> {
 
 impl<K> Observed<K> {
     /// `row`: what reporting the request's admission returned.
+    ///
+    /// Out of line: the service's `call` stays as small without an
+    /// observer as it was before there was one to build.
+    #[inline(never)]
     pub(crate) fn new(key: Option<K>, config: &Arc<Config<K>>, row: RowHint) -> Self {
         Observed {
             key,
