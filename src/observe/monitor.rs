@@ -110,7 +110,10 @@ const LAYERS: usize = 32;
 /// A `Monitor` (or a [`scoped`](Self::scoped) one) given to a layer's
 /// `.observer(..)` is bound to that layer: the layer calls it directly (no
 /// dynamic call, the short path of each event inlined where it is
-/// reported) and finds its figures once, at its first event. Inside a
+/// reported) and finds its figures once, at its first event; a per-key
+/// layer's request has its key hashed and looked up once, its completion
+/// counted in the row its admission found (looked up again only if that
+/// row was given to another key meanwhile). Inside a
 /// [`Fanout`](super::Fanout) or an observer of your own it is reached
 /// through `dyn Observer` and finds the layer's figures by name per event,
 /// a few nanoseconds more.
