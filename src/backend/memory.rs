@@ -260,21 +260,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         cost: u32,
         reserved: Result<Option<Reservation>, Full>,
     ) -> Result<Grant, BoxError> {
-        let p = policy.params(0);
-        let inc = p.inc(cost);
         match reserved {
-            Ok(Some(Ok((tat, wait)))) => {
-                let mut stamps = [0; gcra::INLINE_CELLS];
-                stamps[0] = tat;
-                let verdict = Verdict::Granted(Decision::allowed(p, now, tat), wait, None, stamps);
+            Ok(Some(reserved)) => {
+                let verdict = single(policy.first_params(), now, cost, reserved);
                 self.grant(key, policy, cost, verdict)
             }
-            Ok(Some(Err(base))) => self.grant(
-                key,
-                policy,
-                cost,
-                Verdict::Denied(Decision::denied(p, now, base, inc)),
-            ),
             Ok(None) => unreachable!("a key is inserted when it is charged"),
             Err(full) => Err(self.full(full)),
         }
@@ -299,13 +289,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         consume: bool,
     ) -> Result<Grant, BoxError> {
         let now = self.shared.clock.now();
+        // One quota and no cap took `acquire_now`'s path.
         let decided = self.shared.store.with(key, policy, now, consume, |state| {
-            if consume && state.extra().is_none() && policy.len() == 1 {
-                // One quota, no cap: one compare-exchange, nothing else.
-                single(state.first(), policy.params(0), now, cost, max_wait)
-            } else {
-                verdict(state, policy, now, cost, max_wait, consume)
-            }
+            verdict(state, policy, now, cost, max_wait, consume)
         });
         let verdict = match decided {
             Ok(Some(v)) => v,
@@ -363,17 +349,16 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
 /// or the `max(tat, now)` of a denial.
 type Reservation = Result<(u64, u64), u64>;
 
-/// The decision of a policy of one quota and no in-flight cap.
-#[inline(always)]
-fn single(first: &gcra::Gcra, p: &gcra::Params, now: u64, cost: u32, max_wait: u64) -> Verdict {
-    let inc = p.inc(cost);
-    match first.reserve(p.window, inc, now, max_wait) {
+/// The verdict of a policy of one quota and no in-flight cap, from its
+/// cell's reservation.
+fn single(p: &gcra::Params, now: u64, cost: u32, reserved: Reservation) -> Verdict {
+    match reserved {
         Ok((tat, wait)) => {
             let mut stamps = [0; gcra::INLINE_CELLS];
             stamps[0] = tat;
             Verdict::Granted(Decision::allowed(p, now, tat), wait, None, stamps)
         }
-        Err(base) => Verdict::Denied(Decision::denied(p, now, base, inc)),
+        Err(base) => Verdict::Denied(Decision::denied(p, now, base, p.inc(cost))),
     }
 }
 
