@@ -314,8 +314,8 @@ pub(crate) fn format_item(item: &Item<'_>) -> HeaderValue {
     format_one(item.name.as_str(), item.remaining, item.reset)
 }
 
-/// Formats one `RateLimit` item on the stack, digits written in place,
-/// then copied once into the value (one allocation, sized exactly). A
+/// Formats one `RateLimit` item on the stack, then copies it once into the
+/// value (one allocation, sized exactly). A
 /// name too long for the stack buffer goes through [`format_items`].
 fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
     // `;r=` and `;t=` with 20 digits each at most.
@@ -339,50 +339,16 @@ fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..at]).expect("RateLimit items are visible ASCII")
 }
 
-/// `00` to `99`, for two digits at a time.
-const DIGIT_PAIRS: &[u8; 200] = b"\
-    0001020304050607080910111213141516171819\
-    2021222324252627282930313233343536373839\
-    4041424344454647484950515253545556575859\
-    6061626364656667686970717273747576777879\
-    8081828384858687888990919293949596979899";
-
-/// Writes `n` in decimal into `buf` at `at`, four then two digits at a
-/// time from the end (`core::fmt` costs more than the rest of a value);
-/// returns the end. `buf` has room for 20 bytes after `at`, which it may
-/// overwrite past the end (always 20 bytes are copied: a fixed-size copy
-/// is two moves, a variable one a call).
+/// Writes `n` in decimal into `buf` at `at` (room for its up to 20
+/// digits); returns the end. `itoa` (already a dependency of `http`):
+/// `core::fmt` costs more than the rest of a value.
 #[inline]
-fn write_decimal(buf: &mut [u8], at: usize, mut n: u64) -> usize {
-    // The digits end at 20; 20 more bytes so that any 20 from `i` exist.
-    let mut digits = [0u8; 40];
-    let mut i = 20;
-    let mut pair = |i: usize, p: u32| {
-        let p = p as usize * 2;
-        digits[i - 2..i].copy_from_slice(&DIGIT_PAIRS[p..p + 2]);
-    };
-    while n >= 10_000 {
-        let four = (n % 10_000) as u32;
-        n /= 10_000;
-        pair(i, four % 100);
-        pair(i - 2, four / 100);
-        i -= 4;
-    }
-    let mut n = n as u32;
-    if n >= 100 {
-        pair(i, n % 100);
-        n /= 100;
-        i -= 2;
-    }
-    if n >= 10 {
-        pair(i, n);
-        i -= 2;
-    } else {
-        i -= 1;
-        digits[i] = b'0' + n as u8;
-    }
-    buf[at..at + 20].copy_from_slice(&digits[i..i + 20]);
-    at + 20 - i
+fn write_decimal(buf: &mut [u8], at: usize, n: u64) -> usize {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    let end = at + digits.len();
+    buf[at..end].copy_from_slice(digits);
+    end
 }
 
 /// The tightest of `items` (fewest remaining, then the longest reset),
@@ -648,7 +614,6 @@ mod tests {
         values.extend((0..20).map(|i| 10u64.pow(i)));
         values.extend((1..20).map(|i| 10u64.pow(i) - 1));
         for n in values {
-            // Room for exactly the 20 bytes it may write.
             let mut buf = [b'#'; 21];
             buf[0] = b'x';
             let end = write_decimal(&mut buf, 1, n);
