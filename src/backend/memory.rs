@@ -63,8 +63,12 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     /// A store for at most `max_keys` keys.
     ///
     /// Idle keys (their buckets full again, nothing in flight) are dropped
-    /// before a shard grows, so memory follows the active keys; when
-    /// `max_keys` keys are all active, new keys are refused with
+    /// before a shard grows, once idle for a second (a key used again
+    /// within that second would only come straight back: a steady set of
+    /// keys with a generous quota stays put instead of being dropped and
+    /// re-inserted over and over), so memory follows the active keys. A
+    /// shard that reaches its share of `max_keys` drops every idle key;
+    /// when `max_keys` keys are all active, new keys are refused with
     /// [`TooManyKeys`] until one turns idle, never admitted without a limit.
     /// A key costs `size_of::<K>() + 9` bytes in its table slot (16 bytes
     /// for a `u64` key, plus one control byte), at hashbrown's load factor,

@@ -10,12 +10,18 @@
 //!
 //! A key is *idle* when its buckets are full again and it has nothing in
 //! flight: forgetting it changes no decision. Before a shard's table would
-//! grow, and whenever a shard reaches its share of `max_keys`, the shard
-//! drops its idle keys (only that shard is locked, for one pass over it).
-//! So the store holds at most `max_keys` keys, and memory follows the keys
-//! that are active, not every key ever seen. When a shard is full of keys
-//! that are all still active, a new key is refused ([`Full`]) rather than
-//! admitted without a limit or by forgetting another key's debt.
+//! grow, the shard drops the keys idle for at least [`IDLE_GRACE`]; when a
+//! shard reaches its share of `max_keys`, it drops every idle key (only
+//! that shard is locked, for one pass over it). So the store holds at most
+//! `max_keys` keys, and memory follows the keys that are active, not every
+//! key ever seen. When a shard is full of keys that are all still active,
+//! a new key is refused ([`Full`]) rather than admitted without a limit or
+//! by forgetting another key's debt.
+//!
+//! The grace keeps a steady set of keys whose buckets refill between their
+//! requests (a generous quota) from churning: dropped at every sweep, each
+//! would come straight back, paying an insert under the write lock, and
+//! the table would never grow to hold them.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -26,6 +32,10 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use super::policy::MAX_QUOTAS;
 use crate::gcra::{CellSet, Gcra, Params};
 use crate::per_key::Policy;
+
+/// How long a key must have been idle before a sweep made to avoid growing
+/// a table forgets it (a full shard forgets every idle key at once).
+pub(crate) const IDLE_GRACE: u64 = 1_000_000_000;
 
 /// One key's state, borrowed from the store: its first quota's cell, and
 /// the block of the other quotas and the in-flight count when its policy
@@ -44,11 +54,12 @@ pub(crate) struct Extra {
 }
 
 impl Extra {
-    /// Whether forgetting this block would change no decision.
-    fn is_idle(self: &Arc<Self>, now: u64) -> bool {
+    /// Whether forgetting this block would change no decision, and its
+    /// buckets have been full since `since` at least.
+    fn is_idle(self: &Arc<Self>, since: u64) -> bool {
         Arc::strong_count(self) == 1
             && self.in_flight.load(Ordering::Relaxed) == 0
-            && self.cells.iter().all(|c| c.tat() <= now)
+            && self.cells.iter().all(|c| c.tat() <= since)
     }
 
     fn busy_for(&self, now: u64) -> u64 {
@@ -296,25 +307,27 @@ impl<K: Hash + Eq> Store<K> {
         let tables = &mut *guard;
         let hasher = &self.hasher;
         let known = tables.main.find(hash, |e| e.key == *key).is_some();
+        // No room for the key (or its block) within `max_keys`.
         let full = |t: &Tables<K>| {
-            t.main.len() >= self.shard_cap || (extra && t.extra.len() >= self.shard_cap)
+            (!known && t.main.len() >= self.shard_cap) || (extra && t.extra.len() >= self.shard_cap)
         };
         let grows = |t: &Tables<K>| {
             (!known && t.main.len() == t.main.capacity())
                 || (extra && t.extra.len() == t.extra.capacity())
         };
-        if (!known && full(tables)) || grows(tables) {
-            // Forget idle keys before growing (or refusing), unless none
-            // can be idle yet.
+        let is_full = full(tables);
+        if is_full || grows(tables) {
+            // Forget idle keys before refusing (all of them) or growing
+            // (those idle for a while: the others would be back soon),
+            // unless none can be idle yet.
             if now >= shard.idle_at.load(Ordering::Relaxed) {
-                let busy = Self::sweep(tables, now, hasher);
+                let grace = if is_full { 0 } else { IDLE_GRACE };
+                let busy = Self::sweep(tables, now, grace, hasher);
                 shard
                     .idle_at
                     .store(now.saturating_add(busy), Ordering::Relaxed);
             }
-            if (!known && tables.main.len() >= self.shard_cap)
-                || (extra && tables.extra.len() >= self.shard_cap)
-            {
+            if full(tables) {
                 let idle_at = shard.idle_at.load(Ordering::Relaxed);
                 return Err(Full {
                     retry_after: idle_at.saturating_sub(now).max(1),
@@ -411,19 +424,21 @@ impl<K: Hash + Eq> Store<K> {
         }))
     }
 
-    /// Drops the idle cells of one shard; returns how long until the next
-    /// remaining one turns idle.
-    fn sweep(tables: &mut Tables<K>, now: u64, hasher: &DefaultHashBuilder) -> u64 {
+    /// Drops the cells of one shard idle for at least `grace`; returns how
+    /// long until the next remaining one turns idle (0 if one already is).
+    fn sweep(tables: &mut Tables<K>, now: u64, grace: u64, hasher: &DefaultHashBuilder) -> u64 {
+        let since = now.saturating_sub(grace);
         let mut soonest = u64::MAX;
         tables.main.retain(|e| {
-            let busy = e.first.tat().saturating_sub(now);
-            if busy > 0 {
-                soonest = soonest.min(busy);
+            let tat = e.first.tat();
+            let keep = tat > since;
+            if keep {
+                soonest = soonest.min(tat.saturating_sub(now));
             }
-            busy > 0
+            keep
         });
         tables.extra.retain(|x| {
-            let idle = x.extra.is_idle(now);
+            let idle = x.extra.is_idle(since);
             if !idle {
                 // In flight but full buckets: may turn idle at any time.
                 soonest = soonest.min(x.extra.busy_for(now).max(1));
@@ -445,7 +460,7 @@ impl<K: Hash + Eq> Store<K> {
     pub(crate) fn sweep_all(&self, now: u64) {
         for shard in self.shards.iter() {
             let mut tables = shard.tables.write().unwrap_or_else(|e| e.into_inner());
-            let busy = Self::sweep(&mut tables, now, &self.hasher);
+            let busy = Self::sweep(&mut tables, now, 0, &self.hasher);
             shard
                 .idle_at
                 .store(now.saturating_add(busy), Ordering::Relaxed);
