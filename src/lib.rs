@@ -185,6 +185,7 @@ pub mod circuit_breaker;
 mod clock;
 pub mod error;
 mod gcra;
+mod hash;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

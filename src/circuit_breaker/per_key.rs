@@ -559,9 +559,9 @@ where
 
     #[inline]
     fn shard(&self, hash: u64) -> &Shard<K> {
-        // High bits pick the shard; hashbrown uses the low bits and the top
-        // 7, so they stay independent.
-        &self.shards[(hash >> 40) as usize & self.mask]
+        // Bits 40.. of the spread hash pick the shard; hashbrown uses the
+        // low bits of the hash and the top 7.
+        &self.shards[(crate::hash::spread(hash) >> 40) as usize & self.mask]
     }
 
     fn make(&self, key: &K) -> Breaker {

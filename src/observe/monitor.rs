@@ -1333,7 +1333,8 @@ impl Inner {
     /// hash's high bits, scaled to `max_keys`).
     #[inline]
     fn home(&self, hash: u64) -> (usize, usize) {
-        let row = ((u128::from(hash) * self.max_keys as u128) >> 64) as usize;
+        let spread = crate::hash::spread(hash);
+        let row = ((u128::from(spread) * self.max_keys as u128) >> 64) as usize;
         (row / CHUNK, row % CHUNK)
     }
 

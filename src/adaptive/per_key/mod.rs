@@ -742,8 +742,9 @@ fn empty_shards<K>() -> Box<[Mutex<Shard<K>>]> {
 
 impl<K: Hash> Shared<K> {
     fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
-        // The high bits: the maps inside use the low ones.
-        let i = (self.hasher.hash_one(key) >> 58) as usize % self.shards.len();
+        // The high bits of the spread hash (the maps inside hash with
+        // their own seeds).
+        let i = (crate::hash::spread(self.hasher.hash_one(key)) >> 58) as usize % self.shards.len();
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
