@@ -230,7 +230,9 @@ impl<K: Hash + Eq> Store<K> {
     ///
     /// A known key is the hot path (a read lock, one probe, `f`), kept
     /// small so that it stays in the instruction cache of a busy server;
-    /// inserting, sweeping and refusing are [`insert`](Self::insert).
+    /// inserting, sweeping and refusing are [`insert`](Self::insert),
+    /// except a new key of a shard that is full and cannot have an idle
+    /// key yet: refused under the same read lock.
     #[inline]
     pub(crate) fn with<R>(
         &self,
@@ -263,6 +265,15 @@ impl<K: Hash + Eq> Store<K> {
                 }
             } else if !create {
                 return Ok(None);
+            } else if tables.main.len() >= self.shard_cap {
+                // Full, and no key can have turned idle since the last
+                // sweep: refuse without the write lock or another sweep.
+                let idle_at = shard.idle_at.load(Ordering::Relaxed);
+                if now < idle_at {
+                    return Err(Full {
+                        retry_after: idle_at - now,
+                    });
+                }
             }
         }
         self.insert(hash, key, policy, now, f)
@@ -286,21 +297,6 @@ impl<K: Hash + Eq> Store<K> {
     {
         let shard = self.shard(hash);
         let extra = needs_extra(policy);
-        {
-            let tables = shard.tables.read().unwrap_or_else(|e| e.into_inner());
-            if tables.main.len() >= self.shard_cap
-                && tables.main.find(hash, |e| e.key == *key).is_none()
-            {
-                // Full, and no key can have turned idle since the last
-                // sweep: refuse without the write lock or another sweep.
-                let idle_at = shard.idle_at.load(Ordering::Relaxed);
-                if now < idle_at {
-                    return Err(Full {
-                        retry_after: idle_at - now,
-                    });
-                }
-            }
-        }
         let mut guard = shard.tables.write().unwrap_or_else(|e| e.into_inner());
         let tables = &mut *guard;
         let hasher = &self.hasher;
