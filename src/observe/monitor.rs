@@ -460,7 +460,10 @@ struct Hot {
     completed: AtomicU64,
     failed: AtomicU64,
     last_seen: AtomicU64,
-    bucket: AtomicU64,
+    /// When the current bucket of the recent window ends (the start of the
+    /// next one; saturated at `u64::MAX`): a request compares it with the
+    /// time, no division.
+    bucket_end: AtomicU64,
 }
 
 #[derive(Default)]
@@ -484,7 +487,7 @@ struct Cold {
 impl KeyRow<'_> {
     /// Makes the row `name`'s, all figures zero (under the chunk's
     /// `claim`, the hash cleared).
-    fn reset(&self, name: Box<str>, now: u64, bucket: u64) {
+    fn reset(&self, name: Box<str>, now: u64, width: u64) {
         *lock(&self.name) = name;
         for a in [
             &self.hot.requests,
@@ -506,7 +509,9 @@ impl KeyRow<'_> {
         }
         self.latency.0.store(u64::MAX, Relaxed);
         self.hot.last_seen.store(now, Relaxed);
-        self.hot.bucket.store(bucket, Relaxed);
+        self.hot
+            .bucket_end
+            .store(bucket_end(now / width, width), Relaxed);
     }
 
     fn name(&self) -> String {
@@ -524,13 +529,21 @@ impl KeyRow<'_> {
     /// bucket (the window is an estimate).
     #[inline]
     fn roll(&self, now: u64, width: u64) {
+        let end = self.hot.bucket_end.load(Relaxed);
+        if now >= end {
+            self.roll_over(now, width, end);
+        }
+    }
+
+    #[cold]
+    fn roll_over(&self, now: u64, width: u64, end: u64) {
         let bucket = now / width;
-        let current = self.hot.bucket.load(Relaxed);
+        let current = bucket_of(end, width);
         if bucket <= current
             || self
                 .hot
-                .bucket
-                .compare_exchange(current, bucket, Relaxed, Relaxed)
+                .bucket_end
+                .compare_exchange(end, bucket_end(bucket, width), Relaxed, Relaxed)
                 .is_err()
         {
             return;
@@ -556,7 +569,7 @@ impl KeyRow<'_> {
     /// inside the window.
     fn recent(&self, now: u64, width: u64) -> (f64, f64) {
         let bucket = now / width;
-        let current = self.hot.bucket.load(Relaxed);
+        let current = bucket_of(self.hot.bucket_end.load(Relaxed), width);
         let cur_r = self
             .hot
             .requests
@@ -584,6 +597,19 @@ impl KeyRow<'_> {
             cur_l as f64 + prev_l as f64 * w,
         )
     }
+}
+
+/// The end of bucket `bucket` of `width` nanoseconds (saturated).
+#[inline]
+fn bucket_end(bucket: u64, width: u64) -> u64 {
+    bucket.saturating_add(1).saturating_mul(width)
+}
+
+/// The bucket whose end is `end` (a saturated end: the last bucket that
+/// fits, which no time reaches the end of).
+#[inline]
+fn bucket_of(end: u64, width: u64) -> u64 {
+    (end / width).saturating_sub(1)
 }
 
 /// An EWMA in an atomic (f64 bits; `u64::MAX` = no sample yet).
@@ -1399,7 +1425,7 @@ impl Inner {
         let mut name = String::new();
         let _ = write!(name, "{key:?}");
         let row = chunk.row(i);
-        row.reset(name.into_boxed_str(), now, now / self.window);
+        row.reset(name.into_boxed_str(), now, self.window);
         row.hot.hash.store(hash, Release);
         row
     }
@@ -2261,6 +2287,45 @@ mod tests {
         assert_eq!(hint.hash, 0);
         other.emit_completed("per_key", Some(&a), hint, None, true);
         assert_eq!(seen.load(Relaxed), 2);
+    }
+
+    /// The recent window moves by bucket: a request inside the current
+    /// bucket leaves it, the first one past its end starts the next (the
+    /// last bucket kept, weighted by how much of it is still inside the
+    /// window), one further on drops both.
+    #[test]
+    fn the_recent_window_rolls_at_the_end_of_its_bucket() {
+        let chunk = Chunk::new(1);
+        let row = chunk.row(0);
+        let width = 1_000;
+        row.reset("k".into(), 2_500, width);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), 3_000);
+        let request = |now: u64, limited: bool| {
+            row.roll(now, width);
+            row.hot.requests.fetch_add(1, Relaxed);
+            if limited {
+                row.hot.limited.fetch_add(1, Relaxed);
+            }
+        };
+        request(2_500, true);
+        request(2_999, false);
+        assert_eq!(row.recent(2_999, width), (2.0, 1.0));
+        // The next bucket: the last one's counts, three quarters inside.
+        request(3_250, false);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), 4_000);
+        assert_eq!(row.recent(3_250, width), (1.0 + 2.0 * 0.75, 0.75));
+        // Read (not rolled) a bucket on: the current one becomes the last.
+        assert_eq!(row.recent(4_500, width), (0.5, 0.0));
+        // Two buckets on: nothing recent, the totals stay.
+        request(5_000, false);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), 6_000);
+        assert_eq!(row.recent(5_000, width), (1.0, 0.0));
+        assert_eq!(row.hot.requests.load(Relaxed), 4);
+        // A window too wide to end: one bucket, for ever.
+        row.reset("k".into(), 7, u64::MAX);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), u64::MAX);
+        request(u64::MAX - 1, true);
+        assert_eq!(row.recent(u64::MAX - 1, u64::MAX), (1.0, 1.0));
     }
 
     #[test]
