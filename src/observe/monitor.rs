@@ -1254,17 +1254,30 @@ impl Bound {
     /// Counts a keyed [`Event::Allowed`] from `layer`, as
     /// [`observe`](Self::observe) would (it reads nothing else of it), and
     /// returns where the key's row is, for [`completed`](Self::completed).
-    #[inline(always)]
+    ///
+    /// One call out of line, the layer's count, the key's hash and its row
+    /// inlined into it.
+    #[inline(never)]
     pub(crate) fn allowed_key(&self, layer: &'static str, key: &dyn EventKey) -> RowHint {
         let name = self.scope.unwrap_or(layer);
         self.stats(name).counts().add(count::REQUESTS, 1);
-        self.monitor.inner.allowed_key(name, key)
+        let inner = &*self.monitor.inner;
+        // 0 marks a free way.
+        let hash = key.key_hash().max(1);
+        let row = inner.request(name, hash, key, false, false);
+        RowHint {
+            hash,
+            at: inner.home(hash).0 * CHUNK + row.at,
+        }
     }
 
     /// Counts an [`Event::Completed`] from `layer`, as
     /// [`observe`](Self::observe) would, in the key's row found by `row`
-    /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's.
-    #[inline(always)]
+    /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's,
+    /// else in the key's row found (or made) by its hash.
+    ///
+    /// One call out of line, as [`allowed_key`](Self::allowed_key).
+    #[inline(never)]
     pub(crate) fn completed(
         &self,
         layer: &'static str,
@@ -1280,13 +1293,17 @@ impl Bound {
         if !success {
             c.add(count::FAILED, 1);
         }
-        let latency = latency.map(nanos);
         let inner = &*self.monitor.inner;
+        let latency = latency.map(nanos);
         if let Some(n) = latency {
             l.latency.add(n as f64, inner.alpha);
         }
         if let Some(key) = key {
-            inner.completed_key(key, row, latency, success);
+            let row = match inner.row_at(row) {
+                Some(row) => row,
+                None => inner.row_of(key),
+            };
+            inner.completed(row, latency, success);
         }
     }
 
@@ -1371,7 +1388,7 @@ impl Inner {
 
     /// The row of `key` (hash `hash`), made if new: in a free row near its
     /// home, or in place of the least recently seen key there.
-    #[inline]
+    #[inline(always)]
     fn row(&self, hash: u64, key: &dyn EventKey, now: u64) -> KeyRow<'_> {
         let (chunk, home) = self.home(hash);
         let chunk = match self.chunks[chunk].get() {
@@ -1701,7 +1718,7 @@ impl Inner {
     }
 
     /// Counts a request of `key` (hash `hash`) in its row, made if new.
-    #[inline]
+    #[inline(always)]
     fn request(
         &self,
         scope: &'static str,
@@ -1746,36 +1763,10 @@ impl Inner {
         }
     }
 
-    /// The keyed part of a bound monitor's [`Event::Allowed`]: the request
-    /// counted in the key's row, whose place is returned.
-    #[inline(never)]
-    fn allowed_key(&self, scope: &'static str, key: &dyn EventKey) -> RowHint {
-        // 0 marks a free way.
-        let hash = key.key_hash().max(1);
-        let row = self.request(scope, hash, key, false, false);
-        let (chunk, _) = self.home(hash);
-        RowHint {
-            hash,
-            at: chunk * CHUNK + row.at,
-        }
-    }
-
-    /// The keyed part of a bound monitor's [`Event::Completed`]: counted in
-    /// the row `hint` names if it is still the key's, else in the key's row
-    /// found (or made) by its hash.
-    #[inline(never)]
-    fn completed_key(
-        &self,
-        key: &dyn EventKey,
-        hint: RowHint,
-        latency: Option<u64>,
-        success: bool,
-    ) {
-        let row = match self.row_at(hint) {
-            Some(row) => row,
-            None => self.row(key.key_hash().max(1), key, 0),
-        };
-        self.completed(row, latency, success);
+    /// The row of `key`, made if new, for an event other than a request.
+    #[cold]
+    fn row_of(&self, key: &dyn EventKey) -> KeyRow<'_> {
+        self.row(key.key_hash().max(1), key, 0)
     }
 
     /// The row `hint` names, if it still holds the key it was found for.
