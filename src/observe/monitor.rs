@@ -329,7 +329,7 @@ impl MonitorBuilder {
                 // request) when the window is at least 100 of its ticks.
                 clock: BucketClock::for_buckets(nanos(self.window), 100),
                 chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-                layers: Box::new(std::array::from_fn(|_| OnceLock::new())),
+                layers: std::array::from_fn(|_| OnceLock::new()),
                 layers_lock: Mutex::new(()),
                 evicted: AtomicU64::new(0),
                 alerts: Alerts::start(self.rules),
@@ -349,7 +349,7 @@ struct Inner {
     /// first use.
     chunks: Box<[OnceLock<Chunk>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
-    layers: Box<[OnceLock<LayerStats>; LAYERS]>,
+    layers: [OnceLock<LayerStats>; LAYERS],
     layers_lock: Mutex<()>,
     evicted: AtomicU64,
     alerts: Option<Alerts>,
