@@ -1255,9 +1255,10 @@ impl Bound {
     /// [`observe`](Self::observe) would (it reads nothing else of it), and
     /// returns where the key's row is, for [`completed`](Self::completed).
     ///
-    /// One call out of line, the layer's count, the key's hash and its row
-    /// inlined into it.
-    #[inline(never)]
+    /// Inlined into the per-key layer's one call out of line for an
+    /// admission report, with the layer's count, the key's hash and its
+    /// row.
+    #[inline(always)]
     pub(crate) fn allowed_key(&self, layer: &'static str, key: &dyn EventKey) -> RowHint {
         let name = self.scope.unwrap_or(layer);
         self.stats(name).counts().add(count::REQUESTS, 1);
@@ -1276,8 +1277,9 @@ impl Bound {
     /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's,
     /// else in the key's row found (or made) by its hash.
     ///
-    /// One call out of line, as [`allowed_key`](Self::allowed_key).
-    #[inline(never)]
+    /// Inlined, as [`allowed_key`](Self::allowed_key), into the per-key
+    /// layer's one call out of line for a completion report.
+    #[inline(always)]
     pub(crate) fn completed(
         &self,
         layer: &'static str,

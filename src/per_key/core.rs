@@ -310,6 +310,8 @@ fn trace_allowed(key: &dyn EventKey) {
     tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
 }
 
+/// Out of line, with a bound monitor's whole count of the admission
+/// inlined into it: one call per observed admission.
 #[inline(never)]
 fn emit_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) -> RowHint {
     let row = observers.emit_keyed_allowed(LAYER, key, grant.decision());
