@@ -1251,20 +1251,26 @@ impl Bound {
         self.stats(name).counts().add(count::REQUESTS, 1);
     }
 
-    /// Counts a keyed [`Event::Allowed`] from `layer`, as
-    /// [`observe`](Self::observe) would (it reads nothing else of it), and
-    /// returns where the key's row is, for [`completed`](Self::completed).
+    /// Counts a keyed [`Event::Allowed`] from `layer` whose key hashes to
+    /// `hash` ([`EventKey::key_hash`]), as [`observe`](Self::observe) would
+    /// (it reads nothing else of it), and returns where the key's row is,
+    /// for [`completed`](Self::completed).
     ///
     /// Inlined into the per-key layer's one call out of line for an
     /// admission report, with the layer's count, the key's hash and its
     /// row.
     #[inline(always)]
-    pub(crate) fn allowed_key(&self, layer: &'static str, key: &dyn EventKey) -> RowHint {
+    pub(crate) fn allowed_key(
+        &self,
+        layer: &'static str,
+        key: &dyn EventKey,
+        hash: u64,
+    ) -> RowHint {
         let name = self.scope.unwrap_or(layer);
         self.stats(name).counts().add(count::REQUESTS, 1);
         let inner = &*self.monitor.inner;
         // 0 marks a free way.
-        let hash = key.key_hash().max(1);
+        let hash = hash.max(1);
         let row = inner.request(name, hash, key, false, false);
         RowHint {
             hash,
