@@ -605,11 +605,17 @@ fn bucket_end(bucket: u64, width: u64) -> u64 {
     bucket.saturating_add(1).saturating_mul(width)
 }
 
-/// The bucket whose end is `end` (a saturated end: the last bucket that
-/// fits, which no time reaches the end of).
+/// The bucket whose end is `end`: the one before `end / width` for an
+/// exact end, the one `end` falls in for an end saturated at `u64::MAX`
+/// (a bucket that ends past the clock's range, which only a width of
+/// centuries makes).
 #[inline]
 fn bucket_of(end: u64, width: u64) -> u64 {
-    (end / width).saturating_sub(1)
+    if end.is_multiple_of(width) {
+        (end / width).saturating_sub(1)
+    } else {
+        end / width
+    }
 }
 
 /// An EWMA in an atomic (f64 bits; `u64::MAX` = no sample yet).
@@ -2323,8 +2329,18 @@ mod tests {
         // A window too wide to end: one bucket, for ever.
         row.reset("k".into(), 7, u64::MAX);
         assert_eq!(row.hot.bucket_end.load(Relaxed), u64::MAX);
-        request(u64::MAX - 1, true);
-        assert_eq!(row.recent(u64::MAX - 1, u64::MAX), (1.0, 1.0));
+        row.roll(u64::MAX - 1, u64::MAX);
+        row.hot.requests.fetch_add(1, Relaxed);
+        assert_eq!(row.recent(u64::MAX - 1, u64::MAX), (1.0, 0.0));
+        // A bucket whose end is past the clock's range: its end saturates,
+        // and it is still the current bucket.
+        let half = 1 << 63;
+        row.reset("k".into(), half + 5, half);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), u64::MAX);
+        assert_eq!(bucket_of(u64::MAX, half), 1);
+        row.roll(half + 9, half);
+        row.hot.requests.fetch_add(1, Relaxed);
+        assert_eq!(row.recent(half + 9, half), (1.0, 0.0));
     }
 
     #[test]
