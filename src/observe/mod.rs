@@ -924,6 +924,33 @@ impl Observers {
         }
     }
 
+    /// Reports [`Event::BreakerCall`], building the event only for an
+    /// observer that reads it (a bound [`Monitor`] counts the call and its
+    /// latency).
+    #[inline]
+    pub(crate) fn emit_breaker_call(
+        &self,
+        layer: &'static str,
+        key: Option<&dyn EventKey>,
+        outcome: Outcome,
+        slow: bool,
+        counted: bool,
+        latency: Option<Duration>,
+    ) {
+        match &self.kind {
+            Kind::None => {}
+            Kind::Monitor(m) => m.breaker_call(layer, outcome, latency),
+            Kind::Dyn(o) => o.on_event(&Event::BreakerCall {
+                layer,
+                key,
+                outcome,
+                slow,
+                counted,
+                latency,
+            }),
+        }
+    }
+
     #[inline]
     pub(crate) fn emit(&self, event: &Event<'_>) {
         match &self.kind {

@@ -1321,6 +1321,33 @@ impl Bound {
         }
     }
 
+    /// Counts an [`Event::BreakerCall`] from `layer`, as
+    /// [`observe`](Self::observe) would (it reads nothing else of it).
+    #[inline(always)]
+    pub(crate) fn breaker_call(
+        &self,
+        layer: &'static str,
+        outcome: Outcome,
+        latency: Option<Duration>,
+    ) {
+        let name = self.scope.unwrap_or(layer);
+        let l = self.stats(name);
+        let c = l.counts();
+        c.add(count::REQUESTS, 1);
+        c.add(count::COMPLETED, 1);
+        if outcome == Outcome::Failure {
+            c.add(count::FAILED, 1);
+        }
+        if let Some(latency) = latency {
+            l.latency
+                .add(nanos(latency) as f64, self.monitor.inner.alpha);
+        }
+        if l.breaker_state.load(Relaxed) == NO_STATE {
+            l.breaker_state
+                .store(state_code(CircuitState::Closed), Relaxed);
+        }
+    }
+
     /// The statistics of `name`: the layer's, found at its first event.
     #[inline(always)]
     fn stats(&self, name: &'static str) -> &LayerStats {
@@ -2341,6 +2368,38 @@ mod tests {
         row.roll(half + 9, half);
         row.hot.requests.fetch_add(1, Relaxed);
         assert_eq!(row.recent(half + 9, half), (1.0, 0.0));
+    }
+
+    /// A bound monitor counts a breaker call (reported without building
+    /// the event) as a monitor given the event does: requests,
+    /// completions, failures, latency and the breaker shown Closed.
+    #[test]
+    fn a_bound_breaker_call_counts_as_the_event() {
+        let (bound_to, given) = (Monitor::new(), Monitor::new());
+        let bound = Observers::new(bound_to.clone());
+        let calls = [
+            (Outcome::Success, None),
+            (Outcome::Failure, Some(Duration::from_millis(4))),
+            (Outcome::Success, Some(Duration::from_millis(2))),
+            (Outcome::Ignore, None),
+        ];
+        for (outcome, latency) in calls {
+            bound.emit_breaker_call("circuit_breaker", None, outcome, false, true, latency);
+            given.on_event(&Event::BreakerCall {
+                layer: "circuit_breaker",
+                key: None,
+                outcome,
+                slow: false,
+                counted: true,
+                latency,
+            });
+        }
+        let (a, b) = (bound_to.snapshot(), given.snapshot());
+        assert_eq!(a, b);
+        let l = a.layer("circuit_breaker").unwrap();
+        assert_eq!((l.requests, l.completed, l.failed), (4, 4, 1));
+        assert_eq!(l.breaker_state, Some(CircuitState::Closed));
+        assert!(l.latency_ewma.is_some());
     }
 
     #[test]
