@@ -683,14 +683,8 @@ impl Breaker {
             self.finish_closed(permit, outcome, slow, now)
         };
         if self.observers.is_set() {
-            self.observers.emit(&Event::BreakerCall {
-                layer: LAYER,
-                key: self.key(),
-                outcome,
-                slow,
-                counted,
-                latency,
-            });
+            self.observers
+                .emit_breaker_call(LAYER, self.key(), outcome, slow, counted, latency);
         }
     }
 

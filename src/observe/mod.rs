@@ -875,16 +875,19 @@ impl Observers {
     /// returns where it counted the key, for
     /// [`emit_completed`](Self::emit_completed); other observers
     /// [`RowHint::NONE`].
+    ///
+    /// Generic over the key's type so that a bound [`Monitor`] hashes it
+    /// with a direct call.
     #[inline]
-    pub(crate) fn emit_keyed_allowed(
+    pub(crate) fn emit_keyed_allowed<K: EventKey>(
         &self,
         layer: &'static str,
-        key: &dyn EventKey,
+        key: &K,
         decision: &Decision,
     ) -> RowHint {
         match &self.kind {
             Kind::None => RowHint::NONE,
-            Kind::Monitor(m) => m.allowed_key(layer, key),
+            Kind::Monitor(m) => m.allowed_key(layer, key, key.key_hash()),
             Kind::Dyn(o) => {
                 o.on_event(&Event::Allowed {
                     layer,
@@ -917,6 +920,33 @@ impl Observers {
                 key,
                 latency,
                 success,
+            }),
+        }
+    }
+
+    /// Reports [`Event::BreakerCall`], building the event only for an
+    /// observer that reads it (a bound [`Monitor`] counts the call and its
+    /// latency).
+    #[inline]
+    pub(crate) fn emit_breaker_call(
+        &self,
+        layer: &'static str,
+        key: Option<&dyn EventKey>,
+        outcome: Outcome,
+        slow: bool,
+        counted: bool,
+        latency: Option<Duration>,
+    ) {
+        match &self.kind {
+            Kind::None => {}
+            Kind::Monitor(m) => m.breaker_call(layer, outcome, latency),
+            Kind::Dyn(o) => o.on_event(&Event::BreakerCall {
+                layer,
+                key,
+                outcome,
+                slow,
+                counted,
+                latency,
             }),
         }
     }

@@ -329,7 +329,7 @@ impl MonitorBuilder {
                 // request) when the window is at least 100 of its ticks.
                 clock: BucketClock::for_buckets(nanos(self.window), 100),
                 chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-                layers: Box::new(std::array::from_fn(|_| OnceLock::new())),
+                layers: std::array::from_fn(|_| OnceLock::new()),
                 layers_lock: Mutex::new(()),
                 evicted: AtomicU64::new(0),
                 alerts: Alerts::start(self.rules),
@@ -349,7 +349,7 @@ struct Inner {
     /// first use.
     chunks: Box<[OnceLock<Chunk>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
-    layers: Box<[OnceLock<LayerStats>; LAYERS]>,
+    layers: [OnceLock<LayerStats>; LAYERS],
     layers_lock: Mutex<()>,
     evicted: AtomicU64,
     alerts: Option<Alerts>,
@@ -460,7 +460,10 @@ struct Hot {
     completed: AtomicU64,
     failed: AtomicU64,
     last_seen: AtomicU64,
-    bucket: AtomicU64,
+    /// When the current bucket of the recent window ends (the start of the
+    /// next one; saturated at `u64::MAX`): a request compares it with the
+    /// time, no division.
+    bucket_end: AtomicU64,
 }
 
 #[derive(Default)]
@@ -484,7 +487,7 @@ struct Cold {
 impl KeyRow<'_> {
     /// Makes the row `name`'s, all figures zero (under the chunk's
     /// `claim`, the hash cleared).
-    fn reset(&self, name: Box<str>, now: u64, bucket: u64) {
+    fn reset(&self, name: Box<str>, now: u64, width: u64) {
         *lock(&self.name) = name;
         for a in [
             &self.hot.requests,
@@ -506,7 +509,9 @@ impl KeyRow<'_> {
         }
         self.latency.0.store(u64::MAX, Relaxed);
         self.hot.last_seen.store(now, Relaxed);
-        self.hot.bucket.store(bucket, Relaxed);
+        self.hot
+            .bucket_end
+            .store(bucket_end(now / width, width), Relaxed);
     }
 
     fn name(&self) -> String {
@@ -524,13 +529,21 @@ impl KeyRow<'_> {
     /// bucket (the window is an estimate).
     #[inline]
     fn roll(&self, now: u64, width: u64) {
+        let end = self.hot.bucket_end.load(Relaxed);
+        if now >= end {
+            self.roll_over(now, width, end);
+        }
+    }
+
+    #[cold]
+    fn roll_over(&self, now: u64, width: u64, end: u64) {
         let bucket = now / width;
-        let current = self.hot.bucket.load(Relaxed);
+        let current = bucket_of(end, width);
         if bucket <= current
             || self
                 .hot
-                .bucket
-                .compare_exchange(current, bucket, Relaxed, Relaxed)
+                .bucket_end
+                .compare_exchange(end, bucket_end(bucket, width), Relaxed, Relaxed)
                 .is_err()
         {
             return;
@@ -556,7 +569,7 @@ impl KeyRow<'_> {
     /// inside the window.
     fn recent(&self, now: u64, width: u64) -> (f64, f64) {
         let bucket = now / width;
-        let current = self.hot.bucket.load(Relaxed);
+        let current = bucket_of(self.hot.bucket_end.load(Relaxed), width);
         let cur_r = self
             .hot
             .requests
@@ -583,6 +596,25 @@ impl KeyRow<'_> {
             cur_r as f64 + prev_r as f64 * w,
             cur_l as f64 + prev_l as f64 * w,
         )
+    }
+}
+
+/// The end of bucket `bucket` of `width` nanoseconds (saturated).
+#[inline]
+fn bucket_end(bucket: u64, width: u64) -> u64 {
+    bucket.saturating_add(1).saturating_mul(width)
+}
+
+/// The bucket whose end is `end`: the one before `end / width` for an
+/// exact end, the one `end` falls in for an end saturated at `u64::MAX`
+/// (a bucket that ends past the clock's range, which only a width of
+/// centuries makes).
+#[inline]
+fn bucket_of(end: u64, width: u64) -> u64 {
+    if end.is_multiple_of(width) {
+        (end / width).saturating_sub(1)
+    } else {
+        end / width
     }
 }
 
@@ -1225,19 +1257,40 @@ impl Bound {
         self.stats(name).counts().add(count::REQUESTS, 1);
     }
 
-    /// Counts a keyed [`Event::Allowed`] from `layer`, as
-    /// [`observe`](Self::observe) would (it reads nothing else of it), and
-    /// returns where the key's row is, for [`completed`](Self::completed).
+    /// Counts a keyed [`Event::Allowed`] from `layer` whose key hashes to
+    /// `hash` ([`EventKey::key_hash`]), as [`observe`](Self::observe) would
+    /// (it reads nothing else of it), and returns where the key's row is,
+    /// for [`completed`](Self::completed).
+    ///
+    /// Inlined into the per-key layer's one call out of line for an
+    /// admission report, with the layer's count, the key's hash and its
+    /// row.
     #[inline(always)]
-    pub(crate) fn allowed_key(&self, layer: &'static str, key: &dyn EventKey) -> RowHint {
+    pub(crate) fn allowed_key(
+        &self,
+        layer: &'static str,
+        key: &dyn EventKey,
+        hash: u64,
+    ) -> RowHint {
         let name = self.scope.unwrap_or(layer);
         self.stats(name).counts().add(count::REQUESTS, 1);
-        self.monitor.inner.allowed_key(name, key)
+        let inner = &*self.monitor.inner;
+        // 0 marks a free way.
+        let hash = hash.max(1);
+        let row = inner.request(name, hash, key, false, false);
+        RowHint {
+            hash,
+            at: inner.home(hash).0 * CHUNK + row.at,
+        }
     }
 
     /// Counts an [`Event::Completed`] from `layer`, as
     /// [`observe`](Self::observe) would, in the key's row found by `row`
-    /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's.
+    /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's,
+    /// else in the key's row found (or made) by its hash.
+    ///
+    /// Inlined, as [`allowed_key`](Self::allowed_key), into the per-key
+    /// layer's one call out of line for a completion report.
     #[inline(always)]
     pub(crate) fn completed(
         &self,
@@ -1254,13 +1307,44 @@ impl Bound {
         if !success {
             c.add(count::FAILED, 1);
         }
-        let latency = latency.map(nanos);
         let inner = &*self.monitor.inner;
+        let latency = latency.map(nanos);
         if let Some(n) = latency {
             l.latency.add(n as f64, inner.alpha);
         }
         if let Some(key) = key {
-            inner.completed_key(key, row, latency, success);
+            let row = match inner.row_at(row) {
+                Some(row) => row,
+                None => inner.row_of(key),
+            };
+            inner.completed(row, latency, success);
+        }
+    }
+
+    /// Counts an [`Event::BreakerCall`] from `layer`, as
+    /// [`observe`](Self::observe) would (it reads nothing else of it).
+    #[inline(always)]
+    pub(crate) fn breaker_call(
+        &self,
+        layer: &'static str,
+        outcome: Outcome,
+        latency: Option<Duration>,
+    ) {
+        let name = self.scope.unwrap_or(layer);
+        let l = self.stats(name);
+        let c = l.counts();
+        c.add(count::REQUESTS, 1);
+        c.add(count::COMPLETED, 1);
+        if outcome == Outcome::Failure {
+            c.add(count::FAILED, 1);
+        }
+        if let Some(latency) = latency {
+            l.latency
+                .add(nanos(latency) as f64, self.monitor.inner.alpha);
+        }
+        if l.breaker_state.load(Relaxed) == NO_STATE {
+            l.breaker_state
+                .store(state_code(CircuitState::Closed), Relaxed);
         }
     }
 
@@ -1346,7 +1430,7 @@ impl Inner {
 
     /// The row of `key` (hash `hash`), made if new: in a free row near its
     /// home, or in place of the least recently seen key there.
-    #[inline]
+    #[inline(always)]
     fn row(&self, hash: u64, key: &dyn EventKey, now: u64) -> KeyRow<'_> {
         let (chunk, home) = self.home(hash);
         let chunk = match self.chunks[chunk].get() {
@@ -1400,7 +1484,7 @@ impl Inner {
         let mut name = String::new();
         let _ = write!(name, "{key:?}");
         let row = chunk.row(i);
-        row.reset(name.into_boxed_str(), now, now / self.window);
+        row.reset(name.into_boxed_str(), now, self.window);
         row.hot.hash.store(hash, Release);
         row
     }
@@ -1676,7 +1760,7 @@ impl Inner {
     }
 
     /// Counts a request of `key` (hash `hash`) in its row, made if new.
-    #[inline]
+    #[inline(always)]
     fn request(
         &self,
         scope: &'static str,
@@ -1721,36 +1805,10 @@ impl Inner {
         }
     }
 
-    /// The keyed part of a bound monitor's [`Event::Allowed`]: the request
-    /// counted in the key's row, whose place is returned.
-    #[inline(never)]
-    fn allowed_key(&self, scope: &'static str, key: &dyn EventKey) -> RowHint {
-        // 0 marks a free way.
-        let hash = key.key_hash().max(1);
-        let row = self.request(scope, hash, key, false, false);
-        let (chunk, _) = self.home(hash);
-        RowHint {
-            hash,
-            at: chunk * CHUNK + row.at,
-        }
-    }
-
-    /// The keyed part of a bound monitor's [`Event::Completed`]: counted in
-    /// the row `hint` names if it is still the key's, else in the key's row
-    /// found (or made) by its hash.
-    #[inline(never)]
-    fn completed_key(
-        &self,
-        key: &dyn EventKey,
-        hint: RowHint,
-        latency: Option<u64>,
-        success: bool,
-    ) {
-        let row = match self.row_at(hint) {
-            Some(row) => row,
-            None => self.row(key.key_hash().max(1), key, 0),
-        };
-        self.completed(row, latency, success);
+    /// The row of `key`, made if new, for an event other than a request.
+    #[cold]
+    fn row_of(&self, key: &dyn EventKey) -> KeyRow<'_> {
+        self.row(key.key_hash().max(1), key, 0)
     }
 
     /// The row `hint` names, if it still holds the key it was found for.
@@ -2262,6 +2320,87 @@ mod tests {
         assert_eq!(hint.hash, 0);
         other.emit_completed("per_key", Some(&a), hint, None, true);
         assert_eq!(seen.load(Relaxed), 2);
+    }
+
+    /// The recent window moves by bucket: a request inside the current
+    /// bucket leaves it, the first one past its end starts the next (the
+    /// last bucket kept, weighted by how much of it is still inside the
+    /// window), one further on drops both.
+    #[test]
+    fn the_recent_window_rolls_at_the_end_of_its_bucket() {
+        let chunk = Chunk::new(1);
+        let row = chunk.row(0);
+        let width = 1_000;
+        row.reset("k".into(), 2_500, width);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), 3_000);
+        let request = |now: u64, limited: bool| {
+            row.roll(now, width);
+            row.hot.requests.fetch_add(1, Relaxed);
+            if limited {
+                row.hot.limited.fetch_add(1, Relaxed);
+            }
+        };
+        request(2_500, true);
+        request(2_999, false);
+        assert_eq!(row.recent(2_999, width), (2.0, 1.0));
+        // The next bucket: the last one's counts, three quarters inside.
+        request(3_250, false);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), 4_000);
+        assert_eq!(row.recent(3_250, width), (1.0 + 2.0 * 0.75, 0.75));
+        // Read (not rolled) a bucket on: the current one becomes the last.
+        assert_eq!(row.recent(4_500, width), (0.5, 0.0));
+        // Two buckets on: nothing recent, the totals stay.
+        request(5_000, false);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), 6_000);
+        assert_eq!(row.recent(5_000, width), (1.0, 0.0));
+        assert_eq!(row.hot.requests.load(Relaxed), 4);
+        // A window too wide to end: one bucket, for ever.
+        row.reset("k".into(), 7, u64::MAX);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), u64::MAX);
+        row.roll(u64::MAX - 1, u64::MAX);
+        row.hot.requests.fetch_add(1, Relaxed);
+        assert_eq!(row.recent(u64::MAX - 1, u64::MAX), (1.0, 0.0));
+        // A bucket whose end is past the clock's range: its end saturates,
+        // and it is still the current bucket.
+        let half = 1 << 63;
+        row.reset("k".into(), half + 5, half);
+        assert_eq!(row.hot.bucket_end.load(Relaxed), u64::MAX);
+        assert_eq!(bucket_of(u64::MAX, half), 1);
+        row.roll(half + 9, half);
+        row.hot.requests.fetch_add(1, Relaxed);
+        assert_eq!(row.recent(half + 9, half), (1.0, 0.0));
+    }
+
+    /// A bound monitor counts a breaker call (reported without building
+    /// the event) as a monitor given the event does: requests,
+    /// completions, failures, latency and the breaker shown Closed.
+    #[test]
+    fn a_bound_breaker_call_counts_as_the_event() {
+        let (bound_to, given) = (Monitor::new(), Monitor::new());
+        let bound = Observers::new(bound_to.clone());
+        let calls = [
+            (Outcome::Success, None),
+            (Outcome::Failure, Some(Duration::from_millis(4))),
+            (Outcome::Success, Some(Duration::from_millis(2))),
+            (Outcome::Ignore, None),
+        ];
+        for (outcome, latency) in calls {
+            bound.emit_breaker_call("circuit_breaker", None, outcome, false, true, latency);
+            given.on_event(&Event::BreakerCall {
+                layer: "circuit_breaker",
+                key: None,
+                outcome,
+                slow: false,
+                counted: true,
+                latency,
+            });
+        }
+        let (a, b) = (bound_to.snapshot(), given.snapshot());
+        assert_eq!(a, b);
+        let l = a.layer("circuit_breaker").unwrap();
+        assert_eq!((l.requests, l.completed, l.failed), (4, 4, 1));
+        assert_eq!(l.breaker_state, Some(CircuitState::Closed));
+        assert!(l.latency_ewma.is_some());
     }
 
     #[test]

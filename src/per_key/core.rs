@@ -289,7 +289,11 @@ fn report<K: fmt::Debug + std::hash::Hash>(config: &Config<K>, key: &K, error: &
 /// Inlined into every admitted request: with no observer and `DEBUG`
 /// events off, two loads and two branches; the rest is out of line.
 #[inline]
-pub(crate) fn report_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) -> RowHint {
+pub(crate) fn report_allowed<K: EventKey>(
+    observers: &Observers,
+    key: &K,
+    grant: &Grant,
+) -> RowHint {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
     // The check `debug!` starts with (the level filter), inline; the
     // event's own callsite check and the event are out of line.
@@ -310,8 +314,10 @@ fn trace_allowed(key: &dyn EventKey) {
     tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
 }
 
+/// Out of line, with a bound monitor's whole count of the admission
+/// inlined into it: one call per observed admission.
 #[inline(never)]
-fn emit_allowed(observers: &Observers, key: &dyn EventKey, grant: &Grant) -> RowHint {
+fn emit_allowed<K: EventKey>(observers: &Observers, key: &K, grant: &Grant) -> RowHint {
     let row = observers.emit_keyed_allowed(LAYER, key, grant.decision());
     if !grant.wait().is_zero() {
         observers.emit(&Event::Waited {
