@@ -106,8 +106,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let observed = &mut *this.observed;
-        let shadow = this.dispatch.is_shadow();
-        match ready!(this.dispatch.poll_dispatch(cx, |decided| {
+        match ready!(this.dispatch.poll_dispatch(cx, |decided, shadow| {
             // A remote backend decided: report it as a local decision is.
             if let Some(Observed {
                 key: Some(key),
@@ -263,11 +262,6 @@ impl<S: Service<Req>, Req, F> Dispatch<S, Req, F> {
         Dispatch::Rejected { error: Some(error) }
     }
 
-    /// Whether a remote decision in progress is in shadow mode.
-    fn is_shadow(&self) -> bool {
-        matches!(self, Dispatch::Deciding { shadow: true, .. })
-    }
-
     fn name(&self) -> &'static str {
         match self {
             Dispatch::Called { .. } => "Called",
@@ -292,11 +286,30 @@ where
     F: Future<Output = Result<Grant, BoxError>>,
 {
     /// Drives the request to its end. `on_decided` sees a remote backend's
-    /// decision before the request is sent or rejected.
+    /// decision (and whether the layer is in shadow mode) before the
+    /// request is sent or rejected.
+    ///
+    /// A request already sent (the common case: admitted at once) is
+    /// polled inline; waits, remote decisions and rejections are
+    /// [`poll_other`](Self::poll_other), out of line.
+    #[inline]
     pub(crate) fn poll_dispatch(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut on_decided: impl FnMut(&Result<Grant, BoxError>),
+        on_decided: impl FnMut(&Result<Grant, BoxError>, bool),
+    ) -> Poll<Dispatched<S::Response, S::Error>> {
+        if let DispatchProj::Called { future, .. } = self.as_mut().project() {
+            return future.poll(cx).map(Dispatched::Inner);
+        }
+        self.poll_other(cx, on_decided)
+    }
+
+    /// The rest of [`poll_dispatch`](Self::poll_dispatch).
+    #[inline(never)]
+    fn poll_other(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut on_decided: impl FnMut(&Result<Grant, BoxError>, bool),
     ) -> Poll<Dispatched<S::Response, S::Error>> {
         loop {
             let next = match self.as_mut().project() {
@@ -341,7 +354,7 @@ where
                 } => match ready!(decision.poll(cx)) {
                     decided @ Err(_) if *shadow => {
                         // Reported as denied, sent anyway.
-                        on_decided(&decided);
+                        on_decided(&decided, *shadow);
                         Dispatch::Ready {
                             send: send.take(),
                             in_flight: None,
@@ -350,7 +363,7 @@ where
                     }
                     Ok(grant) => {
                         let decided = Ok(grant);
-                        on_decided(&decided);
+                        on_decided(&decided, *shadow);
                         let Ok(mut grant) = decided else {
                             unreachable!()
                         };
@@ -376,7 +389,7 @@ where
                         }
                     }
                     decided @ Err(_) => {
-                        on_decided(&decided);
+                        on_decided(&decided, *shadow);
                         let Err(error) = decided else { unreachable!() };
                         Dispatch::Rejected { error: Some(error) }
                     }
