@@ -218,7 +218,7 @@ where
     ) -> Poll<Result<Response<ResBody>, S::Error>> {
         let this = self.project();
         let (headers, remote) = (this.headers, &*this.remote);
-        let outcome = ready!(this.dispatch.poll_dispatch(cx, |decided, _| {
+        let outcome = ready!(this.dispatch.poll_dispatch(cx, |decided| {
             if let (Some((responder, policy)), Ok(grant)) = (remote, decided) {
                 *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
             }

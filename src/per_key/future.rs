@@ -106,7 +106,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let observed = &mut *this.observed;
-        match ready!(this.dispatch.poll_dispatch(cx, |decided, shadow| {
+        let shadow = this.dispatch.is_shadow();
+        match ready!(this.dispatch.poll_dispatch(cx, |decided| {
             // A remote backend decided: report it as a local decision is.
             if let Some(Observed {
                 key: Some(key),
@@ -262,6 +263,11 @@ impl<S: Service<Req>, Req, F> Dispatch<S, Req, F> {
         Dispatch::Rejected { error: Some(error) }
     }
 
+    /// Whether a remote decision in progress is in shadow mode.
+    fn is_shadow(&self) -> bool {
+        matches!(self, Dispatch::Deciding { shadow: true, .. })
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Dispatch::Called { .. } => "Called",
@@ -286,30 +292,11 @@ where
     F: Future<Output = Result<Grant, BoxError>>,
 {
     /// Drives the request to its end. `on_decided` sees a remote backend's
-    /// decision (and whether the layer is in shadow mode) before the
-    /// request is sent or rejected.
-    ///
-    /// A request already sent (the common case: admitted at once) is
-    /// polled inline; waits, remote decisions and rejections are
-    /// [`poll_other`](Self::poll_other), out of line.
-    #[inline]
+    /// decision before the request is sent or rejected.
     pub(crate) fn poll_dispatch(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        on_decided: impl FnMut(&Result<Grant, BoxError>, bool),
-    ) -> Poll<Dispatched<S::Response, S::Error>> {
-        if let DispatchProj::Called { future, .. } = self.as_mut().project() {
-            return future.poll(cx).map(Dispatched::Inner);
-        }
-        self.poll_other(cx, on_decided)
-    }
-
-    /// The rest of [`poll_dispatch`](Self::poll_dispatch).
-    #[inline(never)]
-    fn poll_other(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut on_decided: impl FnMut(&Result<Grant, BoxError>, bool),
+        mut on_decided: impl FnMut(&Result<Grant, BoxError>),
     ) -> Poll<Dispatched<S::Response, S::Error>> {
         loop {
             let next = match self.as_mut().project() {
@@ -354,7 +341,7 @@ where
                 } => match ready!(decision.poll(cx)) {
                     decided @ Err(_) if *shadow => {
                         // Reported as denied, sent anyway.
-                        on_decided(&decided, *shadow);
+                        on_decided(&decided);
                         Dispatch::Ready {
                             send: send.take(),
                             in_flight: None,
@@ -363,7 +350,7 @@ where
                     }
                     Ok(grant) => {
                         let decided = Ok(grant);
-                        on_decided(&decided, *shadow);
+                        on_decided(&decided);
                         let Ok(mut grant) = decided else {
                             unreachable!()
                         };
@@ -389,7 +376,7 @@ where
                         }
                     }
                     decided @ Err(_) => {
-                        on_decided(&decided, *shadow);
+                        on_decided(&decided);
                         let Err(error) = decided else { unreachable!() };
                         Dispatch::Rejected { error: Some(error) }
                     }
