@@ -14,3 +14,12 @@
 pub(crate) fn spread(hash: u64) -> u64 {
     (hash ^ (hash >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
+
+/// The shard, among `mask + 1` (a power of two), of a key whose hashbrown
+/// hash is `hash`: bits 40.. of the [spread](spread) hash (hashbrown itself
+/// uses the low bits of the hash for the bucket and the top 7 for its
+/// tags).
+#[inline]
+pub(crate) fn shard_index(hash: u64, mask: usize) -> usize {
+    (spread(hash) >> 40) as usize & mask
+}

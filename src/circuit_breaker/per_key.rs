@@ -559,9 +559,7 @@ where
 
     #[inline]
     fn shard(&self, hash: u64) -> &Shard<K> {
-        // Bits 40.. of the spread hash pick the shard; hashbrown uses the
-        // low bits of the hash and the top 7.
-        &self.shards[(crate::hash::spread(hash) >> 40) as usize & self.mask]
+        &self.shards[crate::hash::shard_index(hash, self.mask)]
     }
 
     fn make(&self, key: &K) -> Breaker {

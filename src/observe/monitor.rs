@@ -1301,17 +1301,9 @@ impl Bound {
         success: bool,
     ) {
         let name = self.scope.unwrap_or(layer);
-        let l = self.stats(name);
-        let c = l.counts();
-        c.add(count::COMPLETED, 1);
-        if !success {
-            c.add(count::FAILED, 1);
-        }
         let inner = &*self.monitor.inner;
         let latency = latency.map(nanos);
-        if let Some(n) = latency {
-            l.latency.add(n as f64, inner.alpha);
-        }
+        inner.count_completed(self.stats(name), latency, success);
         if let Some(key) = key {
             let row = match inner.row_at(row) {
                 Some(row) => row,
@@ -1331,21 +1323,9 @@ impl Bound {
         latency: Option<Duration>,
     ) {
         let name = self.scope.unwrap_or(layer);
-        let l = self.stats(name);
-        let c = l.counts();
-        c.add(count::REQUESTS, 1);
-        c.add(count::COMPLETED, 1);
-        if outcome == Outcome::Failure {
-            c.add(count::FAILED, 1);
-        }
-        if let Some(latency) = latency {
-            l.latency
-                .add(nanos(latency) as f64, self.monitor.inner.alpha);
-        }
-        if l.breaker_state.load(Relaxed) == NO_STATE {
-            l.breaker_state
-                .store(state_code(CircuitState::Closed), Relaxed);
-        }
+        self.monitor
+            .inner
+            .count_breaker_call(self.stats(name), outcome, latency);
     }
 
     /// The statistics of `name`: the layer's, found at its first event.
@@ -1565,22 +1545,43 @@ impl Inner {
                 }
             }
             Event::BreakerCall {
-                outcome,
-                latency: None,
-                ..
-            } => {
-                let c = l.counts();
-                c.add(REQUESTS, 1);
-                c.add(COMPLETED, 1);
-                if outcome == Outcome::Failure {
-                    c.add(FAILED, 1);
-                }
-                if l.breaker_state.load(Relaxed) == NO_STATE {
-                    l.breaker_state
-                        .store(state_code(CircuitState::Closed), Relaxed);
-                }
-            }
+                outcome, latency, ..
+            } => self.count_breaker_call(l, outcome, latency),
             _ => self.apply(l, name, event),
+        }
+    }
+
+    /// Counts a completed request in `l` (its latency, if timed, in
+    /// nanoseconds).
+    #[inline(always)]
+    fn count_completed(&self, l: &LayerStats, latency: Option<u64>, success: bool) {
+        let c = l.counts();
+        c.add(count::COMPLETED, 1);
+        if !success {
+            c.add(count::FAILED, 1);
+        }
+        if let Some(n) = latency {
+            l.latency.add(n as f64, self.alpha);
+        }
+    }
+
+    /// Counts a call through a breaker in `l`: a request and its
+    /// completion, and the breaker shown Closed until a state change says
+    /// otherwise.
+    #[inline(always)]
+    fn count_breaker_call(&self, l: &LayerStats, outcome: Outcome, latency: Option<Duration>) {
+        let c = l.counts();
+        c.add(count::REQUESTS, 1);
+        c.add(count::COMPLETED, 1);
+        if outcome == Outcome::Failure {
+            c.add(count::FAILED, 1);
+        }
+        if let Some(latency) = latency {
+            l.latency.add(nanos(latency) as f64, self.alpha);
+        }
+        if l.breaker_state.load(Relaxed) == NO_STATE {
+            l.breaker_state
+                .store(state_code(CircuitState::Closed), Relaxed);
         }
     }
 
@@ -1626,14 +1627,8 @@ impl Inner {
             Event::Completed {
                 latency, success, ..
             } => {
-                one(COMPLETED);
-                if !success {
-                    one(FAILED);
-                }
                 let latency = latency.map(nanos);
-                if let Some(n) = latency {
-                    l.latency.add(n as f64, self.alpha);
-                }
+                self.count_completed(l, latency, success);
                 keyed = Some(KeyUpdate::Completed { latency, success });
             }
             Event::AdaptiveRejected { enforced, .. } => {
@@ -1652,22 +1647,10 @@ impl Inner {
                 one(BREAKER_REJECTED);
                 one(if enforced { LIMITED } else { SHADOW_LIMITED });
             }
+            // `observe_in` counts these without calling `apply`.
             Event::BreakerCall {
                 outcome, latency, ..
-            } => {
-                one(REQUESTS);
-                one(COMPLETED);
-                if outcome == Outcome::Failure {
-                    one(FAILED);
-                }
-                if let Some(latency) = latency {
-                    l.latency.add(nanos(latency) as f64, self.alpha);
-                }
-                if l.breaker_state.load(Relaxed) == NO_STATE {
-                    l.breaker_state
-                        .store(state_code(CircuitState::Closed), Relaxed);
-                }
-            }
+            } => self.count_breaker_call(l, outcome, latency),
             Event::RetryScheduled { .. } => {
                 one(RETRIES);
                 keyed = Some(KeyUpdate::Retry);

@@ -222,7 +222,7 @@ impl<K: Hash + Eq> Store<K> {
 
     #[inline]
     fn shard(&self, hash: u64) -> &Shard<K> {
-        &self.shards[shard_index(hash, self.mask)]
+        &self.shards[crate::hash::shard_index(hash, self.mask)]
     }
 
     /// Runs `f` on the key's state, creating it for `policy` if needed.
@@ -488,14 +488,6 @@ impl<K: Hash + Eq> Store<K> {
             })
             .sum()
     }
-}
-
-/// The shard of a key of hash `hash`, among `mask + 1`: bits 40.. of the
-/// [spread](crate::hash::spread) hash (hashbrown uses the low bits of the
-/// hash for the bucket and the top 7 for its tags).
-#[inline]
-fn shard_index(hash: u64, mask: usize) -> usize {
-    (crate::hash::spread(hash) >> 40) as usize & mask
 }
 
 /// The entry of `key` in `table`, inserted with `make` when missing.
