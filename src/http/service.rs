@@ -210,13 +210,11 @@ where
 }
 
 /// What an observed request needs to report its completion (the key moved
-/// from the extractor, not cloned); nothing without an observer.
+/// from the extractor, not cloned); nothing without an observer, or for a
+/// request a sampling monitor does not follow.
 #[inline]
 fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Box<Observed<K>>> {
-    config
-        .observers
-        .is_set()
-        .then(|| Box::new(Observed::new(key, config, row)))
+    (config.observers.is_set() && row.follows()).then(|| Box::new(Observed::new(key, config, row)))
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {

@@ -873,7 +873,8 @@ impl Observers {
 
     /// Reports [`Event::Allowed`] of a keyed layer. A bound [`Monitor`]
     /// returns where it counted the key, for
-    /// [`emit_completed`](Self::emit_completed); other observers
+    /// [`emit_completed`](Self::emit_completed), or [`RowHint::SKIP`] for a
+    /// request it does not follow (sampling); other observers
     /// [`RowHint::NONE`].
     ///
     /// Generic over the key's type so that a bound [`Monitor`] hashes it
@@ -972,7 +973,7 @@ impl fmt::Debug for Observers {
 /// never fall into step with one another (a shared countdown would time
 /// only the first of two layers on every request).
 #[inline]
-fn one_in(n: u32) -> bool {
+pub(crate) fn one_in(n: u32) -> bool {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     thread_local! {

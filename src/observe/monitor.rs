@@ -154,7 +154,7 @@ pub struct MonitorBuilder {
     smoothing: f64,
     window: Duration,
     max_keys: usize,
-    latency_one_in: u32,
+    sample_one_in: u32,
     rules: Vec<(AlertRule, Callback)>,
 }
 
@@ -164,7 +164,7 @@ impl fmt::Debug for MonitorBuilder {
             .field("smoothing", &self.smoothing)
             .field("window", &self.window)
             .field("max_keys", &self.max_keys)
-            .field("latency_one_in", &self.latency_one_in)
+            .field("sample_one_in", &self.sample_one_in)
             .field(
                 "rules",
                 &self.rules.iter().map(|r| &r.0).collect::<Vec<_>>(),
@@ -232,10 +232,14 @@ impl MonitorBuilder {
         self
     }
 
-    /// Time about one call in `n` for the response-time EWMAs (default
-    /// 16; `1` times every call, `0` none). Layers then read the precise
-    /// clock only for those calls (see [`Observer::latency_one_in`]); the
-    /// other calls are still counted, only their latency is not measured.
+    /// Sample about one request in `n` (default 16): those are timed for
+    /// the response-time EWMAs and, of a per-key layer's admitted requests,
+    /// only those are followed into their key's row and to their
+    /// completion, each counted `n` times (see [`Monitor`]'s `# What is
+    /// counted`). `1` follows and times every request: exact figures, at
+    /// several times the cost; `0` follows every request and times none.
+    /// Layers read the precise clock only for timed calls (see
+    /// [`Observer::latency_one_in`]).
     ///
     /// # Examples
     ///
@@ -246,17 +250,20 @@ impl MonitorBuilder {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// // Every call timed: exact averages, for tests or low traffic.
-    /// let monitor = Monitor::builder().latency_one_in(1).build();
+    /// // Every request followed and timed: exact figures, for tests or low
+    /// // traffic.
+    /// let monitor = Monitor::builder().sample_one_in(1).build();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
     ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
     /// svc.oneshot(42).await.unwrap();
-    /// assert!(monitor.key(&42u64).unwrap().latency_ewma.is_some());
+    /// let key = monitor.key(&42u64).unwrap();
+    /// assert_eq!((key.requests, key.completed), (1, 1));
+    /// assert!(key.latency_ewma.is_some());
     /// # }
     /// ```
-    pub fn latency_one_in(mut self, n: u32) -> Self {
-        self.latency_one_in = n;
+    pub fn sample_one_in(mut self, n: u32) -> Self {
+        self.sample_one_in = n;
         self
     }
 
@@ -323,7 +330,7 @@ impl MonitorBuilder {
             inner: Arc::new(Inner {
                 alpha: self.smoothing,
                 window: u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX),
-                latency_one_in: self.latency_one_in,
+                sample_one_in: self.sample_one_in,
                 max_keys: self.max_keys,
                 // The kernel's coarse clock (a few ns cheaper per keyed
                 // request) when the window is at least 100 of its ticks.
@@ -341,7 +348,7 @@ impl MonitorBuilder {
 struct Inner {
     alpha: f64,
     window: u64,
-    latency_one_in: u32,
+    sample_one_in: u32,
     max_keys: usize,
     /// The time the recent-rate windows and key recency read.
     clock: BucketClock,
@@ -430,16 +437,47 @@ struct KeyRow<'a> {
 /// read again): if it was given to another key meanwhile, the completion
 /// looks the key up as any keyed event does. [`NONE`](Self::NONE) for a
 /// request counted elsewhere (or not at all).
-#[derive(Clone, Copy, Debug, Default)]
+///
+/// It also says whether the request is followed at all: a bound monitor
+/// that samples keyed requests ([`MonitorBuilder::sample_one_in`]) follows
+/// about one in `n` to its completion, counted `weight` (`n`) times, and
+/// returns [`SKIP`](Self::SKIP) for the others: their completion is not
+/// reported.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct RowHint {
     /// The key's hash; 0 = no hint.
     hash: u64,
     /// The row's index in the key table.
     at: usize,
+    /// How many requests this one stands for (0: not followed).
+    weight: u32,
 }
 
 impl RowHint {
-    pub(crate) const NONE: RowHint = RowHint { hash: 0, at: 0 };
+    /// Followed, counted once, no row known.
+    pub(crate) const NONE: RowHint = RowHint {
+        hash: 0,
+        at: 0,
+        weight: 1,
+    };
+    /// Not followed: its completion is not reported.
+    pub(crate) const SKIP: RowHint = RowHint {
+        hash: 0,
+        at: 0,
+        weight: 0,
+    };
+
+    /// Whether the request's completion is reported.
+    #[inline]
+    pub(crate) fn follows(&self) -> bool {
+        self.weight != 0
+    }
+
+    /// Whether the request was drawn by a sampling monitor (and is timed).
+    #[inline]
+    pub(crate) fn sampled(&self) -> bool {
+        self.weight > 1
+    }
 }
 
 impl std::ops::Deref for KeyRow<'_> {
@@ -900,7 +938,7 @@ impl Monitor {
             smoothing: 0.1,
             window: Duration::from_secs(60),
             max_keys: 10_000,
-            latency_one_in: 16,
+            sample_one_in: 16,
             rules: Vec::new(),
         }
     }
@@ -1135,9 +1173,9 @@ impl Observer for Monitor {
         self.observe(event, None);
     }
 
-    /// One call in [`MonitorBuilder::latency_one_in`] (16 by default).
+    /// One call in [`MonitorBuilder::sample_one_in`] (16 by default).
     fn latency_one_in(&self) -> u32 {
-        self.inner.latency_one_in
+        self.inner.sample_one_in
     }
 }
 
@@ -1147,7 +1185,7 @@ impl fmt::Debug for Monitor {
             .field("smoothing", &self.inner.alpha)
             .field("window", &Duration::from_nanos(self.inner.window))
             .field("max_keys", &self.inner.max_keys)
-            .field("latency_one_in", &self.inner.latency_one_in)
+            .field("sample_one_in", &self.inner.sample_one_in)
             .finish_non_exhaustive()
     }
 }
@@ -1262,6 +1300,11 @@ impl Bound {
     /// (it reads nothing else of it), and returns where the key's row is,
     /// for [`completed`](Self::completed).
     ///
+    /// The layer's count is exact. The key's row is updated only for the
+    /// requests drawn by sampling (one in [`MonitorBuilder::sample_one_in`],
+    /// counted that many times); the others return [`RowHint::SKIP`] and
+    /// cost a draw.
+    ///
     /// Inlined into the per-key layer's one call out of line for an
     /// admission report, with the layer's count, the key's hash and its
     /// row.
@@ -1275,13 +1318,12 @@ impl Bound {
         let name = self.scope.unwrap_or(layer);
         self.stats(name).counts().add(count::REQUESTS, 1);
         let inner = &*self.monitor.inner;
-        // 0 marks a free way.
-        let hash = hash.max(1);
-        let row = inner.request(name, hash, key, false, false);
-        RowHint {
-            hash,
-            at: inner.home(hash).0 * CHUNK + row.at,
-        }
+        let weight = match inner.sample_one_in {
+            0 | 1 => 1,
+            n if super::one_in(n) => n,
+            _ => return RowHint::SKIP,
+        };
+        inner.follow(name, hash, key, weight)
     }
 
     /// Counts an [`Event::Completed`] from `layer`, as
@@ -1300,16 +1342,20 @@ impl Bound {
         latency: Option<Duration>,
         success: bool,
     ) {
+        if !row.follows() {
+            return;
+        }
         let name = self.scope.unwrap_or(layer);
         let inner = &*self.monitor.inner;
         let latency = latency.map(nanos);
-        inner.count_completed(self.stats(name), latency, success);
+        let weight = u64::from(row.weight);
+        inner.count_completed(self.stats(name), latency, success, weight);
         if let Some(key) = key {
-            let row = match inner.row_at(row) {
-                Some(row) => row,
+            let found = match inner.row_at(row) {
+                Some(found) => found,
                 None => inner.row_of(key),
             };
-            inner.completed(row, latency, success);
+            inner.completed(found, latency, success, weight);
         }
     }
 
@@ -1554,11 +1600,11 @@ impl Inner {
     /// Counts a completed request in `l` (its latency, if timed, in
     /// nanoseconds).
     #[inline(always)]
-    fn count_completed(&self, l: &LayerStats, latency: Option<u64>, success: bool) {
+    fn count_completed(&self, l: &LayerStats, latency: Option<u64>, success: bool, weight: u64) {
         let c = l.counts();
-        c.add(count::COMPLETED, 1);
+        c.add(count::COMPLETED, weight);
         if !success {
-            c.add(count::FAILED, 1);
+            c.add(count::FAILED, weight);
         }
         if let Some(n) = latency {
             l.latency.add(n as f64, self.alpha);
@@ -1628,7 +1674,7 @@ impl Inner {
                 latency, success, ..
             } => {
                 let latency = latency.map(nanos);
-                self.count_completed(l, latency, success);
+                self.count_completed(l, latency, success, 1);
                 keyed = Some(KeyUpdate::Completed { latency, success });
             }
             Event::AdaptiveRejected { enforced, .. } => {
@@ -1727,7 +1773,7 @@ impl Inner {
         };
         match update {
             KeyUpdate::Request { limited, shadow } => {
-                self.request(scope, hash, key, limited, shadow);
+                self.request(scope, hash, key, 1, limited, shadow);
             }
             KeyUpdate::Waited(n) => {
                 let row = self.row(hash, key, 0);
@@ -1735,20 +1781,39 @@ impl Inner {
                 add(&row.wait_nanos, n);
             }
             KeyUpdate::Completed { latency, success } => {
-                self.completed(self.row(hash, key, 0), latency, success);
+                self.completed(self.row(hash, key, 0), latency, success, 1);
             }
             KeyUpdate::Retry => add(&self.row(hash, key, 0).retries, 1),
             KeyUpdate::GaveUp => add(&self.row(hash, key, 0).gave_up, 1),
         }
     }
 
-    /// Counts a request of `key` (hash `hash`) in its row, made if new.
+    /// Counts an admitted request of `key` (hash `hash`, any value) that
+    /// stands for `weight` requests in its row, made if new, and returns
+    /// where the row is for the request's completion.
+    ///
+    /// Out of line: a sampling monitor follows one request in several.
+    #[inline(never)]
+    fn follow(&self, scope: &'static str, hash: u64, key: &dyn EventKey, weight: u32) -> RowHint {
+        // 0 marks a free way.
+        let hash = hash.max(1);
+        let row = self.request(scope, hash, key, u64::from(weight), false, false);
+        RowHint {
+            hash,
+            at: self.home(hash).0 * CHUNK + row.at,
+            weight,
+        }
+    }
+
+    /// Counts `weight` requests of `key` (hash `hash`) in its row, made if
+    /// new.
     #[inline(always)]
     fn request(
         &self,
         scope: &'static str,
         hash: u64,
         key: &dyn EventKey,
+        weight: u64,
         limited: bool,
         shadow: bool,
     ) -> KeyRow<'_> {
@@ -1763,7 +1828,7 @@ impl Inner {
             row.hot.last_seen.store(now, Relaxed);
         }
         row.roll(now, self.window);
-        add(&row.hot.requests);
+        row.hot.requests.fetch_add(weight, Relaxed);
         if limited {
             add(&row.hot.limited);
         }
@@ -1778,10 +1843,10 @@ impl Inner {
 
     /// Counts a completion in `row`.
     #[inline]
-    fn completed(&self, row: KeyRow<'_>, latency: Option<u64>, success: bool) {
-        row.hot.completed.fetch_add(1, Relaxed);
+    fn completed(&self, row: KeyRow<'_>, latency: Option<u64>, success: bool, weight: u64) {
+        row.hot.completed.fetch_add(weight, Relaxed);
         if !success {
-            row.hot.failed.fetch_add(1, Relaxed);
+            row.hot.failed.fetch_add(weight, Relaxed);
         }
         if let Some(n) = latency {
             row.latency.add(n as f64, self.alpha);
@@ -2076,7 +2141,7 @@ pub struct LayerSnapshot {
     /// Of those, failures (errors, or a breaker's failure verdict).
     pub failed: u64,
     /// EWMA of the latency of the timed completed calls (see
-    /// [`MonitorBuilder::latency_one_in`]).
+    /// [`MonitorBuilder::sample_one_in`]).
     pub latency_ewma: Option<Duration>,
 }
 
@@ -2164,7 +2229,7 @@ pub struct KeySnapshot {
     /// Of those, errors.
     pub failed: u64,
     /// EWMA of response time ([`Event::Completed`], timed calls only: see
-    /// [`MonitorBuilder::latency_one_in`]).
+    /// [`MonitorBuilder::sample_one_in`]).
     pub latency_ewma: Option<Duration>,
     /// Retries scheduled for the key's requests (by a retry layer given
     /// the key with [`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key)).

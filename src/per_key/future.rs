@@ -62,7 +62,9 @@ impl<K> Observed<K> {
     pub(crate) fn new(key: Option<K>, config: &Arc<Config<K>>, row: RowHint) -> Self {
         Observed {
             key,
-            start: config.observers.time_this_call().then(Stamp::now),
+            // A request a sampling monitor drew is timed: that is what
+            // its sample is for.
+            start: (row.sampled() || config.observers.time_this_call()).then(Stamp::now),
             config: config.clone(),
             row,
         }
@@ -77,6 +79,11 @@ impl<K: fmt::Debug + Hash> Observed<K> {
     /// inlined into it: one call per observed completion.
     #[inline(never)]
     pub(crate) fn complete(self, success: bool) {
+        // A remote decision, reported after the request was built, may not
+        // be followed.
+        if !self.row.follows() {
+            return;
+        }
         self.config.observers.emit_completed(
             LAYER,
             self.key.as_ref().map(|k| k as &dyn EventKey),

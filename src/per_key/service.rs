@@ -107,7 +107,8 @@ where
             }
             Admission::Denied { error, .. } => Dispatch::rejected(error),
         };
-        let observed = if self.config.observers.is_set() {
+        // A sampling monitor follows only some admitted requests.
+        let observed = if self.config.observers.is_set() && row.follows() {
             Some(Observed::new(extracted, &self.config, row))
         } else {
             None
