@@ -871,10 +871,25 @@ impl Observers {
         }
     }
 
-    /// Reports [`Event::Allowed`] of a keyed layer. A bound [`Monitor`]
-    /// returns where it counted the key, for
-    /// [`emit_completed`](Self::emit_completed), or [`RowHint::SKIP`] for a
-    /// request it does not follow (sampling); other observers
+    /// Starts reporting [`Event::Allowed`] of a keyed layer: a bound
+    /// [`Monitor`] counts it for the layer and draws whether to follow it
+    /// (0: not followed; else the number of requests it stands for), and
+    /// the rest of the report, [`emit_keyed_allowed`](Self::emit_keyed_allowed),
+    /// is only needed for a followed request. Other observers: 1 (every
+    /// request reported as an event).
+    #[inline]
+    pub(crate) fn keyed_allowed_weight(&self, layer: &'static str) -> u32 {
+        match &self.kind {
+            Kind::Monitor(m) => m.keyed_allowed(layer),
+            Kind::None | Kind::Dyn(_) => 1,
+        }
+    }
+
+    /// Reports [`Event::Allowed`] of a keyed layer, for a request
+    /// [`keyed_allowed_weight`](Self::keyed_allowed_weight) weighed as
+    /// `weight` (0: not followed). A bound [`Monitor`] returns where it
+    /// counted the key, for [`emit_completed`](Self::emit_completed), or
+    /// [`RowHint::SKIP`] for a request it does not follow; other observers
     /// [`RowHint::NONE`].
     ///
     /// Generic over the key's type so that a bound [`Monitor`] hashes it
@@ -885,10 +900,12 @@ impl Observers {
         layer: &'static str,
         key: &K,
         decision: &Decision,
+        weight: u32,
     ) -> RowHint {
         match &self.kind {
             Kind::None => RowHint::NONE,
-            Kind::Monitor(m) => m.allowed_key(layer, key, key.key_hash()),
+            Kind::Monitor(_) if weight == 0 => RowHint::SKIP,
+            Kind::Monitor(m) => m.follow_key(layer, key, weight),
             Kind::Dyn(o) => {
                 o.on_event(&Event::Allowed {
                     layer,

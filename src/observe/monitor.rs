@@ -1295,43 +1295,42 @@ impl Bound {
         self.stats(name).counts().add(count::REQUESTS, 1);
     }
 
-    /// Counts a keyed [`Event::Allowed`] from `layer` whose key hashes to
-    /// `hash` ([`EventKey::key_hash`]), as [`observe`](Self::observe) would
-    /// (it reads nothing else of it), and returns where the key's row is,
-    /// for [`completed`](Self::completed).
+    /// Counts a keyed [`Event::Allowed`] from `layer` in the layer's
+    /// figures (exactly) and draws whether to follow it: returns how many
+    /// requests it stands for if it is to be followed
+    /// ([`follow_key`](Self::follow_key)), 0 if not.
     ///
-    /// The layer's count is exact. The key's row is updated only for the
-    /// requests drawn by sampling (one in [`MonitorBuilder::sample_one_in`],
-    /// counted that many times); the others return [`RowHint::SKIP`] and
-    /// cost a draw.
-    ///
-    /// Inlined into the per-key layer's one call out of line for an
-    /// admission report, with the layer's count, the key's hash and its
-    /// row.
+    /// Inlined where the per-key layer reports an admission: a request a
+    /// sampling monitor does not follow costs the layer's count and a draw.
     #[inline(always)]
-    pub(crate) fn allowed_key(
-        &self,
-        layer: &'static str,
-        key: &dyn EventKey,
-        hash: u64,
-    ) -> RowHint {
+    pub(crate) fn keyed_allowed(&self, layer: &'static str) -> u32 {
         let name = self.scope.unwrap_or(layer);
         self.stats(name).counts().add(count::REQUESTS, 1);
-        let inner = &*self.monitor.inner;
-        let weight = match inner.sample_one_in {
+        match self.monitor.inner.sample_one_in {
             0 | 1 => 1,
             n if super::one_in(n) => n,
-            _ => return RowHint::SKIP,
-        };
-        inner.follow(name, hash, key, weight)
+            _ => 0,
+        }
+    }
+
+    /// Counts a request that [`keyed_allowed`](Self::keyed_allowed) chose
+    /// to follow, standing for `weight` requests, in its key's row, and
+    /// returns where the row is, for [`completed`](Self::completed).
+    ///
+    /// Inlined into the per-key layer's one call out of line for a
+    /// followed admission, with the key's hash and its row.
+    #[inline(always)]
+    pub(crate) fn follow_key<K: EventKey>(&self, layer: &'static str, key: &K, weight: u32) -> RowHint {
+        let name = self.scope.unwrap_or(layer);
+        self.monitor.inner.follow(name, key.key_hash(), key, weight)
     }
 
     /// Counts an [`Event::Completed`] from `layer`, as
     /// [`observe`](Self::observe) would, in the key's row found by `row`
-    /// (from [`allowed_key`](Self::allowed_key)) if it is still the key's,
+    /// (from [`follow_key`](Self::follow_key)) if it is still the key's,
     /// else in the key's row found (or made) by its hash.
     ///
-    /// Inlined, as [`allowed_key`](Self::allowed_key), into the per-key
+    /// Inlined, as [`follow_key`](Self::follow_key), into the per-key
     /// layer's one call out of line for a completion report.
     #[inline(always)]
     pub(crate) fn completed(
@@ -1792,8 +1791,7 @@ impl Inner {
     /// stands for `weight` requests in its row, made if new, and returns
     /// where the row is for the request's completion.
     ///
-    /// Out of line: a sampling monitor follows one request in several.
-    #[inline(never)]
+    #[inline(always)]
     fn follow(&self, scope: &'static str, hash: u64, key: &dyn EventKey, weight: u32) -> RowHint {
         // 0 marks a free way.
         let hash = hash.max(1);

@@ -301,11 +301,16 @@ pub(crate) fn report_allowed<K: EventKey>(
     {
         trace_allowed(key);
     }
-    if observers.is_set() {
-        emit_allowed(observers, key, grant)
-    } else {
-        RowHint::NONE
+    if !observers.is_set() {
+        return RowHint::NONE;
     }
+    // A request a sampling monitor does not follow, and that did not
+    // wait, needs nothing more.
+    let weight = observers.keyed_allowed_weight(LAYER);
+    if weight == 0 && grant.wait().is_zero() {
+        return RowHint::SKIP;
+    }
+    emit_allowed(observers, key, grant, weight)
 }
 
 #[cold]
@@ -314,11 +319,16 @@ fn trace_allowed(key: &dyn EventKey) {
     tracing::debug!(target: "tower_sluice::per_key", key = ?key, "allowed");
 }
 
-/// Out of line, with a bound monitor's whole count of the admission
-/// inlined into it: one call per observed admission.
+/// Out of line, with a bound monitor's count of the key inlined into it:
+/// one call per followed (or waiting) admission.
 #[inline(never)]
-fn emit_allowed<K: EventKey>(observers: &Observers, key: &K, grant: &Grant) -> RowHint {
-    let row = observers.emit_keyed_allowed(LAYER, key, grant.decision());
+fn emit_allowed<K: EventKey>(
+    observers: &Observers,
+    key: &K,
+    grant: &Grant,
+    weight: u32,
+) -> RowHint {
+    let row = observers.emit_keyed_allowed(LAYER, key, grant.decision(), weight);
     if !grant.wait().is_zero() {
         observers.emit(&Event::Waited {
             layer: LAYER,
