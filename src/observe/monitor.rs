@@ -285,6 +285,7 @@ impl MonitorBuilder {
     /// let fired = Arc::new(Mutex::new(Vec::new()));
     /// let log = fired.clone();
     /// let monitor = Monitor::builder()
+    ///     .sample_one_in(1) // exact counts for so few requests
     ///     .alert(AlertRule::limited_rate(0.5).min_requests(4), move |alert: &Alert| {
     ///         log.lock().unwrap().push(alert.to_string());
     ///     })
@@ -993,7 +994,8 @@ impl Monitor {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let monitor = Monitor::new();
+    /// // Every request followed (exact figures: see `sample_one_in`).
+    /// let monitor = Monitor::builder().sample_one_in(1).build();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
     ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
@@ -1073,7 +1075,8 @@ impl Monitor {
     /// # use tower_sluice::{PerKeyLayer, Quota};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let monitor = Monitor::new();
+    /// // Every request followed (exact figures: see `sample_one_in`).
+    /// let monitor = Monitor::builder().sample_one_in(1).build();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
     ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
@@ -1320,7 +1323,12 @@ impl Bound {
     /// Inlined into the per-key layer's one call out of line for a
     /// followed admission, with the key's hash and its row.
     #[inline(always)]
-    pub(crate) fn follow_key<K: EventKey>(&self, layer: &'static str, key: &K, weight: u32) -> RowHint {
+    pub(crate) fn follow_key<K: EventKey>(
+        &self,
+        layer: &'static str,
+        key: &K,
+        weight: u32,
+    ) -> RowHint {
         let name = self.scope.unwrap_or(layer);
         self.monitor.inner.follow(name, key.key_hash(), key, weight)
     }
@@ -2055,7 +2063,8 @@ impl Snapshot {
     /// # use tower_sluice::{PerKeyLayer, Quota};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let monitor = Monitor::new();
+    /// // Every request followed (exact figures: see `sample_one_in`).
+    /// let monitor = Monitor::builder().sample_one_in(1).build();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
     ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
@@ -2184,7 +2193,8 @@ impl LayerSnapshot {
 /// # use tower_sluice::{PerKeyLayer, Quota};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let monitor = Monitor::new();
+/// // Every request followed (exact figures: see `sample_one_in`).
+/// let monitor = Monitor::builder().sample_one_in(1).build();
 /// let svc = ServiceBuilder::new()
 ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
 ///     .service(service_fn(|n: u64| async move {
@@ -2318,13 +2328,19 @@ mod tests {
         assert_eq!(monitor.snapshot().layer("queue").unwrap().requests, 5);
     }
 
+    /// Reports a per-key admission as the per-key layer does.
+    fn admit(o: &Observers, key: &u64, decision: &crate::gcra::Decision) -> RowHint {
+        let weight = o.keyed_allowed_weight("per_key");
+        o.emit_keyed_allowed("per_key", key, decision, weight)
+    }
+
     /// A completion is counted in the row its admission found while that
     /// row is still the key's; once another key has taken it over, the key
     /// is looked up again (and, evicted, made anew), as an unbound
     /// monitor's completion would be.
     #[test]
     fn a_completion_uses_the_admission_row_until_it_is_taken_over() {
-        let monitor = Monitor::builder().latency_one_in(1).build();
+        let monitor = Monitor::builder().sample_one_in(1).build();
         let bound = Observers::new(monitor.clone());
         let decision = crate::gcra::Decision::allowed(
             &crate::gcra::Params::new(crate::Quota::per_second(1)),
@@ -2332,7 +2348,7 @@ mod tests {
             0,
         );
         let (a, b) = (1u64, 2u64);
-        let at_a = bound.emit_keyed_allowed("per_key", &a, &decision);
+        let at_a = admit(&bound, &a, &decision);
         assert_ne!(at_a.hash, 0, "a bound monitor says where it counted");
         let ms = Some(Duration::from_millis(5));
         bound.emit_completed("per_key", Some(&a), at_a, ms, true);
@@ -2362,7 +2378,7 @@ mod tests {
         let other = Observers::new(move |_: &Event<'_>| {
             counter.fetch_add(1, Relaxed);
         });
-        let hint = other.emit_keyed_allowed("per_key", &a, &decision);
+        let hint = admit(&other, &a, &decision);
         assert_eq!(hint.hash, 0);
         other.emit_completed("per_key", Some(&a), hint, None, true);
         assert_eq!(seen.load(Relaxed), 2);
@@ -2462,7 +2478,7 @@ mod tests {
     /// counters, atomic key rows).
     #[test]
     fn counts_from_many_threads_are_exact() {
-        let monitor = Monitor::builder().latency_one_in(1).build();
+        let monitor = Monitor::builder().sample_one_in(1).build();
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
                 let m = monitor.clone();

@@ -745,7 +745,7 @@ fn handle_layer_of(
 async fn the_http_adapter_reports_completions_per_key() {
     use tower_sluice::observe::Monitor;
     // Every call timed, so that the EWMA is exact.
-    let monitor = Monitor::builder().latency_one_in(1).build();
+    let monitor = Monitor::builder().sample_one_in(1).build();
     let app = Router::new()
         .route(
             "/",

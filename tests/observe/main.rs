@@ -333,7 +333,7 @@ where
 async fn monitor_figures_on_constructed_traffic() {
     // Every call timed, so that the EWMAs are exact (see
     // `sampled_latency_counts_every_call` for the default sampling).
-    let monitor = Monitor::builder().smoothing(0.5).latency_one_in(1).build();
+    let monitor = Monitor::builder().smoothing(0.5).sample_one_in(1).build();
     let mut svc = keyed(Quota::per_minute(10), monitor.clone());
     // alice: 20 requests, 10 fit; latencies 100 ms then 200 ms.
     for i in 0..20 {
@@ -413,6 +413,98 @@ async fn monitor_tracks_breakers_queues_retries_per_scope() {
     assert_eq!(q.wait_total, Duration::from_secs(3));
 }
 
+/// By default a per-key layer's admitted requests are sampled: the layer's
+/// count is exact, a key's admitted requests and completions are estimates
+/// (one followed request in 16, counted 16 times), and the followed ones
+/// are timed.
+#[tokio::test(start_paused = true)]
+async fn sampled_keys_estimate_admitted_requests_and_layers_stay_exact() {
+    const PER_KEY: u64 = 16_000;
+    let monitor = Monitor::new();
+    let mut svc = keyed(Quota::per_second(1_000_000_000), monitor.clone());
+    let keys = ["a", "b", "c", "d"];
+    for _ in 0..PER_KEY {
+        for key in keys {
+            assert!(send(&mut svc, key, 1).await);
+        }
+    }
+    let snap = monitor.snapshot();
+    let layer = snap.layer("per_key").unwrap();
+    assert_eq!(layer.requests, 4 * PER_KEY, "the layer's count is exact");
+    assert_eq!(layer.limited, 0);
+    let mut followed = 0;
+    for key in keys {
+        let k = snap.key(&key.to_owned()).unwrap();
+        // One in 16 followed: 1 000 expected per key, standard deviation
+        // about 31, so 15 % (almost 5 deviations) never fails by chance.
+        for (what, n) in [("requests", k.requests), ("completed", k.completed)] {
+            assert_eq!(n % 16, 0, "{key} {what}: followed requests count 16 each");
+            let off = n.abs_diff(PER_KEY) as f64 / PER_KEY as f64;
+            assert!(off < 0.15, "{key} {what}: {n} estimated for {PER_KEY}");
+        }
+        assert_eq!(k.limited, 0);
+        assert_eq!(
+            k.latency_ewma,
+            Some(Duration::from_millis(1)),
+            "followed requests are timed"
+        );
+        followed += k.requests / 16;
+    }
+    // Sampled, not counted: four exact figures would be a one-in-ten-
+    // million chance.
+    assert!(
+        keys.iter()
+            .any(|k| snap.key(&k.to_string()).unwrap().requests != PER_KEY)
+    );
+    // The layer's completions are the followed ones', weighted the same.
+    assert_eq!(layer.completed, followed * 16);
+    assert_eq!(layer.latency_ewma, Some(Duration::from_millis(1)));
+}
+
+/// Sampling never touches what is refused: limited requests are counted
+/// exactly per key and per layer, and only admitted ones are estimated.
+#[tokio::test(start_paused = true)]
+async fn sampled_keys_count_limited_requests_exactly() {
+    let monitor = Monitor::new();
+    let mut svc = keyed(Quota::per_minute(5), monitor.clone());
+    for _ in 0..1_000 {
+        send(&mut svc, "mallory", 0).await;
+    }
+    let snap = monitor.snapshot();
+    let layer = snap.layer("per_key").unwrap();
+    assert_eq!((layer.requests, layer.limited), (1_000, 995));
+    let k = snap.key(&"mallory".to_owned()).unwrap();
+    assert_eq!(k.limited, 995);
+    // 995 limited plus 16 for each of the five admitted ones followed.
+    let admitted = k.requests - 995;
+    assert!(admitted % 16 == 0 && admitted <= 5 * 16, "{admitted}");
+    assert!(k.limited_rate > 0.9, "{}", k.limited_rate);
+}
+
+/// `sample_one_in(1)` follows every request, `0` every request untimed.
+#[tokio::test(start_paused = true)]
+async fn unsampled_monitors_count_every_key_request() {
+    for (n, timed) in [(1, true), (0, false)] {
+        let monitor = Monitor::builder().sample_one_in(n).build();
+        let mut svc = keyed(Quota::per_second(1_000_000), monitor.clone());
+        for i in 0..100u64 {
+            assert!(send(&mut svc, if i % 4 == 0 { "a" } else { "b" }, 2).await);
+        }
+        let snap = monitor.snapshot();
+        let (a, b) = (
+            snap.key(&"a".to_owned()).unwrap(),
+            snap.key(&"b".to_owned()).unwrap(),
+        );
+        assert_eq!(
+            (a.requests, a.completed, b.requests, b.completed),
+            (25, 25, 75, 75),
+            "one in {n}"
+        );
+        assert_eq!(a.latency_ewma.is_some(), timed, "one in {n}");
+        assert_eq!(snap.layer("per_key").unwrap().completed, 100);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // alerts
 
@@ -420,7 +512,9 @@ async fn monitor_tracks_breakers_queues_retries_per_scope() {
 async fn limited_rate_alert_fires_once_and_rearms() {
     let fired = Arc::new(Mutex::new(Vec::new()));
     let f = fired.clone();
+    // Every request followed: the rates below are exact.
     let monitor = Monitor::builder()
+        .sample_one_in(1)
         .window(Duration::from_secs(10))
         .alert(
             AlertRule::limited_rate(0.5)
@@ -502,6 +596,7 @@ async fn panicking_alert_callback_does_not_break_requests() {
     let later = Arc::new(AtomicUsize::new(0));
     let l = later.clone();
     let monitor = Monitor::builder()
+        .sample_one_in(1)
         .alert(AlertRule::limited_rate(0.1).min_requests(2), |_: &Alert| {
             panic!("callback bug")
         })
@@ -555,7 +650,8 @@ async fn slow_alert_callback_does_not_block_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn key_table_is_bounded() {
-    let monitor = Monitor::builder().max_keys(16).build();
+    // Every key's request followed into the table.
+    let monitor = Monitor::builder().max_keys(16).sample_one_in(1).build();
     let mut svc = PerKeyLayer::new(Quota::per_minute(1), |r: &u32| Some(*r))
         .observer(monitor.clone())
         .layer(service_fn(|_: u32| async { Ok::<_, Infallible>(()) }));
