@@ -66,7 +66,22 @@ const LAYERS: usize = 32;
 ///   and [`Snapshot::totals`] adds the layers up.
 /// - Per **key** (events that carry one: the per-key layer and backends):
 ///   requests, limited, shadow-limited, waits, completions and failures, and
-///   response time ([`Event::Completed`]).
+///   response time ([`Event::Completed`]). A per-key layer's **admitted**
+///   requests are **sampled** by default: about one in 16
+///   ([`sample_one_in`](MonitorBuilder::sample_one_in)), drawn at random, is
+///   followed into its key's row and to its completion and timed, and counts
+///   16 times; the others only count for the layer. So a key's `requests`,
+///   `completed` and `failed` are estimates (unbiased; a key with `m`
+///   admitted requests is off by about `4 √m`, 3 % at 16 000) and a key with
+///   few requests may not be seen at all until one is drawn, while its
+///   `limited`, `shadow_limited`, waits and retries, and every per-layer
+///   request and limited count, stay exact. The layer's `completed` and
+///   `failed` are the followed requests', weighted alike. This is what keeps
+///   a `Monitor` within about 10 % of a per-key layer's own cost (following
+///   every request costs about as much again as the layer); use
+///   `sample_one_in(1)` for exact figures (tests, low traffic). Through a
+///   [`Fanout`](super::Fanout) or an observer of your own, the monitor gets
+///   and counts every event.
 /// - **Limited rate** = (limited + shadow-limited) / requests, so that a limit
 ///   launched in shadow mode shows the rate it would have refused. The
 ///   *recent* rate is over the configured [`window`](MonitorBuilder::window),
@@ -77,10 +92,10 @@ const LAYERS: usize = 32;
 ///   [`Event::BreakerCall`] latencies (per layer), with smoothing α
 ///   (`ewma += α (sample − ewma)`, default 0.1), over **timed** calls
 ///   only: the monitor asks layers to time about one call in 16, chosen at
-///   random ([`latency_one_in`](MonitorBuilder::latency_one_in); timing a
-///   call costs two precise clock reads). Every call is still counted; a
-///   key with few requests may have no response time yet. Use
-///   `latency_one_in(1)` for an exact average of every call.
+///   random ([`sample_one_in`](MonitorBuilder::sample_one_in); timing a
+///   call costs two precise clock reads), a per-key layer the requests it
+///   follows. A key with few requests may have no response time yet. Use
+///   `sample_one_in(1)` for an exact average of every call.
 ///
 /// # Memory and cost
 ///
@@ -111,7 +126,7 @@ const LAYERS: usize = 32;
 /// `.observer(..)` is bound to that layer: the layer calls it directly (no
 /// dynamic call, the short path of each event inlined where it is
 /// reported) and finds its figures once, at its first event; a per-key
-/// layer's request has its key hashed and looked up once, its completion
+/// layer's followed request has its key hashed and looked up once, its completion
 /// counted in the row its admission found (looked up again only if that
 /// row was given to another key meanwhile). Inside a
 /// [`Fanout`](super::Fanout) or an observer of your own it is reached

@@ -438,7 +438,10 @@ async fn sampled_keys_estimate_admitted_requests_and_layers_stay_exact() {
         // One in 16 followed: 1 000 expected per key, standard deviation
         // about 31, so 15 % (almost 5 deviations) never fails by chance.
         for (what, n) in [("requests", k.requests), ("completed", k.completed)] {
-            assert_eq!(n % 16, 0, "{key} {what}: followed requests count 16 each");
+            assert!(
+                n.is_multiple_of(16),
+                "{key} {what}: followed requests count 16 each"
+            );
             let off = n.abs_diff(PER_KEY) as f64 / PER_KEY as f64;
             assert!(off < 0.15, "{key} {what}: {n} estimated for {PER_KEY}");
         }
@@ -477,7 +480,10 @@ async fn sampled_keys_count_limited_requests_exactly() {
     assert_eq!(k.limited, 995);
     // 995 limited plus 16 for each of the five admitted ones followed.
     let admitted = k.requests - 995;
-    assert!(admitted % 16 == 0 && admitted <= 5 * 16, "{admitted}");
+    assert!(
+        admitted.is_multiple_of(16) && admitted <= 5 * 16,
+        "{admitted}"
+    );
     assert!(k.limited_rate > 0.9, "{}", k.limited_rate);
 }
 

@@ -753,7 +753,7 @@ impl Inner {
             Ok(Ok(reply)) => match self.decision(&reply, policy) {
                 Some((decision, wait)) => {
                     self.stats.decisions.fetch_add(1, Ordering::Relaxed);
-                    self.health.success(self);
+                    self.health.success(self, sent, probe);
                     return self.answer(key, policy, cost, consume, sent, decision, wait);
                 }
                 None => BackendErrorKind::Script,
@@ -1058,6 +1058,8 @@ struct Health {
     failures: AtomicU32,
     /// Clock time until which Redis is skipped; 0 while it is up.
     open_until: AtomicU64,
+    /// Clock time Redis was last found down.
+    down_at: AtomicU64,
     backoff: AtomicU64,
     probing: AtomicBool,
 }
@@ -1072,6 +1074,7 @@ impl Health {
             max,
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
+            down_at: AtomicU64::new(0),
             backoff: AtomicU64::new(first),
             probing: AtomicBool::new(false),
         }
@@ -1099,12 +1102,18 @@ impl Health {
         }
     }
 
+    /// A decision Redis answered, for a call sent at `sent`. While Redis is
+    /// down, only a probe, or a call sent since it went down, brings it
+    /// back: the late answer of a call sent before (in flight when Redis
+    /// failed) says nothing about Redis now.
     #[inline]
-    fn success(&self, inner: &Inner) {
+    fn success(&self, inner: &Inner, sent: u64, probe: bool) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        if self.open_until.load(Ordering::Acquire) != 0 {
+        if self.open_until.load(Ordering::Acquire) != 0
+            && (probe || sent >= self.down_at.load(Ordering::Acquire))
+        {
             self.open_until.store(0, Ordering::Release);
             self.backoff.store(self.first, Ordering::Relaxed);
             self.probing.store(false, Ordering::Release);
@@ -1133,6 +1142,9 @@ impl Health {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.threshold {
             let until = now.saturating_add(self.first).max(1);
+            // Before the circuit opens, so that no late answer finds it
+            // open with an older time.
+            self.down_at.store(now, Ordering::Release);
             if self
                 .open_until
                 .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
