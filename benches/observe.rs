@@ -10,12 +10,13 @@
 //! far above the request rate):
 //!
 //! * `rate_limit`: `RateLimitLayer::reject()` (reports `Allowed`);
-//! * `per_key`: `PerKeyLayer` over 1 000 `u64` keys (reports `Allowed` and
-//!   `Completed`, so the Monitor updates the key's row twice; one request
-//!   in 16 is timed for the Monitor's response-time average);
+//! * `per_key`: `PerKeyLayer` over 1 000 `u64` keys (reports `Allowed`,
+//!   counted for the layer; at this rate the thread is busy, so the
+//!   Monitor follows one admitted request in 32 into its key's row and to
+//!   its `Completed`, timed, and counts it 32 times);
 //! * `circuit_breaker`: the default breaker (reports `BreakerCall`; the
 //!   breaker reads the precise clock twice for the calls the observer
-//!   wants timed: one in 16 for a `Monitor`);
+//!   wants timed: one in 32 for a `Monitor`);
 //! * `queue`: a queue with free capacity (a request sent at once reports
 //!   nothing);
 //! * `retry`: `BackoffRetryLayer` whose first attempt succeeds (reports

@@ -82,7 +82,7 @@
 //! An [observer](CircuitBreakerLayer::observer) does not change this: the
 //! calls it wants timed
 //! ([`Observer::latency_one_in`](crate::observe::Observer::latency_one_in):
-//! every call for a closure, one in 16 for a
+//! every call for a closure, one in 32 for a
 //! [`Monitor`](crate::observe::Monitor)) are timed apart, on the precise
 //! clock (two more reads), and judged slow on it.
 //! With the `test-util` feature both follow tokio's clock, so tests on

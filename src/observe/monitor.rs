@@ -66,22 +66,23 @@ const LAYERS: usize = 32;
 ///   and [`Snapshot::totals`] adds the layers up.
 /// - Per **key** (events that carry one: the per-key layer and backends):
 ///   requests, limited, shadow-limited, waits, completions and failures, and
-///   response time ([`Event::Completed`]). A per-key layer's **admitted**
-///   requests are **sampled** by default: about one in 16
-///   ([`sample_one_in`](MonitorBuilder::sample_one_in)), drawn at random, is
-///   followed into its key's row and to its completion and timed, and counts
-///   16 times; the others only count for the layer. So a key's `requests`,
-///   `completed` and `failed` are estimates (unbiased; a key with `m`
-///   admitted requests is off by about `4 √m`, 3 % at 16 000) and a key with
-///   few requests may not be seen at all until one is drawn, while its
-///   `limited`, `shadow_limited`, waits and retries, and every per-layer
-///   request and limited count, stay exact. The layer's `completed` and
-///   `failed` are the followed requests', weighted alike. This is what keeps
-///   a `Monitor` within about 10 % of a per-key layer's own cost (following
-///   every request costs about as much again as the layer); use
-///   `sample_one_in(1)` for exact figures (tests, low traffic). Through a
-///   [`Fanout`](super::Fanout) or an observer of your own, the monitor gets
-///   and counts every event.
+///   response time ([`Event::Completed`]). Under load a per-key layer's
+///   **admitted** requests are **sampled**: a thread that admitted 10 000
+///   or more a second through the layer (measured over spans of 100 ms)
+///   follows about one in 32 ([`sample_one_in`](MonitorBuilder::sample_one_in)),
+///   drawn at random, into its key's row and to its completion, and counts
+///   it 32 times; the others only count for the layer. A quieter thread
+///   follows every request. So under load a key's `requests`, `completed`
+///   and `failed` are estimates (unbiased; a key with `m` admitted requests
+///   is off by about `5.6 √m`, 4 % at 25 000) and a key with few requests
+///   may not be seen until one is drawn, while its `limited`,
+///   `shadow_limited`, waits and retries, and every per-layer request and
+///   limited count, stay exact. The layer's `completed` and `failed` are
+///   the followed requests', weighted alike. Following every request costs
+///   about as much again as the per-key layer itself, sampling keeps a
+///   `Monitor` within 10 % of it; `sample_one_in(1)` follows every request
+///   whatever the load (exact figures). Through a [`Fanout`](super::Fanout)
+///   or an observer of your own, the monitor gets and counts every event.
 /// - **Limited rate** = (limited + shadow-limited) / requests, so that a limit
 ///   launched in shadow mode shows the rate it would have refused. The
 ///   *recent* rate is over the configured [`window`](MonitorBuilder::window),
@@ -91,10 +92,10 @@ const LAYERS: usize = 32;
 ///   [`Event::Completed`] latencies (per key and per layer) and of
 ///   [`Event::BreakerCall`] latencies (per layer), with smoothing α
 ///   (`ewma += α (sample − ewma)`, default 0.1), over **timed** calls
-///   only: the monitor asks layers to time about one call in 16, chosen at
+///   only: the monitor asks layers to time about one call in 32, chosen at
 ///   random ([`sample_one_in`](MonitorBuilder::sample_one_in); timing a
-///   call costs two precise clock reads), a per-key layer the requests it
-///   follows. A key with few requests may have no response time yet. Use
+///   call costs two precise clock reads), and a sampling per-key layer
+///   times the requests it follows. A key with few requests may have no response time yet. Use
 ///   `sample_one_in(1)` for an exact average of every call.
 ///
 /// # Memory and cost
@@ -247,13 +248,14 @@ impl MonitorBuilder {
         self
     }
 
-    /// Sample about one request in `n` (default 16): those are timed for
-    /// the response-time EWMAs and, of a per-key layer's admitted requests,
-    /// only those are followed into their key's row and to their
-    /// completion, each counted `n` times (see [`Monitor`]'s `# What is
-    /// counted`). `1` follows and times every request: exact figures, at
-    /// several times the cost; `0` follows every request and times none.
-    /// Layers read the precise clock only for timed calls (see
+    /// Sample about one request in `n` (default 32): those are timed for
+    /// the response-time EWMAs and, of a per-key layer's admitted requests
+    /// on a busy thread (10 000 or more a second), only those are followed
+    /// into their key's row and to their completion, each counted `n` times
+    /// (see [`Monitor`]'s `# What is counted`). `1` follows and times every
+    /// request whatever the load: exact figures, at several times the cost
+    /// under load; `0` follows every request and times none. Layers read
+    /// the precise clock only for timed calls (see
     /// [`Observer::latency_one_in`]).
     ///
     /// # Examples
@@ -300,7 +302,6 @@ impl MonitorBuilder {
     /// let fired = Arc::new(Mutex::new(Vec::new()));
     /// let log = fired.clone();
     /// let monitor = Monitor::builder()
-    ///     .sample_one_in(1) // exact counts for so few requests
     ///     .alert(AlertRule::limited_rate(0.5).min_requests(4), move |alert: &Alert| {
     ///         log.lock().unwrap().push(alert.to_string());
     ///     })
@@ -748,11 +749,60 @@ mod count {
 /// One thread's counters of a layer ([`slot`]). Only the owning thread
 /// writes them (a relaxed load and store: no locked read-modify-write);
 /// readers add up every thread's.
-struct Counts([AtomicU64; count::N]);
+///
+/// Beside them, the thread's pace through a per-key layer, which says
+/// whether its admitted requests are sampled ([`Pace`]).
+struct Counts([AtomicU64; count::N], Pace);
 
 impl Default for Counts {
     fn default() -> Self {
-        Counts(std::array::from_fn(|_| AtomicU64::new(0)))
+        Counts(std::array::from_fn(|_| AtomicU64::new(0)), Pace::default())
+    }
+}
+
+/// How many requests a thread admitted through a layer in the current span
+/// of [`SPAN`] nanoseconds, measured at each followed request: a thread
+/// that admitted [`BUSY`] or more in its last span samples them
+/// ([`MonitorBuilder::sample_one_in`]), a quieter one follows every one.
+/// Written by its thread only (threads past the 32nd share one, an
+/// estimate).
+#[derive(Default)]
+struct Pace {
+    start: AtomicU64,
+    admitted: AtomicU64,
+    sampling: AtomicBool,
+}
+
+/// The span over which a thread's pace is measured.
+const SPAN: u64 = 100_000_000;
+/// Admitted requests per [`SPAN`] from which a thread samples: 10 000 a
+/// second.
+const BUSY: u64 = 1_000;
+
+impl Pace {
+    /// Whether the thread samples.
+    #[inline(always)]
+    fn sampling(&self) -> bool {
+        self.sampling.load(Relaxed)
+    }
+
+    /// Counts a followed request standing for `weight` at `now`; a new span
+    /// starts once the current one is over, sampling if the last was busy.
+    #[inline]
+    fn followed(&self, now: u64, weight: u64) {
+        let start = self.start.load(Relaxed);
+        if now.wrapping_sub(start) >= SPAN {
+            let busy = self.admitted.load(Relaxed) >= BUSY;
+            if self.sampling.load(Relaxed) != busy {
+                self.sampling.store(busy, Relaxed);
+            }
+            self.start.store(now, Relaxed);
+            self.admitted.store(weight, Relaxed);
+        } else {
+            let admitted = self.admitted.load(Relaxed);
+            self.admitted
+                .store(admitted.saturating_add(weight), Relaxed);
+        }
     }
 }
 
@@ -954,7 +1004,7 @@ impl Monitor {
             smoothing: 0.1,
             window: Duration::from_secs(60),
             max_keys: 10_000,
-            sample_one_in: 16,
+            sample_one_in: 32,
             rules: Vec::new(),
         }
     }
@@ -1009,8 +1059,7 @@ impl Monitor {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// // Every request followed (exact figures: see `sample_one_in`).
-    /// let monitor = Monitor::builder().sample_one_in(1).build();
+    /// let monitor = Monitor::new();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
     ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
@@ -1090,8 +1139,7 @@ impl Monitor {
     /// # use tower_sluice::{PerKeyLayer, Quota};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// // Every request followed (exact figures: see `sample_one_in`).
-    /// let monitor = Monitor::builder().sample_one_in(1).build();
+    /// let monitor = Monitor::new();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(1), |user: &&str| Some(user.to_string())).observer(monitor.clone()))
     ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>("ok") }));
@@ -1191,7 +1239,7 @@ impl Observer for Monitor {
         self.observe(event, None);
     }
 
-    /// One call in [`MonitorBuilder::sample_one_in`] (16 by default).
+    /// One call in [`MonitorBuilder::sample_one_in`] (32 by default).
     fn latency_one_in(&self) -> u32 {
         self.inner.sample_one_in
     }
@@ -1323,9 +1371,11 @@ impl Bound {
     #[inline(always)]
     pub(crate) fn keyed_allowed(&self, layer: &'static str) -> u32 {
         let name = self.scope.unwrap_or(layer);
-        self.stats(name).counts().add(count::REQUESTS, 1);
+        let mine = self.stats(name).counts();
+        mine.add(count::REQUESTS, 1);
         match self.monitor.inner.sample_one_in {
             0 | 1 => 1,
+            _ if !mine.counts.1.sampling() => 1,
             n if super::one_in(n) => n,
             _ => 0,
         }
@@ -1345,7 +1395,16 @@ impl Bound {
         weight: u32,
     ) -> RowHint {
         let name = self.scope.unwrap_or(layer);
-        self.monitor.inner.follow(name, key.key_hash(), key, weight)
+        let inner = &*self.monitor.inner;
+        let now = inner.clock.now();
+        if inner.sample_one_in > 1 {
+            self.stats(name)
+                .counts()
+                .counts
+                .1
+                .followed(now, u64::from(weight));
+        }
+        inner.follow(name, key.key_hash(), key, weight, now)
     }
 
     /// Counts an [`Event::Completed`] from `layer`, as
@@ -1795,7 +1854,7 @@ impl Inner {
         };
         match update {
             KeyUpdate::Request { limited, shadow } => {
-                self.request(scope, hash, key, 1, limited, shadow);
+                self.request(scope, hash, key, limited, shadow);
             }
             KeyUpdate::Waited(n) => {
                 let row = self.row(hash, key, 0);
@@ -1815,10 +1874,17 @@ impl Inner {
     /// where the row is for the request's completion.
     ///
     #[inline(always)]
-    fn follow(&self, scope: &'static str, hash: u64, key: &dyn EventKey, weight: u32) -> RowHint {
+    fn follow(
+        &self,
+        scope: &'static str,
+        hash: u64,
+        key: &dyn EventKey,
+        weight: u32,
+        now: u64,
+    ) -> RowHint {
         // 0 marks a free way.
         let hash = hash.max(1);
-        let row = self.request(scope, hash, key, u64::from(weight), false, false);
+        let row = self.request_at(scope, hash, key, u64::from(weight), false, false, now);
         RowHint {
             hash,
             at: self.home(hash).0 * CHUNK + row.at,
@@ -1826,10 +1892,25 @@ impl Inner {
         }
     }
 
-    /// Counts `weight` requests of `key` (hash `hash`) in its row, made if
-    /// new.
+    /// Counts a request of `key` (hash `hash`) in its row, made if new.
     #[inline(always)]
     fn request(
+        &self,
+        scope: &'static str,
+        hash: u64,
+        key: &dyn EventKey,
+        limited: bool,
+        shadow: bool,
+    ) -> KeyRow<'_> {
+        // Only requests move the window (and the recency that eviction
+        // uses).
+        self.request_at(scope, hash, key, 1, limited, shadow, self.clock.now())
+    }
+
+    /// [`request`](Self::request) standing for `weight` requests, at `now`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn request_at(
         &self,
         scope: &'static str,
         hash: u64,
@@ -1837,13 +1918,11 @@ impl Inner {
         weight: u64,
         limited: bool,
         shadow: bool,
+        now: u64,
     ) -> KeyRow<'_> {
         let add = |a: &AtomicU64| {
             a.fetch_add(1, Relaxed);
         };
-        // Only requests move the window (and the recency that eviction
-        // uses).
-        let now = self.clock.now();
         let row = self.row(hash, key, now);
         if row.hot.last_seen.load(Relaxed) != now {
             row.hot.last_seen.store(now, Relaxed);
@@ -2078,8 +2157,7 @@ impl Snapshot {
     /// # use tower_sluice::{PerKeyLayer, Quota};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// // Every request followed (exact figures: see `sample_one_in`).
-    /// let monitor = Monitor::builder().sample_one_in(1).build();
+    /// let monitor = Monitor::new();
     /// let svc = ServiceBuilder::new()
     ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
     ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
@@ -2208,8 +2286,7 @@ impl LayerSnapshot {
 /// # use tower_sluice::{PerKeyLayer, Quota};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// // Every request followed (exact figures: see `sample_one_in`).
-/// let monitor = Monitor::builder().sample_one_in(1).build();
+/// let monitor = Monitor::new();
 /// let svc = ServiceBuilder::new()
 ///     .layer(PerKeyLayer::new(Quota::per_minute(10), |user: &u64| Some(*user)).observer(monitor.clone()))
 ///     .service(service_fn(|n: u64| async move {
@@ -2220,7 +2297,7 @@ impl LayerSnapshot {
 /// let key = monitor.key(&7u64).unwrap();
 /// assert_eq!(key.key, "7");
 /// assert_eq!((key.completed, key.failed), (2, 2));
-/// // Response times are sampled (one call in 16 by default): after two
+/// // Response times are sampled (one call in 32 by default): after two
 /// // calls there may be no figure yet.
 /// # let _ = key.latency_ewma;
 /// # }
