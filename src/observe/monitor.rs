@@ -373,7 +373,7 @@ struct Inner {
     /// first use.
     chunks: Box<[OnceLock<Chunk>]>,
     /// Filled in order; lookups scan the filled prefix without a lock.
-    layers: [OnceLock<LayerStats>; LAYERS],
+    layers: [OnceLock<Arc<LayerStats>>; LAYERS],
     layers_lock: Mutex<()>,
     evicted: AtomicU64,
     alerts: Option<Alerts>,
@@ -827,7 +827,7 @@ struct LayerStats {
     alias: AtomicUsize,
     /// Each thread's counters, by [`slot`], cache-line padded so threads
     /// never share a line.
-    counts: Box<[CachePadded<Counts>; SHARED + 1]>,
+    counts: [CachePadded<Counts>; SHARED + 1],
     queue_depth: AtomicU64,
     has_queue: AtomicBool,
     breaker_state: AtomicU8,
@@ -843,7 +843,7 @@ impl LayerStats {
         LayerStats {
             name,
             alias: AtomicUsize::new(0),
-            counts: Box::new(std::array::from_fn(|_| CachePadded::default())),
+            counts: std::array::from_fn(|_| CachePadded::default()),
             queue_depth: AtomicU64::new(0),
             has_queue: AtomicBool::new(false),
             breaker_state: AtomicU8::new(NO_STATE),
@@ -1094,7 +1094,7 @@ impl Monitor {
         let layers: Vec<LayerSnapshot> = inner
             .layers
             .iter()
-            .map_while(|slot| slot.get().map(LayerStats::snapshot))
+            .map_while(|slot| slot.get().map(|l| l.snapshot()))
             .collect();
         let breakers = layers
             .iter()
@@ -1297,26 +1297,24 @@ impl fmt::Debug for Scoped {
 
 /// A [`Monitor`] (or a [`Scoped`] one) as one layer holds it: events go
 /// straight to the monitor (no dynamic call), and the layer's statistics
-/// are looked up once, at its first event, instead of by name per event.
-#[derive(Debug)]
+/// are looked up once, at its first event, instead of by name per event:
+/// the bound monitor keeps them (a reference count), so that counting an
+/// event is one pointer away from this thread's counters.
+#[derive(Clone)]
 pub(crate) struct Bound {
     monitor: Monitor,
     scope: Option<&'static str>,
-    /// The index of the layer's statistics in `Inner::layers`; `UNBOUND`
-    /// before the first event.
-    layer: AtomicUsize,
+    /// The statistics of the layer's first event (or of the scope).
+    layer: OnceLock<Arc<LayerStats>>,
 }
 
-const UNBOUND: usize = usize::MAX;
-
-impl Clone for Bound {
-    #[inline]
-    fn clone(&self) -> Self {
-        Bound {
-            monitor: self.monitor.clone(),
-            scope: self.scope,
-            layer: AtomicUsize::new(self.layer.load(Relaxed)),
-        }
+impl fmt::Debug for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bound")
+            .field("monitor", &self.monitor)
+            .field("scope", &self.scope)
+            .field("layer", &self.layer.get().map(|l| l.name))
+            .finish()
     }
 }
 
@@ -1326,7 +1324,7 @@ impl Monitor {
         Bound {
             monitor: self.clone(),
             scope: None,
-            layer: AtomicUsize::new(UNBOUND),
+            layer: OnceLock::new(),
         }
     }
 }
@@ -1458,23 +1456,25 @@ impl Bound {
     /// The statistics of `name`: the layer's, found at its first event.
     #[inline(always)]
     fn stats(&self, name: &'static str) -> &LayerStats {
-        match self.monitor.inner.layers.get(self.layer.load(Relaxed)) {
+        match self.layer.get() {
             // A layer reports under one name (unscoped: events of another
             // name, if any, are looked up).
-            Some(slot) => match slot.get() {
-                Some(l) if self.scope.is_some() || l.is(name) => l,
-                _ => self.rebind(name),
-            },
-            None => self.rebind(name),
+            Some(l) if self.scope.is_some() || l.is(name) => l,
+            _ => self.bind_to(name),
         }
     }
 
+    /// Binds to `name`'s statistics at the first event; later events of
+    /// another name (unscoped) look theirs up.
     #[cold]
-    fn rebind(&self, name: &'static str) -> &LayerStats {
+    fn bind_to(&self, name: &'static str) -> &LayerStats {
         let inner = &*self.monitor.inner;
-        let i = inner.layer_index(name);
-        self.layer.store(i, Relaxed);
-        inner.layers[i].get().expect("filled")
+        let l = self.layer.get_or_init(|| inner.layer(name).clone());
+        if self.scope.is_some() || l.is(name) {
+            l
+        } else {
+            inner.layer(name)
+        }
     }
 }
 
@@ -1483,41 +1483,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// `name`'s statistics, added if new.
     #[inline]
-    fn layer(&self, name: &'static str) -> &LayerStats {
+    fn layer(&self, name: &'static str) -> &Arc<LayerStats> {
         for slot in self.layers.iter() {
             match slot.get() {
                 Some(l) if l.is(name) => return l,
                 Some(_) => {}
-                None => return self.add_layer(name).1,
+                None => return self.add_layer(name),
             }
         }
         self.layers[LAYERS - 1].get().expect("filled")
     }
 
-    /// The index in `layers` of `name`'s statistics, added if new.
-    fn layer_index(&self, name: &'static str) -> usize {
-        for (i, slot) in self.layers.iter().enumerate() {
-            match slot.get() {
-                Some(l) if l.is(name) => return i,
-                Some(_) => {}
-                None => return self.add_layer(name).0,
-            }
-        }
-        LAYERS - 1
-    }
-
     #[cold]
-    fn add_layer(&self, name: &'static str) -> (usize, &LayerStats) {
+    fn add_layer(&self, name: &'static str) -> &Arc<LayerStats> {
         let _guard = lock(&self.layers_lock);
-        for (i, slot) in self.layers.iter().enumerate() {
+        for slot in self.layers.iter() {
             match slot.get() {
-                Some(l) if l.name == name => return (i, l),
+                Some(l) if l.name == name => return l,
                 Some(_) => {}
-                None => return (i, slot.get_or_init(|| LayerStats::new(name))),
+                None => return slot.get_or_init(|| Arc::new(LayerStats::new(name))),
             }
         }
-        (LAYERS - 1, self.layers[LAYERS - 1].get().expect("filled"))
+        self.layers[LAYERS - 1].get().expect("filled")
     }
 
     /// The chunk a key hash belongs to, and its home row there (from the
