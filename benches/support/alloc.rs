@@ -15,8 +15,15 @@ static BYTES: AtomicU64 = AtomicU64::new(0);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+std::thread_local! {
+    /// Allocations made by this thread.
+    static MINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn counted(size: usize) {
     ALLOCS.fetch_add(1, Relaxed);
+    // A thread whose thread-locals are gone is only counted globally.
+    let _ = MINE.try_with(|n| n.set(n.get() + 1));
     BYTES.fetch_add(size as u64, Relaxed);
     let live = LIVE.fetch_add(size, Relaxed) + size;
     PEAK.fetch_max(live, Relaxed);
@@ -63,6 +70,12 @@ unsafe impl GlobalAlloc for Counting {
 /// Allocations so far (a `realloc` counts as one).
 pub fn allocations() -> u64 {
     ALLOCS.load(Relaxed)
+}
+
+/// Allocations so far made by the calling thread (other threads, such as a
+/// test harness's, do not count).
+pub fn thread_allocations() -> u64 {
+    MINE.with(std::cell::Cell::get)
 }
 
 /// Bytes requested so far.
