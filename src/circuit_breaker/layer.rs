@@ -190,7 +190,7 @@ impl<C> CircuitBreakerLayer<C> {
             |old| {
                 Breaker::new(
                     old.config().clone(),
-                    Observers::new(observer),
+                    Observers::new(observer, super::state::LAYER),
                     old.is_shadow(),
                 )
             },

@@ -823,13 +823,15 @@ enum Kind {
 }
 
 impl Observers {
-    pub(crate) fn new(observer: impl Observer) -> Self {
+    /// `observer`, for a layer whose events carry `layer` as their layer
+    /// (or backend) name: a [`Monitor`] is bound to that name's figures.
+    pub(crate) fn new(observer: impl Observer, layer: &'static str) -> Self {
         let one_in = observer.latency_one_in();
         let any: &dyn std::any::Any = &observer;
         let kind = if let Some(m) = any.downcast_ref::<Monitor>() {
-            Kind::Monitor(m.bind())
+            Kind::Monitor(m.bind(layer))
         } else if let Some(s) = any.downcast_ref::<Scoped>() {
-            Kind::Monitor(s.bind())
+            Kind::Monitor(s.bind(layer))
         } else {
             Kind::Dyn(Arc::new(observer))
         };

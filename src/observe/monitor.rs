@@ -1095,6 +1095,13 @@ impl Monitor {
             .layers
             .iter()
             .map_while(|slot| slot.get().map(|l| l.snapshot()))
+            // Layers given the monitor that have reported nothing yet.
+            .filter(|l| {
+                *l != LayerSnapshot {
+                    name: l.name.clone(),
+                    ..LayerSnapshot::default()
+                }
+            })
             .collect();
         let breakers = layers
             .iter()
@@ -1297,15 +1304,15 @@ impl fmt::Debug for Scoped {
 
 /// A [`Monitor`] (or a [`Scoped`] one) as one layer holds it: events go
 /// straight to the monitor (no dynamic call), and the layer's statistics
-/// are looked up once, at its first event, instead of by name per event:
-/// the bound monitor keeps them (a reference count), so that counting an
-/// event is one pointer away from this thread's counters.
+/// are looked up once, when the monitor is given to the layer, instead of
+/// by name per event: the bound monitor keeps them (a reference count), so
+/// that counting an event is one pointer away from this thread's counters.
 #[derive(Clone)]
 pub(crate) struct Bound {
     monitor: Monitor,
     scope: Option<&'static str>,
-    /// The statistics of the layer's first event (or of the scope).
-    layer: OnceLock<Arc<LayerStats>>,
+    /// The statistics of the layer's name (or of the scope).
+    layer: Arc<LayerStats>,
 }
 
 impl fmt::Debug for Bound {
@@ -1313,28 +1320,30 @@ impl fmt::Debug for Bound {
         f.debug_struct("Bound")
             .field("monitor", &self.monitor)
             .field("scope", &self.scope)
-            .field("layer", &self.layer.get().map(|l| l.name))
+            .field("layer", &self.layer.name)
             .finish()
     }
 }
 
 impl Monitor {
-    /// This monitor, bound to the layer it is given to.
-    pub(crate) fn bind(&self) -> Bound {
+    /// This monitor, bound to the layer it is given to, whose events carry
+    /// `layer` as their name.
+    pub(crate) fn bind(&self, layer: &'static str) -> Bound {
         Bound {
             monitor: self.clone(),
             scope: None,
-            layer: OnceLock::new(),
+            layer: self.inner.layer(layer).clone(),
         }
     }
 }
 
 impl Scoped {
-    /// This scoped observer, bound to the layer it is given to.
-    pub(crate) fn bind(&self) -> Bound {
+    /// This scoped observer, bound to the layer it is given to (whose
+    /// events count under the scope's name).
+    pub(crate) fn bind(&self, _layer: &'static str) -> Bound {
         Bound {
             scope: Some(self.name),
-            ..self.monitor.bind()
+            ..self.monitor.bind(self.name)
         }
     }
 }
@@ -1356,7 +1365,7 @@ impl Bound {
     #[inline(always)]
     pub(crate) fn allowed(&self, layer: &'static str) {
         let name = self.scope.unwrap_or(layer);
-        self.stats(name).counts().add(count::REQUESTS, 1);
+        self.hot(name).counts().add(count::REQUESTS, 1);
     }
 
     /// Counts a keyed [`Event::Allowed`] from `layer` in the layer's
@@ -1369,7 +1378,7 @@ impl Bound {
     #[inline(always)]
     pub(crate) fn keyed_allowed(&self, layer: &'static str) -> u32 {
         let name = self.scope.unwrap_or(layer);
-        let mine = self.stats(name).counts();
+        let mine = self.hot(name).counts();
         mine.add(count::REQUESTS, 1);
         match self.monitor.inner.sample_one_in {
             0 | 1 => 1,
@@ -1396,7 +1405,7 @@ impl Bound {
         let inner = &*self.monitor.inner;
         let now = inner.clock.now();
         if inner.sample_one_in > 1 {
-            self.stats(name)
+            self.hot(name)
                 .counts()
                 .counts
                 .1
@@ -1428,7 +1437,7 @@ impl Bound {
         let inner = &*self.monitor.inner;
         let latency = latency.map(nanos);
         let weight = u64::from(row.weight);
-        inner.count_completed(self.stats(name), latency, success, weight);
+        inner.count_completed(self.hot(name), latency, success, weight);
         if let Some(key) = key {
             let found = match inner.row_at(row) {
                 Some(found) => found,
@@ -1450,31 +1459,35 @@ impl Bound {
         let name = self.scope.unwrap_or(layer);
         self.monitor
             .inner
-            .count_breaker_call(self.stats(name), outcome, latency);
+            .count_breaker_call(self.hot(name), outcome, latency);
     }
 
-    /// The statistics of `name`: the layer's, found at its first event.
+    /// The layer's statistics, for the events it reports on every request:
+    /// they carry the name it was bound with (checked in debug builds).
+    #[inline(always)]
+    fn hot(&self, name: &'static str) -> &LayerStats {
+        debug_assert!(
+            self.scope.is_some() || self.layer.is(name),
+            "{name} reported through a monitor bound to {}",
+            self.layer.name
+        );
+        &self.layer
+    }
+
+    /// The statistics of `name`: the layer's (or the scope's); an unscoped
+    /// event of another name, if any, looks its own up.
     #[inline(always)]
     fn stats(&self, name: &'static str) -> &LayerStats {
-        match self.layer.get() {
-            // A layer reports under one name (unscoped: events of another
-            // name, if any, are looked up).
-            Some(l) if self.scope.is_some() || l.is(name) => l,
-            _ => self.bind_to(name),
+        if self.scope.is_some() || self.layer.is(name) {
+            &self.layer
+        } else {
+            self.other(name)
         }
     }
 
-    /// Binds to `name`'s statistics at the first event; later events of
-    /// another name (unscoped) look theirs up.
     #[cold]
-    fn bind_to(&self, name: &'static str) -> &LayerStats {
-        let inner = &*self.monitor.inner;
-        let l = self.layer.get_or_init(|| inner.layer(name).clone());
-        if self.scope.is_some() || l.is(name) {
-            l
-        } else {
-            inner.layer(name)
-        }
+    fn other(&self, name: &'static str) -> &LayerStats {
+        self.monitor.inner.layer(name)
     }
 }
 
@@ -2090,7 +2103,8 @@ fn ser_state_opt<S: serde::Serializer>(
 pub struct Snapshot {
     /// Every layer added up.
     pub totals: LayerSnapshot,
-    /// Per layer or scope, in the order they first reported.
+    /// Per layer or scope that has reported anything, in the order they
+    /// were given the monitor (two layers of one name share a figure).
     pub layers: Vec<LayerSnapshot>,
     /// Per key, most limited first.
     pub keys: Vec<KeySnapshot>,
@@ -2383,8 +2397,8 @@ mod tests {
     #[test]
     fn a_bound_monitor_counts_by_name_or_scope() {
         let monitor = Monitor::new();
-        let bound = Observers::new(monitor.clone());
-        let scoped = Observers::new(monitor.scoped("upstream"));
+        let bound = Observers::new(monitor.clone(), "queue");
+        let scoped = Observers::new(monitor.scoped("upstream"), "queue");
         assert!(monitor.snapshot().layers.is_empty(), "nothing reported yet");
         for name in ["queue", "queue", "other", "queue"] {
             bound.emit(&dequeued(name));
@@ -2394,10 +2408,12 @@ mod tests {
         bound.emit(&Event::MissingKey { layer: "other" });
         scoped.emit(&dequeued("queue"));
         scoped.emit(&Event::MissingKey { layer: "per_key" });
-        bound.emit_allowed("rate_limit", || unreachable!("a monitor only counts"));
+        let rate = Observers::new(monitor.clone(), "rate_limit");
+        rate.emit_allowed("rate_limit", || unreachable!("a monitor only counts"));
         let snapshot = monitor.snapshot();
         let names: Vec<&str> = snapshot.layers.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["queue", "other", "upstream", "rate_limit"]);
+        // In the order they were bound (or, another name, first reported).
+        assert_eq!(names, ["queue", "upstream", "other", "rate_limit"]);
         let requests = |name| snapshot.layer(name).unwrap().requests;
         assert_eq!(requests("queue"), 4);
         assert_eq!(requests("other"), 2);
@@ -2422,7 +2438,7 @@ mod tests {
     #[test]
     fn a_completion_uses_the_admission_row_until_it_is_taken_over() {
         let monitor = Monitor::builder().sample_one_in(1).build();
-        let bound = Observers::new(monitor.clone());
+        let bound = Observers::new(monitor.clone(), "per_key");
         let decision = crate::gcra::Decision::allowed(
             &crate::gcra::Params::new(crate::Quota::per_second(1)),
             0,
@@ -2456,9 +2472,12 @@ mod tests {
         // Other observers get the events, and no hint.
         let seen = Arc::new(AtomicU64::new(0));
         let counter = seen.clone();
-        let other = Observers::new(move |_: &Event<'_>| {
-            counter.fetch_add(1, Relaxed);
-        });
+        let other = Observers::new(
+            move |_: &Event<'_>| {
+                counter.fetch_add(1, Relaxed);
+            },
+            "per_key",
+        );
         let hint = admit(&other, &a, &decision);
         assert_eq!(hint.hash, 0);
         other.emit_completed("per_key", Some(&a), hint, None, true);
@@ -2520,7 +2539,7 @@ mod tests {
     #[test]
     fn a_bound_breaker_call_counts_as_the_event() {
         let (bound_to, given) = (Monitor::new(), Monitor::new());
-        let bound = Observers::new(bound_to.clone());
+        let bound = Observers::new(bound_to.clone(), "circuit_breaker");
         let calls = [
             (Outcome::Success, None),
             (Outcome::Failure, Some(Duration::from_millis(4))),

@@ -17,7 +17,7 @@ use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
 use crate::observe::{Event, EventKey, Observers, RowHint};
 
 /// The name per-key layers report in events.
-const LAYER: &str = "per_key";
+pub(super) const LAYER: &str = "per_key";
 
 /// Chooses a key's policy (for example by tier); `None` means the default.
 pub(crate) type Resolver<K> = Arc<dyn Fn(&K) -> Option<Policy> + Send + Sync>;

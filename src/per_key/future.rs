@@ -18,7 +18,7 @@ use crate::backend::{Grant, InFlight, Refund};
 use crate::clock::Stamp;
 use crate::observe::{EventKey, RowHint};
 
-const LAYER: &str = "per_key";
+use super::core::LAYER;
 
 pin_project! {
     /// The response future of [`PerKey`](super::PerKey): the inner

@@ -414,7 +414,7 @@ where
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        self.edit_config(|c| c.observers = Observers::new(observer))
+        self.edit_config(|c| c.observers = Observers::new(observer, super::core::LAYER))
     }
 
     /// A handle to inspect and reconfigure the limits while serving.

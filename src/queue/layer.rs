@@ -282,7 +282,7 @@ impl<P, K> QueueLayer<P, K> {
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        let observer = Observers::new(observer);
+        let observer = Observers::new(observer, super::core::LAYER);
         self.edit(|_, o| *o = observer)
     }
 

@@ -277,7 +277,7 @@ impl RateLimitLayer {
     /// ```
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observers = Observers::new(observer);
+        self.observers = Observers::new(observer, super::service::LAYER);
         self
     }
 

@@ -15,7 +15,7 @@ use crate::gcra::Reserved as Reservation;
 use crate::observe::{Event, Observers, ms};
 use crate::{BoxError, Limiter};
 
-const LAYER: &str = "rate_limit";
+pub(super) const LAYER: &str = "rate_limit";
 
 /// Enforces a rate limit on the requests to the inner service.
 ///

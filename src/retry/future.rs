@@ -21,7 +21,7 @@ use crate::circuit_breaker::Outcome;
 use crate::observe::{Event, EventKey};
 use crate::per_key::KeyExtractor;
 
-const LAYER: &str = "retry";
+pub(super) const LAYER: &str = "retry";
 
 pin_project! {
     /// The response future of [`BackoffRetry`](super::BackoffRetry): the

@@ -368,7 +368,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// ```
     #[must_use]
     pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observers = Observers::new(observer);
+        self.observers = Observers::new(observer, super::future::LAYER);
         self
     }
 

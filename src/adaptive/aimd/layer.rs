@@ -320,7 +320,7 @@ impl<C> AimdLayer<C> {
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        self.edit(|c| c.observers = Observers::new(observer))
+        self.edit(|c| c.observers = Observers::new(observer, LAYER))
     }
 
     /// Reads responses with `classify` (default [`DefaultFeedback`]; use

@@ -97,7 +97,7 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        let observers = Observers::new(observer);
+        let observers = Observers::new(observer, LAYER);
         self.core.replace(Core::fresh, |c| c.observers = observers);
         self
     }

@@ -470,7 +470,7 @@ where
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        self.edit(|s| s.observers = Observers::new(observer))
+        self.edit(|s| s.observers = Observers::new(observer, LAYER))
     }
 
     /// The base quota.

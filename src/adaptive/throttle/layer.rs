@@ -205,7 +205,7 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        self.edit(|c| c.observers = Observers::new(observer))
+        self.edit(|c| c.observers = Observers::new(observer, LAYER))
     }
 
     /// Finds each request's class (default: all

@@ -522,7 +522,7 @@ impl RedisBackend {
     /// ```
     #[must_use]
     pub fn observer(self, observer: impl Observer) -> Self {
-        let observers = Observers::new(observer);
+        let observers = Observers::new(observer, BACKEND);
         self.edit(|i| i.observers = observers)
     }
 
