@@ -95,8 +95,9 @@ const LAYERS: usize = 32;
 ///   only: the monitor asks layers to time about one call in 32, chosen at
 ///   random ([`sample_one_in`](MonitorBuilder::sample_one_in); timing a
 ///   call costs two precise clock reads), and a sampling per-key layer
-///   times the requests it follows. A key with few requests may have no response time yet. Use
-///   `sample_one_in(1)` for an exact average of every call.
+///   times the requests it follows. A key with few requests may have no
+///   response time yet. Use `sample_one_in(1)` for an exact average of
+///   every call.
 ///
 /// # Memory and cost
 ///
@@ -126,10 +127,10 @@ const LAYERS: usize = 32;
 /// A `Monitor` (or a [`scoped`](Self::scoped) one) given to a layer's
 /// `.observer(..)` is bound to that layer: the layer calls it directly (no
 /// dynamic call, the short path of each event inlined where it is
-/// reported) and finds its figures once, at its first event; a per-key
-/// layer's followed request has its key hashed and looked up once, its completion
-/// counted in the row its admission found (looked up again only if that
-/// row was given to another key meanwhile). Inside a
+/// reported) and keeps its figures, found once, when it is given to the
+/// layer; a per-key layer's followed request has its key hashed and looked
+/// up once, its completion counted in the row its admission found (looked
+/// up again only if that row was given to another key meanwhile). Inside a
 /// [`Fanout`](super::Fanout) or an observer of your own it is reached
 /// through `dyn Observer` and finds the layer's figures by name per event,
 /// a few nanoseconds more.
@@ -137,8 +138,10 @@ const LAYERS: usize = 32;
 /// # Alerts
 ///
 /// Rules are evaluated as events arrive (no timer): a key's rate rule is
-/// checked on each of that key's admission decisions (allowed or limited),
-/// from the key's own row (no cross-thread sums), a breaker rule when a
+/// checked on each of that key's admission decisions that the monitor
+/// counts in its row (every limited one, and every allowed one it follows:
+/// all of them on a quiet thread), from the key's own row (no cross-thread
+/// sums), a breaker rule when a
 /// breaker changes state, a backend rule on backend failures. A rule fires
 /// once per crossing even when several threads see it at once. Firing only queues the alert
 /// (a bounded channel; if 1024 alerts are already waiting, new ones are
