@@ -1306,6 +1306,36 @@ mod tests {
         assert_eq!(format!("{:?}", KeyText(b"k\xff")), "\"k\u{fffd}\"");
     }
 
+    /// While Redis is down, only a probe or a call sent since it went down
+    /// brings it back: the late answer of a call in flight when it failed
+    /// says nothing of Redis now.
+    #[test]
+    fn a_late_answer_does_not_bring_redis_back() {
+        let b = RedisBackend::from_url("redis://127.0.0.1:1").unwrap();
+        let (inner, health) = (&*b.inner, &b.inner.health);
+        let down = |h: &Health| h.open_until.load(Ordering::Acquire) != 0;
+        let count = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Three failures (the threshold) at 10, 11 and 12: down at 12.
+        for now in [10, 11, 12] {
+            health.failure(inner, now, false);
+        }
+        assert!(down(health));
+        health.success(inner, 11, false);
+        assert!(down(health), "sent at 11, before Redis went down");
+        assert_eq!(count(&inner.stats.came_back), 0);
+        health.success(inner, 11, true);
+        assert!(!down(health), "a probe, whenever sent");
+        for now in [20, 21, 22] {
+            health.failure(inner, now, false);
+        }
+        health.success(inner, 22, false);
+        assert!(!down(health), "sent when Redis went down");
+        assert_eq!(
+            (count(&inner.stats.went_down), count(&inner.stats.came_back)),
+            (2, 2)
+        );
+    }
+
     #[test]
     fn deny_cache_is_bounded_and_ages() {
         let q = Quota::per_second(1);
