@@ -778,3 +778,56 @@ async fn the_http_adapter_reports_completions_per_key() {
     let ewma = alice.latency_ewma.unwrap().as_secs_f64();
     assert!((ewma - 0.036).abs() < 1e-6, "{ewma}");
 }
+
+/// Behind axum too, a busy thread samples a per-key layer's admitted
+/// requests for a `Monitor` (one followed in 32, counted 32 times), a
+/// quiet one follows them all: the layer's counts stay exact, a key's
+/// completions and failures (5xx) are estimates.
+#[tokio::test(start_paused = true)]
+async fn a_busy_thread_samples_keys_behind_axum() {
+    use tower_sluice::observe::Monitor;
+    let monitor = Monitor::new();
+    let mut app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+        )
+        .layer(
+            PerKeyLayer::new(Quota::per_second(1_000_000_000), api_key())
+                .observer(monitor.clone())
+                .http(),
+        )
+        .into_service();
+    let get = |path: &str, key: &str| {
+        Request::get(path)
+            .header("x-api-key", key)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Quiet so far: every request followed.
+    for i in 0..1_000 {
+        send(&mut app, get("/", &format!("w{}", i % 8))).await;
+    }
+    assert_eq!(monitor.key(&"w0").unwrap().requests, 125);
+    // 1 000 admitted within 100 ms: the next span samples.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    send(&mut app, get("/", "w0")).await;
+    // Not a multiple of 32: followed one by one, the counts could not be.
+    const N: u64 = 8_010;
+    for _ in 0..N {
+        assert_eq!(send(&mut app, get("/fail", "bob")).await.status(), 500);
+    }
+    let snap = monitor.snapshot();
+    let layer = snap.layer("per_key").unwrap();
+    assert_eq!(layer.requests, 1_001 + N, "the layer's count is exact");
+    let bob = snap.key(&"bob").unwrap();
+    // About 250 of 8 010 followed, standard deviation about 16 (6 %).
+    for (what, n) in [("requests", bob.requests), ("failed", bob.failed)] {
+        assert!(n.is_multiple_of(32), "{what}: {n}");
+        let off = n.abs_diff(N) as f64 / N as f64;
+        assert!(off < 0.3, "{what}: {n} estimated for {N}");
+    }
+    assert_eq!(bob.completed, bob.failed, "every one a 5xx");
+    assert_eq!(layer.failed, bob.failed);
+}
