@@ -631,6 +631,41 @@ async fn limited_rate_alert_fires_once_and_rearms() {
     assert_eq!(monitor.snapshot().alerts_fired, 2);
 }
 
+/// On a busy thread a key's rate rule judges the sampled estimate (its
+/// limited requests exact, its admitted ones counted 32 at a time): a
+/// key that starts being refused fires once, an innocent one never.
+#[tokio::test(start_paused = true)]
+async fn limited_rate_alert_fires_once_on_a_busy_thread() {
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let f = fired.clone();
+    let monitor = Monitor::builder()
+        .alert(
+            AlertRule::limited_rate(0.2).min_requests(100),
+            move |a: &Alert| {
+                if let Alert::LimitedRate { key, .. } = a {
+                    f.lock().unwrap().push(key.clone());
+                }
+            },
+        )
+        .build();
+    // A burst of 3 000 per key, then 1 a minute.
+    let mut svc = keyed(Quota::per_minute(1).with_burst(3_000), monitor.clone());
+    make_busy(&mut svc).await;
+    // 3 000 admitted (sampled), then 2 000 refused (exact).
+    for _ in 0..5_000 {
+        send(&mut svc, "mallory", 0).await;
+    }
+    for _ in 0..2_000 {
+        assert!(send(&mut svc, "alice", 0).await);
+    }
+    assert!(monitor.flush_alerts(WAIT));
+    assert_eq!(*fired.lock().unwrap(), ["\"mallory\"".to_owned()]);
+    let mallory = monitor.key(&"mallory").unwrap();
+    assert_eq!(mallory.limited, 2_000);
+    assert!(mallory.alerting);
+    assert!(!monitor.key(&"alice").unwrap().alerting);
+}
+
 #[tokio::test(start_paused = true)]
 async fn breaker_alert_fires_once_per_opening() {
     let opened = Arc::new(AtomicUsize::new(0));
