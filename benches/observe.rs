@@ -16,14 +16,15 @@
 //!   its `Completed`, timed, and counts it 32 times);
 //! * `circuit_breaker`: the default breaker (reports `BreakerCall`; the
 //!   breaker reads the precise clock twice for the calls the observer
-//!   wants timed: one in 32 for a `Monitor`);
+//!   wants timed: one in 32 for a `Monitor` on a busy thread);
 //! * `queue`: a queue with free capacity (a request sent at once reports
 //!   nothing);
 //! * `retry`: `BackoffRetryLayer` whose first attempt succeeds (reports
 //!   nothing).
 //!
 //! After criterion's report, a summary of ratios measured in the same
-//! process (best of several fixed-size runs) is printed.
+//! process (each stack run for 150 ms first, so that a `Monitor` finds the
+//! thread busy, then the best of several fixed-size runs) is printed.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -135,6 +136,10 @@ criterion_group! {
 
 const RUNS: usize = 5;
 const ITERS: u64 = 500_000;
+/// Requests run before timing a stack, long enough for a `Monitor` to find
+/// the thread busy (it measures the pace over 100 ms): the summary is of
+/// the steady state under load.
+const WARM: Duration = Duration::from_millis(150);
 
 fn print_ratios() {
     let rt = support::timer_runtime();
@@ -146,6 +151,13 @@ fn print_ratios() {
     for (name, mut plain, mut monitored) in stacks() {
         let mut i = 0u64;
         let mut run = |svc: &mut Svc| {
+            let start = std::time::Instant::now();
+            while start.elapsed() < WARM {
+                timed(10_000, || {
+                    i += 1;
+                    black_box(svc(&mut cx, black_box(i)));
+                });
+            }
             support::best_ns(RUNS, ITERS, |n| {
                 timed(n, || {
                     i += 1;

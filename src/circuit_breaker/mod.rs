@@ -82,8 +82,9 @@
 //! An [observer](CircuitBreakerLayer::observer) does not change this: the
 //! calls it wants timed
 //! ([`Observer::latency_one_in`](crate::observe::Observer::latency_one_in):
-//! every call for a closure, one in 32 for a
-//! [`Monitor`](crate::observe::Monitor)) are timed apart, on the precise
+//! every call for a closure; for a [`Monitor`](crate::observe::Monitor),
+//! every call while the thread is quiet and one in 32 once it is busy) are
+//! timed apart, on the precise
 //! clock (two more reads), and judged slow on it.
 //! With the `test-util` feature both follow tokio's clock, so tests on
 //! paused time are exact.

@@ -846,14 +846,17 @@ impl Observers {
 
     /// Whether to time this call: for about one call in
     /// [`latency_one_in`](Observer::latency_one_in), at random; never
-    /// without an observer.
+    /// without an observer. A bound [`Monitor`] has every call timed while
+    /// the thread is quiet for the layer (see
+    /// [`MonitorBuilder::sample_one_in`](super::MonitorBuilder::sample_one_in)).
     #[inline]
     pub(crate) fn time_this_call(&self) -> bool {
-        match self.one_in {
-            _ if !self.is_set() => false,
-            0 => false,
-            1 => true,
-            n => one_in(n),
+        match (&self.kind, self.one_in) {
+            (Kind::None, _) => false,
+            (Kind::Monitor(m), _) => m.time_call(),
+            (Kind::Dyn(_), 0) => false,
+            (Kind::Dyn(_), 1) => true,
+            (Kind::Dyn(_), n) => one_in(n),
         }
     }
 

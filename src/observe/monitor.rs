@@ -92,12 +92,12 @@ const LAYERS: usize = 32;
 ///   [`Event::Completed`] latencies (per key and per layer) and of
 ///   [`Event::BreakerCall`] latencies (per layer), with smoothing α
 ///   (`ewma += α (sample − ewma)`, default 0.1), over **timed** calls
-///   only: the monitor asks layers to time about one call in 32, chosen at
-///   random ([`sample_one_in`](MonitorBuilder::sample_one_in); timing a
-///   call costs two precise clock reads), and a sampling per-key layer
-///   times the requests it follows. A key with few requests may have no
-///   response time yet. Use `sample_one_in(1)` for an exact average of
-///   every call.
+///   only: a layer times every call while its thread is quiet, and about
+///   one call in 32, chosen at random, once the thread is busy
+///   ([`sample_one_in`](MonitorBuilder::sample_one_in); timing a call
+///   costs two precise clock reads); a sampling per-key layer times the
+///   requests it follows. Use `sample_one_in(1)` for an exact average of
+///   every call whatever the load.
 ///
 /// # Memory and cost
 ///
@@ -251,11 +251,13 @@ impl MonitorBuilder {
         self
     }
 
-    /// Sample about one request in `n` (default 32): those are timed for
-    /// the response-time EWMAs and, of a per-key layer's admitted requests
-    /// on a busy thread (10 000 or more a second), only those are followed
-    /// into their key's row and to their completion, each counted `n` times
-    /// (see [`Monitor`]'s `# What is counted`). `1` follows and times every
+    /// On a busy thread (10 000 or more requests a second through a
+    /// layer), sample about one request in `n` (default 32): only those
+    /// are timed for the response-time EWMAs and, of a per-key layer's
+    /// admitted requests, only those are followed into their key's row and
+    /// to their completion, each counted `n` times (see [`Monitor`]'s
+    /// `# What is counted`). A quiet thread follows and times every
+    /// request. `1` follows and times every
     /// request whatever the load: exact figures, at several times the cost
     /// under load; `0` follows every request and times none. Layers read
     /// the precise clock only for timed calls (see
@@ -1254,7 +1256,9 @@ impl Observer for Monitor {
         self.observe(event, None);
     }
 
-    /// One call in [`MonitorBuilder::sample_one_in`] (32 by default).
+    /// One call in [`MonitorBuilder::sample_one_in`] (32 by default). A
+    /// monitor given directly to a layer decides for itself: every call
+    /// while the thread is quiet for the layer, one in `n` once it is busy.
     fn latency_one_in(&self) -> u32 {
         self.inner.sample_one_in
     }
@@ -1465,9 +1469,39 @@ impl Bound {
         latency: Option<Duration>,
     ) {
         let name = self.scope.unwrap_or(layer);
+        let stats = self.hot(name);
         self.monitor
             .inner
-            .count_breaker_call(self.hot(name), outcome, latency);
+            .count_breaker_call(stats, outcome, latency);
+        if latency.is_some() {
+            self.timed(stats);
+        }
+    }
+
+    /// Whether the layer should time this call: every call while the
+    /// thread is quiet for it, about one in
+    /// [`MonitorBuilder::sample_one_in`] once it is busy.
+    #[inline(always)]
+    pub(crate) fn time_call(&self) -> bool {
+        match self.monitor.inner.sample_one_in {
+            0 => false,
+            1 => true,
+            n => !self.layer.counts().counts.1.sampling() || super::one_in(n),
+        }
+    }
+
+    /// Measures the thread's pace at a timed call of a layer whose calls
+    /// are not followed otherwise (a breaker's): it stands for one call
+    /// while the thread is quiet, for `n` once it samples.
+    #[inline(never)]
+    fn timed(&self, stats: &LayerStats) {
+        let inner = &*self.monitor.inner;
+        let n = inner.sample_one_in;
+        if n > 1 {
+            let pace = &stats.counts().counts.1;
+            let weight = if pace.sampling() { n } else { 1 };
+            pace.followed(inner.clock.now(), u64::from(weight));
+        }
     }
 
     /// The layer's statistics, for the events it reports on every request:
@@ -2308,9 +2342,8 @@ impl LayerSnapshot {
 /// let key = monitor.key(&7u64).unwrap();
 /// assert_eq!(key.key, "7");
 /// assert_eq!((key.completed, key.failed), (2, 2));
-/// // Response times are sampled (one call in 32 by default): after two
-/// // calls there may be no figure yet.
-/// # let _ = key.latency_ewma;
+/// // Both timed: a quiet thread times every call.
+/// assert!(key.latency_ewma.is_some());
 /// # }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -555,6 +555,41 @@ async fn quiet_threads_follow_every_request() {
     );
 }
 
+/// A quiet thread has every call timed, by a per-key layer and by a
+/// breaker alike: the response-time averages are exact without
+/// `sample_one_in(1)`.
+#[tokio::test(start_paused = true)]
+async fn quiet_threads_time_every_call() {
+    let monitor = Monitor::new();
+    let mut keyed = keyed(Quota::per_second(1_000), monitor.clone());
+    let mut breaker = CircuitBreakerLayer::default()
+        .observer(monitor.clone())
+        .layer(service_fn(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, Infallible>(())
+        }));
+    for ms in [10, 20, 30] {
+        assert!(send(&mut keyed, "k", ms).await);
+        within(breaker.ready().await.unwrap().call(ms))
+            .await
+            .unwrap();
+    }
+    // EWMA (α 0.1) of 10, 20 and 30 ms.
+    let expected = 0.0129;
+    let secs = |d: Option<Duration>| d.expect("timed").as_secs_f64();
+    let snap = monitor.snapshot();
+    for (what, ewma) in [
+        ("key", secs(snap.key(&"k".to_owned()).unwrap().latency_ewma)),
+        ("per_key", secs(snap.layer("per_key").unwrap().latency_ewma)),
+        (
+            "breaker",
+            secs(snap.layer("circuit_breaker").unwrap().latency_ewma),
+        ),
+    ] {
+        assert!((ewma - expected).abs() < 1e-6, "{what}: {ewma}");
+    }
+}
+
 /// `sample_one_in(1)` follows every request, `0` every request untimed.
 #[tokio::test(start_paused = true)]
 async fn unsampled_monitors_count_every_key_request() {
