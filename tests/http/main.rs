@@ -737,6 +737,27 @@ fn handle_layer_of(
     layer
 }
 
+/// `GET /` answered by `root` and `GET /fail` answering 500, behind a
+/// per-key layer of `quota` on the API key that reports to `monitor`.
+fn monitored(
+    root: axum::routing::MethodRouter,
+    quota: Quota,
+    monitor: &tower_sluice::observe::Monitor,
+) -> App {
+    Router::new()
+        .route("/", root)
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+        )
+        .layer(
+            PerKeyLayer::new(quota, api_key())
+                .observer(monitor.clone())
+                .http(),
+        )
+        .into_service()
+}
+
 /// With an observer, the HTTP adapter reports each answered request's
 /// completion with its key and latency (a 5xx counts as a failure), so a
 /// `Monitor` has per-key response times behind axum too; refusals complete
@@ -746,24 +767,11 @@ async fn the_http_adapter_reports_completions_per_key() {
     use tower_sluice::observe::Monitor;
     // Every call timed, so that the EWMA is exact.
     let monitor = Monitor::builder().sample_one_in(1).build();
-    let app = Router::new()
-        .route(
-            "/",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                "ok"
-            }),
-        )
-        .route(
-            "/fail",
-            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }),
-        )
-        .layer(
-            PerKeyLayer::new(Quota::per_minute(3), api_key())
-                .observer(monitor.clone())
-                .http(),
-        );
-    let mut app = app.into_service();
+    let root = get(|| async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        "ok"
+    });
+    let mut app = monitored(root, Quota::per_minute(3), &monitor);
     for path in ["/", "/", "/fail", "/"] {
         let req = Request::get(path)
             .header("x-api-key", "alice")
@@ -787,18 +795,8 @@ async fn the_http_adapter_reports_completions_per_key() {
 async fn a_busy_thread_samples_keys_behind_axum() {
     use tower_sluice::observe::Monitor;
     let monitor = Monitor::new();
-    let mut app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .route(
-            "/fail",
-            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }),
-        )
-        .layer(
-            PerKeyLayer::new(Quota::per_second(1_000_000_000), api_key())
-                .observer(monitor.clone())
-                .http(),
-        )
-        .into_service();
+    let root = get(|| async { "ok" });
+    let mut app = monitored(root, Quota::per_second(1_000_000_000), &monitor);
     let get = |path: &str, key: &str| {
         Request::get(path)
             .header("x-api-key", key)
