@@ -824,6 +824,12 @@ struct Mine<'a> {
 }
 
 impl Mine<'_> {
+    /// This thread's pace through the layer.
+    #[inline(always)]
+    fn pace(&self) -> &Pace {
+        &self.counts.1
+    }
+
     #[inline(always)]
     fn add(&self, i: usize, n: u64) {
         slot::add(&self.counts.0[i], self.slot, n);
@@ -873,6 +879,12 @@ impl LayerStats {
             counts: &self.counts[slot],
             slot,
         }
+    }
+
+    /// This thread's pace through the layer.
+    #[inline(always)]
+    fn pace(&self) -> &Pace {
+        &self.counts[slot::slot()].1
     }
 
     /// Whether `name` is this layer's name: by address first (a name is
@@ -1394,7 +1406,7 @@ impl Bound {
         mine.add(count::REQUESTS, 1);
         match self.monitor.inner.sample_one_in {
             0 | 1 => 1,
-            _ if !mine.counts.1.sampling() => 1,
+            _ if !mine.pace().sampling() => 1,
             n if super::one_in(n) => n,
             _ => 0,
         }
@@ -1417,11 +1429,7 @@ impl Bound {
         let inner = &*self.monitor.inner;
         let now = inner.clock.now();
         if inner.sample_one_in > 1 {
-            self.hot(name)
-                .counts()
-                .counts
-                .1
-                .followed(now, u64::from(weight));
+            self.hot(name).pace().followed(now, u64::from(weight));
         }
         inner.follow(name, key.key_hash(), key, weight, now)
     }
@@ -1486,7 +1494,7 @@ impl Bound {
         match self.monitor.inner.sample_one_in {
             0 => false,
             1 => true,
-            n => !self.layer.counts().counts.1.sampling() || super::one_in(n),
+            n => !self.layer.pace().sampling() || super::one_in(n),
         }
     }
 
@@ -1498,7 +1506,7 @@ impl Bound {
         let inner = &*self.monitor.inner;
         let n = inner.sample_one_in;
         if n > 1 {
-            let pace = &stats.counts().counts.1;
+            let pace = stats.pace();
             let weight = if pace.sampling() { n } else { 1 };
             pace.followed(inner.clock.now(), u64::from(weight));
         }

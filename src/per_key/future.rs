@@ -79,11 +79,6 @@ impl<K: fmt::Debug + Hash> Observed<K> {
     /// inlined into it: one call per observed completion.
     #[inline(never)]
     pub(crate) fn complete(self, success: bool) {
-        // A remote decision, reported after the request was built, may not
-        // be followed.
-        if !self.row.follows() {
-            return;
-        }
         self.config.observers.emit_completed(
             LAYER,
             self.key.as_ref().map(|k| k as &dyn EventKey),
