@@ -7,6 +7,8 @@
 //!   N calls, or the last N seconds in buckets). Once the window holds
 //!   [`minimum_calls`](CircuitBreakerBuilder::minimum_calls) calls and the
 //!   failure rate (or the slow-call rate) reaches its threshold, it opens.
+//!   Every recorded call is judged, successes included: four failures then
+//!   a success, with a minimum of 5 and a 50 % threshold, open it.
 //!   In [consecutive mode](CircuitBreakerBuilder::consecutive_failures), it
 //!   opens after N failures in a row instead.
 //! * **Open**: calls fail at once with [`CircuitOpen`](crate::CircuitOpen),

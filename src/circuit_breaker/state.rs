@@ -223,6 +223,10 @@ pub(crate) struct Breaker {
     /// When Open ends, in clock nanoseconds.
     open_until: AtomicU64,
     consecutive: AtomicU32,
+    /// Failures and slow calls recorded since the window was last read
+    /// clean. A success is judged only while this is non-zero: a success
+    /// can raise no rate over a window that holds no failure or slow call.
+    unclean: AtomicU32,
     window: Window,
     control: Mutex<Control>,
     clock: Clock,
@@ -284,6 +288,7 @@ impl Breaker {
             state: AtomicU64::new(CLOSED),
             open_until: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            unclean: AtomicU32::new(0),
             control: Mutex::new(Control::default()),
             clock: Clock::new(),
             coarse_clock: CoarseClock::new(),
@@ -710,19 +715,43 @@ impl Breaker {
             }
             0
         };
-        if word & KIND == FORCED_CLOSED || !(failure || slow) {
+        if word & KIND == FORCED_CLOSED {
             return true;
         }
         let c = &self.config;
         let trip = match c.trip {
+            Trip::Consecutive(_) if !(failure || slow) => return true,
             Trip::Consecutive(n) => (in_a_row >= n).then_some(ChangeReason::ConsecutiveFailures),
             Trip::Rate => {
+                // Every recorded call is judged once `minimum_calls` is
+                // reached (a success can complete the minimum, or land
+                // after older successes left the window), except a success
+                // over a window known to hold no failure or slow call.
+                let marks = if failure || slow {
+                    self.unclean.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
+                } else {
+                    match self.unclean.load(Ordering::Acquire) {
+                        0 => return true,
+                        marks => marks,
+                    }
+                };
                 let Counts {
                     calls,
                     failures,
                     slow,
                 } = self.window.counts(now);
-                if calls < c.effective_minimum() {
+                if failures == 0 && slow == 0 {
+                    // Clean: unless a failure was recorded since `marks`
+                    // was read (then the exchange fails and it stays
+                    // marked).
+                    let _ = self.unclean.compare_exchange(
+                        marks,
+                        0,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                    None
+                } else if calls < c.effective_minimum() {
                     None
                 } else if at_least(failures, calls, c.failure_rate_threshold) {
                     Some(ChangeReason::FailureRate)

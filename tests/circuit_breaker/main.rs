@@ -165,6 +165,74 @@ async fn opens_exactly_at_the_threshold_after_minimum_calls() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_success_that_completes_the_minimum_is_judged() {
+    // 4 failures, then a success: 5 calls, the minimum, at 80 % failures.
+    let mut f = fixture(count(10, 5));
+    f.run((0..4).map(|_| Call::Fail)).await;
+    assert_eq!(f.state(), CircuitState::Closed);
+    f.run([Call::Ok]).await;
+    assert_eq!(f.state(), CircuitState::Open, "{:?}", f.handle.stats());
+    // The next call never reaches the failing upstream.
+    let hits = f.hits.load(Ordering::SeqCst);
+    assert!(is_open(&f.call(Call::Ok).await).is_some());
+    assert_eq!(f.hits.load(Ordering::SeqCst), hits);
+
+    // The same on a time window.
+    let mut f = fixture(
+        CircuitBreakerLayer::builder()
+            .window(SlidingWindow::Time {
+                size: 10 * SEC,
+                buckets: 10,
+            })
+            .minimum_calls(5)
+            .failure_rate_threshold(50.0),
+    );
+    f.run((0..3).map(|_| Call::Fail)).await;
+    f.run([Call::Ok]).await;
+    assert_eq!(f.state(), CircuitState::Closed); // 4 calls: below the minimum
+    f.run([Call::Ok]).await; // 3 of 5 = 60 %
+    assert_eq!(f.state(), CircuitState::Open, "{:?}", f.handle.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_after_old_successes_left_the_window_is_judged() {
+    let mut f = fixture(
+        CircuitBreakerLayer::builder()
+            .window(SlidingWindow::Time {
+                size: 10 * SEC,
+                buckets: 10,
+            })
+            .minimum_calls(4)
+            .failure_rate_threshold(50.0),
+    );
+    // 6 successes, then 3 failures 5 s later: 3 of 9, closed.
+    f.run((0..6).map(|_| Call::Ok)).await;
+    advance(5 * SEC).await;
+    f.run((0..3).map(|_| Call::Fail)).await;
+    assert_eq!(f.state(), CircuitState::Closed);
+    // The successes leave the window; the next success makes 3 of 4.
+    advance(5 * SEC).await;
+    f.run([Call::Ok]).await;
+    assert_eq!(f.state(), CircuitState::Open, "{:?}", f.handle.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_over_a_clean_window_never_open_it() {
+    let mut f = fixture(count(10, 5));
+    // A failure, then enough successes to push it out of the window.
+    f.run([Call::Fail]).await;
+    f.run((0..30).map(|_| Call::Ok)).await;
+    assert_eq!(f.state(), CircuitState::Closed);
+    let stats = f.handle.stats();
+    assert_eq!((stats.calls, stats.failures), (10, 0));
+    // 4 failures of 10: still closed, the 5th of 10 opens it.
+    f.run((0..4).map(|_| Call::Fail)).await;
+    assert_eq!(f.state(), CircuitState::Closed);
+    f.run([Call::Fail]).await;
+    assert_eq!(f.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn does_not_open_below_the_threshold_and_ignores_shed_calls() {
     let mut f = fixture(count(10, 10));
     for _ in 0..100 {
