@@ -116,10 +116,10 @@ fn stats_memory_is_bounded() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_raised_limit_never_grants_a_burst() {
+async fn a_raised_limit_keeps_the_burst_in_time() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    // 10 per second, burst 10, up to 20 per second.
+    // 10 per second, burst 10 (one second of requests), up to 20 per second.
     let adaptive =
         AdaptivePolicy::<String>::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
             if let Event::LimitChanged { key, old, new, .. } = e {
@@ -127,6 +127,7 @@ async fn a_raised_limit_never_grants_a_burst() {
                     format!("{:?}", key.unwrap()),
                     old.limit(),
                     new.limit(),
+                    new.burst(),
                 ));
             }
         });
@@ -149,23 +150,20 @@ async fn a_raised_limit_never_grants_a_burst() {
             passed
         }
     };
-    // The first response raises the limit to 20/s (an instant success).
-    // The burst stays 10: at most 10 pass at once, and fewer here, since
-    // the debt of the requests already sent now counts at the new rate.
+    // The first response raises the limit to 20/s (an instant success),
+    // with a burst of 20: still one second of requests. The first request
+    // cost a tenth of that second, the others a twentieth each.
     let first = burst(30).await;
-    assert!((5..=10).contains(&first), "{first}");
+    assert_eq!(first, 1 + 18);
     assert_eq!(adaptive.limit(&"a".to_string()), 20);
     assert_eq!(
         events.lock().unwrap()[0],
-        ("\"a\"".to_string(), 10, 20),
+        ("\"a\"".to_string(), 10, 20, 20),
         "one LimitChanged event with the key"
     );
-    // Idle for long: the bucket is full again, with the base burst, not 20.
+    // Idle for long: the bucket is full again, one second of 20/s.
     sleep(Duration::from_secs(10)).await;
-    assert_eq!(burst(30).await, 10);
-    // The raised rate refills faster: 20 per second.
-    sleep(Duration::from_secs(1)).await;
-    assert_eq!(burst(30).await, 10, "a full bucket holds the burst only");
+    assert_eq!(burst(50).await, 20, "a full bucket holds the burst only");
     let mut passed = 0;
     for _ in 0..100 {
         sleep(Duration::from_millis(10)).await;
@@ -173,6 +171,105 @@ async fn a_raised_limit_never_grants_a_burst() {
     }
     assert!((19..=21).contains(&passed), "{passed} in 1 s at 20/s");
     let _ = svc.ready().await.unwrap();
+}
+
+/// Sends `n` requests of key "k" at once through `svc`; how many passed.
+async fn send_at_once<S>(svc: &mut S, n: usize) -> usize
+where
+    S: Service<String, Response = (), Error = BoxError>,
+{
+    let mut passed = 0;
+    for _ in 0..n {
+        match svc.ready().await.unwrap().call("k".to_string()).await {
+            Ok(()) => passed += 1,
+            Err(e) => assert!(e.is::<RateLimited>(), "{e}"),
+        }
+    }
+    passed
+}
+
+/// From now, the time until a request of key "k" passes (tried every
+/// 100 ms; a refused try costs nothing).
+async fn next_admission<S>(svc: &mut S) -> Duration
+where
+    S: Service<String, Response = (), Error = BoxError>,
+{
+    let start = Instant::now();
+    while send_at_once(svc, 1).await == 0 {
+        sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// A layer over key "k" at `base`, raised to `raised` by an adaptive
+/// policy when `raise` is called (`None`: a plain layer at `base`).
+fn raise_fixture(
+    base: Quota,
+    raised: Option<u32>,
+) -> (tower::util::BoxService<String, (), BoxError>, Box<dyn Fn()>) {
+    let key = |req: &String| Some(req.clone());
+    let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
+    match raised {
+        Some(raised) => {
+            let adaptive = AdaptivePolicy::<String>::new(base, 1_000)
+                .formula(move |_: u32, _: u32, _: &KeyStats| raised);
+            let svc = adaptive.per_key_layer(key).layer(inner);
+            let raise = move || {
+                adaptive.record(&"k".to_string(), true, Duration::ZERO);
+                assert_eq!(adaptive.limit(&"k".to_string()), raised);
+            };
+            (tower::util::BoxService::new(svc), Box::new(raise))
+        }
+        None => {
+            let svc = tower_sluice::PerKeyLayer::new(base, key).layer(inner);
+            (tower::util::BoxService::new(svc), Box::new(|| {}))
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_raise_never_serves_a_key_worse_than_the_base() {
+    let base = Quota::per_minute(10); // one every 6 s, burst 10 (60 s)
+    for raised in [11, 13, 15, 20, 30, 37, 100] {
+        // `spent` requests under the base, then the raise; then a burst at
+        // once, or the wait for the next admission. The same arrivals
+        // through a layer that keeps the base, on fresh layers each time.
+        for spent in [0, 3, 9, 10] {
+            let mut burst = [0; 2];
+            let mut next = [Duration::ZERO; 2];
+            for (i, r) in [Some(raised), None].into_iter().enumerate() {
+                let (mut svc, raise) = raise_fixture(base, r);
+                assert_eq!(send_at_once(&mut svc, spent).await, spent);
+                raise();
+                burst[i] = send_at_once(&mut svc, 500).await;
+
+                let (mut svc, raise) = raise_fixture(base, r);
+                assert_eq!(send_at_once(&mut svc, spent).await, spent);
+                raise();
+                next[i] = next_admission(&mut svc).await;
+            }
+            assert!(
+                burst[0] >= burst[1],
+                "x{raised}, after {spent}: burst {} < base {}",
+                burst[0],
+                burst[1]
+            );
+            assert!(
+                next[0] <= next[1],
+                "x{raised}, after {spent}: next {:?} > base {:?}",
+                next[0],
+                next[1]
+            );
+        }
+        // From a full bucket, a raised key's burst spans the base's 60 s.
+        let (mut svc, raise) = raise_fixture(base, Some(raised));
+        raise();
+        assert_eq!(
+            send_at_once(&mut svc, 5_000).await,
+            raised as usize,
+            "x{raised}"
+        );
+    }
 }
 
 // ------------------------------------------------------------------ AIMD

@@ -248,9 +248,12 @@ impl LimitFormula for DefaultFormula {
 ///
 /// # Fairness
 ///
-/// A key's burst stays the base quota's: a raised limit refills its bucket
-/// faster but never grants it an extra burst, and a key keeps its debt
-/// across a change (see [`PerKeyHandle`](crate::per_key::PerKeyHandle)).
+/// A raised key keeps the base quota's burst *in time*: at twice the base
+/// limit its bucket refills twice as fast and holds twice the requests, over
+/// the same span. A key keeps its debt across a change (see
+/// [`PerKeyHandle`](crate::per_key::PerKeyHandle)), so a raise never makes
+/// a key's next admission later, nor its burst smaller, than the base
+/// quota would.
 ///
 /// # Sharing
 ///
@@ -768,8 +771,27 @@ impl<K> Shared<K> {
         }
     }
 
+    /// The quota of a key raised to `limit`: the base's period, and a burst
+    /// that spans at least the base's burst in time. A key's debt is kept
+    /// as time, so with the same burst time a request the base would admit
+    /// is admitted at the raised limit too, never later.
     fn quota(&self, limit: u32) -> Quota {
-        Quota::try_with_burst(limit, self.base.period(), self.base.burst()).unwrap_or(self.base)
+        let base = self.base;
+        if limit <= base.limit() {
+            return base;
+        }
+        let window = base.window_nanos();
+        let scaled = u64::from(base.burst()) * u64::from(limit);
+        let mut burst = scaled.div_ceil(u64::from(base.limit()));
+        let Ok(q) = Quota::try_with_burst(limit, base.period(), 1) else {
+            return base;
+        };
+        // The interval is rounded to the nanosecond: make up for it.
+        while burst.saturating_mul(q.emission_nanos()) < window {
+            burst += 1;
+        }
+        let burst = u32::try_from(burst).unwrap_or(u32::MAX);
+        Quota::try_with_burst(limit, base.period(), burst).unwrap_or(base)
     }
 
     fn policy(&self, limit: u32) -> Policy {
