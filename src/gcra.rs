@@ -16,8 +16,8 @@
 //! `tat` lives in one `AtomicU64` updated by compare-exchange: no lock and no
 //! allocation per decision.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, fence};
 use std::time::Duration;
 
 use crate::Quota;
@@ -223,6 +223,94 @@ impl Params {
     pub(crate) fn inc(&self, cost: u32) -> u64 {
         self.emission * u64::from(cost)
     }
+}
+
+/// A quota's [`Params`] that may change while deciders read them.
+///
+/// A sequence lock: a change makes the sequence odd, stores the fields and
+/// makes it even again; a reader that saw it odd, or changed, reads again.
+/// Readers never wait for each other and take no lock; changes are rare and
+/// must be serialized by the caller.
+#[derive(Debug)]
+pub(crate) struct Tunable {
+    seq: AtomicU64,
+    emission: AtomicU64,
+    window: AtomicU64,
+    period: AtomicU64,
+    /// `limit << 32 | burst`.
+    counts: AtomicU64,
+}
+
+impl Tunable {
+    pub(crate) fn new(quota: Quota) -> Self {
+        let p = Params::new(quota);
+        Tunable {
+            seq: AtomicU64::new(0),
+            emission: AtomicU64::new(p.emission),
+            window: AtomicU64::new(p.window),
+            period: AtomicU64::new(p.period),
+            counts: AtomicU64::new(u64::from(quota.limit()) << 32 | u64::from(quota.burst())),
+        }
+    }
+
+    /// The parameters now.
+    #[inline]
+    pub(crate) fn load(&self) -> Params {
+        loop {
+            let seq = self.seq.load(Acquire);
+            let emission = self.emission.load(Relaxed);
+            let window = self.window.load(Relaxed);
+            let period = self.period.load(Relaxed);
+            let counts = self.counts.load(Relaxed);
+            fence(Acquire);
+            if seq & 1 == 0 && self.seq.load(Relaxed) == seq {
+                let quota = Quota::from_parts(
+                    (counts >> 32) as u32,
+                    Duration::from_nanos(period),
+                    counts as u32,
+                );
+                return Params {
+                    quota,
+                    emission,
+                    window,
+                    period,
+                };
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Replaces the parameters. Callers serialize their changes.
+    pub(crate) fn store(&self, quota: Quota) {
+        let p = Params::new(quota);
+        let seq = self.seq.load(Relaxed);
+        self.seq.store(seq.wrapping_add(1), Relaxed);
+        fence(Release);
+        self.emission.store(p.emission, Relaxed);
+        self.window.store(p.window, Relaxed);
+        self.period.store(p.period, Relaxed);
+        self.counts.store(
+            u64::from(quota.limit()) << 32 | u64::from(quota.burst()),
+            Relaxed,
+        );
+        self.seq.store(seq.wrapping_add(2), Release);
+    }
+}
+
+/// The `tat` that keeps what a bucket holds across a change of its quota
+/// from `old` to `new` at `now`: the requests it could pass at once stay
+/// the same (no more than `new`'s burst), and requests already reserved
+/// past the burst stay reserved. Nothing refills and no burst is granted.
+pub(crate) fn convert_tat(tat: u64, now: u64, old: &Params, new: &Params) -> u64 {
+    let debt = i128::from(tat.saturating_sub(now));
+    // What the bucket holds, in requests of the old quota (negative when
+    // reserved past the burst), scaled to nanoseconds of the new one.
+    let held = (i128::from(old.window) - debt) * i128::from(new.emission)
+        / i128::from(old.emission.max(1));
+    let held = held.min(i128::from(new.window));
+    let debt = i128::from(new.window) - held;
+    let tat = i128::from(now) + debt;
+    u64::try_from(tat.clamp(0, i128::from(MAX_TAT))).unwrap_or(MAX_TAT)
 }
 
 /// The outcome of one rate-limit decision.
@@ -492,7 +580,8 @@ pub(crate) const INLINE_CELLS: usize = 4;
 /// key's state under its policy.
 pub(crate) trait CellSet {
     fn len(&self) -> usize;
-    fn cell(&self, i: usize) -> (&Params, &Gcra);
+    /// Cell `i`'s parameters (read now: a limiter's may change) and state.
+    fn cell(&self, i: usize) -> (Params, &Gcra);
 }
 
 impl CellSet for [(Params, Gcra)] {
@@ -502,9 +591,9 @@ impl CellSet for [(Params, Gcra)] {
     }
 
     #[inline]
-    fn cell(&self, i: usize) -> (&Params, &Gcra) {
+    fn cell(&self, i: usize) -> (Params, &Gcra) {
         let (p, g) = &self[i];
-        (p, g)
+        (*p, g)
     }
 }
 
@@ -530,7 +619,7 @@ impl Reserved {
             } else {
                 g.tat()
             };
-            let d = Decision::allowed(p, self.now, tat);
+            let d = Decision::allowed(&p, self.now, tat);
             if best.is_none_or(|b| d.remaining() < b.remaining()) {
                 best = Some(d);
             }
@@ -563,7 +652,7 @@ pub(crate) fn reserve_all(
                 stamps[0] = tat;
                 Ok(Reserved { wait, now, stamps })
             }
-            Err(base) => Err(Decision::denied(p, now, base, inc)),
+            Err(base) => Err(Decision::denied(&p, now, base, inc)),
         };
     }
     'retry: loop {
@@ -575,7 +664,7 @@ pub(crate) fn reserve_all(
             let (w, base) = g.wait(p.window, inc, now);
             if w > wait || (w > 0 && worst.is_none()) {
                 wait = w;
-                worst = Some(Decision::denied(p, now, base, inc));
+                worst = Some(Decision::denied(&p, now, base, inc));
             }
         }
         if wait > max_wait {
@@ -606,7 +695,7 @@ pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, cost: u32) -> 
         let inc = p.inc(cost);
         let (wait, base) = g.wait(p.window, inc, now);
         if wait > 0 && worst.is_none_or(|w| wait > w.retry_after_nanos()) {
-            worst = Some(Decision::denied(p, now, base, inc));
+            worst = Some(Decision::denied(&p, now, base, inc));
         }
         if let Some(stamp) = stamps.get_mut(i) {
             *stamp = base + inc;

@@ -2,11 +2,12 @@
 //! on its own or behind [`RateLimitLayer`](crate::RateLimitLayer).
 
 use std::fmt;
+use std::sync::Mutex;
 
 use crate::Quota;
 use crate::clock::Clock;
-use crate::error::ExceedsBurst;
-use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved};
+use crate::error::{ConfigError, ExceedsBurst};
+use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved, Tunable};
 
 /// A lock-free rate limiter holding one quota or several at once.
 ///
@@ -35,11 +36,13 @@ use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved};
 pub struct Limiter {
     clock: Clock,
     cells: Cells,
+    /// Serializes [`set_quotas`](Limiter::set_quotas).
+    changes: Mutex<()>,
 }
 
 enum Cells {
-    One([(Params, Gcra); 1]),
-    Many(Box<[(Params, Gcra)]>),
+    One([(Tunable, Gcra); 1]),
+    Many(Box<[(Tunable, Gcra)]>),
 }
 
 impl Limiter {
@@ -60,7 +63,8 @@ impl Limiter {
     pub fn new(quota: Quota) -> Self {
         Limiter {
             clock: Clock::new(),
-            cells: Cells::One([(Params::new(quota), Gcra::new())]),
+            cells: Cells::One([(Tunable::new(quota), Gcra::new())]),
+            changes: Mutex::new(()),
         }
     }
 
@@ -83,14 +87,15 @@ impl Limiter {
     /// ```
     #[must_use]
     pub fn and(self, quota: Quota) -> Self {
-        let mut cells: Vec<(Params, Gcra)> = match self.cells {
+        let mut cells: Vec<(Tunable, Gcra)> = match self.cells {
             Cells::One(cell) => cell.into(),
             Cells::Many(cells) => cells.into_vec(),
         };
-        cells.push((Params::new(quota), Gcra::new()));
+        cells.push((Tunable::new(quota), Gcra::new()));
         Limiter {
             clock: self.clock,
             cells: Cells::Many(cells.into_boxed_slice()),
+            changes: self.changes,
         }
     }
 
@@ -106,15 +111,91 @@ impl Limiter {
     /// assert_eq!(quotas, [Quota::per_minute(60), Quota::per_day(1000)]);
     /// ```
     pub fn quotas(&self) -> impl Iterator<Item = Quota> + '_ {
-        self.cells().iter().map(|(p, _)| p.quota)
+        self.cells().iter().map(|(p, _)| p.load().quota)
     }
 
     #[inline]
-    fn cells(&self) -> &[(Params, Gcra)] {
+    fn cells(&self) -> &[(Tunable, Gcra)] {
         match &self.cells {
             Cells::One(cell) => cell,
             Cells::Many(cells) => cells,
         }
+    }
+
+    /// Changes the quota of a limiter that holds one, while it serves.
+    ///
+    /// Every holder of the limiter (every clone of a
+    /// [`RateLimitLayer`](crate::RateLimitLayer)'s services) follows at once.
+    /// What the bucket holds is kept: the requests it could pass at once
+    /// stay the same (or the new burst, if that is smaller), then it
+    /// refills at the new rate. So a lowered quota does not refill the
+    /// bucket, and a raised one grants no burst that was not earned at the
+    /// new rate. Requests already waiting for their turn keep it. A
+    /// decision made at the very moment of the change may still follow the
+    /// old quota.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the limiter holds several quotas: change them
+    /// together with [`set_quotas`](Self::set_quotas).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower_sluice::{Limiter, Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(Quota::per_minute(60)).reject();
+    /// // Later, while serving: the upstream granted more.
+    /// let limiter: &Arc<Limiter> = layer.limiter();
+    /// limiter.set_quota(Quota::per_minute(120))?;
+    /// assert!(limiter.quotas().eq([Quota::per_minute(120)]));
+    /// # Ok::<(), tower_sluice::ConfigError>(())
+    /// ```
+    pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
+        self.set_quotas([quota])
+    }
+
+    /// Changes every quota of the limiter while it serves, in the order
+    /// they were added. Each keeps what its bucket holds, as
+    /// [`set_quota`](Self::set_quota) describes.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `quotas` does not hold as many quotas as the
+    /// limiter; nothing changes then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(60)).and(Quota::per_day(1000));
+    /// limiter.set_quotas([Quota::per_minute(30), Quota::per_day(500)])?;
+    /// assert!(limiter.quotas().eq([Quota::per_minute(30), Quota::per_day(500)]));
+    /// assert!(limiter.set_quotas([Quota::per_minute(30)]).is_err());
+    /// # Ok::<(), tower_sluice::ConfigError>(())
+    /// ```
+    pub fn set_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<(), ConfigError> {
+        let cells = self.cells();
+        let quotas: Vec<Quota> = quotas.into_iter().collect();
+        if quotas.len() != cells.len() {
+            return Err(ConfigError::new(
+                "limiter",
+                "set_quotas",
+                "give as many quotas as the limiter holds",
+            ));
+        }
+        let _serial = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tunable, gcra), quota) in cells.iter().zip(quotas) {
+            let old = tunable.load();
+            let new = Params::new(quota);
+            // Deciders wait on the claim, then see the new parameters.
+            let tat = gcra.claim();
+            tunable.store(quota);
+            gcra.release(gcra::convert_tat(tat, self.clock.now(), &old, &new));
+        }
+        Ok(())
     }
 
     /// The smallest burst among the quotas: the largest cost that can pass.
@@ -199,7 +280,7 @@ impl Limiter {
     /// assert!(!limiter.peek().is_allowed());
     /// ```
     pub fn peek(&self) -> Decision {
-        gcra::peek_all(self.cells(), self.clock.now(), 1)
+        gcra::peek_all(&self.cells, self.clock.now(), 1)
     }
 
     /// What [`check_n`](Self::check_n) would decide now, without consuming.
@@ -222,7 +303,7 @@ impl Limiter {
     /// ```
     pub fn peek_n(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
         self.validate_cost(cost)?;
-        Ok(gcra::peek_all(self.cells(), self.clock.now(), cost))
+        Ok(gcra::peek_all(&self.cells, self.clock.now(), cost))
     }
 
     fn validate_cost(&self, cost: u32) -> Result<(), ExceedsBurst> {
@@ -236,15 +317,16 @@ impl Limiter {
     #[inline]
     fn decide(&self, now: u64, cost: u32) -> Decision {
         match &self.cells {
-            Cells::One([(p, g)]) => {
+            Cells::One([(t, g)]) => {
+                let p = t.load();
                 let inc = p.inc(cost);
                 match g.try_admit(p.window, inc, now) {
-                    Ok(tat) => Decision::allowed(p, now, tat),
-                    Err(base) => Decision::denied(p, now, base, inc),
+                    Ok(tat) => Decision::allowed(&p, now, tat),
+                    Err(base) => Decision::denied(&p, now, base, inc),
                 }
             }
-            Cells::Many(cells) => match gcra::reserve_all(&**cells, now, cost, 0) {
-                Ok(reserved) => reserved.decision(&**cells),
+            Cells::Many(_) => match gcra::reserve_all(&self.cells, now, cost, 0) {
+                Ok(reserved) => reserved.decision(&self.cells),
                 Err(denied) => denied,
             },
         }
@@ -259,19 +341,19 @@ impl Limiter {
     /// due (its decision's time plus its wait), consuming nothing and
     /// reading no clock (for reporting).
     pub(crate) fn snapshot_at(&self, reserved: &Reserved) -> Decision {
-        gcra::snapshot(self.cells(), reserved.now.saturating_add(reserved.wait))
+        gcra::snapshot(&self.cells, reserved.now.saturating_add(reserved.wait))
     }
 
     /// Reserves `cost` at the earliest time within `max_wait` nanoseconds
     /// of now when every quota has room, or returns the denial of the quota
     /// that needs the longest wait. Nothing is consumed on denial.
     pub(crate) fn reserve(&self, cost: u32, max_wait: u64) -> Result<Reserved, Decision> {
-        gcra::reserve_all(self.cells(), self.clock.now(), cost, max_wait)
+        gcra::reserve_all(&self.cells, self.clock.now(), cost, max_wait)
     }
 
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, cost: u32) {
-        gcra::refund_all(self.cells(), &reserved.stamps, cost);
+        gcra::refund_all(&self.cells, &reserved.stamps, cost);
     }
 }
 
@@ -285,12 +367,12 @@ impl CellSet for Cells {
     }
 
     #[inline]
-    fn cell(&self, i: usize) -> (&Params, &Gcra) {
-        let (p, g) = match self {
+    fn cell(&self, i: usize) -> (Params, &Gcra) {
+        let (t, g) = match self {
             Cells::One(cell) => &cell[i],
             Cells::Many(cells) => &cells[i],
         };
-        (p, g)
+        (t.load(), g)
     }
 }
 

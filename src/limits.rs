@@ -520,7 +520,7 @@ fn nest(
 /// One cell to decide on.
 struct Cell<'c> {
     gcra: &'c Gcra,
-    params: &'c Params,
+    params: Params,
     inc: u64,
     now: u64,
     index: usize,
@@ -566,14 +566,14 @@ fn decide(frame: &Frame<'_>, commit: bool) -> Outcome {
         let base = v.max(c.now);
         match base.checked_add(c.inc) {
             Some(new) if new - c.now <= c.params.window && new <= MAX_TAT => {
-                let d = Decision::allowed(c.params, c.now, new);
+                let d = Decision::allowed(&c.params, c.now, new);
                 if tightest.is_none_or(|t| d.remaining() < t.remaining()) {
                     tightest = Some(d);
                 }
                 news.push(new);
             }
             _ => {
-                let d = Decision::denied(c.params, c.now, base, c.inc);
+                let d = Decision::denied(&c.params, c.now, base, c.inc);
                 let longer = denied.as_ref().is_none_or(|(w, wc)| {
                     (d.retry_after(), std::cmp::Reverse(c.index))
                         > (w.retry_after(), std::cmp::Reverse(wc.index))

@@ -482,7 +482,7 @@ where
             let mut out = QuotaStates::default();
             for i in 0..cells.len() {
                 let (p, g) = cells.cell(i);
-                out.push(Decision::allowed(p, now, g.tat().max(now)));
+                out.push(Decision::allowed(&p, now, g.tat().max(now)));
             }
             out
         };

@@ -136,12 +136,12 @@ impl CellSet for KeyCells<'_> {
     }
 
     #[inline]
-    fn cell(&self, i: usize) -> (&Params, &Gcra) {
+    fn cell(&self, i: usize) -> (Params, &Gcra) {
         let cell = match i {
             0 => self.state.first,
             _ => &self.state.extra.expect("state fits the policy").cells[i - 1],
         };
-        (self.policy.params(i), cell)
+        (*self.policy.params(i), cell)
     }
 }
 

@@ -538,3 +538,147 @@ fn threads_charge_all_or_nothing_and_never_exceed_a_quota() {
         assert_eq!(u64::from(left), u64::from(BIG) - admitted, "user {user}");
     }
 }
+
+// ------------------------------------------------- changing the quota
+
+/// How many pass at once now.
+fn drain(limiter: &Limiter) -> u32 {
+    let mut n = 0;
+    while limiter.check().is_allowed() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_quota_change_keeps_what_the_bucket_holds() {
+    paused(async {
+        let sec = Duration::from_secs(1);
+        // Raised while empty: no burst; the next request at the new rate.
+        let limiter = Limiter::new(Quota::per_minute(60));
+        assert_eq!(drain(&limiter), 60);
+        limiter.set_quota(Quota::per_minute(120)).unwrap();
+        let denied = limiter.check();
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.retry_after(), sec / 2);
+        tokio::time::advance(sec / 2).await;
+        assert_eq!(drain(&limiter), 1);
+
+        // A raised burst from a full bucket: what it held, then refills.
+        let limiter = Limiter::new(Quota::per_minute(60).with_burst(10));
+        limiter.set_quota(Quota::per_minute(60)).unwrap();
+        assert_eq!(drain(&limiter), 10, "no burst that was never earned");
+        tokio::time::advance(5 * sec).await;
+        assert_eq!(drain(&limiter), 5);
+
+        // Lowered with 30 held: the new burst of 10, not 30.
+        let limiter = Limiter::new(Quota::per_minute(60));
+        for _ in 0..30 {
+            assert!(limiter.check().is_allowed());
+        }
+        limiter.set_quota(Quota::per_minute(10)).unwrap();
+        assert_eq!(drain(&limiter), 10);
+        tokio::time::advance(5 * sec).await;
+        assert_eq!(drain(&limiter), 0);
+        tokio::time::advance(sec).await;
+        assert_eq!(drain(&limiter), 1, "one every 6 s");
+
+        // Lowered while empty: nothing refills.
+        let limiter = Limiter::new(Quota::per_minute(60));
+        assert_eq!(drain(&limiter), 60);
+        limiter.set_quota(Quota::per_minute(10)).unwrap();
+        tokio::time::advance(5 * sec).await;
+        assert_eq!(drain(&limiter), 0);
+        tokio::time::advance(sec).await;
+        assert_eq!(drain(&limiter), 1);
+
+        // Decisions report the new quota; several quotas change together.
+        let limiter = Limiter::new(Quota::per_minute(60)).and(Quota::per_day(100));
+        assert!(limiter.set_quota(Quota::per_minute(1)).is_err());
+        assert!(limiter.set_quotas([Quota::per_minute(1)]).is_err());
+        assert!(
+            limiter
+                .quotas()
+                .eq([Quota::per_minute(60), Quota::per_day(100)])
+        );
+        limiter
+            .set_quotas([Quota::per_minute(2), Quota::per_day(100)])
+            .unwrap();
+        assert_eq!(limiter.check().quota(), Quota::per_minute(2));
+        assert_eq!(drain(&limiter), 1);
+        assert_eq!(limiter.check().quota(), Quota::per_minute(2));
+    });
+}
+
+#[test]
+fn every_clone_of_a_layer_follows_a_quota_change() {
+    use tower::{BoxError, ServiceExt, service_fn};
+    use tower_sluice::{RateLimitLayer, RateLimited};
+    paused(async {
+        let layer = RateLimitLayer::new(Quota::per_minute(1)).reject();
+        let svc = tower::Layer::layer(&layer, service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+        svc.clone().oneshot(()).await.unwrap();
+        let err = svc.clone().oneshot(()).await.unwrap_err();
+        assert!(err.is::<RateLimited>());
+        layer.limiter().set_quota(Quota::per_second(10)).unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        svc.clone().oneshot(()).await.unwrap();
+        let err = svc.clone().oneshot(()).await.unwrap_err();
+        let limited = err.downcast_ref::<RateLimited>().unwrap();
+        assert_eq!(limited.limit(), 10);
+        assert_eq!(limited.retry_after(), Duration::from_millis(100));
+    });
+}
+
+/// Real threads deciding while another changes the quota back and forth:
+/// while the lower quota holds, at most its burst and rate pass (plus one
+/// decision per thread racing with the change); over the whole run, never
+/// more than the higher quota allows.
+#[test]
+fn threads_under_quota_changes_keep_each_bound() {
+    let threads: u128 = 4;
+    let high = Quota::per_second(4_000).with_burst(40);
+    let low = Quota::per_second(400).with_burst(4);
+    let limiter = Arc::new(Limiter::new(high));
+    let admitted = AtomicU64::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let mut low_phases = Vec::new();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if limiter.check().is_allowed() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        for round in 0..30 {
+            let hold = Duration::from_millis(if round % 5 == 0 { 30 } else { 2 });
+            std::thread::sleep(hold);
+            limiter.set_quota(low).unwrap();
+            let before = admitted.load(Ordering::Relaxed);
+            let since = Instant::now();
+            std::thread::sleep(hold);
+            let count = admitted.load(Ordering::Relaxed) - before;
+            let elapsed = since.elapsed();
+            limiter.set_quota(high).unwrap();
+            low_phases.push((u128::from(count), elapsed));
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    let t_low = low.emission_interval().as_nanos();
+    for (count, elapsed) in low_phases {
+        let bound = u128::from(low.burst()) + elapsed.as_nanos() / t_low + 1 + threads;
+        assert!(
+            count <= bound,
+            "{count} passed under {low} in {elapsed:?}, bound {bound}"
+        );
+    }
+    let elapsed = start.elapsed().as_nanos();
+    let bound = u128::from(high.burst()) + elapsed / high.emission_interval().as_nanos() + threads;
+    let admitted = u128::from(admitted.into_inner());
+    assert!(admitted <= bound, "{admitted} admitted, bound {bound}");
+    assert!(admitted > 0);
+}
