@@ -281,19 +281,25 @@ impl RateLimitLayer {
         self
     }
 
-    /// The shared limiter, to inspect it (for example
-    /// [`Limiter::peek`]) or share it.
+    /// The shared limiter: the handle to inspect the bucket (for example
+    /// [`Limiter::peek`]), share it, or change its quota while the layer
+    /// serves ([`Limiter::set_quota`]; every service and clone follows).
     ///
     /// # Examples
     ///
     /// ```
-    /// use tower_sluice::{Quota, RateLimitLayer};
+    /// use std::sync::Arc;
+    /// use tower_sluice::{Limiter, Quota, RateLimitLayer};
     ///
     /// let layer = RateLimitLayer::new(Quota::per_minute(60).with_burst(10)).reject();
     /// // Other code can ask the same bucket, before or while the layer serves.
-    /// let decision = layer.limiter().peek();
+    /// let handle: Arc<Limiter> = layer.limiter().clone();
+    /// let decision = handle.peek();
     /// assert!(decision.is_allowed());
     /// assert_eq!(decision.remaining(), 9);
+    /// // The upstream raised our quota: every clone follows.
+    /// handle.set_quota(Quota::per_minute(120).with_burst(10))?;
+    /// # Ok::<(), tower_sluice::ConfigError>(())
     /// ```
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
