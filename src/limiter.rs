@@ -150,7 +150,7 @@ impl Limiter {
     /// let limiter: &Arc<Limiter> = layer.limiter();
     /// limiter.set_quota(Quota::per_minute(120))?;
     /// assert!(limiter.quotas().eq([Quota::per_minute(120)]));
-    /// # Ok::<(), tower_sluice::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         self.set_quotas([quota])
@@ -174,7 +174,7 @@ impl Limiter {
     /// limiter.set_quotas([Quota::per_minute(30), Quota::per_day(500)])?;
     /// assert!(limiter.quotas().eq([Quota::per_minute(30), Quota::per_day(500)]));
     /// assert!(limiter.set_quotas([Quota::per_minute(30)]).is_err());
-    /// # Ok::<(), tower_sluice::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn set_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<(), ConfigError> {
         let cells = self.cells();

@@ -299,7 +299,7 @@ impl RateLimitLayer {
     /// assert_eq!(decision.remaining(), 9);
     /// // The upstream raised our quota: every clone follows.
     /// handle.set_quota(Quota::per_minute(120).with_burst(10))?;
-    /// # Ok::<(), tower_sluice::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
