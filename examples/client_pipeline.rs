@@ -27,7 +27,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_sluice::circuit_breaker::{HttpStatus, SlidingWindow};
+use tower_sluice::circuit_breaker::SlidingWindow;
 use tower_sluice::observe::Event;
 use tower_sluice::retry::{Backoff, Jitter};
 use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer, QueueLayer, Quota, RateLimitLayer};
@@ -65,7 +65,7 @@ async fn main() -> Result<(), BoxError> {
                 .minimum_calls(10)
                 .failure_rate_threshold(50.0)
                 .build()?
-                .classify(HttpStatus),
+                .http(),
         )
         .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
 

@@ -100,13 +100,53 @@ impl CircuitBreakerLayer {
 }
 
 impl Default for CircuitBreakerLayer {
-    /// The [default configuration](crate::circuit_breaker#defaults).
+    /// The [default configuration](crate::circuit_breaker#defaults), which
+    /// counts every `Err` as a failure and every `Ok` as a success. An HTTP
+    /// client's 5xx responses are `Ok`: for an HTTP client use
+    /// [`http`](CircuitBreakerLayer::http), which also judges responses.
     fn default() -> Self {
         Self::new(CircuitBreakerConfig::default())
     }
 }
 
 impl<C> CircuitBreakerLayer<C> {
+    /// For HTTP clients: judges responses by their status with
+    /// [`HttpStatus`](super::HttpStatus): errors and 5xx responses are
+    /// failures, 429 and 503 (an upstream shedding load on purpose) are
+    /// ignored, other responses are successes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::CircuitBreakerLayer;
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let breaker = CircuitBreakerLayer::builder().consecutive_failures(2).build()?.http();
+    /// let handle = breaker.handle();
+    /// let client = ServiceBuilder::new()
+    ///     .layer(breaker)
+    ///     .service(service_fn(|_: Request<()>| async {
+    ///         Ok::<_, BoxError>(Response::builder().status(500).body(())?)
+    ///     }));
+    /// for _ in 0..2 {
+    ///     let res = client.clone().oneshot(Request::new(())).await?;
+    ///     assert_eq!(res.status(), 500);
+    /// }
+    /// assert_eq!(handle.state(), CircuitState::Open, "two 5xx in a row");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[must_use]
+    pub fn http(self) -> CircuitBreakerLayer<super::HttpStatus> {
+        self.classify(super::HttpStatus)
+    }
+
     /// Decides which outcomes count as failures with `classifier` (a
     /// [`Classify`](super::Classify) or a closure).
     ///
