@@ -457,10 +457,14 @@ mod http_rules {
 
         #[test]
         fn signed_numbers_are_malformed() {
-            let quota = |fields: &[(&str, &str)]| HttpFeedback.feedback(&Ok(res(200, fields))).upstream();
+            let quota =
+                |fields: &[(&str, &str)]| HttpFeedback.feedback(&Ok(res(200, fields))).upstream();
             for (remaining, reset) in [("+4", "9"), ("4", "+9"), ("-4", "9"), ("4", "-9")] {
                 assert_eq!(
-                    quota(&[("x-ratelimit-remaining", remaining), ("x-ratelimit-reset", reset)]),
+                    quota(&[
+                        ("x-ratelimit-remaining", remaining),
+                        ("x-ratelimit-reset", reset)
+                    ]),
                     None,
                     "{remaining} {reset}"
                 );
@@ -473,8 +477,14 @@ mod http_rules {
             // Huge numbers saturate (the layers cap the waits).
             let max = u64::MAX.to_string();
             assert_eq!(
-                quota(&[("x-ratelimit-remaining", &format!("{max}0")), ("x-ratelimit-reset", "5")]),
-                Some(Upstream { remaining: u64::MAX, reset: Duration::from_secs(5) })
+                quota(&[
+                    ("x-ratelimit-remaining", &format!("{max}0")),
+                    ("x-ratelimit-reset", "5")
+                ]),
+                Some(Upstream {
+                    remaining: u64::MAX,
+                    reset: Duration::from_secs(5)
+                })
             );
         }
     }

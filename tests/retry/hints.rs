@@ -88,7 +88,11 @@ async fn every_upstream_wait_is_cut_to_the_cap() {
 }
 
 async fn gaps_with_cap(cap: Duration, a: Answer) -> Vec<Duration> {
-    gaps(BackoffRetryLayer::new(backoff()).max_retry_after(cap), vec![a]).await
+    gaps(
+        BackoffRetryLayer::new(backoff()).max_retry_after(cap),
+        vec![a],
+    )
+    .await
 }
 
 #[tokio::test(start_paused = true)]

@@ -202,10 +202,7 @@ impl Core {
         let old = s.rate;
         match feedback.signal() {
             Signal::Overloaded => {
-                let pause = feedback
-                    .retry_after()
-                    .map_or(0, saturating_nanos)
-                    .min(cap);
+                let pause = feedback.retry_after().map_or(0, saturating_nanos).min(cap);
                 s.pause_until = s.pause_until.max(now.saturating_add(pause));
                 if generation < s.cut_generation {
                     return; // sent before the last cut
