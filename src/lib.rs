@@ -186,6 +186,7 @@ mod clock;
 pub mod error;
 mod gcra;
 mod hash;
+mod headers;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
@@ -203,6 +204,7 @@ pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;
+pub use headers::MAX_UPSTREAM_WAIT;
 pub use limiter::Limiter;
 pub use per_key::{PerKey, PerKeyLayer};
 pub use queue::{Queue, QueueHandle, QueueLayer};

@@ -295,6 +295,7 @@ mod http_rules {
     use http::{HeaderMap, StatusCode};
 
     use super::*;
+    use crate::headers::digits;
     use crate::http::headers::{
         RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, ratelimit_items, reset_delay,
         response_now,
@@ -359,6 +360,11 @@ mod http_rules {
     /// the response's `Date`), or `RateLimit-Remaining` with
     /// `RateLimit-Reset` (earlier drafts).
     ///
+    /// Numbers are digits only (a value such as `+5` or `-1` is ignored)
+    /// and saturate. The reset is returned as the upstream said it; the
+    /// layers cut the wait it implies to their bound
+    /// ([`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT) by default).
+    ///
     /// ```
     /// use std::time::Duration;
     /// use http::HeaderMap;
@@ -379,22 +385,10 @@ mod http_rules {
         {
             return Some(u);
         }
+        let number = |name: &str| digits(headers.get(name)?.to_str().ok()?.trim());
         let pair = |remaining: &str, reset: &str| -> Option<Upstream> {
-            let remaining = headers
-                .get(remaining)?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()?;
-            let reset = headers
-                .get(reset)?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()?;
-            let reset = i64::try_from(reset).unwrap_or(i64::MAX);
+            let remaining = number(remaining)?;
+            let reset = i64::try_from(number(reset)?).unwrap_or(i64::MAX);
             let reset = reset_delay(reset, || response_now(headers));
             Some(Upstream { remaining, reset })
         };
@@ -459,6 +453,39 @@ mod http_rules {
                 &[("ratelimit-remaining", "2"), ("ratelimit-reset", "1")],
             )));
             assert_eq!(f.upstream().unwrap().remaining, 2);
+        }
+
+        #[test]
+        fn signed_numbers_are_malformed() {
+            let quota =
+                |fields: &[(&str, &str)]| HttpFeedback.feedback(&Ok(res(200, fields))).upstream();
+            for (remaining, reset) in [("+4", "9"), ("4", "+9"), ("-4", "9"), ("4", "-9")] {
+                assert_eq!(
+                    quota(&[
+                        ("x-ratelimit-remaining", remaining),
+                        ("x-ratelimit-reset", reset)
+                    ]),
+                    None,
+                    "{remaining} {reset}"
+                );
+            }
+            assert_eq!(quota(&[("ratelimit", r#""a";r=+4;t=9"#)]), None);
+            assert_eq!(quota(&[("ratelimit", r#""a";r=4;t=+9"#)]), None);
+            // A 429's `Retry-After: +5` is ignored too.
+            let f = HttpFeedback.feedback(&Ok(res(429, &[("retry-after", "+5")])));
+            assert_eq!((f.signal(), f.retry_after()), (Signal::Overloaded, None));
+            // Huge numbers saturate (the layers cap the waits).
+            let max = u64::MAX.to_string();
+            assert_eq!(
+                quota(&[
+                    ("x-ratelimit-remaining", &format!("{max}0")),
+                    ("x-ratelimit-reset", "5")
+                ]),
+                Some(Upstream {
+                    remaining: u64::MAX,
+                    reset: Duration::from_secs(5)
+                })
+            );
         }
     }
 }

@@ -18,6 +18,16 @@
 //! to observers as [`Event::LimitChanged`](crate::observe::Event::LimitChanged)
 //! or [`Event::ConcurrencyLimitChanged`](crate::observe::Event::ConcurrencyLimitChanged).
 //!
+//! **Upstream hints are bounded.** [`AimdLayer`] is the layer here that
+//! waits for what an upstream says (`Retry-After`, a [`RateLimited`]'s
+//! `retry_after`, a quota in `RateLimit` or `X-RateLimit-*` fields spent
+//! until its reset); every such wait is cut to one bound,
+//! [`AimdLayer::max_pause`], by default
+//! [`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT) (60 s). Numbers in these
+//! fields are digits only (`+5` is ignored as malformed) and arithmetic on
+//! them saturates, so no answer can crash or stall a client. The other
+//! layers read only a response's [`Signal`].
+//!
 //! **Which one for a client?** [`AimdLayer`] when the upstream has a rate
 //! quota (it answers 429); [`AdaptiveThrottleLayer`] when it fails under
 //! load without saying how much it takes; [`AdaptiveConcurrencyLayer`] when

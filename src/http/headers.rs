@@ -549,7 +549,9 @@ pub(crate) fn quoted(prefix: Option<&str>, base: &str) -> String {
 // Reading an upstream's fields (retry waits, adaptive pacing).
 
 /// The `(r, t)` parameters of each item of an IETF `RateLimit` field value
-/// (`"minute";r=12;t=30, "day";r=900;t=3600`), as far as they parse.
+/// (`"minute";r=12;t=30, "day";r=900;t=3600`), as far as they parse: digits
+/// only (a sign makes a parameter malformed, so it is left out), saturating
+/// at `u64::MAX`.
 pub(crate) fn ratelimit_items(
     value: &str,
 ) -> impl Iterator<Item = (Option<u64>, Option<u64>)> + '_ {
@@ -557,8 +559,8 @@ pub(crate) fn ratelimit_items(
         let (mut r, mut t) = (None, None);
         for param in item.split(';').skip(1) {
             match param.trim().split_once('=') {
-                Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
-                Some(("t", v)) => t = v.trim().parse::<u64>().ok(),
+                Some(("r", v)) => r = crate::headers::digits(v.trim()),
+                Some(("t", v)) => t = crate::headers::digits(v.trim()),
                 _ => {}
             }
         }
@@ -577,11 +579,15 @@ pub(crate) fn response_now(headers: &HeaderMap) -> SystemTime {
 }
 
 /// An `X-RateLimit-Reset`-style value as a wait: seconds from now, or,
-/// above 10^9, a Unix time compared with `now()`. Negative is 0.
+/// above 10^9, a Unix time compared with `now()`. Negative is 0; a time
+/// past what the system clock can hold is `Duration::MAX` (a caller caps
+/// it).
 pub(crate) fn reset_delay(value: i64, now: impl FnOnce() -> SystemTime) -> Duration {
     if value > 1_000_000_000 {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(value as u64);
-        at.duration_since(now()).unwrap_or(Duration::ZERO)
+        match SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(value as u64)) {
+            Some(at) => at.duration_since(now()).unwrap_or(Duration::ZERO),
+            None => Duration::MAX,
+        }
     } else {
         Duration::from_secs(value.max(0) as u64)
     }

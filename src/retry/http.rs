@@ -7,6 +7,7 @@ use http::{HeaderMap, Method, Request};
 
 use super::body::ReplayBody;
 use super::request::CloneRequest;
+use crate::headers::integer;
 
 /// What a response says about retrying.
 ///
@@ -32,14 +33,16 @@ pub enum Hint {
     Stop,
 }
 
-/// The wait a response's headers ask for.
+/// The wait a response's headers ask for, as the upstream said it: the
+/// layers cut it to their bound ([`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT)
+/// by default). Numbers are digits only (`+5` is malformed) and saturate.
 ///
-/// * `grpc-retry-pushback-ms`: milliseconds; negative or unparsable means
-///   [`Hint::Stop`]. Wins over the others.
+/// * `grpc-retry-pushback-ms`: milliseconds; negative or unparsable
+///   (`+100` included) means [`Hint::Stop`]. Wins over the others.
 /// * `Retry-After`: delay-seconds, or an HTTP-date taken relative to the
 ///   response's `Date` (or to this machine's clock without one), which
 ///   limits clock skew. A negative value or a date in the past is 0; a
-///   malformed value is ignored.
+///   malformed value (`+5`, `1.5`) is ignored.
 /// * `RateLimit` (draft-ietf-httpapi-ratelimit-headers): the largest `t`
 ///   of the items with `r=0` (or without `r`).
 /// * `X-RateLimit-Reset`: seconds, or a Unix time when it is larger than
@@ -61,8 +64,8 @@ pub enum Hint {
 /// ```
 pub fn response_hints(headers: &HeaderMap) -> Hint {
     if let Some(v) = headers.get("grpc-retry-pushback-ms") {
-        return match v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()) {
-            Some(ms) if ms >= 0 => Hint::After(Duration::from_millis(ms as u64)),
+        return match v.to_str().ok().and_then(|s| integer(s.trim())) {
+            Some(ms) if ms >= 0 => Hint::After(Duration::from_millis(ms.unsigned_abs())),
             _ => Hint::Stop,
         };
     }
@@ -84,7 +87,7 @@ pub fn response_hints(headers: &HeaderMap) -> Hint {
     if let Some(d) = headers
         .get(crate::http::headers::X_RATELIMIT_RESET)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|s| integer(s.trim()))
     {
         return Hint::After(crate::http::headers::reset_delay(d, now));
     }
@@ -92,8 +95,8 @@ pub fn response_hints(headers: &HeaderMap) -> Hint {
 }
 
 fn retry_after(s: &str, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
-    if let Ok(secs) = s.parse::<i64>() {
-        return Some(Duration::from_secs(secs.max(0) as u64));
+    if let Some(secs) = integer(s) {
+        return Some(Duration::from_secs(secs.max(0).unsigned_abs()));
     }
     let at = httpdate::parse_http_date(s).ok()?;
     Some(at.duration_since(now()).unwrap_or(Duration::ZERO))
@@ -426,6 +429,28 @@ mod tests {
         );
         assert_eq!(hint(&[("grpc-retry-pushback-ms", "-1")]), Hint::Stop);
         assert_eq!(hint(&[("grpc-retry-pushback-ms", "x")]), Hint::Stop);
+        // The grammars are digits only: a `+` is malformed.
+        assert_eq!(hint(&[("grpc-retry-pushback-ms", "+100")]), Hint::Stop);
+        assert_eq!(hint(&[("retry-after", "+5")]), Hint::None);
+        assert_eq!(
+            hint(&[("retry-after", "+5"), ("x-ratelimit-reset", "2")]),
+            s(2)
+        );
+        assert_eq!(hint(&[("x-ratelimit-reset", "+4")]), Hint::None);
+        assert_eq!(hint(&[("ratelimit", r#""a";r=0;t=+12"#)]), Hint::None);
+        // Huge values saturate; the layers cap them.
+        assert_eq!(
+            hint(&[("retry-after", "99999999999999999999999")]),
+            s(i64::MAX as u64)
+        );
+        assert_eq!(
+            hint(&[("grpc-retry-pushback-ms", "99999999999999999999")]),
+            Hint::After(Duration::from_millis(i64::MAX as u64))
+        );
+        assert!(matches!(
+            hint(&[("x-ratelimit-reset", "9223372036854775807")]),
+            Hint::After(d) if d > Duration::from_secs(1 << 40)
+        ));
         // A malformed Retry-After falls through to the next field.
         assert_eq!(
             hint(&[("retry-after", "1.5"), ("x-ratelimit-reset", "2")]),

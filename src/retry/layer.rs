@@ -132,7 +132,7 @@ impl BackoffRetryLayer {
             backoff: backoff.validate()?,
             max_attempts: 3,
             max_elapsed: None,
-            max_retry_after: Duration::from_secs(60),
+            max_retry_after: crate::headers::MAX_UPSTREAM_WAIT,
             budget: Some(RetryBudget::default()),
             observers: Observers::default(),
             streams: Arc::new(AtomicU64::new(0)),
@@ -283,9 +283,11 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
         self
     }
 
-    /// The longest wait an upstream may impose (`Retry-After`,
+    /// The longest wait an upstream may impose (`Retry-After`, `RateLimit`
+    /// `t=`, `X-RateLimit-Reset`, `grpc-retry-pushback-ms`,
     /// `RateLimited::retry_after`, ...); longer requests are cut to it
-    /// (default 60 s), and to the backoff's `max_delay`.
+    /// (default [`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT), 60 s), and
+    /// to the backoff's `max_delay`.
     ///
     /// # Examples
     ///

@@ -24,12 +24,15 @@
 //! [`CircuitOpen::retry_after`], or (feature `http`) the response's
 //! `Retry-After`, `RateLimit` `t=`, `X-RateLimit-Reset` or
 //! `grpc-retry-pushback-ms` (`response_hints`). An upstream's wait is cut
-//! to [`max_retry_after`](crate::BackoffRetryLayer::max_retry_after) (60 s
-//! by default) and to the backoff's
+//! to [`max_retry_after`](crate::BackoffRetryLayer::max_retry_after)
+//! ([`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT), 60 s, by default: the
+//! one bound on waits taken from an upstream) and to the backoff's
 //! [`max_delay`](Backoff::max_delay) (10 s by default): no single wait is
 //! longer than `max_delay`, whoever asks. Raise `max_delay` to honour longer
 //! `Retry-After`s (retrying sooner than the upstream asked usually earns
-//! another refusal).
+//! another refusal). Numbers in these fields are digits only (a
+//! `Retry-After: +5` is ignored as malformed; a `grpc-retry-pushback-ms:
+//! +100` is unparsable, so not retried) and saturate.
 //!
 //! # Giving up
 //!

@@ -21,6 +21,9 @@ use tower_sluice::error::{ConcurrencyLimited, Throttled};
 use tower_sluice::observe::Event;
 use tower_sluice::{Limiter, Quota, RateLimited};
 
+#[cfg(feature = "http")]
+mod hints;
+
 /// Runs `f` on the paused clock, failing after `limit` of virtual time.
 async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, f)

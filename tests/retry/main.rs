@@ -21,6 +21,8 @@ use tower_sluice::retry::{
 };
 use tower_sluice::{BackoffRetryLayer, Quota, RateLimitLayer, RateLimited};
 
+mod hints;
+
 const MS: Duration = Duration::from_millis(1);
 
 fn refused() -> BoxError {

@@ -12,6 +12,12 @@ use super::*;
 /// the reset than the upstream says remain, spread evenly over the time
 /// left.
 ///
+/// Every wait the upstream asks for is cut to
+/// [`max_pause`](Self::max_pause) (by default
+/// [`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT), 60 s): a
+/// `Retry-After: 86400`, or a quota spent until a reset a day away, holds
+/// requests for a minute, not a day.
+///
 /// See the [module docs](crate::adaptive) for an example.
 ///
 /// # Finding the limit and staying under it
@@ -103,7 +109,7 @@ impl AimdLayer {
             window: 10,
             window_time: 1_000_000_000,
             burst: 1,
-            max_pause: Duration::from_secs(60),
+            max_pause: crate::headers::MAX_UPSTREAM_WAIT,
             shadow: false,
         };
         AimdLayer {
@@ -241,7 +247,14 @@ impl<C> AimdLayer<C> {
         self.edit(|c| c.config.burst = burst.clamp(1, c.config.quota.burst().max(1)))
     }
 
-    /// The longest pause a `Retry-After` can impose (default 60 s).
+    /// The longest wait the upstream can impose (default
+    /// [`MAX_UPSTREAM_WAIT`](crate::MAX_UPSTREAM_WAIT), 60 s): the pause
+    /// after a `Retry-After` (or a [`RateLimited`]'s `retry_after`), the
+    /// wait for a quota the upstream says is spent until its reset, and the
+    /// spacing its quota fields ask for between requests. A longer wait is
+    /// cut to it: after it, sending resumes at the layer's own rate until
+    /// the next response says otherwise. `Duration::ZERO` ignores every
+    /// wait the upstream asks for (its 429s still cut the rate).
     ///
     /// # Examples
     ///
@@ -249,10 +262,13 @@ impl<C> AimdLayer<C> {
     /// # use std::time::Duration;
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AimdLayer;
-    /// // A `Retry-After: 3600` pauses sending for 10 s at most.
+    /// // A `Retry-After: 3600`, or `X-RateLimit-Remaining: 0` with
+    /// // `X-RateLimit-Reset: 3600`, holds sending for 10 s at most.
     /// let aimd = AimdLayer::new(Quota::per_second(50)).max_pause(Duration::from_secs(10));
     /// # let _ = aimd;
     /// ```
+    ///
+    /// [`RateLimited`]: crate::RateLimited
     #[must_use]
     pub fn max_pause(self, max_pause: Duration) -> Self {
         self.edit(|c| c.config.max_pause = max_pause)

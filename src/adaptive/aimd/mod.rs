@@ -18,6 +18,7 @@ use tower_service::Service;
 use super::classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal};
 use super::future::{ResponseFuture, Track};
 use crate::clock::Clock;
+use crate::headers::saturating_nanos;
 use crate::observe::{Event, Observer, Observers};
 use crate::slot::Slot;
 use crate::{BoxError, Quota};
@@ -115,7 +116,7 @@ impl Core {
         let now = self.clock.now();
         let mut s = self.lock();
         let interval = (NANOS / s.rate) as u64;
-        let tau = (self.burst(s.rate) - 1) * interval;
+        let tau = (self.burst(s.rate) - 1).saturating_mul(interval);
         let mut at = now.max(s.tat.saturating_sub(tau)).max(s.pause_until);
         if let Some(b) = &mut s.budget {
             if b.until <= now {
@@ -127,10 +128,10 @@ impl Core {
             } else {
                 at = at.max(b.next);
                 b.remaining -= 1;
-                b.next = at + b.spacing;
+                b.next = at.saturating_add(b.spacing);
             }
         }
-        s.tat = s.tat.max(at) + interval;
+        s.tat = s.tat.max(at).saturating_add(interval);
         (at - now, s.generation)
     }
 
@@ -174,18 +175,23 @@ impl Core {
         let now = self.clock.now();
         let c = &self.config;
         let mut s = self.lock();
+        // The bound on every wait taken from the upstream.
+        let cap = saturating_nanos(c.max_pause);
         if let Some(u) = feedback.upstream() {
-            let reset = u64::try_from(u.reset.as_nanos()).unwrap_or(u64::MAX);
-            let until = now.saturating_add(reset);
+            let reset = saturating_nanos(u.reset);
+            // A spent quota holds requests until its reset, at most `cap`.
+            let until = now.saturating_add(reset.min(cap));
             // Requests still in flight may be counted after this answer.
             let others = s.in_flight.saturating_sub(1);
             let remaining = u.remaining.saturating_sub(others);
             let spacing = if remaining == 0 {
                 0
             } else {
-                reset / (remaining + 1)
+                (reset / remaining.saturating_add(1)).min(cap)
             };
-            let next = s.budget.map_or(now, |b| b.next.min(now + spacing));
+            let next = s
+                .budget
+                .map_or(now, |b| b.next.min(now.saturating_add(spacing)));
             s.budget = Some(Budget {
                 remaining,
                 until,
@@ -196,11 +202,7 @@ impl Core {
         let old = s.rate;
         match feedback.signal() {
             Signal::Overloaded => {
-                let pause = feedback
-                    .retry_after()
-                    .unwrap_or(Duration::ZERO)
-                    .min(c.max_pause);
-                let pause = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+                let pause = feedback.retry_after().map_or(0, saturating_nanos).min(cap);
                 s.pause_until = s.pause_until.max(now.saturating_add(pause));
                 if generation < s.cut_generation {
                     return; // sent before the last cut
@@ -225,8 +227,8 @@ impl Core {
                 s.held = 0;
                 s.window_start = now;
                 // No burst after a cut: sending resumes at the new pace.
-                let tau = (self.burst(s.rate) - 1) * (NANOS / s.rate) as u64;
-                s.tat = s.tat.max(now.max(s.pause_until) + tau);
+                let tau = (self.burst(s.rate) - 1).saturating_mul((NANOS / s.rate) as u64);
+                s.tat = s.tat.max(now.max(s.pause_until).saturating_add(tau));
             }
             Signal::Success if generation == s.generation => {
                 s.successes += 1;
