@@ -139,9 +139,7 @@ impl Health {
             return;
         }
         if self.open_until.load(Ordering::Acquire) == 0 {
-            let mut k = self.probe_key.lock().unwrap_or_else(|e| e.into_inner());
-            k.clear();
-            k.extend_from_slice(key);
+            self.set_probe_key(key);
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.breaker.threshold {
@@ -201,6 +199,14 @@ impl Health {
         }
     }
 
+    fn set_probe_key(&self, key: &[u8]) {
+        let mut k = self.probe_key.lock().unwrap_or_else(|e| e.into_inner());
+        if *k != key {
+            k.clear();
+            k.extend_from_slice(key);
+        }
+    }
+
     fn probe_key(&self, inner: &Inner) -> Vec<u8> {
         let k = self.probe_key.lock().unwrap_or_else(|e| e.into_inner());
         if k.is_empty() {
@@ -217,22 +223,39 @@ impl Health {
 /// it to Redis. One task per down node, never one per request; it ends
 /// when the node is back or the backend is dropped.
 async fn probe_task(inner: Weak<Inner>, health: Arc<Health>) {
+    // However the task ends (even dropped with its runtime), decisions
+    // probe again, or a new task starts.
+    struct Ended<'a>(&'a Health);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.prober.store(false, Ordering::Release);
+        }
+    }
+    let ended = Ended(&health);
     let mut wait = health.breaker.first;
     loop {
         tokio::time::sleep(Duration::from_nanos(wait)).await;
         let Some(inner) = inner.upgrade() else {
-            health.prober.store(false, Ordering::Release);
             return;
         };
         if health.is_up() {
             health.prober.store(false, Ordering::Release);
             // Down again since: this task carries on, unless another took over.
             if health.is_up() || health.prober.swap(true, Ordering::AcqRel) {
+                std::mem::forget(ended);
                 return;
             }
         }
         inner.refresh_topology().await;
-        let key = health.probe_key(&inner);
+        let Some(key) = inner
+            .nodes
+            .key_on(&health, health.probe_key(&inner), &inner.prefix)
+        else {
+            // The node holds no slot any more: no key is decided by it.
+            health.open_until.store(0, Ordering::Release);
+            return;
+        };
+        health.set_probe_key(&key);
         let sent = inner.clock.now();
         if inner.probe(&key).await {
             health.success(&inner, sent, true);
@@ -295,6 +318,25 @@ impl Nodes {
             Some(&i) if i > 0 => map.nodes[usize::from(i - 1)].clone(),
             _ => self.single.clone(),
         }
+    }
+
+    /// `key` if `health` is its node's, else a key on that node, if it
+    /// still holds a slot.
+    pub(super) fn key_on(
+        &self,
+        health: &Arc<Health>,
+        key: Vec<u8>,
+        prefix: &[u8],
+    ) -> Option<Vec<u8>> {
+        if Arc::ptr_eq(&self.of(&key), health) {
+            return Some(key);
+        }
+        // A tag per try lands on a slot in about one try per 16384/slots.
+        (0..100_000u32).find_map(|n| {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(format!("probe:{{{n}}}").as_bytes());
+            Arc::ptr_eq(&self.of(&key), health).then_some(key)
+        })
     }
 
     /// Whether every node is up.

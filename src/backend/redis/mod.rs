@@ -26,17 +26,21 @@
 //! and stores the TATs as integer microseconds with a `PX` expiry at the
 //! moment the buckets are full again. The in-memory and Redis backends give
 //! the same `allowed / remaining / retry_after / reset_after` for the same
-//! arrivals (tested). The script is sent by hash (`EVALSHA`) and reloaded
-//! by the client when the server answers `NOSCRIPT` (after a restart or
-//! `SCRIPT FLUSH`).
+//! arrivals (tested). The script is sent by hash (`EVALSHA`), and in full
+//! (`EVAL`, one more round trip) when the server answers `NOSCRIPT` (after
+//! a restart or `SCRIPT FLUSH`).
 //!
 //! Redis counts in whole microseconds: an emission interval that is not a
 //! whole number of microseconds (7 per second, say) is rounded up, which
 //! makes the shared limit at most 1 µs per request stricter, never looser.
 //!
 //! Concurrent decisions share one multiplexed connection (pipelined; no
-//! pool), which reconnects by itself. Connecting is lazy: a service starts
-//! while Redis is down, and its failure policy applies until Redis is up.
+//! pool), which reconnects by itself, at once, when a call finds it broken
+//! (the backend's probes are its retries). Connecting is lazy: a service
+//! starts while Redis is down, and its failure policy applies until Redis
+//! is up. A [connection manager of your own](RedisBackend::from_manager)
+//! that retries with delays may hold a probe past its deadline, and so
+//! return to Redis later.
 //!
 //! # When Redis fails
 //!
@@ -55,14 +59,30 @@
 //!   [`BackendUnavailable`] (HTTP 503 with
 //!   `Retry-After`).
 //!
-//! After [`consecutive failures`](RedisBackend::breaker), Redis is skipped
-//! entirely (the policy applies at once, without waiting for a deadline);
-//! one probe decision goes to Redis after 250 ms, then after doubling
-//! delays up to 10 s, and the first success returns every decision to
-//! Redis. Each failed decision is an [`Event::BackendFailure`]; going down
+//! # Health, per node
+//!
+//! The backend keeps the health of each node: of the server, or, on a
+//! Cluster, of each master (learned from `CLUSTER SLOTS`; a key's node is
+//! the master of its hash slot). After three [consecutive
+//! failures](RedisBackend::breaker) on a node, its keys skip Redis (the
+//! failure policy applies at once, without waiting for a deadline) while
+//! keys on the other masters still go to Redis, exactly limited.
+//!
+//! While a node is down, a task of the backend probes it every 250 ms,
+//! independently of requests: it asks Redis about a key on that node
+//! without changing anything, within the deadline. The first probe that
+//! succeeds returns the node's keys to Redis, so **decisions are back on
+//! Redis within a second of Redis answering again** (about 250 ms plus a
+//! round trip), whether it was unreachable, slow, resetting connections or
+//! restarted, and a down node costs at most four probes a second (each at
+//! most two connection attempts while connections are refused).
+//!
+//! Each failed decision is an [`Event::BackendFailure`]; a node going down
 //! and coming back are [`Event::BackendStateChanged`] and one `tracing`
 //! warning each, never a log line per request. [`RedisBackend::stats`]
-//! counts errors by kind and what the policy did.
+//! counts errors by kind and what the policy did;
+//! [`is_available_for`](RedisBackend::is_available_for) says whether a
+//! key's node is up.
 //!
 //! # Deny cache
 //!
@@ -203,9 +223,9 @@ pub struct RedisStats {
     pub failed_closed: u64,
     /// Requests decided by the local fallback limiter.
     pub fallback: u64,
-    /// Times Redis was declared down.
+    /// Times Redis (or, on a Cluster, a master) was declared down.
     pub went_down: u64,
-    /// Times Redis came back.
+    /// Times Redis (or a master) came back.
     pub came_back: u64,
 }
 
@@ -440,10 +460,13 @@ impl RedisBackend {
         self.edit(|i| i.failure = policy)
     }
 
-    /// After `failures` consecutive failed decisions (default 3), skip Redis
-    /// and apply the failure policy at once; probe Redis with one decision
-    /// after `first_probe` (default 250 ms), doubling up to `max_probe`
-    /// (default 10 s) while it keeps failing. `failures == 0` is taken as 1.
+    /// After `failures` consecutive failed decisions on a node (default 3),
+    /// skip Redis for that node's keys and apply the failure policy at
+    /// once; probe the node `first_probe` later (default 250 ms), then at
+    /// intervals doubling up to `max_probe` (default 250 ms: a fixed
+    /// interval) while it keeps failing. Decisions return to Redis at most
+    /// `max_probe` (plus a round trip) after it answers again: keep it
+    /// under a second for that. `failures == 0` is taken as 1.
     ///
     /// # Examples
     ///
@@ -552,8 +575,8 @@ impl RedisBackend {
         self.inner.stats.snapshot()
     }
 
-    /// Whether decisions go to Redis now (`false` while it is considered
-    /// down and skipped).
+    /// Whether decisions go to Redis now (`false` while it, or on a
+    /// Cluster any master, is considered down and skipped).
     ///
     /// # Examples
     ///
