@@ -75,7 +75,10 @@
 //! Redis within a second of Redis answering again** (about 250 ms plus a
 //! round trip), whether it was unreachable, slow, resetting connections or
 //! restarted, and a down node costs at most four probes a second (each at
-//! most two connection attempts while connections are refused).
+//! most two connection attempts while connections are refused). On a
+//! Cluster, the slot map is learned again (at most once a second) while a
+//! master is down, so a failover to a replica is followed; the cluster
+//! client's own reconnection delays may add a few hundred milliseconds.
 //!
 //! Each failed decision is an [`Event::BackendFailure`]; a node going down
 //! and coming back are [`Event::BackendStateChanged`] and one `tracing`
