@@ -15,9 +15,12 @@ use tower_sluice::observe::{BackendErrorKind, Event, FailureAction};
 use tower_sluice::per_key::Policy;
 use tower_sluice::{BoxError, PerKeyLayer, Quota, RateLimited};
 
+#[path = "../support/fault_proxy.rs"]
+mod proxy;
 #[path = "../support/redis_server.rs"]
 mod server;
 
+use proxy::{Fault, FaultProxy};
 use server::{RedisCluster, RedisServer};
 
 async fn decide<K>(b: &impl Backend<K>, key: &K, policy: &Policy) -> Result<Grant, BoxError> {
@@ -700,4 +703,206 @@ async fn remote_decisions_are_reported_and_shadow_lets_them_through() {
             ]
         );
     }
+}
+
+/// A fault between the backend and Redis.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Injected by the proxy, cleared by letting traffic pass again.
+    Proxy(Fault),
+    /// The server killed, cleared by starting it again (empty).
+    Restart,
+}
+
+/// Under `outage`, a `FailClosed` backend goes down, probes at most a few
+/// times a second, and is back on Redis within a second of Redis
+/// answering again.
+async fn back_on_redis_within_a_second(outage: Outage) {
+    let mut server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let b = RedisBackend::from_url(&proxy.url())
+        .unwrap()
+        .deadline(Duration::from_millis(100))
+        .failure_policy(FailurePolicy::FailClosed)
+        .deny_cache(0);
+    let policy = Policy::new(Quota::per_second(1_000_000));
+    let key = "steady".to_string();
+    for _ in 0..5 {
+        decide(&b, &key, &policy).await.unwrap();
+    }
+    match outage {
+        Outage::Proxy(fault) => proxy.set(fault),
+        Outage::Restart => server.kill(),
+    }
+    let t = Instant::now();
+    while b.is_available() {
+        let _ = decide(&b, &key, &policy).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{outage:?}: never down"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Down for two seconds under steady traffic: every decision is refused
+    // at once, and only the probes reach the proxy.
+    let (conns, chunks) = (proxy.connections(), proxy.chunks());
+    let down = Instant::now();
+    let mut refused = 0;
+    while down.elapsed() < Duration::from_secs(2) {
+        let e = decide(&b, &key, &policy).await.unwrap_err();
+        assert!(e.is::<BackendUnavailable>(), "{outage:?}: {e}");
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let tries = (proxy.connections() - conns) + (proxy.chunks() - chunks);
+    assert!(refused > 100, "{outage:?}: traffic ran ({refused})");
+    eprintln!("{outage:?}: {tries} connections and commands in 2 s while down");
+    // A probe every 250 ms: at most 9 in two seconds. Each is one command,
+    // or, while connections are refused or reset, at most two connection
+    // attempts (the first call gets the last failed attempt and starts a
+    // new one, the second waits for it). 20 is that bound, rounded up; a
+    // probe per request would be hundreds.
+    assert!(
+        tries <= 20,
+        "{outage:?}: {tries} connections and commands in 2 s while down"
+    );
+    match outage {
+        Outage::Proxy(_) => proxy.set(Fault::Pass),
+        // Measured from when the new server answers PING.
+        Outage::Restart => server.restart(),
+    }
+    let cleared = Instant::now();
+    loop {
+        match decide(&b, &key, &policy).await {
+            Ok(_) => break,
+            Err(e) => assert!(e.is::<BackendUnavailable>(), "{outage:?}: {e}"),
+        }
+        // The target is 1 s. Real time on a shared 2-core machine:
+        // the bound is the target itself; a probe every 250 ms comes back
+        // in about 300 ms.
+        assert!(
+            cleared.elapsed() < Duration::from_secs(1),
+            "{outage:?}: not back on Redis 1 s after the fault cleared"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let back = cleared.elapsed();
+    assert!(b.is_available());
+    let before = b.stats().decisions;
+    for _ in 0..5 {
+        decide(&b, &key, &policy).await.unwrap();
+    }
+    assert_eq!(
+        b.stats().decisions,
+        before + 5,
+        "{outage:?}: on Redis again"
+    );
+    eprintln!("{outage:?}: back on Redis {back:?} after the fault cleared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_on_redis_within_a_second_after_a_black_hole() {
+    back_on_redis_within_a_second(Outage::Proxy(Fault::BlackHole)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_on_redis_within_a_second_after_latency_over_the_deadline() {
+    back_on_redis_within_a_second(Outage::Proxy(Fault::Latency(Duration::from_millis(300)))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_on_redis_within_a_second_after_connection_resets() {
+    back_on_redis_within_a_second(Outage::Proxy(Fault::Reset)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_on_redis_within_a_second_after_a_restart() {
+    back_on_redis_within_a_second(Outage::Restart).await;
+}
+
+/// On a 3-master Cluster with one master dead, keys on the live masters
+/// stay exact (one limit across two instances) and only the dead master's
+/// keys take the failure policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_cluster_master_takes_only_its_keys_off_redis() {
+    let started = Instant::now();
+    let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let instance = || {
+        let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+        RedisBackend::cluster(client)
+            .deadline(Duration::from_millis(200))
+            .deny_cache(0)
+    };
+    let (a, b) = (instance(), instance());
+    let policy = Policy::new(Quota::per_minute(5));
+    // A key on master 0 (stays up) and one on master 2 (killed).
+    let find = |node: usize, name: &str| {
+        (0..)
+            .map(|i| format!("{name}-{i}"))
+            .find(|k| cluster.node_of(&a.redis_key(k)) == node)
+            .unwrap()
+    };
+    let (live, dead) = (find(0, "live"), find(2, "dead"));
+    let warm = find(1, "warm");
+    for backend in [&a, &b] {
+        decide(backend, &warm, &policy).await.unwrap();
+    }
+    cluster.nodes[2].kill();
+    // Both instances find the dead master down...
+    for backend in [&a, &b] {
+        let t = Instant::now();
+        while backend.is_available_for(&dead) {
+            let r = decide(backend, &dead, &policy).await;
+            assert!(r.is_ok() || is_limited(&r), "fallback decides: {r:?}");
+            assert!(t.elapsed() < Duration::from_secs(5), "never down");
+        }
+        assert!(!backend.is_available());
+        assert!(backend.stats().fallback > 0);
+    }
+    // ...while the live masters' keys stay on Redis: 5 admitted of 8
+    // across the two instances, where the fallback would admit 8.
+    assert!(a.is_available_for(&live) && b.is_available_for(&live));
+    let mut admitted = 0;
+    for backend in [&a, &b, &a, &b, &a, &b, &a, &b] {
+        match decide(backend, &live, &policy).await {
+            Ok(_) => admitted += 1,
+            Err(e) => assert!(e.is::<RateLimited>(), "{e}"),
+        }
+    }
+    assert_eq!(admitted, 5, "the shared limit, exactly");
+    let fallback = a.stats().fallback;
+    let r = decide(&a, &dead, &policy).await;
+    assert!(r.is_ok() || is_limited(&r), "{r:?}");
+    assert_eq!(a.stats().fallback, fallback + 1, "the dead master's key");
+    // The master restarts (its slots kept in its nodes.conf) and serves
+    // again once it sees the cluster (cluster_state:ok, about 2 s later):
+    // its probe, on a key of its own, brings its keys back.
+    cluster.nodes[2].restart();
+    let restarted = Instant::now();
+    while !cluster.nodes[2]
+        .cli(&["CLUSTER", "INFO"])
+        .contains("cluster_state:ok")
+    {
+        assert!(restarted.elapsed() < Duration::from_secs(10), "never ok");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let serving = Instant::now();
+    while !(a.is_available_for(&dead) && b.is_available_for(&dead)) {
+        // 1.5 s, not 1: the cluster client retries a node it found down
+        // with a backoff of its own, inside the probe's deadline (about
+        // 0.4 s measured here after the node serves again).
+        assert!(
+            serving.elapsed() < Duration::from_millis(1_500),
+            "not back 1.5 s after the master served again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "dead master's keys back {:?} after it served again",
+        serving.elapsed()
+    );
+    let decisions = a.stats().decisions;
+    decide(&a, &dead, &policy).await.unwrap();
+    assert_eq!(a.stats().decisions, decisions + 1, "decided by Redis");
+    eprintln!("cluster test took {:?}", started.elapsed());
 }

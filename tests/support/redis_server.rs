@@ -205,18 +205,23 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
-            })
-            .collect();
+        Self::start_with(&[])
+    }
+
+    /// A cluster whose nodes take `extra` arguments too (for example
+    /// `--cluster-require-full-coverage no`, so that the live masters keep
+    /// serving their slots when one master dies).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ];
+        args.extend_from_slice(extra);
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args)).collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
@@ -241,5 +246,36 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The index of the node that serves `key`'s slot.
+    pub fn node_of(&self, key: &[u8]) -> usize {
+        let key = String::from_utf8_lossy(key).into_owned();
+        let slot: u16 = cli(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        self.nodes
+            .iter()
+            .position(|n| n.own_slots().iter().any(|&(a, b)| a <= slot && slot <= b))
+            .expect("a node serves every slot")
+    }
+}
+
+impl RedisServer {
+    /// The slot ranges this cluster node serves (from `CLUSTER NODES`).
+    pub fn own_slots(&self) -> Vec<(u16, u16)> {
+        let nodes = self.cli(&["CLUSTER", "NODES"]);
+        let line = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .expect("a myself line");
+        line.split_whitespace()
+            .skip(8)
+            .filter_map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect()
     }
 }

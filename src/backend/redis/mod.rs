@@ -26,17 +26,21 @@
 //! and stores the TATs as integer microseconds with a `PX` expiry at the
 //! moment the buckets are full again. The in-memory and Redis backends give
 //! the same `allowed / remaining / retry_after / reset_after` for the same
-//! arrivals (tested). The script is sent by hash (`EVALSHA`) and reloaded
-//! by the client when the server answers `NOSCRIPT` (after a restart or
-//! `SCRIPT FLUSH`).
+//! arrivals (tested). The script is sent by hash (`EVALSHA`), and in full
+//! (`EVAL`, one more round trip) when the server answers `NOSCRIPT` (after
+//! a restart or `SCRIPT FLUSH`).
 //!
 //! Redis counts in whole microseconds: an emission interval that is not a
 //! whole number of microseconds (7 per second, say) is rounded up, which
 //! makes the shared limit at most 1 µs per request stricter, never looser.
 //!
 //! Concurrent decisions share one multiplexed connection (pipelined; no
-//! pool), which reconnects by itself. Connecting is lazy: a service starts
-//! while Redis is down, and its failure policy applies until Redis is up.
+//! pool), which reconnects by itself, at once, when a call finds it broken
+//! (the backend's probes are its retries). Connecting is lazy: a service
+//! starts while Redis is down, and its failure policy applies until Redis
+//! is up. A [connection manager of your own](RedisBackend::from_manager)
+//! that retries with delays may hold a probe past its deadline, and so
+//! return to Redis later.
 //!
 //! # When Redis fails
 //!
@@ -55,14 +59,33 @@
 //!   [`BackendUnavailable`] (HTTP 503 with
 //!   `Retry-After`).
 //!
-//! After [`consecutive failures`](RedisBackend::breaker), Redis is skipped
-//! entirely (the policy applies at once, without waiting for a deadline);
-//! one probe decision goes to Redis after 250 ms, then after doubling
-//! delays up to 10 s, and the first success returns every decision to
-//! Redis. Each failed decision is an [`Event::BackendFailure`]; going down
+//! # Health, per node
+//!
+//! The backend keeps the health of each node: of the server, or, on a
+//! Cluster, of each master (learned from `CLUSTER SLOTS`; a key's node is
+//! the master of its hash slot). After three [consecutive
+//! failures](RedisBackend::breaker) on a node, its keys skip Redis (the
+//! failure policy applies at once, without waiting for a deadline) while
+//! keys on the other masters still go to Redis, exactly limited.
+//!
+//! While a node is down, a task of the backend probes it every 250 ms,
+//! independently of requests: it asks Redis about a key on that node
+//! without changing anything, within the deadline. The first probe that
+//! succeeds returns the node's keys to Redis, so **decisions are back on
+//! Redis within a second of Redis answering again** (about 250 ms plus a
+//! round trip), whether it was unreachable, slow, resetting connections or
+//! restarted, and a down node costs at most four probes a second (each at
+//! most two connection attempts while connections are refused). On a
+//! Cluster, the slot map is learned again (at most once a second) while a
+//! master is down, so a failover to a replica is followed; the cluster
+//! client's own reconnection delays may add a few hundred milliseconds.
+//!
+//! Each failed decision is an [`Event::BackendFailure`]; a node going down
 //! and coming back are [`Event::BackendStateChanged`] and one `tracing`
 //! warning each, never a log line per request. [`RedisBackend::stats`]
-//! counts errors by kind and what the policy did.
+//! counts errors by kind and what the policy did;
+//! [`is_available_for`](RedisBackend::is_available_for) says whether a
+//! key's node is up.
 //!
 //! # Deny cache
 //!
@@ -92,7 +115,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,7 +132,12 @@ use crate::observe::{BackendErrorKind, Event, FailureAction, Observer, Observers
 use crate::per_key::Policy;
 use crate::quota::Quota;
 
+mod deny;
+mod health;
 mod key;
+
+use deny::DenyCache;
+use health::{Breaker, Health, Nodes, Route};
 
 pub use key::RedisKey;
 
@@ -200,9 +228,9 @@ pub struct RedisStats {
     pub failed_closed: u64,
     /// Requests decided by the local fallback limiter.
     pub fallback: u64,
-    /// Times Redis was declared down.
+    /// Times Redis (or, on a Cluster, a master) was declared down.
     pub went_down: u64,
-    /// Times Redis came back.
+    /// Times Redis (or a master) came back.
     pub came_back: u64,
 }
 
@@ -228,7 +256,7 @@ struct Inner {
     fallback: Memory<Vec<u8>>,
     in_flight: Memory<Vec<u8>>,
     derived: Mutex<HashMap<usize, Derived>>,
-    health: Health,
+    nodes: Nodes,
     deny: DenyCache,
     stats: Counters,
     observers: Observers,
@@ -347,6 +375,7 @@ impl RedisBackend {
     }
 
     fn with_conn(conn: Conn) -> Self {
+        let cluster = matches!(conn, Conn::Cluster { .. });
         RedisBackend {
             inner: Arc::new(Inner {
                 conn,
@@ -359,7 +388,10 @@ impl RedisBackend {
                 fallback: Memory::new(100_000),
                 in_flight: Memory::new(100_000),
                 derived: Mutex::new(HashMap::new()),
-                health: Health::new(3, Duration::from_millis(250), Duration::from_secs(10)),
+                nodes: Nodes::new(
+                    Breaker::new(3, Duration::from_millis(250), Duration::from_millis(250)),
+                    cluster,
+                ),
                 deny: DenyCache::new(10_000),
                 stats: Counters::default(),
                 observers: Observers::default(),
@@ -433,10 +465,13 @@ impl RedisBackend {
         self.edit(|i| i.failure = policy)
     }
 
-    /// After `failures` consecutive failed decisions (default 3), skip Redis
-    /// and apply the failure policy at once; probe Redis with one decision
-    /// after `first_probe` (default 250 ms), doubling up to `max_probe`
-    /// (default 10 s) while it keeps failing. `failures == 0` is taken as 1.
+    /// After `failures` consecutive failed decisions on a node (default 3),
+    /// skip Redis for that node's keys and apply the failure policy at
+    /// once; probe the node `first_probe` later (default 250 ms), then at
+    /// intervals doubling up to `max_probe` (default 250 ms: a fixed
+    /// interval) while it keeps failing. Decisions return to Redis at most
+    /// `max_probe` (plus a round trip) after it answers again: keep it
+    /// under a second for that. `failures == 0` is taken as 1.
     ///
     /// # Examples
     ///
@@ -450,7 +485,11 @@ impl RedisBackend {
     /// ```
     #[must_use]
     pub fn breaker(self, failures: u32, first_probe: Duration, max_probe: Duration) -> Self {
-        self.edit(|i| i.health = Health::new(failures.max(1), first_probe, max_probe))
+        self.edit(|i| {
+            i.nodes = i
+                .nodes
+                .with_breaker(Breaker::new(failures, first_probe, max_probe))
+        })
     }
 
     /// Remember up to `entries` denied keys (default 10 000; 0 disables the
@@ -541,8 +580,8 @@ impl RedisBackend {
         self.inner.stats.snapshot()
     }
 
-    /// Whether decisions go to Redis now (`false` while it is considered
-    /// down and skipped).
+    /// Whether decisions go to Redis now (`false` while it, or on a
+    /// Cluster any master, is considered down and skipped).
     ///
     /// # Examples
     ///
@@ -553,7 +592,22 @@ impl RedisBackend {
     /// # Ok::<(), redis::RedisError>(())
     /// ```
     pub fn is_available(&self) -> bool {
-        self.inner.health.open_until.load(Ordering::Acquire) == 0
+        self.inner.nodes.all_up()
+    }
+
+    /// Whether decisions for `key` go to Redis now (`false` while the node
+    /// that holds it, on a Cluster, or the server, is considered down).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::backend::redis::RedisBackend;
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+    /// assert!(backend.is_available_for("ann"));
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
+    pub fn is_available_for<K: RedisKey + ?Sized>(&self, key: &K) -> bool {
+        self.inner.nodes.of(&self.inner.key_bytes(key)).is_up()
     }
 
     /// The failure policy.
@@ -614,14 +668,15 @@ impl RedisBackend {
         } else {
             None
         };
-        let probe = match inner.health.route(now) {
+        let health = inner.nodes.of(&key);
+        let probe = match health.route(now) {
             Route::Redis => false,
             Route::Probe => true,
             Route::Skip => {
                 inner.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 return Acquire::Ready(
                     inner
-                        .on_failure(&key, policy, cost, max_wait, consume, None, now)
+                        .on_failure(&key, policy, cost, max_wait, consume, None, &health, now)
                         .map(|g| g.with_in_flight(permit)),
                 );
             }
@@ -630,7 +685,7 @@ impl RedisBackend {
         let policy = policy.clone();
         Acquire::Pending(RedisFuture(Box::pin(async move {
             let result = inner
-                .remote(&key, &policy, cost, max_wait_ns, consume, probe)
+                .remote(&key, &policy, cost, max_wait_ns, consume, &health, probe)
                 .await;
             result.map(|g| g.with_in_flight(permit))
         })))
@@ -690,10 +745,14 @@ impl Inner {
             Conn::Client { client, manager } => {
                 let manager = manager
                     .get_or_try_init(|| async {
+                        // No retries inside the manager: a reconnection is
+                        // one attempt, made at once when a call finds the
+                        // connection broken. Retrying is the probe task's
+                        // job; a retry that sleeps would make a probe wait
+                        // past its deadline while Redis is already back.
                         let config = ConnectionManagerConfig::new()
                             .set_connection_timeout(Some(Duration::from_secs(1)))
-                            .set_number_of_retries(2)
-                            .set_max_delay(Duration::from_millis(500));
+                            .set_number_of_retries(0);
                         ConnectionManager::new_lazy_with_config(client.clone(), config)
                     })
                     .await?;
@@ -702,7 +761,13 @@ impl Inner {
             Conn::Manager(manager) => self.run(&cmd, key, args, &mut manager.clone()).await,
             Conn::Cluster { client, conn } => {
                 let conn = conn
-                    .get_or_try_init(|| client.get_async_connection())
+                    .get_or_try_init(|| async {
+                        let mut conn = client.get_async_connection().await?;
+                        // Learn which master holds which slot, for the
+                        // health of each; without it, one health for all.
+                        let _ = self.learn_topology(&mut conn).await;
+                        Ok::<_, redis::RedisError>(conn)
+                    })
                     .await?;
                 self.run(&cmd, key, args, &mut conn.clone()).await
             }
@@ -718,24 +783,76 @@ impl Inner {
     ) -> redis::RedisResult<Vec<i64>> {
         match cmd.query_async(conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let mut invocation = self.script.key(key);
+                // The script itself, in one round trip (EVAL also caches it
+                // for the next EVALSHA).
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(SCRIPT).arg(1).arg(key);
                 for a in args {
-                    invocation.arg(*a);
+                    eval.arg(*a);
                 }
-                invocation.invoke_async(conn).await
+                eval.query_async(conn).await
             }
             r => r,
         }
     }
 
+    /// Asks Redis about `key` without changing anything (a peek of one
+    /// request at 1 per second), within the deadline. A first failure
+    /// that is not a timeout is tried once more: the connection hands the
+    /// last failed connection attempt to the first call after it, and
+    /// starts a new attempt only then, so the second call is the one that
+    /// sees whether Redis answers now.
+    pub(super) async fn probe(&self, key: &[u8]) -> bool {
+        let args = [1, 0, 0, 1_000_000, 1];
+        for attempt in 0..2 {
+            match tokio::time::timeout(self.deadline, self.eval(key, &args)).await {
+                Ok(Ok(reply)) => return reply.len() == 7,
+                Ok(Err(e)) if attempt == 0 && !e.is_timeout() => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Learns again which master holds which slot (on a Cluster, at most
+    /// once a second).
+    pub(super) async fn refresh_topology(&self) {
+        let Some(learned_at) = self.nodes.learned_at() else {
+            return;
+        };
+        if learned_at != 0 && self.clock.now().saturating_sub(learned_at) < 1_000_000_000 {
+            return;
+        }
+        if let Conn::Cluster { conn, .. } = &self.conn
+            && let Some(conn) = conn.get()
+        {
+            let _ = self.learn_topology(&mut conn.clone()).await;
+        }
+    }
+
+    /// Reads `CLUSTER SLOTS` into the health map, within the deadline.
+    async fn learn_topology(&self, conn: &mut ClusterConnection) -> Result<(), ()> {
+        let reply: redis::Value = tokio::time::timeout(
+            self.deadline,
+            redis::cmd("CLUSTER").arg("SLOTS").query_async(conn),
+        )
+        .await
+        .map_err(drop)?
+        .map_err(drop)?;
+        let ranges = slot_ranges(&reply).ok_or(())?;
+        self.nodes.learn(&ranges, self.clock.now());
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments, clippy::ptr_arg)]
     async fn remote(
-        &self,
+        self: &Arc<Self>,
         key: &Vec<u8>,
         policy: &Policy,
         cost: u32,
         max_wait_ns: u64,
         consume: bool,
+        health: &Arc<Health>,
         probe: bool,
     ) -> Result<Grant, BoxError> {
         let mut args = [0u64; 3 + 2 * crate::per_key::MAX_QUOTAS];
@@ -753,7 +870,7 @@ impl Inner {
             Ok(Ok(reply)) => match self.decision(&reply, policy) {
                 Some((decision, wait)) => {
                     self.stats.decisions.fetch_add(1, Ordering::Relaxed);
-                    self.health.success(self, sent, probe);
+                    health.success(self, sent, probe);
                     return self.answer(key, policy, cost, consume, sent, decision, wait);
                 }
                 None => BackendErrorKind::Script,
@@ -763,9 +880,18 @@ impl Inner {
         };
         self.stats.count_error(failure);
         let now = self.clock.now();
-        self.health.failure(self, now, probe);
+        health.failure(self, key, now, probe);
         let max_wait = Duration::from_nanos(max_wait_ns);
-        self.on_failure(key, policy, cost, max_wait, consume, Some(failure), now)
+        self.on_failure(
+            key,
+            policy,
+            cost,
+            max_wait,
+            consume,
+            Some(failure),
+            health,
+            now,
+        )
     }
 
     /// The decision in a script reply.
@@ -838,6 +964,7 @@ impl Inner {
         max_wait: Duration,
         consume: bool,
         error: Option<BackendErrorKind>,
+        health: &Health,
         now: u64,
     ) -> Result<Grant, BoxError> {
         let (action, result) = match self.failure {
@@ -849,7 +976,7 @@ impl Inner {
             }
             FailurePolicy::FailClosed => {
                 self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
-                let retry_after = Duration::from_nanos(self.health.retry_after(now));
+                let retry_after = Duration::from_nanos(health.retry_after(now));
                 (
                     FailureAction::Refused,
                     Err(BackendUnavailable::new(BACKEND, retry_after).into()),
@@ -880,6 +1007,36 @@ impl Inner {
         }
         result
     }
+}
+
+/// The `(first slot, last slot, master address)` ranges of a `CLUSTER
+/// SLOTS` reply.
+fn slot_ranges(reply: &redis::Value) -> Option<Vec<(u16, u16, String)>> {
+    use redis::Value;
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let int = |v: &Value| match v {
+        Value::Int(i) => u16::try_from(*i).ok(),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let [first, last, Value::Array(master), ..] = fields.as_slice() else {
+            return None;
+        };
+        let host = match master.first()? {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::SimpleString(s) => s.clone(),
+            _ => return None,
+        };
+        let port = master.get(1).and_then(int)?;
+        out.push((int(first)?, int(last)?, format!("{host}:{port}")));
+    }
+    Some(out)
 }
 
 /// The emission interval in whole microseconds, rounded up.
@@ -1043,192 +1200,6 @@ where
 }
 
 // ---------------------------------------------------------------------
-// Health: a small breaker around Redis.
-
-enum Route {
-    Redis,
-    Probe,
-    Skip,
-}
-
-struct Health {
-    threshold: u32,
-    first: u64,
-    max: u64,
-    failures: AtomicU32,
-    /// Clock time until which Redis is skipped; 0 while it is up.
-    open_until: AtomicU64,
-    /// Clock time Redis was last found down.
-    down_at: AtomicU64,
-    backoff: AtomicU64,
-    probing: AtomicBool,
-}
-
-impl Health {
-    fn new(threshold: u32, first: Duration, max: Duration) -> Self {
-        let first = u64::try_from(first.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(first);
-        Health {
-            threshold,
-            first,
-            max,
-            failures: AtomicU32::new(0),
-            open_until: AtomicU64::new(0),
-            down_at: AtomicU64::new(0),
-            backoff: AtomicU64::new(first),
-            probing: AtomicBool::new(false),
-        }
-    }
-
-    #[inline]
-    fn route(&self, now: u64) -> Route {
-        let until = self.open_until.load(Ordering::Acquire);
-        if until == 0 {
-            Route::Redis
-        } else if now < until || self.probing.swap(true, Ordering::AcqRel) {
-            Route::Skip
-        } else {
-            Route::Probe
-        }
-    }
-
-    /// Nanoseconds until the next probe (0 while up).
-    fn retry_after(&self, now: u64) -> u64 {
-        let until = self.open_until.load(Ordering::Acquire);
-        if until == 0 {
-            self.first
-        } else {
-            until.saturating_sub(now).max(1_000_000)
-        }
-    }
-
-    /// A decision Redis answered, for a call sent at `sent`. While Redis is
-    /// down, only a probe, or a call sent since it went down, brings it
-    /// back: the late answer of a call sent before (in flight when Redis
-    /// failed) says nothing about Redis now.
-    #[inline]
-    fn success(&self, inner: &Inner, sent: u64, probe: bool) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-        if self.open_until.load(Ordering::Acquire) != 0
-            && (probe || sent >= self.down_at.load(Ordering::Acquire))
-        {
-            self.open_until.store(0, Ordering::Release);
-            self.backoff.store(self.first, Ordering::Relaxed);
-            self.probing.store(false, Ordering::Release);
-            inner.stats.came_back.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "tower_sluice::redis", "redis is back: decisions go to redis again");
-            inner.observers.emit(&Event::BackendStateChanged {
-                backend: BACKEND,
-                available: true,
-            });
-        }
-    }
-
-    fn failure(&self, inner: &Inner, now: u64, probe: bool) {
-        if probe {
-            let backoff = self
-                .backoff
-                .load(Ordering::Relaxed)
-                .saturating_mul(2)
-                .min(self.max);
-            self.backoff.store(backoff, Ordering::Relaxed);
-            self.open_until
-                .store(now.saturating_add(backoff).max(1), Ordering::Release);
-            self.probing.store(false, Ordering::Release);
-            return;
-        }
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= self.threshold {
-            let until = now.saturating_add(self.first).max(1);
-            // Before the circuit opens, so that no late answer finds it
-            // open with an older time.
-            self.down_at.store(now, Ordering::Release);
-            if self
-                .open_until
-                .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.backoff.store(self.first, Ordering::Relaxed);
-                inner.stats.went_down.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    target: "tower_sluice::redis",
-                    failures,
-                    policy = ?inner.failure,
-                    "redis is failing: applying the failure policy until a probe succeeds"
-                );
-                inner.observers.emit(&Event::BackendStateChanged {
-                    backend: BACKEND,
-                    available: false,
-                });
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------
-// Deny cache.
-
-struct DenyCache {
-    max: usize,
-    map: Mutex<HashMap<Vec<u8>, Denied>>,
-}
-
-#[derive(Clone, Copy)]
-struct Denied {
-    cost: u32,
-    sent: u64,
-    until: u64,
-    decision: Decision,
-}
-
-impl DenyCache {
-    fn new(max: usize) -> Self {
-        DenyCache {
-            max,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cached denial of `key` for `cost`, aged to `now`, when it still
-    /// holds past `max_wait`.
-    #[inline]
-    fn check(&self, key: &[u8], cost: u32, now: u64, max_wait: u64) -> Option<Decision> {
-        if self.max == 0 {
-            return None;
-        }
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let d = map.get(key)?;
-        (cost >= d.cost && now.saturating_add(max_wait) < d.until)
-            .then(|| d.decision.aged(now.saturating_sub(d.sent)))
-    }
-
-    fn insert(&self, key: &[u8], cost: u32, sent: u64, decision: Decision) {
-        if self.max == 0 {
-            return;
-        }
-        let until = sent.saturating_add(decision.retry_after_nanos());
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.max && !map.contains_key(key) {
-            map.retain(|_, d| d.until > sent);
-            if map.len() >= self.max {
-                return;
-            }
-        }
-        map.insert(
-            key.to_vec(),
-            Denied {
-                cost,
-                sent,
-                until,
-                decision,
-            },
-        );
-    }
-}
-
-// ---------------------------------------------------------------------
 // Counters.
 
 #[derive(Default)]
@@ -1312,46 +1283,28 @@ mod tests {
     #[test]
     fn a_late_answer_does_not_bring_redis_back() {
         let b = RedisBackend::from_url("redis://127.0.0.1:1").unwrap();
-        let (inner, health) = (&*b.inner, &b.inner.health);
-        let down = |h: &Health| h.open_until.load(Ordering::Acquire) != 0;
+        let inner = &b.inner;
+        let health = inner.nodes.of(b"k");
+        let down = |h: &Health| !h.is_up();
         let count = |a: &AtomicU64| a.load(Ordering::Relaxed);
         // Three failures (the threshold) at 10, 11 and 12: down at 12.
         for now in [10, 11, 12] {
-            health.failure(inner, now, false);
+            health.failure(inner, b"k", now, false);
         }
-        assert!(down(health));
+        assert!(down(&health));
         health.success(inner, 11, false);
-        assert!(down(health), "sent at 11, before Redis went down");
+        assert!(down(&health), "sent at 11, before Redis went down");
         assert_eq!(count(&inner.stats.came_back), 0);
         health.success(inner, 11, true);
-        assert!(!down(health), "a probe, whenever sent");
+        assert!(!down(&health), "a probe, whenever sent");
         for now in [20, 21, 22] {
-            health.failure(inner, now, false);
+            health.failure(inner, b"k", now, false);
         }
         health.success(inner, 22, false);
-        assert!(!down(health), "sent when Redis went down");
+        assert!(!down(&health), "sent when Redis went down");
         assert_eq!(
             (count(&inner.stats.went_down), count(&inner.stats.came_back)),
             (2, 2)
         );
-    }
-
-    #[test]
-    fn deny_cache_is_bounded_and_ages() {
-        let q = Quota::per_second(1);
-        let denied = Decision::remote(q, q.emission_nanos(), false, 500, 1_000);
-        let cache = DenyCache::new(2);
-        cache.insert(b"a", 1, 0, denied);
-        cache.insert(b"b", 1, 0, denied);
-        cache.insert(b"c", 1, 0, denied);
-        assert!(cache.check(b"c", 1, 0, 0).is_none(), "over the bound");
-        let hit = cache.check(b"a", 1, 200, 0).expect("still denied");
-        assert_eq!(hit.retry_after(), Duration::from_nanos(300));
-        assert!(cache.check(b"a", 1, 500, 0).is_none(), "expired");
-        assert!(cache.check(b"a", 1, 200, 300).is_none(), "may wait it out");
-        assert!(cache.check(b"a", 0, 200, 0).is_none(), "a smaller cost");
-        // Expired entries make room.
-        cache.insert(b"c", 1, 600, denied);
-        assert!(cache.check(b"c", 1, 700, 0).is_some());
     }
 }
