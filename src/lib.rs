@@ -190,6 +190,7 @@ mod headers;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod key;
 mod limiter;
 pub mod limits;
 pub mod observe;

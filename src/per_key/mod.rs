@@ -71,14 +71,13 @@
 pub(crate) mod core;
 pub mod future;
 mod handle;
-mod key;
 pub(crate) mod layer;
 mod policy;
 mod service;
 pub(crate) mod store;
 
+pub use crate::key::{ConstKey, KeyExtractor};
 pub use handle::PerKeyHandle;
-pub use key::{ConstKey, KeyExtractor};
 pub use layer::{DEFAULT_MAX_KEYS, PerKeyLayer};
 pub use policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use service::PerKey;

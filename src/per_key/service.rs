@@ -6,12 +6,12 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::KeyExtractor;
 use super::core::{Admission, Core, DefaultCache};
 use super::future::{Dispatch, Observed, ResponseFuture};
 use super::layer::Config;
 use crate::BoxError;
 use crate::backend::Backend;
+use crate::key::KeyExtractor;
 use crate::observe::RowHint;
 
 /// Enforces per-key limits on the requests to the inner service.

@@ -6,8 +6,8 @@ use tower_layer::Layer;
 
 use super::RateLimit;
 use crate::PerKeyLayer;
+use crate::key::ConstKey;
 use crate::observe::{Observer, Observers};
-use crate::per_key::ConstKey;
 use crate::{Limiter, Quota};
 
 /// What a [`RateLimit`] service does when its quota is exhausted.

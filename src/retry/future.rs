@@ -15,11 +15,12 @@ use tower_service::Service;
 
 use super::backoff::BackoffState;
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, GiveUpReason, NoKey, RetriesExhausted, RetryReason};
+use super::{ClassifyRetry, CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
 use crate::circuit_breaker::Outcome;
+use crate::key::KeyExtractor;
+use crate::key::NoKey;
 use crate::observe::{Event, EventKey};
-use crate::per_key::KeyExtractor;
 
 pub(super) const LAYER: &str = "retry";
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::{Backoff, BackoffRetry, CloneRequests, ConfigError, DefaultRetry, NoKey, RetryBudget};
+use super::{Backoff, BackoffRetry, CloneRequests, ConfigError, DefaultRetry, RetryBudget};
 use crate::clock::Clock;
+use crate::key::NoKey;
 use crate::observe::{Observer, Observers};
 
 /// Settings and shared state of the services a layer makes.

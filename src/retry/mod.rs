@@ -133,6 +133,7 @@ mod service;
 pub use crate::error::ConfigError;
 
 pub use crate::circuit_breaker::{Classify, Outcome};
+pub use crate::key::NoKey;
 pub use backoff::{Backoff, Delays, Jitter};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -149,27 +150,6 @@ pub use http::{Hint, HttpClone, HttpReplay, Idempotency, response_hints};
 pub use layer::BackoffRetryLayer;
 pub use request::{CloneRequest, CloneRequests};
 pub use service::BackoffRetry;
-
-/// No key for retry events: the default of
-/// [`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key).
-///
-/// ```
-/// use tower_sluice::per_key::KeyExtractor;
-/// use tower_sluice::retry::NoKey;
-///
-/// assert!(KeyExtractor::<&str>::extract(&NoKey, &"GET /").is_none());
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NoKey;
-
-impl<Req> crate::per_key::KeyExtractor<Req> for NoKey {
-    type Key = std::convert::Infallible;
-
-    #[inline]
-    fn extract(&self, _: &Req) -> Option<std::convert::Infallible> {
-        None
-    }
-}
 
 /// Why a retry was scheduled, in
 /// [`Event::RetryScheduled`](crate::observe::Event::RetryScheduled).

@@ -6,9 +6,10 @@ use tower_service::Service;
 
 use super::future::{ResponseFuture, Retry};
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, CloneRequests, DefaultRetry, NoKey};
+use super::{ClassifyRetry, CloneRequest, CloneRequests, DefaultRetry};
 use crate::BoxError;
-use crate::per_key::KeyExtractor;
+use crate::key::KeyExtractor;
+use crate::key::NoKey;
 
 /// Retries failed requests with backoff and jitter.
 ///

@@ -16,8 +16,9 @@ use tower_service::Service;
 use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
 use super::future::{ResponseFuture, Track};
 use crate::clock::Clock;
+use crate::key::KeyExtractor;
 use crate::observe::{Event, Observer, Observers};
-use crate::per_key::{KeyExtractor, Policy};
+use crate::per_key::Policy;
 use crate::slot::Slot;
 use crate::{BoxError, PerKeyLayer, Quota};
 

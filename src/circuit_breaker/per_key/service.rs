@@ -12,7 +12,7 @@ use super::super::future::ResponseFuture;
 use super::PerKeyCircuitBreakerHandle;
 use super::store::Breakers;
 use crate::BoxError;
-use crate::per_key::KeyExtractor;
+use crate::key::KeyExtractor;
 use crate::slot::Slot;
 
 /// Stops calling the inner service for keys (hosts) that fail, one breaker

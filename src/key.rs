@@ -1,4 +1,5 @@
-//! [`KeyExtractor`]: how a request's key is found.
+//! Keys: [`KeyExtractor`], how a request's key is found, and the
+//! extractors every layer shares ([`ConstKey`], [`NoKey`]).
 
 /// Finds the key a request is limited by (a client IP, an API key, a user
 /// id), or `None` when it has none.
@@ -126,5 +127,26 @@ impl<K: Clone, Req> KeyExtractor<Req> for ConstKey<K> {
     #[inline]
     fn extract(&self, _: &Req) -> Option<K> {
         Some(self.0.clone())
+    }
+}
+
+/// No key for retry events: the default of
+/// [`BackoffRetryLayer::key`](crate::BackoffRetryLayer::key).
+///
+/// ```
+/// use tower_sluice::per_key::KeyExtractor;
+/// use tower_sluice::retry::NoKey;
+///
+/// assert!(KeyExtractor::<&str>::extract(&NoKey, &"GET /").is_none());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoKey;
+
+impl<Req> KeyExtractor<Req> for NoKey {
+    type Key = std::convert::Infallible;
+
+    #[inline]
+    fn extract(&self, _: &Req) -> Option<std::convert::Infallible> {
+        None
     }
 }
