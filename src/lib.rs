@@ -195,6 +195,7 @@ mod limiter;
 pub mod limits;
 pub mod observe;
 pub mod per_key;
+mod policy;
 pub mod queue;
 pub mod quota;
 pub mod rate_limit;

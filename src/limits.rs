@@ -74,7 +74,7 @@ use std::time::Duration;
 use crate::backend::Memory;
 use crate::error::{RateLimited, TooManyKeys};
 use crate::gcra::{CellSet, Decision, Gcra, MAX_TAT, Params};
-use crate::per_key::Policy;
+use crate::policy::Policy;
 use crate::{Limiter, per_key::PerKeyHandle};
 
 /// A limit [`check_all`] and [`peek_all`] can charge: a [`Limiter`] (also

@@ -13,8 +13,8 @@ use tower_service::Service;
 use super::{Limits, Rejection, Respond};
 use crate::BoxError;
 use crate::backend::{Grant, InFlight};
-use crate::per_key::Policy;
 use crate::per_key::future::{Dispatch, Dispatched, Observed};
+use crate::policy::Policy;
 
 pin_project! {
     /// The response future of [`HttpLimit`](super::HttpLimit): the

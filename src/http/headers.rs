@@ -40,9 +40,9 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::Decision;
-use crate::backend::QuotaStates;
 use crate::error::Human;
-use crate::per_key::Policy;
+use crate::policy::Policy;
+use crate::policy::QuotaStates;
 use crate::quota::Quota;
 
 /// `RateLimit-Policy`: the quota policies a client's requests consume.

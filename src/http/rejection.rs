@@ -8,12 +8,12 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::RateLimited;
-use crate::backend::QuotaStates;
 use crate::error::{
     BackendUnavailable, CircuitOpen, ConcurrencyLimited, KeyTooLong, MissingKey, QueueClosed,
     QueueFull, QueueTimeout, Throttled, TooManyInFlight, TooManyKeys,
 };
-use crate::per_key::Policy;
+use crate::policy::Policy;
+use crate::policy::QuotaStates;
 
 /// Why a request was turned away, as protocols see it.
 ///

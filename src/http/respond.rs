@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use super::headers::{self, Item, NameRef};
 use super::rejection::{Rejection, RejectionKind};
 use crate::Decision;
-use crate::backend::QuotaStates;
-use crate::per_key::Policy;
+use crate::policy::Policy;
+use crate::policy::QuotaStates;
 
 /// Turns a request the limiter rejected into a response, and decides what
 /// an admitted request's response carries (such as `RateLimit` headers).

@@ -15,10 +15,10 @@ use crate::backend::Grant;
 use crate::backend::{Backend, Memory};
 use crate::key::KeyExtractor;
 use crate::observe::RowHint;
-use crate::per_key::Policy;
 use crate::per_key::core::{Admission, DefaultCache, Resolved};
 use crate::per_key::future::{Dispatch, Observed};
 use crate::per_key::layer::Config;
+use crate::policy::Policy;
 
 /// Enforces per-key limits on HTTP requests, answering rejections with
 /// responses (see [`Respond`]); errors of the inner service pass through

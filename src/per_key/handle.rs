@@ -2,9 +2,9 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use super::Policy;
 use super::core::Core;
 use crate::backend::{Acquire, Backend, QuotaStates};
+use crate::policy::Policy;
 
 /// Inspects and reconfigures a [`PerKeyLayer`](crate::PerKeyLayer)'s limits
 /// while it serves. Cheap to clone.

@@ -72,12 +72,11 @@ pub(crate) mod core;
 pub mod future;
 mod handle;
 pub(crate) mod layer;
-mod policy;
 mod service;
 pub(crate) mod store;
 
 pub use crate::key::{ConstKey, KeyExtractor};
+pub use crate::policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use handle::PerKeyHandle;
 pub use layer::{DEFAULT_MAX_KEYS, PerKeyLayer};
-pub use policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use service::PerKey;

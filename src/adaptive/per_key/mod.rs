@@ -18,7 +18,7 @@ use super::future::{ResponseFuture, Track};
 use crate::clock::Clock;
 use crate::key::KeyExtractor;
 use crate::observe::{Event, Observer, Observers};
-use crate::per_key::Policy;
+use crate::policy::Policy;
 use crate::slot::Slot;
 use crate::{BoxError, PerKeyLayer, Quota};
 

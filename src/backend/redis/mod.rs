@@ -129,7 +129,7 @@ use crate::clock::Clock;
 use crate::error::{BackendUnavailable, KeyTooLong, RateLimited};
 use crate::gcra::Decision;
 use crate::observe::{BackendErrorKind, Event, FailureAction, Observer, Observers};
-use crate::per_key::Policy;
+use crate::policy::Policy;
 use crate::quota::Quota;
 
 mod deny;
@@ -855,7 +855,7 @@ impl Inner {
         health: &Arc<Health>,
         probe: bool,
     ) -> Result<Grant, BoxError> {
-        let mut args = [0u64; 3 + 2 * crate::per_key::MAX_QUOTAS];
+        let mut args = [0u64; 3 + 2 * crate::policy::MAX_QUOTAS];
         args[0] = u64::from(cost);
         args[1] = max_wait_ns / 1_000;
         args[2] = u64::from(consume);

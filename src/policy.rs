@@ -4,8 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::Quota;
-use crate::gcra::Params;
+use crate::gcra::{Decision, Params};
+use crate::quota::Quota;
 
 /// The most quotas one policy can hold (for example per second, per minute,
 /// per day and per month).
@@ -399,5 +399,50 @@ impl fmt::Display for Policy {
             write!(f, ", {n} in flight")?;
         }
         Ok(())
+    }
+}
+
+/// The state of each quota of a key's policy, without consuming: for
+/// `RateLimit` headers.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::Quota;
+/// use tower_sluice::backend::{Backend, Memory};
+/// use tower_sluice::per_key::Policy;
+///
+/// let store = Memory::new(1_000);
+/// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_day(1_000)).unwrap();
+/// let states = store.states(&"ann", &policy);
+/// let limits: Vec<u32> = states.iter().map(|d| d.limit()).collect();
+/// assert_eq!(limits, [60, 1_000]);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaStates {
+    states: [Option<Decision>; MAX_QUOTAS],
+}
+
+impl QuotaStates {
+    pub(crate) fn push(&mut self, d: Decision) {
+        if let Some(slot) = self.states.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(d);
+        }
+    }
+
+    /// One decision per quota, in the policy's order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::backend::{Backend, Memory};
+    /// # use tower_sluice::per_key::Policy;
+    /// let store = Memory::new(1_000);
+    /// let states = store.states(&"ann", &Policy::new(Quota::per_minute(60)));
+    /// assert!(states.iter().all(|d| d.remaining() == 60)); // an unseen key is full
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = &Decision> {
+        self.states.iter().map_while(Option::as_ref)
     }
 }
