@@ -39,9 +39,8 @@ use criterion::{Criterion, Throughput, criterion_group};
 use support::{drive, timed};
 use tower::{Layer, Service, service_fn};
 use tower_sluice::CircuitBreakerLayer;
-use tower_sluice::circuit_breaker::{
-    CircuitState, ErrorsAreFailures, PerKeyCircuitBreakerLayer, SlidingWindow,
-};
+use tower_sluice::circuit_breaker::{CircuitState, PerKeyCircuitBreakerLayer, SlidingWindow};
+use tower_sluice::classify::ErrorsAreFailures;
 
 fn bare()
 -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>

@@ -18,9 +18,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_sluice::retry::{
-    Backoff, ClassifyRetry, DefaultRetry, Hint, Outcome, Verdict, response_hints,
-};
+use tower_sluice::classify::Outcome;
+use tower_sluice::retry::{Backoff, ClassifyRetry, DefaultRetry, Hint, Verdict, response_hints};
 use tower_sluice::{BackoffRetryLayer, Quota, RateLimitLayer};
 
 /// Retries 429, 502, 503 and 504 (waiting what `Retry-After` says) and the

@@ -182,6 +182,7 @@ pub(crate) use inner_accessors;
 pub mod adaptive;
 pub mod backend;
 pub mod circuit_breaker;
+pub mod classify;
 mod clock;
 pub mod error;
 mod gcra;

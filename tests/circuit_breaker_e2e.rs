@@ -18,7 +18,8 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
-use tower_sluice::circuit_breaker::{CircuitState, HttpStatus};
+use tower_sluice::circuit_breaker::CircuitState;
+use tower_sluice::classify::HttpStatus;
 use tower_sluice::{CircuitBreakerLayer, CircuitOpen};
 
 const OPEN_DURATION: Duration = Duration::from_millis(300);

@@ -7,9 +7,9 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use super::Classify;
 use super::state::{Breaker, Permit};
 use crate::BoxError;
+use crate::classify::Classify;
 use crate::error::CircuitOpen;
 
 pin_project! {

@@ -5,8 +5,9 @@ use tower_layer::Layer;
 use super::state::Breaker;
 use super::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, CircuitBreakerHandle,
-    ErrorsAreFailures, PerKeyCircuitBreakerLayer,
+    PerKeyCircuitBreakerLayer,
 };
+use crate::classify::ErrorsAreFailures;
 use crate::observe::{Observer, Observers};
 use crate::slot::Slot;
 
@@ -111,7 +112,7 @@ impl Default for CircuitBreakerLayer {
 
 impl<C> CircuitBreakerLayer<C> {
     /// For HTTP clients: judges responses by their status with
-    /// [`HttpStatus`](super::HttpStatus): errors and 5xx responses are
+    /// [`HttpStatus`](crate::classify::HttpStatus): errors and 5xx responses are
     /// failures, 429 and 503 (an upstream shedding load on purpose) are
     /// ignored, other responses are successes.
     ///
@@ -143,19 +144,20 @@ impl<C> CircuitBreakerLayer<C> {
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[must_use]
-    pub fn http(self) -> CircuitBreakerLayer<super::HttpStatus> {
-        self.classify(super::HttpStatus)
+    pub fn http(self) -> CircuitBreakerLayer<crate::classify::HttpStatus> {
+        self.classify(crate::classify::HttpStatus)
     }
 
     /// Decides which outcomes count as failures with `classifier` (a
-    /// [`Classify`](super::Classify) or a closure).
+    /// [`Classify`](crate::classify::Classify) or a closure).
     ///
     /// # Examples
     ///
     /// ```
     /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
     /// use tower_sluice::CircuitBreakerLayer;
-    /// use tower_sluice::circuit_breaker::{CircuitState, Outcome};
+    /// use tower_sluice::circuit_breaker::CircuitState;
+    /// use tower_sluice::classify::Outcome;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), BoxError> {

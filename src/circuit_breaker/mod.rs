@@ -36,7 +36,7 @@
 //!   admitted before a transition are dropped.
 //! * A cancelled call (its future dropped) counts as nothing, and gives its
 //!   half-open slot back.
-//! * What counts as a failure is a [`Classify`]: by default `Err` is a
+//! * What counts as a failure is a [`Classify`](crate::classify::Classify): by default `Err` is a
 //!   failure and `Ok` a success; with the `http` feature, `HttpStatus`
 //!   counts 5xx as failures but ignores 429 and 503 (the upstream shedding
 //!   load on purpose).
@@ -163,7 +163,6 @@
 //! # }
 //! ```
 
-mod classify;
 mod config;
 pub mod future;
 mod handle;
@@ -173,10 +172,6 @@ mod service;
 mod state;
 mod window;
 
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use classify::HttpStatus;
-pub use classify::{Classify, ErrorsAreFailures, Outcome};
 pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, ConfigError, SlidingWindow};
 pub use handle::{ChangeReason, CircuitBreakerHandle, StateChange};
 pub use layer::CircuitBreakerLayer;

@@ -4,10 +4,11 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+use super::CircuitBreakerHandle;
 use super::future::{Guard, ResponseFuture};
 use super::state::Breaker;
-use super::{CircuitBreakerHandle, Classify, ErrorsAreFailures};
 use crate::BoxError;
+use crate::classify::{Classify, ErrorsAreFailures};
 
 /// Stops calling the inner service while it fails.
 ///

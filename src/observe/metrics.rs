@@ -8,7 +8,8 @@ use hashbrown::{DefaultHashBuilder, HashMap};
 use metrics::{Label, counter, gauge, histogram};
 
 use super::{Event, EventKey, FailureAction, Observer};
-use crate::circuit_breaker::{CircuitState, Outcome};
+use crate::circuit_breaker::CircuitState;
+use crate::classify::Outcome;
 use crate::retry::GiveUpReason;
 
 /// An [`Observer`] that records every event through the

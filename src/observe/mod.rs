@@ -71,7 +71,8 @@ pub use monitor::{
     BreakerSnapshot, KeySnapshot, LayerSnapshot, Monitor, MonitorBuilder, Scoped, Snapshot,
 };
 
-use crate::circuit_breaker::{CircuitState, Outcome};
+use crate::circuit_breaker::CircuitState;
+use crate::classify::Outcome;
 use crate::error::{CircuitOpen, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 use crate::gcra::Decision;
 use crate::retry::{GiveUpReason, RetryReason};

@@ -13,7 +13,8 @@ use crossbeam_utils::CachePadded;
 use super::alert::{Alert, AlertRule, Alerts, Callback, RuleKind};
 use super::slot::{self, SHARED};
 use super::{Event, EventKey, FailureAction, Observer};
-use crate::circuit_breaker::{CircuitState, Outcome};
+use crate::circuit_breaker::CircuitState;
+use crate::classify::Outcome;
 use crate::clock::BucketClock;
 
 /// The least `max_keys`.

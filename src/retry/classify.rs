@@ -4,7 +4,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use crate::BoxError;
-use crate::circuit_breaker::{Classify, Outcome};
+use crate::classify::{Classify, Outcome};
 use crate::error::{CircuitOpen, QueueFull, QueueTimeout, RateLimited};
 
 /// The verdict on one attempt: its [`Outcome`] (only
@@ -16,7 +16,8 @@ use crate::error::{CircuitOpen, QueueFull, QueueTimeout, RateLimited};
 /// ```
 /// use std::time::Duration;
 /// use tower_sluice::BoxError;
-/// use tower_sluice::retry::{ClassifyRetry, Outcome, Verdict};
+/// use tower_sluice::retry::{ClassifyRetry, Verdict};
+/// use tower_sluice::classify::Outcome;
 ///
 /// /// Retries HTTP-like status codes, waiting 2 s after a 429.
 /// #[derive(Clone)]
@@ -52,7 +53,8 @@ impl Verdict {
     /// # Examples
     ///
     /// ```
-    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// # use tower_sluice::retry::Verdict;
+    /// # use tower_sluice::classify::Outcome;
     /// assert_eq!(Verdict::new(Outcome::Failure), Verdict::failure());
     /// assert_eq!(Verdict::new(Outcome::Ignore).outcome(), Outcome::Ignore);
     /// ```
@@ -70,7 +72,8 @@ impl Verdict {
     /// # Examples
     ///
     /// ```
-    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// # use tower_sluice::retry::Verdict;
+    /// # use tower_sluice::classify::Outcome;
     /// assert_eq!(Verdict::success().outcome(), Outcome::Success);
     /// ```
     pub fn success() -> Self {
@@ -82,7 +85,8 @@ impl Verdict {
     /// # Examples
     ///
     /// ```
-    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// # use tower_sluice::retry::Verdict;
+    /// # use tower_sluice::classify::Outcome;
     /// let v = Verdict::failure();
     /// assert_eq!((v.outcome(), v.retry_after()), (Outcome::Failure, None));
     /// ```
@@ -144,7 +148,8 @@ impl Verdict {
     /// # Examples
     ///
     /// ```
-    /// # use tower_sluice::retry::{Outcome, Verdict};
+    /// # use tower_sluice::retry::Verdict;
+    /// # use tower_sluice::classify::Outcome;
     /// assert_eq!(Verdict::failure().outcome(), Outcome::Failure);
     /// ```
     pub fn outcome(&self) -> Outcome {
@@ -201,7 +206,8 @@ impl Verdict {
 ///
 /// ```
 /// use tower_sluice::{BackoffRetryLayer, BoxError};
-/// use tower_sluice::retry::{Backoff, Outcome};
+/// use tower_sluice::retry::Backoff;
+/// use tower_sluice::classify::Outcome;
 ///
 /// // Retry every error, never a response.
 /// let layer = BackoffRetryLayer::new(Backoff::default())
@@ -219,7 +225,8 @@ pub trait ClassifyRetry<Res> {
     ///
     /// ```
     /// use tower_sluice::BoxError;
-    /// use tower_sluice::retry::{ClassifyRetry, DefaultRetry, Outcome};
+    /// use tower_sluice::retry::{ClassifyRetry, DefaultRetry};
+    /// use tower_sluice::classify::Outcome;
     ///
     /// let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
     /// assert_eq!(DefaultRetry.classify_retry(&Err::<(), _>(io)).outcome(), Outcome::Failure);
@@ -244,7 +251,8 @@ where
 /// # Examples
 ///
 /// ```
-/// use tower_sluice::retry::{Backoff, FromClassify, Outcome};
+/// use tower_sluice::retry::{Backoff, FromClassify};
+/// use tower_sluice::classify::Outcome;
 /// use tower_sluice::{BackoffRetryLayer, BoxError, CircuitBreakerLayer};
 ///
 /// // One rule for what counts as a failure, shared by retry and the breaker.
@@ -281,7 +289,8 @@ where
 ///
 /// ```
 /// use tower_sluice::BoxError;
-/// use tower_sluice::retry::{ClassifyRetry, DefaultRetry, Outcome};
+/// use tower_sluice::retry::{ClassifyRetry, DefaultRetry};
+/// use tower_sluice::classify::Outcome;
 ///
 /// let not_found: BoxError = std::io::Error::from(std::io::ErrorKind::NotFound).into();
 /// // Not transient: returned to the caller at once, not retried.
@@ -426,7 +435,8 @@ mod http_rules {
     /// use std::time::Duration;
     /// use http::{Response, StatusCode};
     /// use tower_sluice::BoxError;
-    /// use tower_sluice::retry::{ClassifyRetry, HttpRetry, Outcome};
+    /// use tower_sluice::retry::{ClassifyRetry, HttpRetry};
+    /// use tower_sluice::classify::Outcome;
     ///
     /// let res = Response::builder()
     ///     .status(StatusCode::TOO_MANY_REQUESTS)

@@ -17,7 +17,7 @@ use super::backoff::BackoffState;
 use super::layer::Shared;
 use super::{ClassifyRetry, CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
-use crate::circuit_breaker::Outcome;
+use crate::classify::Outcome;
 use crate::key::KeyExtractor;
 use crate::key::NoKey;
 use crate::observe::{Event, EventKey};

@@ -376,7 +376,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     }
 
     /// Decides what is retried with `classifier` (a [`ClassifyRetry`](super::ClassifyRetry), a
-    /// closure returning an [`Outcome`](super::Outcome), or
+    /// closure returning an [`Outcome`](crate::classify::Outcome), or
     /// [`FromClassify`](super::FromClassify) around a shared `Classify`).
     ///
     /// # Examples
@@ -385,7 +385,8 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// use std::time::Duration;
     /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
     /// use tower_sluice::BackoffRetryLayer;
-    /// use tower_sluice::retry::{Backoff, Outcome};
+    /// use tower_sluice::retry::Backoff;
+    /// use tower_sluice::classify::Outcome;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {

@@ -132,7 +132,6 @@ mod service;
 
 pub use crate::error::ConfigError;
 
-pub use crate::circuit_breaker::{Classify, Outcome};
 pub use crate::key::NoKey;
 pub use backoff::{Backoff, Delays, Jitter};
 #[cfg(feature = "http")]

@@ -8,7 +8,8 @@ use futures_util_lite::poll_once;
 use tokio::sync::oneshot;
 use tokio::time::advance;
 use tower::{BoxError, Layer, Service, ServiceExt};
-use tower_sluice::circuit_breaker::{CircuitBreakerHandle, CircuitState, Outcome, SlidingWindow};
+use tower_sluice::circuit_breaker::{CircuitBreakerHandle, CircuitState, SlidingWindow};
+use tower_sluice::classify::Outcome;
 use tower_sluice::observe::Event;
 use tower_sluice::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 

@@ -688,7 +688,7 @@ async fn an_open_circuit_is_503_with_retry_after_and_grpc_unavailable() {
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(tower_sluice::http::handle_error))
-                .layer(breaker.classify(tower_sluice::circuit_breaker::HttpStatus)),
+                .layer(breaker.classify(tower_sluice::classify::HttpStatus)),
         );
     let mut app = app.into_service::<Body>();
     assert_eq!(

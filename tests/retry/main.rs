@@ -14,9 +14,10 @@ use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower_sluice::classify::Outcome;
 use tower_sluice::observe::Event;
 use tower_sluice::retry::{
-    Backoff, GiveUpReason, HttpClone, HttpReplay, Idempotency, Jitter, Outcome, RetriesExhausted,
+    Backoff, GiveUpReason, HttpClone, HttpReplay, Idempotency, Jitter, RetriesExhausted,
     RetryBudget,
 };
 use tower_sluice::{BackoffRetryLayer, Quota, RateLimitLayer, RateLimited};

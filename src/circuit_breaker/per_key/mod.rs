@@ -20,13 +20,13 @@ mod tests {
     fn bounds() {
         fn ok<T: Clone + Send + Sync + 'static>() {}
         type X = fn(&u8) -> Option<u8>;
-        ok::<PerKeyCircuitBreakerLayer<u8, X, crate::circuit_breaker::ErrorsAreFailures>>();
+        ok::<PerKeyCircuitBreakerLayer<u8, X, crate::classify::ErrorsAreFailures>>();
         ok::<
             PerKeyCircuitBreaker<
                 tower::util::BoxCloneSyncService<u8, u8, crate::BoxError>,
                 u8,
                 X,
-                crate::circuit_breaker::ErrorsAreFailures,
+                crate::classify::ErrorsAreFailures,
             >,
         >();
         ok::<PerKeyCircuitBreakerHandle<u8>>();

@@ -7,11 +7,11 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::super::Classify;
 use super::super::future::ResponseFuture;
 use super::PerKeyCircuitBreakerHandle;
 use super::store::Breakers;
 use crate::BoxError;
+use crate::classify::Classify;
 use crate::key::KeyExtractor;
 use crate::slot::Slot;
 

@@ -1,4 +1,22 @@
-//! [`Classify`]: which outcomes count against the breaker.
+//! What a call's result means: [`Outcome`] (success, failure, or neither)
+//! and [`Classify`], the rule that decides it, shared by the circuit
+//! breaker, retry and the metrics a [`Monitor`](crate::observe::Monitor)
+//! keeps.
+//!
+//! A classifier is a closure `Fn(&Result<Res, E>) -> Outcome` or a type:
+//! [`ErrorsAreFailures`] (the default: `Err` fails) and, with the `http`
+//! feature, [`HttpStatus`] (5xx fail, 429 and 503 are ignored).
+//!
+//! ```
+//! use tower_sluice::CircuitBreakerLayer;
+//! use tower_sluice::classify::Outcome;
+//!
+//! let breaker = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
+//!     Ok(500..) | Err(_) => Outcome::Failure,
+//!     Ok(_) => Outcome::Success,
+//! });
+//! # let _ = breaker;
+//! ```
 
 /// The verdict on one call.
 ///
@@ -7,7 +25,7 @@
 /// ```
 /// use tower::{service_fn, BoxError, Layer, ServiceExt};
 /// use tower_sluice::CircuitBreakerLayer;
-/// use tower_sluice::circuit_breaker::Outcome;
+/// use tower_sluice::classify::Outcome;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), BoxError> {
@@ -48,7 +66,7 @@ pub enum Outcome {
 ///
 /// ```
 /// use tower_sluice::CircuitBreakerLayer;
-/// use tower_sluice::circuit_breaker::Outcome;
+/// use tower_sluice::classify::Outcome;
 ///
 /// // Timeouts count, "not found" does not.
 /// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
@@ -64,7 +82,7 @@ pub trait Classify<Res, E> {
     /// # Examples
     ///
     /// ```
-    /// use tower_sluice::circuit_breaker::{Classify, ErrorsAreFailures, Outcome};
+    /// use tower_sluice::classify::{Classify, ErrorsAreFailures, Outcome};
     ///
     /// let timeouts_only = |r: &Result<(), std::io::Error>| match r {
     ///     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Outcome::Failure,
@@ -91,7 +109,7 @@ where
 /// # Examples
 ///
 /// ```
-/// use tower_sluice::circuit_breaker::{Classify, ErrorsAreFailures, Outcome};
+/// use tower_sluice::classify::{Classify, ErrorsAreFailures, Outcome};
 ///
 /// assert_eq!(ErrorsAreFailures.classify(&Ok::<u32, ()>(7)), Outcome::Success);
 /// assert_eq!(ErrorsAreFailures.classify(&Err::<u32, ()>(())), Outcome::Failure);
@@ -119,7 +137,7 @@ impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
 /// ```
 /// use http::Response;
 /// use tower_sluice::CircuitBreakerLayer;
-/// use tower_sluice::circuit_breaker::{Classify, HttpStatus, Outcome};
+/// use tower_sluice::classify::{Classify, HttpStatus, Outcome};
 ///
 /// let status = |code: u16| {
 ///     let res = Response::builder().status(code).body(()).unwrap();
