@@ -62,7 +62,7 @@ struct Inner {
     name: Option<Arc<str>>,
     /// The policy's HTTP field items, formatted once.
     #[cfg(feature = "http")]
-    http: std::sync::OnceLock<crate::http::headers::PolicyFields>,
+    http: std::sync::OnceLock<crate::headers::fields::PolicyFields>,
 }
 
 impl Inner {
@@ -330,10 +330,10 @@ impl Policy {
     /// The policy's HTTP field items, formatted on first use.
     #[cfg(feature = "http")]
     #[inline]
-    pub(crate) fn http_fields(&self) -> &crate::http::headers::PolicyFields {
+    pub(crate) fn http_fields(&self) -> &crate::headers::fields::PolicyFields {
         self.inner
             .http
-            .get_or_init(|| crate::http::headers::PolicyFields::new(self))
+            .get_or_init(|| crate::headers::fields::PolicyFields::new(self))
     }
 
     #[inline]

@@ -296,11 +296,11 @@ mod http_rules {
 
     use super::*;
     use crate::headers::digits;
-    use crate::http::headers::{
+    use crate::headers::fields::{
         RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, ratelimit_items, reset_delay,
         response_now,
     };
-    use crate::retry::{Hint, response_hints};
+    use crate::headers::hints::{Hint, response_hints};
 
     /// For HTTP clients: 429 and gRPC `RESOURCE_EXHAUSTED` (status 8 in a
     /// trailers-only response) are [`Overloaded`](Signal::Overloaded), with

@@ -63,7 +63,7 @@
 //! [`Responder::error_response`] or, in axum, `handle_error`.
 
 pub mod future;
-pub mod headers;
+pub use crate::headers::fields as headers;
 mod key;
 mod layer;
 mod rejection;

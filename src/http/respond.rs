@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::headers::{self, Item, NameRef};
 use super::rejection::{Rejection, RejectionKind};
 use crate::Decision;
+use crate::headers::fields::{self as headers, Item, NameRef};
 use crate::policy::Policy;
 use crate::policy::QuotaStates;
 

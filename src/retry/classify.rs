@@ -486,10 +486,10 @@ mod http_rules {
                     if verdict.outcome() != Outcome::Failure {
                         return verdict;
                     }
-                    match super::super::http::response_hints(res.headers()) {
-                        super::super::http::Hint::None => verdict,
-                        super::super::http::Hint::After(d) => verdict.with_retry_after(d),
-                        super::super::http::Hint::Stop => verdict.do_not_retry(),
+                    match crate::headers::hints::response_hints(res.headers()) {
+                        crate::headers::hints::Hint::None => verdict,
+                        crate::headers::hints::Hint::After(d) => verdict.with_retry_after(d),
+                        crate::headers::hints::Hint::Stop => verdict.do_not_retry(),
                     }
                 }
                 Err(_) => DefaultRetry.classify_retry(result),

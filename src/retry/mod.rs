@@ -132,6 +132,9 @@ mod service;
 
 pub use crate::error::ConfigError;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use crate::headers::hints::{Hint, response_hints};
 pub use crate::key::NoKey;
 pub use backoff::{Backoff, Delays, Jitter};
 #[cfg(feature = "http")]
@@ -145,7 +148,7 @@ pub use classify::{ClassifyRetry, DefaultRetry, FromClassify, Verdict, error_hin
 pub use error::RetriesExhausted;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http::{Hint, HttpClone, HttpReplay, Idempotency, response_hints};
+pub use http::{HttpClone, HttpReplay, Idempotency};
 pub use layer::BackoffRetryLayer;
 pub use request::{CloneRequest, CloneRequests};
 pub use service::BackoffRetry;

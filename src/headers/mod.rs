@@ -1,9 +1,15 @@
-//! Reading what an upstream says about waiting: the one bound on every
+//! The header codec: the rate-limit fields a limiter writes ([`fields`]:
+//! `Retry-After`, `RateLimit-Policy`, `RateLimit`, `X-RateLimit-*`), the
+//! waits an upstream's answer asks for (`hints`), the one bound on every
 //! wait taken from an upstream ([`MAX_UPSTREAM_WAIT`]), and the grammar of
-//! the numbers in `Retry-After`, `RateLimit`, `X-RateLimit-*` and
-//! `grpc-retry-pushback-ms`.
+//! the numbers in those fields.
 
 use std::time::Duration;
+
+#[cfg(feature = "http")]
+pub mod fields;
+#[cfg(feature = "http")]
+pub(crate) mod hints;
 
 /// The default bound on every wait an upstream can impose on a client: 60
 /// seconds.
