@@ -107,3 +107,80 @@ fn ratelimit_t(s: &str) -> Option<Duration> {
         .max()
         .map(Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(pairs: &[(&'static str, &'static str)]) -> Hint {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        response_hints(&h)
+    }
+
+    #[test]
+    fn parses_the_fields() {
+        let s = |n| Hint::After(Duration::from_secs(n));
+        assert_eq!(hint(&[("retry-after", "7")]), s(7));
+        assert_eq!(hint(&[("retry-after", "-3")]), s(0));
+        assert_eq!(hint(&[("retry-after", "soon")]), Hint::None);
+        assert_eq!(
+            hint(&[
+                ("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT"),
+                ("date", "Wed, 21 Oct 2015 07:28:00 GMT")
+            ]),
+            s(0)
+        );
+        assert_eq!(
+            hint(&[("ratelimit", r#""per-minute";r=0;t=12, "per-day";r=5;t=800"#)]),
+            s(12)
+        );
+        assert_eq!(
+            hint(&[("ratelimit", r#""per-minute";r=3;t=12"#)]),
+            Hint::None
+        );
+        assert_eq!(hint(&[("x-ratelimit-reset", "4")]), s(4));
+        assert_eq!(
+            hint(&[
+                ("x-ratelimit-reset", "1445412500"),
+                ("date", "Wed, 21 Oct 2015 07:28:00 GMT")
+            ]),
+            s(20)
+        );
+        assert_eq!(
+            hint(&[("grpc-retry-pushback-ms", "250"), ("retry-after", "9")]),
+            Hint::After(Duration::from_millis(250))
+        );
+        assert_eq!(hint(&[("grpc-retry-pushback-ms", "-1")]), Hint::Stop);
+        assert_eq!(hint(&[("grpc-retry-pushback-ms", "x")]), Hint::Stop);
+        // The grammars are digits only: a `+` is malformed.
+        assert_eq!(hint(&[("grpc-retry-pushback-ms", "+100")]), Hint::Stop);
+        assert_eq!(hint(&[("retry-after", "+5")]), Hint::None);
+        assert_eq!(
+            hint(&[("retry-after", "+5"), ("x-ratelimit-reset", "2")]),
+            s(2)
+        );
+        assert_eq!(hint(&[("x-ratelimit-reset", "+4")]), Hint::None);
+        assert_eq!(hint(&[("ratelimit", r#""a";r=0;t=+12"#)]), Hint::None);
+        // Huge values saturate; the layers cap them.
+        assert_eq!(
+            hint(&[("retry-after", "99999999999999999999999")]),
+            s(i64::MAX as u64)
+        );
+        assert_eq!(
+            hint(&[("grpc-retry-pushback-ms", "99999999999999999999")]),
+            Hint::After(Duration::from_millis(i64::MAX as u64))
+        );
+        assert!(matches!(
+            hint(&[("x-ratelimit-reset", "9223372036854775807")]),
+            Hint::After(d) if d > Duration::from_secs(1 << 40)
+        ));
+        // A malformed Retry-After falls through to the next field.
+        assert_eq!(
+            hint(&[("retry-after", "1.5"), ("x-ratelimit-reset", "2")]),
+            s(2)
+        );
+    }
+}
