@@ -202,6 +202,7 @@ pub mod quota;
 pub mod rate_limit;
 pub mod retry;
 mod slot;
+mod util;
 
 pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};

@@ -8,6 +8,7 @@ use crate::Quota;
 use crate::clock::Clock;
 use crate::error::{ConfigError, ExceedsBurst};
 use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved, Tunable};
+use crate::util::IgnorePoison;
 
 /// A lock-free rate limiter holding one quota or several at once.
 ///
@@ -186,7 +187,7 @@ impl Limiter {
                 "give as many quotas as the limiter holds",
             ));
         }
-        let _serial = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.changes.lock().ignore_poison();
         for ((tunable, gcra), quota) in cells.iter().zip(quotas) {
             let old = tunable.load();
             let new = Params::new(quota);

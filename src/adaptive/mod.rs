@@ -69,7 +69,6 @@ mod classify;
 mod concurrency;
 pub mod future;
 mod per_key;
-mod rng;
 mod throttle;
 
 pub use aimd::{Aimd, AimdHandle, AimdLayer, AimdTrack};

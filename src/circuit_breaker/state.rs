@@ -26,6 +26,8 @@ use crate::classify::Outcome;
 use crate::clock::{Clock, CoarseClock};
 use crate::error::CircuitOpen;
 use crate::observe::{Event, EventKey, Observers};
+use crate::util::IgnorePoison;
+use crate::util::rng;
 
 pub(crate) const LAYER: &str = "circuit_breaker";
 
@@ -154,16 +156,6 @@ fn percent(part: u32, whole: u32) -> f64 {
     } else {
         f64::from(part) * 100.0 / f64::from(whole)
     }
-}
-
-/// A number in `[0, 1)` from a seed (splitmix64): jitter needs spread, not
-/// cryptographic quality.
-fn unit_random(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `part / whole >= threshold%`.
@@ -355,7 +347,7 @@ impl Breaker {
     fn lock(&self) -> MutexGuard<'_, Control> {
         // The state behind the lock stays consistent even if an observer
         // panicked elsewhere: no code panics while holding it.
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
+        self.control.lock().ignore_poison()
     }
 
     fn report(&self, changes: Changes) {
@@ -395,7 +387,10 @@ impl Breaker {
                 if self.config.open_jitter > 0.0 {
                     let cut = nanos as f64
                         * self.config.open_jitter
-                        * unit_random(now ^ word ^ (self as *const Self as usize as u64));
+                        * rng::unit(
+                            rng::SplitMix::new(now ^ word ^ (self as *const Self as usize as u64))
+                                .next_u64(),
+                        );
                     nanos = nanos.saturating_sub(cut as u64);
                 }
                 self.open_until

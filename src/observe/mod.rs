@@ -991,29 +991,11 @@ impl fmt::Debug for Observers {
     }
 }
 
-/// `true` with probability about `1 / n` (`n >= 1`), from a per-thread
-/// xorshift generator: independent draws, so layers that share a thread
+/// `true` with probability about `1 / n` (`n >= 1`), from the crate's
+/// per-thread generator: independent draws, so layers that share a thread
 /// never fall into step with one another (a shared countdown would time
 /// only the first of two layers on every request).
 #[inline]
 pub(crate) fn one_in(n: u32) -> bool {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    thread_local! {
-        static STATE: Cell<u64> = const { Cell::new(0) };
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        if x == 0 {
-            // First draw on this thread: a distinct, non-zero seed.
-            static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-            x = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        // The high 32 bits scaled to [0, n): 0 with probability 1/n.
-        ((x >> 32) * u64::from(n)) >> 32 == 0
-    })
+    crate::util::rng::one_in(n)
 }

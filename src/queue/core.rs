@@ -10,7 +10,7 @@
 //! completed call freeing a slot) wakes the new next waiter.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::error::QueueClosed;
 use crate::gcra::{Gcra, Params};
 use crate::observe::{Event, Observers};
+use crate::util::IgnorePoison;
 
 pub(crate) const LAYER: &str = "queue";
 
@@ -76,9 +77,7 @@ impl<S> InnerCell<S> {
     }
 
     pub(crate) fn into_inner(self) -> S {
-        self.svc
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.svc.into_inner().ignore_poison()
     }
 }
 
@@ -376,7 +375,7 @@ impl Core {
 
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().ignore_poison()
     }
 
     pub(crate) fn hasher(&self) -> &hashbrown::DefaultHashBuilder {
@@ -484,7 +483,7 @@ impl Core {
         if let Some(closed) = inner.failed.get() {
             return Attempt::Failed(closed.clone());
         }
-        let mut svc = inner.svc.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut svc = inner.svc.lock().ignore_poison();
         match svc.poll_ready(cx) {
             Poll::Pending => Attempt::NotReady,
             Poll::Ready(Err(e)) => {

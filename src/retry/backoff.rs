@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{ConfigError, invalid};
+use crate::util::rng::{SplitMix, thread_seed};
 
 /// How the delays grow from one retry to the next.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -328,7 +329,7 @@ impl Backoff {
     pub fn delays(&self) -> Delays {
         Delays {
             backoff: *self,
-            state: BackoffState::new(self.seed.map_or_else(seed_from_thread, |s| stream(s, 0))),
+            state: BackoffState::new(self.seed.map_or_else(thread_seed, |s| stream(s, 0))),
         }
     }
 
@@ -376,7 +377,7 @@ impl Backoff {
     pub(crate) fn state_for(&self, k: u64) -> BackoffState {
         BackoffState::new(match self.seed {
             Some(seed) => stream(seed, k),
-            None => seed_from_thread(),
+            None => thread_seed(),
         })
     }
 
@@ -446,57 +447,16 @@ pub(crate) struct BackoffState {
 impl BackoffState {
     fn new(seed: u64) -> Self {
         BackoffState {
-            rng: SplitMix(seed),
+            rng: SplitMix::new(seed),
             prev: None,
             retries: 0,
         }
     }
 }
 
-/// SplitMix64: tiny, fast, good enough for jitter (not for secrets).
-#[derive(Debug, Clone)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi]` (nanosecond resolution).
-    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        if hi <= lo {
-            return lo;
-        }
-        let span = (hi - lo).as_nanos().min(u64::MAX as u128 - 1) as u64 + 1;
-        let r = ((u128::from(self.next_u64()) * u128::from(span)) >> 64) as u64;
-        lo + Duration::from_nanos(r)
-    }
-}
-
 /// The seed of the `k`-th stream of `seed`.
 fn stream(seed: u64, k: u64) -> u64 {
-    let mut g = SplitMix(seed ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    g.next_u64()
-}
-
-/// A fresh seed from this thread's generator, itself seeded once from the
-/// OS's randomness (through std's `RandomState`).
-fn seed_from_thread() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, RandomState};
-    thread_local! {
-        static GEN: Cell<u64> = Cell::new(RandomState::new().hash_one(0x5EED_u64));
-    }
-    GEN.with(|g| {
-        let mut s = SplitMix(g.get());
-        let out = s.next_u64();
-        g.set(s.0);
-        out
-    })
+    SplitMix::new(seed ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
 }
 
 #[cfg(test)]
@@ -553,7 +513,7 @@ mod tests {
 
     #[test]
     fn between_covers_the_range() {
-        let mut g = SplitMix(1);
+        let mut g = SplitMix::new(1);
         let (mut lo, mut hi) = (Duration::MAX, Duration::ZERO);
         for _ in 0..10_000 {
             let d = g.between(10 * MS, 20 * MS);

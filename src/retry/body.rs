@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
+use crate::util::IgnorePoison;
 
 pin_project! {
     /// A request body that keeps the bytes it streams, up to a cap, so
@@ -183,7 +184,7 @@ impl<B> ReplayBody<B> {
 }
 
 fn lock<B>(shared: &Mutex<Shared<B>>) -> std::sync::MutexGuard<'_, Shared<B>> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+    shared.lock().ignore_poison()
 }
 
 impl<B> Body for ReplayBody<B>

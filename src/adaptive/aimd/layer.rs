@@ -1,6 +1,7 @@
 //! The layer of `adaptive::aimd`: configuration and `Layer`.
 
 use super::*;
+use crate::util::IgnorePoison;
 
 /// Paces a client, evenly, to a rate that starts at a quota and adapts to what the
 /// upstream says: cut (×0.5 by default) on each 429 / [`RateLimited`] /
@@ -183,7 +184,7 @@ impl<C> AimdLayer<C> {
             let period = c.config.quota.period().as_secs_f64();
             c.config.floor = (f64::from(requests_per_period.max(1)) / period).min(c.config.max);
             let floor = c.config.floor;
-            let s = c.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            let s = c.state.get_mut().ignore_poison();
             s.rate = s.rate.max(floor);
         })
     }
@@ -292,7 +293,7 @@ impl<C> AimdLayer<C> {
             let period = c.config.quota.period().as_secs_f64();
             let rate =
                 (f64::from(requests_per_period) / period).clamp(c.config.floor, c.config.max);
-            c.state.get_mut().unwrap_or_else(|e| e.into_inner()).rate = rate;
+            c.state.get_mut().ignore_poison().rate = rate;
         })
     }
 

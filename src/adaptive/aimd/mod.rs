@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::headers::saturating_nanos;
 use crate::observe::{Event, Observer, Observers};
 use crate::slot::Slot;
+use crate::util::IgnorePoison;
 use crate::{BoxError, Quota};
 
 const LAYER: &str = "aimd";
@@ -94,7 +95,7 @@ impl Core {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().ignore_poison()
     }
 
     fn quota_of(&self, rate: f64) -> Quota {

@@ -15,12 +15,13 @@ use tower_service::Service;
 
 use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
 use super::future::{ResponseFuture, Track};
-use super::rng::Rng;
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::ConcurrencyLimited;
 use crate::observe::{Event, Observer, Observers};
 use crate::slot::Slot as Shared;
+use crate::util::IgnorePoison;
+use crate::util::rng::SharedRng;
 
 const LAYER: &str = "adaptive_concurrency";
 
@@ -352,7 +353,7 @@ pub struct GradientLimit {
     probe_limit: u32,
     probe_samples: u32,
     jitter: f64,
-    rng: Rng,
+    rng: SharedRng,
     limit: f64,
     min_rtt: Option<Duration>,
     sum: Duration,
@@ -397,7 +398,7 @@ impl GradientLimit {
             probe_limit: 3,
             probe_samples: 25,
             jitter: 0.15,
-            rng: Rng::from_entropy(),
+            rng: SharedRng::from_entropy(),
             limit: 20.0,
             min_rtt: None,
             sum: Duration::ZERO,
@@ -554,7 +555,7 @@ impl GradientLimit {
     /// # let _ = limit;
     /// ```
     pub fn seed(mut self, seed: u64) -> Self {
-        self.rng = Rng::new(seed);
+        self.rng = SharedRng::new(seed);
         self
     }
 
@@ -725,7 +726,7 @@ impl Core {
     }
 
     fn waiters(&self) -> MutexGuard<'_, Waiters> {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+        self.waiters.lock().ignore_poison()
     }
 
     /// Registers (or refreshes) a waiting service's waker; returns its id.
@@ -779,7 +780,7 @@ impl Core {
             signal,
         );
         let new = {
-            let mut algorithm = self.algorithm.lock().unwrap_or_else(|e| e.into_inner());
+            let mut algorithm = self.algorithm.lock().ignore_poison();
             algorithm.update(&sample).max(1)
         };
         let old = self.limit.swap(new, Ordering::AcqRel);

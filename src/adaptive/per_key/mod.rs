@@ -20,6 +20,7 @@ use crate::key::KeyExtractor;
 use crate::observe::{Event, Observer, Observers};
 use crate::policy::Policy;
 use crate::slot::Slot;
+use crate::util::IgnorePoison;
 use crate::{BoxError, PerKeyLayer, Quota};
 
 const LAYER: &str = "adaptive_per_key";
@@ -713,7 +714,7 @@ where
             .shards
             .iter()
             .map(|m| {
-                let s = m.lock().unwrap_or_else(|e| e.into_inner());
+                let s = m.lock().ignore_poison();
                 s.current.len() + s.previous.len()
             })
             .sum()
@@ -749,7 +750,7 @@ impl<K: Hash> Shared<K> {
         // The high bits of the spread hash (the maps inside hash with
         // their own seeds).
         let i = (crate::hash::spread(self.hasher.hash_one(key)) >> 58) as usize % self.shards.len();
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[i].lock().ignore_poison()
     }
 }
 

@@ -82,7 +82,7 @@ impl AdaptiveThrottleLayer {
                 class_k: class_k(2.0),
                 bucket: window_to_bucket(Duration::from_secs(120)),
                 ring: Mutex::new(Ring::empty()),
-                rng: Rng::from_entropy(),
+                rng: SharedRng::from_entropy(),
                 observers: Observers::default(),
             }),
             criticality: AllCritical,
@@ -185,7 +185,7 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     /// ```
     #[must_use]
     pub fn seed(self, seed: u64) -> Self {
-        self.edit(|c| c.rng = Rng::new(seed))
+        self.edit(|c| c.rng = SharedRng::new(seed))
     }
 
     /// Reports rejections ([`Event::AdaptiveRejected`]) to `observer`.

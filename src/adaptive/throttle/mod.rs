@@ -14,12 +14,13 @@ use tower_service::Service;
 
 use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
 use super::future::{ResponseFuture, Track};
-use super::rng::Rng;
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::Throttled;
 use crate::observe::{Event, Observer, Observers};
 use crate::slot::Slot;
+use crate::util::IgnorePoison;
+use crate::util::rng::SharedRng;
 
 const LAYER: &str = "adaptive_throttle";
 const BUCKETS: usize = 20;
@@ -132,7 +133,7 @@ struct Core {
     class_k: [f64; 4],
     bucket: u64,
     ring: Mutex<Ring>,
-    rng: Rng,
+    rng: SharedRng,
     observers: Observers,
 }
 
@@ -186,7 +187,7 @@ impl Core {
 
     /// The ring, advanced to `now`.
     fn lock(&self, now: u64) -> MutexGuard<'_, Ring> {
-        let mut r = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.ring.lock().ignore_poison();
         let at = now / self.bucket;
         if at > r.head {
             let stale = (at - r.head).min(BUCKETS as u64);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::gcra::Decision;
+use crate::util::IgnorePoison;
 
 pub(super) struct DenyCache {
     max: usize,
@@ -34,7 +35,7 @@ impl DenyCache {
         if self.max == 0 {
             return None;
         }
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.map.lock().ignore_poison();
         let d = map.get(key)?;
         (cost >= d.cost && now.saturating_add(max_wait) < d.until)
             .then(|| d.decision.aged(now.saturating_sub(d.sent)))
@@ -45,7 +46,7 @@ impl DenyCache {
             return;
         }
         let until = sent.saturating_add(decision.retry_after_nanos());
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock().ignore_poison();
         if map.len() >= self.max && !map.contains_key(key) {
             map.retain(|_, d| d.until > sent);
             if map.len() >= self.max {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{BACKEND, Inner};
 use crate::observe::Event;
+use crate::util::IgnorePoison;
 
 /// Where a decision goes.
 pub(super) enum Route {
@@ -200,7 +201,7 @@ impl Health {
     }
 
     fn set_probe_key(&self, key: &[u8]) {
-        let mut k = self.probe_key.lock().unwrap_or_else(|e| e.into_inner());
+        let mut k = self.probe_key.lock().ignore_poison();
         if *k != key {
             k.clear();
             k.extend_from_slice(key);
@@ -208,7 +209,7 @@ impl Health {
     }
 
     fn probe_key(&self, inner: &Inner) -> Vec<u8> {
-        let k = self.probe_key.lock().unwrap_or_else(|e| e.into_inner());
+        let k = self.probe_key.lock().ignore_poison();
         if k.is_empty() {
             let mut key = inner.prefix.clone();
             key.extend_from_slice(b"probe");
@@ -313,7 +314,7 @@ impl Nodes {
         let Some(map) = &self.cluster else {
             return self.single.clone();
         };
-        let map = map.read().unwrap_or_else(|e| e.into_inner());
+        let map = map.read().ignore_poison();
         match map.slots.get(usize::from(slot(key))) {
             Some(&i) if i > 0 => map.nodes[usize::from(i - 1)].clone(),
             _ => self.single.clone(),
@@ -343,7 +344,7 @@ impl Nodes {
     pub(super) fn all_up(&self) -> bool {
         self.single.is_up()
             && self.cluster.as_ref().is_none_or(|map| {
-                let map = map.read().unwrap_or_else(|e| e.into_inner());
+                let map = map.read().ignore_poison();
                 map.nodes.iter().all(|h| h.is_up())
             })
     }
@@ -351,14 +352,14 @@ impl Nodes {
     /// When the slot map was last learned (0: never); `None` off Cluster.
     pub(super) fn learned_at(&self) -> Option<u64> {
         let map = self.cluster.as_ref()?;
-        Some(map.read().unwrap_or_else(|e| e.into_inner()).learned_at)
+        Some(map.read().ignore_poison().learned_at)
     }
 
     /// Takes a new slot map (`(first slot, last slot, master address)`
     /// ranges), keeping the health of the masters it already knew.
     pub(super) fn learn(&self, ranges: &[(u16, u16, String)], now: u64) {
         let Some(map) = &self.cluster else { return };
-        let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = map.write().ignore_poison();
         let mut nodes: Vec<Arc<Health>> = Vec::new();
         let mut slots = vec![0u16; SLOTS];
         for (first, last, name) in ranges {

@@ -136,6 +136,7 @@ mod deny;
 mod health;
 mod key;
 
+use crate::util::IgnorePoison;
 use deny::DenyCache;
 use health::{Breaker, Health, Nodes, Route};
 
@@ -702,7 +703,7 @@ impl Inner {
 
     /// The derived policies of `policy`, made on first use.
     fn derived<T>(&self, policy: &Policy, f: impl FnOnce(&Derived) -> T) -> T {
-        let mut map = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.derived.lock().ignore_poison();
         if map.len() > 1024 && !map.contains_key(&policy.id()) {
             // Policies are few; this only guards against a caller making
             // a new one per request.

@@ -11,6 +11,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use super::super::CircuitBreakerConfig;
 use super::super::state::{Breaker, LAYER};
 use crate::observe::{Event, EventKey, Observers};
+use crate::util::IgnorePoison;
 
 /// A key's breaker.
 pub(super) struct Entry<K> {
@@ -62,7 +63,7 @@ impl<K> Breakers<K> {
 
 pub(super) fn lock<K>(shard: &Shard<K>) -> MutexGuard<'_, Slots<K>> {
     // No code panics with the lock held; a poisoned table is consistent.
-    shard.slots.lock().unwrap_or_else(|e| e.into_inner())
+    shard.slots.lock().ignore_poison()
 }
 
 impl<K> Breakers<K>
