@@ -1,13 +1,14 @@
-//! `cargo run --example reqwest_client --features axum`: a reqwest client
-//! behind a rate limit and retries, against a local server that answers
-//! 429 with `Retry-After` now and then.
+//! `cargo run --example reqwest_client --features axum,reqwest`: a reqwest
+//! client behind retries, a rate limit and a circuit breaker, against a
+//! local server that answers 429 with `Retry-After` now and then.
 //!
 //! `reqwest::Client` is a tower `Service<reqwest::Request>`, so the layers
-//! wrap it directly; no bridge is needed. Two small adapters make retries
-//! work with reqwest's types: requests are copied with
-//! `reqwest::Request::try_clone` (a streaming body cannot be, and is sent
-//! once), and responses are classified by status with their `Retry-After`
-//! read by `retry::response_hints`.
+//! wrap it directly. With the `reqwest` feature, `.http()` on the retry
+//! layer and on the breaker understand reqwest's requests, responses and
+//! errors: requests are copied with `try_clone` (a streaming body cannot
+//! be, and is sent once), 429, 502, 503 and 504 are retried after the wait
+//! their `Retry-After` asks for, and 5xx responses count against the
+//! breaker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,33 +19,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_sluice::classify::Outcome;
-use tower_sluice::retry::{Backoff, ClassifyRetry, DefaultRetry, Hint, Verdict, response_hints};
-use tower_sluice::{BackoffRetryLayer, Quota, RateLimitLayer};
-
-/// Retries 429, 502, 503 and 504 (waiting what `Retry-After` says) and the
-/// transient errors `DefaultRetry` knows.
-#[derive(Clone, Copy)]
-struct ReqwestRetry;
-
-impl ClassifyRetry<reqwest::Response> for ReqwestRetry {
-    fn classify_retry(&self, result: &Result<reqwest::Response, BoxError>) -> Verdict {
-        let res = match result {
-            Ok(res) => res,
-            Err(_) => {
-                return ClassifyRetry::<reqwest::Response>::classify_retry(&DefaultRetry, result);
-            }
-        };
-        match res.status().as_u16() {
-            429 | 502 | 503 | 504 => match response_hints(res.headers()) {
-                Hint::After(wait) => Verdict::new(Outcome::Failure).with_retry_after(wait),
-                Hint::Stop => Verdict::new(Outcome::Success),
-                _ => Verdict::new(Outcome::Failure),
-            },
-            _ => Verdict::new(Outcome::Success),
-        }
-    }
-}
+use tower_sluice::retry::Backoff;
+use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer, Quota, RateLimitLayer};
 
 /// Every third request is refused with 429 and `Retry-After: 1`.
 async fn api(State(hits): State<Arc<AtomicU32>>) -> (StatusCode, HeaderMap, &'static str) {
@@ -69,10 +45,10 @@ async fn main() -> Result<(), BoxError> {
         .layer(
             BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(100)))
                 .max_attempts(4)
-                .classify(ReqwestRetry)
-                .clone_request(|req: &reqwest::Request| req.try_clone()),
+                .http(),
         )
         .layer(RateLimitLayer::new(Quota::per_second(10)))
+        .layer(CircuitBreakerLayer::default().http())
         .service(reqwest::Client::new());
 
     let start = Instant::now();

@@ -73,6 +73,7 @@
 //! | `tonic` | `http`, plus gRPC statuses with retry pushback (`PerKeyLayer::grpc()`) |
 //! | `redis` | `backend::redis::RedisBackend`: limits shared across instances through Redis or Redis Cluster |
 //! | `metrics` | `observe::MetricsObserver`: counters, gauges and histograms through the `metrics` facade |
+//! | `reqwest` | the HTTP classifiers and `BackoffRetryLayer::http()` take reqwest's requests, responses and errors (implies `http`) |
 //! | `full` | every integration |
 //!
 //! # Errors

@@ -39,7 +39,9 @@ async fn handler(
 }
 
 async fn serve(hits: Arc<AtomicU32>) -> String {
-    let app = Router::new().route("/", get(handler)).with_state(hits);
+    let app = Router::new()
+        .route("/", get(handler).post(handler))
+        .with_state(hits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -150,4 +152,125 @@ async fn replays_a_streamed_body_through_hyper() -> Result<(), BoxError> {
     assert_eq!(std::str::from_utf8(&body)?, format!("8000 {sum}"));
     assert_eq!(hits.load(Ordering::SeqCst), 2);
     Ok(())
+}
+
+/// The reqwest client as it comes, behind retry, a rate limit and an HTTP
+/// breaker: no hand-written classifier or request cloner.
+#[cfg(feature = "reqwest")]
+mod reqwest_client {
+    use super::*;
+    use reqwest::Method;
+    use tower_sluice::circuit_breaker::CircuitState;
+    use tower_sluice::classify::{Classify, HttpStatus, Outcome};
+    use tower_sluice::retry::{ClassifyRetry, HttpRetry, is_transient};
+    use tower_sluice::{CircuitBreakerLayer, Quota, RateLimitLayer};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_a_503_through_a_plain_reqwest_client() -> Result<(), BoxError> {
+        let hits = Arc::new(AtomicU32::new(0));
+        let url = serve(hits.clone()).await;
+
+        let breaker = CircuitBreakerLayer::default().classify(HttpStatus);
+        let state = breaker.handle();
+        let client = ServiceBuilder::new()
+            .layer(BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(50))).http())
+            .layer(RateLimitLayer::new(Quota::per_second(20)))
+            .layer(breaker)
+            .service(reqwest::Client::new());
+        let start = Instant::now();
+        let res = client
+            .oneshot(reqwest::Request::new(Method::GET, url.parse()?))
+            .await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.text().await?, "hello");
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "two 503s retried, then 200");
+        // Each 503 asked for a second: the retries waited for it.
+        assert!(
+            start.elapsed() >= Duration::from_millis(1_900),
+            "{:?}",
+            start.elapsed()
+        );
+        // The breaker saw the 503s as shed load (ignored) and the 200.
+        assert_eq!(state.state(), CircuitState::Closed);
+        assert_eq!(state.stats().calls, 1);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_post_and_a_streamed_body_are_sent_once() -> Result<(), BoxError> {
+        let hits = Arc::new(AtomicU32::new(0));
+        let url = serve(hits.clone()).await;
+        let client = ServiceBuilder::new()
+            .layer(BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(10))).http())
+            .service(reqwest::Client::new());
+
+        // POST is not idempotent: the 503 comes back, unretried.
+        let res = client
+            .clone()
+            .oneshot(reqwest::Request::new(Method::POST, url.parse()?))
+            .await?;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // A GET with a streamed body cannot be cloned: sent once.
+        let mut req = reqwest::Request::new(Method::GET, url.parse()?);
+        let chunks = futures_lite_stream(vec![Ok::<_, std::io::Error>(Bytes::from("x"))]);
+        *req.body_mut() = Some(reqwest::Body::wrap_stream(chunks));
+        let res = client.oneshot(req).await?;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        Ok(())
+    }
+
+    /// A stream of `items`, without a stream crate.
+    fn futures_lite_stream<T: Send + 'static>(
+        items: Vec<T>,
+    ) -> impl futures_core::Stream<Item = T> + Send + 'static {
+        struct Iter<T>(std::vec::IntoIter<T>);
+        impl<T> futures_core::Stream for Iter<T> {
+            type Item = T;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<T>> {
+                std::task::Poll::Ready(self.0.next())
+            }
+        }
+        impl<T> Unpin for Iter<T> {}
+        Iter(items.into_iter())
+    }
+
+    #[tokio::test]
+    async fn reqwest_errors_are_classified() -> Result<(), BoxError> {
+        // Nothing listens on this port: a connect error, transient.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        drop(listener);
+        let err = reqwest::get(&url).await.unwrap_err();
+        assert!(err.is_connect());
+        let boxed: BoxError = Box::new(err);
+        assert!(is_transient(&*boxed));
+        let verdict = ClassifyRetry::<reqwest::Response>::classify_retry(&HttpRetry, &Err(boxed));
+        assert_eq!(verdict.outcome(), Outcome::Failure);
+
+        // A status error (error_for_status) is judged by its status.
+        let hits = Arc::new(AtomicU32::new(0));
+        let url = serve(hits).await;
+        let status_err = reqwest::get(&url).await?.error_for_status().unwrap_err();
+        assert_eq!(status_err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            HttpStatus.classify(&Err::<reqwest::Response, _>(status_err)),
+            Outcome::Ignore,
+            "503: the upstream shedding load"
+        );
+        let boxed: BoxError = Box::new(reqwest::get(&url).await?.error_for_status().unwrap_err());
+        assert!(is_transient(&*boxed), "a 503 made an error is retried");
+        let ok = reqwest::get(&url).await?;
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(
+            HttpStatus.classify(&Ok::<_, reqwest::Error>(ok)),
+            Outcome::Success
+        );
+        Ok(())
+    }
 }

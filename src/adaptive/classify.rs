@@ -295,6 +295,7 @@ mod http_rules {
     use http::{HeaderMap, StatusCode};
 
     use super::*;
+    use crate::classify::HttpResponse;
     use crate::headers::digits;
     use crate::headers::fields::{
         RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, ratelimit_items, reset_delay,
@@ -326,8 +327,8 @@ mod http_rules {
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct HttpFeedback;
 
-    impl<B> ClassifyFeedback<http::Response<B>> for HttpFeedback {
-        fn feedback(&self, result: &Result<http::Response<B>, BoxError>) -> Feedback {
+    impl<R: HttpResponse> ClassifyFeedback<R> for HttpFeedback {
+        fn feedback(&self, result: &Result<R, BoxError>) -> Feedback {
             let res = match result {
                 Ok(res) => res,
                 Err(e) => return error_feedback(&**e),

@@ -127,75 +127,7 @@ impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
     }
 }
 
-/// For HTTP clients: errors and 5xx responses are failures, except 429 and
-/// 503, which the upstream sends when it sheds load on purpose and which
-/// are ignored (it is alive, and saying so); other responses (1xx-4xx) are
-/// successes.
-///
-/// # Examples
-///
-/// ```
-/// use http::Response;
-/// use tower_sluice::CircuitBreakerLayer;
-/// use tower_sluice::classify::{Classify, HttpStatus, Outcome};
-///
-/// let status = |code: u16| {
-///     let res = Response::builder().status(code).body(()).unwrap();
-///     HttpStatus.classify(&Ok::<_, std::io::Error>(res))
-/// };
-/// assert_eq!(status(404), Outcome::Success);
-/// assert_eq!(status(500), Outcome::Failure);
-/// assert_eq!(status(503), Outcome::Ignore);
-///
-/// // On an HTTP client's breaker:
-/// let layer = CircuitBreakerLayer::default().classify(HttpStatus);
-/// # let _ = layer;
-/// ```
 #[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HttpStatus;
-
+mod http;
 #[cfg(feature = "http")]
-impl<B, E> Classify<http::Response<B>, E> for HttpStatus {
-    fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
-        match result {
-            Err(_) => Outcome::Failure,
-            Ok(res) => {
-                let status = res.status();
-                if status == http::StatusCode::TOO_MANY_REQUESTS
-                    || status == http::StatusCode::SERVICE_UNAVAILABLE
-                {
-                    Outcome::Ignore
-                } else if status.is_server_error() {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                }
-            }
-        }
-    }
-}
-
-#[cfg(all(test, feature = "http"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_statuses() {
-        let c = |code: u16| {
-            let res = http::Response::builder().status(code).body(()).unwrap();
-            HttpStatus.classify(&Ok::<_, ()>(res))
-        };
-        assert_eq!(c(200), Outcome::Success);
-        assert_eq!(c(404), Outcome::Success);
-        assert_eq!(c(429), Outcome::Ignore);
-        assert_eq!(c(503), Outcome::Ignore);
-        assert_eq!(c(500), Outcome::Failure);
-        assert_eq!(c(502), Outcome::Failure);
-        assert_eq!(
-            HttpStatus.classify(&Err::<http::Response<()>, _>(())),
-            Outcome::Failure
-        );
-    }
-}
+pub use self::http::{HttpResponse, HttpStatus};

@@ -321,9 +321,11 @@ impl<Res> ClassifyRetry<Res> for DefaultRetry {
 
 /// Whether an error (or one of its sources) is worth retrying:
 /// [`RateLimited`], [`CircuitOpen`], [`QueueFull`], [`QueueTimeout`],
-/// timeouts (`tokio::time::error::Elapsed`, `tower::timeout::error::Elapsed`)
-/// and I/O errors of the connection (refused, reset, aborted, not connected,
-/// broken pipe, timed out).
+/// timeouts (`tokio::time::error::Elapsed`, `tower::timeout::error::Elapsed`),
+/// I/O errors of the connection (refused, reset, aborted, not connected,
+/// broken pipe, timed out) and, with the `reqwest` feature, a
+/// `reqwest::Error` of connecting or timing out, or one made by
+/// `error_for_status` from a 429, 502, 503 or 504.
 ///
 /// # Examples
 ///
@@ -348,6 +350,15 @@ pub fn is_transient(error: &(dyn Error + 'static)) -> bool {
             || e.is::<tower::timeout::error::Elapsed>()
         {
             return true;
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            if r.is_connect() || r.is_timeout() {
+                return true;
+            }
+            if let Some(status) = r.status() {
+                return matches!(status.as_u16(), 429 | 502 | 503 | 504);
+            }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(
@@ -415,6 +426,7 @@ mod http_rules {
     use http::StatusCode;
 
     use super::*;
+    use crate::classify::HttpResponse;
 
     /// For HTTP clients: transient errors as in [`DefaultRetry`], and
     /// responses 429, 502, 503 and 504 (and gRPC `UNAVAILABLE` in a
@@ -452,7 +464,7 @@ mod http_rules {
     pub struct HttpRetry;
 
     impl HttpRetry {
-        fn outcome<B>(res: &http::Response<B>) -> Outcome {
+        fn outcome<R: HttpResponse>(res: &R) -> Outcome {
             match res.status() {
                 StatusCode::TOO_MANY_REQUESTS
                 | StatusCode::BAD_GATEWAY
@@ -468,8 +480,8 @@ mod http_rules {
         }
     }
 
-    impl<B> Classify<http::Response<B>, BoxError> for HttpRetry {
-        fn classify(&self, result: &Result<http::Response<B>, BoxError>) -> Outcome {
+    impl<R: HttpResponse> Classify<R, BoxError> for HttpRetry {
+        fn classify(&self, result: &Result<R, BoxError>) -> Outcome {
             match result {
                 Ok(res) => Self::outcome(res),
                 Err(_) => DefaultRetry.classify(result),
@@ -477,8 +489,8 @@ mod http_rules {
         }
     }
 
-    impl<B> ClassifyRetry<http::Response<B>> for HttpRetry {
-        fn classify_retry(&self, result: &Result<http::Response<B>, BoxError>) -> Verdict {
+    impl<R: HttpResponse> ClassifyRetry<R> for HttpRetry {
+        fn classify_retry(&self, result: &Result<R, BoxError>) -> Verdict {
             match result {
                 Ok(res) => {
                     let verdict =

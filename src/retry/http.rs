@@ -160,17 +160,74 @@ impl HttpClone {
     }
 }
 
-impl<B: Clone> CloneRequest<Request<B>> for HttpClone {
-    type Request = Request<B>;
-    type Saved = Request<B>;
+/// An HTTP request [`HttpClone`] can copy: an `http::Request` whose body is
+/// `Clone` (`Full<Bytes>`, `Empty`, `String`), and, with the `reqwest`
+/// feature, a `reqwest::Request` (copied with `try_clone`: a request whose
+/// body is a stream cannot be, and is sent once, not retried).
+///
+/// # Examples
+///
+/// ```
+/// use http::Request;
+/// use tower_sluice::retry::HttpRequest;
+///
+/// let req = Request::get("/").body(String::from("q")).unwrap();
+/// assert_eq!(req.try_copy().unwrap().body(), "q");
+/// ```
+pub trait HttpRequest: Sized {
+    /// The request's method.
+    fn method(&self) -> &Method;
+    /// The request's headers.
+    fn headers(&self) -> &HeaderMap;
+    /// A copy to send again, or `None` when it cannot be copied.
+    fn try_copy(&self) -> Option<Self>;
+}
 
-    fn first(&self, req: Request<B>) -> (Request<B>, Option<Request<B>>) {
-        let saved = self.rules.allows(&req).then(|| req.clone());
+impl<B: Clone> HttpRequest for Request<B> {
+    fn method(&self) -> &Method {
+        Request::method(self)
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        Request::headers(self)
+    }
+
+    fn try_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+impl HttpRequest for reqwest::Request {
+    fn method(&self) -> &Method {
+        reqwest::Request::method(self)
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        reqwest::Request::headers(self)
+    }
+
+    fn try_copy(&self) -> Option<Self> {
+        self.try_clone()
+    }
+}
+
+impl<Q: HttpRequest> CloneRequest<Q> for HttpClone {
+    type Request = Q;
+    type Saved = Q;
+
+    fn first(&self, req: Q) -> (Q, Option<Q>) {
+        let saved = if self.rules.allows_parts(req.method(), req.headers()) {
+            req.try_copy()
+        } else {
+            None
+        };
         (req, saved)
     }
 
-    fn again(&self, saved: &Request<B>) -> Option<Request<B>> {
-        Some(saved.clone())
+    fn again(&self, saved: &Q) -> Option<Q> {
+        saved.try_copy()
     }
 }
 

@@ -152,8 +152,10 @@ impl Default for BackoffRetryLayer {
 
 #[cfg(feature = "http")]
 impl<C, P, X> BackoffRetryLayer<C, P, X> {
-    /// For HTTP clients whose request bodies are `Clone` (`Full<Bytes>`,
-    /// `Empty`, `String`): retries transient errors and 429, 502, 503, 504
+    /// For HTTP clients whose requests can be copied ([`HttpRequest`](super::HttpRequest):
+    /// `http::Request` with a `Clone` body such as `Full<Bytes>`, `Empty` or
+    /// `String`, and `reqwest::Request` with the `reqwest` feature, a streamed
+    /// body being sent once): retries transient errors and 429, 502, 503, 504
     /// responses honouring their `Retry-After` ([`HttpRetry`](super::HttpRetry)),
     /// for idempotent methods only ([`HttpClone`](super::HttpClone); pass
     /// another to [`clone_request`](Self::clone_request) to opt other

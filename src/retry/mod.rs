@@ -148,7 +148,7 @@ pub use classify::{ClassifyRetry, DefaultRetry, FromClassify, Verdict, error_hin
 pub use error::RetriesExhausted;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http::{HttpClone, HttpReplay, Idempotency};
+pub use http::{HttpClone, HttpReplay, HttpRequest, Idempotency};
 pub use layer::BackoffRetryLayer;
 pub use request::{CloneRequest, CloneRequests};
 pub use service::BackoffRetry;

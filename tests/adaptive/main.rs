@@ -204,12 +204,12 @@ where
     start.elapsed()
 }
 
+/// A service over key "k", and what raises its limit.
+type Raisable = (tower::util::BoxService<String, (), BoxError>, Box<dyn Fn()>);
+
 /// A layer over key "k" at `base`, raised to `raised` by an adaptive
 /// policy when `raise` is called (`None`: a plain layer at `base`).
-fn raise_fixture(
-    base: Quota,
-    raised: Option<u32>,
-) -> (tower::util::BoxService<String, (), BoxError>, Box<dyn Fn()>) {
+fn raise_fixture(base: Quota, raised: Option<u32>) -> Raisable {
     let key = |req: &String| Some(req.clone());
     let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
     match raised {
