@@ -75,29 +75,33 @@ pub enum FullStore {
     ///
     /// The store is split into shards (up to 64), each holding its share of
     /// `max_keys`. A new key of a full shard looks at 8 keys of that shard
-    /// (neighbours in its table, from a random place; keys with a request
-    /// in flight are passed over, so in-flight caps hold) and takes the
-    /// place of the one nearest to full: the least time until its buckets
-    /// are full again, which is its debt (what it spent and has not earned
-    /// back yet). An idle key, owing nothing, goes first.
+    /// (all of them in a shard of fewer; neighbours in its table, from a
+    /// random place; keys with a request in flight are passed over, so
+    /// in-flight caps hold) and takes the place of the one nearest to full:
+    /// the least time until its buckets are full again, which is its debt
+    /// (what it spent and has not earned back yet). An idle key, owing
+    /// nothing, goes at once.
     ///
-    /// What a key can gain: a key that is pushed out, if it comes back,
-    /// starts again with full buckets, so it regains exactly its debt when
-    /// it was pushed out: at most one burst of each of its quotas. And it is
-    /// pushed out only if none of the other 7 keys looked at owed less.
-    /// So the 7 keys of a shard that owe the most are never pushed out, and
-    /// a key over its limit (its burst spent) loses its place only to 8
-    /// keys all at least as deep in debt. A flood of unique keys that each
-    /// spent one request owes one emission interval per key: a key it
-    /// pushes out owed no more than a flood key looked at beside it (at
-    /// most one request's worth, so it regains at most one request of each
-    /// quota), unless all 8 keys looked at were deeper in debt than any
-    /// flood key. To take the place of keys over their limits, a flood has
-    /// to spend as much on each of its own keys.
+    /// What a key can gain: a key that is pushed out starts again, if it
+    /// comes back, with full buckets, so it regains exactly its debt at
+    /// that moment: at most one burst of each of its quotas (plus what its
+    /// requests waiting for their turn had reserved, with
+    /// [`max_wait`](crate::PerKeyLayer::max_wait)). And it is pushed out
+    /// only if none of the other 7 keys looked at owed less, so:
     ///
-    /// When the 8 keys cannot be found (a shard whose keys nearly all have
-    /// requests in flight), the new key is refused as with
-    /// [`Refuse`](Self::Refuse).
+    /// - the 7 keys of a shard that owe the most (all but one in a shard of
+    ///   fewer than 8 keys) are never pushed out;
+    /// - a flood of unique keys that spent one request each owes at most
+    ///   one request's worth per key: when a flood key is among the 8
+    ///   looked at, the key pushed out owed no more than that, so it
+    ///   regains at most one request of each quota. A key over its limit
+    ///   can lose its place only when all 8 keys looked at owe at least as
+    ///   much: to push such keys out, a flood has to spend as much on its
+    ///   own keys.
+    ///
+    /// When 8 keys without a request in flight cannot be found nearby (a
+    /// shard whose keys nearly all have requests in flight), and none found
+    /// is idle, the new key is refused as with [`Refuse`](Self::Refuse).
     #[default]
     EvictNearestFull,
     /// A new key is refused with [`TooManyKeys`] until a key of its shard

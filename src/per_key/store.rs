@@ -465,11 +465,11 @@ impl<K: Hash + Eq> Store<K> {
     /// (`main`: in the main table; `extra`: a block too, if that table is
     /// full). Each is the key nearest to full (the least time until its
     /// buckets are full again) among [`EVICTION_SAMPLES`] keys with nothing
-    /// in flight, found in neighbouring buckets from a place `seed` picks;
-    /// when fewer are found within [`EVICTION_PROBES`] buckets, among every
-    /// such key of the shard if all its buckets were probed, else none.
-    /// The key forgotten owed no more than any other key looked at, and
-    /// regains what it owed: at most one burst of each quota. Returns
+    /// in flight (all of a table holding fewer), found in neighbouring
+    /// buckets from a place `seed` picks; when fewer are found within
+    /// [`EVICTION_PROBES`] buckets, none is forgotten unless one found is
+    /// idle. The key forgotten owed no more than any other key looked at,
+    /// and regains what it owed: at most one burst of each quota. Returns
     /// whether there is room now.
     #[cold]
     #[inline(never)]
@@ -612,12 +612,13 @@ impl<K: Hash + Eq> Store<K> {
 
 /// The bucket of the entry with the least debt (by `debt`, `None` for an
 /// entry that must stay) among the first [`EVICTION_SAMPLES`] entries that
-/// may go, probing buckets from one `seed` picks: at most
-/// [`EVICTION_PROBES`] buckets, or every bucket of a small table. `None`
-/// when too few were found in a large table.
+/// may go (every entry of a smaller table), probing at most
+/// [`EVICTION_PROBES`] buckets from one `seed` picks. `None` when too few
+/// were found, unless one found owes nothing.
 fn pick<T>(table: &HashTable<T>, seed: u64, debt: impl Fn(&T) -> Option<u64>) -> Option<usize> {
     let buckets = table.num_buckets();
-    if buckets == 0 {
+    let wanted = EVICTION_SAMPLES.min(table.len());
+    if buckets == 0 || wanted == 0 {
         return None;
     }
     // A power of two.
@@ -638,14 +639,14 @@ fn pick<T>(table: &HashTable<T>, seed: u64, debt: impl Fn(&T) -> Option<u64>) ->
             }
         }
         seen += 1;
-        if seen == EVICTION_SAMPLES {
+        if seen == wanted {
             break;
         }
     }
-    if seen < EVICTION_SAMPLES && buckets > EVICTION_PROBES && best.is_some_and(|(d, _)| d > 0) {
-        return None;
+    match best {
+        Some((d, i)) if d == 0 || seen == wanted => Some(i),
+        _ => None,
     }
-    best.map(|(_, i)| i)
 }
 
 /// Rebuilds `table` at its size when removals have left it no room to
