@@ -330,7 +330,9 @@ where
     /// observer, and `tracing`) as usual, but let every request through at
     /// once: denied requests, requests without a key and requests that
     /// would wait. Admitted requests consume quota as usual; denied ones
-    /// consume nothing. Use it to try limits on live traffic before
+    /// consume nothing. Every refusal it lets through is reported with
+    /// `enforced: false` (a [`Monitor`](crate::observe::Monitor) counts it
+    /// as `shadow_limited`). Use it to try limits on live traffic before
     /// enforcing them.
     ///
     /// # Examples
