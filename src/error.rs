@@ -236,20 +236,26 @@ impl fmt::Display for MissingKey {
 impl std::error::Error for MissingKey {}
 
 /// A new key was refused because the per-key store is full of keys that
-/// are all still active (`max_keys` reached). No key's limit was loosened
-/// to make room. Maps to HTTP 429.
+/// are all still active (`max_keys` reached), with
+/// [`FullStore::Refuse`](crate::backend::FullStore::Refuse) (or no key
+/// could give its place). No key's limit was loosened to make room. Maps
+/// to HTTP 429.
 ///
 /// # Examples
 ///
 /// ```
 /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::backend::FullStore;
 /// use tower_sluice::error::TooManyKeys;
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
+/// let layer = PerKeyLayer::new(Quota::per_hour(10), |user: &&str| Some(user.to_string()))
+///     .max_keys(1)
+///     .full_store(FullStore::Refuse);
 /// let svc = ServiceBuilder::new()
-///     .layer(PerKeyLayer::new(Quota::per_hour(10), |user: &&str| Some(user.to_string())).max_keys(1))
+///     .layer(layer)
 ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>(()) }));
 /// svc.clone().oneshot("ann").await.unwrap();
 /// // "ann" is still active, so there is no room for "bob".

@@ -39,6 +39,76 @@ struct Shared<K> {
     store: Store<K>,
 }
 
+/// What the in-memory store does with a new key when it already holds
+/// `max_keys` keys and none of them is idle: for example during a flood of
+/// unique keys taken from a header any client can set. Set with
+/// [`Memory::full_store`] or [`PerKeyLayer::full_store`](crate::PerKeyLayer::full_store).
+///
+/// Idle keys (buckets full again, nothing in flight) make room first
+/// either way: forgetting them changes no decision. Either way the store
+/// never holds more than `max_keys` keys, and no request is admitted
+/// without a limit.
+///
+/// # The trade
+///
+/// [`EvictNearestFull`](Self::EvictNearestFull), the default, keeps
+/// serving new clients during a flood, and lets a key that is pushed out
+/// regain what it owed. [`Refuse`](Self::Refuse) never forgets a debt, but
+/// while the store is full of active keys, every new key is refused with
+/// [`TooManyKeys`] (HTTP 429): whoever can send many unique keys locks out
+/// every new client until its keys turn idle.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::backend::{FullStore, Memory};
+///
+/// // Keys are authenticated user ids: a full store refuses new users
+/// // rather than forget any user's debt.
+/// let store = Memory::<u64>::new(100_000).full_store(FullStore::Refuse);
+/// assert_eq!(store.full_store_policy(), FullStore::Refuse);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FullStore {
+    /// A new key takes the place of the key nearest to full.
+    ///
+    /// The store is split into shards (up to 64), each holding its share of
+    /// `max_keys`. A new key of a full shard looks at 8 keys of that shard
+    /// (all of them in a shard of fewer; neighbours in its table, from a
+    /// random place; keys with a request in flight are passed over, so
+    /// in-flight caps hold) and takes the place of the one nearest to full:
+    /// the least time until its buckets are full again, which is its debt
+    /// (what it spent and has not earned back yet). An idle key, owing
+    /// nothing, goes at once.
+    ///
+    /// What a key can gain: a key that is pushed out starts again, if it
+    /// comes back, with full buckets, so it regains exactly its debt at
+    /// that moment: at most one burst of each of its quotas (plus what its
+    /// requests waiting for their turn had reserved, with
+    /// [`max_wait`](crate::PerKeyLayer::max_wait)). And it is pushed out
+    /// only if none of the other 7 keys looked at owed less, so:
+    ///
+    /// - the 7 keys of a shard that owe the most (all but one in a shard of
+    ///   fewer than 8 keys) are never pushed out;
+    /// - a flood of unique keys that spent one request each owes at most
+    ///   one request's worth per key: when a flood key is among the 8
+    ///   looked at, the key pushed out owed no more than that, so it
+    ///   regains at most one request of each quota. A key over its limit
+    ///   can lose its place only when all 8 keys looked at owe at least as
+    ///   much: to push such keys out, a flood has to spend as much on its
+    ///   own keys.
+    ///
+    /// When 8 keys without a request in flight cannot be found nearby (a
+    /// shard whose keys nearly all have requests in flight), and none found
+    /// is idle, the new key is refused as with [`Refuse`](Self::Refuse).
+    #[default]
+    EvictNearestFull,
+    /// A new key is refused with [`TooManyKeys`] until a key of its shard
+    /// turns idle; no key's debt is ever forgotten while it is active.
+    Refuse,
+}
+
 /// A request's slot among its key's requests in flight; freed on drop.
 ///
 /// It lives inside a [`Grant`](super::Grant) and the response future; it is
@@ -68,9 +138,10 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     /// keys with a generous quota stays put instead of being dropped and
     /// re-inserted over and over), so memory follows the active keys. A
     /// shard that reaches its share of `max_keys` drops every idle key;
-    /// when `max_keys` keys are all active, new keys are refused with
-    /// [`TooManyKeys`] until one turns idle, never admitted without a limit.
-    /// A key costs `size_of::<K>() + 9` bytes in its table slot (16 bytes
+    /// when its keys are all active, a new key takes the place of the key
+    /// nearest to full among a few (see [`full_store`](Self::full_store)
+    /// for the trade, and the option to refuse new keys instead), never
+    /// admitted without a limit. A key costs `size_of::<K>() + 9` bytes in its table slot (16 bytes
     /// for a `u64` key, plus one control byte), at hashbrown's load factor,
     /// plus whatever `K` owns on the heap; keys whose policy has several
     /// quotas or an in-flight cap also hold a shared block of about 64
@@ -91,6 +162,70 @@ impl<K: Hash + Eq + Clone> Memory<K> {
                 clock: Clock::new(),
                 store: Store::new(max_keys),
             }),
+        }
+    }
+
+    /// What the store does with a new key when it holds `max_keys` keys
+    /// that are all active: by default ([`FullStore::EvictNearestFull`]) it
+    /// forgets the key nearest to full among 8, so new clients are served
+    /// during a flood of unique keys, and the key forgotten regains at most
+    /// its debt (at most one burst, and only when none of the 7 other keys
+    /// looked at owed less); with [`FullStore::Refuse`] it refuses the new
+    /// key with [`TooManyKeys`] and forgets no debt. Memory stays bounded
+    /// by `max_keys` either way. See [`FullStore`] for the exact bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::Quota;
+    /// use tower_sluice::backend::{Acquire, Backend, FullStore, Memory};
+    /// use tower_sluice::error::TooManyKeys;
+    /// use tower_sluice::per_key::Policy;
+    ///
+    /// let policy = Policy::new(Quota::per_day(1_000));
+    /// for full in [FullStore::EvictNearestFull, FullStore::Refuse] {
+    ///     let store = Memory::new(64).full_store(full);
+    ///     for key in 0..64u64 {
+    ///         let _ = store.acquire(&key, &policy, 1, Duration::ZERO);
+    ///     }
+    ///     // 64 active keys: a new one takes a place, or is refused.
+    ///     let Acquire::Ready(new) = store.acquire(&64, &policy, 1, Duration::ZERO);
+    ///     match full {
+    ///         FullStore::Refuse => assert!(new.unwrap_err().is::<TooManyKeys>()),
+    ///         _ => assert!(new.is_ok()),
+    ///     }
+    ///     assert!(store.len() <= 64);
+    /// }
+    /// ```
+    #[must_use]
+    pub fn full_store(self, full: FullStore) -> Self {
+        self.set_full_store(full);
+        self
+    }
+
+    /// As [`full_store`](Self::full_store), on a store already shared.
+    pub(crate) fn set_full_store(&self, full: FullStore) {
+        self.shared
+            .store
+            .set_evicts(full == FullStore::EvictNearestFull);
+    }
+
+    /// What the store does with a new key when it is full of active keys
+    /// (see [`full_store`](Self::full_store)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::{FullStore, Memory};
+    ///
+    /// assert_eq!(Memory::<u64>::new(10).full_store_policy(), FullStore::EvictNearestFull);
+    /// ```
+    pub fn full_store_policy(&self) -> FullStore {
+        if self.shared.store.evicts() {
+            FullStore::EvictNearestFull
+        } else {
+            FullStore::Refuse
         }
     }
 
@@ -455,6 +590,7 @@ impl<K> fmt::Debug for Memory<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Memory")
             .field("max_keys", &self.shared.store.max_keys())
+            .field("evicts", &self.shared.store.evicts())
             .finish_non_exhaustive()
     }
 }

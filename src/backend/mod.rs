@@ -20,7 +20,7 @@ mod memory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-pub use memory::{InFlight, Memory};
+pub use memory::{FullStore, InFlight, Memory};
 #[cfg(feature = "redis")]
 pub use redis::RedisBackend;
 

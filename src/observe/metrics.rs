@@ -19,7 +19,7 @@ use crate::retry::GiveUpReason;
 ///
 /// | name | kind | labels | from |
 /// |---|---|---|---|
-/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key`, `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
+/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key` (each with a `shadow_` twin, such as `shadow_missing_key`, for what shadow mode let through), `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
 /// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
 /// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]); every call is timed (the default [`Observer::latency_one_in`](super::Observer::latency_one_in)) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
@@ -252,9 +252,33 @@ impl Observer for MetricsObserver {
                     "shadow_limited"
                 },
             ),
-            Event::InFlightLimited { .. } => self.request(layer, key, "in_flight_limited"),
-            Event::StoreFull { .. } => self.request(layer, key, "store_full"),
-            Event::MissingKey { .. } => self.request(layer, None, "missing_key"),
+            Event::InFlightLimited { enforced, .. } => self.request(
+                layer,
+                key,
+                if enforced {
+                    "in_flight_limited"
+                } else {
+                    "shadow_in_flight_limited"
+                },
+            ),
+            Event::StoreFull { enforced, .. } => self.request(
+                layer,
+                key,
+                if enforced {
+                    "store_full"
+                } else {
+                    "shadow_store_full"
+                },
+            ),
+            Event::MissingKey { enforced, .. } => self.request(
+                layer,
+                None,
+                if enforced {
+                    "missing_key"
+                } else {
+                    "shadow_missing_key"
+                },
+            ),
             Event::Waited { waited, .. } => {
                 histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
             }

@@ -146,12 +146,16 @@ pub enum Event<'a> {
         key: Option<&'a dyn EventKey>,
         /// The key's cap.
         limit: u32,
+        /// `false` in shadow (dry-run) mode: the request was let through.
+        enforced: bool,
     },
     /// A request carried no key.
     #[non_exhaustive]
     MissingKey {
         /// The reporting layer.
         layer: &'static str,
+        /// `false` in shadow (dry-run) mode: the request was let through.
+        enforced: bool,
     },
     /// A new key was refused because the per-key store is full of active
     /// keys (`max_keys`). Nothing was admitted without a limit. (From a
@@ -165,6 +169,10 @@ pub enum Event<'a> {
         key: Option<&'a dyn EventKey>,
         /// The store's bound.
         max_keys: usize,
+        /// `false` when the request was let through anyway: in shadow
+        /// (dry-run) mode, or by a per-key circuit breaker (the key shares
+        /// the default breaker).
+        enforced: bool,
     },
     /// A circuit breaker changed state.
     #[non_exhaustive]
@@ -507,7 +515,7 @@ impl Event<'_> {
             | Event::Limited { layer, .. }
             | Event::Waited { layer, .. }
             | Event::InFlightLimited { layer, .. }
-            | Event::MissingKey { layer }
+            | Event::MissingKey { layer, .. }
             | Event::StoreFull { layer, .. }
             | Event::BreakerStateChanged { layer, .. }
             | Event::BreakerRejected { layer, .. }

@@ -1787,17 +1787,17 @@ impl Inner {
                     shadow: !enforced,
                 });
             }
-            Event::InFlightLimited { .. } | Event::StoreFull { .. } => {
+            Event::InFlightLimited { enforced, .. } | Event::StoreFull { enforced, .. } => {
                 one(REQUESTS);
-                one(LIMITED);
+                one(if enforced { LIMITED } else { SHADOW_LIMITED });
                 keyed = Some(KeyUpdate::Request {
-                    limited: true,
-                    shadow: false,
+                    limited: enforced,
+                    shadow: !enforced,
                 });
             }
-            Event::MissingKey { .. } => {
+            Event::MissingKey { enforced, .. } => {
                 one(REQUESTS);
-                one(LIMITED);
+                one(if enforced { LIMITED } else { SHADOW_LIMITED });
             }
             Event::Waited { waited, .. } => {
                 one(WAITED);
@@ -2455,9 +2455,15 @@ mod tests {
         }
         // Another copy of the name's text is the same layer.
         bound.emit(&dequeued(String::from("queue").leak()));
-        bound.emit(&Event::MissingKey { layer: "other" });
+        bound.emit(&Event::MissingKey {
+            layer: "other",
+            enforced: true,
+        });
         scoped.emit(&dequeued("queue"));
-        scoped.emit(&Event::MissingKey { layer: "per_key" });
+        scoped.emit(&Event::MissingKey {
+            layer: "per_key",
+            enforced: true,
+        });
         let rate = Observers::new(monitor.clone(), "rate_limit");
         rate.emit_allowed("rate_limit", || unreachable!("a monitor only counts"));
         let snapshot = monitor.snapshot();

@@ -237,7 +237,7 @@ where
             (None, OnMissing::Fallback(key)) => key,
             (None, OnMissing::Allow) => return Admission::Unlimited,
             (None, OnMissing::Reject) => {
-                config.observers.emit(&Event::MissingKey { layer: LAYER });
+                report_missing(&config.observers, config.shadow);
                 if config.shadow {
                     return Admission::Unlimited;
                 }
@@ -375,20 +375,38 @@ pub(crate) fn report_denied(
             layer: LAYER,
             key: Some(key),
             limit: e.limit(),
+            enforced: !shadow,
         });
     } else if let Some(e) = error.downcast_ref::<TooManyKeys>() {
         tracing::warn!(
             target: "tower_sluice::per_key",
             key = ?key,
             max_keys = e.max_keys(),
+            enforced = !shadow,
             "per-key store full of active keys; refusing new keys"
         );
         observers.emit(&Event::StoreFull {
             layer: LAYER,
             key: Some(key),
             max_keys: e.max_keys(),
+            enforced: !shadow,
         });
     }
+}
+
+/// Reports a request without a key to `observers` and to `tracing`
+/// (`shadow`: the request is let through anyway).
+#[cold]
+fn report_missing(observers: &Observers, shadow: bool) {
+    tracing::debug!(
+        target: "tower_sluice::per_key",
+        enforced = !shadow,
+        "request without a key"
+    );
+    observers.emit(&Event::MissingKey {
+        layer: LAYER,
+        enforced: !shadow,
+    });
 }
 
 impl<K, B: fmt::Debug> fmt::Debug for Core<K, B> {

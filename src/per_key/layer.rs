@@ -8,7 +8,7 @@ use tower_layer::Layer;
 
 use super::core::{Core, Policies, Resolver};
 use super::{PerKey, PerKeyHandle, Policy};
-use crate::backend::Memory;
+use crate::backend::{FullStore, Memory};
 use crate::observe::{Observer, Observers};
 
 /// The default bound on keys held by the in-memory backend.
@@ -135,8 +135,9 @@ where
 
     /// Holds at most `max_keys` keys in memory (default
     /// [`DEFAULT_MAX_KEYS`]). Idle keys are forgotten on their own; when
-    /// `max_keys` keys are all active, new keys are refused with
-    /// [`TooManyKeys`](crate::error::TooManyKeys). See
+    /// `max_keys` keys are all active, a new key takes the place of the
+    /// key nearest to full among a few, or is refused (see
+    /// [`full_store`](Self::full_store)). See
     /// [`Memory::new`](crate::backend::Memory::new) for the bound.
     ///
     /// # Examples
@@ -152,7 +153,48 @@ where
     /// ```
     #[must_use]
     pub fn max_keys(self, max_keys: usize) -> Self {
-        self.backend(Memory::new(max_keys))
+        let full = self.core.backend.full_store_policy();
+        self.backend(Memory::new(max_keys).full_store(full))
+    }
+
+    /// What the in-memory store does with a new key when it holds
+    /// `max_keys` keys that are all active, as during a flood of unique
+    /// keys from a header any client can set.
+    ///
+    /// - [`FullStore::EvictNearestFull`] (the default): the new key is
+    ///   served, in place of the key nearest to full among 8 of its shard
+    ///   (keys with a request in flight are passed over). The trade: the
+    ///   key forgotten regains its debt, what it spent and had not earned
+    ///   back, at most one burst of each quota; and it is forgotten only
+    ///   when none of the 7 other keys looked at owed less, so a key over
+    ///   its limit keeps its place while keys that spent less are looked
+    ///   at beside it (a flood of keys that spent one request each pushes
+    ///   out its own keys, or keys that owed no more than one request).
+    /// - [`FullStore::Refuse`]: the new key is refused with
+    ///   [`TooManyKeys`](crate::error::TooManyKeys) until a key turns idle,
+    ///   and no debt is ever forgotten; but a flood of unique keys locks
+    ///   out every new client while its keys stay active.
+    ///
+    /// Memory stays bounded by `max_keys` either way. See [`FullStore`]
+    /// for the exact bound. Keys from an authenticated identity, rather than
+    /// a header any client sets, keep floods out in the first place.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::backend::FullStore;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// // Authenticated user ids: refuse new users rather than forget a debt.
+    /// let layer = PerKeyLayer::<u64, _>::new(Quota::per_day(1_000), |user: &u64| Some(*user))
+    ///     .max_keys(100_000)
+    ///     .full_store(FullStore::Refuse);
+    /// assert_eq!(layer.handle().backend().full_store_policy(), FullStore::Refuse);
+    /// ```
+    #[must_use]
+    pub fn full_store(self, full: FullStore) -> Self {
+        self.core.backend.set_full_store(full);
+        self
     }
 }
 
@@ -288,7 +330,9 @@ where
     /// observer, and `tracing`) as usual, but let every request through at
     /// once: denied requests, requests without a key and requests that
     /// would wait. Admitted requests consume quota as usual; denied ones
-    /// consume nothing. Use it to try limits on live traffic before
+    /// consume nothing. Every refusal it lets through is reported with
+    /// `enforced: false` (a [`Monitor`](crate::observe::Monitor) counts it
+    /// as `shadow_limited`). Use it to try limits on live traffic before
     /// enforcing them.
     ///
     /// # Examples

@@ -13,7 +13,7 @@
 //! | key over a quota | [`RateLimited`](crate::RateLimited) with `retry_after` (or a wait, with [`max_wait`](PerKeyLayer::max_wait)) |
 //! | key at its in-flight cap | [`TooManyInFlight`](crate::error::TooManyInFlight) |
 //! | no key | [`MissingKey`](crate::error::MissingKey), unless [`allow_missing_key`](PerKeyLayer::allow_missing_key) or [`fallback_key`](PerKeyLayer::fallback_key) |
-//! | a new key while `max_keys` keys are all active | [`TooManyKeys`](crate::error::TooManyKeys) |
+//! | a new key while `max_keys` keys are all active | served in place of the key nearest to full among 8; or [`TooManyKeys`](crate::error::TooManyKeys) with [`FullStore::Refuse`](crate::backend::FullStore::Refuse) (see [`full_store`](PerKeyLayer::full_store)) |
 //!
 //! A denied request consumes nothing from any quota. A request's in-flight
 //! slot is released when its response future completes or is dropped.

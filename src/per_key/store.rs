@@ -15,8 +15,10 @@
 //! that shard is locked, for one pass over it). So the store holds at most
 //! `max_keys` keys, and memory follows the keys that are active, not every
 //! key ever seen. When a shard is full of keys that are all still active,
-//! a new key is refused ([`Full`]) rather than admitted without a limit or
-//! by forgetting another key's debt.
+//! a new key either takes the place of the key nearest to full among
+//! [`EVICTION_SAMPLES`] of the shard (the default, see
+//! [`make_room`](Store::make_room)), or is refused ([`Full`]); never is it
+//! admitted without a limit.
 //!
 //! The grace keeps a steady set of keys whose buckets refill between their
 //! requests (a generous quota) from churning: dropped at every sweep, each
@@ -24,7 +26,7 @@
 //! the table would never grow to hold them.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -36,6 +38,14 @@ use crate::policy::MAX_QUOTAS;
 /// How long a key must have been idle before a sweep made to avoid growing
 /// a table forgets it (a full shard forgets every idle key at once).
 pub(crate) const IDLE_GRACE: u64 = 1_000_000_000;
+
+/// How many keys a full shard looks at to choose the one a new key
+/// replaces (the one nearest to full).
+pub(crate) const EVICTION_SAMPLES: usize = 8;
+
+/// How many buckets a full shard probes at most for those keys (they are
+/// skipped only when they have requests in flight): beyond, it refuses.
+const EVICTION_PROBES: usize = 64 * EVICTION_SAMPLES;
 
 /// One key's state, borrowed from the store: its first quota's cell, and
 /// the block of the other quotas and the in-flight count when its policy
@@ -57,9 +67,13 @@ impl Extra {
     /// Whether forgetting this block would change no decision, and its
     /// buckets have been full since `since` at least.
     fn is_idle(self: &Arc<Self>, since: u64) -> bool {
-        Arc::strong_count(self) == 1
-            && self.in_flight.load(Ordering::Relaxed) == 0
-            && self.cells.iter().all(|c| c.tat() <= since)
+        self.is_free() && self.cells.iter().all(|c| c.tat() <= since)
+    }
+
+    /// Whether no request holds this block (none in flight): forgetting it
+    /// loosens no in-flight cap.
+    fn is_free(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1 && self.in_flight.load(Ordering::Relaxed) == 0
     }
 
     fn busy_for(&self, now: u64) -> u64 {
@@ -187,12 +201,26 @@ pub(crate) struct Store<K> {
     hasher: DefaultHashBuilder,
     shard_cap: usize,
     mask: usize,
+    /// A new key of a full shard replaces the key nearest to full (else it
+    /// is refused).
+    evict: AtomicBool,
 }
 
 impl<K> Store<K> {
     /// The most keys the store will hold.
     pub(crate) fn max_keys(&self) -> usize {
         self.shard_cap * self.shards.len()
+    }
+
+    /// Whether a new key of a full shard replaces the key nearest to full
+    /// (`true`, the default) or is refused.
+    pub(crate) fn evicts(&self) -> bool {
+        self.evict.load(Ordering::Relaxed)
+    }
+
+    /// See [`evicts`](Self::evicts).
+    pub(crate) fn set_evicts(&self, evict: bool) {
+        self.evict.store(evict, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +245,7 @@ impl<K: Hash + Eq> Store<K> {
             hasher: DefaultHashBuilder::default(),
             shard_cap: max_keys / shards,
             mask: shards - 1,
+            evict: AtomicBool::new(true),
         }
     }
 
@@ -265,7 +294,7 @@ impl<K: Hash + Eq> Store<K> {
                 }
             } else if !create {
                 return Ok(None);
-            } else if tables.main.len() >= self.shard_cap {
+            } else if tables.main.len() >= self.shard_cap && !self.evicts() {
                 // Full, and no key can have turned idle since the last
                 // sweep: refuse without the write lock or another sweep.
                 let idle_at = shard.idle_at.load(Ordering::Relaxed);
@@ -309,8 +338,22 @@ impl<K: Hash + Eq> Store<K> {
             (!known && t.main.len() == t.main.capacity())
                 || (extra && t.extra.len() == t.extra.capacity())
         };
+        // Full: the key nearest to full among a few gives its place (when
+        // the store evicts), with no sweep: during a flood of new keys a
+        // sweep would run at nearly every insert, as keys keep turning idle.
+        let made_room = full(tables)
+            && self.evicts()
+            && Self::make_room(
+                tables,
+                hash ^ now,
+                now,
+                !known && tables.main.len() >= self.shard_cap,
+                extra,
+                self.shard_cap,
+                hasher,
+            );
         let is_full = full(tables);
-        if is_full || grows(tables) {
+        if is_full || (!made_room && grows(tables)) {
             // Forget idle keys before refusing (all of them) or growing
             // (those idle for a while: the others would be back soon),
             // unless none can be idle yet.
@@ -418,6 +461,83 @@ impl<K: Hash + Eq> Store<K> {
         }))
     }
 
+    /// Forgets keys of a full shard to make room for one more key
+    /// (`main`: in the main table; `extra`: a block too, if that table is
+    /// full). Each is the key nearest to full (the least time until its
+    /// buckets are full again) among [`EVICTION_SAMPLES`] keys with nothing
+    /// in flight (all of a table holding fewer), found in neighbouring
+    /// buckets from a place `seed` picks; when fewer are found within
+    /// [`EVICTION_PROBES`] buckets, none is forgotten unless one found is
+    /// idle. The key forgotten owed no more than any other key looked at,
+    /// and regains what it owed: at most one burst of each quota. Returns
+    /// whether there is room now.
+    #[cold]
+    #[inline(never)]
+    fn make_room(
+        tables: &mut Tables<K>,
+        seed: u64,
+        now: u64,
+        main: bool,
+        extra: bool,
+        cap: usize,
+        hasher: &DefaultHashBuilder,
+    ) -> bool {
+        let seed = crate::hash::spread(seed);
+        if main {
+            let victim = {
+                let (main, blocks) = (&tables.main, &tables.extra);
+                pick(main, seed, |e| {
+                    let debt = e.first.tat().saturating_sub(now);
+                    if blocks.is_empty() {
+                        return Some(debt);
+                    }
+                    let hash = hasher.hash_one(&e.key);
+                    match blocks.find(hash, |x| x.key == e.key) {
+                        None => Some(debt),
+                        Some(x) if x.extra.is_free() => Some(debt.max(x.extra.busy_for(now))),
+                        Some(_) => None,
+                    }
+                })
+            };
+            let Some(i) = victim else { return false };
+            let Ok(entry) = tables.main.get_bucket_entry(i) else {
+                return false;
+            };
+            let (gone, _) = entry.remove();
+            let hash = hasher.hash_one(&gone.key);
+            if let Ok(x) = tables.extra.find_entry(hash, |x| x.key == gone.key) {
+                x.remove();
+            }
+            renew_if_worn(&mut tables.main, |e| hasher.hash_one(&e.key));
+        }
+        if extra && tables.extra.len() >= cap {
+            let victim = {
+                let (main, blocks) = (&tables.main, &tables.extra);
+                pick(blocks, seed.rotate_left(32), |x| {
+                    if !x.extra.is_free() {
+                        return None;
+                    }
+                    let hash = hasher.hash_one(&x.key);
+                    let first = main
+                        .find(hash, |e| e.key == x.key)
+                        .map_or(0, |e| e.first.tat().saturating_sub(now));
+                    Some(first.max(x.extra.busy_for(now)))
+                })
+            };
+            let Some(i) = victim else { return false };
+            let Ok(entry) = tables.extra.get_bucket_entry(i) else {
+                return false;
+            };
+            let (gone, _) = entry.remove();
+            let hash = hasher.hash_one(&gone.key);
+            if let Ok(e) = tables.main.find_entry(hash, |e| e.key == gone.key) {
+                e.remove();
+            }
+        }
+        renew_if_worn(&mut tables.extra, |x| hasher.hash_one(&x.key));
+        true
+    }
+
     /// Drops the cells of one shard idle for at least `grace`; returns how
     /// long until the next remaining one turns idle (0 if one already is).
     fn sweep(tables: &mut Tables<K>, now: u64, grace: u64, hasher: &DefaultHashBuilder) -> u64 {
@@ -488,6 +608,62 @@ impl<K: Hash + Eq> Store<K> {
             })
             .sum()
     }
+}
+
+/// The bucket of the entry with the least debt (by `debt`, `None` for an
+/// entry that must stay) among the first [`EVICTION_SAMPLES`] entries that
+/// may go (every entry of a smaller table), probing at most
+/// [`EVICTION_PROBES`] buckets from one `seed` picks. `None` when too few
+/// were found, unless one found owes nothing.
+fn pick<T>(table: &HashTable<T>, seed: u64, debt: impl Fn(&T) -> Option<u64>) -> Option<usize> {
+    let buckets = table.num_buckets();
+    let wanted = EVICTION_SAMPLES.min(table.len());
+    if buckets == 0 || wanted == 0 {
+        return None;
+    }
+    // A power of two.
+    let mask = buckets - 1;
+    let start = seed as usize & mask;
+    let mut best: Option<(u64, usize)> = None;
+    let mut seen = 0;
+    for step in 0..buckets.min(EVICTION_PROBES) {
+        let i = (start + step) & mask;
+        let Some(d) = table.get_bucket(i).and_then(&debt) else {
+            continue;
+        };
+        if best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, i));
+            if d == 0 {
+                // Idle: none can be nearer to full.
+                break;
+            }
+        }
+        seen += 1;
+        if seen == wanted {
+            break;
+        }
+    }
+    match best {
+        Some((d, i)) if d == 0 || seen == wanted => Some(i),
+        _ => None,
+    }
+}
+
+/// Rebuilds `table` at its size when removals have left it no room to
+/// insert without growing (a removal may leave a tombstone that takes a
+/// slot until the table is rebuilt; hashbrown would rebuild a table more
+/// than half full at twice the size). One pass over the table, after as
+/// many removals as the table had spare slots.
+#[cold]
+fn renew_if_worn<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
+    if table.capacity() > table.len() {
+        return;
+    }
+    let mut fresh = HashTable::with_capacity(table.len() + 1);
+    for entry in table.drain() {
+        fresh.insert_unique(hash(&entry), entry, &hash);
+    }
+    *table = fresh;
 }
 
 /// The entry of `key` in `table`, inserted with `make` when missing.

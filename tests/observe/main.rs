@@ -884,6 +884,71 @@ async fn shadow_reports_exactly_what_enforcing_refuses() {
     }
 }
 
+/// A per-key layer refuses a request without a key and one over its key's
+/// in-flight cap. In shadow mode both reach the service, and the Monitor
+/// counts them as `shadow_limited`, never as `limited`; an enforcing layer
+/// refuses them and counts them as `limited`. Observers are told which.
+#[tokio::test(start_paused = true)]
+async fn shadow_per_key_counts_missing_key_and_in_flight_as_shadow_limited() {
+    use tower_sluice::per_key::Policy;
+    for shadow in [true, false] {
+        let monitor = Monitor::builder().sample_one_in(1).build();
+        let log = Log::default();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (g, hits) = (gate.clone(), Arc::new(AtomicUsize::new(0)));
+        let h = hits.clone();
+        let policy = Policy::new(Quota::per_second(100)).max_in_flight(1);
+        let layer = PerKeyLayer::new(policy, |r: &Option<&'static str>| r.map(str::to_owned))
+            .observer(Fanout::new().with(monitor.clone()).with(log.observer()));
+        let layer = if shadow { layer.shadow() } else { layer };
+        let mut svc = layer.layer(service_fn(move |_: Option<&'static str>| {
+            h.fetch_add(1, Ordering::Relaxed);
+            let g = g.clone();
+            async move {
+                g.acquire().await.unwrap().forget();
+                Ok::<_, Infallible>(())
+            }
+        }));
+        // "a" holds its one slot while a second "a" and a keyless request
+        // arrive.
+        let first = svc.ready().await.unwrap().call(Some("a"));
+        let second = svc.ready().await.unwrap().call(Some("a"));
+        let keyless = svc.ready().await.unwrap().call(None);
+        gate.add_permits(3);
+        let (second, keyless) = within(async { (second.await, keyless.await) }).await;
+        within(first).await.unwrap();
+        assert_eq!(second.is_ok(), shadow);
+        assert_eq!(keyless.is_ok(), shadow);
+        assert_eq!(hits.load(Ordering::Relaxed), if shadow { 3 } else { 1 });
+
+        let snap = monitor.snapshot();
+        let layer = snap.layer("per_key").unwrap();
+        let (limited, shadow_limited) = if shadow { (0, 2) } else { (2, 0) };
+        assert_eq!(
+            (layer.requests, layer.limited, layer.shadow_limited),
+            (3, limited, shadow_limited),
+            "shadow={shadow}"
+        );
+        let a = snap.key(&"a").unwrap();
+        assert_eq!(
+            (a.requests, a.limited, a.shadow_limited),
+            (2, limited / 2, shadow_limited / 2),
+            "shadow={shadow}"
+        );
+        let enforced = format!("enforced: {}", !shadow);
+        let refusals: Vec<String> = log
+            .take()
+            .into_iter()
+            .filter(|e| e.starts_with("InFlightLimited") || e.starts_with("MissingKey"))
+            .collect();
+        assert_eq!(refusals.len(), 2, "{refusals:?}");
+        assert!(
+            refusals.iter().all(|e| e.contains(&enforced)),
+            "{refusals:?}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn shadow_breaker_reports_what_it_would_refuse() {
     async fn run(shadow: bool) -> (Vec<String>, usize) {

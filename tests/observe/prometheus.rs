@@ -88,3 +88,52 @@ async fn prometheus_text_has_the_documented_series() {
     assert_eq!(get(r#"sluice_wait_seconds_count{layer="queue"}"#), 1.0);
     assert!(get(r#"sluice_wait_seconds_sum{layer="queue"}"#) >= 0.015);
 }
+
+/// A shadow per-key layer counts the refusals it let through (no key, over
+/// the in-flight cap) under their `shadow_` outcomes; an enforcing layer
+/// under the plain ones.
+#[test]
+fn shadow_refusals_have_their_own_outcomes() {
+    use std::convert::Infallible;
+    use std::task::{Context, Waker};
+    use tower::{Layer, Service, service_fn};
+    use tower_sluice::per_key::Policy;
+    use tower_sluice::{PerKeyLayer, Quota};
+
+    for shadow in [false, true] {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let policy = Policy::new(Quota::per_second(100)).max_in_flight(1);
+            let layer = PerKeyLayer::new(policy, |r: &Option<&'static str>| r.map(str::to_owned))
+                .observer(tower_sluice::observe::MetricsObserver::new());
+            let layer = if shadow { layer.shadow() } else { layer };
+            let mut svc = layer.layer(service_fn(|_: Option<&'static str>| {
+                std::future::pending::<Result<(), Infallible>>()
+            }));
+            let cx = &mut Context::from_waker(Waker::noop());
+            let mut call = |r| {
+                assert!(svc.poll_ready(cx).is_ready());
+                svc.call(r)
+            };
+            // "a" holds its one slot while a second "a" and a keyless
+            // request arrive.
+            let calls = [call(Some("a")), call(Some("a")), call(None)];
+            drop(calls);
+        });
+        let text = handle.render();
+        let m = parse(&text);
+        let get = |outcome: &str| {
+            m.get(&format!(
+                r#"sluice_requests_total{{layer="per_key",outcome="{outcome}"}}"#
+            ))
+            .copied()
+        };
+        let prefix = if shadow { "shadow_" } else { "" };
+        let other = if shadow { "" } else { "shadow_" };
+        for outcome in ["in_flight_limited", "missing_key"] {
+            assert_eq!(get(&format!("{prefix}{outcome}")), Some(1.0), "{text}");
+            assert_eq!(get(&format!("{other}{outcome}")), None, "{text}");
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant as StdInstant};
 use proptest::prelude::*;
 use tokio::time::{Instant, advance};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_sluice::backend::{Acquire, Backend, Memory};
+use tower_sluice::backend::{Acquire, Backend, FullStore, Memory};
 use tower_sluice::error::{MissingKey, TooManyInFlight, TooManyKeys};
 use tower_sluice::observe::Event;
 use tower_sluice::per_key::Policy;
@@ -517,9 +517,11 @@ async fn peek_leaves_every_bucket_untouched() {
     assert!(send(&mut svc, req("k")).await.is_ok());
 }
 
+/// With [`FullStore::Refuse`], a store full of active keys refuses new
+/// keys (as it always did before `FullStore`), and forgets no debt.
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_unique_keys_keeps_memory_bounded() {
-    let backend: Memory<u64> = Memory::new(10_000);
+    let backend: Memory<u64> = Memory::new(10_000).full_store(FullStore::Refuse);
     let policy = Policy::new(Quota::per_second(1));
     let mut refused = 0u64;
     // 1M unique keys, a new one every microsecond: each turns idle after 1 s.
@@ -567,6 +569,233 @@ async fn a_flood_of_unique_keys_keeps_memory_bounded() {
         backend.acquire(&u64::MAX, &policy, 1, Duration::ZERO),
         Acquire::Ready(Ok(_))
     ));
+}
+
+/// 1 000 a day, 10 at once: nothing refills while a test runs (one
+/// request's worth is 86.4 s).
+fn daily() -> Policy {
+    Policy::new(Quota::per_day(1_000).with_burst(10))
+}
+
+fn admitted(backend: &Memory<u64>, key: u64, policy: &Policy) -> Result<(), BoxError> {
+    let Acquire::Ready(got) = backend.acquire(&key, policy, 1, Duration::ZERO);
+    got.map(drop)
+}
+
+/// Spends every request of `key`'s burst; the next one is refused.
+fn exhaust(backend: &Memory<u64>, key: u64, policy: &Policy) {
+    for _ in 0..10 {
+        admitted(backend, key, policy).unwrap();
+    }
+    assert!(
+        admitted(backend, key, policy)
+            .unwrap_err()
+            .is::<RateLimited>()
+    );
+}
+
+/// The default store keeps serving new keys during a flood of unique keys
+/// (each spending one request, as from a header any client sets), while
+/// keys over their limit stay refused: a full shard forgets the key nearest
+/// to full among the 8 it looks at, and 7 keys over their limit are never
+/// all of those 8. Memory stays bounded by `max_keys`. Both for a
+/// one-quota policy and for one with two quotas (a second table).
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_unique_keys_does_not_lock_out_new_keys() {
+    let two = daily().and(Quota::per_hour(1_000_000)).unwrap();
+    // Bytes per key: an entry of the main table (and one of the second
+    // table with its block), at hashbrown's load factor.
+    for (policy, per_key) in [(daily(), 64), (two, 128)] {
+        flood_beside_keys_over_their_limit(policy, per_key).await;
+    }
+}
+
+async fn flood_beside_keys_over_their_limit(policy: Policy, bytes_per_key: usize) {
+    let backend: Memory<u64> = Memory::new(64);
+    assert_eq!(backend.full_store_policy(), FullStore::EvictNearestFull);
+    let start = Instant::now();
+    let heavy: Vec<u64> = (1_000_000..1_000_007).collect();
+    for &key in &heavy {
+        exhaust(&backend, key, &policy);
+    }
+    for key in 0..20_000u64 {
+        advance(Duration::from_millis(1)).await;
+        // A new key is served, never refused for want of room.
+        admitted(&backend, key, &policy).unwrap_or_else(|e| panic!("key {key}: {e}"));
+        assert!(backend.len() <= 64, "{} keys held", backend.len());
+        if key % 97 == 0 {
+            for &h in &heavy {
+                let refused = admitted(&backend, h, &policy).unwrap_err();
+                assert!(refused.is::<RateLimited>(), "heavy key {h}: {refused}");
+            }
+        }
+    }
+    // The heavy keys were never forgotten: their debt is whole, one
+    // request's worth (86.4 s) less the time of the flood.
+    for &h in &heavy {
+        let Acquire::Ready(peek) = backend.peek(&h, &policy, 1);
+        let wait = peek
+            .unwrap_err()
+            .downcast::<RateLimited>()
+            .unwrap()
+            .retry_after();
+        assert_eq!(
+            wait,
+            Duration::from_millis(86_400) - start.elapsed(),
+            "key {h}"
+        );
+    }
+    // Table memory stays that of 64 keys of 8 bytes, however many come
+    // and go.
+    let bytes = backend.table_bytes();
+    assert!(bytes < 64 * bytes_per_key, "{bytes} bytes");
+}
+
+/// A key with a request in flight is never forgotten to make room (its
+/// in-flight cap would be lost): a store full of such keys refuses a new
+/// key, whatever its policy for a full store.
+#[tokio::test(start_paused = true)]
+async fn keys_with_requests_in_flight_keep_their_place() {
+    let backend: Memory<u64> = Memory::new(64);
+    let policy = daily().max_in_flight(1);
+    let held: Vec<_> = (0..64u64)
+        .map(
+            |key| match backend.acquire(&key, &policy, 1, Duration::ZERO) {
+                Acquire::Ready(Ok(grant)) => grant,
+                _ => panic!("key {key} refused"),
+            },
+        )
+        .collect();
+    let refused = admitted(&backend, 64, &policy).unwrap_err();
+    assert!(refused.is::<TooManyKeys>(), "{refused}");
+    for key in 0..64u64 {
+        let refused = admitted(&backend, key, &policy).unwrap_err();
+        assert!(refused.is::<TooManyInFlight>(), "key {key}: {refused}");
+    }
+    // Once one is done, its key (idle-free but in debt) can give its place.
+    drop(held);
+    admitted(&backend, 64, &policy).unwrap();
+    assert!(backend.len() <= 64);
+}
+
+/// Real threads flood a small store with unique keys while others hammer
+/// keys that spent their burst: every new key is served, and no key over
+/// its limit gets a single request more.
+#[test]
+fn a_concurrent_flood_never_loosens_keys_over_their_limit() {
+    let backend: Memory<u64> = Memory::new(64);
+    let policy = daily();
+    let heavy: Vec<u64> = (1_000_000..1_000_004).collect();
+    for &key in &heavy {
+        exhaust(&backend, key, &policy);
+    }
+    let flood_refused = AtomicU64::new(0);
+    let flood_served = AtomicU64::new(0);
+    let heavy_admitted = AtomicU64::new(0);
+    let start = StdInstant::now();
+    let run = Duration::from_millis(300);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (backend, policy) = (&backend, &policy);
+            let (refused, served) = (&flood_refused, &flood_served);
+            s.spawn(move || {
+                let mut key = t << 40;
+                while start.elapsed() < run {
+                    key += 1;
+                    match admitted(backend, key, policy) {
+                        Ok(()) => served.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        let (backend, policy, heavy, admitted_) = (&backend, &policy, &heavy, &heavy_admitted);
+        s.spawn(move || {
+            while start.elapsed() < run {
+                for &h in heavy {
+                    if admitted(backend, h, policy).is_ok() {
+                        admitted_.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    });
+    assert_eq!(heavy_admitted.load(Ordering::Relaxed), 0);
+    assert_eq!(flood_refused.load(Ordering::Relaxed), 0);
+    assert!(flood_served.load(Ordering::Relaxed) > 1_000);
+    assert!(backend.len() <= 64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A flood of unique keys (one request each) fills a one-shard store
+    /// of 64 keys while up to 7 other keys send at random. Every flood key
+    /// is served, and every decision for the other keys is one a key could
+    /// get if, besides its own bucket, it were forgotten at moments when it
+    /// owed no more than one request (a flood key's debt): the documented
+    /// bound. Checked against the range of levels the key may have.
+    #[test]
+    fn a_flood_forgets_a_key_only_within_the_documented_bound(
+        limit in 1u32..20,
+        period_ms in 10u64..5_000,
+        burst in 2u32..8,
+        others in 1u64..8,
+        ops in prop::collection::vec((0u64..16, 0u64..50), 1..600),
+    ) {
+        let q = Quota::try_with_burst(limit, Duration::from_millis(period_ms), burst).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let backend: Memory<u64> = Memory::new(64);
+                let policy = Policy::new(q);
+                let t = q.emission_interval().as_nanos();
+                let cap = t * u128::from(q.burst());
+                // Per key: the lowest and highest level it may have, and
+                // when they were last brought up to date.
+                let mut range: HashMap<u64, (u128, u128)> = HashMap::new();
+                let mut flood = 1u64 << 32;
+                for (op, gap_ms) in ops {
+                    advance(Duration::from_millis(gap_ms)).await;
+                    let dt = u128::from(gap_ms) * 1_000_000;
+                    for (lo, hi) in range.values_mut() {
+                        *lo = lo.saturating_sub(dt);
+                        *hi = hi.saturating_sub(dt);
+                        // It may have been forgotten once it owed no more
+                        // than a flood key.
+                        if *lo <= t {
+                            *lo = 0;
+                        }
+                    }
+                    if op >= others {
+                        // Several flood keys at once.
+                        for _ in 0..op {
+                            flood += 1;
+                            prop_assert!(admitted(&backend, flood, &policy).is_ok(), "flood key refused");
+                        }
+                        continue;
+                    }
+                    let (lo, hi) = range.entry(op).or_insert((0, 0));
+                    match admitted(&backend, op, &policy) {
+                        Ok(()) => {
+                            prop_assert!(*lo + t <= cap, "key {} admitted at level {}..{} (cap {})", op, lo, hi, cap);
+                            *hi = (*hi).min(cap - t) + t;
+                            *lo += t;
+                        }
+                        Err(e) => {
+                            prop_assert!(e.is::<RateLimited>(), "{}", e);
+                            prop_assert!(*hi + t > cap, "key {} refused at level {}..{}", op, lo, hi);
+                            *lo = (*lo).max(cap - t + 1);
+                        }
+                    }
+                    prop_assert!(backend.len() <= 64);
+                }
+                Ok(())
+            })?;
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -197,6 +197,7 @@ where
             layer: LAYER,
             key: Some(key),
             max_keys: self.max_keys(),
+            enforced: false,
         });
         self.default.clone()
     }
