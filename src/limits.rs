@@ -104,16 +104,7 @@ pub(crate) mod sealed {
         pub(crate) name: Option<Arc<str>>,
     }
 
-    /// Why a limit could not lend its cells.
-    #[derive(Debug)]
-    pub enum Abort {
-        /// A new key, and its store is full of active keys.
-        Full(TooManyKeys),
-        /// Lending would need a lock this thread cannot take without
-        /// risking a deadlock now (or a key not inserted yet): try again
-        /// after [`Sealed::prepare`], holding nothing.
-        Retry,
-    }
+    pub(crate) use crate::backend::Abort;
 
     /// What the crate's limits implement for [`Limit`](super::Limit).
     pub trait Sealed {

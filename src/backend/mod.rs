@@ -20,6 +20,22 @@ mod memory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+/// Lending a key's cells to [`limits::check_all`](crate::limits::check_all).
+pub(crate) mod lend {
+    /// Why a backend could not lend a key's cells.
+    #[derive(Debug)]
+    pub enum Abort {
+        /// A new key, and its store is full of active keys.
+        Full(crate::error::TooManyKeys),
+        /// Lending would need a lock this thread cannot take without
+        /// risking a deadlock now (or a key not inserted yet): try again
+        /// after preparing (inserting the key), holding nothing.
+        Retry,
+    }
+}
+
+pub(crate) use lend::Abort;
+
 pub use memory::{FullStore, InFlight, Memory};
 #[cfg(feature = "redis")]
 pub use redis::RedisBackend;

@@ -73,7 +73,6 @@ pub mod future;
 mod handle;
 pub(crate) mod layer;
 mod service;
-pub(crate) mod store;
 
 pub use crate::key::{ConstKey, KeyExtractor};
 pub use crate::policy::{MAX_QUOTAS, Policy, TooManyQuotas};

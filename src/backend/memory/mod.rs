@@ -9,8 +9,10 @@ use crate::BoxError;
 use crate::clock::Clock;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
 use crate::gcra::{self, CellSet, Decision};
-use crate::per_key::Policy;
-use crate::per_key::store::{Extra, Fresh, Full, KeyState, Store};
+use crate::policy::Policy;
+mod store;
+
+use self::store::{Extra, Fresh, Full, KeyState, Store};
 
 /// The in-memory backend: a bounded, sharded map from key to GCRA state.
 ///
@@ -334,8 +336,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         nested: bool,
         create: bool,
         mut f: impl FnMut(&dyn CellSet, u64),
-    ) -> Result<(), crate::limits::sealed::Abort> {
-        use crate::limits::sealed::Abort;
+    ) -> Result<(), super::Abort> {
+        use super::Abort;
         let now = self.shared.clock.now();
         let mut run = |state: &KeyState<'_>| f(&state.cells(policy), now);
         if nested {
