@@ -352,6 +352,31 @@ fn serde_from_string_and_map() {
             "unknown field `brust`",
         ),
         ("17", "a quota such as"),
+        // The period is a period: a burst inside it is refused, not dropped.
+        (
+            r#"{"limit": 10, "period": "10s;burst=5"}"#,
+            "invalid period \"10s;burst=5\"",
+        ),
+        (r#"{"limit": 10, "period": "1/10s"}"#, "invalid period"),
+        // A key given twice is refused, not last-wins.
+        (
+            r#"{"limit": 10, "limit": 20, "period": "1s"}"#,
+            "duplicate field `limit`",
+        ),
+        (
+            r#"{"limit": 10, "period": "1s", "period": "1min"}"#,
+            "duplicate field `period`",
+        ),
+        (
+            r#"{"limit": 10, "period": "1s", "burst": 2, "burst": 3}"#,
+            "duplicate field `burst`",
+        ),
+        // A rate rounding would change by more than 1 %.
+        (
+            r#"{"limit": 4294967295, "period": "4294967296ns"}"#,
+            "one request every 2ns",
+        ),
+        (r#""4294967295/4294967296ns""#, "one request every 2ns"),
     ] {
         let err = serde_json::from_str::<Quota>(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad}: {err}");
