@@ -162,8 +162,8 @@ impl fmt::Display for QuotaError {
             } => {
                 let interval_ns = interval.as_nanos().max(1);
                 let enforced = period.as_nanos() / interval_ns;
-                let slower =
-                    100.0 * (1.0 - period.as_nanos() as f64 / (interval_ns * u128::from(*limit)) as f64);
+                let slower = 100.0
+                    * (1.0 - period.as_nanos() as f64 / (interval_ns * u128::from(*limit)) as f64);
                 write!(
                     f,
                     "invalid quota: {limit} per {period:?} would be enforced as one request every \
@@ -843,7 +843,10 @@ mod tests {
         }
         // Every constructor that validates refuses it.
         let parsed = "4294967295/4294967296ns".parse::<Quota>().unwrap_err();
-        assert!(parsed.to_string().contains("one request every 2ns"), "{parsed}");
+        assert!(
+            parsed.to_string().contains("one request every 2ns"),
+            "{parsed}"
+        );
         assert!(Quota::try_with_burst(u32::MAX, period, 1).is_err());
         // 3 per 4 ns would be enforced as one per 2 ns (2 per 4 ns); 99
         // per 100 ns within 1 % is fine (one per 2 ns would be 50 per 100).
@@ -868,13 +871,7 @@ mod tests {
     #[test]
     fn usual_quotas_keep_working() {
         for n in (1..=10_000).chain([
-            65_535,
-            99_999,
-            100_000,
-            1_000_000,
-            3_333_333,
-            9_999_991,
-            10_000_000,
+            65_535, 99_999, 100_000, 1_000_000, 3_333_333, 9_999_991, 10_000_000,
         ]) {
             for q in [Quota::per_second(n), Quota::per_minute(n)] {
                 assert_eq!(q.to_string().parse::<Quota>(), Ok(q));

@@ -1118,10 +1118,7 @@ mod tests {
             forwarded_for(br#" proto=http; For="[2001:db8::1]:4711""#),
             Some(v6)
         );
-        assert_eq!(
-            forwarded_for(br#"for=192.0.2.1;host="a;b,\"c""#),
-            Some(v4)
-        );
+        assert_eq!(forwarded_for(br#"for=192.0.2.1;host="a;b,\"c""#), Some(v4));
         assert_eq!(forwarded_for(b"for=192.0.2.1;"), Some(v4));
         for bad in [
             &b"for=_hidden"[..],

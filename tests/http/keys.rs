@@ -47,7 +47,10 @@ fn bytes_a_client_wrote_left_of_its_address_do_not_move_its_key() {
         assert_eq!(key.extract(&req), ip("203.0.113.7"), "{xff:?}");
     }
     // The same bytes inside the proxy's own entry stop the walk there.
-    let req = raw("10.0.0.1:80", &[("x-forwarded-for", b"203.0.113.7\xC3\xA9")]);
+    let req = raw(
+        "10.0.0.1:80",
+        &[("x-forwarded-for", b"203.0.113.7\xC3\xA9")],
+    );
     assert_eq!(key.extract(&req), ip("10.0.0.1"));
 }
 
@@ -177,8 +180,14 @@ fn ipv4_mapped_networks_and_peers_match_ipv4() {
 
     // A mapped peer through a mapped entry, end to end.
     let key = ForwardedIp::new(mapped);
-    let req = raw("[::ffff:10.0.0.5]:80", &[("x-forwarded-for", b"203.0.113.7")]);
+    let req = raw(
+        "[::ffff:10.0.0.5]:80",
+        &[("x-forwarded-for", b"203.0.113.7")],
+    );
     assert_eq!(key.extract(&req), ip("203.0.113.7"));
-    let req = raw("10.0.0.5:80", &[("x-forwarded-for", b"203.0.113.7, ::ffff:10.9.9.9")]);
+    let req = raw(
+        "10.0.0.5:80",
+        &[("x-forwarded-for", b"203.0.113.7, ::ffff:10.9.9.9")],
+    );
     assert_eq!(key.extract(&req), ip("203.0.113.7"));
 }
