@@ -433,13 +433,14 @@ pub enum ForwardedHeader {
 ///
 /// # Bounded work
 ///
-/// At most 16 entries are examined, from the right, and nothing is
-/// allocated. Past 16 trusted hops the key is the 16th, as if the list
-/// ended there. Only a client whose own address is trusted can make the
-/// walk reach entries it wrote itself (any other client's first proxy
-/// appends the client's address, which stops the walk), so no such client
-/// can use the bound to take a proxy's key; a client with a trusted
-/// address can name any address anyway (see below).
+/// At most 16 entries (empty ones included) are examined, from the
+/// right, and nothing is allocated. When all 16 are trusted proxies, the
+/// key is the 16th, as if the list ended there. A client can only reach
+/// the bound through entries it wrote itself, and the walk reaches those
+/// only when the client's own address, which its first proxy appends, is
+/// trusted: any other client stops the walk at its own address and cannot
+/// use the bound to take a proxy's key. A client with a trusted address
+/// can name any address anyway (see below).
 ///
 /// # Choosing a key
 ///
