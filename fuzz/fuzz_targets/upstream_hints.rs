@@ -16,7 +16,8 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use tower_sluice::BoxError;
 use tower_sluice::adaptive::{ClassifyFeedback, HttpFeedback, Signal, upstream_quota};
-use tower_sluice::retry::{ClassifyRetry, Hint, HttpRetry, Outcome, response_hints};
+use tower_sluice::classify::Outcome;
+use tower_sluice::retry::{ClassifyRetry, Hint, HttpRetry, response_hints};
 
 const NAMES: [&str; 11] = [
     "retry-after",
