@@ -431,6 +431,29 @@ pub enum ForwardedHeader {
 /// append to (see [`ForwardedHeader`]): a header the proxy passes through
 /// unchanged is entirely the client's.
 ///
+/// ```
+/// use std::net::{IpAddr, SocketAddr};
+/// use tower_sluice::http::{ForwardedIp, TrustedProxies};
+/// use tower_sluice::per_key::KeyExtractor;
+///
+/// let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.0/8"])?);
+/// let request = |peer: &str, xff: &str| {
+///     let mut req = http::Request::new(());
+///     req.extensions_mut().insert(peer.parse::<SocketAddr>().unwrap());
+///     req.headers_mut().insert("x-forwarded-for", xff.parse().unwrap());
+///     req
+/// };
+/// let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+///
+/// // Through our proxy: the client it saw.
+/// assert_eq!(key.extract(&request("10.0.0.5:1234", "203.0.113.9")), ip("203.0.113.9"));
+/// // The client prepended a fake address: still the client the proxy saw.
+/// assert_eq!(key.extract(&request("10.0.0.5:1234", "1.2.3.4, 203.0.113.9")), ip("203.0.113.9"));
+/// // Straight from the internet, spoofing the header: the peer.
+/// assert_eq!(key.extract(&request("198.51.100.4:999", "1.2.3.4")), ip("198.51.100.4"));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Bounded work
 ///
 /// At most 16 entries (empty ones included) are examined, from the
@@ -455,29 +478,6 @@ pub enum ForwardedHeader {
 /// 3. a header the client sets ([`HeaderKey`]) only when the limit is a
 ///    courtesy, not a protection: a client sending a new value each time
 ///    gets a new bucket each time.
-///
-/// ```
-/// use std::net::{IpAddr, SocketAddr};
-/// use tower_sluice::http::{ForwardedIp, TrustedProxies};
-/// use tower_sluice::per_key::KeyExtractor;
-///
-/// let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.0/8"])?);
-/// let request = |peer: &str, xff: &str| {
-///     let mut req = http::Request::new(());
-///     req.extensions_mut().insert(peer.parse::<SocketAddr>().unwrap());
-///     req.headers_mut().insert("x-forwarded-for", xff.parse().unwrap());
-///     req
-/// };
-/// let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-///
-/// // Through our proxy: the client it saw.
-/// assert_eq!(key.extract(&request("10.0.0.5:1234", "203.0.113.9")), ip("203.0.113.9"));
-/// // The client prepended a fake address: still the client the proxy saw.
-/// assert_eq!(key.extract(&request("10.0.0.5:1234", "1.2.3.4, 203.0.113.9")), ip("203.0.113.9"));
-/// // Straight from the internet, spoofing the header: the peer.
-/// assert_eq!(key.extract(&request("198.51.100.4:999", "1.2.3.4")), ip("198.51.100.4"));
-/// # Ok::<_, Box<dyn std::error::Error>>(())
-/// ```
 #[derive(Debug, Clone)]
 pub struct ForwardedIp {
     trusted: TrustedProxies,
