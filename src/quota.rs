@@ -114,6 +114,19 @@ pub enum QuotaError {
         /// The requested period.
         period: Duration,
     },
+    /// The spacing between requests, `period / limit`, is kept as a whole
+    /// number of nanoseconds, and rounding it up would make the quota
+    /// admit more than 1 % fewer requests than asked
+    /// (`4294967295/4294967296ns` would be enforced at half the asked
+    /// rate). Use a longer period or a smaller limit.
+    Inexact {
+        /// The requested limit.
+        limit: u32,
+        /// The requested period.
+        period: Duration,
+        /// The spacing the quota would be enforced with.
+        interval: Duration,
+    },
     /// The burst window `burst * period / limit` is longer than about 146
     /// years (or the period itself does not fit in 64-bit nanoseconds).
     TooLong {
@@ -142,6 +155,23 @@ impl fmt::Display for QuotaError {
                 "invalid quota: `limit` {limit} per {period:?} is more than one per nanosecond; \
                  use a longer `period`"
             ),
+            QuotaError::Inexact {
+                limit,
+                period,
+                interval,
+            } => {
+                let interval_ns = interval.as_nanos().max(1);
+                let enforced = period.as_nanos() / interval_ns;
+                let slower = 100.0
+                    * (1.0 - period.as_nanos() as f64 / (interval_ns * u128::from(*limit)) as f64);
+                write!(
+                    f,
+                    "invalid quota: {limit} per {period:?} would be enforced as one request every \
+                     {interval:?} ({enforced} per {period:?}), {slower:.1} % slower than asked, as \
+                     the spacing between requests is a whole number of nanoseconds; use a longer \
+                     `period` or a smaller `limit`"
+                )
+            }
             QuotaError::TooLong { period } => write!(
                 f,
                 "invalid quota: `period` {period:?} (times `burst` / `limit`) is longer than \
@@ -166,8 +196,10 @@ impl Quota {
     /// # Errors
     ///
     /// [`QuotaError::ZeroLimit`], [`QuotaError::ZeroPeriod`],
-    /// [`QuotaError::TooFast`] (more than one per nanosecond) or
-    /// [`QuotaError::TooLong`] (a burst window over 146 years).
+    /// [`QuotaError::TooFast`] (more than one per nanosecond),
+    /// [`QuotaError::Inexact`] (a rate the limiter would enforce more than
+    /// 1 % slower than asked) or [`QuotaError::TooLong`] (a burst window
+    /// over 146 years).
     ///
     /// # Examples
     ///
@@ -237,6 +269,16 @@ impl Quota {
             });
         }
         let emission = period_ns.div_ceil(u64::from(self.limit));
+        // Rounded up, the spacing admits `period / emission` per period
+        // instead of `limit`: refuse a loss of more than 1 %.
+        let spaced = u128::from(emission) * u128::from(self.limit);
+        if 100 * (spaced - u128::from(period_ns)) > spaced {
+            return Err(QuotaError::Inexact {
+                limit: self.limit,
+                period: self.period,
+                interval: Duration::from_nanos(emission),
+            });
+        }
         match emission.checked_mul(u64::from(self.burst)) {
             Some(window) if window <= MAX_WINDOW_NANOS => Ok(()),
             _ => Err(too_long),
@@ -248,7 +290,8 @@ impl Quota {
     /// # Panics
     ///
     /// When [`try_new`](Self::try_new) would fail: `limit` or `period` is
-    /// zero, more than one per nanosecond, or a window over 146 years.
+    /// zero, more than one per nanosecond, a rate that would be enforced
+    /// more than 1 % slower than asked, or a window over 146 years.
     ///
     /// # Examples
     ///
@@ -272,7 +315,10 @@ impl Quota {
     ///
     /// # Panics
     ///
-    /// When `n` is 0; use [`try_new`](Self::try_new) for a fallible version.
+    /// When `n` is 0, or so large that the spacing between requests would
+    /// be enforced more than 1 % slower than asked
+    /// ([`QuotaError::Inexact`]; up to ten million per second is always
+    /// fine); use [`try_new`](Self::try_new) for a fallible version.
     ///
     /// # Examples
     ///
@@ -292,7 +338,10 @@ impl Quota {
     ///
     /// # Panics
     ///
-    /// When `n` is 0; use [`try_new`](Self::try_new) for a fallible version.
+    /// When `n` is 0, or so large that the spacing between requests would
+    /// be enforced more than 1 % slower than asked
+    /// ([`QuotaError::Inexact`]; up to ten million per second is always
+    /// fine); use [`try_new`](Self::try_new) for a fallible version.
     ///
     /// # Examples
     ///
@@ -544,28 +593,7 @@ impl FromStr for Quota {
             .split_once('/')
             .ok_or_else(|| fail("missing '/' between limit and period".to_owned()))?;
         let limit = parse_count(limit.trim()).map_err(|why| fail(format!("limit {why}")))?;
-        let per = per.trim();
-        let digits = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
-        let (count, unit) = per.split_at(digits);
-        let count = if count.is_empty() {
-            1
-        } else {
-            parse_u64(count).map_err(|why| fail(format!("period count {why}")))?
-        };
-        let unit = unit.trim();
-        if unit.is_empty() {
-            return Err(fail("missing unit after the count".to_owned()));
-        }
-        let lower = unit.to_lowercase();
-        let unit_nanos = UNITS
-            .iter()
-            .find(|(names, _)| names.contains(&lower.as_str()))
-            .map(|(_, n)| *n)
-            .ok_or_else(|| fail(format!("unknown unit {unit:?}")))?;
-        let period_nanos = count
-            .checked_mul(unit_nanos)
-            .ok_or_else(|| fail("period is too long".to_owned()))?;
-        let period = Duration::from_nanos(period_nanos);
+        let period = parse_period(per).map_err(fail)?;
         if limit == 0 {
             return Err(fail("limit must be at least 1".to_owned()));
         }
@@ -579,6 +607,33 @@ impl FromStr for Quota {
             ),
         })
     }
+}
+
+/// The period of the string form, `[COUNT]UNIT` (`10s`, `min`, `2weeks`),
+/// with a reason when it is not one.
+fn parse_period(per: &str) -> Result<Duration, String> {
+    let per = per.trim();
+    let digits = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
+    let (count, unit) = per.split_at(digits);
+    let count = if count.is_empty() {
+        1
+    } else {
+        parse_u64(count).map_err(|why| format!("period count {why}"))?
+    };
+    let unit = unit.trim();
+    if unit.is_empty() {
+        return Err("missing unit after the count".to_owned());
+    }
+    let lower = unit.to_lowercase();
+    let unit_nanos = UNITS
+        .iter()
+        .find(|(names, _)| names.contains(&lower.as_str()))
+        .map(|(_, n)| *n)
+        .ok_or_else(|| format!("unknown unit {unit:?}"))?;
+    let period_nanos = count
+        .checked_mul(unit_nanos)
+        .ok_or_else(|| "period is too long".to_owned())?;
+    Ok(Duration::from_nanos(period_nanos))
 }
 
 /// A positive decimal `u32`, with a reason when it is not one.
@@ -620,7 +675,9 @@ mod serde_impl {
 
     /// Deserialized from the string form (`"60/min"`) or from a map
     /// `{limit, period, burst}` where `period` is a string such as `"1min"`
-    /// or `"10s"` (or a number of seconds) and `burst` is optional.
+    /// or `"10s"` (or a number of seconds) and `burst` is optional. An
+    /// unknown field, a field given twice or a period holding more than a
+    /// period (`"10s;burst=5"`) is an error.
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
     impl<'de> Deserialize<'de> for Quota {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -647,6 +704,11 @@ mod serde_impl {
             let mut burst: Option<u32> = None;
             while let Some(key) = map.next_key::<String>()? {
                 match key.as_str() {
+                    "limit" if limit.is_some() => return Err(de::Error::duplicate_field("limit")),
+                    "burst" if burst.is_some() => return Err(de::Error::duplicate_field("burst")),
+                    "period" if period.is_some() => {
+                        return Err(de::Error::duplicate_field("period"));
+                    }
                     "limit" => limit = Some(map.next_value()?),
                     "burst" => burst = Some(map.next_value()?),
                     "period" => period = Some(map.next_value::<PeriodField>()?.0),
@@ -684,15 +746,12 @@ mod serde_impl {
                         .map_err(|_| E::custom("period must not be negative"))
                 }
                 fn visit_str<E: de::Error>(self, v: &str) -> Result<PeriodField, E> {
-                    // Reuse the quota parser: "1/<period>".
-                    format!("1/{v}")
-                        .parse::<Quota>()
-                        .map(|q| PeriodField(q.period()))
-                        .map_err(|_| {
-                            E::custom(format!(
-                                "invalid period {v:?}: expected e.g. \"1min\", \"10s\", \"day\""
-                            ))
-                        })
+                    super::parse_period(v).map(PeriodField).map_err(|why| {
+                        E::custom(format!(
+                            "invalid period {v:?}: {why}; expected a period such as \"1min\", \
+                             \"10s\" or \"day\" (a burst goes in its own `burst` field)"
+                        ))
+                    })
                 }
             }
             d.deserialize_any(V)
@@ -753,8 +812,79 @@ mod tests {
             Err(QuotaError::TooLong { .. })
         ));
         // The extremes that fit are fine.
-        assert!(Quota::try_new(u32::MAX, Duration::from_secs(5)).is_ok());
+        let max_ns = Duration::from_nanos(u64::from(u32::MAX));
+        assert!(Quota::try_new(u32::MAX, max_ns).is_ok());
+        assert!(Quota::try_new(u32::MAX, Duration::from_secs(3_600)).is_ok());
         assert!(Quota::try_new(1, Duration::from_secs(100 * 365 * 86_400)).is_ok());
+    }
+
+    #[test]
+    fn a_rate_rounding_would_change_by_more_than_one_percent_is_refused() {
+        // Asked: just under one per nanosecond; enforced: one every 2 ns.
+        let period = Duration::from_nanos(4_294_967_296);
+        let err = Quota::try_new(u32::MAX, period).unwrap_err();
+        assert_eq!(
+            err,
+            QuotaError::Inexact {
+                limit: u32::MAX,
+                period,
+                interval: Duration::from_nanos(2),
+            }
+        );
+        let msg = err.to_string();
+        for part in [
+            "4294967295 per 4.294967296s",
+            "one request every 2ns",
+            "2147483648 per 4.294967296s",
+            "50.0 % slower",
+            "longer `period` or a smaller `limit`",
+        ] {
+            assert!(msg.contains(part), "{part:?} not in {msg}");
+        }
+        // Every constructor that validates refuses it.
+        let parsed = "4294967295/4294967296ns".parse::<Quota>().unwrap_err();
+        assert!(
+            parsed.to_string().contains("one request every 2ns"),
+            "{parsed}"
+        );
+        assert!(Quota::try_with_burst(u32::MAX, period, 1).is_err());
+        // 3 per 4 ns would be enforced as one per 2 ns (2 per 4 ns); 99
+        // per 100 ns within 1 % is fine (one per 2 ns would be 50 per 100).
+        assert!(Quota::try_new(3, Duration::from_nanos(4)).is_err());
+        assert!(Quota::try_new(99, Duration::from_nanos(100)).is_err());
+        assert!(Quota::try_new(50, Duration::from_nanos(100)).is_ok());
+        // The boundary: 50 per 99 ns is enforced as 50 per 100 ns, 1 %
+        // slower, and accepted; 50 per 98 ns, 2 % slower, is not.
+        assert!(Quota::try_new(50, Duration::from_nanos(99)).is_ok());
+        assert!(Quota::try_new(50, Duration::from_nanos(98)).is_err());
+        // What rounds within 1 %: any interval of 100 ns or more.
+        assert!(Quota::try_new(10_000_000, Duration::from_secs(1)).is_ok());
+        assert!(Quota::try_new(9_999_999, Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "would be enforced as one request every 2ns")]
+    fn per_second_panics_on_a_rate_it_cannot_hold() {
+        let _ = Quota::per_second(600_000_000);
+    }
+
+    #[test]
+    fn usual_quotas_keep_working() {
+        for n in (1..=10_000).chain([
+            65_535, 99_999, 100_000, 1_000_000, 3_333_333, 9_999_991, 10_000_000,
+        ]) {
+            for q in [Quota::per_second(n), Quota::per_minute(n)] {
+                assert_eq!(q.to_string().parse::<Quota>(), Ok(q));
+            }
+        }
+        // Exact intervals are fine however short.
+        for n in [100_000_000, 250_000_000, 500_000_000, 1_000_000_000] {
+            assert_eq!(Quota::per_second(n).limit(), n);
+        }
+        for n in [1, 7, 1_000, 123_456_789, u32::MAX] {
+            assert_eq!(Quota::per_hour(n).limit(), n);
+            assert_eq!(Quota::per_day(n).limit(), n);
+        }
     }
 
     #[test]

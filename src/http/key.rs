@@ -3,11 +3,11 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use crate::per_key::KeyExtractor;
 
@@ -181,13 +181,27 @@ impl Cidr {
 
     fn parse(entry: &str) -> Option<Cidr> {
         let (addr, prefix) = match entry.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
+            Some((addr, prefix)) => (addr, Some(prefix.trim().parse::<u8>().ok()?)),
             None => (entry, None),
         };
-        let addr = addr.trim().parse::<IpAddr>().ok()?.to_canonical();
+        let addr = addr.trim().parse::<IpAddr>().ok()?;
+        // An IPv4-mapped network (`::ffff:10.0.0.0/104`) is the IPv4
+        // network it maps (`10.0.0.0/8`), as peers and forwarded addresses
+        // are read as IPv4. A shorter IPv6 prefix stays IPv6: it matches no
+        // IPv4 address, so `::/0` does not trust every IPv4 peer.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if prefix.is_none_or(|p| p >= 96) => {
+                    (IpAddr::V4(v4), prefix.map(|p| p - 96))
+                }
+                _ => (addr, prefix),
+            },
+            v4 => (v4, prefix),
+        };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            Some(p) if p > max => return None,
+            Some(p) => p,
             None => max,
         };
         let network = match addr {
@@ -210,6 +224,12 @@ impl fmt::Display for Cidr {
 /// The proxies whose forwarding headers [`ForwardedIp`] believes: IP
 /// addresses and CIDR networks.
 ///
+/// IPv4-mapped IPv6 entries (`::ffff:10.0.0.0/104`) are the IPv4 networks
+/// they map (`10.0.0.0/8`), and an IPv4-mapped address (`::ffff:10.0.0.1`)
+/// matches an IPv4 entry, so a dual-stack listener needs one entry per
+/// network. List only your proxies' own addresses: see "Choosing a key"
+/// in [`ForwardedIp`].
+///
 /// ```
 /// use tower_sluice::http::TrustedProxies;
 ///
@@ -229,7 +249,7 @@ pub struct TrustedProxies {
 
 impl TrustedProxies {
     /// Trusts each entry: an IP address (`192.0.2.1`, `::1`) or a CIDR
-    /// network (`10.0.0.0/8`, `fd00::/8`).
+    /// network (`10.0.0.0/8`, `fd00::/8`, `::ffff:10.0.0.0/104`).
     ///
     /// # Errors
     ///
@@ -400,12 +420,16 @@ pub enum ForwardedHeader {
 /// client talking to the server directly cannot pick its own key by
 /// sending `X-Forwarded-For`.
 ///
-/// If every address in the list is a trusted proxy, the leftmost is the
-/// client; an entry that does not parse (such as `unknown` or an
-/// obfuscated `Forwarded` identifier) stops the walk at the last trusted
-/// hop before it. Read only the header your proxies append to (see
-/// [`ForwardedHeader`]): a header the proxy passes through unchanged is
-/// entirely the client's.
+/// The header is read as bytes, entry by entry from the right: what lies
+/// to the left of the entry that names the client (bytes that are not
+/// text, quotes, more addresses) is never looked at. Several lines of the
+/// header are one list, the last line rightmost. If every address in the
+/// list is a trusted proxy, the leftmost is the client; an entry that is
+/// not an address (such as `unknown`, an obfuscated `Forwarded`
+/// identifier or a `Forwarded` element without `for=`) stops the walk at
+/// the last trusted hop before it. Read only the header your proxies
+/// append to (see [`ForwardedHeader`]): a header the proxy passes through
+/// unchanged is entirely the client's.
 ///
 /// ```
 /// use std::net::{IpAddr, SocketAddr};
@@ -429,6 +453,31 @@ pub enum ForwardedHeader {
 /// assert_eq!(key.extract(&request("198.51.100.4:999", "1.2.3.4")), ip("198.51.100.4"));
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Bounded work
+///
+/// At most 16 entries (empty ones included) are examined, from the
+/// right, and nothing is allocated. When all 16 are trusted proxies, the
+/// key is the 16th, as if the list ended there. A client can only reach
+/// the bound through entries it wrote itself, and the walk reaches those
+/// only when the client's own address, which its first proxy appends, is
+/// trusted: any other client stops the walk at its own address and cannot
+/// use the bound to take a proxy's key. A client with a trusted address
+/// can name any address anyway (see below).
+///
+/// # Choosing a key
+///
+/// A key a client can choose is a key it can change to escape its limit,
+/// or set to someone else's to use up theirs. Prefer, in this order:
+///
+/// 1. an authenticated identity (a user or tenant id, an API key your
+///    authentication layer has checked), read after authentication;
+/// 2. the peer address ([`PeerIp`]), or this extractor with only your own
+///    proxies trusted: never trust networks your clients live in, nor a
+///    header your outermost proxy does not overwrite or append to;
+/// 3. a header the client sets ([`HeaderKey`]) only when the limit is a
+///    courtesy, not a protection: a client sending a new value each time
+///    gets a new bucket each time.
 #[derive(Debug, Clone)]
 pub struct ForwardedIp {
     trusted: TrustedProxies,
@@ -531,34 +580,55 @@ impl ForwardedIp {
         if !self.trusted.contains(peer) {
             return Some(peer);
         }
+        Some(self.walk(peer, req.headers()).0)
+    }
+
+    /// The client behind the trusted `peer`, and how many entries of the
+    /// forwarding header were examined to find it.
+    fn walk(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, usize) {
         let (name, forwarded) = match &self.header {
             ForwardedHeader::XForwardedFor => (&X_FORWARDED_FOR, false),
             ForwardedHeader::Forwarded => (&http::header::FORWARDED, true),
             ForwardedHeader::Named(name) => (name, false),
         };
         let mut client = peer;
-        for value in req.headers().get_all(name).iter().rev() {
-            let Ok(value) = value.to_str() else {
-                return Some(client);
+        let mut examined = 0;
+        for value in headers.get_all(name).iter().rev() {
+            let entries = RevEntries {
+                rest: Some(value.as_bytes()),
+                quotes: forwarded,
             };
-            for entry in value.rsplit(',') {
+            for entry in entries {
+                if examined == MAX_HOPS {
+                    return (client, examined);
+                }
+                examined += 1;
+                let entry = trim_ows(entry);
+                if entry.is_empty() {
+                    // An empty list element, ignored as HTTP lists say.
+                    continue;
+                }
                 let parsed = if forwarded {
                     forwarded_for(entry)
                 } else {
-                    parse_addr(entry)
+                    parse_node(entry)
                 };
                 let Some(ip) = parsed else {
-                    return Some(client);
+                    return (client, examined);
                 };
                 client = ip.to_canonical();
                 if !self.trusted.contains(client) {
-                    return Some(client);
+                    return (client, examined);
                 }
             }
         }
-        Some(client)
+        (client, examined)
     }
 }
+
+/// The most entries of a forwarding header [`ForwardedIp`] examines,
+/// counted from the right (empty ones included).
+const MAX_HOPS: usize = 16;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -571,33 +641,151 @@ impl<B> KeyExtractor<Request<B>> for ForwardedIp {
     }
 }
 
+/// The comma-separated entries of one header line, from the right. With
+/// `quotes`, a comma inside a quoted string (`Forwarded`) is no boundary.
+///
+/// Read from the right, an entry a proxy appended is split correctly
+/// whatever the client wrote to the left of it (an unbalanced quote, say),
+/// and each byte is looked at a bounded number of times.
+struct RevEntries<'a> {
+    rest: Option<&'a [u8]>,
+    quotes: bool,
+}
+
+impl<'a> Iterator for RevEntries<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        let mut quoted = false;
+        let mut i = rest.len();
+        while i > 0 {
+            i -= 1;
+            match rest[i] {
+                b',' if !quoted => {
+                    self.rest = Some(&rest[..i]);
+                    return Some(&rest[i + 1..]);
+                }
+                // Read backwards, a quote ends a quoted string unless an
+                // odd number of backslashes escapes it.
+                b'"' if self.quotes => {
+                    if !quoted {
+                        quoted = true;
+                    } else {
+                        let slashes = rest[..i].iter().rev().take_while(|b| **b == b'\\').count();
+                        quoted = slashes % 2 == 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.rest = None;
+        Some(rest)
+    }
+}
+
+/// `bytes` without the spaces and tabs around it.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
+}
+
+/// The longest address entry read, in bytes, spaces around it excluded
+/// (`[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535` is 53, an
+/// obfuscated `Forwarded` port may be longer).
+const MAX_NODE_LEN: usize = 128;
+
 /// `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`, `[2001:db8::1]` or
-/// `[2001:db8::1]:80`.
-fn parse_addr(s: &str) -> Option<IpAddr> {
-    let s = s.trim();
+/// `[2001:db8::1]:80` (the port may be an obfuscated `_name`, as RFC 7239
+/// allows).
+fn parse_node(entry: &[u8]) -> Option<IpAddr> {
+    let entry = trim_ows(entry);
+    if entry.len() > MAX_NODE_LEN {
+        return None;
+    }
+    let s = std::str::from_utf8(entry).ok()?;
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        if !after.is_empty() && !is_port(after.strip_prefix(':')?) {
+            return None;
+        }
+        return ip.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(ip);
     }
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Some(addr.ip());
+    let (ip, port) = s.split_once(':')?;
+    if !is_port(port) {
+        return None;
     }
-    s.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+    ip.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// The `for=` address of one `Forwarded` element.
-fn forwarded_for(element: &str) -> Option<IpAddr> {
-    element.split(';').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("for") {
+/// A port number, or an obfuscated port (`_` then letters, digits, `.`,
+/// `_`, `-`).
+fn is_port(s: &str) -> bool {
+    match s.strip_prefix('_') {
+        Some(name) => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        }
+        None => (1..=5).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// The `for=` address of one `Forwarded` element (`for=192.0.2.1`,
+/// `proto=https;for="[2001:db8::1]:4711"`). `None` when the element has no
+/// `for`, has it twice, or is malformed.
+fn forwarded_for(element: &[u8]) -> Option<IpAddr> {
+    let mut node = None;
+    let mut rest = element;
+    loop {
+        let pair = trim_ows(rest);
+        if pair.is_empty() {
+            break;
+        }
+        let eq = pair.iter().position(|b| *b == b'=' || *b == b';')?;
+        if pair[eq] != b'=' {
             return None;
         }
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        parse_addr(value)
-    })
+        let name = trim_ows(&pair[..eq]);
+        let value = trim_ows(&pair[eq + 1..]);
+        let (value, escaped, tail) = if let Some(inner) = value.strip_prefix(b"\"") {
+            let mut i = 0;
+            let mut escaped = false;
+            loop {
+                match inner.get(i)? {
+                    b'\\' => {
+                        escaped = true;
+                        i += 2;
+                    }
+                    b'"' => break,
+                    _ => i += 1,
+                }
+            }
+            (&inner[..i], escaped, &inner[i + 1..])
+        } else {
+            let end = value.iter().position(|b| *b == b';').unwrap_or(value.len());
+            (&value[..end], false, &value[end..])
+        };
+        if name.eq_ignore_ascii_case(b"for") {
+            if node.is_some() || escaped {
+                return None;
+            }
+            node = Some(value);
+        }
+        let tail = trim_ows(tail);
+        match tail.split_first() {
+            None => break,
+            Some((b';', after)) => rest = after,
+            Some(_) => return None,
+        }
+    }
+    parse_node(node?)
 }
 
 /// A key type [`HeaderKey`] can make from a header value. Implemented for
@@ -880,6 +1068,16 @@ mod tests {
         // An IPv4-mapped entry is IPv4.
         let mapped = Cidr::parse("::ffff:192.0.2.1").unwrap();
         assert_eq!(mapped.to_string(), "192.0.2.1/32");
+        let mapped = Cidr::parse("::ffff:10.1.0.0/104").unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            Cidr::parse("::ffff:0:0/96").unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        // A shorter prefix than the mapped range's is an IPv6 network.
+        let wide = Cidr::parse("::ffff:10.0.0.0/95").unwrap();
+        assert!(wide.network.is_ipv6());
+        assert!(!wide.contains("10.0.0.1".parse().unwrap()));
         for bad in [
             "",
             "10.0.0.0/33",
@@ -887,6 +1085,8 @@ mod tests {
             "example.com",
             "10.0.0.0/x",
             "1.2.3",
+            "::ffff:10.0.0.0/129",
+            "::ffff:10.0.0.0/-1",
         ] {
             assert_eq!(Cidr::parse(bad), None, "{bad}");
         }
@@ -896,19 +1096,92 @@ mod tests {
     fn addresses_parse_in_every_spelling() {
         let v4: IpAddr = "192.0.2.1".parse().unwrap();
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(parse_addr(" 192.0.2.1 "), Some(v4));
-        assert_eq!(parse_addr("192.0.2.1:8080"), Some(v4));
-        assert_eq!(parse_addr("2001:db8::1"), Some(v6));
-        assert_eq!(parse_addr("[2001:db8::1]"), Some(v6));
-        assert_eq!(parse_addr("[2001:db8::1]:443"), Some(v6));
-        assert_eq!(parse_addr("unknown"), None);
-        assert_eq!(forwarded_for("for=192.0.2.1;proto=https"), Some(v4));
+        assert_eq!(parse_node(b" 192.0.2.1 "), Some(v4));
+        assert_eq!(parse_node(b"192.0.2.1:8080"), Some(v4));
+        assert_eq!(parse_node(b"192.0.2.1:_p0rt"), Some(v4));
+        assert_eq!(parse_node(b"2001:db8::1"), Some(v6));
+        assert_eq!(parse_node(b"[2001:db8::1]"), Some(v6));
+        assert_eq!(parse_node(b"[2001:db8::1]:443"), Some(v6));
+        for bad in [
+            &b"unknown"[..],
+            b"",
+            b"192.0.2.1:",
+            b"192.0.2.1:123456",
+            b"[2001:db8::1]443",
+            b"[192.0.2.1]",
+            b"192.0.2.1\xC3\xA9",
+            b"_hidden",
+        ] {
+            assert_eq!(parse_node(bad), None, "{bad:?}");
+        }
+        assert_eq!(forwarded_for(b"for=192.0.2.1;proto=https"), Some(v4));
         assert_eq!(
-            forwarded_for(r#" proto=http; For="[2001:db8::1]:4711""#),
+            forwarded_for(br#" proto=http; For="[2001:db8::1]:4711""#),
             Some(v6)
         );
-        assert_eq!(forwarded_for("for=_hidden"), None);
-        assert_eq!(forwarded_for("by=192.0.2.1"), None);
+        assert_eq!(forwarded_for(br#"for=192.0.2.1;host="a;b,\"c""#), Some(v4));
+        assert_eq!(forwarded_for(b"for=192.0.2.1;"), Some(v4));
+        for bad in [
+            &b"for=_hidden"[..],
+            b"by=192.0.2.1",
+            b"for=192.0.2.1;for=192.0.2.2",
+            br#"for="192.0.2.1"#,
+            br#"for="\192.0.2.1""#,
+            b"for",
+            b"for=192.0.2.1 proto=http",
+        ] {
+            assert_eq!(forwarded_for(bad), None, "{bad:?}");
+        }
+    }
+
+    fn entries(value: &[u8], quotes: bool) -> Vec<&[u8]> {
+        RevEntries {
+            rest: Some(value),
+            quotes,
+        }
+        .collect()
+    }
+
+    #[test]
+    fn entries_split_from_the_right() {
+        assert_eq!(entries(b"a, b,c", false), [&b"c"[..], b" b", b"a"]);
+        assert_eq!(entries(b"", false), [&b""[..]]);
+        assert_eq!(entries(b",", false), [&b""[..], b""]);
+        // Quoted commas are no boundary; escaped quotes stay inside.
+        let v = br#"for=a, for="b,c";x="\",y", for=d"#;
+        assert_eq!(
+            entries(v, true),
+            [&b" for=d"[..], br#" for="b,c";x="\",y""#, b"for=a"]
+        );
+        assert_eq!(entries(br#"a="x\\", b"#, true), [&b" b"[..], br#"a="x\\""#]);
+        // An unbalanced quote swallows only what is left of it.
+        assert_eq!(entries(br#"a="x, b"#, true), [&b" b"[..], br#"a="x"#]);
+    }
+
+    #[test]
+    fn the_walk_examines_a_bounded_number_of_entries() {
+        let key = ForwardedIp::new(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let walk = |value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(&X_FORWARDED_FOR, HeaderValue::from_bytes(value).unwrap());
+            key.walk(peer, &headers)
+        };
+        let mut chain = b"198.51.100.1".to_vec();
+        for _ in 0..30_000 {
+            chain.extend_from_slice(b", 10.0.0.2");
+        }
+        assert_eq!(walk(&chain), ("10.0.0.2".parse().unwrap(), MAX_HOPS));
+        assert_eq!(walk(&vec![b','; 300_000]), (peer, MAX_HOPS));
+        // Within the bound, the client.
+        let mut short = b"198.51.100.1".to_vec();
+        for _ in 0..MAX_HOPS - 1 {
+            short.extend_from_slice(b", 10.0.0.2");
+        }
+        assert_eq!(walk(&short), ("198.51.100.1".parse().unwrap(), MAX_HOPS));
+        short.extend_from_slice(b", 10.0.0.2");
+        assert_eq!(walk(&short), ("10.0.0.2".parse().unwrap(), MAX_HOPS));
+        assert_eq!(walk(b"203.0.113.7"), ("203.0.113.7".parse().unwrap(), 1));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tower_sluice::{PerKeyLayer, Quota, RateLimitLayer};
 mod example;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod keys;
 mod server;
 
 type App = axum::routing::RouterIntoService<Body>;

@@ -86,9 +86,12 @@ fn paused<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
-    (1u32..=20, 1_000u64..=5_000_000_000, 1u32..=40).prop_map(|(limit, period, burst)| {
-        Quota::try_with_burst(limit, Duration::from_nanos(period), burst).unwrap()
-    })
+    (1u32..=20, 1_000u64..=5_000_000_000, 1u32..=40).prop_filter_map(
+        "a rate the limiter holds within 1 %",
+        |(limit, period, burst)| {
+            Quota::try_with_burst(limit, Duration::from_nanos(period), burst).ok()
+        },
+    )
 }
 
 /// Arrivals as (gap before it in nanoseconds, cost), sized to the quota.
@@ -352,6 +355,31 @@ fn serde_from_string_and_map() {
             "unknown field `brust`",
         ),
         ("17", "a quota such as"),
+        // The period is a period: a burst inside it is refused, not dropped.
+        (
+            r#"{"limit": 10, "period": "10s;burst=5"}"#,
+            "invalid period \"10s;burst=5\"",
+        ),
+        (r#"{"limit": 10, "period": "1/10s"}"#, "invalid period"),
+        // A key given twice is refused, not last-wins.
+        (
+            r#"{"limit": 10, "limit": 20, "period": "1s"}"#,
+            "duplicate field `limit`",
+        ),
+        (
+            r#"{"limit": 10, "period": "1s", "period": "1min"}"#,
+            "duplicate field `period`",
+        ),
+        (
+            r#"{"limit": 10, "period": "1s", "burst": 2, "burst": 3}"#,
+            "duplicate field `burst`",
+        ),
+        // A rate rounding would change by more than 1 %.
+        (
+            r#"{"limit": 4294967295, "period": "4294967296ns"}"#,
+            "one request every 2ns",
+        ),
+        (r#""4294967295/4294967296ns""#, "one request every 2ns"),
     ] {
         let err = serde_json::from_str::<Quota>(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad}: {err}");

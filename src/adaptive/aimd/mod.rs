@@ -101,7 +101,9 @@ impl Core {
     fn quota_of(&self, rate: f64) -> Quota {
         let q = self.config.quota;
         let n = (rate * q.period().as_secs_f64()).round().max(1.0);
-        Quota::new(n.min(f64::from(u32::MAX)) as u32, q.period())
+        let n = n.min(f64::from(u32::MAX)) as u32;
+        // A rate the limiter could not hold within 1 % is still reported.
+        Quota::try_new(n, q.period()).unwrap_or(Quota::from_parts(n, q.period(), n))
     }
 
     /// The burst at `rate`: the configured burst, scaled down with the rate.
