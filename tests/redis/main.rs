@@ -906,3 +906,19 @@ async fn a_dead_cluster_master_takes_only_its_keys_off_redis() {
     assert_eq!(a.stats().decisions, decisions + 1, "decided by Redis");
     eprintln!("cluster test took {:?}", started.elapsed());
 }
+
+/// A policy with an in-flight cap is decided on Redis (its derived local
+/// policy used to panic at the first decision).
+#[tokio::test]
+async fn a_policy_with_an_in_flight_cap_is_decided() {
+    let (url, _server) = RedisServer::url_or_start();
+    let b = backend(&url).prefix(format!("inflight{}:", std::process::id()));
+    let policy = Policy::new(Quota::per_minute(10)).max_in_flight(1);
+    let first = decide(&b, &"ann".to_string(), &policy).await;
+    assert!(first.is_ok(), "{:?}", first.err());
+    let second = decide(&b, &"ann".to_string(), &policy).await;
+    let err = second.expect_err("one in flight already");
+    assert!(err.is::<tower_sluice::error::TooManyInFlight>(), "{err}");
+    drop(first);
+    assert!(decide(&b, &"ann".to_string(), &policy).await.is_ok());
+}

@@ -1083,7 +1083,8 @@ impl Derived {
         }
         let in_flight = policy
             .in_flight_limit()
-            .map(|n| Policy::new(Quota::per_second(u32::MAX)).max_in_flight(n));
+            // A quota that never binds (one a nanosecond): only the cap counts.
+            .map(|n| Policy::new(Quota::per_second(1_000_000_000)).max_in_flight(n));
         Derived {
             _source: policy.clone(),
             fallback,
