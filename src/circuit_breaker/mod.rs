@@ -172,42 +172,13 @@ mod service;
 mod state;
 mod window;
 
+pub use crate::observe::words::CircuitState;
 pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, ConfigError, SlidingWindow};
 pub use handle::{ChangeReason, CircuitBreakerHandle, StateChange};
 pub use layer::CircuitBreakerLayer;
 pub use per_key::{PerKeyCircuitBreaker, PerKeyCircuitBreakerHandle, PerKeyCircuitBreakerLayer};
 pub use service::CircuitBreaker;
 pub use state::Stats;
-
-/// The state of a circuit breaker.
-///
-/// # Examples
-///
-/// ```
-/// use tower_sluice::CircuitBreakerLayer;
-/// use tower_sluice::circuit_breaker::CircuitState;
-///
-/// let handle = CircuitBreakerLayer::default().handle();
-/// let refusing = |s: CircuitState| matches!(s, CircuitState::Open | CircuitState::ForcedOpen);
-/// assert!(!refusing(handle.state()));
-/// handle.force_open();
-/// assert!(refusing(handle.state()));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CircuitState {
-    /// Calls pass and are judged.
-    Closed,
-    /// Calls are refused until the open duration has passed.
-    Open,
-    /// A few trial calls pass; the rest are refused.
-    HalfOpen,
-    /// Refused by [`CircuitBreakerHandle::force_open`] until reset.
-    ForcedOpen,
-    /// Passing by [`CircuitBreakerHandle::force_closed`] until reset;
-    /// nothing trips it.
-    ForcedClosed,
-}
 
 #[cfg(test)]
 mod tests {

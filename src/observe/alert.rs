@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::FailureAction;
-use crate::circuit_breaker::CircuitState;
+use crate::observe::words::CircuitState;
 
 /// Alerts waiting for their callbacks beyond this are dropped (and counted).
 const QUEUE: usize = 1024;

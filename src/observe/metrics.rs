@@ -8,9 +8,9 @@ use hashbrown::{DefaultHashBuilder, HashMap};
 use metrics::{Label, counter, gauge, histogram};
 
 use super::{Event, EventKey, FailureAction, Observer};
-use crate::circuit_breaker::CircuitState;
 use crate::classify::Outcome;
-use crate::retry::GiveUpReason;
+use crate::observe::words::CircuitState;
+use crate::observe::words::GiveUpReason;
 
 /// An [`Observer`] that records every event through the
 /// [`metrics`](https://docs.rs/metrics) facade, so any `metrics` exporter

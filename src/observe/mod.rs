@@ -61,6 +61,7 @@ mod alert;
 mod metrics;
 mod monitor;
 mod slot;
+pub(crate) mod words;
 
 pub use alert::{Alert, AlertRule};
 #[cfg(feature = "metrics")]
@@ -71,11 +72,11 @@ pub use monitor::{
     BreakerSnapshot, KeySnapshot, LayerSnapshot, Monitor, MonitorBuilder, Scoped, Snapshot,
 };
 
-use crate::circuit_breaker::CircuitState;
+use self::words::CircuitState;
+use self::words::{GiveUpReason, RetryReason};
 use crate::classify::Outcome;
 use crate::error::{CircuitOpen, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 use crate::gcra::Decision;
-use crate::retry::{GiveUpReason, RetryReason};
 
 /// Something a layer did. New variants and fields are added as layers grow
 /// (the enum and its variants are `#[non_exhaustive]`).

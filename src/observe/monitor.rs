@@ -13,9 +13,9 @@ use crossbeam_utils::CachePadded;
 use super::alert::{Alert, AlertRule, Alerts, Callback, RuleKind};
 use super::slot::{self, SHARED};
 use super::{Event, EventKey, FailureAction, Observer};
-use crate::circuit_breaker::CircuitState;
 use crate::classify::Outcome;
 use crate::clock::BucketClock;
+use crate::observe::words::CircuitState;
 
 /// The least `max_keys`.
 const MIN_KEYS: usize = 16;

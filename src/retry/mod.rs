@@ -136,6 +136,7 @@ pub use crate::error::ConfigError;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use crate::headers::hints::{Hint, response_hints};
 pub use crate::key::NoKey;
+pub use crate::observe::words::{GiveUpReason, RetryReason};
 pub use backoff::{Backoff, Delays, Jitter};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -152,72 +153,6 @@ pub use http::{HttpClone, HttpReplay, HttpRequest, Idempotency};
 pub use layer::BackoffRetryLayer;
 pub use request::{CloneRequest, CloneRequests};
 pub use service::BackoffRetry;
-
-/// Why a retry was scheduled, in
-/// [`Event::RetryScheduled`](crate::observe::Event::RetryScheduled).
-///
-/// # Examples
-///
-/// ```
-/// use tower_sluice::BackoffRetryLayer;
-/// use tower_sluice::observe::Event;
-/// use tower_sluice::retry::RetryReason;
-///
-/// let layer = BackoffRetryLayer::default().observer(|event: &Event<'_>| {
-///     if let Event::RetryScheduled { attempt, delay, reason, .. } = event {
-///         match reason {
-///             RetryReason::Error(e) => println!("attempt {attempt} in {delay:?} after: {e}"),
-///             RetryReason::Status(s) => println!("attempt {attempt} in {delay:?} after HTTP {s}"),
-///             _ => println!("attempt {attempt} in {delay:?}"),
-///         }
-///     }
-/// });
-/// # let _ = layer;
-/// ```
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub enum RetryReason<'a> {
-    /// The attempt failed with this error.
-    Error(&'a (dyn std::error::Error + Send + Sync + 'static)),
-    /// The attempt got a retryable response with this HTTP status.
-    Status(u16),
-    /// The attempt got a response the classifier retries.
-    Response,
-}
-
-/// Why the layer gave up, in
-/// [`Event::RetryGaveUp`](crate::observe::Event::RetryGaveUp).
-///
-/// # Examples
-///
-/// ```
-/// use tower_sluice::BackoffRetryLayer;
-/// use tower_sluice::observe::Event;
-/// use tower_sluice::retry::GiveUpReason;
-///
-/// let layer = BackoffRetryLayer::default().observer(|event: &Event<'_>| {
-///     if let Event::RetryGaveUp { reason: GiveUpReason::Budget, .. } = event {
-///         eprintln!("retry budget exhausted: the upstream is failing broadly");
-///     }
-/// });
-/// # let _ = layer;
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GiveUpReason {
-    /// `max_attempts` were made.
-    MaxAttempts,
-    /// The next wait would have ended after `max_elapsed`.
-    MaxElapsed,
-    /// The upstream asked not to be retried (negative or unparsable
-    /// `grpc-retry-pushback-ms`).
-    Pushback,
-    /// The request could not be copied again (for example a body over the
-    /// replay cap).
-    NotReplayable,
-    /// The retry budget was exhausted.
-    Budget,
-}
 
 /// A [`ConfigError`] of this layer.
 pub(crate) fn invalid(field: &'static str, reason: &'static str) -> ConfigError {

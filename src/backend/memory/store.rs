@@ -32,8 +32,8 @@ use std::sync::{Arc, RwLock};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::gcra::{CellSet, Gcra, Params};
-use crate::per_key::Policy;
 use crate::policy::MAX_QUOTAS;
+use crate::policy::Policy;
 
 /// How long a key must have been idle before a sweep made to avoid growing
 /// a table forgets it (a full shard forgets every idle key at once).
