@@ -19,8 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Quota;
 use crate::gcra::Decision;
+use crate::quota::Quota;
 
 /// A request was denied because a quota is exhausted.
 ///

@@ -20,8 +20,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, fence};
 use std::time::Duration;
 
-use crate::Quota;
 use crate::error::RateLimited;
+use crate::quota::Quota;
 
 /// The top bit of a cell's word: the cell is claimed (see [`Gcra::claim`]).
 const CLAIMED: u64 = 1 << 63;

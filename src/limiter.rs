@@ -4,10 +4,10 @@
 use std::fmt;
 use std::sync::Mutex;
 
-use crate::Quota;
 use crate::clock::Clock;
 use crate::error::{ConfigError, ExceedsBurst};
 use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved, Tunable};
+use crate::quota::Quota;
 use crate::util::IgnorePoison;
 
 /// A lock-free rate limiter holding one quota or several at once.

@@ -74,8 +74,9 @@ use std::time::Duration;
 use crate::backend::Memory;
 use crate::error::{RateLimited, TooManyKeys};
 use crate::gcra::{CellSet, Decision, Gcra, MAX_TAT, Params};
+use crate::limiter::Limiter;
+use crate::per_key::PerKeyHandle;
 use crate::policy::Policy;
-use crate::{Limiter, per_key::PerKeyHandle};
 
 /// A limit [`check_all`] and [`peek_all`] can charge: a [`Limiter`] (also
 /// behind an [`Arc`]) or one key of a per-key layer

@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(before.handle().state(), CircuitState::Closed);
         before.clone().oneshot((true, 0)).await.unwrap_err();
         let refused = before.clone().oneshot((false, 0)).await;
-        assert!(refused.unwrap_err().is::<crate::CircuitOpen>());
+        assert!(refused.unwrap_err().is::<crate::error::CircuitOpen>());
         assert_eq!(before.handle().stats().calls, 1);
         assert_eq!(early.stats().calls, 1);
     }

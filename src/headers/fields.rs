@@ -39,8 +39,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::Decision;
 use crate::error::Human;
+use crate::gcra::Decision;
 use crate::policy::Policy;
 use crate::policy::QuotaStates;
 use crate::quota::Quota;

@@ -34,7 +34,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use super::{HttpLimitLayer, Limits, Rejection, RejectionKind, Respond};
-use crate::{BoxError, PerKeyLayer};
+use crate::BoxError;
+use crate::per_key::PerKeyLayer;
 
 /// The metadata key of gRPC's retry pushback (gRFC A6): milliseconds the
 /// client should wait before retrying.

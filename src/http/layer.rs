@@ -7,9 +7,9 @@ use http::StatusCode;
 use tower_layer::Layer;
 
 use super::{HttpLimit, Responder};
-use crate::PerKeyLayer;
 use crate::backend::Memory;
 use crate::per_key::PerKeyHandle;
+use crate::per_key::PerKeyLayer;
 use crate::per_key::core::Core;
 use crate::per_key::layer::Config;
 

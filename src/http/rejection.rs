@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::RateLimited;
+use crate::error::RateLimited;
 use crate::error::{
     BackendUnavailable, CircuitOpen, ConcurrencyLimited, KeyTooLong, MissingKey, QueueClosed,
     QueueFull, QueueTimeout, Throttled, TooManyInFlight, TooManyKeys,

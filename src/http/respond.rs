@@ -8,7 +8,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::rejection::{Rejection, RejectionKind};
-use crate::Decision;
+use crate::gcra::Decision;
 use crate::headers::fields::{self as headers, Item, NameRef};
 use crate::policy::Policy;
 use crate::policy::QuotaStates;

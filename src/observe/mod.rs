@@ -382,9 +382,9 @@ pub enum Event<'a> {
         /// The key, for per-key limits.
         key: Option<&'a dyn EventKey>,
         /// The limit before the change.
-        old: crate::Quota,
+        old: crate::quota::Quota,
         /// The limit after it.
-        new: crate::Quota,
+        new: crate::quota::Quota,
     },
     /// An adaptive concurrency layer changed its limit on requests in
     /// flight.

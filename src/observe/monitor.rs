@@ -2496,7 +2496,7 @@ mod tests {
         let monitor = Monitor::builder().sample_one_in(1).build();
         let bound = Observers::new(monitor.clone(), "per_key");
         let decision = crate::gcra::Decision::allowed(
-            &crate::gcra::Params::new(crate::Quota::per_second(1)),
+            &crate::gcra::Params::new(crate::quota::Quota::per_second(1)),
             0,
             0,
         );

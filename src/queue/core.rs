@@ -17,11 +17,11 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::Quota;
 use crate::clock::Clock;
 use crate::error::QueueClosed;
 use crate::gcra::{Gcra, Params};
 use crate::observe::{Event, Observers};
+use crate::quota::Quota;
 use crate::util::IgnorePoison;
 
 pub(crate) const LAYER: &str = "queue";

@@ -5,8 +5,8 @@ use tower_layer::Layer;
 
 use super::core::{Config, Core};
 use super::{NoKey, NoPriority, Queue, QueueHandle};
-use crate::Quota;
 use crate::observe::{Observer, Observers};
+use crate::quota::Quota;
 use crate::slot::Slot;
 
 /// Puts a bounded queue in front of a service, shared by every service the

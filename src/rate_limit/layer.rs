@@ -5,10 +5,11 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::RateLimit;
-use crate::PerKeyLayer;
 use crate::key::ConstKey;
+use crate::limiter::Limiter;
 use crate::observe::{Observer, Observers};
-use crate::{Limiter, Quota};
+use crate::per_key::PerKeyLayer;
+use crate::quota::Quota;
 
 /// What a [`RateLimit`] service does when its quota is exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

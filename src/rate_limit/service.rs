@@ -10,10 +10,11 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::Mode;
+use crate::BoxError;
 use crate::error::RateLimited;
 use crate::gcra::Reserved as Reservation;
+use crate::limiter::Limiter;
 use crate::observe::{Event, Observers, ms};
-use crate::{BoxError, Limiter};
 
 pub(super) const LAYER: &str = "rate_limit";
 

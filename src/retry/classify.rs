@@ -513,7 +513,7 @@ mod http_rules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Quota;
+    use crate::quota::Quota;
 
     #[test]
     fn transient_errors() {
@@ -528,7 +528,7 @@ mod tests {
         assert_eq!(error_hints(&*e), None);
         let e: BoxError = "boom".into();
         assert!(!is_transient(&*e));
-        let limiter = crate::Limiter::new(Quota::per_second(1));
+        let limiter = crate::limiter::Limiter::new(Quota::per_second(1));
         let _ = limiter.check();
         let d = limiter.check();
         let e: BoxError = Box::new(RateLimited::from_decision(&d));

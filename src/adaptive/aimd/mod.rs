@@ -17,12 +17,13 @@ use tower_service::Service;
 
 use super::classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal};
 use super::future::{ResponseFuture, Track};
+use crate::BoxError;
 use crate::clock::Clock;
 use crate::headers::saturating_nanos;
 use crate::observe::{Event, Observer, Observers};
+use crate::quota::Quota;
 use crate::slot::Slot;
 use crate::util::IgnorePoison;
-use crate::{BoxError, Quota};
 
 const LAYER: &str = "aimd";
 const NANOS: f64 = 1e9;
@@ -157,7 +158,7 @@ impl Core {
             wait,
             wait.saturating_add(quota.emission_nanos()),
         );
-        let error = crate::RateLimited::from_decision(&decision);
+        let error = crate::error::RateLimited::from_decision(&decision);
         self.observers.emit(&Event::Limited {
             layer: LAYER,
             key: None,

@@ -15,13 +15,15 @@ use tower_service::Service;
 
 use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
 use super::future::{ResponseFuture, Track};
+use crate::BoxError;
 use crate::clock::Clock;
 use crate::key::KeyExtractor;
 use crate::observe::{Event, Observer, Observers};
+use crate::per_key::PerKeyLayer;
 use crate::policy::Policy;
+use crate::quota::Quota;
 use crate::slot::Slot;
 use crate::util::IgnorePoison;
-use crate::{BoxError, PerKeyLayer, Quota};
 
 const LAYER: &str = "adaptive_per_key";
 const SHARDS: usize = 16;

@@ -687,7 +687,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::Quota;
+    use crate::quota::Quota;
 
     /// Keys spread evenly over the shards, IPv4 addresses of one range
     /// included, whatever the hasher's random seed: 1 000 keys over 16

@@ -14,7 +14,7 @@ pub use service::PerKeyCircuitBreaker;
 mod tests {
     use super::*;
 
-    use crate::CircuitBreakerLayer;
+    use crate::circuit_breaker::CircuitBreakerLayer;
 
     #[test]
     fn bounds() {
