@@ -503,7 +503,10 @@ fn flood_ours() -> Flood {
     let policy = Policy::new(Quota::per_hour(1));
     let start = Instant::now();
     let ((mem, admitted, refused), live, peak) = measure_bytes(|| {
-        let mem = Memory::new(FLOOD_MAX_KEYS);
+        // Refusing new keys: the path whose cost and memory are compared
+        // with governor's keep-every-key store. (The default,
+        // `FullStore::EvictNearestFull`, serves every new key instead.)
+        let mem = Memory::new(FLOOD_MAX_KEYS).full_store(tower_sluice::backend::FullStore::Refuse);
         let (mut admitted, mut refused) = (0, 0);
         for i in 0..FLOOD_KEYS {
             match mem.acquire(&mix(i), &policy, 1, Duration::ZERO) {
