@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::FailureAction;
 use crate::observe::words::CircuitState;
+use crate::util::IgnorePoison;
 
 /// Alerts waiting for their callbacks beyond this are dropped (and counted).
 const QUEUE: usize = 1024;
@@ -372,7 +373,7 @@ impl Alerts {
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
         let target = self.counts.fired.load(Relaxed);
         let deadline = Instant::now() + timeout;
-        let mut done = self.counts.done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = self.counts.done.lock().ignore_poison();
         while *done < target {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -382,7 +383,7 @@ impl Alerts {
                 .counts
                 .done_cv
                 .wait_timeout(done, left)
-                .unwrap_or_else(|e| e.into_inner())
+                .ignore_poison()
                 .0;
         }
         true
@@ -391,7 +392,7 @@ impl Alerts {
 
 impl Counts {
     fn finished(&self, n: u64) {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = self.done.lock().ignore_poison();
         *done += n;
         self.done_cv.notify_all();
     }

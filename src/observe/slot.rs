@@ -6,6 +6,7 @@
 //! [`SLOTS`] threads alive at once, the others share the last slot,
 //! [`SHARED`], whose counters take atomic adds.
 
+use crate::util::IgnorePoison;
 use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -38,7 +39,7 @@ pub(super) fn slot() -> usize {
 #[cold]
 fn assign() -> usize {
     let mut slot = {
-        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = FREE.lock().ignore_poison();
         match free.0.pop() {
             Some(slot) => slot,
             None if free.1 < SLOTS => {
@@ -59,7 +60,7 @@ fn assign() -> usize {
 }
 
 fn give_back(slot: usize) {
-    FREE.lock().unwrap_or_else(|e| e.into_inner()).0.push(slot);
+    FREE.lock().ignore_poison().0.push(slot);
 }
 
 struct Guard;

@@ -15,6 +15,7 @@ use crate::BoxError;
 use crate::backend::{Acquire, Backend, Grant};
 use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
 use crate::observe::{Event, EventKey, Observers, RowHint};
+use crate::util::IgnorePoison;
 
 /// The name per-key layers report in events.
 pub(super) const LAYER: &str = "per_key";
@@ -132,7 +133,7 @@ impl<K: Hash + Eq> Policies<K> {
     #[inline]
     fn resolve_own(&self, key: &K) -> Option<Policy> {
         if self.has_overrides.load(Ordering::Acquire) {
-            let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
+            let overrides = self.overrides.read().ignore_poison();
             if let Some(p) = overrides.get(key) {
                 return Some(p.clone());
             }
@@ -176,13 +177,13 @@ impl<K: Hash + Eq> Policies<K> {
     }
 
     pub(crate) fn set_override(&self, key: K, policy: Policy) {
-        let mut overrides = self.overrides.write().unwrap_or_else(|e| e.into_inner());
+        let mut overrides = self.overrides.write().ignore_poison();
         overrides.insert(key, policy);
         self.has_overrides.store(true, Ordering::Release);
     }
 
     pub(crate) fn remove_override(&self, key: &K) -> Option<Policy> {
-        let mut overrides = self.overrides.write().unwrap_or_else(|e| e.into_inner());
+        let mut overrides = self.overrides.write().ignore_poison();
         let removed = overrides.remove(key);
         self.has_overrides
             .store(!overrides.is_empty(), Ordering::Release);
