@@ -9,6 +9,11 @@ use pin_project_lite::pin_project;
 
 use crate::BoxError;
 
+pub use super::aimd::AimdTrack;
+pub use super::concurrency::ConcurrencyPermit;
+pub use super::per_key::KeyTrack;
+pub use super::throttle::ThrottleTrack;
+
 /// What an adaptive layer records about one request when its response
 /// arrives (latency, success, an upstream's quota). Implemented by this
 /// crate's layers; the record is dropped unused when the response future

@@ -71,19 +71,19 @@ pub mod future;
 mod per_key;
 mod throttle;
 
-pub use aimd::{Aimd, AimdHandle, AimdLayer, AimdTrack};
+pub use aimd::{Aimd, AimdHandle, AimdLayer};
 pub use classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal, Upstream, error_feedback};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use classify::{HttpFeedback, upstream_quota};
 pub use concurrency::{
     AdaptiveConcurrency, AdaptiveConcurrencyLayer, AimdLimit, ConcurrencyAlgorithm,
-    ConcurrencyHandle, ConcurrencyPermit, GradientLimit, Sample,
+    ConcurrencyHandle, GradientLimit, Sample,
 };
 pub use per_key::{
-    AdaptivePolicy, DefaultFormula, KeyFeedback, KeyFeedbackLayer, KeyStats, KeyTrack, LimitFormula,
+    AdaptivePolicy, DefaultFormula, KeyFeedback, KeyFeedbackLayer, KeyStats, LimitFormula,
 };
 pub use throttle::{
     AdaptiveThrottle, AdaptiveThrottleLayer, AllCritical, Criticality, CriticalityOf,
-    ThrottleHandle, ThrottleTrack,
+    ThrottleHandle,
 };

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::CircuitBreakerLayer;
-pub use crate::error::ConfigError;
+use crate::error::ConfigError;
 
 /// Which calls a breaker judges by.
 ///
@@ -22,7 +22,7 @@ pub use crate::error::ConfigError;
 ///     .build()?;
 /// assert_eq!(by_count.handle().config().window(), SlidingWindow::Count(100));
 /// # let _ = by_time;
-/// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+/// # Ok::<(), tower_sluice::error::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -72,7 +72,7 @@ pub(crate) enum Trip {
 /// // One configuration, two independent breakers.
 /// let (orders, payments) = (CircuitBreakerLayer::new(config.clone()), CircuitBreakerLayer::new(config));
 /// # let _ = (orders, payments);
-/// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+/// # Ok::<(), tower_sluice::error::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CircuitBreakerConfig {
@@ -120,7 +120,7 @@ impl CircuitBreakerConfig {
     ///
     /// let config = CircuitBreakerConfig::builder().minimum_calls(50).into_config()?;
     /// assert_eq!(config.minimum_calls(), 50);
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerBuilder {
@@ -224,7 +224,8 @@ impl CircuitBreakerConfig {
 /// ```
 /// use std::time::Duration;
 /// use tower_sluice::CircuitBreakerLayer;
-/// use tower_sluice::circuit_breaker::{ConfigError, SlidingWindow};
+/// use tower_sluice::circuit_breaker::SlidingWindow;
+/// use tower_sluice::error::ConfigError;
 ///
 /// let layer = CircuitBreakerLayer::builder()
 ///     .failure_rate_threshold(25.0)
@@ -301,7 +302,7 @@ impl CircuitBreakerBuilder {
     ///
     /// let err = CircuitBreakerLayer::builder().slow_call_rate_threshold(0.0).build().unwrap_err();
     /// assert_eq!(err.field(), "slow_call_rate_threshold");
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn slow_call_rate_threshold(mut self, percent: f64) -> Self {
         self.config.slow_call_rate_threshold = percent;
@@ -397,7 +398,7 @@ impl CircuitBreakerBuilder {
     ///
     /// let err = CircuitBreakerLayer::builder().window(SlidingWindow::Count(0)).build().unwrap_err();
     /// assert_eq!(err.field(), "window");
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn window(mut self, window: SlidingWindow) -> Self {
         self.config.window = window;
@@ -500,7 +501,7 @@ impl CircuitBreakerBuilder {
     ///     .build()
     ///     .unwrap_err();
     /// assert_eq!(err.field(), "max_open_duration");
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn max_open_duration(mut self, duration: Duration) -> Self {
         self.config.max_open_duration = duration;
@@ -651,7 +652,7 @@ impl CircuitBreakerBuilder {
     ///     .into_config()
     ///     .unwrap_err();
     /// assert_eq!(err.field(), "failure_rate_threshold"); // the first bad field
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
         let c = self.config;
@@ -734,7 +735,7 @@ impl CircuitBreakerBuilder {
     ///
     /// let layer = CircuitBreakerLayer::builder().permitted_calls_in_half_open(5).build()?;
     /// assert_eq!(layer.handle().config().permitted_calls_in_half_open(), 5);
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
         self.into_config().map(CircuitBreakerLayer::new)

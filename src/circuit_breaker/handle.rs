@@ -163,7 +163,7 @@ impl CircuitBreakerHandle {
     ///
     /// let handle = CircuitBreakerLayer::builder().minimum_calls(8).build()?.handle();
     /// assert_eq!(handle.config().minimum_calls(), 8);
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn config(&self) -> &CircuitBreakerConfig {
         &self.config

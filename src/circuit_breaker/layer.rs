@@ -71,7 +71,7 @@ impl CircuitBreakerLayer {
     /// let other = CircuitBreakerLayer::new(config);
     /// layer.handle().force_open();
     /// assert_ne!(other.handle().state(), layer.handle().state());
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn new(config: CircuitBreakerConfig) -> Self {
         CircuitBreakerLayer {
@@ -93,7 +93,7 @@ impl CircuitBreakerLayer {
     ///
     /// let err = CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err();
     /// assert_eq!(err.field(), "minimum_calls");
-    /// # Ok::<(), tower_sluice::circuit_breaker::ConfigError>(())
+    /// # Ok::<(), tower_sluice::error::ConfigError>(())
     /// ```
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerConfig::builder()

@@ -173,7 +173,7 @@ mod state;
 mod window;
 
 pub use crate::observe::words::CircuitState;
-pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, ConfigError, SlidingWindow};
+pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, SlidingWindow};
 pub use handle::{ChangeReason, CircuitBreakerHandle, StateChange};
 pub use layer::CircuitBreakerLayer;
 pub use per_key::{PerKeyCircuitBreaker, PerKeyCircuitBreakerHandle, PerKeyCircuitBreakerLayer};

@@ -46,7 +46,7 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// assert!(budget.withdraw());
 /// assert!(budget.withdraw());
 /// assert!(!budget.withdraw()); // 20 requests earn 2 retries
-/// # Ok::<_, tower_sluice::retry::ConfigError>(())
+/// # Ok::<_, tower_sluice::error::ConfigError>(())
 /// ```
 ///
 /// See the [module docs](super).
@@ -101,7 +101,7 @@ impl RetryBudget {
     /// let b = BackoffRetryLayer::new(Backoff::default()).budget(budget);
     /// # let _ = (a, b);
     /// assert_eq!(RetryBudget::new(Duration::ZERO, 0.1, 1).unwrap_err().field(), "window");
-    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     pub fn new(window: Duration, ratio: f64, min_per_sec: u32) -> Result<Self, ConfigError> {
         if window < Duration::from_millis(10) || window > Duration::from_secs(86_400 * 365) {
@@ -144,7 +144,7 @@ impl RetryBudget {
     /// budget.deposit();
     /// budget.deposit();
     /// assert_eq!(budget.remaining(), 1);
-    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     pub fn deposit(&self) {
         let i = &self.inner;
@@ -164,7 +164,7 @@ impl RetryBudget {
     /// budget.deposit();
     /// assert!(budget.withdraw());
     /// assert!(!budget.withdraw());
-    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     pub fn withdraw(&self) -> bool {
         let i = &self.inner;
@@ -188,7 +188,7 @@ impl RetryBudget {
     /// // The floor alone: 2 a second over 10 s.
     /// let budget = RetryBudget::new(Duration::from_secs(10), 0.2, 2)?;
     /// assert_eq!(budget.remaining(), 20);
-    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     pub fn remaining(&self) -> u64 {
         let i = &self.inner;

@@ -320,7 +320,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// let budget = RetryBudget::new(Duration::from_secs(10), 0.1, 1)?;
     /// let layer = BackoffRetryLayer::default().budget(budget.clone());
     /// assert_eq!(layer.get_budget().unwrap().remaining(), budget.remaining());
-    /// # Ok::<_, tower_sluice::retry::ConfigError>(())
+    /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     #[must_use]
     pub fn budget(mut self, budget: RetryBudget) -> Self {

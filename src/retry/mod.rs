@@ -130,7 +130,7 @@ mod layer;
 mod request;
 mod service;
 
-pub use crate::error::ConfigError;
+use crate::error::ConfigError;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
