@@ -34,6 +34,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use crate::gcra::{CellSet, Gcra, Params};
 use crate::policy::MAX_QUOTAS;
 use crate::policy::Policy;
+use crate::util::IgnorePoison;
 
 /// How long a key must have been idle before a sweep made to avoid growing
 /// a table forgets it (a full shard forgets every idle key at once).
@@ -278,7 +279,7 @@ impl<K: Hash + Eq> Store<K> {
         let shard = self.shard(hash);
         let extra = needs_extra(policy);
         {
-            let tables = shard.tables.read().unwrap_or_else(|e| e.into_inner());
+            let tables = shard.tables.read().ignore_poison();
             if let Some(e) = tables.main.find(hash, |e| e.key == *key) {
                 if !extra {
                     return Ok(Some(f(&KeyState {
@@ -326,7 +327,7 @@ impl<K: Hash + Eq> Store<K> {
     {
         let shard = self.shard(hash);
         let extra = needs_extra(policy);
-        let mut guard = shard.tables.write().unwrap_or_else(|e| e.into_inner());
+        let mut guard = shard.tables.write().ignore_poison();
         let tables = &mut *guard;
         let hasher = &self.hasher;
         let known = tables.main.find(hash, |e| e.key == *key).is_some();
@@ -573,7 +574,7 @@ impl<K: Hash + Eq> Store<K> {
     /// Drops idle keys from every shard, one shard at a time.
     pub(crate) fn sweep_all(&self, now: u64) {
         for shard in self.shards.iter() {
-            let mut tables = shard.tables.write().unwrap_or_else(|e| e.into_inner());
+            let mut tables = shard.tables.write().ignore_poison();
             let busy = Self::sweep(&mut tables, now, 0, &self.hasher);
             shard
                 .idle_at
@@ -585,13 +586,7 @@ impl<K: Hash + Eq> Store<K> {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| {
-                s.tables
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .main
-                    .len()
-            })
+            .map(|s| s.tables.read().ignore_poison().main.len())
             .sum()
     }
 
@@ -601,7 +596,7 @@ impl<K: Hash + Eq> Store<K> {
         self.shards
             .iter()
             .map(|s| {
-                let t = s.tables.read().unwrap_or_else(|e| e.into_inner());
+                let t = s.tables.read().ignore_poison();
                 t.main.allocation_size()
                     + t.extra.allocation_size()
                     + t.extra.len() * std::mem::size_of::<(usize, usize, Extra)>()
