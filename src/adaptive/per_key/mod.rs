@@ -749,9 +749,9 @@ fn empty_shards<K>() -> Box<[Mutex<Shard<K>>]> {
 
 impl<K: Hash> Shared<K> {
     fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
-        // The high bits of the spread hash (the maps inside hash with
-        // their own seeds).
-        let i = (crate::hash::spread(self.hasher.hash_one(key)) >> 58) as usize % self.shards.len();
+        // The crate's shard pick (`SHARDS` is a power of two); why this
+        // table is not the per-key store's: see `backend::memory::store`.
+        let i = crate::hash::shard_index(self.hasher.hash_one(key), self.shards.len() - 1);
         self.shards[i].lock().ignore_poison()
     }
 }

@@ -24,6 +24,26 @@
 //! requests (a generous quota) from churning: dropped at every sweep, each
 //! would come straight back, paying an insert under the write lock, and
 //! the table would never grow to hold them.
+//!
+//! # The crate's other key tables
+//!
+//! Every per-key table in the crate picks its shard the same way
+//! ([`crate::hash::shard_index`]), and this store is the one that holds
+//! limits. Three others keep their own table, because what they may forget
+//! differs from what this one may:
+//!
+//! * per-key circuit breakers (`circuit_breaker::per_key`): an entry is a
+//!   shared breaker that calls hold while they run, and an open breaker
+//!   must never be forgotten (that would close it); eviction is least
+//!   recently used among closed breakers nobody holds, where this store
+//!   forgets by a key's debt;
+//! * adaptive per-key statistics (`adaptive::per_key`): moving averages
+//!   that are worth keeping only for active keys; two generations per
+//!   shard, the older dropped whole, cost nothing per request and lose
+//!   nothing a limit depends on (the limit itself lives here);
+//! * the monitor's key rows (`observe::monitor`): fixed-size rows updated
+//!   without a lock on the request path, evicted by recency in a small
+//!   set, where a lost row loses figures, never a limit.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -1,5 +1,10 @@
 //! The store: a bounded, sharded table of breakers, least recently used
 //! evicted first (never an open one).
+//!
+//! It picks shards as every key table of the crate does, but keeps its own
+//! table: its entries are shared breakers that running calls hold, and an
+//! open one must never be forgotten (see `backend::memory::store` for the
+//! crate's key tables and why they differ).
 
 use std::borrow::Borrow;
 use std::fmt;
