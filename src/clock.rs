@@ -1,9 +1,9 @@
 //! The time source every limiter reads.
 //!
-//! Reading the time is most of the cost of a rate-limit decision (on the
-//! machines we measure on, `std::time::Instant::now()` costs about 32 ns, a
-//! TSC read through [`quanta`] about 13 ns and the GCRA compare-exchange about
-//! 4 ns). Decisions therefore read a fast monotonic clock: quanta's
+//! Reading the time is most of the cost of a rate-limit decision (more than
+//! the GCRA compare-exchange; a TSC read through [`quanta`] costs well under
+//! half of `std::time::Instant::now()`, see the benches' README).
+//! Decisions therefore read a fast monotonic clock: quanta's
 //! calibrated TSC where the CPU has an invariant one, the OS monotonic clock
 //! elsewhere. Each decision reads it once.
 //!

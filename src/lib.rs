@@ -93,8 +93,8 @@
 //!
 //! # Time and tests
 //!
-//! Decisions read a fast TSC clock ([`quanta`], about 13 ns, against 32 ns
-//! for `Instant::now()`), once per decision; waiting sleeps on tokio timers.
+//! Decisions read a fast TSC clock ([`quanta`], cheaper than
+//! `Instant::now()`), once per decision; waiting sleeps on tokio timers.
 //! Enable the `test-util` feature in your dev-dependencies and the limiters
 //! follow tokio's clock instead, so `#[tokio::test(start_paused = true)]`
 //! and `tokio::time::advance` test your rate-limited code exactly and

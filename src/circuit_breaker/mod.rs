@@ -65,9 +65,8 @@
 //! on a precise monotonic clock. Calls in Closed read a cheaper, coarse
 //! clock when its resolution is fine enough for what they time: on Linux,
 //! `CLOCK_MONOTONIC_COARSE` through the vDSO, the time at the kernel's last
-//! tick (1 to 4 ms apart on most kernels; a read costs about 7 ns against
-//! 17 ns or more for the precise clock on our test machines). They use it
-//! when
+//! tick (1 to 4 ms apart on most kernels; a read costs a fraction of a
+//! precise one). They use it when
 //!
 //! * each bucket of a time window spans at least 10 ticks (the default
 //!   3 s buckets span 750 ticks of 4 ms). Bucket boundaries then move by

@@ -71,9 +71,9 @@ pub(super) const DEFAULT_MAX_KEYS: usize = 10_000;
 /// every call to keys of one shard contends on it: one very hot key is
 /// served by one mutex. A new key, when its shard is full, scans the shard
 /// (at most `max_keys / shards` entries, 64 to ~160 by default) to find
-/// the breaker to forget. Single-threaded and uncontended, with 64 `u64`
-/// keys, a call cost about 20 ns more than through the plain breaker on
-/// our (loaded) test machine.
+/// the breaker to forget. A call costs one hash, one lookup and one
+/// uncontended lock more than through the plain breaker (figures in the
+/// benches' README).
 ///
 /// Memory: each breaker takes about 350 bytes plus its window (24 bytes a
 /// bucket of a time window, 1 byte a call of a count window), about 600
