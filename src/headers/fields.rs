@@ -548,23 +548,30 @@ pub(crate) fn quoted(prefix: Option<&str>, base: &str) -> String {
 // ---------------------------------------------------------------------------
 // Reading an upstream's fields (retry waits, adaptive pacing).
 
-/// The `(r, t)` parameters of each item of an IETF `RateLimit` field value
-/// (`"minute";r=12;t=30, "day";r=900;t=3600`), as far as they parse: digits
-/// only (a sign makes a parameter malformed, so it is left out), saturating
-/// at `u64::MAX`.
-pub(crate) fn ratelimit_items(
-    value: &str,
-) -> impl Iterator<Item = (Option<u64>, Option<u64>)> + '_ {
-    value.split(',').map(|item| {
-        let (mut r, mut t) = (None, None);
-        for param in item.split(';').skip(1) {
-            match param.trim().split_once('=') {
-                Some(("r", v)) => r = crate::headers::digits(v.trim()),
-                Some(("t", v)) => t = crate::headers::digits(v.trim()),
-                _ => {}
+/// The `(r, t)` of each item of an IETF `RateLimit` field, parsed as an
+/// RFC 8941 structured field list (so a quoted name may hold `,` or `;`).
+/// A field that is not a valid list yields nothing; a parameter that is
+/// not a non-negative integer is `None`.
+pub(crate) fn ratelimit_items(value: &str) -> impl Iterator<Item = (Option<u64>, Option<u64>)> {
+    let list = sfv::Parser::new(value)
+        .parse::<sfv::List>()
+        .unwrap_or_default();
+    list.into_iter().filter_map(|entry| match entry {
+        sfv::ListEntry::Item(item) => {
+            let (mut r, mut t) = (None, None);
+            for (key, value) in &item.params {
+                let n = value
+                    .as_integer()
+                    .and_then(|n| u64::try_from(i64::from(n)).ok());
+                match key.as_str() {
+                    "r" => r = n,
+                    "t" => t = n,
+                    _ => {}
+                }
             }
+            Some((r, t))
         }
-        (r, t)
+        sfv::ListEntry::InnerList(_) => None,
     })
 }
 
@@ -596,6 +603,22 @@ pub(crate) fn reset_delay(value: i64, now: impl FnOnce() -> SystemTime) -> Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratelimit_items_are_structured_fields() {
+        let items = |s: &str| ratelimit_items(s).collect::<Vec<_>>();
+        // Quoted names may hold the separators.
+        assert_eq!(
+            items(r#""per,min;ute";r=0;t=12, "d\"ay";r=5;t=3600"#),
+            [(Some(0), Some(12)), (Some(5), Some(3600))]
+        );
+        // Signed, fractional or missing parameters are malformed: None.
+        assert_eq!(items(r#""a";r=-1;t=1.5"#), [(None, None)]);
+        // Not a structured list at all: nothing.
+        assert!(items(r#""a";r=0;t=12, "#).is_empty());
+        assert!(items("a;r=0;t=+12").is_empty());
+        assert!(items("\"unterminated;r=0").is_empty());
+    }
 
     #[test]
     fn names_follow_the_period() {
