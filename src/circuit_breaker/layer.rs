@@ -104,7 +104,7 @@ impl Default for CircuitBreakerLayer {
     /// The [default configuration](crate::circuit_breaker#defaults), which
     /// counts every `Err` as a failure and every `Ok` as a success. An HTTP
     /// client's 5xx responses are `Ok`: for an HTTP client use
-    /// [`http`](CircuitBreakerLayer::http), which also judges responses.
+    /// `.http()` (feature `http`), which also judges responses.
     fn default() -> Self {
         Self::new(CircuitBreakerConfig::default())
     }

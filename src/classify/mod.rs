@@ -5,7 +5,7 @@
 //!
 //! A classifier is a closure `Fn(&Result<Res, E>) -> Outcome` or a type:
 //! [`ErrorsAreFailures`] (the default: `Err` fails) and, with the `http`
-//! feature, [`HttpStatus`] (5xx fail, 429 and 503 are ignored).
+//! feature, `HttpStatus` (5xx fail, 429 and 503 are ignored).
 //!
 //! ```
 //! use tower_sluice::CircuitBreakerLayer;
