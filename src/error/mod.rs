@@ -28,4 +28,5 @@ pub use resilience::{
     BackendUnavailable, CircuitOpen, ConcurrencyLimited, QueueClosed, QueueFull, QueueTimeout,
     Throttled,
 };
+#[cfg(feature = "http")]
 pub(crate) use text::Human;
