@@ -15,7 +15,10 @@ use tower_sluice::{BackoffRetryLayer, MAX_UPSTREAM_WAIT};
 
 /// One answer of the upstream: a status and header fields (as bytes, so
 /// that any value a `HeaderValue` accepts can be sent).
-type Answer = (u16, Vec<(&'static str, Vec<u8>)>);
+#[path = "../support/hint_fields.rs"]
+mod hint_fields;
+
+use hint_fields::{Answer, answers};
 
 /// Answers each request with the next of `script`, then 200; records when
 /// each call started.
@@ -119,73 +122,6 @@ async fn gaps_of_pushback(value: &str) -> Vec<Duration> {
 }
 
 // ------------------------------------------------------------ properties
-
-const FIELDS: [&str; 11] = [
-    "retry-after",
-    "ratelimit",
-    "ratelimit-policy",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "ratelimit-remaining",
-    "ratelimit-reset",
-    "grpc-retry-pushback-ms",
-    "grpc-status",
-    "date",
-];
-
-fn number() -> impl Strategy<Value = String> {
-    prop_oneof![
-        (0u64..100_000).prop_map(|n| n.to_string()),
-        any::<u64>().prop_map(|n| n.to_string()),
-        any::<i64>().prop_map(|n| n.to_string()),
-        Just(u64::MAX.to_string()),
-        Just(i64::MAX.to_string()),
-        Just("99999999999".to_string()),
-        "[0-9]{15,40}",
-        any::<u32>().prop_map(|n| format!("+{n}")),
-        any::<u32>().prop_map(|n| format!("-{n}")),
-        "[ +-]{0,2}[0-9]{0,6}(\\.[0-9]{0,3})?[ ]?",
-    ]
-}
-
-fn sf_list() -> impl Strategy<Value = String> {
-    let item = (
-        "\"?[a-z-]{0,6}\"?",
-        proptest::option::of(number()),
-        proptest::option::of(number()),
-        "[;=,\" a-z0-9+-]{0,8}",
-    )
-        .prop_map(|(name, r, t, junk)| {
-            let mut s = name;
-            for (k, v) in [("r", r), ("t", t)] {
-                if let Some(v) = v {
-                    s.push_str(&format!(";{k}={v}"));
-                }
-            }
-            s + &junk
-        });
-    proptest::collection::vec(item, 1..4).prop_map(|items| items.join(", "))
-}
-
-fn value() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        4 => number().prop_map(String::into_bytes),
-        3 => sf_list().prop_map(String::into_bytes),
-        1 => (1u32..9999, 0u32..24).prop_map(|(year, hour)| {
-            format!("Wed, 21 Oct {year:04} {hour:02}:28:00 GMT").into_bytes()
-        }),
-        1 => "\\PC{0,40}".prop_map(String::into_bytes),
-        1 => proptest::collection::vec(any::<u8>(), 0..40),
-    ]
-}
-
-fn answers() -> impl Strategy<Value = Vec<Answer>> {
-    let status = prop_oneof![Just(429u16), Just(503), Just(200), 100u16..600];
-    let fields = proptest::collection::vec((0..FIELDS.len(), value()), 0..6)
-        .prop_map(|f| f.into_iter().map(|(i, v)| (FIELDS[i], v)).collect());
-    proptest::collection::vec((status, fields), 1..5)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
