@@ -710,3 +710,76 @@ fn threads_under_quota_changes_keep_each_bound() {
     assert!(admitted <= bound, "{admitted} admitted, bound {bound}");
     assert!(admitted > 0);
 }
+
+impl LeakyBucket {
+    /// The quota changes to `q` at `now`: what the bucket holds, in
+    /// requests, is kept, up to the new burst.
+    fn set_quota(&mut self, now: u128, q: Quota) {
+        let level = self.drained(now);
+        let new = LeakyBucket::new(q);
+        let held = ((self.capacity - level) * new.t / self.t).min(new.capacity);
+        *self = LeakyBucket {
+            level: new.capacity - held,
+            last: now,
+            ..new
+        };
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Wait(u64),
+    Check(u32),
+    Set(Quota),
+}
+
+fn ops() -> impl Strategy<Value = (Quota, Vec<Op>)> {
+    (quota(), prop::collection::vec(quota(), 1..4)).prop_flat_map(|(first, others)| {
+        let op = prop_oneof![
+            3 => (0u64..3_000_000_000).prop_map(Op::Wait),
+            4 => (1u32..=5).prop_map(Op::Check),
+            1 => prop::sample::select(others).prop_map(Op::Set),
+        ];
+        (Just(first), prop::collection::vec(op, 1..120))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Changing the quota while deciding: every decision equals the leaky
+    /// bucket model's, where a change keeps what the bucket holds (in
+    /// requests, up to the new burst) and the bucket then fills at the new
+    /// rate.
+    #[test]
+    fn quota_changes_match_the_model((first, ops) in ops()) {
+        paused(async move {
+            let limiter = Limiter::new(first);
+            let mut model = LeakyBucket::new(first);
+            let mut quota = first;
+            let mut now = 0u128;
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Wait(gap) => {
+                        tokio::time::advance(Duration::from_nanos(gap)).await;
+                        now += u128::from(gap);
+                    }
+                    Op::Check(cost) if cost > quota.burst() => {
+                        prop_assert!(limiter.check_n(cost).is_err());
+                    }
+                    Op::Check(cost) => {
+                        let got = outcome(&limiter.check_n(cost).unwrap());
+                        let want = model.check(now, cost);
+                        prop_assert_eq!(got, want, "op {} at {} ns, cost {}, quota {}", i, now, cost, quota);
+                    }
+                    Op::Set(q) => {
+                        limiter.set_quota(q).unwrap();
+                        model.set_quota(now, q);
+                        quota = q;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
