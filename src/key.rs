@@ -17,6 +17,11 @@
 /// assert_eq!(by_user.extract(&Req { user: Some(7) }), Some(7));
 /// assert_eq!(by_user.extract(&Req { user: None }), None);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot find the key of a `{Req}`",
+    label = "not a key extractor for this request type",
+    note = "a key extractor is a closure `|req: &{Req}| -> Option<Key>` or a type implementing `KeyExtractor<{Req}>` (`PeerIp`, `ForwardedIp`, `HeaderKey` for `http::Request`)"
+)]
 pub trait KeyExtractor<Req> {
     /// The key type.
     ///

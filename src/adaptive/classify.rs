@@ -190,6 +190,11 @@ impl From<Signal> for Feedback {
 /// };
 /// # let _ = classify;
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot read feedback from a `Result<{Res}, BoxError>`",
+    label = "not a feedback classifier of this service's responses",
+    note = "pass a closure `|r: &Result<{Res}, BoxError>| -> Signal` (or `Feedback`), or `HttpFeedback` for HTTP clients (`http::Response`, or `reqwest::Response` with the `reqwest` feature)"
+)]
 pub trait ClassifyFeedback<Res> {
     /// The feedback of `result` (the inner service's error already
     /// converted into a [`BoxError`]).

@@ -33,6 +33,10 @@ use super::{Classify, Outcome};
 /// let res = MyResponse { code: 502, headers: HeaderMap::new() };
 /// assert_eq!(HttpStatus.classify(&Ok::<_, std::io::Error>(res)), Outcome::Failure);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an HTTP response the HTTP classifiers can read",
+    note = "they read `http::Response<B>`, and `reqwest::Response` with the `reqwest` feature; implement `HttpResponse` for another client's response type"
+)]
 pub trait HttpResponse {
     /// The response's status.
     fn status(&self) -> StatusCode;

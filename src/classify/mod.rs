@@ -76,6 +76,11 @@ pub enum Outcome {
 /// });
 /// # let _ = layer;
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify a `Result<{Res}, {E}>`",
+    label = "not a classifier of this service's results",
+    note = "a classifier is a closure `|r: &Result<{Res}, {E}>| -> Outcome` or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for reqwest)"
+)]
 pub trait Classify<Res, E> {
     /// The outcome of `result`.
     ///

@@ -217,6 +217,11 @@ impl Verdict {
 ///     });
 /// # let _ = layer;
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot decide whether a `Result<{Res}, BoxError>` is retried",
+    label = "not a retry classifier of this service's responses",
+    note = "pass a closure `|r: &Result<{Res}, BoxError>| -> Outcome`, `FromClassify(classifier)`, or use `.http()` for HTTP clients (`http::Response`, or `reqwest::Response` with the `reqwest` feature)"
+)]
 pub trait ClassifyRetry<Res> {
     /// The verdict on `result`. The error is the inner service's error,
     /// already converted into a [`BoxError`].

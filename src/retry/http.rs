@@ -174,6 +174,10 @@ impl HttpClone {
 /// let req = Request::get("/").body(String::from("q")).unwrap();
 /// assert_eq!(req.try_copy().unwrap().body(), "q");
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an HTTP request `.http()` can copy",
+    note = "`.http()` copies `http::Request<B>` with a `Clone` body, and `reqwest::Request` with the `reqwest` feature; for a streamed `http::Request` body use `.http_replay()`"
+)]
 pub trait HttpRequest: Sized {
     /// The request's method.
     fn method(&self) -> &Method;

@@ -38,6 +38,11 @@
 /// let layer = BackoffRetryLayer::default().clone_request(SmallOnly);
 /// # let _ = layer;
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot copy a `{Req}` for another attempt",
+    label = "not a request cloner for this request type",
+    note = "`.http()` copies `http::Request`s whose body is `Clone` and `reqwest::Request`s (feature `reqwest`); `.http_replay()` replays streamed bodies; or pass a closure `|req: &{Req}| -> Option<{Req}>` to `clone_request`"
+)]
 pub trait CloneRequest<Req> {
     /// What the inner service receives (for `HttpReplay`, the request with
     /// its body wrapped in a `ReplayBody`).
