@@ -101,137 +101,92 @@ impl Inner {
         }
     }
 
+    /// Counts `event` in `l`, the stats of `name`, and a keyed event in
+    /// its key's row: a dispatch over the kinds of event.
     #[inline(never)]
     pub(super) fn apply(&self, l: &LayerStats, name: &'static str, event: &Event<'_>) {
-        use count::*;
-        let c = l.counts();
-        let one = |i: usize| c.add(i, 1);
-        let mut keyed = None;
-        match *event {
-            Event::Allowed { .. } => {
-                one(REQUESTS);
-                keyed = Some(KeyUpdate::Request {
-                    limited: false,
-                    shadow: false,
-                });
-            }
-            Event::Limited { enforced, .. } => {
-                one(REQUESTS);
-                one(if enforced { LIMITED } else { SHADOW_LIMITED });
-                keyed = Some(KeyUpdate::Request {
-                    limited: enforced,
-                    shadow: !enforced,
-                });
-            }
-            Event::InFlightLimited { enforced, .. } | Event::StoreFull { enforced, .. } => {
-                one(REQUESTS);
-                one(if enforced { LIMITED } else { SHADOW_LIMITED });
-                keyed = Some(KeyUpdate::Request {
-                    limited: enforced,
-                    shadow: !enforced,
-                });
-            }
-            Event::MissingKey { enforced, .. } => {
-                one(REQUESTS);
-                one(if enforced { LIMITED } else { SHADOW_LIMITED });
-            }
-            Event::Waited { waited, .. } => {
-                one(WAITED);
-                c.add(WAIT_NANOS, nanos(waited));
-                keyed = Some(KeyUpdate::Waited(nanos(waited)));
-            }
+        let keyed = match *event {
+            Event::Allowed { .. }
+            | Event::Limited { .. }
+            | Event::InFlightLimited { .. }
+            | Event::StoreFull { .. }
+            | Event::MissingKey { .. }
+            | Event::AdaptiveRejected { .. }
+            | Event::BreakerRejected { .. } => count_decision(l, event),
+            Event::Waited { waited, .. } => count_wait(l, waited),
             Event::Completed {
                 latency, success, ..
             } => {
                 let latency = latency.map(nanos);
                 self.count_completed(l, latency, success, 1);
-                keyed = Some(KeyUpdate::Completed { latency, success });
-            }
-            Event::AdaptiveRejected { enforced, .. } => {
-                one(REQUESTS);
-                one(if enforced { LIMITED } else { SHADOW_LIMITED });
+                Some(KeyUpdate::Completed { latency, success })
             }
             // Limit changes are reported, not counted.
-            Event::LimitChanged { .. } | Event::ConcurrencyLimitChanged { .. } => {}
+            Event::LimitChanged { .. } | Event::ConcurrencyLimitChanged { .. } => None,
             Event::BreakerStateChanged { from, to, .. } => {
-                l.breaker_state.store(state_code(to), Relaxed);
-                l.breaker_changes.fetch_add(1, Relaxed);
-                self.breaker_alerts(l, from, to);
-            }
-            Event::BreakerRejected { enforced, .. } => {
-                one(REQUESTS);
-                one(BREAKER_REJECTED);
-                one(if enforced { LIMITED } else { SHADOW_LIMITED });
+                self.breaker_changed(l, from, to);
+                None
             }
             // `observe_in` counts these without calling `apply`.
             Event::BreakerCall {
                 outcome, latency, ..
-            } => self.count_breaker_call(l, outcome, latency),
-            Event::RetryScheduled { .. } => {
-                one(RETRIES);
-                keyed = Some(KeyUpdate::Retry);
-            }
-            Event::RetryGaveUp { .. } => {
-                one(GAVE_UP);
-                keyed = Some(KeyUpdate::GaveUp);
-            }
-            Event::RetryBudgetExhausted { .. } => one(BUDGET_EXHAUSTED),
-            Event::Queued { depth, .. } => {
-                one(QUEUED);
-                l.has_queue.store(true, Relaxed);
-                l.queue_depth.store(depth as u64, Relaxed);
-            }
-            Event::Dequeued {
-                waited,
-                depth,
-                queued,
-                ..
             } => {
-                one(REQUESTS);
-                if queued {
-                    one(DEQUEUED);
-                    one(WAITED);
-                    c.add(WAIT_NANOS, nanos(waited));
-                }
-                if !l.has_queue.load(Relaxed) {
-                    l.has_queue.store(true, Relaxed);
-                }
-                if l.queue_depth.load(Relaxed) != depth as u64 {
-                    l.queue_depth.store(depth as u64, Relaxed);
-                }
+                self.count_breaker_call(l, outcome, latency);
+                None
             }
-            Event::QueueFull { .. } => {
-                one(REQUESTS);
-                one(LIMITED);
-                one(QUEUE_FULL);
-                l.has_queue.store(true, Relaxed);
+            Event::RetryScheduled { .. }
+            | Event::RetryGaveUp { .. }
+            | Event::RetryBudgetExhausted { .. } => count_retry(l, event),
+            Event::Queued { .. }
+            | Event::Dequeued { .. }
+            | Event::QueueFull { .. }
+            | Event::QueueTimedOut { .. }
+            | Event::QueueClosed { .. } => {
+                count_queue(l, event);
+                None
             }
-            Event::QueueTimedOut { depth, .. } => {
-                one(REQUESTS);
-                one(LIMITED);
-                one(QUEUE_TIMED_OUT);
-                l.has_queue.store(true, Relaxed);
-                l.queue_depth.store(depth as u64, Relaxed);
-            }
-            Event::QueueClosed { .. } => {}
             Event::BackendFailure { action, .. } => {
-                one(BACKEND_FAILURES);
-                if action == FailureAction::Fallback {
-                    one(BACKEND_FALLBACKS);
-                    self.backend_alert(l, action);
-                }
+                self.backend_failure(l, action);
+                None
             }
             Event::BackendStateChanged { available, .. } => {
-                l.backend_down.store(u8::from(!available), Relaxed);
-                if available {
-                    l.backend_alerted.store(false, Relaxed);
-                } else {
-                    self.backend_alert(l, FailureAction::Fallback);
-                }
+                self.backend_changed(l, available);
+                None
             }
-        }
+        };
         if let (Some(update), Some(key)) = (keyed, event.key()) {
             self.update_key(name, key, update);
+        }
+    }
+
+    /// A breaker's new state, and its alerts.
+    #[inline]
+    fn breaker_changed(&self, l: &LayerStats, from: CircuitState, to: CircuitState) {
+        l.breaker_state.store(state_code(to), Relaxed);
+        l.breaker_changes.fetch_add(1, Relaxed);
+        self.breaker_alerts(l, from, to);
+    }
+
+    /// A decision a backend failed to make, and its alert on a fallback.
+    #[inline]
+    fn backend_failure(&self, l: &LayerStats, action: FailureAction) {
+        let c = l.counts();
+        c.add(count::BACKEND_FAILURES, 1);
+        if action == FailureAction::Fallback {
+            c.add(count::BACKEND_FALLBACKS, 1);
+            self.backend_alert(l, action);
+        }
+    }
+
+    /// A backend's new health: an alert when it goes down, re-armed when
+    /// it comes back.
+    #[inline]
+    fn backend_changed(&self, l: &LayerStats, available: bool) {
+        l.backend_down.store(u8::from(!available), Relaxed);
+        if available {
+            l.backend_alerted.store(false, Relaxed);
+        } else {
+            self.backend_alert(l, FailureAction::Fallback);
         }
     }
 
@@ -346,5 +301,106 @@ impl Inner {
         if let Some(n) = latency {
             row.latency.add(n as f64, self.alpha);
         }
+    }
+}
+
+/// Counts an admission decision in `l`: a request, and a limited (or
+/// shadow-limited) one unless it was allowed; returns what it does to its
+/// key's row, for the decisions made for a key.
+#[inline]
+fn count_decision(l: &LayerStats, event: &Event<'_>) -> Option<KeyUpdate> {
+    use count::*;
+    let (limited, keyed) = match *event {
+        Event::Allowed { .. } => (None, true),
+        Event::Limited { enforced, .. }
+        | Event::InFlightLimited { enforced, .. }
+        | Event::StoreFull { enforced, .. } => (Some(enforced), true),
+        Event::MissingKey { enforced, .. }
+        | Event::AdaptiveRejected { enforced, .. }
+        | Event::BreakerRejected { enforced, .. } => (Some(enforced), false),
+        _ => return None,
+    };
+    let c = l.counts();
+    c.add(REQUESTS, 1);
+    if let Event::BreakerRejected { .. } = event {
+        c.add(BREAKER_REJECTED, 1);
+    }
+    if let Some(enforced) = limited {
+        c.add(if enforced { LIMITED } else { SHADOW_LIMITED }, 1);
+    }
+    keyed.then_some(KeyUpdate::Request {
+        limited: limited == Some(true),
+        shadow: limited == Some(false),
+    })
+}
+
+/// Counts a request's wait in `l`; returns what it does to its key's row.
+#[inline]
+fn count_wait(l: &LayerStats, waited: Duration) -> Option<KeyUpdate> {
+    let c = l.counts();
+    c.add(count::WAITED, 1);
+    c.add(count::WAIT_NANOS, nanos(waited));
+    Some(KeyUpdate::Waited(nanos(waited)))
+}
+
+/// Counts a retry layer's event in `l`; returns what it does to its key's
+/// row.
+#[inline]
+fn count_retry(l: &LayerStats, event: &Event<'_>) -> Option<KeyUpdate> {
+    let (counter, keyed) = match *event {
+        Event::RetryScheduled { .. } => (count::RETRIES, Some(KeyUpdate::Retry)),
+        Event::RetryGaveUp { .. } => (count::GAVE_UP, Some(KeyUpdate::GaveUp)),
+        Event::RetryBudgetExhausted { .. } => (count::BUDGET_EXHAUSTED, None),
+        _ => return None,
+    };
+    l.counts().add(counter, 1);
+    keyed
+}
+
+/// Counts a queue's event in `l`, and the queue's depth.
+#[inline]
+fn count_queue(l: &LayerStats, event: &Event<'_>) {
+    use count::*;
+    let c = l.counts();
+    let one = |i: usize| c.add(i, 1);
+    match *event {
+        Event::Queued { depth, .. } => {
+            one(QUEUED);
+            l.has_queue.store(true, Relaxed);
+            l.queue_depth.store(depth as u64, Relaxed);
+        }
+        Event::Dequeued {
+            waited,
+            depth,
+            queued,
+            ..
+        } => {
+            one(REQUESTS);
+            if queued {
+                one(DEQUEUED);
+                one(WAITED);
+                c.add(WAIT_NANOS, nanos(waited));
+            }
+            if !l.has_queue.load(Relaxed) {
+                l.has_queue.store(true, Relaxed);
+            }
+            if l.queue_depth.load(Relaxed) != depth as u64 {
+                l.queue_depth.store(depth as u64, Relaxed);
+            }
+        }
+        Event::QueueFull { .. } => {
+            one(REQUESTS);
+            one(LIMITED);
+            one(QUEUE_FULL);
+            l.has_queue.store(true, Relaxed);
+        }
+        Event::QueueTimedOut { depth, .. } => {
+            one(REQUESTS);
+            one(LIMITED);
+            one(QUEUE_TIMED_OUT);
+            l.has_queue.store(true, Relaxed);
+            l.queue_depth.store(depth as u64, Relaxed);
+        }
+        _ => {}
     }
 }

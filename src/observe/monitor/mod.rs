@@ -13,7 +13,7 @@
 //! - `snapshot`: the figures as plain data.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -306,64 +306,7 @@ impl Monitor {
     /// # }
     /// ```
     pub fn snapshot(&self) -> Snapshot {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let mut keys = Vec::new();
-        for chunk in inner.chunks.iter().filter_map(OnceLock::get) {
-            for i in 0..chunk.hot.len() {
-                if chunk.hot[i].hash.load(Acquire) != 0 {
-                    keys.push(inner.key_snapshot(&chunk.row(i), now));
-                }
-            }
-        }
-        keys.sort_by(|a, b| {
-            (b.limited + b.shadow_limited, b.requests, &a.key).cmp(&(
-                a.limited + a.shadow_limited,
-                a.requests,
-                &b.key,
-            ))
-        });
-        let layers: Vec<LayerSnapshot> = inner
-            .layers
-            .iter()
-            .map_while(|slot| slot.get().map(|l| l.snapshot()))
-            // Layers given the monitor that have reported nothing yet.
-            .filter(|l| {
-                *l != LayerSnapshot {
-                    name: l.name.clone(),
-                    ..LayerSnapshot::default()
-                }
-            })
-            .collect();
-        let breakers = layers
-            .iter()
-            .filter_map(|l| {
-                l.breaker_state.map(|state| BreakerSnapshot {
-                    name: l.name.clone(),
-                    state,
-                })
-            })
-            .collect();
-        let mut totals = LayerSnapshot {
-            name: "total".to_owned(),
-            ..LayerSnapshot::default()
-        };
-        for l in &layers {
-            totals.add(l);
-        }
-        let (alerts_fired, alerts_dropped, alert_panics) =
-            inner.alerts.as_ref().map_or((0, 0, 0), |a| a.counts());
-        Snapshot {
-            totals,
-            layers,
-            keys,
-            breakers,
-            tracked_keys_max: inner.max_keys,
-            evicted_keys: inner.evicted.load(Relaxed),
-            alerts_fired,
-            alerts_dropped,
-            alert_panics,
-        }
+        self.inner.snapshot()
     }
 
     /// The figures of one key, found by its [`key_hash`](EventKey::key_hash):

@@ -1,7 +1,8 @@
 //! [`Snapshot`] and its parts: a monitor's figures as plain data.
 
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::Duration;
 
 use super::Inner;
@@ -343,6 +344,77 @@ pub(super) fn secs(nanos: f64) -> Duration {
 }
 
 impl Inner {
+    /// Every figure now (see [`Monitor::snapshot`]).
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let keys = self.key_snapshots(self.clock.now());
+        let layers = self.layer_snapshots();
+        let breakers = layers
+            .iter()
+            .filter_map(|l| {
+                l.breaker_state.map(|state| BreakerSnapshot {
+                    name: l.name.clone(),
+                    state,
+                })
+            })
+            .collect();
+        let mut totals = LayerSnapshot {
+            name: "total".to_owned(),
+            ..LayerSnapshot::default()
+        };
+        for l in &layers {
+            totals.add(l);
+        }
+        let (alerts_fired, alerts_dropped, alert_panics) =
+            self.alerts.as_ref().map_or((0, 0, 0), |a| a.counts());
+        Snapshot {
+            totals,
+            layers,
+            keys,
+            breakers,
+            tracked_keys_max: self.max_keys,
+            evicted_keys: self.evicted.load(Relaxed),
+            alerts_fired,
+            alerts_dropped,
+            alert_panics,
+        }
+    }
+
+    /// Every tracked key's figures, most limited first (then most
+    /// requests, then by name).
+    fn key_snapshots(&self, now: u64) -> Vec<KeySnapshot> {
+        let mut keys = Vec::new();
+        for chunk in self.chunks.iter().filter_map(OnceLock::get) {
+            for i in 0..chunk.hot.len() {
+                if chunk.hot[i].hash.load(Acquire) != 0 {
+                    keys.push(self.key_snapshot(&chunk.row(i), now));
+                }
+            }
+        }
+        keys.sort_by(|a, b| {
+            (b.limited + b.shadow_limited, b.requests, &a.key).cmp(&(
+                a.limited + a.shadow_limited,
+                a.requests,
+                &b.key,
+            ))
+        });
+        keys
+    }
+
+    /// The figures of each layer that has reported anything, in the order
+    /// they were added.
+    fn layer_snapshots(&self) -> Vec<LayerSnapshot> {
+        self.layers
+            .iter()
+            .map_while(|slot| slot.get().map(|l| l.snapshot()))
+            // Layers given the monitor that have reported nothing yet.
+            .filter(|l| {
+                *l != LayerSnapshot {
+                    name: l.name.clone(),
+                    ..LayerSnapshot::default()
+                }
+            })
+            .collect()
+    }
     pub(super) fn key_snapshot(&self, row: &KeyRow<'_>, now: u64) -> KeySnapshot {
         let (recent_requests, recent_limited) = row.recent(now, self.window);
         let requests = row.hot.requests.load(Relaxed);

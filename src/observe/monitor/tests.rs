@@ -1,4 +1,4 @@
-use std::sync::atomic::Ordering::Release;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::table::{CHUNK, Cold, Hot};
 use super::window::bucket_of;
