@@ -13,7 +13,7 @@ use crate::observe::{Event, EventKey, FailureAction};
 
 /// What a keyed event does to its key's row.
 #[derive(Clone, Copy)]
-pub(super) enum KeyUpdate {
+enum KeyUpdate {
     Request { limited: bool, shadow: bool },
     Waited(u64),
     Completed { latency: Option<u64>, success: bool },
@@ -190,7 +190,7 @@ impl Inner {
         }
     }
 
-    pub(super) fn update_key(&self, scope: &'static str, key: &dyn EventKey, update: KeyUpdate) {
+    fn update_key(&self, scope: &'static str, key: &dyn EventKey, update: KeyUpdate) {
         // 0 marks a free way.
         let hash = key.key_hash().max(1);
         let add = |a: &AtomicU64, n: u64| {
@@ -254,7 +254,7 @@ impl Inner {
     /// [`request`](Self::request) standing for `weight` requests, at `now`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn request_at(
+    fn request_at(
         &self,
         scope: &'static str,
         hash: u64,

@@ -11,7 +11,7 @@ use crate::clock::BucketClock;
 use crate::observe::alert::{Alert, AlertRule, Alerts, Callback};
 
 /// The least `max_keys`.
-pub(super) const MIN_KEYS: usize = 16;
+const MIN_KEYS: usize = 16;
 
 /// Configures a [`Monitor`]; made by [`Monitor::builder`].
 ///

@@ -25,7 +25,7 @@ pub(super) fn state_code(s: CircuitState) -> u8 {
     }
 }
 
-pub(super) fn state_of(code: u8) -> Option<CircuitState> {
+fn state_of(code: u8) -> Option<CircuitState> {
     Some(match code {
         0 => CircuitState::Closed,
         1 => CircuitState::Open,
@@ -80,16 +80,16 @@ impl Default for Counts {
 /// estimate).
 #[derive(Default)]
 pub(super) struct Pace {
-    pub(super) start: AtomicU64,
-    pub(super) admitted: AtomicU64,
+    start: AtomicU64,
+    admitted: AtomicU64,
     pub(super) sampling: AtomicBool,
 }
 
 /// The span over which a thread's pace is measured.
-pub(super) const SPAN: u64 = 100_000_000;
+const SPAN: u64 = 100_000_000;
 /// Admitted requests per [`SPAN`] from which a thread samples: 10 000 a
 /// second.
-pub(super) const BUSY: u64 = 1_000;
+const BUSY: u64 = 1_000;
 
 impl Pace {
     /// Whether the thread samples.
@@ -122,7 +122,7 @@ impl Pace {
 #[derive(Clone, Copy)]
 pub(super) struct Mine<'a> {
     pub(super) counts: &'a Counts,
-    pub(super) slot: usize,
+    slot: usize,
 }
 
 impl Mine<'_> {
@@ -142,7 +142,7 @@ impl Mine<'_> {
 pub(super) struct LayerStats {
     pub(super) name: &'static str,
     /// The address of another copy of `name`'s text, once seen.
-    pub(super) alias: AtomicUsize,
+    alias: AtomicUsize,
     /// Each thread's counters, by [`slot`], cache-line padded so threads
     /// never share a line.
     pub(super) counts: [CachePadded<Counts>; SHARED + 1],
@@ -201,7 +201,7 @@ impl LayerStats {
     }
 
     #[cold]
-    pub(super) fn is_copy(&self, name: &'static str) -> bool {
+    fn is_copy(&self, name: &'static str) -> bool {
         let same = self.name == name;
         if same {
             self.alias.store(name.as_ptr() as usize, Relaxed);
@@ -270,7 +270,7 @@ impl Inner {
     }
 
     #[cold]
-    pub(super) fn add_layer(&self, name: &'static str) -> &Arc<LayerStats> {
+    fn add_layer(&self, name: &'static str) -> &Arc<LayerStats> {
         let _guard = lock(&self.layers_lock);
         for slot in self.layers.iter() {
             match slot.get() {

@@ -1,5 +1,4 @@
 //! [`Monitor`]: per-key and per-layer statistics from the event stream.
-
 //!
 //! The monitor's parts, one idea a file:
 //! - `builder`: [`MonitorBuilder`], its settings;
@@ -17,6 +16,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+#[cfg(doc)]
+use super::alert::AlertRule;
 use super::alert::Alerts;
 use super::{Event, EventKey, Observer};
 use crate::clock::BucketClock;

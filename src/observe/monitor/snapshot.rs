@@ -13,7 +13,7 @@ use super::{Monitor, MonitorBuilder};
 use crate::observe::Event;
 use crate::observe::words::CircuitState;
 #[cfg(feature = "serde")]
-pub(super) fn ser_state<S: serde::Serializer>(s: &CircuitState, ser: S) -> Result<S::Ok, S::Error> {
+fn ser_state<S: serde::Serializer>(s: &CircuitState, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(match s {
         CircuitState::Closed => "closed",
         CircuitState::Open => "open",
@@ -24,7 +24,7 @@ pub(super) fn ser_state<S: serde::Serializer>(s: &CircuitState, ser: S) -> Resul
 }
 
 #[cfg(feature = "serde")]
-pub(super) fn ser_state_opt<S: serde::Serializer>(
+fn ser_state_opt<S: serde::Serializer>(
     s: &Option<CircuitState>,
     ser: S,
 ) -> Result<S::Ok, S::Error> {

@@ -16,15 +16,15 @@ pub(super) const CHUNK: usize = 64;
 /// A key lives within this many rows of its home row (in its chunk,
 /// wrapping around), and a new key whose rows are all taken evicts the
 /// least recently seen of them.
-pub(super) const PROBE: usize = 8;
+const PROBE: usize = 8;
 
 /// Rows of the key table. Lookups read the hashes without a lock; adding a
 /// key (or evicting one) takes `claim`. Rows are never removed, only
 /// replaced: a lookup may stop at the first free row.
 pub(super) struct Chunk {
     pub(super) hot: Box<[Hot]>,
-    pub(super) cold: Box<[Cold]>,
-    pub(super) claim: Mutex<()>,
+    cold: Box<[Cold]>,
+    claim: Mutex<()>,
 }
 
 impl Chunk {
@@ -47,7 +47,7 @@ impl Chunk {
 
     /// The rows a key whose home is `home` may live in.
     #[inline]
-    pub(super) fn probe(&self, home: usize) -> impl Iterator<Item = usize> {
+    fn probe(&self, home: usize) -> impl Iterator<Item = usize> {
         let len = self.hot.len();
         (home..home + PROBE.min(len)).map(move |i| if i >= len { i - len } else { i })
     }
@@ -75,7 +75,7 @@ impl Chunk {
 #[derive(Clone, Copy)]
 pub(super) struct KeyRow<'a> {
     pub(super) hot: &'a Hot,
-    pub(super) cold: &'a Cold,
+    cold: &'a Cold,
     /// Its index in its chunk.
     pub(super) at: usize,
 }
@@ -195,7 +195,7 @@ impl Inner {
     }
 
     #[cold]
-    pub(super) fn new_chunk(&self, i: usize) -> &Chunk {
+    fn new_chunk(&self, i: usize) -> &Chunk {
         self.chunks[i].get_or_init(|| {
             // The last chunk holds what is left of `max_keys`.
             Chunk::new(self.max_keys.saturating_sub(i * CHUNK).clamp(1, CHUNK))

@@ -18,7 +18,7 @@ impl KeyRow<'_> {
     }
 
     #[cold]
-    pub(super) fn roll_over(&self, now: u64, width: u64, end: u64) {
+    fn roll_over(&self, now: u64, width: u64, end: u64) {
         let bucket = now / width;
         let current = bucket_of(end, width);
         if bucket <= current
