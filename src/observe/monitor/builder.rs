@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::table::CHUNK;
 use super::{Inner, Monitor, nanos};
 use crate::clock::BucketClock;
+#[cfg(doc)]
+use crate::observe::Observer;
 use crate::observe::alert::{Alert, AlertRule, Alerts, Callback};
 
 /// The least `max_keys`.
