@@ -3,6 +3,7 @@
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 use metrics::{Label, counter, gauge, histogram};
@@ -240,153 +241,47 @@ fn state_value(s: CircuitState) -> f64 {
 impl Observer for MetricsObserver {
     fn on_event(&self, event: &Event<'_>) {
         let layer = self.scope.unwrap_or_else(|| event.layer());
-        let key = event.key();
         match *event {
-            Event::Allowed { .. } => self.request(layer, key, "allowed"),
-            Event::Limited { enforced, .. } => self.request(
-                layer,
-                key,
-                if enforced {
-                    "limited"
-                } else {
-                    "shadow_limited"
-                },
-            ),
-            Event::InFlightLimited { enforced, .. } => self.request(
-                layer,
-                key,
-                if enforced {
-                    "in_flight_limited"
-                } else {
-                    "shadow_in_flight_limited"
-                },
-            ),
-            Event::StoreFull { enforced, .. } => self.request(
-                layer,
-                key,
-                if enforced {
-                    "store_full"
-                } else {
-                    "shadow_store_full"
-                },
-            ),
-            Event::MissingKey { enforced, .. } => self.request(
-                layer,
-                None,
-                if enforced {
-                    "missing_key"
-                } else {
-                    "shadow_missing_key"
-                },
-            ),
-            Event::Waited { waited, .. } => {
-                histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
-            }
-            Event::Completed { latency, .. } => {
-                if let Some(latency) = latency {
-                    histogram!("sluice_latency_seconds", "layer" => layer)
-                        .record(latency.as_secs_f64());
-                }
-            }
-            Event::AdaptiveRejected { enforced, .. } => self.request(
-                layer,
-                None,
-                if enforced {
-                    "limited"
-                } else {
-                    "shadow_limited"
-                },
-            ),
+            Event::Allowed { .. }
+            | Event::Limited { .. }
+            | Event::InFlightLimited { .. }
+            | Event::StoreFull { .. }
+            | Event::MissingKey { .. }
+            | Event::AdaptiveRejected { .. }
+            | Event::BreakerRejected { .. }
+            | Event::QueueFull { .. } => self.decided(layer, event),
+            Event::Waited { waited, .. } => record_wait(layer, waited),
+            Event::Completed { latency, .. } => record_latency(layer, latency),
             Event::LimitChanged { .. } => {
                 counter!("sluice_limit_changes_total", "layer" => layer).increment(1);
             }
             Event::ConcurrencyLimitChanged { new, .. } => {
                 gauge!("sluice_concurrency_limit", "layer" => layer).set(f64::from(new));
             }
-            Event::BreakerStateChanged { from, to, .. } => {
-                gauge!("sluice_breaker_state", "layer" => layer).set(state_value(to));
-                counter!(
-                    "sluice_breaker_transitions_total",
-                    "layer" => layer,
-                    "from" => state_name(from),
-                    "to" => state_name(to)
-                )
-                .increment(1);
-            }
-            Event::BreakerRejected { enforced, .. } => self.request(
-                layer,
-                None,
-                if enforced {
-                    "breaker_rejected"
-                } else {
-                    "breaker_shadow_rejected"
-                },
-            ),
+            Event::BreakerStateChanged { from, to, .. } => breaker_changed(layer, from, to),
             Event::BreakerCall {
                 outcome, latency, ..
-            } => {
-                let outcome = match outcome {
-                    Outcome::Success => "success",
-                    Outcome::Failure => "failure",
-                    Outcome::Ignore => "ignored",
-                };
-                counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome)
-                    .increment(1);
-                if let Some(latency) = latency {
-                    histogram!("sluice_latency_seconds", "layer" => layer)
-                        .record(latency.as_secs_f64());
-                }
-            }
+            } => breaker_call(layer, outcome, latency),
             Event::RetryScheduled { .. } => {
                 counter!("sluice_retries_total", "layer" => layer).increment(1);
             }
-            Event::RetryGaveUp { reason, .. } => {
-                let reason = match reason {
-                    GiveUpReason::MaxAttempts => "max_attempts",
-                    GiveUpReason::MaxElapsed => "max_elapsed",
-                    GiveUpReason::Pushback => "pushback",
-                    GiveUpReason::Budget => "budget",
-                    GiveUpReason::NotReplayable => "not_replayable",
-                };
-                counter!("sluice_retry_gave_up_total", "layer" => layer, "reason" => reason)
-                    .increment(1);
-            }
+            Event::RetryGaveUp { reason, .. } => gave_up(layer, reason),
             Event::RetryBudgetExhausted { .. } => {
                 counter!("sluice_retry_budget_exhausted_total", "layer" => layer).increment(1);
             }
-            Event::Queued { depth, .. } => {
-                gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
-            }
+            Event::Queued { depth, .. } => queue_depth(layer, depth),
             Event::Dequeued {
                 waited,
                 depth,
                 queued,
                 ..
-            } => {
-                if queued {
-                    self.request(layer, None, "dequeued");
-                    histogram!("sluice_wait_seconds", "layer" => layer)
-                        .record(waited.as_secs_f64());
-                } else {
-                    self.request(layer, None, "sent");
-                }
-                gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
-            }
-            Event::QueueFull { .. } => self.request(layer, None, "queue_full"),
+            } => self.dequeued(layer, waited, depth, queued),
             Event::QueueTimedOut { depth, .. } => {
                 self.request(layer, None, "queue_timed_out");
-                gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
+                queue_depth(layer, depth);
             }
             Event::QueueClosed { .. } => {}
-            Event::BackendFailure { action, .. } => {
-                let action = match action {
-                    FailureAction::Allowed => "allowed",
-                    FailureAction::Refused => "refused",
-                    FailureAction::Fallback => "fallback",
-                };
-                counter!("sluice_backend_failures_total", "backend" => layer, "action" => action)
-                    .increment(1);
-            }
+            Event::BackendFailure { action, .. } => backend_failure(layer, action),
             Event::BackendStateChanged { available, .. } => {
                 gauge!("sluice_backend_up", "backend" => layer).set(if available {
                     1.0
@@ -396,4 +291,109 @@ impl Observer for MetricsObserver {
             }
         }
     }
+}
+
+impl MetricsObserver {
+    /// Counts an admission decision under its `outcome` label (and its
+    /// key's, for the events whose key is the request's).
+    fn decided(&self, layer: &'static str, event: &Event<'_>) {
+        let (key, outcome) = match *event {
+            Event::Allowed { .. } => (event.key(), "allowed"),
+            Event::Limited { enforced, .. } => {
+                (event.key(), either(enforced, "limited", "shadow_limited"))
+            }
+            Event::InFlightLimited { enforced, .. } => (
+                event.key(),
+                either(enforced, "in_flight_limited", "shadow_in_flight_limited"),
+            ),
+            Event::StoreFull { enforced, .. } => (
+                event.key(),
+                either(enforced, "store_full", "shadow_store_full"),
+            ),
+            Event::MissingKey { enforced, .. } => {
+                (None, either(enforced, "missing_key", "shadow_missing_key"))
+            }
+            Event::AdaptiveRejected { enforced, .. } => {
+                (None, either(enforced, "limited", "shadow_limited"))
+            }
+            Event::BreakerRejected { enforced, .. } => (
+                None,
+                either(enforced, "breaker_rejected", "breaker_shadow_rejected"),
+            ),
+            Event::QueueFull { .. } => (None, "queue_full"),
+            _ => return,
+        };
+        self.request(layer, key, outcome);
+    }
+
+    /// A request leaving a queue: sent after waiting, or at once.
+    fn dequeued(&self, layer: &'static str, waited: Duration, depth: usize, queued: bool) {
+        if queued {
+            self.request(layer, None, "dequeued");
+            histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
+        } else {
+            self.request(layer, None, "sent");
+        }
+        queue_depth(layer, depth);
+    }
+}
+
+/// The label of a decision: `enforced`'s, or the one shadow mode let through.
+fn either(enforced: bool, label: &'static str, shadow: &'static str) -> &'static str {
+    if enforced { label } else { shadow }
+}
+
+fn record_wait(layer: &'static str, waited: Duration) {
+    histogram!("sluice_wait_seconds", "layer" => layer).record(waited.as_secs_f64());
+}
+
+fn record_latency(layer: &'static str, latency: Option<Duration>) {
+    if let Some(latency) = latency {
+        histogram!("sluice_latency_seconds", "layer" => layer).record(latency.as_secs_f64());
+    }
+}
+
+fn queue_depth(layer: &'static str, depth: usize) {
+    gauge!("sluice_queue_depth", "layer" => layer).set(depth as f64);
+}
+
+fn breaker_changed(layer: &'static str, from: CircuitState, to: CircuitState) {
+    gauge!("sluice_breaker_state", "layer" => layer).set(state_value(to));
+    counter!(
+        "sluice_breaker_transitions_total",
+        "layer" => layer,
+        "from" => state_name(from),
+        "to" => state_name(to)
+    )
+    .increment(1);
+}
+
+fn breaker_call(layer: &'static str, outcome: Outcome, latency: Option<Duration>) {
+    let outcome = match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+        Outcome::Ignore => "ignored",
+    };
+    counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome).increment(1);
+    record_latency(layer, latency);
+}
+
+fn gave_up(layer: &'static str, reason: GiveUpReason) {
+    let reason = match reason {
+        GiveUpReason::MaxAttempts => "max_attempts",
+        GiveUpReason::MaxElapsed => "max_elapsed",
+        GiveUpReason::Pushback => "pushback",
+        GiveUpReason::Budget => "budget",
+        GiveUpReason::NotReplayable => "not_replayable",
+    };
+    counter!("sluice_retry_gave_up_total", "layer" => layer, "reason" => reason).increment(1);
+}
+
+fn backend_failure(layer: &'static str, action: FailureAction) {
+    let action = match action {
+        FailureAction::Allowed => "allowed",
+        FailureAction::Refused => "refused",
+        FailureAction::Fallback => "fallback",
+    };
+    counter!("sluice_backend_failures_total", "backend" => layer, "action" => action).increment(1);
 }
