@@ -12,6 +12,7 @@ use super::{Event, EventKey, FailureAction, Observer};
 use crate::classify::Outcome;
 use crate::observe::words::CircuitState;
 use crate::observe::words::GiveUpReason;
+use crate::util::IgnorePoison;
 
 /// An [`Observer`] that records every event through the
 /// [`metrics`](https://docs.rs/metrics) facade, so any `metrics` exporter
@@ -166,7 +167,7 @@ impl MetricsObserver {
         let mut h = self.hasher.build_hasher();
         let _ = write!(HashText(&mut h), "{key:?}");
         let hash = h.finish();
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.lock().ignore_poison();
         if let Some(v) = keys.get(&hash) {
             return v.clone();
         }

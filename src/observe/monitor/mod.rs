@@ -35,6 +35,7 @@ pub(crate) use bound::{Bound, RowHint};
 pub use builder::MonitorBuilder;
 pub use snapshot::{BreakerSnapshot, KeySnapshot, LayerSnapshot, Snapshot};
 
+use crate::util::IgnorePoison;
 use counters::LayerStats;
 use table::Chunk;
 
@@ -485,7 +486,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().ignore_poison()
 }
 
 #[cfg(test)]
