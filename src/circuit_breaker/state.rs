@@ -714,56 +714,68 @@ impl Breaker {
         if word & KIND == FORCED_CLOSED {
             return true;
         }
+        if !(failure || slow) {
+            // A success raises no rate over a window that holds no failure
+            // or slow call; otherwise it is judged too (it may complete
+            // `minimum_calls`, or land after older successes left the
+            // window), out of line.
+            if self.by_rate && self.unclean.load(Ordering::Acquire) != 0 {
+                self.judge_success(word, now);
+            }
+            return true;
+        }
         let c = &self.config;
         let trip = match c.trip {
-            Trip::Consecutive(_) if !(failure || slow) => return true,
             Trip::Consecutive(n) => (in_a_row >= n).then_some(ChangeReason::ConsecutiveFailures),
             Trip::Rate => {
-                // Every recorded call is judged once `minimum_calls` is
-                // reached (a success can complete the minimum, or land
-                // after older successes left the window), except a success
-                // over a window known to hold no failure or slow call.
-                let marks = if failure || slow {
-                    self.unclean.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
-                } else {
-                    match self.unclean.load(Ordering::Acquire) {
-                        0 => return true,
-                        marks => marks,
-                    }
-                };
-                let Counts {
-                    calls,
-                    failures,
-                    slow,
-                } = self.window.counts(now);
-                if failures == 0 && slow == 0 {
-                    // Clean: unless a failure was recorded since `marks`
-                    // was read (then the exchange fails and it stays
-                    // marked).
-                    let _ = self.unclean.compare_exchange(
-                        marks,
-                        0,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                    None
-                } else if calls < c.effective_minimum() {
-                    None
-                } else if at_least(failures, calls, c.failure_rate_threshold) {
-                    Some(ChangeReason::FailureRate)
-                } else if self.slow_nanos.is_some()
-                    && at_least(slow, calls, c.slow_call_rate_threshold)
-                {
-                    Some(ChangeReason::SlowCallRate)
-                } else {
-                    None
-                }
+                self.unclean.fetch_add(1, Ordering::AcqRel);
+                self.judge(now)
             }
         };
         if let Some(reason) = trip {
             self.trip(word, reason);
         }
         true
+    }
+
+    /// The verdict of the rate window at `now`, once it holds
+    /// `minimum_calls`.
+    fn judge(&self, now: u64) -> Option<ChangeReason> {
+        let c = &self.config;
+        let Counts {
+            calls,
+            failures,
+            slow,
+        } = self.window.counts(now);
+        if calls < c.effective_minimum() {
+            None
+        } else if at_least(failures, calls, c.failure_rate_threshold) {
+            Some(ChangeReason::FailureRate)
+        } else if self.slow_nanos.is_some() && at_least(slow, calls, c.slow_call_rate_threshold) {
+            Some(ChangeReason::SlowCallRate)
+        } else {
+            None
+        }
+    }
+
+    /// Judges the window after a success recorded while it held failures
+    /// or slow calls; marks it clean when it no longer holds any (unless a
+    /// failure was recorded meanwhile: then the exchange fails and it
+    /// stays marked).
+    #[cold]
+    #[inline(never)]
+    fn judge_success(&self, word: u64, now: u64) {
+        let marks = self.unclean.load(Ordering::Acquire);
+        let counts = self.window.counts(now);
+        if counts.failures == 0 && counts.slow == 0 {
+            let _ = self
+                .unclean
+                .compare_exchange(marks, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return;
+        }
+        if let Some(reason) = self.judge(now) {
+            self.trip(word, reason);
+        }
     }
 
     fn finish_trial(&self, permit: Permit, outcome: Outcome, slow: bool, now: u64) -> bool {
