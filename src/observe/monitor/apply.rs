@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::Inner;
 use super::bound::RowHint;
 use super::counters::{LayerStats, NO_STATE, count, state_code};
 use super::table::{CHUNK, KeyRow};
-use super::{Inner, nanos};
 use crate::classify::Outcome;
 use crate::observe::words::CircuitState;
 use crate::observe::{Event, EventKey, FailureAction};
@@ -93,7 +93,8 @@ impl Inner {
             c.add(count::FAILED, 1);
         }
         if let Some(latency) = latency {
-            l.latency.add(nanos(latency) as f64, self.alpha);
+            l.latency
+                .add(crate::headers::saturating_nanos(latency) as f64, self.alpha);
         }
         if l.breaker_state.load(Relaxed) == NO_STATE {
             l.breaker_state
@@ -117,7 +118,7 @@ impl Inner {
             Event::Completed {
                 latency, success, ..
             } => {
-                let latency = latency.map(nanos);
+                let latency = latency.map(crate::headers::saturating_nanos);
                 self.count_completed(l, latency, success, 1);
                 Some(KeyUpdate::Completed { latency, success })
             }
@@ -339,8 +340,8 @@ fn count_decision(l: &LayerStats, event: &Event<'_>) -> Option<KeyUpdate> {
 fn count_wait(l: &LayerStats, waited: Duration) -> Option<KeyUpdate> {
     let c = l.counts();
     c.add(count::WAITED, 1);
-    c.add(count::WAIT_NANOS, nanos(waited));
-    Some(KeyUpdate::Waited(nanos(waited)))
+    c.add(count::WAIT_NANOS, crate::headers::saturating_nanos(waited));
+    Some(KeyUpdate::Waited(crate::headers::saturating_nanos(waited)))
 }
 
 /// Counts a retry layer's event in `l`; returns what it does to its key's
@@ -379,7 +380,7 @@ fn count_queue(l: &LayerStats, event: &Event<'_>) {
             if queued {
                 one(DEQUEUED);
                 one(WAITED);
-                c.add(WAIT_NANOS, nanos(waited));
+                c.add(WAIT_NANOS, crate::headers::saturating_nanos(waited));
             }
             if !l.has_queue.load(Relaxed) {
                 l.has_queue.store(true, Relaxed);

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::counters::{LayerStats, count};
-use super::{Monitor, Scoped, nanos};
+use super::{Monitor, Scoped};
 use crate::classify::Outcome;
+use crate::headers::saturating_nanos as nanos;
 use crate::observe::{Event, EventKey, one_in};
 
 /// Where a bound monitor counted a keyed request: the key's hash and its

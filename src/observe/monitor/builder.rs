@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::table::CHUNK;
-use super::{Inner, Monitor, nanos};
+use super::{Inner, Monitor};
 use crate::clock::BucketClock;
 #[cfg(doc)]
 use crate::observe::Observer;
@@ -223,7 +223,7 @@ impl MonitorBuilder {
                 max_keys: self.max_keys,
                 // The kernel's coarse clock (a few ns cheaper per keyed
                 // request) when the window is at least 100 of its ticks.
-                clock: BucketClock::for_buckets(nanos(self.window), 100),
+                clock: BucketClock::for_buckets(crate::headers::saturating_nanos(self.window), 100),
                 chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
                 layers: std::array::from_fn(|_| OnceLock::new()),
                 layers_lock: Mutex::new(()),

@@ -9,9 +9,10 @@ use crossbeam_utils::CachePadded;
 
 use super::snapshot::{LayerSnapshot, rate, secs};
 use super::window::AtomicEwma;
-use super::{Inner, LAYERS, lock};
+use super::{Inner, LAYERS};
 use crate::observe::slot::{self, SHARED};
 use crate::observe::words::CircuitState;
+use crate::util::IgnorePoison;
 
 pub(super) const NO_STATE: u8 = u8::MAX;
 
@@ -271,7 +272,7 @@ impl Inner {
 
     #[cold]
     fn add_layer(&self, name: &'static str) -> &Arc<LayerStats> {
-        let _guard = lock(&self.layers_lock);
+        let _guard = self.layers_lock.lock().ignore_poison();
         for slot in self.layers.iter() {
             match slot.get() {
                 Some(l) if l.name == name => return l,

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 #[cfg(doc)]
@@ -35,7 +35,6 @@ pub(crate) use bound::{Bound, RowHint};
 pub use builder::MonitorBuilder;
 pub use snapshot::{BreakerSnapshot, KeySnapshot, LayerSnapshot, Snapshot};
 
-use crate::util::IgnorePoison;
 use counters::LayerStats;
 use table::Chunk;
 
@@ -479,14 +478,6 @@ impl fmt::Debug for Scoped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scoped").field("name", &self.name).finish()
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().ignore_poison()
 }
 
 #[cfg(test)]

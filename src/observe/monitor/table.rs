@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
+use super::Inner;
 use super::bound::RowHint;
 use super::window::{AtomicEwma, bucket_end};
-use super::{Inner, lock};
 use crate::observe::EventKey;
+use crate::util::IgnorePoison;
 
 /// Rows of the key table allocated together, on first use.
 pub(super) const CHUNK: usize = 64;
@@ -126,7 +127,7 @@ impl KeyRow<'_> {
     /// Makes the row `name`'s, all figures zero (under the chunk's
     /// `claim`, the hash cleared).
     pub(super) fn reset(&self, name: Box<str>, now: u64, width: u64) {
-        *lock(&self.name) = name;
+        *self.name.lock().ignore_poison() = name;
         for a in [
             &self.hot.requests,
             &self.hot.limited,
@@ -153,7 +154,7 @@ impl KeyRow<'_> {
     }
 
     pub(super) fn name(&self) -> String {
-        lock(&self.name).to_string()
+        self.name.lock().ignore_poison().to_string()
     }
 
     /// Limited and shadow-limited requests, over the whole run.
@@ -211,7 +212,7 @@ impl Inner {
         key: &dyn EventKey,
         now: u64,
     ) -> KeyRow<'a> {
-        let _guard = lock(&chunk.claim);
+        let _guard = chunk.claim.lock().ignore_poison();
         if let Some(row) = chunk.find(home, hash) {
             // Added by another thread meanwhile.
             return row;
