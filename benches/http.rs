@@ -143,7 +143,7 @@ fn app() -> Router {
 /// prepaid (see the module docs).
 fn sluice(success_headers: bool) -> (Router, PerKeyHandle<IpAddr, Memory<IpAddr>>) {
     let layer =
-        PerKeyLayer::<IpAddr, _>::new(Quota::per_hour(PER_HOUR), PeerIp::new()).max_keys(2 * IPS);
+        PerKeyLayer::new(Quota::per_hour(PER_HOUR), PeerIp::new()).max_keys(2 * IPS);
     let handle = layer.handle();
     let policy = handle.default_policy();
     for peer in peers() {

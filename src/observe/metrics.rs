@@ -54,7 +54,7 @@ use crate::util::IgnorePoison;
 /// use tower_sluice::observe::MetricsObserver;
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
-/// let layer = PerKeyLayer::<String, _>::new(Quota::per_second(10), |req: &String| Some(req.clone()))
+/// let layer = PerKeyLayer::new(Quota::per_second(10), |req: &String| Some(req.clone()))
 ///     .observer(MetricsObserver::new().key_label(100));
 /// # let _svc = tower::Layer::layer(&layer, tower::service_fn(|r: String| async move { Ok::<_, std::convert::Infallible>(r) }));
 /// ```

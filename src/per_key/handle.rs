@@ -45,7 +45,7 @@ where
     /// ```
     /// # use tower_sluice::per_key::Policy;
     /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// let layer = PerKeyLayer::<String, _>::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
     /// assert_eq!(layer.handle().default_policy(), Policy::new(Quota::per_minute(60)));
     /// ```
     pub fn default_policy(&self) -> Policy {

@@ -39,7 +39,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn formula_on_a_constructed_history() {
-    let p = AdaptivePolicy::<&str>::new(Quota::per_second(100), 1000);
+    let p = AdaptivePolicy::new(Quota::per_second(100), 1000);
     let secs = Duration::from_secs;
     // First response: sets the averages. success 1, latency 2 s:
     // multiplier (1 + 0.8) / 2 = 0.9 -> 190.
@@ -62,7 +62,7 @@ fn formula_on_a_constructed_history() {
 
 #[test]
 fn smoothing_and_ceiling_are_configurable() {
-    let p = AdaptivePolicy::<u32>::new(Quota::per_minute(60), 1000)
+    let p = AdaptivePolicy::new(Quota::per_minute(60), 1000)
         .smoothing(0.5)
         .latency_ceiling(Duration::from_secs(1));
     // success 1, latency 0.5 s of a 1 s ceiling: (1 + 0.5) / 2 -> 60 * 1.75.
@@ -73,7 +73,7 @@ fn smoothing_and_ceiling_are_configurable() {
 
 #[test]
 fn bounds_are_never_crossed() {
-    let p = AdaptivePolicy::<u64>::new(Quota::per_second(100), 150);
+    let p = AdaptivePolicy::new(Quota::per_second(100), 150);
     let mut seed = 7u64;
     let mut next = || {
         seed = seed
@@ -98,7 +98,7 @@ fn bounds_are_never_crossed() {
     assert_eq!(p.limit(&1000), 150);
 
     // A custom formula is clamped too.
-    let wild = AdaptivePolicy::<u8>::new(Quota::per_second(10), 20).formula(
+    let wild = AdaptivePolicy::new(Quota::per_second(10), 20).formula(
         |_base: u32, _max: u32, s: &KeyStats| if s.success_rate > 0.5 { 1_000 } else { 0 },
     );
     assert_eq!(wild.record(&1, true, Duration::ZERO), 20);
@@ -109,7 +109,7 @@ fn bounds_are_never_crossed() {
 
 #[test]
 fn stats_memory_is_bounded() {
-    let p = AdaptivePolicy::<u64>::new(Quota::per_second(10), 20).max_keys(1_000);
+    let p = AdaptivePolicy::new(Quota::per_second(10), 20).max_keys(1_000);
     for key in 0..100_000 {
         p.record(&key, true, Duration::ZERO);
         assert!(p.len() <= 1_000, "{} keys held", p.len());
@@ -124,7 +124,7 @@ async fn a_raised_limit_keeps_the_burst_in_time() {
     let seen = events.clone();
     // 10 per second, burst 10 (one second of requests), up to 20 per second.
     let adaptive =
-        AdaptivePolicy::<String>::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
+        AdaptivePolicy::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
             if let Event::LimitChanged { key, old, new, .. } = e {
                 seen.lock().unwrap().push((
                     format!("{:?}", key.unwrap()),
@@ -214,7 +214,7 @@ fn raise_fixture(base: Quota, raised: Option<u32>) -> Raisable {
     let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
     match raised {
         Some(raised) => {
-            let adaptive = AdaptivePolicy::<String>::new(base, 1_000)
+            let adaptive = AdaptivePolicy::new(base, 1_000)
                 .formula(move |_: u32, _: u32, _: &KeyStats| raised);
             let svc = adaptive.per_key_layer(key).layer(inner);
             let raise = move || {
@@ -742,7 +742,7 @@ async fn throttle_setters_after_handle_keep_the_handle_attached() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn policy_setters_after_clone_and_layers_apply_to_every_clone() {
-    let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     let copy = policy.clone();
     let feedback = policy.feedback_layer(|req: &String| Some(req.clone()));
     let policy = policy
@@ -1151,7 +1151,7 @@ async fn in_an_axum_router() {
     use axum::error_handling::HandleErrorLayer;
     use axum::http::StatusCode;
     use axum::routing::get;
-    let adaptive = AdaptivePolicy::<String>::new(Quota::per_minute(60), 120);
+    let adaptive = AdaptivePolicy::new(Quota::per_minute(60), 120);
     let key = |req: &axum::http::Request<axum::body::Body>| {
         req.headers()
             .get("x-api-key")
@@ -1191,7 +1191,7 @@ fn bounds() {
     ok::<AimdLayer>();
     ok::<AdaptiveConcurrencyLayer>();
     ok::<AdaptiveThrottleLayer>();
-    ok::<AdaptivePolicy<String>>();
+    ok::<AdaptivePolicy>();
 }
 
 #[tokio::test(start_paused = true)]

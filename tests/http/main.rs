@@ -31,6 +31,7 @@ use tower_sluice::{PerKeyLayer, Quota, RateLimitLayer};
 mod example;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod inference;
 mod keys;
 mod server;
 
@@ -159,7 +160,7 @@ async fn admitted_and_limited_responses_carry_the_fields() {
     assert_eq!(field(&res, "ratelimit"), Some(r#""per-minute";r=0;t=12"#));
 
     // Other keys are untouched, and a key with a full bucket shows no `t`.
-    let fresh = PerKeyLayer::<String, _>::new(Quota::per_minute(5), api_key());
+    let fresh = PerKeyLayer::new(Quota::per_minute(5), api_key());
     let handle = fresh.handle();
     let new = "new".to_string();
     assert_eq!(

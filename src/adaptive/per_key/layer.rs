@@ -12,7 +12,7 @@ use super::*;
 /// use tower_sluice::Quota;
 /// use tower_sluice::adaptive::AdaptivePolicy;
 ///
-/// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+/// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
 /// let key = |req: &String| Some(req.clone());
 /// let svc = ServiceBuilder::new()
 ///     .layer(policy.per_key_layer(key))
@@ -21,9 +21,10 @@ use super::*;
 /// # let _ = svc;
 /// ```
 pub struct KeyFeedbackLayer<K, X, C = DefaultFeedback> {
-    pub(super) policy: AdaptivePolicy<K>,
+    pub(super) policy: AdaptivePolicy,
     pub(super) extractor: X,
     pub(super) classify: C,
+    pub(super) _key: PhantomData<fn() -> K>,
 }
 
 impl<K, X, C> KeyFeedbackLayer<K, X, C> {
@@ -40,7 +41,7 @@ impl<K, X, C> KeyFeedbackLayer<K, X, C> {
     /// use tower_sluice::adaptive::{AdaptivePolicy, Feedback, Signal};
     ///
     /// // Responses are status codes; 5xx count against the key, 4xx not at all.
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     /// let learn = policy
     ///     .feedback_layer(|req: &(String, u16)| Some(req.0.clone()))
     ///     .classify(|r: &Result<u16, BoxError>| match r {
@@ -56,6 +57,7 @@ impl<K, X, C> KeyFeedbackLayer<K, X, C> {
             policy: self.policy,
             extractor: self.extractor,
             classify,
+            _key: PhantomData,
         }
     }
 }
@@ -66,6 +68,7 @@ impl<K, X: Clone, C: Clone> Clone for KeyFeedbackLayer<K, X, C> {
             policy: self.policy.clone(),
             extractor: self.extractor.clone(),
             classify: self.classify.clone(),
+            _key: PhantomData,
         }
     }
 }
@@ -79,6 +82,7 @@ impl<S, K, X: Clone, C: Clone> Layer<S> for KeyFeedbackLayer<K, X, C> {
             policy: self.policy.clone(),
             extractor: self.extractor.clone(),
             classify: self.classify.clone(),
+            _key: PhantomData,
         }
     }
 }

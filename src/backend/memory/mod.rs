@@ -27,7 +27,7 @@ use self::store::{Extra, Fresh, Full, KeyState, Store};
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
 /// // The default backend, with a bound of 50 000 keys instead of 100 000.
-/// let layer = PerKeyLayer::<std::net::IpAddr, _>::new(Quota::per_minute(60), |ip: &std::net::IpAddr| Some(*ip))
+/// let layer = PerKeyLayer::new(Quota::per_minute(60), |ip: &std::net::IpAddr| Some(*ip))
 ///     .backend(Memory::<std::net::IpAddr>::new(50_000));
 /// # let _ = layer;
 /// ```

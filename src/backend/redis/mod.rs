@@ -13,7 +13,6 @@
 //!     .failure_policy(FailurePolicy::Fallback { expected_instances: 4 });
 //! let layer = PerKeyLayer::new(Quota::per_minute(60), |req: &String| Some(req.clone()))
 //!     .backend(redis);
-//! # let _: &PerKeyLayer<String, _, _> = &layer;
 //! # Ok(()) }
 //! ```
 //!
