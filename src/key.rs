@@ -136,7 +136,7 @@ where
 ///
 /// impl Keyed for Tenant { type Key = String; }
 ///
-/// // Without `Keyed`, the key type would depend on the unknown body type.
+/// // `Keyed` gives the key type before any request (and its body type) is known.
 /// let layer = PerKeyLayer::new(Quota::per_minute(600), Tenant);
 /// let req = Request { path: "/tenant-7/orders".into(), body: () };
 /// assert_eq!(Tenant.extract(&req).as_deref(), Some("tenant-7"));

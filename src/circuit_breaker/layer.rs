@@ -8,6 +8,7 @@ use super::{
     PerKeyCircuitBreakerLayer,
 };
 use crate::classify::ErrorsAreFailures;
+use crate::key::KeyOf;
 use crate::observe::{Observer, Observers};
 use crate::slot::Slot;
 
@@ -287,13 +288,15 @@ impl<C> CircuitBreakerLayer<C> {
 
     /// One breaker per key (per upstream host), found by `key_extractor`
     /// (a closure `|req: &Req| -> Option<K>` or a
-    /// [`KeyExtractor`](crate::per_key::KeyExtractor)); each is made on
+    /// [`KeyExtractor`](crate::per_key::KeyExtractor), whose key type it
+    /// takes, as [`PerKeyLayer::new`](crate::PerKeyLayer::new)); each is made on
     /// first use with this layer's configuration, classifier, observer and
     /// shadow setting. Requests without a key share one default breaker.
     /// See [`PerKeyCircuitBreakerLayer`].
-    pub fn per_key<K, X>(self, key_extractor: X) -> PerKeyCircuitBreakerLayer<K, X, C>
+    pub fn per_key<M, X>(self, key_extractor: X) -> PerKeyCircuitBreakerLayer<X::Key, X, C>
     where
-        K: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+        X: KeyOf<M>,
+        X::Key: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     {
         let breaker = self.breaker.load();
         PerKeyCircuitBreakerLayer::new(

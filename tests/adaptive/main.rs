@@ -123,17 +123,16 @@ async fn a_raised_limit_keeps_the_burst_in_time() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     // 10 per second, burst 10 (one second of requests), up to 20 per second.
-    let adaptive =
-        AdaptivePolicy::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
-            if let Event::LimitChanged { key, old, new, .. } = e {
-                seen.lock().unwrap().push((
-                    format!("{:?}", key.unwrap()),
-                    old.limit(),
-                    new.limit(),
-                    new.burst(),
-                ));
-            }
-        });
+    let adaptive = AdaptivePolicy::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
+        if let Event::LimitChanged { key, old, new, .. } = e {
+            seen.lock().unwrap().push((
+                format!("{:?}", key.unwrap()),
+                old.limit(),
+                new.limit(),
+                new.burst(),
+            ));
+        }
+    });
     let key = |req: &String| Some(req.clone());
     let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
     let mut svc = adaptive
@@ -1183,6 +1182,39 @@ async fn in_an_axum_router() {
         adaptive.limit(&"k1".to_string()) > 60,
         "learned from the response"
     );
+}
+
+#[test]
+fn keys_of_two_types_are_apart_and_setters_restart_both() {
+    let p = AdaptivePolicy::new(Quota::per_second(100), 1000);
+    let secs = Duration::from_secs;
+    assert_eq!(p.record(&7u64, true, secs(2)), 190);
+    // A key of another type, even one that prints the same, has stats of its own.
+    assert_eq!(p.stats(&"7"), None);
+    assert_eq!(p.limit(&"7"), 100);
+    assert_eq!(p.record(&"7", false, secs(2)), 140);
+    assert_eq!(p.record(&"7", false, secs(2)), 140);
+    assert_eq!(p.stats(&7u64).unwrap().samples, 1);
+    assert_eq!(p.stats(&"7").unwrap().samples, 2);
+    assert_eq!((p.limit(&7u64), p.limit(&"7")), (190, 140));
+    assert_eq!(
+        p.adapted(&7u64).unwrap().quotas().next().unwrap().limit(),
+        190
+    );
+    assert_eq!(
+        p.adapted(&"7").unwrap().quotas().next().unwrap().limit(),
+        140
+    );
+    assert_eq!(p.len(), 2);
+    // A third type seen only by readers holds nothing.
+    assert_eq!(p.limit(&7u8), 100);
+    assert_eq!(p.len(), 2);
+    // A setter restarts the stats of every key type.
+    let p = p.smoothing(0.5);
+    assert!(p.is_empty());
+    assert_eq!((p.limit(&7u64), p.limit(&"7")), (100, 100));
+    assert_eq!(p.record(&"7", true, secs(2)), 190);
+    assert_eq!(p.len(), 1);
 }
 
 #[test]

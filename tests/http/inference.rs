@@ -6,11 +6,18 @@
 use std::any::type_name;
 
 use super::*;
+use tower_sluice::CircuitBreakerLayer;
 use tower_sluice::adaptive::AdaptivePolicy;
+use tower_sluice::circuit_breaker::PerKeyCircuitBreakerLayer;
 use tower_sluice::per_key::{ConstKey, KeyExtractor, Keyed};
 
 /// The key type of a per-key layer, read without pinning it.
 fn key_type<K, X, B>(_: &PerKeyLayer<K, X, B>) -> &'static str {
+    type_name::<K>()
+}
+
+/// The key type of per-key breakers, read without pinning it.
+fn breaker_key_type<K, X, C>(_: &PerKeyCircuitBreakerLayer<K, X, C>) -> &'static str {
     type_name::<K>()
 }
 
@@ -61,6 +68,7 @@ fn lets_compile_without_a_use_that_pins_the_key_type() {
     let _closure = PerKeyLayer::new(Quota::per_minute(60), |r: &String| Some(r.clone()));
     let _header = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"));
     let _adaptive = AdaptivePolicy::new(Quota::per_minute(60), 120);
+    let _breakers = CircuitBreakerLayer::default().per_key(|r: &String| Some(r.clone()));
 }
 
 #[test]
@@ -97,8 +105,20 @@ fn the_key_type_is_the_extractors() {
 
     // The adaptive layers take theirs from the extractor too.
     let adaptive = AdaptivePolicy::new(q, 120);
-    assert_eq!(key_type(&adaptive.per_key_layer(PeerIp::new())), type_name::<IpAddr>());
-    assert_eq!(key_type(&adaptive.per_key_layer(|n: &u32| Some(*n))), type_name::<u32>());
+    assert_eq!(
+        key_type(&adaptive.per_key_layer(PeerIp::new())),
+        type_name::<IpAddr>()
+    );
+    assert_eq!(
+        key_type(&adaptive.per_key_layer(|n: &u32| Some(*n))),
+        type_name::<u32>()
+    );
+
+    // So do per-key breakers.
+    let by_host = CircuitBreakerLayer::default().per_key(HeaderKey::from_static("host"));
+    assert_eq!(breaker_key_type(&by_host), type_name::<String>());
+    let by_owner = CircuitBreakerLayer::default().per_key(Owner);
+    assert_eq!(breaker_key_type(&by_owner), type_name::<u64>());
 }
 
 #[tokio::test]
@@ -107,7 +127,9 @@ async fn inferred_layers_serve_in_a_service_builder() {
     let layer = PerKeyLayer::new(Quota::per_minute(1), user_of);
     let svc = ServiceBuilder::new()
         .layer(layer)
-        .service(service_fn(|_: (String, u8)| async { Ok::<_, tower::BoxError>("ok") }));
+        .service(service_fn(|_: (String, u8)| async {
+            Ok::<_, tower::BoxError>("ok")
+        }));
     svc.clone().oneshot(("ann".into(), 0)).await.unwrap();
     svc.clone().oneshot(("bob".into(), 0)).await.unwrap();
     let err = svc.clone().oneshot(("ann".into(), 0)).await.unwrap_err();
@@ -118,7 +140,9 @@ async fn inferred_layers_serve_in_a_service_builder() {
     let handle = layer.handle();
     let svc = ServiceBuilder::new()
         .layer(layer)
-        .service(service_fn(|_: Job| async { Ok::<_, tower::BoxError>("ok") }));
+        .service(service_fn(|_: Job| async {
+            Ok::<_, tower::BoxError>("ok")
+        }));
     svc.clone().oneshot(Job { owner: 7 }).await.unwrap();
     assert!(svc.clone().oneshot(Job { owner: 7 }).await.is_err());
     svc.clone().oneshot(Job { owner: 8 }).await.unwrap();
@@ -129,45 +153,87 @@ async fn inferred_layers_serve_in_a_service_builder() {
 async fn inferred_layers_serve_in_an_axum_router() {
     let by_header = PerKeyLayer::new(Quota::per_minute(1), HeaderKey::from_static("x-api-key"));
     let mut app = limited(by_header.http());
-    assert_eq!(send(&mut app, get_with_key("k-1")).await.status(), StatusCode::OK);
-    assert_eq!(send(&mut app, get_with_key("k-2")).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&mut app, get_with_key("k-1")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&mut app, get_with_key("k-2")).await.status(),
+        StatusCode::OK
+    );
     let limited_res = send(&mut app, get_with_key("k-1")).await;
     assert_eq!(limited_res.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // A closure over axum's request type, and a user's extractor generic
     // over the body.
     let by_user = PerKeyLayer::new(Quota::per_minute(1), |req: &Request<Body>| {
-        req.headers().get("x-user").and_then(|v| v.to_str().ok()).map(String::from)
+        req.headers()
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
     });
     let by_tenant = PerKeyLayer::new(Quota::per_minute(1), Tenant);
     let mut users = limited(by_user.http());
-    let user = |name: &str| Request::get("/").header("x-user", name).body(Body::empty()).unwrap();
+    let user = |name: &str| {
+        Request::get("/")
+            .header("x-user", name)
+            .body(Body::empty())
+            .unwrap()
+    };
     assert_eq!(send(&mut users, user("ann")).await.status(), StatusCode::OK);
-    assert_eq!(send(&mut users, user("ann")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&mut users, user("ann")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 
     let mut tenants: App = Router::new()
         .route("/{tenant}", get(|| async { "ok" }))
         .layer(by_tenant.http())
         .into_service();
     let to = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-    assert_eq!(send(&mut tenants, to("/t-1")).await.status(), StatusCode::OK);
-    assert_eq!(send(&mut tenants, to("/t-2")).await.status(), StatusCode::OK);
-    assert_eq!(send(&mut tenants, to("/t-1")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&mut tenants, to("/t-1")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&mut tenants, to("/t-2")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&mut tenants, to("/t-1")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
 async fn an_inferred_adaptive_policy_serves_in_a_router() {
     // 1 a minute per key, up to 2 for keys that do well.
     let adaptive = AdaptivePolicy::new(Quota::per_minute(1), 2);
-    let mut app = limited(adaptive.per_key_layer(HeaderKey::from_static("x-api-key")).http());
+    let mut app = limited(
+        adaptive
+            .per_key_layer(HeaderKey::from_static("x-api-key"))
+            .http(),
+    );
     // k-1 did well elsewhere: its limit doubles.
     assert_eq!(adaptive.record(&"k-1".to_string(), true, Duration::ZERO), 2);
     for _ in 0..2 {
-        assert_eq!(send(&mut app, get_with_key("k-1")).await.status(), StatusCode::OK);
+        assert_eq!(
+            send(&mut app, get_with_key("k-1")).await.status(),
+            StatusCode::OK
+        );
     }
-    assert_eq!(send(&mut app, get_with_key("k-1")).await.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(send(&mut app, get_with_key("k-2")).await.status(), StatusCode::OK);
-    assert_eq!(send(&mut app, get_with_key("k-2")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&mut app, get_with_key("k-1")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        send(&mut app, get_with_key("k-2")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&mut app, get_with_key("k-2")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // Keys are the extractor's type: a `&str` is another key.
     assert!(adaptive.stats(&"k-1").is_none());
     assert_eq!(adaptive.stats(&"k-1".to_string()).unwrap().samples, 1);
@@ -180,7 +246,9 @@ async fn an_inferred_adaptive_policy_learns_in_a_service_builder() {
     let svc = ServiceBuilder::new()
         .layer(adaptive.per_key_layer(key))
         .layer(adaptive.feedback_layer(key))
-        .service(service_fn(|_: String| async { Ok::<_, tower::BoxError>("ok") }));
+        .service(service_fn(|_: String| async {
+            Ok::<_, tower::BoxError>("ok")
+        }));
     svc.oneshot("alice".to_string()).await.unwrap();
     assert!(adaptive.limit(&"alice".to_string()) > 100);
     assert_eq!(adaptive.len(), 1);
