@@ -140,7 +140,6 @@ where
 /// let layer = PerKeyLayer::new(Quota::per_minute(600), Tenant);
 /// let req = Request { path: "/tenant-7/orders".into(), body: () };
 /// assert_eq!(Tenant.extract(&req).as_deref(), Some("tenant-7"));
-/// # let _ = (layer, req.body);
 /// ```
 pub trait Keyed {
     /// The key type, the same as [`KeyExtractor::Key`].
