@@ -65,6 +65,8 @@
 //! [`RateLimited`]: crate::RateLimited
 
 mod aimd;
+#[cfg(feature = "http")]
+mod budget;
 mod classify;
 mod concurrency;
 pub mod future;
@@ -72,6 +74,17 @@ mod per_key;
 mod throttle;
 
 pub use aimd::{Aimd, AimdHandle, AimdLayer};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use budget::{
+    DefaultEstimate, EstimateTokens, ProviderBudget, ProviderBudgetHandle, ProviderBudgetLayer,
+    ProviderResponse, ReadUsage, SettleLater, TokenSettlement,
+};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use crate::headers::provider::{
+    ProviderLimits, UpstreamBudget, parse_reset_duration, parse_rfc3339,
+};
 pub use classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal, Upstream, error_feedback};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
