@@ -40,6 +40,17 @@ pub(super) struct Admission {
     tokens: Option<Reserved>,
 }
 
+/// What a limiter could admit now: a peek's remaining counts the peeked
+/// unit as taken.
+fn available(limiter: &Limiter) -> u32 {
+    let d = limiter.peek();
+    if d.is_allowed() {
+        d.remaining().saturating_add(1)
+    } else {
+        0
+    }
+}
+
 fn limiter(quotas: &[Quota]) -> Limiter {
     let mut quotas = quotas.iter().copied();
     let first = quotas.next().expect("a budget holds a quota");
@@ -178,7 +189,7 @@ impl Core {
         }
         let sync = |limiter: &Limiter, theirs: Option<u64>| {
             let Some(theirs) = theirs else { return };
-            let ours = limiter.peek().remaining();
+            let ours = available(limiter);
             if u64::from(ours) > theirs {
                 // At most what remains: allowed, never a debt.
                 let _ = limiter.check_n(ours - theirs as u32);
@@ -190,12 +201,12 @@ impl Core {
 
     /// What remains of the request budget now.
     pub(super) fn requests_remaining(&self) -> u32 {
-        self.requests.peek().remaining()
+        available(&self.requests)
     }
 
     /// What remains of the token budget now.
     pub(super) fn tokens_remaining(&self) -> u32 {
-        self.tokens.peek().remaining()
+        available(&self.tokens)
     }
 }
 
