@@ -58,7 +58,8 @@ async fn main() -> Result<(), BoxError> {
             tokio::spawn(async move {
                 let mut used = 0;
                 for job in 0..JOBS_PER_TASK {
-                    let prompt = format!("task {task}, job {job}: {}", "summarise this. ".repeat(10));
+                    let prompt =
+                        format!("task {task}, job {job}: {}", "summarise this. ".repeat(10));
                     let body = serde_json::json!({ "prompt": prompt, "max_tokens": MAX_TOKENS });
                     loop {
                         let req = reqwest::Client::new()
@@ -73,7 +74,8 @@ async fn main() -> Result<(), BoxError> {
                             continue;
                         }
                         let settlement = res.extensions_mut().remove::<TokenSettlement>();
-                        let answer: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+                        let answer: serde_json::Value =
+                            serde_json::from_slice(&res.bytes().await?)?;
                         let total = answer["usage"]["total_tokens"].as_u64().unwrap_or(0);
                         if let Some(settlement) = settlement {
                             settlement.settle(total);

@@ -45,7 +45,8 @@ async fn every_job_completes_within_the_providers_budgets() {
             tokio::spawn(async move {
                 let mut done = 0;
                 for job in 0..jobs {
-                    let prompt = format!("task {task}, job {job}: {}", "summarise this. ".repeat(10));
+                    let prompt =
+                        format!("task {task}, job {job}: {}", "summarise this. ".repeat(10));
                     let body = serde_json::json!({ "prompt": prompt, "max_tokens": MAX_TOKENS });
                     for _attempt in 0..10 {
                         let req = reqwest::Client::new()
@@ -66,7 +67,10 @@ async fn every_job_completes_within_the_providers_budgets() {
                         let answer: serde_json::Value =
                             serde_json::from_slice(&res.bytes().await?)?;
                         let total = answer["usage"]["total_tokens"].as_u64().unwrap();
-                        assert!(total <= u64::from(settlement.estimate()), "the estimate covers the answer");
+                        assert!(
+                            total <= u64::from(settlement.estimate()),
+                            "the estimate covers the answer"
+                        );
                         settlement.settle(total);
                         done += 1;
                         break;

@@ -112,9 +112,16 @@ async fn complete(
         let t = p.tokens.peek_n(cost.min(p.tokens.max_cost())).unwrap();
         fields(&mut headers, "requests", quota(&p.requests), &r);
         fields(&mut headers, "tokens", quota(&p.tokens), &t);
-        let wait = r.retry_after().max(t.retry_after()).max(Duration::from_millis(1));
+        let wait = r
+            .retry_after()
+            .max(t.retry_after())
+            .max(Duration::from_millis(1));
         headers.insert("retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
-        return (StatusCode::TOO_MANY_REQUESTS, headers, "rate limited".into());
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            headers,
+            "rate limited".into(),
+        );
     };
     p.stats.ok.fetch_add(1, Ordering::Relaxed);
     p.stats.tokens.fetch_add(total, Ordering::Relaxed);

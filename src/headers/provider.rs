@@ -194,10 +194,8 @@ impl ProviderLimits {
     /// assert_eq!(ProviderLimits::from_headers(&headers).pause(cap), Some(cap));
     /// ```
     pub fn pause(&self, cap: Duration) -> Option<Duration> {
-        let spent = |b: &Option<UpstreamBudget>| {
-            b.filter(|b| b.remaining == Some(0))
-                .and_then(|b| b.reset)
-        };
+        let spent =
+            |b: &Option<UpstreamBudget>| b.filter(|b| b.remaining == Some(0)).and_then(|b| b.reset);
         [self.retry_after, spent(&self.requests), spent(&self.tokens)]
             .into_iter()
             .flatten()
@@ -238,9 +236,13 @@ fn ietf(headers: &HeaderMap) -> ProviderLimits {
                 items(p)
                     .map(|(name, params)| {
                         let q = param_int(&params, "q");
-                        let qu = params.iter().find(|(k, _)| k.as_str() == "qu").and_then(|(_, v)| {
-                            v.as_string().map(|s| s.as_str().to_ascii_lowercase())
-                        });
+                        let qu =
+                            params
+                                .iter()
+                                .find(|(k, _)| k.as_str() == "qu")
+                                .and_then(|(_, v)| {
+                                    v.as_string().map(|s| s.as_str().to_ascii_lowercase())
+                                });
                         (name, q, qu)
                     })
                     .collect()
@@ -416,7 +418,11 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':'
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
@@ -460,9 +466,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         _ => return None,
     };
     let days = days_from_civil(i64::from(year), month, day);
-    let secs = days * 86_400
-        + i64::from(hour * 3_600 + minute * 60 + second)
-        - offset;
+    let secs = days * 86_400 + i64::from(hour * 3_600 + minute * 60 + second) - offset;
     let at = if secs >= 0 {
         SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))?
     } else {
@@ -529,17 +533,17 @@ mod tests {
             "past the nanosecond"
         );
         for bad in [
-            "", "s", "-1s", "+1s", "1 s", " 1s", "1x", "1m 2s", "1.s.", ".", "1..5s", "1sm",
-            "5m3", "1d", "1e3s", "１s",
+            "", "s", "-1s", "+1s", "1 s", " 1s", "1x", "1m 2s", "1.s.", ".", "1..5s", "1sm", "5m3",
+            "1d", "1e3s", "１s",
         ] {
             assert_eq!(d(bad), None, "{bad:?}");
         }
         // Huge values saturate.
-        assert_eq!(d("99999999999999999999999999h"), Some(Duration::from_nanos(u64::MAX)));
         assert_eq!(
-            d(&"9".repeat(500)),
+            d("99999999999999999999999999h"),
             Some(Duration::from_nanos(u64::MAX))
         );
+        assert_eq!(d(&"9".repeat(500)), Some(Duration::from_nanos(u64::MAX)));
     }
 
     #[test]
@@ -608,8 +612,14 @@ mod tests {
             (t.limit, t.remaining, t.reset),
             (Some(30_000), Some(0), Some(Duration::from_secs(360)))
         );
-        assert_eq!(l.pause(Duration::from_secs(60)), Some(Duration::from_secs(60)));
-        assert_eq!(l.pause(Duration::from_secs(3_600)), Some(Duration::from_secs(360)));
+        assert_eq!(
+            l.pause(Duration::from_secs(60)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            l.pause(Duration::from_secs(3_600)),
+            Some(Duration::from_secs(360))
+        );
         // Malformed values are absent; a budget of nothing is none.
         let l = limits(&[
             ("x-ratelimit-remaining-tokens", "-3"),
@@ -635,9 +645,15 @@ mod tests {
             ("anthropic-ratelimit-requests-remaining", "49"),
             ("anthropic-ratelimit-requests-reset", "2015-10-21T07:28:01Z"),
             ("anthropic-ratelimit-input-tokens-remaining", "900"),
-            ("anthropic-ratelimit-input-tokens-reset", "2015-10-21T07:28:30Z"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2015-10-21T07:28:30Z",
+            ),
             ("anthropic-ratelimit-output-tokens-remaining", "100"),
-            ("anthropic-ratelimit-output-tokens-reset", "2015-10-21T07:28:05Z"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2015-10-21T07:28:05Z",
+            ),
         ]);
         let r = l.requests.unwrap();
         assert_eq!(
@@ -646,7 +662,10 @@ mod tests {
         );
         // No `tokens-*`: the tighter of input and output.
         let t = l.tokens.unwrap();
-        assert_eq!((t.remaining, t.reset), (Some(100), Some(Duration::from_secs(5))));
+        assert_eq!(
+            (t.remaining, t.reset),
+            (Some(100), Some(Duration::from_secs(5)))
+        );
         // `tokens-*` wins; a reset in the past is no wait.
         let l = limits(&[
             date,
@@ -663,7 +682,10 @@ mod tests {
             ("anthropic-ratelimit-requests-remaining", "0"),
             ("anthropic-ratelimit-requests-reset", "9999-12-31T23:59:59Z"),
         ]);
-        assert_eq!(l.pause(Duration::from_secs(60)), Some(Duration::from_secs(60)));
+        assert_eq!(
+            l.pause(Duration::from_secs(60)),
+            Some(Duration::from_secs(60))
+        );
         // OpenAI fields win over Anthropic's.
         let l = limits(&[
             ("x-ratelimit-remaining-requests", "7"),
@@ -679,7 +701,10 @@ mod tests {
                 "ratelimit-policy",
                 r#""rpm";q=60;w=60, "tpm";q=100000;w=60;qu="tokens", "bytes";q=9;qu="content-bytes""#,
             ),
-            ("ratelimit", r#""rpm";r=0;t=12, "tpm";r=5000;t=3, "bytes";r=0;t=99"#),
+            (
+                "ratelimit",
+                r#""rpm";r=0;t=12, "tpm";r=5000;t=3, "bytes";r=0;t=99"#,
+            ),
         ]);
         let r = l.requests.unwrap();
         assert_eq!(
@@ -691,7 +716,10 @@ mod tests {
             (t.limit, t.remaining, t.reset),
             (Some(100_000), Some(5_000), Some(Duration::from_secs(3)))
         );
-        assert_eq!(l.pause(Duration::from_secs(60)), Some(Duration::from_secs(12)));
+        assert_eq!(
+            l.pause(Duration::from_secs(60)),
+            Some(Duration::from_secs(12))
+        );
         // Without a policy every item counts requests; the tightest wins.
         let l = limits(&[("ratelimit", r#""a";r=5;t=1, "b";r=2;t=9, "c";r=-1"#)]);
         assert_eq!(l.requests.unwrap().remaining, Some(2));

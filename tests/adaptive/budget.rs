@@ -84,8 +84,8 @@ async fn waits_for_the_token_budget() {
     within(ms(10_000), async {
         let up = Upstream::new(vec![]);
         // 100 tokens a second; requests are plentiful.
-        let budget = ProviderBudgetLayer::new(Quota::per_second(100), Quota::per_second(100))
-            .estimate(body);
+        let budget =
+            ProviderBudgetLayer::new(Quota::per_second(100), Quota::per_second(100)).estimate(body);
         let client = budget.layer(up.service());
         // Three requests of 60 tokens at once: the second waits for 20
         // tokens to refill (200 ms), the third for 60 more (600 ms).
@@ -146,7 +146,10 @@ async fn never_waits_past_max_wait() {
         // More than the burst could never pass.
         let err = client.clone().oneshot(req(101)).await.unwrap_err();
         let exceeds = err.downcast_ref::<ExceedsBurst>().expect("ExceedsBurst");
-        assert_eq!((exceeds.cost(), exceeds.quota()), (101, Quota::per_second(100)));
+        assert_eq!(
+            (exceeds.cost(), exceeds.quota()),
+            (101, Quota::per_second(100))
+        );
     })
     .await;
 }
@@ -179,7 +182,10 @@ async fn corrects_from_usage() {
             .map(|_| ())
             .unwrap_err();
         let limited = err.downcast_ref::<RateLimited>().expect("RateLimited");
-        assert!(limited.retry_after() > Duration::from_secs(3_600), "{limited:?}");
+        assert!(
+            limited.retry_after() > Duration::from_secs(3_600),
+            "{limited:?}"
+        );
     })
     .await;
 }
@@ -294,7 +300,10 @@ async fn a_pause_that_arrives_while_waiting_is_honoured() {
         .estimate(body);
         let client = budget.layer(up.service());
         // The second is due at 100 ms; the first's 429 pauses until 1.5 s.
-        let (a, b) = tokio::join!(client.clone().oneshot(req(1)), client.clone().oneshot(req(1)));
+        let (a, b) = tokio::join!(
+            client.clone().oneshot(req(1)),
+            client.clone().oneshot(req(1))
+        );
         assert_eq!(a.unwrap().status(), 429);
         b.unwrap();
         assert_eq!(up.sent(), [ms(0), ms(1_500)]);

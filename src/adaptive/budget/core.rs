@@ -136,10 +136,7 @@ impl Core {
                 return Err(RateLimited::from_decision(&d).into());
             }
         };
-        let wait = requests
-            .wait
-            .max(tokens.map_or(0, |t| t.wait))
-            .max(paused);
+        let wait = requests.wait.max(tokens.map_or(0, |t| t.wait)).max(paused);
         Ok(Admission {
             wait,
             estimate,

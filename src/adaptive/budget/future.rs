@@ -178,20 +178,22 @@ impl<U> Held<U> {
         U: ReadUsage<R>,
     {
         let too_many = res.status() == StatusCode::TOO_MANY_REQUESTS;
-        self.core
-            .steer(&ProviderLimits::from_headers(res.headers()), too_many);
+        let limits = ProviderLimits::from_headers(res.headers());
+        // Settled first, while a refund can still find the budget as the
+        // request left it; then the upstream's word.
         if too_many {
             // The upstream did no work.
             self.core.settle(&self.admission, 0);
-            return;
-        }
-        match self.usage.take().and_then(|u| u.usage(res)) {
-            Some(used) => self.core.settle(&self.admission, used),
-            None => {
-                res.extensions_mut()
-                    .insert(TokenSettlement::new(self.core.clone(), self.admission));
+        } else {
+            match self.usage.take().and_then(|u| u.usage(res)) {
+                Some(used) => self.core.settle(&self.admission, used),
+                None => {
+                    res.extensions_mut()
+                        .insert(TokenSettlement::new(self.core.clone(), self.admission));
+                }
             }
         }
+        self.core.steer(&limits, too_many);
     }
 }
 

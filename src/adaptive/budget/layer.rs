@@ -12,7 +12,8 @@ use crate::quota::Quota;
 use crate::slot::Slot;
 
 /// Keeps a client under an upstream AI provider's request and token
-/// budgets. See the [module docs](crate::adaptive) for an overview.
+/// budgets. See the [module docs](crate::adaptive) for the other
+/// adaptive layers.
 ///
 /// Each request is charged one request and its estimated tokens
 /// ([`estimate`](Self::estimate), by default [`DefaultEstimate`]) before it
@@ -48,6 +49,39 @@ use crate::slot::Slot;
 /// budgets, which the handle follows.
 ///
 /// # Examples
+///
+/// A client of a provider that allows 500 requests and 30 000 tokens a
+/// minute, with a fake provider standing for the HTTP client:
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::adaptive::ProviderBudgetLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let budget = ProviderBudgetLayer::per_minute(500, 30_000)
+///     // The prompt's tokens (4 bytes each) and the answer's `max_tokens`.
+///     .estimate(|req: &http::Request<String>| (req.body().len() as u32).div_ceil(4) + 1_000)
+///     // The answer's true count, from a header here (or settle it from the body).
+///     .usage(|res: &http::Response<String>| {
+///         res.headers().get("x-usage-total-tokens")?.to_str().ok()?.parse().ok()
+///     });
+/// let tokens = budget.handle();
+/// let client = ServiceBuilder::new().layer(budget).service(service_fn(|_req| async {
+///     let answer = http::Response::builder()
+///         .header("x-usage-total-tokens", "420")
+///         .header("x-ratelimit-remaining-tokens", "29000")
+///         .body(String::from("an answer"))?;
+///     Ok::<_, BoxError>(answer)
+/// }));
+/// client.oneshot(http::Request::new("a prompt".to_string())).await?;
+/// // 420 tokens were used; the provider says 29 000 remain, and it knows best.
+/// assert_eq!(tokens.tokens_remaining(), 29_000);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Daily budgets beside the minute's, and a shorter wait:
 ///
 /// ```
 /// use std::time::Duration;
@@ -227,7 +261,7 @@ impl<E, U> ProviderBudgetLayer<E, U> {
     /// ```
     /// # use tower_sluice::adaptive::ProviderBudgetLayer;
     /// // The upstream's gateway reports usage in a header.
-    /// let budget = ProviderBudgetLayer::per_minute(60, 10_000).usage(|res: &reqwest::Response| {
+    /// let budget = ProviderBudgetLayer::per_minute(60, 10_000).usage(|res: &reqwest::Response| -> Option<u64> {
     ///     res.headers().get("x-usage-total-tokens")?.to_str().ok()?.parse().ok()
     /// });
     /// # let _ = budget;

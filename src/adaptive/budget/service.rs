@@ -75,13 +75,7 @@ where
                 // The ready service goes with the request; a clone stays.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                BudgetFuture::admitted(
-                    inner,
-                    req,
-                    self.core.clone(),
-                    admission,
-                    self.usage.clone(),
-                )
+                BudgetFuture::admitted(inner, req, self.core.clone(), admission, self.usage.clone())
             }
             Err(error) => BudgetFuture::rejected(error),
         }
