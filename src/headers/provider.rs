@@ -137,7 +137,7 @@ impl ProviderLimits {
                 &format!("x-ratelimit-limit-{kind}"),
                 &format!("x-ratelimit-remaining-{kind}"),
                 &format!("x-ratelimit-reset-{kind}"),
-                |s| parse_reset_duration(s),
+                parse_reset_duration,
             )
         };
         let anthropic = |kind: &str| {
@@ -477,7 +477,9 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -563,7 +565,7 @@ mod tests {
             at("2015-10-21T07:28:00.123456789123z"),
             Some(epoch + Duration::from_nanos(1_445_412_480_123_456_789))
         );
-        assert_eq!(at("2024-02-29T00:00:00Z").is_some(), true);
+        assert!(at("2024-02-29T00:00:00Z").is_some());
         assert_eq!(
             at("1969-12-31T23:59:59Z"),
             epoch.checked_sub(Duration::from_secs(1))

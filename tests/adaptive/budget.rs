@@ -27,17 +27,20 @@ fn usage_header(res: &Res) -> Option<u64> {
     res.headers().get("x-usage")?.to_str().ok()?.parse().ok()
 }
 
+/// An answer: a status and header fields.
+type Answer = (u16, Vec<(&'static str, String)>);
+
 /// An upstream that records when each request arrived (from the start)
 /// and answers with the next of `answers` (then 200 with no fields).
 #[derive(Clone)]
 struct Upstream {
     start: Instant,
     sent: Arc<Mutex<Vec<Duration>>>,
-    answers: Arc<Mutex<Vec<(u16, Vec<(&'static str, String)>)>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
 }
 
 impl Upstream {
-    fn new(answers: Vec<(u16, Vec<(&'static str, String)>)>) -> Self {
+    fn new(answers: Vec<Answer>) -> Self {
         let mut answers = answers;
         answers.reverse();
         Upstream {
@@ -94,7 +97,9 @@ async fn waits_for_the_token_budget() {
             client.clone().oneshot(req(60)),
             client.clone().oneshot(req(60)),
         );
-        (a.unwrap(), b.unwrap(), c.unwrap());
+        for r in [a, b, c] {
+            r.unwrap();
+        }
         assert_eq!(up.sent(), [ms(0), ms(200), ms(800)]);
     })
     .await;
@@ -116,7 +121,9 @@ async fn waits_for_the_request_budget() {
             client.clone().oneshot(req(5)),
             client.clone().oneshot(req(5)),
         );
-        (a.unwrap(), b.unwrap(), c.unwrap());
+        for r in [a, b, c] {
+            r.unwrap();
+        }
         assert_eq!(up.sent(), [ms(0), ms(500), ms(1_000)]);
     })
     .await;
