@@ -7,6 +7,7 @@
 //! | a client of a rate-limited API whose real limit you do not know (or that changes) | to find it and stay just under it, honouring `Retry-After` and `RateLimit` headers | [`AimdLayer`] |
 //! | a server (or a client of a shared backend) that should not queue itself to death | a limit on requests in flight that follows latency, excess refused at once | [`AdaptiveConcurrencyLayer`] ([`GradientLimit`] or [`AimdLimit`]) |
 //! | a client of an overloaded backend | to stop sending what the backend would refuse anyway, sheddable requests first | [`AdaptiveThrottleLayer`] |
+//! | a client of an AI provider with a request *and* a token budget | to charge each prompt its tokens, settle them from the answer's usage, and follow the provider's `x-ratelimit-*` / `anthropic-ratelimit-*` / `RateLimit` fields | `ProviderBudgetLayer` (feature `http`) |
 //!
 //! Every layer learns from responses through a [`ClassifyFeedback`]:
 //! [`DefaultFeedback`] (errors are failures; a [`RateLimited`] error or a
@@ -62,16 +63,43 @@
 //! # }
 //! ```
 //!
+//! # Staying under an AI provider's budgets
+//!
+//! With the feature `http`, `ProviderBudgetLayer` keeps an LLM client
+//! under its provider's requests per minute *and* tokens per minute: each
+//! request is charged its estimated tokens before it is sent and waits
+//! (never longer than `max_wait`) until both budgets have room; the true
+//! count, read from the response or settled by the caller through the
+//! `TokenSettlement` the response carries, corrects the estimate; and the
+//! provider's fields (`ProviderLimits`: OpenAI-style, Anthropic-style, IETF,
+//! `Retry-After`) pause it or bring its budgets down, every wait capped.
+//!
+//! `ProviderBudgetLayer`'s docs have a runnable example, and
+//! `examples/llm_client.rs` runs one against a mock provider.
+//!
 //! [`RateLimited`]: crate::RateLimited
 
 mod aimd;
+#[cfg(feature = "http")]
+mod budget;
 mod classify;
 mod concurrency;
 pub mod future;
 mod per_key;
 mod throttle;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use crate::headers::provider::{
+    ProviderLimits, UpstreamBudget, parse_reset_duration, parse_rfc3339,
+};
 pub use aimd::{Aimd, AimdHandle, AimdLayer};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use budget::{
+    DefaultEstimate, EstimateTokens, ProviderBudget, ProviderBudgetHandle, ProviderBudgetLayer,
+    ProviderResponse, ReadUsage, SettleLater, TokenSettlement,
+};
 pub use classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal, Upstream, error_feedback};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

@@ -22,6 +22,8 @@ use tower_sluice::observe::Event;
 use tower_sluice::{Limiter, Quota, RateLimited};
 
 #[cfg(feature = "http")]
+mod budget;
+#[cfg(feature = "http")]
 mod hints;
 
 /// Runs `f` on the paused clock, failing after `limit` of virtual time.
