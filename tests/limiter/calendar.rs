@@ -18,7 +18,20 @@ fn utc(y: i64, m: u32, d: u32, h: u64, mi: u64, s: u64) -> SystemTime {
     for year in 1970..y {
         days += if leap(year) { 366 } else { 365 };
     }
-    let lens = [31, if leap(y) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let lens = [
+        31,
+        if leap(y) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     days += lens[..(m - 1) as usize].iter().sum::<u64>();
     days += u64::from(d - 1);
     UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3_600 + mi * 60 + s)
