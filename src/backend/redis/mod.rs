@@ -146,7 +146,7 @@ use deny::DenyCache;
 use health::{Breaker, Health, Nodes, Route};
 
 #[cfg(all(test, feature = "test-util"))]
-use decide::emission_us;
+use decide::quota_args;
 use decide::{Derived, KeyText};
 use script::error_kind;
 use stats::Counters;
