@@ -224,8 +224,9 @@ where
     /// lost when it restarts** (and a key the store forgets under a flood
     /// of new keys starts again from zero, see
     /// [`FullStore`](crate::backend::FullStore)). The Redis backend keeps
-    /// them in Redis; with Redis persistence they survive restarts of
-    /// both (see `RedisBackend::usage`).
+    /// them in Redis, one key per window (`<key>@calendar-<period>:<index>`,
+    /// readable with `GET`); with Redis persistence they survive restarts
+    /// of both. This method reads the in-memory backend.
     ///
     /// # Examples
     ///
