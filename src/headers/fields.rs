@@ -13,7 +13,9 @@
 //!
 //! Each quota is one item, named after its period: `per-second`,
 //! `per-minute`, `per-hour`, `per-day`, `per-week`, otherwise `per-` and
-//! the period (`per-10s`, `per-5m`). When two quotas of one policy would
+//! the period (`per-10s`, `per-5m`); a [calendar](crate::calendar) quota's
+//! item is `calendar-minute`, `calendar-hour`, `calendar-day` or
+//! `calendar-month`. When two quotas of one policy would
 //! share a name, the items are `q0`, `q1`, … in the policy's order. A
 //! [named](crate::per_key::Policy::named) policy prefixes its name (`free-per-minute`),
 //! so a client sees its tier. A cap on requests in flight adds a
@@ -25,6 +27,12 @@
 //! now and `t` the seconds (rounded up) until one more would: the time
 //! until "additional quota is made available", in the draft's words. `t`
 //! is left out when the quota is full.
+//!
+//! A calendar quota's `w` is its period's nominal length (60, 3600, 86400,
+//! or 2592000 for a month of 30 days; the draft's `w` is a whole number of
+//! seconds), and its `t` is always the seconds (rounded up) until the
+//! window ends and its count resets, full or not; a refusal's
+//! `Retry-After` is that same time.
 //!
 //! # Rounding
 //!
@@ -266,7 +274,7 @@ impl<'a> Item<'a> {
         let quota = d.quota();
         let name = match (0..policy.len()).position(|i| d.is_of(policy.params(i))) {
             Some(i) => NameRef::Borrowed(&fields.names[i]),
-            None => NameRef::Owned(quoted(policy.name(), &period_name(quota.period()))),
+            None => NameRef::Owned(quoted(policy.name(), &quota_name(&quota))),
         };
         let (remaining, next) = d.remaining_and_next();
         Item {
@@ -460,7 +468,7 @@ pub(crate) struct PolicyFields {
 impl PolicyFields {
     pub(crate) fn new(policy: &Policy) -> Self {
         let quotas: Vec<Quota> = policy.quotas().collect();
-        let mut bases: Vec<String> = quotas.iter().map(|q| period_name(q.period())).collect();
+        let mut bases: Vec<String> = quotas.iter().map(quota_name).collect();
         let ambiguous = (1..bases.len()).any(|i| bases[..i].contains(&bases[i]));
         if ambiguous {
             bases = (0..bases.len()).map(|i| format!("q{i}")).collect();
@@ -505,6 +513,15 @@ fn quota_window(quota: &Quota) -> (u64, u64) {
     let q = u128::from(quota.limit()) * u128::from(w) * u128::from(NANOS_PER_SEC)
         / period.as_nanos().max(1);
     (u64::try_from(q).unwrap_or(u64::MAX), w)
+}
+
+/// An item's name: `calendar-day` (…`-minute`, `-hour`, `-month`) for a
+/// calendar quota, else the name of its period.
+pub(crate) fn quota_name(quota: &Quota) -> String {
+    match quota.calendar() {
+        Some(cal) => format!("calendar-{cal}"),
+        None => period_name(quota.period()),
+    }
 }
 
 /// `per-second`, `per-minute`, …, or `per-10s`.

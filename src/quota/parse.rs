@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Quota;
 use super::error::QuotaError;
+use crate::calendar::Calendar;
 
 /// Units, largest first; the first name is the canonical one for `Display`.
 const UNITS: &[(&[&str], u64)] = &[
@@ -35,6 +36,9 @@ impl fmt::Display for Quota {
     /// `LIMIT/[COUNT]UNIT`, plus `;burst=B` when the burst differs from the
     /// limit. Months and weeks are only used for exactly one of them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(cal) = self.calendar {
+            return write!(f, "{}/calendar-{cal}", self.limit);
+        }
         let nanos = self.period.as_nanos() as u64;
         let (names, unit) = UNITS
             .iter()
@@ -88,6 +92,15 @@ impl FromStr for Quota {
             .split_once('/')
             .ok_or_else(|| fail("missing '/' between limit and period".to_owned()))?;
         let limit = parse_count(limit.trim()).map_err(|why| fail(format!("limit {why}")))?;
+        if let Some(cal) = parse_calendar(per).map_err(fail)? {
+            if burst.is_some_and(|b| b != limit) {
+                return Err(fail(
+                    "a calendar quota admits its whole limit at once; `burst` does not apply"
+                        .to_owned(),
+                ));
+            }
+            return Quota::try_per_calendar(limit, cal).map_err(|e| fail(e.to_string()));
+        }
         let period = parse_period(per).map_err(fail)?;
         if limit == 0 {
             return Err(fail("limit must be at least 1".to_owned()));
@@ -102,6 +115,22 @@ impl FromStr for Quota {
             ),
         })
     }
+}
+
+/// The calendar period of `calendar-UNIT` (`None` for any other period),
+/// with a reason when UNIT is not one.
+pub(super) fn parse_calendar(per: &str) -> Result<Option<Calendar>, String> {
+    let per = per.trim();
+    let Some(unit) = per
+        .get(..9)
+        .filter(|p| p.eq_ignore_ascii_case("calendar-"))
+        .map(|_| per[9..].trim())
+    else {
+        return Ok(None);
+    };
+    Calendar::from_name(unit).map(Some).ok_or_else(|| {
+        format!("unknown calendar period {unit:?} (expected minute, hour, day or month)")
+    })
 }
 
 /// The period of the string form, `[COUNT]UNIT` (`10s`, `min`, `2weeks`),
@@ -173,6 +202,11 @@ mod tests {
             ("60/min;burst=10", Quota::per_minute(60).with_burst(10)),
             ("60/m ; burst = 10", Quota::per_minute(60).with_burst(10)),
             ("7/seconds", Quota::per_second(7)),
+            ("10/calendar-minute", Quota::per_calendar_minute(10)),
+            ("10 / Calendar-Hour", Quota::per_calendar_hour(10)),
+            ("10/calendar-d", Quota::per_calendar_day(10)),
+            ("10/calendar-mo", Quota::per_calendar_month(10)),
+            ("10/calendar-day;burst=10", Quota::per_calendar_day(10)),
         ];
         for (s, want) in cases {
             assert_eq!(s.parse::<Quota>(), Ok(want), "{s}");
@@ -197,6 +231,9 @@ mod tests {
             ("10/ns;burst=1", ""),
             ("11/10ns", "more than one per nanosecond"),
             ("1/9999999day", "period is too long"),
+            ("5/calendar-week", "unknown calendar period \"week\""),
+            ("5/calendar-day;burst=2", "`burst` does not apply"),
+            ("0/calendar-day", "limit must be at least 1"),
             (
                 "1/99999999999999999999day",
                 "period count 99999999999999999999 is too large",
@@ -236,6 +273,10 @@ mod tests {
                 Quota::new(3, Duration::from_nanos(1_000_000_007)),
                 "3/1000000007ns",
             ),
+            (Quota::per_calendar_minute(60), "60/calendar-minute"),
+            (Quota::per_calendar_hour(1), "1/calendar-hour"),
+            (Quota::per_calendar_day(1000), "1000/calendar-day"),
+            (Quota::per_calendar_month(7), "7/calendar-month"),
         ];
         for (q, s) in cases {
             assert_eq!(q.to_string(), s);

@@ -783,3 +783,5 @@ proptest! {
         })?;
     }
 }
+
+mod calendar;

@@ -107,6 +107,87 @@ async fn several_quotas_are_decided_together() {
     }
 }
 
+/// Redis' time, in microseconds since the epoch.
+async fn redis_time(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    secs * 1_000_000 + micros
+}
+
+#[tokio::test]
+async fn calendar_quotas_count_in_one_expiring_key_per_window() {
+    let (url, _server) = RedisServer::url_or_start();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Keep clear of a minute boundary (at most 5 s of waiting).
+    let now = redis_time(&mut conn).await;
+    let into_minute = now % 60_000_000;
+    if into_minute > 54_000_000 {
+        tokio::time::sleep(Duration::from_micros(60_100_000 - into_minute)).await;
+    }
+    let policy = Policy::new(Quota::per_second(100))
+        .and(Quota::per_calendar_minute(3))
+        .unwrap()
+        .and(Quota::per_calendar_month(1_000))
+        .unwrap();
+    let prefix = format!("cal{}:", std::process::id());
+    let b = backend(&url).prefix(prefix.clone());
+    let key = "{ann}".to_string();
+    for left in [2, 1, 0] {
+        let grant = decide(&b, &key, &policy).await.unwrap();
+        assert_eq!(grant.decision().remaining(), left);
+        assert_eq!(grant.decision().quota(), Quota::per_calendar_minute(3));
+    }
+    let denied = decide(&b, &key, &policy).await.unwrap_err();
+    let denied = denied.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(denied.quota(), Quota::per_calendar_minute(3));
+    assert_eq!(denied.retry_after(), denied.reset_after());
+    assert!(denied.retry_after() <= Duration::from_secs(60));
+
+    // One key per window, named after it, holding the count, expiring a
+    // minute after the window's end.
+    let now = redis_time(&mut conn).await / 1_000_000;
+    let minute = now / 60;
+    let minute_key = format!("{prefix}{{ann}}@calendar-minute:{minute}");
+    let count: Option<u32> = redis::cmd("GET")
+        .arg(&minute_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, Some(3), "the refusal charged nothing");
+    let expires: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&minute_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(expires, ((minute + 1) * 60 + 60) as i64 * 1_000);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&minute_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 60_000 && ttl <= 120_000, "{ttl}");
+    // The month's key counts the same three; a new instance (a restart)
+    // sees them: usage lives in Redis.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}{{ann}}@calendar-month:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let month: u32 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(month, 3);
+    let restarted = backend(&url).prefix(prefix);
+    let again = decide(&restarted, &key, &policy).await.unwrap_err();
+    assert!(again.is::<RateLimited>(), "the minute is still spent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_share_one_limit() {
     let (url, _server) = RedisServer::url_or_start();

@@ -71,6 +71,15 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         .prop_map(|(e_us, limit, burst)| {
             Quota::new(limit, Duration::from_micros(e_us * u64::from(limit))).with_burst(burst)
         });
+    // Calendar quotas beside them: per calendar minute and day.
+    let calendar = (1u32..=8, prop::bool::ANY).prop_map(|(limit, minute)| {
+        if minute {
+            Quota::per_calendar_minute(limit)
+        } else {
+            Quota::per_calendar_day(limit)
+        }
+    });
+    let quota = prop_oneof![3 => quota, 1 => calendar];
     prop::collection::vec(quota, 1..=2).prop_map(|qs| {
         let mut p = Policy::new(qs[0]);
         for q in &qs[1..] {
@@ -126,7 +135,8 @@ fn memory_and_redis_agree_on_every_field() {
                 .start_paused(true)
                 .build()
                 .unwrap();
-            let memory = virt.block_on(async { Memory::<Vec<u8>>::new(16) });
+            // Made at the first decision, with Redis' time as its UTC.
+            let mut memory = None;
             let mut first = None;
             let mut elapsed_us = 0u64;
             for (i, op) in ops.iter().enumerate() {
@@ -134,7 +144,7 @@ fn memory_and_redis_agree_on_every_field() {
                 let cost = op.cost.min(policy.max_cost());
                 let mut args = vec![u64::from(cost), op.max_wait_us, u64::from(!op.peek)];
                 for q in policy.quotas() {
-                    args.extend([emission_us(q), u64::from(q.burst())]);
+                    args.extend(quota_args(q));
                 }
                 let reply = real
                     .block_on(redis.inner.eval(&key, &args))
@@ -152,6 +162,14 @@ fn memory_and_redis_agree_on_every_field() {
                     wait: Duration::from_nanos(wait),
                 };
                 let now_us = u64::try_from(reply[6]).unwrap();
+                let memory = memory.get_or_insert_with(|| {
+                    virt.block_on(async {
+                        crate::calendar::set_test_utc(
+                            std::time::UNIX_EPOCH + Duration::from_micros(now_us),
+                        );
+                        Memory::<Vec<u8>>::new(16)
+                    })
+                });
                 let offset = now_us - *first.get_or_insert(now_us);
                 let step = offset - elapsed_us;
                 elapsed_us = offset;

@@ -114,8 +114,7 @@ impl Inner {
         args[2] = u64::from(consume);
         let n = policy.len();
         for (i, q) in policy.quotas().enumerate() {
-            args[3 + 2 * i] = emission_us(q);
-            args[4 + 2 * i] = u64::from(q.burst());
+            [args[3 + 2 * i], args[4 + 2 * i]] = quota_args(q);
         }
         let sent = self.clock.now();
         let reply = tokio::time::timeout(self.deadline, self.eval(key, &args[..3 + 2 * n])).await;
@@ -165,13 +164,25 @@ impl Inner {
             .quotas()
             .nth(usize::try_from(index).ok()?.checked_sub(1)?)?;
         let us = |v: i64| u64::try_from(v).ok().map(|v| v.saturating_mul(1_000));
-        let decision = Decision::remote(
-            quota,
-            emission_us(quota) * 1_000,
-            allowed == 1,
-            us(retry_after)?,
-            us(reset_after)?,
-        );
+        let decision = match quota.calendar() {
+            Some(_) => {
+                let left = u32::try_from(remaining).ok()?;
+                Decision::remote_calendar(
+                    quota,
+                    allowed == 1,
+                    quota.limit().saturating_sub(left),
+                    us(retry_after)?,
+                    us(reset_after)?,
+                )
+            }
+            None => Decision::remote(
+                quota,
+                emission_us(quota) * 1_000,
+                allowed == 1,
+                us(retry_after)?,
+                us(reset_after)?,
+            ),
+        };
         // The script counts `remaining` as the decision does.
         if i64::from(decision.remaining()) != remaining {
             return None;
@@ -224,7 +235,10 @@ impl Inner {
             FailurePolicy::FailOpen => {
                 self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
                 let quota = policy.quotas().next().expect("a policy has a quota");
-                let full = Decision::remote(quota, quota.emission_nanos(), true, 0, 0);
+                let full = match quota.calendar() {
+                    Some(_) => Decision::remote_calendar(quota, true, 0, 0, 0),
+                    None => Decision::remote(quota, quota.emission_nanos(), true, 0, 0),
+                };
                 (FailureAction::Allowed, Ok(Grant::new(full, Duration::ZERO)))
             }
             FailurePolicy::FailClosed => {
@@ -305,12 +319,31 @@ pub(super) fn scale(quota: Quota, n: u32) -> Quota {
     if n <= 1 {
         return quota;
     }
+    if let Some(cal) = quota.calendar() {
+        // A calendar window's allowance, shared.
+        return Quota::per_calendar((quota.limit() / n).max(1), cal);
+    }
     let burst = (quota.burst() / n).max(1);
     quota
         .period()
         .checked_mul(n)
         .and_then(|period| Quota::try_new(quota.limit(), period).ok())
         .map_or(quota, |q| q.with_burst(burst))
+}
+
+/// A quota's two script arguments: `T` in microseconds and the burst, or
+/// for a calendar quota 0 and `limit * 8 + period` (see `script.lua`).
+pub(super) fn quota_args(q: Quota) -> [u64; 2] {
+    match q.calendar() {
+        Some(cal) => {
+            let code = crate::calendar::Calendar::ALL
+                .iter()
+                .position(|&c| c == cal)
+                .unwrap_or(0) as u64;
+            [0, u64::from(q.limit()) * 8 + code]
+        }
+        None => [emission_us(q), u64::from(q.burst())],
+    }
 }
 
 /// The emission interval in whole microseconds, rounded up.

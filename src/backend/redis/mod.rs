@@ -104,6 +104,19 @@
 //! binary-safe; keys longer than [`max_key_len`](RedisBackend::max_key_len)
 //! (4 KiB) are refused with [`KeyTooLong`].
 //!
+//! # Calendar quotas
+//!
+//! A [calendar quota](crate::calendar) counts in one Redis key per window,
+//! the key followed by `@calendar-<period>:<index>` (`sluice:{ann}@calendar-day:19876`;
+//! the index counts minutes, hours or days since the Unix epoch, or months
+//! since January 1970), charged with `INCRBY` in the same script call that
+//! decides the key's rolling quotas, and expiring a minute after the
+//! window ends. Windows follow Redis' `TIME` (UTC). The counts live in
+//! Redis, so with Redis persistence (RDB or AOF) usage survives restarts of
+//! the instances and of Redis, and a billing job can read a window's count
+//! with `GET`. On Redis Cluster, a key whose policy has calendar quotas
+//! must carry a `{hash tag}`, so that its window keys share its slot.
+//!
 //! # Per-key concurrency
 //!
 //! A policy's [`max_in_flight`](crate::per_key::Policy::max_in_flight) is
@@ -145,7 +158,7 @@ use deny::DenyCache;
 use health::{Breaker, Health, Nodes, Route};
 
 #[cfg(all(test, feature = "test-util"))]
-use decide::emission_us;
+use decide::quota_args;
 use decide::{Derived, KeyText};
 use script::error_kind;
 use stats::Counters;
