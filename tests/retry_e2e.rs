@@ -162,7 +162,7 @@ mod reqwest_client {
     use reqwest::Method;
     use tower_sluice::circuit_breaker::CircuitState;
     use tower_sluice::classify::{Classify, HttpStatus, Outcome};
-    use tower_sluice::retry::{ClassifyRetry, HttpRetry, is_transient};
+    use tower_sluice::retry::{HttpRetry, is_transient};
     use tower_sluice::{CircuitBreakerLayer, Quota, RateLimitLayer};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,10 +248,23 @@ mod reqwest_client {
         drop(listener);
         let err = reqwest::get(&url).await.unwrap_err();
         assert!(err.is_connect());
+        // Judged as it comes from the client, and boxed.
+        assert_eq!(
+            HttpRetry.classify(&Err::<reqwest::Response, _>(&err).map_err(|e| e.to_string())),
+            Outcome::Ignore,
+            "a String error is not one the rule reads"
+        );
         let boxed: BoxError = Box::new(err);
         assert!(is_transient(&*boxed));
-        let verdict = ClassifyRetry::<reqwest::Response>::classify_retry(&HttpRetry, &Err(boxed));
-        assert_eq!(verdict.outcome(), Outcome::Failure);
+        assert_eq!(
+            HttpRetry.classify(&Err::<reqwest::Response, _>(boxed)),
+            Outcome::Failure
+        );
+        let err = reqwest::get(&url).await.unwrap_err();
+        assert_eq!(
+            HttpRetry.classify(&Err::<reqwest::Response, _>(err)),
+            Outcome::Failure
+        );
 
         // A status error (error_for_status) is judged by its status.
         let hits = Arc::new(AtomicU32::new(0));
@@ -260,7 +273,7 @@ mod reqwest_client {
         assert_eq!(status_err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(
             HttpStatus.classify(&Err::<reqwest::Response, _>(status_err)),
-            Outcome::Ignore,
+            Outcome::Overloaded,
             "503: the upstream shedding load"
         );
         let boxed: BoxError = Box::new(reqwest::get(&url).await?.error_for_status().unwrap_err());

@@ -1,22 +1,56 @@
-//! What a call's result means: [`Outcome`] (success, failure, or neither)
-//! and [`Classify`], the rule that decides it, shared by the circuit
-//! breaker, retry and the metrics a [`Monitor`](crate::observe::Monitor)
-//! keeps.
+//! What a call's result means, in one vocabulary that the circuit
+//! breaker, retry, the adaptive layers and the metrics a
+//! [`Monitor`](crate::observe::Monitor) keeps all read: an [`Outcome`]
+//! (success, failure, overloaded, or neither), the richer [`Verdict`] that
+//! adds what the upstream said (the wait it asked for, the quota it
+//! reported), and [`Classify`], the rule that decides them.
 //!
-//! A classifier is a closure `Fn(&Result<Res, E>) -> Outcome` or a type:
-//! [`ErrorsAreFailures`] (the default: `Err` fails) and, with the `http`
-//! feature, `HttpStatus` (5xx fail, 429 and 503 are ignored).
+//! A classifier is a closure `Fn(&Result<Res, E>) -> Outcome` (or
+//! `-> Verdict`) or a type: [`ErrorsAreFailures`] (the breaker's default:
+//! `Err` fails) and, with the `http` feature, [`HttpStatus`] (5xx fail, 429
+//! and 503 are overloads, with `Retry-After` and the quota fields read).
+//! `E` is the inner service's own error type, so the same classifier value
+//! fits [`CircuitBreakerLayer::classify`](crate::CircuitBreakerLayer::classify),
+//! [`BackoffRetryLayer::classify`](crate::BackoffRetryLayer::classify) and
+//! the adaptive layers' `classify`, whatever the client:
 //!
 //! ```
-//! use tower_sluice::CircuitBreakerLayer;
 //! use tower_sluice::classify::Outcome;
+//! use tower_sluice::retry::Backoff;
+//! use tower_sluice::adaptive::AdaptiveThrottleLayer;
+//! use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer};
 //!
-//! let breaker = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
+//! // One rule for a service answering status codes, failing with io::Error.
+//! let rule = |r: &Result<u16, std::io::Error>| match r {
+//!     Ok(429) => Outcome::Overloaded,
 //!     Ok(500..) | Err(_) => Outcome::Failure,
 //!     Ok(_) => Outcome::Success,
-//! });
-//! # let _ = breaker;
+//! };
+//! let breaker = CircuitBreakerLayer::default().classify(rule);
+//! let retry = BackoffRetryLayer::new(Backoff::default()).classify(rule);
+//! let throttle = AdaptiveThrottleLayer::new().classify(rule);
+//! # let _ = (breaker, retry, throttle);
 //! ```
+//!
+//! Each layer reads what it needs: the breaker records failures and
+//! successes (an overload or an ignored call is not recorded); retry
+//! retries failures and overloads, waiting at least the verdict's
+//! [`retry_after`](Verdict::retry_after) or the wait an error carries
+//! ([`error_hints`]); the adaptive layers cut on overloads and steer on the
+//! verdict's [`upstream`](Verdict::upstream) quota.
+
+mod errors;
+#[cfg(feature = "http")]
+mod http;
+mod verdict;
+
+pub(crate) use self::errors::as_error;
+pub use self::errors::{error_hints, is_transient};
+#[cfg(feature = "http")]
+pub(crate) use self::http::with_response_hints;
+#[cfg(feature = "http")]
+pub use self::http::{HttpResponse, HttpStatus, upstream_quota};
+pub use self::verdict::{Upstream, Verdict};
 
 /// The verdict on one call.
 ///
@@ -49,20 +83,36 @@
 pub enum Outcome {
     /// The call succeeded (it may still be slow).
     Success,
-    /// The call failed and counts against the breaker.
+    /// The call failed: it counts against the breaker, is retried, and
+    /// counts against an adaptive limit.
     Failure,
-    /// Neither: not recorded (for example a request the upstream shed with
-    /// 429 or 503, or a client error). In half-open it gives its trial slot
-    /// back.
+    /// The upstream refused the call on purpose, because of load or a
+    /// quota (HTTP 429 or 503, a [`RateLimited`](crate::RateLimited), gRPC
+    /// `RESOURCE_EXHAUSTED`): it is alive and saying so. The breaker does
+    /// not record it (in half-open it gives its trial slot back); retry
+    /// retries it after the wait it asked for; the adaptive layers slow
+    /// down.
+    Overloaded,
+    /// Neither: not recorded and not retried (for example a client error).
+    /// In half-open it gives its trial slot back.
     Ignore,
 }
 
-/// Decides the [`Outcome`] of a call from the inner service's result.
+/// Decides the [`Outcome`] of a call from the inner service's result, and
+/// on demand the fuller [`Verdict`].
 ///
-/// Implemented for every `Fn(&Result<Res, E>) -> Outcome` closure. The
-/// service keeps one and clones it into each response future, so keep it
-/// cheap to clone (a closure capturing nothing is free; wrap big state in an
-/// `Arc`).
+/// `E` is the inner service's own error type (`reqwest::Error`,
+/// `std::io::Error`, `hyper::Error`, [`BoxError`](crate::BoxError), ...):
+/// the layers classify before they box the error, so one classifier fits
+/// the breaker, retry and the adaptive layers around the same service.
+///
+/// Implemented for every closure `Fn(&Result<Res, E>) -> Outcome`, and
+/// `Fn(&Result<Res, E>) -> Verdict` for a rule that also says how long to
+/// wait or what quota remains. The service keeps one and clones it into
+/// each response future, so keep it cheap to clone (a closure capturing
+/// nothing is free; wrap big state in an `Arc`). A layer may call it more
+/// than once on a result (`classify` first, `verdict` when it needs more),
+/// so keep it free of side effects.
 ///
 /// ```
 /// use tower_sluice::CircuitBreakerLayer;
@@ -79,7 +129,7 @@ pub enum Outcome {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot classify a `Result<{Res}, {E}>`",
     label = "not a classifier of this service's results",
-    note = "a classifier is a closure `|r: &Result<{Res}, {E}>| -> Outcome` or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for reqwest)"
+    note = "a classifier is a closure `|r: &Result<{Res}, {E}>| -> Outcome` (its argument typed with the inner service's response and error types) or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for reqwest)"
 )]
 pub trait Classify<Res, E> {
     /// The outcome of `result`.
@@ -98,14 +148,46 @@ pub trait Classify<Res, E> {
     /// assert_eq!(ErrorsAreFailures.classify(&refused), Outcome::Failure);
     /// ```
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// The outcome of `result` with what the upstream said: the wait it
+    /// asked for, its quota, the response's status. Retry asks for it when
+    /// it retries, the AIMD layer on every response. By default the
+    /// [`classify`](Classify::classify) outcome alone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::classify::{Classify, Outcome, Verdict};
+    ///
+    /// // 429 with a fixed wait of 2 s.
+    /// let rule = |r: &Result<u16, std::io::Error>| match r {
+    ///     Ok(429) => Verdict::overloaded().with_retry_after(Duration::from_secs(2)),
+    ///     Ok(_) => Verdict::success(),
+    ///     Err(_) => Verdict::failure(),
+    /// };
+    /// assert_eq!(rule.classify(&Ok(429)), Outcome::Overloaded);
+    /// assert_eq!(rule.verdict(&Ok(429)).retry_after(), Some(Duration::from_secs(2)));
+    /// ```
+    #[inline]
+    fn verdict(&self, result: &Result<Res, E>) -> Verdict {
+        Verdict::new(self.classify(result))
+    }
 }
 
-impl<F, Res, E> Classify<Res, E> for F
+impl<F, Res, E, O> Classify<Res, E> for F
 where
-    F: Fn(&Result<Res, E>) -> Outcome,
+    F: Fn(&Result<Res, E>) -> O,
+    O: Into<Verdict>,
 {
+    #[inline]
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
-        self(result)
+        self(result).into().outcome()
+    }
+
+    #[inline]
+    fn verdict(&self, result: &Result<Res, E>) -> Verdict {
+        self(result).into()
     }
 }
 
@@ -131,8 +213,3 @@ impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
         }
     }
 }
-
-#[cfg(feature = "http")]
-mod http;
-#[cfg(feature = "http")]
-pub use self::http::{HttpResponse, HttpStatus};

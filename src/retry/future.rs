@@ -15,9 +15,9 @@ use tower_service::Service;
 
 use super::backoff::BackoffState;
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
+use super::{CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
-use crate::classify::Outcome;
+use crate::classify::{Classify, Outcome, error_hints};
 use crate::key::KeyExtractor;
 use crate::key::NoKey;
 use crate::observe::{Event, EventKey};
@@ -145,7 +145,7 @@ where
     P: CloneRequest<Req>,
     S: Service<P::Request>,
     S::Error: Into<BoxError>,
-    C: ClassifyRetry<S::Response>,
+    C: Classify<S::Response, S::Error>,
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
@@ -156,11 +156,11 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let result = ready!(future.poll(cx));
                     let Some(retry) = this.retry.as_mut() else {
-                        return Poll::Ready(result);
+                        return Poll::Ready(result.map_err(Into::into));
                     };
-                    match decide::<Req, _, _, _, _, _>(retry, result) {
+                    match decide::<Req, _, _, _, _, _, _>(retry, result) {
                         Next::Return(result) => {
                             *this.retry = None;
                             return Poll::Ready(result);
@@ -193,19 +193,28 @@ where
 
 /// Judges one attempt's result: return it, or schedule the next attempt
 /// (kept in `retry.next`) after a wait.
-fn decide<Req, S, C, P, X, T>(
+fn decide<Req, S, C, P, X, T, E>(
     retry: &mut Retry<S, C, P, P::Saved, P::Request, X>,
-    result: Result<T, BoxError>,
+    result: Result<T, E>,
 ) -> Next<T>
 where
-    C: ClassifyRetry<T>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
     P: CloneRequest<Req>,
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
-    let verdict = retry.classifier.classify_retry(&result);
-    if verdict.outcome() != Outcome::Failure {
-        return Next::Return(result);
+    // The outcome alone first: a success costs no more than that.
+    match retry.classifier.classify(&result) {
+        Outcome::Failure | Outcome::Overloaded => {}
+        Outcome::Success | Outcome::Ignore => return Next::Return(result.map_err(Into::into)),
+    }
+    let mut verdict = retry.classifier.verdict(&result);
+    let result = result.map_err(Into::into);
+    if let Err(e) = &result
+        && let Some(wait) = error_hints(&**e)
+    {
+        verdict = verdict.with_retry_after(wait);
     }
     let shared = &*retry.shared;
     let give_up = |retry: &Retry<S, C, P, P::Saved, P::Request, X>,

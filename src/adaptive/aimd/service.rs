@@ -54,13 +54,23 @@ pub struct AimdTrack<C> {
     generation: u64,
 }
 
-impl<C, Res> Track<Res> for AimdTrack<C>
+impl<C, Res, E> Track<Res, E> for AimdTrack<C>
 where
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, E>,
+    E: 'static,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
-        let feedback = self.classify.feedback(result);
-        self.core.feedback(&feedback, self.generation);
+    fn complete(self, result: &Result<Res, E>) {
+        let mut verdict = self.classify.verdict(result);
+        // The wait a `RateLimited` or `CircuitOpen` error asks for, if the
+        // classifier did not say.
+        if let Err(e) = result
+            && verdict.outcome() == Outcome::Overloaded
+            && verdict.retry_after().is_none()
+            && let Some(wait) = crate::classify::as_error(e).and_then(crate::classify::error_hints)
+        {
+            verdict = verdict.with_retry_after(wait);
+        }
+        self.core.feedback(&verdict, self.generation);
     }
 }
 
@@ -82,7 +92,8 @@ impl<S, C, Req> Service<Req> for Aimd<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: ClassifyFeedback<S::Response> + Clone,
+    S::Error: 'static,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -56,15 +56,15 @@ pub struct ConcurrencyPermit<C> {
     started: u64,
 }
 
-impl<C, Res> Track<Res> for ConcurrencyPermit<C>
+impl<C, Res, E> Track<Res, E> for ConcurrencyPermit<C>
 where
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, E>,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
-        let signal = self.classify.feedback(result).signal();
+    fn complete(self, result: &Result<Res, E>) {
+        let outcome = self.classify.classify(result);
         self.slot
             .core
-            .sample(self.started, self.slot.in_flight, signal);
+            .sample(self.started, self.slot.in_flight, outcome);
     }
 }
 
@@ -80,7 +80,7 @@ impl<S, C, Req> Service<Req> for AdaptiveConcurrency<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

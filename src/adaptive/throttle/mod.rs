@@ -12,7 +12,8 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
+use super::classify::DefaultFeedback;
+use crate::classify::{Classify, Outcome};
 use super::future::{ResponseFuture, Track};
 use crate::BoxError;
 use crate::clock::Clock;

@@ -39,14 +39,14 @@ pub struct ThrottleTrack<C> {
     classify: C,
 }
 
-impl<C, Res> Track<Res> for ThrottleTrack<C>
+impl<C, Res, E> Track<Res, E> for ThrottleTrack<C>
 where
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, E>,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
+    fn complete(self, result: &Result<Res, E>) {
         if matches!(
-            self.classify.feedback(result).signal(),
-            Signal::Success | Signal::Ignore
+            self.classify.classify(result),
+            Outcome::Success | Outcome::Ignore
         ) {
             self.core.accepted();
         }
@@ -64,7 +64,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     P: CriticalityOf<Req>,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
