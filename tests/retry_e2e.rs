@@ -196,6 +196,56 @@ mod reqwest_client {
         Ok(())
     }
 
+    /// One closure over `Result<reqwest::Response, BoxError>`, given to
+    /// retry, the breaker and the AIMD layer of one client: retry
+    /// retries the 503s (waiting the `Retry-After` the verdict read), the
+    /// breaker does not count them, the AIMD layer cuts its rate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_closure_classifies_for_retry_breaker_and_aimd() -> Result<(), BoxError> {
+        use tower_sluice::adaptive::AimdLayer;
+        use tower_sluice::classify::Verdict;
+
+        let hits = Arc::new(AtomicU32::new(0));
+        let url = serve(hits.clone()).await;
+
+        let rule = |r: &Result<reqwest::Response, BoxError>| match r {
+            Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Verdict::overloaded().with_response(res)
+            }
+            Ok(res) if res.status().is_server_error() => Verdict::failure(),
+            Ok(_) => Verdict::success(),
+            Err(_) => Verdict::failure(),
+        };
+        let breaker = CircuitBreakerLayer::default().classify(rule);
+        let state = breaker.handle();
+        let aimd = AimdLayer::new(Quota::per_second(100)).classify(rule);
+        let rate = aimd.handle();
+        let client = ServiceBuilder::new()
+            .layer(
+                BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(10)))
+                    .http()
+                    .classify(rule),
+            )
+            .layer(breaker)
+            .layer(aimd)
+            .service(reqwest::Client::new());
+        let start = Instant::now();
+        let res = client
+            .oneshot(reqwest::Request::new(Method::GET, url.parse()?))
+            .await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "two 503s retried, then 200");
+        assert!(
+            start.elapsed() >= Duration::from_millis(1_900),
+            "each retry waited the 503's Retry-After: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(state.stats().calls, 1, "the 503s are not counted");
+        assert_eq!(state.stats().failures, 0);
+        assert!(rate.rate() < 100.0, "the 503s cut the rate: {}", rate.rate());
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_post_and_a_streamed_body_are_sent_once() -> Result<(), BoxError> {
         let hits = Arc::new(AtomicU32::new(0));

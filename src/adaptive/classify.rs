@@ -11,10 +11,8 @@ use crate::error::RateLimited;
 /// [`RateLimited`] (with its `retry_after`) or a gRPC `RESOURCE_EXHAUSTED`
 /// status (feature `tonic`), otherwise a [`Failure`](Outcome::Failure).
 ///
-/// It reads the inner service's error when it is a
-/// [`BoxError`](crate::BoxError) or another error type
-/// [`DefaultRetry`](crate::retry::DefaultRetry) reads; an error of another
-/// type is a failure.
+/// The layers give it the error boxed, so any error type (and its
+/// sources) is read.
 ///
 /// # Examples
 ///

@@ -19,10 +19,10 @@ pub use super::throttle::ThrottleTrack;
 /// crate's layers; the record is dropped unused when the response future
 /// is dropped before completing (a cancelled request teaches nothing, and
 /// gives back whatever it held, such as a concurrency slot).
-pub trait Track<Res, E> {
-    /// Called once, with the inner service's result (its own error type,
-    /// before the layer converts it into a [`BoxError`]).
-    fn complete(self, result: &Result<Res, E>);
+pub trait Track<Res> {
+    /// Called once, with the inner service's result (its error converted
+    /// into a [`BoxError`]).
+    fn complete(self, result: &Result<Res, BoxError>);
 }
 
 pin_project! {
@@ -69,7 +69,7 @@ impl<F, T, Res, E> Future for ResponseFuture<F, T>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
-    T: Track<Res, E>,
+    T: Track<Res>,
 {
     type Output = Result<Res, BoxError>;
 
@@ -77,11 +77,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future, track } => {
-                let result = ready!(future.poll(cx));
+                let result = ready!(future.poll(cx)).map_err(Into::into);
                 if let Some(track) = track.take() {
                     track.complete(&result);
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
             KindProj::Rejected { error } => {
                 Poll::Ready(Err(error.take().expect("polled after completion")))

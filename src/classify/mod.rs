@@ -5,26 +5,39 @@
 //! adds what the upstream said (the wait it asked for, the quota it
 //! reported), and [`Classify`], the rule that decides them.
 //!
-//! A classifier is a closure `Fn(&Result<Res, E>) -> Outcome` (or
+//! A classifier is a closure `Fn(&Result<Res, BoxError>) -> Outcome` (or
 //! `-> Verdict`) or a type: [`ErrorsAreFailures`] (the breaker's default:
 //! `Err` fails) and, with the `http` feature, [`HttpStatus`] (5xx fail, 429
 //! and 503 are overloads, with `Retry-After` and the quota fields read).
-//! `E` is the inner service's own error type, so the same classifier value
-//! fits [`CircuitBreakerLayer::classify`](crate::CircuitBreakerLayer::classify),
+//!
+//! The layers classify the inner service's result with its error boxed
+//! into a [`BoxError`](crate::BoxError), as every layer returns it, so the
+//! same classifier value fits
+//! [`CircuitBreakerLayer::classify`](crate::CircuitBreakerLayer::classify),
 //! [`BackoffRetryLayer::classify`](crate::BackoffRetryLayer::classify) and
-//! the adaptive layers' `classify`, whatever the client:
+//! the adaptive layers' `classify`, wherever each sits in the stack and
+//! whatever the client's own error type (`reqwest::Error`,
+//! `hyper::Error`, `std::io::Error`, ...). Read the error with
+//! `downcast_ref`, or with [`is_transient`] and [`error_hints`], which also
+//! look through its sources:
 //!
 //! ```
+//! use std::io;
+//! use tower::BoxError;
 //! use tower_sluice::classify::Outcome;
 //! use tower_sluice::retry::Backoff;
 //! use tower_sluice::adaptive::AdaptiveThrottleLayer;
 //! use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer};
 //!
 //! // One rule for a service answering status codes, failing with io::Error.
-//! let rule = |r: &Result<u16, std::io::Error>| match r {
+//! let rule = |r: &Result<u16, BoxError>| match r {
 //!     Ok(429) => Outcome::Overloaded,
-//!     Ok(500..) | Err(_) => Outcome::Failure,
+//!     Ok(500..) => Outcome::Failure,
 //!     Ok(_) => Outcome::Success,
+//!     Err(e) => match e.downcast_ref::<io::Error>().map(io::Error::kind) {
+//!         Some(io::ErrorKind::NotFound) => Outcome::Ignore,
+//!         _ => Outcome::Failure,
+//!     },
 //! };
 //! let breaker = CircuitBreakerLayer::default().classify(rule);
 //! let retry = BackoffRetryLayer::new(Backoff::default()).classify(rule);
@@ -101,10 +114,10 @@ pub enum Outcome {
 /// Decides the [`Outcome`] of a call from the inner service's result, and
 /// on demand the fuller [`Verdict`].
 ///
-/// `E` is the inner service's own error type (`reqwest::Error`,
-/// `std::io::Error`, `hyper::Error`, [`BoxError`](crate::BoxError), ...):
-/// the layers classify before they box the error, so one classifier fits
-/// the breaker, retry and the adaptive layers around the same service.
+/// The layers classify `Result<Res, BoxError>`: the inner service's
+/// result with its error boxed, whatever its type, so one classifier fits
+/// the breaker, retry and the adaptive layers wherever they sit (see the
+/// [module docs](self)). The classifiers of this crate accept any `E`.
 ///
 /// Implemented for every closure `Fn(&Result<Res, E>) -> Outcome`, and
 /// `Fn(&Result<Res, E>) -> Verdict` for a rule that also says how long to
@@ -115,13 +128,14 @@ pub enum Outcome {
 /// so keep it free of side effects.
 ///
 /// ```
-/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::{BoxError, CircuitBreakerLayer};
 /// use tower_sluice::classify::Outcome;
 ///
-/// // Timeouts count, "not found" does not.
-/// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
+/// // Errors count, except an I/O "not found".
+/// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, BoxError>| match r {
 ///     Ok(_) => Outcome::Success,
-///     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Ignore,
+///     Err(e) if e.downcast_ref::<std::io::Error>()
+///         .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => Outcome::Ignore,
 ///     Err(_) => Outcome::Failure,
 /// });
 /// # let _ = layer;
@@ -129,7 +143,7 @@ pub enum Outcome {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot classify a `Result<{Res}, {E}>`",
     label = "not a classifier of this service's results",
-    note = "a classifier is a closure `|r: &Result<{Res}, {E}>| -> Outcome` (its argument typed with the inner service's response and error types) or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for reqwest)"
+    note = "the layers classify the inner service's response with its error boxed: a closure `|r: &Result<{Res}, BoxError>| -> Outcome` (or `-> Verdict`), whatever the service's own error type, or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for `reqwest::Response`)"
 )]
 pub trait Classify<Res, E> {
     /// The outcome of `result`.

@@ -12,12 +12,10 @@ use crate::classify::{Classify, Outcome, as_error, is_transient};
 /// what a [`RateLimited`](crate::RateLimited) or
 /// [`CircuitOpen`](crate::CircuitOpen) error asks for.
 ///
-/// It reads the inner service's error when it is a
-/// [`BoxError`](crate::BoxError), a `std::io::Error`, one of this crate's
-/// errors, a tokio or tower timeout, or (with their features) a
-/// `reqwest::Error` or `tonic::Status`; an error of another type is not
-/// retried. To retry those, give the layer a closure that says which are
-/// transient.
+/// The layer gives it the error boxed, so any error type (and its
+/// sources) is read. Used directly on an unboxed error, it reads a
+/// `std::io::Error`, this crate's errors, tokio's and tower's timeouts
+/// and, with their features, `reqwest::Error` and `tonic::Status`.
 ///
 /// It is also a [`Classify`] for a breaker or metrics that should count
 /// only transient errors.

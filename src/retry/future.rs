@@ -145,7 +145,7 @@ where
     P: CloneRequest<Req>,
     S: Service<P::Request>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
@@ -156,11 +156,11 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx));
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
                     let Some(retry) = this.retry.as_mut() else {
-                        return Poll::Ready(result.map_err(Into::into));
+                        return Poll::Ready(result);
                     };
-                    match decide::<Req, _, _, _, _, _, _>(retry, result) {
+                    match decide::<Req, _, _, _, _, _>(retry, result) {
                         Next::Return(result) => {
                             *this.retry = None;
                             return Poll::Ready(result);
@@ -193,13 +193,12 @@ where
 
 /// Judges one attempt's result: return it, or schedule the next attempt
 /// (kept in `retry.next`) after a wait.
-fn decide<Req, S, C, P, X, T, E>(
+fn decide<Req, S, C, P, X, T>(
     retry: &mut Retry<S, C, P, P::Saved, P::Request, X>,
-    result: Result<T, E>,
+    result: Result<T, BoxError>,
 ) -> Next<T>
 where
-    E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
     P: CloneRequest<Req>,
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
@@ -207,10 +206,9 @@ where
     // The outcome alone first: a success costs no more than that.
     match retry.classifier.classify(&result) {
         Outcome::Failure | Outcome::Overloaded => {}
-        Outcome::Success | Outcome::Ignore => return Next::Return(result.map_err(Into::into)),
+        Outcome::Success | Outcome::Ignore => return Next::Return(result),
     }
     let mut verdict = retry.classifier.verdict(&result);
-    let result = result.map_err(Into::into);
     if let Err(e) = &result
         && let Some(wait) = error_hints(&**e)
     {

@@ -379,8 +379,8 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
 
     /// Decides what is retried with `classifier`: any
     /// [`Classify`](crate::classify::Classify) of the inner service's
-    /// `Result<Response, Error>` (its own error type, before the layer
-    /// boxes it), such as a closure returning an
+    /// `Result<Response, BoxError>` (its error boxed, whatever its type),
+    /// such as a closure returning an
     /// [`Outcome`](crate::classify::Outcome) or a
     /// [`Verdict`](crate::classify::Verdict), or
     /// [`HttpStatus`](crate::classify::HttpStatus). The same value fits a
@@ -407,7 +407,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// # async fn main() {
     /// // Responses are status codes; retry 503s.
     /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10)))
-    ///     .classify(|r: &Result<u16, std::io::Error>| match r {
+    ///     .classify(|r: &Result<u16, tower_sluice::BoxError>| match r {
     ///         Ok(503) => Outcome::Overloaded,
     ///         Ok(_) => Outcome::Success,
     ///         Err(_) => Outcome::Ignore,

@@ -58,7 +58,7 @@ where
     P: CloneRequest<Req> + Clone,
     S: Service<P::Request> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
     X: KeyExtractor<P::Request> + Clone,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {

@@ -412,7 +412,7 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
         let first = r.fetch_add(1, Ordering::Relaxed) == 0;
         async move { if first { Err::<(), _>("busy") } else { Ok(()) } }
     });
-    let classify = |r: &Result<(), &str>| match r {
+    let classify = |r: &Result<(), BoxError>| match r {
         Ok(()) => Verdict::success(),
         Err(_) => Verdict::overloaded().with_retry_after(Duration::from_secs(5)),
     };

@@ -342,7 +342,7 @@ impl<C> AimdLayer<C> {
 
     /// Reads responses with `classify`: any
     /// [`Classify`](crate::classify::Classify) of the inner service's
-    /// results (default [`DefaultFeedback`]; use
+    /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; use
     /// [`HttpStatus`](crate::classify::HttpStatus), feature `http`, for
     /// HTTP clients). Each response's
     /// [`verdict`](crate::classify::Classify::verdict) is read:
@@ -361,7 +361,7 @@ impl<C> AimdLayer<C> {
     /// use tower_sluice::classify::Verdict;
     ///
     /// // Responses are HTTP-like status codes; a 429 asks for 5 s.
-    /// let aimd = AimdLayer::new(Quota::per_second(10)).classify(|r: &Result<u16, std::io::Error>| {
+    /// let aimd = AimdLayer::new(Quota::per_second(10)).classify(|r: &Result<u16, tower_sluice::BoxError>| {
     ///     match r {
     ///         Ok(429) => Verdict::overloaded().with_retry_after(Duration::from_secs(5)),
     ///         Ok(500..) | Err(_) => Verdict::failure(),

@@ -54,19 +54,18 @@ pub struct AimdTrack<C> {
     generation: u64,
 }
 
-impl<C, Res, E> Track<Res, E> for AimdTrack<C>
+impl<C, Res> Track<Res> for AimdTrack<C>
 where
-    C: Classify<Res, E>,
-    E: 'static,
+    C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, E>) {
+    fn complete(self, result: &Result<Res, BoxError>) {
         let mut verdict = self.classify.verdict(result);
         // The wait a `RateLimited` or `CircuitOpen` error asks for, if the
         // classifier did not say.
         if let Err(e) = result
             && verdict.outcome() == Outcome::Overloaded
             && verdict.retry_after().is_none()
-            && let Some(wait) = crate::classify::as_error(e).and_then(crate::classify::error_hints)
+            && let Some(wait) = crate::classify::error_hints(&**e)
         {
             verdict = verdict.with_retry_after(wait);
         }
@@ -92,8 +91,7 @@ impl<S, C, Req> Service<Req> for Aimd<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    S::Error: 'static,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -151,7 +151,7 @@ impl<C> AdaptiveConcurrencyLayer<C> {
 
     /// Reads responses with `classify`: any
     /// [`Classify`](crate::classify::Classify) of the inner service's
-    /// results (default [`DefaultFeedback`]; the same value a breaker or
+    /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; the same value a breaker or
     /// retry takes fits). Each response's
     /// [`Outcome`](crate::classify::Outcome) goes into the [`Sample`].
     ///
@@ -162,7 +162,7 @@ impl<C> AdaptiveConcurrencyLayer<C> {
     /// use tower_sluice::classify::Outcome;
     ///
     /// // Responses are status codes: a 503 is an overload.
-    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).classify(|r: &Result<u16, std::io::Error>| {
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).classify(|r: &Result<u16, tower_sluice::BoxError>| {
     ///     match r {
     ///         Ok(503) => Outcome::Overloaded,
     ///         Ok(_) => Outcome::Success,

@@ -56,11 +56,11 @@ pub struct ConcurrencyPermit<C> {
     started: u64,
 }
 
-impl<C, Res, E> Track<Res, E> for ConcurrencyPermit<C>
+impl<C, Res> Track<Res> for ConcurrencyPermit<C>
 where
-    C: Classify<Res, E>,
+    C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, E>) {
+    fn complete(self, result: &Result<Res, BoxError>) {
         let outcome = self.classify.classify(result);
         self.slot
             .core
@@ -80,7 +80,7 @@ impl<S, C, Req> Service<Req> for AdaptiveConcurrency<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -29,7 +29,7 @@ pub struct KeyFeedbackLayer<K, X, C = DefaultFeedback> {
 impl<K, X, C> KeyFeedbackLayer<K, X, C> {
     /// Reads responses with `classify`, any
     /// [`Classify`](crate::classify::Classify) of the inner service's
-    /// results: [`Outcome::Success`] counts as a
+    /// results (`Result<Response, BoxError>`): [`Outcome::Success`] counts as a
     /// success, [`Failure`](Outcome::Failure) and
     /// [`Overloaded`](Outcome::Overloaded) as failures,
     /// [`Ignore`](Outcome::Ignore) not at all. For HTTP servers, a closure

@@ -48,12 +48,12 @@ pub struct KeyTrack<K, C> {
     started: u64,
 }
 
-impl<K, C, Res, E> Track<Res, E> for KeyTrack<K, C>
+impl<K, C, Res> Track<Res> for KeyTrack<K, C>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: Classify<Res, E>,
+    C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, E>) {
+    fn complete(self, result: &Result<Res, BoxError>) {
         let Some(key) = &self.key else { return };
         let success = match self.classify.classify(result) {
             Outcome::Success => true,
@@ -86,7 +86,7 @@ where
     S::Error: Into<BoxError>,
     X: KeyExtractor<Req, Key = K>,
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -232,7 +232,7 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
 
     /// Reads responses with `classify`: any
     /// [`Classify`](crate::classify::Classify) of the inner service's
-    /// results (default [`DefaultFeedback`]; use
+    /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; use
     /// [`HttpStatus`](crate::classify::HttpStatus), feature `http`, for
     /// HTTP clients; the same value a breaker or retry takes fits).
     ///
@@ -243,7 +243,7 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     /// use tower_sluice::classify::Outcome;
     ///
     /// // A 429 or 503 from the upstream is a refusal.
-    /// let layer = AdaptiveThrottleLayer::new().classify(|r: &Result<u16, std::io::Error>| match r {
+    /// let layer = AdaptiveThrottleLayer::new().classify(|r: &Result<u16, tower_sluice::BoxError>| match r {
     ///     Ok(429 | 503) => Outcome::Overloaded,
     ///     Ok(_) => Outcome::Success,
     ///     Err(_) => Outcome::Failure,

@@ -39,11 +39,11 @@ pub struct ThrottleTrack<C> {
     classify: C,
 }
 
-impl<C, Res, E> Track<Res, E> for ThrottleTrack<C>
+impl<C, Res> Track<Res> for ThrottleTrack<C>
 where
-    C: Classify<Res, E>,
+    C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, E>) {
+    fn complete(self, result: &Result<Res, BoxError>) {
         if matches!(
             self.classify.classify(result),
             Outcome::Success | Outcome::Ignore
@@ -64,7 +64,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     P: CriticalityOf<Req>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
