@@ -242,7 +242,11 @@ mod reqwest_client {
         );
         assert_eq!(state.stats().calls, 1, "the 503s are not counted");
         assert_eq!(state.stats().failures, 0);
-        assert!(rate.rate() < 100.0, "the 503s cut the rate: {}", rate.rate());
+        assert!(
+            rate.rate() < 100.0,
+            "the 503s cut the rate: {}",
+            rate.rate()
+        );
         Ok(())
     }
 

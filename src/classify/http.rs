@@ -10,8 +10,7 @@ use http::{HeaderMap, StatusCode};
 use super::{Classify, Outcome, Upstream, Verdict};
 use crate::headers::digits;
 use crate::headers::fields::{
-    RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, ratelimit_items, reset_delay,
-    response_now,
+    RATELIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, ratelimit_items, reset_delay, response_now,
 };
 use crate::headers::hints::{Hint, response_hints};
 
@@ -315,9 +314,18 @@ mod tests {
         assert_eq!(v.outcome(), Outcome::Overloaded);
         assert_eq!(v.retry_after(), Some(Duration::from_secs(7)));
         assert_eq!(v.status(), Some(429));
-        assert_eq!(verdict(200, &[("grpc-status", "8")]).outcome(), Outcome::Overloaded);
-        assert_eq!(verdict(200, &[("grpc-status", "14")]).outcome(), Outcome::Failure);
-        assert_eq!(verdict(200, &[("grpc-status", "0")]).outcome(), Outcome::Success);
+        assert_eq!(
+            verdict(200, &[("grpc-status", "8")]).outcome(),
+            Outcome::Overloaded
+        );
+        assert_eq!(
+            verdict(200, &[("grpc-status", "14")]).outcome(),
+            Outcome::Failure
+        );
+        assert_eq!(
+            verdict(200, &[("grpc-status", "0")]).outcome(),
+            Outcome::Success
+        );
         let v = verdict(502, &[("grpc-retry-pushback-ms", "-1")]);
         assert_eq!(v.outcome(), Outcome::Failure);
         assert!(v.is_do_not_retry());
@@ -339,7 +347,10 @@ mod tests {
                 reset: Duration::from_secs(9)
             })
         );
-        let v = verdict(200, &[("ratelimit-remaining", "2"), ("ratelimit-reset", "1")]);
+        let v = verdict(
+            200,
+            &[("ratelimit-remaining", "2"), ("ratelimit-reset", "1")],
+        );
         assert_eq!(v.upstream().unwrap().remaining, 2);
     }
 

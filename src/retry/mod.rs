@@ -137,6 +137,7 @@ mod service;
 
 use crate::error::ConfigError;
 
+pub use crate::classify::{error_hints, is_transient};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use crate::headers::hints::{Hint, response_hints};
@@ -147,11 +148,10 @@ pub use backoff::{Backoff, Delays, Jitter};
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use body::ReplayBody;
 pub use budget::RetryBudget;
+pub use classify::DefaultRetry;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use classify::HttpRetry;
-pub use crate::classify::{error_hints, is_transient};
-pub use classify::DefaultRetry;
 pub use error::RetriesExhausted;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

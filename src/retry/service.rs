@@ -7,8 +7,8 @@ use tower_service::Service;
 use super::future::{ResponseFuture, Retry};
 use super::layer::Shared;
 use super::{CloneRequest, CloneRequests, DefaultRetry};
-use crate::classify::Classify;
 use crate::BoxError;
+use crate::classify::Classify;
 use crate::key::KeyExtractor;
 use crate::key::NoKey;
 

@@ -16,9 +16,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::DefaultFeedback;
-use crate::classify::{Classify, Outcome, Verdict};
 use super::future::{ResponseFuture, Track};
 use crate::BoxError;
+use crate::classify::{Classify, Outcome, Verdict};
 use crate::clock::Clock;
 use crate::headers::saturating_nanos;
 use crate::observe::{Event, Observer, Observers};

@@ -13,9 +13,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::DefaultFeedback;
-use crate::classify::{Classify, Outcome};
 use super::future::{ResponseFuture, Track};
 use crate::BoxError;
+use crate::classify::{Classify, Outcome};
 use crate::clock::Clock;
 use crate::error::Throttled;
 use crate::observe::{Event, Observer, Observers};
