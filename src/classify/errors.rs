@@ -141,8 +141,6 @@ pub fn error_hints(error: &(dyn Error + 'static)) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::Limiter;
-    use crate::quota::Quota;
 
     #[test]
     fn transient_errors() {
@@ -165,13 +163,10 @@ mod tests {
         assert!(as_error(&io).is_some_and(is_transient));
         let boxed: BoxError = io.into();
         assert!(as_error(&boxed).is_some_and(is_transient));
-        let limiter = Limiter::new(Quota::per_second(1));
-        let _ = limiter.check();
-        let d = limiter.check();
-        let limited = RateLimited::from_decision(&d);
+        let open = CircuitOpen::new(Duration::from_secs(3));
         assert_eq!(
-            as_error(&limited).and_then(error_hints),
-            Some(d.retry_after())
+            as_error(&open).and_then(error_hints),
+            Some(Duration::from_secs(3))
         );
         #[derive(Debug)]
         struct Mine;

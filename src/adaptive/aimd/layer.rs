@@ -348,7 +348,7 @@ impl<C> AimdLayer<C> {
     /// [`verdict`](crate::classify::Classify::verdict) is read:
     /// [`Overloaded`](crate::classify::Outcome::Overloaded) cuts the rate
     /// and pauses for its [`retry_after`](crate::classify::Verdict::retry_after)
-    /// (or the wait a [`RateLimited`] error carries); its
+    /// (or the wait a [`RateLimited`](crate::RateLimited) error carries); its
     /// [`upstream`](crate::classify::Verdict::upstream) quota spreads the
     /// requests left until the reset.
     ///
