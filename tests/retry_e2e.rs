@@ -190,7 +190,7 @@ mod reqwest_client {
             "{:?}",
             start.elapsed()
         );
-        // The breaker saw the 503s as shed load (ignored) and the 200.
+        // The breaker saw the 503s as shed load (overloads, not counted) and the 200.
         assert_eq!(state.state(), CircuitState::Closed);
         assert_eq!(state.stats().calls, 1);
         Ok(())
