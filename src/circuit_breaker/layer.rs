@@ -115,7 +115,8 @@ impl<C> CircuitBreakerLayer<C> {
     /// For HTTP clients: judges responses by their status with
     /// [`HttpStatus`](crate::classify::HttpStatus): errors and 5xx responses are
     /// failures, 429 and 503 (an upstream shedding load on purpose) are
-    /// ignored, other responses are successes.
+    /// overloads, which the breaker does not count, other responses are
+    /// successes.
     ///
     /// # Examples
     ///
@@ -149,8 +150,17 @@ impl<C> CircuitBreakerLayer<C> {
         self.classify(crate::classify::HttpStatus)
     }
 
-    /// Decides which outcomes count as failures with `classifier` (a
-    /// [`Classify`](crate::classify::Classify) or a closure).
+    /// Decides which outcomes count as failures with `classifier`: any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// `Result<Response, BoxError>` (its error boxed, whatever its type),
+    /// such as a closure returning an
+    /// [`Outcome`](crate::classify::Outcome). The same value fits
+    /// [`BackoffRetryLayer::classify`](crate::BackoffRetryLayer::classify)
+    /// and the adaptive layers. [`Failure`](crate::classify::Outcome::Failure)s
+    /// count against the circuit, [`Success`](crate::classify::Outcome::Success)es
+    /// for it; [`Overloaded`](crate::classify::Outcome::Overloaded) and
+    /// [`Ignore`](crate::classify::Outcome::Ignore) are not recorded (in
+    /// half-open they give their trial slot back).
     ///
     /// # Examples
     ///

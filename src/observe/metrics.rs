@@ -26,7 +26,7 @@ use crate::util::IgnorePoison;
 /// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]); every call is timed (the default [`Observer::latency_one_in`](super::Observer::latency_one_in)) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 /// | `sluice_breaker_transitions_total` | counter | `layer`, `from`, `to` | state changes |
-/// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `ignored`) | classified calls |
+/// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `overloaded`, `ignored`) | classified calls |
 /// | `sluice_queue_depth` | gauge | `layer` | requests waiting |
 /// | `sluice_retries_total` | counter | `layer` | retries scheduled |
 /// | `sluice_retry_gave_up_total` | counter | `layer`, `reason` | retry layers giving up |
@@ -373,6 +373,7 @@ fn breaker_call(layer: &'static str, outcome: Outcome, latency: Option<Duration>
     let outcome = match outcome {
         Outcome::Success => "success",
         Outcome::Failure => "failure",
+        Outcome::Overloaded => "overloaded",
         Outcome::Ignore => "ignored",
     };
     counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome).increment(1);

@@ -15,8 +15,9 @@ use tokio::time::{Instant, sleep};
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 use tower_sluice::adaptive::{
     AdaptiveConcurrencyLayer, AdaptivePolicy, AdaptiveThrottleLayer, AimdLayer, AimdLimit,
-    Criticality, DefaultFormula, Feedback, GradientLimit, KeyStats, LimitFormula, Signal, Upstream,
+    Criticality, DefaultFormula, GradientLimit, KeyStats, LimitFormula,
 };
+use tower_sluice::classify::{Upstream, Verdict};
 use tower_sluice::error::{ConcurrencyLimited, Throttled};
 use tower_sluice::observe::Event;
 use tower_sluice::{Limiter, Quota, RateLimited};
@@ -413,8 +414,8 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
         async move { if first { Err::<(), _>("busy") } else { Ok(()) } }
     });
     let classify = |r: &Result<(), BoxError>| match r {
-        Ok(()) => Feedback::new(Signal::Success),
-        Err(_) => Feedback::new(Signal::Overloaded).with_retry_after(Duration::from_secs(5)),
+        Ok(()) => Verdict::success(),
+        Err(_) => Verdict::overloaded().with_retry_after(Duration::from_secs(5)),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
@@ -486,8 +487,8 @@ async fn aimd_paces_to_upstream_remaining_and_reset() {
         }
     });
     let classify = |r: &Result<Upstream, BoxError>| match r {
-        Ok(u) => Feedback::new(Signal::Success).with_upstream(*u),
-        Err(_) => Feedback::new(Signal::Overloaded),
+        Ok(u) => Verdict::success().with_upstream(*u),
+        Err(_) => Verdict::overloaded(),
     };
     let aimd = AimdLayer::new(Quota::per_second(100)).classify(classify);
     let mut client = aimd.layer(upstream);
@@ -686,8 +687,8 @@ async fn aimd_setters_after_handle_and_clone_keep_the_handle_attached() {
         "the handle follows the layer"
     );
     let classify = |r: &Result<(), BoxError>| match r {
-        Ok(()) => Feedback::new(Signal::Success),
-        Err(_) => Feedback::new(Signal::Overloaded),
+        Ok(()) => Verdict::success(),
+        Err(_) => Verdict::overloaded(),
     };
     let mut svc = layer.classify(classify).layer(service_fn(|()| async {
         Err::<(), BoxError>("busy".into())
@@ -1035,7 +1036,7 @@ async fn events_report_changes_and_refusals() {
 #[cfg(feature = "http")]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn http_upstream_steers_the_rate_with_ratelimit_headers_and_retry_after() {
-    use tower_sluice::adaptive::HttpFeedback;
+    use tower_sluice::classify::HttpStatus;
     use tower_sluice::http::{Rejection, RejectionKind};
     // An HTTP upstream with 10 requests per 5 s in fixed windows: it says
     // so in the IETF `RateLimit` field (`t` in whole seconds, rounded up),
@@ -1070,7 +1071,7 @@ async fn http_upstream_steers_the_rate_with_ratelimit_headers_and_retry_after() 
         };
         async move { Ok::<_, BoxError>(res.unwrap()) }
     });
-    let aimd = AimdLayer::new(Quota::per_second(50)).classify(HttpFeedback);
+    let aimd = AimdLayer::new(Quota::per_second(50)).classify(HttpStatus);
     let mut client = aimd.layer(upstream);
     let mut ok = 0;
     within(Duration::from_secs(100), async {

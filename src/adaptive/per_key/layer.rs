@@ -28,26 +28,29 @@ pub struct KeyFeedbackLayer<K, X, C = DefaultFeedback> {
 }
 
 impl<K, X, C> KeyFeedbackLayer<K, X, C> {
-    /// Reads responses with `classify`: [`Signal::Success`] counts as a
-    /// success, [`Failure`](Signal::Failure) and
-    /// [`Overloaded`](Signal::Overloaded) as failures,
-    /// [`Ignore`](Signal::Ignore) not at all. For HTTP servers, a closure
+    /// Reads responses with `classify`, any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// results (`Result<Response, BoxError>`): [`Outcome::Success`] counts as a
+    /// success, [`Failure`](Outcome::Failure) and
+    /// [`Overloaded`](Outcome::Overloaded) as failures,
+    /// [`Ignore`](Outcome::Ignore) not at all. For HTTP servers, a closure
     /// on the status, such as 5xx as failures.
     ///
     /// # Examples
     ///
     /// ```
     /// use tower_sluice::{BoxError, Quota};
-    /// use tower_sluice::adaptive::{AdaptivePolicy, Feedback, Signal};
+    /// use tower_sluice::adaptive::AdaptivePolicy;
+    /// use tower_sluice::classify::Outcome;
     ///
     /// // Responses are status codes; 5xx count against the key, 4xx not at all.
     /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     /// let learn = policy
     ///     .feedback_layer(|req: &(String, u16)| Some(req.0.clone()))
     ///     .classify(|r: &Result<u16, BoxError>| match r {
-    ///         Ok(500..) | Err(_) => Feedback::new(Signal::Failure),
-    ///         Ok(400..) => Feedback::new(Signal::Ignore),
-    ///         Ok(_) => Feedback::new(Signal::Success),
+    ///         Ok(500..) | Err(_) => Outcome::Failure,
+    ///         Ok(400..) => Outcome::Ignore,
+    ///         Ok(_) => Outcome::Success,
     ///     });
     /// # let _ = learn;
     /// ```

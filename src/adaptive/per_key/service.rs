@@ -52,14 +52,14 @@ pub struct KeyTrack<K, C> {
 impl<K, C, Res> Track<Res> for KeyTrack<K, C>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, BoxError>,
 {
     fn complete(self, result: &Result<Res, BoxError>) {
         let Some(key) = &self.key else { return };
-        let success = match self.classify.feedback(result).signal() {
-            Signal::Success => true,
-            Signal::Failure | Signal::Overloaded => false,
-            Signal::Ignore => return,
+        let success = match self.classify.classify(result) {
+            Outcome::Success => true,
+            Outcome::Failure | Outcome::Overloaded => false,
+            Outcome::Ignore => return,
         };
         let latency = self
             .policy
@@ -87,7 +87,7 @@ where
     S::Error: Into<BoxError>,
     X: KeyExtractor<Req, Key = K>,
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
