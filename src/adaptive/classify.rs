@@ -127,37 +127,16 @@ impl Feedback {
     }
 
     /// The signal.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::{Feedback, Signal};
-    /// assert_eq!(Feedback::new(Signal::Failure).signal(), Signal::Failure);
-    /// ```
     pub fn signal(&self) -> Signal {
         self.signal
     }
 
     /// The wait the upstream asked for, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::{Feedback, Signal};
-    /// assert_eq!(Feedback::new(Signal::Overloaded).retry_after(), None);
-    /// ```
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
     /// The upstream's quota, if it said.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::{Feedback, Signal};
-    /// assert_eq!(Feedback::new(Signal::Success).upstream(), None);
-    /// ```
     pub fn upstream(&self) -> Option<Upstream> {
         self.upstream
     }
