@@ -58,3 +58,28 @@ fn an_adaptive_policy_holds_one_entry_per_recorded_key() {
     assert_eq!(policy.len(), 2);
     assert!(!policy.is_empty());
 }
+
+/// A stand-in inner service that says which one it is.
+#[derive(Debug, PartialEq)]
+struct Tagged(u32);
+
+/// The service `layer` makes around `Tagged(1)` lends it, lets it be
+/// changed and gives it back.
+macro_rules! gives_back_its_inner_service {
+    ($layer:expr) => {{
+        let mut svc = $layer.layer(Tagged(1));
+        assert_eq!(svc.get_ref(), &Tagged(1));
+        svc.get_mut().0 = 2;
+        assert_eq!(svc.into_inner(), Tagged(2));
+    }};
+}
+
+#[test]
+fn every_adaptive_service_gives_back_its_inner_service() {
+    gives_back_its_inner_service!(AdaptiveThrottleLayer::new());
+    gives_back_its_inner_service!(AimdLayer::new(Quota::per_second(10)));
+    gives_back_its_inner_service!(AdaptiveConcurrencyLayer::new(GradientLimit::new()));
+    gives_back_its_inner_service!(
+        AdaptivePolicy::new(Quota::per_second(10), 20).feedback_layer(|n: &u32| Some(*n))
+    );
+}

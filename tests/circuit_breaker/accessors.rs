@@ -103,3 +103,15 @@ fn a_handle_reports_the_configuration_it_was_built_with() {
         CircuitBreakerConfig::default().open_duration()
     );
 }
+
+/// A stand-in inner service that says which one it is.
+#[derive(Debug, PartialEq)]
+struct Tagged(u32);
+
+#[test]
+fn the_breaker_service_gives_back_its_inner_service() {
+    let mut svc = CircuitBreakerLayer::default().layer(Tagged(1));
+    assert_eq!(svc.get_ref(), &Tagged(1));
+    svc.get_mut().0 = 2;
+    assert_eq!(svc.into_inner(), Tagged(2));
+}

@@ -170,3 +170,16 @@ fn a_key_extractor_and_a_proxy_error_say_what_they_hold() {
     let err = TrustedProxies::new(["localhost"]).unwrap_err();
     assert_eq!(err.entry(), "localhost");
 }
+
+/// A stand-in inner service that says which one it is.
+#[derive(Debug, PartialEq)]
+struct Tagged(u32);
+
+#[test]
+fn the_http_limit_service_gives_back_its_inner_service() {
+    let layer = PerKeyLayer::new(Quota::per_second(10), PeerIp::new()).http();
+    let mut svc = tower::Layer::layer(&layer, Tagged(1));
+    assert_eq!(svc.get_ref(), &Tagged(1));
+    svc.get_mut().0 = 2;
+    assert_eq!(svc.into_inner(), Tagged(2));
+}

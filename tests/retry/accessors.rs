@@ -49,3 +49,15 @@ fn the_default_backoff_starts_at_100_ms_and_caps_at_10_s() {
     assert_eq!(b.base(), Duration::from_secs(1));
     assert_eq!(b.get_max_delay(), Duration::from_secs(30));
 }
+
+/// A stand-in inner service that says which one it is.
+#[derive(Debug, PartialEq)]
+struct Tagged(u32);
+
+#[test]
+fn the_retry_service_gives_back_its_inner_service() {
+    let mut svc = BackoffRetryLayer::default().layer(Tagged(1));
+    assert_eq!(svc.get_ref(), &Tagged(1));
+    svc.get_mut().0 = 2;
+    assert_eq!(svc.into_inner(), Tagged(2));
+}
