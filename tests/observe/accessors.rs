@@ -3,12 +3,12 @@
 
 use super::*;
 
+/// `(layer, key)` of every event seen.
+type Seen = Arc<Mutex<Vec<(&'static str, Option<String>)>>>;
+
 /// Records `(layer, key)` of every event.
-fn recorder() -> (
-    Arc<Mutex<Vec<(&'static str, Option<String>)>>>,
-    impl Fn(&Event<'_>) + Send + Sync + 'static,
-) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+fn recorder() -> (Seen, impl Fn(&Event<'_>) + Send + Sync + 'static) {
+    let seen = Seen::default();
     let log = seen.clone();
     let observer = move |e: &Event<'_>| {
         let key = e.key().map(|k| format!("{k:?}"));
