@@ -132,50 +132,10 @@ macro_rules! inner_accessors {
             self.inner
         }
     };
-    // The same, with an example that wraps a `service_fn` in `$layer` (an
-    // expression with full paths).
+    // A layer expression given by older call sites; accessors need no
+    // example, so it is not used.
     (layer: $layer:literal) => {
-        /// A reference to the inner service.
-        ///
-        /// # Examples
-        ///
-        /// ```
-        #[doc = concat!("# use tower::{service_fn, util::ServiceFn, BoxError, Layer};\n",
-            "let svc = ", $layer, "\n    .layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));")]
-        /// let inner: &ServiceFn<_> = svc.get_ref();
-        /// # let _ = inner;
-        /// ```
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// A mutable reference to the inner service.
-        ///
-        /// # Examples
-        ///
-        /// ```
-        #[doc = concat!("# use tower::{service_fn, util::ServiceFn, BoxError, Layer};\n",
-            "let mut svc = ", $layer, "\n    .layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));")]
-        /// let inner: &mut ServiceFn<_> = svc.get_mut();
-        /// # let _ = inner;
-        /// ```
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// The inner service, consuming this one.
-        ///
-        /// # Examples
-        ///
-        /// ```
-        #[doc = concat!("# use tower::{service_fn, util::ServiceFn, BoxError, Layer};\n",
-            "let svc = ", $layer, "\n    .layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));")]
-        /// let inner: ServiceFn<_> = svc.into_inner();
-        /// # let _ = inner;
-        /// ```
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
+        $crate::inner_accessors!();
     };
 }
 pub(crate) use inner_accessors;

@@ -282,36 +282,12 @@ enum Cause {
 impl Refused {
     /// The position, in the slice passed, of the limit that refused (the
     /// one needing the longest wait when several did).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::limits::check_all;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let (user, global) = (Limiter::new(Quota::per_minute(1)), Limiter::new(Quota::per_hour(1)));
-    /// check_all(&[&user, &global]).unwrap();
-    /// // Both refuse now; the global limit needs the longer wait.
-    /// assert_eq!(check_all(&[&user, &global]).unwrap_err().index(), 1);
-    /// ```
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// How long until the request could pass (as far as that limit
     /// knows; others may refuse it then).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::limits::check_all;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let (user, global) = (Limiter::new(Quota::per_minute(1)), Limiter::new(Quota::per_hour(1)));
-    /// check_all(&[&user, &global]).unwrap();
-    /// let refused = check_all(&[&user, &global]).unwrap_err();
-    /// // The longest wait of the two: about an hour.
-    /// assert!(refused.retry_after() > Duration::from_secs(3599));
-    /// ```
     pub fn retry_after(&self) -> Duration {
         match &self.cause {
             Cause::Limited(e) => e.retry_after(),
@@ -322,18 +298,6 @@ impl Refused {
 
     /// The rate limit error, when a quota refused (not a full per-key
     /// store).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::limits::check_all;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let limiter = Limiter::new(Quota::per_minute(1));
-    /// check_all(&[&limiter]).unwrap();
-    /// let refused = check_all(&[&limiter]).unwrap_err();
-    /// let limited = refused.rate_limited().unwrap();
-    /// assert_eq!(limited.quota(), Quota::per_minute(1));
-    /// ```
     pub fn rate_limited(&self) -> Option<&RateLimited> {
         match &self.cause {
             Cause::Limited(e) => Some(e),

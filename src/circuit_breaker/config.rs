@@ -129,71 +129,26 @@ impl CircuitBreakerConfig {
     }
 
     /// The failure rate, in percent, at or above which the breaker opens.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
-    ///
-    /// assert_eq!(CircuitBreakerConfig::default().failure_rate_threshold(), 50.0);
-    /// ```
     pub fn failure_rate_threshold(&self) -> f64 {
         self.failure_rate_threshold
     }
 
     /// The sliding window.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
-    ///
-    /// assert_eq!(
-    ///     CircuitBreakerConfig::default().window(),
-    ///     SlidingWindow::Time { size: Duration::from_secs(30), buckets: 10 }
-    /// );
-    /// ```
     pub fn window(&self) -> SlidingWindow {
         self.window
     }
 
     /// Calls the window must hold before the breaker judges.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
-    ///
-    /// assert_eq!(CircuitBreakerConfig::default().minimum_calls(), 20);
-    /// ```
     pub fn minimum_calls(&self) -> u32 {
         self.minimum_calls
     }
 
     /// The first open duration.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
-    ///
-    /// assert_eq!(CircuitBreakerConfig::default().open_duration(), Duration::from_secs(5));
-    /// ```
     pub fn open_duration(&self) -> Duration {
         self.open_duration
     }
 
     /// Trial calls admitted at once in half-open.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::circuit_breaker::CircuitBreakerConfig;
-    ///
-    /// assert_eq!(CircuitBreakerConfig::default().permitted_calls_in_half_open(), 3);
-    /// ```
     pub fn permitted_calls_in_half_open(&self) -> u32 {
         self.permitted_calls_in_half_open
     }

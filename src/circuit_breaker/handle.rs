@@ -79,92 +79,22 @@ impl CircuitBreakerHandle {
     }
 
     /// The current state.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::CircuitBreakerLayer;
-    /// use tower_sluice::circuit_breaker::CircuitState;
-    ///
-    /// let handle = CircuitBreakerLayer::default().handle();
-    /// assert_eq!(handle.state(), CircuitState::Closed);
-    /// handle.force_open();
-    /// assert_eq!(handle.state(), CircuitState::ForcedOpen);
-    /// ```
     pub fn state(&self) -> CircuitState {
         self.breaker.load().state()
     }
 
     /// The state and the sliding window's statistics.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
-    /// use tower_sluice::CircuitBreakerLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), BoxError> {
-    /// let layer = CircuitBreakerLayer::default();
-    /// let handle = layer.handle();
-    /// let svc = layer.layer(service_fn(|fail: bool| async move {
-    ///     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
-    /// }));
-    /// for fail in [true, true, false, false] {
-    ///     let _ = svc.clone().oneshot(fail).await;
-    /// }
-    /// let stats = handle.stats();
-    /// assert_eq!((stats.calls, stats.failures, stats.consecutive_failures), (4, 2, 0));
-    /// assert_eq!(stats.failure_rate(), 50.0);
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn stats(&self) -> Stats {
         self.breaker.load().stats()
     }
 
     /// How long until an [`Open`](CircuitState::Open) breaker admits trial
     /// calls; `None` in any other state.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
-    /// use tower_sluice::CircuitBreakerLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), BoxError> {
-    /// let layer = CircuitBreakerLayer::builder()
-    ///     .consecutive_failures(1)
-    ///     .open_duration(Duration::from_secs(5))
-    ///     .open_jitter(0.0)
-    ///     .build()?;
-    /// let handle = layer.handle();
-    /// assert_eq!(handle.retry_after(), None);
-    /// let svc = layer.layer(service_fn(|(): ()| async { Err::<(), BoxError>("down".into()) }));
-    /// svc.oneshot(()).await.unwrap_err();
-    /// tokio::time::sleep(Duration::from_secs(2)).await;
-    /// # #[cfg(feature = "test-util")]
-    /// assert_eq!(handle.retry_after(), Some(Duration::from_secs(3)));
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn retry_after(&self) -> Option<Duration> {
         self.breaker.load().retry_after()
     }
 
     /// The configuration.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::CircuitBreakerLayer;
-    ///
-    /// let handle = CircuitBreakerLayer::builder().minimum_calls(8).build()?.handle();
-    /// assert_eq!(handle.config().minimum_calls(), 8);
-    /// # Ok::<(), tower_sluice::error::ConfigError>(())
-    /// ```
     pub fn config(&self) -> &CircuitBreakerConfig {
         &self.config
     }

@@ -76,7 +76,7 @@ impl<S, C> CircuitBreaker<S, C> {
         CircuitBreakerHandle::of(self.breaker.clone())
     }
 
-    crate::inner_accessors!(layer: "tower_sluice::CircuitBreakerLayer::default()");
+    crate::inner_accessors!();
 }
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>

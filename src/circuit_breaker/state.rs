@@ -93,58 +93,11 @@ pub struct Stats {
 
 impl Stats {
     /// Failures as a percentage of the window's calls (0 when empty).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
-    /// use tower_sluice::CircuitBreakerLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), BoxError> {
-    /// let layer = CircuitBreakerLayer::default();
-    /// let handle = layer.handle();
-    /// assert_eq!(handle.stats().failure_rate(), 0.0);
-    /// let svc = layer.layer(service_fn(|fail: bool| async move {
-    ///     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
-    /// }));
-    /// for fail in [true, false, false, false] {
-    ///     let _ = svc.clone().oneshot(fail).await;
-    /// }
-    /// assert_eq!(handle.stats().failure_rate(), 25.0);
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn failure_rate(&self) -> f64 {
         percent(self.failures, self.calls)
     }
 
     /// Slow calls as a percentage of the window's calls (0 when empty).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
-    /// use tower_sluice::CircuitBreakerLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), BoxError> {
-    /// let layer = CircuitBreakerLayer::builder().slow_call_duration(Duration::from_secs(1)).build()?;
-    /// let handle = layer.handle();
-    /// let svc = layer.layer(service_fn(|ms: u64| async move {
-    ///     tokio::time::sleep(Duration::from_millis(ms)).await;
-    ///     Ok::<_, BoxError>(())
-    /// }));
-    /// for ms in [10, 20, 1500, 30] {
-    ///     svc.clone().oneshot(ms).await?;
-    /// }
-    /// # #[cfg(feature = "test-util")]
-    /// assert_eq!(handle.stats().slow_call_rate(), 25.0);
-    /// # let _ = handle;
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn slow_call_rate(&self) -> f64 {
         percent(self.slow_calls, self.calls)
     }

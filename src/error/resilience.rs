@@ -47,20 +47,6 @@ impl CircuitOpen {
 
     /// How long until the breaker admits trial calls again (a hint when it
     /// is half-open or forced open).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::CircuitOpen;
-    ///
-    /// // In an error handler: the `Retry-After` of a 503.
-    /// fn retry_after(err: &BoxError) -> Option<Duration> {
-    ///     err.downcast_ref::<CircuitOpen>().map(|e| e.retry_after())
-    /// }
-    /// # let _ = retry_after;
-    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -114,19 +100,6 @@ impl QueueFull {
     }
 
     /// How many requests the queue holds at most.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::QueueFull;
-    ///
-    /// // In an error handler: the bound, for an alert.
-    /// fn capacity(err: &BoxError) -> Option<usize> {
-    ///     err.downcast_ref::<QueueFull>().map(|e| e.capacity())
-    /// }
-    /// # let _ = capacity;
-    /// ```
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -185,39 +158,12 @@ impl QueueTimeout {
     }
 
     /// The longest a request may wait in the queue.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::QueueTimeout;
-    ///
-    /// // In an error handler: the configured wait.
-    /// fn max_wait(err: &BoxError) -> Option<Duration> {
-    ///     err.downcast_ref::<QueueTimeout>().map(|e| e.max_wait())
-    /// }
-    /// # let _ = max_wait;
-    /// ```
     pub fn max_wait(&self) -> Duration {
         self.max_wait
     }
 
     /// `true` when the request was refused up front because its predicted
     /// wait already exceeded `max_wait`, `false` when it waited `max_wait`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::QueueTimeout;
-    ///
-    /// // In an error handler: refused up front (no time was spent waiting).
-    /// fn predicted(err: &BoxError) -> Option<bool> {
-    ///     err.downcast_ref::<QueueTimeout>().map(|e| e.predicted())
-    /// }
-    /// # let _ = predicted;
-    /// ```
     pub fn predicted(&self) -> bool {
         self.predicted
     }
@@ -278,38 +224,11 @@ impl BackendUnavailable {
     }
 
     /// The backend, such as `"redis"`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::BackendUnavailable;
-    ///
-    /// // In an error handler: which store failed.
-    /// fn backend(err: &BoxError) -> Option<&'static str> {
-    ///     err.downcast_ref::<BackendUnavailable>().map(|e| e.backend())
-    /// }
-    /// # let _ = backend;
-    /// ```
     pub fn backend(&self) -> &'static str {
         self.backend
     }
 
     /// When the backend will be tried again.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::BackendUnavailable;
-    ///
-    /// // In an error handler: the `Retry-After` of a 503.
-    /// fn retry_after(err: &BoxError) -> Option<Duration> {
-    ///     err.downcast_ref::<BackendUnavailable>().map(|e| e.retry_after())
-    /// }
-    /// # let _ = retry_after;
-    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -437,19 +356,6 @@ impl ConcurrencyLimited {
     }
 
     /// The limit on requests in flight when the request was refused.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::ConcurrencyLimited;
-    ///
-    /// // In an error handler: the limit at the time.
-    /// fn limit(err: &BoxError) -> Option<u32> {
-    ///     err.downcast_ref::<ConcurrencyLimited>().map(|e| e.limit())
-    /// }
-    /// # let _ = limit;
-    /// ```
     pub fn limit(&self) -> u32 {
         self.limit
     }
@@ -517,19 +423,6 @@ impl Throttled {
 
     /// The probability with which requests of this criticality were being
     /// rejected when this one was.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::Throttled;
-    ///
-    /// // In an error handler: how hard the client is shedding.
-    /// fn probability(err: &BoxError) -> Option<f64> {
-    ///     err.downcast_ref::<Throttled>().map(|e| e.probability())
-    /// }
-    /// # let _ = probability;
-    /// ```
     pub fn probability(&self) -> f64 {
         self.probability
     }

@@ -191,83 +191,17 @@ impl<'a> Rejection<'a> {
     }
 
     /// The kind of rejection.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::http::{Rejection, RejectionKind};
-    /// use tower_sluice::{BoxError, RateLimitLayer, Quota};
-    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let svc = ServiceBuilder::new()
-    ///     .layer(RateLimitLayer::new(Quota::per_minute(1)).reject())
-    ///     .service(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
-    /// svc.clone().oneshot(()).await.unwrap();
-    /// let err = svc.clone().oneshot(()).await.unwrap_err();
-    /// assert_eq!(Rejection::new(&*err).kind(), RejectionKind::RateLimited);
-    /// # }
-    /// ```
     pub fn kind(&self) -> RejectionKind {
         self.kind
     }
 
-    /// How long the client should wait before trying again, when known.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::http::{Rejection, RejectionKind};
-    /// use tower_sluice::{BoxError, Limiter, Quota};
-    ///
-    /// let limiter = Limiter::new(Quota::per_minute(1));
-    /// limiter.check();
-    /// let err: BoxError = limiter.check().into_result().unwrap_err().into();
-    /// let wait = Rejection::new(&*err).retry_after().unwrap();
-    /// assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60));
-    ///
-    /// // A missing key has no wait: waiting would not help.
-    /// let err: BoxError = tower_sluice::error::MissingKey::default().into();
-    /// assert_eq!(Rejection::new(&*err).retry_after(), None);
-    /// ```
+    /// How long the client should wait before trying again, when known
+    /// (`None` for a missing key, where waiting would not help).
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
     /// The error as the layer returned it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::{error::Error, fmt};
-    /// use tower_sluice::http::{Rejection, RejectionKind};
-    /// use tower_sluice::{Limiter, Quota, RateLimited};
-    ///
-    /// /// Another layer's error, wrapping the limiter's.
-    /// #[derive(Debug)]
-    /// struct Wrapped(RateLimited);
-    ///
-    /// impl fmt::Display for Wrapped {
-    ///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    ///         f.write_str("inner service failed")
-    ///     }
-    /// }
-    ///
-    /// impl Error for Wrapped {
-    ///     fn source(&self) -> Option<&(dyn Error + 'static)> {
-    ///         Some(&self.0)
-    ///     }
-    /// }
-    ///
-    /// let limiter = Limiter::new(Quota::per_minute(1));
-    /// limiter.check();
-    /// let err = Wrapped(limiter.check().into_result().unwrap_err());
-    /// let rejection = Rejection::new(&err);
-    /// assert!(rejection.error().is::<Wrapped>());
-    /// assert_eq!(rejection.error().to_string(), "inner service failed");
-    /// ```
     pub fn error(&self) -> &'a (dyn Error + 'static) {
         self.error
     }
@@ -275,156 +209,24 @@ impl<'a> Rejection<'a> {
     /// The limiter error found in [`error`](Self::error)'s source chain
     /// (the error itself when it is one, or when it is not a limiter
     /// error at all).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::{error::Error, fmt};
-    /// use tower_sluice::http::{Rejection, RejectionKind};
-    /// use tower_sluice::{Limiter, Quota, RateLimited};
-    ///
-    /// /// Another layer's error, wrapping the limiter's.
-    /// #[derive(Debug)]
-    /// struct Wrapped(RateLimited);
-    ///
-    /// impl fmt::Display for Wrapped {
-    ///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    ///         f.write_str("inner service failed")
-    ///     }
-    /// }
-    ///
-    /// impl Error for Wrapped {
-    ///     fn source(&self) -> Option<&(dyn Error + 'static)> {
-    ///         Some(&self.0)
-    ///     }
-    /// }
-    ///
-    /// let limiter = Limiter::new(Quota::per_minute(1));
-    /// limiter.check();
-    /// let err = Wrapped(limiter.check().into_result().unwrap_err());
-    /// let rejection = Rejection::new(&err);
-    /// assert!(rejection.cause().is::<RateLimited>());
-    /// assert!(rejection.cause().to_string().starts_with("rate limit exceeded"));
-    /// ```
     pub fn cause(&self) -> &'a (dyn Error + 'static) {
         self.cause
     }
 
-    /// The [`RateLimited`] error, when a quota is exhausted.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::http::{Rejection, RejectionKind};
-    /// use tower_sluice::{BoxError, Limiter, Quota};
-    ///
-    /// let limiter = Limiter::new(Quota::per_minute(1));
-    /// limiter.check();
-    /// let err: BoxError = limiter.check().into_result().unwrap_err().into();
-    /// let rejection = Rejection::new(&*err);
-    /// let limited = rejection.rate_limited().unwrap();
-    /// assert_eq!((limited.limit(), limited.remaining()), (1, 0));
-    ///
-    /// let err: BoxError = tower_sluice::error::MissingKey::default().into();
-    /// assert!(Rejection::new(&*err).rate_limited().is_none());
-    /// ```
+    /// The [`RateLimited`] error, when a quota is exhausted (`None` for
+    /// every other kind).
     pub fn rate_limited(&self) -> Option<&'a RateLimited> {
         self.cause.downcast_ref()
     }
 
     /// The key's policy, when the per-key HTTP layer rejected the request
     /// (not for errors mapped after the fact, as in a `HandleErrorLayer`).
-    ///
-    /// # Examples
-    ///
-    /// A responder naming the key's tier in its 429s:
-    ///
-    /// ```
-    /// use axum::{Router, body::Body, routing::get};
-    /// use http::{HeaderValue, Response};
-    /// use tower::ServiceExt;
-    /// use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
-    /// use tower_sluice::per_key::Policy;
-    /// use tower_sluice::{PerKeyLayer, Quota};
-    ///
-    /// struct Tier;
-    ///
-    /// impl Respond<Body> for Tier {
-    ///     type Headers = ();
-    /// #   fn admitted(&self, _: &Limits<'_>) -> Option<()> { None }
-    /// #   fn add_headers(_: (), _: &mut Response<Body>) {}
-    ///
-    ///     fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
-    ///         let mut response: Response<Body> = Responder::new().rejection_response(rejection);
-    ///         if let Some(tier) = rejection.policy().and_then(Policy::name) {
-    ///             response.headers_mut().insert("x-tier", HeaderValue::try_from(tier).unwrap());
-    ///         }
-    ///         response
-    ///     }
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let free = Policy::new(Quota::per_minute(1)).named("free");
-    /// let limit = PerKeyLayer::new(free, HeaderKey::from_static("x-api-key")).http().responder(Tier);
-    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
-    /// let req = || http::Request::get("/").header("x-api-key", "k-1").body(Body::empty());
-    /// app.clone().oneshot(req()?).await?;
-    /// let limited = app.oneshot(req()?).await?;
-    /// assert_eq!(limited.status(), 429);
-    /// assert_eq!(limited.headers()["x-tier"], "free");
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn policy(&self) -> Option<&'a Policy> {
         self.policy
     }
 
     /// The state of each of the key's quotas when it was rejected, read
     /// without consuming (with [`policy`](Self::policy)).
-    ///
-    /// # Examples
-    ///
-    /// A responder listing what is left of each quota in its 429s:
-    ///
-    /// ```
-    /// use axum::{Router, body::Body, routing::get};
-    /// use http::{HeaderValue, Response};
-    /// use tower::ServiceExt;
-    /// use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
-    /// use tower_sluice::per_key::Policy;
-    /// use tower_sluice::{PerKeyLayer, Quota};
-    ///
-    /// struct Left;
-    ///
-    /// impl Respond<Body> for Left {
-    ///     type Headers = ();
-    /// #   fn admitted(&self, _: &Limits<'_>) -> Option<()> { None }
-    /// #   fn add_headers(_: (), _: &mut Response<Body>) {}
-    ///
-    ///     fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
-    ///         let mut response: Response<Body> = Responder::new().rejection_response(rejection);
-    ///         if let Some(states) = rejection.states() {
-    ///             let left: Vec<String> = states.iter().map(|d| d.remaining().to_string()).collect();
-    ///             response.headers_mut().insert("x-left", HeaderValue::try_from(left.join(" ")).unwrap());
-    ///         }
-    ///         response
-    ///     }
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let policy = Policy::new(Quota::per_minute(1)).and(Quota::per_day(100))?;
-    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Left);
-    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
-    /// let req = || http::Request::get("/").header("x-api-key", "k-1").body(Body::empty());
-    /// app.clone().oneshot(req()?).await?;
-    /// let limited = app.oneshot(req()?).await?;
-    /// // The minute's quota is spent; the day's has 99 left (a refused request costs nothing).
-    /// assert_eq!(limited.headers()["x-left"], "0 99");
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn states(&self) -> Option<&QuotaStates> {
         self.states.as_ref()
     }

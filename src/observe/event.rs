@@ -417,29 +417,8 @@ pub enum FailureAction {
 }
 
 impl Event<'_> {
-    /// The layer that reported the event.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::{Arc, Mutex};
-    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
-    /// use tower_sluice::observe::Event;
-    /// use tower_sluice::{Quota, RateLimitLayer};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let layers = Arc::new(Mutex::new(Vec::new()));
-    /// let seen = layers.clone();
-    /// let svc = ServiceBuilder::new()
-    ///     .layer(RateLimitLayer::new(Quota::per_second(10)).reject().observer(move |e: &Event<'_>| {
-    ///         seen.lock().unwrap().push(e.layer());
-    ///     }))
-    ///     .service(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
-    /// svc.oneshot(()).await.unwrap();
-    /// assert_eq!(*layers.lock().unwrap(), ["rate_limit"]);
-    /// # }
-    /// ```
+    /// The layer that reported the event, such as `"rate_limit"` or
+    /// `"per_key"`.
     #[inline(always)]
     pub fn layer(&self) -> &'static str {
         match self {
@@ -471,33 +450,6 @@ impl Event<'_> {
     }
 
     /// The request's key, for per-key layers.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::{Arc, Mutex};
-    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
-    /// use tower_sluice::observe::Event;
-    /// use tower_sluice::{PerKeyLayer, Quota};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let keys = Arc::new(Mutex::new(Vec::new()));
-    /// let seen = keys.clone();
-    /// let svc = ServiceBuilder::new()
-    ///     .layer(PerKeyLayer::new(Quota::per_second(10), |user: &u64| Some(*user)).observer(
-    ///         move |e: &Event<'_>| {
-    ///             if let Some(key) = e.key() {
-    ///                 seen.lock().unwrap().push(format!("{:?} {key:?}", e.layer()));
-    ///             }
-    ///         },
-    ///     ))
-    ///     .service(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
-    /// svc.oneshot(42).await.unwrap();
-    /// // Decided, then completed.
-    /// assert_eq!(*keys.lock().unwrap(), [r#""per_key" 42"#, r#""per_key" 42"#]);
-    /// # }
-    /// ```
     pub fn key(&self) -> Option<&dyn EventKey> {
         match self {
             Event::Allowed { key, .. }

@@ -246,29 +246,11 @@ impl Backoff {
     }
 
     /// The base delay.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::retry::Backoff;
-    /// assert_eq!(Backoff::default().base(), Duration::from_millis(100));
-    /// ```
     pub fn base(&self) -> Duration {
         self.base
     }
 
     /// The configured cap.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::retry::Backoff;
-    /// assert_eq!(Backoff::default().get_max_delay(), Duration::from_secs(10));
-    /// let b = Backoff::exponential(Duration::from_secs(1)).max_delay(Duration::from_secs(30));
-    /// assert_eq!(b.get_max_delay(), Duration::from_secs(30));
-    /// ```
     pub fn get_max_delay(&self) -> Duration {
         self.max_delay
     }

@@ -127,25 +127,6 @@ impl<B> ReplayBody<B> {
     }
 
     /// Whether a replay is still possible (not over the cap, no error).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use bytes::Bytes;
-    /// use http_body_util::{BodyExt, Full};
-    /// use tower_sluice::retry::ReplayBody;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_sluice::BoxError> {
-    /// // A 10-byte body with a 4-byte cap: once read, it cannot be replayed.
-    /// let mut body = ReplayBody::new(Full::new(Bytes::from("0123456789")), 4);
-    /// while let Some(frame) = body.frame().await {
-    ///     frame?;
-    /// }
-    /// assert!(!body.is_replayable());
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn is_replayable(&self) -> bool {
         match &self.kind {
             Kind::Once { .. } => false,

@@ -37,54 +37,11 @@ impl RetriesExhausted {
     }
 
     /// How many attempts were made, the first included.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
-    /// use tower_sluice::BackoffRetryLayer;
-    /// use tower_sluice::retry::{Backoff, RetriesExhausted};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let svc = ServiceBuilder::new()
-    ///     .layer(BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10))))
-    ///     .service(service_fn(|_: ()| async {
-    ///         Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
-    ///     }));
-    /// let err = svc.oneshot(()).await.unwrap_err();
-    /// let gave_up = err.downcast_ref::<RetriesExhausted>().unwrap();
-    /// assert_eq!(gave_up.attempts(), 3);
-    /// assert_eq!(gave_up.to_string(), format!("gave up after 3 attempts; last error: {}", gave_up.last_error()));
-    /// # }
-    /// ```
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
 
     /// The last attempt's error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
-    /// # use tower_sluice::BackoffRetryLayer;
-    /// # use tower_sluice::retry::{Backoff, RetriesExhausted};
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// # let svc = ServiceBuilder::new()
-    /// #     .layer(BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10))))
-    /// #     .service(service_fn(|_: ()| async {
-    /// #         Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
-    /// #     }));
-    /// let err = svc.oneshot(()).await.unwrap_err();
-    /// let last = err.downcast_ref::<RetriesExhausted>().unwrap().last_error();
-    /// let io = last.downcast_ref::<std::io::Error>().unwrap();
-    /// assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
-    /// # }
-    /// ```
     pub fn last_error(&self) -> &(dyn Error + Send + Sync + 'static) {
         &*self.last
     }

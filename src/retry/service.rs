@@ -50,7 +50,7 @@ impl<S, C, P, X> BackoffRetry<S, C, P, X> {
         }
     }
 
-    crate::inner_accessors!(layer: "tower_sluice::BackoffRetryLayer::default()");
+    crate::inner_accessors!();
 }
 
 impl<S, C, P, X, Req> Service<Req> for BackoffRetry<S, C, P, X>

@@ -27,6 +27,8 @@ mod budget;
 #[cfg(feature = "http")]
 mod hints;
 
+mod accessors;
+
 /// Runs `f` on the paused clock, failing after `limit` of virtual time.
 async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, f)

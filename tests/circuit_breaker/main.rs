@@ -13,6 +13,8 @@ use tower_sluice::classify::Outcome;
 use tower_sluice::observe::Event;
 use tower_sluice::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 
+mod accessors;
+
 mod futures_util_lite {
     use std::future::Future;
     use std::pin::Pin;

@@ -26,6 +26,7 @@ use tower_sluice::http::{
 use tower_sluice::per_key::Policy;
 use tower_sluice::{PerKeyLayer, Quota, RateLimitLayer};
 
+mod accessors;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/axum_server.rs"]
 mod example;

@@ -10,6 +10,8 @@ use proptest::prelude::*;
 use tower_sluice::limits::{Limit, check_all, peek_all};
 use tower_sluice::{Decision, Limiter, PerKeyLayer, Quota};
 
+mod accessors;
+
 /// The GCRA in its other classic form, the continuous-state leaky bucket:
 /// a bucket holding `level` nanoseconds of work that drains one nanosecond
 /// per nanosecond; a request adds `cost * T` unless that overflows `B * T`.

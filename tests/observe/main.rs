@@ -18,6 +18,7 @@ use tower_sluice::{
     RateLimitLayer,
 };
 
+mod accessors;
 #[cfg(feature = "metrics")]
 mod prometheus;
 

@@ -16,6 +16,8 @@ use tower_sluice::observe::Event;
 use tower_sluice::per_key::Policy;
 use tower_sluice::{PerKeyLayer, Quota, RateLimited};
 
+mod accessors;
+
 const SEC: Duration = Duration::from_secs(1);
 const MIN: Duration = Duration::from_secs(60);
 

@@ -22,6 +22,7 @@ use tower_sluice::retry::{
 };
 use tower_sluice::{BackoffRetryLayer, Quota, RateLimitLayer, RateLimited};
 
+mod accessors;
 mod hints;
 
 const MS: Duration = Duration::from_millis(1);

@@ -315,29 +315,12 @@ pub struct AimdHandle {
 
 impl AimdHandle {
     /// The current rate, in requests per second.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AimdLayer;
-    /// assert_eq!(AimdLayer::new(Quota::per_second(20)).handle().rate(), 20.0);
-    /// ```
     pub fn rate(&self) -> f64 {
         self.core.load().lock().rate
     }
 
     /// The current rate as a quota over the configured quota's period
     /// (rounded to whole requests, at least 1).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AimdLayer;
-    /// let handle = AimdLayer::new(Quota::per_minute(60)).initial(30).handle();
-    /// assert_eq!(handle.quota(), Quota::per_minute(30));
-    /// ```
     pub fn quota(&self) -> Quota {
         let core = self.core.load();
         let rate = core.lock().rate;
@@ -346,28 +329,13 @@ impl AimdHandle {
 
     /// The highest rate that last completed a window without an overload,
     /// in requests per second: the layer's estimate of the upstream's
-    /// limit.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AimdLayer;
-    /// assert_eq!(AimdLayer::new(Quota::per_second(20)).handle().good_rate(), None);
-    /// ```
+    /// limit. `None` until such a window has completed.
     pub fn good_rate(&self) -> Option<f64> {
         self.core.load().lock().good
     }
 
-    /// How long sending stays paused for an upstream's `Retry-After`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AimdLayer;
-    /// assert!(AimdLayer::new(Quota::per_second(20)).handle().paused_for().is_zero());
-    /// ```
+    /// How long sending stays paused for an upstream's `Retry-After`
+    /// (zero when not paused).
     pub fn paused_for(&self) -> Duration {
         let core = self.core.load();
         let now = core.clock.now();

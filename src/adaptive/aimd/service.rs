@@ -41,7 +41,7 @@ impl<S, C> Aimd<S, C> {
         }
     }
 
-    crate::inner_accessors!(layer: "tower_sluice::adaptive::AimdLayer::new(tower_sluice::Quota::per_second(10))");
+    crate::inner_accessors!();
 }
 
 /// The record an [`Aimd`] request keeps until its response.

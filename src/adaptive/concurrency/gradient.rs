@@ -243,14 +243,7 @@ impl GradientLimit {
     }
 
     /// The no-load latency measured by the last probe (or a faster
-    /// response since).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::GradientLimit;
-    /// assert_eq!(GradientLimit::new().min_rtt(), None); // nothing measured yet
-    /// ```
+    /// response since); `None` until a response is measured.
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }

@@ -31,27 +31,11 @@ pub struct ConcurrencyHandle {
 
 impl ConcurrencyHandle {
     /// The current limit on requests in flight.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, AimdLimit};
-    /// let layer = AdaptiveConcurrencyLayer::new(AimdLimit::new(Duration::from_secs(1)).initial(16));
-    /// assert_eq!(layer.handle().limit(), 16);
-    /// ```
     pub fn limit(&self) -> u32 {
         self.core.load().limit.load(Ordering::Acquire)
     }
 
     /// Requests in flight now (and slots held by readied services).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
-    /// assert_eq!(AdaptiveConcurrencyLayer::new(GradientLimit::new()).handle().in_flight(), 0);
-    /// ```
     pub fn in_flight(&self) -> u32 {
         self.core.load().in_flight.load(Ordering::Acquire)
     }

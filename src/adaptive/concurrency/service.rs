@@ -42,7 +42,7 @@ impl<S, C> AdaptiveConcurrency<S, C> {
         }
     }
 
-    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptiveConcurrencyLayer::new(tower_sluice::adaptive::GradientLimit::new())");
+    crate::inner_accessors!();
 }
 
 /// The slot an [`AdaptiveConcurrency`] request holds until its response

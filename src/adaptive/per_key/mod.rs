@@ -538,43 +538,17 @@ impl AdaptivePolicy {
     }
 
     /// The base quota.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// assert_eq!(AdaptivePolicy::new(Quota::per_second(5), 10).base(), Quota::per_second(5));
-    /// ```
     pub fn base(&self) -> Quota {
         self.shared.load().base
     }
 
-    /// The highest limit, per the base quota's period.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// assert_eq!(AdaptivePolicy::new(Quota::per_second(5), 10).max(), 10);
-    /// // Never below the base's limit.
-    /// assert_eq!(AdaptivePolicy::new(Quota::per_second(5), 1).max(), 5);
-    /// ```
+    /// The highest limit, per the base quota's period (never below the
+    /// base quota's limit).
     pub fn max(&self) -> u32 {
         self.shared.load().max
     }
 
     /// The base policy: the base quota, named.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::new(Quota::per_second(5), 10);
-    /// assert!(policy.base_policy().quotas().eq([Quota::per_second(5)]));
-    /// ```
     pub fn base_policy(&self) -> Policy {
         let s = self.shared.load();
         s.policy(s.base.limit())
@@ -783,18 +757,6 @@ impl AdaptivePolicy {
     }
 
     /// Keys whose stats are held now.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
-    /// policy.record(&"ann", true, Duration::ZERO);
-    /// policy.record(&"bob", true, Duration::ZERO);
-    /// assert_eq!(policy.len(), 2);
-    /// ```
     pub fn len(&self) -> usize {
         let s = self.shared.load();
         let first = s.tables.first.get().map_or(0, |t| t.len());
@@ -803,14 +765,6 @@ impl AdaptivePolicy {
     }
 
     /// Whether no key is held.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// assert!(AdaptivePolicy::new(Quota::per_minute(100), 200).is_empty());
-    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

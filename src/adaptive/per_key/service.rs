@@ -35,7 +35,7 @@ pub struct KeyFeedback<S, K, X, C> {
 }
 
 impl<S, K, X, C> KeyFeedback<S, K, X, C> {
-    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptivePolicy::new(tower_sluice::Quota::per_second(10), 20)\n    .feedback_layer(|n: &u32| Some(*n))");
+    crate::inner_accessors!();
 }
 
 /// The record a [`KeyFeedback`] request keeps until its response.

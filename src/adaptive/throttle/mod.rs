@@ -261,15 +261,7 @@ pub struct ThrottleHandle {
 }
 
 impl ThrottleHandle {
-    /// Requests and accepts in the window now.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::AdaptiveThrottleLayer;
-    /// let (requests, accepts) = AdaptiveThrottleLayer::new().handle().counts();
-    /// assert_eq!((requests, accepts), (0, 0));
-    /// ```
+    /// `(requests, accepts)` counted in the window now.
     pub fn counts(&self) -> (u64, u64) {
         let core = self.core.load();
         let r = core.lock(core.clock.now());

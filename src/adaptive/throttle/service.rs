@@ -27,7 +27,7 @@ pub struct AdaptiveThrottle<S, P, C> {
 }
 
 impl<S, P, C> AdaptiveThrottle<S, P, C> {
-    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptiveThrottleLayer::new()");
+    crate::inner_accessors!();
 }
 
 /// The record an [`AdaptiveThrottle`] request keeps until its response.

@@ -216,14 +216,6 @@ impl<K> HeaderKey<K> {
     }
 
     /// The header's name.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::http::HeaderKey;
-    ///
-    /// assert_eq!(HeaderKey::from_static("x-api-key").name(), "x-api-key");
-    /// ```
     pub fn name(&self) -> &HeaderName {
         &self.name
     }

@@ -207,15 +207,6 @@ pub struct InvalidProxy {
 
 impl InvalidProxy {
     /// The entry that did not parse.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::http::TrustedProxies;
-    ///
-    /// let err = TrustedProxies::new(["localhost"]).unwrap_err();
-    /// assert_eq!(err.entry(), "localhost");
-    /// ```
     pub fn entry(&self) -> &str {
         &self.entry
     }

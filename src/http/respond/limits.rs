@@ -72,86 +72,11 @@ impl<'a> Limits<'a> {
     }
 
     /// The key's policy.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use axum::{Router, body::Body, routing::get};
-    /// # use http::{HeaderValue, Response};
-    /// # use tower::ServiceExt;
-    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
-    /// # use tower_sluice::per_key::Policy;
-    /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// struct Echo;
-    ///
-    /// impl Respond<Body> for Echo {
-    ///     type Headers = String;
-    ///
-    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<String> {
-    ///         limits.policy().name().map(str::to_owned)
-    ///     }
-    /// #   fn add_headers(value: String, response: &mut Response<Body>) {
-    /// #       response.headers_mut().insert("x-echo", HeaderValue::try_from(value).unwrap());
-    /// #   }
-    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
-    /// #       Responder::new().rejection_response(rejection)
-    /// #   }
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let policy = Policy::new(Quota::per_minute(60)).named("free");
-    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Echo);
-    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
-    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
-    /// let res = app.oneshot(req).await?;
-    /// assert_eq!(res.headers()["x-echo"], "free");
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn policy(&self) -> &'a Policy {
         self.policy
     }
 
     /// The decision of the key's tightest quota.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use axum::{Router, body::Body, routing::get};
-    /// # use http::{HeaderValue, Response};
-    /// # use tower::ServiceExt;
-    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
-    /// # use tower_sluice::per_key::Policy;
-    /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// struct Echo;
-    ///
-    /// impl Respond<Body> for Echo {
-    ///     type Headers = u32;
-    ///
-    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<u32> {
-    ///         Some(limits.decision().remaining())
-    ///     }
-    /// #   fn add_headers(value: u32, response: &mut Response<Body>) {
-    /// #       response.headers_mut().insert("x-echo", HeaderValue::from(value));
-    /// #   }
-    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
-    /// #       Responder::new().rejection_response(rejection)
-    /// #   }
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // The tightest quota: the hourly one, after this request.
-    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_hour(5))?;
-    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Echo);
-    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
-    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
-    /// let res = app.oneshot(req).await?;
-    /// assert_eq!(res.headers()["x-echo"], "4");
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn decision(&self) -> &'a Decision {
         self.decision
     }
@@ -159,44 +84,6 @@ impl<'a> Limits<'a> {
     /// The state of each quota of the policy. Free for a policy of one
     /// quota; for several, read from the backend without consuming (a
     /// remote backend's grant gives the tightest quota only).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use axum::{Router, body::Body, routing::get};
-    /// # use http::{HeaderValue, Response};
-    /// # use tower::ServiceExt;
-    /// # use tower_sluice::http::{HeaderKey, Limits, Rejection, Respond, Responder};
-    /// # use tower_sluice::per_key::Policy;
-    /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// struct Echo;
-    ///
-    /// impl Respond<Body> for Echo {
-    ///     type Headers = String;
-    ///
-    ///     fn admitted(&self, limits: &Limits<'_>) -> Option<String> {
-    ///         let limits: Vec<String> = limits.states().iter().map(|d| format!("{}/{}", d.remaining(), d.limit())).collect();
-    ///         Some(limits.join(", "))
-    ///     }
-    /// #   fn add_headers(value: String, response: &mut Response<Body>) {
-    /// #       response.headers_mut().insert("x-echo", HeaderValue::try_from(value).unwrap());
-    /// #   }
-    /// #   fn reject(&self, rejection: &Rejection<'_>) -> Response<Body> {
-    /// #       Responder::new().rejection_response(rejection)
-    /// #   }
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_hour(500))?;
-    /// let limit = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).http().responder(Echo);
-    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
-    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(Body::empty())?;
-    /// let res = app.oneshot(req).await?;
-    /// assert_eq!(res.headers()["x-echo"], "59/60, 499/500");
-    /// # Ok(())
-    /// # }
-    /// ```
     pub fn states(&self) -> QuotaStates {
         match (self.single(), self.lookup) {
             (None, Some(lookup)) => lookup(),
