@@ -12,7 +12,7 @@ use super::future::ResponseFuture;
 use super::layer::Mode;
 use crate::BoxError;
 use crate::error::RateLimited;
-use crate::gcra::Reserved as Reservation;
+use crate::gcra::{Copied, Decision, Reserved as Reservation};
 use crate::limiter::Limiter;
 use crate::observe::{Event, Observers, ms};
 
@@ -53,6 +53,9 @@ pub struct RateLimit<S> {
     mode: Mode,
     observers: Observers,
     slot: Slot,
+    /// This service's copy of the limiter's quota parameters: read with
+    /// one load per decision while the quota does not change.
+    params: Copied,
     /// Reused across waits so waiting allocates once per service.
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -88,6 +91,7 @@ impl<S> RateLimit<S> {
             inner,
             mode,
             observers,
+            params: limiter.copied(),
             slot: Slot {
                 limiter,
                 state: State::Idle,
@@ -150,10 +154,47 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let Mode::Wait { max_wait } = self.mode else {
-            return self.inner.poll_ready(cx).map_err(Into::into);
-        };
+        match self.mode {
+            Mode::Wait { max_wait } => self.poll_reserve(cx, max_wait),
+            Mode::Reject | Mode::Shadow => self.inner.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    #[inline(always)]
+    fn call(&mut self, req: Req) -> Self::Future {
+        // The future is built here only, from a verdict of two words.
+        match self.admit() {
+            Ok(()) => ResponseFuture::called(self.inner.call(req)),
+            Err(error) => ResponseFuture::denied(error),
+        }
+    }
+}
+
+/// Reports an admitted request to `tracing` at debug level, out of line.
+#[cold]
+#[inline(never)]
+fn trace_admitted(decision: &Decision) {
+    tracing::debug!(
+        target: "tower_sluice::rate_limit",
+        remaining = decision.remaining(),
+        "allowed"
+    );
+}
+
+impl<S> RateLimit<S> {
+    /// `poll_ready` in waiting mode: reserves capacity, then sleeps until
+    /// it is due.
+    fn poll_reserve<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+        max_wait: u64,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
         loop {
             match &mut self.slot.state {
                 State::Idle => match self.slot.limiter.reserve(1, max_wait) {
@@ -194,53 +235,98 @@ where
         }
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
-        match self.mode {
-            Mode::Reject | Mode::Shadow => {
-                let decision = self.slot.limiter.check();
-                if decision.is_allowed() {
-                    tracing::debug!(
-                        target: "tower_sluice::rate_limit",
-                        remaining = decision.remaining(),
-                        "allowed"
-                    );
-                    self.observers.emit_allowed(LAYER, || decision);
-                    ResponseFuture::called(self.inner.call(req))
-                } else {
-                    let error = RateLimited::from_decision(&decision);
-                    let enforced = self.mode == Mode::Reject;
-                    self.limited(&error, enforced);
-                    if enforced {
-                        ResponseFuture::denied(error)
-                    } else {
-                        ResponseFuture::called(self.inner.call(req))
-                    }
-                }
-            }
-            Mode::Wait { .. } => match std::mem::replace(&mut self.slot.state, State::Idle) {
-                // The reservation is spent: dropping it keeps the capacity used.
-                State::Ready(reserved) => {
-                    self.allowed(&reserved);
-                    ResponseFuture::called(self.inner.call(req))
-                }
-                State::Denied(error) => ResponseFuture::denied(error),
-                State::Idle | State::Waiting(_) => {
-                    panic!("RateLimit::call without poll_ready returning Ready(Ok(())) first")
-                }
-            },
+    /// Reports an admitted request. Inlined into every admitted request:
+    /// with no observer and `DEBUG` events off, two loads and two
+    /// branches; the rest is out of line.
+    #[inline(always)]
+    fn admitted(&self, decision: impl Fn() -> Decision) {
+        use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+        // The check `debug!` starts with (the level filter), inline; the
+        // event's own callsite check and the event are out of line.
+        if tracing::Level::DEBUG <= STATIC_MAX_LEVEL
+            && tracing::Level::DEBUG <= LevelFilter::current()
+        {
+            trace_admitted(&decision());
         }
+        if self.observers.is_set() {
+            self.observers.emit_allowed(LAYER, decision);
+        }
+    }
+
+    /// Whether `call` sends the request (`Ok`) or fails with the error.
+    #[inline(always)]
+    fn admit(&mut self) -> Result<(), BoxError> {
+        if let Mode::Wait { .. } = self.mode {
+            return self.take_reservation();
+        }
+        let Some(stamp) = self.slot.limiter.check_with(&mut self.params) else {
+            return self.admit_checked();
+        };
+        if stamp.allowed {
+            // The decision is built only for whoever reads it.
+            self.admitted(|| stamp.decision(&self.params));
+            Ok(())
+        } else {
+            self.refused(&stamp.decision(&self.params))
+        }
+    }
+
+    /// [`admit`](Self::admit) in rejecting or shadow mode on a limiter of
+    /// several quotas.
+    #[inline(never)]
+    fn admit_checked(&mut self) -> Result<(), BoxError> {
+        let decision = self.slot.limiter.check();
+        if decision.is_allowed() {
+            self.admitted(|| decision);
+            Ok(())
+        } else {
+            self.refused(&decision)
+        }
+    }
+
+    /// [`admit`](Self::admit) in waiting mode: the reservation
+    /// `poll_ready` made, or its denial.
+    fn take_reservation(&mut self) -> Result<(), BoxError> {
+        match std::mem::replace(&mut self.slot.state, State::Idle) {
+            // The reservation is spent: dropping it keeps the capacity used.
+            State::Ready(reserved) => {
+                self.allowed(&reserved);
+                Ok(())
+            }
+            State::Denied(error) => Err(error.into()),
+            State::Idle | State::Waiting(_) => {
+                panic!("RateLimit::call without poll_ready returning Ready(Ok(())) first")
+            }
+        }
+    }
+
+    /// A request the limit refused: the error, or in shadow mode `Ok` (the
+    /// request is sent anyway). Out of line: the admitted path stays short.
+    #[cold]
+    #[inline(never)]
+    fn refused(&mut self, decision: &Decision) -> Result<(), BoxError> {
+        let error = RateLimited::from_decision(decision);
+        let enforced = self.mode == Mode::Reject;
+        self.limited(&error, enforced);
+        if enforced { Err(error.into()) } else { Ok(()) }
     }
 }
 
 impl<S: Clone> Clone for RateLimit<S> {
     /// Shares the limit; the clone starts with no reservation of its own.
     fn clone(&self) -> Self {
-        RateLimit::new(
-            self.inner.clone(),
-            self.slot.limiter.clone(),
-            self.mode,
-            self.observers.clone(),
-        )
+        RateLimit {
+            inner: self.inner.clone(),
+            mode: self.mode,
+            observers: self.observers.clone(),
+            // Still valid, or refreshed on the clone's first decision.
+            params: self.params,
+            slot: Slot {
+                limiter: self.slot.limiter.clone(),
+                state: State::Idle,
+            },
+            sleep: None,
+        }
     }
 }
 
