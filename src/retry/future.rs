@@ -169,7 +169,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -183,7 +183,7 @@ where
                     // rest of the judgement is out of line.
                     let verdict = retry.classifier.classify_retry(&result);
                     if verdict.outcome() != Outcome::Failure {
-                        *this.retry = None;
+                        // The retry state goes with the future.
                         return Poll::Ready(result);
                     }
                     match decide::<Req, _, _, _, _, _>(retry, result, verdict) {

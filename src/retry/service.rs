@@ -76,7 +76,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
         if let Some(budget) = &shared.budget {
