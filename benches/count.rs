@@ -125,6 +125,13 @@ fn main() {
         }
         "retry_default" => service(BackoffRetryLayer::default().layer(bare()), n),
         "retry_no_budget" => service(BackoffRetryLayer::default().no_budget().layer(bare()), n),
+        "retry_one_attempt" => service(
+            BackoffRetryLayer::default()
+                .no_budget()
+                .max_attempts(1)
+                .layer(bare()),
+            n,
+        ),
         "tower_retry" => service(Retry::new(NeverRetry, bare()), n),
         other => panic!("unknown case {other}"),
     }
