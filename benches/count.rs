@@ -10,7 +10,8 @@
 //! Only the requests are counted (`--toggle-collect` on [`run`]): building
 //! the service, quanta's calibration and one warm-up request are left out.
 //! Divide the total `Ir` by the number of requests. Cases: `rate_limit`
-//! (`RateLimitLayer`, `.reject()`, under the limit), `governor_service`
+//! (`RateLimitLayer`, `.reject()`, under the limit), `rate_limit_wait`
+//! (the same, waiting mode), `governor_service`
 //! (governor's `check()` in a minimal service), `limiter_check`,
 //! `governor_check`, `retry_default`, `retry_no_budget`, `tower_retry`,
 //! `bare`. Without callgrind it prints the time per request too.
@@ -104,6 +105,10 @@ fn main() {
             RateLimitLayer::new(Quota::per_second(HUGE))
                 .reject()
                 .layer(bare()),
+            n,
+        ),
+        "rate_limit_wait" => service(
+            RateLimitLayer::new(Quota::per_second(HUGE)).layer(bare()),
             n,
         ),
         "governor_service" => service(

@@ -392,6 +392,35 @@ impl Limiter {
         gcra::reserve_all(&self.cells, self.clock.now(), cost, max_wait)
     }
 
+    /// [`reserve`](Self::reserve) of cost 1 for a caller that keeps its
+    /// own copy of a single quota's parameters (see
+    /// [`check_with`](Self::check_with)), written into `into` (where the
+    /// caller keeps it) rather than returned.
+    #[inline]
+    pub(crate) fn reserve_into(
+        &self,
+        copy: &mut Copied,
+        max_wait: u64,
+        into: &mut Reserved,
+    ) -> Result<(), Decision> {
+        let Cells::One([(t, g)]) = &self.cells else {
+            *into = self.reserve(1, max_wait)?;
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let p = t.through(copy);
+        let inc = p.inc(1);
+        match g.reserve(p.window, inc, now, max_wait) {
+            Ok((tat, wait)) => {
+                into.wait = wait;
+                into.now = now;
+                into.stamps[0] = tat;
+                Ok(())
+            }
+            Err(base) => Err(Decision::denied(p, now, base, inc)),
+        }
+    }
+
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, cost: u32) {
         gcra::refund_all(&self.cells, &reserved.stamps, cost);

@@ -65,22 +65,40 @@ pub struct RateLimit<S> {
 struct Slot {
     limiter: Arc<Limiter>,
     state: State,
+    /// The reservation, while the state is `Waiting` or `Ready`: beside
+    /// the state rather than in it, so that it is written once where it
+    /// stays instead of moved into an enum.
+    reserved: Reservation,
 }
 
 enum State {
     Idle,
     /// Capacity reserved; sleeping until it is due.
-    Waiting(Reservation),
+    Waiting,
     /// Capacity reserved and due.
-    Ready(Reservation),
+    Ready,
     /// The wait would exceed `max_wait`: `call` fails with this.
     Denied(RateLimited),
 }
 
+impl Slot {
+    fn new(limiter: Arc<Limiter>) -> Self {
+        Slot {
+            limiter,
+            state: State::Idle,
+            reserved: Reservation {
+                wait: 0,
+                now: 0,
+                stamps: [0; crate::gcra::INLINE_CELLS],
+            },
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let State::Waiting(r) | State::Ready(r) = &self.state {
-            self.limiter.refund(r, 1);
+        if let State::Waiting | State::Ready = self.state {
+            self.limiter.refund(&self.reserved, 1);
         }
     }
 }
@@ -92,10 +110,7 @@ impl<S> RateLimit<S> {
             mode,
             observers,
             params: limiter.copied(),
-            slot: Slot {
-                limiter,
-                state: State::Idle,
-            },
+            slot: Slot::new(limiter),
             sleep: None,
         }
     }
@@ -138,10 +153,9 @@ impl<S> RateLimit<S> {
 
     /// Reports a request sent on `reserved`: the decision as of when it
     /// was due, without reading the clock again.
+    #[inline]
     fn allowed(&self, reserved: &Reservation) {
-        tracing::debug!(target: "tower_sluice::rate_limit", "allowed");
-        self.observers
-            .emit_allowed(LAYER, || self.slot.limiter.snapshot_at(reserved));
+        self.admitted(|| self.slot.limiter.snapshot_at(reserved));
     }
 }
 
@@ -197,15 +211,20 @@ impl<S> RateLimit<S> {
     {
         loop {
             match &mut self.slot.state {
-                State::Idle => match self.slot.limiter.reserve(1, max_wait) {
-                    Ok(r) if r.wait == 0 => self.slot.state = State::Ready(r),
-                    Ok(r) => {
-                        let deadline = tokio::time::Instant::now() + Duration::from_nanos(r.wait);
+                State::Idle => match self.slot.limiter.reserve_into(
+                    &mut self.params,
+                    max_wait,
+                    &mut self.slot.reserved,
+                ) {
+                    Ok(()) if self.slot.reserved.wait == 0 => self.slot.state = State::Ready,
+                    Ok(()) => {
+                        let wait = self.slot.reserved.wait;
+                        let deadline = tokio::time::Instant::now() + Duration::from_nanos(wait);
                         match &mut self.sleep {
                             Some(sleep) => sleep.as_mut().reset(deadline),
                             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
                         }
-                        self.slot.state = State::Waiting(r);
+                        self.slot.state = State::Waiting;
                     }
                     Err(decision) => {
                         let error = RateLimited::from_decision(&decision);
@@ -213,15 +232,11 @@ impl<S> RateLimit<S> {
                         self.slot.state = State::Denied(error);
                     }
                 },
-                State::Waiting(r) => {
+                State::Waiting => {
                     let sleep = self.sleep.as_mut().expect("a waiting service has a timer");
                     ready!(sleep.as_mut().poll(cx));
-                    let waited = Duration::from_nanos(r.wait);
-                    let State::Waiting(r) = std::mem::replace(&mut self.slot.state, State::Idle)
-                    else {
-                        unreachable!()
-                    };
-                    self.slot.state = State::Ready(r);
+                    let waited = Duration::from_nanos(self.slot.reserved.wait);
+                    self.slot.state = State::Ready;
                     tracing::debug!(target: "tower_sluice::rate_limit", waited_ms = ms(waited), "waited");
                     self.observers.emit(&Event::Waited {
                         layer: LAYER,
@@ -229,7 +244,7 @@ impl<S> RateLimit<S> {
                         waited,
                     });
                 }
-                State::Ready(_) => return self.inner.poll_ready(cx).map_err(Into::into),
+                State::Ready => return self.inner.poll_ready(cx).map_err(Into::into),
                 State::Denied(_) => return Poll::Ready(Ok(())),
             }
         }
@@ -288,13 +303,13 @@ impl<S> RateLimit<S> {
     /// `poll_ready` made, or its denial.
     fn take_reservation(&mut self) -> Result<(), BoxError> {
         match std::mem::replace(&mut self.slot.state, State::Idle) {
-            // The reservation is spent: dropping it keeps the capacity used.
-            State::Ready(reserved) => {
-                self.allowed(&reserved);
+            // The reservation is spent: leaving `Ready` keeps the capacity used.
+            State::Ready => {
+                self.allowed(&self.slot.reserved);
                 Ok(())
             }
             State::Denied(error) => Err(error.into()),
-            State::Idle | State::Waiting(_) => {
+            State::Idle | State::Waiting => {
                 panic!("RateLimit::call without poll_ready returning Ready(Ok(())) first")
             }
         }
@@ -321,10 +336,7 @@ impl<S: Clone> Clone for RateLimit<S> {
             observers: self.observers.clone(),
             // Still valid, or refreshed on the clone's first decision.
             params: self.params,
-            slot: Slot {
-                limiter: self.slot.limiter.clone(),
-                state: State::Idle,
-            },
+            slot: Slot::new(self.slot.limiter.clone()),
             sleep: None,
         }
     }
@@ -334,8 +346,8 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.slot.state {
             State::Idle => "Idle",
-            State::Waiting(_) => "Waiting",
-            State::Ready(_) => "Ready",
+            State::Waiting => "Waiting",
+            State::Ready => "Ready",
             State::Denied(_) => "Denied",
         };
         f.debug_struct("RateLimit")
