@@ -29,14 +29,14 @@ use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use governor::DefaultDirectRateLimiter;
-use support::{GovernorFuture, drive, timed};
+use support::{GovernorService, drive, timed};
 use tower::{Layer, Service, service_fn};
-use tower_sluice::{BoxError, Limiter, Quota, RateLimitLayer};
+use tower_sluice::{Limiter, Quota, RateLimitLayer};
 
 /// Checks per second that no variant reaches during a run: one per
 /// nanosecond, burst one second's worth, the fastest quota `Quota` accepts.
@@ -65,39 +65,6 @@ fn governor_exhausted() -> DefaultDirectRateLimiter {
     assert!(limiter.check().is_ok());
     assert!(limiter.check().is_err());
     limiter
-}
-
-// ---------------------------------------------------------------------------
-// governor behind a minimal hand-written tower service
-
-/// Governor's direct limiter in a tower `Service`, written the obvious way:
-/// `check()` in `call`, an error future when denied.
-#[derive(Clone)]
-struct GovernorService<S> {
-    limiter: Arc<DefaultDirectRateLimiter>,
-    inner: S,
-}
-
-impl<S, Req> Service<Req> for GovernorService<S>
-where
-    S: Service<Req>,
-    S::Future: Unpin,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = GovernorFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        match self.limiter.check() {
-            Ok(()) => GovernorFuture::Called(self.inner.call(req)),
-            Err(_) => GovernorFuture::Denied,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

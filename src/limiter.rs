@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::error::{ConfigError, ExceedsBurst};
-use crate::gcra::{self, CellSet, Decision, Gcra, Params, Reserved, Tunable};
+use crate::gcra::{self, CellSet, Copied, Decision, Gcra, Params, Reserved, Tunable};
 use crate::quota::Quota;
 use crate::util::IgnorePoison;
 
@@ -360,24 +360,64 @@ impl Limiter {
             Cells::One([(t, g)]) => {
                 let p = t.load();
                 if p.calendar().is_some() {
-                    return self.decide_all(now, cost);
+                    return self.decide_many(now, cost);
                 }
-                let inc = p.inc(cost);
-                match g.try_admit(p.window, inc, now) {
-                    Ok(tat) => Decision::allowed(&p, now, tat),
-                    Err(base) => Decision::denied(&p, now, base, inc),
-                }
+                decide_one(&p, g, now, cost)
             }
-            Cells::Many(_) => self.decide_all(now, cost),
+            Cells::Many(_) => self.decide_many(now, cost),
         }
     }
 
-    /// Decides through the shared path of several quotas (or a calendar
-    /// one).
-    fn decide_all(&self, now: u64, cost: u32) -> Decision {
+    /// [`decide`](Self::decide) for several quotas (or a calendar one),
+    /// out of line so that deciding one rolling quota stays short.
+    #[inline(never)]
+    fn decide_many(&self, now: u64, cost: u32) -> Decision {
         match gcra::reserve_all(&self.cells, now, cost, 0) {
             Ok(reserved) => reserved.decision(&self.cells),
             Err(denied) => denied,
+        }
+    }
+
+    /// A copy of the single quota's parameters for
+    /// [`check_with`](Self::check_with) (for several quotas, one that is
+    /// never used).
+    pub(crate) fn copied(&self) -> Copied {
+        match &self.cells {
+            Cells::One([(t, _)]) => t.copy(),
+            Cells::Many(_) => Copied::STALE,
+        }
+    }
+
+    /// [`check`](Self::check) of a limiter of one quota, for a caller
+    /// that keeps its own copy of the quota's parameters across decisions:
+    /// they cost one load while no change was made (see [`Copied`]).
+    /// Returns the decision's times only (the caller builds the
+    /// [`Decision`] from them and `copy` when it needs one, with
+    /// [`Stamp::decision`]); `None` for a limiter of several quotas or of
+    /// a calendar quota (call `check`).
+    #[inline]
+    pub(crate) fn check_with(&self, copy: &mut Copied) -> Option<Stamp> {
+        match &self.cells {
+            Cells::One([(t, g)]) => {
+                let now = self.clock.now();
+                let p = t.through(copy);
+                if p.calendar().is_some() {
+                    return None;
+                }
+                Some(match g.try_admit(p.window, p.inc(1), now) {
+                    Ok(tat) => Stamp {
+                        allowed: true,
+                        now,
+                        tat,
+                    },
+                    Err(base) => Stamp {
+                        allowed: false,
+                        now,
+                        tat: base,
+                    },
+                })
+            }
+            Cells::Many(_) => None,
         }
     }
 
@@ -400,9 +440,76 @@ impl Limiter {
         gcra::reserve_all(&self.cells, self.clock.now(), cost, max_wait)
     }
 
+    /// [`reserve`](Self::reserve) of cost 1 for a caller that keeps its
+    /// own copy of a single quota's parameters (see
+    /// [`check_with`](Self::check_with)), written into `into` (where the
+    /// caller keeps it) rather than returned.
+    #[inline]
+    pub(crate) fn reserve_into(
+        &self,
+        copy: &mut Copied,
+        max_wait: u64,
+        into: &mut Reserved,
+    ) -> Result<(), Decision> {
+        let Cells::One([(t, g)]) = &self.cells else {
+            *into = self.reserve(1, max_wait)?;
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let p = t.through(copy);
+        if p.calendar().is_some() {
+            *into = self.reserve(1, max_wait)?;
+            return Ok(());
+        }
+        let inc = p.inc(1);
+        match g.reserve(p.window, inc, now, max_wait) {
+            Ok((tat, wait)) => {
+                into.wait = wait;
+                into.now = now;
+                into.stamps[0] = tat;
+                Ok(())
+            }
+            Err(base) => Err(Decision::denied(p, now, base, inc)),
+        }
+    }
+
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, cost: u32) {
         gcra::refund_all(&self.cells, &reserved.stamps, cost);
+    }
+}
+
+/// A decision of cost 1 on one quota, as [`Limiter::check_with`] returns
+/// it: what the [`Decision`] is made of besides the quota.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    /// Whether the request may pass.
+    pub(crate) allowed: bool,
+    /// Time of the decision.
+    now: u64,
+    /// `tat` after the decision (allowed) or `max(tat, now)` (denied).
+    tat: u64,
+}
+
+impl Stamp {
+    /// The decision, with the parameters it was made with.
+    pub(crate) fn decision(&self, copy: &Copied) -> Decision {
+        let p = copy.params();
+        if self.allowed {
+            Decision::allowed(p, self.now, self.tat)
+        } else {
+            Decision::denied(p, self.now, self.tat, p.inc(1))
+        }
+    }
+}
+
+/// Decides `cost` at `now` in one cell.
+#[inline]
+fn decide_one(p: &Params, g: &Gcra, now: u64, cost: u32) -> Decision {
+    let inc = p.inc(cost);
+    match g.try_admit(p.window, inc, now) {
+        Ok(tat) => Decision::allowed(p, now, tat),
+        Err(base) => Decision::denied(p, now, base, inc),
     }
 }
 

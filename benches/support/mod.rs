@@ -47,6 +47,36 @@ where
     }
 }
 
+/// Governor's direct limiter in a tower `Service`, written the obvious way:
+/// `check()` in `call`, an error future when denied.
+#[derive(Clone)]
+pub struct GovernorService<S> {
+    pub limiter: std::sync::Arc<governor::DefaultDirectRateLimiter>,
+    pub inner: S,
+}
+
+impl<S, Req> Service<Req> for GovernorService<S>
+where
+    S: Service<Req>,
+    S::Future: Unpin,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = GovernorFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.limiter.check() {
+            Ok(()) => GovernorFuture::Called(self.inner.call(req)),
+            Err(_) => GovernorFuture::Denied,
+        }
+    }
+}
+
 /// One request: `poll_ready`, `call`, one poll of the future. Panics if the
 /// service is not ready or the request is limited, so a limited variant
 /// cannot go unnoticed.

@@ -7,11 +7,10 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
-use crate::error::RateLimited;
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): the inner
-    /// service's future, or a [`RateLimited`] error for a denied request.
+    /// service's future, or a [`RateLimited`](crate::error::RateLimited) error for a denied request.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -22,18 +21,21 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Called { #[pin] future: F },
-        Denied { error: Option<RateLimited> },
+        // Boxed when denied: the future stays as small as the inner one.
+        Denied { error: Option<BoxError> },
     }
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn called(future: F) -> Self {
         ResponseFuture {
             kind: Kind::Called { future },
         }
     }
 
-    pub(crate) fn denied(error: RateLimited) -> Self {
+    /// A future that fails with `error` (a [`RateLimited`](crate::error::RateLimited)).
+    pub(crate) fn denied(error: BoxError) -> Self {
         ResponseFuture {
             kind: Kind::Denied { error: Some(error) },
         }
@@ -47,13 +49,13 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future } => future.poll(cx).map_err(Into::into),
             KindProj::Denied { error } => Poll::Ready(Err(error
                 .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }

@@ -12,7 +12,7 @@ use super::future::ResponseFuture;
 use super::layer::Mode;
 use crate::BoxError;
 use crate::error::RateLimited;
-use crate::gcra::Reserved as Reservation;
+use crate::gcra::{Copied, Decision, Reserved as Reservation};
 use crate::limiter::Limiter;
 use crate::observe::{Event, Observers, ms};
 
@@ -53,6 +53,9 @@ pub struct RateLimit<S> {
     mode: Mode,
     observers: Observers,
     slot: Slot,
+    /// This service's copy of the limiter's quota parameters: read with
+    /// one load per decision while the quota does not change.
+    params: Copied,
     /// Reused across waits so waiting allocates once per service.
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -62,22 +65,40 @@ pub struct RateLimit<S> {
 struct Slot {
     limiter: Arc<Limiter>,
     state: State,
+    /// The reservation, while the state is `Waiting` or `Ready`: beside
+    /// the state rather than in it, so that it is written once where it
+    /// stays instead of moved into an enum.
+    reserved: Reservation,
 }
 
 enum State {
     Idle,
     /// Capacity reserved; sleeping until it is due.
-    Waiting(Reservation),
+    Waiting,
     /// Capacity reserved and due.
-    Ready(Reservation),
+    Ready,
     /// The wait would exceed `max_wait`: `call` fails with this.
     Denied(RateLimited),
 }
 
+impl Slot {
+    fn new(limiter: Arc<Limiter>) -> Self {
+        Slot {
+            limiter,
+            state: State::Idle,
+            reserved: Reservation {
+                wait: 0,
+                now: 0,
+                stamps: [0; crate::gcra::INLINE_CELLS],
+            },
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let State::Waiting(r) | State::Ready(r) = &self.state {
-            self.limiter.refund(r, 1);
+        if let State::Waiting | State::Ready = self.state {
+            self.limiter.refund(&self.reserved, 1);
         }
     }
 }
@@ -88,10 +109,8 @@ impl<S> RateLimit<S> {
             inner,
             mode,
             observers,
-            slot: Slot {
-                limiter,
-                state: State::Idle,
-            },
+            params: limiter.copied(),
+            slot: Slot::new(limiter),
             sleep: None,
         }
     }
@@ -134,10 +153,9 @@ impl<S> RateLimit<S> {
 
     /// Reports a request sent on `reserved`: the decision as of when it
     /// was due, without reading the clock again.
+    #[inline]
     fn allowed(&self, reserved: &Reservation) {
-        tracing::debug!(target: "tower_sluice::rate_limit", "allowed");
-        self.observers
-            .emit_allowed(LAYER, || self.slot.limiter.snapshot_at(reserved));
+        self.admitted(|| self.slot.limiter.snapshot_at(reserved));
     }
 }
 
@@ -150,21 +168,63 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let Mode::Wait { max_wait } = self.mode else {
-            return self.inner.poll_ready(cx).map_err(Into::into);
-        };
+        match self.mode {
+            Mode::Wait { max_wait } => self.poll_reserve(cx, max_wait),
+            Mode::Reject | Mode::Shadow => self.inner.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    #[inline(always)]
+    fn call(&mut self, req: Req) -> Self::Future {
+        // The future is built here only, from a verdict of two words.
+        match self.admit() {
+            Ok(()) => ResponseFuture::called(self.inner.call(req)),
+            Err(error) => ResponseFuture::denied(error),
+        }
+    }
+}
+
+/// Reports an admitted request to `tracing` at debug level, out of line.
+#[cold]
+#[inline(never)]
+fn trace_admitted(decision: &Decision) {
+    tracing::debug!(
+        target: "tower_sluice::rate_limit",
+        remaining = decision.remaining(),
+        "allowed"
+    );
+}
+
+impl<S> RateLimit<S> {
+    /// `poll_ready` in waiting mode: reserves capacity, then sleeps until
+    /// it is due.
+    fn poll_reserve<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+        max_wait: u64,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
         loop {
             match &mut self.slot.state {
-                State::Idle => match self.slot.limiter.reserve(1, max_wait) {
-                    Ok(r) if r.wait == 0 => self.slot.state = State::Ready(r),
-                    Ok(r) => {
-                        let deadline = tokio::time::Instant::now() + Duration::from_nanos(r.wait);
+                State::Idle => match self.slot.limiter.reserve_into(
+                    &mut self.params,
+                    max_wait,
+                    &mut self.slot.reserved,
+                ) {
+                    Ok(()) if self.slot.reserved.wait == 0 => self.slot.state = State::Ready,
+                    Ok(()) => {
+                        let wait = self.slot.reserved.wait;
+                        let deadline = tokio::time::Instant::now() + Duration::from_nanos(wait);
                         match &mut self.sleep {
                             Some(sleep) => sleep.as_mut().reset(deadline),
                             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
                         }
-                        self.slot.state = State::Waiting(r);
+                        self.slot.state = State::Waiting;
                     }
                     Err(decision) => {
                         let error = RateLimited::from_decision(&decision);
@@ -172,15 +232,11 @@ where
                         self.slot.state = State::Denied(error);
                     }
                 },
-                State::Waiting(r) => {
+                State::Waiting => {
                     let sleep = self.sleep.as_mut().expect("a waiting service has a timer");
                     ready!(sleep.as_mut().poll(cx));
-                    let waited = Duration::from_nanos(r.wait);
-                    let State::Waiting(r) = std::mem::replace(&mut self.slot.state, State::Idle)
-                    else {
-                        unreachable!()
-                    };
-                    self.slot.state = State::Ready(r);
+                    let waited = Duration::from_nanos(self.slot.reserved.wait);
+                    self.slot.state = State::Ready;
                     tracing::debug!(target: "tower_sluice::rate_limit", waited_ms = ms(waited), "waited");
                     self.observers.emit(&Event::Waited {
                         layer: LAYER,
@@ -188,59 +244,101 @@ where
                         waited,
                     });
                 }
-                State::Ready(_) => return self.inner.poll_ready(cx).map_err(Into::into),
+                State::Ready => return self.inner.poll_ready(cx).map_err(Into::into),
                 State::Denied(_) => return Poll::Ready(Ok(())),
             }
         }
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
-        match self.mode {
-            Mode::Reject | Mode::Shadow => {
-                let decision = self.slot.limiter.check();
-                if decision.is_allowed() {
-                    tracing::debug!(
-                        target: "tower_sluice::rate_limit",
-                        remaining = decision.remaining(),
-                        "allowed"
-                    );
-                    self.observers.emit_allowed(LAYER, || decision);
-                    ResponseFuture::called(self.inner.call(req))
-                } else {
-                    let error = RateLimited::from_decision(&decision);
-                    let enforced = self.mode == Mode::Reject;
-                    self.limited(&error, enforced);
-                    if enforced {
-                        ResponseFuture::denied(error)
-                    } else {
-                        ResponseFuture::called(self.inner.call(req))
-                    }
-                }
-            }
-            Mode::Wait { .. } => match std::mem::replace(&mut self.slot.state, State::Idle) {
-                // The reservation is spent: dropping it keeps the capacity used.
-                State::Ready(reserved) => {
-                    self.allowed(&reserved);
-                    ResponseFuture::called(self.inner.call(req))
-                }
-                State::Denied(error) => ResponseFuture::denied(error),
-                State::Idle | State::Waiting(_) => {
-                    panic!("RateLimit::call without poll_ready returning Ready(Ok(())) first")
-                }
-            },
+    /// Reports an admitted request. Inlined into every admitted request:
+    /// with no observer and `DEBUG` events off, two loads and two
+    /// branches; the rest is out of line.
+    #[inline(always)]
+    fn admitted(&self, decision: impl Fn() -> Decision) {
+        use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+        // The check `debug!` starts with (the level filter), inline; the
+        // event's own callsite check and the event are out of line.
+        if tracing::Level::DEBUG <= STATIC_MAX_LEVEL
+            && tracing::Level::DEBUG <= LevelFilter::current()
+        {
+            trace_admitted(&decision());
         }
+        if self.observers.is_set() {
+            self.observers.emit_allowed(LAYER, decision);
+        }
+    }
+
+    /// Whether `call` sends the request (`Ok`) or fails with the error.
+    #[inline(always)]
+    fn admit(&mut self) -> Result<(), BoxError> {
+        if let Mode::Wait { .. } = self.mode {
+            return self.take_reservation();
+        }
+        let Some(stamp) = self.slot.limiter.check_with(&mut self.params) else {
+            return self.admit_checked();
+        };
+        if stamp.allowed {
+            // The decision is built only for whoever reads it.
+            self.admitted(|| stamp.decision(&self.params));
+            Ok(())
+        } else {
+            self.refused(&stamp.decision(&self.params))
+        }
+    }
+
+    /// [`admit`](Self::admit) in rejecting or shadow mode on a limiter of
+    /// several quotas.
+    #[inline(never)]
+    fn admit_checked(&mut self) -> Result<(), BoxError> {
+        let decision = self.slot.limiter.check();
+        if decision.is_allowed() {
+            self.admitted(|| decision);
+            Ok(())
+        } else {
+            self.refused(&decision)
+        }
+    }
+
+    /// [`admit`](Self::admit) in waiting mode: the reservation
+    /// `poll_ready` made, or its denial.
+    fn take_reservation(&mut self) -> Result<(), BoxError> {
+        match std::mem::replace(&mut self.slot.state, State::Idle) {
+            // The reservation is spent: leaving `Ready` keeps the capacity used.
+            State::Ready => {
+                self.allowed(&self.slot.reserved);
+                Ok(())
+            }
+            State::Denied(error) => Err(error.into()),
+            State::Idle | State::Waiting => {
+                panic!("RateLimit::call without poll_ready returning Ready(Ok(())) first")
+            }
+        }
+    }
+
+    /// A request the limit refused: the error, or in shadow mode `Ok` (the
+    /// request is sent anyway). Out of line: the admitted path stays short.
+    #[cold]
+    #[inline(never)]
+    fn refused(&mut self, decision: &Decision) -> Result<(), BoxError> {
+        let error = RateLimited::from_decision(decision);
+        let enforced = self.mode == Mode::Reject;
+        self.limited(&error, enforced);
+        if enforced { Err(error.into()) } else { Ok(()) }
     }
 }
 
 impl<S: Clone> Clone for RateLimit<S> {
     /// Shares the limit; the clone starts with no reservation of its own.
     fn clone(&self) -> Self {
-        RateLimit::new(
-            self.inner.clone(),
-            self.slot.limiter.clone(),
-            self.mode,
-            self.observers.clone(),
-        )
+        RateLimit {
+            inner: self.inner.clone(),
+            mode: self.mode,
+            observers: self.observers.clone(),
+            // Still valid, or refreshed on the clone's first decision.
+            params: self.params,
+            slot: Slot::new(self.slot.limiter.clone()),
+            sleep: None,
+        }
     }
 }
 
@@ -248,8 +346,8 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.slot.state {
             State::Idle => "Idle",
-            State::Waiting(_) => "Waiting",
-            State::Ready(_) => "Ready",
+            State::Waiting => "Waiting",
+            State::Ready => "Ready",
             State::Denied(_) => "Denied",
         };
         f.debug_struct("RateLimit")

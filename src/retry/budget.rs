@@ -1,8 +1,9 @@
 //! [`RetryBudget`]: retries at most a fraction of recent requests.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{ConfigError, invalid};
@@ -16,6 +17,13 @@ const TAG_BITS: u32 = 24;
 const COUNT_BITS: u32 = 64 - TAG_BITS;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// First attempts a thread counts for a budget before adding them to it.
+const BATCH: u32 = 16;
+/// Budgets a thread keeps a tally for at once.
+const TALLIES: usize = 4;
+
+/// Numbers budgets, so that a thread's tally names its budget.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A retry budget shared by every clone: over any window (10 s by
 /// default), retries may number at most `ratio` times the first attempts
@@ -30,9 +38,15 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// the budget never allows more than asked (tower's `TpsBudget` truncates
 /// `1 / ratio` and over-allocates for ratios such as 0.6, tower#857).
 ///
-/// It is lock-free: one atomic read-modify-write per deposit, a scan of 10
-/// atomics per retry. Under contention a retry may be refused that an
-/// exact serial budget would have allowed, never the reverse.
+/// It is lock-free, and a deposit costs no atomic operation and no clock
+/// read: each thread counts its first attempts in a tally of its own and
+/// adds them to the shared window 16 at a time, as if all were made when
+/// the first of them was (so they expire no later than they should). A
+/// retry sees every deposit its own thread made, and those of other
+/// threads once their tally is added; a withdrawal is an atomic
+/// read-modify-write and a scan of 10 atomics. So under concurrency a
+/// retry may be refused that an exact serial budget would have allowed,
+/// never the reverse.
 ///
 /// ```
 /// use std::time::Duration;
@@ -56,6 +70,8 @@ pub struct RetryBudget {
 }
 
 struct Inner {
+    /// Names the budget in threads' tallies.
+    id: u64,
     /// Coarse when a bucket spans 10 ticks of the coarse clock.
     clock: BucketClock,
     window: Duration,
@@ -119,6 +135,7 @@ impl RetryBudget {
         let bucket_nanos = (window.as_nanos() / BUCKETS as u128) as u64;
         Ok(RetryBudget {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 clock: BucketClock::for_buckets(bucket_nanos, 10),
                 window,
                 ratio,
@@ -146,10 +163,61 @@ impl RetryBudget {
     /// assert_eq!(budget.remaining(), 1);
     /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
+    #[inline]
     pub fn deposit(&self) {
-        let i = &self.inner;
-        if i.deposit > 0 {
-            i.add(i.epoch(), i.deposit);
+        let i = &*self.inner;
+        if i.deposit == 0 {
+            return;
+        }
+        // Counted in this thread's tally when it is this budget's and not
+        // full (no atomic, no clock); the rest is out of line.
+        let counted = TALLY
+            .try_with(|t| match &mut *t.borrow_mut() {
+                [first, ..] if first.id == i.id && (1..BATCH).contains(&first.count) => {
+                    first.count += 1;
+                    true
+                }
+                _ => false,
+            })
+            .unwrap_or(false);
+        if !counted {
+            self.deposit_slow();
+        }
+    }
+
+    /// [`deposit`](Self::deposit) when this thread's tally for the budget
+    /// is full, empty or missing: adds what it holds, starts a new one.
+    #[cold]
+    #[inline(never)]
+    fn deposit_slow(&self) {
+        let i = &*self.inner;
+        let e = i.epoch();
+        let started = TALLY.try_with(|t| {
+            let mut t = t.borrow_mut();
+            let k = t
+                .iter()
+                .position(|tally| tally.id == i.id)
+                .unwrap_or_else(|| {
+                    // The least recently used tally goes to this budget.
+                    let last = TALLIES - 1;
+                    t[last].settle(None, e);
+                    t[last] = Tally {
+                        id: i.id,
+                        count: 0,
+                        epoch: e,
+                        budget: Arc::downgrade(&self.inner),
+                    };
+                    last
+                });
+            t[..=k].rotate_right(1);
+            let tally = &mut t[0];
+            tally.settle(Some(i), e);
+            tally.count = 1;
+            tally.epoch = e;
+        });
+        if started.is_err() {
+            // The thread is ending: count it directly.
+            i.add(e, i.deposit);
         }
     }
 
@@ -167,8 +235,9 @@ impl RetryBudget {
     /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     pub fn withdraw(&self) -> bool {
-        let i = &self.inner;
+        let i = &*self.inner;
         let e = i.epoch();
+        i.settle_here(e);
         i.add(e, -i.withdraw);
         if i.reserve + i.sum(e) >= 0 {
             true
@@ -191,13 +260,70 @@ impl RetryBudget {
     /// # Ok::<_, tower_sluice::error::ConfigError>(())
     /// ```
     pub fn remaining(&self) -> u64 {
-        let i = &self.inner;
-        let balance = i.reserve + i.sum(i.epoch());
+        let i = &*self.inner;
+        let e = i.epoch();
+        i.settle_here(e);
+        let balance = i.reserve + i.sum(e);
         u64::try_from(balance / i.withdraw).unwrap_or(0)
     }
 }
 
+/// First attempts one thread counted for one budget and has not added to
+/// it yet.
+struct Tally {
+    /// The budget's [`Inner::id`] (0: none).
+    id: u64,
+    count: u32,
+    /// The epoch of the first of them: all are added to its bucket.
+    epoch: u64,
+    /// To add them when the tally goes to another budget.
+    budget: Weak<Inner>,
+}
+
+impl Tally {
+    const EMPTY: Tally = Tally {
+        id: 0,
+        count: 0,
+        epoch: 0,
+        budget: Weak::new(),
+    };
+
+    /// Adds what the tally holds to its budget (`inner`, or the one it
+    /// names if still alive) at epoch `e`, and empties it. Deposits whose
+    /// epoch has left the window are dropped: they would have expired.
+    fn settle(&mut self, inner: Option<&Inner>, e: u64) {
+        let count = std::mem::take(&mut self.count);
+        if count == 0 || self.epoch + BUCKETS as u64 <= e {
+            return;
+        }
+        let n = i64::from(count);
+        match inner {
+            Some(i) => i.add(self.epoch, n.saturating_mul(i.deposit)),
+            None => {
+                if let Some(i) = self.budget.upgrade() {
+                    i.add(self.epoch, n.saturating_mul(i.deposit));
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's tallies, the most recently used first.
+    static TALLY: RefCell<[Tally; TALLIES]> = const { RefCell::new([Tally::EMPTY; TALLIES]) };
+}
+
 impl Inner {
+    /// Adds this thread's tally of the budget, if any, before a judgement
+    /// at epoch `e`.
+    fn settle_here(&self, e: u64) {
+        let _ = TALLY.try_with(|t| {
+            if let Some(tally) = t.borrow_mut().iter_mut().find(|t| t.id == self.id) {
+                tally.settle(Some(self), e);
+            }
+        });
+    }
+
     fn epoch(&self) -> u64 {
         self.clock.now() / self.bucket_nanos
     }
@@ -291,6 +417,51 @@ mod tests {
         assert_eq!(b.remaining(), 100);
         let n = (0..1000).take_while(|_| b.withdraw()).count();
         assert_eq!(n, 100);
+    }
+
+    #[test]
+    fn deposits_of_other_threads_count_once_their_tally_is_added() {
+        let b = RetryBudget::new(Duration::from_secs(3600), 1.0, 0).unwrap();
+        let other = b.clone();
+        std::thread::spawn(move || {
+            for _ in 0..=BATCH {
+                other.deposit();
+            }
+        })
+        .join()
+        .unwrap();
+        // One full tally was added; the last deposit was still the
+        // ending thread's own: never more than was deposited.
+        assert_eq!(b.remaining(), u64::from(BATCH));
+        // This thread's own deposits are seen at once.
+        b.deposit();
+        assert_eq!(b.remaining(), u64::from(BATCH) + 1);
+        assert!((0..=BATCH).all(|_| b.withdraw()));
+        assert!(!b.withdraw());
+    }
+
+    #[test]
+    fn more_budgets_than_tallies_on_one_thread_keep_every_deposit() {
+        let budgets: Vec<RetryBudget> = (0..TALLIES + 2)
+            .map(|_| RetryBudget::new(Duration::from_secs(3600), 1.0, 0).unwrap())
+            .collect();
+        for _ in 0..10 {
+            for b in &budgets {
+                b.deposit();
+            }
+        }
+        for b in &budgets {
+            assert_eq!(b.remaining(), 10);
+        }
+        // A budget dropped with deposits in a tally: the tally goes to
+        // another budget without adding them anywhere.
+        let gone = RetryBudget::new(Duration::from_secs(3600), 1.0, 0).unwrap();
+        gone.deposit();
+        drop(gone);
+        for b in &budgets {
+            b.deposit();
+            assert_eq!(b.remaining(), 11);
+        }
     }
 
     #[test]

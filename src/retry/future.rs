@@ -14,13 +14,13 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::backoff::BackoffState;
-use super::layer::Shared;
+use super::layer::{Settings, Shared};
 use super::{CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
 use crate::classify::{Classify, Outcome, error_hints};
 use crate::key::KeyExtractor;
 use crate::key::NoKey;
-use crate::observe::{Event, EventKey};
+use crate::observe::{Event, EventKey, Observers};
 
 pub(super) const LAYER: &str = "retry";
 
@@ -57,6 +57,7 @@ pub(crate) type RetryOf<S, Req, C, P, X> =
 
 /// What a request that may be retried carries.
 pub(crate) struct Retry<S, C, P, K, R, X> {
+    settings: Settings,
     service: S,
     saved: K,
     next: Option<R>,
@@ -65,7 +66,9 @@ pub(crate) struct Retry<S, C, P, K, R, X> {
     keys: X,
     /// The request's key, taken when its first retry is scheduled.
     key: Option<Box<dyn EventKey + Send + Sync>>,
-    shared: Arc<Shared>,
+    /// The layer's shared state, when a retry needs it
+    /// ([`Shared::needed`]).
+    shared: Option<Arc<Shared>>,
     /// Attempts started so far.
     attempts: u32,
     /// Clock reading at the first attempt, when `max_elapsed` is set.
@@ -74,15 +77,20 @@ pub(crate) struct Retry<S, C, P, K, R, X> {
 }
 
 impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
+    #[inline]
     pub(crate) fn new(
         service: S,
         saved: K,
         classifier: C,
         policy: P,
         keys: X,
-        shared: Arc<Shared>,
+        shared: &Arc<Shared>,
+        needed: bool,
     ) -> Self {
         let start = shared.max_elapsed.map(|_| shared.clock.now());
+        let settings = shared.settings;
+        // The shared state only when a retry would use it.
+        let shared = needed.then(|| shared.clone());
         Retry {
             service,
             saved,
@@ -91,11 +99,20 @@ impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
             policy,
             keys,
             key: None,
+            settings,
             shared,
             attempts: 1,
             start,
             backoff: None,
         }
+    }
+
+    /// The observers, when one is set.
+    fn observers(&self) -> Option<&Observers> {
+        self.shared
+            .as_deref()
+            .map(|s| &s.observers)
+            .filter(|o| o.is_set())
     }
 
     fn key(&self) -> Option<&dyn EventKey> {
@@ -109,8 +126,8 @@ impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
             reason = ?reason,
             "retry gave up"
         );
-        if self.shared.observers.is_set() {
-            self.shared.observers.emit(&Event::RetryGaveUp {
+        if let Some(observers) = self.observers() {
+            observers.emit(&Event::RetryGaveUp {
                 layer: LAYER,
                 key: self.key(),
                 attempts: self.attempts,
@@ -125,6 +142,7 @@ where
     P: CloneRequest<Req>,
     S: Service<P::Request>,
 {
+    #[inline]
     pub(crate) fn new(future: S::Future, retry: Option<RetryOf<S, Req, C, P, X>>) -> Self {
         ResponseFuture {
             state: State::Called { future },
@@ -151,6 +169,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -160,6 +179,13 @@ where
                     let Some(retry) = this.retry.as_mut() else {
                         return Poll::Ready(result);
                     };
+                    // A result that is not a failure returns at once; the
+                    // rest of the judgement is out of line.
+                    match retry.classifier.classify(&result) {
+                        Outcome::Failure | Outcome::Overloaded => {}
+                        // The retry state goes with the future.
+                        Outcome::Success | Outcome::Ignore => return Poll::Ready(result),
+                    }
                     match decide::<Req, _, _, _, _, _>(retry, result) {
                         Next::Return(result) => {
                             *this.retry = None;
@@ -191,8 +217,9 @@ where
     }
 }
 
-/// Judges one attempt's result: return it, or schedule the next attempt
-/// (kept in `retry.next`) after a wait.
+/// Judges one attempt's failed result: return it, or schedule the next
+/// attempt (kept in `retry.next`) after a wait.
+#[inline(never)]
 fn decide<Req, S, C, P, X, T>(
     retry: &mut Retry<S, C, P, P::Saved, P::Request, X>,
     result: Result<T, BoxError>,
@@ -203,18 +230,13 @@ where
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
-    // The outcome alone first: a success costs no more than that.
-    match retry.classifier.classify(&result) {
-        Outcome::Failure | Outcome::Overloaded => {}
-        Outcome::Success | Outcome::Ignore => return Next::Return(result),
-    }
     let mut verdict = retry.classifier.verdict(&result);
     if let Err(e) = &result
         && let Some(wait) = error_hints(&**e)
     {
         verdict = verdict.with_retry_after(wait);
     }
-    let shared = &*retry.shared;
+    let settings = retry.settings;
     let give_up = |retry: &Retry<S, C, P, P::Saved, P::Request, X>,
                    reason,
                    result: Result<T, BoxError>| {
@@ -227,24 +249,29 @@ where
     if verdict.is_do_not_retry() {
         return give_up(retry, GiveUpReason::Pushback, result);
     }
-    if retry.attempts >= shared.max_attempts {
+    if retry.attempts >= settings.max_attempts {
         return give_up(retry, GiveUpReason::MaxAttempts, result);
     }
+    let shared = retry.shared.as_deref();
     let state = retry.backoff.get_or_insert_with(|| {
-        let k = if shared.backoff.is_seeded() {
-            shared.streams.fetch_add(1, Ordering::Relaxed)
-        } else {
-            0
+        // Seeded jitter numbers its streams (the shared state is held then).
+        let k = match shared {
+            Some(shared) if settings.backoff.is_seeded() => {
+                shared.streams.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => 0,
         };
-        shared.backoff.state_for(k)
+        settings.backoff.state_for(k)
     });
-    let backoff = shared.backoff.next_delay(retry.attempts - 1, state);
+    let backoff = settings.backoff.next_delay(retry.attempts - 1, state);
     let asked = verdict.retry_after().map_or(Duration::ZERO, |w| {
-        w.min(shared.max_retry_after)
-            .min(shared.backoff.max_delay_value())
+        w.min(settings.max_retry_after)
+            .min(settings.backoff.max_delay_value())
     });
     let wait = backoff.max(asked);
-    if let (Some(max), Some(start)) = (shared.max_elapsed, retry.start) {
+    if let (Some(shared), Some(start)) = (shared, retry.start)
+        && let Some(max) = shared.max_elapsed
+    {
         let elapsed = Duration::from_nanos(shared.clock.now().saturating_sub(start));
         if elapsed.saturating_add(wait) > max {
             return give_up(retry, GiveUpReason::MaxElapsed, result);
@@ -255,13 +282,13 @@ where
     };
     // The key of the request that retries: taken once, and only with an
     // observer to tell.
-    if retry.key.is_none() && shared.observers.is_set() {
+    if retry.key.is_none() && retry.observers().is_some() {
         retry.key = retry
             .keys
             .extract(&next)
             .map(|k| Box::new(k) as Box<dyn EventKey + Send + Sync>);
     }
-    if let Some(budget) = &shared.budget
+    if let Some(budget) = retry.shared.as_deref().and_then(|s| s.budget.as_ref())
         && !budget.withdraw()
     {
         tracing::info!(
@@ -269,8 +296,8 @@ where
             attempts = retry.attempts,
             "retry budget exhausted"
         );
-        if shared.observers.is_set() {
-            shared.observers.emit(&Event::RetryBudgetExhausted {
+        if let Some(observers) = retry.observers() {
+            observers.emit(&Event::RetryBudgetExhausted {
                 layer: LAYER,
                 key: retry.key(),
                 attempts: retry.attempts,
@@ -285,13 +312,13 @@ where
         upstream_ms = verdict.retry_after().map(crate::observe::ms),
         "retry scheduled"
     );
-    if shared.observers.is_set() {
+    if let Some(observers) = retry.observers() {
         let reason = match (&result, verdict.status()) {
             (Err(e), _) => RetryReason::Error(&**e),
             (Ok(_), Some(status)) => RetryReason::Status(status),
             (Ok(_), None) => RetryReason::Response,
         };
-        shared.observers.emit(&Event::RetryScheduled {
+        observers.emit(&Event::RetryScheduled {
             layer: LAYER,
             key: retry.key(),
             attempt: retry.attempts + 1,

@@ -10,13 +10,38 @@ use crate::clock::Clock;
 use crate::key::NoKey;
 use crate::observe::{Observer, Observers};
 
+/// The settings a response future carries by value: a request that
+/// succeeds at once touches no shared state for them.
+///
+/// Aligned to 16 bytes so that, wherever a future's state puts it, the
+/// moves that build the future copy it in the same 16-byte pieces (a
+/// piece read across two pieces just written cannot be forwarded from
+/// the stores and stalls the copy).
+#[derive(Debug, Clone, Copy)]
+#[repr(align(16))]
+pub(crate) struct Settings {
+    pub(crate) backoff: Backoff,
+    pub(crate) max_attempts: u32,
+    pub(crate) max_retry_after: Duration,
+}
+
+impl Shared {
+    /// Whether a retry needs more than the [`Settings`]: a
+    /// budget, an observer, numbered jitter streams or the clock of
+    /// `max_elapsed`. If not, response futures do not hold this.
+    pub(crate) fn needed(&self) -> bool {
+        self.budget.is_some()
+            || self.observers.is_set()
+            || self.settings.backoff.is_seeded()
+            || self.max_elapsed.is_some()
+    }
+}
+
 /// Settings and shared state of the services a layer makes.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) backoff: Backoff,
-    pub(crate) max_attempts: u32,
+    pub(crate) settings: Settings,
     pub(crate) max_elapsed: Option<Duration>,
-    pub(crate) max_retry_after: Duration,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) observers: Observers,
     pub(crate) clock: Clock,
@@ -529,10 +554,12 @@ impl<S, C: Clone, P: Clone, X: Clone> Layer<S> for BackoffRetryLayer<C, P, X> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let shared = Shared {
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
+            settings: Settings {
+                backoff: self.backoff,
+                max_attempts: self.max_attempts,
+                max_retry_after: self.max_retry_after,
+            },
             max_elapsed: self.max_elapsed,
-            max_retry_after: self.max_retry_after,
             budget: self.budget.clone(),
             observers: self.observers.clone(),
             clock: Clock::new(),

@@ -65,10 +65,13 @@
 //! # Cost
 //!
 //! A request that succeeds at once costs one request clone (kept for a
-//! retry), one clone of the inner service, a budget deposit (one clock read,
-//! of the kernel's coarse clock when the budget's buckets (a tenth of its
-//! window) span at least 10 of its ticks, and one atomic update) and
-//! nothing allocated by the layer.
+//! retry), one clone of the inner service, a copy of the layer's settings
+//! into its response future, and a budget deposit counted in a per-thread
+//! tally (no atomic operation, no clock read; see [`RetryBudget`]). It
+//! allocates nothing, and touches no state shared with other requests
+//! unless the layer has an observer, seeded jitter or `max_elapsed` (then
+//! the future holds a reference to the layer's shared state) or a budget
+//! (then the same reference, to withdraw from it).
 //!
 //! # Example
 //!

@@ -34,6 +34,8 @@ use crate::key::NoKey;
 pub struct BackoffRetry<S, C = DefaultRetry, P = CloneRequests, X = NoKey> {
     inner: S,
     shared: Arc<Shared>,
+    /// Whether response futures hold `shared` ([`Shared::needed`]).
+    needed: bool,
     classifier: C,
     requests: P,
     keys: X,
@@ -43,6 +45,7 @@ impl<S, C, P, X> BackoffRetry<S, C, P, X> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C, requests: P, keys: X) -> Self {
         BackoffRetry {
             inner,
+            needed: shared.needed(),
             shared,
             classifier,
             requests,
@@ -74,24 +77,35 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
         if let Some(budget) = &shared.budget {
             budget.deposit();
         }
         let (req, saved) = self.requests.first(req);
-        let retry = match saved {
-            Some(saved) if shared.max_attempts > 1 => Some(Retry::new(
-                self.inner.clone(),
-                saved,
-                self.classifier.clone(),
-                self.requests.clone(),
-                self.keys.clone(),
-                self.shared.clone(),
-            )),
-            _ => None,
-        };
-        ResponseFuture::new(self.inner.call(req), retry)
+        // Each arm builds the future in place (no retry state moved
+        // around on the way).
+        match saved {
+            Some(saved) if shared.settings.max_attempts > 1 => {
+                // The clone for retries is taken before the call, as the
+                // service was ready; the retry state is written after it,
+                // straight into the future.
+                let service = self.inner.clone();
+                let future = self.inner.call(req);
+                let retry = Retry::new(
+                    service,
+                    saved,
+                    self.classifier.clone(),
+                    self.requests.clone(),
+                    self.keys.clone(),
+                    &self.shared,
+                    self.needed,
+                );
+                ResponseFuture::new(future, Some(retry))
+            }
+            _ => ResponseFuture::new(self.inner.call(req), None),
+        }
     }
 }
 
@@ -111,8 +125,8 @@ impl<S: fmt::Debug, C, P, X> fmt::Debug for BackoffRetry<S, C, P, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackoffRetry")
             .field("inner", &self.inner)
-            .field("backoff", &self.shared.backoff)
-            .field("max_attempts", &self.shared.max_attempts)
+            .field("backoff", &self.shared.settings.backoff)
+            .field("max_attempts", &self.shared.settings.max_attempts)
             .field("classifier", &std::any::type_name::<C>())
             .field("requests", &std::any::type_name::<P>())
             .field("keys", &std::any::type_name::<X>())

@@ -367,3 +367,62 @@ async fn shadow_mode_reports_but_never_enforces() {
     advance(half).await;
     assert!(limiter.peek().is_allowed());
 }
+
+/// One service, called on and on while the quota changes under it (its
+/// own copy of the quota is refreshed on the next call), in rejecting and
+/// shadow mode, and with several quotas.
+#[tokio::test(start_paused = true)]
+async fn one_service_follows_every_quota_change_between_its_calls() {
+    let layer = RateLimitLayer::new(Quota::per_minute(1)).reject();
+    let mut svc = limited(layer.clone());
+    assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), 1);
+    let err = downcast(svc.ready().await.unwrap().call(2).await.unwrap_err());
+    assert_eq!(err.quota(), Quota::per_minute(1));
+    for quota in [
+        Quota::per_second(10),
+        Quota::per_hour(1),
+        Quota::per_second(100).with_burst(5),
+    ] {
+        // The bucket is kept empty across the change; a whole burst later
+        // it is full again.
+        layer.limiter().set_quota(quota).unwrap();
+        advance(quota.emission_interval() * quota.burst()).await;
+        for i in 0..quota.burst() {
+            assert_eq!(svc.ready().await.unwrap().call(i).await.unwrap(), i);
+        }
+        let err = downcast(svc.ready().await.unwrap().call(99).await.unwrap_err());
+        assert_eq!(err.quota(), quota, "the service decides with the new quota");
+    }
+
+    // Shadow mode: the refusal is reported with the new quota, the call passes.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let layer = RateLimitLayer::new(Quota::per_hour(1))
+        .shadow()
+        .observer(move |e: &Event<'_>| {
+            if let Event::Limited { error, .. } = e {
+                log.lock().unwrap().push(error.quota());
+            }
+        });
+    let mut svc = limited(layer.clone());
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    layer.limiter().set_quota(Quota::per_day(1)).unwrap();
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+    assert_eq!(*seen.lock().unwrap(), [Quota::per_day(1)]);
+
+    // Several quotas: decided as the limiter decides, changes included.
+    let limiter = Arc::new(Limiter::new(Quota::per_second(10)).and(Quota::per_minute(2)));
+    let mut svc = limited(RateLimitLayer::with_limiter(limiter.clone()).reject());
+    for i in 0..2 {
+        svc.ready().await.unwrap().call(i).await.unwrap();
+    }
+    let err = downcast(svc.ready().await.unwrap().call(2).await.unwrap_err());
+    assert_eq!(err.quota(), Quota::per_minute(2));
+    limiter
+        .set_quotas([Quota::per_second(10), Quota::per_minute(3)])
+        .unwrap();
+    advance(Duration::from_secs(20)).await;
+    svc.ready().await.unwrap().call(3).await.unwrap();
+    let err = downcast(svc.ready().await.unwrap().call(4).await.unwrap_err());
+    assert_eq!(err.quota(), Quota::per_minute(3));
+}

@@ -1,0 +1,143 @@
+//! A driver for counting instructions per request with callgrind, where
+//! wall-clock time is too noisy to tell a few nanoseconds apart.
+//!
+//! ```text
+//! cargo bench -p tower-sluice-bench --bench count --no-run
+//! valgrind --tool=callgrind --toggle-collect='*count::run*' \
+//!     target/release/deps/count-<hash> <case> 100000
+//! ```
+//!
+//! Only the requests are counted (`--toggle-collect` on [`run`]): building
+//! the service, quanta's calibration and one warm-up request are left out.
+//! Divide the total `Ir` by the number of requests. Cases: `rate_limit`
+//! (`RateLimitLayer`, `.reject()`, under the limit), `rate_limit_wait`
+//! (the same, waiting mode), `governor_service`
+//! (governor's `check()` in a minimal service), `limiter_check`,
+//! `governor_check`, `retry_default`, `retry_no_budget`, `tower_retry`,
+//! `bare`. Without callgrind it prints the time per request too.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Waker};
+use std::time::Instant;
+
+use support::{GovernorService, drive};
+use tower::retry::{Policy, Retry};
+use tower::{Layer, Service, service_fn};
+use tower_sluice::{BackoffRetryLayer, Limiter, Quota, RateLimitLayer};
+
+const HUGE: u32 = 1_000_000_000;
+
+fn bare()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
++ Clone
++ Send
++ 'static {
+    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
+}
+
+#[derive(Clone, Copy)]
+struct NeverRetry;
+
+impl<E> Policy<u64, u64, E> for NeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+/// The requests callgrind counts.
+#[inline(never)]
+fn run(n: u64, op: &mut dyn FnMut(u64)) {
+    for i in 0..n {
+        op(black_box(i));
+    }
+}
+
+fn service<S>(mut svc: S, n: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    drive(&mut svc, &mut cx, 0);
+    let start = Instant::now();
+    run(n, &mut |i| {
+        black_box(drive(&mut svc, &mut cx, i));
+    });
+    report(start, n);
+}
+
+fn direct(mut check: impl FnMut() -> bool, n: u64) {
+    assert!(check());
+    let start = Instant::now();
+    run(n, &mut |_| assert!(black_box(check())));
+    report(start, n);
+}
+
+fn report(start: Instant, n: u64) {
+    let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
+    println!("{n} requests, {ns:.2} ns each");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --benches` runs this binary with no case: nothing to do.
+    let Some(case) = args.get(1).filter(|a| !a.starts_with('-')) else {
+        return;
+    };
+    let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let huge = NonZeroU32::new(HUGE).expect("non-zero");
+    match case.as_str() {
+        "bare" => service(bare(), n),
+        "rate_limit" => service(
+            RateLimitLayer::new(Quota::per_second(HUGE))
+                .reject()
+                .layer(bare()),
+            n,
+        ),
+        "rate_limit_wait" => service(
+            RateLimitLayer::new(Quota::per_second(HUGE)).layer(bare()),
+            n,
+        ),
+        "governor_service" => service(
+            GovernorService {
+                limiter: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                    huge,
+                ))),
+                inner: bare(),
+            },
+            n,
+        ),
+        "limiter_check" => {
+            let limiter = Limiter::new(Quota::per_second(HUGE));
+            direct(|| limiter.check().is_allowed(), n);
+        }
+        "governor_check" => {
+            let limiter = governor::RateLimiter::direct(governor::Quota::per_second(huge));
+            direct(|| limiter.check().is_ok(), n);
+        }
+        "retry_default" => service(BackoffRetryLayer::default().layer(bare()), n),
+        "retry_no_budget" => service(BackoffRetryLayer::default().no_budget().layer(bare()), n),
+        "retry_one_attempt" => service(
+            BackoffRetryLayer::default()
+                .no_budget()
+                .max_attempts(1)
+                .layer(bare()),
+            n,
+        ),
+        "tower_retry" => service(Retry::new(NeverRetry, bare()), n),
+        other => panic!("unknown case {other}"),
+    }
+}
