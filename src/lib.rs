@@ -185,6 +185,7 @@ pub mod backend;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
+pub mod cost;
 pub mod error;
 mod gcra;
 mod hash;
@@ -207,6 +208,7 @@ mod util;
 
 pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+pub use cost::Cost;
 pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 pub use gcra::Decision;
 pub use headers::MAX_UPSTREAM_WAIT;

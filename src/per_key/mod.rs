@@ -74,7 +74,7 @@ mod handle;
 pub(crate) mod layer;
 mod service;
 
-pub use crate::key::{ConstKey, KeyExtractor};
+pub use crate::key::{ConstKey, Costed, KeyExtractor};
 pub use crate::policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use handle::PerKeyHandle;
 pub use layer::{DEFAULT_MAX_KEYS, PerKeyLayer};

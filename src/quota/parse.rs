@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::Quota;
 use super::error::QuotaError;
+use super::{Quota, Unit};
 
 /// Units, largest first; the first name is the canonical one for `Display`.
 const UNITS: &[(&[&str], u64)] = &[
@@ -50,7 +50,11 @@ impl fmt::Display for Quota {
             .map(|(_, u)| *u)
             .unwrap_or(UNITS[UNITS.len() - 1]);
         let count = nanos / unit;
-        write!(f, "{}/", self.limit)?;
+        write!(f, "{}", self.limit)?;
+        if self.unit.is_cost() {
+            write!(f, " {}", self.unit.name())?;
+        }
+        f.write_str("/")?;
         if count != 1 {
             write!(f, "{count}")?;
         }
@@ -87,12 +91,22 @@ impl FromStr for Quota {
         let (limit, per) = rate
             .split_once('/')
             .ok_or_else(|| fail("missing '/' between limit and period".to_owned()))?;
-        let limit = parse_count(limit.trim()).map_err(|why| fail(format!("limit {why}")))?;
+        let limit = limit.trim();
+        let (limit, unit) = match limit.split_once(char::is_whitespace) {
+            Some((count, unit)) => (count, Some(unit.trim())),
+            None => (limit, None),
+        };
+        let limit = parse_count(limit).map_err(|why| fail(format!("limit {why}")))?;
+        let unit = match unit {
+            Some(unit) => Unit::named(unit).map_err(fail)?,
+            None => Unit::REQUESTS,
+        };
         let period = parse_period(per).map_err(fail)?;
         if limit == 0 {
             return Err(fail("limit must be at least 1".to_owned()));
         }
-        Quota::try_with_burst(limit, period, burst.unwrap_or(limit)).map_err(|e| match e {
+        let quota = Quota::try_with_burst(limit, period, burst.unwrap_or(limit));
+        quota.map(|q| q.with_unit(unit)).map_err(|e| match e {
             QuotaError::Parse { .. } => e,
             other => fail(
                 other
@@ -173,6 +187,15 @@ mod tests {
             ("60/min;burst=10", Quota::per_minute(60).with_burst(10)),
             ("60/m ; burst = 10", Quota::per_minute(60).with_burst(10)),
             ("7/seconds", Quota::per_second(7)),
+            (
+                "100000 tokens/min",
+                Quota::per_minute(100_000).counting("tokens"),
+            ),
+            (
+                " 5000  bytes / s ; burst = 100",
+                Quota::per_second(5000).with_burst(100).counting("bytes"),
+            ),
+            ("60 requests/min", Quota::per_minute(60)),
         ];
         for (s, want) in cases {
             assert_eq!(s.parse::<Quota>(), Ok(want), "{s}");
@@ -197,6 +220,8 @@ mod tests {
             ("10/ns;burst=1", ""),
             ("11/10ns", "more than one per nanosecond"),
             ("1/9999999day", "period is too long"),
+            ("10 to kens/s", "holds ' '"),
+            ("10 1x/s", "must start with a letter"),
             (
                 "1/99999999999999999999day",
                 "period count 99999999999999999999 is too large",
@@ -231,6 +256,14 @@ mod tests {
                 "1000/month",
             ),
             (Quota::new(10, Duration::from_secs(7 * 86_400)), "10/week"),
+            (
+                Quota::per_day(1_000_000).counting("tokens"),
+                "1000000 tokens/day",
+            ),
+            (
+                Quota::per_minute(100).with_burst(10).counting("credits"),
+                "100 credits/min;burst=10",
+            ),
             (Quota::new(10, Duration::from_secs(14 * 86_400)), "10/14day"),
             (
                 Quota::new(3, Duration::from_nanos(1_000_000_007)),

@@ -1,5 +1,5 @@
 //! `Serialize` and `Deserialize` for [`Quota`]: the string form, or a map
-//! `{limit, period, burst}`.
+//! `{limit, period, burst, unit}`.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,9 +18,10 @@ impl Serialize for Quota {
     }
 }
 
-/// Deserialized from the string form (`"60/min"`) or from a map
-/// `{limit, period, burst}` where `period` is a string such as `"1min"`
-/// or `"10s"` (or a number of seconds) and `burst` is optional. An
+/// Deserialized from the string form (`"60/min"`, `"100000 tokens/min"`)
+/// or from a map `{limit, period, burst, unit}` where `period` is a string
+/// such as `"1min"` or `"10s"` (or a number of seconds), and `burst` and
+/// `unit` (a unit of cost, see [`Quota::counting`]) are optional. An
 /// unknown field, a field given twice or a period holding more than a
 /// period (`"10s;burst=5"`) is an error.
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -47,6 +48,7 @@ impl<'de> Visitor<'de> for QuotaVisitor {
         let mut limit: Option<u32> = None;
         let mut period: Option<Duration> = None;
         let mut burst: Option<u32> = None;
+        let mut unit: Option<String> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "limit" if limit.is_some() => return Err(de::Error::duplicate_field("limit")),
@@ -54,20 +56,27 @@ impl<'de> Visitor<'de> for QuotaVisitor {
                 "period" if period.is_some() => {
                     return Err(de::Error::duplicate_field("period"));
                 }
+                "unit" if unit.is_some() => return Err(de::Error::duplicate_field("unit")),
+                "unit" => unit = Some(map.next_value()?),
                 "limit" => limit = Some(map.next_value()?),
                 "burst" => burst = Some(map.next_value()?),
                 "period" => period = Some(map.next_value::<PeriodField>()?.0),
                 other => {
                     return Err(de::Error::unknown_field(
                         other,
-                        &["limit", "period", "burst"],
+                        &["limit", "period", "burst", "unit"],
                     ));
                 }
             }
         }
         let limit = limit.ok_or_else(|| de::Error::missing_field("limit"))?;
         let period = period.ok_or_else(|| de::Error::missing_field("period"))?;
-        Quota::try_with_burst(limit, period, burst.unwrap_or(limit)).map_err(de::Error::custom)
+        let quota = Quota::try_with_burst(limit, period, burst.unwrap_or(limit))
+            .map_err(de::Error::custom)?;
+        match unit {
+            Some(unit) => quota.try_counting(&unit).map_err(de::Error::custom),
+            None => Ok(quota),
+        }
     }
 }
 

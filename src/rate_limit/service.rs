@@ -77,7 +77,7 @@ enum State {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let State::Waiting(r) | State::Ready(r) = &self.state {
-            self.limiter.refund(r, 1);
+            self.limiter.refund(r, crate::cost::Charge::ONE);
         }
     }
 }
@@ -156,7 +156,11 @@ where
         };
         loop {
             match &mut self.slot.state {
-                State::Idle => match self.slot.limiter.reserve(1, max_wait) {
+                State::Idle => match self
+                    .slot
+                    .limiter
+                    .reserve(crate::cost::Charge::ONE, max_wait)
+                {
                     Ok(r) if r.wait == 0 => self.slot.state = State::Ready(r),
                     Ok(r) => {
                         let deadline = tokio::time::Instant::now() + Duration::from_nanos(r.wait);

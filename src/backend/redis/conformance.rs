@@ -67,11 +67,15 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         prop::sample::select(vec![200u64, 500, 1_000, 2_000]),
         1u32..=5,
         1u32..=6,
+        prop::bool::ANY,
     )
-        .prop_map(|(e_us, limit, burst)| {
-            Quota::new(limit, Duration::from_micros(e_us * u64::from(limit))).with_burst(burst)
+        .prop_map(|(e_us, limit, burst, tokens)| {
+            let q =
+                Quota::new(limit, Duration::from_micros(e_us * u64::from(limit))).with_burst(burst);
+            // Quotas of requests (charged 1) and of cost (charged the cost), mixed.
+            if tokens { q.counting("tokens") } else { q }
         });
-    prop::collection::vec(quota, 1..=2).prop_map(|qs| {
+    prop::collection::vec(quota, 1..=3).prop_map(|qs| {
         let mut p = Policy::new(qs[0]);
         for q in &qs[1..] {
             p = p.and(*q).unwrap();
@@ -84,7 +88,7 @@ fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(
         (
             0u64..3_000,
-            1u32..=3,
+            0u32..=3,
             prop::sample::select(vec![0u64, 0, 500, 5_000]),
             prop::bool::weighted(0.15),
         )
@@ -132,12 +136,14 @@ fn memory_and_redis_agree_on_every_field() {
             for (i, op) in ops.iter().enumerate() {
                 std::thread::sleep(Duration::from_micros(op.sleep_us));
                 let cost = op.cost.min(policy.max_cost());
-                let mut args = vec![u64::from(cost), op.max_wait_us, u64::from(!op.peek)];
-                for q in policy.quotas() {
-                    args.extend([emission_us(q), u64::from(q.burst())]);
-                }
+                let args = decide::script_args(
+                    &policy,
+                    crate::cost::Charge::cost(cost),
+                    op.max_wait_us * 1_000,
+                    !op.peek,
+                );
                 let reply = real
-                    .block_on(redis.inner.eval(&key, &args))
+                    .block_on(redis.inner.eval(&key, &args[..2 + 3 * policy.len()]))
                     .map_err(|e| TestCaseError::fail(format!("redis: {e}")))?;
                 let (decision, wait) = redis
                     .inner

@@ -57,6 +57,26 @@ impl RedisBackend {
     }
 }
 
+/// The decide script's arguments (see `script.lua`): the wait and whether
+/// to consume, then each quota's emission interval, burst and charge (in
+/// microseconds and units); the first `2 + 3 * policy.len()` are used.
+pub(super) fn script_args(
+    policy: &Policy,
+    charge: Charge,
+    max_wait_ns: u64,
+    consume: bool,
+) -> [u64; 2 + 3 * crate::policy::MAX_QUOTAS] {
+    let mut args = [0u64; 2 + 3 * crate::policy::MAX_QUOTAS];
+    args[0] = max_wait_ns / 1_000;
+    args[1] = u64::from(consume);
+    for (i, q) in policy.quotas().enumerate() {
+        args[2 + 3 * i] = emission_us(q);
+        args[3 + 3 * i] = u64::from(q.burst());
+        args[4 + 3 * i] = u64::from(charge.of(!q.counts_requests()));
+    }
+    args
+}
+
 impl Inner {
     pub(super) fn key_bytes<K: RedisKey + ?Sized>(&self, key: &K) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.prefix.len() + 24);
@@ -108,17 +128,10 @@ impl Inner {
         health: &Arc<Health>,
         probe: bool,
     ) -> Result<Grant, BoxError> {
-        let mut args = [0u64; 3 + 2 * crate::policy::MAX_QUOTAS];
-        args[0] = u64::from(cost);
-        args[1] = max_wait_ns / 1_000;
-        args[2] = u64::from(consume);
+        let args = script_args(policy, Charge::cost(cost), max_wait_ns, consume);
         let n = policy.len();
-        for (i, q) in policy.quotas().enumerate() {
-            args[3 + 2 * i] = emission_us(q);
-            args[4 + 2 * i] = u64::from(q.burst());
-        }
         let sent = self.clock.now();
-        let reply = tokio::time::timeout(self.deadline, self.eval(key, &args[..3 + 2 * n])).await;
+        let reply = tokio::time::timeout(self.deadline, self.eval(key, &args[..2 + 3 * n])).await;
         let failure = match reply {
             Ok(Ok(reply)) => match self.decision(&reply, policy) {
                 Some((decision, wait)) => {

@@ -126,6 +126,7 @@ use redis::cluster_async::ClusterConnection;
 use super::{Acquire, Backend, Grant, Memory, QuotaStates};
 use crate::BoxError;
 use crate::clock::Clock;
+use crate::cost::Charge;
 use crate::error::{BackendUnavailable, KeyTooLong, RateLimited};
 use crate::gcra::Decision;
 use crate::observe::{BackendErrorKind, Event, FailureAction, Observer, Observers};

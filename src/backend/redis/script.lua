@@ -2,10 +2,11 @@
 --
 -- KEYS[1]  the key; its value is the TAT of each quota, in microseconds
 --          of Redis TIME, as decimal integers separated by spaces.
--- ARGV[1]  cost
--- ARGV[2]  max wait in microseconds (how long the request may be delayed)
--- ARGV[3]  1 to consume, 0 to peek (decide without writing)
--- ARGV[4..] per quota: emission interval T (us), burst B
+-- ARGV[1]  max wait in microseconds (how long the request may be delayed)
+-- ARGV[2]  1 to consume, 0 to peek (decide without writing)
+-- ARGV[3..] per quota: emission interval T (us), burst B, and the charge c
+--          (1 for a quota of requests, the request's cost for a quota of
+--          cost): the quota takes c * T.
 --
 -- Reply: {allowed, quota index (1-based), remaining, retry_after (us),
 --         reset_after (us), wait (us), now (us)}. A denial leaves the state untouched.
@@ -13,21 +14,22 @@
 -- written with %.0f, exact below 2^53 us (285 years).
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
-local cost = tonumber(ARGV[1])
-local max_wait = tonumber(ARGV[2])
-local n = (#ARGV - 3) / 2
+local max_wait = tonumber(ARGV[1])
+local consume = ARGV[2]
+local n = (#ARGV - 2) / 3
 local raw = redis.call('GET', KEYS[1])
 if n == 1 then
   -- One quota: the same decision as below, without tables.
-  local e = tonumber(ARGV[4])
-  local tol = e * tonumber(ARGV[5])
+  local e = tonumber(ARGV[3])
+  local tol = e * tonumber(ARGV[4])
+  local cost = tonumber(ARGV[5])
   local tat = now
   if raw then
     tat = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or now
     if tat < now then tat = now end
   end
   local w = tat + e * cost - now - tol
-  if w > 0 and (w > max_wait or ARGV[3] == '0') then
+  if w > 0 and (w > max_wait or consume == '0') then
     local left = tol - (tat - now)
     if left < 0 then left = 0 end
     return {0, 1, math.floor(left / e), w, tat - now, 0, now}
@@ -35,7 +37,7 @@ if n == 1 then
   if w < 0 then w = 0 end
   if tat < now + w then tat = now + w end
   local new = tat + e * cost
-  if ARGV[3] == '1' then
+  if consume == '1' then
     redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.floor((new - now) / 1000) + 1)
   end
   local left = tol - (new - now)
@@ -53,19 +55,19 @@ end
 -- The longest wait any quota needs (the first such quota decides).
 local base, wait, worst = {}, 0, 0
 for i = 1, n do
-  local e = tonumber(ARGV[2 * i + 2])
+  local e = tonumber(ARGV[3 * i])
   local b = tat[i] or now
   if b < now then b = now end
   base[i] = b
-  local w = b + e * cost - now - e * tonumber(ARGV[2 * i + 3])
+  local w = b + e * tonumber(ARGV[3 * i + 2]) - now - e * tonumber(ARGV[3 * i + 1])
   if w > wait then
     wait = w
     worst = i
   end
 end
-if worst > 0 and (wait > max_wait or ARGV[3] == '0') then
-  local e = tonumber(ARGV[2 * worst + 2])
-  local left = e * tonumber(ARGV[2 * worst + 3]) - (base[worst] - now)
+if worst > 0 and (wait > max_wait or consume == '0') then
+  local e = tonumber(ARGV[3 * worst])
+  local left = e * tonumber(ARGV[3 * worst + 1]) - (base[worst] - now)
   if left < 0 then left = 0 end
   return {0, worst, math.floor(left / e), wait, base[worst] - now, 0, now}
 end
@@ -74,23 +76,23 @@ end
 local at = now + wait
 local out, ttl, best, best_left = {}, 0, 1, -1
 for i = 1, n do
-  local e = tonumber(ARGV[2 * i + 2])
+  local e = tonumber(ARGV[3 * i])
   local b = tat[i] or at
   if b < at then b = at end
-  local new = b + e * cost
+  local new = b + e * tonumber(ARGV[3 * i + 2])
   out[i] = string.format('%.0f', new)
   if new - now > ttl then ttl = new - now end
-  local left = e * tonumber(ARGV[2 * i + 3]) - (new - now)
+  local left = e * tonumber(ARGV[3 * i + 1]) - (new - now)
   if left < 0 then left = 0 end
   left = math.floor(left / e)
   if best_left < 0 or left < best_left then
     best, best_left = i, left
   end
 end
-if ARGV[3] == '1' then
+if consume == '1' then
   redis.call('SET', KEYS[1], table.concat(out, ' '), 'PX', math.floor(ttl / 1000) + 1)
 end
-local e = tonumber(ARGV[2 * best + 2])
+local e = tonumber(ARGV[3 * best])
 local b = tat[best] or at
 if b < at then b = at end
-return {1, best, best_left, 0, b + e * cost - now, wait, now}
+return {1, best, best_left, 0, b + e * tonumber(ARGV[3 * best + 2]) - now, wait, now}

@@ -75,7 +75,7 @@ impl Inner {
     /// starts a new attempt only then, so the second call is the one that
     /// sees whether Redis answers now.
     pub(super) async fn probe(&self, key: &[u8]) -> bool {
-        let args = [1, 0, 0, 1_000_000, 1];
+        let args = [0, 0, 1_000_000, 1, 1];
         for attempt in 0..2 {
             match tokio::time::timeout(self.deadline, self.eval(key, &args)).await {
                 Ok(Ok(reply)) => return reply.len() == 7,
