@@ -317,14 +317,37 @@ impl Limiter {
     /// assert!(limiter.check_cost(1_001).is_err());
     /// # Ok::<(), tower_sluice::ExceedsBurst>(())
     /// ```
+    #[inline]
     pub fn check_cost(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
-        let charge = Charge::cost(cost);
-        self.validate(charge)?;
-        let now = self.clock.now();
         if cost == 0 {
-            return Ok(gcra::snapshot(&self.cells, now));
+            return Ok(gcra::snapshot(&self.cells, self.clock.now()));
         }
-        Ok(self.decide(now, charge))
+        self.decide_checked(Charge::cost(cost))
+    }
+
+    /// Decides `charge` now, or an error when it is more than a quota's
+    /// burst; one quota is read once for both.
+    #[inline]
+    pub(crate) fn decide_checked(&self, charge: Charge) -> Result<Decision, ExceedsBurst> {
+        match &self.cells {
+            Cells::One([(t, g)]) => {
+                let p = t.load();
+                let n = charge.of(p.quota.unit_id().is_cost());
+                if n > p.quota.burst() {
+                    return Err(ExceedsBurst::new(n, p.quota));
+                }
+                let now = self.clock.now();
+                let inc = p.inc(charge);
+                Ok(match g.try_admit(p.window, inc, now) {
+                    Ok(tat) => Decision::allowed(&p, now, tat),
+                    Err(base) => Decision::denied(&p, now, base, inc),
+                })
+            }
+            Cells::Many(_) => {
+                self.validate(charge)?;
+                Ok(self.decide(self.clock.now(), charge))
+            }
+        }
     }
 
     /// What [`check_cost`](Self::check_cost) would decide now, without
@@ -476,12 +499,6 @@ impl Limiter {
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, charge: Charge) {
         gcra::refund_all(&self.cells, &reserved.stamps, charge);
-    }
-
-    /// Decides `charge` now (already validated), without waiting.
-    #[inline]
-    pub(crate) fn decide_now(&self, charge: Charge) -> Decision {
-        self.decide(self.clock.now(), charge)
     }
 }
 

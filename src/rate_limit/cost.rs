@@ -135,12 +135,12 @@ where
             return CostFuture::called(self.inner.call(req));
         }
         let charge = Charge::cost(cost);
-        if let Err(error) = self.limiter.validate(charge) {
-            return CostFuture::rejected(exceeds(error));
-        }
         match self.mode {
             Mode::Reject | Mode::Shadow => {
-                let decision = self.limiter.decide_now(charge);
+                let decision = match self.limiter.decide_checked(charge) {
+                    Ok(decision) => decision,
+                    Err(error) => return CostFuture::rejected(exceeds(error)),
+                };
                 if decision.is_allowed() {
                     self.observers.emit_allowed(LAYER, || decision);
                     return CostFuture::called(self.inner.call(req));
@@ -154,31 +154,38 @@ where
                     CostFuture::called(self.inner.call(req))
                 }
             }
-            Mode::Wait { max_wait } => match self.limiter.reserve(charge, max_wait) {
-                Ok(reserved) if reserved.wait == 0 => {
-                    self.observers
-                        .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
-                    CostFuture::called(self.inner.call(req))
-                }
-                Ok(reserved) => {
-                    let waited = Duration::from_nanos(reserved.wait);
-                    self.observers
-                        .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
-                    self.observers.emit(&Event::Waited {
-                        layer: LAYER,
-                        key: None,
-                        waited,
-                    });
-                    let clone = self.inner.clone();
-                    let ready = std::mem::replace(&mut self.inner, clone);
-                    let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
-                    CostFuture::delayed(waited, ready, req, unsent)
-                }
-                Err(decision) => {
-                    let error = RateLimited::from_decision(&decision);
-                    self.limited(&error, true);
-                    CostFuture::rejected(error.into())
-                }
+            Mode::Wait { max_wait } => match self
+                .limiter
+                .validate(charge)
+                .map(|()| self.limiter.reserve(charge, max_wait))
+            {
+                Err(error) => CostFuture::rejected(exceeds(error)),
+                Ok(reserved) => match reserved {
+                    Ok(reserved) if reserved.wait == 0 => {
+                        self.observers
+                            .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
+                        CostFuture::called(self.inner.call(req))
+                    }
+                    Ok(reserved) => {
+                        let waited = Duration::from_nanos(reserved.wait);
+                        self.observers
+                            .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
+                        self.observers.emit(&Event::Waited {
+                            layer: LAYER,
+                            key: None,
+                            waited,
+                        });
+                        let clone = self.inner.clone();
+                        let ready = std::mem::replace(&mut self.inner, clone);
+                        let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
+                        CostFuture::delayed(waited, ready, req, unsent)
+                    }
+                    Err(decision) => {
+                        let error = RateLimited::from_decision(&decision);
+                        self.limited(&error, true);
+                        CostFuture::rejected(error.into())
+                    }
+                },
             },
         }
     }
