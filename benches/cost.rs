@@ -14,7 +14,6 @@
 //! fixed-size runs timed with `Instant`, interleaved so drift hits both.
 
 #[path = "support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::hint::black_box;

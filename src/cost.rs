@@ -7,8 +7,9 @@
 //! it counts ([`Quota::counting`](crate::Quota::counting)); a layer given a
 //! cost function with `.cost(f)`
 //! ([`RateLimitLayer::cost`](crate::RateLimitLayer::cost),
-//! [`PerKeyLayer::cost`](crate::PerKeyLayer::cost),
-//! [`QueueLayer::cost`](crate::QueueLayer::cost)) charges each request:
+//! [`PerKeyLayer::cost`](crate::PerKeyLayer::cost), or
+//! [`Limiter::check_cost`](crate::Limiter::check_cost) directly) charges
+//! each request:
 //!
 //! * **1** to every quota that counts requests;
 //! * **its cost** to every quota that counts a unit (tokens, bytes, …).

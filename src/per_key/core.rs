@@ -256,10 +256,8 @@ where
             }
         };
         let policy = self.policies.resolve_with(key, cache);
-        if cost > 1 {
-            if let Some(quota) = policy.exceeded_by(cost) {
-                return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
-            }
+        if let Some(quota) = policy.exceeded_by(cost).filter(|_| cost > 1) {
+            return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
         }
         match self.backend.acquire(key, &policy, cost, config.max_wait) {
             Acquire::Ready(Ok(mut grant)) => {

@@ -146,8 +146,6 @@ use crate::util::IgnorePoison;
 use deny::DenyCache;
 use health::{Breaker, Health, Nodes, Route};
 
-#[cfg(all(test, feature = "test-util"))]
-use decide::emission_us;
 use decide::{Derived, KeyText};
 use script::error_kind;
 use stats::Counters;
