@@ -65,7 +65,7 @@ where
 
 /// The variants, in pairs: (group, name, service).
 fn variants() -> Vec<(&'static str, &'static str, Boxed)> {
-    let adaptive = AdaptivePolicy::<u64>::new(huge(), u32::MAX);
+    let adaptive = AdaptivePolicy::new(huge(), u32::MAX);
     assert_eq!(adaptive.max(), 1_000_000_000);
     let per_key_adaptive = adaptive
         .per_key_layer(key as fn(&u64) -> Option<u64>)

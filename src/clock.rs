@@ -33,6 +33,9 @@
 /// years.
 #[derive(Clone)]
 pub(crate) struct Clock {
+    /// The UTC time of the origin, nanoseconds since the Unix epoch: read
+    /// once, so calendar windows follow this clock (see `crate::calendar`).
+    utc: u64,
     #[cfg(not(feature = "test-util"))]
     source: quanta::Clock,
     #[cfg(not(feature = "test-util"))]
@@ -48,14 +51,26 @@ impl Clock {
         {
             let source = quanta::Clock::new();
             let origin = source.raw();
-            Clock { source, origin }
+            Clock {
+                utc: crate::calendar::utc_now(),
+                source,
+                origin,
+            }
         }
         #[cfg(feature = "test-util")]
         {
             Clock {
+                utc: crate::calendar::utc_now(),
                 origin: tokio::time::Instant::now(),
             }
         }
+    }
+
+    /// The UTC time of the origin, in nanoseconds since the Unix epoch
+    /// (`utc() + now()` is the time now, as this clock reckons it).
+    #[inline]
+    pub(crate) fn utc(&self) -> u64 {
+        self.utc
     }
 
     /// Nanoseconds since the origin. Never goes backwards by more than the

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, fence};
 use std::time::Duration;
 
+use crate::calendar::{self, Calendar};
 use crate::cost::Charge;
 use crate::error::RateLimited;
 use crate::quota::{Quota, Unit};
@@ -60,11 +61,17 @@ impl Gcra {
         self.tat.load(Relaxed) & !CLAIMED
     }
 
+    /// The cell's word, for a calendar quota's cell ([`crate::calendar`]).
+    #[inline]
+    pub(crate) fn word(&self) -> &AtomicU64 {
+        &self.tat
+    }
+
     /// The value once no [`claim`](Self::claim) holds the cell. A claim
     /// lasts a few compare-exchanges (no lock, no allocation, no wait is
     /// taken while one is held), so this spins briefly, then yields.
     #[cold]
-    fn unclaimed(&self) -> u64 {
+    pub(crate) fn unclaimed(&self) -> u64 {
         let mut spins = 0u32;
         loop {
             let cur = self.tat.load(Acquire);
@@ -207,6 +214,10 @@ pub(crate) struct Params {
     pub(crate) window: u64,
     /// The period in nanoseconds.
     pub(crate) period: u64,
+    /// For a calendar quota: the UTC time of the clock's origin, in
+    /// nanoseconds since the epoch (set by the cell set that lends the
+    /// cell, which knows its clock).
+    pub(crate) utc: u64,
 }
 
 impl Params {
@@ -216,15 +227,42 @@ impl Params {
             emission: quota.emission_nanos(),
             window: quota.window_nanos(),
             period: quota.period_nanos(),
+            utc: 0,
         }
     }
 
-    /// What `charge` costs this quota, `n * T` with `n` its requests or
-    /// its cost by the quota's unit. `n <= burst` keeps this within the
-    /// window.
+    /// The same parameters for a clock whose origin is `utc`.
+    #[inline]
+    pub(crate) fn at_utc(mut self, utc: u64) -> Self {
+        self.utc = utc;
+        self
+    }
+
+    /// The calendar period of a calendar quota.
+    #[inline]
+    pub(crate) fn calendar(&self) -> Option<Calendar> {
+        self.quota.calendar()
+    }
+
+    /// The count a charge of `inc` stands for (`inc / T`: exact, as `inc`
+    /// is [`units`](Self::units) times `T`), for a calendar cell.
+    #[inline]
+    pub(crate) fn count(&self, inc: u64) -> u64 {
+        inc / self.emission.max(1)
+    }
+
+    /// What `charge` counts in this quota: its requests, or its cost when
+    /// the quota counts a unit of cost.
+    #[inline(always)]
+    pub(crate) fn units(&self, charge: Charge) -> u32 {
+        charge.of(self.quota.unit_id().is_cost())
+    }
+
+    /// What `charge` costs this quota, `n * T` with `n` its
+    /// [`units`](Self::units). `n <= burst` keeps this within the window.
     #[inline]
     pub(crate) fn inc(&self, charge: Charge) -> u64 {
-        self.emission * u64::from(charge.of(self.quota.unit_id().is_cost()))
+        self.emission * u64::from(self.units(charge))
     }
 }
 
@@ -244,10 +282,27 @@ pub(crate) struct Tunable {
     counts: AtomicU64,
     /// The quota's unit, which does not change.
     unit: Unit,
+    /// The calendar period (`Calendar::ALL` index + 1), 0 for rolling.
+    calendar: std::sync::atomic::AtomicU8,
+    /// The UTC time of the limiter's clock origin (fixed).
+    utc: u64,
+}
+
+fn calendar_code(c: Option<Calendar>) -> u8 {
+    c.map_or(0, |c| {
+        Calendar::ALL.iter().position(|&x| x == c).unwrap_or(0) as u8 + 1
+    })
+}
+
+fn calendar_of(code: u8) -> Option<Calendar> {
+    code.checked_sub(1)
+        .and_then(|i| Calendar::ALL.get(usize::from(i)).copied())
 }
 
 impl Tunable {
-    pub(crate) fn new(quota: Quota) -> Self {
+    /// The parameters of `quota` on a clock whose origin is `utc`
+    /// nanoseconds after the epoch.
+    pub(crate) fn new(quota: Quota, utc: u64) -> Self {
         let p = Params::new(quota);
         Tunable {
             seq: AtomicU64::new(0),
@@ -256,6 +311,8 @@ impl Tunable {
             period: AtomicU64::new(p.period),
             counts: AtomicU64::new(u64::from(quota.limit()) << 32 | u64::from(quota.burst())),
             unit: quota.unit_id(),
+            calendar: std::sync::atomic::AtomicU8::new(calendar_code(quota.calendar())),
+            utc,
         }
     }
 
@@ -268,6 +325,7 @@ impl Tunable {
             let window = self.window.load(Relaxed);
             let period = self.period.load(Relaxed);
             let counts = self.counts.load(Relaxed);
+            let calendar = self.calendar.load(Relaxed);
             fence(Acquire);
             if seq & 1 == 0 && self.seq.load(Relaxed) == seq {
                 let quota = Quota::from_parts(
@@ -275,12 +333,14 @@ impl Tunable {
                     Duration::from_nanos(period),
                     counts as u32,
                 )
-                .with_unit(self.unit);
+                .with_unit(self.unit)
+                .with_calendar(calendar_of(calendar));
                 return Params {
                     quota,
                     emission,
                     window,
                     period,
+                    utc: self.utc,
                 };
             }
             std::hint::spin_loop();
@@ -302,6 +362,8 @@ impl Tunable {
             u64::from(quota.limit()) << 32 | u64::from(quota.burst()),
             Relaxed,
         );
+        self.calendar
+            .store(calendar_code(quota.calendar()), Relaxed);
         self.seq.store(seq.wrapping_add(2), Release);
     }
 }
@@ -311,6 +373,9 @@ impl Tunable {
 /// the same (no more than `new`'s burst), and requests already reserved
 /// past the burst stay reserved. Nothing refills and no burst is granted.
 pub(crate) fn convert_tat(tat: u64, now: u64, old: &Params, new: &Params) -> u64 {
+    if old.calendar().is_some() || new.calendar().is_some() {
+        return calendar::convert(tat, now, old, new);
+    }
     let debt = i128::from(tat.saturating_sub(now));
     // What the bucket holds, in requests of the old quota (negative when
     // reserved past the burst), scaled to nanoseconds of the new one.
@@ -355,12 +420,18 @@ pub struct Decision {
     tat: u64,
     /// Nanoseconds until the request could pass (0 when allowed).
     retry_after: u64,
+    /// The emission interval; for a calendar quota, the count used in its
+    /// window (and `tat` is the window's end).
     emission: u64,
+    calendar: Option<Calendar>,
 }
 
 impl Decision {
     #[inline]
     pub(crate) fn allowed(p: &Params, now: u64, tat: u64) -> Self {
+        if let Some(cal) = p.calendar() {
+            return Self::of_calendar(p, cal, now, tat, None);
+        }
         Decision {
             allowed: true,
             limit: p.quota.limit(),
@@ -371,11 +442,15 @@ impl Decision {
             tat,
             retry_after: 0,
             emission: p.emission,
+            calendar: None,
         }
     }
 
     #[inline]
     pub(crate) fn denied(p: &Params, now: u64, base: u64, inc: u64) -> Self {
+        if let Some(cal) = p.calendar() {
+            return Self::of_calendar(p, cal, now, base, Some(p.count(inc)));
+        }
         Decision {
             allowed: false,
             limit: p.quota.limit(),
@@ -389,7 +464,83 @@ impl Decision {
                 .saturating_sub(now)
                 .saturating_sub(p.window),
             emission: p.emission,
+            calendar: None,
         }
+    }
+
+    /// The decision of a calendar cell holding `word` at `now`: allowed
+    /// (`charge` `None`, `word` written by the charge), or denied a charge
+    /// of `charge` (`word` as the cell held it).
+    #[cold]
+    fn of_calendar(p: &Params, cal: Calendar, now: u64, word: u64, charge: Option<u64>) -> Self {
+        let limit = p.quota.limit();
+        let (used, end, retry_after) = match calendar::view(word, cal, p.utc, now) {
+            Some((w, used)) => {
+                let retry = charge.map_or(0, |count| {
+                    calendar::decide(word, cal, p.utc, limit, count, now)
+                        .err()
+                        .map_or(0, |(_, wait)| wait)
+                });
+                (used, w.end, retry)
+            }
+            // Centuries ahead: nothing passes.
+            None => (limit, now, u64::MAX),
+        };
+        Decision {
+            allowed: charge.is_none(),
+            limit,
+            burst: p.quota.burst(),
+            unit: p.quota.unit_id(),
+            period: p.period,
+            now,
+            tat: end,
+            retry_after,
+            emission: u64::from(used),
+            calendar: Some(cal),
+        }
+    }
+
+    /// A calendar decision made elsewhere (a remote backend): `used` in the
+    /// window after the decision, `reset_after` nanoseconds to its end.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn remote_calendar(
+        quota: Quota,
+        allowed: bool,
+        used: u32,
+        retry_after: u64,
+        reset_after: u64,
+    ) -> Self {
+        Decision {
+            allowed,
+            limit: quota.limit(),
+            burst: quota.burst(),
+            unit: quota.unit_id(),
+            period: quota.period_nanos(),
+            now: 0,
+            tat: reset_after,
+            retry_after,
+            emission: u64::from(used),
+            calendar: quota.calendar(),
+        }
+    }
+
+    /// The usage this decision reports, for a calendar quota: `utc` is the
+    /// UTC time (nanoseconds since the epoch) of the clock the decision's
+    /// times count from (for a remote decision, the time it was made).
+    pub(crate) fn calendar_usage(&self, utc: u64) -> Option<calendar::Usage> {
+        let used = self.calendar_used()?;
+        Some(calendar::Usage::new(
+            self.quota(),
+            used,
+            self.reset_after(),
+            utc.saturating_add(self.tat),
+        ))
+    }
+
+    /// The count used in the window, for a calendar decision.
+    pub(crate) fn calendar_used(&self) -> Option<u32> {
+        self.calendar
+            .map(|_| u32::try_from(self.emission).unwrap_or(u32::MAX))
     }
 
     /// A decision made elsewhere (a remote backend), from its relative
@@ -413,6 +564,7 @@ impl Decision {
             tat: reset_after,
             retry_after,
             emission,
+            calendar: None,
         }
     }
 
@@ -454,6 +606,7 @@ impl Decision {
     pub fn quota(&self) -> Quota {
         Quota::from_parts(self.limit, Duration::from_nanos(self.period), self.burst)
             .with_unit(self.unit)
+            .with_calendar(self.calendar)
     }
 
     /// The quota's limit per period.
@@ -480,6 +633,9 @@ impl Decision {
     /// assert_eq!(limiter.check().remaining(), 8);
     /// ```
     pub fn remaining(&self) -> u32 {
+        if let Some(used) = self.calendar_used() {
+            return self.limit.saturating_sub(used);
+        }
         let used = self.tat.saturating_sub(self.now);
         let window = self.emission * u64::from(self.burst);
         let left = window.saturating_sub(used) / self.emission;
@@ -504,7 +660,8 @@ impl Decision {
     }
 
     /// How long until the bucket is full again (every quota's burst
-    /// available).
+    /// available); for a [calendar](crate::calendar) quota, until its
+    /// window ends and its count resets.
     ///
     /// # Examples
     ///
@@ -535,6 +692,10 @@ impl Decision {
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     #[inline]
     pub(crate) fn remaining_and_next(&self) -> (u32, u64) {
+        if self.calendar.is_some() {
+            // A calendar window grows only at its end.
+            return (self.remaining(), self.tat.saturating_sub(self.now));
+        }
         let used = self.tat.saturating_sub(self.now);
         let window = self.emission.saturating_mul(u64::from(self.burst));
         let left = window.saturating_sub(used) / self.emission;
@@ -554,6 +715,7 @@ impl Decision {
             && self.burst == p.quota.burst()
             && self.period == p.period
             && self.unit == p.quota.unit_id()
+            && self.calendar == p.calendar()
     }
 
     pub(crate) fn retry_after_nanos(&self) -> u64 {
@@ -665,7 +827,11 @@ pub(crate) fn reserve_all(
     if cells.len() == 1 {
         let (p, g) = cells.cell(0);
         let inc = p.inc(charge);
-        return match g.reserve(p.window, inc, now, max_wait) {
+        let reserved = match p.calendar() {
+            Some(_) => calendar::reserve(g, &p, p.units(charge), now, max_wait),
+            None => g.reserve(p.window, inc, now, max_wait),
+        };
+        return match reserved {
             Ok((tat, wait)) => {
                 stamps[0] = tat;
                 Ok(Reserved { wait, now, stamps })
@@ -679,7 +845,10 @@ pub(crate) fn reserve_all(
         for i in 0..cells.len() {
             let (p, g) = cells.cell(i);
             let inc = p.inc(charge);
-            let (w, base) = g.wait(p.window, inc, now);
+            let (w, base) = match p.calendar() {
+                Some(_) => calendar::wait(g, &p, p.units(charge), now),
+                None => g.wait(p.window, inc, now),
+            };
             if w > wait || (w > 0 && worst.is_none()) {
                 wait = w;
                 worst = Some(Decision::denied(&p, now, base, inc));
@@ -691,7 +860,11 @@ pub(crate) fn reserve_all(
         let at = now.saturating_add(wait);
         for i in 0..cells.len() {
             let (p, g) = cells.cell(i);
-            match g.try_admit(p.window, p.inc(charge), at) {
+            let admitted = match p.calendar() {
+                Some(_) => calendar::try_admit(g, &p, p.units(charge), at),
+                None => g.try_admit(p.window, p.inc(charge), at),
+            };
+            match admitted {
                 Ok(tat) if i < INLINE_CELLS => stamps[i] = tat,
                 Ok(_) => {}
                 Err(_) => {
@@ -711,12 +884,18 @@ pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, charge: Charge
     for i in 0..cells.len() {
         let (p, g) = cells.cell(i);
         let inc = p.inc(charge);
-        let (wait, base) = g.wait(p.window, inc, now);
+        let (wait, base) = match p.calendar() {
+            Some(_) => calendar::wait(g, &p, p.units(charge), now),
+            None => g.wait(p.window, inc, now),
+        };
         if wait > 0 && worst.is_none_or(|w| wait > w.retry_after_nanos()) {
             worst = Some(Decision::denied(&p, now, base, inc));
         }
         if let Some(stamp) = stamps.get_mut(i) {
-            *stamp = base + inc;
+            *stamp = match p.calendar() {
+                Some(_) => base.saturating_add(u64::from(p.units(charge))),
+                None => base + inc,
+            };
         }
     }
     match worst {
@@ -736,7 +915,10 @@ pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, charge: Charge
 pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], charge: Charge) {
     for (i, &tat) in stamps.iter().enumerate().take(cells.len()) {
         let (p, g) = cells.cell(i);
-        g.refund(tat, p.inc(charge));
+        match p.calendar() {
+            Some(_) => calendar::refund(g, tat, p.units(charge)),
+            None => g.refund(tat, p.inc(charge)),
+        }
     }
 }
 
@@ -744,7 +926,12 @@ pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], charge
 pub(crate) fn snapshot(cells: &(impl CellSet + ?Sized), now: u64) -> Decision {
     let mut stamps = [0; INLINE_CELLS];
     for (i, stamp) in stamps.iter_mut().enumerate().take(cells.len()) {
-        *stamp = cells.cell(i).1.tat().max(now);
+        let (p, g) = cells.cell(i);
+        *stamp = match p.calendar() {
+            // A calendar word is read as it is (see `Decision::allowed`).
+            Some(_) => g.tat(),
+            None => g.tat().max(now),
+        };
     }
     Reserved {
         wait: 0,

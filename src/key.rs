@@ -1,5 +1,8 @@
-//! Keys: [`KeyExtractor`], how a request's key is found, and the
-//! extractors every layer shares ([`ConstKey`], [`NoKey`]).
+//! Keys: [`KeyExtractor`], how a request's key is found; [`Keyed`] and
+//! [`KeyOf`], how a constructor learns the key type from an extractor; and
+//! the extractors every layer shares ([`ConstKey`], [`NoKey`]).
+
+use std::marker::PhantomData;
 
 use crate::cost::Cost;
 
@@ -7,7 +10,9 @@ use crate::cost::Cost;
 /// id), or `None` when it has none.
 ///
 /// Implemented for every `Fn(&Req) -> Option<K>` closure; the `http`
-/// feature adds extractors for IPs and headers.
+/// feature adds extractors for IPs and headers. A type of your own that
+/// implements it also implements [`Keyed`] (one line), so that
+/// [`PerKeyLayer::new`](crate::PerKeyLayer::new) knows its key type.
 ///
 /// # Examples
 ///
@@ -55,10 +60,12 @@ pub trait KeyExtractor<Req> {
     /// # Examples
     ///
     /// An extractor of your own, a named type (a layer's `Debug` output
-    /// names it, where a closure shows as `{{closure}}`):
+    /// names it, where a closure shows as `{{closure}}`). It implements
+    /// [`Keyed`] too, naming its key type once more, so that
+    /// [`PerKeyLayer::new`](crate::PerKeyLayer::new) infers it:
     ///
     /// ```
-    /// use tower_sluice::per_key::KeyExtractor;
+    /// use tower_sluice::per_key::{KeyExtractor, Keyed};
     /// use tower_sluice::{PerKeyLayer, Quota};
     ///
     /// struct Request { headers: Vec<(String, String)> }
@@ -75,10 +82,12 @@ pub trait KeyExtractor<Req> {
     ///     }
     /// }
     ///
+    /// impl Keyed for ApiKey { type Key = String; }
+    ///
     /// let req = Request { headers: vec![("x-api-key".into(), "k-42".into())] };
     /// assert_eq!(ApiKey.extract(&req).as_deref(), Some("k-42"));
     /// let layer = PerKeyLayer::new(Quota::per_minute(60), ApiKey);
-    /// # let _: PerKeyLayer<String, _> = layer;
+    /// assert_eq!(layer.handle().policy(&"k-42".to_string()).quotas().next(), Some(Quota::per_minute(60)));
     /// ```
     fn extract(&self, req: &Req) -> Option<Self::Key>;
 
@@ -184,6 +193,131 @@ where
     }
 }
 
+/// The key type of an extractor, whatever the request type: what lets
+/// [`PerKeyLayer::new`](crate::PerKeyLayer::new) (and the other
+/// constructors that take an extractor) infer the key type from a
+/// non-closure extractor.
+///
+/// A closure's key type is its return type; a type's is this trait's
+/// `Key`. Implement it beside [`KeyExtractor`] for an extractor of your
+/// own, with the same `Key`. The crate's extractors ([`ConstKey`],
+/// `PeerIp`, `ForwardedIp`, `HeaderKey`) implement it.
+///
+/// # Examples
+///
+/// An extractor generic over the request body, as HTTP extractors are:
+///
+/// ```
+/// use tower_sluice::per_key::{KeyExtractor, Keyed};
+/// use tower_sluice::{PerKeyLayer, Quota};
+///
+/// struct Request<B> { path: String, body: B }
+///
+/// /// The path's first segment (`/tenant-7/orders`: `tenant-7`).
+/// #[derive(Clone)]
+/// struct Tenant;
+///
+/// impl<B> KeyExtractor<Request<B>> for Tenant {
+///     type Key = String;
+///
+///     fn extract(&self, req: &Request<B>) -> Option<String> {
+///         req.path.split('/').nth(1).filter(|s| !s.is_empty()).map(String::from)
+///     }
+/// }
+///
+/// impl Keyed for Tenant { type Key = String; }
+///
+/// // `Keyed` gives the key type before any request (and its body type) is known.
+/// let layer = PerKeyLayer::new(Quota::per_minute(600), Tenant);
+/// let req = Request { path: "/tenant-7/orders".into(), body: () };
+/// assert_eq!(Tenant.extract(&req).as_deref(), Some("tenant-7"));
+/// ```
+pub trait Keyed {
+    /// The key type, the same as [`KeyExtractor::Key`].
+    type Key;
+}
+
+/// What [`PerKeyLayer::new`](crate::PerKeyLayer::new) and the other
+/// constructors that take an extractor read the key type from: a
+/// closure's return type, or [`Keyed::Key`].
+///
+/// `M` tells the two kinds apart ([`ByClosure`] or [`ByKeyed`]); it is
+/// inferred, never written. Implemented for every closure
+/// `Fn(&Req) -> Option<K>` and every [`Keyed`] type; not implemented
+/// otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::per_key::KeyOf;
+///
+/// fn key_type<M, X: KeyOf<M>>(_: &X) -> &'static str {
+///     std::any::type_name::<X::Key>()
+/// }
+/// assert_eq!(key_type(&|n: &u64| Some(*n)), "u64");
+/// assert_eq!(key_type(&tower_sluice::per_key::ConstKey::new('a')), "char");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither a key closure nor a `Keyed` extractor",
+    label = "the key type of this extractor is unknown",
+    note = "a key extractor is a closure `|req: &Req| -> Option<Key>` or a type implementing `KeyExtractor<Req>`; a type of your own also implements `Keyed` (`impl Keyed for {Self} {{ type Key = ...; }}`, the same key type)"
+)]
+pub trait KeyOf<M>: sealed::Sealed<M> {
+    /// The key type.
+    type Key;
+}
+
+/// The [`KeyOf`] marker of closures `Fn(&Req) -> Option<K>`.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::per_key::{ByClosure, KeyOf};
+///
+/// fn closure_key<X: KeyOf<ByClosure<String>>>(_: X) {}
+/// closure_key(|s: &String| Some(s.len()));
+/// ```
+pub struct ByClosure<Req>(PhantomData<fn(&Req)>);
+
+/// The [`KeyOf`] marker of [`Keyed`] types.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::per_key::{ByKeyed, ConstKey, KeyOf};
+///
+/// fn keyed<X: KeyOf<ByKeyed>>(_: X) {}
+/// keyed(ConstKey::new("upstream"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ByKeyed;
+
+impl<Req> std::fmt::Debug for ByClosure<Req> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ByClosure")
+    }
+}
+
+impl<F, Req, K> KeyOf<ByClosure<Req>> for F
+where
+    F: Fn(&Req) -> Option<K>,
+{
+    type Key = K;
+}
+
+impl<F, Req, K> sealed::Sealed<ByClosure<Req>> for F where F: Fn(&Req) -> Option<K> {}
+
+impl<X: Keyed> KeyOf<ByKeyed> for X {
+    type Key = X::Key;
+}
+
+impl<X: Keyed> sealed::Sealed<ByKeyed> for X {}
+
+mod sealed {
+    /// Only the crate's two impls of `KeyOf` exist.
+    pub trait Sealed<M> {}
+}
+
 /// The same key for every request: one bucket for all of them, kept in the
 /// layer's backend. With a shared backend (Redis) that is one limit for the
 /// whole fleet; see [`RateLimitLayer::shared`](crate::RateLimitLayer::shared).
@@ -195,7 +329,7 @@ where
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
 /// let layer = PerKeyLayer::new(Quota::per_minute(600), ConstKey::new("upstream-api"));
-/// # let _: &PerKeyLayer<&str, _> = &layer;
+/// assert_eq!(layer.handle().policy(&"upstream-api").quotas().next(), Some(Quota::per_minute(600)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConstKey<K>(K);
@@ -215,6 +349,10 @@ impl<K> ConstKey<K> {
     pub fn new(key: K) -> Self {
         ConstKey(key)
     }
+}
+
+impl<K> Keyed for ConstKey<K> {
+    type Key = K;
 }
 
 impl<K: Clone, Req> KeyExtractor<Req> for ConstKey<K> {
@@ -237,6 +375,10 @@ impl<K: Clone, Req> KeyExtractor<Req> for ConstKey<K> {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NoKey;
+
+impl Keyed for NoKey {
+    type Key = std::convert::Infallible;
+}
 
 impl<Req> KeyExtractor<Req> for NoKey {
     type Key = std::convert::Infallible;

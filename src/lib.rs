@@ -182,6 +182,7 @@ pub(crate) use inner_accessors;
 
 pub mod adaptive;
 pub mod backend;
+pub mod calendar;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
@@ -207,6 +208,7 @@ mod slot;
 mod util;
 
 pub use adaptive::{AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer};
+pub use calendar::Calendar;
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use cost::Cost;
 pub use error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};

@@ -63,9 +63,10 @@ impl Limiter {
     /// assert!(!limiter.check().is_allowed());
     /// ```
     pub fn new(quota: Quota) -> Self {
+        let clock = Clock::new();
         Limiter {
-            clock: Clock::new(),
-            cells: Cells::One([(Tunable::new(quota), Gcra::new())]),
+            cells: Cells::One([(Tunable::new(quota, clock.utc()), Gcra::new())]),
+            clock,
             changes: Mutex::new(()),
         }
     }
@@ -93,7 +94,7 @@ impl Limiter {
             Cells::One(cell) => cell.into(),
             Cells::Many(cells) => cells.into_vec(),
         };
-        cells.push((Tunable::new(quota), Gcra::new()));
+        cells.push((Tunable::new(quota, self.clock.utc()), Gcra::new()));
         Limiter {
             clock: self.clock,
             cells: Cells::Many(cells.into_boxed_slice()),
@@ -203,13 +204,51 @@ impl Limiter {
         let _serial = self.changes.lock().ignore_poison();
         for ((tunable, gcra), quota) in cells.iter().zip(quotas) {
             let old = tunable.load();
-            let new = Params::new(quota);
+            let new = Params::new(quota).at_utc(self.clock.utc());
             // Deciders wait on the claim, then see the new parameters.
             let tat = gcra.claim();
             tunable.store(quota);
             gcra.release(gcra::convert_tat(tat, self.clock.now(), &old, &new));
         }
         Ok(())
+    }
+
+    /// The usage of each [calendar](crate::calendar) quota, in the order
+    /// they were added: how much the current window used, how much is
+    /// left, and when it resets. Consumes nothing. Rolling quotas are left
+    /// out (their state is [`peek`](Self::peek)'s).
+    ///
+    /// The count lives in this process: it is lost when the process
+    /// restarts. Use the Redis backend (with Redis persistence) for usage
+    /// that must survive a restart.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_second(100))
+    ///     .and(Quota::per_calendar_day(10_000))
+    ///     .and(Quota::per_calendar_month(200_000));
+    /// limiter.check_n(40)?;
+    /// let usage = limiter.usage();
+    /// assert_eq!(usage.len(), 2);
+    /// assert_eq!((usage[0].used(), usage[0].remaining()), (40, 9_960));
+    /// assert_eq!((usage[1].used(), usage[1].remaining()), (40, 199_960));
+    /// // The day ends before (or with) the month.
+    /// assert!(usage[0].resets_at() <= usage[1].resets_at());
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
+    pub fn usage(&self) -> Vec<crate::calendar::Usage> {
+        let now = self.clock.now();
+        let cells = &self.cells;
+        (0..cells.len())
+            .filter_map(|i| {
+                let (p, g) = cells.cell(i);
+                p.calendar()?;
+                Decision::allowed(&p, now, g.tat()).calendar_usage(self.clock.utc())
+            })
+            .collect()
     }
 
     /// The smallest burst among the quotas: the largest cost that can pass.
@@ -337,6 +376,9 @@ impl Limiter {
                     return Err(ExceedsBurst::new(n, p.quota));
                 }
                 let now = self.clock.now();
+                if p.calendar().is_some() {
+                    return Ok(self.decide_all(now, charge));
+                }
                 let inc = p.inc(charge);
                 Ok(match g.try_admit(p.window, inc, now) {
                     Ok(tat) => Decision::allowed(&p, now, tat),
@@ -398,7 +440,11 @@ impl Limiter {
         (0..self.cells.len())
             .map(|i| {
                 let (p, g) = self.cells.cell(i);
-                Decision::allowed(&p, now, g.tat().max(now))
+                match p.calendar() {
+                    // A calendar word is read as it is.
+                    Some(_) => Decision::allowed(&p, now, g.tat()),
+                    None => Decision::allowed(&p, now, g.tat().max(now)),
+                }
             })
             .collect()
     }
@@ -464,16 +510,25 @@ impl Limiter {
         match &self.cells {
             Cells::One([(t, g)]) => {
                 let p = t.load();
+                if p.calendar().is_some() {
+                    return self.decide_all(now, charge);
+                }
                 let inc = p.inc(charge);
                 match g.try_admit(p.window, inc, now) {
                     Ok(tat) => Decision::allowed(&p, now, tat),
                     Err(base) => Decision::denied(&p, now, base, inc),
                 }
             }
-            Cells::Many(_) => match gcra::reserve_all(&self.cells, now, charge, 0) {
-                Ok(reserved) => reserved.decision(&self.cells),
-                Err(denied) => denied,
-            },
+            Cells::Many(_) => self.decide_all(now, charge),
+        }
+    }
+
+    /// Decides through the shared path of several quotas (or a calendar
+    /// one).
+    fn decide_all(&self, now: u64, charge: Charge) -> Decision {
+        match gcra::reserve_all(&self.cells, now, charge, 0) {
+            Ok(reserved) => reserved.decision(&self.cells),
+            Err(denied) => denied,
         }
     }
 

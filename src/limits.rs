@@ -72,6 +72,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Memory;
+use crate::calendar;
 use crate::error::{RateLimited, TooManyKeys};
 use crate::gcra::{CellSet, Decision, Gcra, MAX_TAT, Params};
 use crate::limiter::Limiter;
@@ -555,16 +556,29 @@ fn decide(frame: &Frame<'_>, commit: bool) -> Outcome {
     let mut denied: Option<(Decision, &Cell<'_>)> = None;
     let mut tightest: Option<Decision> = None;
     for (c, &v) in cells.iter().zip(&values) {
-        let base = v.max(c.now);
-        match base.checked_add(c.inc) {
-            Some(new) if new - c.now <= c.params.window && new <= MAX_TAT => {
+        let admitted = match c.params.calendar() {
+            Some(cal) => {
+                let (limit, count) = (c.params.quota.limit(), c.params.count(c.inc));
+                calendar::decide(v, cal, c.params.utc, limit, count, c.now)
+                    .map_err(|(base, _)| base)
+            }
+            None => {
+                let base = v.max(c.now);
+                match base.checked_add(c.inc) {
+                    Some(new) if new - c.now <= c.params.window && new <= MAX_TAT => Ok(new),
+                    _ => Err(base),
+                }
+            }
+        };
+        match admitted {
+            Ok(new) => {
                 let d = Decision::allowed(&c.params, c.now, new);
                 if tightest.is_none_or(|t| d.remaining() < t.remaining()) {
                     tightest = Some(d);
                 }
                 news.push(new);
             }
-            _ => {
+            Err(base) => {
                 let d = Decision::denied(&c.params, c.now, base, c.inc);
                 let longer = denied.as_ref().is_none_or(|(w, wc)| {
                     (d.retry_after(), std::cmp::Reverse(c.index))

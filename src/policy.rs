@@ -86,7 +86,9 @@ impl Inner {
     /// Recomputes what is derived from the quotas and the cap.
     fn refresh(&mut self) {
         self.first = self.params[0].0;
-        self.simple = self.params.len() == 1 && self.max_in_flight.is_none();
+        self.simple = self.params.len() == 1
+            && self.max_in_flight.is_none()
+            && self.first.calendar().is_none();
         self.max_cost = self
             .params
             .iter()
@@ -378,8 +380,8 @@ impl Policy {
         self.inner.params.len()
     }
 
-    /// One quota and no in-flight cap: the common policy, decided by one
-    /// compare-exchange.
+    /// One rolling quota and no in-flight cap: the common policy, decided
+    /// by one compare-exchange on the GCRA's fast path.
     #[inline]
     pub(crate) fn is_simple(&self) -> bool {
         self.inner.simple

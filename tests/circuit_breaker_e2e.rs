@@ -42,7 +42,8 @@ impl Upstream {
 }
 
 /// Counts the hit, then answers 500 while down and 200 otherwise. (500,
-/// not 503: `HttpStatus` ignores 503 as deliberate load shedding.)
+/// not 503: `HttpStatus` calls 503 an overload, deliberate load shedding,
+/// which the breaker does not count.)
 async fn handler(State(up): State<Upstream>) -> (StatusCode, &'static str) {
     up.hits.fetch_add(1, Ordering::SeqCst);
     if up.down.load(Ordering::SeqCst) {

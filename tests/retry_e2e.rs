@@ -162,7 +162,7 @@ mod reqwest_client {
     use reqwest::Method;
     use tower_sluice::circuit_breaker::CircuitState;
     use tower_sluice::classify::{Classify, HttpStatus, Outcome};
-    use tower_sluice::retry::{ClassifyRetry, HttpRetry, is_transient};
+    use tower_sluice::retry::{HttpRetry, is_transient};
     use tower_sluice::{CircuitBreakerLayer, Quota, RateLimitLayer};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,9 +190,63 @@ mod reqwest_client {
             "{:?}",
             start.elapsed()
         );
-        // The breaker saw the 503s as shed load (ignored) and the 200.
+        // The breaker saw the 503s as shed load (overloads, not counted) and the 200.
         assert_eq!(state.state(), CircuitState::Closed);
         assert_eq!(state.stats().calls, 1);
+        Ok(())
+    }
+
+    /// One closure over `Result<reqwest::Response, BoxError>`, given to
+    /// retry, the breaker and the AIMD layer of one client: retry
+    /// retries the 503s (waiting the `Retry-After` the verdict read), the
+    /// breaker does not count them, the AIMD layer cuts its rate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_closure_classifies_for_retry_breaker_and_aimd() -> Result<(), BoxError> {
+        use tower_sluice::adaptive::AimdLayer;
+        use tower_sluice::classify::Verdict;
+
+        let hits = Arc::new(AtomicU32::new(0));
+        let url = serve(hits.clone()).await;
+
+        let rule = |r: &Result<reqwest::Response, BoxError>| match r {
+            Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Verdict::overloaded().with_response(res)
+            }
+            Ok(res) if res.status().is_server_error() => Verdict::failure(),
+            Ok(_) => Verdict::success(),
+            Err(_) => Verdict::failure(),
+        };
+        let breaker = CircuitBreakerLayer::default().classify(rule);
+        let state = breaker.handle();
+        let aimd = AimdLayer::new(Quota::per_second(100)).classify(rule);
+        let rate = aimd.handle();
+        let client = ServiceBuilder::new()
+            .layer(
+                BackoffRetryLayer::new(Backoff::exponential(Duration::from_millis(10)))
+                    .http()
+                    .classify(rule),
+            )
+            .layer(breaker)
+            .layer(aimd)
+            .service(reqwest::Client::new());
+        let start = Instant::now();
+        let res = client
+            .oneshot(reqwest::Request::new(Method::GET, url.parse()?))
+            .await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "two 503s retried, then 200");
+        assert!(
+            start.elapsed() >= Duration::from_millis(1_900),
+            "each retry waited the 503's Retry-After: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(state.stats().calls, 1, "the 503s are not counted");
+        assert_eq!(state.stats().failures, 0);
+        assert!(
+            rate.rate() < 100.0,
+            "the 503s cut the rate: {}",
+            rate.rate()
+        );
         Ok(())
     }
 
@@ -248,10 +302,23 @@ mod reqwest_client {
         drop(listener);
         let err = reqwest::get(&url).await.unwrap_err();
         assert!(err.is_connect());
+        // Judged as it comes from the client, and boxed.
+        assert_eq!(
+            HttpRetry.classify(&Err::<reqwest::Response, _>(&err).map_err(|e| e.to_string())),
+            Outcome::Ignore,
+            "a String error is not one the rule reads"
+        );
         let boxed: BoxError = Box::new(err);
         assert!(is_transient(&*boxed));
-        let verdict = ClassifyRetry::<reqwest::Response>::classify_retry(&HttpRetry, &Err(boxed));
-        assert_eq!(verdict.outcome(), Outcome::Failure);
+        assert_eq!(
+            HttpRetry.classify(&Err::<reqwest::Response, _>(boxed)),
+            Outcome::Failure
+        );
+        let err = reqwest::get(&url).await.unwrap_err();
+        assert_eq!(
+            HttpRetry.classify(&Err::<reqwest::Response, _>(err)),
+            Outcome::Failure
+        );
 
         // A status error (error_for_status) is judged by its status.
         let hits = Arc::new(AtomicU32::new(0));
@@ -260,7 +327,7 @@ mod reqwest_client {
         assert_eq!(status_err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(
             HttpStatus.classify(&Err::<reqwest::Response, _>(status_err)),
-            Outcome::Ignore,
+            Outcome::Overloaded,
             "503: the upstream shedding load"
         );
         let boxed: BoxError = Box::new(reqwest::get(&url).await?.error_for_status().unwrap_err());

@@ -1,9 +1,9 @@
 //! Every public reader of upstream hints over responses with arbitrary
 //! status and header values: `retry::response_hints` (`Retry-After`,
 //! `RateLimit`, `X-RateLimit-Reset`, `grpc-retry-pushback-ms`),
-//! `adaptive::upstream_quota` (`RateLimit`, `X-RateLimit-*`,
+//! `classify::upstream_quota` (`RateLimit`, `X-RateLimit-*`,
 //! `RateLimit-*`), and the classifiers that read them (`HttpRetry`,
-//! `HttpFeedback`). No panic; the classifiers agree with the readers; no
+//! `HttpStatus`). No panic; the classifiers agree with the readers; no
 //! wait is longer than what the response wrote (a number of seconds in a
 //! field, or the span of HTTP dates).
 
@@ -15,9 +15,8 @@ use arbitrary::Arbitrary;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use tower_sluice::BoxError;
-use tower_sluice::adaptive::{ClassifyFeedback, HttpFeedback, Signal, upstream_quota};
-use tower_sluice::classify::Outcome;
-use tower_sluice::retry::{ClassifyRetry, Hint, HttpRetry, response_hints};
+use tower_sluice::classify::{Classify, HttpStatus, Outcome, upstream_quota};
+use tower_sluice::retry::{Hint, HttpRetry, response_hints};
 
 const NAMES: [&str; 11] = [
     "retry-after",
@@ -81,8 +80,8 @@ fuzz_target!(|input: Input<'_>| {
     }
 
     let result: Result<Response<()>, BoxError> = Ok(res);
-    let verdict = HttpRetry.classify_retry(&result);
-    if verdict.outcome() == Outcome::Failure {
+    let verdict = HttpRetry.verdict(&result);
+    if matches!(verdict.outcome(), Outcome::Failure | Outcome::Overloaded) {
         if hint == Hint::Stop {
             assert!(verdict.is_do_not_retry(), "{verdict:?} {hint:?}");
         }
@@ -93,9 +92,13 @@ fuzz_target!(|input: Input<'_>| {
         assert_eq!(verdict.retry_after(), None);
     }
 
-    let feedback = HttpFeedback.feedback(&result);
+    let feedback = HttpStatus.verdict(&result);
+    assert_eq!(feedback.outcome(), HttpStatus.classify(&result));
     if let Some(w) = feedback.retry_after() {
-        assert_eq!(feedback.signal(), Signal::Overloaded);
+        assert!(
+            matches!(feedback.outcome(), Outcome::Failure | Outcome::Overloaded),
+            "{feedback:?}"
+        );
         assert!(wait.is_some_and(|d| w <= d), "{feedback:?} {hint:?}");
     }
     if let Some(u) = feedback.upstream() {

@@ -10,6 +10,9 @@ use pin_project_lite::pin_project;
 use crate::BoxError;
 
 pub use super::aimd::AimdTrack;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use super::budget::BudgetFuture;
 pub use super::concurrency::ConcurrencyPermit;
 pub use super::per_key::KeyTrack;
 pub use super::throttle::ThrottleTrack;

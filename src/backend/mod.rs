@@ -228,8 +228,8 @@ impl fmt::Debug for Refund {
 ///
 /// // One store shared by two layers (an `Arc<B>` is a backend too).
 /// let store = Arc::new(Memory::<String>::new(100_000));
-/// let api = PerKeyLayer::<String, _>::new(Quota::per_minute(60), |k: &String| Some(k.clone())).backend(store.clone());
-/// let admin = PerKeyLayer::<String, _>::new(Quota::per_minute(10), |k: &String| Some(k.clone())).backend(store);
+/// let api = PerKeyLayer::new(Quota::per_minute(60), |k: &String| Some(k.clone())).backend(store.clone());
+/// let admin = PerKeyLayer::new(Quota::per_minute(10), |k: &String| Some(k.clone())).backend(store);
 /// # let _ = (api, admin);
 /// ```
 pub trait Backend<K>: Send + Sync + 'static {

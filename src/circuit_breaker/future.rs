@@ -91,14 +91,14 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future, guard } => {
-                let result = ready!(future.poll(cx));
+                let result = ready!(future.poll(cx)).map_err(Into::into);
                 // Recorded in place: moving the guard out first costs a
                 // copy the compiler splits badly (a wide load of narrow
                 // stores). The guard lets the breaker go when the future is
@@ -108,7 +108,7 @@ where
                     guard.done = true;
                     guard.breaker.finish(guard.permit, outcome);
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()

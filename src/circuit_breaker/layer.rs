@@ -8,6 +8,7 @@ use super::{
     PerKeyCircuitBreakerLayer,
 };
 use crate::classify::ErrorsAreFailures;
+use crate::key::KeyOf;
 use crate::observe::{Observer, Observers};
 use crate::slot::Slot;
 
@@ -114,7 +115,8 @@ impl<C> CircuitBreakerLayer<C> {
     /// For HTTP clients: judges responses by their status with
     /// [`HttpStatus`](crate::classify::HttpStatus): errors and 5xx responses are
     /// failures, 429 and 503 (an upstream shedding load on purpose) are
-    /// ignored, other responses are successes.
+    /// overloads, which the breaker does not count, other responses are
+    /// successes.
     ///
     /// # Examples
     ///
@@ -148,8 +150,17 @@ impl<C> CircuitBreakerLayer<C> {
         self.classify(crate::classify::HttpStatus)
     }
 
-    /// Decides which outcomes count as failures with `classifier` (a
-    /// [`Classify`](crate::classify::Classify) or a closure).
+    /// Decides which outcomes count as failures with `classifier`: any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// `Result<Response, BoxError>` (its error boxed, whatever its type),
+    /// such as a closure returning an
+    /// [`Outcome`](crate::classify::Outcome). The same value fits
+    /// [`BackoffRetryLayer::classify`](crate::BackoffRetryLayer::classify)
+    /// and the adaptive layers. [`Failure`](crate::classify::Outcome::Failure)s
+    /// count against the circuit, [`Success`](crate::classify::Outcome::Success)es
+    /// for it; [`Overloaded`](crate::classify::Outcome::Overloaded) and
+    /// [`Ignore`](crate::classify::Outcome::Ignore) are not recorded (in
+    /// half-open they give their trial slot back).
     ///
     /// # Examples
     ///
@@ -287,13 +298,15 @@ impl<C> CircuitBreakerLayer<C> {
 
     /// One breaker per key (per upstream host), found by `key_extractor`
     /// (a closure `|req: &Req| -> Option<K>` or a
-    /// [`KeyExtractor`](crate::per_key::KeyExtractor)); each is made on
+    /// [`KeyExtractor`](crate::per_key::KeyExtractor), whose key type it
+    /// takes, as [`PerKeyLayer::new`](crate::PerKeyLayer::new)); each is made on
     /// first use with this layer's configuration, classifier, observer and
     /// shadow setting. Requests without a key share one default breaker.
     /// See [`PerKeyCircuitBreakerLayer`].
-    pub fn per_key<K, X>(self, key_extractor: X) -> PerKeyCircuitBreakerLayer<K, X, C>
+    pub fn per_key<M, X>(self, key_extractor: X) -> PerKeyCircuitBreakerLayer<X::Key, X, C>
     where
-        K: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+        X: KeyOf<M>,
+        X::Key: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     {
         let breaker = self.breaker.load();
         PerKeyCircuitBreakerLayer::new(

@@ -36,10 +36,12 @@
 //!   admitted before a transition are dropped.
 //! * A cancelled call (its future dropped) counts as nothing, and gives its
 //!   half-open slot back.
-//! * What counts as a failure is a [`Classify`](crate::classify::Classify): by default `Err` is a
-//!   failure and `Ok` a success; with the `http` feature, `HttpStatus`
-//!   counts 5xx as failures but ignores 429 and 503 (the upstream shedding
-//!   load on purpose).
+//! * What counts as a failure is a [`Classify`](crate::classify::Classify)
+//!   of the shared vocabulary (the same closure or value retry and the
+//!   adaptive layers take): by default `Err` is a failure and `Ok` a
+//!   success; with the `http` feature, `HttpStatus` counts 5xx as failures
+//!   but not 429 and 503 (overloads: the upstream shedding load on
+//!   purpose).
 //!
 //! # Sharing
 //!

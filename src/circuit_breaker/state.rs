@@ -692,7 +692,7 @@ impl Breaker {
     #[inline]
     fn finish_closed(&self, permit: Permit, outcome: Outcome, slow: bool, now: u64) -> bool {
         let failure = match outcome {
-            Outcome::Ignore => return false,
+            Outcome::Ignore | Outcome::Overloaded => return false,
             Outcome::Failure => true,
             Outcome::Success => false,
         };
@@ -786,17 +786,18 @@ impl Breaker {
                 false
             } else {
                 let h = &mut ctl.half;
+                let recorded = !matches!(outcome, Outcome::Ignore | Outcome::Overloaded);
                 match outcome {
-                    Outcome::Ignore => h.admitted -= 1,
+                    Outcome::Ignore | Outcome::Overloaded => h.admitted -= 1,
                     Outcome::Failure => h.failures += 1,
                     Outcome::Success if slow && !self.by_rate => h.failures += 1,
                     Outcome::Success => h.successes += 1,
                 }
-                if slow && outcome != Outcome::Ignore {
+                if slow && recorded {
                     h.slow += 1;
                 }
                 self.judge_half_open(&mut ctl, now, false, &mut changes);
-                outcome != Outcome::Ignore
+                recorded
             }
         };
         self.report(changes);

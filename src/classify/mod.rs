@@ -1,22 +1,69 @@
-//! What a call's result means: [`Outcome`] (success, failure, or neither)
-//! and [`Classify`], the rule that decides it, shared by the circuit
-//! breaker, retry and the metrics a [`Monitor`](crate::observe::Monitor)
-//! keeps.
+//! What a call's result means, in one vocabulary that the circuit
+//! breaker, retry, the adaptive layers and the metrics a
+//! [`Monitor`](crate::observe::Monitor) keeps all read: an [`Outcome`]
+//! (success, failure, overloaded, or neither), the richer [`Verdict`] that
+//! adds what the upstream said (the wait it asked for, the quota it
+//! reported), and [`Classify`], the rule that decides them.
 //!
-//! A classifier is a closure `Fn(&Result<Res, E>) -> Outcome` or a type:
-//! [`ErrorsAreFailures`] (the default: `Err` fails) and, with the `http`
-//! feature, `HttpStatus` (5xx fail, 429 and 503 are ignored).
+//! A classifier is a closure `Fn(&Result<Res, BoxError>) -> Outcome` (or
+//! `-> Verdict`) or a type: [`ErrorsAreFailures`] (the breaker's default:
+//! `Err` fails) and, with the `http` feature, [`HttpStatus`] (5xx fail, 429
+//! and 503 are overloads, with `Retry-After` and the quota fields read).
+//!
+//! The layers classify the inner service's result with its error boxed
+//! into a [`BoxError`](crate::BoxError), as every layer returns it, so the
+//! same classifier value fits
+//! [`CircuitBreakerLayer::classify`](crate::CircuitBreakerLayer::classify),
+//! [`BackoffRetryLayer::classify`](crate::BackoffRetryLayer::classify) and
+//! the adaptive layers' `classify`, wherever each sits in the stack and
+//! whatever the client's own error type (`reqwest::Error`,
+//! `hyper::Error`, `std::io::Error`, ...). Read the error with
+//! `downcast_ref`, or with [`is_transient`] and [`error_hints`], which also
+//! look through its sources:
 //!
 //! ```
-//! use tower_sluice::CircuitBreakerLayer;
+//! use std::io;
+//! use tower::BoxError;
 //! use tower_sluice::classify::Outcome;
+//! use tower_sluice::retry::Backoff;
+//! use tower_sluice::adaptive::AdaptiveThrottleLayer;
+//! use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer};
 //!
-//! let breaker = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
-//!     Ok(500..) | Err(_) => Outcome::Failure,
+//! // One rule for a service answering status codes, failing with io::Error.
+//! let rule = |r: &Result<u16, BoxError>| match r {
+//!     Ok(429) => Outcome::Overloaded,
+//!     Ok(500..) => Outcome::Failure,
 //!     Ok(_) => Outcome::Success,
-//! });
-//! # let _ = breaker;
+//!     Err(e) => match e.downcast_ref::<io::Error>().map(io::Error::kind) {
+//!         Some(io::ErrorKind::NotFound) => Outcome::Ignore,
+//!         _ => Outcome::Failure,
+//!     },
+//! };
+//! let breaker = CircuitBreakerLayer::default().classify(rule);
+//! let retry = BackoffRetryLayer::new(Backoff::default()).classify(rule);
+//! let throttle = AdaptiveThrottleLayer::new().classify(rule);
+//! # let _ = (breaker, retry, throttle);
 //! ```
+//!
+//! Each layer reads what it needs: the breaker records failures and
+//! successes (an overload or an ignored call is not recorded); retry
+//! retries failures and overloads, waiting at least the verdict's
+//! [`retry_after`](Verdict::retry_after) or the wait an error carries
+//! ([`error_hints`]); the adaptive layers cut on overloads and steer on the
+//! verdict's [`upstream`](Verdict::upstream) quota.
+
+mod errors;
+#[cfg(feature = "http")]
+mod http;
+mod verdict;
+
+pub(crate) use self::errors::as_error;
+pub use self::errors::{error_hints, is_transient};
+#[cfg(feature = "http")]
+pub(crate) use self::http::with_response_hints;
+#[cfg(feature = "http")]
+pub use self::http::{HttpResponse, HttpStatus, upstream_quota};
+pub use self::verdict::{Upstream, Verdict};
 
 /// The verdict on one call.
 ///
@@ -49,29 +96,46 @@
 pub enum Outcome {
     /// The call succeeded (it may still be slow).
     Success,
-    /// The call failed and counts against the breaker.
+    /// The call failed: it counts against the breaker, is retried, and
+    /// counts against an adaptive limit.
     Failure,
-    /// Neither: not recorded (for example a request the upstream shed with
-    /// 429 or 503, or a client error). In half-open it gives its trial slot
-    /// back.
+    /// The upstream refused the call on purpose, because of load or a
+    /// quota (HTTP 429 or 503, a [`RateLimited`](crate::RateLimited), gRPC
+    /// `RESOURCE_EXHAUSTED`): it is alive and saying so. The breaker does
+    /// not record it (in half-open it gives its trial slot back); retry
+    /// retries it after the wait it asked for; the adaptive layers slow
+    /// down.
+    Overloaded,
+    /// Neither: not recorded and not retried (for example a client error).
+    /// In half-open it gives its trial slot back.
     Ignore,
 }
 
-/// Decides the [`Outcome`] of a call from the inner service's result.
+/// Decides the [`Outcome`] of a call from the inner service's result, and
+/// on demand the fuller [`Verdict`].
 ///
-/// Implemented for every `Fn(&Result<Res, E>) -> Outcome` closure. The
-/// service keeps one and clones it into each response future, so keep it
-/// cheap to clone (a closure capturing nothing is free; wrap big state in an
-/// `Arc`).
+/// The layers classify `Result<Res, BoxError>`: the inner service's
+/// result with its error boxed, whatever its type, so one classifier fits
+/// the breaker, retry and the adaptive layers wherever they sit (see the
+/// [module docs](self)). The classifiers of this crate accept any `E`.
+///
+/// Implemented for every closure `Fn(&Result<Res, E>) -> Outcome`, and
+/// `Fn(&Result<Res, E>) -> Verdict` for a rule that also says how long to
+/// wait or what quota remains. The service keeps one and clones it into
+/// each response future, so keep it cheap to clone (a closure capturing
+/// nothing is free; wrap big state in an `Arc`). A layer may call it more
+/// than once on a result (`classify` first, `verdict` when it needs more),
+/// so keep it free of side effects.
 ///
 /// ```
-/// use tower_sluice::CircuitBreakerLayer;
+/// use tower_sluice::{BoxError, CircuitBreakerLayer};
 /// use tower_sluice::classify::Outcome;
 ///
-/// // Timeouts count, "not found" does not.
-/// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, std::io::Error>| match r {
+/// // Errors count, except an I/O "not found".
+/// let layer = CircuitBreakerLayer::default().classify(|r: &Result<u16, BoxError>| match r {
 ///     Ok(_) => Outcome::Success,
-///     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Ignore,
+///     Err(e) if e.downcast_ref::<std::io::Error>()
+///         .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => Outcome::Ignore,
 ///     Err(_) => Outcome::Failure,
 /// });
 /// # let _ = layer;
@@ -79,7 +143,7 @@ pub enum Outcome {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot classify a `Result<{Res}, {E}>`",
     label = "not a classifier of this service's results",
-    note = "a classifier is a closure `|r: &Result<{Res}, {E}>| -> Outcome` or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for reqwest)"
+    note = "the layers classify the inner service's response with its error boxed: a closure `|r: &Result<{Res}, BoxError>| -> Outcome` (or `-> Verdict`), whatever the service's own error type, or a type implementing `Classify<{Res}, {E}>`; for HTTP clients use `HttpStatus` (with the `reqwest` feature for `reqwest::Response`)"
 )]
 pub trait Classify<Res, E> {
     /// The outcome of `result`.
@@ -98,14 +162,46 @@ pub trait Classify<Res, E> {
     /// assert_eq!(ErrorsAreFailures.classify(&refused), Outcome::Failure);
     /// ```
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// The outcome of `result` with what the upstream said: the wait it
+    /// asked for, its quota, the response's status. Retry asks for it when
+    /// it retries, the AIMD layer on every response. By default the
+    /// [`classify`](Classify::classify) outcome alone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sluice::classify::{Classify, Outcome, Verdict};
+    ///
+    /// // 429 with a fixed wait of 2 s.
+    /// let rule = |r: &Result<u16, std::io::Error>| match r {
+    ///     Ok(429) => Verdict::overloaded().with_retry_after(Duration::from_secs(2)),
+    ///     Ok(_) => Verdict::success(),
+    ///     Err(_) => Verdict::failure(),
+    /// };
+    /// assert_eq!(rule.classify(&Ok(429)), Outcome::Overloaded);
+    /// assert_eq!(rule.verdict(&Ok(429)).retry_after(), Some(Duration::from_secs(2)));
+    /// ```
+    #[inline]
+    fn verdict(&self, result: &Result<Res, E>) -> Verdict {
+        Verdict::new(self.classify(result))
+    }
 }
 
-impl<F, Res, E> Classify<Res, E> for F
+impl<F, Res, E, O> Classify<Res, E> for F
 where
-    F: Fn(&Result<Res, E>) -> Outcome,
+    F: Fn(&Result<Res, E>) -> O,
+    O: Into<Verdict>,
 {
+    #[inline]
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
-        self(result)
+        self(result).into().outcome()
+    }
+
+    #[inline]
+    fn verdict(&self, result: &Result<Res, E>) -> Verdict {
+        self(result).into()
     }
 }
 
@@ -131,8 +227,3 @@ impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
         }
     }
 }
-
-#[cfg(feature = "http")]
-mod http;
-#[cfg(feature = "http")]
-pub use self::http::{HttpResponse, HttpStatus};

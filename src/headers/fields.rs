@@ -13,9 +13,12 @@
 //!
 //! Each quota is one item, named after its period: `per-second`,
 //! `per-minute`, `per-hour`, `per-day`, `per-week`, otherwise `per-` and
-//! the period (`per-10s`, `per-5m`); a quota of cost
+//! the period (`per-10s`, `per-5m`); a [calendar](crate::calendar) quota's
+//! item is `calendar-minute`, `calendar-hour`, `calendar-day` or
+//! `calendar-month`; a quota of cost
 //! ([`Quota::counting`](crate::Quota::counting)) is named after its unit
-//! too (`tokens-per-minute`). When two quotas of one policy would
+//! too (`tokens-per-minute`, `tokens-calendar-month`). When two quotas of
+//! one policy would
 //! share a name, the items are `q0`, `q1`, … in the policy's order. A
 //! [named](crate::per_key::Policy::named) policy prefixes its name (`free-per-minute`),
 //! so a client sees its tier. A cap on requests in flight adds a
@@ -29,10 +32,17 @@
 //! may name its own, such as `"tokens"`): `"tokens-per-minute";q=100000;
 //! w=60;qu="tokens"`. The draft puts `qu` in `RateLimit-Policy` only;
 //! a `RateLimit` item refers to its policy item by name, and its `r` counts
-//! in that item's unit (tokens left, not requests). In `RateLimit`, `r` is how many more requests would pass
-//! now and `t` the seconds (rounded up) until one more would: the time
-//! until "additional quota is made available", in the draft's words. `t`
-//! is left out when the quota is full.
+//! in that item's unit (tokens left, not requests). In `RateLimit`, `r` is
+//! how many more requests would pass now and `t` the seconds (rounded up)
+//! until one more would: the time until "additional quota is made
+//! available", in the draft's words. `t` is left out when the quota is
+//! full.
+//!
+//! A calendar quota's `w` is its period's nominal length (60, 3600, 86400,
+//! or 2592000 for a month of 30 days; the draft's `w` is a whole number of
+//! seconds), and its `t` is always the seconds (rounded up) until the
+//! window ends and its count resets, full or not; a refusal's
+//! `Retry-After` is that same time.
 //!
 //! # Rounding
 //!
@@ -274,7 +284,7 @@ impl<'a> Item<'a> {
         let quota = d.quota();
         let name = match (0..policy.len()).position(|i| d.is_of(policy.params(i))) {
             Some(i) => NameRef::Borrowed(&fields.names[i]),
-            None => NameRef::Owned(quoted(policy.name(), &item_base(&quota))),
+            None => NameRef::Owned(quoted(policy.name(), &quota_name(&quota))),
         };
         let (remaining, next) = d.remaining_and_next();
         Item {
@@ -468,7 +478,7 @@ pub(crate) struct PolicyFields {
 impl PolicyFields {
     pub(crate) fn new(policy: &Policy) -> Self {
         let quotas: Vec<Quota> = policy.quotas().collect();
-        let mut bases: Vec<String> = quotas.iter().map(item_base).collect();
+        let mut bases: Vec<String> = quotas.iter().map(quota_name).collect();
         let ambiguous = (1..bases.len()).any(|i| bases[..i].contains(&bases[i]));
         if ambiguous {
             bases = (0..bases.len()).map(|i| format!("q{i}")).collect();
@@ -520,14 +530,19 @@ fn quota_window(quota: &Quota) -> (u64, u64) {
     (u64::try_from(q).unwrap_or(u64::MAX), w)
 }
 
-/// An item's name before the policy's prefix: its period's name, after
-/// the unit for a quota of cost (`tokens-per-minute`).
-fn item_base(quota: &Quota) -> String {
-    let period = period_name(quota.period());
+/// An item's name before the policy's prefix: `calendar-day` (…`-minute`,
+/// `-hour`, `-month`) for a calendar quota, else the name of its period;
+/// after the unit for a quota of cost (`tokens-per-minute`,
+/// `tokens-calendar-month`).
+pub(crate) fn quota_name(quota: &Quota) -> String {
+    let base = match quota.calendar() {
+        Some(cal) => format!("calendar-{cal}"),
+        None => period_name(quota.period()),
+    };
     if quota.counts_requests() {
-        period
+        base
     } else {
-        format!("{}-{period}", quota.unit())
+        format!("{}-{base}", quota.unit())
     }
 }
 
@@ -749,5 +764,28 @@ mod tests {
             .parse::<sfv::List>()
             .unwrap();
         assert_eq!(list.len(), 3);
+    }
+
+    #[test]
+    fn calendar_quotas_of_cost_are_named_after_unit_and_calendar() {
+        let policy = Policy::new(Quota::per_minute(60))
+            .and(Quota::per_minute(100_000).counting("tokens"))
+            .unwrap()
+            .and(Quota::per_calendar_day(1_000_000).counting("tokens"))
+            .unwrap()
+            .and(Quota::per_calendar_month(3_000))
+            .unwrap();
+        assert_eq!(
+            rate_limit_policy(&policy),
+            concat!(
+                r#""per-minute";q=60;w=60, "tokens-per-minute";q=100000;w=60;qu="tokens", "#,
+                r#""tokens-calendar-day";q=1000000;w=86400;qu="tokens", "#,
+                r#""calendar-month";q=3000;w=2592000"#
+            )
+        );
+        assert_eq!(
+            quota_name(&Quota::per_calendar_month(1_000_000).counting("tokens")),
+            "tokens-calendar-month"
+        );
     }
 }

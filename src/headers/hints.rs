@@ -92,7 +92,7 @@ pub fn response_hints(headers: &HeaderMap) -> Hint {
     Hint::None
 }
 
-fn retry_after(s: &str, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
+pub(super) fn retry_after(s: &str, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
     if let Some(secs) = integer(s) {
         return Some(Duration::from_secs(secs.max(0).unsigned_abs()));
     }

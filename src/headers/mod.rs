@@ -1,8 +1,9 @@
 //! The header codec: the rate-limit fields a limiter writes ([`fields`]:
 //! `Retry-After`, `RateLimit-Policy`, `RateLimit`, `X-RateLimit-*`), the
 //! waits an upstream's answer asks for (`hints`), the one bound on every
-//! wait taken from an upstream ([`MAX_UPSTREAM_WAIT`]), and the grammar of
-//! the numbers in those fields.
+//! wait taken from an upstream ([`MAX_UPSTREAM_WAIT`]), what an AI
+//! provider says about its request and token budgets (`provider`), and the
+//! grammar of the numbers in those fields.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use std::time::Duration;
 pub mod fields;
 #[cfg(feature = "http")]
 pub(crate) mod hints;
+#[cfg(feature = "http")]
+pub(crate) mod provider;
 
 /// The default bound on every wait an upstream can impose on a client: 60
 /// seconds.

@@ -13,7 +13,7 @@
 //!
 //! // A tonic server, limited per `x-api-key` metadata:
 //! let api_key = HeaderKey::from_static("x-api-key");
-//! let limit = PerKeyLayer::<String, _>::new(Quota::per_minute(600), api_key).grpc();
+//! let limit = PerKeyLayer::new(Quota::per_minute(600), api_key).grpc();
 //! # fn serve<L>(_: L) {}
 //! // tonic::transport::Server::builder().layer(limit).add_service(...).serve(addr)
 //! # serve(limit);

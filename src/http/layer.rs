@@ -98,7 +98,7 @@ impl<K, X, B, R> HttpLimitLayer<K, X, B, R> {
     /// use tower_sluice::{PerKeyLayer, Quota};
     /// use tower_sluice::http::{HeaderKey, HttpLimitLayer, Responder};
     ///
-    /// let per_key = PerKeyLayer::<String, _>::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"));
+    /// let per_key = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key"));
     /// let limit = HttpLimitLayer::with_responder(per_key, Responder::new().legacy_headers(true));
     /// # let _ = limit;
     /// ```
@@ -164,7 +164,7 @@ impl<K, X, B, R> HttpLimitLayer<K, X, B, R> {
     /// use tower_sluice::http::HeaderKey;
     /// use tower_sluice::per_key::Policy;
     ///
-    /// let limit = PerKeyLayer::<String, _>::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key")).http();
+    /// let limit = PerKeyLayer::new(Quota::per_minute(60), HeaderKey::from_static("x-api-key")).http();
     /// let handle = limit.handle();
     /// // Raise the default for every key while serving.
     /// handle.set_default(Quota::per_minute(600));

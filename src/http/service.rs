@@ -77,7 +77,7 @@ impl<S, K, X, B, R> HttpLimit<S, K, X, B, R> {
         }
     }
 
-    crate::inner_accessors!(layer: "tower_sluice::PerKeyLayer::<std::net::IpAddr, _>::new(tower_sluice::Quota::per_second(10), tower_sluice::http::PeerIp::new())\n    .http()");
+    crate::inner_accessors!(layer: "tower_sluice::PerKeyLayer::new(tower_sluice::Quota::per_second(10), tower_sluice::http::PeerIp::new())\n    .http()");
 }
 
 impl<S, K, X, B, R, ReqBody, ResBody> Service<Request<ReqBody>> for HttpLimit<S, K, X, B, R>

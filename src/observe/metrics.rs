@@ -26,7 +26,7 @@ use crate::util::IgnorePoison;
 /// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]); every call is timed (the default [`Observer::latency_one_in`](super::Observer::latency_one_in)) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 /// | `sluice_breaker_transitions_total` | counter | `layer`, `from`, `to` | state changes |
-/// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `ignored`) | classified calls |
+/// | `sluice_breaker_calls_total` | counter | `layer`, `outcome` (`success`, `failure`, `overloaded`, `ignored`) | classified calls |
 /// | `sluice_queue_depth` | gauge | `layer` | requests waiting |
 /// | `sluice_retries_total` | counter | `layer` | retries scheduled |
 /// | `sluice_retry_gave_up_total` | counter | `layer`, `reason` | retry layers giving up |
@@ -54,7 +54,7 @@ use crate::util::IgnorePoison;
 /// use tower_sluice::observe::MetricsObserver;
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
-/// let layer = PerKeyLayer::<String, _>::new(Quota::per_second(10), |req: &String| Some(req.clone()))
+/// let layer = PerKeyLayer::new(Quota::per_second(10), |req: &String| Some(req.clone()))
 ///     .observer(MetricsObserver::new().key_label(100));
 /// # let _svc = tower::Layer::layer(&layer, tower::service_fn(|r: String| async move { Ok::<_, std::convert::Infallible>(r) }));
 /// ```
@@ -373,6 +373,7 @@ fn breaker_call(layer: &'static str, outcome: Outcome, latency: Option<Duration>
     let outcome = match outcome {
         Outcome::Success => "success",
         Outcome::Failure => "failure",
+        Outcome::Overloaded => "overloaded",
         Outcome::Ignore => "ignored",
     };
     counter!("sluice_breaker_calls_total", "layer" => layer, "outcome" => outcome).increment(1);

@@ -3,7 +3,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::core::Core;
-use crate::backend::{Acquire, Backend, QuotaStates};
+use crate::backend::{Acquire, Backend, Memory, QuotaStates};
+use crate::calendar::Usage;
 use crate::policy::Policy;
 
 /// Inspects and reconfigures a [`PerKeyLayer`](crate::PerKeyLayer)'s limits
@@ -45,7 +46,7 @@ where
     /// ```
     /// # use tower_sluice::per_key::Policy;
     /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// let layer = PerKeyLayer::<String, _>::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
     /// assert_eq!(layer.handle().default_policy(), Policy::new(Quota::per_minute(60)));
     /// ```
     pub fn default_policy(&self) -> Policy {
@@ -206,6 +207,47 @@ where
     pub fn states(&self, key: &K) -> QuotaStates {
         let policy = self.core.policies.resolve(key);
         self.core.backend.states(key, &policy)
+    }
+}
+
+impl<K, B> PerKeyHandle<K, B>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    B: AsRef<Memory<K>>,
+{
+    /// The usage of each [calendar](crate::calendar) quota of `key`'s
+    /// policy, in the policy's order: how much its current window used,
+    /// how much is left, and when it resets (for dashboards and billing).
+    /// Consumes nothing; an unseen key has used nothing.
+    ///
+    /// The in-memory backend keeps the counts in this process: **they are
+    /// lost when it restarts** (and a key the store forgets under a flood
+    /// of new keys starts again from zero, see
+    /// [`FullStore`](crate::backend::FullStore)). The Redis backend keeps
+    /// them in Redis, one key per window (`<key>@calendar-<period>:<index>`,
+    /// or `<key>@<unit>-calendar-<period>:<index>` for a quota of cost,
+    /// readable with `GET`); with Redis persistence they survive restarts
+    /// of both. This method reads the in-memory backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::limits::check_all;
+    /// use tower_sluice::per_key::Policy;
+    /// use tower_sluice::{PerKeyLayer, Quota};
+    ///
+    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_calendar_month(1_000))?;
+    /// let layer = PerKeyLayer::new(policy, |user: &u64| Some(*user));
+    /// let handle = layer.handle();
+    /// check_all(&[&handle.limit(&7)]).unwrap();
+    /// let month = &handle.usage(&7)[0];
+    /// assert_eq!((month.used(), month.remaining()), (1, 999));
+    /// assert_eq!(handle.usage(&8)[0].used(), 0);
+    /// # Ok::<(), tower_sluice::per_key::TooManyQuotas>(())
+    /// ```
+    pub fn usage(&self, key: &K) -> Vec<Usage> {
+        let policy = self.core.policies.resolve(key);
+        self.core.backend.as_ref().usage(key, &policy)
     }
 }
 

@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use super::core::{Core, Policies, Resolver};
 use super::{Costed, PerKey, PerKeyHandle, Policy};
 use crate::backend::{FullStore, Memory};
+use crate::key::KeyOf;
 use crate::observe::{Observer, Observers};
 
 /// The default bound on keys held by the in-memory backend.
@@ -20,7 +21,7 @@ use crate::observe::{Observer, Observers};
 /// use tower_sluice::per_key::DEFAULT_MAX_KEYS;
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
-/// let layer = PerKeyLayer::<IpAddr, _>::new(Quota::per_minute(60), |ip: &IpAddr| Some(*ip));
+/// let layer = PerKeyLayer::new(Quota::per_minute(60), |ip: &IpAddr| Some(*ip));
 /// assert!(layer.handle().backend().max_keys() <= DEFAULT_MAX_KEYS);
 /// ```
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -87,6 +88,8 @@ where
     /// One bucket per key under `policy` (a [`Quota`](crate::Quota) or a
     /// [`Policy`]), the key found by `extractor` (a closure
     /// `|req: &Req| -> Option<K>` or a [`KeyExtractor`](super::KeyExtractor)).
+    /// The key type `K` is the closure's, or the extractor's
+    /// [`Keyed::Key`](super::Keyed::Key): it never needs writing.
     ///
     /// Rejects at once when a key is over its limit (servers); see
     /// [`max_wait`](Self::max_wait) to delay instead.
@@ -116,7 +119,10 @@ where
     /// assert!(err.is::<MissingKey>());
     /// # }
     /// ```
-    pub fn new(policy: impl Into<Policy>, extractor: X) -> Self {
+    pub fn new<M>(policy: impl Into<Policy>, extractor: X) -> Self
+    where
+        X: KeyOf<M, Key = K>,
+    {
         PerKeyLayer {
             extractor,
             core: Arc::new(Core {
@@ -147,7 +153,7 @@ where
     /// use tower_sluice::{PerKeyLayer, Quota};
     ///
     /// // One key per client IP; hold at most 10 000 of them.
-    /// let layer = PerKeyLayer::<IpAddr, _>::new(Quota::per_minute(60), |ip: &IpAddr| Some(*ip))
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |ip: &IpAddr| Some(*ip))
     ///     .max_keys(10_000);
     /// assert!(layer.handle().backend().max_keys() <= 10_000);
     /// ```
@@ -186,7 +192,7 @@ where
     /// use tower_sluice::{PerKeyLayer, Quota};
     ///
     /// // Authenticated user ids: refuse new users rather than forget a debt.
-    /// let layer = PerKeyLayer::<u64, _>::new(Quota::per_day(1_000), |user: &u64| Some(*user))
+    /// let layer = PerKeyLayer::new(Quota::per_day(1_000), |user: &u64| Some(*user))
     ///     .max_keys(100_000)
     ///     .full_store(FullStore::Refuse);
     /// assert_eq!(layer.handle().backend().full_store_policy(), FullStore::Refuse);
@@ -212,7 +218,7 @@ where
     /// use tower_sluice::{PerKeyLayer, Quota};
     ///
     /// // The in-memory store with a bound of 50 000 keys (as `max_keys` does).
-    /// let layer = PerKeyLayer::<u64, _>::new(Quota::per_minute(60), |user: &u64| Some(*user))
+    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &u64| Some(*user))
     ///     .backend(Memory::new(50_000));
     /// let handle = layer.handle();
     /// check_all(&[&handle.limit(&7)]).unwrap();

@@ -1,7 +1,8 @@
 //! Limit requests per key: one bucket per client IP, API key or user.
 //!
 //! [`PerKeyLayer`] finds each request's key with a closure or a
-//! [`KeyExtractor`], resolves the key's [`Policy`] (one or several quotas
+//! [`KeyExtractor`] (whose key type it takes: an extractor type of your
+//! own names it in [`Keyed`] too), resolves the key's [`Policy`] (one or several quotas
 //! and an optional cap on requests in flight; tiers through
 //! [`policy_for`](PerKeyLayer::policy_for)), and admits or rejects the
 //! request. State lives in a bounded in-memory store by default
@@ -74,7 +75,7 @@ mod handle;
 pub(crate) mod layer;
 mod service;
 
-pub use crate::key::{ConstKey, Costed, KeyExtractor};
+pub use crate::key::{ByClosure, ByKeyed, ConstKey, Costed, KeyExtractor, KeyOf, Keyed};
 pub use crate::policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use handle::PerKeyHandle;
 pub use layer::{DEFAULT_MAX_KEYS, PerKeyLayer};

@@ -70,7 +70,7 @@ impl<S, K, X, B> PerKey<S, K, X, B> {
         }
     }
 
-    crate::inner_accessors!(layer: "tower_sluice::PerKeyLayer::<u32, _>::new(tower_sluice::Quota::per_second(10), |n: &u32| Some(*n))");
+    crate::inner_accessors!(layer: "tower_sluice::PerKeyLayer::new(tower_sluice::Quota::per_second(10), |n: &u32| Some(*n))");
 }
 
 impl<S, K, X, B, Req> Service<Req> for PerKey<S, K, X, B>

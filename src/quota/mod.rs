@@ -62,9 +62,36 @@
 //! | day | `d`, `day(s)` |
 //! | week | `w`, `wk(s)`, `week(s)` (7 days) |
 //! | month | `mo`, `month(s)` (**30 days**, not a calendar month) |
+//!
+//! # Calendar quotas
+//!
+//! A quota can instead reset on UTC calendar boundaries (see
+//! [`crate::calendar`]): `LIMIT/calendar-UNIT`, where UNIT is `minute`,
+//! `hour`, `day` or `month` (`1000000/calendar-month`, resets at 00:00 UTC
+//! on the 1st). Its burst is its limit: the whole window's allowance may be
+//! used at once, so `;burst=` is refused. A calendar quota may count a
+//! unit of cost too: `1000000 tokens/calendar-month`.
+//!
+//! ```
+//! use tower_sluice::{Calendar, Quota};
+//!
+//! let q: Quota = "1000000/calendar-month".parse()?;
+//! assert_eq!(q, Quota::per_calendar_month(1_000_000));
+//! assert_eq!(q.calendar(), Some(Calendar::Month));
+//! assert_eq!(q.burst(), q.limit());
+//! assert!("10/calendar-week".parse::<Quota>().is_err());
+//!
+//! // 1 000 000 tokens per calendar month.
+//! let tokens = Quota::per_calendar_month(1_000_000).counting("tokens");
+//! assert_eq!(tokens.to_string(), "1000000 tokens/calendar-month");
+//! assert_eq!(tokens.to_string().parse::<Quota>()?, tokens);
+//! # Ok::<(), tower_sluice::QuotaError>(())
+//! ```
 
 use std::fmt;
 use std::time::Duration;
+
+use crate::calendar::Calendar;
 
 mod error;
 mod parse;
@@ -80,7 +107,9 @@ pub(crate) use unit::Unit;
 /// nanosecond arithmetic can never overflow.
 const MAX_WINDOW_NANOS: u64 = 1 << 62;
 
-/// A rate: `limit` requests per `period`, with up to `burst` at once.
+/// A rate: `limit` requests per `period`, with up to `burst` at once;
+/// rolling (a GCRA, the default) or reset on UTC calendar boundaries
+/// ([`per_calendar`](Self::per_calendar)).
 ///
 /// See the [module docs](crate::quota) for the semantics and the string
 /// syntax. `Quota` is `Copy + Eq + Hash`; its [`Display`](fmt::Display) form
@@ -101,6 +130,8 @@ pub struct Quota {
     period: Duration,
     burst: u32,
     unit: Unit,
+    /// `Some` for a quota that resets on a calendar boundary.
+    calendar: Option<Calendar>,
 }
 
 impl Quota {
@@ -158,6 +189,7 @@ impl Quota {
             period,
             burst,
             unit: Unit::REQUESTS,
+            calendar: None,
         };
         q.validate()?;
         Ok(q)
@@ -311,10 +343,163 @@ impl Quota {
         Self::new(n, Duration::from_secs(86_400))
     }
 
+    /// `limit` per UTC calendar `period`, reset to zero at each boundary:
+    /// the start of each minute, hour, day (00:00 UTC) or month (00:00 UTC
+    /// on the 1st), or an error when `limit` is 0.
+    ///
+    /// The whole limit may be used at once (its burst is its limit), and
+    /// its [`period`](Self::period) is the period's nominal length
+    /// ([`Calendar::nominal`]). It combines with rolling quotas in one
+    /// [`Limiter`](crate::Limiter) or [`Policy`](crate::per_key::Policy).
+    /// See [`crate::calendar`].
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroLimit`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Calendar, Quota, QuotaError};
+    ///
+    /// let q = Quota::try_per_calendar(10_000, Calendar::Day)?;
+    /// assert_eq!(q.to_string(), "10000/calendar-day");
+    /// assert_eq!(Quota::try_per_calendar(0, Calendar::Day), Err(QuotaError::ZeroLimit));
+    /// # Ok::<(), QuotaError>(())
+    /// ```
+    pub fn try_per_calendar(limit: u32, period: Calendar) -> Result<Self, QuotaError> {
+        if limit == 0 {
+            return Err(QuotaError::ZeroLimit);
+        }
+        Ok(Quota {
+            limit,
+            period: period.nominal(),
+            burst: limit,
+            unit: Unit::REQUESTS,
+            calendar: Some(period),
+        })
+    }
+
+    /// `limit` per UTC calendar `period`, reset at each boundary; see
+    /// [`try_per_calendar`](Self::try_per_calendar).
+    ///
+    /// # Panics
+    ///
+    /// When `limit` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Calendar, Limiter, Quota};
+    ///
+    /// // 1 000 000 tokens per calendar month, resets on the 1st.
+    /// let monthly = Quota::per_calendar(1_000_000, Calendar::Month);
+    /// let limiter = Limiter::new(monthly);
+    /// assert!(limiter.check_n(250_000)?.is_allowed());
+    /// assert_eq!(limiter.usage()[0].remaining(), 750_000);
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
+    #[track_caller]
+    pub fn per_calendar(limit: u32, period: Calendar) -> Self {
+        match Self::try_per_calendar(limit, period) {
+            Ok(q) => q,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// `n` per UTC calendar minute (from second 0). See
+    /// [`per_calendar`](Self::per_calendar).
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_calendar_minute(60).to_string(), "60/calendar-minute");
+    /// ```
+    #[track_caller]
+    pub fn per_calendar_minute(n: u32) -> Self {
+        Self::per_calendar(n, Calendar::Minute)
+    }
+
+    /// `n` per UTC calendar hour (from minute 0). See
+    /// [`per_calendar`](Self::per_calendar).
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_calendar_hour(500).to_string(), "500/calendar-hour");
+    /// ```
+    #[track_caller]
+    pub fn per_calendar_hour(n: u32) -> Self {
+        Self::per_calendar(n, Calendar::Hour)
+    }
+
+    /// `n` per UTC calendar day (from 00:00 UTC). See
+    /// [`per_calendar`](Self::per_calendar).
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// // "Daily limits: total requests per day", reset at midnight UTC.
+    /// assert_eq!(Quota::per_calendar_day(10_000), "10000/calendar-day".parse().unwrap());
+    /// ```
+    #[track_caller]
+    pub fn per_calendar_day(n: u32) -> Self {
+        Self::per_calendar(n, Calendar::Day)
+    }
+
+    /// `n` per UTC calendar month (from 00:00 UTC on the 1st). See
+    /// [`per_calendar`](Self::per_calendar).
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_calendar_month(1_000_000).to_string(), "1000000/calendar-month");
+    /// ```
+    #[track_caller]
+    pub fn per_calendar_month(n: u32) -> Self {
+        Self::per_calendar(n, Calendar::Month)
+    }
+
+    /// The calendar period a quota resets on, or `None` for a rolling
+    /// quota.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::{Calendar, Quota};
+    /// assert_eq!(Quota::per_day(10).calendar(), None);
+    /// assert_eq!(Quota::per_calendar_day(10).calendar(), Some(Calendar::Day));
+    /// ```
+    pub fn calendar(&self) -> Option<Calendar> {
+        self.calendar
+    }
+
     /// The same rate with at most `burst` requests at once.
     ///
     /// # Panics
     ///
+    /// On a [calendar](Self::per_calendar) quota, when `burst` is not its
+    /// limit (a calendar window's whole allowance may be used at once).
     /// When `burst` is 0 or makes the burst window longer than 146 years;
     /// use [`try_with_burst`](Self::try_with_burst) for a fallible version.
     ///
@@ -332,6 +517,15 @@ impl Quota {
     #[track_caller]
     #[must_use]
     pub fn with_burst(self, burst: u32) -> Self {
+        if let Some(cal) = self.calendar {
+            assert!(
+                burst == self.limit,
+                "invalid quota: a calendar quota ({}/calendar-{cal}) admits its whole limit at once; \
+                 `burst` does not apply",
+                self.limit
+            );
+            return self;
+        }
         match Self::try_with_burst(self.limit, self.period, burst) {
             Ok(q) => q.with_unit(self.unit),
             Err(e) => panic!("{e}"),
@@ -509,7 +703,15 @@ impl Quota {
             period,
             burst,
             unit: Unit::REQUESTS,
+            calendar: None,
         }
+    }
+
+    /// The same quota with the window kind `calendar` (parts validated
+    /// before).
+    pub(crate) const fn with_calendar(mut self, calendar: Option<Calendar>) -> Self {
+        self.calendar = calendar;
+        self
     }
 
     pub(crate) fn period_nanos(&self) -> u64 {
@@ -530,12 +732,15 @@ impl Quota {
 
 impl fmt::Debug for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Quota")
-            .field("limit", &self.limit)
+        let mut d = f.debug_struct("Quota");
+        d.field("limit", &self.limit)
             .field("period", &self.period)
             .field("burst", &self.burst)
-            .field("unit", &self.unit())
-            .finish()
+            .field("unit", &self.unit());
+        if let Some(cal) = self.calendar {
+            d.field("calendar", &cal);
+        }
+        d.finish()
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::QuotaError;
 use super::{Quota, Unit};
+use crate::calendar::Calendar;
 
 /// Units, largest first; the first name is the canonical one for `Display`.
 const UNITS: &[(&[&str], u64)] = &[
@@ -35,6 +36,13 @@ impl fmt::Display for Quota {
     /// `LIMIT/[COUNT]UNIT`, plus `;burst=B` when the burst differs from the
     /// limit. Months and weeks are only used for exactly one of them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.limit)?;
+        if self.unit.is_cost() {
+            write!(f, " {}", self.unit.name())?;
+        }
+        if let Some(cal) = self.calendar {
+            return write!(f, "/calendar-{cal}");
+        }
         let nanos = self.period.as_nanos() as u64;
         let (names, unit) = UNITS
             .iter()
@@ -50,10 +58,6 @@ impl fmt::Display for Quota {
             .map(|(_, u)| *u)
             .unwrap_or(UNITS[UNITS.len() - 1]);
         let count = nanos / unit;
-        write!(f, "{}", self.limit)?;
-        if self.unit.is_cost() {
-            write!(f, " {}", self.unit.name())?;
-        }
         f.write_str("/")?;
         if count != 1 {
             write!(f, "{count}")?;
@@ -101,6 +105,17 @@ impl FromStr for Quota {
             Some(unit) => Unit::named(unit).map_err(fail)?,
             None => Unit::REQUESTS,
         };
+        if let Some(cal) = parse_calendar(per).map_err(fail)? {
+            if burst.is_some_and(|b| b != limit) {
+                return Err(fail(
+                    "a calendar quota admits its whole limit at once; `burst` does not apply"
+                        .to_owned(),
+                ));
+            }
+            return Quota::try_per_calendar(limit, cal)
+                .map(|q| q.with_unit(unit))
+                .map_err(|e| fail(e.to_string()));
+        }
         let period = parse_period(per).map_err(fail)?;
         if limit == 0 {
             return Err(fail("limit must be at least 1".to_owned()));
@@ -116,6 +131,22 @@ impl FromStr for Quota {
             ),
         })
     }
+}
+
+/// The calendar period of `calendar-UNIT` (`None` for any other period),
+/// with a reason when UNIT is not one.
+pub(super) fn parse_calendar(per: &str) -> Result<Option<Calendar>, String> {
+    let per = per.trim();
+    let Some(unit) = per
+        .get(..9)
+        .filter(|p| p.eq_ignore_ascii_case("calendar-"))
+        .map(|_| per[9..].trim())
+    else {
+        return Ok(None);
+    };
+    Calendar::from_name(unit).map(Some).ok_or_else(|| {
+        format!("unknown calendar period {unit:?} (expected minute, hour, day or month)")
+    })
 }
 
 /// The period of the string form, `[COUNT]UNIT` (`10s`, `min`, `2weeks`),
@@ -196,6 +227,19 @@ mod tests {
                 Quota::per_second(5000).with_burst(100).counting("bytes"),
             ),
             ("60 requests/min", Quota::per_minute(60)),
+            ("10/calendar-minute", Quota::per_calendar_minute(10)),
+            ("10 / Calendar-Hour", Quota::per_calendar_hour(10)),
+            ("10/calendar-d", Quota::per_calendar_day(10)),
+            ("10/calendar-mo", Quota::per_calendar_month(10)),
+            ("10/calendar-day;burst=10", Quota::per_calendar_day(10)),
+            (
+                "1000000 tokens/calendar-month",
+                Quota::per_calendar_month(1_000_000).counting("tokens"),
+            ),
+            (
+                "500 credits / calendar-day ; burst = 500",
+                Quota::per_calendar_day(500).counting("credits"),
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(s.parse::<Quota>(), Ok(want), "{s}");
@@ -222,6 +266,11 @@ mod tests {
             ("1/9999999day", "period is too long"),
             ("10 to kens/s", "holds ' '"),
             ("10 1x/s", "must start with a letter"),
+            ("5/calendar-week", "unknown calendar period \"week\""),
+            ("5/calendar-day;burst=2", "`burst` does not apply"),
+            ("0/calendar-day", "limit must be at least 1"),
+            ("5 tokens/calendar-week", "unknown calendar period \"week\""),
+            ("5 tokens/calendar-day;burst=2", "`burst` does not apply"),
             (
                 "1/99999999999999999999day",
                 "period count 99999999999999999999 is too large",
@@ -268,6 +317,14 @@ mod tests {
             (
                 Quota::new(3, Duration::from_nanos(1_000_000_007)),
                 "3/1000000007ns",
+            ),
+            (Quota::per_calendar_minute(60), "60/calendar-minute"),
+            (Quota::per_calendar_hour(1), "1/calendar-hour"),
+            (Quota::per_calendar_day(1000), "1000/calendar-day"),
+            (Quota::per_calendar_month(7), "7/calendar-month"),
+            (
+                Quota::per_calendar_month(1_000_000).counting("tokens"),
+                "1000000 tokens/calendar-month",
             ),
         ];
         for (q, s) in cases {

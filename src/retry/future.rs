@@ -15,9 +15,9 @@ use tower_service::Service;
 
 use super::backoff::BackoffState;
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
+use super::{CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
-use crate::classify::Outcome;
+use crate::classify::{Classify, Outcome, error_hints};
 use crate::key::KeyExtractor;
 use crate::key::NoKey;
 use crate::observe::{Event, EventKey};
@@ -145,7 +145,7 @@ where
     P: CloneRequest<Req>,
     S: Service<P::Request>,
     S::Error: Into<BoxError>,
-    C: ClassifyRetry<S::Response>,
+    C: Classify<S::Response, BoxError>,
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
@@ -198,14 +198,21 @@ fn decide<Req, S, C, P, X, T>(
     result: Result<T, BoxError>,
 ) -> Next<T>
 where
-    C: ClassifyRetry<T>,
+    C: Classify<T, BoxError>,
     P: CloneRequest<Req>,
     X: KeyExtractor<P::Request>,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {
-    let verdict = retry.classifier.classify_retry(&result);
-    if verdict.outcome() != Outcome::Failure {
-        return Next::Return(result);
+    // The outcome alone first: a success costs no more than that.
+    match retry.classifier.classify(&result) {
+        Outcome::Failure | Outcome::Overloaded => {}
+        Outcome::Success | Outcome::Ignore => return Next::Return(result),
+    }
+    let mut verdict = retry.classifier.verdict(&result);
+    if let Err(e) = &result
+        && let Some(wait) = error_hints(&**e)
+    {
+        verdict = verdict.with_retry_after(wait);
     }
     let shared = &*retry.shared;
     let give_up = |retry: &Retry<S, C, P, P::Saved, P::Request, X>,

@@ -377,9 +377,22 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
         self
     }
 
-    /// Decides what is retried with `classifier` (a [`ClassifyRetry`](super::ClassifyRetry), a
-    /// closure returning an [`Outcome`](crate::classify::Outcome), or
-    /// [`FromClassify`](super::FromClassify) around a shared `Classify`).
+    /// Decides what is retried with `classifier`: any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// `Result<Response, BoxError>` (its error boxed, whatever its type),
+    /// such as a closure returning an
+    /// [`Outcome`](crate::classify::Outcome) or a
+    /// [`Verdict`](crate::classify::Verdict), or
+    /// [`HttpStatus`](crate::classify::HttpStatus). The same value fits a
+    /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) and the adaptive
+    /// layers around the same service.
+    ///
+    /// [`Failure`](crate::classify::Outcome::Failure)s and
+    /// [`Overloaded`](crate::classify::Outcome::Overloaded) refusals are
+    /// retried, waiting at least the verdict's
+    /// [`retry_after`](crate::classify::Verdict::retry_after) or the wait
+    /// the error carries ([`error_hints`](crate::classify::error_hints));
+    /// other outcomes are returned as they are.
     ///
     /// # Examples
     ///
@@ -394,12 +407,12 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// # async fn main() {
     /// // Responses are status codes; retry 503s.
     /// let layer = BackoffRetryLayer::new(Backoff::constant(Duration::from_millis(10)))
-    ///     .classify(|r: &Result<u16, BoxError>| match r {
-    ///         Ok(503) => Outcome::Failure,
+    ///     .classify(|r: &Result<u16, tower_sluice::BoxError>| match r {
+    ///         Ok(503) => Outcome::Overloaded,
     ///         Ok(_) => Outcome::Success,
     ///         Err(_) => Outcome::Ignore,
     ///     });
-    /// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async { Ok::<_, BoxError>(503) }));
+    /// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: ()| async { Ok::<_, std::io::Error>(503) }));
     /// // Three attempts, then the last response is returned.
     /// assert_eq!(svc.oneshot(()).await.unwrap(), 503);
     /// # }

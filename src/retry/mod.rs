@@ -5,11 +5,14 @@
 //! [`Backoff`] (by default `Backoff::exponential(100 ms)`, factor 2, capped
 //! at 10 s, [full jitter](Jitter::Full)) and retries a request while:
 //!
-//! * the result is a transient failure, as its [`ClassifyRetry`] says: by
-//!   default ([`DefaultRetry`]) errors that are [`RateLimited`],
-//!   [`CircuitOpen`], [`QueueFull`], [`QueueTimeout`], timeouts and I/O
-//!   connection errors; with `BackoffRetryLayer::http()`
-//!   (feature `http`), also 429, 502, 503 and 504 responses;
+//! * its classifier says the result is a [`Failure`](crate::classify::Outcome::Failure) or
+//!   an [`Overloaded`](crate::classify::Outcome::Overloaded) refusal: by default
+//!   ([`DefaultRetry`]) errors that are [`RateLimited`], [`CircuitOpen`],
+//!   [`QueueFull`], [`QueueTimeout`], timeouts and I/O connection errors;
+//!   with `BackoffRetryLayer::http()` (feature `http`), also 429, 502, 503
+//!   and 504 responses; or any [`Classify`] rule of the shared vocabulary
+//!   (`crate::classify`), the same closure or `HttpStatus` a breaker uses,
+//!   over the inner service's own error type;
 //! * attempts are left ([`max_attempts`](crate::BackoffRetryLayer::max_attempts),
 //!   3 in all by default) and the next wait ends before
 //!   [`max_elapsed`](crate::BackoffRetryLayer::max_elapsed) (if set): a
@@ -116,6 +119,8 @@
 //! [`CircuitOpen::retry_after`]: crate::CircuitOpen::retry_after
 //! [`QueueFull`]: crate::QueueFull
 //! [`QueueTimeout`]: crate::QueueTimeout
+//! [`Outcome`]: crate::classify::Outcome
+//! [`Classify`]: crate::classify::Classify
 
 mod backoff;
 #[cfg(feature = "http")]
@@ -132,6 +137,7 @@ mod service;
 
 use crate::error::ConfigError;
 
+pub use crate::classify::{error_hints, is_transient};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use crate::headers::hints::{Hint, response_hints};
@@ -142,10 +148,10 @@ pub use backoff::{Backoff, Delays, Jitter};
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use body::ReplayBody;
 pub use budget::RetryBudget;
+pub use classify::DefaultRetry;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use classify::HttpRetry;
-pub use classify::{ClassifyRetry, DefaultRetry, FromClassify, Verdict, error_hints, is_transient};
 pub use error::RetriesExhausted;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

@@ -6,8 +6,9 @@ use tower_service::Service;
 
 use super::future::{ResponseFuture, Retry};
 use super::layer::Shared;
-use super::{ClassifyRetry, CloneRequest, CloneRequests, DefaultRetry};
+use super::{CloneRequest, CloneRequests, DefaultRetry};
 use crate::BoxError;
+use crate::classify::Classify;
 use crate::key::KeyExtractor;
 use crate::key::NoKey;
 
@@ -57,7 +58,7 @@ where
     P: CloneRequest<Req> + Clone,
     S: Service<P::Request> + Clone,
     S::Error: Into<BoxError>,
-    C: ClassifyRetry<S::Response> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
     X: KeyExtractor<P::Request> + Clone,
     X::Key: fmt::Debug + std::hash::Hash + Send + Sync + 'static,
 {

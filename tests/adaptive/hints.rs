@@ -1,4 +1,4 @@
-//! What an upstream's hints can do to `AimdLayer` with `HttpFeedback`: no
+//! What an upstream's hints can do to `AimdLayer` with `HttpStatus`: no
 //! value crashes it, and no wait it asks for (`Retry-After`, or a quota
 //! that resets later) holds a request longer than the layer's cap
 //! (`max_pause`, by default `MAX_UPSTREAM_WAIT`).
@@ -12,8 +12,9 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 use tower_sluice::adaptive::{
-    AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer, GradientLimit, HttpFeedback,
+    AdaptiveConcurrencyLayer, AdaptiveThrottleLayer, AimdLayer, GradientLimit,
 };
+use tower_sluice::classify::HttpStatus;
 use tower_sluice::{MAX_UPSTREAM_WAIT, Quota};
 
 use super::within;
@@ -84,7 +85,7 @@ async fn aimd_survives_an_upstream_reporting_u64_max_remaining() {
         answer(200, &[("ratelimit", &format!(r#""a";r={max};t=5"#))]),
     ] {
         let mut client = AimdLayer::new(Quota::per_second(10))
-            .classify(HttpFeedback)
+            .classify(HttpStatus)
             .layer(upstream(vec![answer]));
         let waits = within(Duration::from_secs(60), waits(&mut client, 5)).await;
         // Nothing is left to wait for: the local pace alone, 100 ms.
@@ -112,7 +113,7 @@ async fn aimd_pacing_survives_resets_too_far_to_add() {
     ] {
         let fields: Vec<_> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut client = AimdLayer::new(Quota::per_second(10))
-            .classify(HttpFeedback)
+            .classify(HttpStatus)
             .layer(upstream(vec![answer(200, &fields)]));
         let waits = within(Duration::from_secs(3_600), waits(&mut client, 4)).await;
         assert!(
@@ -138,7 +139,7 @@ async fn aimd_waits_for_an_upstream_reset_at_most_the_cap() {
             ),
         ] {
             let mut client = layer
-                .classify(HttpFeedback)
+                .classify(HttpStatus)
                 .layer(upstream(vec![answer(200, fields)]));
             // Would hold the second request for a day (or a month).
             let waits = within(Duration::from_secs(600), waits(&mut client, 3)).await;
@@ -150,7 +151,7 @@ async fn aimd_waits_for_an_upstream_reset_at_most_the_cap() {
     }
     // A 429's `Retry-After` is cut to the same cap.
     let mut client = AimdLayer::new(Quota::per_second(10))
-        .classify(HttpFeedback)
+        .classify(HttpStatus)
         .layer(upstream(vec![
             answer(429, &[("retry-after", "86400")]),
             answer(200, &[]),
@@ -192,7 +193,7 @@ proptest! {
             layer = layer.max_pause(cap);
         }
         let bound = cap.unwrap_or(MAX_UPSTREAM_WAIT).max(Duration::from_secs(1));
-        let mut client = layer.classify(HttpFeedback).layer(upstream(script));
+        let mut client = layer.classify(HttpStatus).layer(upstream(script));
         let waits = paused(async {
             within(Duration::from_secs(3_600), waits(&mut client, n)).await
         });
@@ -202,7 +203,7 @@ proptest! {
     }
 
     /// The throttle and the adaptive concurrency limit read responses
-    /// through `HttpFeedback` too: no answer makes them panic or wait.
+    /// through `HttpStatus` too: no answer makes them panic or wait.
     #[test]
     fn throttle_and_concurrency_never_wait_for_an_upstream(script in answers()) {
         let n = script.len() + 1;
@@ -210,10 +211,10 @@ proptest! {
             let start = Instant::now();
             let mut throttle = AdaptiveThrottleLayer::new()
                 .seed(1)
-                .classify(HttpFeedback)
+                .classify(HttpStatus)
                 .layer(upstream(script.clone()));
             let mut concurrency = AdaptiveConcurrencyLayer::new(GradientLimit::new())
-                .classify(HttpFeedback)
+                .classify(HttpStatus)
                 .layer(upstream(script));
             for _ in 0..n {
                 // Refusals are fine; waits and panics are not.

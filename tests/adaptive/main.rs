@@ -15,12 +15,15 @@ use tokio::time::{Instant, sleep};
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 use tower_sluice::adaptive::{
     AdaptiveConcurrencyLayer, AdaptivePolicy, AdaptiveThrottleLayer, AimdLayer, AimdLimit,
-    Criticality, DefaultFormula, Feedback, GradientLimit, KeyStats, LimitFormula, Signal, Upstream,
+    Criticality, DefaultFormula, GradientLimit, KeyStats, LimitFormula,
 };
+use tower_sluice::classify::{Upstream, Verdict};
 use tower_sluice::error::{ConcurrencyLimited, Throttled};
 use tower_sluice::observe::Event;
 use tower_sluice::{Limiter, Quota, RateLimited};
 
+#[cfg(feature = "http")]
+mod budget;
 #[cfg(feature = "http")]
 mod hints;
 
@@ -39,7 +42,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn formula_on_a_constructed_history() {
-    let p = AdaptivePolicy::<&str>::new(Quota::per_second(100), 1000);
+    let p = AdaptivePolicy::new(Quota::per_second(100), 1000);
     let secs = Duration::from_secs;
     // First response: sets the averages. success 1, latency 2 s:
     // multiplier (1 + 0.8) / 2 = 0.9 -> 190.
@@ -62,7 +65,7 @@ fn formula_on_a_constructed_history() {
 
 #[test]
 fn smoothing_and_ceiling_are_configurable() {
-    let p = AdaptivePolicy::<u32>::new(Quota::per_minute(60), 1000)
+    let p = AdaptivePolicy::new(Quota::per_minute(60), 1000)
         .smoothing(0.5)
         .latency_ceiling(Duration::from_secs(1));
     // success 1, latency 0.5 s of a 1 s ceiling: (1 + 0.5) / 2 -> 60 * 1.75.
@@ -73,7 +76,7 @@ fn smoothing_and_ceiling_are_configurable() {
 
 #[test]
 fn bounds_are_never_crossed() {
-    let p = AdaptivePolicy::<u64>::new(Quota::per_second(100), 150);
+    let p = AdaptivePolicy::new(Quota::per_second(100), 150);
     let mut seed = 7u64;
     let mut next = || {
         seed = seed
@@ -98,7 +101,7 @@ fn bounds_are_never_crossed() {
     assert_eq!(p.limit(&1000), 150);
 
     // A custom formula is clamped too.
-    let wild = AdaptivePolicy::<u8>::new(Quota::per_second(10), 20).formula(
+    let wild = AdaptivePolicy::new(Quota::per_second(10), 20).formula(
         |_base: u32, _max: u32, s: &KeyStats| if s.success_rate > 0.5 { 1_000 } else { 0 },
     );
     assert_eq!(wild.record(&1, true, Duration::ZERO), 20);
@@ -109,7 +112,7 @@ fn bounds_are_never_crossed() {
 
 #[test]
 fn stats_memory_is_bounded() {
-    let p = AdaptivePolicy::<u64>::new(Quota::per_second(10), 20).max_keys(1_000);
+    let p = AdaptivePolicy::new(Quota::per_second(10), 20).max_keys(1_000);
     for key in 0..100_000 {
         p.record(&key, true, Duration::ZERO);
         assert!(p.len() <= 1_000, "{} keys held", p.len());
@@ -123,17 +126,16 @@ async fn a_raised_limit_keeps_the_burst_in_time() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     // 10 per second, burst 10 (one second of requests), up to 20 per second.
-    let adaptive =
-        AdaptivePolicy::<String>::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
-            if let Event::LimitChanged { key, old, new, .. } = e {
-                seen.lock().unwrap().push((
-                    format!("{:?}", key.unwrap()),
-                    old.limit(),
-                    new.limit(),
-                    new.burst(),
-                ));
-            }
-        });
+    let adaptive = AdaptivePolicy::new(Quota::per_second(10), 20).observer(move |e: &Event<'_>| {
+        if let Event::LimitChanged { key, old, new, .. } = e {
+            seen.lock().unwrap().push((
+                format!("{:?}", key.unwrap()),
+                old.limit(),
+                new.limit(),
+                new.burst(),
+            ));
+        }
+    });
     let key = |req: &String| Some(req.clone());
     let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
     let mut svc = adaptive
@@ -214,7 +216,7 @@ fn raise_fixture(base: Quota, raised: Option<u32>) -> Raisable {
     let inner = service_fn(|_: String| async { Ok::<_, BoxError>(()) });
     match raised {
         Some(raised) => {
-            let adaptive = AdaptivePolicy::<String>::new(base, 1_000)
+            let adaptive = AdaptivePolicy::new(base, 1_000)
                 .formula(move |_: u32, _: u32, _: &KeyStats| raised);
             let svc = adaptive.per_key_layer(key).layer(inner);
             let raise = move || {
@@ -412,8 +414,8 @@ async fn aimd_cuts_pauses_for_retry_after_and_recovers_to_the_quota() {
         async move { if first { Err::<(), _>("busy") } else { Ok(()) } }
     });
     let classify = |r: &Result<(), BoxError>| match r {
-        Ok(()) => Feedback::new(Signal::Success),
-        Err(_) => Feedback::new(Signal::Overloaded).with_retry_after(Duration::from_secs(5)),
+        Ok(()) => Verdict::success(),
+        Err(_) => Verdict::overloaded().with_retry_after(Duration::from_secs(5)),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
@@ -485,8 +487,8 @@ async fn aimd_paces_to_upstream_remaining_and_reset() {
         }
     });
     let classify = |r: &Result<Upstream, BoxError>| match r {
-        Ok(u) => Feedback::new(Signal::Success).with_upstream(*u),
-        Err(_) => Feedback::new(Signal::Overloaded),
+        Ok(u) => Verdict::success().with_upstream(*u),
+        Err(_) => Verdict::overloaded(),
     };
     let aimd = AimdLayer::new(Quota::per_second(100)).classify(classify);
     let mut client = aimd.layer(upstream);
@@ -685,8 +687,8 @@ async fn aimd_setters_after_handle_and_clone_keep_the_handle_attached() {
         "the handle follows the layer"
     );
     let classify = |r: &Result<(), BoxError>| match r {
-        Ok(()) => Feedback::new(Signal::Success),
-        Err(_) => Feedback::new(Signal::Overloaded),
+        Ok(()) => Verdict::success(),
+        Err(_) => Verdict::overloaded(),
     };
     let mut svc = layer.classify(classify).layer(service_fn(|()| async {
         Err::<(), BoxError>("busy".into())
@@ -742,7 +744,7 @@ async fn throttle_setters_after_handle_keep_the_handle_attached() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn policy_setters_after_clone_and_layers_apply_to_every_clone() {
-    let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     let copy = policy.clone();
     let feedback = policy.feedback_layer(|req: &String| Some(req.clone()));
     let policy = policy
@@ -1034,7 +1036,7 @@ async fn events_report_changes_and_refusals() {
 #[cfg(feature = "http")]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn http_upstream_steers_the_rate_with_ratelimit_headers_and_retry_after() {
-    use tower_sluice::adaptive::HttpFeedback;
+    use tower_sluice::classify::HttpStatus;
     use tower_sluice::http::{Rejection, RejectionKind};
     // An HTTP upstream with 10 requests per 5 s in fixed windows: it says
     // so in the IETF `RateLimit` field (`t` in whole seconds, rounded up),
@@ -1069,7 +1071,7 @@ async fn http_upstream_steers_the_rate_with_ratelimit_headers_and_retry_after() 
         };
         async move { Ok::<_, BoxError>(res.unwrap()) }
     });
-    let aimd = AimdLayer::new(Quota::per_second(50)).classify(HttpFeedback);
+    let aimd = AimdLayer::new(Quota::per_second(50)).classify(HttpStatus);
     let mut client = aimd.layer(upstream);
     let mut ok = 0;
     within(Duration::from_secs(100), async {
@@ -1151,7 +1153,7 @@ async fn in_an_axum_router() {
     use axum::error_handling::HandleErrorLayer;
     use axum::http::StatusCode;
     use axum::routing::get;
-    let adaptive = AdaptivePolicy::<String>::new(Quota::per_minute(60), 120);
+    let adaptive = AdaptivePolicy::new(Quota::per_minute(60), 120);
     let key = |req: &axum::http::Request<axum::body::Body>| {
         req.headers()
             .get("x-api-key")
@@ -1186,12 +1188,45 @@ async fn in_an_axum_router() {
 }
 
 #[test]
+fn keys_of_two_types_are_apart_and_setters_restart_both() {
+    let p = AdaptivePolicy::new(Quota::per_second(100), 1000);
+    let secs = Duration::from_secs;
+    assert_eq!(p.record(&7u64, true, secs(2)), 190);
+    // A key of another type, even one that prints the same, has stats of its own.
+    assert_eq!(p.stats(&"7"), None);
+    assert_eq!(p.limit(&"7"), 100);
+    assert_eq!(p.record(&"7", false, secs(2)), 140);
+    assert_eq!(p.record(&"7", false, secs(2)), 140);
+    assert_eq!(p.stats(&7u64).unwrap().samples, 1);
+    assert_eq!(p.stats(&"7").unwrap().samples, 2);
+    assert_eq!((p.limit(&7u64), p.limit(&"7")), (190, 140));
+    assert_eq!(
+        p.adapted(&7u64).unwrap().quotas().next().unwrap().limit(),
+        190
+    );
+    assert_eq!(
+        p.adapted(&"7").unwrap().quotas().next().unwrap().limit(),
+        140
+    );
+    assert_eq!(p.len(), 2);
+    // A third type seen only by readers holds nothing.
+    assert_eq!(p.limit(&7u8), 100);
+    assert_eq!(p.len(), 2);
+    // A setter restarts the stats of every key type.
+    let p = p.smoothing(0.5);
+    assert!(p.is_empty());
+    assert_eq!((p.limit(&7u64), p.limit(&"7")), (100, 100));
+    assert_eq!(p.record(&"7", true, secs(2)), 190);
+    assert_eq!(p.len(), 1);
+}
+
+#[test]
 fn bounds() {
     fn ok<T: Clone + Send + Sync + 'static>() {}
     ok::<AimdLayer>();
     ok::<AdaptiveConcurrencyLayer>();
     ok::<AdaptiveThrottleLayer>();
-    ok::<AdaptivePolicy<String>>();
+    ok::<AdaptivePolicy>();
 }
 
 #[tokio::test(start_paused = true)]

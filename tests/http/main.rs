@@ -31,6 +31,7 @@ use tower_sluice::{PerKeyLayer, Quota, RateLimitLayer};
 mod example;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod inference;
 mod keys;
 mod server;
 
@@ -159,7 +160,7 @@ async fn admitted_and_limited_responses_carry_the_fields() {
     assert_eq!(field(&res, "ratelimit"), Some(r#""per-minute";r=0;t=12"#));
 
     // Other keys are untouched, and a key with a full bucket shows no `t`.
-    let fresh = PerKeyLayer::<String, _>::new(Quota::per_minute(5), api_key());
+    let fresh = PerKeyLayer::new(Quota::per_minute(5), api_key());
     let handle = fresh.handle();
     let new = "new".to_string();
     assert_eq!(
@@ -228,6 +229,49 @@ async fn several_quotas_are_all_listed_and_a_denial_consumes_none() {
         .map(|d| d.remaining())
         .collect();
     assert_eq!(states, [1, 0]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn calendar_quotas_report_their_window_and_the_time_to_the_boundary() {
+    use std::time::UNIX_EPOCH;
+    // 2024-03-31 23:59:00 UTC: a minute before April.
+    tower_sluice::calendar::set_test_utc(UNIX_EPOCH + Duration::from_secs(1_711_929_540));
+    let policy = Policy::new(Quota::per_minute(60))
+        .and(Quota::per_calendar_day(100))
+        .unwrap()
+        .and(Quota::per_calendar_month(2))
+        .unwrap();
+    let layer = PerKeyLayer::new(policy, api_key());
+    let mut app = limited(layer.http());
+    let policy_field =
+        r#""per-minute";q=60;w=60, "calendar-day";q=100;w=86400, "calendar-month";q=2;w=2592000"#;
+    let res = send(&mut app, get_with_key("k")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(field(&res, "ratelimit-policy"), Some(policy_field));
+    assert_eq!(
+        field(&res, "ratelimit"),
+        Some(r#""per-minute";r=59;t=1, "calendar-day";r=99;t=60, "calendar-month";r=1;t=60"#)
+    );
+    tokio::time::advance(Duration::from_millis(500)).await;
+    send(&mut app, get_with_key("k")).await;
+    // The month is spent: 59.5 s to April, rounded up.
+    let res = send(&mut app, get_with_key("k")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(field(&res, "retry-after"), Some("60"));
+    assert_eq!(
+        field(&res, "ratelimit"),
+        Some(r#""per-minute";r=58;t=1, "calendar-day";r=98;t=60, "calendar-month";r=0;t=60"#)
+    );
+    tokio::time::advance(Duration::from_millis(59_500)).await;
+    // April 1st, 00:00: a new day and a new month (of 30 days).
+    let res = send(&mut app, get_with_key("k")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        field(&res, "ratelimit"),
+        Some(
+            r#""per-minute";r=59;t=1, "calendar-day";r=99;t=86400, "calendar-month";r=1;t=2592000"#
+        )
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -338,6 +338,18 @@ fn serde_from_string_and_map() {
     assert_eq!(q, Quota::new(100, Duration::from_secs(10)));
     let q: Quota = serde_json::from_str(r#"{"limit": 5, "period": 60, "burst": 2}"#).unwrap();
     assert_eq!(q, Quota::per_minute(5).with_burst(2));
+    // A calendar quota of cost, as a string and as a map.
+    let monthly = Quota::per_calendar_month(1_000_000).counting("tokens");
+    let json = serde_json::to_string(&monthly).unwrap();
+    assert_eq!(json, "\"1000000 tokens/calendar-month\"");
+    assert_eq!(serde_json::from_str::<Quota>(&json).unwrap(), monthly);
+    let q: Quota =
+        serde_json::from_str(r#"{"limit": 1000000, "calendar": "month", "unit": "tokens"}"#)
+            .unwrap();
+    assert_eq!(q, monthly);
+    let q: Quota =
+        serde_json::from_str(r#"{"unit": "tokens", "limit": 5, "period": "1s"}"#).unwrap();
+    assert_eq!(q, Quota::per_second(5).counting("tokens"));
     for (bad, why) in [
         (r#""0/min""#, "limit must be at least 1"),
         (
@@ -380,6 +392,18 @@ fn serde_from_string_and_map() {
             "one request every 2ns",
         ),
         (r#""4294967295/4294967296ns""#, "one request every 2ns"),
+        (
+            r#"{"limit": 5, "calendar": "day", "unit": "two words"}"#,
+            "holds ' '",
+        ),
+        (
+            r#"{"limit": 5, "calendar": "day", "unit": "tokens", "unit": "bytes"}"#,
+            "duplicate field `unit`",
+        ),
+        (
+            r#"{"limit": 5, "calendar": "week", "unit": "tokens"}"#,
+            "unknown calendar period",
+        ),
     ] {
         let err = serde_json::from_str::<Quota>(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad}: {err}");
@@ -946,3 +970,6 @@ fn threads_never_exceed_a_cost_quota() {
         assert!(admitted > 0, "{quota}: nothing admitted");
     }
 }
+
+mod calendar;
+mod cost_calendar;

@@ -30,6 +30,18 @@ async fn decide<K>(b: &impl Backend<K>, key: &K, policy: &Policy) -> Result<Gran
     }
 }
 
+async fn decide_cost<K>(
+    b: &impl Backend<K>,
+    key: &K,
+    policy: &Policy,
+    cost: u32,
+) -> Result<Grant, BoxError> {
+    match b.acquire(key, policy, cost, Duration::ZERO) {
+        Acquire::Ready(r) => r,
+        Acquire::Pending(f) => f.await,
+    }
+}
+
 fn backend(url: &str) -> RedisBackend {
     RedisBackend::from_url(url)
         .unwrap()
@@ -105,6 +117,169 @@ async fn several_quotas_are_decided_together() {
         Acquire::Pending(f) => assert!(is_limited(&f.await)),
         Acquire::Ready(r) => assert!(is_limited(&r)),
     }
+}
+
+/// Redis' time, in microseconds since the epoch.
+async fn redis_time(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    secs * 1_000_000 + micros
+}
+
+#[tokio::test]
+async fn calendar_quotas_count_in_one_expiring_key_per_window() {
+    let (url, _server) = RedisServer::url_or_start();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Keep clear of a minute boundary (at most 5 s of waiting).
+    let now = redis_time(&mut conn).await;
+    let into_minute = now % 60_000_000;
+    if into_minute > 54_000_000 {
+        tokio::time::sleep(Duration::from_micros(60_100_000 - into_minute)).await;
+    }
+    let policy = Policy::new(Quota::per_second(100))
+        .and(Quota::per_calendar_minute(3))
+        .unwrap()
+        .and(Quota::per_calendar_month(1_000))
+        .unwrap();
+    let prefix = format!("cal{}:", std::process::id());
+    let b = backend(&url).prefix(prefix.clone());
+    let key = "{ann}".to_string();
+    for left in [2, 1, 0] {
+        let grant = decide(&b, &key, &policy).await.unwrap();
+        assert_eq!(grant.decision().remaining(), left);
+        assert_eq!(grant.decision().quota(), Quota::per_calendar_minute(3));
+    }
+    let denied = decide(&b, &key, &policy).await.unwrap_err();
+    let denied = denied.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(denied.quota(), Quota::per_calendar_minute(3));
+    assert_eq!(denied.retry_after(), denied.reset_after());
+    assert!(denied.retry_after() <= Duration::from_secs(60));
+
+    // One key per window, named after it, holding the count, expiring a
+    // minute after the window's end.
+    let now = redis_time(&mut conn).await / 1_000_000;
+    let minute = now / 60;
+    let minute_key = format!("{prefix}{{ann}}@calendar-minute:{minute}");
+    let count: Option<u32> = redis::cmd("GET")
+        .arg(&minute_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, Some(3), "the refusal charged nothing");
+    let expires: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&minute_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(expires, ((minute + 1) * 60 + 60) as i64 * 1_000);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&minute_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 60_000 && ttl <= 120_000, "{ttl}");
+    // The month's key counts the same three; a new instance (a restart)
+    // sees them: usage lives in Redis.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}{{ann}}@calendar-month:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let month: u32 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(month, 3);
+    let restarted = backend(&url).prefix(prefix);
+    let again = decide(&restarted, &key, &policy).await.unwrap_err();
+    assert!(again.is::<RateLimited>(), "the minute is still spent");
+}
+
+#[tokio::test]
+async fn calendar_quotas_of_tokens_count_the_cost_in_their_own_key() {
+    let (url, _server) = RedisServer::url_or_start();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Keep clear of midnight UTC (at most 5 s of waiting).
+    let now = redis_time(&mut conn).await;
+    let into_day = now % 86_400_000_000;
+    if into_day > 86_395_000_000 {
+        tokio::time::sleep(Duration::from_micros(86_400_100_000 - into_day)).await;
+    }
+    // 100 000 tokens a minute, 1 000 000 tokens and 500 requests a
+    // calendar day, and a second day of tokens (a looser one: it counts
+    // the same tokens, in the same key).
+    let tokens_a_day = Quota::per_calendar_day(1_000_000).counting("tokens");
+    let policy = Policy::new(Quota::per_minute(100_000).counting("tokens"))
+        .and(tokens_a_day)
+        .unwrap()
+        .and(Quota::per_calendar_day(500))
+        .unwrap()
+        .and(Quota::per_calendar_day(2_000_000).counting("tokens"))
+        .unwrap();
+    let prefix = format!("caltok{}:", std::process::id());
+    let b = backend(&url).prefix(prefix.clone());
+    let key = "{ann}".to_string();
+    let grant = decide_cost(&b, &key, &policy, 60_000).await.unwrap();
+    // The tightest: 499 requests left today.
+    assert_eq!(grant.decision().remaining(), 499);
+    assert_eq!(grant.decision().quota(), Quota::per_calendar_day(500));
+    // Refused by the minute's tokens: nothing is charged anywhere.
+    let refused = decide_cost(&b, &key, &policy, 50_000).await.unwrap_err();
+    let refused = refused.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(
+        refused.quota(),
+        Quota::per_minute(100_000).counting("tokens")
+    );
+    assert_eq!(refused.remaining(), 40_000);
+    decide_cost(&b, &key, &policy, 40_000).await.unwrap();
+
+    let day = redis_time(&mut conn).await / 86_400_000_000;
+    let get = |k: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&k)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    // The day's tokens: the cost, charged once for both token quotas.
+    assert_eq!(
+        get(format!("{prefix}{{ann}}@tokens-calendar-day:{day}")).await,
+        Some(100_000)
+    );
+    // The day's requests: 1 each, in the key of requests.
+    assert_eq!(
+        get(format!("{prefix}{{ann}}@calendar-day:{day}")).await,
+        Some(2)
+    );
+    // Refused by the day once it is spent (a new instance reads the same).
+    let restarted = backend(&url).prefix(prefix.clone());
+    redis::cmd("SET")
+        .arg(format!("{prefix}{{ann}}@tokens-calendar-day:{day}"))
+        .arg(990_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    // The minute's tokens refuse too, but the day needs the longest wait.
+    let refused = decide_cost(&restarted, &key, &policy, 20_000)
+        .await
+        .unwrap_err();
+    let refused = refused.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(refused.quota(), tokens_a_day);
+    assert_eq!(refused.remaining(), 10_000);
+    assert_eq!(refused.retry_after(), refused.reset_after());
+    assert!(refused.retry_after() <= Duration::from_secs(86_400));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -715,3 +715,68 @@ async fn events_are_reported() {
     );
     let _ = Outcome::Failure;
 }
+
+/// One closure, given to retry, the breaker and an adaptive layer around a
+/// service whose error is `std::io::Error`: each layer reads the same
+/// outcomes (the error boxed, as every layer passes it on).
+#[tokio::test(start_paused = true)]
+async fn one_closure_classifies_for_retry_breaker_and_throttle_over_an_io_service() {
+    use std::io;
+    use tower_sluice::CircuitBreakerLayer;
+    use tower_sluice::adaptive::AdaptiveThrottleLayer;
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    // Request 0: reset twice, then 200. Request 1: 404. Request 2: not found.
+    let upstream = service_fn(move |req: u32| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match (req, n) {
+                (0, 0 | 1) => Err(io::Error::from(io::ErrorKind::ConnectionReset)),
+                (0, _) => Ok(200u16),
+                (1, _) => Ok(404),
+                _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+            }
+        }
+    });
+    let rule = |r: &Result<u16, BoxError>| match r {
+        Ok(429 | 503) => Outcome::Overloaded,
+        Ok(500..) => Outcome::Failure,
+        Ok(400..) => Outcome::Ignore,
+        Ok(_) => Outcome::Success,
+        Err(e) => match e.downcast_ref::<io::Error>().map(io::Error::kind) {
+            Some(io::ErrorKind::ConnectionReset) => Outcome::Failure,
+            _ => Outcome::Ignore,
+        },
+    };
+    let breaker = CircuitBreakerLayer::default().classify(rule);
+    let stats = breaker.handle();
+    // In shadow mode: it counts and decides, never refuses.
+    let throttle = AdaptiveThrottleLayer::new().shadow().classify(rule);
+    let counts = throttle.handle();
+    let retry = BackoffRetryLayer::new(Backoff::constant(10 * MS).jitter(Jitter::None))
+        .max_attempts(3)
+        .classify(rule);
+    let svc = tower::ServiceBuilder::new()
+        .layer(retry)
+        .layer(breaker)
+        .layer(throttle)
+        .service(upstream);
+
+    assert_eq!(svc.clone().oneshot(0).await.unwrap(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "two resets retried");
+    let s = stats.stats();
+    assert_eq!((s.calls, s.failures), (3, 2));
+    assert_eq!(counts.counts(), (3, 1), "one accept of three requests");
+
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 404);
+    let err = svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<io::Error>().map(io::Error::kind),
+        Some(io::ErrorKind::NotFound),
+        "ignored: returned at once, unwrapped"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "neither was retried");
+    assert_eq!(stats.stats().calls, 3, "the breaker recorded neither");
+    assert_eq!(counts.counts(), (5, 3), "ignored outcomes count as accepts");
+}

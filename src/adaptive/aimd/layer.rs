@@ -9,7 +9,7 @@ use crate::util::IgnorePoison;
 /// then raised additively after each window of successes, back up to the
 /// quota. When responses carry quota fields (IETF `RateLimit`,
 /// `X-RateLimit-Remaining` / `X-RateLimit-Reset`, read by
-/// `HttpFeedback` (feature `http`)), no more requests are sent before
+/// [`HttpStatus`](crate::classify::HttpStatus), feature `http`), no more requests are sent before
 /// the reset than the upstream says remain, spread evenly over the time
 /// left.
 ///
@@ -340,22 +340,32 @@ impl<C> AimdLayer<C> {
         self.edit(|c| c.observers = Observers::new(observer, LAYER))
     }
 
-    /// Reads responses with `classify` (default [`DefaultFeedback`]; use
-    /// `HttpFeedback` (feature `http`) for HTTP clients).
+    /// Reads responses with `classify`: any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; use
+    /// [`HttpStatus`](crate::classify::HttpStatus), feature `http`, for
+    /// HTTP clients). Each response's
+    /// [`verdict`](crate::classify::Classify::verdict) is read:
+    /// [`Overloaded`](crate::classify::Outcome::Overloaded) cuts the rate
+    /// and pauses for its [`retry_after`](crate::classify::Verdict::retry_after)
+    /// (or the wait a [`RateLimited`](crate::RateLimited) error carries); its
+    /// [`upstream`](crate::classify::Verdict::upstream) quota spreads the
+    /// requests left until the reset.
     ///
     /// # Examples
     ///
     /// ```
+    /// use std::time::Duration;
     /// use tower_sluice::Quota;
-    /// use tower_sluice::adaptive::{AimdLayer, Feedback, Signal};
+    /// use tower_sluice::adaptive::AimdLayer;
+    /// use tower_sluice::classify::Verdict;
     ///
-    /// // Responses are HTTP-like status codes.
+    /// // Responses are HTTP-like status codes; a 429 asks for 5 s.
     /// let aimd = AimdLayer::new(Quota::per_second(10)).classify(|r: &Result<u16, tower_sluice::BoxError>| {
     ///     match r {
-    ///         Ok(429) => Feedback::new(Signal::Overloaded),
-    ///         Ok(s) if *s >= 500 => Feedback::new(Signal::Failure),
-    ///         Ok(_) => Feedback::new(Signal::Success),
-    ///         Err(_) => Feedback::new(Signal::Failure),
+    ///         Ok(429) => Verdict::overloaded().with_retry_after(Duration::from_secs(5)),
+    ///         Ok(500..) | Err(_) => Verdict::failure(),
+    ///         Ok(_) => Verdict::success(),
     ///     }
     /// });
     /// # let _ = aimd;

@@ -15,9 +15,10 @@ use tokio::time::Sleep;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::classify::{ClassifyFeedback, DefaultFeedback, Feedback, Signal};
+use super::classify::DefaultFeedback;
 use super::future::{ResponseFuture, Track};
 use crate::BoxError;
+use crate::classify::{Classify, Outcome, Verdict};
 use crate::clock::Clock;
 use crate::headers::saturating_nanos;
 use crate::observe::{Event, Observer, Observers};
@@ -175,7 +176,7 @@ impl Core {
         self.lock().in_flight -= 1;
     }
 
-    fn feedback(&self, feedback: &Feedback, generation: u64) {
+    fn feedback(&self, feedback: &Verdict, generation: u64) {
         let now = self.clock.now();
         let c = &self.config;
         let mut s = self.lock();
@@ -204,8 +205,8 @@ impl Core {
             });
         }
         let old = s.rate;
-        match feedback.signal() {
-            Signal::Overloaded => {
+        match feedback.outcome() {
+            Outcome::Overloaded => {
                 let pause = feedback.retry_after().map_or(0, saturating_nanos).min(cap);
                 s.pause_until = s.pause_until.max(now.saturating_add(pause));
                 if generation < s.cut_generation {
@@ -234,7 +235,7 @@ impl Core {
                 let tau = (self.burst(s.rate) - 1).saturating_mul((NANOS / s.rate) as u64);
                 s.tat = s.tat.max(now.max(s.pause_until).saturating_add(tau));
             }
-            Signal::Success if generation == s.generation => {
+            Outcome::Success if generation == s.generation => {
                 s.successes += 1;
                 if s.successes < c.window || now.saturating_sub(s.window_start) < c.window_time {
                     return;

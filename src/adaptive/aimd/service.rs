@@ -56,11 +56,20 @@ pub struct AimdTrack<C> {
 
 impl<C, Res> Track<Res> for AimdTrack<C>
 where
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, BoxError>,
 {
     fn complete(self, result: &Result<Res, BoxError>) {
-        let feedback = self.classify.feedback(result);
-        self.core.feedback(&feedback, self.generation);
+        let mut verdict = self.classify.verdict(result);
+        // The wait a `RateLimited` or `CircuitOpen` error asks for, if the
+        // classifier did not say.
+        if let Err(e) = result
+            && verdict.outcome() == Outcome::Overloaded
+            && verdict.retry_after().is_none()
+            && let Some(wait) = crate::classify::error_hints(&**e)
+        {
+            verdict = verdict.with_retry_after(wait);
+        }
+        self.core.feedback(&verdict, self.generation);
     }
 }
 
@@ -82,7 +91,7 @@ impl<S, C, Req> Service<Req> for Aimd<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -140,7 +140,7 @@ impl ConcurrencyAlgorithm for AimdLimit {
     }
 
     fn update(&mut self, sample: &Sample) -> u32 {
-        let drop = sample.signal == Signal::Overloaded || sample.latency > self.slow;
+        let drop = sample.outcome == Outcome::Overloaded || sample.latency > self.slow;
         if drop {
             if self.last_cut.is_none_or(|at| sample.started >= at) {
                 self.limit = (self.limit * self.backoff).max(f64::from(self.bounds.min));
@@ -163,7 +163,7 @@ mod tests {
             now: Duration::from_millis(now_ms),
             latency: Duration::from_millis(latency_ms),
             in_flight,
-            signal: Signal::Success,
+            outcome: Outcome::Success,
         }
     }
 

@@ -9,7 +9,8 @@ use super::*;
 /// # Examples
 ///
 /// ```
-/// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample, Signal};
+/// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample};
+/// use tower_sluice::classify::Outcome;
 ///
 /// /// Halves the limit on any overload, else keeps it.
 /// struct HalveOnOverload(u32);
@@ -18,7 +19,7 @@ use super::*;
 ///         self.0
 ///     }
 ///     fn update(&mut self, sample: &Sample) -> u32 {
-///         if sample.signal == Signal::Overloaded {
+///         if sample.outcome == Outcome::Overloaded {
 ///             self.0 = (self.0 / 2).max(1);
 ///         }
 ///         self.0
@@ -38,14 +39,14 @@ pub struct Sample {
     /// Requests in flight when it was sent, itself included.
     pub in_flight: u32,
     /// How it went.
-    pub signal: Signal,
+    pub outcome: Outcome,
 }
 
 impl Sample {
     /// A request sent at `started` and answered at `now` (both measured
     /// from the same origin, as the layer measures from its creation),
     /// with `in_flight` requests in flight when it was sent (itself
-    /// included), that went as `signal`. `latency` is `now - started`
+    /// included), that went as `outcome`. `latency` is `now - started`
     /// (zero if `now` is earlier).
     ///
     /// The layer makes samples itself; this is for unit-testing a
@@ -55,7 +56,8 @@ impl Sample {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample, Signal};
+    /// use tower_sluice::adaptive::{ConcurrencyAlgorithm, Sample};
+    /// use tower_sluice::classify::Outcome;
     ///
     /// /// Halves the limit on any overload, else keeps it.
     /// struct HalveOnOverload(u32);
@@ -64,7 +66,7 @@ impl Sample {
     ///         self.0
     ///     }
     ///     fn update(&mut self, sample: &Sample) -> u32 {
-    ///         if sample.signal == Signal::Overloaded {
+    ///         if sample.outcome == Outcome::Overloaded {
     ///             self.0 = (self.0 / 2).max(1);
     ///         }
     ///         self.0
@@ -73,19 +75,19 @@ impl Sample {
     ///
     /// let ms = Duration::from_millis;
     /// let mut algorithm = HalveOnOverload(8);
-    /// let ok = Sample::new(ms(0), ms(40), 3, Signal::Success);
+    /// let ok = Sample::new(ms(0), ms(40), 3, Outcome::Success);
     /// assert_eq!(ok.latency, ms(40));
     /// assert_eq!(algorithm.update(&ok), 8);
-    /// let overloaded = Sample::new(ms(10), ms(60), 4, Signal::Overloaded);
+    /// let overloaded = Sample::new(ms(10), ms(60), 4, Outcome::Overloaded);
     /// assert_eq!(algorithm.update(&overloaded), 4);
     /// ```
-    pub fn new(started: Duration, now: Duration, in_flight: u32, signal: Signal) -> Self {
+    pub fn new(started: Duration, now: Duration, in_flight: u32, outcome: Outcome) -> Self {
         Sample {
             started,
             now,
             latency: now.saturating_sub(started),
             in_flight,
-            signal,
+            outcome,
         }
     }
 }

@@ -124,13 +124,13 @@ impl Core {
         self.wake(1);
     }
 
-    pub(super) fn sample(&self, started: u64, in_flight: u32, signal: Signal) {
+    pub(super) fn sample(&self, started: u64, in_flight: u32, outcome: Outcome) {
         let now = self.clock.now();
         let sample = Sample::new(
             Duration::from_nanos(started),
             Duration::from_nanos(now),
             in_flight,
-            signal,
+            outcome,
         );
         let new = {
             let mut algorithm = self.algorithm.lock().ignore_poison();

@@ -343,7 +343,7 @@ mod tests {
             now: Duration::from_millis(now_ms),
             latency: Duration::from_millis(latency_ms),
             in_flight,
-            signal: Signal::Success,
+            outcome: Outcome::Success,
         }
     }
 

@@ -149,20 +149,24 @@ impl<C> AdaptiveConcurrencyLayer<C> {
         self
     }
 
-    /// Reads responses with `classify` (default [`DefaultFeedback`]).
+    /// Reads responses with `classify`: any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; the same value a breaker or
+    /// retry takes fits). Each response's
+    /// [`Outcome`](crate::classify::Outcome) goes into the [`Sample`].
     ///
     /// # Examples
     ///
     /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, Feedback, GradientLimit, Signal};
+    /// use tower_sluice::adaptive::{AdaptiveConcurrencyLayer, GradientLimit};
+    /// use tower_sluice::classify::Outcome;
     ///
     /// // Responses are status codes: a 503 is an overload.
-    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).classify(|r: &Result<u16, BoxError>| {
+    /// let layer = AdaptiveConcurrencyLayer::new(GradientLimit::new()).classify(|r: &Result<u16, tower_sluice::BoxError>| {
     ///     match r {
-    ///         Ok(503) => Feedback::new(Signal::Overloaded),
-    ///         Ok(_) => Feedback::new(Signal::Success),
-    ///         Err(_) => Feedback::new(Signal::Failure),
+    ///         Ok(503) => Outcome::Overloaded,
+    ///         Ok(_) => Outcome::Success,
+    ///         Err(_) => Outcome::Failure,
     ///     }
     /// });
     /// # let _ = layer;

@@ -58,13 +58,13 @@ pub struct ConcurrencyPermit<C> {
 
 impl<C, Res> Track<Res> for ConcurrencyPermit<C>
 where
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, BoxError>,
 {
     fn complete(self, result: &Result<Res, BoxError>) {
-        let signal = self.classify.feedback(result).signal();
+        let outcome = self.classify.classify(result);
         self.slot
             .core
-            .sample(self.started, self.slot.in_flight, signal);
+            .sample(self.started, self.slot.in_flight, outcome);
     }
 }
 
@@ -80,7 +80,7 @@ impl<S, C, Req> Service<Req> for AdaptiveConcurrency<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -12,7 +12,7 @@ use super::*;
 /// use tower_sluice::Quota;
 /// use tower_sluice::adaptive::AdaptivePolicy;
 ///
-/// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+/// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
 /// let key = |req: &String| Some(req.clone());
 /// let svc = ServiceBuilder::new()
 ///     .layer(policy.per_key_layer(key))
@@ -21,32 +21,36 @@ use super::*;
 /// # let _ = svc;
 /// ```
 pub struct KeyFeedbackLayer<K, X, C = DefaultFeedback> {
-    pub(super) policy: AdaptivePolicy<K>,
+    pub(super) policy: AdaptivePolicy,
     pub(super) extractor: X,
     pub(super) classify: C,
+    pub(super) _key: PhantomData<fn() -> K>,
 }
 
 impl<K, X, C> KeyFeedbackLayer<K, X, C> {
-    /// Reads responses with `classify`: [`Signal::Success`] counts as a
-    /// success, [`Failure`](Signal::Failure) and
-    /// [`Overloaded`](Signal::Overloaded) as failures,
-    /// [`Ignore`](Signal::Ignore) not at all. For HTTP servers, a closure
+    /// Reads responses with `classify`, any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// results (`Result<Response, BoxError>`): [`Outcome::Success`] counts as a
+    /// success, [`Failure`](Outcome::Failure) and
+    /// [`Overloaded`](Outcome::Overloaded) as failures,
+    /// [`Ignore`](Outcome::Ignore) not at all. For HTTP servers, a closure
     /// on the status, such as 5xx as failures.
     ///
     /// # Examples
     ///
     /// ```
     /// use tower_sluice::{BoxError, Quota};
-    /// use tower_sluice::adaptive::{AdaptivePolicy, Feedback, Signal};
+    /// use tower_sluice::adaptive::AdaptivePolicy;
+    /// use tower_sluice::classify::Outcome;
     ///
     /// // Responses are status codes; 5xx count against the key, 4xx not at all.
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     /// let learn = policy
     ///     .feedback_layer(|req: &(String, u16)| Some(req.0.clone()))
     ///     .classify(|r: &Result<u16, BoxError>| match r {
-    ///         Ok(500..) | Err(_) => Feedback::new(Signal::Failure),
-    ///         Ok(400..) => Feedback::new(Signal::Ignore),
-    ///         Ok(_) => Feedback::new(Signal::Success),
+    ///         Ok(500..) | Err(_) => Outcome::Failure,
+    ///         Ok(400..) => Outcome::Ignore,
+    ///         Ok(_) => Outcome::Success,
     ///     });
     /// # let _ = learn;
     /// ```
@@ -56,6 +60,7 @@ impl<K, X, C> KeyFeedbackLayer<K, X, C> {
             policy: self.policy,
             extractor: self.extractor,
             classify,
+            _key: PhantomData,
         }
     }
 }
@@ -66,6 +71,7 @@ impl<K, X: Clone, C: Clone> Clone for KeyFeedbackLayer<K, X, C> {
             policy: self.policy.clone(),
             extractor: self.extractor.clone(),
             classify: self.classify.clone(),
+            _key: PhantomData,
         }
     }
 }
@@ -79,6 +85,7 @@ impl<S, K, X: Clone, C: Clone> Layer<S> for KeyFeedbackLayer<K, X, C> {
             policy: self.policy.clone(),
             extractor: self.extractor.clone(),
             classify: self.classify.clone(),
+            _key: PhantomData,
         }
     }
 }

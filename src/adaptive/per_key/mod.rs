@@ -4,20 +4,24 @@
 mod layer;
 mod service;
 
+use std::any::Any;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
+use super::classify::DefaultFeedback;
 use super::future::{ResponseFuture, Track};
 use crate::BoxError;
+use crate::classify::{Classify, Outcome};
 use crate::clock::Clock;
-use crate::key::KeyExtractor;
+use crate::key::{KeyExtractor, KeyOf};
 use crate::observe::{Event, Observer, Observers};
 use crate::per_key::PerKeyLayer;
 use crate::policy::Policy;
@@ -269,17 +273,26 @@ impl LimitFormula for DefaultFormula {
 /// [`per_key_layer`](Self::per_key_layer) keeps the base policy (and its
 /// [`named`](Self::named) name) it was made with.
 ///
+/// # Key types
+///
+/// The key type is the extractor's, given to
+/// [`per_key_layer`](Self::per_key_layer) and
+/// [`feedback_layer`](Self::feedback_layer); methods that take a key
+/// (such as [`limit`](Self::limit) or [`record`](Self::record)) take the
+/// same type. Keys of different types are different keys: a policy whose
+/// layers key by `String` has no stats for a `&str`.
+///
 /// # Memory
 ///
 /// Stats are kept for at most [`max_keys`](Self::max_keys) keys (default
-/// 100 000), in two generations per shard: when a shard's newer generation
-/// is full the older one is dropped. A key that is forgotten goes back to
-/// the base limit and starts learning again.
-pub struct AdaptivePolicy<K> {
-    shared: Slot<Shared<K>>,
+/// 100 000) of each key type, in two generations per shard: when a
+/// shard's newer generation is full the older one is dropped. A key that
+/// is forgotten goes back to the base limit and starts learning again.
+pub struct AdaptivePolicy {
+    shared: Slot<Shared>,
 }
 
-struct Shared<K> {
+struct Shared {
     clock: Clock,
     base: Quota,
     max: u32,
@@ -290,8 +303,55 @@ struct Shared<K> {
     custom_formula: bool,
     per_generation: usize,
     hasher: hashbrown::DefaultHashBuilder,
-    shards: Box<[Mutex<Shard<K>>]>,
+    tables: Tables,
     observers: Observers,
+}
+
+/// The stats of each key type the policy has met: nearly always one, the
+/// first, found without a lock.
+#[derive(Default)]
+struct Tables {
+    first: OnceLock<Arc<dyn Table>>,
+    others: Mutex<Vec<Arc<dyn Table>>>,
+}
+
+/// The stats of one key type, type-erased.
+trait Table: Any + Send + Sync {
+    /// Keys held.
+    fn len(&self) -> usize;
+}
+
+/// The stats of keys of type `K`, sharded.
+struct Shards<K>(Box<[Mutex<Shard<K>>]>);
+
+impl<K: Send + 'static> Table for Shards<K> {
+    fn len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|m| {
+                let s = m.lock().ignore_poison();
+                s.current.len() + s.previous.len()
+            })
+            .sum()
+    }
+}
+
+/// The table of one key type: borrowed from the policy (the first key
+/// type), or shared out of its list (the others).
+enum TableRef<'a, K> {
+    First(&'a Shards<K>),
+    Other(Arc<Shards<K>>),
+}
+
+impl<K> Deref for TableRef<'_, K> {
+    type Target = Shards<K>;
+
+    fn deref(&self) -> &Shards<K> {
+        match self {
+            TableRef::First(t) => t,
+            TableRef::Other(t) => t,
+        }
+    }
 }
 
 struct Shard<K> {
@@ -307,10 +367,7 @@ struct Entry {
     policy: Option<Policy>,
 }
 
-impl<K> AdaptivePolicy<K>
-where
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-{
+impl AdaptivePolicy {
     /// Keys start at `base` (its limit, period and burst) and may reach
     /// `max` requests per the same period (at least the base's limit, at
     /// most one per nanosecond).
@@ -320,7 +377,7 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     /// assert_eq!((policy.base(), policy.max()), (Quota::per_minute(100), 200));
     /// ```
     pub fn new(base: Quota, max: u32) -> Self {
@@ -339,7 +396,7 @@ where
                 custom_formula: false,
                 per_generation: 0,
                 hasher: hashbrown::DefaultHashBuilder::default(),
-                shards: Box::new([]),
+                tables: Tables::default(),
                 observers: Observers::default(),
             }),
         };
@@ -347,7 +404,7 @@ where
         p
     }
 
-    fn edit(self, f: impl FnOnce(&mut Shared<K>)) -> Self {
+    fn edit(self, f: impl FnOnce(&mut Shared)) -> Self {
         self.shared.replace(Shared::fresh, f);
         self
     }
@@ -408,7 +465,7 @@ where
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::{AdaptivePolicy, KeyStats};
     /// // Keys earn the max only after 100 responses without a failure.
-    /// let policy = AdaptivePolicy::<u64>::new(Quota::per_minute(100), 500).formula(
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 500).formula(
     ///     |base: u32, max: u32, s: &KeyStats| if s.samples >= 100 && s.success_rate == 1.0 { max } else { base },
     /// );
     /// # let _ = policy;
@@ -429,7 +486,7 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200).max_keys(10_000);
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200).max_keys(10_000);
     /// # let _ = policy;
     /// ```
     #[must_use]
@@ -437,7 +494,7 @@ where
         let per_generation = (max_keys.max(32) / SHARDS / 2).max(1);
         self.edit(|s| {
             s.per_generation = per_generation;
-            s.shards = empty_shards();
+            s.tables = Tables::default();
         })
     }
 
@@ -448,7 +505,7 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200).named("adaptive");
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200).named("adaptive");
     /// assert_eq!(policy.base_policy().name(), Some("adaptive"));
     /// ```
     #[must_use]
@@ -487,7 +544,7 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 10).base(), Quota::per_second(5));
+    /// assert_eq!(AdaptivePolicy::new(Quota::per_second(5), 10).base(), Quota::per_second(5));
     /// ```
     pub fn base(&self) -> Quota {
         self.shared.load().base
@@ -500,9 +557,9 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 10).max(), 10);
+    /// assert_eq!(AdaptivePolicy::new(Quota::per_second(5), 10).max(), 10);
     /// // Never below the base's limit.
-    /// assert_eq!(AdaptivePolicy::<u8>::new(Quota::per_second(5), 1).max(), 5);
+    /// assert_eq!(AdaptivePolicy::new(Quota::per_second(5), 1).max(), 5);
     /// ```
     pub fn max(&self) -> u32 {
         self.shared.load().max
@@ -515,7 +572,7 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::<u8>::new(Quota::per_second(5), 10);
+    /// let policy = AdaptivePolicy::new(Quota::per_second(5), 10);
     /// assert!(policy.base_policy().quotas().eq([Quota::per_second(5)]));
     /// ```
     pub fn base_policy(&self) -> Policy {
@@ -534,13 +591,18 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     /// let limit = policy.per_key_layer(|req: &String| Some(req.clone())).max_keys(50_000);
     /// # let _ = limit;
     /// ```
-    pub fn per_key_layer<X>(&self, extractor: X) -> PerKeyLayer<K, X> {
+    pub fn per_key_layer<M, X>(&self, extractor: X) -> PerKeyLayer<X::Key, X>
+    where
+        X: KeyOf<M>,
+        X::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
         let this = self.clone();
-        PerKeyLayer::new(self.base_policy(), extractor).policy_for(move |key: &K| this.adapted(key))
+        PerKeyLayer::new(self.base_policy(), extractor)
+            .policy_for(move |key: &X::Key| this.adapted(key))
     }
 
     /// The layer that teaches this policy: put it inside the
@@ -553,17 +615,22 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// let policy = AdaptivePolicy::<String>::new(Quota::per_minute(100), 200);
+    /// let policy = AdaptivePolicy::new(Quota::per_minute(100), 200);
     /// let key = |req: &String| Some(req.clone());
     /// let (limit, learn) = (policy.per_key_layer(key), policy.feedback_layer(key));
     /// // ServiceBuilder::new().layer(limit).layer(learn).service(handler)
     /// # let _ = (limit, learn);
     /// ```
-    pub fn feedback_layer<X>(&self, extractor: X) -> KeyFeedbackLayer<K, X> {
+    pub fn feedback_layer<M, X>(&self, extractor: X) -> KeyFeedbackLayer<X::Key, X>
+    where
+        X: KeyOf<M>,
+        X::Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
         KeyFeedbackLayer {
             policy: self.clone(),
             extractor,
             classify: DefaultFeedback,
+            _key: PhantomData,
         }
     }
 
@@ -582,9 +649,13 @@ where
     /// let raised = policy.adapted(&"ann").unwrap();
     /// assert_eq!(raised.quotas().next().unwrap().limit(), 200);
     /// ```
-    pub fn adapted(&self, key: &K) -> Option<Policy> {
+    pub fn adapted<K>(&self, key: &K) -> Option<Policy>
+    where
+        K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
         let s = self.shared.load();
-        let shard = s.shard(key);
+        let table = s.find::<K>()?;
+        let shard = table.shard(&s.hasher, key);
         shard
             .current
             .get(key)
@@ -605,9 +676,15 @@ where
     /// policy.record(&"ann", true, Duration::ZERO);
     /// assert_eq!(policy.limit(&"ann"), 200);
     /// ```
-    pub fn limit(&self, key: &K) -> u32 {
+    pub fn limit<K>(&self, key: &K) -> u32
+    where
+        K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
         let s = self.shared.load();
-        let shard = s.shard(key);
+        let Some(table) = s.find::<K>() else {
+            return s.base.limit();
+        };
+        let shard = table.shard(&s.hasher, key);
         shard
             .current
             .get(key)
@@ -628,9 +705,13 @@ where
     /// policy.record(&"ann", false, Duration::from_secs(1));
     /// assert_eq!(policy.stats(&"ann").unwrap().avg_latency, Duration::from_secs(1));
     /// ```
-    pub fn stats(&self, key: &K) -> Option<KeyStats> {
+    pub fn stats<K>(&self, key: &K) -> Option<KeyStats>
+    where
+        K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
         let s = self.shared.load();
-        let shard = s.shard(key);
+        let table = s.find::<K>()?;
+        let shard = table.shard(&s.hasher, key);
         shard
             .current
             .get(key)
@@ -653,11 +734,15 @@ where
     /// let limit = policy.record(&"ann", true, Duration::from_secs(1));
     /// assert_eq!(limit, 195); // (1.0 + 0.9) / 2 = 0.95 above the base
     /// ```
-    pub fn record(&self, key: &K, success: bool, latency: Duration) -> u32 {
+    pub fn record<K>(&self, key: &K, success: bool, latency: Duration) -> u32
+    where
+        K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    {
         let s = self.shared.load();
         let base = s.base.limit();
         let (old, new) = {
-            let mut guard = s.shard(key);
+            let table = s.table::<K>();
+            let mut guard = table.shard(&s.hasher, key);
             let shard = &mut *guard;
             if !shard.current.contains_key(key) {
                 let entry = shard.previous.remove(key).unwrap_or(Entry {
@@ -711,15 +796,10 @@ where
     /// assert_eq!(policy.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.shared
-            .load()
-            .shards
-            .iter()
-            .map(|m| {
-                let s = m.lock().ignore_poison();
-                s.current.len() + s.previous.len()
-            })
-            .sum()
+        let s = self.shared.load();
+        let first = s.tables.first.get().map_or(0, |t| t.len());
+        let others = s.tables.others.lock().ignore_poison();
+        first + others.iter().map(|t| t.len()).sum::<usize>()
     }
 
     /// Whether no key is held.
@@ -729,36 +809,71 @@ where
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::adaptive::AdaptivePolicy;
-    /// assert!(AdaptivePolicy::<String>::new(Quota::per_minute(100), 200).is_empty());
+    /// assert!(AdaptivePolicy::new(Quota::per_minute(100), 200).is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-fn empty_shards<K>() -> Box<[Mutex<Shard<K>>]> {
-    (0..SHARDS)
-        .map(|_| {
-            Mutex::new(Shard {
-                current: hashbrown::HashMap::new(),
-                previous: hashbrown::HashMap::new(),
-            })
-        })
-        .collect()
-}
+impl<K: Hash> Shards<K> {
+    fn new() -> Self {
+        Shards(
+            (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        current: hashbrown::HashMap::new(),
+                        previous: hashbrown::HashMap::new(),
+                    })
+                })
+                .collect(),
+        )
+    }
 
-impl<K: Hash> Shared<K> {
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
+    fn shard(&self, hasher: &hashbrown::DefaultHashBuilder, key: &K) -> MutexGuard<'_, Shard<K>> {
         // The crate's shard pick (`SHARDS` is a power of two); why this
         // table is not the per-key store's: see `backend::memory::store`.
-        let i = crate::hash::shard_index(self.hasher.hash_one(key), self.shards.len() - 1);
-        self.shards[i].lock().ignore_poison()
+        let i = crate::hash::shard_index(hasher.hash_one(key), self.0.len() - 1);
+        self.0[i].lock().ignore_poison()
     }
 }
 
-impl<K> Shared<K> {
+impl Shared {
+    /// The table of key type `K`, if a key of that type was recorded.
+    fn find<K: Hash + Send + 'static>(&self) -> Option<TableRef<'_, K>> {
+        let first = self.tables.first.get()?;
+        if let Some(t) = (&**first as &dyn Any).downcast_ref::<Shards<K>>() {
+            return Some(TableRef::First(t));
+        }
+        let others = self.tables.others.lock().ignore_poison();
+        others
+            .iter()
+            .find_map(|t| (t.clone() as Arc<dyn Any + Send + Sync>).downcast().ok())
+            .map(TableRef::Other)
+    }
+
+    /// The table of key type `K`, made on first use.
+    fn table<K: Hash + Send + 'static>(&self) -> TableRef<'_, K> {
+        let first = self
+            .tables
+            .first
+            .get_or_init(|| Arc::new(Shards::<K>::new()));
+        if let Some(t) = (&**first as &dyn Any).downcast_ref::<Shards<K>>() {
+            return TableRef::First(t);
+        }
+        let mut others = self.tables.others.lock().ignore_poison();
+        let found = others
+            .iter()
+            .find_map(|t| (t.clone() as Arc<dyn Any + Send + Sync>).downcast().ok());
+        TableRef::Other(found.unwrap_or_else(|| {
+            let t = Arc::new(Shards::<K>::new());
+            others.push(t.clone());
+            t
+        }))
+    }
+
     /// The same settings, with no key learned yet, for a setter to edit.
-    fn fresh(&self) -> Shared<K> {
+    fn fresh(&self) -> Shared {
         Shared {
             clock: self.clock.clone(),
             base: self.base,
@@ -770,7 +885,7 @@ impl<K> Shared<K> {
             custom_formula: self.custom_formula,
             per_generation: self.per_generation,
             hasher: self.hasher.clone(),
-            shards: empty_shards(),
+            tables: Tables::default(),
             observers: self.observers.clone(),
         }
     }
@@ -807,7 +922,7 @@ impl<K> Shared<K> {
     }
 }
 
-impl<K> Clone for AdaptivePolicy<K> {
+impl Clone for AdaptivePolicy {
     fn clone(&self) -> Self {
         AdaptivePolicy {
             shared: self.shared.clone(),
@@ -815,7 +930,7 @@ impl<K> Clone for AdaptivePolicy<K> {
     }
 }
 
-impl<K> fmt::Debug for AdaptivePolicy<K> {
+impl fmt::Debug for AdaptivePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.shared.load();
         f.debug_struct("AdaptivePolicy")

@@ -28,13 +28,14 @@ use super::*;
 /// ```
 pub struct KeyFeedback<S, K, X, C> {
     pub(super) inner: S,
-    pub(super) policy: AdaptivePolicy<K>,
+    pub(super) policy: AdaptivePolicy,
     pub(super) extractor: X,
     pub(super) classify: C,
+    pub(super) _key: PhantomData<fn() -> K>,
 }
 
 impl<S, K, X, C> KeyFeedback<S, K, X, C> {
-    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptivePolicy::<u32>::new(tower_sluice::Quota::per_second(10), 20)\n    .feedback_layer(|n: &u32| Some(*n))");
+    crate::inner_accessors!(layer: "tower_sluice::adaptive::AdaptivePolicy::new(tower_sluice::Quota::per_second(10), 20)\n    .feedback_layer(|n: &u32| Some(*n))");
 }
 
 /// The record a [`KeyFeedback`] request keeps until its response.
@@ -42,7 +43,7 @@ impl<S, K, X, C> KeyFeedback<S, K, X, C> {
 /// It appears in [`KeyFeedback`]'s `Future` type; it is not made or used
 /// directly.
 pub struct KeyTrack<K, C> {
-    policy: AdaptivePolicy<K>,
+    policy: AdaptivePolicy,
     key: Option<K>,
     classify: C,
     started: u64,
@@ -51,14 +52,14 @@ pub struct KeyTrack<K, C> {
 impl<K, C, Res> Track<Res> for KeyTrack<K, C>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, BoxError>,
 {
     fn complete(self, result: &Result<Res, BoxError>) {
         let Some(key) = &self.key else { return };
-        let success = match self.classify.feedback(result).signal() {
-            Signal::Success => true,
-            Signal::Failure | Signal::Overloaded => false,
-            Signal::Ignore => return,
+        let success = match self.classify.classify(result) {
+            Outcome::Success => true,
+            Outcome::Failure | Outcome::Overloaded => false,
+            Outcome::Ignore => return,
         };
         let latency = self
             .policy
@@ -86,7 +87,7 @@ where
     S::Error: Into<BoxError>,
     X: KeyExtractor<Req, Key = K>,
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -115,6 +116,7 @@ impl<S: Clone, K, X: Clone, C: Clone> Clone for KeyFeedback<S, K, X, C> {
             policy: self.policy.clone(),
             extractor: self.extractor.clone(),
             classify: self.classify.clone(),
+            _key: PhantomData,
         }
     }
 }

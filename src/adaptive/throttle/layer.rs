@@ -11,8 +11,8 @@ use super::*;
 ///
 /// over a sliding window (default 2 minutes), where `requests` counts every
 /// request the application made (those rejected here included) and
-/// `accepts` those the upstream accepted ([`Signal::Success`] and
-/// [`Signal::Ignore`]; failures and overloads are not accepts). With
+/// `accepts` those the upstream accepted ([`Outcome::Success`] and
+/// [`Outcome::Ignore`]; failures and overloads are not accepts). With
 /// `K = 2` (the default) the upstream keeps receiving about twice what it
 /// accepts, enough to notice quickly when it recovers. Rejected requests
 /// fail at once with [`Throttled`] (HTTP 503).
@@ -230,20 +230,23 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
         }
     }
 
-    /// Reads responses with `classify` (default [`DefaultFeedback`]; use
-    /// `HttpFeedback` (feature `http`) for HTTP clients).
+    /// Reads responses with `classify`: any
+    /// [`Classify`](crate::classify::Classify) of the inner service's
+    /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; use
+    /// [`HttpStatus`](crate::classify::HttpStatus), feature `http`, for
+    /// HTTP clients; the same value a breaker or retry takes fits).
     ///
     /// # Examples
     ///
     /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::adaptive::{AdaptiveThrottleLayer, Feedback, Signal};
+    /// use tower_sluice::adaptive::AdaptiveThrottleLayer;
+    /// use tower_sluice::classify::Outcome;
     ///
     /// // A 429 or 503 from the upstream is a refusal.
-    /// let layer = AdaptiveThrottleLayer::new().classify(|r: &Result<u16, BoxError>| match r {
-    ///     Ok(429 | 503) => Feedback::new(Signal::Overloaded),
-    ///     Ok(_) => Feedback::new(Signal::Success),
-    ///     Err(_) => Feedback::new(Signal::Failure),
+    /// let layer = AdaptiveThrottleLayer::new().classify(|r: &Result<u16, tower_sluice::BoxError>| match r {
+    ///     Ok(429 | 503) => Outcome::Overloaded,
+    ///     Ok(_) => Outcome::Success,
+    ///     Err(_) => Outcome::Failure,
     /// });
     /// # let _ = layer;
     /// ```

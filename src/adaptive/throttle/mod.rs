@@ -12,9 +12,10 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::classify::{ClassifyFeedback, DefaultFeedback, Signal};
+use super::classify::DefaultFeedback;
 use super::future::{ResponseFuture, Track};
 use crate::BoxError;
+use crate::classify::{Classify, Outcome};
 use crate::clock::Clock;
 use crate::error::Throttled;
 use crate::observe::{Event, Observer, Observers};

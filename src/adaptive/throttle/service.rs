@@ -41,12 +41,12 @@ pub struct ThrottleTrack<C> {
 
 impl<C, Res> Track<Res> for ThrottleTrack<C>
 where
-    C: ClassifyFeedback<Res>,
+    C: Classify<Res, BoxError>,
 {
     fn complete(self, result: &Result<Res, BoxError>) {
         if matches!(
-            self.classify.feedback(result).signal(),
-            Signal::Success | Signal::Ignore
+            self.classify.classify(result),
+            Outcome::Success | Outcome::Ignore
         ) {
             self.core.accepted();
         }
@@ -64,7 +64,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     P: CriticalityOf<Req>,
-    C: ClassifyFeedback<S::Response> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

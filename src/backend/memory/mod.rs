@@ -28,7 +28,7 @@ use self::store::{Extra, Fresh, Full, KeyState, Store};
 /// use tower_sluice::{PerKeyLayer, Quota};
 ///
 /// // The default backend, with a bound of 50 000 keys instead of 100 000.
-/// let layer = PerKeyLayer::<std::net::IpAddr, _>::new(Quota::per_minute(60), |ip: &std::net::IpAddr| Some(*ip))
+/// let layer = PerKeyLayer::new(Quota::per_minute(60), |ip: &std::net::IpAddr| Some(*ip))
 ///     .backend(Memory::<std::net::IpAddr>::new(50_000));
 /// # let _ = layer;
 /// ```
@@ -315,6 +315,16 @@ impl<K: Hash + Eq + Clone> Memory<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
+    /// The usage of each calendar quota of `key`'s policy (see
+    /// [`PerKeyHandle::usage`](crate::per_key::PerKeyHandle::usage)).
+    pub(crate) fn usage(&self, key: &K, policy: &Policy) -> Vec<crate::calendar::Usage> {
+        let utc = self.shared.clock.utc();
+        Backend::states(self, key, policy)
+            .iter()
+            .filter_map(|d| d.calendar_usage(utc))
+            .collect()
+    }
+
     /// The address of the lock of `key`'s shard (see [`crate::limits`]).
     pub(crate) fn lock_addr(&self, key: &K) -> usize {
         self.shared.store.lock_addr(key)
@@ -340,7 +350,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
     ) -> Result<(), super::Abort> {
         use super::Abort;
         let now = self.shared.clock.now();
-        let mut run = |state: &KeyState<'_>| f(&state.cells(policy), now);
+        let utc = self.shared.clock.utc();
+        let mut run = |state: &KeyState<'_>| f(&state.cells(policy, utc), now);
         if nested {
             return self
                 .shared
@@ -432,8 +443,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
     ) -> Result<Grant, BoxError> {
         let now = self.shared.clock.now();
         // One quota and no cap took `acquire_now`'s path.
+        let utc = self.shared.clock.utc();
         let decided = self.shared.store.with(key, policy, now, consume, |state| {
-            verdict(state, policy, now, charge, max_wait, consume)
+            verdict(state, policy, utc, now, charge, max_wait, consume)
         });
         let verdict = match decided {
             Ok(Some(v)) => v,
@@ -441,6 +453,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
             Ok(None) => verdict(
                 &Fresh::for_policy(policy).state(),
                 policy,
+                utc,
                 now,
                 charge,
                 0,
@@ -517,12 +530,13 @@ enum Verdict {
 fn verdict(
     state: &KeyState<'_>,
     policy: &Policy,
+    utc: u64,
     now: u64,
     charge: Charge,
     max_wait: u64,
     consume: bool,
 ) -> Verdict {
-    let cells = state.cells(policy);
+    let cells = state.cells(policy, utc);
     // The in-flight slot first: a request refused for it consumes no quota.
     let mut permit = None;
     if let (Some(limit), Some(extra)) = (policy.in_flight_limit(), state.extra()) {
@@ -577,8 +591,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> super::GiveBack for MemoryRef
         // on it, so the bucket becomes exactly what it would have been
         // without the request, never fuller. An unknown key (forgotten,
         // so idle) has nothing to give back.
+        let utc = shared.clock.utc();
         let _ = shared.store.with(&key, &policy, now, false, |state| {
-            gcra::refund_all(&state.cells(&policy), &stamps, charge);
+            gcra::refund_all(&state.cells(&policy, utc), &stamps, charge);
         });
     }
 }
@@ -616,12 +631,17 @@ where
 
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
         let now = self.shared.clock.now();
+        let utc = self.shared.clock.utc();
         let read = |state: &KeyState<'_>| {
-            let cells = state.cells(policy);
+            let cells = state.cells(policy, utc);
             let mut out = QuotaStates::default();
             for i in 0..cells.len() {
                 let (p, g) = cells.cell(i);
-                out.push(Decision::allowed(&p, now, g.tat().max(now)));
+                let word = match p.calendar() {
+                    Some(_) => g.tat(),
+                    None => g.tat().max(now),
+                };
+                out.push(Decision::allowed(&p, now, word));
             }
             out
         };

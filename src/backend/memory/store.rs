@@ -143,12 +143,14 @@ impl<'a> KeyState<'a> {
         self.extra
     }
 
-    /// The cells of this state under `policy`.
+    /// The cells of this state under `policy`, on a clock whose origin is
+    /// `utc` nanoseconds after the epoch (for calendar quotas).
     #[inline]
-    pub(crate) fn cells(&self, policy: &'a Policy) -> KeyCells<'a> {
+    pub(crate) fn cells(&self, policy: &'a Policy, utc: u64) -> KeyCells<'a> {
         KeyCells {
             state: *self,
             policy,
+            utc,
         }
     }
 }
@@ -162,6 +164,7 @@ fn needs_extra(policy: &Policy) -> bool {
 pub(crate) struct KeyCells<'a> {
     state: KeyState<'a>,
     policy: &'a Policy,
+    utc: u64,
 }
 
 impl CellSet for KeyCells<'_> {
@@ -176,7 +179,7 @@ impl CellSet for KeyCells<'_> {
             0 => self.state.first,
             _ => &self.state.extra.expect("state fits the policy").cells[i - 1],
         };
-        (*self.policy.params(i), cell)
+        (self.policy.params(i).at_utc(self.utc), cell)
     }
 }
 

@@ -57,22 +57,53 @@ impl RedisBackend {
     }
 }
 
-/// The decide script's arguments (see `script.lua`): the wait and whether
-/// to consume, then each quota's emission interval, burst and charge (in
-/// microseconds and units); the first `2 + 3 * policy.len()` are used.
+/// The decide script's arguments (see `script.lua`).
+pub(super) struct ScriptArgs {
+    /// The wait and whether to consume, then each quota's emission
+    /// interval, burst and charge (in microseconds and units; for a
+    /// calendar quota, see [`quota_args`]).
+    nums: [u64; 2 + 3 * crate::policy::MAX_QUOTAS],
+    quotas: usize,
+    /// The unit of each calendar quota, in the policy's order.
+    units: [&'static str; crate::policy::MAX_QUOTAS],
+    calendars: usize,
+}
+
+impl ScriptArgs {
+    /// The numbers: `2 + 3 * policy.len()` of them.
+    pub(super) fn nums(&self) -> &[u64] {
+        &self.nums[..2 + 3 * self.quotas]
+    }
+
+    /// The calendar quotas' unit names, sent after the numbers.
+    pub(super) fn units(&self) -> &[&'static str] {
+        &self.units[..self.calendars]
+    }
+}
+
+/// The decide script's arguments for a request of `charge` under `policy`.
 pub(super) fn script_args(
     policy: &Policy,
     charge: Charge,
     max_wait_ns: u64,
     consume: bool,
-) -> [u64; 2 + 3 * crate::policy::MAX_QUOTAS] {
-    let mut args = [0u64; 2 + 3 * crate::policy::MAX_QUOTAS];
-    args[0] = max_wait_ns / 1_000;
-    args[1] = u64::from(consume);
+) -> ScriptArgs {
+    let mut args = ScriptArgs {
+        nums: [0; 2 + 3 * crate::policy::MAX_QUOTAS],
+        quotas: 0,
+        units: [""; crate::policy::MAX_QUOTAS],
+        calendars: 0,
+    };
+    args.nums[0] = max_wait_ns / 1_000;
+    args.nums[1] = u64::from(consume);
     for (i, q) in policy.quotas().enumerate() {
-        args[2 + 3 * i] = emission_us(q);
-        args[3 + 3 * i] = u64::from(q.burst());
-        args[4 + 3 * i] = u64::from(charge.of(!q.counts_requests()));
+        [args.nums[2 + 3 * i], args.nums[3 + 3 * i]] = quota_args(q);
+        args.nums[4 + 3 * i] = u64::from(charge.of(!q.counts_requests()));
+        args.quotas = i + 1;
+        if q.calendar().is_some() {
+            args.units[args.calendars] = q.unit();
+            args.calendars += 1;
+        }
     }
     args
 }
@@ -129,9 +160,9 @@ impl Inner {
         probe: bool,
     ) -> Result<Grant, BoxError> {
         let args = script_args(policy, Charge::cost(cost), max_wait_ns, consume);
-        let n = policy.len();
         let sent = self.clock.now();
-        let reply = tokio::time::timeout(self.deadline, self.eval(key, &args[..2 + 3 * n])).await;
+        let reply =
+            tokio::time::timeout(self.deadline, self.eval(key, args.nums(), args.units())).await;
         let failure = match reply {
             Ok(Ok(reply)) => match self.decision(&reply, policy) {
                 Some((decision, wait)) => {
@@ -178,13 +209,25 @@ impl Inner {
             .quotas()
             .nth(usize::try_from(index).ok()?.checked_sub(1)?)?;
         let us = |v: i64| u64::try_from(v).ok().map(|v| v.saturating_mul(1_000));
-        let decision = Decision::remote(
-            quota,
-            emission_us(quota) * 1_000,
-            allowed == 1,
-            us(retry_after)?,
-            us(reset_after)?,
-        );
+        let decision = match quota.calendar() {
+            Some(_) => {
+                let left = u32::try_from(remaining).ok()?;
+                Decision::remote_calendar(
+                    quota,
+                    allowed == 1,
+                    quota.limit().saturating_sub(left),
+                    us(retry_after)?,
+                    us(reset_after)?,
+                )
+            }
+            None => Decision::remote(
+                quota,
+                emission_us(quota) * 1_000,
+                allowed == 1,
+                us(retry_after)?,
+                us(reset_after)?,
+            ),
+        };
         // The script counts `remaining` as the decision does.
         if i64::from(decision.remaining()) != remaining {
             return None;
@@ -237,7 +280,10 @@ impl Inner {
             FailurePolicy::FailOpen => {
                 self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
                 let quota = policy.quotas().next().expect("a policy has a quota");
-                let full = Decision::remote(quota, quota.emission_nanos(), true, 0, 0);
+                let full = match quota.calendar() {
+                    Some(_) => Decision::remote_calendar(quota, true, 0, 0, 0),
+                    None => Decision::remote(quota, quota.emission_nanos(), true, 0, 0),
+                };
                 (FailureAction::Allowed, Ok(Grant::new(full, Duration::ZERO)))
             }
             FailurePolicy::FailClosed => {
@@ -318,12 +364,31 @@ pub(super) fn scale(quota: Quota, n: u32) -> Quota {
     if n <= 1 {
         return quota;
     }
+    if let Some(cal) = quota.calendar() {
+        // A calendar window's allowance, shared.
+        return Quota::per_calendar((quota.limit() / n).max(1), cal).with_unit(quota.unit_id());
+    }
     let burst = (quota.burst() / n).max(1);
     quota
         .period()
         .checked_mul(n)
         .and_then(|period| Quota::try_new(quota.limit(), period).ok())
-        .map_or(quota, |q| q.with_burst(burst))
+        .map_or(quota, |q| q.with_burst(burst).with_unit(quota.unit_id()))
+}
+
+/// A quota's two script arguments: `T` in microseconds and the burst, or
+/// for a calendar quota 0 and `limit * 8 + period` (see `script.lua`).
+pub(super) fn quota_args(q: Quota) -> [u64; 2] {
+    match q.calendar() {
+        Some(cal) => {
+            let code = crate::calendar::Calendar::ALL
+                .iter()
+                .position(|&c| c == cal)
+                .unwrap_or(0) as u64;
+            [0, u64::from(q.limit()) * 8 + code]
+        }
+        None => [emission_us(q), u64::from(q.burst())],
+    }
 }
 
 /// The emission interval in whole microseconds, rounded up.

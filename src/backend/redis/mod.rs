@@ -13,7 +13,6 @@
 //!     .failure_policy(FailurePolicy::Fallback { expected_instances: 4 });
 //! let layer = PerKeyLayer::new(Quota::per_minute(60), |req: &String| Some(req.clone()))
 //!     .backend(redis);
-//! # let _: &PerKeyLayer<String, _, _> = &layer;
 //! # Ok(()) }
 //! ```
 //!
@@ -104,6 +103,23 @@
 //! has no braces, so the tag in the key is the one Redis uses). Keys are
 //! binary-safe; keys longer than [`max_key_len`](RedisBackend::max_key_len)
 //! (4 KiB) are refused with [`KeyTooLong`].
+//!
+//! # Calendar quotas
+//!
+//! A [calendar quota](crate::calendar) counts in one Redis key per window,
+//! the key followed by `@calendar-<period>:<index>`
+//! (`sluice:{ann}@calendar-day:19876`; the index counts minutes, hours or
+//! days since the Unix epoch, or months since January 1970), or for a
+//! quota of cost ([`Quota::counting`](crate::Quota::counting)) by
+//! `@<unit>-calendar-<period>:<index>` (`sluice:{ann}@tokens-calendar-month:651`),
+//! charged with `INCRBY` (1 per request, or the request's cost) in the
+//! same script call that decides the key's rolling quotas, and expiring a
+//! minute after the window ends. Windows follow Redis' `TIME` (UTC). The
+//! counts live in Redis, so with Redis persistence (RDB or AOF) usage
+//! survives restarts of the instances and of Redis, and a billing job can
+//! read a window's count with `GET`. On Redis Cluster, a key whose policy
+//! has calendar quotas must carry a `{hash tag}`, so that its window keys
+//! share its slot.
 //!
 //! # Per-key concurrency
 //!

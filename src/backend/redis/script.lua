@@ -6,7 +6,20 @@
 -- ARGV[2]  1 to consume, 0 to peek (decide without writing)
 -- ARGV[3..] per quota: emission interval T (us), burst B, and the charge c
 --          (1 for a quota of requests, the request's cost for a quota of
---          cost): the quota takes c * T.
+--          cost): the quota takes c * T. For a calendar quota T = 0 and
+--          B = limit * 8 + period (0 minute, 1 hour, 2 day, 3 month, UTC),
+--          and the window's count grows by c.
+-- then     one unit name per calendar quota, in the quotas' order
+--          (`requests` for a quota of requests).
+--
+-- A calendar quota counts in one key per window, KEYS[1] followed by
+-- `@calendar-<period>:<index>` (a quota of requests) or
+-- `@<unit>-calendar-<period>:<index>` (a quota of cost), where index counts
+-- minutes, hours or days since the epoch, or months since January 1970;
+-- charged with INCRBY and expiring a minute after the window ends. Two
+-- calendar quotas of one unit and period count the same, in one key.
+-- Other keys hash to the slot of KEYS[1] only when KEYS[1] has a
+-- {hash tag} (needed on Redis Cluster).
 --
 -- Reply: {allowed, quota index (1-based), remaining, retry_after (us),
 --         reset_after (us), wait (us), now (us)}. A denial leaves the state untouched.
@@ -16,10 +29,9 @@ local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local max_wait = tonumber(ARGV[1])
 local consume = ARGV[2]
-local n = (#ARGV - 2) / 3
 local raw = redis.call('GET', KEYS[1])
-if n == 1 then
-  -- One quota: the same decision as below, without tables.
+if #ARGV == 5 and tonumber(ARGV[3]) > 0 then
+  -- One rolling quota: the same decision as below, without tables.
   local e = tonumber(ARGV[3])
   local tol = e * tonumber(ARGV[4])
   local cost = tonumber(ARGV[5])
@@ -44,6 +56,77 @@ if n == 1 then
   if left < 0 then left = 0 end
   return {1, 1, math.floor(left / e), 0, new - now, w, now}
 end
+-- The quotas: triples until only the calendar quotas' unit names are left.
+local n, ncal = 0, 0
+while 2 + 3 * n + ncal < #ARGV do
+  n = n + 1
+  if tonumber(ARGV[3 * n]) == 0 then ncal = ncal + 1 end
+end
+-- Days since 1970-01-01 of y-m-d (Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+local lens = {60, 3600, 86400}
+local names = {'minute', 'hour', 'day', 'month'}
+-- The calendar window of `unit` holding `at` (us): index, end (us).
+local function window(unit, at)
+  local s = math.floor(at / 1000000)
+  if unit < 3 then
+    local len = lens[unit + 1]
+    local idx = math.floor(s / len)
+    return idx, (idx + 1) * len * 1000000
+  end
+  local z = math.floor(s / 86400) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  local ny, nm = y, m + 1
+  if nm > 12 then ny, nm = y + 1, 1 end
+  return (y - 1970) * 12 + m - 1, days_from_civil(ny, nm, 1) * 86400000000
+end
+local counts = {}
+-- Calendar quota i's key for the window `idx`, and the count it holds.
+local function counted(c, idx)
+  local k = c[4] .. 'calendar-' .. names[c[1] + 1] .. ':' .. string.format('%.0f', idx)
+  if counts[k] == nil then
+    counts[k] = tonumber(redis.call('GET', k)) or 0
+  end
+  return k, counts[k]
+end
+-- Per calendar quota: {period, limit, charge, key prefix}.
+local cal = {}
+local seen = 0
+for i = 1, n do
+  if tonumber(ARGV[3 * i]) == 0 then
+    seen = seen + 1
+    local code = tonumber(ARGV[3 * i + 1])
+    local unit = code % 8
+    local name = ARGV[2 + 3 * n + seen]
+    local prefix = KEYS[1] .. '@'
+    if name ~= 'requests' then prefix = prefix .. name .. '-' end
+    cal[i] = {unit, (code - unit) / 8, tonumber(ARGV[3 * i + 2]), prefix}
+  end
+end
+-- How long after `at` calendar quota i has room for its charge.
+local function cal_wait(i, at)
+  local c = cal[i]
+  local idx, stop = window(c[1], at)
+  local _, used = counted(c, idx)
+  if used + c[3] <= c[2] then return 0 end
+  return stop - at
+end
 local tat = {}
 if raw then
   local i = 1
@@ -55,44 +138,89 @@ end
 -- The longest wait any quota needs (the first such quota decides).
 local base, wait, worst = {}, 0, 0
 for i = 1, n do
-  local e = tonumber(ARGV[3 * i])
-  local b = tat[i] or now
-  if b < now then b = now end
-  base[i] = b
-  local w = b + e * tonumber(ARGV[3 * i + 2]) - now - e * tonumber(ARGV[3 * i + 1])
+  local w
+  if cal[i] then
+    w = cal_wait(i, now)
+  else
+    local e = tonumber(ARGV[3 * i])
+    local b = tat[i] or now
+    if b < now then b = now end
+    base[i] = b
+    w = b + e * tonumber(ARGV[3 * i + 2]) - now - e * tonumber(ARGV[3 * i + 1])
+  end
   if w > wait then
     wait = w
     worst = i
   end
 end
-if worst > 0 and (wait > max_wait or consume == '0') then
-  local e = tonumber(ARGV[3 * worst])
-  local left = e * tonumber(ARGV[3 * worst + 1]) - (base[worst] - now)
+-- A calendar window the wait lands in may be full too (requests reserved
+-- ahead): wait on, a few windows at most.
+for _ = 1, 4 do
+  local more = 0
+  for i = 1, n do
+    if cal[i] then
+      local w = cal_wait(i, now + wait)
+      if w > more then more = w end
+    end
+  end
+  if more == 0 then break end
+  wait = wait + more
+end
+local function refusal(i)
+  if cal[i] then
+    local idx, stop = window(cal[i][1], now)
+    local _, used = counted(cal[i], idx)
+    local left = cal[i][2] - used
+    if left < 0 then left = 0 end
+    return {0, i, left, wait, stop - now, 0, now}
+  end
+  local e = tonumber(ARGV[3 * i])
+  local left = e * tonumber(ARGV[3 * i + 1]) - (base[i] - now)
   if left < 0 then left = 0 end
-  return {0, worst, math.floor(left / e), wait, base[worst] - now, 0, now}
+  return {0, i, math.floor(left / e), wait, base[i] - now, 0, now}
+end
+if wait > 0 and (wait > max_wait or consume == '0') then
+  if worst == 0 then worst = 1 end
+  return refusal(worst)
 end
 -- Admitted at now + wait in every quota; report the one with the fewest
 -- remaining.
 local at = now + wait
-local out, ttl, best, best_left = {}, 0, 1, -1
+local out, ttl, rolling, best, best_left, best_reset = {}, 0, false, 1, -1, 0
+local charged = {}
 for i = 1, n do
-  local e = tonumber(ARGV[3 * i])
-  local b = tat[i] or at
-  if b < at then b = at end
-  local new = b + e * tonumber(ARGV[3 * i + 2])
-  out[i] = string.format('%.0f', new)
-  if new - now > ttl then ttl = new - now end
-  local left = e * tonumber(ARGV[3 * i + 1]) - (new - now)
-  if left < 0 then left = 0 end
-  left = math.floor(left / e)
+  local left, reset
+  if cal[i] then
+    local c = cal[i]
+    local idx, stop = window(c[1], at)
+    local k, used = counted(c, idx)
+    if consume == '1' and c[3] > 0 and not charged[k] then
+      charged[k] = true
+      redis.call('INCRBY', k, c[3])
+      redis.call('PEXPIREAT', k, string.format('%.0f', math.floor(stop / 1000) + 60000))
+    end
+    left = c[2] - used - c[3]
+    if left < 0 then left = 0 end
+    reset = stop - now
+    out[i] = '0'
+  else
+    rolling = true
+    local e = tonumber(ARGV[3 * i])
+    local b = tat[i] or at
+    if b < at then b = at end
+    local new = b + e * tonumber(ARGV[3 * i + 2])
+    out[i] = string.format('%.0f', new)
+    if new - now > ttl then ttl = new - now end
+    left = e * tonumber(ARGV[3 * i + 1]) - (new - now)
+    if left < 0 then left = 0 end
+    left = math.floor(left / e)
+    reset = new - now
+  end
   if best_left < 0 or left < best_left then
-    best, best_left = i, left
+    best, best_left, best_reset = i, left, reset
   end
 end
-if consume == '1' then
+if consume == '1' and rolling then
   redis.call('SET', KEYS[1], table.concat(out, ' '), 'PX', math.floor(ttl / 1000) + 1)
 end
-local e = tonumber(ARGV[3 * best])
-local b = tat[best] or at
-if b < at then b = at end
-return {1, best, best_left, 0, b + e * tonumber(ARGV[3 * best + 2]) - now, wait, now}
+return {1, best, best_left, 0, best_reset, wait, now}

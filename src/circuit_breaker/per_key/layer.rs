@@ -163,8 +163,7 @@ where
     /// ```
     /// use tower_sluice::CircuitBreakerLayer;
     ///
-    /// let layer = CircuitBreakerLayer::default()
-    ///     .per_key::<String, _>(|host: &String| Some(host.clone()));
+    /// let layer = CircuitBreakerLayer::default().per_key(|host: &String| Some(host.clone()));
     /// let early = layer.handle();
     /// let layer = layer.max_keys(100);
     /// assert_eq!(layer.handle().max_keys(), 100);

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName, Request};
 
 use super::peer::{mask_v6, peer_ip};
 use super::trusted::TrustedProxies;
-use crate::per_key::KeyExtractor;
+use crate::per_key::{KeyExtractor, Keyed};
 
 /// The header a [`ForwardedIp`] reads: the one your proxies append to.
 ///
@@ -260,6 +260,10 @@ impl ForwardedIp {
 const MAX_HOPS: usize = 16;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+impl Keyed for ForwardedIp {
+    type Key = IpAddr;
+}
 
 impl<B> KeyExtractor<Request<B>> for ForwardedIp {
     type Key = IpAddr;

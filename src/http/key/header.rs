@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Request};
 
-use crate::per_key::KeyExtractor;
+use crate::per_key::{KeyExtractor, Keyed};
 
 /// The longest header value [`HeaderKey`] accepts by default, in bytes.
 ///
@@ -253,6 +253,10 @@ impl<K: FromHeader> HeaderKey<K> {
         }
         K::from_header(value)
     }
+}
+
+impl<K> Keyed for HeaderKey<K> {
+    type Key = K;
 }
 
 impl<K: FromHeader, B> KeyExtractor<Request<B>> for HeaderKey<K> {

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::Request;
 
-use crate::per_key::KeyExtractor;
+use crate::per_key::{KeyExtractor, Keyed};
 
 /// The address of the connection's peer, from the request's extensions: a
 /// [`SocketAddr`] (or [`IpAddr`]) the server put there, or axum's
@@ -122,6 +122,10 @@ impl PeerIp {
         self.ipv6_prefix = bits.min(128);
         self
     }
+}
+
+impl Keyed for PeerIp {
+    type Key = IpAddr;
 }
 
 impl<B> KeyExtractor<Request<B>> for PeerIp {

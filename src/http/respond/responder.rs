@@ -296,10 +296,9 @@ impl Responder {
             let index = policy.quotas().position(|q| q == quota);
             let name = match index {
                 Some(i) => NameRef::Borrowed(&fields.names[i]),
-                None => NameRef::Owned(headers::quoted(
-                    policy.name(),
-                    &headers::period_name(quota.period()),
-                )),
+                None => {
+                    NameRef::Owned(headers::quoted(policy.name(), &headers::quota_name(&quota)))
+                }
             };
             violated.push(unquote(match &name {
                 NameRef::Borrowed(s) => s,

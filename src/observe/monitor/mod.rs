@@ -68,7 +68,7 @@ const LAYERS: usize = 32;
 ///     })
 ///     .alert(AlertRule::breaker_opened(), |alert| eprintln!("ALERT {alert}"))
 ///     .build();
-/// let per_key = PerKeyLayer::<String, _>::new(Quota::per_second(10), |req: &String| Some(req.clone()))
+/// let per_key = PerKeyLayer::new(Quota::per_second(10), |req: &String| Some(req.clone()))
 ///     .observer(monitor.clone());
 /// let breaker = CircuitBreakerLayer::default().observer(monitor.scoped("upstream"));
 /// # let _svc = tower::Layer::layer(&per_key, tower::service_fn(|r: String| async move { Ok::<_, std::convert::Infallible>(r) }));
