@@ -1097,3 +1097,123 @@ async fn a_policy_with_an_in_flight_cap_is_decided() {
     drop(first);
     assert!(decide(&b, &"ann".to_string(), &policy).await.is_ok());
 }
+
+/// A real axum server on 127.0.0.1 whose per-key layer charges each API
+/// key its tokens on Redis: a quota of tokens refuses, a cost above its
+/// burst is a 413, cost 0 is free, and the calendar day's tokens count in
+/// their own Redis key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_server_limits_by_cost_on_redis() {
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+    use http::{Request, StatusCode};
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower_sluice::http::HeaderKey;
+
+    let (url, _server) = RedisServer::url_or_start();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Keep clear of midnight UTC (at most 5 s of waiting).
+    let into_day = redis_time(&mut conn).await % 86_400_000_000;
+    if into_day > 86_395_000_000 {
+        tokio::time::sleep(Duration::from_micros(86_400_100_000 - into_day)).await;
+    }
+
+    // Per API key: 60 requests and 1 000 tokens a minute, 5 000 tokens a
+    // calendar day; the cost is the request's `x-tokens` (missing: 1).
+    let policy = Policy::new(Quota::per_minute(60))
+        .and(Quota::per_minute(1_000).counting("tokens"))
+        .unwrap()
+        .and(Quota::per_calendar_day(5_000).counting("tokens"))
+        .unwrap();
+    let prefix = format!("http-cost{}:", std::process::id());
+    let layer = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key"))
+        .cost(|req: &Request<Body>| {
+            req.headers()
+                .get("x-tokens")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1)
+        })
+        .backend(backend(&url).prefix(prefix.clone()));
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer.http());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let fetch = |tokens: u32| {
+        let req = Request::get(format!("http://{addr}/"))
+            .header("x-api-key", "{ann}")
+            .header("x-tokens", tokens)
+            .body(Empty::new())
+            .unwrap();
+        let res = client.request(req);
+        async move {
+            let res = res.await.unwrap();
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            (
+                parts.status,
+                parts.headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+    let field = |headers: &http::HeaderMap, name: &str| {
+        headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let (status, headers, _) = fetch(700).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        field(&headers, "ratelimit-policy").unwrap(),
+        concat!(
+            r#""per-minute";q=60;w=60, "tokens-per-minute";q=1000;w=60;qu="tokens", "#,
+            r#""tokens-calendar-day";q=5000;w=86400;qu="tokens""#
+        )
+    );
+    // 400 tokens are refused by the minute's tokens (300 left).
+    let (status, headers, body) = fetch(400).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let retry: u64 = field(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((5..=6).contains(&retry), "{retry}"); // 100 tokens at 1 000 a minute
+    assert!(body.contains("1000 tokens per 1m"), "{body}");
+    // More than the burst can never pass: 413, without Retry-After.
+    let (status, headers, body) = fetch(5_000).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(field(&headers, "retry-after"), None);
+    assert!(
+        body.starts_with("request cost 5000 tokens exceeds the burst of 1000 tokens"),
+        "{body}"
+    );
+    // Cost 0 is free: no decision, no fields.
+    let (status, headers, _) = fetch(0).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(field(&headers, "ratelimit"), None);
+    // The refusals charged nothing: 300 tokens still fit.
+    let (status, _, _) = fetch(300).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // In Redis: the day's tokens in their window's key, the requests in
+    // the key's rolling state.
+    let day = redis_time(&mut conn).await / 86_400_000_000;
+    let tokens: Option<u64> = redis::cmd("GET")
+        .arg(format!("{prefix}{{ann}}@tokens-calendar-day:{day}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tokens, Some(1_000));
+    let rolling: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}{{ann}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rolling.map(|v| v.split(' ').count()), Some(3));
+}
