@@ -404,12 +404,12 @@ fn parts(p: &Params) -> (Calendar, u64, u32) {
     (cal, p.utc, p.quota.limit())
 }
 
-/// [`Gcra::try_admit`] for a calendar cell: charges `inc` (the count
-/// times `T`) at `at` if the window has room, returning the new word, or
-/// the word as seen at `at`.
-pub(crate) fn try_admit(g: &Gcra, p: &Params, inc: u64, at: u64) -> Result<u64, u64> {
+/// [`Gcra::try_admit`] for a calendar cell: charges `count` (the charge's
+/// [units](Params::units) in the quota) at `at` if the window has room,
+/// returning the new word, or the word as seen at `at`.
+pub(crate) fn try_admit(g: &Gcra, p: &Params, count: u32, at: u64) -> Result<u64, u64> {
     let (cal, utc, limit) = parts(p);
-    let count = p.count(inc);
+    let count = u64::from(count);
     update(g, |cur| {
         decide(cur, cal, utc, limit, count, at).map_err(|(base, _)| base)
     })
@@ -421,12 +421,12 @@ pub(crate) fn try_admit(g: &Gcra, p: &Params, inc: u64, at: u64) -> Result<u64, 
 pub(crate) fn reserve(
     g: &Gcra,
     p: &Params,
-    inc: u64,
+    count: u32,
     now: u64,
     max_wait: u64,
 ) -> Result<(u64, u64), u64> {
     let (cal, utc, limit) = parts(p);
-    let count = p.count(inc);
+    let count = u64::from(count);
     let mut wait = 0;
     update(g, |cur| match decide(cur, cal, utc, limit, count, now) {
         Ok(new) => {
@@ -443,26 +443,27 @@ pub(crate) fn reserve(
 }
 
 /// [`Gcra::wait`] for a calendar cell: how long after `now` a charge of
-/// `inc` would fit, and the word as seen at `now`. Consumes nothing.
-pub(crate) fn wait(g: &Gcra, p: &Params, inc: u64, now: u64) -> (u64, u64) {
+/// `count` would fit, and the word as seen at `now`. Consumes nothing.
+pub(crate) fn wait(g: &Gcra, p: &Params, count: u32, now: u64) -> (u64, u64) {
     let (cal, utc, limit) = parts(p);
+    let count = u64::from(count);
     let mut cur = g.word().load(Relaxed);
     if cur & CLAIMED != 0 {
         cur = g.unclaimed();
     }
-    match decide(cur, cal, utc, limit, p.count(inc), now) {
-        Ok(new) => (0, new - p.count(inc)),
+    match decide(cur, cal, utc, limit, count, now) {
+        Ok(new) => (0, new - count),
         Err((base, wait)) => (wait, base),
     }
 }
 
-/// [`Gcra::refund`] for a calendar cell: gives back `inc`'s count if the
+/// [`Gcra::refund`] for a calendar cell: gives back `count` if the
 /// cell still counts the window of `stamp` (the word the charge wrote).
 /// Counts add up whatever order they come in, so a refund within the
 /// window is exact even after later charges; after the window, nothing is
 /// given back.
-pub(crate) fn refund(g: &Gcra, p: &Params, stamp: u64, inc: u64) {
-    let count = p.count(inc);
+pub(crate) fn refund(g: &Gcra, stamp: u64, count: u32) {
+    let count = u64::from(count);
     let _ = update(g, |cur| refunded(cur, stamp, count).ok_or(()));
 }
 

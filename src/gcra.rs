@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU64, fence};
 use std::time::Duration;
 
 use crate::calendar::{self, Calendar};
+use crate::cost::Charge;
 use crate::error::RateLimited;
-use crate::quota::Quota;
+use crate::quota::{Quota, Unit};
 
 /// The top bit of a cell's word: the cell is claimed (see [`Gcra::claim`]).
 const CLAIMED: u64 = 1 << 63;
@@ -244,16 +245,24 @@ impl Params {
     }
 
     /// The count a charge of `inc` stands for (`inc / T`: exact, as `inc`
-    /// is a multiple of `T`), for a calendar cell.
+    /// is [`units`](Self::units) times `T`), for a calendar cell.
     #[inline]
     pub(crate) fn count(&self, inc: u64) -> u64 {
         inc / self.emission.max(1)
     }
 
-    /// `cost * T`. `cost <= burst` keeps this within the window.
+    /// What `charge` counts in this quota: its requests, or its cost when
+    /// the quota counts a unit of cost.
+    #[inline(always)]
+    pub(crate) fn units(&self, charge: Charge) -> u32 {
+        charge.of(self.quota.unit_id().is_cost())
+    }
+
+    /// What `charge` costs this quota, `n * T` with `n` its
+    /// [`units`](Self::units). `n <= burst` keeps this within the window.
     #[inline]
-    pub(crate) fn inc(&self, cost: u32) -> u64 {
-        self.emission * u64::from(cost)
+    pub(crate) fn inc(&self, charge: Charge) -> u64 {
+        self.emission * u64::from(self.units(charge))
     }
 }
 
@@ -271,6 +280,8 @@ pub(crate) struct Tunable {
     period: AtomicU64,
     /// `limit << 32 | burst`.
     counts: AtomicU64,
+    /// The quota's unit, which does not change.
+    unit: Unit,
     /// The calendar period (`Calendar::ALL` index + 1), 0 for rolling.
     calendar: std::sync::atomic::AtomicU8,
     /// The UTC time of the limiter's clock origin (fixed).
@@ -299,6 +310,7 @@ impl Tunable {
             window: AtomicU64::new(p.window),
             period: AtomicU64::new(p.period),
             counts: AtomicU64::new(u64::from(quota.limit()) << 32 | u64::from(quota.burst())),
+            unit: quota.unit_id(),
             calendar: std::sync::atomic::AtomicU8::new(calendar_code(quota.calendar())),
             utc,
         }
@@ -327,6 +339,7 @@ impl Tunable {
                     Duration::from_nanos(period),
                     counts as u32,
                 )
+                .with_unit(self.unit)
                 .with_calendar(calendar_of(calendar));
                 let params = Params {
                     quota,
@@ -357,8 +370,10 @@ impl Tunable {
         *copy = self.copy();
     }
 
-    /// Replaces the parameters. Callers serialize their changes.
+    /// Replaces the parameters (of a quota of the same unit). Callers
+    /// serialize their changes.
     pub(crate) fn store(&self, quota: Quota) {
+        debug_assert_eq!(quota.unit_id(), self.unit);
         let p = Params::new(quota);
         let seq = self.seq.load(Relaxed);
         self.seq.store(seq.wrapping_add(1), Relaxed);
@@ -451,6 +466,7 @@ pub struct Decision {
     // The quota, unpacked: a decision stays small on the hot path.
     limit: u32,
     burst: u32,
+    unit: Unit,
     period: u64,
     /// Time of the decision, nanoseconds since the clock origin.
     now: u64,
@@ -474,6 +490,7 @@ impl Decision {
             allowed: true,
             limit: p.quota.limit(),
             burst: p.quota.burst(),
+            unit: p.quota.unit_id(),
             period: p.period,
             now,
             tat,
@@ -492,6 +509,7 @@ impl Decision {
             allowed: false,
             limit: p.quota.limit(),
             burst: p.quota.burst(),
+            unit: p.quota.unit_id(),
             period: p.period,
             now,
             tat: base,
@@ -526,6 +544,7 @@ impl Decision {
             allowed: charge.is_none(),
             limit,
             burst: p.quota.burst(),
+            unit: p.quota.unit_id(),
             period: p.period,
             now,
             tat: end,
@@ -549,6 +568,7 @@ impl Decision {
             allowed,
             limit: quota.limit(),
             burst: quota.burst(),
+            unit: quota.unit_id(),
             period: quota.period_nanos(),
             now: 0,
             tat: reset_after,
@@ -592,6 +612,7 @@ impl Decision {
             allowed,
             limit: quota.limit(),
             burst: quota.burst(),
+            unit: quota.unit_id(),
             period: quota.period_nanos(),
             now: 0,
             tat: reset_after,
@@ -638,6 +659,7 @@ impl Decision {
     /// ```
     pub fn quota(&self) -> Quota {
         Quota::from_parts(self.limit, Duration::from_nanos(self.period), self.burst)
+            .with_unit(self.unit)
             .with_calendar(self.calendar)
     }
 
@@ -653,7 +675,8 @@ impl Decision {
         self.limit
     }
 
-    /// How many more requests of cost 1 would pass right now.
+    /// How many more requests of cost 1 would pass right now; for a quota
+    /// of cost ([`Quota::counting`]), how many more units of it.
     ///
     /// # Examples
     ///
@@ -745,6 +768,7 @@ impl Decision {
         self.limit == p.quota.limit()
             && self.burst == p.quota.burst()
             && self.period == p.period
+            && self.unit == p.quota.unit_id()
             && self.calendar == p.calendar()
     }
 
@@ -838,7 +862,7 @@ impl Reserved {
     }
 }
 
-/// Reserves `cost` in every cell at the earliest time within `max_wait` of
+/// Reserves `charge` in every cell at the earliest time within `max_wait` of
 /// `now` when all have room, or returns the denial of the cell needing the
 /// longest wait. Nothing is consumed on denial.
 ///
@@ -850,15 +874,15 @@ impl Reserved {
 pub(crate) fn reserve_all(
     cells: &(impl CellSet + ?Sized),
     now: u64,
-    cost: u32,
+    charge: Charge,
     max_wait: u64,
 ) -> Result<Reserved, Decision> {
     let mut stamps = [0; INLINE_CELLS];
     if cells.len() == 1 {
         let (p, g) = cells.cell(0);
-        let inc = p.inc(cost);
+        let inc = p.inc(charge);
         let reserved = match p.calendar() {
-            Some(_) => calendar::reserve(g, &p, inc, now, max_wait),
+            Some(_) => calendar::reserve(g, &p, p.units(charge), now, max_wait),
             None => g.reserve(p.window, inc, now, max_wait),
         };
         return match reserved {
@@ -874,9 +898,9 @@ pub(crate) fn reserve_all(
         let mut worst = None;
         for i in 0..cells.len() {
             let (p, g) = cells.cell(i);
-            let inc = p.inc(cost);
+            let inc = p.inc(charge);
             let (w, base) = match p.calendar() {
-                Some(_) => calendar::wait(g, &p, inc, now),
+                Some(_) => calendar::wait(g, &p, p.units(charge), now),
                 None => g.wait(p.window, inc, now),
             };
             if w > wait || (w > 0 && worst.is_none()) {
@@ -891,14 +915,14 @@ pub(crate) fn reserve_all(
         for i in 0..cells.len() {
             let (p, g) = cells.cell(i);
             let admitted = match p.calendar() {
-                Some(_) => calendar::try_admit(g, &p, p.inc(cost), at),
-                None => g.try_admit(p.window, p.inc(cost), at),
+                Some(_) => calendar::try_admit(g, &p, p.units(charge), at),
+                None => g.try_admit(p.window, p.inc(charge), at),
             };
             match admitted {
                 Ok(tat) if i < INLINE_CELLS => stamps[i] = tat,
                 Ok(_) => {}
                 Err(_) => {
-                    refund_all(cells, &stamps[..i.min(INLINE_CELLS)], cost);
+                    refund_all(cells, &stamps[..i.min(INLINE_CELLS)], charge);
                     continue 'retry;
                 }
             }
@@ -908,14 +932,14 @@ pub(crate) fn reserve_all(
 }
 
 /// What [`reserve_all`] with no waiting would decide, without consuming.
-pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, cost: u32) -> Decision {
+pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, charge: Charge) -> Decision {
     let mut worst: Option<Decision> = None;
     let mut stamps = [0; INLINE_CELLS];
     for i in 0..cells.len() {
         let (p, g) = cells.cell(i);
-        let inc = p.inc(cost);
+        let inc = p.inc(charge);
         let (wait, base) = match p.calendar() {
-            Some(_) => calendar::wait(g, &p, inc, now),
+            Some(_) => calendar::wait(g, &p, p.units(charge), now),
             None => g.wait(p.window, inc, now),
         };
         if wait > 0 && worst.is_none_or(|w| wait > w.retry_after_nanos()) {
@@ -923,7 +947,7 @@ pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, cost: u32) -> 
         }
         if let Some(stamp) = stamps.get_mut(i) {
             *stamp = match p.calendar() {
-                Some(_) => base.saturating_add(p.count(inc)),
+                Some(_) => base.saturating_add(u64::from(p.units(charge))),
                 None => base + inc,
             };
         }
@@ -942,12 +966,12 @@ pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, cost: u32) -> 
 
 /// Gives back what a reservation took, cell by cell, where nothing was
 /// admitted after it.
-pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], cost: u32) {
+pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], charge: Charge) {
     for (i, &tat) in stamps.iter().enumerate().take(cells.len()) {
         let (p, g) = cells.cell(i);
         match p.calendar() {
-            Some(_) => calendar::refund(g, &p, tat, p.inc(cost)),
-            None => g.refund(tat, p.inc(cost)),
+            Some(_) => calendar::refund(g, tat, p.units(charge)),
+            None => g.refund(tat, p.inc(charge)),
         }
     }
 }
@@ -987,22 +1011,24 @@ mod tests {
         let p = params(Quota::per_minute(60).with_burst(10));
         let g = Gcra::new();
         for i in 0..10 {
-            let new = g.try_admit(p.window, p.inc(1), 0).unwrap();
+            let new = g.try_admit(p.window, p.inc(Charge::n(1)), 0).unwrap();
             let d = Decision::allowed(&p, 0, new);
             assert_eq!(d.remaining(), 9 - i);
             assert_eq!(d.reset_after(), Duration::from_secs(u64::from(i) + 1));
         }
-        let base = g.try_admit(p.window, p.inc(1), 0).unwrap_err();
-        let d = Decision::denied(&p, 0, base, p.inc(1));
+        let base = g.try_admit(p.window, p.inc(Charge::n(1)), 0).unwrap_err();
+        let d = Decision::denied(&p, 0, base, p.inc(Charge::n(1)));
         assert_eq!(d.retry_after(), Duration::from_secs(1));
         assert_eq!(d.remaining(), 0);
         assert_eq!(d.reset_after(), Duration::from_secs(10));
         // One nanosecond early: still denied, by exactly one nanosecond.
-        let base = g.try_admit(p.window, p.inc(1), S - 1).unwrap_err();
-        let d = Decision::denied(&p, S - 1, base, p.inc(1));
+        let base = g
+            .try_admit(p.window, p.inc(Charge::n(1)), S - 1)
+            .unwrap_err();
+        let d = Decision::denied(&p, S - 1, base, p.inc(Charge::n(1)));
         assert_eq!(d.retry_after(), Duration::from_nanos(1));
         // Exactly on the boundary: allowed.
-        assert!(g.try_admit(p.window, p.inc(1), S).is_ok());
+        assert!(g.try_admit(p.window, p.inc(Charge::n(1)), S).is_ok());
     }
 
     #[test]
@@ -1013,7 +1039,7 @@ mod tests {
         assert_eq!(Decision::allowed(&p, 0, 0).next_unit_nanos(), 0);
         let mut tat = 0;
         for _ in 0..3 {
-            tat = g.try_admit(p.window, p.inc(1), 0).unwrap();
+            tat = g.try_admit(p.window, p.inc(Charge::n(1)), 0).unwrap();
         }
         // 7 left; the 8th comes back 1 s later.
         let d = Decision::allowed(&p, 0, tat);
@@ -1023,12 +1049,14 @@ mod tests {
         let d = Decision::allowed(&p, S / 2, tat);
         assert_eq!((d.remaining(), d.next_unit_nanos()), (7, S / 2));
         for _ in 0..7 {
-            tat = g.try_admit(p.window, p.inc(1), 0).unwrap();
+            tat = g.try_admit(p.window, p.inc(Charge::n(1)), 0).unwrap();
         }
         assert_eq!(Decision::allowed(&p, 0, tat).next_unit_nanos(), S);
         // Denied: the same as its retry_after.
-        let base = g.try_admit(p.window, p.inc(1), S / 4).unwrap_err();
-        let d = Decision::denied(&p, S / 4, base, p.inc(1));
+        let base = g
+            .try_admit(p.window, p.inc(Charge::n(1)), S / 4)
+            .unwrap_err();
+        let d = Decision::denied(&p, S / 4, base, p.inc(Charge::n(1)));
         assert_eq!(d.next_unit_nanos(), d.retry_after_nanos());
         assert_eq!(d.next_unit_nanos(), 3 * S / 4);
     }
@@ -1061,10 +1089,10 @@ mod tests {
     fn cost_up_to_burst() {
         let p = params(Quota::per_second(10).with_burst(5));
         let g = Gcra::new();
-        assert!(g.try_admit(p.window, p.inc(5), 0).is_ok());
-        let base = g.try_admit(p.window, p.inc(3), 0).unwrap_err();
+        assert!(g.try_admit(p.window, p.inc(Charge::n(5)), 0).is_ok());
+        let base = g.try_admit(p.window, p.inc(Charge::n(3)), 0).unwrap_err();
         assert_eq!(
-            Decision::denied(&p, 0, base, p.inc(3)).retry_after(),
+            Decision::denied(&p, 0, base, p.inc(Charge::n(3))).retry_after(),
             Duration::from_millis(300)
         );
     }
@@ -1074,20 +1102,20 @@ mod tests {
         // 1/day: a second request waits a day, to the nanosecond.
         let p = params(Quota::per_day(1));
         let g = Gcra::new();
-        assert!(g.try_admit(p.window, p.inc(1), 5).is_ok());
-        let base = g.try_admit(p.window, p.inc(1), 5).unwrap_err();
+        assert!(g.try_admit(p.window, p.inc(Charge::n(1)), 5).is_ok());
+        let base = g.try_admit(p.window, p.inc(Charge::n(1)), 5).unwrap_err();
         assert_eq!(
-            Decision::denied(&p, 5, base, p.inc(1)).retry_after(),
+            Decision::denied(&p, 5, base, p.inc(Charge::n(1))).retry_after(),
             Duration::from_secs(86_400)
         );
         // 1000/month: T = 2592 s.
         let p = params("1000/month".parse().unwrap());
         assert_eq!(p.emission, 2_592 * S);
         let g = Gcra::new();
-        assert!(g.try_admit(p.window, p.inc(1000), 0).is_ok());
-        let base = g.try_admit(p.window, p.inc(1), 0).unwrap_err();
+        assert!(g.try_admit(p.window, p.inc(Charge::n(1000)), 0).is_ok());
+        let base = g.try_admit(p.window, p.inc(Charge::n(1)), 0).unwrap_err();
         assert_eq!(
-            Decision::denied(&p, 0, base, p.inc(1)).retry_after(),
+            Decision::denied(&p, 0, base, p.inc(Charge::n(1))).retry_after(),
             Duration::from_secs(2_592)
         );
     }
@@ -1097,16 +1125,21 @@ mod tests {
         let p = params(Quota::per_second(1));
         let g = Gcra::with_tat(MAX_TAT - 10);
         let now = MAX_TAT - 100;
-        let base = g.try_admit(p.window, p.inc(1), now).unwrap_err();
-        let d = Decision::denied(&p, now, base, p.inc(1));
+        let base = g.try_admit(p.window, p.inc(Charge::n(1)), now).unwrap_err();
+        let d = Decision::denied(&p, now, base, p.inc(Charge::n(1)));
         assert!(!d.is_allowed());
         assert_eq!(d.remaining(), 0);
-        assert_eq!(g.wait(p.window, p.inc(1), now).0, u64::MAX);
-        assert!(g.reserve(p.window, p.inc(1), now, u64::MAX).is_err());
+        assert_eq!(g.wait(p.window, p.inc(Charge::n(1)), now).0, u64::MAX);
+        assert!(
+            g.reserve(p.window, p.inc(Charge::n(1)), now, u64::MAX)
+                .is_err()
+        );
         assert_eq!(g.tat(), MAX_TAT - 10);
         // A bucket whose tat is far behind `now` is simply full.
         let g = Gcra::new();
-        let new = g.try_admit(p.window, p.inc(1), MAX_TAT - S).unwrap();
+        let new = g
+            .try_admit(p.window, p.inc(Charge::n(1)), MAX_TAT - S)
+            .unwrap();
         assert_eq!(new, MAX_TAT);
     }
 
@@ -1114,18 +1147,18 @@ mod tests {
     fn reserve_waits_and_refund_restores() {
         let p = params(Quota::per_second(1));
         let g = Gcra::new();
-        assert_eq!(g.reserve(p.window, p.inc(1), 0, 0).unwrap().1, 0);
+        assert_eq!(g.reserve(p.window, p.inc(Charge::n(1)), 0, 0).unwrap().1, 0);
         // Next slot is 1 s away; too far for a 0.5 s budget, consumes nothing.
-        assert!(g.reserve(p.window, p.inc(1), 0, S / 2).is_err());
-        let (new, wait) = g.reserve(p.window, p.inc(1), 0, 2 * S).unwrap();
+        assert!(g.reserve(p.window, p.inc(Charge::n(1)), 0, S / 2).is_err());
+        let (new, wait) = g.reserve(p.window, p.inc(Charge::n(1)), 0, 2 * S).unwrap();
         assert_eq!(wait, S);
         assert_eq!(g.tat(), 2 * S);
-        g.refund(new, p.inc(1));
+        g.refund(new, p.inc(Charge::n(1)));
         assert_eq!(g.tat(), S);
         // A refund after someone else reserved is skipped (never over-admits).
-        let (new, _) = g.reserve(p.window, p.inc(1), 0, 2 * S).unwrap();
-        let _ = g.reserve(p.window, p.inc(1), 0, 3 * S).unwrap();
-        g.refund(new, p.inc(1));
+        let (new, _) = g.reserve(p.window, p.inc(Charge::n(1)), 0, 2 * S).unwrap();
+        let _ = g.reserve(p.window, p.inc(Charge::n(1)), 0, 3 * S).unwrap();
+        g.refund(new, p.inc(Charge::n(1)));
         assert_eq!(g.tat(), 3 * S);
     }
 
@@ -1133,11 +1166,14 @@ mod tests {
     fn clock_stepping_back_is_tolerated() {
         let p = params(Quota::per_second(2));
         let g = Gcra::new();
-        assert!(g.try_admit(p.window, p.inc(1), 10 * S).is_ok());
+        assert!(g.try_admit(p.window, p.inc(Charge::n(1)), 10 * S).is_ok());
         // An earlier timestamp from another core is judged conservatively:
         // skew can cost a request, never grant an extra one.
-        assert!(g.try_admit(p.window, p.inc(1), 10 * S - 1).is_err());
-        assert!(g.try_admit(p.window, p.inc(1), 10 * S).is_ok());
-        assert!(g.try_admit(p.window, p.inc(1), 10 * S).is_err());
+        assert!(
+            g.try_admit(p.window, p.inc(Charge::n(1)), 10 * S - 1)
+                .is_err()
+        );
+        assert!(g.try_admit(p.window, p.inc(Charge::n(1)), 10 * S).is_ok());
+        assert!(g.try_admit(p.window, p.inc(Charge::n(1)), 10 * S).is_err());
     }
 }

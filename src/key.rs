@@ -4,6 +4,8 @@
 
 use std::marker::PhantomData;
 
+use crate::cost::Cost;
+
 /// Finds the key a request is limited by (a client IP, an API key, a user
 /// id), or `None` when it has none.
 ///
@@ -88,6 +90,95 @@ pub trait KeyExtractor<Req> {
     /// assert_eq!(layer.handle().policy(&"k-42".to_string()).quotas().next(), Some(Quota::per_minute(60)));
     /// ```
     fn extract(&self, req: &Req) -> Option<Self::Key>;
+
+    /// What the request costs (see the [`cost`](crate::cost) module): 1
+    /// unless the layer was given a cost function
+    /// ([`PerKeyLayer::cost`](crate::PerKeyLayer::cost), which wraps the
+    /// extractor in a [`Costed`]). An extractor of your own may also
+    /// answer it, so one type reads both the key and the cost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::per_key::KeyExtractor;
+    ///
+    /// struct Upload { user: u64, bytes: u32 }
+    ///
+    /// /// The user, charged the upload's bytes.
+    /// struct ByUser;
+    /// impl KeyExtractor<Upload> for ByUser {
+    ///     type Key = u64;
+    ///     fn extract(&self, req: &Upload) -> Option<u64> {
+    ///         Some(req.user)
+    ///     }
+    ///     fn cost(&self, req: &Upload) -> u32 {
+    ///         req.bytes
+    ///     }
+    /// }
+    /// assert_eq!(ByUser.cost(&Upload { user: 7, bytes: 1_500 }), 1_500);
+    /// // A closure extractor charges 1.
+    /// let by_user = |req: &Upload| Some(req.user);
+    /// assert_eq!(by_user.cost(&Upload { user: 7, bytes: 1_500 }), 1);
+    /// ```
+    #[inline(always)]
+    fn cost(&self, req: &Req) -> u32 {
+        let _ = req;
+        1
+    }
+}
+
+/// A key extractor with a cost function: the extractor of a
+/// [`PerKeyLayer`](crate::PerKeyLayer) given [`cost`](crate::PerKeyLayer::cost).
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::cost::One;
+/// use tower_sluice::per_key::{Costed, KeyExtractor};
+///
+/// let by_user = Costed::new(|req: &(u64, u32)| Some(req.0), |req: &(u64, u32)| req.1);
+/// assert_eq!(by_user.extract(&(7, 40)), Some(7));
+/// assert_eq!(by_user.cost(&(7, 40)), 40);
+/// # let _ = One;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Costed<X, C> {
+    extractor: X,
+    cost: C,
+}
+
+impl<X, C> Costed<X, C> {
+    /// `extractor`'s keys, with `cost`'s costs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::per_key::{Costed, KeyExtractor};
+    ///
+    /// let x = Costed::new(|n: &u32| Some(*n % 2), |n: &u32| *n);
+    /// assert_eq!((x.extract(&5), x.cost(&5)), (Some(1), 5));
+    /// ```
+    pub fn new(extractor: X, cost: C) -> Self {
+        Costed { extractor, cost }
+    }
+}
+
+impl<X, C, Req> KeyExtractor<Req> for Costed<X, C>
+where
+    X: KeyExtractor<Req>,
+    C: Cost<Req>,
+{
+    type Key = X::Key;
+
+    #[inline]
+    fn extract(&self, req: &Req) -> Option<X::Key> {
+        self.extractor.extract(req)
+    }
+
+    #[inline]
+    fn cost(&self, req: &Req) -> u32 {
+        self.cost.cost(req)
+    }
 }
 
 impl<F, Req, K> KeyExtractor<Req> for F

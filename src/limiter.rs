@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 use crate::clock::Clock;
+use crate::cost::Charge;
 use crate::error::{ConfigError, ExceedsBurst};
 use crate::gcra::{self, CellSet, Copied, Decision, Gcra, Params, Reserved, Tunable};
 use crate::quota::Quota;
@@ -165,7 +166,8 @@ impl Limiter {
     /// # Errors
     ///
     /// [`ConfigError`] when `quotas` does not hold as many quotas as the
-    /// limiter; nothing changes then.
+    /// limiter, or a quota would count another unit than the one it
+    /// replaces ([`Quota::counting`]); nothing changes then.
     ///
     /// # Examples
     ///
@@ -186,6 +188,17 @@ impl Limiter {
                 "limiter",
                 "set_quotas",
                 "give as many quotas as the limiter holds",
+            ));
+        }
+        if cells
+            .iter()
+            .zip(&quotas)
+            .any(|((tunable, _), q)| tunable.load().quota.unit_id() != q.unit_id())
+        {
+            return Err(ConfigError::new(
+                "limiter",
+                "set_quotas",
+                "give each quota the unit of the one it replaces",
             ));
         }
         let _serial = self.changes.lock().ignore_poison();
@@ -274,11 +287,13 @@ impl Limiter {
     /// ```
     #[inline]
     pub fn check(&self) -> Decision {
-        self.decide(self.clock.now(), 1)
+        self.decide(self.clock.now(), Charge::ONE)
     }
 
-    /// Decides a request of cost `cost` now, consuming capacity when
-    /// allowed.
+    /// Decides a batch of `cost` now, charging `cost` to every quota
+    /// whatever it counts (as governor's `check_n`), consuming capacity
+    /// when allowed. For one request of a cost charged to the quotas that
+    /// count cost, see [`check_cost`](Self::check_cost).
     ///
     /// # Errors
     ///
@@ -302,8 +317,132 @@ impl Limiter {
     /// # Ok::<(), tower_sluice::ExceedsBurst>(())
     /// ```
     pub fn check_n(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
-        self.validate_cost(cost)?;
-        Ok(self.decide(self.clock.now(), cost))
+        self.validate(Charge::n(cost))?;
+        Ok(self.decide(self.clock.now(), Charge::n(cost)))
+    }
+
+    /// Decides one request of cost `cost` now, consuming capacity when
+    /// allowed: every quota that counts requests is charged 1, every quota
+    /// that counts a unit ([`Quota::counting`]) is charged `cost`. All
+    /// decide together: a denied request consumes from none of them, and
+    /// the decision is the denying quota's. A cost of 0 is charged nothing
+    /// and always allowed (the decision reports the state of the tightest
+    /// quota).
+    ///
+    /// # Errors
+    ///
+    /// [`ExceedsBurst`] when `cost` is larger than the burst of a quota
+    /// that counts cost: such a request could never pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// // 3 requests a minute and 1 000 tokens a minute.
+    /// let limiter = Limiter::new(Quota::per_minute(3)).and(Quota::per_minute(1_000).counting("tokens"));
+    /// assert!(limiter.check_cost(600)?.is_allowed());
+    /// // 400 tokens left: a request of 500 is denied by the token quota, consuming nothing.
+    /// let denied = limiter.check_cost(500)?;
+    /// assert!(!denied.is_allowed());
+    /// assert_eq!(denied.quota().unit(), "tokens");
+    /// assert_eq!(denied.remaining(), 400);
+    /// assert!(limiter.check_cost(400)?.is_allowed());
+    /// // The token quota is spent, but cost 0 passes without a charge.
+    /// assert!(limiter.check_cost(0)?.is_allowed());
+    /// // The request quota was charged 1 per request: one left.
+    /// assert_eq!(limiter.states()[0].remaining(), 1);
+    /// // More tokens than the burst can never pass: an error, not a wait.
+    /// assert!(limiter.check_cost(1_001).is_err());
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
+    #[inline]
+    pub fn check_cost(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
+        if cost == 0 {
+            return Ok(gcra::snapshot(&self.cells, self.clock.now()));
+        }
+        self.decide_checked(Charge::cost(cost))
+    }
+
+    /// Decides `charge` now, or an error when it is more than a quota's
+    /// burst; one quota is read once for both.
+    #[inline]
+    pub(crate) fn decide_checked(&self, charge: Charge) -> Result<Decision, ExceedsBurst> {
+        match &self.cells {
+            Cells::One([(t, g)]) => {
+                let p = t.load();
+                let n = charge.of(p.quota.unit_id().is_cost());
+                if n > p.quota.burst() {
+                    return Err(ExceedsBurst::new(n, p.quota));
+                }
+                let now = self.clock.now();
+                if p.calendar().is_some() {
+                    return Ok(self.decide_many(now, charge));
+                }
+                Ok(decide_one(&p, g, now, charge))
+            }
+            Cells::Many(_) => {
+                self.validate(charge)?;
+                Ok(self.decide(self.clock.now(), charge))
+            }
+        }
+    }
+
+    /// What [`check_cost`](Self::check_cost) would decide now, without
+    /// consuming.
+    ///
+    /// # Errors
+    ///
+    /// [`ExceedsBurst`] when `cost` is larger than the burst of a quota
+    /// that counts cost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(1_000).counting("tokens"));
+    /// limiter.check_cost(900)?;
+    /// assert!(!limiter.peek_cost(200)?.is_allowed());
+    /// assert!(limiter.peek_cost(100)?.is_allowed());
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
+    pub fn peek_cost(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
+        let charge = Charge::cost(cost);
+        self.validate(charge)?;
+        let now = self.clock.now();
+        if cost == 0 {
+            return Ok(gcra::snapshot(&self.cells, now));
+        }
+        Ok(gcra::peek_all(&self.cells, now, charge))
+    }
+
+    /// The state of each quota now, in the order they were added, without
+    /// consuming (for example to fill response headers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Limiter, Quota};
+    ///
+    /// let limiter = Limiter::new(Quota::per_minute(60)).and(Quota::per_minute(1_000).counting("tokens"));
+    /// limiter.check_cost(250)?;
+    /// let left: Vec<u32> = limiter.states().iter().map(|d| d.remaining()).collect();
+    /// assert_eq!(left, [59, 750]);
+    /// # Ok::<(), tower_sluice::ExceedsBurst>(())
+    /// ```
+    pub fn states(&self) -> Vec<Decision> {
+        let now = self.clock.now();
+        (0..self.cells.len())
+            .map(|i| {
+                let (p, g) = self.cells.cell(i);
+                match p.calendar() {
+                    // A calendar word is read as it is.
+                    Some(_) => Decision::allowed(&p, now, g.tat()),
+                    None => Decision::allowed(&p, now, g.tat().max(now)),
+                }
+            })
+            .collect()
     }
 
     /// What [`check`](Self::check) would decide now, without consuming.
@@ -320,7 +459,7 @@ impl Limiter {
     /// assert!(!limiter.peek().is_allowed());
     /// ```
     pub fn peek(&self) -> Decision {
-        gcra::peek_all(&self.cells, self.clock.now(), 1)
+        gcra::peek_all(&self.cells, self.clock.now(), Charge::ONE)
     }
 
     /// What [`check_n`](Self::check_n) would decide now, without consuming.
@@ -342,37 +481,45 @@ impl Limiter {
     /// # Ok::<(), tower_sluice::ExceedsBurst>(())
     /// ```
     pub fn peek_n(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
-        self.validate_cost(cost)?;
-        Ok(gcra::peek_all(&self.cells, self.clock.now(), cost))
+        self.validate(Charge::n(cost))?;
+        Ok(gcra::peek_all(
+            &self.cells,
+            self.clock.now(),
+            Charge::n(cost),
+        ))
     }
 
-    fn validate_cost(&self, cost: u32) -> Result<(), ExceedsBurst> {
-        match self.quotas().find(|q| cost > q.burst()) {
-            Some(q) => Err(ExceedsBurst::new(cost, q)),
+    /// An error when `charge` is more than a quota's burst.
+    pub(crate) fn validate(&self, charge: Charge) -> Result<(), ExceedsBurst> {
+        let over = self
+            .quotas()
+            .find(|q| charge.of(!q.counts_requests()) > q.burst());
+        match over {
+            Some(q) => Err(ExceedsBurst::new(charge.of(!q.counts_requests()), q)),
             None => Ok(()),
         }
     }
 
     /// Decides at time `now` (nanoseconds since the clock origin).
     #[inline]
-    fn decide(&self, now: u64, cost: u32) -> Decision {
+    fn decide(&self, now: u64, charge: Charge) -> Decision {
         match &self.cells {
             Cells::One([(t, g)]) => {
                 let p = t.load();
                 if p.calendar().is_some() {
-                    return self.decide_many(now, cost);
+                    return self.decide_many(now, charge);
                 }
-                decide_one(&p, g, now, cost)
+                decide_one(&p, g, now, charge)
             }
-            Cells::Many(_) => self.decide_many(now, cost),
+            Cells::Many(_) => self.decide_many(now, charge),
         }
     }
 
     /// [`decide`](Self::decide) for several quotas (or a calendar one),
     /// out of line so that deciding one rolling quota stays short.
     #[inline(never)]
-    fn decide_many(&self, now: u64, cost: u32) -> Decision {
-        match gcra::reserve_all(&self.cells, now, cost, 0) {
+    fn decide_many(&self, now: u64, charge: Charge) -> Decision {
+        match gcra::reserve_all(&self.cells, now, charge, 0) {
             Ok(reserved) => reserved.decision(&self.cells),
             Err(denied) => denied,
         }
@@ -404,7 +551,7 @@ impl Limiter {
                 if p.calendar().is_some() {
                     return None;
                 }
-                Some(match g.try_admit(p.window, p.inc(1), now) {
+                Some(match g.try_admit(p.window, p.inc(Charge::ONE), now) {
                     Ok(tat) => Stamp {
                         allowed: true,
                         now,
@@ -433,11 +580,11 @@ impl Limiter {
         gcra::snapshot(&self.cells, reserved.now.saturating_add(reserved.wait))
     }
 
-    /// Reserves `cost` at the earliest time within `max_wait` nanoseconds
+    /// Reserves `charge` at the earliest time within `max_wait` nanoseconds
     /// of now when every quota has room, or returns the denial of the quota
     /// that needs the longest wait. Nothing is consumed on denial.
-    pub(crate) fn reserve(&self, cost: u32, max_wait: u64) -> Result<Reserved, Decision> {
-        gcra::reserve_all(&self.cells, self.clock.now(), cost, max_wait)
+    pub(crate) fn reserve(&self, charge: Charge, max_wait: u64) -> Result<Reserved, Decision> {
+        gcra::reserve_all(&self.cells, self.clock.now(), charge, max_wait)
     }
 
     /// [`reserve`](Self::reserve) of cost 1 for a caller that keeps its
@@ -452,16 +599,16 @@ impl Limiter {
         into: &mut Reserved,
     ) -> Result<(), Decision> {
         let Cells::One([(t, g)]) = &self.cells else {
-            *into = self.reserve(1, max_wait)?;
+            *into = self.reserve(Charge::ONE, max_wait)?;
             return Ok(());
         };
         let now = self.clock.now();
         let p = t.through(copy);
         if p.calendar().is_some() {
-            *into = self.reserve(1, max_wait)?;
+            *into = self.reserve(Charge::ONE, max_wait)?;
             return Ok(());
         }
-        let inc = p.inc(1);
+        let inc = p.inc(Charge::ONE);
         match g.reserve(p.window, inc, now, max_wait) {
             Ok((tat, wait)) => {
                 into.wait = wait;
@@ -474,8 +621,8 @@ impl Limiter {
     }
 
     /// Returns a reservation's capacity if nothing was admitted after it.
-    pub(crate) fn refund(&self, reserved: &Reserved, cost: u32) {
-        gcra::refund_all(&self.cells, &reserved.stamps, cost);
+    pub(crate) fn refund(&self, reserved: &Reserved, charge: Charge) {
+        gcra::refund_all(&self.cells, &reserved.stamps, charge);
     }
 }
 
@@ -498,15 +645,15 @@ impl Stamp {
         if self.allowed {
             Decision::allowed(p, self.now, self.tat)
         } else {
-            Decision::denied(p, self.now, self.tat, p.inc(1))
+            Decision::denied(p, self.now, self.tat, p.inc(Charge::ONE))
         }
     }
 }
 
-/// Decides `cost` at `now` in one cell.
+/// Decides `charge` at `now` in one cell.
 #[inline]
-fn decide_one(p: &Params, g: &Gcra, now: u64, cost: u32) -> Decision {
-    let inc = p.inc(cost);
+fn decide_one(p: &Params, g: &Gcra, now: u64, charge: Charge) -> Decision {
+    let inc = p.inc(charge);
     match g.try_admit(p.window, inc, now) {
         Ok(tat) => Decision::allowed(p, now, tat),
         Err(base) => Decision::denied(p, now, base, inc),

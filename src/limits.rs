@@ -494,7 +494,7 @@ fn decide(frame: &Frame<'_>, commit: bool) -> Outcome {
             cells.push(Cell {
                 gcra,
                 params,
-                inc: params.inc(1),
+                inc: params.inc(crate::cost::Charge::ONE),
                 now: part.now,
                 index: f.index,
                 name: part.name.as_ref(),

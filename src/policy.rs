@@ -58,6 +58,8 @@ struct Inner {
     /// here rather than behind the vector's pointer.
     first: Params,
     simple: bool,
+    /// The smallest burst among the quotas that count cost.
+    max_cost: u32,
     max_in_flight: Option<u32>,
     name: Option<Arc<str>>,
     /// The policy's HTTP field items, formatted once.
@@ -70,6 +72,7 @@ impl Inner {
         let mut inner = Inner {
             first: params[0].0,
             simple: false,
+            max_cost: u32::MAX,
             params,
             max_in_flight,
             name,
@@ -86,6 +89,13 @@ impl Inner {
         self.simple = self.params.len() == 1
             && self.max_in_flight.is_none()
             && self.first.calendar().is_none();
+        self.max_cost = self
+            .params
+            .iter()
+            .filter(|p| !p.0.quota.counts_requests())
+            .map(|p| p.0.quota.burst())
+            .min()
+            .unwrap_or(u32::MAX);
     }
 }
 
@@ -315,18 +325,34 @@ impl Policy {
         self.inner.name.clone()
     }
 
-    /// The smallest burst: the largest cost that can ever pass.
+    /// The largest cost a request can have and still pass: the smallest
+    /// burst among the quotas that count cost ([`Quota::counting`]);
+    /// `u32::MAX` when every quota counts requests (each request is then
+    /// charged 1, whatever its cost).
     ///
     /// # Examples
     ///
     /// ```
     /// # use tower_sluice::Quota;
     /// # use tower_sluice::per_key::Policy;
-    /// let policy = Policy::new(Quota::per_second(100)).and(Quota::per_minute(1_000).with_burst(50)).unwrap();
-    /// assert_eq!(policy.max_cost(), 50);
+    /// let policy = Policy::new(Quota::per_second(100))
+    ///     .and(Quota::per_minute(100_000).with_burst(20_000).counting("tokens"))
+    ///     .unwrap();
+    /// assert_eq!(policy.max_cost(), 20_000);
+    /// assert_eq!(Policy::new(Quota::per_second(100)).max_cost(), u32::MAX);
     /// ```
     pub fn max_cost(&self) -> u32 {
-        self.quotas().map(|q| q.burst()).min().unwrap_or(0)
+        self.inner.max_cost
+    }
+
+    /// The first quota that counts cost whose burst is below `cost`.
+    #[inline]
+    pub(crate) fn exceeded_by(&self, cost: u32) -> Option<Quota> {
+        if cost <= self.inner.max_cost {
+            return None;
+        }
+        self.quotas()
+            .find(|q| !q.counts_requests() && cost > q.burst())
     }
 
     /// The policy's HTTP field items, formatted on first use.

@@ -242,6 +242,13 @@ pub trait Backend<K>: Send + Sync + 'static {
     /// (the grant then says how long to wait), consuming capacity; or
     /// denies it with an error and consumes nothing.
     ///
+    /// Each quota of the policy that counts requests is charged 1, each
+    /// that counts a unit of cost ([`Quota::counting`](crate::Quota::counting))
+    /// is charged `cost`, all decided together. Layers never ask for a
+    /// cost of 0 (such a request passes without a decision) nor for a cost
+    /// above the burst of a quota that counts cost (an
+    /// [`ExceedsBurst`](crate::ExceedsBurst) error before the backend).
+    ///
     /// See [`Acquire`] and [`Grant`] for examples.
     fn acquire(
         &self,

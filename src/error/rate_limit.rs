@@ -14,7 +14,8 @@ use crate::quota::Quota;
 /// Carries how long to wait ([`retry_after`](Self::retry_after)) and the
 /// state of the quota that denied it. The message names the limit and the
 /// wait, for example `rate limit exceeded: 60 per 1m (burst 10); retry after
-/// 1s`.
+/// 1s`, and the unit of a quota of cost: `rate limit exceeded: 100000
+/// tokens per 1m; retry after 12s`.
 ///
 /// # Examples
 ///
@@ -407,7 +408,11 @@ impl std::error::Error for TooManyInFlight {}
 
 /// A request's cost is larger than a quota's burst, so it could never pass.
 ///
-/// Raise the burst ([`Quota::with_burst`]) or split the request.
+/// Raise the burst ([`Quota::with_burst`]) or split the request. Layers
+/// return it at once rather than wait; the HTTP responder answers it with
+/// `413 Content Too Large`. The message names the cost, the burst and the
+/// quota, with its unit: `request cost 20000 tokens exceeds the burst of
+/// 10000 tokens (10000 tokens per 1m), so it can never pass; …`.
 ///
 /// # Examples
 ///
@@ -459,9 +464,14 @@ impl ExceedsBurst {
 
 impl fmt::Display for ExceedsBurst {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = if self.quota.counts_requests() {
+            String::new()
+        } else {
+            format!(" {}", self.quota.unit())
+        };
         write!(
             f,
-            "request cost {} exceeds the burst of {} ({}), so it can never pass; \
+            "request cost {}{unit} exceeds the burst of {}{unit} ({}), so it can never pass; \
              raise the burst or split the request",
             self.cost,
             self.quota.burst(),
@@ -572,6 +582,28 @@ mod tests {
             e.to_string(),
             "request cost 20 exceeds the burst of 10 (10 per 1s), so it can never pass; \
              raise the burst or split the request"
+        );
+    }
+
+    #[test]
+    fn messages_name_the_unit_of_a_quota_of_cost() {
+        let tokens = Quota::per_minute(100_000).counting("tokens");
+        let e = RateLimited {
+            retry_after: Duration::from_secs(12),
+            reset_after: Duration::from_secs(30),
+            remaining: 40,
+            quota: tokens,
+            policy: Some("free".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "rate limit exceeded: free 100000 tokens per 1m; retry after 12s"
+        );
+        let e = ExceedsBurst::new(200_000, tokens);
+        assert_eq!(
+            e.to_string(),
+            "request cost 200000 tokens exceeds the burst of 100000 tokens \
+             (100000 tokens per 1m), so it can never pass; raise the burst or split the request"
         );
     }
 }

@@ -5,13 +5,17 @@ use std::time::Duration;
 
 use crate::quota::Quota;
 
-/// `60 per 1m (burst 10)`.
+/// `60 per 1m (burst 10)`; `100000 tokens per 1m` for a quota of cost.
 pub(crate) struct QuotaText<'a>(pub(crate) &'a Quota);
 
 impl fmt::Display for QuotaText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let q = self.0;
-        write!(f, "{} per {}", q.limit(), Human(q.period()))?;
+        write!(f, "{}", q.limit())?;
+        if !q.counts_requests() {
+            write!(f, " {}", q.unit())?;
+        }
+        write!(f, " per {}", Human(q.period()))?;
         if q.burst() != q.limit() {
             write!(f, " (burst {})", q.burst())?;
         }

@@ -15,7 +15,10 @@
 //! `per-minute`, `per-hour`, `per-day`, `per-week`, otherwise `per-` and
 //! the period (`per-10s`, `per-5m`); a [calendar](crate::calendar) quota's
 //! item is `calendar-minute`, `calendar-hour`, `calendar-day` or
-//! `calendar-month`. When two quotas of one policy would
+//! `calendar-month`; a quota of cost
+//! ([`Quota::counting`](crate::Quota::counting)) is named after its unit
+//! too (`tokens-per-minute`, `tokens-calendar-month`). When two quotas of
+//! one policy would
 //! share a name, the items are `q0`, `q1`, … in the policy's order. A
 //! [named](crate::per_key::Policy::named) policy prefixes its name (`free-per-minute`),
 //! so a client sees its tier. A cap on requests in flight adds a
@@ -23,10 +26,17 @@
 //!
 //! `q` is the quota's limit and `w` its period in seconds (a period that is
 //! not whole seconds is scaled to whole seconds: 10 per 100 ms is
-//! `q=100;w=1`). In `RateLimit`, `r` is how many more requests would pass
-//! now and `t` the seconds (rounded up) until one more would: the time
-//! until "additional quota is made available", in the draft's words. `t`
-//! is left out when the quota is full.
+//! `q=100;w=1`). A quota of cost adds its quota unit, `qu` (the draft's
+//! parameter, a string; its registered values are `"requests"`, the
+//! default, `"content-bytes"` and `"concurrent-requests"`, and a service
+//! may name its own, such as `"tokens"`): `"tokens-per-minute";q=100000;
+//! w=60;qu="tokens"`. The draft puts `qu` in `RateLimit-Policy` only;
+//! a `RateLimit` item refers to its policy item by name, and its `r` counts
+//! in that item's unit (tokens left, not requests). In `RateLimit`, `r` is
+//! how many more requests would pass now and `t` the seconds (rounded up)
+//! until one more would: the time until "additional quota is made
+//! available", in the draft's words. `t` is left out when the quota is
+//! full.
 //!
 //! A calendar quota's `w` is its period's nominal length (60, 3600, 86400,
 //! or 2592000 for a month of 30 days; the draft's `w` is a whole number of
@@ -487,6 +497,11 @@ impl PolicyFields {
             }
             let (q, w) = quota_window(quota);
             let _ = write!(value, "{name};q={q};w={w}");
+            if !quota.counts_requests() {
+                // A token: checked when the unit was named (letters,
+                // digits, `-`, `_`, `.`), so it needs no escaping.
+                let _ = write!(value, ";qu=\"{}\"", quota.unit());
+            }
         }
         if let (Some(name), Some(n)) = (&concurrency, policy.in_flight_limit()) {
             if !value.is_empty() {
@@ -515,12 +530,19 @@ fn quota_window(quota: &Quota) -> (u64, u64) {
     (u64::try_from(q).unwrap_or(u64::MAX), w)
 }
 
-/// An item's name: `calendar-day` (…`-minute`, `-hour`, `-month`) for a
-/// calendar quota, else the name of its period.
+/// An item's name before the policy's prefix: `calendar-day` (…`-minute`,
+/// `-hour`, `-month`) for a calendar quota, else the name of its period;
+/// after the unit for a quota of cost (`tokens-per-minute`,
+/// `tokens-calendar-month`).
 pub(crate) fn quota_name(quota: &Quota) -> String {
-    match quota.calendar() {
+    let base = match quota.calendar() {
         Some(cal) => format!("calendar-{cal}"),
         None => period_name(quota.period()),
+    };
+    if quota.counts_requests() {
+        base
+    } else {
+        format!("{}-{base}", quota.unit())
     }
 }
 
@@ -620,6 +642,7 @@ pub(crate) fn reset_delay(value: i64, now: impl FnOnce() -> SystemTime) -> Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gcra::Params;
 
     #[test]
     fn ratelimit_items_are_structured_fields() {
@@ -714,6 +737,55 @@ mod tests {
         assert_eq!(
             rate_limit_policy(&policy),
             r#""free-q0";q=10;w=1, "free-q1";q=50;w=1, "free-concurrency";q=3;qu="concurrent-requests""#
+        );
+    }
+
+    #[test]
+    fn quotas_of_cost_carry_their_unit() {
+        let tokens = Quota::per_minute(100_000).counting("tokens");
+        let policy = Policy::new(Quota::per_minute(60))
+            .and(tokens)
+            .unwrap()
+            .and(Quota::per_day(1_000_000).counting("tokens"))
+            .unwrap();
+        assert_eq!(
+            rate_limit_policy(&policy),
+            r#""per-minute";q=60;w=60, "tokens-per-minute";q=100000;w=60;qu="tokens", "tokens-per-day";q=1000000;w=86400;qu="tokens""#
+        );
+        // `r` of a quota of cost counts its unit: 100 000 tokens, less 2 500.
+        let p = Params::new(tokens);
+        let d = Decision::allowed(&p, 0, 2_500 * p.emission);
+        let fields = policy.http_fields();
+        let item = Item::from_decision(fields, &policy, &d);
+        assert_eq!(format_item(&item), r#""tokens-per-minute";r=97500;t=1"#);
+        // The value is a valid structured field list with `qu` a string.
+        let value = rate_limit_policy(&policy);
+        let list = sfv::Parser::new(value.to_str().unwrap())
+            .parse::<sfv::List>()
+            .unwrap();
+        assert_eq!(list.len(), 3);
+    }
+
+    #[test]
+    fn calendar_quotas_of_cost_are_named_after_unit_and_calendar() {
+        let policy = Policy::new(Quota::per_minute(60))
+            .and(Quota::per_minute(100_000).counting("tokens"))
+            .unwrap()
+            .and(Quota::per_calendar_day(1_000_000).counting("tokens"))
+            .unwrap()
+            .and(Quota::per_calendar_month(3_000))
+            .unwrap();
+        assert_eq!(
+            rate_limit_policy(&policy),
+            concat!(
+                r#""per-minute";q=60;w=60, "tokens-per-minute";q=100000;w=60;qu="tokens", "#,
+                r#""tokens-calendar-day";q=1000000;w=86400;qu="tokens", "#,
+                r#""calendar-month";q=3000;w=2592000"#
+            )
+        );
+        assert_eq!(
+            quota_name(&Quota::per_calendar_month(1_000_000).counting("tokens")),
+            "tokens-calendar-month"
         );
     }
 }

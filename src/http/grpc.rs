@@ -82,7 +82,7 @@ pub fn status(rejection: &Rejection<'_>) -> Option<Status> {
         RejectionKind::RateLimited
         | RejectionKind::TooManyInFlight
         | RejectionKind::TooManyKeys => Code::ResourceExhausted,
-        RejectionKind::MissingKey => Code::InvalidArgument,
+        RejectionKind::MissingKey | RejectionKind::TooLarge => Code::InvalidArgument,
         RejectionKind::Unavailable => Code::Unavailable,
         _ => return None,
     };

@@ -9,8 +9,8 @@ use http::StatusCode;
 
 use crate::error::RateLimited;
 use crate::error::{
-    BackendUnavailable, CircuitOpen, ConcurrencyLimited, KeyTooLong, MissingKey, QueueClosed,
-    QueueFull, QueueTimeout, Throttled, TooManyInFlight, TooManyKeys,
+    BackendUnavailable, CircuitOpen, ConcurrencyLimited, ExceedsBurst, KeyTooLong, MissingKey,
+    QueueClosed, QueueFull, QueueTimeout, Throttled, TooManyInFlight, TooManyKeys,
 };
 use crate::policy::Policy;
 use crate::policy::QuotaStates;
@@ -48,6 +48,11 @@ pub enum RejectionKind {
     /// The per-key store is full of active keys ([`TooManyKeys`]).
     /// HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
     TooManyKeys,
+    /// The request costs more than a quota's burst, so it can never pass
+    /// ([`ExceedsBurst`]). HTTP 413 Content Too Large (the request is too
+    /// large for the limit, and retrying it as it is cannot help), gRPC
+    /// `INVALID_ARGUMENT`; no `Retry-After`.
+    TooLarge,
     /// The request has no usable key ([`MissingKey`], or
     /// [`KeyTooLong`] for a backend). HTTP 400 (configurable), gRPC
     /// `INVALID_ARGUMENT`.
@@ -72,6 +77,7 @@ impl RejectionKind {
     /// assert_eq!(RejectionKind::RateLimited.status(), StatusCode::TOO_MANY_REQUESTS);
     /// assert_eq!(RejectionKind::TooManyKeys.status(), StatusCode::TOO_MANY_REQUESTS);
     /// assert_eq!(RejectionKind::MissingKey.status(), StatusCode::BAD_REQUEST);
+    /// assert_eq!(RejectionKind::TooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE); // 413
     /// assert_eq!(RejectionKind::Unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
     /// assert_eq!(RejectionKind::Other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     /// ```
@@ -81,6 +87,7 @@ impl RejectionKind {
             | RejectionKind::TooManyInFlight
             | RejectionKind::TooManyKeys => StatusCode::TOO_MANY_REQUESTS,
             RejectionKind::MissingKey => StatusCode::BAD_REQUEST,
+            RejectionKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -243,6 +250,8 @@ fn classify(e: &(dyn Error + 'static)) -> Option<(RejectionKind, Option<Duration
         Some((RejectionKind::TooManyKeys, Some(e.retry_after())))
     } else if e.is::<MissingKey>() {
         Some((RejectionKind::MissingKey, None))
+    } else if e.is::<ExceedsBurst>() {
+        Some((RejectionKind::TooLarge, None))
     } else if let Some(e) = e.downcast_ref::<CircuitOpen>() {
         Some((RejectionKind::Unavailable, Some(e.retry_after())))
     } else if let Some(e) = e.downcast_ref::<BackendUnavailable>() {

@@ -105,7 +105,8 @@ where
         // and boxes it, and every move is a copy of the inner future. Only
         // the common case (admitted, sent at once) is inline; the others
         // are out of line, so that it stays small.
-        match core.admit(&shared.config, extracted.as_ref(), &mut self.default) {
+        let cost = self.extractor.cost(&req);
+        match core.admit(&shared.config, extracted.as_ref(), cost, &mut self.default) {
             Admission::Granted {
                 key,
                 policy,

@@ -13,7 +13,7 @@ use super::Policy;
 use super::layer::{Config, OnMissing};
 use crate::BoxError;
 use crate::backend::{Acquire, Backend, Grant};
-use crate::error::{MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
+use crate::error::{ExceedsBurst, MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
 use crate::observe::{Event, EventKey, Observers, RowHint};
 use crate::util::IgnorePoison;
 
@@ -231,8 +231,14 @@ where
         &'a self,
         config: &'a Config<K>,
         extracted: Option<&'a K>,
+        cost: u32,
         cache: &'a mut DefaultCache,
     ) -> Admission<'a, K, B::Future> {
+        // Folded away for a layer without a cost function (always 1).
+        if cost == 0 {
+            // Free: no charge and no decision.
+            return Admission::Unlimited;
+        }
         let key = match (extracted, &config.on_missing) {
             (Some(key), _) => key,
             (None, OnMissing::Fallback(key)) => key,
@@ -250,7 +256,10 @@ where
             }
         };
         let policy = self.policies.resolve_with(key, cache);
-        match self.backend.acquire(key, &policy, 1, config.max_wait) {
+        if let Some(quota) = policy.exceeded_by(cost).filter(|_| cost > 1) {
+            return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
+        }
+        match self.backend.acquire(key, &policy, cost, config.max_wait) {
             Acquire::Ready(Ok(mut grant)) => {
                 let row = report_allowed(&config.observers, key, &grant);
                 if config.shadow {
@@ -276,6 +285,33 @@ where
             }
             Acquire::Pending(decision) => Admission::Deciding { policy, decision },
         }
+    }
+}
+
+/// A request whose cost is above a quota's burst: it can never pass, so it
+/// is refused at once (let through in shadow mode), never made to wait.
+#[cold]
+#[inline(never)]
+fn exceeds<'a, K: fmt::Debug, F>(
+    config: &Config<K>,
+    key: &'a K,
+    policy: Resolved<'a>,
+    error: ExceedsBurst,
+) -> Admission<'a, K, F> {
+    tracing::warn!(
+        target: "tower_sluice::per_key",
+        key = ?key,
+        %error,
+        enforced = !config.shadow,
+        "request can never pass"
+    );
+    if config.shadow {
+        return Admission::Unlimited;
+    }
+    Admission::Denied {
+        key: Some(key),
+        policy: Some(policy),
+        error: error.into(),
     }
 }
 

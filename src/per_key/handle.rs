@@ -225,6 +225,7 @@ where
     /// of new keys starts again from zero, see
     /// [`FullStore`](crate::backend::FullStore)). The Redis backend keeps
     /// them in Redis, one key per window (`<key>@calendar-<period>:<index>`,
+    /// or `<key>@<unit>-calendar-<period>:<index>` for a quota of cost,
     /// readable with `GET`); with Redis persistence they survive restarts
     /// of both. This method reads the in-memory backend.
     ///

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::core::{Core, Policies, Resolver};
-use super::{PerKey, PerKeyHandle, Policy};
+use super::{Costed, PerKey, PerKeyHandle, Policy};
 use crate::backend::{FullStore, Memory};
 use crate::key::KeyOf;
 use crate::observe::{Observer, Observers};
@@ -234,6 +234,59 @@ where
         PerKeyLayer {
             extractor: self.extractor,
             core: Arc::new(Core { backend, policies }),
+            config: self.config,
+            _key: PhantomData,
+        }
+    }
+
+    /// Charges each request the cost `cost` says (a closure
+    /// `|req: &Req| -> u32` or a [`Cost`](crate::cost::Cost)): 1 to each
+    /// quota of the key's policy that counts requests, the cost to each
+    /// that counts a unit ([`Quota::counting`](crate::Quota::counting)),
+    /// all decided together. See the [`cost`](crate::cost) module.
+    ///
+    /// A request of cost 0 passes without a charge (and without a key).
+    /// A cost above the burst of a quota that counts cost fails at once
+    /// with [`ExceedsBurst`](crate::ExceedsBurst) (HTTP 413 through
+    /// [`http`](Self::http)), whatever [`max_wait`](Self::max_wait) says.
+    /// The same holds with the Redis backend, whose script charges each
+    /// quota by its unit in the one call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::per_key::Policy;
+    /// use tower_sluice::{ExceedsBurst, PerKeyLayer, Quota, RateLimited};
+    ///
+    /// struct Prompt { user: &'static str, tokens: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // Per user: 60 requests a minute, 10 000 tokens a minute, 100 000 tokens a day.
+    /// let policy = Policy::new(Quota::per_minute(60))
+    ///     .and(Quota::per_minute(10_000).counting("tokens"))?
+    ///     .and(Quota::per_day(100_000).counting("tokens"))?;
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(PerKeyLayer::new(policy, |p: &Prompt| Some(p.user)).cost(|p: &Prompt| p.tokens))
+    ///     .service(service_fn(|_: Prompt| async { Ok::<_, BoxError>("ok") }));
+    /// svc.clone().oneshot(Prompt { user: "ann", tokens: 9_000 }).await?;
+    /// // Ann's minute is nearly spent; Bob's is not.
+    /// let err = svc.clone().oneshot(Prompt { user: "ann", tokens: 2_000 }).await.unwrap_err();
+    /// let limited = err.downcast_ref::<RateLimited>().unwrap();
+    /// assert_eq!(limited.quota(), Quota::per_minute(10_000).counting("tokens"));
+    /// svc.clone().oneshot(Prompt { user: "bob", tokens: 2_000 }).await?;
+    /// // More than a minute's burst can never pass.
+    /// let err = svc.clone().oneshot(Prompt { user: "bob", tokens: 50_000 }).await.unwrap_err();
+    /// assert!(err.is::<ExceedsBurst>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cost<C>(self, cost: C) -> PerKeyLayer<K, Costed<X, C>, B> {
+        PerKeyLayer {
+            extractor: Costed::new(self.extractor, cost),
+            core: self.core,
             config: self.config,
             _key: PhantomData,
         }

@@ -75,7 +75,7 @@ mod handle;
 pub(crate) mod layer;
 mod service;
 
-pub use crate::key::{ByClosure, ByKeyed, ConstKey, KeyExtractor, KeyOf, Keyed};
+pub use crate::key::{ByClosure, ByKeyed, ConstKey, Costed, KeyExtractor, KeyOf, Keyed};
 pub use crate::policy::{MAX_QUOTAS, Policy, TooManyQuotas};
 pub use handle::PerKeyHandle;
 pub use layer::{DEFAULT_MAX_KEYS, PerKeyLayer};

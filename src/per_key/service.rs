@@ -93,10 +93,12 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
         let mut row = RowHint::NONE;
-        let dispatch = match self
-            .core
-            .admit(&self.config, extracted.as_ref(), &mut self.default)
-        {
+        let dispatch = match self.core.admit(
+            &self.config,
+            extracted.as_ref(),
+            self.extractor.cost(&req),
+            &mut self.default,
+        ) {
             Admission::Granted { grant, row: at, .. } => {
                 row = at;
                 Dispatch::granted(&mut self.inner, req, grant)

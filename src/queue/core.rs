@@ -18,7 +18,8 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::clock::Clock;
-use crate::error::QueueClosed;
+use crate::cost::Charge;
+use crate::error::{ExceedsBurst, QueueClosed};
 use crate::gcra::{Gcra, Params};
 use crate::observe::{Event, Observers};
 use crate::quota::Quota;
@@ -100,6 +101,8 @@ struct Node {
     seq: u64,
     /// The per-key bucket, when a per-key bound is set.
     key_hash: Option<u64>,
+    /// What the pacer charges the waiter when it is sent.
+    units: u32,
     waker: Option<Waker>,
 }
 
@@ -108,12 +111,15 @@ struct List {
     head: u32,
     tail: u32,
     len: usize,
+    /// The pacer's charges of the list's waiters, summed.
+    units: u64,
 }
 
 const EMPTY: List = List {
     head: NIL,
     tail: NIL,
     len: 0,
+    units: 0,
 };
 
 pub(crate) struct State {
@@ -152,7 +158,7 @@ impl State {
         self.len
     }
 
-    fn push(&mut self, class: u8, key_hash: Option<u64>) -> Key {
+    fn push(&mut self, class: u8, key_hash: Option<u64>, units: u32) -> Key {
         let seq = self.seq;
         self.seq += 1;
         let idx = if self.free != NIL {
@@ -164,6 +170,7 @@ impl State {
             node.used = true;
             node.seq = seq;
             node.key_hash = key_hash;
+            node.units = units;
             node.waker = None;
             idx
         } else {
@@ -176,6 +183,7 @@ impl State {
                 used: true,
                 seq,
                 key_hash,
+                units,
                 waker: None,
             });
             idx
@@ -191,6 +199,7 @@ impl State {
             list.head = idx;
         }
         list.len += 1;
+        list.units += u64::from(units);
         let node = &mut self.nodes[idx as usize];
         node.prev = tail;
         node.next = NIL;
@@ -216,11 +225,11 @@ impl State {
 
     fn unlink(&mut self, key: Key) {
         debug_assert!(self.contains(key));
-        let (prev, next, class, key_hash) = {
+        let (prev, next, class, key_hash, units) = {
             let n = &mut self.nodes[key.idx as usize];
             n.used = false;
             n.waker = None;
-            (n.prev, n.next, n.class, n.key_hash.take())
+            (n.prev, n.next, n.class, n.key_hash.take(), n.units)
         };
         let c = usize::from(class);
         if prev != NIL {
@@ -234,6 +243,7 @@ impl State {
             self.lists[c].tail = prev;
         }
         self.lists[c].len -= 1;
+        self.lists[c].units -= u64::from(units);
         if self.lists[c].len == 0 {
             self.nonempty[c / 64] &= !(1 << (c % 64));
         }
@@ -281,14 +291,19 @@ impl State {
         })
     }
 
-    /// Waiters that would go before a new request of `class` (those of
-    /// its class and higher ones).
-    fn ahead(&self, class: u8) -> usize {
+    /// The pacer's charges of the waiters that would go before a new
+    /// request of `class` (those of its class and higher ones).
+    fn units_ahead(&self, class: u8) -> u64 {
         self.lists
             .iter()
             .skip(usize::from(class))
-            .map(|l| l.len)
+            .map(|l| l.units)
             .sum()
+    }
+
+    /// What the pacer charges a waiter when it is sent.
+    pub(crate) fn units_of(&self, key: Key) -> u32 {
+        self.nodes[key.idx as usize].units
     }
 
     fn set_waker(&mut self, key: Key, waker: &Waker) {
@@ -320,10 +335,19 @@ struct Pacer {
 }
 
 impl Pacer {
-    /// Nanoseconds until `units` more dispatches could all have gone.
+    /// Nanoseconds until `units` more could all have gone.
     fn wait(&self, now: u64, units: u64) -> u64 {
         let inc = self.params.emission.saturating_mul(units);
         self.gcra.wait(self.params.window, inc, now).0
+    }
+}
+
+/// The pacer's charge for a request of `cost`: nothing for cost 0, else 1
+/// to a pace of requests, `cost` to a pace of a unit of cost.
+fn charge_of(cost: u32) -> Charge {
+    match cost {
+        0 => Charge::n(0),
+        cost => Charge::cost(cost),
     }
 }
 
@@ -399,9 +423,26 @@ impl Core {
         st.next(self.config.oldest_every)
     }
 
-    /// Adds a waiter at the back of its class.
-    pub(crate) fn push(&self, st: &mut State, class: u8, key_hash: Option<u64>) -> Key {
-        let key = st.push(class, key_hash);
+    /// What the pacer charges a request of `cost` (0 without pacing), or
+    /// the error of a cost that could never pass its burst.
+    #[inline]
+    pub(crate) fn pace_units(&self, cost: u32) -> Result<u32, ExceedsBurst> {
+        match &self.pacer {
+            None => Ok(0),
+            Some(p) => {
+                let units = p.params.units(charge_of(cost));
+                if units > p.params.quota.burst() {
+                    return Err(ExceedsBurst::new(units, p.params.quota));
+                }
+                Ok(units)
+            }
+        }
+    }
+
+    /// Adds a waiter at the back of its class; the pacer will charge it
+    /// `units`.
+    pub(crate) fn push(&self, st: &mut State, class: u8, key_hash: Option<u64>, units: u32) -> Key {
+        let key = st.push(class, key_hash, units);
         st.counters.queued += 1;
         self.depth.store(st.len, SeqCst);
         key
@@ -439,28 +480,31 @@ impl Core {
         st.contains(key)
     }
 
-    /// The predicted wait of a new request of `class`, from the pacer (a
-    /// lower bound: it ignores concurrency and the inner service), in
-    /// nanoseconds; 0 without pacing.
-    pub(crate) fn predicted_wait(&self, st: &State, class: u8) -> u64 {
+    /// The predicted wait of a new request of `class` that the pacer
+    /// charges `units`, from the pacer (a lower bound: it ignores
+    /// concurrency and the inner service), in nanoseconds; 0 without
+    /// pacing.
+    pub(crate) fn predicted_wait(&self, st: &State, class: u8, units: u32) -> u64 {
         match &self.pacer {
-            Some(p) => {
-                let units = st.ahead(class) as u64 + 1;
+            Some(p) if units > 0 => {
+                let units = st.units_ahead(class).saturating_add(u64::from(units));
                 p.wait(p.clock.now(), units)
             }
-            None => 0,
+            _ => 0,
         }
     }
 
-    /// Tries to send `req` through `inner` now. Called under the lock, only
-    /// for the next waiter or when nobody waits, so dispatches are in queue
-    /// order and a single caller at a time polls the inner service.
+    /// Tries to send `req`, which the pacer charges `units`, through
+    /// `inner` now. Called under the lock, only for the next waiter or
+    /// when nobody waits, so dispatches are in queue order and a single
+    /// caller at a time polls the inner service.
     pub(crate) fn try_send<S, Req>(
         &self,
         st: &mut State,
         inner: &InnerCell<S>,
         cx: &mut Context<'_>,
         req: &mut Option<Req>,
+        units: u32,
     ) -> Attempt<S::Future>
     where
         S: Service<Req>,
@@ -470,15 +514,16 @@ impl Core {
             return Attempt::Busy;
         }
         let now = match &self.pacer {
-            Some(p) => {
+            // A request the pacer charges nothing is not paced.
+            Some(p) if units > 0 => {
                 let now = p.clock.now();
-                let wait = p.wait(now, 1);
+                let wait = p.wait(now, u64::from(units));
                 if wait > 0 {
                     return Attempt::PaceIn(wait);
                 }
                 Some(now)
             }
-            None => None,
+            _ => None,
         };
         if let Some(closed) = inner.failed.get() {
             return Attempt::Failed(closed.clone());
@@ -495,10 +540,8 @@ impl Core {
             }
             Poll::Ready(Ok(())) => {
                 if let (Some(p), Some(now)) = (&self.pacer, now) {
-                    let admitted = p
-                        .gcra
-                        .try_admit(p.params.window, p.params.emission, now)
-                        .is_ok();
+                    let inc = p.params.emission * u64::from(units);
+                    let admitted = p.gcra.try_admit(p.params.window, inc, now).is_ok();
                     debug_assert!(admitted, "the pacer admits what it just allowed");
                 }
                 self.in_flight.fetch_add(1, SeqCst);

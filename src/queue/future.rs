@@ -136,7 +136,8 @@ where
         };
 
         let attempt = if !late && core.next(&st) == Some(key) {
-            Some(core.try_send(&mut st, &self.inner, cx, &mut self.req))
+            let units = st.units_of(key);
+            Some(core.try_send(&mut st, &self.inner, cx, &mut self.req, units))
         } else {
             None
         };

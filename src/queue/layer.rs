@@ -5,6 +5,7 @@ use tower_layer::Layer;
 
 use super::core::{Config, Core};
 use super::{NoKey, NoPriority, Queue, QueueHandle};
+use crate::cost::One;
 use crate::observe::{Observer, Observers};
 use crate::quota::Quota;
 use crate::slot::Slot;
@@ -50,10 +51,11 @@ use crate::slot::Slot;
 /// assert_eq!(handle.depth(), 0);
 /// # }
 /// ```
-pub struct QueueLayer<P = NoPriority, K = NoKey> {
+pub struct QueueLayer<P = NoPriority, K = NoKey, C = One> {
     core: Slot<Core>,
     priority: P,
     key: K,
+    cost: C,
 }
 
 impl QueueLayer {
@@ -80,11 +82,12 @@ impl QueueLayer {
             core: Slot::new(Core::new(Config::new(capacity), Observers::default())),
             priority: NoPriority,
             key: NoKey,
+            cost: One,
         }
     }
 }
 
-impl<P, K> QueueLayer<P, K> {
+impl<P, K, C> QueueLayer<P, K, C> {
     /// Replaces the shared queue with a new, empty one whose settings are
     /// edited by `f`.
     fn edit(self, f: impl FnOnce(&mut Config, &mut Observers)) -> Self {
@@ -184,6 +187,57 @@ impl<P, K> QueueLayer<P, K> {
         self.edit(|c, _| c.pace = Some(quota))
     }
 
+    /// Charges each request its cost on the [pace](Self::pace): a pace
+    /// that counts a unit ([`Quota::counting`]) sends requests so that
+    /// their costs (tokens, bytes) stay within its rate, a pace of
+    /// requests charges 1 each. A request of cost 0 is not paced. A cost
+    /// above the pace's burst could never be sent: it fails at once with
+    /// [`ExceedsBurst`](crate::ExceedsBurst), without joining the queue.
+    ///
+    /// With [`max_wait`](Self::max_wait), the predicted wait counts the
+    /// costs of the requests ahead. Without a pace, the cost is not used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{ExceedsBurst, QueueLayer, Quota};
+    ///
+    /// struct Prompt { tokens: u32 }
+    ///
+    /// # #[cfg(not(feature = "test-util"))] fn main() {}
+    /// # #[cfg(feature = "test-util")]
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // A model allowing 60 000 tokens a minute (1 000 a second), 10 000 at once.
+    /// let queue = QueueLayer::new(100)
+    ///     .pace(Quota::per_minute(60_000).with_burst(10_000).counting("tokens"))
+    ///     .cost(|p: &Prompt| p.tokens);
+    /// let client = ServiceBuilder::new()
+    ///     .layer(queue)
+    ///     .service(service_fn(|p: Prompt| async move { Ok::<_, BoxError>(p.tokens) }));
+    /// let start = tokio::time::Instant::now();
+    /// client.clone().oneshot(Prompt { tokens: 8_000 }).await?;
+    /// // 2 000 tokens left at once: 5 000 more wait 3 s for theirs.
+    /// client.clone().oneshot(Prompt { tokens: 5_000 }).await?;
+    /// assert_eq!(start.elapsed(), Duration::from_secs(3));
+    /// // More than the burst could never be sent.
+    /// let err = client.clone().oneshot(Prompt { tokens: 20_000 }).await.unwrap_err();
+    /// assert!(err.is::<ExceedsBurst>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cost<C2>(self, cost: C2) -> QueueLayer<P, K, C2> {
+        QueueLayer {
+            core: self.core,
+            priority: self.priority,
+            key: self.key,
+            cost,
+        }
+    }
+
     /// Serves requests by class: `priority(&req)` gives a class (`u8`),
     /// higher classes go first, and requests of one class go in arrival
     /// order. To keep the lowest classes from starving, every
@@ -204,11 +258,12 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = queue;
     /// ```
     #[must_use]
-    pub fn priority<P2>(self, priority: P2) -> QueueLayer<P2, K> {
+    pub fn priority<P2>(self, priority: P2) -> QueueLayer<P2, K, C> {
         QueueLayer {
             core: self.core,
             priority,
             key: self.key,
+            cost: self.cost,
         }
         .edit(|_, _| {})
     }
@@ -252,11 +307,12 @@ impl<P, K> QueueLayer<P, K> {
     /// # let _ = queue;
     /// ```
     #[must_use]
-    pub fn max_per_key<K2>(self, max: usize, key: K2) -> QueueLayer<P, K2> {
+    pub fn max_per_key<K2>(self, max: usize, key: K2) -> QueueLayer<P, K2, C> {
         QueueLayer {
             core: self.core,
             priority: self.priority,
             key,
+            cost: self.cost,
         }
         .edit(|c, _| c.max_per_key = Some(max))
     }
@@ -307,30 +363,32 @@ impl<P, K> QueueLayer<P, K> {
     }
 }
 
-impl<S, P: Clone, K: Clone> Layer<S> for QueueLayer<P, K> {
-    type Service = Queue<S, P, K>;
+impl<S, P: Clone, K: Clone, C: Clone> Layer<S> for QueueLayer<P, K, C> {
+    type Service = Queue<S, P, K, C>;
 
-    fn layer(&self, inner: S) -> Queue<S, P, K> {
+    fn layer(&self, inner: S) -> Queue<S, P, K, C> {
         Queue::new(
             inner,
             self.core.get(),
             self.priority.clone(),
             self.key.clone(),
+            self.cost.clone(),
         )
     }
 }
 
-impl<P: Clone, K: Clone> Clone for QueueLayer<P, K> {
+impl<P: Clone, K: Clone, C: Clone> Clone for QueueLayer<P, K, C> {
     fn clone(&self) -> Self {
         QueueLayer {
             core: self.core.clone(),
             priority: self.priority.clone(),
             key: self.key.clone(),
+            cost: self.cost.clone(),
         }
     }
 }
 
-impl<P, K> fmt::Debug for QueueLayer<P, K> {
+impl<P, K, C> fmt::Debug for QueueLayer<P, K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let core = self.core.load();
         f.debug_struct("QueueLayer")
@@ -338,6 +396,7 @@ impl<P, K> fmt::Debug for QueueLayer<P, K> {
             .field("observer", &core.observers)
             .field("priority", &std::any::type_name::<P>())
             .field("key", &std::any::type_name::<K>())
+            .field("cost", &std::any::type_name::<C>())
             .finish()
     }
 }

@@ -15,6 +15,11 @@
 //! * [`.pace(quota)`](QueueLayer::pace): requests are sent evenly at the
 //!   quota's rate, with its burst (the queue that keeps a client under
 //!   60 requests per minute);
+//! * [`.cost(|req| tokens)`](QueueLayer::cost): each request is charged its
+//!   cost on a pace that counts a unit (`Quota::per_minute(100_000)
+//!   .counting("tokens")`), 1 on a pace of requests; cost 0 is not paced,
+//!   and a cost above the pace's burst fails at once with
+//!   [`ExceedsBurst`](crate::ExceedsBurst);
 //! * [`.priority(|req| class)`](QueueLayer::priority): higher classes
 //!   first, arrival order within a class, and every
 //!   [`oldest_every`](QueueLayer::oldest_every)-th request sent is the
@@ -63,7 +68,9 @@
 //! # Errors
 //!
 //! [`QueueFull`](crate::QueueFull), [`QueueTimeout`](crate::QueueTimeout)
-//! (HTTP 503 through the `http` module), and
+//! (HTTP 503 through the `http` module),
+//! [`ExceedsBurst`](crate::ExceedsBurst) for a cost above the pace's
+//! burst, and
 //! [`QueueClosed`](crate::error::QueueClosed) when the inner service
 //! fails in `poll_ready`: the request that met the failure and every
 //! request waiting for that service get it, with the service's error as

@@ -10,6 +10,7 @@ use super::core::{Attempt, Core, InFlight, InnerCell, LAYER};
 use super::future::{ResponseFuture, Waiter};
 use super::{NoKey, NoPriority, Priority, QueueHandle, QueueKey};
 use crate::BoxError;
+use crate::cost::{Cost, One};
 use crate::error::{QueueFull, QueueTimeout};
 use crate::observe::Event;
 
@@ -57,20 +58,22 @@ use crate::observe::Event;
 /// # Ok(())
 /// # }
 /// ```
-pub struct Queue<S, P = NoPriority, K = NoKey> {
+pub struct Queue<S, P = NoPriority, K = NoKey, C = One> {
     inner: Arc<InnerCell<S>>,
     core: Arc<Core>,
     priority: P,
     key: K,
+    cost: C,
 }
 
-impl<S, P, K> Queue<S, P, K> {
-    pub(crate) fn new(inner: S, core: Arc<Core>, priority: P, key: K) -> Self {
+impl<S, P, K, C> Queue<S, P, K, C> {
+    pub(crate) fn new(inner: S, core: Arc<Core>, priority: P, key: K, cost: C) -> Self {
         Queue {
             inner: Arc::new(InnerCell::new(inner)),
             core,
             priority,
             key,
+            cost,
         }
     }
 
@@ -98,6 +101,7 @@ impl<S, P, K> Queue<S, P, K> {
                 core: self.core,
                 priority: self.priority,
                 key: self.key,
+                cost: self.cost,
             }),
         }
     }
@@ -120,12 +124,13 @@ impl<S, P, K> Queue<S, P, K> {
     }
 }
 
-impl<S, P, K, Req> Service<Req> for Queue<S, P, K>
+impl<S, P, K, C, Req> Service<Req> for Queue<S, P, K, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     P: Priority<Req>,
     K: QueueKey<Req>,
+    C: Cost<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -147,6 +152,12 @@ where
             core.lock().counters.failed += 1;
             return ResponseFuture::closed(closed.clone());
         }
+        // What the pacer charges it; a cost above the pace's burst could
+        // never be sent.
+        let units = match core.pace_units(self.cost.cost(&req)) {
+            Ok(units) => units,
+            Err(error) => return exceeds(error),
+        };
         let class = self.priority.priority(&req);
         let key_hash = self.key.key_hash(&req, core.hasher());
         let mut req = Some(req);
@@ -155,7 +166,7 @@ where
         // Nobody waits: send it now if there is room.
         if st.len() == 0 {
             let mut cx = Context::from_waker(Waker::noop());
-            match core.try_send(&mut st, &self.inner, &mut cx, &mut req) {
+            match core.try_send(&mut st, &self.inner, &mut cx, &mut req, units) {
                 Attempt::Sent(future) => {
                     drop(st);
                     if core.observers.is_set() {
@@ -199,7 +210,7 @@ where
             return ResponseFuture::failed(error.into());
         }
         if let Some(max_wait) = config.max_wait {
-            let predicted = core.predicted_wait(&st, class);
+            let predicted = core.predicted_wait(&st, class, units);
             if u128::from(predicted) > max_wait.as_nanos() {
                 st.counters.timed_out += 1;
                 let depth = st.len();
@@ -220,7 +231,7 @@ where
                 return ResponseFuture::failed(error.into());
             }
         }
-        let key = core.push(&mut st, class, key_hash);
+        let key = core.push(&mut st, class, key_hash, units);
         let depth = st.len();
         let enqueued = Instant::now();
         drop(st);
@@ -240,24 +251,35 @@ where
     }
 }
 
-impl<S, P: Clone, K: Clone> Clone for Queue<S, P, K> {
+impl<S, P: Clone, K: Clone, C: Clone> Clone for Queue<S, P, K, C> {
     fn clone(&self) -> Self {
         Queue {
             inner: self.inner.clone(),
             core: self.core.clone(),
             priority: self.priority.clone(),
             key: self.key.clone(),
+            cost: self.cost.clone(),
         }
     }
 }
 
-impl<S, P, K> fmt::Debug for Queue<S, P, K> {
+impl<S, P, K, C> fmt::Debug for Queue<S, P, K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("inner", &std::any::type_name::<S>())
             .field("core", &self.core)
             .field("priority", &std::any::type_name::<P>())
             .field("key", &std::any::type_name::<K>())
+            .field("cost", &std::any::type_name::<C>())
             .finish()
     }
+}
+
+/// A request whose cost is above the pace's burst: it could never be sent,
+/// so it fails at once, never waiting in the queue.
+#[cold]
+#[inline(never)]
+fn exceeds<S: Service<Req>, Req>(error: crate::error::ExceedsBurst) -> ResponseFuture<S, Req> {
+    tracing::warn!(target: "tower_sluice::queue", %error, "request can never pass");
+    ResponseFuture::failed(error.into())
 }

@@ -54,6 +54,14 @@ pub enum QuotaError {
         /// The requested period.
         period: Duration,
     },
+    /// A unit name given to [`Quota::counting`](super::Quota::counting)
+    /// was refused.
+    BadUnit {
+        /// The name, as given.
+        unit: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A string did not parse as a quota.
     Parse {
         /// The input, as given.
@@ -98,10 +106,15 @@ impl fmt::Display for QuotaError {
                 "invalid quota: `period` {period:?} (times `burst` / `limit`) is longer than \
                  146 years; use a shorter `period`"
             ),
+            QuotaError::BadUnit { reason, .. } => write!(
+                f,
+                "invalid quota: {reason}; a unit of cost is a name such as \"tokens\" or \"bytes\""
+            ),
             QuotaError::Parse { input, reason } => write!(
                 f,
                 "invalid quota {input:?}: {reason}; expected LIMIT/[COUNT]UNIT[;burst=B] such as \
-                 \"10/s\", \"60/min\", \"100/10s\", \"1000/day\" or \"60/min;burst=10\" \
+                 \"10/s\", \"60/min\", \"100/10s\", \"1000/day\", \"60/min;burst=10\" or \
+                 \"100000 tokens/min\" \
                  (units: ns, us, ms, s, min, h, day, week, month = 30 days)"
             ),
         }

@@ -12,6 +12,16 @@
 //! Over any window of length `w`, a limiter using the quota admits at most
 //! `burst + w / (period / limit)` requests.
 //!
+//! # Units
+//!
+//! A quota counts requests unless it names a unit of cost with
+//! [`Quota::counting`]: `Quota::per_minute(100_000).counting("tokens")` is
+//! 100 000 tokens a minute, limit and burst in tokens. A request is charged
+//! 1 by every quota that counts requests and its cost (from the layer's
+//! cost function, see [`cost`](crate::cost)) by every quota that counts a
+//! unit, so one policy holds "60 requests a minute *and* 100 000 tokens a
+//! minute" and decides both together.
+//!
 //! # Examples
 //!
 //! ```
@@ -35,9 +45,11 @@
 //!
 //! # String syntax
 //!
-//! `LIMIT/[COUNT]UNIT[;burst=B]`, for example `10/s`, `60/min`, `1000/day`,
-//! `100/10s`, `5/500ms` or `60/min;burst=10`. Spaces around the parts are
-//! allowed and units are case-insensitive. Units:
+//! `LIMIT [COST-UNIT]/[COUNT]UNIT[;burst=B]`, for example `10/s`, `60/min`,
+//! `1000/day`, `100/10s`, `5/500ms`, `60/min;burst=10` or (a quota of cost,
+//! see [`Quota::counting`]) `100000 tokens/min`. Spaces around the parts are
+//! allowed and period units are case-insensitive (cost units are kept as
+//! written). Period units:
 //!
 //! | unit | accepted spellings |
 //! |---|---|
@@ -57,7 +69,8 @@
 //! [`crate::calendar`]): `LIMIT/calendar-UNIT`, where UNIT is `minute`,
 //! `hour`, `day` or `month` (`1000000/calendar-month`, resets at 00:00 UTC
 //! on the 1st). Its burst is its limit: the whole window's allowance may be
-//! used at once, so `;burst=` is refused.
+//! used at once, so `;burst=` is refused. A calendar quota may count a
+//! unit of cost too: `1000000 tokens/calendar-month`.
 //!
 //! ```
 //! use tower_sluice::{Calendar, Quota};
@@ -67,6 +80,11 @@
 //! assert_eq!(q.calendar(), Some(Calendar::Month));
 //! assert_eq!(q.burst(), q.limit());
 //! assert!("10/calendar-week".parse::<Quota>().is_err());
+//!
+//! // 1 000 000 tokens per calendar month.
+//! let tokens = Quota::per_calendar_month(1_000_000).counting("tokens");
+//! assert_eq!(tokens.to_string(), "1000000 tokens/calendar-month");
+//! assert_eq!(tokens.to_string().parse::<Quota>()?, tokens);
 //! # Ok::<(), tower_sluice::QuotaError>(())
 //! ```
 
@@ -79,8 +97,10 @@ mod error;
 mod parse;
 #[cfg(feature = "serde")]
 mod serde;
+mod unit;
 
 pub use error::QuotaError;
+pub(crate) use unit::Unit;
 
 /// The largest burst window (`burst * period / limit`) a quota may have:
 /// about 146 years. Larger windows are rejected so that the limiter's
@@ -109,6 +129,7 @@ pub struct Quota {
     limit: u32,
     period: Duration,
     burst: u32,
+    unit: Unit,
     /// `Some` for a quota that resets on a calendar boundary.
     calendar: Option<Calendar>,
 }
@@ -167,6 +188,7 @@ impl Quota {
             limit,
             period,
             burst,
+            unit: Unit::REQUESTS,
             calendar: None,
         };
         q.validate()?;
@@ -353,6 +375,7 @@ impl Quota {
             limit,
             period: period.nominal(),
             burst: limit,
+            unit: Unit::REQUESTS,
             calendar: Some(period),
         })
     }
@@ -504,9 +527,119 @@ impl Quota {
             return self;
         }
         match Self::try_with_burst(self.limit, self.period, burst) {
+            Ok(q) => q.with_unit(self.unit),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The same quota, counting `unit` instead of requests: a request is
+    /// then charged its *cost* (tokens, bytes, credits: what the layer's
+    /// cost function says) rather than 1. `"requests"` counts requests.
+    ///
+    /// The limit and burst are in that unit: `Quota::per_minute(100_000)
+    /// .counting("tokens")` admits 100 000 tokens a minute, and a request
+    /// costing more than the burst can never pass (an error, never a wait).
+    /// A policy may mix quotas of several units; each is charged in its own.
+    ///
+    /// A unit name is a letter followed by letters, digits, `-`, `_` or
+    /// `.`, at most 32 characters; a process may name up to 64 units.
+    ///
+    /// # Panics
+    ///
+    /// When the name is not such a token; use
+    /// [`try_counting`](Self::try_counting) for a fallible version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::Quota;
+    ///
+    /// let tokens = Quota::per_minute(100_000).counting("tokens");
+    /// assert_eq!(tokens.unit(), "tokens");
+    /// assert!(!tokens.counts_requests());
+    /// assert_eq!(tokens.to_string(), "100000 tokens/min");
+    /// assert_eq!("100000 tokens/min".parse::<Quota>().unwrap(), tokens);
+    /// // Requests are the default unit.
+    /// assert_eq!(Quota::per_minute(60).unit(), "requests");
+    /// assert_eq!(Quota::per_minute(60).counting("requests"), Quota::per_minute(60));
+    /// ```
+    #[track_caller]
+    #[must_use]
+    pub fn counting(self, unit: &str) -> Self {
+        match self.try_counting(unit) {
             Ok(q) => q,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// The same quota counting `unit`, or an error saying why the name is
+    /// refused.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::BadUnit`] when `unit` is not a token (see
+    /// [`counting`](Self::counting)) or the process already names 64 units.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_sluice::{Quota, QuotaError};
+    ///
+    /// let q = Quota::per_day(1_000_000).try_counting("tokens")?;
+    /// assert_eq!(q.unit(), "tokens");
+    /// assert!(matches!(
+    ///     Quota::per_day(10).try_counting("two words"),
+    ///     Err(QuotaError::BadUnit { .. })
+    /// ));
+    /// # Ok::<(), QuotaError>(())
+    /// ```
+    pub fn try_counting(self, unit: &str) -> Result<Self, QuotaError> {
+        let unit = Unit::named(unit).map_err(|reason| QuotaError::BadUnit {
+            unit: unit.to_owned(),
+            reason,
+        })?;
+        Ok(self.with_unit(unit))
+    }
+
+    /// What the quota counts: `"requests"` (the default), or the unit
+    /// named with [`counting`](Self::counting).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert_eq!(Quota::per_second(10).unit(), "requests");
+    /// assert_eq!(Quota::per_second(10_000).counting("bytes").unit(), "bytes");
+    /// ```
+    pub fn unit(&self) -> &'static str {
+        self.unit.name()
+    }
+
+    /// Whether the quota counts requests (each charged 1) rather than a
+    /// unit of cost (each request charged its cost).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tower_sluice::Quota;
+    /// assert!(Quota::per_second(10).counts_requests());
+    /// assert!(!Quota::per_second(10).counting("credits").counts_requests());
+    /// ```
+    pub fn counts_requests(&self) -> bool {
+        !self.unit.is_cost()
+    }
+
+    /// The same quota with `unit`.
+    #[inline]
+    pub(crate) const fn with_unit(mut self, unit: Unit) -> Self {
+        self.unit = unit;
+        self
+    }
+
+    /// The unit, as kept.
+    #[inline]
+    pub(crate) const fn unit_id(&self) -> Unit {
+        self.unit
     }
 
     /// Requests per period.
@@ -569,6 +702,7 @@ impl Quota {
             limit,
             period,
             burst,
+            unit: Unit::REQUESTS,
             calendar: None,
         }
     }
@@ -601,7 +735,8 @@ impl fmt::Debug for Quota {
         let mut d = f.debug_struct("Quota");
         d.field("limit", &self.limit)
             .field("period", &self.period)
-            .field("burst", &self.burst);
+            .field("burst", &self.burst)
+            .field("unit", &self.unit());
         if let Some(cal) = self.calendar {
             d.field("calendar", &cal);
         }

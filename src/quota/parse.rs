@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::Quota;
 use super::error::QuotaError;
+use super::{Quota, Unit};
 use crate::calendar::Calendar;
 
 /// Units, largest first; the first name is the canonical one for `Display`.
@@ -36,8 +36,12 @@ impl fmt::Display for Quota {
     /// `LIMIT/[COUNT]UNIT`, plus `;burst=B` when the burst differs from the
     /// limit. Months and weeks are only used for exactly one of them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.limit)?;
+        if self.unit.is_cost() {
+            write!(f, " {}", self.unit.name())?;
+        }
         if let Some(cal) = self.calendar {
-            return write!(f, "{}/calendar-{cal}", self.limit);
+            return write!(f, "/calendar-{cal}");
         }
         let nanos = self.period.as_nanos() as u64;
         let (names, unit) = UNITS
@@ -54,7 +58,7 @@ impl fmt::Display for Quota {
             .map(|(_, u)| *u)
             .unwrap_or(UNITS[UNITS.len() - 1]);
         let count = nanos / unit;
-        write!(f, "{}/", self.limit)?;
+        f.write_str("/")?;
         if count != 1 {
             write!(f, "{count}")?;
         }
@@ -91,7 +95,16 @@ impl FromStr for Quota {
         let (limit, per) = rate
             .split_once('/')
             .ok_or_else(|| fail("missing '/' between limit and period".to_owned()))?;
-        let limit = parse_count(limit.trim()).map_err(|why| fail(format!("limit {why}")))?;
+        let limit = limit.trim();
+        let (limit, unit) = match limit.split_once(char::is_whitespace) {
+            Some((count, unit)) => (count, Some(unit.trim())),
+            None => (limit, None),
+        };
+        let limit = parse_count(limit).map_err(|why| fail(format!("limit {why}")))?;
+        let unit = match unit {
+            Some(unit) => Unit::named(unit).map_err(fail)?,
+            None => Unit::REQUESTS,
+        };
         if let Some(cal) = parse_calendar(per).map_err(fail)? {
             if burst.is_some_and(|b| b != limit) {
                 return Err(fail(
@@ -99,13 +112,16 @@ impl FromStr for Quota {
                         .to_owned(),
                 ));
             }
-            return Quota::try_per_calendar(limit, cal).map_err(|e| fail(e.to_string()));
+            return Quota::try_per_calendar(limit, cal)
+                .map(|q| q.with_unit(unit))
+                .map_err(|e| fail(e.to_string()));
         }
         let period = parse_period(per).map_err(fail)?;
         if limit == 0 {
             return Err(fail("limit must be at least 1".to_owned()));
         }
-        Quota::try_with_burst(limit, period, burst.unwrap_or(limit)).map_err(|e| match e {
+        let quota = Quota::try_with_burst(limit, period, burst.unwrap_or(limit));
+        quota.map(|q| q.with_unit(unit)).map_err(|e| match e {
             QuotaError::Parse { .. } => e,
             other => fail(
                 other
@@ -202,11 +218,28 @@ mod tests {
             ("60/min;burst=10", Quota::per_minute(60).with_burst(10)),
             ("60/m ; burst = 10", Quota::per_minute(60).with_burst(10)),
             ("7/seconds", Quota::per_second(7)),
+            (
+                "100000 tokens/min",
+                Quota::per_minute(100_000).counting("tokens"),
+            ),
+            (
+                " 5000  bytes / s ; burst = 100",
+                Quota::per_second(5000).with_burst(100).counting("bytes"),
+            ),
+            ("60 requests/min", Quota::per_minute(60)),
             ("10/calendar-minute", Quota::per_calendar_minute(10)),
             ("10 / Calendar-Hour", Quota::per_calendar_hour(10)),
             ("10/calendar-d", Quota::per_calendar_day(10)),
             ("10/calendar-mo", Quota::per_calendar_month(10)),
             ("10/calendar-day;burst=10", Quota::per_calendar_day(10)),
+            (
+                "1000000 tokens/calendar-month",
+                Quota::per_calendar_month(1_000_000).counting("tokens"),
+            ),
+            (
+                "500 credits / calendar-day ; burst = 500",
+                Quota::per_calendar_day(500).counting("credits"),
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(s.parse::<Quota>(), Ok(want), "{s}");
@@ -231,9 +264,13 @@ mod tests {
             ("10/ns;burst=1", ""),
             ("11/10ns", "more than one per nanosecond"),
             ("1/9999999day", "period is too long"),
+            ("10 to kens/s", "holds ' '"),
+            ("10 1x/s", "must start with a letter"),
             ("5/calendar-week", "unknown calendar period \"week\""),
             ("5/calendar-day;burst=2", "`burst` does not apply"),
             ("0/calendar-day", "limit must be at least 1"),
+            ("5 tokens/calendar-week", "unknown calendar period \"week\""),
+            ("5 tokens/calendar-day;burst=2", "`burst` does not apply"),
             (
                 "1/99999999999999999999day",
                 "period count 99999999999999999999 is too large",
@@ -268,6 +305,14 @@ mod tests {
                 "1000/month",
             ),
             (Quota::new(10, Duration::from_secs(7 * 86_400)), "10/week"),
+            (
+                Quota::per_day(1_000_000).counting("tokens"),
+                "1000000 tokens/day",
+            ),
+            (
+                Quota::per_minute(100).with_burst(10).counting("credits"),
+                "100 credits/min;burst=10",
+            ),
             (Quota::new(10, Duration::from_secs(14 * 86_400)), "10/14day"),
             (
                 Quota::new(3, Duration::from_nanos(1_000_000_007)),
@@ -277,6 +322,10 @@ mod tests {
             (Quota::per_calendar_hour(1), "1/calendar-hour"),
             (Quota::per_calendar_day(1000), "1000/calendar-day"),
             (Quota::per_calendar_month(7), "7/calendar-month"),
+            (
+                Quota::per_calendar_month(1_000_000).counting("tokens"),
+                "1000000 tokens/calendar-month",
+            ),
         ];
         for (q, s) in cases {
             assert_eq!(q.to_string(), s);

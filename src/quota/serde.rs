@@ -1,5 +1,6 @@
 //! `Serialize` and `Deserialize` for [`Quota`]: the string form, or a map
-//! `{limit, period, burst}` (`{limit, calendar}` for a calendar quota).
+//! `{limit, period, burst, unit}` (`{limit, calendar, unit}` for a calendar
+//! quota).
 
 use std::fmt;
 use std::time::Duration;
@@ -19,11 +20,13 @@ impl Serialize for Quota {
     }
 }
 
-/// Deserialized from the string form (`"60/min"`) or from a map
-/// `{limit, period, burst}` where `period` is a string such as `"1min"`
-/// or `"10s"` (or a number of seconds) and `burst` is optional, or
-/// `{limit, calendar}` for a calendar quota (`calendar`: `"minute"`,
-/// `"hour"`, `"day"` or `"month"`). An
+/// Deserialized from the string form (`"60/min"`, `"100000 tokens/min"`,
+/// `"1000000 tokens/calendar-month"`) or from a map
+/// `{limit, period, burst, unit}` where `period` is a string such as
+/// `"1min"` or `"10s"` (or a number of seconds), and `burst` and `unit` (a
+/// unit of cost, see [`Quota::counting`]) are optional, or
+/// `{limit, calendar, unit}` for a calendar quota (`calendar`: `"minute"`,
+/// `"hour"`, `"day"` or `"month"`; `unit` optional). An
 /// unknown field, a field given twice or a period holding more than a
 /// period (`"10s;burst=5"`) is an error.
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -50,6 +53,7 @@ impl<'de> Visitor<'de> for QuotaVisitor {
         let mut limit: Option<u32> = None;
         let mut period: Option<Duration> = None;
         let mut burst: Option<u32> = None;
+        let mut unit: Option<String> = None;
         let mut calendar: Option<String> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -58,6 +62,8 @@ impl<'de> Visitor<'de> for QuotaVisitor {
                 "period" if period.is_some() => {
                     return Err(de::Error::duplicate_field("period"));
                 }
+                "unit" if unit.is_some() => return Err(de::Error::duplicate_field("unit")),
+                "unit" => unit = Some(map.next_value()?),
                 "calendar" if calendar.is_some() => {
                     return Err(de::Error::duplicate_field("calendar"));
                 }
@@ -68,12 +74,16 @@ impl<'de> Visitor<'de> for QuotaVisitor {
                 other => {
                     return Err(de::Error::unknown_field(
                         other,
-                        &["limit", "period", "burst", "calendar"],
+                        &["limit", "period", "burst", "unit", "calendar"],
                     ));
                 }
             }
         }
         let limit = limit.ok_or_else(|| de::Error::missing_field("limit"))?;
+        let with_unit = |quota: Quota| match &unit {
+            Some(unit) => quota.try_counting(unit).map_err(de::Error::custom),
+            None => Ok(quota),
+        };
         if let Some(name) = calendar {
             if period.is_some() || burst.is_some_and(|b| b != limit) {
                 return Err(de::Error::custom(
@@ -86,10 +96,14 @@ impl<'de> Visitor<'de> for QuotaVisitor {
                     "unknown calendar period {name:?} (expected minute, hour, day or month)"
                 ))
             })?;
-            return Quota::try_per_calendar(limit, cal).map_err(de::Error::custom);
+            return Quota::try_per_calendar(limit, cal)
+                .map_err(de::Error::custom)
+                .and_then(with_unit);
         }
         let period = period.ok_or_else(|| de::Error::missing_field("period"))?;
-        Quota::try_with_burst(limit, period, burst.unwrap_or(limit)).map_err(de::Error::custom)
+        let quota = Quota::try_with_burst(limit, period, burst.unwrap_or(limit))
+            .map_err(de::Error::custom)?;
+        with_unit(quota)
     }
 }
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::RateLimit;
+use super::{RateLimit, RateLimitByCost};
+use crate::cost::{ByCost, One};
 use crate::key::ConstKey;
 use crate::limiter::Limiter;
 use crate::observe::{Observer, Observers};
@@ -52,10 +53,11 @@ pub(crate) enum Mode {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimitLayer<C = One> {
     limiter: Arc<Limiter>,
     mode: Mode,
     observers: Observers,
+    cost: C,
 }
 
 impl RateLimitLayer {
@@ -107,6 +109,7 @@ impl RateLimitLayer {
             limiter,
             mode: Mode::Wait { max_wait: u64::MAX },
             observers: Observers::default(),
+            cost: One,
         }
     }
 
@@ -141,7 +144,9 @@ impl RateLimitLayer {
             .backend(backend)
             .max_wait(Duration::from_secs(60))
     }
+}
 
+impl<C> RateLimitLayer<C> {
     /// Never wait: `call` fails at once with
     /// [`RateLimited`](crate::RateLimited) when the quota is exhausted.
     /// The service is always ready (if the inner one is), which is what
@@ -304,6 +309,72 @@ impl RateLimitLayer {
     /// ```
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
+    }
+}
+
+impl RateLimitLayer {
+    /// Charges each request the cost `cost` says (a closure
+    /// `|req: &Req| -> u32` or a [`Cost`](crate::cost::Cost)): 1 to every quota that counts
+    /// requests, the cost to every quota that counts a unit
+    /// ([`Quota::counting`]). See the [`cost`](crate::cost) module.
+    ///
+    /// A request of cost 0 passes without a charge. A cost above the burst
+    /// of a quota that counts cost fails at once with
+    /// [`ExceedsBurst`](crate::ExceedsBurst), never waits. The service
+    /// decides in `call` (the cost is read from the request), and a
+    /// request that waits for its turn does so in its response future,
+    /// which needs a `Clone` inner service; see [`RateLimitByCost`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{ExceedsBurst, Limiter, Quota, RateLimitLayer, RateLimited};
+    ///
+    /// struct Completion { max_tokens: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // A provider allows 3 requests and 10 000 tokens a minute.
+    /// let limiter = Limiter::new(Quota::per_minute(3)).and(Quota::per_minute(10_000).counting("tokens"));
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::with_limiter(Arc::new(limiter)).reject().cost(|c: &Completion| c.max_tokens))
+    ///     .service(service_fn(|_: Completion| async { Ok::<_, BoxError>("done") }));
+    /// svc.clone().oneshot(Completion { max_tokens: 8_000 }).await?;
+    /// // The token quota refuses the next 8 000, and names itself.
+    /// let err = svc.clone().oneshot(Completion { max_tokens: 8_000 }).await.unwrap_err();
+    /// assert_eq!(err.downcast_ref::<RateLimited>().unwrap().quota().unit(), "tokens");
+    /// // A request above the burst could never pass: an error, at once.
+    /// let err = svc.clone().oneshot(Completion { max_tokens: 20_000 }).await.unwrap_err();
+    /// assert_eq!(err.downcast_ref::<ExceedsBurst>().unwrap().cost(), 20_000);
+    /// // Cost 0 is free.
+    /// svc.clone().oneshot(Completion { max_tokens: 0 }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cost<F>(self, cost: F) -> RateLimitLayer<ByCost<F>> {
+        RateLimitLayer {
+            limiter: self.limiter,
+            mode: self.mode,
+            observers: self.observers,
+            cost: ByCost(cost),
+        }
+    }
+}
+
+impl<S, F: Clone> Layer<S> for RateLimitLayer<ByCost<F>> {
+    type Service = RateLimitByCost<S, F>;
+
+    fn layer(&self, inner: S) -> RateLimitByCost<S, F> {
+        RateLimitByCost::new(
+            inner,
+            self.limiter.clone(),
+            self.mode,
+            self.observers.clone(),
+            self.cost.0.clone(),
+        )
     }
 }
 

@@ -56,9 +56,11 @@
 //! # }
 //! ```
 
+mod cost;
 pub mod future;
 mod layer;
 mod service;
 
+pub use cost::RateLimitByCost;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;

@@ -98,7 +98,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let State::Waiting | State::Ready = self.state {
-            self.limiter.refund(&self.reserved, 1);
+            self.limiter.refund(&self.reserved, crate::cost::Charge::ONE);
         }
     }
 }

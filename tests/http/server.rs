@@ -166,3 +166,148 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_the_key() {
     }
     assert_eq!(statuses, [200, 200, 429]);
 }
+
+/// A request's cost read from its `x-tokens` header (missing: 1).
+fn tokens(req: &Request<Body>) -> u32 {
+    req.headers()
+        .get("x-tokens")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_server_limits_by_cost_with_qu_fields_and_413() {
+    // Per API key: 60 requests a minute and 1 000 tokens a minute.
+    let policy = tower_sluice::per_key::Policy::new(Quota::per_minute(60))
+        .and(Quota::per_minute(1_000).counting("tokens"))
+        .unwrap();
+    let layer = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key")).cost(tokens);
+    let (url, client) = serve(layer.http()).await;
+    let policy_field = r#""per-minute";q=60;w=60, "tokens-per-minute";q=1000;w=60;qu="tokens""#;
+
+    let (status, headers, _) =
+        fetch(&client, &url, &[("x-api-key", "k"), ("x-tokens", "700")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(field(&headers, "ratelimit-policy"), Some(policy_field));
+    // One item per quota, each counting in its unit: 59 requests, 300 tokens left.
+    let rate_limit = field(&headers, "ratelimit").unwrap();
+    assert!(
+        rate_limit.starts_with(r#""per-minute";r=59;"#),
+        "{rate_limit}"
+    );
+    assert!(
+        rate_limit.contains(r#", "tokens-per-minute";r=300;"#),
+        "{rate_limit}"
+    );
+
+    // 400 tokens are refused by the token quota; the 429 names it.
+    let (status, headers, body) =
+        fetch(&client, &url, &[("x-api-key", "k"), ("x-tokens", "400")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(field(&headers, "ratelimit-policy"), Some(policy_field));
+    let retry: u64 = field(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((5..=6).contains(&retry), "{retry}"); // 100 tokens at 1 000 a minute
+    let rate_limit = field(&headers, "ratelimit").unwrap();
+    assert!(
+        rate_limit.contains(r#""tokens-per-minute";r=300;t="#),
+        "{rate_limit}"
+    );
+    assert!(body.contains("1000 tokens per 1m"), "{body}");
+
+    // More than the burst can never pass: 413, saying so, without Retry-After.
+    let (status, headers, body) =
+        fetch(&client, &url, &[("x-api-key", "k"), ("x-tokens", "5000")]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(field(&headers, "retry-after"), None);
+    assert!(
+        body.starts_with("request cost 5000 tokens exceeds the burst of 1000 tokens"),
+        "{body}"
+    );
+
+    // Cost 0 passes without a charge (and without a decision, so no fields).
+    let (status, headers, _) = fetch(&client, &url, &[("x-api-key", "k"), ("x-tokens", "0")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(field(&headers, "ratelimit"), None);
+    // The refused and free requests consumed nothing: 300 tokens still fit.
+    let (status, _, _) = fetch(&client, &url, &[("x-api-key", "k"), ("x-tokens", "300")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_server_names_calendar_token_quotas_and_counts_to_midnight() {
+    use std::time::{Duration, UNIX_EPOCH};
+    use tower_sluice::calendar;
+    use tower_sluice::per_key::Policy;
+
+    // 2024-03-10 23:00:00 UTC: an hour to the end of the day.
+    calendar::set_test_utc(UNIX_EPOCH + Duration::from_secs(1_710_111_600));
+    // Per API key: 60 requests and 100 000 tokens a minute, 1 000 000
+    // tokens a calendar day; the key "small" gets 50 000 tokens a day.
+    let policy = |daily: u32| {
+        Policy::new(Quota::per_minute(60))
+            .and(Quota::per_minute(100_000).counting("tokens"))
+            .unwrap()
+            .and(Quota::per_calendar_day(daily).counting("tokens"))
+            .unwrap()
+    };
+    let small = policy(50_000);
+    let layer = PerKeyLayer::new(policy(1_000_000), HeaderKey::from_static("x-api-key"))
+        .policy_for(move |key: &String| (key == "small").then(|| small.clone()))
+        .cost(tokens);
+    let (url, client) = serve(layer.http()).await;
+
+    let (status, headers, _) =
+        fetch(&client, &url, &[("x-api-key", "k"), ("x-tokens", "60000")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        field(&headers, "ratelimit-policy"),
+        Some(concat!(
+            r#""per-minute";q=60;w=60, "tokens-per-minute";q=100000;w=60;qu="tokens", "#,
+            r#""tokens-calendar-day";q=1000000;w=86400;qu="tokens""#
+        ))
+    );
+    // The day's item counts tokens and resets at midnight, an hour away.
+    let rate_limit = field(&headers, "ratelimit").unwrap();
+    assert!(
+        rate_limit.starts_with(r#""per-minute";r=59;t=1, "tokens-per-minute";r=40000;t=1, "#),
+        "{rate_limit}"
+    );
+    assert!(
+        rate_limit.ends_with(r#""tokens-calendar-day";r=940000;t=3600"#),
+        "{rate_limit}"
+    );
+
+    // "small": more than the day's burst can never pass (413, naming it).
+    let (status, _, body) = fetch(
+        &client,
+        &url,
+        &[("x-api-key", "small"), ("x-tokens", "60000")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body.contains("exceeds the burst of 50000 tokens"), "{body}");
+    let (status, _, _) = fetch(
+        &client,
+        &url,
+        &[("x-api-key", "small"), ("x-tokens", "40000")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // 20 000 more are refused by the day until midnight.
+    let (status, headers, _) = fetch(
+        &client,
+        &url,
+        &[("x-api-key", "small"), ("x-tokens", "20000")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(field(&headers, "retry-after"), Some("3600"));
+    let rate_limit = field(&headers, "ratelimit").unwrap();
+    assert!(
+        rate_limit.contains(r#""tokens-calendar-day";r=10000;t=3600"#),
+        "{rate_limit}"
+    );
+    // Still free: cost 0.
+    let (status, _, _) = fetch(&client, &url, &[("x-api-key", "small"), ("x-tokens", "0")]).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -340,6 +340,18 @@ fn serde_from_string_and_map() {
     assert_eq!(q, Quota::new(100, Duration::from_secs(10)));
     let q: Quota = serde_json::from_str(r#"{"limit": 5, "period": 60, "burst": 2}"#).unwrap();
     assert_eq!(q, Quota::per_minute(5).with_burst(2));
+    // A calendar quota of cost, as a string and as a map.
+    let monthly = Quota::per_calendar_month(1_000_000).counting("tokens");
+    let json = serde_json::to_string(&monthly).unwrap();
+    assert_eq!(json, "\"1000000 tokens/calendar-month\"");
+    assert_eq!(serde_json::from_str::<Quota>(&json).unwrap(), monthly);
+    let q: Quota =
+        serde_json::from_str(r#"{"limit": 1000000, "calendar": "month", "unit": "tokens"}"#)
+            .unwrap();
+    assert_eq!(q, monthly);
+    let q: Quota =
+        serde_json::from_str(r#"{"unit": "tokens", "limit": 5, "period": "1s"}"#).unwrap();
+    assert_eq!(q, Quota::per_second(5).counting("tokens"));
     for (bad, why) in [
         (r#""0/min""#, "limit must be at least 1"),
         (
@@ -382,6 +394,18 @@ fn serde_from_string_and_map() {
             "one request every 2ns",
         ),
         (r#""4294967295/4294967296ns""#, "one request every 2ns"),
+        (
+            r#"{"limit": 5, "calendar": "day", "unit": "two words"}"#,
+            "holds ' '",
+        ),
+        (
+            r#"{"limit": 5, "calendar": "day", "unit": "tokens", "unit": "bytes"}"#,
+            "duplicate field `unit`",
+        ),
+        (
+            r#"{"limit": 5, "calendar": "week", "unit": "tokens"}"#,
+            "unknown calendar period",
+        ),
     ] {
         let err = serde_json::from_str::<Quota>(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad}: {err}");
@@ -786,4 +810,168 @@ proptest! {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Cost: quotas of requests and quotas of a unit, charged 1 and the cost.
+
+/// A quota of requests or of tokens.
+fn mixed_quota() -> impl Strategy<Value = Quota> {
+    (quota(), prop::bool::ANY).prop_map(|(q, tokens)| if tokens { q.counting("tokens") } else { q })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `check_cost` against one leaky-bucket model per quota: a quota of
+    /// requests is charged 1, a quota of tokens the cost; the request
+    /// passes only if every model admits it, a denial charges none and
+    /// names the quota needing the longest wait, cost 0 charges nothing,
+    /// and a cost above a token quota's burst is an error that charges
+    /// nothing.
+    #[test]
+    fn check_cost_matches_models_by_unit(
+        q1 in mixed_quota(),
+        q2 in mixed_quota(),
+        q3 in mixed_quota(),
+        arrivals in prop::collection::vec((0u64..=20_000_000, 0u32..=45), 1..150),
+    ) {
+        paused(async move {
+            let quotas = [q1, q2, q3];
+            let limiter = Limiter::new(q1).and(q2).and(q3);
+            let mut models: Vec<LeakyBucket> = quotas.iter().map(|q| LeakyBucket::new(*q)).collect();
+            let charge = |q: &Quota, cost: u32| if q.counts_requests() { 1 } else { cost };
+            let mut now = 0u128;
+            for (gap, cost) in arrivals {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                now += u128::from(gap);
+                let over = quotas.iter().find(|q| !q.counts_requests() && cost > q.burst());
+                let got = match (limiter.check_cost(cost), over) {
+                    (Err(e), Some(q)) => {
+                        prop_assert_eq!(e.cost(), cost);
+                        prop_assert_eq!(e.quota(), *q);
+                        continue;
+                    }
+                    (Ok(d), None) => d,
+                    (got, over) => {
+                        prop_assert!(false, "cost {} gave {:?}, over {:?}", cost, got, over);
+                        unreachable!()
+                    }
+                };
+                if cost == 0 {
+                    prop_assert!(got.is_allowed());
+                    continue;
+                }
+                let dry: Vec<Outcome> = models
+                    .iter()
+                    .zip(&quotas)
+                    .map(|(m, q)| m.clone().check(now, charge(q, cost)))
+                    .collect();
+                let all = dry.iter().all(|o| o.allowed);
+                prop_assert_eq!(got.is_allowed(), all, "cost {} at {} ns", cost, now);
+                if all {
+                    for (m, q) in models.iter_mut().zip(&quotas) {
+                        m.check(now, charge(q, cost));
+                    }
+                } else {
+                    let worst = dry.iter().filter(|o| !o.allowed).map(|o| o.retry_after).max().unwrap();
+                    prop_assert_eq!(got.retry_after().as_nanos(), worst);
+                    // The refusal names a quota that refused, with its unit.
+                    let i = quotas.iter().position(|q| *q == got.quota()).unwrap();
+                    prop_assert!(!dry[i].allowed);
+                    prop_assert_eq!(dry[i].retry_after, worst);
+                }
+                // Every quota's state agrees with its model afterwards.
+                for ((d, m), q) in limiter.states().iter().zip(&models).zip(&quotas) {
+                    let left = (m.capacity - m.drained(now)) / m.t;
+                    prop_assert_eq!(u128::from(d.remaining()), left, "{}", q);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_of_requests_and_tokens_decides_together() {
+    // 60 requests a minute AND 100 000 tokens a minute AND 1 000 000 tokens a day.
+    let limiter = Limiter::new(Quota::per_minute(60))
+        .and(Quota::per_minute(100_000).counting("tokens"))
+        .and(Quota::per_day(1_000_000).counting("tokens"));
+    assert!(limiter.check_cost(90_000).unwrap().is_allowed());
+    // The minute's tokens refuse the next 20 000, which consumes nothing.
+    let denied = limiter.check_cost(20_000).unwrap();
+    assert!(!denied.is_allowed());
+    assert_eq!(
+        denied.quota(),
+        Quota::per_minute(100_000).counting("tokens")
+    );
+    // 10 000 more tokens take 6 s to refill (100 000 a minute).
+    assert_eq!(denied.retry_after(), Duration::from_secs(6));
+    let err = denied.into_result().unwrap_err();
+    assert!(err.to_string().contains("100000 tokens per 1m"), "{err}");
+    let left: Vec<u32> = limiter.states().iter().map(|d| d.remaining()).collect();
+    assert_eq!(left, [59, 10_000, 910_000]);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(limiter.check_cost(20_000).unwrap().is_allowed());
+    // Cost 0: no charge at all, not even a request.
+    assert!(limiter.check_cost(0).unwrap().is_allowed());
+    // (60 a minute: 6 s refilled 6 requests, then one was charged.)
+    assert_eq!(limiter.states()[0].remaining(), 59);
+    // Above the minute's burst: an error naming cost, burst and quota.
+    let err = limiter.check_cost(100_001).unwrap_err();
+    assert_eq!((err.cost(), err.quota().burst()), (100_001, 100_000));
+    assert!(err.to_string().contains("100001 tokens"), "{err}");
+    // `check_n` stays a batch: it charges every quota n.
+    let limiter =
+        Limiter::new(Quota::per_minute(60)).and(Quota::per_minute(1_000).counting("tokens"));
+    limiter.check_n(10).unwrap();
+    let left: Vec<u32> = limiter.states().iter().map(|d| d.remaining()).collect();
+    assert_eq!(left, [50, 990]);
+}
+
+/// Real threads charging random costs: no quota of cost admits more than
+/// `B + elapsed / T` units, no quota of requests more than its requests.
+#[test]
+fn threads_never_exceed_a_cost_quota() {
+    let tokens = Quota::per_second(200_000)
+        .with_burst(5_000)
+        .counting("tokens");
+    let requests = Quota::per_second(2_000).with_burst(50);
+    let limiter = Arc::new(Limiter::new(requests).and(tokens));
+    let start = Instant::now();
+    let admitted_tokens = AtomicU64::new(0);
+    let admitted_requests = AtomicU64::new(0);
+    let run = Duration::from_millis(300);
+    std::thread::scope(|s| {
+        for seed in 0..4u64 {
+            let (limiter, admitted_tokens, admitted_requests) =
+                (&limiter, &admitted_tokens, &admitted_requests);
+            s.spawn(move || {
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                while start.elapsed() < run {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let cost = (x % 400) as u32;
+                    if cost > 0 && limiter.check_cost(cost).unwrap().is_allowed() {
+                        admitted_tokens.fetch_add(u64::from(cost), Ordering::Relaxed);
+                        admitted_requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_nanos();
+    for (quota, admitted) in [(tokens, admitted_tokens), (requests, admitted_requests)] {
+        let admitted = u128::from(admitted.into_inner());
+        let bound = u128::from(quota.burst()) + elapsed / quota.emission_interval().as_nanos();
+        assert!(
+            admitted <= bound,
+            "{quota}: {admitted} admitted, bound {bound}"
+        );
+        // Not trivially denying either (loosely: the machine may be busy).
+        assert!(admitted > 0, "{quota}: nothing admitted");
+    }
+}
+
 mod calendar;
+mod cost_calendar;

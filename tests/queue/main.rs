@@ -710,3 +710,100 @@ async fn concurrency_zero_is_taken_as_one() {
     assert_eq!(a.await.unwrap(), 1);
     assert_eq!(b.await.unwrap(), 2);
 }
+
+// ---------------------------------------------------------------------------
+// Pacing by cost: each request is charged its cost on a pace of tokens.
+
+/// 1 000 tokens a second, 1 000 at once; a request `n` costs `n` tokens.
+fn token_pace()
+-> QueueLayer<tower_sluice::queue::NoPriority, tower_sluice::queue::NoKey, fn(&u32) -> u32> {
+    QueueLayer::new(100)
+        .pace(Quota::per_second(1_000).counting("tokens"))
+        .cost((|n: &u32| *n) as fn(&u32) -> u32)
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_by_cost_spaces_requests_by_their_tokens() {
+    let probe = Probe::new();
+    let mut svc = token_pace().layer(probe.upstream(Duration::ZERO));
+    let tasks: Vec<_> = [600, 600, 300, 0, 1_000]
+        .into_iter()
+        .map(|n| tokio::spawn(svc.call(n)))
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let ms = Duration::from_millis;
+    // 600 at once; 600 more when 200 have come back; 300 at 0.5 s; the
+    // free request right behind it (in order, unpaced); 1 000 when the
+    // bucket is whole again.
+    assert_eq!(probe.order(), [600, 600, 300, 0, 1_000]);
+    assert_eq!(probe.times(), [ms(0), ms(200), ms(500), ms(500), ms(1_500)]);
+    // The pace is spent until 2.5 s, but a request of cost 0 goes at once.
+    svc.call(0).await.unwrap();
+    assert_eq!(probe.times()[5], ms(1_500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_above_the_pace_burst_fails_at_once() {
+    let probe = Probe::new();
+    let layer = token_pace();
+    let handle = layer.handle();
+    let mut svc = layer.layer(probe.upstream(Duration::ZERO));
+    let mut too_big = task::spawn(svc.call(1_001));
+    let err = assert_ready_err!(too_big.poll());
+    let err = err
+        .downcast_ref::<tower_sluice::ExceedsBurst>()
+        .expect("ExceedsBurst");
+    assert_eq!((err.cost(), err.quota().burst()), (1_001, 1_000));
+    assert_eq!(err.quota().unit(), "tokens");
+    assert_eq!(handle.depth(), 0);
+    // It took nothing from the pace: a whole burst goes at once.
+    svc.call(1_000).await.unwrap();
+    assert_eq!(probe.times(), [Duration::ZERO]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pace_of_requests_charges_one_whatever_the_cost() {
+    let probe = Probe::new();
+    let mut svc = QueueLayer::new(100)
+        .pace(Quota::per_second(2).with_burst(1))
+        .cost(|n: &u32| *n)
+        .layer(probe.upstream(Duration::ZERO));
+    let tasks: Vec<_> = [500, 70_000, 1, 0]
+        .into_iter()
+        .map(|n| tokio::spawn(svc.call(n)))
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(probe.times(), [ms(0), ms(500), ms(1_000), ms(1_000)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_predicted_wait_counts_the_costs_ahead() {
+    let probe = Probe::new();
+    let layer = token_pace().max_wait(Duration::from_secs(2));
+    let handle = layer.handle();
+    let mut svc = layer.layer(probe.upstream(Duration::ZERO));
+    // 1 000 sent; 1 000 and 900 queued (sent at 1 s and 1.9 s).
+    let tasks: Vec<_> = [1_000, 1_000, 900]
+        .into_iter()
+        .map(|n| tokio::spawn(svc.call(n)))
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(handle.depth(), 2);
+    // 200 more would go at 2.1 s: past the 2 s wait, refused at once.
+    let mut late = task::spawn(svc.call(200));
+    let err = assert_ready_err!(late.poll());
+    assert!(err.downcast_ref::<QueueTimeout>().unwrap().predicted());
+    // 100 would go at exactly 2 s: it waits.
+    let last = tokio::spawn(svc.call(100));
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    last.await.unwrap().unwrap();
+    let ms = Duration::from_millis;
+    assert_eq!(probe.times(), [ms(0), ms(1_000), ms(1_900), ms(2_000)]);
+}

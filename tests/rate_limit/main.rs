@@ -426,3 +426,55 @@ async fn one_service_follows_every_quota_change_between_its_calls() {
     let err = downcast(svc.ready().await.unwrap().call(4).await.unwrap_err());
     assert_eq!(err.quota(), Quota::per_minute(3));
 }
+
+// ---------------------------------------------------------------------------
+// Cost.
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn by_cost_waits_for_the_cost_quota_and_never_for_the_impossible() {
+    use tower::{BoxError, ServiceExt, service_fn};
+    use tower_sluice::{ExceedsBurst, Limiter, Quota, RateLimitLayer};
+
+    // 100 requests a second and 1 000 bytes a second; a caller waits up to 2 s.
+    let limiter =
+        Limiter::new(Quota::per_second(100)).and(Quota::per_second(1_000).counting("bytes"));
+    let layer = RateLimitLayer::with_limiter(std::sync::Arc::new(limiter))
+        .max_wait(std::time::Duration::from_secs(2))
+        .cost(|body: &Vec<u8>| body.len() as u32);
+    let limiter = layer.limiter().clone();
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|body: Vec<u8>| async move {
+            Ok::<_, BoxError>(body.len())
+        }));
+    let start = tokio::time::Instant::now();
+    assert_eq!(svc.clone().oneshot(vec![0; 1_000]).await.unwrap(), 1_000);
+    // 500 bytes more wait half a second.
+    assert_eq!(svc.clone().oneshot(vec![0; 500]).await.unwrap(), 500);
+    assert_eq!(start.elapsed(), std::time::Duration::from_millis(500));
+    // More than the burst: an error at once, never a wait.
+    let err = svc.clone().oneshot(vec![0; 1_001]).await.unwrap_err();
+    assert!(err.is::<ExceedsBurst>());
+    assert_eq!(start.elapsed(), std::time::Duration::from_millis(500));
+    // Cost 0 passes at once without a charge.
+    svc.clone().oneshot(Vec::new()).await.unwrap();
+    assert_eq!(
+        limiter.states()[0].remaining(),
+        99,
+        "the free request charged no request"
+    );
+    // A waiting request dropped before its turn gives its bytes back.
+    let waiting = svc.clone().oneshot(vec![0; 800]);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), waiting).await;
+    assert!(
+        limiter.peek_cost(1_000).unwrap().retry_after() <= std::time::Duration::from_millis(900)
+    );
+    // Four of 1 000 bytes at once: sent at 0, 1 s and 2 s; the fourth would wait 3 s.
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    let start = tokio::time::Instant::now();
+    let kb = || svc.clone().oneshot(vec![0; 1_000]);
+    let (a, b, c, d) = tokio::join!(kb(), kb(), kb(), kb());
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert!(d.unwrap_err().is::<tower_sluice::RateLimited>());
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+}

@@ -30,6 +30,18 @@ async fn decide<K>(b: &impl Backend<K>, key: &K, policy: &Policy) -> Result<Gran
     }
 }
 
+async fn decide_cost<K>(
+    b: &impl Backend<K>,
+    key: &K,
+    policy: &Policy,
+    cost: u32,
+) -> Result<Grant, BoxError> {
+    match b.acquire(key, policy, cost, Duration::ZERO) {
+        Acquire::Ready(r) => r,
+        Acquire::Pending(f) => f.await,
+    }
+}
+
 fn backend(url: &str) -> RedisBackend {
     RedisBackend::from_url(url)
         .unwrap()
@@ -186,6 +198,88 @@ async fn calendar_quotas_count_in_one_expiring_key_per_window() {
     let restarted = backend(&url).prefix(prefix);
     let again = decide(&restarted, &key, &policy).await.unwrap_err();
     assert!(again.is::<RateLimited>(), "the minute is still spent");
+}
+
+#[tokio::test]
+async fn calendar_quotas_of_tokens_count_the_cost_in_their_own_key() {
+    let (url, _server) = RedisServer::url_or_start();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Keep clear of midnight UTC (at most 5 s of waiting).
+    let now = redis_time(&mut conn).await;
+    let into_day = now % 86_400_000_000;
+    if into_day > 86_395_000_000 {
+        tokio::time::sleep(Duration::from_micros(86_400_100_000 - into_day)).await;
+    }
+    // 100 000 tokens a minute, 1 000 000 tokens and 500 requests a
+    // calendar day, and a second day of tokens (a looser one: it counts
+    // the same tokens, in the same key).
+    let tokens_a_day = Quota::per_calendar_day(1_000_000).counting("tokens");
+    let policy = Policy::new(Quota::per_minute(100_000).counting("tokens"))
+        .and(tokens_a_day)
+        .unwrap()
+        .and(Quota::per_calendar_day(500))
+        .unwrap()
+        .and(Quota::per_calendar_day(2_000_000).counting("tokens"))
+        .unwrap();
+    let prefix = format!("caltok{}:", std::process::id());
+    let b = backend(&url).prefix(prefix.clone());
+    let key = "{ann}".to_string();
+    let grant = decide_cost(&b, &key, &policy, 60_000).await.unwrap();
+    // The tightest: 499 requests left today.
+    assert_eq!(grant.decision().remaining(), 499);
+    assert_eq!(grant.decision().quota(), Quota::per_calendar_day(500));
+    // Refused by the minute's tokens: nothing is charged anywhere.
+    let refused = decide_cost(&b, &key, &policy, 50_000).await.unwrap_err();
+    let refused = refused.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(
+        refused.quota(),
+        Quota::per_minute(100_000).counting("tokens")
+    );
+    assert_eq!(refused.remaining(), 40_000);
+    decide_cost(&b, &key, &policy, 40_000).await.unwrap();
+
+    let day = redis_time(&mut conn).await / 86_400_000_000;
+    let get = |k: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&k)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    // The day's tokens: the cost, charged once for both token quotas.
+    assert_eq!(
+        get(format!("{prefix}{{ann}}@tokens-calendar-day:{day}")).await,
+        Some(100_000)
+    );
+    // The day's requests: 1 each, in the key of requests.
+    assert_eq!(
+        get(format!("{prefix}{{ann}}@calendar-day:{day}")).await,
+        Some(2)
+    );
+    // Refused by the day once it is spent (a new instance reads the same).
+    let restarted = backend(&url).prefix(prefix.clone());
+    redis::cmd("SET")
+        .arg(format!("{prefix}{{ann}}@tokens-calendar-day:{day}"))
+        .arg(990_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    // The minute's tokens refuse too, but the day needs the longest wait.
+    let refused = decide_cost(&restarted, &key, &policy, 20_000)
+        .await
+        .unwrap_err();
+    let refused = refused.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(refused.quota(), tokens_a_day);
+    assert_eq!(refused.remaining(), 10_000);
+    assert_eq!(refused.retry_after(), refused.reset_after());
+    assert!(refused.retry_after() <= Duration::from_secs(86_400));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1002,4 +1096,124 @@ async fn a_policy_with_an_in_flight_cap_is_decided() {
     assert!(err.is::<tower_sluice::error::TooManyInFlight>(), "{err}");
     drop(first);
     assert!(decide(&b, &"ann".to_string(), &policy).await.is_ok());
+}
+
+/// A real axum server on 127.0.0.1 whose per-key layer charges each API
+/// key its tokens on Redis: a quota of tokens refuses, a cost above its
+/// burst is a 413, cost 0 is free, and the calendar day's tokens count in
+/// their own Redis key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_server_limits_by_cost_on_redis() {
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+    use http::{Request, StatusCode};
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower_sluice::http::HeaderKey;
+
+    let (url, _server) = RedisServer::url_or_start();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Keep clear of midnight UTC (at most 5 s of waiting).
+    let into_day = redis_time(&mut conn).await % 86_400_000_000;
+    if into_day > 86_395_000_000 {
+        tokio::time::sleep(Duration::from_micros(86_400_100_000 - into_day)).await;
+    }
+
+    // Per API key: 60 requests and 1 000 tokens a minute, 5 000 tokens a
+    // calendar day; the cost is the request's `x-tokens` (missing: 1).
+    let policy = Policy::new(Quota::per_minute(60))
+        .and(Quota::per_minute(1_000).counting("tokens"))
+        .unwrap()
+        .and(Quota::per_calendar_day(5_000).counting("tokens"))
+        .unwrap();
+    let prefix = format!("http-cost{}:", std::process::id());
+    let layer = PerKeyLayer::new(policy, HeaderKey::from_static("x-api-key"))
+        .cost(|req: &Request<Body>| {
+            req.headers()
+                .get("x-tokens")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1)
+        })
+        .backend(backend(&url).prefix(prefix.clone()));
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer.http());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let fetch = |tokens: u32| {
+        let req = Request::get(format!("http://{addr}/"))
+            .header("x-api-key", "{ann}")
+            .header("x-tokens", tokens)
+            .body(Empty::new())
+            .unwrap();
+        let res = client.request(req);
+        async move {
+            let res = res.await.unwrap();
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            (
+                parts.status,
+                parts.headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+    let field = |headers: &http::HeaderMap, name: &str| {
+        headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let (status, headers, _) = fetch(700).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        field(&headers, "ratelimit-policy").unwrap(),
+        concat!(
+            r#""per-minute";q=60;w=60, "tokens-per-minute";q=1000;w=60;qu="tokens", "#,
+            r#""tokens-calendar-day";q=5000;w=86400;qu="tokens""#
+        )
+    );
+    // 400 tokens are refused by the minute's tokens (300 left).
+    let (status, headers, body) = fetch(400).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let retry: u64 = field(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((5..=6).contains(&retry), "{retry}"); // 100 tokens at 1 000 a minute
+    assert!(body.contains("1000 tokens per 1m"), "{body}");
+    // More than the burst can never pass: 413, without Retry-After.
+    let (status, headers, body) = fetch(5_000).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(field(&headers, "retry-after"), None);
+    assert!(
+        body.starts_with("request cost 5000 tokens exceeds the burst of 1000 tokens"),
+        "{body}"
+    );
+    // Cost 0 is free: no decision, no fields.
+    let (status, headers, _) = fetch(0).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(field(&headers, "ratelimit"), None);
+    // The refusals charged nothing: 300 tokens still fit.
+    let (status, _, _) = fetch(300).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // In Redis: the day's tokens in their window's key, the requests in
+    // the key's rolling state.
+    let day = redis_time(&mut conn).await / 86_400_000_000;
+    let tokens: Option<u64> = redis::cmd("GET")
+        .arg(format!("{prefix}{{ann}}@tokens-calendar-day:{day}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tokens, Some(1_000));
+    let rolling: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}{{ann}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rolling.map(|v| v.split(' ').count()), Some(3));
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::BoxError;
 use crate::clock::Clock;
+use crate::cost::Charge;
 use crate::error::{ExceedsBurst, RateLimited};
 use crate::gcra::{Decision, Reserved};
 use crate::headers::provider::ProviderLimits;
@@ -123,15 +124,15 @@ impl Core {
             0 => None,
             n => Some(
                 self.tokens
-                    .reserve(n, max_wait)
+                    .reserve(Charge::n(n), max_wait)
                     .map_err(|d| RateLimited::from_decision(&d))?,
             ),
         };
-        let requests = match self.requests.reserve(1, max_wait) {
+        let requests = match self.requests.reserve(Charge::ONE, max_wait) {
             Ok(r) => r,
             Err(d) => {
                 if let Some(t) = &tokens {
-                    self.tokens.refund(t, estimate);
+                    self.tokens.refund(t, Charge::n(estimate));
                 }
                 return Err(RateLimited::from_decision(&d).into());
             }
@@ -147,9 +148,9 @@ impl Core {
 
     /// Gives back what a request that was never sent reserved.
     pub(super) fn cancel(&self, a: &Admission) {
-        self.requests.refund(&a.requests, 1);
+        self.requests.refund(&a.requests, Charge::ONE);
         if let Some(t) = &a.tokens {
-            self.tokens.refund(t, a.estimate);
+            self.tokens.refund(t, Charge::n(a.estimate));
         }
     }
 
@@ -164,9 +165,9 @@ impl Core {
             .min(self.tokens.max_cost());
         if used > a.estimate {
             // Debt: reserved however far ahead; never refused.
-            let _ = self.tokens.reserve(used - a.estimate, u64::MAX);
+            let _ = self.tokens.reserve(Charge::n(used - a.estimate), u64::MAX);
         } else if let Some(t) = &a.tokens {
-            self.tokens.refund(t, a.estimate - used);
+            self.tokens.refund(t, Charge::n(a.estimate - used));
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{Acquire, Backend, Grant, Never, QuotaStates, Refund};
 use crate::BoxError;
 use crate::clock::Clock;
+use crate::cost::Charge;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
 use crate::gcra::{self, CellSet, Decision};
 use crate::policy::Policy;
@@ -380,15 +381,15 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         &self,
         key: &K,
         policy: &Policy,
-        cost: u32,
+        charge: Charge,
         max_wait: u64,
     ) -> Result<Grant, BoxError> {
         if !policy.is_simple() {
-            return self.decide(key, policy, cost, max_wait, true);
+            return self.decide(key, policy, charge, max_wait, true);
         }
         let now = self.shared.clock.now();
         let p = policy.first_params();
-        let inc = p.inc(cost);
+        let inc = p.inc(charge);
         let reserved = self.shared.store.with(key, policy, now, true, |state| {
             state.first().reserve(p.window, inc, now, max_wait)
         });
@@ -396,7 +397,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
             Ok(Some(Ok((tat, 0)))) => {
                 Ok(Grant::new(Decision::allowed(p, now, tat), Duration::ZERO))
             }
-            other => self.simple_rest(key, policy, now, cost, other),
+            other => self.simple_rest(key, policy, now, charge, other),
         }
     }
 
@@ -409,13 +410,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         key: &K,
         policy: &Policy,
         now: u64,
-        cost: u32,
+        charge: Charge,
         reserved: Result<Option<Reservation>, Full>,
     ) -> Result<Grant, BoxError> {
         match reserved {
             Ok(Some(reserved)) => {
-                let verdict = single(policy.first_params(), now, cost, reserved);
-                self.grant(key, policy, cost, verdict)
+                let verdict = single(policy.first_params(), now, charge, reserved);
+                self.grant(key, policy, charge, verdict)
             }
             Ok(None) => unreachable!("a key is inserted when it is charged"),
             Err(full) => Err(self.full(full)),
@@ -436,7 +437,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         &self,
         key: &K,
         policy: &Policy,
-        cost: u32,
+        charge: Charge,
         max_wait: u64,
         consume: bool,
     ) -> Result<Grant, BoxError> {
@@ -444,7 +445,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         // One quota and no cap took `acquire_now`'s path.
         let utc = self.shared.clock.utc();
         let decided = self.shared.store.with(key, policy, now, consume, |state| {
-            verdict(state, policy, utc, now, cost, max_wait, consume)
+            verdict(state, policy, utc, now, charge, max_wait, consume)
         });
         let verdict = match decided {
             Ok(Some(v)) => v,
@@ -454,22 +455,22 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
                 policy,
                 utc,
                 now,
-                cost,
+                charge,
                 0,
                 false,
             ),
             Err(full) => return Err(self.full(full)),
         };
-        self.grant(key, policy, cost, verdict)
+        self.grant(key, policy, charge, verdict)
     }
 
-    /// The grant (or error) of a verdict; `cost` is what a waiting request
+    /// The grant (or error) of a verdict; `charge` is what a waiting request
     /// gives back if it is never sent.
     fn grant(
         &self,
         key: &K,
         policy: &Policy,
-        cost: u32,
+        charge: Charge,
         verdict: Verdict,
     ) -> Result<Grant, BoxError> {
         match verdict {
@@ -485,7 +486,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
                     key: key.clone(),
                     policy: policy.clone(),
                     stamps,
-                    cost,
+                    charge,
                 });
                 Ok(Grant::new(d, Duration::from_nanos(wait))
                     .with_in_flight(permit)
@@ -505,14 +506,14 @@ type Reservation = Result<(u64, u64), u64>;
 
 /// The verdict of a policy of one quota and no in-flight cap, from its
 /// cell's reservation.
-fn single(p: &gcra::Params, now: u64, cost: u32, reserved: Reservation) -> Verdict {
+fn single(p: &gcra::Params, now: u64, charge: Charge, reserved: Reservation) -> Verdict {
     match reserved {
         Ok((tat, wait)) => {
             let mut stamps = [0; gcra::INLINE_CELLS];
             stamps[0] = tat;
             Verdict::Granted(Decision::allowed(p, now, tat), wait, None, stamps)
         }
-        Err(base) => Verdict::Denied(Decision::denied(p, now, base, p.inc(cost))),
+        Err(base) => Verdict::Denied(Decision::denied(p, now, base, p.inc(charge))),
     }
 }
 
@@ -531,7 +532,7 @@ fn verdict(
     policy: &Policy,
     utc: u64,
     now: u64,
-    cost: u32,
+    charge: Charge,
     max_wait: u64,
     consume: bool,
 ) -> Verdict {
@@ -551,14 +552,14 @@ fn verdict(
         }
     }
     if !consume {
-        let d = gcra::peek_all(&cells, now, cost);
+        let d = gcra::peek_all(&cells, now, charge);
         return if d.is_allowed() {
             Verdict::Granted(d, 0, None, [0; gcra::INLINE_CELLS])
         } else {
             Verdict::Denied(d)
         };
     }
-    match gcra::reserve_all(&cells, now, cost, max_wait) {
+    match gcra::reserve_all(&cells, now, charge, max_wait) {
         Ok(r) => Verdict::Granted(r.decision(&cells), r.wait, permit, r.stamps),
         // Dropping the permit frees the slot.
         Err(d) => Verdict::Denied(d),
@@ -572,7 +573,7 @@ struct MemoryRefund<K> {
     key: K,
     policy: Policy,
     stamps: [u64; gcra::INLINE_CELLS],
-    cost: u32,
+    charge: Charge,
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> super::GiveBack for MemoryRefund<K> {
@@ -582,17 +583,17 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> super::GiveBack for MemoryRef
             key,
             policy,
             stamps,
-            cost,
+            charge,
         } = *self;
         let now = shared.clock.now();
-        // Each cell takes back this request's cost only if its `tat` is
+        // Each cell takes back this request's charge only if its `tat` is
         // still the one this request wrote: nothing admitted since relied
         // on it, so the bucket becomes exactly what it would have been
         // without the request, never fuller. An unknown key (forgotten,
         // so idle) has nothing to give back.
         let utc = shared.clock.utc();
         let _ = shared.store.with(&key, &policy, now, false, |state| {
-            gcra::refund_all(&state.cells(&policy, utc), &stamps, cost);
+            gcra::refund_all(&state.cells(&policy, utc), &stamps, charge);
         });
     }
 }
@@ -621,11 +622,11 @@ where
     #[inline]
     fn acquire(&self, key: &K, policy: &Policy, cost: u32, max_wait: Duration) -> Acquire<Never> {
         let max_wait = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
-        Acquire::Ready(self.acquire_now(key, policy, cost, max_wait))
+        Acquire::Ready(self.acquire_now(key, policy, Charge::cost(cost), max_wait))
     }
 
     fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Never> {
-        Acquire::Ready(self.decide(key, policy, cost, 0, false))
+        Acquire::Ready(self.decide(key, policy, Charge::cost(cost), 0, false))
     }
 
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {

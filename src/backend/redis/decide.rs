@@ -57,6 +57,57 @@ impl RedisBackend {
     }
 }
 
+/// The decide script's arguments (see `script.lua`).
+pub(super) struct ScriptArgs {
+    /// The wait and whether to consume, then each quota's emission
+    /// interval, burst and charge (in microseconds and units; for a
+    /// calendar quota, see [`quota_args`]).
+    nums: [u64; 2 + 3 * crate::policy::MAX_QUOTAS],
+    quotas: usize,
+    /// The unit of each calendar quota, in the policy's order.
+    units: [&'static str; crate::policy::MAX_QUOTAS],
+    calendars: usize,
+}
+
+impl ScriptArgs {
+    /// The numbers: `2 + 3 * policy.len()` of them.
+    pub(super) fn nums(&self) -> &[u64] {
+        &self.nums[..2 + 3 * self.quotas]
+    }
+
+    /// The calendar quotas' unit names, sent after the numbers.
+    pub(super) fn units(&self) -> &[&'static str] {
+        &self.units[..self.calendars]
+    }
+}
+
+/// The decide script's arguments for a request of `charge` under `policy`.
+pub(super) fn script_args(
+    policy: &Policy,
+    charge: Charge,
+    max_wait_ns: u64,
+    consume: bool,
+) -> ScriptArgs {
+    let mut args = ScriptArgs {
+        nums: [0; 2 + 3 * crate::policy::MAX_QUOTAS],
+        quotas: 0,
+        units: [""; crate::policy::MAX_QUOTAS],
+        calendars: 0,
+    };
+    args.nums[0] = max_wait_ns / 1_000;
+    args.nums[1] = u64::from(consume);
+    for (i, q) in policy.quotas().enumerate() {
+        [args.nums[2 + 3 * i], args.nums[3 + 3 * i]] = quota_args(q);
+        args.nums[4 + 3 * i] = u64::from(charge.of(!q.counts_requests()));
+        args.quotas = i + 1;
+        if q.calendar().is_some() {
+            args.units[args.calendars] = q.unit();
+            args.calendars += 1;
+        }
+    }
+    args
+}
+
 impl Inner {
     pub(super) fn key_bytes<K: RedisKey + ?Sized>(&self, key: &K) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.prefix.len() + 24);
@@ -108,16 +159,10 @@ impl Inner {
         health: &Arc<Health>,
         probe: bool,
     ) -> Result<Grant, BoxError> {
-        let mut args = [0u64; 3 + 2 * crate::policy::MAX_QUOTAS];
-        args[0] = u64::from(cost);
-        args[1] = max_wait_ns / 1_000;
-        args[2] = u64::from(consume);
-        let n = policy.len();
-        for (i, q) in policy.quotas().enumerate() {
-            [args[3 + 2 * i], args[4 + 2 * i]] = quota_args(q);
-        }
+        let args = script_args(policy, Charge::cost(cost), max_wait_ns, consume);
         let sent = self.clock.now();
-        let reply = tokio::time::timeout(self.deadline, self.eval(key, &args[..3 + 2 * n])).await;
+        let reply =
+            tokio::time::timeout(self.deadline, self.eval(key, args.nums(), args.units())).await;
         let failure = match reply {
             Ok(Ok(reply)) => match self.decision(&reply, policy) {
                 Some((decision, wait)) => {
@@ -321,14 +366,14 @@ pub(super) fn scale(quota: Quota, n: u32) -> Quota {
     }
     if let Some(cal) = quota.calendar() {
         // A calendar window's allowance, shared.
-        return Quota::per_calendar((quota.limit() / n).max(1), cal);
+        return Quota::per_calendar((quota.limit() / n).max(1), cal).with_unit(quota.unit_id());
     }
     let burst = (quota.burst() / n).max(1);
     quota
         .period()
         .checked_mul(n)
         .and_then(|period| Quota::try_new(quota.limit(), period).ok())
-        .map_or(quota, |q| q.with_burst(burst))
+        .map_or(quota, |q| q.with_burst(burst).with_unit(quota.unit_id()))
 }
 
 /// A quota's two script arguments: `T` in microseconds and the burst, or

@@ -107,15 +107,19 @@
 //! # Calendar quotas
 //!
 //! A [calendar quota](crate::calendar) counts in one Redis key per window,
-//! the key followed by `@calendar-<period>:<index>` (`sluice:{ann}@calendar-day:19876`;
-//! the index counts minutes, hours or days since the Unix epoch, or months
-//! since January 1970), charged with `INCRBY` in the same script call that
-//! decides the key's rolling quotas, and expiring a minute after the
-//! window ends. Windows follow Redis' `TIME` (UTC). The counts live in
-//! Redis, so with Redis persistence (RDB or AOF) usage survives restarts of
-//! the instances and of Redis, and a billing job can read a window's count
-//! with `GET`. On Redis Cluster, a key whose policy has calendar quotas
-//! must carry a `{hash tag}`, so that its window keys share its slot.
+//! the key followed by `@calendar-<period>:<index>`
+//! (`sluice:{ann}@calendar-day:19876`; the index counts minutes, hours or
+//! days since the Unix epoch, or months since January 1970), or for a
+//! quota of cost ([`Quota::counting`](crate::Quota::counting)) by
+//! `@<unit>-calendar-<period>:<index>` (`sluice:{ann}@tokens-calendar-month:651`),
+//! charged with `INCRBY` (1 per request, or the request's cost) in the
+//! same script call that decides the key's rolling quotas, and expiring a
+//! minute after the window ends. Windows follow Redis' `TIME` (UTC). The
+//! counts live in Redis, so with Redis persistence (RDB or AOF) usage
+//! survives restarts of the instances and of Redis, and a billing job can
+//! read a window's count with `GET`. On Redis Cluster, a key whose policy
+//! has calendar quotas must carry a `{hash tag}`, so that its window keys
+//! share its slot.
 //!
 //! # Per-key concurrency
 //!
@@ -138,6 +142,7 @@ use redis::cluster_async::ClusterConnection;
 use super::{Acquire, Backend, Grant, Memory, QuotaStates};
 use crate::BoxError;
 use crate::clock::Clock;
+use crate::cost::Charge;
 use crate::error::{BackendUnavailable, KeyTooLong, RateLimited};
 use crate::gcra::Decision;
 use crate::observe::{BackendErrorKind, Event, FailureAction, Observer, Observers};
@@ -157,8 +162,6 @@ use crate::util::IgnorePoison;
 use deny::DenyCache;
 use health::{Breaker, Health, Nodes, Route};
 
-#[cfg(all(test, feature = "test-util"))]
-use decide::quota_args;
 use decide::{Derived, KeyText};
 use script::error_kind;
 use stats::Counters;

@@ -2,18 +2,24 @@
 --
 -- KEYS[1]  the key; its value is the TAT of each quota, in microseconds
 --          of Redis TIME, as decimal integers separated by spaces.
--- ARGV[1]  cost
--- ARGV[2]  max wait in microseconds (how long the request may be delayed)
--- ARGV[3]  1 to consume, 0 to peek (decide without writing)
--- ARGV[4..] per quota: emission interval T (us), burst B; for a calendar
---          quota T = 0 and B = limit * 8 + period (0 minute, 1 hour,
---          2 day, 3 month, UTC)
+-- ARGV[1]  max wait in microseconds (how long the request may be delayed)
+-- ARGV[2]  1 to consume, 0 to peek (decide without writing)
+-- ARGV[3..] per quota: emission interval T (us), burst B, and the charge c
+--          (1 for a quota of requests, the request's cost for a quota of
+--          cost): the quota takes c * T. For a calendar quota T = 0 and
+--          B = limit * 8 + period (0 minute, 1 hour, 2 day, 3 month, UTC),
+--          and the window's count grows by c.
+-- then     one unit name per calendar quota, in the quotas' order
+--          (`requests` for a quota of requests).
 --
 -- A calendar quota counts in one key per window, KEYS[1] followed by
--- `@calendar-<period>:<index>` (index: minutes, hours or days since the
--- epoch, or months since January 1970), charged with INCRBY and expiring
--- a minute after the window ends. Other keys hash to the slot of KEYS[1]
--- only when KEYS[1] has a {hash tag} (needed on Redis Cluster).
+-- `@calendar-<period>:<index>` (a quota of requests) or
+-- `@<unit>-calendar-<period>:<index>` (a quota of cost), where index counts
+-- minutes, hours or days since the epoch, or months since January 1970;
+-- charged with INCRBY and expiring a minute after the window ends. Two
+-- calendar quotas of one unit and period count the same, in one key.
+-- Other keys hash to the slot of KEYS[1] only when KEYS[1] has a
+-- {hash tag} (needed on Redis Cluster).
 --
 -- Reply: {allowed, quota index (1-based), remaining, retry_after (us),
 --         reset_after (us), wait (us), now (us)}. A denial leaves the state untouched.
@@ -21,21 +27,21 @@
 -- written with %.0f, exact below 2^53 us (285 years).
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
-local cost = tonumber(ARGV[1])
-local max_wait = tonumber(ARGV[2])
-local n = (#ARGV - 3) / 2
+local max_wait = tonumber(ARGV[1])
+local consume = ARGV[2]
 local raw = redis.call('GET', KEYS[1])
-if n == 1 and tonumber(ARGV[4]) > 0 then
-  -- One quota: the same decision as below, without tables.
-  local e = tonumber(ARGV[4])
-  local tol = e * tonumber(ARGV[5])
+if #ARGV == 5 and tonumber(ARGV[3]) > 0 then
+  -- One rolling quota: the same decision as below, without tables.
+  local e = tonumber(ARGV[3])
+  local tol = e * tonumber(ARGV[4])
+  local cost = tonumber(ARGV[5])
   local tat = now
   if raw then
     tat = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or now
     if tat < now then tat = now end
   end
   local w = tat + e * cost - now - tol
-  if w > 0 and (w > max_wait or ARGV[3] == '0') then
+  if w > 0 and (w > max_wait or consume == '0') then
     local left = tol - (tat - now)
     if left < 0 then left = 0 end
     return {0, 1, math.floor(left / e), w, tat - now, 0, now}
@@ -43,12 +49,18 @@ if n == 1 and tonumber(ARGV[4]) > 0 then
   if w < 0 then w = 0 end
   if tat < now + w then tat = now + w end
   local new = tat + e * cost
-  if ARGV[3] == '1' then
+  if consume == '1' then
     redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.floor((new - now) / 1000) + 1)
   end
   local left = tol - (new - now)
   if left < 0 then left = 0 end
   return {1, 1, math.floor(left / e), 0, new - now, w, now}
+end
+-- The quotas: triples until only the calendar quotas' unit names are left.
+local n, ncal = 0, 0
+while 2 + 3 * n + ncal < #ARGV do
+  n = n + 1
+  if tonumber(ARGV[3 * n]) == 0 then ncal = ncal + 1 end
 end
 -- Days since 1970-01-01 of y-m-d (Hinnant's days_from_civil).
 local function days_from_civil(y, m, d)
@@ -85,28 +97,34 @@ local function window(unit, at)
   return (y - 1970) * 12 + m - 1, days_from_civil(ny, nm, 1) * 86400000000
 end
 local counts = {}
--- A calendar window's key and the count it holds.
-local function counted(unit, idx)
-  local k = KEYS[1] .. '@calendar-' .. names[unit + 1] .. ':' .. string.format('%.0f', idx)
+-- Calendar quota i's key for the window `idx`, and the count it holds.
+local function counted(c, idx)
+  local k = c[4] .. 'calendar-' .. names[c[1] + 1] .. ':' .. string.format('%.0f', idx)
   if counts[k] == nil then
     counts[k] = tonumber(redis.call('GET', k)) or 0
   end
   return k, counts[k]
 end
+-- Per calendar quota: {period, limit, charge, key prefix}.
 local cal = {}
+local seen = 0
 for i = 1, n do
-  if tonumber(ARGV[2 * i + 2]) == 0 then
-    local code = tonumber(ARGV[2 * i + 3])
+  if tonumber(ARGV[3 * i]) == 0 then
+    seen = seen + 1
+    local code = tonumber(ARGV[3 * i + 1])
     local unit = code % 8
-    cal[i] = {unit, (code - unit) / 8}
+    local name = ARGV[2 + 3 * n + seen]
+    local prefix = KEYS[1] .. '@'
+    if name ~= 'requests' then prefix = prefix .. name .. '-' end
+    cal[i] = {unit, (code - unit) / 8, tonumber(ARGV[3 * i + 2]), prefix}
   end
 end
--- How long after `at` calendar quota i has room for `cost`.
+-- How long after `at` calendar quota i has room for its charge.
 local function cal_wait(i, at)
   local c = cal[i]
   local idx, stop = window(c[1], at)
-  local _, used = counted(c[1], idx)
-  if used + cost <= c[2] then return 0 end
+  local _, used = counted(c, idx)
+  if used + c[3] <= c[2] then return 0 end
   return stop - at
 end
 local tat = {}
@@ -124,11 +142,11 @@ for i = 1, n do
   if cal[i] then
     w = cal_wait(i, now)
   else
-    local e = tonumber(ARGV[2 * i + 2])
+    local e = tonumber(ARGV[3 * i])
     local b = tat[i] or now
     if b < now then b = now end
     base[i] = b
-    w = b + e * cost - now - e * tonumber(ARGV[2 * i + 3])
+    w = b + e * tonumber(ARGV[3 * i + 2]) - now - e * tonumber(ARGV[3 * i + 1])
   end
   if w > wait then
     wait = w
@@ -151,17 +169,17 @@ end
 local function refusal(i)
   if cal[i] then
     local idx, stop = window(cal[i][1], now)
-    local _, used = counted(cal[i][1], idx)
+    local _, used = counted(cal[i], idx)
     local left = cal[i][2] - used
     if left < 0 then left = 0 end
     return {0, i, left, wait, stop - now, 0, now}
   end
-  local e = tonumber(ARGV[2 * i + 2])
-  local left = e * tonumber(ARGV[2 * i + 3]) - (base[i] - now)
+  local e = tonumber(ARGV[3 * i])
+  local left = e * tonumber(ARGV[3 * i + 1]) - (base[i] - now)
   if left < 0 then left = 0 end
   return {0, i, math.floor(left / e), wait, base[i] - now, 0, now}
 end
-if wait > 0 and (wait > max_wait or ARGV[3] == '0') then
+if wait > 0 and (wait > max_wait or consume == '0') then
   if worst == 0 then worst = 1 end
   return refusal(worst)
 end
@@ -169,29 +187,31 @@ end
 -- remaining.
 local at = now + wait
 local out, ttl, rolling, best, best_left, best_reset = {}, 0, false, 1, -1, 0
+local charged = {}
 for i = 1, n do
   local left, reset
   if cal[i] then
-    local unit, limit = cal[i][1], cal[i][2]
-    local idx, stop = window(unit, at)
-    local k, used = counted(unit, idx)
-    if ARGV[3] == '1' then
-      redis.call('INCRBY', k, cost)
+    local c = cal[i]
+    local idx, stop = window(c[1], at)
+    local k, used = counted(c, idx)
+    if consume == '1' and c[3] > 0 and not charged[k] then
+      charged[k] = true
+      redis.call('INCRBY', k, c[3])
       redis.call('PEXPIREAT', k, string.format('%.0f', math.floor(stop / 1000) + 60000))
     end
-    left = limit - used - cost
+    left = c[2] - used - c[3]
     if left < 0 then left = 0 end
     reset = stop - now
     out[i] = '0'
   else
     rolling = true
-    local e = tonumber(ARGV[2 * i + 2])
+    local e = tonumber(ARGV[3 * i])
     local b = tat[i] or at
     if b < at then b = at end
-    local new = b + e * cost
+    local new = b + e * tonumber(ARGV[3 * i + 2])
     out[i] = string.format('%.0f', new)
     if new - now > ttl then ttl = new - now end
-    left = e * tonumber(ARGV[2 * i + 3]) - (new - now)
+    left = e * tonumber(ARGV[3 * i + 1]) - (new - now)
     if left < 0 then left = 0 end
     left = math.floor(left / e)
     reset = new - now
@@ -200,7 +220,7 @@ for i = 1, n do
     best, best_left, best_reset = i, left, reset
   end
 end
-if ARGV[3] == '1' and rolling then
+if consume == '1' and rolling then
   redis.call('SET', KEYS[1], table.concat(out, ' '), 'PX', math.floor(ttl / 1000) + 1)
 end
 return {1, best, best_left, 0, best_reset, wait, now}

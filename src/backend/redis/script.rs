@@ -4,7 +4,12 @@
 use super::*;
 
 impl Inner {
-    pub(super) async fn eval(&self, key: &[u8], args: &[u64]) -> redis::RedisResult<Vec<i64>> {
+    pub(super) async fn eval(
+        &self,
+        key: &[u8],
+        args: &[u64],
+        units: &[&str],
+    ) -> redis::RedisResult<Vec<i64>> {
         // EVALSHA in one command buffer; on NOSCRIPT (a restarted or
         // flushed server) the script is loaded and sent again: it did not
         // run, so nothing is charged twice.
@@ -12,6 +17,9 @@ impl Inner {
         cmd.arg(self.script.get_hash()).arg(1).arg(key);
         for a in args {
             cmd.arg(*a);
+        }
+        for u in units {
+            cmd.arg(*u);
         }
         match &self.conn {
             Conn::Client { client, manager } => {
@@ -28,9 +36,9 @@ impl Inner {
                         ConnectionManager::new_lazy_with_config(client.clone(), config)
                     })
                     .await?;
-                self.run(&cmd, key, args, &mut manager.clone()).await
+                self.run(&cmd, key, args, units, &mut manager.clone()).await
             }
-            Conn::Manager(manager) => self.run(&cmd, key, args, &mut manager.clone()).await,
+            Conn::Manager(manager) => self.run(&cmd, key, args, units, &mut manager.clone()).await,
             Conn::Cluster { client, conn } => {
                 let conn = conn
                     .get_or_try_init(|| async {
@@ -41,7 +49,7 @@ impl Inner {
                         Ok::<_, redis::RedisError>(conn)
                     })
                     .await?;
-                self.run(&cmd, key, args, &mut conn.clone()).await
+                self.run(&cmd, key, args, units, &mut conn.clone()).await
             }
         }
     }
@@ -51,6 +59,7 @@ impl Inner {
         cmd: &redis::Cmd,
         key: &[u8],
         args: &[u64],
+        units: &[&str],
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<Vec<i64>> {
         match cmd.query_async(conn).await {
@@ -61,6 +70,9 @@ impl Inner {
                 eval.arg(SCRIPT).arg(1).arg(key);
                 for a in args {
                     eval.arg(*a);
+                }
+                for u in units {
+                    eval.arg(*u);
                 }
                 eval.query_async(conn).await
             }
@@ -75,9 +87,9 @@ impl Inner {
     /// starts a new attempt only then, so the second call is the one that
     /// sees whether Redis answers now.
     pub(super) async fn probe(&self, key: &[u8]) -> bool {
-        let args = [1, 0, 0, 1_000_000, 1];
+        let args = [0, 0, 1_000_000, 1, 1];
         for attempt in 0..2 {
-            match tokio::time::timeout(self.deadline, self.eval(key, &args)).await {
+            match tokio::time::timeout(self.deadline, self.eval(key, &args, &[])).await {
                 Ok(Ok(reply)) => return reply.len() == 7,
                 Ok(Err(e)) if attempt == 0 && !e.is_timeout() => {}
                 _ => return false,

@@ -1,0 +1,66 @@
+//! A decision with a cost against a plain one, in the same run.
+//!
+//! ```text
+//! cargo bench --bench cost
+//! ```
+//!
+//! * `plain`: `Limiter::check()` on one quota of requests.
+//! * `cost`: `Limiter::check_cost(c)` on one quota of tokens (c varies
+//!   per call, as real costs do).
+//! * `mixed plain` / `mixed cost`: two quotas (requests and tokens),
+//!   `check()` against `check_cost(c)`.
+//!
+//! Every quota is so large that every decision is allowed. Best of several
+//! fixed-size runs timed with `Instant`, interleaved so drift hits both.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+
+use support::{best_ns, timed};
+use tower_sluice::{Limiter, Quota};
+
+const HUGE: u32 = 1_000_000_000;
+const ITERS: u64 = 5_000_000;
+const RUNS: usize = 9;
+
+fn main() {
+    let plain = Limiter::new(Quota::per_second(HUGE));
+    let tokens = Limiter::new(Quota::per_second(HUGE).counting("tokens"));
+    let mixed =
+        Limiter::new(Quota::per_second(HUGE)).and(Quota::per_second(HUGE).counting("tokens"));
+    let mut pairs = Vec::new();
+    for (name, a, b) in [
+        ("one quota", &plain, &tokens),
+        ("requests + tokens", &mixed, &mixed),
+    ] {
+        let mut plain_ns = f64::INFINITY;
+        let mut cost_ns = f64::INFINITY;
+        for _ in 0..3 {
+            plain_ns = plain_ns.min(best_ns(RUNS, ITERS, |n| {
+                timed(n, || {
+                    black_box(a.check());
+                })
+            }));
+            let mut c = 0u32;
+            cost_ns = cost_ns.min(best_ns(RUNS, ITERS, |n| {
+                timed(n, || {
+                    c = (c + 7) & 255;
+                    black_box(b.check_cost(black_box(c | 1)).ok());
+                })
+            }));
+        }
+        pairs.push((name, plain_ns, cost_ns));
+    }
+    println!(
+        "{:<20} {:>10} {:>10} {:>8}",
+        "limiter", "plain ns", "cost ns", "ratio"
+    );
+    for (name, plain, cost) in pairs {
+        println!(
+            "{name:<20} {plain:>10.2} {cost:>10.2} {:>8.3}",
+            cost / plain
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! [`RateLimitByCost`]: the service of a [`RateLimitLayer`](super::RateLimitLayer)
+//! given a cost function, which learns a request's cost in `call` and so
+//! decides there (waiting, when it waits, in the response future).
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_service::Service;
+
+use super::future::{CostFuture, Unsent};
+use super::layer::Mode;
+use super::service::LAYER;
+use crate::BoxError;
+use crate::cost::{Charge, Cost};
+use crate::error::{ExceedsBurst, RateLimited};
+use crate::limiter::Limiter;
+use crate::observe::{Event, Observers, ms};
+
+/// Enforces a rate limit charging each request its cost.
+///
+/// Made by [`RateLimitLayer::cost`](crate::RateLimitLayer::cost); see the
+/// [`cost`](crate::cost) module for how a cost is charged.
+///
+/// Unlike [`RateLimit`](super::RateLimit), it cannot reserve capacity in
+/// `poll_ready` (the cost is known only from the request): it decides in
+/// `call`. In waiting mode, a request that must wait for its turn waits in
+/// its response future, holding a readied clone of the inner service, so
+/// the inner service must be `Clone` (axum routes, hyper and reqwest
+/// clients are). A request dropped while waiting gives its charge back,
+/// where no later request relied on it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::{Quota, RateLimitLayer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// // 1 000 bytes a second: an upload of 1 500 bytes right after one of 1 000 waits 1.5 s.
+/// let svc = ServiceBuilder::new()
+///     .layer(RateLimitLayer::new(Quota::per_second(1_000).counting("bytes")).cost(|body: &Vec<u8>| body.len() as u32))
+///     .service(service_fn(|body: Vec<u8>| async move { Ok::<_, BoxError>(body.len()) }));
+/// let start = tokio::time::Instant::now();
+/// svc.clone().oneshot(vec![0; 1_000]).await?;
+/// svc.clone().oneshot(vec![0; 1_000]).await?;
+/// # #[cfg(feature = "test-util")]
+/// assert_eq!(start.elapsed(), Duration::from_secs(1));
+/// # let _ = start;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RateLimitByCost<S, F> {
+    inner: S,
+    limiter: Arc<Limiter>,
+    mode: Mode,
+    observers: Observers,
+    cost: F,
+}
+
+impl<S, F> RateLimitByCost<S, F> {
+    pub(crate) fn new(
+        inner: S,
+        limiter: Arc<Limiter>,
+        mode: Mode,
+        observers: Observers,
+        cost: F,
+    ) -> Self {
+        RateLimitByCost {
+            inner,
+            limiter,
+            mode,
+            observers,
+            cost,
+        }
+    }
+
+    /// The shared limiter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower::{service_fn, BoxError, Layer};
+    /// use tower_sluice::{Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(Quota::per_minute(6_000).counting("tokens")).cost(|n: &u32| *n);
+    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// assert!(Arc::ptr_eq(svc.limiter(), layer.limiter()));
+    /// ```
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    crate::inner_accessors!(layer: "tower_sluice::RateLimitLayer::new(tower_sluice::Quota::per_second(10).counting(\"tokens\")).cost(|n: &u32| *n)");
+
+    fn limited(&self, error: &RateLimited, enforced: bool) {
+        tracing::info!(
+            target: "tower_sluice::rate_limit",
+            retry_after_ms = ms(error.retry_after()),
+            policy = %error.quota(),
+            enforced,
+            "rate limited"
+        );
+        self.observers.emit(&Event::Limited {
+            layer: LAYER,
+            key: None,
+            error,
+            enforced,
+        });
+    }
+}
+
+impl<S, F, Req> Service<Req> for RateLimitByCost<S, F>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    F: Cost<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = CostFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let cost = self.cost.cost(&req);
+        if cost == 0 {
+            // Free: no charge and no decision.
+            return CostFuture::called(self.inner.call(req));
+        }
+        let charge = Charge::cost(cost);
+        match self.mode {
+            Mode::Reject | Mode::Shadow => {
+                let decision = match self.limiter.decide_checked(charge) {
+                    Ok(decision) => decision,
+                    Err(error) => return CostFuture::rejected(exceeds(error)),
+                };
+                if decision.is_allowed() {
+                    self.observers.emit_allowed(LAYER, || decision);
+                    return CostFuture::called(self.inner.call(req));
+                }
+                let error = RateLimited::from_decision(&decision);
+                let enforced = self.mode == Mode::Reject;
+                self.limited(&error, enforced);
+                if enforced {
+                    CostFuture::rejected(error.into())
+                } else {
+                    CostFuture::called(self.inner.call(req))
+                }
+            }
+            Mode::Wait { max_wait } => match self
+                .limiter
+                .validate(charge)
+                .map(|()| self.limiter.reserve(charge, max_wait))
+            {
+                Err(error) => CostFuture::rejected(exceeds(error)),
+                Ok(reserved) => match reserved {
+                    Ok(reserved) if reserved.wait == 0 => {
+                        self.observers
+                            .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
+                        CostFuture::called(self.inner.call(req))
+                    }
+                    Ok(reserved) => {
+                        let waited = Duration::from_nanos(reserved.wait);
+                        self.observers
+                            .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
+                        self.observers.emit(&Event::Waited {
+                            layer: LAYER,
+                            key: None,
+                            waited,
+                        });
+                        let clone = self.inner.clone();
+                        let ready = std::mem::replace(&mut self.inner, clone);
+                        let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
+                        CostFuture::delayed(waited, ready, req, unsent)
+                    }
+                    Err(decision) => {
+                        let error = RateLimited::from_decision(&decision);
+                        self.limited(&error, true);
+                        CostFuture::rejected(error.into())
+                    }
+                },
+            },
+        }
+    }
+}
+
+#[cold]
+fn exceeds(error: ExceedsBurst) -> BoxError {
+    tracing::warn!(target: "tower_sluice::rate_limit", %error, "request can never pass");
+    error.into()
+}
+
+impl<S: Clone, F: Clone> Clone for RateLimitByCost<S, F> {
+    fn clone(&self) -> Self {
+        RateLimitByCost::new(
+            self.inner.clone(),
+            self.limiter.clone(),
+            self.mode,
+            self.observers.clone(),
+            self.cost.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, F> fmt::Debug for RateLimitByCost<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitByCost")
+            .field("inner", &self.inner)
+            .field("limiter", &self.limiter)
+            .field("mode", &self.mode)
+            .field("cost", &std::any::type_name::<F>())
+            .finish()
+    }
+}
