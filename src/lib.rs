@@ -148,6 +148,7 @@ pub mod classify;
 mod clock;
 pub mod cost;
 pub mod error;
+pub mod future;
 mod gcra;
 mod hash;
 mod headers;

@@ -98,7 +98,8 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let State::Waiting | State::Ready = self.state {
-            self.limiter.refund(&self.reserved, crate::cost::Charge::ONE);
+            self.limiter
+                .refund(&self.reserved, crate::cost::Charge::ONE);
         }
     }
 }
@@ -180,8 +181,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // The future is built here only, from a verdict of two words.
         match self.admit() {
-            Ok(()) => ResponseFuture::called(self.inner.call(req)),
-            Err(error) => ResponseFuture::denied(error),
+            Ok(()) => ResponseFuture::untracked(self.inner.call(req)),
+            Err(error) => ResponseFuture::refused(error),
         }
     }
 }

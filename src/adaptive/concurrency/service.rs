@@ -142,7 +142,7 @@ where
                     enforced,
                 });
                 if enforced {
-                    return ResponseFuture::rejected(error.into());
+                    return ResponseFuture::refused(error.into());
                 }
                 let permit = ConcurrencyPermit {
                     slot: self.core.force_acquire(),

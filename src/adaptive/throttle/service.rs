@@ -94,7 +94,7 @@ where
                     enforced,
                 });
                 if enforced {
-                    return ResponseFuture::rejected(error.into());
+                    return ResponseFuture::refused(error.into());
                 }
                 let track = ThrottleTrack {
                     core: self.core.clone(),
