@@ -200,7 +200,7 @@ impl fmt::Debug for Charge {
 /// request was charged an estimate.
 ///
 /// A layer set to settle ([`PerKeyLayer::settle`](crate::PerKeyLayer::settle),
-/// [`RateLimitLayer::settle`](crate::RateLimitLayer::settle)) hands one to
+/// [`PerKeyLayer::settle_handle`](crate::PerKeyLayer::settle_handle)) hands one to
 /// each admitted request that has a place for it ([`Settleable`]: an
 /// `http::Request` keeps it in its extensions), where a handler or the end
 /// of a stream calls [`settle`](Self::settle). Clones share one
@@ -231,7 +231,7 @@ impl fmt::Debug for Charge {
 ///     Some(req.headers()["user"].to_str().unwrap().to_owned())
 /// })
 /// .cost(|_: &http::Request<u32>| 100)
-/// .settle(|_: &http::Response<()>| None);
+/// .settle_handle::<http::Request<u32>>();
 /// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|req: http::Request<u32>| async move {
 ///     let used = *req.body();
 ///     req.extensions().get::<Settlement>().unwrap().settle(used);
