@@ -136,13 +136,6 @@ impl Charged {
     pub fn estimate(&self) -> u32 {
         self.estimate
     }
-
-    /// Where each quota's state stood after the charge (the first four
-    /// quotas).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn stamps(&self) -> &[u64; crate::gcra::INLINE_CELLS] {
-        &self.stamps
-    }
 }
 
 impl Grant {

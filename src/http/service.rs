@@ -17,8 +17,8 @@ use crate::key::KeyExtractor;
 use crate::observe::RowHint;
 use crate::per_key::core::{Admission, DefaultCache, Resolved};
 use crate::per_key::future::{Dispatch, Observed};
-use crate::per_key::settle::Pending;
 use crate::per_key::layer::Config;
+use crate::per_key::settle::Pending;
 use crate::policy::Policy;
 
 /// Enforces per-key limits on HTTP requests, answering rejections with

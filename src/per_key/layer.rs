@@ -8,9 +8,9 @@ use tower_layer::Layer;
 
 use super::core::{Core, Policies, Resolver};
 use super::settle::Settling;
-use crate::cost::Settleable;
 use super::{Costed, PerKey, PerKeyHandle, Policy};
 use crate::backend::{FullStore, Memory};
+use crate::cost::Settleable;
 use crate::key::KeyOf;
 use crate::observe::{Observer, Observers};
 
@@ -744,5 +744,8 @@ impl<K, X, B: fmt::Debug> fmt::Debug for PerKeyLayer<K, X, B> {
 
 /// The layer's settling so far, to add to (a fresh one if it is shared).
 fn take_settling<K>(c: &mut Config<K>) -> Settling {
-    c.settle.take().map(Arc::unwrap_or_clone).unwrap_or_default()
+    c.settle
+        .take()
+        .map(Arc::unwrap_or_clone)
+        .unwrap_or_default()
 }

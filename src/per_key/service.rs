@@ -111,8 +111,7 @@ where
             } => {
                 row = at;
                 if let Some(settling) = &self.config.settle {
-                    let pending =
-                        Pending::new(&self.core, settling, key, &policy, grant.charged());
+                    let pending = Pending::new(&self.core, settling, key, &policy, grant.charged());
                     pending.attach(&mut req);
                     settle = Some(pending);
                 }
