@@ -104,6 +104,7 @@ impl Pending {
     }
 
     /// The request's settlement, to hand to it.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn settlement(&self) -> &Settlement {
         &self.settlement
     }
