@@ -338,6 +338,7 @@ where
     /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
     ///
     /// struct Prompt { user: &'static str, estimate: u32 }
+    /// #[derive(Debug)]
     /// struct Answer { used: u32 }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
