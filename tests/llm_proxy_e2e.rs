@@ -14,7 +14,7 @@ mod llm_proxy;
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use llm_proxy::{Answer, Keys, MAX_ANSWER_TOKENS, ask, body, model, prompt_of};
+use llm_proxy::{Answer, Keys, MAX_ANSWER_TOKENS, ask, ask_unsized, body, model, prompt_of};
 use reqwest::StatusCode;
 use tower_sluice::calendar;
 
@@ -199,6 +199,35 @@ async fn settling_at_the_usage_changes_what_the_next_request_sees() {
         "{minute}, want {want}"
     );
     assert_eq!(charged_today(&keys, "sam"), 2 * used);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_above_the_estimate_is_a_debt_the_next_request_sees() {
+    let (addr, keys, client) = proxy().await;
+    // No declared length: charged the answer alone, 8 000 tokens.
+    let prompt = prompt_of(40_000);
+    let used = model::usage(&prompt).total_tokens();
+    let first = ask_unsized(&client, addr, "frank", &prompt).await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        remaining(&first, "tokens-calendar-day"),
+        1_000_000 - MAX_ANSWER_TOKENS
+    );
+    assert_eq!(charged_today(&keys, "frank"), used);
+
+    let next = ask(&client, addr, "frank", "ping").await.unwrap();
+    assert_eq!(next.status, StatusCode::OK);
+    let est = estimate("ping", false);
+    assert_eq!(
+        remaining(&next, "tokens-calendar-day"),
+        1_000_000 - used - est
+    );
+    let minute = remaining(&next, "tokens-per-minute");
+    let want = 100_000 - used - est;
+    assert!(
+        (want..want + 3_000).contains(&minute),
+        "{minute}, want {want}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
