@@ -467,6 +467,20 @@ pub(crate) fn refund(g: &Gcra, stamp: u64, count: u32) {
     let _ = update(g, |cur| refunded(cur, stamp, count).ok_or(()));
 }
 
+/// [`Gcra::debt`] for a calendar cell: adds `count` (known after the
+/// fact) to the count of the window the cell counts at `now` (or of the
+/// later window it was reserved ahead into), past the limit if need be,
+/// clamped at `u32::MAX`. Later requests in that window are refused; the
+/// next window starts empty.
+pub(crate) fn debt(g: &Gcra, p: &Params, count: u32, now: u64) {
+    let (cal, utc, _) = parts(p);
+    let _ = update(g, |cur| match view(cur, cal, utc, now) {
+        Some((window, used)) => Ok(word(&window, used.saturating_add(count))),
+        // Centuries ahead: nothing to add to.
+        None => Err(()),
+    });
+}
+
 /// The word that keeps what a cell holds across a change of its quota
 /// from `old` to `new` at `now` (`Limiter::set_quotas`), when either is a
 /// calendar quota: the same share of the allowance stays used (rounded

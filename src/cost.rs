@@ -194,3 +194,142 @@ impl fmt::Debug for Charge {
         write!(f, "Charge({} requests, cost {})", self.requests, self.cost)
     }
 }
+
+/// A request's settlement: reports its true cost once it is known (the
+/// `usage` of a model's answer, the bytes a stream sent), after the
+/// request was charged an estimate.
+///
+/// A layer set to settle ([`PerKeyLayer::settle`](crate::PerKeyLayer::settle),
+/// [`PerKeyLayer::settle_handle`](crate::PerKeyLayer::settle_handle)) hands one to
+/// each admitted request that has a place for it ([`Settleable`]: an
+/// `http::Request` keeps it in its extensions), where a handler or the end
+/// of a stream calls [`settle`](Self::settle). Clones share one
+/// settlement.
+///
+/// * **Only the first settle counts**, whichever clone calls it, and
+///   whether it came from the handle or the layer's response hook.
+/// * **Dropped without settling**, the request keeps its estimate.
+/// * Settling charges the difference to the quotas that count cost
+///   (quotas that count requests keep their 1): more than the estimate is
+///   a debt that later requests wait out (or are refused for) as if the
+///   true cost had been charged up front, beyond the burst if need be;
+///   less is given back where no request admitted since relied on it (else
+///   the estimate stays: settling never makes room that was not there).
+///
+/// # Examples
+///
+/// ```
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+/// use tower_sluice::cost::Settlement;
+/// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // 1 000 tokens a minute per user; each prompt is charged an estimate
+/// // of 100 up front and settled by the handler at what it really used.
+/// let layer = PerKeyLayer::new(Quota::per_minute(1_000).counting("tokens"), |req: &http::Request<u32>| {
+///     Some(req.headers()["user"].to_str().unwrap().to_owned())
+/// })
+/// .cost(|_: &http::Request<u32>| 100)
+/// .settle_handle::<http::Request<u32>>();
+/// let svc = ServiceBuilder::new().layer(layer).service(service_fn(|req: http::Request<u32>| async move {
+///     let used = *req.body();
+///     req.extensions().get::<Settlement>().unwrap().settle(used);
+///     Ok::<_, BoxError>(http::Response::new(()))
+/// }));
+/// let prompt = |used: u32| http::Request::builder().header("user", "ann").body(used).unwrap();
+/// svc.clone().oneshot(prompt(950)).await?; // charged 100, settled at 950
+/// let err = svc.clone().oneshot(prompt(10)).await.unwrap_err();
+/// assert!(err.is::<RateLimited>()); // 50 tokens left: an estimate of 100 waits
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Settlement(std::sync::Arc<SettleOnce>);
+
+type SettleFn = Box<dyn FnOnce(u32) + Send>;
+
+struct SettleOnce(std::sync::Mutex<Option<SettleFn>>);
+
+impl Settlement {
+    /// A settlement that runs `settle` with the true cost, once.
+    pub(crate) fn new(settle: impl FnOnce(u32) + Send + 'static) -> Self {
+        Settlement(std::sync::Arc::new(SettleOnce(std::sync::Mutex::new(
+            Some(Box::new(settle)),
+        ))))
+    }
+
+    /// Settles the request at its true cost `true_cost`, in the units of
+    /// the quotas that count cost. Returns whether this call settled it:
+    /// `false` when it was settled before (only the first settle counts).
+    ///
+    /// # Examples
+    ///
+    /// See the [type's docs](Self).
+    pub fn settle(&self, true_cost: u32) -> bool {
+        use crate::util::IgnorePoison;
+        let settle = self.0.0.lock().ignore_poison().take();
+        match settle {
+            Some(settle) => {
+                settle(true_cost);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the request has been settled.
+    ///
+    /// # Examples
+    ///
+    /// See the [type's docs](Self).
+    pub fn is_settled(&self) -> bool {
+        use crate::util::IgnorePoison;
+        self.0.0.lock().ignore_poison().is_none()
+    }
+}
+
+impl fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settlement")
+            .field("settled", &self.is_settled())
+            .finish()
+    }
+}
+
+/// A request that can carry its [`Settlement`] to the handler.
+///
+/// Implemented for `http::Request` (with the `http` feature), which keeps
+/// it in its extensions: a handler reads it with
+/// `req.extensions().get::<Settlement>()` (in axum, the
+/// `Extension<Settlement>` extractor). Implement it for a request type of
+/// your own to carry the handle; a layer's
+/// [`settle_handle`](crate::PerKeyLayer::settle_handle) says which request
+/// type to hand it to.
+///
+/// # Examples
+///
+/// ```
+/// use tower_sluice::cost::{Settleable, Settlement};
+///
+/// struct Job { prompt: String, settlement: Option<Settlement> }
+///
+/// impl Settleable for Job {
+///     fn attach(&mut self, settlement: Settlement) {
+///         self.settlement = Some(settlement);
+///     }
+/// }
+/// # let _ = Job { prompt: String::new(), settlement: None }.prompt;
+/// ```
+pub trait Settleable {
+    /// Keeps `settlement` where the request's handler finds it.
+    fn attach(&mut self, settlement: Settlement);
+}
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+impl<B> Settleable for http::Request<B> {
+    fn attach(&mut self, settlement: Settlement) {
+        self.extensions_mut().insert(settlement);
+    }
+}

@@ -204,6 +204,27 @@ impl Gcra {
     }
 }
 
+impl Gcra {
+    /// Charges `inc` more nanoseconds of cost, known after the fact: `tat`
+    /// moves from `max(tat, now)` by `inc`, past the burst if need be (a
+    /// debt that later requests wait out), saturating at [`MAX_TAT`]. One
+    /// compare-exchange loop, waiting out a claim.
+    #[inline]
+    pub(crate) fn debt(&self, inc: u64, now: u64) {
+        let mut cur = self.tat.load(Relaxed);
+        loop {
+            if cur & CLAIMED != 0 {
+                cur = self.unclaimed();
+            }
+            let new = cur.max(now).saturating_add(inc).min(MAX_TAT);
+            match self.tat.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
 /// The parameters of one quota in nanoseconds, precomputed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Params {
@@ -918,6 +939,48 @@ pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], charge
         match p.calendar() {
             Some(_) => calendar::refund(g, tat, p.units(charge)),
             None => g.refund(tat, p.inc(charge)),
+        }
+    }
+}
+
+/// Settles a request charged a cost of `estimate` (writing `stamps`) at
+/// its true cost `actual`, at `now`, in the cells that count cost (cells
+/// that count requests keep their charge of 1):
+///
+/// * more than estimated: the difference is charged as a debt
+///   ([`Gcra::debt`]; a calendar cell adds it to the count of its window,
+///   clamped at `u32::MAX`);
+/// * less: the difference is given back where nothing was admitted since
+///   ([`Gcra::refund`]; a calendar cell gives it back within the window it
+///   was charged in). Cells past the first [`INLINE_CELLS`] keep no stamp:
+///   they are never refunded.
+pub(crate) fn settle_all(
+    cells: &(impl CellSet + ?Sized),
+    stamps: &[u64],
+    estimate: u32,
+    actual: u32,
+    now: u64,
+) {
+    if estimate == actual {
+        return;
+    }
+    for i in 0..cells.len() {
+        let (p, g) = cells.cell(i);
+        if !p.quota.unit_id().is_cost() {
+            continue;
+        }
+        if actual > estimate {
+            let extra = actual - estimate;
+            match p.calendar() {
+                Some(_) => calendar::debt(g, &p, extra, now),
+                None => g.debt(p.emission.saturating_mul(u64::from(extra)), now),
+            }
+        } else if let Some(&stamp) = stamps.get(i) {
+            let less = estimate - actual;
+            match p.calendar() {
+                Some(_) => calendar::refund(g, stamp, less),
+                None => g.refund(stamp, p.emission.saturating_mul(u64::from(less))),
+            }
         }
     }
 }

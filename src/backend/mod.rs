@@ -95,6 +95,54 @@ pub struct Grant {
     wait: Duration,
     in_flight: Option<InFlight>,
     refund: Option<Refund>,
+    charged: Charged,
+}
+
+/// What a [`Grant`] charged, for settling its true cost later with
+/// [`Backend::settle`]: the estimate, and where each quota's state stood
+/// right after the charge (to tell whether a request was admitted since).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+/// use tower_sluice::backend::{Acquire, Backend, Memory};
+/// use tower_sluice::per_key::Policy;
+///
+/// let store = Memory::new(1_000);
+/// let policy = Policy::new(Quota::per_minute(1_000).counting("tokens"));
+/// let Acquire::Ready(Ok(grant)) = store.acquire(&"ann", &policy, 100, Duration::ZERO) else { panic!() };
+/// assert_eq!(grant.charged().estimate(), 100);
+/// // The request really cost 900: 800 more are charged.
+/// store.settle(&"ann", &policy, grant.charged(), 900);
+/// let Acquire::Ready(Ok(grant)) = store.peek(&"ann", &policy, 100) else { panic!() };
+/// assert_eq!(grant.decision().remaining(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charged {
+    estimate: u32,
+    stamps: [u64; crate::gcra::INLINE_CELLS],
+}
+
+impl Charged {
+    pub(crate) const fn new(estimate: u32, stamps: [u64; crate::gcra::INLINE_CELLS]) -> Self {
+        Charged { estimate, stamps }
+    }
+
+    /// The cost the request was charged up front.
+    ///
+    /// See the [type's docs](Self) for an example.
+    pub fn estimate(&self) -> u32 {
+        self.estimate
+    }
+
+    /// Where each quota's state stood after the charge (the first four
+    /// quotas).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn stamps(&self) -> &[u64; crate::gcra::INLINE_CELLS] {
+        &self.stamps
+    }
 }
 
 impl Grant {
@@ -120,7 +168,25 @@ impl Grant {
             wait,
             in_flight: None,
             refund: None,
+            charged: Charged::default(),
         }
+    }
+
+    /// Records what this grant charged (see [`Charged`]).
+    #[inline]
+    pub(crate) fn with_charged(mut self, charged: Charged) -> Self {
+        self.charged = charged;
+        self
+    }
+
+    /// What this grant charged, to [settle](Backend::settle) its true cost
+    /// later. A grant made with [`Grant::new`] has an estimate of 0 and no
+    /// stamps: settling it only charges debts.
+    ///
+    /// See [`Charged`] for an example.
+    #[inline]
+    pub fn charged(&self) -> Charged {
+        self.charged
     }
 
     #[inline]
@@ -283,6 +349,21 @@ pub trait Backend<K>: Send + Sync + 'static {
     ///
     /// See [`QuotaStates`] for an example.
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates;
+
+    /// Settles a request admitted for `key` and charged as `charged` says
+    /// ([`Grant::charged`]) at its true cost `true_cost`: the quotas of
+    /// `policy` that count cost are charged the difference (more: a debt
+    /// later requests wait out; less: given back where nothing admitted
+    /// since relied on it); quotas that count requests are not changed.
+    /// See [`Settlement`](crate::cost::Settlement) for the rules.
+    ///
+    /// Never waits: a remote backend sends it in the background. The
+    /// default does nothing (the estimate stays).
+    ///
+    /// See [`Charged`] for an example.
+    fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
+        let _ = (key, policy, charged, true_cost);
+    }
 }
 
 /// One backend shared by several layers (one connection, one store).
@@ -306,6 +387,10 @@ impl<K, B: Backend<K>> Backend<K> for std::sync::Arc<B> {
 
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
         (**self).states(key, policy)
+    }
+
+    fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
+        (**self).settle(key, policy, charged, true_cost);
     }
 }
 

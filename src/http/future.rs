@@ -14,6 +14,7 @@ use super::{Limits, Rejection, Respond};
 use crate::BoxError;
 use crate::backend::{Grant, InFlight};
 use crate::per_key::future::{Dispatch, Dispatched, Observed};
+use crate::per_key::settle::Pending;
 use crate::policy::Policy;
 
 pin_project! {
@@ -83,6 +84,7 @@ pin_project! {
         // Set while a remote backend decides.
         remote: Option<(Arc<R>, Policy)>,
         observed: Option<Observed<K>>,
+        settle: Option<Pending>,
     }
 }
 
@@ -117,6 +119,15 @@ where
         }
     }
 
+    /// Settles the request from its response (a request on the boxed
+    /// path).
+    pub(crate) fn settling(mut self, settle: Pending) -> Self {
+        if let Kind::Admitted { admitted } = &mut self.kind {
+            admitted.as_mut().project().settle.replace(settle);
+        }
+        self
+    }
+
     /// A request that waits for its turn.
     pub(crate) fn admitted(
         dispatch: Dispatch<S, Req, F>,
@@ -128,6 +139,7 @@ where
             headers,
             remote: None,
             observed,
+            settle: None,
         })
     }
 
@@ -143,6 +155,7 @@ where
             headers: None,
             remote: Some((responder, policy)),
             observed,
+            settle: None,
         })
     }
 
@@ -170,6 +183,7 @@ fn complete<K: fmt::Debug + std::hash::Hash, B, E>(
 impl<S, Req, F, R, ResBody, K> Future for ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req, Response = Response<ResBody>>,
+    ResBody: 'static,
     F: Future<Output = Result<Grant, BoxError>>,
     R: Respond<ResBody>,
     K: fmt::Debug + std::hash::Hash,
@@ -208,6 +222,7 @@ where
 impl<S, Req, F, R, ResBody, K> Admitted<S, Req, F, R, ResBody, K>
 where
     S: Service<Req, Response = Response<ResBody>>,
+    ResBody: 'static,
     F: Future<Output = Result<Grant, BoxError>>,
     R: Respond<ResBody>,
     K: fmt::Debug + std::hash::Hash,
@@ -227,6 +242,9 @@ where
             Dispatched::Inner(result) => {
                 complete(this.observed.take(), &result);
                 let mut response = result?;
+                if let Some(settle) = this.settle.take() {
+                    settle.respond(&response);
+                }
                 if let Some(headers) = headers.take() {
                     R::add_headers(headers, &mut response);
                 }

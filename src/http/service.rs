@@ -17,6 +17,7 @@ use crate::key::KeyExtractor;
 use crate::observe::RowHint;
 use crate::per_key::core::{Admission, DefaultCache, Resolved};
 use crate::per_key::future::{Dispatch, Observed};
+use crate::per_key::settle::Pending;
 use crate::per_key::layer::Config;
 use crate::policy::Policy;
 
@@ -83,6 +84,7 @@ impl<S, K, X, B, R> HttpLimit<S, K, X, B, R> {
 impl<S, K, X, B, R, ReqBody, ResBody> Service<Request<ReqBody>> for HttpLimit<S, K, X, B, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: 'static,
     X: KeyExtractor<Request<ReqBody>, Key = K>,
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     B: Backend<K>,
@@ -97,7 +99,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let extracted = self.extractor.extract(&req);
         let shared = &*self.shared;
         let core = &*shared.core;
@@ -116,9 +118,20 @@ where
                 let lookup = || core.backend.states(key, &policy);
                 let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
                 let headers = shared.responder.admitted(&limits);
+                let settle = shared.config.settle.as_ref().map(|settling| {
+                    let pending =
+                        Pending::new(&shared.core, settling, key, &policy, grant.charged());
+                    req.extensions_mut().insert(pending.settlement().clone());
+                    pending
+                });
                 // Done with the key: the observer may take it.
                 drop(policy);
                 let observed = observe(&shared.config, extracted, row);
+                if let Some(settle) = settle {
+                    // Settling requests take the rarer, boxed path.
+                    return waiting(&mut self.inner, req, grant, headers, observed)
+                        .settling(settle);
+                }
                 if grant.wait().is_zero() {
                     let in_flight = grant.take_in_flight();
                     ResponseFuture::called(self.inner.call(req), headers, in_flight, observed)

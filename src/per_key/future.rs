@@ -13,6 +13,7 @@ use tower_service::Service;
 
 use super::core::{report_allowed, report_denied};
 use super::layer::Config;
+use super::settle::Pending;
 use crate::BoxError;
 use crate::backend::{Grant, InFlight, Refund};
 use crate::clock::Stamp;
@@ -36,6 +37,7 @@ pin_project! {
         #[pin]
         dispatch: Dispatch<S, Req, F>,
         observed: Option<Observed<K>>,
+        settle: Option<Pending>,
     }
 }
 
@@ -91,7 +93,19 @@ impl<K: fmt::Debug + Hash> Observed<K> {
 
 impl<S: Service<Req>, Req, F, K> ResponseFuture<S, Req, F, K> {
     pub(crate) fn new(dispatch: Dispatch<S, Req, F>, observed: Option<Observed<K>>) -> Self {
-        ResponseFuture { dispatch, observed }
+        ResponseFuture {
+            dispatch,
+            observed,
+            settle: None,
+        }
+    }
+
+    /// Settles the request from its response (see
+    /// [`PerKeyLayer::settle`](crate::PerKeyLayer::settle)).
+    #[inline]
+    pub(crate) fn settling(mut self, settle: Option<Pending>) -> Self {
+        self.settle = settle;
+        self
     }
 }
 
@@ -99,6 +113,7 @@ impl<S, Req, F, K> Future for ResponseFuture<S, Req, F, K>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
     F: Future<Output = Result<Grant, BoxError>>,
     K: fmt::Debug + Hash,
 {
@@ -128,6 +143,9 @@ where
             Dispatched::Inner(result) => {
                 if let Some(o) = this.observed.take() {
                     o.complete(result.is_ok());
+                }
+                if let (Some(pending), Ok(res)) = (this.settle.take(), &result) {
+                    pending.respond(res);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::core::{Core, Policies, Resolver};
+use super::settle::Settling;
+use crate::cost::Settleable;
 use super::{Costed, PerKey, PerKeyHandle, Policy};
 use crate::backend::{FullStore, Memory};
 use crate::key::KeyOf;
@@ -41,6 +43,8 @@ pub(crate) struct Config<K> {
     pub(crate) on_missing: OnMissing<K>,
     pub(crate) observers: Observers,
     pub(crate) shadow: bool,
+    /// How requests are settled at their true cost, if they are.
+    pub(crate) settle: Option<Arc<Settling>>,
 }
 
 /// Applies a rate limit per key: one bucket per client IP, API key or
@@ -134,6 +138,7 @@ where
                 on_missing: OnMissing::Reject,
                 observers: Observers::default(),
                 shadow: false,
+                settle: None,
             }),
             _key: PhantomData,
         }
@@ -290,6 +295,150 @@ where
             config: self.config,
             _key: PhantomData,
         }
+    }
+
+    /// Settles each request at its true cost, read from its response by
+    /// `hook` (a header, a trailer, or what the inner service put in the
+    /// response's extensions; `None` keeps the estimate). The estimate is
+    /// what [`cost`](Self::cost) charged up front; settling charges the
+    /// difference to the key's quotas that count cost (quotas that count
+    /// requests keep their 1):
+    ///
+    /// * **more** than the estimate: a debt. Each such quota's state moves
+    ///   on by the difference, past the burst if need be, so the key's
+    ///   later requests wait (or are refused) until it is paid, exactly as
+    ///   if the true cost had been charged up front. A calendar quota adds
+    ///   it to its window's count.
+    /// * **less**: the difference is given back, but only where no request
+    ///   of the key was admitted since (that request was judged with this
+    ///   one's estimate counted): then the key is exactly as if the true
+    ///   cost had been charged. Otherwise the estimate stays: settling
+    ///   never makes room that was not there. A calendar quota gives back
+    ///   within the same window only.
+    ///
+    /// Only the first settlement of a request counts: the hook's, or a
+    /// handler's through its [`Settlement`](crate::cost::Settlement)
+    /// handle ([`settle_handle`](Self::settle_handle); with
+    /// [`http`](Self::http) the handle is always in the request's
+    /// extensions). A request whose response is dropped, fails, or is
+    /// never settled keeps its estimate. With the in-memory backend a
+    /// settlement is one more compare-exchange per quota that counts cost;
+    /// a key forgotten since (idle) is re-created for a debt and left
+    /// alone for a refund. The Redis backend settles in one script call
+    /// sent in the background: the response never waits for it.
+    ///
+    /// `Res` must be the inner service's response type: a hook of another
+    /// type is never called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    ///
+    /// struct Prompt { user: &'static str, estimate: u32 }
+    /// struct Answer { used: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // 1 000 tokens a minute per user; charge the estimate, settle at the usage.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         PerKeyLayer::new(Quota::per_minute(1_000).counting("tokens"), |p: &Prompt| Some(p.user))
+    ///             .cost(|p: &Prompt| p.estimate)
+    ///             .settle(|answer: &Answer| Some(answer.used)),
+    ///     )
+    ///     .service(service_fn(|p: Prompt| async move { Ok::<_, BoxError>(Answer { used: p.estimate * 9 }) }));
+    /// // Estimated 100, used 900: the user has 100 tokens left, not 900.
+    /// svc.clone().oneshot(Prompt { user: "ann", estimate: 100 }).await?;
+    /// let err = svc.clone().oneshot(Prompt { user: "ann", estimate: 200 }).await.unwrap_err();
+    /// assert!(err.is::<RateLimited>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Charging only failed requests (five failed logins a minute per
+    /// user; a successful one is settled to zero):
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    ///
+    /// struct Login { user: &'static str, password: &'static str }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         PerKeyLayer::new(Quota::per_minute(5).counting("failures"), |l: &Login| Some(l.user))
+    ///             .cost(|_: &Login| 1)
+    ///             .settle(|ok: &bool| ok.then_some(0)),
+    ///     )
+    ///     .service(service_fn(|l: Login| async move { Ok::<_, BoxError>(l.password == "secret") }));
+    /// for _ in 0..20 {
+    ///     assert!(svc.clone().oneshot(Login { user: "ann", password: "secret" }).await?);
+    /// }
+    /// for _ in 0..5 {
+    ///     assert!(!svc.clone().oneshot(Login { user: "ann", password: "guess" }).await?);
+    /// }
+    /// let err = svc.clone().oneshot(Login { user: "ann", password: "secret" }).await.unwrap_err();
+    /// assert!(err.is::<RateLimited>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn settle<Res: 'static>(
+        self,
+        hook: impl Fn(&Res) -> Option<u32> + Send + Sync + 'static,
+    ) -> Self {
+        self.edit_config(|c| {
+            let settling = take_settling(c).with_hook(hook);
+            c.settle = Some(Arc::new(settling));
+        })
+    }
+
+    /// Hands each admitted request of type `Req` its
+    /// [`Settlement`](crate::cost::Settlement) handle (see [`Settleable`]:
+    /// an `http::Request` keeps it in its extensions), for a handler or a
+    /// stream that learns the true cost later to call
+    /// [`settle`](crate::cost::Settlement::settle). See
+    /// [`settle`](Self::settle) for what settling does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::cost::Settlement;
+    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
+    ///
+    /// type Req = http::Request<u32>;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         PerKeyLayer::new(Quota::per_minute(1_000).counting("bytes"), |_: &Req| Some(()))
+    ///             .cost(|_: &Req| 10)
+    ///             .settle_handle::<Req>(),
+    ///     )
+    ///     .service(service_fn(|req: Req| async move {
+    ///         // The handler learns the true cost (here: from the body).
+    ///         req.extensions().get::<Settlement>().unwrap().settle(*req.body());
+    ///         Ok::<_, BoxError>(())
+    ///     }));
+    /// svc.clone().oneshot(http::Request::new(995)).await?;
+    /// let err = svc.clone().oneshot(http::Request::new(10)).await.unwrap_err();
+    /// assert!(err.is::<RateLimited>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn settle_handle<Req: Settleable + 'static>(self) -> Self {
+        self.edit_config(|c| {
+            let settling = take_settling(c).with_handle::<Req>();
+            c.settle = Some(Arc::new(settling));
+        })
     }
 
     fn edit_config(mut self, f: impl FnOnce(&mut Config<K>)) -> Self {
@@ -591,4 +740,9 @@ impl<K, X, B: fmt::Debug> fmt::Debug for PerKeyLayer<K, X, B> {
             .field("max_wait", &self.config.max_wait)
             .finish_non_exhaustive()
     }
+}
+
+/// The layer's settling so far, to add to (a fresh one if it is shared).
+fn take_settling<K>(c: &mut Config<K>) -> Settling {
+    c.settle.take().map(Arc::unwrap_or_clone).unwrap_or_default()
 }

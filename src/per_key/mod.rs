@@ -74,6 +74,7 @@ pub mod future;
 mod handle;
 pub(crate) mod layer;
 mod service;
+pub(crate) mod settle;
 
 pub use crate::key::{ByClosure, ByKeyed, ConstKey, Costed, KeyExtractor, KeyOf, Keyed};
 pub use crate::policy::{MAX_QUOTAS, Policy, TooManyQuotas};

@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::core::{Admission, Core, DefaultCache};
 use super::future::{Dispatch, Observed, ResponseFuture};
 use super::layer::Config;
+use super::settle::Pending;
 use crate::BoxError;
 use crate::backend::Backend;
 use crate::key::KeyExtractor;
@@ -77,6 +78,8 @@ impl<S, K, X, B, Req> Service<Req> for PerKey<S, K, X, B>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
+    Req: 'static,
     X: KeyExtractor<Req, Key = K>,
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     B: Backend<K>,
@@ -90,17 +93,29 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, mut req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
         let mut row = RowHint::NONE;
+        let mut settle = None;
         let dispatch = match self.core.admit(
             &self.config,
             extracted.as_ref(),
             self.extractor.cost(&req),
             &mut self.default,
         ) {
-            Admission::Granted { grant, row: at, .. } => {
+            Admission::Granted {
+                grant,
+                row: at,
+                key,
+                policy,
+            } => {
                 row = at;
+                if let Some(settling) = &self.config.settle {
+                    let pending =
+                        Pending::new(&self.core, settling, key, &policy, grant.charged());
+                    pending.attach(&mut req);
+                    settle = Some(pending);
+                }
                 Dispatch::granted(&mut self.inner, req, grant)
             }
             Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
@@ -115,7 +130,7 @@ where
         } else {
             None
         };
-        ResponseFuture::new(dispatch, observed)
+        ResponseFuture::new(dispatch, observed).settling(settle)
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Acquire, Backend, Grant, Never, QuotaStates, Refund};
+use super::{Acquire, Backend, Charged, Grant, Never, QuotaStates, Refund};
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::cost::Charge;
@@ -395,7 +395,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         });
         match reserved {
             Ok(Some(Ok((tat, 0)))) => {
-                Ok(Grant::new(Decision::allowed(p, now, tat), Duration::ZERO))
+                let mut stamps = [0; gcra::INLINE_CELLS];
+                stamps[0] = tat;
+                Ok(Grant::new(Decision::allowed(p, now, tat), Duration::ZERO)
+                    .with_charged(Charged::new(charge.cost, stamps)))
             }
             other => self.simple_rest(key, policy, now, charge, other),
         }
@@ -474,9 +477,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         verdict: Verdict,
     ) -> Result<Grant, BoxError> {
         match verdict {
-            Verdict::Granted(d, 0, permit, _) => {
-                Ok(Grant::new(d, Duration::ZERO).with_in_flight(permit))
-            }
+            Verdict::Granted(d, 0, permit, stamps) => Ok(Grant::new(d, Duration::ZERO)
+                .with_in_flight(permit)
+                .with_charged(Charged::new(charge.cost, stamps))),
             Verdict::Granted(d, wait, permit, stamps) => {
                 // A request that waits for its turn may be dropped before
                 // it: it then gives back what it charged (the rare path
@@ -490,7 +493,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
                 });
                 Ok(Grant::new(d, Duration::from_nanos(wait))
                     .with_in_flight(permit)
-                    .with_refund(refund))
+                    .with_refund(refund)
+                    .with_charged(Charged::new(charge.cost, stamps)))
             }
             Verdict::Denied(d) => Err(RateLimited::from_decision(&d)
                 .with_policy(policy.name_arc())
@@ -627,6 +631,30 @@ where
 
     fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Never> {
         Acquire::Ready(self.decide(key, policy, Charge::cost(cost), 0, false))
+    }
+
+    /// Settles in memory: one compare-exchange loop per quota that counts
+    /// cost, under the key's shard's read lock. A debt on a key the store
+    /// has forgotten since (idle, or pushed out) re-creates the key with
+    /// the debt (unless the store is full of active keys: then it is lost,
+    /// as the key's state was); a refund on a forgotten key does nothing
+    /// (its buckets are full already).
+    fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
+        if charged.estimate == true_cost {
+            return;
+        }
+        let now = self.shared.clock.now();
+        let utc = self.shared.clock.utc();
+        let debt = true_cost > charged.estimate;
+        let _ = self.shared.store.with(key, policy, now, debt, |state| {
+            gcra::settle_all(
+                &state.cells(policy, utc),
+                &charged.stamps,
+                charged.estimate,
+                true_cost,
+                now,
+            );
+        });
     }
 
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
