@@ -27,13 +27,14 @@ use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Extension, Request};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::mpsc;
 use tower_sluice::backend::Memory;
+use tower_sluice::cost::Settlement;
 use tower_sluice::http::HeaderKey;
 use tower_sluice::per_key::{PerKeyHandle, Policy};
 use tower_sluice::{PerKeyLayer, Quota};
@@ -166,6 +167,13 @@ pub fn app() -> (Router, Keys) {
     let keys = limit.handle();
     let limit = limit
         .cost(estimate as fn(&Request) -> u32)
+        // A whole answer is settled at the usage the handler put in its
+        // extensions; a streamed one by the stream, when it ends.
+        .settle(|res: &Response| {
+            res.extensions()
+                .get::<model::Usage>()
+                .map(|u| u.total_tokens())
+        })
         .http()
         .missing_key_status(StatusCode::UNAUTHORIZED);
     let app = Router::new()
@@ -184,28 +192,40 @@ pub async fn start() -> std::io::Result<(SocketAddr, Keys)> {
 }
 
 /// `POST /v1/chat/completions` with `{"prompt": .., "stream": ..}`: the
-/// model's answer as JSON with its `usage`, or, with `"stream": true`, as
-/// server-sent events ending with the usage.
-async fn complete(Json(body): Json<serde_json::Value>) -> Response {
+/// model's answer as JSON with its `usage` (which settles the request), or,
+/// with `"stream": true`, as server-sent events ending with the usage,
+/// settled through the request's [`Settlement`] when the stream ends.
+async fn complete(
+    settlement: Option<Extension<Settlement>>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
     let Some(prompt) = body["prompt"].as_str() else {
         return (StatusCode::BAD_REQUEST, "`prompt` is missing\n").into_response();
     };
     if body["stream"].as_bool() == Some(true) {
         let pieces = Pieces {
             model: model::stream(prompt),
+            usage: None,
+            settlement: settlement.map(|Extension(s)| s),
             done: false,
         };
         return Sse::new(pieces).into_response();
     }
     let (answer, usage) = model::complete(prompt).await;
     let json = serde_json::json!({ "answer": answer, "usage": usage.to_json() });
-    Json(json).into_response()
+    let mut response = Json(json).into_response();
+    response.extensions_mut().insert(usage);
+    response
 }
 
 /// The events of a streamed answer: a `delta` per piece of the model's
-/// answer, then its `usage`, then `[DONE]`.
+/// answer, then its `usage`, then `[DONE]`. When the stream ends, it
+/// settles the request at the usage; a stream dropped before (the client
+/// went away) keeps the estimate.
 struct Pieces {
     model: mpsc::Receiver<Result<String, model::Usage>>,
+    usage: Option<model::Usage>,
+    settlement: Option<Settlement>,
     done: bool,
 }
 
@@ -214,6 +234,9 @@ impl futures_core::Stream for Pieces {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
+            if let (Some(settlement), Some(usage)) = (self.settlement.take(), self.usage) {
+                settlement.settle(usage.total_tokens());
+            }
             return Poll::Ready(None);
         }
         let event = match std::task::ready!(self.model.poll_recv(cx)) {
@@ -221,6 +244,7 @@ impl futures_core::Stream for Pieces {
                 Event::default().data(serde_json::json!({ "delta": piece }).to_string())
             }
             Some(Err(usage)) => {
+                self.usage = Some(usage);
                 Event::default().data(serde_json::json!({ "usage": usage.to_json() }).to_string())
             }
             None => {

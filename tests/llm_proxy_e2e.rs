@@ -75,7 +75,7 @@ async fn the_tokens_quota_refuses_a_key_with_retry_after_and_qu_fields() {
     let over = 2 * used + est - 100_000;
     let retry: u64 = a.field("retry-after").parse().unwrap();
     let want = (u64::from(over) * 60).div_ceil(100_000);
-    assert!((want - 1..=want).contains(&retry), "{retry}, want {want}");
+    assert!((want - 2..=want).contains(&retry), "{retry}, want {want}");
     assert!(
         a.body
             .starts_with("rate limit exceeded: 100000 tokens per 1m; retry after"),
@@ -179,7 +179,7 @@ async fn settling_at_the_usage_changes_what_the_next_request_sees() {
     assert_eq!(remaining(&first, "tokens-calendar-day"), 1_000_000 - est);
     let minute = remaining(&first, "tokens-per-minute");
     assert!(
-        (100_000 - est..100_000 - est + 1_700).contains(&minute),
+        (100_000 - est..100_000 - est + 3_000).contains(&minute),
         "{minute}"
     );
     // Then settled at the usage.

@@ -45,13 +45,19 @@ fn tokens() -> Quota {
     Quota::per_second(100).counting("tokens")
 }
 
-fn layer(policy: impl Into<Policy>) -> PerKeyLayer<&'static str, impl Clone + tower_sluice::per_key::KeyExtractor<Prompt, Key = &'static str>> {
+fn layer(
+    policy: impl Into<Policy>,
+) -> PerKeyLayer<
+    &'static str,
+    impl Clone + tower_sluice::per_key::KeyExtractor<Prompt, Key = &'static str>,
+> {
     PerKeyLayer::new(policy, |p: &Prompt| Some(p.user))
         .cost(|p: &Prompt| p.estimate)
         .settle(|a: &Answer| a.used)
 }
 
-fn answering() -> impl tower::Service<Prompt, Response = Answer, Error = BoxError, Future = impl Send> + Clone {
+fn answering()
+-> impl tower::Service<Prompt, Response = Answer, Error = BoxError, Future = impl Send> + Clone {
     service_fn(|p: Prompt| async move { Ok::<_, BoxError>(Answer { used: Some(p.used) }) })
 }
 
@@ -63,7 +69,9 @@ fn retry_after(err: &BoxError) -> Duration {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn debt_delays_the_next_request_exactly() {
-    let svc = ServiceBuilder::new().layer(layer(tokens())).service(answering());
+    let svc = ServiceBuilder::new()
+        .layer(layer(tokens()))
+        .service(answering());
     // Estimated 10, cost 150: 140 more, past the burst of 100.
     svc.clone().oneshot(prompt(10, 150)).await.unwrap();
     // The bucket owes 50 tokens beyond empty: a prompt of 10 waits for
@@ -79,13 +87,25 @@ async fn debt_delays_the_next_request_exactly() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn debt_matches_charging_the_true_cost_up_front() {
-    let settled = ServiceBuilder::new().layer(layer(tokens())).service(answering());
-    let upfront = ServiceBuilder::new().layer(layer(tokens())).service(answering());
+    let settled = ServiceBuilder::new()
+        .layer(layer(tokens()))
+        .service(answering());
+    let upfront = ServiceBuilder::new()
+        .layer(layer(tokens()))
+        .service(answering());
     settled.clone().oneshot(prompt(20, 90)).await.unwrap();
     upfront.clone().oneshot(prompt(90, 90)).await.unwrap();
     for _ in 0..30 {
-        let a = settled.clone().oneshot(prompt(7, 7)).await.map_err(|e| retry_after(&e));
-        let b = upfront.clone().oneshot(prompt(7, 7)).await.map_err(|e| retry_after(&e));
+        let a = settled
+            .clone()
+            .oneshot(prompt(7, 7))
+            .await
+            .map_err(|e| retry_after(&e));
+        let b = upfront
+            .clone()
+            .oneshot(prompt(7, 7))
+            .await
+            .map_err(|e| retry_after(&e));
         assert_eq!(a.map(|_| ()), b.map(|_| ()));
         advance(13 * MS).await;
     }
@@ -93,7 +113,9 @@ async fn debt_matches_charging_the_true_cost_up_front() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn refund_lets_the_next_request_pass_exactly() {
-    let svc = ServiceBuilder::new().layer(layer(tokens())).service(answering());
+    let svc = ServiceBuilder::new()
+        .layer(layer(tokens()))
+        .service(answering());
     // Estimated the whole burst, used 30: 70 come back.
     svc.clone().oneshot(prompt(100, 30)).await.unwrap();
     svc.clone().oneshot(prompt(70, 70)).await.unwrap();
@@ -125,7 +147,9 @@ async fn dropped_or_unsettled_responses_keep_the_estimate() {
     // The answer reports no usage: the estimate stays.
     let svc = ServiceBuilder::new()
         .layer(layer(tokens()))
-        .service(service_fn(|_: Prompt| async { Ok::<_, BoxError>(Answer { used: None }) }));
+        .service(service_fn(|_: Prompt| async {
+            Ok::<_, BoxError>(Answer { used: None })
+        }));
     svc.clone().oneshot(prompt(100, 1)).await.unwrap();
     assert!(svc.clone().oneshot(prompt(1, 1)).await.is_err());
 
@@ -144,9 +168,17 @@ async fn dropped_or_unsettled_responses_keep_the_estimate() {
     // An error keeps the estimate too.
     let svc = ServiceBuilder::new()
         .layer(layer(tokens()))
-        .service(service_fn(|_: Prompt| async { Err::<Answer, BoxError>("down".into()) }));
+        .service(service_fn(|_: Prompt| async {
+            Err::<Answer, BoxError>("down".into())
+        }));
     let _ = svc.clone().oneshot(prompt(100, 0)).await;
-    assert!(svc.clone().oneshot(prompt(1, 1)).await.unwrap_err().is::<RateLimited>());
+    assert!(
+        svc.clone()
+            .oneshot(prompt(1, 1))
+            .await
+            .unwrap_err()
+            .is::<RateLimited>()
+    );
 }
 
 /// A request of our own that carries its settlement.
@@ -207,10 +239,10 @@ async fn only_the_first_settle_counts() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn request_quotas_are_never_settled() {
     // 3 requests a second AND 100 tokens a second.
-    let policy = Policy::new(Quota::per_second(3))
-        .and(tokens())
-        .unwrap();
-    let svc = ServiceBuilder::new().layer(layer(policy)).service(answering());
+    let policy = Policy::new(Quota::per_second(3)).and(tokens()).unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer(policy))
+        .service(answering());
     for _ in 0..3 {
         // Settled to 0 tokens: the request still counts.
         svc.clone().oneshot(prompt(5, 0)).await.unwrap();
@@ -230,13 +262,23 @@ async fn login_recipe_charges_only_failures() {
     }
     let svc = ServiceBuilder::new()
         .layer(
-            PerKeyLayer::new(Quota::per_minute(5).counting("failures"), |l: &Login| Some(l.user))
-                .cost(|_: &Login| 1)
-                .settle(|ok: &bool| ok.then_some(0)),
+            PerKeyLayer::new(Quota::per_minute(5).counting("failures"), |l: &Login| {
+                Some(l.user)
+            })
+            .cost(|_: &Login| 1)
+            .settle(|ok: &bool| ok.then_some(0)),
         )
-        .service(service_fn(|l: Login| async move { Ok::<_, BoxError>(l.ok) }));
-    let good = Login { user: "ann", ok: true };
-    let bad = Login { user: "ann", ok: false };
+        .service(service_fn(
+            |l: Login| async move { Ok::<_, BoxError>(l.ok) },
+        ));
+    let good = Login {
+        user: "ann",
+        ok: true,
+    };
+    let bad = Login {
+        user: "ann",
+        ok: false,
+    };
     for _ in 0..100 {
         assert!(svc.clone().oneshot(good).await.unwrap());
     }
@@ -252,7 +294,15 @@ async fn login_recipe_charges_only_failures() {
     advance(Duration::from_secs(12)).await;
     assert!(svc.clone().oneshot(good).await.unwrap());
     // Other users are untouched.
-    assert!(svc.clone().oneshot(Login { user: "bob", ok: false }).await.is_ok());
+    assert!(
+        svc.clone()
+            .oneshot(Login {
+                user: "bob",
+                ok: false
+            })
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -264,7 +314,14 @@ async fn calendar_quotas_settle_within_their_window() {
         Acquire::Ready(r) => r,
         Acquire::Pending(n) => match n {},
     };
-    let remaining = || store.states(&"ann", &policy).iter().next().unwrap().remaining();
+    let remaining = || {
+        store
+            .states(&"ann", &policy)
+            .iter()
+            .next()
+            .unwrap()
+            .remaining()
+    };
     let a = grant(100).unwrap().charged();
     let b = grant(100).unwrap().charged();
     // Calendar counts add up: a refund within the window is exact even
@@ -419,7 +476,9 @@ fn threads_settling_at_once_lose_and_invent_nothing() {
     let handle = rt.handle().clone();
     let _enter = rt.enter();
     // A token every microsecond, a burst of 10 million: nothing is refused.
-    let quota = Quota::per_second(1_000_000).counting("tokens").with_burst(10_000_000);
+    let quota = Quota::per_second(1_000_000)
+        .counting("tokens")
+        .with_burst(10_000_000);
     let policy = Policy::new(quota);
     let store = Arc::new(Memory::<u8>::new(10));
     const THREADS: u32 = 4;
@@ -433,7 +492,9 @@ fn threads_settling_at_once_lose_and_invent_nothing() {
                 let mut sum = 0u64;
                 for i in 0..EACH {
                     let estimate = 1 + (i + t) % 5;
-                    let Acquire::Ready(Ok(grant)) = store.acquire(&0, &policy, estimate, Duration::ZERO) else {
+                    let Acquire::Ready(Ok(grant)) =
+                        store.acquire(&0, &policy, estimate, Duration::ZERO)
+                    else {
                         panic!("refused")
                     };
                     let actual = estimate + (i * 7 + t) % 11;
@@ -445,7 +506,12 @@ fn threads_settling_at_once_lose_and_invent_nothing() {
         })
         .collect();
     let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let charged = store.states(&0, &policy).iter().next().unwrap().reset_after();
+    let charged = store
+        .states(&0, &policy)
+        .iter()
+        .next()
+        .unwrap()
+        .reset_after();
     assert_eq!(charged, Duration::from_micros(total));
 
     // Refunds at once: each refund either happens exactly or is skipped,
@@ -461,7 +527,12 @@ fn threads_settling_at_once_lose_and_invent_nothing() {
     let grants = Arc::new(grants);
     let threads: Vec<_> = (0..THREADS as usize)
         .map(|t| {
-            let (store, policy, handle, grants) = (store.clone(), policy.clone(), handle.clone(), grants.clone());
+            let (store, policy, handle, grants) = (
+                store.clone(),
+                policy.clone(),
+                handle.clone(),
+                grants.clone(),
+            );
             std::thread::spawn(move || {
                 let _enter = handle.enter();
                 for g in grants.iter().skip(t).step_by(THREADS as usize).rev() {
@@ -473,9 +544,23 @@ fn threads_settling_at_once_lose_and_invent_nothing() {
     for t in threads {
         t.join().unwrap();
     }
-    let after = store.states(&0, &policy).iter().next().unwrap().reset_after().as_micros() as u64;
-    assert!(after >= before + 400 * 4, "invented capacity: {after} < {}", before + 400 * 4);
-    assert!(after <= before + 400 * 10, "lost a charge: {after} > {}", before + 400 * 10);
+    let after = store
+        .states(&0, &policy)
+        .iter()
+        .next()
+        .unwrap()
+        .reset_after()
+        .as_micros() as u64;
+    assert!(
+        after >= before + 400 * 4,
+        "invented capacity: {after} < {}",
+        before + 400 * 4
+    );
+    assert!(
+        after <= before + 400 * 10,
+        "lost a charge: {after} > {}",
+        before + 400 * 10
+    );
     // Every refund gives back exactly 6: what stays is a multiple of 6 off.
     assert_eq!((before + 400 * 10 - after) % 6, 0);
 }
