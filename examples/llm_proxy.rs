@@ -10,16 +10,23 @@
 //! | tokens | 1 000 000 a calendar day (UTC); 50 000 for `trial-` keys |
 //!
 //! A prompt is charged its estimate up front: one token per 4 bytes of
-//! request body, plus the longest answer the model may write. A request
-//! over a quota gets 429 with `Retry-After` and the `RateLimit-Policy` /
-//! `RateLimit` fields, one item per quota (`qu="tokens"` on the token
-//! quotas); an estimate above the minute's 100 000 tokens could never pass
-//! and gets 413.
+//! request body, plus the longest answer the model may write. Once the
+//! model has answered, the request is settled at the `usage` it reports:
+//! a whole answer by the layer's response hook, a streamed (SSE) answer by
+//! the stream itself when it ends. Less than the estimate is given back,
+//! more is a debt the key's next requests wait out.
+//!
+//! A request over a quota gets 429 with `Retry-After` and the
+//! `RateLimit-Policy` / `RateLimit` fields, one item per quota
+//! (`qu="tokens"` on the token quotas); an estimate above the minute's
+//! 100 000 tokens could never pass and gets 413; a request without an API
+//! key gets 401.
 //!
 //! The example starts the proxy on a free port of 127.0.0.1, sends a
 //! scripted sequence of requests with reqwest (one of them a streamed
-//! answer), prints what happened to each, and ends with the tokens charged
-//! to each key. It takes about a second.
+//! answer), prints what happened to each (admitted, or refused by which
+//! quota, with the fields), and ends with the tokens charged to each key.
+//! It takes about a second.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,6 +34,7 @@ use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Extension, Request};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
@@ -92,6 +100,12 @@ pub mod model {
     }
 
     impl Usage {
+        /// Nothing used: the model never ran.
+        pub const NONE: Usage = Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        };
+
         /// Both together: what the key is charged in the end.
         pub fn total_tokens(&self) -> u32 {
             self.prompt_tokens.saturating_add(self.completion_tokens)
@@ -195,12 +209,16 @@ pub async fn start() -> std::io::Result<(SocketAddr, Keys)> {
 /// model's answer as JSON with its `usage` (which settles the request), or,
 /// with `"stream": true`, as server-sent events ending with the usage,
 /// settled through the request's [`Settlement`] when the stream ends.
-async fn complete(
-    settlement: Option<Extension<Settlement>>,
-    Json(body): Json<serde_json::Value>,
-) -> Response {
+///
+/// A request the model never sees (a body that is not such JSON) gets 400
+/// and is settled at zero.
+async fn complete(settlement: Option<Extension<Settlement>>, body: Bytes) -> Response {
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let Some(prompt) = body["prompt"].as_str() else {
-        return (StatusCode::BAD_REQUEST, "`prompt` is missing\n").into_response();
+        let mut response =
+            (StatusCode::BAD_REQUEST, "expected {\"prompt\": \"..\"}\n").into_response();
+        response.extensions_mut().insert(model::Usage::NONE);
+        return response;
     };
     if body["stream"].as_bool() == Some(true) {
         let pieces = Pieces {

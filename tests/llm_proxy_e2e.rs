@@ -145,7 +145,7 @@ async fn the_requests_quota_refuses_the_61st_small_prompt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_estimate_above_the_token_burst_is_413_and_charges_nothing() {
+async fn an_estimate_above_the_token_burst_is_413_and_a_bad_body_is_settled_at_zero() {
     let (addr, keys, client) = proxy().await;
     let prompt = prompt_of(120_000);
     let a = ask(&client, addr, "dave", &prompt).await.unwrap();
@@ -157,9 +157,20 @@ async fn an_estimate_above_the_token_burst_is_413_and_charges_nothing() {
     );
     assert!(a.body.starts_with(&want), "{}", a.body);
     assert_eq!(charged_today(&keys, "dave"), 0);
+    // A body the model cannot read is settled at zero.
+    let res = client
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-api-key", "dave")
+        .body("{\"no prompt\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(charged_today(&keys, "dave"), 0);
     let a = ask(&client, addr, "dave", "ping").await.unwrap();
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(remaining(&a, "per-minute"), 59);
+    // The 413 consumed nothing; the 400 its one request.
+    assert_eq!(remaining(&a, "per-minute"), 58);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
