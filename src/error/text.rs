@@ -15,7 +15,10 @@ impl fmt::Display for QuotaText<'_> {
         if !q.counts_requests() {
             write!(f, " {}", q.unit())?;
         }
-        write!(f, " per {}", Human(q.period()))?;
+        match q.calendar() {
+            Some(c) => write!(f, " per calendar {}", c.name())?,
+            None => write!(f, " per {}", Human(q.period()))?,
+        }
         if q.burst() != q.limit() {
             write!(f, " (burst {})", q.burst())?;
         }
@@ -68,5 +71,14 @@ mod tests {
         for (d, s) in cases {
             assert_eq!(Human(d).to_string(), s);
         }
+    }
+
+    #[test]
+    fn calendar_quotas_read_as_calendar_periods() {
+        let day = Quota::per_calendar_day(50_000).counting("tokens");
+        assert_eq!(QuotaText(&day).to_string(), "50000 tokens per calendar day");
+        let month = Quota::per_calendar_month(10);
+        assert_eq!(QuotaText(&month).to_string(), "10 per calendar month");
+        assert_eq!(QuotaText(&Quota::per_day(10)).to_string(), "10 per 1d");
     }
 }
