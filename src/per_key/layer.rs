@@ -328,7 +328,8 @@ where
     /// sent in the background: the response never waits for it.
     ///
     /// `Res` must be the inner service's response type: a hook of another
-    /// type is never called.
+    /// type is never called (the layer logs one `tracing` warning naming
+    /// both types, and requests keep their estimate).
     ///
     /// # Examples
     ///

@@ -6,6 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::core::Core;
 use crate::backend::{Backend, Charged};
@@ -18,6 +19,11 @@ use crate::policy::Policy;
 pub(crate) struct Settling {
     /// A `Hook<Res>`.
     hook: Option<Arc<dyn Any + Send + Sync>>,
+    /// The response type the hook reads, for the warning when the
+    /// service answers another.
+    hook_type: &'static str,
+    /// Whether that warning was given (once per layer).
+    warned: Arc<AtomicBool>,
     attach: Option<fn(&mut dyn Any, &Settlement)>,
 }
 
@@ -37,6 +43,7 @@ impl Settling {
         hook: impl Fn(&Res) -> Option<u32> + Send + Sync + 'static,
     ) -> Self {
         self.hook = Some(Arc::new(Hook::<Res>(Box::new(hook))));
+        self.hook_type = std::any::type_name::<Res>();
         self
     }
 
@@ -55,11 +62,32 @@ impl Settling {
     }
 
     /// The true cost the hook reads from `res` (`None`: keep the estimate,
-    /// or no hook for responses of this type).
+    /// or no hook for responses of this type, which is warned about once).
     #[inline]
     pub(crate) fn read<Res: 'static>(&self, res: &Res) -> Option<u32> {
-        let hook = self.hook.as_ref()?.downcast_ref::<Hook<Res>>()?;
-        (hook.0)(res)
+        match self.hook.as_ref()?.downcast_ref::<Hook<Res>>() {
+            Some(hook) => (hook.0)(res),
+            None => {
+                self.mismatch::<Res>();
+                None
+            }
+        }
+    }
+
+    /// The hook reads another type of response than the service's: it can
+    /// never be called, which a user learns from one warning.
+    #[cold]
+    #[inline(never)]
+    fn mismatch<Res>(&self) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "tower_sluice::per_key",
+                hook = self.hook_type,
+                response = std::any::type_name::<Res>(),
+                "the settle hook reads another response type than the service answers: \
+                 it is never called and requests keep their estimate"
+            );
+        }
     }
 }
 
@@ -119,5 +147,25 @@ impl Pending {
         if let Some(true_cost) = self.settling.read(res) {
             self.settlement.settle(true_cost);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_of_another_response_type_reads_nothing_and_warns_once() {
+        let settling = Settling::default().with_hook(|n: &u32| Some(*n));
+        assert_eq!(settling.read(&7_u32), Some(7));
+        assert!(!settling.warned.load(Ordering::Relaxed));
+        // The service answers `String`s: the hook can never be called.
+        assert_eq!(settling.read(&String::from("answer")), None);
+        assert!(settling.warned.load(Ordering::Relaxed));
+        assert!(settling.hook_type.contains("u32"));
+        // No hook at all: nothing to warn about.
+        let none = Settling::default();
+        assert_eq!(none.read(&1_u8), None);
+        assert!(!none.warned.load(Ordering::Relaxed));
     }
 }
