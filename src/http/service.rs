@@ -126,6 +126,20 @@ where
                     waiting(&mut self.inner, req, grant, headers, observed)
                 }
             }
+            Admission::Now {
+                key,
+                policy,
+                admitted,
+                row,
+            } => {
+                let lookup = || core.backend.states(key, &policy);
+                let decision = admitted.decision(&policy);
+                let limits = Limits::new(&policy, &decision, Some(&lookup));
+                let headers = shared.responder.admitted(&limits);
+                drop(policy);
+                let observed = observe(&shared.config, extracted, row);
+                ResponseFuture::called(self.inner.call(req), headers, None, observed)
+            }
             Admission::Unlimited => ResponseFuture::called(
                 self.inner.call(req),
                 None,

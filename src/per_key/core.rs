@@ -6,13 +6,15 @@ use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
 use super::Policy;
 use super::layer::{Config, OnMissing};
 use crate::BoxError;
-use crate::backend::{Acquire, Backend, Grant};
+use crate::backend::{Acquire, Admitted, Backend, Grant};
+use crate::gcra::Decision;
 use crate::error::{ExceedsBurst, MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
 use crate::observe::{Event, EventKey, Observers, RowHint};
 use crate::util::IgnorePoison;
@@ -205,6 +207,15 @@ pub(crate) enum Admission<'a, K, F> {
         /// request, for its completion.
         row: RowHint,
     },
+    /// Admitted to be sent now, decided in place (the common case: see
+    /// [`Backend::acquire_now`]).
+    Now {
+        key: &'a K,
+        policy: Resolved<'a>,
+        admitted: Admitted,
+        /// As in `Granted`.
+        row: RowHint,
+    },
     /// No key, and the layer lets such requests through unlimited.
     Unlimited,
     /// A remote backend is deciding.
@@ -259,7 +270,21 @@ where
         if let Some(quota) = policy.exceeded_by(cost).filter(|_| cost > 1) {
             return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
         }
-        match self.backend.acquire(key, &policy, cost, config.max_wait) {
+        let acquired = match self.backend.acquire_now(key, &policy, cost, config.max_wait) {
+            Ok(admitted) => {
+                let row = report_admitted(&config.observers, key, Duration::ZERO, || {
+                    admitted.decision(&policy)
+                });
+                return Admission::Now {
+                    key,
+                    policy,
+                    admitted,
+                    row,
+                };
+            }
+            Err(acquired) => acquired,
+        };
+        match acquired {
             Acquire::Ready(Ok(mut grant)) => {
                 let row = report_allowed(&config.observers, key, &grant);
                 if config.shadow {
@@ -331,6 +356,18 @@ pub(crate) fn report_allowed<K: EventKey>(
     key: &K,
     grant: &Grant,
 ) -> RowHint {
+    report_admitted(observers, key, grant.wait(), || *grant.decision())
+}
+
+/// As [`report_allowed`], for an admission that waits `wait`, its
+/// decision built by `decision` only if an observer reads it.
+#[inline]
+pub(crate) fn report_admitted<K: EventKey>(
+    observers: &Observers,
+    key: &K,
+    wait: Duration,
+    decision: impl FnOnce() -> Decision,
+) -> RowHint {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
     // The check `debug!` starts with (the level filter), inline; the
     // event's own callsite check and the event are out of line.
@@ -344,10 +381,10 @@ pub(crate) fn report_allowed<K: EventKey>(
     // A request a sampling monitor does not follow, and that did not
     // wait, needs nothing more.
     let weight = observers.keyed_allowed_weight(LAYER);
-    if weight == 0 && grant.wait().is_zero() {
+    if weight == 0 && wait.is_zero() {
         return RowHint::SKIP;
     }
-    emit_allowed(observers, key, grant, weight)
+    emit_allowed(observers, key, &decision(), wait, weight)
 }
 
 #[cold]
@@ -362,15 +399,16 @@ fn trace_allowed(key: &dyn EventKey) {
 fn emit_allowed<K: EventKey>(
     observers: &Observers,
     key: &K,
-    grant: &Grant,
+    decision: &Decision,
+    wait: Duration,
     weight: u32,
 ) -> RowHint {
-    let row = observers.emit_keyed_allowed(LAYER, key, grant.decision(), weight);
-    if !grant.wait().is_zero() {
+    let row = observers.emit_keyed_allowed(LAYER, key, decision, weight);
+    if !wait.is_zero() {
         observers.emit(&Event::Waited {
             layer: LAYER,
             key: Some(key),
-            waited: grant.wait(),
+            waited: wait,
         });
     }
     row

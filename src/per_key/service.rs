@@ -99,6 +99,13 @@ where
             self.extractor.cost(&req),
             &mut self.default,
         ) {
+            Admission::Now {
+                policy, row: at, ..
+            } => {
+                drop(policy);
+                row = at;
+                Dispatch::call(&mut self.inner, req, None)
+            }
             Admission::Granted { grant, row: at, .. } => {
                 row = at;
                 Dispatch::granted(&mut self.inner, req, grant)
