@@ -47,6 +47,9 @@ pub(crate) struct Policies<K> {
     /// usual case pays one plain load.
     late: ArcSwapOption<Resolver<K>>,
     has_late: AtomicBool,
+    /// Set while no override, no resolver and no change of the default
+    /// exist: every key's policy is `initial`, read with one plain load.
+    plain: AtomicBool,
 }
 
 /// A resolved policy: borrowed from the default without a reference count,
@@ -96,6 +99,7 @@ impl<K: Hash + Eq> Policies<K> {
             resolver: None,
             late: ArcSwapOption::empty(),
             has_late: AtomicBool::new(false),
+            plain: AtomicBool::new(true),
         }
     }
 
@@ -115,6 +119,17 @@ impl<K: Hash + Eq> Policies<K> {
     /// back a debt slot).
     #[inline]
     pub(crate) fn resolve_with<'c>(&'c self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
+        // No resolver, no override, the default as built: nothing to resolve.
+        if self.plain.load(Ordering::Acquire) {
+            return Resolved::Cached(&self.initial);
+        }
+        self.resolve_configured(key, cache)
+    }
+
+    /// [`resolve_with`](Self::resolve_with) for a layer with a resolver,
+    /// overrides or a changed default.
+    #[inline]
+    fn resolve_configured<'c>(&'c self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
         if let Some(p) = self.resolve_own(key) {
             return Resolved::Owned(p);
         }
@@ -158,6 +173,7 @@ impl<K: Hash + Eq> Policies<K> {
     /// Sets the resolver of a layer nobody shares yet.
     pub(crate) fn set_resolver(&mut self, resolver: Resolver<K>) {
         self.resolver = Some(resolver);
+        *self.plain.get_mut() = false;
         self.late.store(None);
         *self.has_late.get_mut() = false;
     }
@@ -167,6 +183,7 @@ impl<K: Hash + Eq> Policies<K> {
     pub(crate) fn set_late_resolver(&self, resolver: Resolver<K>) {
         self.late.store(Some(Arc::new(resolver)));
         self.has_late.store(true, Ordering::Release);
+        self.plain.store(false, Ordering::Release);
     }
 
     pub(crate) fn default_policy(&self) -> Policy {
@@ -176,12 +193,14 @@ impl<K: Hash + Eq> Policies<K> {
     pub(crate) fn set_default(&self, policy: Policy) {
         self.default.store(Arc::new(policy));
         self.generation.fetch_add(1, Ordering::Release);
+        self.plain.store(false, Ordering::Release);
     }
 
     pub(crate) fn set_override(&self, key: K, policy: Policy) {
         let mut overrides = self.overrides.write().ignore_poison();
         overrides.insert(key, policy);
         self.has_overrides.store(true, Ordering::Release);
+        self.plain.store(false, Ordering::Release);
     }
 
     pub(crate) fn remove_override(&self, key: &K) -> Option<Policy> {

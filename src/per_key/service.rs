@@ -92,37 +92,48 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
-        let mut row = RowHint::NONE;
-        let dispatch = match self.core.admit(
-            &self.config,
-            extracted.as_ref(),
-            self.extractor.cost(&req),
-            &mut self.default,
-        ) {
-            Admission::Now {
-                policy, row: at, ..
-            } => {
+        let cost = self.extractor.cost(&req);
+        // Each future is built where it is returned (a move of the future
+        // is a copy of the inner one).
+        match self
+            .core
+            .admit(&self.config, extracted.as_ref(), cost, &mut self.default)
+        {
+            Admission::Now { policy, row, .. } => {
                 drop(policy);
-                row = at;
-                Dispatch::call(&mut self.inner, req, None)
+                ResponseFuture::new(
+                    Dispatch::call(&mut self.inner, req, None),
+                    observe(&self.config, extracted, row),
+                )
             }
-            Admission::Granted { grant, row: at, .. } => {
-                row = at;
-                Dispatch::granted(&mut self.inner, req, grant)
+            Admission::Granted { grant, row, .. } => ResponseFuture::new(
+                Dispatch::granted(&mut self.inner, req, grant),
+                observe(&self.config, extracted, row),
+            ),
+            Admission::Unlimited => ResponseFuture::new(
+                Dispatch::call(&mut self.inner, req, None),
+                observe(&self.config, extracted, RowHint::NONE),
+            ),
+            Admission::Deciding { decision, .. } => ResponseFuture::new(
+                Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow),
+                observe(&self.config, extracted, RowHint::NONE),
+            ),
+            Admission::Denied { error, .. } => {
+                ResponseFuture::new(Dispatch::rejected(error), None)
             }
-            Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
-            Admission::Deciding { decision, .. } => {
-                Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow)
-            }
-            Admission::Denied { error, .. } => Dispatch::rejected(error),
-        };
-        // A sampling monitor follows only some admitted requests.
-        let observed = if self.config.observers.is_set() && row.follows() {
-            Some(Observed::new(extracted, &self.config, row))
-        } else {
-            None
-        };
-        ResponseFuture::new(dispatch, observed)
+        }
+    }
+}
+
+/// What an observed request needs to report its completion; nothing
+/// without an observer, or for a request a sampling monitor does not
+/// follow.
+#[inline]
+fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Observed<K>> {
+    if config.observers.is_set() && row.follows() {
+        Some(Observed::new(key, config, row))
+    } else {
+        None
     }
 }
 
