@@ -16,7 +16,8 @@
 //! uniformly from N held keys; `poll_ready`, `call`, one poll):
 //! `sluice_1k`, `sluice_100k`, `sluice_1m` (`PerKeyLayer`),
 //! `governor_1k`, `governor_100k`, `governor_1m` (governor keyed in a
-//! minimal service), `bare`. As `benches/http.rs` (an axum router over
+//! minimal service), `sluice_check_1k` (the in-memory decision alone,
+//! `Backend::acquire_now`), `bare`. As `benches/http.rs` (an axum router over
 //! 1 000 peer IPs; `router.clone().oneshot(req)`, requests built before
 //! counting): `http_bare`, `http_identity`, `http_floor` (inserts our two
 //! fields, static values), `http_sluice`, `http_sluice_quiet` (no success
@@ -157,7 +158,18 @@ fn per_key(case: &str, n_keys: usize, n: u64) {
                 .acquire(key, &policy, PREPAY, Duration::ZERO);
             assert!(matches!(paid, Acquire::Ready(Ok(_))));
         }
-        service(layer.layer(bare()), &seq, n);
+        if case.starts_with("sluice_check") {
+            let mem = handle.backend();
+            let mask = seq.len() - 1;
+            let start = Instant::now();
+            run(n, &mut |i| {
+                let key = seq[i as usize & mask];
+                assert!(mem.acquire_now(&key, &policy, 1, Duration::ZERO).is_ok());
+            });
+            report(start, n);
+        } else {
+            service(layer.layer(bare()), &seq, n);
+        }
         assert_eq!(handle.backend().len(), n_keys, "sluice keys changed");
     } else {
         let gov = governor::RateLimiter::keyed(governor::Quota::per_hour(
@@ -289,7 +301,7 @@ fn main() {
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     match case.as_str() {
         "bare" => service(bare(), &[0; 1024], n),
-        "sluice_1k" | "governor_1k" => per_key(case, 1_000, n),
+        "sluice_1k" | "governor_1k" | "sluice_check_1k" => per_key(case, 1_000, n),
         "sluice_100k" | "governor_100k" => per_key(case, 100_000, n),
         "sluice_1m" | "governor_1m" => per_key(case, 1_000_000, n),
         c if c.starts_with("http_") => http_case(c, n),

@@ -303,32 +303,45 @@ where
             }
             Err(acquired) => acquired,
         };
-        match acquired {
-            Acquire::Ready(Ok(mut grant)) => {
-                let row = report_allowed(&config.observers, key, &grant);
-                if config.shadow {
-                    grant.send_now();
-                }
-                Admission::Granted {
-                    key,
-                    policy,
-                    grant,
-                    row,
-                }
+        admission(config, key, policy, acquired)
+    }
+}
+
+/// The admission of a request [`Backend::acquire_now`] did not admit at
+/// once: a wait, several quotas or an in-flight cap, a denial, a remote
+/// decision. Out of line: the common request's call stays small.
+#[inline(never)]
+fn admission<'a, K: EventKey + fmt::Debug + std::hash::Hash, F>(
+    config: &'a Config<K>,
+    key: &'a K,
+    policy: Resolved<'a>,
+    acquired: Acquire<F>,
+) -> Admission<'a, K, F> {
+    match acquired {
+        Acquire::Ready(Ok(mut grant)) => {
+            let row = report_allowed(&config.observers, key, &grant);
+            if config.shadow {
+                grant.send_now();
             }
-            Acquire::Ready(Err(error)) => {
-                report(config, key, &error);
-                if config.shadow {
-                    return Admission::Unlimited;
-                }
-                Admission::Denied {
-                    key: Some(key),
-                    policy: Some(policy),
-                    error,
-                }
+            Admission::Granted {
+                key,
+                policy,
+                grant,
+                row,
             }
-            Acquire::Pending(decision) => Admission::Deciding { policy, decision },
         }
+        Acquire::Ready(Err(error)) => {
+            report(config, key, &error);
+            if config.shadow {
+                return Admission::Unlimited;
+            }
+            Admission::Denied {
+                key: Some(key),
+                policy: Some(policy),
+                error,
+            }
+        }
+        Acquire::Pending(decision) => Admission::Deciding { policy, decision },
     }
 }
 

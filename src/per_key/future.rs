@@ -93,6 +93,19 @@ impl<S: Service<Req>, Req, F, K> ResponseFuture<S, Req, F, K> {
     pub(crate) fn new(dispatch: Dispatch<S, Req, F>, observed: Option<Observed<K>>) -> Self {
         ResponseFuture { dispatch, observed }
     }
+
+    /// The inner service's `future`, called at once holding no in-flight
+    /// slot (the common case), built in place.
+    #[inline]
+    pub(crate) fn called(future: S::Future, observed: Option<Observed<K>>) -> Self {
+        ResponseFuture {
+            dispatch: Dispatch::Called {
+                future,
+                in_flight: None,
+            },
+            observed,
+        }
+    }
 }
 
 impl<S, Req, F, K> Future for ResponseFuture<S, Req, F, K>

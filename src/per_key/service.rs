@@ -101,10 +101,8 @@ where
         {
             Admission::Now { policy, row, .. } => {
                 drop(policy);
-                ResponseFuture::new(
-                    Dispatch::call(&mut self.inner, req, None),
-                    observe(&self.config, extracted, row),
-                )
+                let observed = observe(&self.config, extracted, row);
+                ResponseFuture::called(self.inner.call(req), observed)
             }
             Admission::Granted { grant, row, .. } => ResponseFuture::new(
                 Dispatch::granted(&mut self.inner, req, grant),
