@@ -14,8 +14,8 @@ use super::Policy;
 use super::layer::{Config, OnMissing};
 use crate::BoxError;
 use crate::backend::{Acquire, Admitted, Backend, Grant};
-use crate::gcra::Decision;
 use crate::error::{ExceedsBurst, MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
+use crate::gcra::Decision;
 use crate::observe::{Event, EventKey, Observers, RowHint};
 use crate::util::IgnorePoison;
 
@@ -289,7 +289,10 @@ where
         if let Some(quota) = policy.exceeded_by(cost).filter(|_| cost > 1) {
             return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
         }
-        let acquired = match self.backend.acquire_now(key, &policy, cost, config.max_wait) {
+        let acquired = match self
+            .backend
+            .acquire_now(key, &policy, cost, config.max_wait)
+        {
             Ok(admitted) => {
                 let row = report_admitted(&config.observers, key, Duration::ZERO, || {
                     admitted.decision(&policy)
@@ -523,5 +526,45 @@ impl<K, B: fmt::Debug> fmt::Debug for Core<K, B> {
             .field("default", &**self.policies.default.load())
             .field("resolver", &self.policies.resolver.as_ref().map(|_| ".."))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Quota;
+
+    fn limit_of(policies: &Policies<u32>, key: u32) -> u32 {
+        let mut cache = DefaultCache::default();
+        let policy = policies.resolve_with(&key, &mut cache);
+        policy.quotas().next().expect("a quota").limit()
+    }
+
+    /// A layer with nothing to resolve reads its default with one load;
+    /// each way of configuring policies takes it off that path, and every
+    /// key then gets the policy configured for it.
+    #[test]
+    fn configured_policies_are_resolved() {
+        let mut policies = Policies::new(Policy::new(Quota::per_second(1)));
+        assert!(policies.plain.load(Ordering::Relaxed));
+        assert_eq!(limit_of(&policies, 7), 1);
+
+        policies.set_resolver(Arc::new(|k: &u32| {
+            (*k == 7).then(|| Policy::new(Quota::per_second(2)))
+        }));
+        assert!(!policies.plain.load(Ordering::Relaxed));
+        assert_eq!((limit_of(&policies, 7), limit_of(&policies, 8)), (2, 1));
+
+        let policies = Policies::new(Policy::new(Quota::per_second(1)));
+        policies.set_override(8, Policy::new(Quota::per_second(3)));
+        assert_eq!((limit_of(&policies, 7), limit_of(&policies, 8)), (1, 3));
+
+        let policies = Policies::new(Policy::new(Quota::per_second(1)));
+        policies.set_default(Policy::new(Quota::per_second(4)));
+        assert_eq!(limit_of(&policies, 7), 4);
+
+        let policies = Policies::new(Policy::new(Quota::per_second(1)));
+        policies.set_late_resolver(Arc::new(|_: &u32| Some(Policy::new(Quota::per_second(5)))));
+        assert_eq!(limit_of(&policies, 7), 5);
     }
 }

@@ -116,9 +116,7 @@ where
                 Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow),
                 observe(&self.config, extracted, RowHint::NONE),
             ),
-            Admission::Denied { error, .. } => {
-                ResponseFuture::new(Dispatch::rejected(error), None)
-            }
+            Admission::Denied { error, .. } => ResponseFuture::new(Dispatch::rejected(error), None),
         }
     }
 }

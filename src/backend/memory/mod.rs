@@ -598,10 +598,12 @@ where
         }
     }
 
-    /// The common decision, inlined into the layer's call: a policy of one
-    /// quota and no in-flight cap, a key the store holds, sent at once.
-    /// Anything else (a new key, a denial, a wait, several quotas) goes to
-    /// [`decide`](Memory::decide) or a cold path, out of line.
+    /// Answers a request of a policy of one quota and no in-flight cap,
+    /// admitted to be sent now, without building a [`Grant`]; anything
+    /// else as [`acquire`](Backend::acquire) does.
+    // The common decision, inlined into the layer's call. Anything else (a
+    // wait, a denial, a full store, several quotas) goes to `decide` or a
+    // cold path, out of line.
     #[inline]
     fn acquire_now(
         &self,
