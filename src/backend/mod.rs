@@ -245,6 +245,77 @@ impl Grant {
     }
 }
 
+/// A request admitted to be sent at once, as [`Backend::acquire_now`]
+/// decides the common case: a known key of a policy of one quota and no
+/// in-flight cap. It holds nothing to give back, and keeps its decision as
+/// the two instants it is computed from, built only when read.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sluice::Quota;
+/// use tower_sluice::backend::{Backend, Memory};
+/// use tower_sluice::per_key::Policy;
+///
+/// let store = Memory::new(1_000);
+/// let policy = Policy::new(Quota::per_minute(10));
+/// let Ok(admitted) = store.acquire_now(&"ann", &policy, 1, Duration::ZERO) else { panic!() };
+/// assert_eq!(admitted.decision(&policy).remaining(), 9);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    now: u64,
+    tat: u64,
+}
+
+impl Admitted {
+    /// Admitted at `now` (nanoseconds of the backend's clock), leaving the
+    /// policy's one quota at theoretical arrival time `tat`.
+    #[inline]
+    pub(crate) fn new(now: u64, tat: u64) -> Self {
+        Admitted { now, tat }
+    }
+
+    /// The decision, for `policy`: the policy this request was admitted
+    /// under.
+    ///
+    /// See [`Admitted`] for an example.
+    #[inline]
+    pub fn decision(&self, policy: &Policy) -> Decision {
+        Decision::allowed(policy.first_params(), self.now, self.tat)
+    }
+
+    /// The same admission as a [`Grant`] (sent at once, holding nothing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sluice::Quota;
+    /// # use tower_sluice::backend::{Backend, Memory};
+    /// # use tower_sluice::per_key::Policy;
+    /// let store = Memory::new(1_000);
+    /// let policy = Policy::new(Quota::per_minute(10));
+    /// let Ok(admitted) = store.acquire_now(&1_u64, &policy, 1, Duration::ZERO) else { panic!() };
+    /// let grant = admitted.into_grant(&policy);
+    /// assert_eq!(grant.wait(), Duration::ZERO);
+    /// ```
+    #[inline]
+    pub fn into_grant(self, policy: &Policy) -> Grant {
+        Grant::new(self.decision(policy), Duration::ZERO)
+    }
+
+    /// What the admission charged a request of cost `estimate`, for
+    /// settling it (the one quota's stamp).
+    #[inline]
+    pub(crate) fn charged(&self, estimate: u32) -> Charged {
+        let mut stamps = [0; crate::gcra::INLINE_CELLS];
+        stamps[0] = self.tat;
+        Charged::new(estimate, stamps)
+    }
+}
+
 /// Gives back what a grant charged, for a request that is never sent.
 pub(crate) trait GiveBack: Send + Sync + 'static {
     fn give_back(self: Box<Self>);
@@ -317,6 +388,28 @@ pub trait Backend<K>: Send + Sync + 'static {
         max_wait: Duration,
     ) -> Acquire<Self::Future>;
 
+    /// As [`acquire`](Self::acquire), deciding the common case in place: a
+    /// request admitted to be sent at once, holding no in-flight slot, is
+    /// `Ok` (a small value, its decision built only if read); anything
+    /// else is `Err` with what `acquire` decides. Either way the request is
+    /// decided once.
+    ///
+    /// Layers call this; the default asks [`acquire`](Self::acquire). A
+    /// backend that can tell the common case at once (the in-memory one)
+    /// answers it without building a [`Grant`].
+    ///
+    /// See [`Admitted`] for an example.
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Admitted, Acquire<Self::Future>> {
+        Err(self.acquire(key, policy, cost, max_wait))
+    }
+
     /// What [`acquire`](Self::acquire) with no waiting would decide, without
     /// consuming anything.
     ///
@@ -372,6 +465,17 @@ impl<K, B: Backend<K>> Backend<K> for std::sync::Arc<B> {
         max_wait: Duration,
     ) -> Acquire<Self::Future> {
         (**self).acquire(key, policy, cost, max_wait)
+    }
+
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Admitted, Acquire<Self::Future>> {
+        (**self).acquire_now(key, policy, cost, max_wait)
     }
 
     fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Self::Future> {

@@ -139,6 +139,33 @@ where
                     waiting(&mut self.inner, req, grant, headers, observed)
                 }
             }
+            Admission::Now {
+                key,
+                policy,
+                admitted,
+                row,
+            } => {
+                let lookup = || core.backend.states(key, &policy);
+                let decision = admitted.decision(&policy);
+                let limits = Limits::new(&policy, &decision, Some(&lookup));
+                let headers = shared.responder.admitted(&limits);
+                if let Some(settling) = &shared.config.settle {
+                    // Settling requests take the rarer, boxed path.
+                    let grant = admitted
+                        .into_grant(&policy)
+                        .with_charged(admitted.charged(cost));
+                    let pending =
+                        Pending::new(&shared.core, settling, key, &policy, grant.charged());
+                    req.extensions_mut().insert(pending.settlement().clone());
+                    drop(policy);
+                    let observed = observe(&shared.config, extracted, row);
+                    return waiting(&mut self.inner, req, grant, headers, observed)
+                        .settling(pending);
+                }
+                drop(policy);
+                let observed = observe(&shared.config, extracted, row);
+                ResponseFuture::called(self.inner.call(req), headers, None, observed)
+            }
             Admission::Unlimited => ResponseFuture::called(
                 self.inner.call(req),
                 None,

@@ -6,14 +6,16 @@ use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
 use super::Policy;
 use super::layer::{Config, OnMissing};
 use crate::BoxError;
-use crate::backend::{Acquire, Backend, Grant};
+use crate::backend::{Acquire, Admitted, Backend, Grant};
 use crate::error::{ExceedsBurst, MissingKey, RateLimited, TooManyInFlight, TooManyKeys};
+use crate::gcra::Decision;
 use crate::observe::{Event, EventKey, Observers, RowHint};
 use crate::util::IgnorePoison;
 
@@ -45,6 +47,9 @@ pub(crate) struct Policies<K> {
     /// usual case pays one plain load.
     late: ArcSwapOption<Resolver<K>>,
     has_late: AtomicBool,
+    /// Set while no override, no resolver and no change of the default
+    /// exist: every key's policy is `initial`, read with one plain load.
+    plain: AtomicBool,
 }
 
 /// A resolved policy: borrowed from the default without a reference count,
@@ -94,6 +99,7 @@ impl<K: Hash + Eq> Policies<K> {
             resolver: None,
             late: ArcSwapOption::empty(),
             has_late: AtomicBool::new(false),
+            plain: AtomicBool::new(true),
         }
     }
 
@@ -113,6 +119,17 @@ impl<K: Hash + Eq> Policies<K> {
     /// back a debt slot).
     #[inline]
     pub(crate) fn resolve_with<'c>(&'c self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
+        // No resolver, no override, the default as built: nothing to resolve.
+        if self.plain.load(Ordering::Acquire) {
+            return Resolved::Cached(&self.initial);
+        }
+        self.resolve_configured(key, cache)
+    }
+
+    /// [`resolve_with`](Self::resolve_with) for a layer with a resolver,
+    /// overrides or a changed default.
+    #[inline]
+    fn resolve_configured<'c>(&'c self, key: &K, cache: &'c mut DefaultCache) -> Resolved<'c> {
         if let Some(p) = self.resolve_own(key) {
             return Resolved::Owned(p);
         }
@@ -156,6 +173,7 @@ impl<K: Hash + Eq> Policies<K> {
     /// Sets the resolver of a layer nobody shares yet.
     pub(crate) fn set_resolver(&mut self, resolver: Resolver<K>) {
         self.resolver = Some(resolver);
+        *self.plain.get_mut() = false;
         self.late.store(None);
         *self.has_late.get_mut() = false;
     }
@@ -165,6 +183,7 @@ impl<K: Hash + Eq> Policies<K> {
     pub(crate) fn set_late_resolver(&self, resolver: Resolver<K>) {
         self.late.store(Some(Arc::new(resolver)));
         self.has_late.store(true, Ordering::Release);
+        self.plain.store(false, Ordering::Release);
     }
 
     pub(crate) fn default_policy(&self) -> Policy {
@@ -174,12 +193,14 @@ impl<K: Hash + Eq> Policies<K> {
     pub(crate) fn set_default(&self, policy: Policy) {
         self.default.store(Arc::new(policy));
         self.generation.fetch_add(1, Ordering::Release);
+        self.plain.store(false, Ordering::Release);
     }
 
     pub(crate) fn set_override(&self, key: K, policy: Policy) {
         let mut overrides = self.overrides.write().ignore_poison();
         overrides.insert(key, policy);
         self.has_overrides.store(true, Ordering::Release);
+        self.plain.store(false, Ordering::Release);
     }
 
     pub(crate) fn remove_override(&self, key: &K) -> Option<Policy> {
@@ -203,6 +224,15 @@ pub(crate) enum Admission<'a, K, F> {
         grant: Grant,
         /// Where a bound [`Monitor`](crate::observe::Monitor) counted the
         /// request, for its completion.
+        row: RowHint,
+    },
+    /// Admitted to be sent now, decided in place (the common case: see
+    /// [`Backend::acquire_now`]).
+    Now {
+        key: &'a K,
+        policy: Resolved<'a>,
+        admitted: Admitted,
+        /// As in `Granted`.
         row: RowHint,
     },
     /// No key, and the layer lets such requests through unlimited.
@@ -259,32 +289,62 @@ where
         if let Some(quota) = policy.exceeded_by(cost).filter(|_| cost > 1) {
             return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
         }
-        match self.backend.acquire(key, &policy, cost, config.max_wait) {
-            Acquire::Ready(Ok(mut grant)) => {
-                let row = report_allowed(&config.observers, key, &grant);
-                if config.shadow {
-                    grant.send_now();
-                }
-                Admission::Granted {
+        let acquired = match self
+            .backend
+            .acquire_now(key, &policy, cost, config.max_wait)
+        {
+            Ok(admitted) => {
+                let row = report_admitted(&config.observers, key, Duration::ZERO, || {
+                    admitted.decision(&policy)
+                });
+                return Admission::Now {
                     key,
                     policy,
-                    grant,
+                    admitted,
                     row,
-                }
+                };
             }
-            Acquire::Ready(Err(error)) => {
-                report(config, key, &error);
-                if config.shadow {
-                    return Admission::Unlimited;
-                }
-                Admission::Denied {
-                    key: Some(key),
-                    policy: Some(policy),
-                    error,
-                }
+            Err(acquired) => acquired,
+        };
+        admission(config, key, policy, acquired)
+    }
+}
+
+/// The admission of a request [`Backend::acquire_now`] did not admit at
+/// once: a wait, several quotas or an in-flight cap, a denial, a remote
+/// decision. Out of line: the common request's call stays small.
+#[inline(never)]
+fn admission<'a, K: EventKey + fmt::Debug + std::hash::Hash, F>(
+    config: &'a Config<K>,
+    key: &'a K,
+    policy: Resolved<'a>,
+    acquired: Acquire<F>,
+) -> Admission<'a, K, F> {
+    match acquired {
+        Acquire::Ready(Ok(mut grant)) => {
+            let row = report_allowed(&config.observers, key, &grant);
+            if config.shadow {
+                grant.send_now();
             }
-            Acquire::Pending(decision) => Admission::Deciding { policy, decision },
+            Admission::Granted {
+                key,
+                policy,
+                grant,
+                row,
+            }
         }
+        Acquire::Ready(Err(error)) => {
+            report(config, key, &error);
+            if config.shadow {
+                return Admission::Unlimited;
+            }
+            Admission::Denied {
+                key: Some(key),
+                policy: Some(policy),
+                error,
+            }
+        }
+        Acquire::Pending(decision) => Admission::Deciding { policy, decision },
     }
 }
 
@@ -331,6 +391,18 @@ pub(crate) fn report_allowed<K: EventKey>(
     key: &K,
     grant: &Grant,
 ) -> RowHint {
+    report_admitted(observers, key, grant.wait(), || *grant.decision())
+}
+
+/// As [`report_allowed`], for an admission that waits `wait`, its
+/// decision built by `decision` only if an observer reads it.
+#[inline]
+pub(crate) fn report_admitted<K: EventKey>(
+    observers: &Observers,
+    key: &K,
+    wait: Duration,
+    decision: impl FnOnce() -> Decision,
+) -> RowHint {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
     // The check `debug!` starts with (the level filter), inline; the
     // event's own callsite check and the event are out of line.
@@ -344,10 +416,10 @@ pub(crate) fn report_allowed<K: EventKey>(
     // A request a sampling monitor does not follow, and that did not
     // wait, needs nothing more.
     let weight = observers.keyed_allowed_weight(LAYER);
-    if weight == 0 && grant.wait().is_zero() {
+    if weight == 0 && wait.is_zero() {
         return RowHint::SKIP;
     }
-    emit_allowed(observers, key, grant, weight)
+    emit_allowed(observers, key, &decision(), wait, weight)
 }
 
 #[cold]
@@ -362,15 +434,16 @@ fn trace_allowed(key: &dyn EventKey) {
 fn emit_allowed<K: EventKey>(
     observers: &Observers,
     key: &K,
-    grant: &Grant,
+    decision: &Decision,
+    wait: Duration,
     weight: u32,
 ) -> RowHint {
-    let row = observers.emit_keyed_allowed(LAYER, key, grant.decision(), weight);
-    if !grant.wait().is_zero() {
+    let row = observers.emit_keyed_allowed(LAYER, key, decision, weight);
+    if !wait.is_zero() {
         observers.emit(&Event::Waited {
             layer: LAYER,
             key: Some(key),
-            waited: grant.wait(),
+            waited: wait,
         });
     }
     row
@@ -453,5 +526,45 @@ impl<K, B: fmt::Debug> fmt::Debug for Core<K, B> {
             .field("default", &**self.policies.default.load())
             .field("resolver", &self.policies.resolver.as_ref().map(|_| ".."))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Quota;
+
+    fn limit_of(policies: &Policies<u32>, key: u32) -> u32 {
+        let mut cache = DefaultCache::default();
+        let policy = policies.resolve_with(&key, &mut cache);
+        policy.quotas().next().expect("a quota").limit()
+    }
+
+    /// A layer with nothing to resolve reads its default with one load;
+    /// each way of configuring policies takes it off that path, and every
+    /// key then gets the policy configured for it.
+    #[test]
+    fn configured_policies_are_resolved() {
+        let mut policies = Policies::new(Policy::new(Quota::per_second(1)));
+        assert!(policies.plain.load(Ordering::Relaxed));
+        assert_eq!(limit_of(&policies, 7), 1);
+
+        policies.set_resolver(Arc::new(|k: &u32| {
+            (*k == 7).then(|| Policy::new(Quota::per_second(2)))
+        }));
+        assert!(!policies.plain.load(Ordering::Relaxed));
+        assert_eq!((limit_of(&policies, 7), limit_of(&policies, 8)), (2, 1));
+
+        let policies = Policies::new(Policy::new(Quota::per_second(1)));
+        policies.set_override(8, Policy::new(Quota::per_second(3)));
+        assert_eq!((limit_of(&policies, 7), limit_of(&policies, 8)), (1, 3));
+
+        let policies = Policies::new(Policy::new(Quota::per_second(1)));
+        policies.set_default(Policy::new(Quota::per_second(4)));
+        assert_eq!(limit_of(&policies, 7), 4);
+
+        let policies = Policies::new(Policy::new(Quota::per_second(1)));
+        policies.set_late_resolver(Arc::new(|_: &u32| Some(Policy::new(Quota::per_second(5)))));
+        assert_eq!(limit_of(&policies, 7), 5);
     }
 }

@@ -107,6 +107,20 @@ impl<S: Service<Req>, Req, F, K> ResponseFuture<S, Req, F, K> {
         self.settle = settle;
         self
     }
+
+    /// The inner service's `future`, called at once holding no in-flight
+    /// slot (the common case), built in place.
+    #[inline]
+    pub(crate) fn called(future: S::Future, observed: Option<Observed<K>>) -> Self {
+        ResponseFuture {
+            dispatch: Dispatch::Called {
+                future,
+                in_flight: None,
+            },
+            observed,
+            settle: None,
+        }
+    }
 }
 
 impl<S, Req, F, K> Future for ResponseFuture<S, Req, F, K>
@@ -121,25 +135,32 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let observed = &mut *this.observed;
-        let shadow = this.dispatch.is_shadow();
-        match ready!(this.dispatch.poll_dispatch(cx, |decided| {
-            // A remote backend decided: report it as a local decision is.
-            if let Some(Observed {
-                key: Some(key),
-                config,
-                row,
-                ..
-            }) = observed
-            {
-                let observers = &config.observers;
-                match decided {
-                    Ok(grant) => *row = report_allowed(observers, key, grant),
-                    Err(error) => report_denied(observers, shadow, key, error),
-                }
+        // The common state, called, polled here without the state machine.
+        let dispatched = match this.dispatch.as_mut().project() {
+            DispatchProj::Called { future, .. } => Dispatched::Inner(ready!(future.poll(cx))),
+            _ => {
+                let shadow = this.dispatch.is_shadow();
+                ready!(this.dispatch.poll_dispatch(cx, |decided| {
+                    // A remote backend decided: report it as a local decision is.
+                    if let Some(Observed {
+                        key: Some(key),
+                        config,
+                        row,
+                        ..
+                    }) = observed
+                    {
+                        let observers = &config.observers;
+                        match decided {
+                            Ok(grant) => *row = report_allowed(observers, key, grant),
+                            Err(error) => report_denied(observers, shadow, key, error),
+                        }
+                    }
+                }))
             }
-        })) {
+        };
+        match dispatched {
             Dispatched::Inner(result) => {
                 if let Some(o) = this.observed.take() {
                     o.complete(result.is_ok());

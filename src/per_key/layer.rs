@@ -235,7 +235,9 @@ where
     #[must_use]
     pub fn backend<B2>(self, backend: B2) -> PerKeyLayer<K, X, B2> {
         let mut policies = Policies::new(self.core.policies.default_policy());
-        policies.resolver = self.core.policies.current_resolver();
+        if let Some(resolver) = self.core.policies.current_resolver() {
+            policies.set_resolver(resolver);
+        }
         PerKeyLayer {
             extractor: self.extractor,
             core: Arc::new(Core { backend, policies }),

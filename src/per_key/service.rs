@@ -95,41 +95,75 @@ where
 
     fn call(&mut self, mut req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
-        let mut row = RowHint::NONE;
-        let mut settle = None;
-        let dispatch = match self.core.admit(
-            &self.config,
-            extracted.as_ref(),
-            self.extractor.cost(&req),
-            &mut self.default,
-        ) {
+        let cost = self.extractor.cost(&req);
+        // Each future is built where it is returned (a move of the future
+        // is a copy of the inner one).
+        match self
+            .core
+            .admit(&self.config, extracted.as_ref(), cost, &mut self.default)
+        {
+            Admission::Now {
+                key,
+                policy,
+                admitted,
+                row,
+            } => {
+                if let Some(settling) = &self.config.settle {
+                    // Settling: the rare path, through a grant.
+                    let grant = admitted
+                        .into_grant(&policy)
+                        .with_charged(admitted.charged(cost));
+                    let pending = Pending::new(&self.core, settling, key, &policy, grant.charged());
+                    pending.attach(&mut req);
+                    return ResponseFuture::new(
+                        Dispatch::granted(&mut self.inner, req, grant),
+                        observe(&self.config, extracted, row),
+                    )
+                    .settling(Some(pending));
+                }
+                drop(policy);
+                let observed = observe(&self.config, extracted, row);
+                ResponseFuture::called(self.inner.call(req), observed)
+            }
             Admission::Granted {
                 grant,
-                row: at,
+                row,
                 key,
                 policy,
             } => {
-                row = at;
-                if let Some(settling) = &self.config.settle {
+                let settle = self.config.settle.as_ref().map(|settling| {
                     let pending = Pending::new(&self.core, settling, key, &policy, grant.charged());
                     pending.attach(&mut req);
-                    settle = Some(pending);
-                }
-                Dispatch::granted(&mut self.inner, req, grant)
+                    pending
+                });
+                ResponseFuture::new(
+                    Dispatch::granted(&mut self.inner, req, grant),
+                    observe(&self.config, extracted, row),
+                )
+                .settling(settle)
             }
-            Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
-            Admission::Deciding { decision, .. } => {
-                Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow)
-            }
-            Admission::Denied { error, .. } => Dispatch::rejected(error),
-        };
-        // A sampling monitor follows only some admitted requests.
-        let observed = if self.config.observers.is_set() && row.follows() {
-            Some(Observed::new(extracted, &self.config, row))
-        } else {
-            None
-        };
-        ResponseFuture::new(dispatch, observed).settling(settle)
+            Admission::Unlimited => ResponseFuture::new(
+                Dispatch::call(&mut self.inner, req, None),
+                observe(&self.config, extracted, RowHint::NONE),
+            ),
+            Admission::Deciding { decision, .. } => ResponseFuture::new(
+                Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow),
+                observe(&self.config, extracted, RowHint::NONE),
+            ),
+            Admission::Denied { error, .. } => ResponseFuture::new(Dispatch::rejected(error), None),
+        }
+    }
+}
+
+/// What an observed request needs to report its completion; nothing
+/// without an observer, or for a request a sampling monitor does not
+/// follow.
+#[inline]
+fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Observed<K>> {
+    if config.observers.is_set() && row.follows() {
+        Some(Observed::new(key, config, row))
+    } else {
+        None
     }
 }
 

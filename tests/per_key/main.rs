@@ -1085,3 +1085,20 @@ async fn policy_for_after_handle_and_clone_applies_to_everything_shared() {
         Some(Quota::per_minute(1))
     );
 }
+
+/// A resolver set before the backend is chosen still picks each key's
+/// policy (choosing the backend rebuilds the policies).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn resolver_survives_choosing_the_backend() {
+    use tower::Layer;
+    let layer = PerKeyLayer::new(Quota::per_minute(1), |n: &u32| Some(*n))
+        .policy_for(|n: &u32| (*n == 1).then(|| Quota::per_minute(2)))
+        .backend(Memory::<u32>::new(100));
+    let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    // Key 1 (resolved: 2 a minute) passes twice, key 2 (the default) once.
+    assert!(svc.clone().oneshot(1).await.is_ok());
+    assert!(svc.clone().oneshot(1).await.is_ok());
+    assert!(svc.clone().oneshot(1).await.is_err());
+    assert!(svc.clone().oneshot(2).await.is_ok());
+    assert!(svc.clone().oneshot(2).await.is_err());
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Acquire, Backend, Charged, Grant, Never, QuotaStates, Refund};
+use super::{Acquire, Admitted, Backend, Charged, Grant, Never, QuotaStates, Refund};
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::cost::Charge;
@@ -372,39 +372,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
         }
     }
 
-    /// The common decision, inlined into the layer's call: a policy of one
-    /// quota and no in-flight cap, a key the store holds, sent at once.
-    /// Anything else (a new key, a denial, a wait, several quotas) goes to
-    /// [`decide`](Self::decide) or a cold path, out of line.
-    #[inline]
-    fn acquire_now(
-        &self,
-        key: &K,
-        policy: &Policy,
-        charge: Charge,
-        max_wait: u64,
-    ) -> Result<Grant, BoxError> {
-        if !policy.is_simple() {
-            return self.decide(key, policy, charge, max_wait, true);
-        }
-        let now = self.shared.clock.now();
-        let p = policy.first_params();
-        let inc = p.inc(charge);
-        let reserved = self.shared.store.with(key, policy, now, true, |state| {
-            state.first().reserve(p.window, inc, now, max_wait)
-        });
-        match reserved {
-            Ok(Some(Ok((tat, 0)))) => {
-                let mut stamps = [0; gcra::INLINE_CELLS];
-                stamps[0] = tat;
-                Ok(Grant::new(Decision::allowed(p, now, tat), Duration::ZERO)
-                    .with_charged(Charged::new(charge.cost, stamps)))
-            }
-            other => self.simple_rest(key, policy, now, charge, other),
-        }
-    }
-
-    /// What [`acquire_now`](Self::acquire_now) leaves: a request of a
+    /// What [`acquire_now`](Backend::acquire_now) leaves: a request of a
     /// one-quota policy that waits, is denied, or finds the store full.
     #[cold]
     #[inline(never)]
@@ -625,8 +593,47 @@ where
 
     #[inline]
     fn acquire(&self, key: &K, policy: &Policy, cost: u32, max_wait: Duration) -> Acquire<Never> {
+        match self.acquire_now(key, policy, cost, max_wait) {
+            Ok(admitted) => Acquire::Ready(Ok(admitted
+                .into_grant(policy)
+                .with_charged(admitted.charged(cost)))),
+            Err(acquired) => acquired,
+        }
+    }
+
+    /// Answers a request of a policy of one quota and no in-flight cap,
+    /// admitted to be sent now, without building a [`Grant`]; anything
+    /// else as [`acquire`](Backend::acquire) does.
+    // The common decision, inlined into the layer's call. Anything else (a
+    // wait, a denial, a full store, several quotas) goes to `decide` or a
+    // cold path, out of line.
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &K,
+        policy: &Policy,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Admitted, Acquire<Never>> {
         let max_wait = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
-        Acquire::Ready(self.acquire_now(key, policy, Charge::cost(cost), max_wait))
+        let charge = Charge::cost(cost);
+        if !policy.is_simple() {
+            return Err(Acquire::Ready(
+                self.decide(key, policy, charge, max_wait, true),
+            ));
+        }
+        let now = self.shared.clock.now();
+        let p = policy.first_params();
+        let inc = p.inc(charge);
+        let reserved = self.shared.store.with(key, policy, now, true, |state| {
+            state.first().reserve(p.window, inc, now, max_wait)
+        });
+        match reserved {
+            Ok(Some(Ok((tat, 0)))) => Ok(Admitted::new(now, tat)),
+            other => Err(Acquire::Ready(
+                self.simple_rest(key, policy, now, charge, other),
+            )),
+        }
     }
 
     fn peek(&self, key: &K, policy: &Policy, cost: u32) -> Acquire<Never> {
