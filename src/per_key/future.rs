@@ -123,8 +123,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let observed = &mut *this.observed;
+        let settle = &*this.settle;
         let shadow = this.dispatch.is_shadow();
         match ready!(this.dispatch.poll_dispatch(cx, |decided| {
+            if let (Some(pending), Ok(grant)) = (settle, decided) {
+                pending.decided(grant.charged());
+            }
             // A remote backend decided: report it as a local decision is.
             if let Some(Observed {
                 key: Some(key),

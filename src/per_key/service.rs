@@ -118,7 +118,12 @@ where
                 Dispatch::granted(&mut self.inner, req, grant)
             }
             Admission::Unlimited => Dispatch::call(&mut self.inner, req, None),
-            Admission::Deciding { decision, .. } => {
+            Admission::Deciding { decision, policy } => {
+                if let (Some(settling), Some(key)) = (&self.config.settle, extracted.as_ref()) {
+                    let pending = Pending::deciding(&self.core, settling, key, &policy);
+                    pending.attach(&mut req);
+                    settle = Some(pending);
+                }
                 Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow)
             }
             Admission::Denied { error, .. } => Dispatch::rejected(error),

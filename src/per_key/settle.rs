@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::core::Core;
 use crate::backend::{Backend, Charged};
@@ -77,6 +77,8 @@ impl fmt::Debug for Settling {
 pub(crate) struct Pending {
     settlement: Settlement,
     settling: Arc<Settling>,
+    /// What a remote backend's grant charged, once it has decided.
+    decided: Option<Arc<OnceLock<Charged>>>,
 }
 
 impl Pending {
@@ -100,6 +102,42 @@ impl Pending {
         Pending {
             settlement,
             settling: settling.clone(),
+            decided: None,
+        }
+    }
+
+    /// The settlement of a request for `key` under `policy` that a remote
+    /// backend is deciding: it settles once [`decided`](Self::decided) says
+    /// what the grant charged (a request never admitted is never settled).
+    pub(crate) fn deciding<K, B>(
+        core: &Arc<Core<K, B>>,
+        settling: &Arc<Settling>,
+        key: &K,
+        policy: &Policy,
+    ) -> Self
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        B: Backend<K>,
+    {
+        let (core, key, policy) = (core.clone(), key.clone(), policy.clone());
+        let decided = Arc::new(OnceLock::new());
+        let charged = decided.clone();
+        let settlement = Settlement::new(move |true_cost| {
+            if let Some(&charged) = charged.get() {
+                core.backend.settle(&key, &policy, charged, true_cost);
+            }
+        });
+        Pending {
+            settlement,
+            settling: settling.clone(),
+            decided: Some(decided),
+        }
+    }
+
+    /// The remote backend admitted the request, charging `charged`.
+    pub(crate) fn decided(&self, charged: Charged) {
+        if let Some(decided) = &self.decided {
+            let _ = decided.set(charged);
         }
     }
 

@@ -139,7 +139,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use super::{Acquire, Backend, Grant, Memory, QuotaStates};
+use super::{Acquire, Backend, Charged, Grant, Memory, QuotaStates};
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::cost::Charge;
@@ -156,6 +156,7 @@ mod failure;
 mod health;
 mod key;
 mod script;
+mod settle;
 mod stats;
 
 use crate::util::IgnorePoison;
@@ -173,6 +174,7 @@ pub use stats::RedisStats;
 
 const BACKEND: &str = "redis";
 const SCRIPT: &str = include_str!("script.lua");
+const SETTLE_SCRIPT: &str = include_str!("settle.lua");
 
 /// Limits shared across instances through Redis. See the [module
 /// docs](self).
@@ -188,6 +190,7 @@ pub struct RedisBackend {
 struct Inner {
     conn: Conn,
     script: redis::Script,
+    settle_script: redis::Script,
     prefix: Vec<u8>,
     deadline: Duration,
     failure: FailurePolicy,
