@@ -1,76 +1,15 @@
-//! Settling a request's true cost after its response: the layer's hook on
-//! responses and the handle handed to requests, type-erased so that a
-//! layer's type does not change when it settles.
+//! Settling a request's true cost after its response: a request's
+//! settlement on its way to the response (the hook and the handle are
+//! [`Settling`], shared with the rate limit).
 
-use std::any::Any;
-use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 
 use super::core::Core;
 use crate::backend::{Backend, Charged};
-use crate::cost::{Settleable, Settlement};
+pub(crate) use crate::cost::Settling;
+use crate::cost::Settlement;
 use crate::policy::Policy;
-
-/// How a layer settles: a hook reading the true cost from a response of
-/// type `Res`, and where to hand the handle (a request of type `Req`).
-#[derive(Default, Clone)]
-pub(crate) struct Settling {
-    /// A `Hook<Res>`.
-    hook: Option<Arc<dyn Any + Send + Sync>>,
-    attach: Option<fn(&mut dyn Any, &Settlement)>,
-}
-
-type HookFn<Res> = dyn Fn(&Res) -> Option<u32> + Send + Sync;
-
-struct Hook<Res>(Box<HookFn<Res>>);
-
-fn attach_to<Req: Settleable + 'static>(req: &mut dyn Any, settlement: &Settlement) {
-    if let Some(req) = req.downcast_mut::<Req>() {
-        req.attach(settlement.clone());
-    }
-}
-
-impl Settling {
-    pub(crate) fn with_hook<Res: 'static>(
-        mut self,
-        hook: impl Fn(&Res) -> Option<u32> + Send + Sync + 'static,
-    ) -> Self {
-        self.hook = Some(Arc::new(Hook::<Res>(Box::new(hook))));
-        self
-    }
-
-    pub(crate) fn with_handle<Req: Settleable + 'static>(mut self) -> Self {
-        self.attach = Some(attach_to::<Req>);
-        self
-    }
-
-    /// Hands `settlement` to `req`, if the layer was told to and `req` is
-    /// of the type it was told.
-    #[inline]
-    pub(crate) fn attach<Req: 'static>(&self, req: &mut Req, settlement: &Settlement) {
-        if let Some(attach) = self.attach {
-            attach(req, settlement);
-        }
-    }
-
-    /// The true cost the hook reads from `res` (`None`: keep the estimate,
-    /// or no hook for responses of this type).
-    #[inline]
-    pub(crate) fn read<Res: 'static>(&self, res: &Res) -> Option<u32> {
-        let hook = self.hook.as_ref()?.downcast_ref::<Hook<Res>>()?;
-        (hook.0)(res)
-    }
-}
-
-impl fmt::Debug for Settling {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settling")
-            .field("hook", &self.hook.is_some())
-            .field("handle", &self.attach.is_some())
-            .finish()
-    }
-}
 
 /// A request's settlement on its way to the response: settled by the hook
 /// when the response comes, unless a handler settled it first.
