@@ -636,6 +636,22 @@ impl Limiter {
         );
     }
 
+    /// [`settle`](Self::settle) for a reservation that charged `estimate`
+    /// to every quota ([`Charge::n`], a budget of one unit): every quota
+    /// is settled. `reserved`: `None` for nothing reserved (an estimate of
+    /// 0), which only a debt changes.
+    pub(crate) fn settle_n(&self, reserved: Option<&Reserved>, estimate: u32, true_count: u32) {
+        let stamps = reserved.map_or(&[][..], |r| &r.stamps[..]);
+        gcra::settle_cells(
+            &self.cells,
+            stamps,
+            estimate,
+            true_count,
+            self.clock.now(),
+            true,
+        );
+    }
+
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, charge: Charge) {
         gcra::refund_all(&self.cells, &reserved.stamps, charge);
