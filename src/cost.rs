@@ -220,7 +220,9 @@ impl fmt::Debug for Charge {
 /// request was charged an estimate.
 ///
 /// A layer set to settle ([`PerKeyLayer::settle`](crate::PerKeyLayer::settle),
-/// [`PerKeyLayer::settle_handle`](crate::PerKeyLayer::settle_handle)) hands one to
+/// [`PerKeyLayer::settle_handle`](crate::PerKeyLayer::settle_handle), and the
+/// same on the shared limit: [`RateLimitLayer::settle`](crate::RateLimitLayer::settle),
+/// [`RateLimitLayer::settle_handle`](crate::RateLimitLayer::settle_handle)) hands one to
 /// each admitted request that has a place for it ([`Settleable`]: an
 /// `http::Request` keeps it in its extensions), where a handler or the end
 /// of a stream calls [`settle`](Self::settle). Clones share one
@@ -235,6 +237,11 @@ impl fmt::Debug for Charge {
 ///   true cost had been charged up front, beyond the burst if need be;
 ///   less is given back where no request admitted since relied on it (else
 ///   the estimate stays: settling never makes room that was not there).
+/// * **Where the key lives**: in memory, a settlement is one more
+///   compare-exchange per quota that counts cost; on Redis it is one
+///   atomic script call sent in the background (the caller never waits;
+///   one that fails is dropped and counted, and the estimate stays). See
+///   [the Redis backend](crate::backend::redis#settling-the-true-cost).
 ///
 /// # Examples
 ///
@@ -413,7 +420,6 @@ impl fmt::Debug for Settling {
             .finish()
     }
 }
-
 
 /// A request's settlement on its way to its response, for a layer that
 /// settles: settled by the layer's hook when the response comes, unless a

@@ -640,6 +640,7 @@ impl Limiter {
     /// to every quota ([`Charge::n`], a budget of one unit): every quota
     /// is settled. `reserved`: `None` for nothing reserved (an estimate of
     /// 0), which only a debt changes.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn settle_n(&self, reserved: Option<&Reserved>, estimate: u32, true_count: u32) {
         let stamps = reserved.map_or(&[][..], |r| &r.stamps[..]);
         gcra::settle_cells(

@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use super::core::Core;
 use crate::backend::{Backend, Charged};
-pub(crate) use crate::cost::Settling;
 use crate::cost::Settlement;
+pub(crate) use crate::cost::Settling;
 use crate::policy::Policy;
 
 /// A request's settlement on its way to the response: settled by the hook

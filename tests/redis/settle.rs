@@ -26,7 +26,9 @@ fn header(req: &Request<Body>, name: &str) -> Option<String> {
 
 /// The handler knows what the request used and settles it itself.
 async fn handled(Extension(settlement): Extension<Settlement>, req: Request<Body>) -> &'static str {
-    let used = header(&req, "x-used").and_then(|u| u.parse().ok()).unwrap_or(0);
+    let used = header(&req, "x-used")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
     assert!(settlement.settle(used));
     "answer"
 }
@@ -56,9 +58,10 @@ async fn settled(backend: &RedisBackend, n: u64) {
 async fn a_handlers_usage_is_settled_on_redis_over_real_http() {
     let (url, _server) = RedisServer::url_or_start();
     let backend = Arc::new(super::backend(&url).prefix(format!("settle{}:", std::process::id())));
-    let layer = PerKeyLayer::new(Quota::per_hour(1_000).counting("tokens"), |req: &Request<Body>| {
-        header(req, "x-user")
-    })
+    let layer = PerKeyLayer::new(
+        Quota::per_hour(1_000).counting("tokens"),
+        |req: &Request<Body>| header(req, "x-user"),
+    )
     .cost(|req: &Request<Body>| {
         header(req, "x-estimate")
             .and_then(|e| e.parse().ok())
@@ -95,7 +98,11 @@ async fn a_handlers_usage_is_settled_on_redis_over_real_http() {
     assert_eq!(res.text().await.unwrap(), "answer");
     settled(&backend, 1).await;
     let res = send("/handled", "ann", 100, 100).await.unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "50 tokens left");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "50 tokens left"
+    );
     assert!(res.headers().contains_key("retry-after"));
     let res = send("/handled", "ann", 50, 50).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "exactly 50 left");
@@ -117,15 +124,22 @@ async fn a_handlers_usage_is_settled_on_redis_over_real_http() {
 async fn a_per_key_layer_settles_grants_decided_by_redis() {
     use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
     let (url, _server) = RedisServer::url_or_start();
-    let backend = Arc::new(super::backend(&url).prefix(format!("settle-plain{}:", std::process::id())));
+    let backend =
+        Arc::new(super::backend(&url).prefix(format!("settle-plain{}:", std::process::id())));
     // (user, estimate, used): answered with the usage, which the hook reads.
-    let layer = PerKeyLayer::new(Quota::per_hour(1_000).counting("tokens"), |r: &(u8, u32, u32)| Some(r.0))
-        .cost(|r: &(u8, u32, u32)| r.1)
-        .settle(|used: &u32| Some(*used))
-        .backend(backend.clone());
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(|r: (u8, u32, u32)| async move { Ok::<_, BoxError>(r.2) }));
+    let layer = PerKeyLayer::new(
+        Quota::per_hour(1_000).counting("tokens"),
+        |r: &(u8, u32, u32)| Some(r.0),
+    )
+    .cost(|r: &(u8, u32, u32)| r.1)
+    .settle(|used: &u32| Some(*used))
+    .backend(backend.clone());
+    let svc =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|r: (u8, u32, u32)| async move {
+                Ok::<_, BoxError>(r.2)
+            }));
     assert_eq!(svc.clone().oneshot((1, 10, 1_000)).await.unwrap(), 1_000);
     settled(&backend, 1).await;
     // 1 000 tokens used: nothing is left.

@@ -13,7 +13,10 @@ use super::{Answer, MS, Prompt, prompt, retry_after};
 
 /// 100 tokens a second (one every 10 ms), burst 100, for the whole
 /// service; settled at the usage the answer reports.
-fn layer() -> RateLimitLayer<tower_sluice::cost::ByCost<fn(&Prompt) -> u32>> {
+/// The cost function's type.
+type ByEstimate = tower_sluice::cost::ByCost<fn(&Prompt) -> u32>;
+
+fn layer() -> RateLimitLayer<ByEstimate> {
     RateLimitLayer::new(Quota::per_second(100).counting("tokens"))
         .cost((|p: &Prompt| p.estimate) as fn(&Prompt) -> u32)
         .settle(|a: &Answer| a.used)
@@ -94,12 +97,14 @@ async fn a_request_never_settled_keeps_its_estimate() {
         .reject()
         .cost(|p: &Prompt| p.estimate)
         .settle(|a: &Answer| a.used);
-    let svc = ServiceBuilder::new().layer(layer).service(service_fn(|p: Prompt| async move {
-        if p.used == u32::MAX {
-            std::future::pending::<()>().await;
-        }
-        Ok::<_, BoxError>(Answer { used: None })
-    }));
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|p: Prompt| async move {
+            if p.used == u32::MAX {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, BoxError>(Answer { used: None })
+        }));
     let pending = svc.clone().oneshot(prompt(40, u32::MAX));
     assert!(
         tokio::time::timeout(MS, pending).await.is_err(),

@@ -136,7 +136,9 @@ fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
         prop::sample::select(vec![0u64, 0, 500, 5_000]),
         prop::bool::weighted(0.15),
     )
-        .prop_map(|(sleep_us, cost, max_wait_us, peek)| Op::decide(sleep_us, cost, max_wait_us, peek));
+        .prop_map(|(sleep_us, cost, max_wait_us, peek)| {
+            Op::decide(sleep_us, cost, max_wait_us, peek)
+        });
     // Settling an earlier request: more than its estimate (a debt, past
     // the burst), less (a refund, skipped if a later request relied on
     // it), or the same.
@@ -400,7 +402,11 @@ fn memory_and_redis_agree_on_a_refund_skipped_after_a_later_admission() {
         let raw: String = real.block_on(async {
             let client = redis::Client::open(url.as_str()).unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap()
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap()
         });
         raw.split(' ').map(|t| t.parse().unwrap()).collect()
     };
@@ -437,7 +443,9 @@ fn settlements_are_sent_in_the_background_and_dropped_when_redis_is_down() {
     let (real, redis) = redis_backend(&url);
     let policy = Policy::new(Quota::per_minute(10).counting("tokens"));
     real.block_on(async {
-        let Acquire::Pending(decision) = Backend::<&str>::acquire(&redis, &"bg", &policy, 2, Duration::ZERO) else {
+        let Acquire::Pending(decision) =
+            Backend::<&str>::acquire(&redis, &"bg", &policy, 2, Duration::ZERO)
+        else {
             panic!("redis decides in a future");
         };
         let grant = decision.await.unwrap();

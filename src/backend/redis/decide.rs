@@ -203,7 +203,7 @@ impl Inner {
             reset_after,
             wait,
             _now,
-            ..
+            ..,
         ] = reply
         else {
             return None;

@@ -61,9 +61,13 @@ impl Inner {
                         ConnectionManager::new_lazy_with_config(client.clone(), config)
                     })
                     .await?;
-                self.run(&cmd, lua, key, args, units, &mut manager.clone()).await
+                self.run(&cmd, lua, key, args, units, &mut manager.clone())
+                    .await
             }
-            Conn::Manager(manager) => self.run(&cmd, lua, key, args, units, &mut manager.clone()).await,
+            Conn::Manager(manager) => {
+                self.run(&cmd, lua, key, args, units, &mut manager.clone())
+                    .await
+            }
             Conn::Cluster { client, conn } => {
                 let conn = conn
                     .get_or_try_init(|| async {
@@ -74,7 +78,8 @@ impl Inner {
                         Ok::<_, redis::RedisError>(conn)
                     })
                     .await?;
-                self.run(&cmd, lua, key, args, units, &mut conn.clone()).await
+                self.run(&cmd, lua, key, args, units, &mut conn.clone())
+                    .await
             }
         }
     }
