@@ -59,7 +59,10 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a request costs, in the units of the quotas that count cost.
 ///
@@ -139,13 +142,31 @@ impl<Req> Cost<Req> for One {
 ///     RateLimitLayer::new(Quota::per_minute(10_000).counting("tokens")).cost(tokens as fn(&String) -> u32);
 /// # let _ = layer;
 /// ```
-#[derive(Clone, Copy)]
-pub struct ByCost<F>(pub(crate) F);
+#[derive(Clone)]
+pub struct ByCost<F> {
+    pub(crate) cost: F,
+    /// How requests are settled at their true cost, if they are.
+    pub(crate) settle: Option<Arc<Settling>>,
+}
+
+impl<F> ByCost<F> {
+    pub(crate) fn new(cost: F) -> Self {
+        ByCost { cost, settle: None }
+    }
+
+    /// The same, settling as `change` makes the layer's settling.
+    pub(crate) fn settling(mut self, change: impl FnOnce(Settling) -> Settling) -> Self {
+        let settling = self.settle.as_deref().cloned().unwrap_or_default();
+        self.settle = Some(Arc::new(change(settling)));
+        self
+    }
+}
 
 impl<F> fmt::Debug for ByCost<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ByCost")
-            .field(&std::any::type_name::<F>())
+        f.debug_struct("ByCost")
+            .field("cost", &std::any::type_name::<F>())
+            .field("settle", &self.settle)
             .finish()
     }
 }
@@ -200,7 +221,9 @@ impl fmt::Debug for Charge {
 /// request was charged an estimate.
 ///
 /// A layer set to settle ([`PerKeyLayer::settle`](crate::PerKeyLayer::settle),
-/// [`PerKeyLayer::settle_handle`](crate::PerKeyLayer::settle_handle)) hands one to
+/// [`PerKeyLayer::settle_handle`](crate::PerKeyLayer::settle_handle), and the
+/// same on the shared limit: [`RateLimitLayer::settle`](crate::RateLimitLayer::settle),
+/// [`RateLimitLayer::settle_handle`](crate::RateLimitLayer::settle_handle)) hands one to
 /// each admitted request that has a place for it ([`Settleable`]: an
 /// `http::Request` keeps it in its extensions), where a handler or the end
 /// of a stream calls [`settle`](Self::settle). Clones share one
@@ -215,6 +238,11 @@ impl fmt::Debug for Charge {
 ///   true cost had been charged up front, beyond the burst if need be;
 ///   less is given back where no request admitted since relied on it (else
 ///   the estimate stays: settling never makes room that was not there).
+/// * **Where the key lives**: in memory, a settlement is one more
+///   compare-exchange per quota that counts cost; on Redis it is one
+///   atomic script call sent in the background (the caller never waits;
+///   one that fails is dropped and counted, and the estimate stays). See
+///   [the Redis backend](crate::backend::redis#settling-the-true-cost).
 ///
 /// # Examples
 ///
@@ -331,5 +359,144 @@ pub trait Settleable {
 impl<B> Settleable for http::Request<B> {
     fn attach(&mut self, settlement: Settlement) {
         self.extensions_mut().insert(settlement);
+    }
+}
+
+/// How a layer settles (shared by the per-key layer and the rate limit): a hook reading the true cost from a response of
+/// type `Res`, and where to hand the handle (a request of type `Req`).
+#[derive(Default, Clone)]
+pub(crate) struct Settling {
+    /// A `Hook<Res>`.
+    hook: Option<Arc<dyn Any + Send + Sync>>,
+    /// The response type the hook reads, for the warning when the
+    /// service answers another.
+    hook_type: &'static str,
+    /// Whether that warning was given (once per layer).
+    warned: Arc<AtomicBool>,
+    attach: Option<fn(&mut dyn Any, &Settlement)>,
+}
+
+type HookFn<Res> = dyn Fn(&Res) -> Option<u32> + Send + Sync;
+
+struct Hook<Res>(Box<HookFn<Res>>);
+
+fn attach_to<Req: Settleable + 'static>(req: &mut dyn Any, settlement: &Settlement) {
+    if let Some(req) = req.downcast_mut::<Req>() {
+        req.attach(settlement.clone());
+    }
+}
+
+impl Settling {
+    pub(crate) fn with_hook<Res: 'static>(
+        mut self,
+        hook: impl Fn(&Res) -> Option<u32> + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(Arc::new(Hook::<Res>(Box::new(hook))));
+        self.hook_type = std::any::type_name::<Res>();
+        self
+    }
+
+    pub(crate) fn with_handle<Req: Settleable + 'static>(mut self) -> Self {
+        self.attach = Some(attach_to::<Req>);
+        self
+    }
+
+    /// Hands `settlement` to `req`, if the layer was told to and `req` is
+    /// of the type it was told.
+    #[inline]
+    pub(crate) fn attach<Req: 'static>(&self, req: &mut Req, settlement: &Settlement) {
+        if let Some(attach) = self.attach {
+            attach(req, settlement);
+        }
+    }
+
+    /// The true cost the hook reads from `res` (`None`: keep the estimate,
+    /// or no hook for responses of this type, which is warned about once).
+    #[inline]
+    pub(crate) fn read<Res: 'static>(&self, res: &Res) -> Option<u32> {
+        match self.hook.as_ref()?.downcast_ref::<Hook<Res>>() {
+            Some(hook) => (hook.0)(res),
+            None => {
+                self.mismatch::<Res>();
+                None
+            }
+        }
+    }
+
+    /// The hook reads another type of response than the service's: it can
+    /// never be called, which a user learns from one warning.
+    #[cold]
+    #[inline(never)]
+    fn mismatch<Res>(&self) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "tower_sluice::cost",
+                hook = self.hook_type,
+                response = std::any::type_name::<Res>(),
+                "the settle hook reads another response type than the service answers: \
+                 it is never called and requests keep their estimate"
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Settling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settling")
+            .field("hook", &self.hook.is_some())
+            .field("handle", &self.attach.is_some())
+            .finish()
+    }
+}
+
+/// A request's settlement on its way to its response, for a layer that
+/// settles: settled by the layer's hook when the response comes, unless a
+/// handler settled it first.
+pub(crate) struct OnResponse {
+    settlement: Settlement,
+    settling: Arc<Settling>,
+}
+
+impl OnResponse {
+    /// Runs `settle` with the true cost, once: handed to `req` where
+    /// `settling` says, and read from the response by its hook.
+    pub(crate) fn new<Req: 'static>(
+        settling: &Arc<Settling>,
+        req: &mut Req,
+        settle: impl FnOnce(u32) + Send + 'static,
+    ) -> Self {
+        let settlement = Settlement::new(settle);
+        settling.attach(req, &settlement);
+        OnResponse {
+            settlement,
+            settling: settling.clone(),
+        }
+    }
+
+    /// The response came: the hook's true cost, if it reads one, settles.
+    pub(crate) fn respond<Res: 'static>(self, res: &Res) {
+        if let Some(true_cost) = self.settling.read(res) {
+            self.settlement.settle(true_cost);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_of_another_response_type_reads_nothing_and_warns_once() {
+        let settling = Settling::default().with_hook(|n: &u32| Some(*n));
+        assert_eq!(settling.read(&7_u32), Some(7));
+        assert!(!settling.warned.load(Ordering::Relaxed));
+        // The service answers `String`s: the hook can never be called.
+        assert_eq!(settling.read(&String::from("answer")), None);
+        assert!(settling.warned.load(Ordering::Relaxed));
+        assert!(settling.hook_type.contains("u32"));
+        // No hook at all: nothing to warn about.
+        let none = Settling::default();
+        assert_eq!(none.read(&1_u8), None);
+        assert!(!none.warned.load(Ordering::Relaxed));
     }
 }

@@ -1015,12 +1015,26 @@ pub(crate) fn settle_all(
     actual: u32,
     now: u64,
 ) {
+    settle_cells(cells, stamps, estimate, actual, now, false);
+}
+
+/// [`settle_all`], in every cell when `every` (cells that all counted the
+/// estimate, as a batch of [`Charge::n`] does), else in the cells that
+/// count cost.
+pub(crate) fn settle_cells(
+    cells: &(impl CellSet + ?Sized),
+    stamps: &[u64],
+    estimate: u32,
+    actual: u32,
+    now: u64,
+    every: bool,
+) {
     if estimate == actual {
         return;
     }
     for i in 0..cells.len() {
         let (p, g) = cells.cell(i);
-        if !p.quota.unit_id().is_cost() {
+        if !every && !p.quota.unit_id().is_cost() {
             continue;
         }
         if actual > estimate {

@@ -620,6 +620,39 @@ impl Limiter {
         }
     }
 
+    /// Settles a request that reserved `reserved` for a cost of
+    /// `estimate` at its true cost `true_cost`, now (see
+    /// [`Settlement`](crate::cost::Settlement) for the rules): quotas that
+    /// count cost are charged the difference (a debt past the burst if
+    /// need be) or given it back where nothing was admitted since; quotas
+    /// that count requests keep their charge.
+    pub(crate) fn settle(&self, reserved: &Reserved, estimate: u32, true_cost: u32) {
+        gcra::settle_all(
+            &self.cells,
+            &reserved.stamps,
+            estimate,
+            true_cost,
+            self.clock.now(),
+        );
+    }
+
+    /// [`settle`](Self::settle) for a reservation that charged `estimate`
+    /// to every quota ([`Charge::n`], a budget of one unit): every quota
+    /// is settled. `reserved`: `None` for nothing reserved (an estimate of
+    /// 0), which only a debt changes.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn settle_n(&self, reserved: Option<&Reserved>, estimate: u32, true_count: u32) {
+        let stamps = reserved.map_or(&[][..], |r| &r.stamps[..]);
+        gcra::settle_cells(
+            &self.cells,
+            stamps,
+            estimate,
+            true_count,
+            self.clock.now(),
+            true,
+        );
+    }
+
     /// Returns a reservation's capacity if nothing was admitted after it.
     pub(crate) fn refund(&self, reserved: &Reserved, charge: Charge) {
         gcra::refund_all(&self.cells, &reserved.stamps, charge);

@@ -232,8 +232,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Response<ResBody>, S::Error>> {
         let this = self.project();
-        let (headers, remote) = (this.headers, &*this.remote);
+        let (headers, remote, settle) = (this.headers, &*this.remote, &*this.settle);
         let outcome = ready!(this.dispatch.poll_dispatch(cx, |decided| {
+            if let (Some(pending), Ok(grant)) = (settle, decided) {
+                pending.decided(grant.charged());
+            }
             if let (Some((responder, policy)), Ok(grant)) = (remote, decided) {
                 *headers = responder.admitted(&Limits::new(policy, grant.decision(), None));
             }

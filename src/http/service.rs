@@ -174,8 +174,20 @@ where
             ),
             Admission::Deciding { policy, decision } => {
                 let policy = Policy::clone(&policy);
+                let settle = match (&shared.config.settle, extracted.as_ref()) {
+                    (Some(settling), Some(key)) => {
+                        let pending = Pending::deciding(&shared.core, settling, key, &policy);
+                        req.extensions_mut().insert(pending.settlement().clone());
+                        Some(pending)
+                    }
+                    _ => None,
+                };
                 let observed = observe(&shared.config, extracted, RowHint::NONE).map(|o| *o);
-                deciding(&mut self.inner, shared, req, decision, policy, observed)
+                let future = deciding(&mut self.inner, shared, req, decision, policy, observed);
+                match settle {
+                    Some(settle) => future.settling(settle),
+                    None => future,
+                }
             }
             Admission::Denied { key, policy, error } => denied(shared, key, policy, error),
         }

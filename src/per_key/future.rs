@@ -142,7 +142,11 @@ where
             DispatchProj::Called { future, .. } => Dispatched::Inner(ready!(future.poll(cx))),
             _ => {
                 let shadow = this.dispatch.is_shadow();
+                let settle = &*this.settle;
                 ready!(this.dispatch.poll_dispatch(cx, |decided| {
+                    if let (Some(pending), Ok(grant)) = (settle, decided) {
+                        pending.decided(grant.charged());
+                    }
                     // A remote backend decided: report it as a local decision is.
                     if let Some(Observed {
                         key: Some(key),

@@ -146,10 +146,21 @@ where
                 Dispatch::call(&mut self.inner, req, None),
                 observe(&self.config, extracted, RowHint::NONE),
             ),
-            Admission::Deciding { decision, .. } => ResponseFuture::new(
-                Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow),
-                observe(&self.config, extracted, RowHint::NONE),
-            ),
+            Admission::Deciding { decision, policy } => {
+                let settle = match (&self.config.settle, extracted.as_ref()) {
+                    (Some(settling), Some(key)) => {
+                        let pending = Pending::deciding(&self.core, settling, key, &policy);
+                        pending.attach(&mut req);
+                        Some(pending)
+                    }
+                    _ => None,
+                };
+                ResponseFuture::new(
+                    Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow),
+                    observe(&self.config, extracted, RowHint::NONE),
+                )
+                .settling(settle)
+            }
             Admission::Denied { error, .. } => ResponseFuture::new(Dispatch::rejected(error), None),
         }
     }

@@ -13,7 +13,7 @@ use super::future::{CostFuture, Unsent};
 use super::layer::Mode;
 use super::service::LAYER;
 use crate::BoxError;
-use crate::cost::{Charge, Cost};
+use crate::cost::{Charge, Cost, OnResponse, Settling};
 use crate::error::{ExceedsBurst, RateLimited};
 use crate::limiter::Limiter;
 use crate::observe::{Event, Observers, ms};
@@ -59,6 +59,7 @@ pub struct RateLimitByCost<S, F> {
     mode: Mode,
     observers: Observers,
     cost: F,
+    settle: Option<Arc<Settling>>,
 }
 
 impl<S, F> RateLimitByCost<S, F> {
@@ -68,6 +69,7 @@ impl<S, F> RateLimitByCost<S, F> {
         mode: Mode,
         observers: Observers,
         cost: F,
+        settle: Option<Arc<Settling>>,
     ) -> Self {
         RateLimitByCost {
             inner,
@@ -75,6 +77,7 @@ impl<S, F> RateLimitByCost<S, F> {
             mode,
             observers,
             cost,
+            settle,
         }
     }
 
@@ -118,6 +121,8 @@ impl<S, F, Req> Service<Req> for RateLimitByCost<S, F>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
+    Req: 'static,
     F: Cost<Req>,
 {
     type Response = S::Response;
@@ -135,6 +140,9 @@ where
             return CostFuture::called(self.inner.call(req));
         }
         let charge = Charge::cost(cost);
+        if let Some(settling) = &self.settle {
+            return self.settling(settling.clone(), req, charge);
+        }
         match self.mode {
             Mode::Reject | Mode::Shadow => {
                 let decision = match self.limiter.decide_checked(charge) {
@@ -191,6 +199,64 @@ where
     }
 }
 
+impl<S, F> RateLimitByCost<S, F> {
+    /// [`call`](Service::call) for a layer that settles: every decision is
+    /// a reservation (its stamps say what a refund may give back), and the
+    /// admitted request carries its settlement.
+    fn settling<Req>(
+        &mut self,
+        settling: Arc<Settling>,
+        mut req: Req,
+        charge: Charge,
+    ) -> CostFuture<S, Req>
+    where
+        S: Service<Req> + Clone,
+        S::Response: 'static,
+        Req: 'static,
+    {
+        if let Err(error) = self.limiter.validate(charge) {
+            return CostFuture::rejected(exceeds(error));
+        }
+        let max_wait = match self.mode {
+            Mode::Wait { max_wait } => max_wait,
+            Mode::Reject | Mode::Shadow => 0,
+        };
+        let reserved = match self.limiter.reserve(charge, max_wait) {
+            Ok(reserved) => reserved,
+            Err(decision) => {
+                let error = RateLimited::from_decision(&decision);
+                let enforced = self.mode != Mode::Shadow;
+                self.limited(&error, enforced);
+                return if enforced {
+                    CostFuture::rejected(error.into())
+                } else {
+                    // Sent anyway, charged nothing: nothing to settle.
+                    CostFuture::called(self.inner.call(req))
+                };
+            }
+        };
+        self.observers
+            .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
+        let limiter = self.limiter.clone();
+        let on_response = OnResponse::new(&settling, &mut req, move |true_cost| {
+            limiter.settle(&reserved, charge.cost, true_cost);
+        });
+        if reserved.wait == 0 {
+            return CostFuture::called(self.inner.call(req)).settling(on_response);
+        }
+        let waited = Duration::from_nanos(reserved.wait);
+        self.observers.emit(&Event::Waited {
+            layer: LAYER,
+            key: None,
+            waited,
+        });
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
+        CostFuture::delayed(waited, ready, req, unsent).settling(on_response)
+    }
+}
+
 #[cold]
 fn exceeds(error: ExceedsBurst) -> BoxError {
     tracing::warn!(target: "tower_sluice::rate_limit", %error, "request can never pass");
@@ -205,6 +271,7 @@ impl<S: Clone, F: Clone> Clone for RateLimitByCost<S, F> {
             self.mode,
             self.observers.clone(),
             self.cost.clone(),
+            self.settle.clone(),
         )
     }
 }
@@ -216,6 +283,7 @@ impl<S: fmt::Debug, F> fmt::Debug for RateLimitByCost<S, F> {
             .field("limiter", &self.limiter)
             .field("mode", &self.mode)
             .field("cost", &std::any::type_name::<F>())
+            .field("settle", &self.settle)
             .finish()
     }
 }

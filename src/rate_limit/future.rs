@@ -12,7 +12,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cost::Charge;
+use crate::cost::{Charge, OnResponse};
 use crate::gcra::Reserved;
 use crate::limiter::Limiter;
 
@@ -36,6 +36,8 @@ pin_project! {
     {
         #[pin]
         kind: CostKind<S, Req>,
+        // The request's settlement, for a layer that settles.
+        settle: Option<Box<OnResponse>>,
     }
 }
 
@@ -94,12 +96,14 @@ impl<S: Service<Req>, Req> CostFuture<S, Req> {
     pub(crate) fn called(future: S::Future) -> Self {
         CostFuture {
             kind: CostKind::Called { future },
+            settle: None,
         }
     }
 
     pub(crate) fn rejected(error: BoxError) -> Self {
         CostFuture {
             kind: CostKind::Rejected { error: Some(error) },
+            settle: None,
         }
     }
 
@@ -111,7 +115,15 @@ impl<S: Service<Req>, Req> CostFuture<S, Req> {
                 send: Some(Box::new((inner, req))),
                 unsent: Some(unsent),
             },
+            settle: None,
         }
+    }
+
+    /// Settles the request from its response (see
+    /// [`RateLimitLayer::settle`](crate::RateLimitLayer::settle)).
+    pub(crate) fn settling(mut self, settle: OnResponse) -> Self {
+        self.settle = Some(Box::new(settle));
+        self
     }
 }
 
@@ -119,13 +131,21 @@ impl<S, Req> Future for CostFuture<S, Req>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
 {
     type Output = Result<S::Response, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let next = match self.as_mut().project().kind.project() {
-                CostKindProj::Called { future } => return future.poll(cx).map_err(Into::into),
+            let this = self.as_mut().project();
+            let next = match this.kind.project() {
+                CostKindProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    if let (Some(settle), Ok(res)) = (this.settle.take(), &result) {
+                        settle.respond(res);
+                    }
+                    return Poll::Ready(result.map_err(Into::into));
+                }
                 CostKindProj::Rejected { error } => {
                     let error = error.take().expect("CostFuture polled after completion");
                     return Poll::Ready(Err(error));

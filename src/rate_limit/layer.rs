@@ -359,7 +359,109 @@ impl RateLimitLayer {
             limiter: self.limiter,
             mode: self.mode,
             observers: self.observers,
-            cost: ByCost(cost),
+            cost: ByCost::new(cost),
+        }
+    }
+}
+
+impl<F> RateLimitLayer<ByCost<F>> {
+    /// Settles each request at its true cost, read from its response by
+    /// `hook` (`None`: keep the estimate), as
+    /// [`PerKeyLayer::settle`](crate::PerKeyLayer::settle) does for a key:
+    /// the quotas that count cost are charged the difference. More than
+    /// the estimate is a debt the next requests wait out (or are refused
+    /// for), past the burst if need be; less is given back where no
+    /// request admitted since relied on it. Quotas that count requests keep
+    /// their 1. Only the first settlement of a request counts (the hook's
+    /// or a handler's through [`settle_handle`](Self::settle_handle)); a
+    /// request whose response is dropped, fails or is never settled keeps
+    /// its estimate. See [`Settlement`](crate::cost::Settlement).
+    ///
+    /// A settlement is one more compare-exchange per quota that counts
+    /// cost; a layer that settles decides every request by reservation,
+    /// to know what to give back. `Res` must be the inner service's
+    /// response type: a hook of another type is never called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::{Quota, RateLimitLayer, RateLimited};
+    ///
+    /// struct Prompt { estimate: u32, used: u32 }
+    /// struct Answer { used: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // 1 000 tokens a minute for the whole service; charge the
+    /// // estimate, settle at the usage the answer reports.
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         RateLimitLayer::new(Quota::per_minute(1_000).counting("tokens"))
+    ///             .reject()
+    ///             .cost(|p: &Prompt| p.estimate)
+    ///             .settle(|a: &Answer| Some(a.used)),
+    ///     )
+    ///     .service(service_fn(|p: Prompt| async move { Ok::<_, BoxError>(Answer { used: p.used }) }));
+    /// svc.clone().oneshot(Prompt { estimate: 100, used: 950 }).await?;
+    /// // 50 tokens are left: an estimate of 100 is refused.
+    /// let err = svc.clone().oneshot(Prompt { estimate: 100, used: 10 }).await.err().unwrap();
+    /// assert!(err.is::<RateLimited>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn settle<Res: 'static>(
+        self,
+        hook: impl Fn(&Res) -> Option<u32> + Send + Sync + 'static,
+    ) -> Self {
+        RateLimitLayer {
+            cost: self.cost.settling(|s| s.with_hook(hook)),
+            ..self
+        }
+    }
+
+    /// Hands each admitted request of type `Req` its
+    /// [`Settlement`](crate::cost::Settlement) (an `http::Request` keeps it
+    /// in its extensions), for its handler to
+    /// [`settle`](crate::cost::Settlement::settle) when it knows the true
+    /// cost (when a stream ends, say). See [`settle`](Self::settle) for
+    /// what settling does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+    /// use tower_sluice::cost::Settlement;
+    /// use tower_sluice::{Quota, RateLimitLayer, RateLimited};
+    ///
+    /// type Req = http::Request<u32>; // the body: what the handler will use
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(
+    ///         RateLimitLayer::new(Quota::per_minute(1_000).counting("tokens"))
+    ///             .reject()
+    ///             .cost(|_: &Req| 500)
+    ///             .settle_handle::<Req>(),
+    ///     )
+    ///     .service(service_fn(|req: Req| async move {
+    ///         req.extensions().get::<Settlement>().unwrap().settle(*req.body());
+    ///         Ok::<_, BoxError>(())
+    ///     }));
+    /// // Estimated 500 each, really 100: the refunds make room for more.
+    /// for _ in 0..5 {
+    ///     svc.clone().oneshot(http::Request::new(100)).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn settle_handle<Req: crate::cost::Settleable + 'static>(self) -> Self {
+        RateLimitLayer {
+            cost: self.cost.settling(|s| s.with_handle::<Req>()),
+            ..self
         }
     }
 }
@@ -373,7 +475,8 @@ impl<S, F: Clone> Layer<S> for RateLimitLayer<ByCost<F>> {
             self.limiter.clone(),
             self.mode,
             self.observers.clone(),
-            self.cost.0.clone(),
+            self.cost.cost.clone(),
+            self.cost.settle.clone(),
         )
     }
 }

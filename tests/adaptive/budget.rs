@@ -215,6 +215,23 @@ async fn debt_delays_later_requests() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn debt_past_the_burst_is_kept() {
+    within(ms(10_000), async {
+        let up = Upstream::new(vec![(200, vec![("x-usage", "250".into())])]);
+        let budget = ProviderBudgetLayer::new(Quota::per_second(100), Quota::per_second(100))
+            .estimate(body)
+            .usage(usage_header);
+        let client = budget.layer(up.service());
+        // Estimated 10, used 250: 150 past the burst of 100 are owed, so
+        // 50 more tokens are 2 s away, as if 250 had been charged up front.
+        client.clone().oneshot(req(10)).await.unwrap();
+        client.clone().oneshot(req(50)).await.unwrap();
+        assert_eq!(up.sent(), [ms(0), ms(2_000)]);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn settles_later_through_the_response() {
     within(ms(10_000), async {
         let up = Upstream::new(vec![]);

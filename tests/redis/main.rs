@@ -23,6 +23,8 @@ mod server;
 use proxy::{Fault, FaultProxy};
 use server::{RedisCluster, RedisServer};
 
+mod settle;
+
 async fn decide<K>(b: &impl Backend<K>, key: &K, policy: &Policy) -> Result<Grant, BoxError> {
     match b.acquire(key, policy, 1, Duration::ZERO) {
         Acquire::Ready(r) => r,

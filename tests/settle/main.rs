@@ -1,5 +1,5 @@
 //! Settling a request's true cost after its response (per-key layer and
-//! the in-memory backend), on tokio's paused clock (feature `test-util`),
+//! the in-memory backend; the shared rate limit in `rate_limit.rs`), on tokio's paused clock (feature `test-util`),
 //! against a reference model, and from several threads at once.
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tower_sluice::per_key::Policy;
 use tower_sluice::{PerKeyLayer, Quota, RateLimited};
 
 mod e2e;
+mod rate_limit;
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -154,21 +154,14 @@ impl Core {
         }
     }
 
-    /// Charges the true token count of a request admitted with `a`: more
-    /// than the estimate is charged now (the budget may go into debt, and
-    /// later requests wait for it), less is refunded when no later request
-    /// was admitted on the strength of the estimate. The true count is cut
-    /// to the token budget's burst.
+    /// Charges the true token count of a request admitted with `a`, as
+    /// every settling layer does ([`Limiter`]'s settlement): more than the
+    /// estimate is a debt, past the burst if need be, that later requests
+    /// wait out; less is given back when no later request was admitted on
+    /// the strength of the estimate.
     pub(super) fn settle(&self, a: &Admission, used: u64) {
-        let used = u32::try_from(used)
-            .unwrap_or(u32::MAX)
-            .min(self.tokens.max_cost());
-        if used > a.estimate {
-            // Debt: reserved however far ahead; never refused.
-            let _ = self.tokens.reserve(Charge::n(used - a.estimate), u64::MAX);
-        } else if let Some(t) = &a.tokens {
-            self.tokens.refund(t, Charge::n(a.estimate - used));
-        }
+        let used = u32::try_from(used).unwrap_or(u32::MAX);
+        self.tokens.settle_n(a.tokens.as_ref(), a.estimate, used);
     }
 
     /// Follows what the upstream said: a pause for `Retry-After` or a
@@ -226,7 +219,8 @@ impl fmt::Debug for Core {
 /// extensions of each successful response its usage reader gave no count
 /// for. Take it out before reading the body, then call
 /// [`settle`](Self::settle) with the true count: more than the estimate
-/// puts the token budget in debt (later requests wait for it), less is
+/// puts the token budget in debt, past its burst if need be (later
+/// requests wait it out, as if the true count had been charged up front), less is
 /// refunded when no later request was admitted on the strength of the
 /// estimate. Dropped without settling, the estimate stands. Clones share
 /// one settlement: only the first `settle` counts.

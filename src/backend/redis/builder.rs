@@ -96,6 +96,7 @@ impl RedisBackend {
             inner: Arc::new(Inner {
                 conn,
                 script: redis::Script::new(SCRIPT),
+                settle_script: redis::Script::new(SETTLE_SCRIPT),
                 prefix: b"sluice:".to_vec(),
                 deadline: Duration::from_millis(50),
                 failure: FailurePolicy::default(),

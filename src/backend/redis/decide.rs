@@ -168,7 +168,9 @@ impl Inner {
                 Some((decision, wait)) => {
                     self.stats.decisions.fetch_add(1, Ordering::Relaxed);
                     health.success(self, sent, probe);
-                    return self.answer(key, policy, cost, consume, sent, decision, wait);
+                    return self
+                        .answer(key, policy, cost, consume, sent, decision, wait)
+                        .map(|g| g.with_charged(Charged::new(cost, stamps(&reply))));
                 }
                 None => BackendErrorKind::Script,
             },
@@ -201,6 +203,7 @@ impl Inner {
             reset_after,
             wait,
             _now,
+            ..,
         ] = reply
         else {
             return None;
@@ -306,6 +309,9 @@ impl Inner {
                     Acquire::Ready(r) => r,
                     Acquire::Pending(never) => match never {},
                 };
+                // Charged in memory, not on Redis: settling it on Redis
+                // charges a debt, never refunds (no stamps).
+                let result = result.map(|g| g.with_charged(Charged::new(cost, Default::default())));
                 (FailureAction::Fallback, result)
             }
         };
@@ -319,6 +325,17 @@ impl Inner {
         }
         result
     }
+}
+
+/// The stamps an admitting reply carries after its seven fields (see
+/// `script.lua`): the TAT written for each quota, or the calendar window
+/// charged (0: none).
+pub(super) fn stamps(reply: &[i64]) -> [u64; crate::gcra::INLINE_CELLS] {
+    let mut out = [0; crate::gcra::INLINE_CELLS];
+    for (o, &v) in out.iter_mut().zip(reply.iter().skip(7)) {
+        *o = u64::try_from(v).unwrap_or(0);
+    }
+    out
 }
 
 /// Policies derived from a user's policy, made once per policy.
@@ -475,6 +492,12 @@ where
             &self.inner.key_bytes(key),
             &fallback,
         )
+    }
+
+    /// Settles on Redis in one call of a settlement script, sent in the
+    /// background (see the [module docs](crate::backend::redis#settling-the-true-cost)).
+    fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
+        self.send_settle(self.inner.key_bytes(key), policy, charged, true_cost);
     }
 }
 

@@ -121,6 +121,33 @@
 //! has calendar quotas must carry a `{hash tag}`, so that its window keys
 //! share its slot.
 //!
+//! # Settling the true cost
+//!
+//! A layer that [settles](crate::PerKeyLayer::settle) requests at their
+//! true cost settles on Redis too ([`Backend::settle`]): one call of a
+//! small settlement script per settled request (atomic, the same key, so
+//! it works on Redis Cluster), with the in-memory backend's rules:
+//!
+//! * **more than estimated** moves each cost quota's TAT from
+//!   `max(TAT, now)` by the difference, past the burst if need be (a debt
+//!   the next requests wait out), or adds it to the count of the calendar
+//!   window the request was charged in (`INCRBY`; the window of now, if
+//!   that one has ended);
+//! * **less** is given back only if the TAT is still the one the decision
+//!   wrote (the decision script returns it; a request admitted since
+//!   relied on it otherwise), or taken off the count of the window charged
+//!   (never below 0);
+//! * quotas that count requests keep their charge.
+//!
+//! The call is sent in the background (a task on the current tokio
+//! runtime, pipelined on the shared connection with the decisions): a
+//! response is never held for it. While Redis is known to be down, without
+//! a runtime, or when it fails or misses the deadline, the settlement is
+//! dropped and counted ([`RedisStats::settles_dropped`]), never retried
+//! (it may have run): the request keeps its estimate. A grant the
+//! [fallback](FailurePolicy::Fallback) made is settled on Redis as a debt
+//! only.
+//!
 //! # Per-key concurrency
 //!
 //! A policy's [`max_in_flight`](crate::per_key::Policy::max_in_flight) is
@@ -139,7 +166,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use super::{Acquire, Backend, Grant, Memory, QuotaStates};
+use super::{Acquire, Backend, Charged, Grant, Memory, QuotaStates};
 use crate::BoxError;
 use crate::clock::Clock;
 use crate::cost::Charge;
@@ -156,6 +183,7 @@ mod failure;
 mod health;
 mod key;
 mod script;
+mod settle;
 mod stats;
 
 use crate::util::IgnorePoison;
@@ -173,6 +201,7 @@ pub use stats::RedisStats;
 
 const BACKEND: &str = "redis";
 const SCRIPT: &str = include_str!("script.lua");
+const SETTLE_SCRIPT: &str = include_str!("settle.lua");
 
 /// Limits shared across instances through Redis. See the [module
 /// docs](self).
@@ -188,6 +217,7 @@ pub struct RedisBackend {
 struct Inner {
     conn: Conn,
     script: redis::Script,
+    settle_script: redis::Script,
     prefix: Vec<u8>,
     deadline: Duration,
     failure: FailurePolicy,

@@ -22,7 +22,10 @@
 -- {hash tag} (needed on Redis Cluster).
 --
 -- Reply: {allowed, quota index (1-based), remaining, retry_after (us),
---         reset_after (us), wait (us), now (us)}. A denial leaves the state untouched.
+--         reset_after (us), wait (us), now (us)}, and when admitted one
+--         stamp per quota: the TAT written (us), or for a calendar quota
+--         the index of the window charged (what settle.lua checks).
+--         A denial leaves the state untouched.
 -- Integers never go through tostring (which keeps 14 digits): they are
 -- written with %.0f, exact below 2^53 us (285 years).
 local t = redis.call('TIME')
@@ -54,7 +57,7 @@ if #ARGV == 5 and tonumber(ARGV[3]) > 0 then
   end
   local left = tol - (new - now)
   if left < 0 then left = 0 end
-  return {1, 1, math.floor(left / e), 0, new - now, w, now}
+  return {1, 1, math.floor(left / e), 0, new - now, w, now, new}
 end
 -- The quotas: triples until only the calendar quotas' unit names are left.
 local n, ncal = 0, 0
@@ -187,7 +190,7 @@ end
 -- remaining.
 local at = now + wait
 local out, ttl, rolling, best, best_left, best_reset = {}, 0, false, 1, -1, 0
-local charged = {}
+local charged, stamps = {}, {}
 for i = 1, n do
   local left, reset
   if cal[i] then
@@ -203,6 +206,7 @@ for i = 1, n do
     if left < 0 then left = 0 end
     reset = stop - now
     out[i] = '0'
+    stamps[i] = idx
   else
     rolling = true
     local e = tonumber(ARGV[3 * i])
@@ -210,6 +214,7 @@ for i = 1, n do
     if b < at then b = at end
     local new = b + e * tonumber(ARGV[3 * i + 2])
     out[i] = string.format('%.0f', new)
+    stamps[i] = new
     if new - now > ttl then ttl = new - now end
     left = e * tonumber(ARGV[3 * i + 1]) - (new - now)
     if left < 0 then left = 0 end
@@ -223,4 +228,6 @@ end
 if consume == '1' and rolling then
   redis.call('SET', KEYS[1], table.concat(out, ' '), 'PX', math.floor(ttl / 1000) + 1)
 end
-return {1, best, best_left, 0, best_reset, wait, now}
+local reply = {1, best, best_left, 0, best_reset, wait, now}
+for i = 1, n do reply[7 + i] = stamps[i] end
+return reply

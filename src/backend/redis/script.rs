@@ -3,9 +3,30 @@
 
 use super::*;
 
+/// Which of the backend's scripts to run.
+#[derive(Clone, Copy)]
+pub(super) enum Lua {
+    /// `script.lua`: a decision.
+    Decide,
+    /// `settle.lua`: a settlement.
+    Settle,
+}
+
 impl Inner {
+    /// Runs the decide script (`script.lua`).
     pub(super) async fn eval(
         &self,
+        key: &[u8],
+        args: &[u64],
+        units: &[&str],
+    ) -> redis::RedisResult<Vec<i64>> {
+        self.eval_script(Lua::Decide, key, args, units).await
+    }
+
+    /// Runs `lua` on `key` with `args`, then `units`.
+    pub(super) async fn eval_script(
+        &self,
+        lua: Lua,
         key: &[u8],
         args: &[u64],
         units: &[&str],
@@ -14,7 +35,11 @@ impl Inner {
         // flushed server) the script is loaded and sent again: it did not
         // run, so nothing is charged twice.
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(1).arg(key);
+        let script = match lua {
+            Lua::Decide => &self.script,
+            Lua::Settle => &self.settle_script,
+        };
+        cmd.arg(script.get_hash()).arg(1).arg(key);
         for a in args {
             cmd.arg(*a);
         }
@@ -36,9 +61,13 @@ impl Inner {
                         ConnectionManager::new_lazy_with_config(client.clone(), config)
                     })
                     .await?;
-                self.run(&cmd, key, args, units, &mut manager.clone()).await
+                self.run(&cmd, lua, key, args, units, &mut manager.clone())
+                    .await
             }
-            Conn::Manager(manager) => self.run(&cmd, key, args, units, &mut manager.clone()).await,
+            Conn::Manager(manager) => {
+                self.run(&cmd, lua, key, args, units, &mut manager.clone())
+                    .await
+            }
             Conn::Cluster { client, conn } => {
                 let conn = conn
                     .get_or_try_init(|| async {
@@ -49,7 +78,8 @@ impl Inner {
                         Ok::<_, redis::RedisError>(conn)
                     })
                     .await?;
-                self.run(&cmd, key, args, units, &mut conn.clone()).await
+                self.run(&cmd, lua, key, args, units, &mut conn.clone())
+                    .await
             }
         }
     }
@@ -57,6 +87,7 @@ impl Inner {
     pub(super) async fn run(
         &self,
         cmd: &redis::Cmd,
+        lua: Lua,
         key: &[u8],
         args: &[u64],
         units: &[&str],
@@ -67,7 +98,11 @@ impl Inner {
                 // The script itself, in one round trip (EVAL also caches it
                 // for the next EVALSHA).
                 let mut eval = redis::cmd("EVAL");
-                eval.arg(SCRIPT).arg(1).arg(key);
+                let source = match lua {
+                    Lua::Decide => SCRIPT,
+                    Lua::Settle => SETTLE_SCRIPT,
+                };
+                eval.arg(source).arg(1).arg(key);
                 for a in args {
                     eval.arg(*a);
                 }
@@ -90,7 +125,7 @@ impl Inner {
         let args = [0, 0, 1_000_000, 1, 1];
         for attempt in 0..2 {
             match tokio::time::timeout(self.deadline, self.eval(key, &args, &[])).await {
-                Ok(Ok(reply)) => return reply.len() == 7,
+                Ok(Ok(reply)) => return reply.len() >= 7,
                 Ok(Err(e)) if attempt == 0 && !e.is_timeout() => {}
                 _ => return false,
             }

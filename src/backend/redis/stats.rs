@@ -43,6 +43,12 @@ pub struct RedisStats {
     pub went_down: u64,
     /// Times Redis (or a master) came back.
     pub came_back: u64,
+    /// Settlements Redis applied ([`Backend::settle`]).
+    pub settled: u64,
+    /// Settlements dropped: failed, timed out, or not sent while Redis was
+    /// down or without a tokio runtime. A dropped settlement is never
+    /// retried; its request keeps its estimate.
+    pub settles_dropped: u64,
 }
 
 #[derive(Default)]
@@ -60,6 +66,8 @@ pub(super) struct Counters {
     pub(super) fallback: AtomicU64,
     pub(super) went_down: AtomicU64,
     pub(super) came_back: AtomicU64,
+    pub(super) settled: AtomicU64,
+    pub(super) settles_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -90,6 +98,8 @@ impl Counters {
             fallback: r(&self.fallback),
             went_down: r(&self.went_down),
             came_back: r(&self.came_back),
+            settled: r(&self.settled),
+            settles_dropped: r(&self.settles_dropped),
         }
     }
 }

@@ -1,0 +1,148 @@
+//! Settling through a real axum server whose per-key limits live in Redis:
+//! the handler settles a request's usage through its handle, the layer's
+//! hook settles from a response header, and the next request sees the
+//! debt (or the refund).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Extension;
+use axum::http::{Request, Response, StatusCode};
+use axum::routing::post;
+use tower_sluice::backend::redis::RedisBackend;
+use tower_sluice::cost::Settlement;
+use tower_sluice::{PerKeyLayer, Quota};
+
+use super::server::RedisServer;
+
+fn header(req: &Request<Body>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The handler knows what the request used and settles it itself.
+async fn handled(Extension(settlement): Extension<Settlement>, req: Request<Body>) -> &'static str {
+    let used = header(&req, "x-used")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
+    assert!(settlement.settle(used));
+    "answer"
+}
+
+/// The answer reports its usage in a header, which the layer's hook reads.
+async fn reported(req: Request<Body>) -> Response<Body> {
+    let used = header(&req, "x-used").unwrap_or_default();
+    Response::builder()
+        .header("x-usage", used)
+        .body(Body::from("answer"))
+        .unwrap()
+}
+
+/// Waits until Redis has applied `n` settlements in all (they are sent in
+/// the background, off the request's path).
+async fn settled(backend: &RedisBackend, n: u64) {
+    for _ in 0..1_000 {
+        if backend.stats().settled >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("settlements not applied: {:?}", backend.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_usage_is_settled_on_redis_over_real_http() {
+    let (url, _server) = RedisServer::url_or_start();
+    let backend = Arc::new(super::backend(&url).prefix(format!("settle{}:", std::process::id())));
+    let layer = PerKeyLayer::new(
+        Quota::per_hour(1_000).counting("tokens"),
+        |req: &Request<Body>| header(req, "x-user"),
+    )
+    .cost(|req: &Request<Body>| {
+        header(req, "x-estimate")
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(100)
+    })
+    .settle(|res: &Response<Body>| {
+        res.headers()
+            .get("x-usage")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    })
+    .settle_handle::<Request<Body>>()
+    .backend(backend.clone())
+    .http();
+    let app = Router::new()
+        .route("/handled", post(handled))
+        .route("/reported", post(reported))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let send = |path: &'static str, user: &'static str, estimate: u32, used: u32| {
+        client
+            .post(format!("http://{addr}{path}"))
+            .header("x-user", user)
+            .header("x-estimate", estimate.to_string())
+            .header("x-used", used.to_string())
+            .send()
+    };
+
+    // Ann: estimated 100, the handler settles at 950: a debt of 850.
+    let res = send("/handled", "ann", 100, 950).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), "answer");
+    settled(&backend, 1).await;
+    let res = send("/handled", "ann", 100, 100).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "50 tokens left"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    let res = send("/handled", "ann", 50, 50).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "exactly 50 left");
+
+    // Cid: estimated 900, the answer reports 100: 800 given back.
+    let res = send("/reported", "cid", 900, 100).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    settled(&backend, 2).await;
+    let res = send("/reported", "cid", 900, 900).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the refund made room");
+    let res = send("/reported", "cid", 1, 1).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(backend.stats().settles_dropped, 0);
+}
+
+/// The plain per-key layer (not `.http()`) settles a grant Redis decided,
+/// through its response hook.
+#[tokio::test]
+async fn a_per_key_layer_settles_grants_decided_by_redis() {
+    use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
+    let (url, _server) = RedisServer::url_or_start();
+    let backend =
+        Arc::new(super::backend(&url).prefix(format!("settle-plain{}:", std::process::id())));
+    // (user, estimate, used): answered with the usage, which the hook reads.
+    let layer = PerKeyLayer::new(
+        Quota::per_hour(1_000).counting("tokens"),
+        |r: &(u8, u32, u32)| Some(r.0),
+    )
+    .cost(|r: &(u8, u32, u32)| r.1)
+    .settle(|used: &u32| Some(*used))
+    .backend(backend.clone());
+    let svc =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|r: (u8, u32, u32)| async move {
+                Ok::<_, BoxError>(r.2)
+            }));
+    assert_eq!(svc.clone().oneshot((1, 10, 1_000)).await.unwrap(), 1_000);
+    settled(&backend, 1).await;
+    // 1 000 tokens used: nothing is left.
+    assert!(svc.clone().oneshot((1, 1, 1)).await.is_err());
+    assert_eq!(svc.clone().oneshot((2, 1, 1)).await.unwrap(), 1);
+}
