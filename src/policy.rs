@@ -276,47 +276,18 @@ impl Policy {
         self.edit(|i| i.name = Some(name))
     }
 
-    /// The quotas, in order.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::per_key::Policy;
-    /// let policy = Policy::new(Quota::per_minute(60)).and(Quota::per_day(1_000)).unwrap();
-    /// let quotas: Vec<Quota> = policy.quotas().collect();
-    /// assert_eq!(quotas, [Quota::per_minute(60), Quota::per_day(1_000)]);
-    /// ```
+    /// The quotas, in the order they were added.
     pub fn quotas(&self) -> impl ExactSizeIterator<Item = Quota> + '_ {
         self.inner.params.iter().map(|p| p.0.quota)
     }
 
-    /// The cap on requests in flight per key, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::per_key::Policy;
-    /// let policy = Policy::new(Quota::per_minute(60));
-    /// assert_eq!(policy.in_flight_limit(), None);
-    /// assert_eq!(policy.clone().max_in_flight(4).in_flight_limit(), Some(4));
-    /// assert_eq!(policy.max_in_flight(0).in_flight_limit(), Some(1), "always room for one");
-    /// ```
+    /// The cap on requests in flight per key, if any (at least 1, see
+    /// [`max_in_flight`](Self::max_in_flight)).
     pub fn in_flight_limit(&self) -> Option<u32> {
         self.inner.max_in_flight
     }
 
-    /// The name, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::per_key::Policy;
-    /// assert_eq!(Policy::new(Quota::per_minute(60)).name(), None);
-    /// assert_eq!(Policy::new(Quota::per_minute(60)).named("free").name(), Some("free"));
-    /// ```
+    /// The name given with [`named`](Self::named), if any.
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_deref()
     }
@@ -329,18 +300,6 @@ impl Policy {
     /// burst among the quotas that count cost ([`Quota::counting`]);
     /// `u32::MAX` when every quota counts requests (each request is then
     /// charged 1, whatever its cost).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::per_key::Policy;
-    /// let policy = Policy::new(Quota::per_second(100))
-    ///     .and(Quota::per_minute(100_000).with_burst(20_000).counting("tokens"))
-    ///     .unwrap();
-    /// assert_eq!(policy.max_cost(), 20_000);
-    /// assert_eq!(Policy::new(Quota::per_second(100)).max_cost(), u32::MAX);
-    /// ```
     pub fn max_cost(&self) -> u32 {
         self.inner.max_cost
     }
@@ -459,17 +418,6 @@ impl QuotaStates {
     }
 
     /// One decision per quota, in the policy's order.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::backend::{Backend, Memory};
-    /// # use tower_sluice::per_key::Policy;
-    /// let store = Memory::new(1_000);
-    /// let states = store.states(&"ann", &Policy::new(Quota::per_minute(60)));
-    /// assert!(states.iter().all(|d| d.remaining() == 60)); // an unseen key is full
-    /// ```
     pub fn iter(&self) -> impl Iterator<Item = &Decision> {
         self.states.iter().map_while(Option::as_ref)
     }

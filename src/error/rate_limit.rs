@@ -64,105 +64,33 @@ impl RateLimited {
 
     /// The name of the key's [`Policy`](crate::per_key::Policy), when it
     /// has one (for example a tier, `"free"`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
-    /// use tower_sluice::per_key::Policy;
-    /// use tower_sluice::{PerKeyLayer, Quota, RateLimited};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let free = Policy::new(Quota::per_hour(1)).named("free");
-    /// let svc = ServiceBuilder::new()
-    ///     .layer(PerKeyLayer::new(free, |user: &&str| Some(user.to_string())))
-    ///     .service(service_fn(|_: &str| async { Ok::<_, BoxError>(()) }));
-    /// svc.clone().oneshot("ann").await.unwrap();
-    /// let err = svc.clone().oneshot("ann").await.unwrap_err();
-    /// assert_eq!(err.downcast_ref::<RateLimited>().unwrap().policy(), Some("free"));
-    /// # }
-    /// ```
     pub fn policy(&self) -> Option<&str> {
         self.policy.as_deref()
     }
 
     /// How long to wait before the request would pass.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let limiter = Limiter::new(Quota::per_minute(1));
-    /// limiter.check();
-    /// let err = limiter.check().into_result().unwrap_err();
-    /// // The next request would pass in about a minute.
-    /// assert!(err.retry_after() > Duration::from_secs(59));
-    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
 
     /// The denying quota's limit per period.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let limiter = Limiter::new(Quota::per_minute(60).with_burst(1));
-    /// limiter.check();
-    /// assert_eq!(limiter.check().into_result().unwrap_err().limit(), 60);
-    /// ```
     pub fn limit(&self) -> u32 {
         self.quota.limit()
     }
 
     /// Requests of cost 1 that would pass right now (usually 0; more when a
     /// costly request was denied).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let limiter = Limiter::new(Quota::per_minute(60).with_burst(1));
-    /// limiter.check();
-    /// assert_eq!(limiter.check().into_result().unwrap_err().remaining(), 0);
-    /// ```
     pub fn remaining(&self) -> u32 {
         self.remaining
     }
 
     /// How long until the quota is full again.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let limiter = Limiter::new(Quota::per_minute(60).with_burst(2));
-    /// limiter.check();
-    /// limiter.check();
-    /// let err = limiter.check().into_result().unwrap_err();
-    /// // Both slots come back within two seconds.
-    /// assert!(err.reset_after() <= Duration::from_secs(2));
-    /// assert!(err.reset_after() > err.retry_after());
-    /// ```
     pub fn reset_after(&self) -> Duration {
         self.reset_after
     }
 
-    /// The quota that denied the request.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::{Limiter, Quota};
-    /// // With several quotas, the one that denied the request.
-    /// let limiter = Limiter::new(Quota::per_second(10)).and(Quota::per_day(1));
-    /// limiter.check();
-    /// assert_eq!(limiter.check().into_result().unwrap_err().quota(), Quota::per_day(1));
-    /// ```
+    /// The quota that denied the request: with several quotas, the one
+    /// that ran out.
     pub fn quota(&self) -> Quota {
         self.quota
     }
@@ -268,39 +196,12 @@ impl TooManyKeys {
         }
     }
 
-    /// The store's bound.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::TooManyKeys;
-    ///
-    /// // In an error handler: the bound, for a log line.
-    /// fn max_keys(err: &BoxError) -> Option<usize> {
-    ///     err.downcast_ref::<TooManyKeys>().map(|e| e.max_keys())
-    /// }
-    /// # let _ = max_keys;
-    /// ```
+    /// The store's bound on keys (its `max_keys`).
     pub fn max_keys(&self) -> usize {
         self.max_keys
     }
 
     /// When the first tracked key will turn idle and make room.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::TooManyKeys;
-    ///
-    /// // In an error handler: the `Retry-After` of a 429.
-    /// fn retry_after(err: &BoxError) -> Option<Duration> {
-    ///     err.downcast_ref::<TooManyKeys>().map(|e| e.retry_after())
-    /// }
-    /// # let _ = retry_after;
-    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -358,37 +259,11 @@ impl TooManyInFlight {
     }
 
     /// The key's cap on requests in flight.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::TooManyInFlight;
-    ///
-    /// // In an error handler: the cap, for the message to the client.
-    /// fn limit(err: &BoxError) -> Option<u32> {
-    ///     err.downcast_ref::<TooManyInFlight>().map(|e| e.limit())
-    /// }
-    /// # let _ = limit;
-    /// ```
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
     /// The name of the key's policy, if it has one.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::TooManyInFlight;
-    ///
-    /// // In an error handler: the tier, to suggest an upgrade.
-    /// fn policy(err: &BoxError) -> Option<String> {
-    ///     err.downcast_ref::<TooManyInFlight>().and_then(|e| e.policy().map(str::to_owned))
-    /// }
-    /// # let _ = policy;
-    /// ```
     pub fn policy(&self) -> Option<&str> {
         self.policy.as_deref()
     }
@@ -437,26 +312,11 @@ impl ExceedsBurst {
     }
 
     /// The request's cost.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::{Limiter, Quota};
-    /// assert_eq!(Limiter::new(Quota::per_second(5)).check_n(6).unwrap_err().cost(), 6);
-    /// ```
     pub fn cost(&self) -> u32 {
         self.cost
     }
 
     /// The quota whose burst is too small.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let q = Quota::per_second(5);
-    /// assert_eq!(Limiter::new(q).check_n(6).unwrap_err().quota(), q);
-    /// ```
     pub fn quota(&self) -> Quota {
         self.quota
     }
@@ -511,37 +371,11 @@ impl KeyTooLong {
     }
 
     /// The key's length in bytes (with the backend's prefix).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::KeyTooLong;
-    ///
-    /// // In an error handler: the offending length.
-    /// fn key_len(err: &BoxError) -> Option<usize> {
-    ///     err.downcast_ref::<KeyTooLong>().map(|e| e.key_len())
-    /// }
-    /// # let _ = key_len;
-    /// ```
     pub fn key_len(&self) -> usize {
         self.len
     }
 
     /// The longest key the backend accepts, in bytes.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BoxError;
-    /// use tower_sluice::error::KeyTooLong;
-    ///
-    /// // In an error handler: the accepted length.
-    /// fn max(err: &BoxError) -> Option<usize> {
-    ///     err.downcast_ref::<KeyTooLong>().map(|e| e.max())
-    /// }
-    /// # let _ = max;
-    /// ```
     pub fn max(&self) -> usize {
         self.max
     }

@@ -106,17 +106,8 @@ impl<S, P, K, C> Queue<S, P, K, C> {
         }
     }
 
-    /// A handle on the shared queue: depth, requests in flight, counters.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower::{service_fn, BoxError, Layer};
-    /// use tower_sluice::QueueLayer;
-    ///
-    /// let svc = QueueLayer::new(10).layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
-    /// assert_eq!(svc.handle().capacity(), 10);
-    /// ```
+    /// A handle on the shared queue: depth, requests in flight, counters
+    /// (the same queue as the layer's [`handle`](crate::QueueLayer::handle)).
     pub fn handle(&self) -> QueueHandle {
         QueueHandle {
             core: crate::slot::Slot::from_arc(self.core.clone()),

@@ -482,14 +482,6 @@ impl Quota {
 
     /// The calendar period a quota resets on, or `None` for a rolling
     /// quota.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::{Calendar, Quota};
-    /// assert_eq!(Quota::per_day(10).calendar(), None);
-    /// assert_eq!(Quota::per_calendar_day(10).calendar(), Some(Calendar::Day));
-    /// ```
     pub fn calendar(&self) -> Option<Calendar> {
         self.calendar
     }
@@ -603,28 +595,12 @@ impl Quota {
 
     /// What the quota counts: `"requests"` (the default), or the unit
     /// named with [`counting`](Self::counting).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// assert_eq!(Quota::per_second(10).unit(), "requests");
-    /// assert_eq!(Quota::per_second(10_000).counting("bytes").unit(), "bytes");
-    /// ```
     pub fn unit(&self) -> &'static str {
         self.unit.name()
     }
 
     /// Whether the quota counts requests (each charged 1) rather than a
     /// unit of cost (each request charged its cost).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// assert!(Quota::per_second(10).counts_requests());
-    /// assert!(!Quota::per_second(10).counting("credits").counts_requests());
-    /// ```
     pub fn counts_requests(&self) -> bool {
         !self.unit.is_cost()
     }
@@ -642,40 +618,18 @@ impl Quota {
         self.unit
     }
 
-    /// Requests per period.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// assert_eq!(Quota::per_minute(60).limit(), 60);
-    /// ```
+    /// Requests (or units of cost) admitted per period.
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
     /// The period the limit refers to.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::Quota;
-    /// assert_eq!(Quota::per_hour(1).period(), Duration::from_secs(3600));
-    /// ```
     pub fn period(&self) -> Duration {
         self.period
     }
 
-    /// Requests admitted at once after a quiet spell.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// assert_eq!(Quota::per_minute(60).burst(), 60); // the limit, by default
-    /// assert_eq!(Quota::per_minute(60).with_burst(5).burst(), 5);
-    /// ```
+    /// Requests (or units of cost) admitted at once after a quiet spell:
+    /// the limit, unless set with [`with_burst`](Self::with_burst).
     pub fn burst(&self) -> u32 {
         self.burst
     }
@@ -688,8 +642,7 @@ impl Quota {
     /// ```
     /// # use std::time::Duration;
     /// # use tower_sluice::Quota;
-    /// assert_eq!(Quota::per_minute(60).emission_interval(), Duration::from_secs(1));
-    /// // Rounded up: 3 per second is one every 333_333_334 ns.
+    /// // 3 a second: one every 333_333_334 ns, not 333_333_333.
     /// assert_eq!(Quota::per_second(3).emission_interval(), Duration::from_nanos(333_333_334));
     /// ```
     pub fn emission_interval(&self) -> Duration {

@@ -150,19 +150,6 @@ impl RetryBudget {
     }
 
     /// Records a first attempt (the layer calls it for each request).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::retry::RetryBudget;
-    /// let budget = RetryBudget::new(Duration::from_secs(10), 0.5, 0)?;
-    /// assert_eq!(budget.remaining(), 0);
-    /// budget.deposit();
-    /// budget.deposit();
-    /// assert_eq!(budget.remaining(), 1);
-    /// # Ok::<_, tower_sluice::error::ConfigError>(())
-    /// ```
     #[inline]
     pub fn deposit(&self) {
         let i = &*self.inner;
@@ -222,18 +209,6 @@ impl RetryBudget {
     }
 
     /// Takes one retry from the budget: `true` if one was left.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::retry::RetryBudget;
-    /// let budget = RetryBudget::new(Duration::from_secs(10), 1.0, 0)?;
-    /// budget.deposit();
-    /// assert!(budget.withdraw());
-    /// assert!(!budget.withdraw());
-    /// # Ok::<_, tower_sluice::error::ConfigError>(())
-    /// ```
     pub fn withdraw(&self) -> bool {
         let i = &*self.inner;
         let e = i.epoch();
@@ -247,18 +222,8 @@ impl RetryBudget {
         }
     }
 
-    /// How many retries the budget would allow now (rounded down).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::retry::RetryBudget;
-    /// // The floor alone: 2 a second over 10 s.
-    /// let budget = RetryBudget::new(Duration::from_secs(10), 0.2, 2)?;
-    /// assert_eq!(budget.remaining(), 20);
-    /// # Ok::<_, tower_sluice::error::ConfigError>(())
-    /// ```
+    /// How many retries the budget would allow now (rounded down), the
+    /// floor of `min_per_sec` over the window included.
     pub fn remaining(&self) -> u64 {
         let i = &*self.inner;
         let e = i.epoch();

@@ -533,17 +533,8 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
         }
     }
 
-    /// The retry budget, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::BackoffRetryLayer;
-    ///
-    /// let layer = BackoffRetryLayer::default();
-    /// // The default budget: 20% of requests over 10 s, plus 10 a second.
-    /// assert_eq!(layer.get_budget().unwrap().remaining(), 100);
-    /// ```
+    /// The retry budget, if any (by default [`RetryBudget::default`]; none
+    /// after [`no_budget`](Self::no_budget)).
     pub fn get_budget(&self) -> Option<&RetryBudget> {
         self.budget.as_ref()
     }

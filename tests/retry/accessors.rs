@@ -1,4 +1,5 @@
-//! What a give-up error, a replay body and a backoff report.
+//! What a give-up error, a replay body, a backoff and a retry budget
+//! report.
 
 use super::*;
 use tower_sluice::retry::ReplayBody;
@@ -60,4 +61,34 @@ fn the_retry_service_gives_back_its_inner_service() {
     assert_eq!(svc.get_ref(), &Tagged(1));
     svc.get_mut().0 = 2;
     assert_eq!(svc.into_inner(), Tagged(2));
+}
+
+#[test]
+fn a_budget_counts_its_floor_and_half_a_retry_per_first_attempt() {
+    // The floor alone: 2 a second over 10 s.
+    let floor = RetryBudget::new(Duration::from_secs(10), 0.2, 2).unwrap();
+    assert_eq!(floor.remaining(), 20);
+
+    let half = RetryBudget::new(Duration::from_secs(10), 0.5, 0).unwrap();
+    assert_eq!(half.remaining(), 0);
+    half.deposit();
+    assert_eq!(half.remaining(), 0, "half a retry rounds down");
+    half.deposit();
+    assert_eq!(half.remaining(), 1);
+    assert!(half.withdraw());
+    assert!(!half.withdraw());
+    assert_eq!(half.remaining(), 0);
+}
+
+#[test]
+fn the_default_layer_has_the_default_budget_and_no_budget_has_none() {
+    // 20% of first attempts over 10 s, plus 10 a second: 100 before any request.
+    let layer = BackoffRetryLayer::default();
+    assert_eq!(layer.get_budget().unwrap().remaining(), 100);
+    assert!(
+        BackoffRetryLayer::default()
+            .no_budget()
+            .get_budget()
+            .is_none()
+    );
 }
