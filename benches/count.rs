@@ -13,8 +13,13 @@
 //! (`RateLimitLayer`, `.reject()`, under the limit), `rate_limit_wait`
 //! (the same, waiting mode), `governor_service`
 //! (governor's `check()` in a minimal service), `limiter_check`,
-//! `governor_check`, `retry_default`, `retry_no_budget`, `tower_retry`,
-//! `bare`. Without callgrind it prints the time per request too.
+//! `governor_check`, `limiter_check_cost` (`Limiter::check_cost(5)` on a
+//! quota of tokens), `limiter_mixed` / `limiter_mixed_cost` (`check()` /
+//! `check_cost(5)` on a quota of requests and one of tokens), `per_key` /
+//! `per_key_cost` (`Backend::acquire` of the in-memory backend, one key:
+//! cost 1 on a quota of requests / cost 5 on a quota of tokens),
+//! `retry_default`, `retry_no_budget`, `tower_retry`, `bare`. Without
+//! callgrind it prints the time per request too.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -25,14 +30,19 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use support::{GovernorService, drive};
 use tower::retry::{Policy, Retry};
 use tower::{Layer, Service, service_fn};
+use tower_sluice::backend::{Acquire, Backend, Memory};
+use tower_sluice::per_key::Policy as KeyPolicy;
 use tower_sluice::{BackoffRetryLayer, Limiter, Quota, RateLimitLayer};
 
 const HUGE: u32 = 1_000_000_000;
+/// The cost of the `_cost` cases: fixed (read once, as a value unknown to
+/// the compiler), so that both arms do the same work around the decision.
+const COST: u32 = 5;
 
 fn bare()
 -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
@@ -86,6 +96,27 @@ fn direct(mut check: impl FnMut() -> bool, n: u64) {
     report(start, n);
 }
 
+/// A quota of requests and one of tokens.
+fn mixed() -> Limiter {
+    Limiter::new(Quota::per_second(HUGE)).and(Quota::per_second(HUGE).counting("tokens"))
+}
+
+/// Per-key decisions of `cost` on one key of the in-memory backend.
+fn per_key(quota: Quota, cost: u32, n: u64) {
+    let store = Memory::<u64>::new(1_000);
+    let policy = KeyPolicy::new(quota);
+    let cost = black_box(cost);
+    direct(
+        move || {
+            matches!(
+                store.acquire(&7, &policy, cost, Duration::ZERO),
+                Acquire::Ready(Ok(_))
+            )
+        },
+        n,
+    );
+}
+
 fn report(start: Instant, n: u64) {
     let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
     println!("{n} requests, {ns:.2} ns each");
@@ -124,6 +155,28 @@ fn main() {
             let limiter = Limiter::new(Quota::per_second(HUGE));
             direct(|| limiter.check().is_allowed(), n);
         }
+        "limiter_check_cost" => {
+            let limiter = Limiter::new(Quota::per_second(HUGE).counting("tokens"));
+            let cost = black_box(COST);
+            direct(
+                move || limiter.check_cost(cost).is_ok_and(|d| d.is_allowed()),
+                n,
+            );
+        }
+        "limiter_mixed" => {
+            let limiter = mixed();
+            direct(|| limiter.check().is_allowed(), n);
+        }
+        "limiter_mixed_cost" => {
+            let limiter = mixed();
+            let cost = black_box(COST);
+            direct(
+                move || limiter.check_cost(cost).is_ok_and(|d| d.is_allowed()),
+                n,
+            );
+        }
+        "per_key" => per_key(Quota::per_second(HUGE), 1, n),
+        "per_key_cost" => per_key(Quota::per_second(HUGE).counting("tokens"), COST, n),
         "governor_check" => {
             let limiter = governor::RateLimiter::direct(governor::Quota::per_second(huge));
             direct(|| limiter.check().is_ok(), n);

@@ -303,6 +303,9 @@ pub(crate) struct Tunable {
     counts: AtomicU64,
     /// The quota's unit, which does not change.
     unit: Unit,
+    /// 0 for a quota that counts cost, `u32::MAX` for one of requests
+    /// (see [`cost_cap`](Self::cost_cap)).
+    cap_mask: u32,
     /// The calendar period (`Calendar::ALL` index + 1), 0 for rolling.
     calendar: std::sync::atomic::AtomicU8,
     /// The UTC time of the limiter's clock origin (fixed).
@@ -332,9 +335,35 @@ impl Tunable {
             period: AtomicU64::new(p.period),
             counts: AtomicU64::new(u64::from(quota.limit()) << 32 | u64::from(quota.burst())),
             unit: quota.unit_id(),
+            cap_mask: if quota.unit_id().is_cost() {
+                0
+            } else {
+                u32::MAX
+            },
             calendar: std::sync::atomic::AtomicU8::new(calendar_code(quota.calendar())),
             utc,
         }
+    }
+
+    /// The burst now (one load: the parameters are not read).
+    #[inline]
+    pub(crate) fn burst(&self) -> u32 {
+        self.counts.load(Relaxed) as u32
+    }
+
+    /// What `charge` counts in this quota (see [`Params::units`]).
+    #[inline(always)]
+    pub(crate) fn units(&self, charge: Charge) -> u32 {
+        charge.of(self.unit.is_cost())
+    }
+
+    /// The largest cost of one request ([`Charge::cost`]) that this quota
+    /// admits now: its burst for a quota that counts cost, any for a
+    /// quota of requests (charged 1, never more than its burst). Reads the
+    /// burst alone (one load).
+    #[inline(always)]
+    pub(crate) fn cost_cap(&self) -> u32 {
+        self.burst() | self.cap_mask
     }
 
     /// The parameters now.

@@ -358,34 +358,62 @@ impl Limiter {
     /// ```
     #[inline]
     pub fn check_cost(&self, cost: u32) -> Result<Decision, ExceedsBurst> {
-        if cost == 0 {
-            return Ok(gcra::snapshot(&self.cells, self.clock.now()));
-        }
         self.decide_checked(Charge::cost(cost))
     }
 
-    /// Decides `charge` now, or an error when it is more than a quota's
-    /// burst; one quota is read once for both.
+    /// Decides `charge`, one request of a cost ([`Charge::cost`]), now:
+    /// charged nothing when its cost is 0, or an error when its cost is
+    /// more than the burst of a quota that counts cost. One quota is read
+    /// once for the check and the decision, and the common case (a rolling
+    /// quota, a cost within its burst) pays one compare for both rare
+    /// ones; each quota's burst alone is read for several.
     #[inline]
     pub(crate) fn decide_checked(&self, charge: Charge) -> Result<Decision, ExceedsBurst> {
+        debug_assert_eq!(charge.requests, 1, "one request of a cost");
+        let now = self.clock.now();
         match &self.cells {
             Cells::One([(t, g)]) => {
                 let p = t.load();
-                let n = charge.of(p.quota.unit_id().is_cost());
-                if n > p.quota.burst() {
-                    return Err(ExceedsBurst::new(n, p.quota));
-                }
-                let now = self.clock.now();
                 if p.calendar().is_some() {
-                    return Ok(self.decide_many(now, charge));
+                    return self.decide_checked_rest(now, charge);
                 }
-                Ok(decide_one(&p, g, now, charge))
+                // One branch on the quota's unit, which does not change
+                // (always predicted), then each kind decides with its own
+                // charge known.
+                if p.quota.unit_id().is_cost() {
+                    // Charged the cost; a cost of 0 wraps to the largest
+                    // value: one compare finds it and a cost over the burst.
+                    if charge.cost.wrapping_sub(1) >= p.quota.burst() {
+                        return self.decide_checked_rest(now, charge);
+                    }
+                    Ok(decide_one(&p, g, now, charge))
+                } else {
+                    // Charged 1, never more than the burst.
+                    if charge.cost == 0 {
+                        return self.decide_checked_rest(now, charge);
+                    }
+                    Ok(decide_one(&p, g, now, Charge::ONE))
+                }
             }
-            Cells::Many(_) => {
-                self.validate(charge)?;
-                Ok(self.decide(self.clock.now(), charge))
+            Cells::Many(cells) => {
+                let n = charge.cost.wrapping_sub(1);
+                if cells.iter().any(|(t, _)| n >= t.cost_cap()) {
+                    return self.decide_checked_rest(now, charge);
+                }
+                Ok(self.decide_many(now, charge))
             }
         }
+    }
+
+    /// What [`decide_checked`](Self::decide_checked) leaves: a cost of 0,
+    /// one over a burst, a calendar quota.
+    #[inline(never)]
+    fn decide_checked_rest(&self, now: u64, charge: Charge) -> Result<Decision, ExceedsBurst> {
+        if charge.cost == 0 {
+            return Ok(gcra::snapshot(&self.cells, now));
+        }
+        self.validate(charge)?;
+        Ok(self.decide_many(now, charge))
     }
 
     /// What [`check_cost`](Self::check_cost) would decide now, without
@@ -490,14 +518,16 @@ impl Limiter {
     }
 
     /// An error when `charge` is more than a quota's burst.
+    ///
+    /// Reads each quota's burst alone (one load), not its parameters.
+    #[inline]
     pub(crate) fn validate(&self, charge: Charge) -> Result<(), ExceedsBurst> {
-        let over = self
-            .quotas()
-            .find(|q| charge.of(!q.counts_requests()) > q.burst());
-        match over {
-            Some(q) => Err(ExceedsBurst::new(charge.of(!q.counts_requests()), q)),
-            None => Ok(()),
+        for (t, _) in self.cells() {
+            if t.units(charge) > t.burst() {
+                return Err(exceeds(t, charge));
+            }
         }
+        Ok(())
     }
 
     /// Decides at time `now` (nanoseconds since the clock origin).
@@ -683,8 +713,18 @@ impl Stamp {
     }
 }
 
-/// Decides `charge` at `now` in one cell.
-#[inline]
+/// The error of `charge` over the burst of `t`'s quota.
+#[cold]
+#[inline(never)]
+fn exceeds(t: &Tunable, charge: Charge) -> ExceedsBurst {
+    let p = t.load();
+    ExceedsBurst::new(p.units(charge), p.quota)
+}
+
+/// Decides `charge` at `now` in one cell. Inlined into each caller, so
+/// that a plain decision charges its constant and keeps the quota's
+/// parameters in registers.
+#[inline(always)]
 fn decide_one(p: &Params, g: &Gcra, now: u64, charge: Charge) -> Decision {
     let inc = p.inc(charge);
     match g.try_admit(p.window, inc, now) {

@@ -890,6 +890,51 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `check_cost` on a limiter of one quota (its own fast path) against
+    /// a leaky-bucket model: a quota of requests is charged 1 whatever the
+    /// cost (a cost above its burst included), a quota of tokens the cost;
+    /// cost 0 is allowed and charges nothing; a cost above a token quota's
+    /// burst is an error that charges nothing.
+    #[test]
+    fn check_cost_of_one_quota_matches_its_model(
+        q in mixed_quota(),
+        arrivals in prop::collection::vec((0u64..=20_000_000, 0u32..=45), 1..150),
+    ) {
+        paused(async move {
+            let limiter = Limiter::new(q);
+            let mut model = LeakyBucket::new(q);
+            let mut now = 0u128;
+            for (gap, cost) in arrivals {
+                tokio::time::advance(Duration::from_nanos(gap)).await;
+                now += u128::from(gap);
+                let left_before = limiter.states()[0].remaining();
+                let got = limiter.check_cost(cost);
+                if !q.counts_requests() && cost > q.burst() {
+                    let e = got.unwrap_err();
+                    prop_assert_eq!((e.cost(), e.quota()), (cost, q));
+                } else if cost == 0 {
+                    prop_assert!(got.unwrap().is_allowed());
+                    prop_assert_eq!(limiter.states()[0].remaining(), left_before);
+                } else {
+                    let got = got.unwrap();
+                    let n = if q.counts_requests() { 1 } else { cost };
+                    let want = model.check(now, n);
+                    prop_assert_eq!(got.is_allowed(), want.allowed, "cost {} at {} ns", cost, now);
+                    if !want.allowed {
+                        prop_assert_eq!(got.retry_after().as_nanos(), want.retry_after);
+                    }
+                }
+                let left = (model.capacity - model.drained(now)) / model.t;
+                prop_assert_eq!(u128::from(limiter.states()[0].remaining()), left, "{}", q);
+            }
+            Ok(())
+        })?;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_policy_of_requests_and_tokens_decides_together() {
     // 60 requests a minute AND 100 000 tokens a minute AND 1 000 000 tokens a day.
