@@ -103,16 +103,6 @@ impl Limiter {
     }
 
     /// The quotas, in the order they were added.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::{Limiter, Quota};
-    ///
-    /// let limiter = Limiter::new(Quota::per_minute(60)).and(Quota::per_day(1000));
-    /// let quotas: Vec<Quota> = limiter.quotas().collect();
-    /// assert_eq!(quotas, [Quota::per_minute(60), Quota::per_day(1000)]);
-    /// ```
     pub fn quotas(&self) -> impl Iterator<Item = Quota> + '_ {
         self.cells().iter().map(|(p, _)| p.load().quota)
     }

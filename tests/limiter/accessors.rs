@@ -106,3 +106,35 @@ fn a_cost_over_the_burst_reports_the_cost_and_the_quota() {
     assert_eq!(err.cost(), 6);
     assert_eq!(err.quota(), q);
 }
+
+#[test]
+fn a_decision_reports_its_quota_what_remains_and_its_times() {
+    let limiter = Limiter::new(Quota::per_minute(60).with_burst(10));
+    let first = limiter.check();
+    assert!(first.is_allowed());
+    assert_eq!(first.limit(), 60);
+    assert_eq!(first.quota(), Quota::per_minute(60).with_burst(10));
+    assert_eq!(first.remaining(), 9);
+    assert_eq!(first.retry_after(), Duration::ZERO);
+    // One request used: full again after one emission interval (1 s).
+    let reset = first.reset_after();
+    assert!(reset > Duration::from_millis(990) && reset <= Duration::from_secs(1));
+    assert_eq!(limiter.check().remaining(), 8);
+
+    // A denial waits about one interval; with several quotas the one that
+    // ran out decides.
+    let limiter = Limiter::new(Quota::per_minute(1));
+    limiter.check();
+    let denied = limiter.check();
+    assert!(!denied.is_allowed());
+    assert!(denied.retry_after() > Duration::from_secs(59));
+    assert!(denied.retry_after() <= Duration::from_secs(60));
+    let limiter = Limiter::new(Quota::per_second(10)).and(Quota::per_day(1));
+    assert_eq!(
+        limiter.quotas().collect::<Vec<_>>(),
+        [Quota::per_second(10), Quota::per_day(1)],
+        "in the order they were added"
+    );
+    limiter.check();
+    assert_eq!(limiter.check().quota(), Quota::per_day(1));
+}

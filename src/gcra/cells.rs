@@ -1,0 +1,250 @@
+//! Deciding a set of cells together: all of a limiter's quotas, or all of
+//! a key's under its policy, admitted all or none.
+
+use super::{Decision, Gcra, Params};
+use crate::calendar;
+use crate::cost::Charge;
+
+/// How many quotas a [`Reserved`] can refund without allocating.
+pub(crate) const INLINE_CELLS: usize = 4;
+
+/// A set of GCRA cells with their parameters: one limiter's quotas, or one
+/// key's state under its policy.
+pub(crate) trait CellSet {
+    fn len(&self) -> usize;
+    /// Cell `i`'s parameters (read now: a limiter's may change) and state.
+    fn cell(&self, i: usize) -> (Params, &Gcra);
+}
+
+impl CellSet for [(Params, Gcra)] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    #[inline]
+    fn cell(&self, i: usize) -> (Params, &Gcra) {
+        let (p, g) = &self[i];
+        (*p, g)
+    }
+}
+
+/// Capacity admitted (possibly ahead of time) in every cell of a set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reserved {
+    /// When the request may be sent, in nanoseconds from the decision.
+    pub(crate) wait: u64,
+    /// Time of the decision.
+    pub(crate) now: u64,
+    /// The `tat` written into each cell (the first [`INLINE_CELLS`]).
+    pub(crate) stamps: [u64; INLINE_CELLS],
+}
+
+impl Reserved {
+    /// The decision of the cell with the fewest remaining.
+    pub(crate) fn decision(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
+        let mut best: Option<Decision> = None;
+        for i in 0..cells.len() {
+            let (p, g) = cells.cell(i);
+            let tat = if i < INLINE_CELLS {
+                self.stamps[i]
+            } else {
+                g.tat()
+            };
+            let d = Decision::allowed(&p, self.now, tat);
+            if best.is_none_or(|b| d.remaining() < b.remaining()) {
+                best = Some(d);
+            }
+        }
+        best.expect("a cell set is never empty")
+    }
+}
+
+/// Reserves `charge` in every cell at the earliest time within `max_wait` of
+/// `now` when all have room, or returns the denial of the cell needing the
+/// longest wait. Nothing is consumed on denial.
+///
+/// One cell is one compare-exchange loop. Several cells are checked first
+/// (the longest wait any needs), then admitted one by one at that time; if
+/// another request gets in between, the ones already admitted are rolled
+/// back and the whole decision starts over.
+#[inline]
+pub(crate) fn reserve_all(
+    cells: &(impl CellSet + ?Sized),
+    now: u64,
+    charge: Charge,
+    max_wait: u64,
+) -> Result<Reserved, Decision> {
+    let mut stamps = [0; INLINE_CELLS];
+    if cells.len() == 1 {
+        let (p, g) = cells.cell(0);
+        let inc = p.inc(charge);
+        let reserved = match p.calendar() {
+            Some(_) => calendar::reserve(g, &p, p.units(charge), now, max_wait),
+            None => g.reserve(p.window, inc, now, max_wait),
+        };
+        return match reserved {
+            Ok((tat, wait)) => {
+                stamps[0] = tat;
+                Ok(Reserved { wait, now, stamps })
+            }
+            Err(base) => Err(Decision::denied(&p, now, base, inc)),
+        };
+    }
+    'retry: loop {
+        let mut wait = 0;
+        let mut worst = None;
+        for i in 0..cells.len() {
+            let (p, g) = cells.cell(i);
+            let inc = p.inc(charge);
+            let (w, base) = match p.calendar() {
+                Some(_) => calendar::wait(g, &p, p.units(charge), now),
+                None => g.wait(p.window, inc, now),
+            };
+            if w > wait || (w > 0 && worst.is_none()) {
+                wait = w;
+                worst = Some(Decision::denied(&p, now, base, inc));
+            }
+        }
+        if wait > max_wait {
+            return Err(worst.expect("a positive wait has a cell that needs it"));
+        }
+        let at = now.saturating_add(wait);
+        for i in 0..cells.len() {
+            let (p, g) = cells.cell(i);
+            let admitted = match p.calendar() {
+                Some(_) => calendar::try_admit(g, &p, p.units(charge), at),
+                None => g.try_admit(p.window, p.inc(charge), at),
+            };
+            match admitted {
+                Ok(tat) if i < INLINE_CELLS => stamps[i] = tat,
+                Ok(_) => {}
+                Err(_) => {
+                    refund_all(cells, &stamps[..i.min(INLINE_CELLS)], charge);
+                    continue 'retry;
+                }
+            }
+        }
+        return Ok(Reserved { wait, now, stamps });
+    }
+}
+
+/// What [`reserve_all`] with no waiting would decide, without consuming.
+pub(crate) fn peek_all(cells: &(impl CellSet + ?Sized), now: u64, charge: Charge) -> Decision {
+    let mut worst: Option<Decision> = None;
+    let mut stamps = [0; INLINE_CELLS];
+    for i in 0..cells.len() {
+        let (p, g) = cells.cell(i);
+        let inc = p.inc(charge);
+        let (wait, base) = match p.calendar() {
+            Some(_) => calendar::wait(g, &p, p.units(charge), now),
+            None => g.wait(p.window, inc, now),
+        };
+        if wait > 0 && worst.is_none_or(|w| wait > w.retry_after_nanos()) {
+            worst = Some(Decision::denied(&p, now, base, inc));
+        }
+        if let Some(stamp) = stamps.get_mut(i) {
+            *stamp = match p.calendar() {
+                Some(_) => base.saturating_add(u64::from(p.units(charge))),
+                None => base + inc,
+            };
+        }
+    }
+    match worst {
+        Some(denied) => denied,
+        // As if admitted: the state the request would leave.
+        None => Reserved {
+            wait: 0,
+            now,
+            stamps,
+        }
+        .decision(cells),
+    }
+}
+
+/// Gives back what a reservation took, cell by cell, where nothing was
+/// admitted after it.
+pub(crate) fn refund_all(cells: &(impl CellSet + ?Sized), stamps: &[u64], charge: Charge) {
+    for (i, &tat) in stamps.iter().enumerate().take(cells.len()) {
+        let (p, g) = cells.cell(i);
+        match p.calendar() {
+            Some(_) => calendar::refund(g, tat, p.units(charge)),
+            None => g.refund(tat, p.inc(charge)),
+        }
+    }
+}
+
+/// Settles a request charged a cost of `estimate` (writing `stamps`) at
+/// its true cost `actual`, at `now`, in the cells that count cost (cells
+/// that count requests keep their charge of 1):
+///
+/// * more than estimated: the difference is charged as a debt
+///   ([`Gcra::debt`]; a calendar cell adds it to the count of its window,
+///   clamped at `u32::MAX`);
+/// * less: the difference is given back where nothing was admitted since
+///   ([`Gcra::refund`]; a calendar cell gives it back within the window it
+///   was charged in). Cells past the first [`INLINE_CELLS`] keep no stamp:
+///   they are never refunded.
+pub(crate) fn settle_all(
+    cells: &(impl CellSet + ?Sized),
+    stamps: &[u64],
+    estimate: u32,
+    actual: u32,
+    now: u64,
+) {
+    settle_cells(cells, stamps, estimate, actual, now, false);
+}
+
+/// [`settle_all`], in every cell when `every` (cells that all counted the
+/// estimate, as a batch of [`Charge::n`] does), else in the cells that
+/// count cost.
+pub(crate) fn settle_cells(
+    cells: &(impl CellSet + ?Sized),
+    stamps: &[u64],
+    estimate: u32,
+    actual: u32,
+    now: u64,
+    every: bool,
+) {
+    if estimate == actual {
+        return;
+    }
+    for i in 0..cells.len() {
+        let (p, g) = cells.cell(i);
+        if !every && !p.quota.unit_id().is_cost() {
+            continue;
+        }
+        if actual > estimate {
+            let extra = actual - estimate;
+            match p.calendar() {
+                Some(_) => calendar::debt(g, &p, extra, now),
+                None => g.debt(p.emission.saturating_mul(u64::from(extra)), now),
+            }
+        } else if let Some(&stamp) = stamps.get(i) {
+            let less = estimate - actual;
+            match p.calendar() {
+                Some(_) => calendar::refund(g, stamp, less),
+                None => g.refund(stamp, p.emission.saturating_mul(u64::from(less))),
+            }
+        }
+    }
+}
+
+/// The state now, as the allowed decision of the tightest cell.
+pub(crate) fn snapshot(cells: &(impl CellSet + ?Sized), now: u64) -> Decision {
+    let mut stamps = [0; INLINE_CELLS];
+    for (i, stamp) in stamps.iter_mut().enumerate().take(cells.len()) {
+        let (p, g) = cells.cell(i);
+        *stamp = match p.calendar() {
+            // A calendar word is read as it is (see `Decision::allowed`).
+            Some(_) => g.tat(),
+            None => g.tat().max(now),
+        };
+    }
+    Reserved {
+        wait: 0,
+        now,
+        stamps,
+    }
+    .decision(cells)
+}
