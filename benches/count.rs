@@ -18,8 +18,16 @@
 //! `check_cost(5)` on a quota of requests and one of tokens), `per_key` /
 //! `per_key_cost` (`Backend::acquire` of the in-memory backend, one key:
 //! cost 1 on a quota of requests / cost 5 on a quota of tokens),
-//! `retry_default`, `retry_no_budget`, `tower_retry`, `bare`. Without
-//! callgrind it prints the time per request too.
+//! `retry_default`, `retry_no_budget`, `tower_retry`,
+//! `circuit_breaker_count` (a closed `CircuitBreakerLayer`, count window of
+//! 100, every call a success), `circuit_breaker_time` (the same, default
+//! 30 s time window, read on the coarse clock), `resilience`
+//! (tower-resilience's breaker, count window of 100), `bare`. The breaker
+//! cases run inside a tokio runtime, as the `circuit_breaker` bench does.
+//! Without callgrind it prints the time per request too.
+//!
+//! Under valgrind the coarse clock is a system call (valgrind maps no
+//! vDSO): its few instructions in the kernel are not counted.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -36,8 +44,9 @@ use support::{GovernorService, drive};
 use tower::retry::{Policy, Retry};
 use tower::{Layer, Service, service_fn};
 use tower_sluice::backend::{Acquire, Backend, Memory};
+use tower_sluice::circuit_breaker::SlidingWindow;
 use tower_sluice::per_key::Policy as KeyPolicy;
-use tower_sluice::{BackoffRetryLayer, Limiter, Quota, RateLimitLayer};
+use tower_sluice::{BackoffRetryLayer, CircuitBreakerLayer, Limiter, Quota, RateLimitLayer};
 
 const HUGE: u32 = 1_000_000_000;
 /// The cost of the `_cost` cases: fixed (read once, as a value unknown to
@@ -87,6 +96,18 @@ where
         black_box(drive(&mut svc, &mut cx, i));
     });
     report(start, n);
+}
+
+/// A breaker's requests inside a tokio runtime, as the `circuit_breaker`
+/// bench drives them.
+fn breaker<S>(svc: S, n: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let rt = support::timer_runtime();
+    let _guard = rt.enter();
+    service(svc, n);
 }
 
 fn direct(mut check: impl FnMut() -> bool, n: u64) {
@@ -191,6 +212,23 @@ fn main() {
             n,
         ),
         "tower_retry" => service(Retry::new(NeverRetry, bare()), n),
+        "circuit_breaker_count" => breaker(
+            CircuitBreakerLayer::builder()
+                .window(SlidingWindow::Count(100))
+                .build()
+                .expect("valid config")
+                .layer(bare()),
+            n,
+        ),
+        "circuit_breaker_time" => breaker(CircuitBreakerLayer::default().layer(bare()), n),
+        "resilience" => breaker(
+            tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+                .sliding_window_size(100)
+                .build()
+                .expect("valid config")
+                .layer(bare()),
+            n,
+        ),
         other => panic!("unknown case {other}"),
     }
 }
