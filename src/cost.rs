@@ -306,11 +306,8 @@ impl Settlement {
         }
     }
 
-    /// Whether the request has been settled.
-    ///
-    /// # Examples
-    ///
-    /// See the [type's docs](Self).
+    /// Whether the request has been settled (by this settlement or a
+    /// clone).
     pub fn is_settled(&self) -> bool {
         use crate::util::IgnorePoison;
         self.0.0.lock().ignore_poison().is_none()

@@ -202,32 +202,12 @@ impl Grant {
     }
 
     /// The decision of the key's tightest quota.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::backend::Grant;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let grant = Grant::new(Limiter::new(Quota::per_second(10)).check(), Duration::ZERO);
-    /// assert_eq!(grant.decision().limit(), 10);
-    /// ```
     #[inline]
     pub fn decision(&self) -> &Decision {
         &self.decision
     }
 
     /// How long to wait before sending (zero: now).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_sluice::backend::Grant;
-    /// # use tower_sluice::{Limiter, Quota};
-    /// let grant = Grant::new(Limiter::new(Quota::per_second(10)).check(), Duration::from_millis(5));
-    /// assert_eq!(grant.wait(), Duration::from_millis(5));
-    /// ```
     #[inline]
     pub fn wait(&self) -> Duration {
         self.wait

@@ -39,16 +39,8 @@ where
         PerKeyHandle { core }
     }
 
-    /// The policy of keys with no override.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::per_key::Policy;
-    /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &String| Some(user.clone()));
-    /// assert_eq!(layer.handle().default_policy(), Policy::new(Quota::per_minute(60)));
-    /// ```
+    /// The policy of keys with no override (the layer's, or the last
+    /// [`set_default`](Self::set_default)).
     pub fn default_policy(&self) -> Policy {
         self.core.policies.default_policy()
     }
@@ -130,20 +122,6 @@ where
 
     /// The backend, for example to read
     /// [`Memory::len`](crate::backend::Memory::len).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::limits::check_all;
-    /// # use tower_sluice::{PerKeyLayer, Quota};
-    /// let layer = PerKeyLayer::new(Quota::per_minute(60), |user: &u64| Some(*user));
-    /// let handle = layer.handle();
-    /// for user in [1, 2, 2] {
-    ///     check_all(&[&handle.limit(&user)]).unwrap();
-    /// }
-    /// // Two keys held in memory.
-    /// assert_eq!(handle.backend().len(), 2);
-    /// ```
     pub fn backend(&self) -> &B {
         &self.core.backend
     }

@@ -81,19 +81,8 @@ impl<S, F> RateLimitByCost<S, F> {
         }
     }
 
-    /// The shared limiter.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use tower::{service_fn, BoxError, Layer};
-    /// use tower_sluice::{Quota, RateLimitLayer};
-    ///
-    /// let layer = RateLimitLayer::new(Quota::per_minute(6_000).counting("tokens")).cost(|n: &u32| *n);
-    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
-    /// assert!(Arc::ptr_eq(svc.limiter(), layer.limiter()));
-    /// ```
+    /// The layer's limiter, shared by every service and clone (see
+    /// [`RateLimitLayer::limiter`](crate::RateLimitLayer::limiter)).
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
     }

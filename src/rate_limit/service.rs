@@ -116,20 +116,8 @@ impl<S> RateLimit<S> {
         }
     }
 
-    /// The shared limiter.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use tower::{service_fn, BoxError, Layer};
-    /// use tower_sluice::{Quota, RateLimitLayer};
-    ///
-    /// let layer = RateLimitLayer::new(Quota::per_minute(60));
-    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
-    /// // The layer's limiter, not a copy.
-    /// assert!(Arc::ptr_eq(svc.limiter(), layer.limiter()));
-    /// ```
+    /// The layer's limiter, shared by every service and clone (see
+    /// [`RateLimitLayer::limiter`](crate::RateLimitLayer::limiter)).
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.slot.limiter
     }

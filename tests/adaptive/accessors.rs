@@ -1,5 +1,6 @@
-//! What the adaptive layers' handles and policies report before any
-//! traffic: the configured starting point and no history.
+//! What the adaptive layers' handles and policies (and a provider
+//! budget's handle) report before any traffic: the configured starting
+//! point and no history.
 
 use super::*;
 
@@ -59,6 +60,26 @@ fn an_adaptive_policy_holds_one_entry_per_recorded_key() {
     policy.record(&"ann", false, Duration::ZERO);
     assert_eq!(policy.len(), 2);
     assert!(!policy.is_empty());
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn a_fresh_provider_budget_is_full_unpaused_and_keeps_its_quotas_in_order() {
+    let handle = tower_sluice::adaptive::ProviderBudgetLayer::per_minute(500, 30_000)
+        .and_requests(Quota::per_day(10_000))
+        .and_tokens(Quota::per_day(1_000_000))
+        .handle();
+    assert_eq!(handle.requests_remaining(), 500);
+    assert_eq!(handle.tokens_remaining(), 30_000);
+    assert!(handle.paused_for().is_zero());
+    assert_eq!(
+        handle.request_quotas(),
+        [Quota::per_minute(500), Quota::per_day(10_000)]
+    );
+    assert_eq!(
+        handle.token_quotas(),
+        [Quota::per_minute(30_000), Quota::per_day(1_000_000)]
+    );
 }
 
 /// A stand-in inner service that says which one it is.

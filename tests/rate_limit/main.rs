@@ -10,6 +10,8 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_sluice::observe::Event;
 use tower_sluice::{Limiter, Quota, RateLimit, RateLimitLayer, RateLimited};
 
+mod accessors;
+
 type Echo = tower::util::ServiceFn<fn(u32) -> std::future::Ready<Result<u32, Infallible>>>;
 
 fn echo() -> Echo {

@@ -23,6 +23,7 @@ mod server;
 use proxy::{Fault, FaultProxy};
 use server::{RedisCluster, RedisServer};
 
+mod accessors;
 mod settle;
 
 async fn decide<K>(b: &impl Backend<K>, key: &K, policy: &Policy) -> Result<Grant, BoxError> {

@@ -266,22 +266,8 @@ impl TokenSettlement {
         }
     }
 
-    /// The tokens charged up front for the request.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower::{service_fn, BoxError, Layer, ServiceExt};
-    /// # use tower_sluice::adaptive::{ProviderBudgetLayer, TokenSettlement};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), BoxError> {
-    /// let budget = ProviderBudgetLayer::per_minute(60, 10_000).estimate(|_: &http::Request<()>| 300);
-    /// let svc = budget.layer(service_fn(|_| async { Ok::<_, BoxError>(http::Response::new(())) }));
-    /// let response = svc.oneshot(http::Request::new(())).await?;
-    /// assert_eq!(response.extensions().get::<TokenSettlement>().unwrap().estimate(), 300);
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// The tokens charged up front for the request (the layer's
+    /// [`estimate`](super::ProviderBudgetLayer::estimate)).
     pub fn estimate(&self) -> u32 {
         self.admission.estimate
     }

@@ -343,65 +343,27 @@ pub struct ProviderBudgetHandle {
 
 impl ProviderBudgetHandle {
     /// The requests that could be sent now.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::ProviderBudgetLayer;
-    /// assert_eq!(ProviderBudgetLayer::per_minute(500, 30_000).handle().requests_remaining(), 500);
-    /// ```
     pub fn requests_remaining(&self) -> u32 {
         self.core.load().requests_remaining()
     }
 
     /// The tokens that could be sent now (below zero, in debt: 0).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::ProviderBudgetLayer;
-    /// assert_eq!(ProviderBudgetLayer::per_minute(500, 30_000).handle().tokens_remaining(), 30_000);
-    /// ```
     pub fn tokens_remaining(&self) -> u32 {
         self.core.load().tokens_remaining()
     }
 
-    /// How long sending stays paused for what the upstream said.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::adaptive::ProviderBudgetLayer;
-    /// assert!(ProviderBudgetLayer::per_minute(500, 30_000).handle().paused_for().is_zero());
-    /// ```
+    /// How long sending stays paused for what the upstream said (zero:
+    /// not paused).
     pub fn paused_for(&self) -> Duration {
         Duration::from_nanos(self.core.load().paused_for())
     }
 
-    /// The request budget's quotas.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::ProviderBudgetLayer;
-    /// let handle = ProviderBudgetLayer::per_minute(500, 30_000).handle();
-    /// assert_eq!(handle.request_quotas(), [Quota::per_minute(500)]);
-    /// ```
+    /// The request budget's quotas, in the order added.
     pub fn request_quotas(&self) -> Vec<Quota> {
         self.core.load().request_quotas.clone()
     }
 
-    /// The token budget's quotas.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::Quota;
-    /// # use tower_sluice::adaptive::ProviderBudgetLayer;
-    /// let handle = ProviderBudgetLayer::per_minute(500, 30_000).handle();
-    /// assert_eq!(handle.token_quotas(), [Quota::per_minute(30_000)]);
-    /// ```
+    /// The token budget's quotas, in the order added.
     pub fn token_quotas(&self) -> Vec<Quota> {
         self.core.load().token_quotas.clone()
     }

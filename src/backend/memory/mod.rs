@@ -216,14 +216,6 @@ impl<K: Hash + Eq + Clone> Memory<K> {
 
     /// What the store does with a new key when it is full of active keys
     /// (see [`full_store`](Self::full_store)).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_sluice::backend::{FullStore, Memory};
-    ///
-    /// assert_eq!(Memory::<u64>::new(10).full_store_policy(), FullStore::EvictNearestFull);
-    /// ```
     pub fn full_store_policy(&self) -> FullStore {
         if self.shared.store.evicts() {
             FullStore::EvictNearestFull
@@ -233,59 +225,23 @@ impl<K: Hash + Eq + Clone> Memory<K> {
     }
 
     /// Keys held now.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sluice::Quota;
-    /// use tower_sluice::backend::{Backend, Memory};
-    /// use tower_sluice::per_key::Policy;
-    ///
-    /// let store = Memory::new(1_000);
-    /// let policy = Policy::new(Quota::per_minute(10));
-    /// let _ = store.acquire(&"ann", &policy, 1, Duration::ZERO);
-    /// let _ = store.acquire(&"bob", &policy, 1, Duration::ZERO);
-    /// assert_eq!(store.len(), 2);
-    /// ```
     pub fn len(&self) -> usize {
         self.shared.store.len()
     }
 
     /// Whether no key is held.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::backend::Memory;
-    /// assert!(Memory::<String>::new(10).is_empty());
-    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The most keys held at once.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::backend::Memory;
-    /// assert!(Memory::<String>::new(500).max_keys() <= 500);
-    /// ```
+    /// The most keys held at once: the `max_keys` given to
+    /// [`new`](Self::new), rounded down to whole shards.
     pub fn max_keys(&self) -> usize {
         self.shared.store.max_keys()
     }
 
     /// Bytes allocated by the tables (not counting what keys own on the
-    /// heap).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::backend::Memory;
-    /// let store = Memory::<u64>::new(1_000);
-    /// println!("tables: {} bytes", store.table_bytes());
-    /// ```
+    /// heap); the tables grow as keys arrive.
     pub fn table_bytes(&self) -> usize {
         self.shared.store.allocated_bytes()
     }

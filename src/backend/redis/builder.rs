@@ -282,32 +282,14 @@ impl RedisBackend {
         self.edit(|i| i.observers = observers)
     }
 
-    /// The counters so far.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::backend::redis::RedisBackend;
-    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
-    /// let s = backend.stats();
-    /// println!("{} decisions, {} timeouts", s.decisions, s.timeouts);
-    /// # Ok::<(), redis::RedisError>(())
-    /// ```
+    /// The counters so far (see [`RedisStats`]).
     pub fn stats(&self) -> RedisStats {
         self.inner.stats.snapshot()
     }
 
     /// Whether decisions go to Redis now (`false` while it, or on a
-    /// Cluster any master, is considered down and skipped).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::backend::redis::RedisBackend;
-    /// // Available until decisions start failing.
-    /// assert!(RedisBackend::from_url("redis://127.0.0.1:6379")?.is_available());
-    /// # Ok::<(), redis::RedisError>(())
-    /// ```
+    /// Cluster any master, is considered down and skipped). A new backend
+    /// is available until decisions start failing.
     pub fn is_available(&self) -> bool {
         self.inner.nodes.all_up()
     }
@@ -327,16 +309,8 @@ impl RedisBackend {
         self.inner.nodes.of(&self.inner.key_bytes(key)).is_up()
     }
 
-    /// The failure policy.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use tower_sluice::backend::redis::{FailurePolicy, RedisBackend};
-    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
-    /// assert_eq!(backend.get_failure_policy(), FailurePolicy::default());
-    /// # Ok::<(), redis::RedisError>(())
-    /// ```
+    /// What decisions do while Redis is down (see
+    /// [`failure_policy`](Self::failure_policy)).
     pub fn get_failure_policy(&self) -> FailurePolicy {
         self.inner.failure
     }
