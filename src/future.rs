@@ -46,8 +46,8 @@ use crate::BoxError;
 /// half-open trial).
 pub trait Track<Res> {
     /// Called once, with the inner service's result (its error converted
-    /// into a [`BoxError`]).
-    fn complete(self, result: &Result<Res, BoxError>);
+    /// into a [`BoxError`]); the record is dropped with the future.
+    fn complete(&mut self, result: &Result<Res, BoxError>);
 }
 
 /// A [`Track`] that records nothing: the response future of a layer that
@@ -57,7 +57,7 @@ pub struct Untracked;
 
 impl<Res> Track<Res> for Untracked {
     #[inline(always)]
-    fn complete(self, _: &Result<Res, BoxError>) {}
+    fn complete(&mut self, _: &Result<Res, BoxError>) {}
 }
 
 pin_project! {
@@ -99,6 +99,18 @@ impl<F, T> ResponseFuture<F, T> {
         }
     }
 
+    /// A request let through with nothing to record (a breaker in shadow
+    /// mode that would have refused it).
+    #[inline]
+    pub(crate) fn without_track(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                track: None,
+            },
+        }
+    }
+
     /// A refused request: fails with `error` when first polled.
     pub(crate) fn refused(error: BoxError) -> Self {
         ResponseFuture {
@@ -128,7 +140,9 @@ where
         match self.project().kind.project() {
             KindProj::Called { future, track } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(track) = track.take() {
+                // Completed in place: moving the record out first costs a
+                // copy.
+                if let Some(track) = track {
                     track.complete(&result);
                 }
                 Poll::Ready(result)
@@ -163,7 +177,7 @@ mod tests {
     struct Count(Rc<Cell<u32>>);
 
     impl Track<u8> for Count {
-        fn complete(self, result: &Result<u8, BoxError>) {
+        fn complete(&mut self, result: &Result<u8, BoxError>) {
             assert!(result.is_ok());
             self.0.set(self.0.get() + 1);
         }

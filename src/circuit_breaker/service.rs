@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::CircuitBreakerHandle;
-use super::future::{Guard, ResponseFuture};
+use super::future::{Call, ResponseFuture};
 use super::state::Breaker;
 use crate::BoxError;
 use crate::classify::{Classify, ErrorsAreFailures};
@@ -140,11 +140,11 @@ pub(super) fn call_through<F, C: Clone>(
 ) -> ResponseFuture<F, C> {
     match breaker.breaker().acquire() {
         Ok(permit) => {
-            let guard = Guard::new(breaker.into_arc(), permit, classifier.clone());
+            let guard = Call::new(breaker.into_arc(), permit, classifier.clone());
             ResponseFuture::called(call(), guard)
         }
-        Err(_) if breaker.breaker().is_shadow() => ResponseFuture::unguarded(call()),
-        Err(error) => ResponseFuture::rejected(error),
+        Err(_) if breaker.breaker().is_shadow() => ResponseFuture::without_track(call()),
+        Err(error) => ResponseFuture::refused(error.into()),
     }
 }
 

@@ -58,7 +58,7 @@ impl<C, Res> Track<Res> for AimdTrack<C>
 where
     C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
+    fn complete(&mut self, result: &Result<Res, BoxError>) {
         let mut verdict = self.classify.verdict(result);
         // The wait a `RateLimited` or `CircuitOpen` error asks for, if the
         // classifier did not say.

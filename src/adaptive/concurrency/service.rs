@@ -60,7 +60,7 @@ impl<C, Res> Track<Res> for ConcurrencyPermit<C>
 where
     C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
+    fn complete(&mut self, result: &Result<Res, BoxError>) {
         let outcome = self.classify.classify(result);
         self.slot
             .core

@@ -54,7 +54,7 @@ where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
+    fn complete(&mut self, result: &Result<Res, BoxError>) {
         let Some(key) = &self.key else { return };
         let success = match self.classify.classify(result) {
             Outcome::Success => true,

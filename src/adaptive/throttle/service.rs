@@ -43,7 +43,7 @@ impl<C, Res> Track<Res> for ThrottleTrack<C>
 where
     C: Classify<Res, BoxError>,
 {
-    fn complete(self, result: &Result<Res, BoxError>) {
+    fn complete(&mut self, result: &Result<Res, BoxError>) {
         if matches!(
             self.classify.classify(result),
             Outcome::Success | Outcome::Ignore
