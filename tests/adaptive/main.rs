@@ -1266,3 +1266,32 @@ async fn aimd_shadow_paces_and_reports_but_never_delays() {
         }
     }
 }
+
+/// A raised limit keeps what the base quota counts and how it resets: a
+/// quota of tokens stays one of tokens, a calendar day stays a calendar day.
+#[test]
+fn a_raised_limit_keeps_the_base_quotas_unit_and_calendar() {
+    let tokens = AdaptivePolicy::new(Quota::per_second(1_000).counting("tokens"), 2_000);
+    assert!(tokens.record(&"a", true, Duration::ZERO) > 1_000);
+    let raised = tokens
+        .adapted(&"a")
+        .expect("raised")
+        .quotas()
+        .next()
+        .unwrap();
+    assert!(raised.limit() > 1_000);
+    assert_eq!(raised.unit(), "tokens");
+    assert_eq!(raised.period(), Duration::from_secs(1));
+
+    let daily = AdaptivePolicy::new(Quota::per_calendar_day(100), 200);
+    assert!(daily.record(&"a", true, Duration::ZERO) > 100);
+    let raised = daily
+        .adapted(&"a")
+        .expect("raised")
+        .quotas()
+        .next()
+        .unwrap();
+    assert!(raised.limit() > 100);
+    assert_eq!(raised.calendar(), Some(tower_sluice::Calendar::Day));
+    assert!(raised.counts_requests());
+}

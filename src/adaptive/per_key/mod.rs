@@ -854,6 +854,11 @@ impl Shared {
         if limit <= base.limit() {
             return base;
         }
+        // A calendar quota stays one, in its unit: its count is raised.
+        if let Some(calendar) = base.calendar() {
+            return Quota::try_per_calendar(limit, calendar)
+                .map_or(base, |q| q.with_unit(base.unit_id()));
+        }
         let window = base.window_nanos();
         let scaled = u64::from(base.burst()) * u64::from(limit);
         let mut burst = scaled.div_ceil(u64::from(base.limit()));
@@ -865,7 +870,9 @@ impl Shared {
             burst += 1;
         }
         let burst = u32::try_from(burst).unwrap_or(u32::MAX);
-        Quota::try_with_burst(limit, base.period(), burst).unwrap_or(base)
+        // In the base's unit: a raised limit of tokens is still of tokens.
+        Quota::try_with_burst(limit, base.period(), burst)
+            .map_or(base, |q| q.with_unit(base.unit_id()))
     }
 
     fn policy(&self, limit: u32) -> Policy {
