@@ -5,9 +5,9 @@
 //! `call` whether a request goes through. A request let through is the
 //! inner service's future, with whatever the layer records when it
 //! completes (a [`Track`]: a breaker's call, an adaptive layer's latency
-//! sample); a refused one is the layer's error, ready at once. Each of
-//! those layers names this future under its own `future` module (for
-//! example [`rate_limit::future::ResponseFuture`](crate::rate_limit::future::ResponseFuture)).
+//! sample); a refused one is the layer's error, ready at once. The
+//! breaker names its form
+//! [`circuit_breaker::future::ResponseFuture`](crate::circuit_breaker::future::ResponseFuture).
 //!
 //! # Examples
 //!

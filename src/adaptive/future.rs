@@ -1,4 +1,7 @@
-//! The response future every adaptive layer returns.
+//! What the adaptive layers record about each request, carried by their
+//! response future: the crate's one
+//! [called-or-refused future](crate::future::ResponseFuture), with one of
+//! these records.
 
 pub use super::aimd::AimdTrack;
 #[cfg(feature = "http")]
@@ -7,8 +10,3 @@ pub use super::budget::BudgetFuture;
 pub use super::concurrency::ConcurrencyPermit;
 pub use super::per_key::KeyTrack;
 pub use super::throttle::ThrottleTrack;
-
-/// The response future of the adaptive layers: the inner service's future
-/// with the request's record `T` (one of the tracks above), or a local
-/// rejection. The crate's one [called-or-refused future](crate::future).
-pub type ResponseFuture<F, T> = crate::future::ResponseFuture<F, T>;

@@ -1,5 +1,6 @@
-//! The response futures of [`RateLimit`](super::RateLimit) and
-//! [`RateLimitByCost`](super::RateLimitByCost).
+//! The response future of [`RateLimitByCost`](super::RateLimitByCost).
+//! [`RateLimit`](super::RateLimit) answers with the crate's one
+//! [called-or-refused future](crate::future::ResponseFuture).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,12 +16,6 @@ use crate::BoxError;
 use crate::cost::{Charge, OnResponse};
 use crate::gcra::Reserved;
 use crate::limiter::Limiter;
-
-/// The response future of [`RateLimit`](super::RateLimit): the inner
-/// service's future, or a [`RateLimited`](crate::error::RateLimited) error
-/// for a refused request. The crate's one
-/// [called-or-refused future](crate::future), recording nothing.
-pub type ResponseFuture<F> = crate::future::ResponseFuture<F>;
 
 pin_project! {
     /// The response future of [`RateLimitByCost`](super::RateLimitByCost):

@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
 use super::layer::Mode;
 use crate::BoxError;
 use crate::error::RateLimited;
+use crate::future::ResponseFuture;
 use crate::gcra::{Copied, Decision, Reserved as Reservation};
 use crate::limiter::Limiter;
 use crate::observe::{Event, Observers, ms};

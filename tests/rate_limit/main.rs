@@ -333,11 +333,7 @@ fn layer_and_service_satisfy_axum_bounds() {
     ok::<RateLimitLayer>();
     ok::<RateLimit<Echo>>();
     fn send<T: Send + 'static>() {}
-    send::<
-        tower_sluice::rate_limit::future::ResponseFuture<
-            std::future::Ready<Result<u32, Infallible>>,
-        >,
-    >();
+    send::<tower_sluice::future::ResponseFuture<std::future::Ready<Result<u32, Infallible>>>>();
 }
 
 #[tokio::test(start_paused = true)]

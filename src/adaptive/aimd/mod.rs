@@ -16,10 +16,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::DefaultFeedback;
-use super::future::ResponseFuture;
 use crate::BoxError;
 use crate::classify::{Classify, Outcome, Verdict};
 use crate::clock::Clock;
+use crate::future::ResponseFuture;
 use crate::future::Track;
 use crate::headers::saturating_nanos;
 use crate::observe::{Event, Observer, Observers};

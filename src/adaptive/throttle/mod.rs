@@ -13,11 +13,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::DefaultFeedback;
-use super::future::ResponseFuture;
 use crate::BoxError;
 use crate::classify::{Classify, Outcome};
 use crate::clock::Clock;
 use crate::error::Throttled;
+use crate::future::ResponseFuture;
 use crate::future::Track;
 use crate::observe::{Event, Observer, Observers};
 use crate::slot::Slot;
