@@ -21,7 +21,10 @@ use tower_sluice::{Quota, RateLimited};
 #[path = "../tests/support/redis_server.rs"]
 mod server;
 
-const SCRIPT: &str = include_str!("../src/backend/redis/script.lua");
+const SCRIPT: &str = concat!(
+    include_str!("../src/backend/redis/calendar.lua"),
+    include_str!("../src/backend/redis/script.lua")
+);
 const KEYS: u64 = 10_000;
 
 fn backend(url: &str, deny_cache: usize) -> Arc<RedisBackend> {

@@ -11,12 +11,12 @@ use tower_service::Service;
 
 use super::future::{CostFuture, Unsent};
 use super::layer::Mode;
-use super::service::LAYER;
+use super::service::{LAYER, report_limited};
 use crate::BoxError;
 use crate::cost::{Charge, Cost, OnResponse, Settling};
 use crate::error::{ExceedsBurst, RateLimited};
 use crate::limiter::Limiter;
-use crate::observe::{Event, Observers, ms};
+use crate::observe::{Event, Observers};
 
 /// Enforces a rate limit charging each request its cost.
 ///
@@ -90,19 +90,7 @@ impl<S, F> RateLimitByCost<S, F> {
     crate::inner_accessors!(layer: "tower_sluice::RateLimitLayer::new(tower_sluice::Quota::per_second(10).counting(\"tokens\")).cost(|n: &u32| *n)");
 
     fn limited(&self, error: &RateLimited, enforced: bool) {
-        tracing::info!(
-            target: "tower_sluice::rate_limit",
-            retry_after_ms = ms(error.retry_after()),
-            policy = %error.quota(),
-            enforced,
-            "rate limited"
-        );
-        self.observers.emit(&Event::Limited {
-            layer: LAYER,
-            key: None,
-            error,
-            enforced,
-        });
+        report_limited(&self.observers, error, enforced);
     }
 }
 

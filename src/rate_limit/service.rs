@@ -125,19 +125,7 @@ impl<S> RateLimit<S> {
     crate::inner_accessors!(layer: "tower_sluice::RateLimitLayer::new(tower_sluice::Quota::per_second(10))");
 
     fn limited(&self, error: &RateLimited, enforced: bool) {
-        tracing::info!(
-            target: "tower_sluice::rate_limit",
-            retry_after_ms = ms(error.retry_after()),
-            policy = %error.quota(),
-            enforced,
-            "rate limited"
-        );
-        self.observers.emit(&Event::Limited {
-            layer: LAYER,
-            key: None,
-            error,
-            enforced,
-        });
+        report_limited(&self.observers, error, enforced);
     }
 
     /// Reports a request sent on `reserved`: the decision as of when it
@@ -173,6 +161,24 @@ where
             Err(error) => ResponseFuture::refused(error),
         }
     }
+}
+
+/// Reports a refused (or, in shadow mode, a would-be refused) request to
+/// `tracing` and the observers: what both rate-limit services do.
+pub(super) fn report_limited(observers: &Observers, error: &RateLimited, enforced: bool) {
+    tracing::info!(
+        target: "tower_sluice::rate_limit",
+        retry_after_ms = ms(error.retry_after()),
+        policy = %error.quota(),
+        enforced,
+        "rate limited"
+    );
+    observers.emit(&Event::Limited {
+        layer: LAYER,
+        key: None,
+        error,
+        enforced,
+    });
 }
 
 /// Reports an admitted request to `tracing` at debug level, out of line.

@@ -200,8 +200,8 @@ pub use key::RedisKey;
 pub use stats::RedisStats;
 
 const BACKEND: &str = "redis";
-const SCRIPT: &str = include_str!("script.lua");
-const SETTLE_SCRIPT: &str = include_str!("settle.lua");
+const SCRIPT: &str = concat!(include_str!("calendar.lua"), include_str!("script.lua"));
+const SETTLE_SCRIPT: &str = concat!(include_str!("calendar.lua"), include_str!("settle.lua"));
 
 /// Limits shared across instances through Redis. See the [module
 /// docs](self).

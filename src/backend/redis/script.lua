@@ -65,18 +65,6 @@ while 2 + 3 * n + ncal < #ARGV do
   n = n + 1
   if tonumber(ARGV[3 * n]) == 0 then ncal = ncal + 1 end
 end
--- Days since 1970-01-01 of y-m-d (Hinnant's days_from_civil).
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-local lens = {60, 3600, 86400}
-local names = {'minute', 'hour', 'day', 'month'}
 -- The calendar window of `unit` holding `at` (us): index, end (us).
 local function window(unit, at)
   local s = math.floor(at / 1000000)
