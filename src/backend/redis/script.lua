@@ -67,25 +67,8 @@ while 2 + 3 * n + ncal < #ARGV do
 end
 -- The calendar window of `unit` holding `at` (us): index, end (us).
 local function window(unit, at)
-  local s = math.floor(at / 1000000)
-  if unit < 3 then
-    local len = lens[unit + 1]
-    local idx = math.floor(s / len)
-    return idx, (idx + 1) * len * 1000000
-  end
-  local z = math.floor(s / 86400) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  local ny, nm = y, m + 1
-  if nm > 12 then ny, nm = y + 1, 1 end
-  return (y - 1970) * 12 + m - 1, days_from_civil(ny, nm, 1) * 86400000000
+  local idx = index(unit, at)
+  return idx, stop(unit, idx)
 end
 local counts = {}
 -- Calendar quota i's key for the window `idx`, and the count it holds.

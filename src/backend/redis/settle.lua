@@ -38,28 +38,6 @@ if raw then
     i = i + 1
   end
 end
--- The index of the window of `unit` holding `at` (us).
-local function index(unit, at)
-  local s = math.floor(at / 1000000)
-  if unit < 3 then return math.floor(s / lens[unit + 1]) end
-  local z = math.floor(s / 86400) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return (y - 1970) * 12 + m - 1
-end
--- The end (us) of window `idx` of `unit`.
-local function stop(unit, idx)
-  if unit < 3 then return (idx + 1) * lens[unit + 1] * 1000000 end
-  local nm = idx + 1
-  return days_from_civil(1970 + math.floor(nm / 12), nm % 12 + 1, 1) * 86400000000
-end
 local changed, moved, seen, done = 0, false, 0, {}
 for i = 1, n do
   local e = tonumber(ARGV[4 * i - 1])
