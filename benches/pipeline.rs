@@ -461,8 +461,6 @@ criterion_group! {
 const RUNS: usize = 5;
 const ITERS: u64 = 1_000_000;
 const ALLOC_ITERS: u64 = 100_000;
-/// The design target for the whole client stack, in ns added per request.
-const TARGET_NS: f64 = 250.0;
 
 struct Row {
     ns: f64,
@@ -587,14 +585,7 @@ fn print_summary() {
         )
     );
     let allocs = get("sluice/client").allocs;
-    println!(
-        "  target: sluice client stack adds under {TARGET_NS} ns per request: {} ({ours:.1} ns)",
-        if ours < TARGET_NS { "MET" } else { "NOT MET" }
-    );
-    println!(
-        "  target: sluice client stack allocates nothing per request: {} ({allocs:.3} allocations/request)",
-        if allocs == 0.0 { "MET" } else { "NOT MET" }
-    );
+    println!("  sluice client stack: {ours:.1} ns added, {allocs:.3} allocations per request");
     println!(
         "  note: tower-resilience has no queue layer; its bulkhead (1024 concurrent calls) stands in for QueueLayer,"
     );
