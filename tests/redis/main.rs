@@ -339,7 +339,7 @@ fn two_processes_share_one_limit() {
         .unwrap();
     assert!(
         example.exists(),
-        "{} is missing: run the suite with `cargo test --all-features` (it builds the examples)",
+        "{} is missing: run the suite with `./scripts/test` (it builds the examples)",
         example.display()
     );
     let key = format!("procs-{}", std::process::id());
