@@ -43,7 +43,7 @@
 //! by its monotonic clock, so a decision reads no wall clock and a step of
 //! the system clock (an NTP correction) does not move a window. With the
 //! `test-util` feature, limiters follow tokio's clock, and
-//! [`set_test_utc`] sets the UTC time tests start from, so a paused clock
+//! `set_test_utc` (feature `test-util`) sets the UTC time tests start from, so a paused clock
 //! can cross a boundary exactly.
 
 use std::fmt;

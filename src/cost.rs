@@ -242,7 +242,7 @@ impl fmt::Debug for Charge {
 ///   compare-exchange per quota that counts cost; on Redis it is one
 ///   atomic script call sent in the background (the caller never waits;
 ///   one that fails is dropped and counted, and the estimate stays). See
-///   [the Redis backend](crate::backend::redis#settling-the-true-cost).
+///   the Redis backend (`backend::redis`, feature `redis`).
 ///
 /// # Examples
 ///

@@ -15,7 +15,7 @@
 //! type): by default [`DefaultFeedback`] (errors are failures; a
 //! [`RateLimited`] error or a gRPC `RESOURCE_EXHAUSTED` status is an
 //! overload) or, with the feature `http`,
-//! [`HttpStatus`](crate::classify::HttpStatus) (429 and 503 are overloads
+//! `classify::HttpStatus` (429 and 503 are overloads
 //! with their `Retry-After`, other 5xx failures, and quota headers read).
 //! [`Overloaded`](crate::classify::Outcome::Overloaded) cuts an AIMD rate
 //! and counts as a drop; [`Failure`](crate::classify::Outcome::Failure)

@@ -7,7 +7,7 @@
 //!
 //! A classifier is a closure `Fn(&Result<Res, BoxError>) -> Outcome` (or
 //! `-> Verdict`) or a type: [`ErrorsAreFailures`] (the breaker's default:
-//! `Err` fails) and, with the `http` feature, [`HttpStatus`] (5xx fail, 429
+//! `Err` fails) and, with the `http` feature, `HttpStatus` (5xx fail, 429
 //! and 503 are overloads, with `Retry-After` and the quota fields read).
 //!
 //! The layers classify the inner service's result with its error boxed

@@ -255,7 +255,7 @@ where
     /// A request of cost 0 passes without a charge (and without a key).
     /// A cost above the burst of a quota that counts cost fails at once
     /// with [`ExceedsBurst`](crate::ExceedsBurst) (HTTP 413 through
-    /// [`http`](Self::http)), whatever [`max_wait`](Self::max_wait) says.
+    /// `.http()`), whatever [`max_wait`](Self::max_wait) says.
     /// The same holds with the Redis backend, whose script charges each
     /// quota by its unit in the one call.
     ///
@@ -321,7 +321,7 @@ where
     /// Only the first settlement of a request counts: the hook's, or a
     /// handler's through its [`Settlement`](crate::cost::Settlement)
     /// handle ([`settle_handle`](Self::settle_handle); with
-    /// [`http`](Self::http) the handle is always in the request's
+    /// `.http()` the handle is always in the request's
     /// extensions). A request whose response is dropped, fails, or is
     /// never settled keeps its estimate. With the in-memory backend a
     /// settlement is one more compare-exchange per quota that counts cost;

@@ -408,7 +408,7 @@ impl<C, P, X> BackoffRetryLayer<C, P, X> {
     /// such as a closure returning an
     /// [`Outcome`](crate::classify::Outcome) or a
     /// [`Verdict`](crate::classify::Verdict), or
-    /// [`HttpStatus`](crate::classify::HttpStatus). The same value fits a
+    /// `classify::HttpStatus`. The same value fits a
     /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) and the adaptive
     /// layers around the same service.
     ///

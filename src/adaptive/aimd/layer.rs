@@ -9,7 +9,7 @@ use crate::util::IgnorePoison;
 /// then raised additively after each window of successes, back up to the
 /// quota. When responses carry quota fields (IETF `RateLimit`,
 /// `X-RateLimit-Remaining` / `X-RateLimit-Reset`, read by
-/// [`HttpStatus`](crate::classify::HttpStatus), feature `http`), no more requests are sent before
+/// `classify::HttpStatus`, feature `http`), no more requests are sent before
 /// the reset than the upstream says remain, spread evenly over the time
 /// left.
 ///
@@ -343,7 +343,7 @@ impl<C> AimdLayer<C> {
     /// Reads responses with `classify`: any
     /// [`Classify`](crate::classify::Classify) of the inner service's
     /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; use
-    /// [`HttpStatus`](crate::classify::HttpStatus), feature `http`, for
+    /// `classify::HttpStatus`, feature `http`, for
     /// HTTP clients). Each response's
     /// [`verdict`](crate::classify::Classify::verdict) is read:
     /// [`Overloaded`](crate::classify::Outcome::Overloaded) cuts the rate

@@ -233,7 +233,7 @@ impl<P, C> AdaptiveThrottleLayer<P, C> {
     /// Reads responses with `classify`: any
     /// [`Classify`](crate::classify::Classify) of the inner service's
     /// results, `Result<Response, BoxError>` (default [`DefaultFeedback`]; use
-    /// [`HttpStatus`](crate::classify::HttpStatus), feature `http`, for
+    /// `classify::HttpStatus`, feature `http`, for
     /// HTTP clients; the same value a breaker or retry takes fits).
     ///
     /// # Examples
