@@ -242,7 +242,10 @@ async fn calendar_quotas_of_tokens_count_the_cost_in_their_own_key() {
         refused.quota(),
         Quota::per_minute(100_000).counting("tokens")
     );
-    assert_eq!(refused.remaining(), 40_000);
+    // 40 000 left, and the minute's tokens refill about 1.7 a
+    // millisecond of real time between the two calls.
+    let left = refused.remaining();
+    assert!((40_000..=41_700).contains(&left), "{left} tokens left");
     decide_cost(&b, &key, &policy, 40_000).await.unwrap();
 
     let day = redis_time(&mut conn).await / 86_400_000_000;
