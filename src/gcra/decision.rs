@@ -131,16 +131,9 @@ impl Decision {
         reset_after: u64,
     ) -> Self {
         Decision {
-            allowed,
-            limit: quota.limit(),
-            burst: quota.burst(),
-            unit: quota.unit_id(),
-            period: quota.period_nanos(),
-            now: 0,
-            tat: reset_after,
-            retry_after,
             emission: u64::from(used),
             calendar: quota.calendar(),
+            ..Self::remote(quota, 0, allowed, retry_after, reset_after)
         }
     }
 
