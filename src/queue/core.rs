@@ -17,6 +17,7 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::calendar;
 use crate::clock::Clock;
 use crate::cost::Charge;
 use crate::error::{ExceedsBurst, QueueClosed};
@@ -327,7 +328,9 @@ impl State {
     }
 }
 
-/// The pacer: a GCRA cell touched only under the queue's lock.
+/// The pacer: a GCRA cell touched only under the queue's lock. A calendar
+/// quota paces by its windows: its allowance goes at once, then requests
+/// wait for the next window.
 struct Pacer {
     clock: Clock,
     params: Params,
@@ -335,10 +338,38 @@ struct Pacer {
 }
 
 impl Pacer {
+    fn new(quota: Quota) -> Self {
+        let clock = Clock::new();
+        Pacer {
+            params: Params::new(quota).at_utc(clock.utc()),
+            clock,
+            gcra: Gcra::new(),
+        }
+    }
+
     /// Nanoseconds until `units` more could all have gone.
     fn wait(&self, now: u64, units: u64) -> u64 {
-        let inc = self.params.emission.saturating_mul(units);
-        self.gcra.wait(self.params.window, inc, now).0
+        match self.params.calendar() {
+            Some(_) => {
+                let count = u32::try_from(units).unwrap_or(u32::MAX);
+                calendar::wait(&self.gcra, &self.params, count, now).0
+            }
+            None => {
+                let inc = self.params.emission.saturating_mul(units);
+                self.gcra.wait(self.params.window, inc, now).0
+            }
+        }
+    }
+
+    /// Charges `units` at `now`, which [`wait`](Self::wait) allowed.
+    fn admit(&self, now: u64, units: u32) -> bool {
+        match self.params.calendar() {
+            Some(_) => calendar::try_admit(&self.gcra, &self.params, units, now).is_ok(),
+            None => {
+                let inc = self.params.emission * u64::from(units);
+                self.gcra.try_admit(self.params.window, inc, now).is_ok()
+            }
+        }
     }
 }
 
@@ -383,11 +414,7 @@ impl Core {
     pub(crate) fn new(config: Config, observers: Observers) -> Self {
         Core {
             limit: config.concurrency.unwrap_or(usize::MAX),
-            pacer: config.pace.map(|quota| Pacer {
-                clock: Clock::new(),
-                params: Params::new(quota),
-                gcra: Gcra::new(),
-            }),
+            pacer: config.pace.map(Pacer::new),
             config,
             state: Mutex::new(State::new()),
             in_flight: AtomicUsize::new(0),
@@ -540,8 +567,7 @@ impl Core {
             }
             Poll::Ready(Ok(())) => {
                 if let (Some(p), Some(now)) = (&self.pacer, now) {
-                    let inc = p.params.emission * u64::from(units);
-                    let admitted = p.gcra.try_admit(p.params.window, inc, now).is_ok();
+                    let admitted = p.admit(now, units);
                     debug_assert!(admitted, "the pacer admits what it just allowed");
                 }
                 self.in_flight.fetch_add(1, SeqCst);

@@ -170,7 +170,9 @@ impl<P, K, C> QueueLayer<P, K, C> {
     /// Sends requests evenly at `quota`'s rate: up to its burst at once,
     /// then one per emission interval (`period / limit`). A request
     /// cancelled while waiting takes no slot: slots are taken when requests
-    /// are sent, not when they join.
+    /// are sent, not when they join. A calendar quota
+    /// ([`Quota::per_calendar_minute`] and the like) paces by its windows:
+    /// its allowance goes at once, then requests wait for the next window.
     ///
     /// # Examples
     ///

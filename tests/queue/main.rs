@@ -807,3 +807,60 @@ async fn the_predicted_wait_counts_the_costs_ahead() {
     let ms = Duration::from_millis;
     assert_eq!(probe.times(), [ms(0), ms(1_000), ms(1_900), ms(2_000)]);
 }
+
+// ---------------------------------------------------------------------------
+// Pacing by a calendar quota: its allowance goes at once, then requests wait
+// for the next window.
+
+/// 2024-03-10 12:00:50 UTC: the calendar minute ends in 10 s.
+fn ten_seconds_before_the_minute() {
+    tower_sluice::calendar::set_test_utc(
+        std::time::UNIX_EPOCH + Duration::from_secs(1_710_072_000 + 50),
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_calendar_pace_waits_for_the_next_window_not_a_rolling_refill() {
+    ten_seconds_before_the_minute();
+    let probe = Probe::new();
+    let mut svc = QueueLayer::new(100)
+        .pace(Quota::per_calendar_minute(1_000).counting("tokens"))
+        .cost(|n: &u32| *n)
+        .layer(probe.upstream(Duration::ZERO));
+    let tasks: Vec<_> = [600, 300, 400, 700, 0]
+        .into_iter()
+        .map(|n| tokio::spawn(svc.call(n)))
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let s = Duration::from_secs;
+    // 600 and 300 at once; 400 does not fit the 100 left and waits for the
+    // next minute, at 10 s (a rolling 1 000 a minute would send it at 18 s);
+    // 700 does not fit beside it and waits for the minute after, at 70 s;
+    // the free request goes right behind it.
+    assert_eq!(probe.order(), [600, 300, 400, 700, 0]);
+    assert_eq!(probe.times(), [s(0), s(0), s(10), s(70), s(70)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_calendar_pace_predicts_the_wait_to_the_boundary() {
+    ten_seconds_before_the_minute();
+    let probe = Probe::new();
+    let layer = QueueLayer::new(100)
+        .pace(Quota::per_calendar_minute(2))
+        .max_wait(Duration::from_secs(5));
+    let mut svc = layer.layer(probe.upstream(Duration::ZERO));
+    svc.call(1).await.unwrap();
+    svc.call(2).await.unwrap();
+    // The minute's allowance is spent: the next one would go in 10 s, past
+    // the 5 s the caller waits, so it is refused at once.
+    let mut late = task::spawn(svc.call(3));
+    let err = assert_ready_err!(late.poll());
+    assert!(err.downcast_ref::<QueueTimeout>().unwrap().predicted());
+    // In the next minute the allowance is whole again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    svc.call(4).await.unwrap();
+    svc.call(5).await.unwrap();
+    assert_eq!(probe.order(), [1, 2, 4, 5]);
+}
