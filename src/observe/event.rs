@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::words::CircuitState;
 use super::words::{GiveUpReason, RetryReason};
 use crate::classify::Outcome;
-use crate::error::{CircuitOpen, QueueClosed, QueueFull, QueueTimeout, RateLimited};
+use crate::error::{CircuitOpen, ExceedsBurst, QueueClosed, QueueFull, QueueTimeout, RateLimited};
 use crate::gcra::Decision;
 
 /// Something a layer did. New variants and fields are added as layers grow
@@ -104,6 +104,22 @@ pub enum Event<'a> {
         /// `false` when the request was let through anyway: in shadow
         /// (dry-run) mode, or by a per-key circuit breaker (the key shares
         /// the default breaker).
+        enforced: bool,
+    },
+    /// A request was refused because its cost is more than a quota's
+    /// burst ([`ExceedsBurst`]): it could never pass, so it failed at once
+    /// instead of waiting (HTTP 413 through the per-key layer's
+    /// [`http()`](crate::PerKeyLayer::http)).
+    #[non_exhaustive]
+    TooLarge {
+        /// The reporting layer.
+        layer: &'static str,
+        /// The request's key, for per-key layers.
+        key: Option<&'a dyn EventKey>,
+        /// The error returned to the caller (in shadow mode: the error it
+        /// would have got), with the cost and the quota.
+        error: &'a ExceedsBurst,
+        /// `false` in shadow (dry-run) mode: the request was let through.
         enforced: bool,
     },
     /// A circuit breaker changed state.
@@ -428,6 +444,7 @@ impl Event<'_> {
             | Event::InFlightLimited { layer, .. }
             | Event::MissingKey { layer, .. }
             | Event::StoreFull { layer, .. }
+            | Event::TooLarge { layer, .. }
             | Event::BreakerStateChanged { layer, .. }
             | Event::BreakerRejected { layer, .. }
             | Event::BreakerCall { layer, .. }
@@ -457,6 +474,7 @@ impl Event<'_> {
             | Event::Waited { key, .. }
             | Event::InFlightLimited { key, .. }
             | Event::StoreFull { key, .. }
+            | Event::TooLarge { key, .. }
             | Event::BreakerStateChanged { key, .. }
             | Event::BreakerRejected { key, .. }
             | Event::BreakerCall { key, .. }

@@ -21,7 +21,7 @@ use crate::util::IgnorePoison;
 ///
 /// | name | kind | labels | from |
 /// |---|---|---|---|
-/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `missing_key` (each with a `shadow_` twin, such as `shadow_missing_key`, for what shadow mode let through), `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
+/// | `sluice_requests_total` | counter | `layer`, `outcome` | every admission decision: `outcome` is `allowed`, `limited`, `shadow_limited` (shadow mode: let through), `in_flight_limited`, `store_full`, `too_large` (a cost above a quota's burst), `missing_key` (each with a `shadow_` twin, such as `shadow_missing_key`, for what shadow mode let through), `breaker_rejected`, `breaker_shadow_rejected`, `queue_full`, `queue_timed_out`, `dequeued` (sent after waiting in a queue), `sent` (sent by a queue at once); adaptive layers' refusals count as `limited` |
 /// | `sluice_wait_seconds` | histogram | `layer` | time a request waited for its turn (rate limit, queue) |
 /// | `sluice_latency_seconds` | histogram | `layer` | response time ([`Event::Completed`], [`Event::BreakerCall`]); every call is timed (the default [`Observer::latency_one_in`](super::Observer::latency_one_in)) |
 /// | `sluice_breaker_state` | gauge | `layer` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
@@ -247,6 +247,7 @@ impl Observer for MetricsObserver {
             | Event::Limited { .. }
             | Event::InFlightLimited { .. }
             | Event::StoreFull { .. }
+            | Event::TooLarge { .. }
             | Event::MissingKey { .. }
             | Event::AdaptiveRejected { .. }
             | Event::BreakerRejected { .. }
@@ -310,6 +311,10 @@ impl MetricsObserver {
             Event::StoreFull { enforced, .. } => (
                 event.key(),
                 either(enforced, "store_full", "shadow_store_full"),
+            ),
+            Event::TooLarge { enforced, .. } => (
+                event.key(),
+                either(enforced, "too_large", "shadow_too_large"),
             ),
             Event::MissingKey { enforced, .. } => {
                 (None, either(enforced, "missing_key", "shadow_missing_key"))

@@ -352,7 +352,7 @@ fn admission<'a, K: EventKey + fmt::Debug + std::hash::Hash, F>(
 /// is refused at once (let through in shadow mode), never made to wait.
 #[cold]
 #[inline(never)]
-fn exceeds<'a, K: fmt::Debug, F>(
+fn exceeds<'a, K: fmt::Debug + Hash, F>(
     config: &Config<K>,
     key: &'a K,
     policy: Resolved<'a>,
@@ -365,6 +365,12 @@ fn exceeds<'a, K: fmt::Debug, F>(
         enforced = !config.shadow,
         "request can never pass"
     );
+    config.observers.emit(&Event::TooLarge {
+        layer: LAYER,
+        key: Some(key),
+        error: &error,
+        enforced: !config.shadow,
+    });
     if config.shadow {
         return Admission::Unlimited;
     }

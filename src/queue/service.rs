@@ -147,7 +147,7 @@ where
         // never be sent.
         let units = match core.pace_units(self.cost.cost(&req)) {
             Ok(units) => units,
-            Err(error) => return exceeds(error),
+            Err(error) => return exceeds(&core.observers, error),
         };
         let class = self.priority.priority(&req);
         let key_hash = self.key.key_hash(&req, core.hasher());
@@ -270,7 +270,16 @@ impl<S, P, K, C> fmt::Debug for Queue<S, P, K, C> {
 /// so it fails at once, never waiting in the queue.
 #[cold]
 #[inline(never)]
-fn exceeds<S: Service<Req>, Req>(error: crate::error::ExceedsBurst) -> ResponseFuture<S, Req> {
+fn exceeds<S: Service<Req>, Req>(
+    observers: &crate::observe::Observers,
+    error: crate::error::ExceedsBurst,
+) -> ResponseFuture<S, Req> {
     tracing::warn!(target: "tower_sluice::queue", %error, "request can never pass");
+    observers.emit(&Event::TooLarge {
+        layer: LAYER,
+        key: None,
+        error: &error,
+        enforced: true,
+    });
     ResponseFuture::failed(error.into())
 }

@@ -63,6 +63,29 @@ pub struct RateLimitByCost<S, F> {
 }
 
 impl<S, F> RateLimitByCost<S, F> {
+    /// A request whose cost is above a quota's burst: it can never pass,
+    /// so it fails at once (let through in shadow mode), never waits.
+    #[cold]
+    #[inline(never)]
+    fn too_large<Req>(&mut self, req: Req, error: ExceedsBurst) -> CostFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        let enforced = self.mode != Mode::Shadow;
+        tracing::warn!(target: "tower_sluice::rate_limit", %error, enforced, "request can never pass");
+        self.observers.emit(&Event::TooLarge {
+            layer: LAYER,
+            key: None,
+            error: &error,
+            enforced,
+        });
+        if enforced {
+            CostFuture::rejected(error.into())
+        } else {
+            CostFuture::called(self.inner.call(req))
+        }
+    }
+
     pub(crate) fn new(
         inner: S,
         limiter: Arc<Limiter>,
@@ -124,7 +147,7 @@ where
             Mode::Reject | Mode::Shadow => {
                 let decision = match self.limiter.decide_checked(charge) {
                     Ok(decision) => decision,
-                    Err(error) => return CostFuture::rejected(exceeds(error)),
+                    Err(error) => return self.too_large(req, error),
                 };
                 if decision.is_allowed() {
                     self.observers.emit_allowed(LAYER, || decision);
@@ -144,7 +167,7 @@ where
                 .validate(charge)
                 .map(|()| self.limiter.reserve(charge, max_wait))
             {
-                Err(error) => CostFuture::rejected(exceeds(error)),
+                Err(error) => self.too_large(req, error),
                 Ok(reserved) => match reserved {
                     Ok(reserved) if reserved.wait == 0 => {
                         self.observers
@@ -192,7 +215,7 @@ impl<S, F> RateLimitByCost<S, F> {
         Req: 'static,
     {
         if let Err(error) = self.limiter.validate(charge) {
-            return CostFuture::rejected(exceeds(error));
+            return self.too_large(req, error);
         }
         let max_wait = match self.mode {
             Mode::Wait { max_wait } => max_wait,
@@ -232,12 +255,6 @@ impl<S, F> RateLimitByCost<S, F> {
         let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
         CostFuture::delayed(waited, ready, req, unsent).settling(on_response)
     }
-}
-
-#[cold]
-fn exceeds(error: ExceedsBurst) -> BoxError {
-    tracing::warn!(target: "tower_sluice::rate_limit", %error, "request can never pass");
-    error.into()
 }
 
 impl<S: Clone, F: Clone> Clone for RateLimitByCost<S, F> {

@@ -320,7 +320,9 @@ impl RateLimitLayer {
     ///
     /// A request of cost 0 passes without a charge. A cost above the burst
     /// of a quota that counts cost fails at once with
-    /// [`ExceedsBurst`](crate::ExceedsBurst), never waits. The service
+    /// [`ExceedsBurst`](crate::ExceedsBurst), never waits (in
+    /// [shadow](Self::shadow) mode it is let through and reported as
+    /// [`Event::TooLarge`](crate::observe::Event::TooLarge)). The service
     /// decides in `call` (the cost is read from the request), and a
     /// request that waits for its turn does so in its response future,
     /// which needs a `Clone` inner service; see [`RateLimitByCost`].

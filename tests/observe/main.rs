@@ -102,6 +102,17 @@ fn describe(e: &Event<'_>) -> String {
         }
         Event::QueueFull { error, .. } => format!("queue full capacity={}", error.capacity()),
         Event::QueueTimedOut { depth, .. } => format!("queue timed out depth={depth}"),
+        Event::TooLarge {
+            layer,
+            error,
+            enforced,
+            ..
+        } => format!(
+            "{layer} too large{k} cost={} burst={} {} enforced={enforced}",
+            error.cost(),
+            error.quota().burst(),
+            error.quota().unit()
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -302,6 +313,63 @@ async fn per_key_allowed_completed_limited() {
             "per_key limited \"alice\" enforced=true retry_after=59.975s",
             "per_key allowed \"bob\"",
             "per_key completed \"bob\" 25ms ok=true",
+        ]
+    );
+}
+
+/// A request costing `r.1` tokens.
+fn tokens(r: &(&'static str, u32)) -> u32 {
+    r.1
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_above_the_burst_is_reported_as_too_large() {
+    let log = Log::default();
+    let answer = || service_fn(|_: (&'static str, u32)| async { Ok::<_, Infallible>("ok") });
+    let quota = Quota::per_minute(100).counting("tokens");
+    let monitor = Monitor::new();
+    for shadow in [false, true] {
+        let layer = PerKeyLayer::new(quota, |r: &(&'static str, u32)| Some(r.0.to_owned()))
+            .cost(tokens)
+            .observer(Fanout::new().with(monitor.clone()).with(log.observer()));
+        let layer = if shadow { layer.shadow() } else { layer };
+        let mut svc = layer.layer(answer());
+        let sent = within(svc.ready().await.unwrap().call(("ann", 101))).await;
+        assert_eq!(sent.is_ok(), shadow);
+    }
+    let snapshot = monitor.snapshot();
+    let stats = snapshot.layer("per_key").unwrap();
+    assert_eq!(
+        (stats.requests, stats.limited, stats.shadow_limited),
+        (2, 1, 1)
+    );
+
+    for shadow in [false, true] {
+        let layer = RateLimitLayer::new(quota).reject().observer(log.observer());
+        let layer = if shadow { layer.shadow() } else { layer };
+        let mut svc = layer.cost(tokens).layer(answer());
+        let sent = within(svc.ready().await.unwrap().call(("ann", 101))).await;
+        assert_eq!(sent.is_ok(), shadow);
+    }
+
+    let mut svc = QueueLayer::new(10)
+        .pace(quota)
+        .cost(tokens)
+        .observer(log.observer())
+        .layer(answer());
+    let sent = within(svc.ready().await.unwrap().call(("ann", 101))).await;
+    assert!(sent.is_err());
+
+    assert_eq!(
+        log.take(),
+        [
+            "per_key too large \"ann\" cost=101 burst=100 tokens enforced=true",
+            "per_key too large \"ann\" cost=101 burst=100 tokens enforced=false",
+            // Let through in shadow mode: its call completes.
+            "per_key completed \"ann\" 0ns ok=true",
+            "rate_limit too large cost=101 burst=100 tokens enforced=true",
+            "rate_limit too large cost=101 burst=100 tokens enforced=false",
+            "queue too large cost=101 burst=100 tokens enforced=true",
         ]
     );
 }

@@ -111,6 +111,7 @@ impl Inner {
             | Event::Limited { .. }
             | Event::InFlightLimited { .. }
             | Event::StoreFull { .. }
+            | Event::TooLarge { .. }
             | Event::MissingKey { .. }
             | Event::AdaptiveRejected { .. }
             | Event::BreakerRejected { .. } => count_decision(l, event),
@@ -315,7 +316,8 @@ fn count_decision(l: &LayerStats, event: &Event<'_>) -> Option<KeyUpdate> {
         Event::Allowed { .. } => (None, true),
         Event::Limited { enforced, .. }
         | Event::InFlightLimited { enforced, .. }
-        | Event::StoreFull { enforced, .. } => (Some(enforced), true),
+        | Event::StoreFull { enforced, .. }
+        | Event::TooLarge { enforced, .. } => (Some(enforced), true),
         Event::MissingKey { enforced, .. }
         | Event::AdaptiveRejected { enforced, .. }
         | Event::BreakerRejected { enforced, .. } => (Some(enforced), false),
