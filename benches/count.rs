@@ -18,6 +18,8 @@
 //! `check_cost(5)` on a quota of requests and one of tokens), `per_key` /
 //! `per_key_cost` (`Backend::acquire` of the in-memory backend, one key:
 //! cost 1 on a quota of requests / cost 5 on a quota of tokens),
+//! `per_key_settle` (`per_key_cost`, then `Backend::settle` of a true cost
+//! of 7 or 4 in turn: a debt, then a refund),
 //! `retry_default`, `retry_no_budget`, `tower_retry`,
 //! `circuit_breaker_count` (a closed `CircuitBreakerLayer`, count window of
 //! 100, every call a success), `circuit_breaker_time` (the same, default
@@ -138,6 +140,27 @@ fn per_key(quota: Quota, cost: u32, n: u64) {
     );
 }
 
+/// [`per_key`] of a cost on a quota of tokens, each decision settled:
+/// a debt and a refund in turn.
+fn per_key_settle(n: u64) {
+    let store = Memory::<u64>::new(1_000);
+    let policy = KeyPolicy::new(Quota::per_second(HUGE).counting("tokens"));
+    let cost = black_box(COST);
+    let mut turn = 0u32;
+    direct(
+        move || match store.acquire(&7, &policy, cost, Duration::ZERO) {
+            Acquire::Ready(Ok(grant)) => {
+                turn ^= 1;
+                let true_cost = black_box(if turn == 0 { cost + 2 } else { cost - 1 });
+                store.settle(&7, &policy, grant.charged(), true_cost);
+                true
+            }
+            _ => false,
+        },
+        n,
+    );
+}
+
 fn report(start: Instant, n: u64) {
     let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
     println!("{n} requests, {ns:.2} ns each");
@@ -198,6 +221,7 @@ fn main() {
         }
         "per_key" => per_key(Quota::per_second(HUGE), 1, n),
         "per_key_cost" => per_key(Quota::per_second(HUGE).counting("tokens"), COST, n),
+        "per_key_settle" => per_key_settle(n),
         "governor_check" => {
             let limiter = governor::RateLimiter::direct(governor::Quota::per_second(huge));
             direct(|| limiter.check().is_ok(), n);

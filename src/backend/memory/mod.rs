@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Acquire, Admitted, Backend, Charged, Grant, Never, QuotaStates, Refund};
 use crate::BoxError;
+use crate::calendar;
 use crate::clock::Clock;
 use crate::cost::Charge;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
@@ -279,6 +280,43 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
             .iter()
             .filter_map(|d| d.calendar_usage(utc))
             .collect()
+    }
+
+    /// [`Backend::settle`] for a policy of one quota: the difference
+    /// charged to (or given back from) the key's one cell, where the clock
+    /// is read only for a debt. A policy of requests has nothing to settle.
+    fn settle_one(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
+        let p = policy.params(0);
+        if !p.quota.unit_id().is_cost() {
+            return;
+        }
+        let utc = self.shared.clock.utc();
+        if true_cost > charged.estimate {
+            let now = self.shared.clock.now();
+            let extra = true_cost - charged.estimate;
+            let _ = self
+                .shared
+                .store
+                .with(key, policy, now, true, |state| match p.calendar() {
+                    Some(_) => calendar::debt(state.first(), &p.at_utc(utc), extra, now),
+                    None => state
+                        .first()
+                        .debt(p.emission.saturating_mul(u64::from(extra)), now),
+                });
+        } else {
+            let less = charged.estimate - true_cost;
+            let stamp = charged.stamps[0];
+            // A refund never creates the key: its time is not read.
+            let _ = self
+                .shared
+                .store
+                .with(key, policy, 0, false, |state| match p.calendar() {
+                    Some(_) => calendar::refund(state.first(), stamp, less),
+                    None => state
+                        .first()
+                        .refund(stamp, p.emission.saturating_mul(u64::from(less))),
+                });
+        }
     }
 
     /// The address of the lock of `key`'s shard (see [`crate::limits`]).
@@ -605,6 +643,9 @@ where
     fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
         if charged.estimate == true_cost {
             return;
+        }
+        if policy.len() == 1 {
+            return self.settle_one(key, policy, charged, true_cost);
         }
         let now = self.shared.clock.now();
         let utc = self.shared.clock.utc();
