@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use super::backoff::BackoffState;
 use super::layer::{Settings, Shared};
+use super::lease::Held;
 use super::{CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
 use crate::classify::{Classify, Outcome, error_hints};
@@ -90,7 +91,7 @@ impl Config {
     fn settings(&self) -> &Settings {
         match self {
             Config::Copied(settings) => settings,
-            Config::Shared(Held(shared)) => &shared.as_ref().expect("held until dropped").settings,
+            Config::Shared(held) => &held.get().settings,
         }
     }
 
@@ -98,26 +99,7 @@ impl Config {
     fn shared(&self) -> Option<&Shared> {
         match self {
             Config::Copied(_) => None,
-            Config::Shared(Held(shared)) => shared.as_deref(),
-        }
-    }
-}
-
-/// A reference count on the layer's shared state (`Some` until dropped).
-struct Held(Option<Arc<Shared>>);
-
-impl Drop for Held {
-    /// Releases the reference count out of line, by value: the release
-    /// sees no pointer into the response future, so the compiler may still
-    /// leave out the writes to a future dropped unread.
-    #[inline(always)]
-    fn drop(&mut self) {
-        #[inline(never)]
-        fn release(shared: Arc<Shared>) {
-            drop(shared);
-        }
-        if let Some(shared) = self.0.take() {
-            release(shared);
+            Config::Shared(held) => Some(held.get()),
         }
     }
 }
@@ -169,7 +151,7 @@ impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
         let start = shared.max_elapsed.map(|_| shared.clock.now());
         // The shared state only when a retry would use it.
         let config = if needed {
-            Config::Shared(Held(Some(shared.clone())))
+            Config::Shared(Held::new(shared))
         } else {
             Config::Copied(shared.settings)
         };

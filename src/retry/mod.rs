@@ -135,6 +135,7 @@ pub mod future;
 #[cfg(feature = "http")]
 mod http;
 mod layer;
+mod lease;
 mod request;
 mod service;
 
