@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use super::backoff::BackoffState;
 use super::layer::{Settings, Shared};
+use super::lease::Held;
 use super::{CloneRequest, GiveUpReason, RetriesExhausted, RetryReason};
 use crate::BoxError;
 use crate::classify::{Classify, Outcome, error_hints};
@@ -46,8 +47,9 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Called { #[pin] future: F },
-        Sleeping { #[pin] sleep: Sleep },
-        Readying,
+        /// Between attempts: the wait and the next request are in
+        /// [`Retry::between`].
+        Between,
     }
 }
 
@@ -55,25 +57,84 @@ pin_project! {
 pub(crate) type RetryOf<S, Req, C, P, X> =
     Retry<S, C, P, <P as CloneRequest<Req>>::Saved, <P as CloneRequest<Req>>::Request, X>;
 
-/// What a request that may be retried carries.
+/// What a request that may be retried carries from its first attempt:
+/// what deciding on a retry needs. What only a scheduled retry needs is in
+/// [`Between`], made when the first retry is scheduled, so that a request
+/// that succeeds at once writes and drops little.
 pub(crate) struct Retry<S, C, P, K, R, X> {
-    settings: Settings,
     service: S,
     saved: K,
-    next: Option<R>,
     classifier: C,
     policy: P,
     keys: X,
-    /// The request's key, taken when its first retry is scheduled.
-    key: Option<Box<dyn EventKey + Send + Sync>>,
-    /// The layer's shared state, when a retry needs it
-    /// ([`Shared::needed`]).
-    shared: Option<Arc<Shared>>,
+    /// Where the settings are read.
+    config: Config,
     /// Attempts started so far.
     attempts: u32,
     /// Clock reading at the first attempt, when `max_elapsed` is set.
     start: Option<u64>,
-    backoff: Option<BackoffState>,
+    between: Cold<R>,
+}
+
+/// The layer's settings, as a response future holds them.
+enum Config {
+    /// A copy: the layer needs no shared state for a retry (no budget,
+    /// observer, seeded jitter or `max_elapsed`), so the future holds no
+    /// reference count.
+    Copied(Settings),
+    /// The layer's shared state ([`Shared::needed`]), settings included.
+    Shared(Held),
+}
+
+impl Config {
+    #[inline]
+    fn settings(&self) -> &Settings {
+        match self {
+            Config::Copied(settings) => settings,
+            Config::Shared(held) => &held.get().settings,
+        }
+    }
+
+    #[inline]
+    fn shared(&self) -> Option<&Shared> {
+        match self {
+            Config::Copied(_) => None,
+            Config::Shared(held) => Some(held.get()),
+        }
+    }
+}
+
+/// What a scheduled retry holds ([`Between`]), made when the first one is
+/// scheduled.
+struct Cold<R>(Option<Pin<Box<Between<R>>>>);
+
+impl<R> Drop for Cold<R> {
+    /// A request that never retried checks one pointer; the rest is out of
+    /// line.
+    #[inline(always)]
+    fn drop(&mut self) {
+        #[cold]
+        #[inline(never)]
+        fn release<R>(between: Pin<Box<Between<R>>>) {
+            drop(between);
+        }
+        if let Some(between) = self.0.take() {
+            release(between);
+        }
+    }
+}
+
+pin_project! {
+    /// What a request holds once a retry has been scheduled: the wait, the
+    /// next request, the request's key (taken when its first retry is
+    /// scheduled) and its backoff state.
+    struct Between<R> {
+        #[pin]
+        sleep: Option<Sleep>,
+        next: Option<R>,
+        key: Option<Box<dyn EventKey + Send + Sync>>,
+        backoff: BackoffState,
+    }
 }
 
 impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
@@ -88,35 +149,39 @@ impl<S, C, P, K, R, X> Retry<S, C, P, K, R, X> {
         needed: bool,
     ) -> Self {
         let start = shared.max_elapsed.map(|_| shared.clock.now());
-        let settings = shared.settings;
         // The shared state only when a retry would use it.
-        let shared = needed.then(|| shared.clone());
+        let config = if needed {
+            Config::Shared(Held::new(shared))
+        } else {
+            Config::Copied(shared.settings)
+        };
         Retry {
             service,
             saved,
-            next: None,
             classifier,
             policy,
             keys,
-            key: None,
-            settings,
-            shared,
+            config,
             attempts: 1,
             start,
-            backoff: None,
+            between: Cold(None),
         }
     }
 
     /// The observers, when one is set.
     fn observers(&self) -> Option<&Observers> {
-        self.shared
-            .as_deref()
+        self.config
+            .shared()
             .map(|s| &s.observers)
             .filter(|o| o.is_set())
     }
 
     fn key(&self) -> Option<&dyn EventKey> {
-        self.key.as_deref().map(|k| k as &dyn EventKey)
+        self.between
+            .0
+            .as_ref()
+            .and_then(|b| b.key.as_deref())
+            .map(|k| k as &dyn EventKey)
     }
 
     fn give_up(&self, reason: GiveUpReason) {
@@ -155,7 +220,9 @@ where
 /// What to do with an attempt's result.
 enum Next<T> {
     Return(Result<T, BoxError>),
-    Wait(Duration),
+    /// A retry is scheduled: its wait and request are in
+    /// [`Retry::between`].
+    Retry,
 }
 
 impl<S, Req, C, P, X> Future for ResponseFuture<S, Req, C, P, X>
@@ -191,25 +258,31 @@ where
                             *this.retry = None;
                             return Poll::Ready(result);
                         }
-                        Next::Wait(d) if d.is_zero() => this.state.set(State::Readying),
-                        Next::Wait(d) => this.state.set(State::Sleeping {
-                            sleep: tokio::time::sleep(d),
-                        }),
+                        Next::Retry => this.state.set(State::Between),
                     }
                 }
-                StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.state.set(State::Readying);
-                }
-                StateProj::Readying => {
-                    let retry = this.retry.as_mut().expect("retry state while retrying");
-                    if let Err(e) = ready!(retry.service.poll_ready(cx)) {
+                StateProj::Between => {
+                    let Some(Retry {
+                        service,
+                        between: Cold(Some(between)),
+                        attempts,
+                        ..
+                    }) = this.retry.as_mut()
+                    else {
+                        unreachable!("a scheduled retry between attempts");
+                    };
+                    let mut between = between.as_mut().project();
+                    if let Some(sleep) = between.sleep.as_mut().as_pin_mut() {
+                        ready!(sleep.poll(cx));
+                        between.sleep.set(None);
+                    }
+                    if let Err(e) = ready!(service.poll_ready(cx)) {
                         *this.retry = None;
                         return Poll::Ready(Err(e.into()));
                     }
-                    let req = retry.next.take().expect("a request for the next attempt");
-                    retry.attempts += 1;
-                    let future = retry.service.call(req);
+                    let req = between.next.take().expect("a request for the next attempt");
+                    *attempts += 1;
+                    let future = service.call(req);
                     this.state.set(State::Called { future });
                 }
             }
@@ -218,7 +291,7 @@ where
 }
 
 /// Judges one attempt's failed result: return it, or schedule the next
-/// attempt (kept in `retry.next`) after a wait.
+/// attempt (its wait and request kept in `retry.between`).
 #[inline(never)]
 fn decide<Req, S, C, P, X, T>(
     retry: &mut Retry<S, C, P, P::Saved, P::Request, X>,
@@ -236,7 +309,7 @@ where
     {
         verdict = verdict.with_retry_after(wait);
     }
-    let settings = retry.settings;
+    let settings = *retry.config.settings();
     let give_up = |retry: &Retry<S, C, P, P::Saved, P::Request, X>,
                    reason,
                    result: Result<T, BoxError>| {
@@ -252,17 +325,23 @@ where
     if retry.attempts >= settings.max_attempts {
         return give_up(retry, GiveUpReason::MaxAttempts, result);
     }
-    let shared = retry.shared.as_deref();
-    let state = retry.backoff.get_or_insert_with(|| {
-        // Seeded jitter numbers its streams (the shared state is held then).
-        let k = match shared {
-            Some(shared) if settings.backoff.is_seeded() => {
-                shared.streams.fetch_add(1, Ordering::Relaxed)
-            }
-            _ => 0,
-        };
-        settings.backoff.state_for(k)
-    });
+    let shared = retry.config.shared();
+    // The backoff state of the request's earlier retries, or a new one
+    // (kept if this retry is scheduled).
+    let mut fresh = None;
+    let state = match retry.between.0.as_mut() {
+        Some(between) => between.as_mut().project().backoff,
+        None => fresh.insert({
+            // Seeded jitter numbers its streams (the shared state is held then).
+            let k = match shared {
+                Some(shared) if settings.backoff.is_seeded() => {
+                    shared.streams.fetch_add(1, Ordering::Relaxed)
+                }
+                _ => 0,
+            };
+            settings.backoff.state_for(k)
+        }),
+    };
     let backoff = settings.backoff.next_delay(retry.attempts - 1, state);
     let asked = verdict.retry_after().map_or(Duration::ZERO, |w| {
         w.min(settings.max_retry_after)
@@ -280,15 +359,27 @@ where
     let Some(next) = retry.policy.again(&retry.saved) else {
         return give_up(retry, GiveUpReason::NotReplayable, result);
     };
+    if let Some(backoff) = fresh {
+        retry.between.0 = Some(Box::pin(Between {
+            sleep: None,
+            next: None,
+            key: None,
+            backoff,
+        }));
+    }
     // The key of the request that retries: taken once, and only with an
     // observer to tell.
-    if retry.key.is_none() && retry.observers().is_some() {
-        retry.key = retry
+    let observing = retry.observers().is_some();
+    if let Some(between) = retry.between.0.as_mut()
+        && between.key.is_none()
+        && observing
+    {
+        *between.as_mut().project().key = retry
             .keys
             .extract(&next)
             .map(|k| Box::new(k) as Box<dyn EventKey + Send + Sync>);
     }
-    if let Some(budget) = retry.shared.as_deref().and_then(|s| s.budget.as_ref())
+    if let Some(budget) = retry.config.shared().and_then(|s| s.budget.as_ref())
         && !budget.withdraw()
     {
         tracing::info!(
@@ -327,8 +418,18 @@ where
             reason,
         });
     }
-    retry.next = Some(next);
-    Next::Wait(wait)
+    let mut between = retry
+        .between
+        .0
+        .as_mut()
+        .expect("made above")
+        .as_mut()
+        .project();
+    *between.next = Some(next);
+    between
+        .sleep
+        .set((!wait.is_zero()).then(|| tokio::time::sleep(wait)));
+    Next::Retry
 }
 
 impl<S, Req, C, P, X> fmt::Debug for ResponseFuture<S, Req, C, P, X>
@@ -339,8 +440,10 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "Called",
-            State::Sleeping { .. } => "Sleeping",
-            State::Readying => "Readying",
+            State::Between => match self.retry.as_ref().and_then(|r| r.between.0.as_ref()) {
+                Some(between) if between.sleep.is_some() => "Sleeping",
+                _ => "Readying",
+            },
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -65,13 +65,19 @@
 //! # Cost
 //!
 //! A request that succeeds at once costs one request clone (kept for a
-//! retry), one clone of the inner service, a copy of the layer's settings
-//! into its response future, and a budget deposit counted in a per-thread
-//! tally (no atomic operation, no clock read; see [`RetryBudget`]). It
-//! allocates nothing, and touches no state shared with other requests
-//! unless the layer has an observer, seeded jitter or `max_elapsed` (then
-//! the future holds a reference to the layer's shared state) or a budget
-//! (then the same reference, to withdraw from it).
+//! retry), one clone of the inner service, and a budget deposit counted in
+//! a per-thread tally (no atomic operation, no clock read; see
+//! [`RetryBudget`]). It allocates nothing: the wait, the next request and
+//! the backoff state of a retry are allocated when the request's first
+//! retry is scheduled. Its response future holds a copy of the layer's
+//! settings, or, when the layer has a budget, seeded jitter or
+//! `max_elapsed`, a reference to the layer's shared state (settings,
+//! budget, clock). That reference costs no atomic operation either: each
+//! thread keeps one reference to the shared state of the layer whose
+//! request it finished last, and lends it to the next request through that
+//! layer (so that state lives until the thread ends or finishes a request
+//! through another layer). With an observer, the future holds an ordinary
+//! reference count instead.
 //!
 //! # Example
 //!
@@ -135,6 +141,7 @@ pub mod future;
 #[cfg(feature = "http")]
 mod http;
 mod layer;
+mod lease;
 mod request;
 mod service;
 

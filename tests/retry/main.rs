@@ -621,6 +621,56 @@ async fn dropping_the_future_during_the_wait_cancels_the_retry() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retries_go_on_after_the_service_and_the_layer_are_dropped() {
+    // Without shared state (the future holds a copy of the settings) and
+    // with it (a budget and an observer: the future holds the layer's
+    // shared state).
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layers = [
+        BackoffRetryLayer::new(no_jitter(100 * MS))
+            .max_attempts(3)
+            .no_budget(),
+        BackoffRetryLayer::new(no_jitter(100 * MS))
+            .max_attempts(3)
+            .budget(RetryBudget::new(Duration::from_secs(10), 0.0, 1).unwrap())
+            .observer(recorder(&seen)),
+    ];
+    for layer in layers {
+        let log = Log::default();
+        let svc = layer.layer(flaky(log.clone(), usize::MAX));
+        drop(layer);
+        // `oneshot` drops the service once it has called it.
+        let err = svc.oneshot(1).await.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<RetriesExhausted>().unwrap().attempts(),
+            3
+        );
+        assert_eq!(log.gaps(), [100 * MS, 200 * MS]);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            Seen::Scheduled(2, 100 * MS, None),
+            Seen::Scheduled(3, 200 * MS, None),
+            Seen::GaveUp(3, GiveUpReason::MaxAttempts),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_future_tells_its_state() {
+    let log = Log::default();
+    let mut svc = BackoffRetryLayer::new(no_jitter(100 * MS)).layer(flaky(log.clone(), 1));
+    let mut fut = Box::pin(svc.ready().await.unwrap().call(4));
+    assert!(format!("{fut:?}").contains(r#"state: "Called", attempts: Some(1)"#));
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    assert!(format!("{fut:?}").contains(r#"state: "Sleeping", attempts: Some(1)"#));
+    assert_eq!(fut.await.unwrap(), 4);
+    assert_eq!(log.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn retries_wait_for_the_inner_service_to_be_ready() {
     let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
     handle.allow(1);
