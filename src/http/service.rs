@@ -108,50 +108,33 @@ where
         // and boxes it, and every move is a copy of the inner future. Only
         // the common case (admitted, sent at once, not settled) is inline;
         // the others are out of line, so that it stays small.
-        let key = match key_for(config, extracted.as_ref(), cost) {
-            Ok(key) => key,
-            Err(undecided) => {
-                let decided = Decided::Undecided(undecided);
-                return other(&mut self.inner, shared, req, extracted, cost, None, decided);
+        let (policy, decided) = match key_for(config, extracted.as_ref(), cost) {
+            Err(undecided) => (None, Decided::Undecided(undecided)),
+            Ok(key) => {
+                let policy = core.policies.resolve_with(key, &mut self.default);
+                match core.acquire(config, key, &policy, cost) {
+                    Ok((admitted, row)) if config.settle.is_none() => {
+                        let lookup = || core.backend.states(key, &policy);
+                        let decision = admitted.decision(&policy);
+                        let limits = Limits::new(&policy, &decision, Some(&lookup));
+                        let headers = shared.responder.admitted(&limits);
+                        // Done with the key: the observer may take it.
+                        drop(policy);
+                        let observed = observe(config, extracted, row);
+                        return ResponseFuture::called(
+                            self.inner.call(req),
+                            headers,
+                            None,
+                            observed,
+                        );
+                    }
+                    Ok((admitted, row)) => (Some(policy), Decided::Now(admitted, row)),
+                    Err(rest) => (Some(policy), Decided::Rest(rest)),
+                }
             }
         };
-        let policy = core.policies.resolve_with(key, &mut self.default);
-        match core.acquire(config, key, &policy, cost) {
-            Ok((admitted, row)) if config.settle.is_none() => {
-                let lookup = || core.backend.states(key, &policy);
-                let decision = admitted.decision(&policy);
-                let limits = Limits::new(&policy, &decision, Some(&lookup));
-                let headers = shared.responder.admitted(&limits);
-                // Done with the key: the observer may take it.
-                drop(policy);
-                let observed = observe(config, extracted, row);
-                ResponseFuture::called(self.inner.call(req), headers, None, observed)
-            }
-            Ok((admitted, row)) => {
-                let decided = Decided::Now(admitted, row);
-                other(
-                    &mut self.inner,
-                    shared,
-                    req,
-                    extracted,
-                    cost,
-                    Some(policy),
-                    decided,
-                )
-            }
-            Err(rest) => {
-                let decided = Decided::Rest(rest);
-                other(
-                    &mut self.inner,
-                    shared,
-                    req,
-                    extracted,
-                    cost,
-                    Some(policy),
-                    decided,
-                )
-            }
-        }
+        let inner = &mut self.inner;
+        other(inner, shared, req, extracted, cost, policy, decided)
     }
 }
 

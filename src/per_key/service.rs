@@ -97,56 +97,26 @@ where
         let extracted = self.extractor.extract(&req);
         let cost = self.extractor.cost(&req);
         let config = &self.config;
-        let key = match key_for(config, extracted.as_ref(), cost) {
-            Ok(key) => key,
-            Err(undecided) => {
-                let decided = Decided::Undecided(undecided);
-                return dispatch(
-                    &mut self.inner,
-                    &self.core,
-                    config,
-                    req,
-                    extracted,
-                    cost,
-                    None,
-                    decided,
-                );
+        let (policy, decided) = match key_for(config, extracted.as_ref(), cost) {
+            Err(undecided) => (None, Decided::Undecided(undecided)),
+            Ok(key) => {
+                let policy = self.core.policies.resolve_with(key, &mut self.default);
+                match self.core.acquire(config, key, &policy, cost) {
+                    // Admitted at once, nobody following it, nothing to
+                    // settle: the inner future alone, built where it is
+                    // returned.
+                    Ok((_, row)) if !row.follows() && config.settle.is_none() => {
+                        return ResponseFuture::called(self.inner.call(req));
+                    }
+                    Ok((admitted, row)) => (Some(policy), Decided::Now(admitted, row)),
+                    Err(rest) => (Some(policy), Decided::Rest(rest)),
+                }
             }
         };
-        let policy = self.core.policies.resolve_with(key, &mut self.default);
-        match self.core.acquire(config, key, &policy, cost) {
-            // Admitted at once, nobody following it, nothing to settle:
-            // the inner future alone, built where it is returned.
-            Ok((_, row)) if !row.follows() && config.settle.is_none() => {
-                ResponseFuture::called(self.inner.call(req))
-            }
-            Ok((admitted, row)) => {
-                let decided = Decided::Now(admitted, row);
-                dispatch(
-                    &mut self.inner,
-                    &self.core,
-                    config,
-                    req,
-                    extracted,
-                    cost,
-                    Some(policy),
-                    decided,
-                )
-            }
-            Err(rest) => {
-                let decided = Decided::Rest(rest);
-                dispatch(
-                    &mut self.inner,
-                    &self.core,
-                    config,
-                    req,
-                    extracted,
-                    cost,
-                    Some(policy),
-                    decided,
-                )
-            }
-        }
+        let inner = &mut self.inner;
+        dispatch(
+            inner, &self.core, config, req, extracted, cost, policy, decided,
+        )
     }
 }
 
