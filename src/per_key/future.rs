@@ -51,7 +51,7 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
-        // Any other: apart, so that dropping the common case stays inline.
+        // Any other state.
         Other {
             #[pin]
             other: Other<S, Req, F, K>,
