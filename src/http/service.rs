@@ -15,7 +15,7 @@ use crate::backend::Grant;
 use crate::backend::{Backend, Memory};
 use crate::key::KeyExtractor;
 use crate::observe::RowHint;
-use crate::per_key::core::{Admission, DefaultCache, Resolved};
+use crate::per_key::core::{self, Admission, Decided, DefaultCache, Resolved, key_for};
 use crate::per_key::future::{Dispatch, Observed};
 use crate::per_key::layer::Config;
 use crate::per_key::settle::Pending;
@@ -99,98 +99,147 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let extracted = self.extractor.extract(&req);
-        let shared = &*self.shared;
-        let core = &*shared.core;
+        let cost = self.extractor.cost(&req);
+        let shared = &self.shared;
+        let (core, config) = (&*shared.core, &shared.config);
         // Each future is built where it is returned: axum moves it again
         // and boxes it, and every move is a copy of the inner future. Only
-        // the common case (admitted, sent at once) is inline; the others
-        // are out of line, so that it stays small.
-        let cost = self.extractor.cost(&req);
-        match core.admit(&shared.config, extracted.as_ref(), cost, &mut self.default) {
-            Admission::Granted {
-                key,
-                policy,
-                mut grant,
-                row,
-            } => {
-                let lookup = || core.backend.states(key, &policy);
-                let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
-                let headers = shared.responder.admitted(&limits);
-                let settle = shared.config.settle.as_ref().map(|settling| {
-                    let pending =
-                        Pending::new(&shared.core, settling, key, &policy, grant.charged());
-                    req.extensions_mut().insert(pending.settlement().clone());
-                    pending
-                });
-                // Done with the key: the observer may take it.
-                drop(policy);
-                let observed = observe(&shared.config, extracted, row);
-                if let Some(settle) = settle {
-                    // Settling requests take the rarer, boxed path.
-                    return waiting(&mut self.inner, req, grant, headers, observed)
-                        .settling(settle);
-                }
-                if grant.wait().is_zero() {
-                    let in_flight = grant.take_in_flight();
-                    ResponseFuture::called(self.inner.call(req), headers, in_flight, observed)
-                } else {
-                    waiting(&mut self.inner, req, grant, headers, observed)
-                }
-            }
-            Admission::Now {
-                key,
-                policy,
-                admitted,
-                row,
-            } => {
-                let lookup = || core.backend.states(key, &policy);
-                let decision = admitted.decision(&policy);
-                let limits = Limits::new(&policy, &decision, Some(&lookup));
-                let headers = shared.responder.admitted(&limits);
-                if let Some(settling) = &shared.config.settle {
-                    // Settling requests take the rarer, boxed path.
-                    let grant = admitted
-                        .into_grant(&policy)
-                        .with_charged(admitted.charged(cost));
-                    let pending =
-                        Pending::new(&shared.core, settling, key, &policy, grant.charged());
-                    req.extensions_mut().insert(pending.settlement().clone());
-                    drop(policy);
-                    let observed = observe(&shared.config, extracted, row);
-                    return waiting(&mut self.inner, req, grant, headers, observed)
-                        .settling(pending);
-                }
-                drop(policy);
-                let observed = observe(&shared.config, extracted, row);
-                ResponseFuture::called(self.inner.call(req), headers, None, observed)
-            }
-            Admission::Unlimited => ResponseFuture::called(
-                self.inner.call(req),
-                None,
-                None,
-                observe(&shared.config, extracted, RowHint::NONE),
-            ),
-            Admission::Deciding { policy, decision } => {
-                let policy = Policy::clone(&policy);
-                let settle = match (&shared.config.settle, extracted.as_ref()) {
-                    (Some(settling), Some(key)) => {
-                        let pending = Pending::deciding(&shared.core, settling, key, &policy);
-                        req.extensions_mut().insert(pending.settlement().clone());
-                        Some(pending)
+        // the common case (admitted, sent at once, not settled) is inline;
+        // the others are out of line, so that it stays small.
+        let (policy, decided) = match key_for(config, extracted.as_ref(), cost) {
+            Err(undecided) => (None, Decided::Undecided(undecided)),
+            Ok(key) => {
+                let policy = core.policies.resolve_with(key, &mut self.default);
+                match core.acquire(config, key, &policy, cost) {
+                    Ok((admitted, row)) if config.settle.is_none() => {
+                        let lookup = || core.backend.states(key, &policy);
+                        let decision = admitted.decision(&policy);
+                        let limits = Limits::new(&policy, &decision, Some(&lookup));
+                        let headers = shared.responder.admitted(&limits);
+                        // Done with the key: the observer may take it.
+                        drop(policy);
+                        let observed = observe(config, extracted, row);
+                        return ResponseFuture::called(
+                            self.inner.call(req),
+                            headers,
+                            None,
+                            observed,
+                        );
                     }
-                    _ => None,
-                };
-                let observed = observe(&shared.config, extracted, RowHint::NONE).map(|o| *o);
-                let future = deciding(&mut self.inner, shared, req, decision, policy, observed);
-                match settle {
-                    Some(settle) => future.settling(settle),
-                    None => future,
+                    Ok((admitted, row)) => (Some(policy), Decided::Now(admitted, row)),
+                    Err(rest) => (Some(policy), Decided::Rest(rest)),
                 }
             }
-            Admission::Denied { key, policy, error } => denied(shared, key, policy, error),
+        };
+        let inner = &mut self.inner;
+        other(inner, shared, req, extracted, cost, policy, decided)
+    }
+}
+
+/// The future of every request but the common one (admitted at once, not
+/// settled): settled, waiting, being decided, undecided or denied. Out of
+/// line: the common request's call stays small.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn other<S, K, B, R, ReqBody, ResBody>(
+    inner: &mut S,
+    shared: &Arc<Shared<K, B, R>>,
+    mut req: Request<ReqBody>,
+    extracted: Option<K>,
+    cost: u32,
+    policy: Option<Resolved<'_>>,
+    decided: Decided<B::Future>,
+) -> ResponseFuture<S, Request<ReqBody>, B::Future, R, ResBody, K>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: 'static,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+    R: Respond<ResBody>,
+{
+    let core = &*shared.core;
+    match core::decided(&shared.config, extracted.as_ref(), policy, decided) {
+        Admission::Granted {
+            key,
+            policy,
+            mut grant,
+            row,
+        } => {
+            let lookup = || core.backend.states(key, &policy);
+            let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
+            let headers = shared.responder.admitted(&limits);
+            let settle = shared.config.settle.as_ref().map(|settling| {
+                let pending = Pending::new(&shared.core, settling, key, &policy, grant.charged());
+                req.extensions_mut().insert(pending.settlement().clone());
+                pending
+            });
+            // Done with the key: the observer may take it.
+            drop(policy);
+            let observed = observe(&shared.config, extracted, row);
+            if let Some(settle) = settle {
+                // Settling requests take the rarer, boxed path.
+                return waiting(inner, req, grant, headers, observed).settling(settle);
+            }
+            if grant.wait().is_zero() {
+                let in_flight = grant.take_in_flight();
+                ResponseFuture::called(inner.call(req), headers, in_flight, observed)
+            } else {
+                waiting(inner, req, grant, headers, observed)
+            }
         }
+        Admission::Now {
+            key,
+            policy,
+            admitted,
+            row,
+        } => {
+            let lookup = || core.backend.states(key, &policy);
+            let decision = admitted.decision(&policy);
+            let limits = Limits::new(&policy, &decision, Some(&lookup));
+            let headers = shared.responder.admitted(&limits);
+            let grant = admitted
+                .into_grant(&policy)
+                .with_charged(admitted.charged(cost));
+            let settle = shared.config.settle.as_ref().map(|settling| {
+                let pending = Pending::new(&shared.core, settling, key, &policy, grant.charged());
+                req.extensions_mut().insert(pending.settlement().clone());
+                pending
+            });
+            drop(policy);
+            let observed = observe(&shared.config, extracted, row);
+            let future = waiting(inner, req, grant, headers, observed);
+            match settle {
+                // Settling requests take the rarer, boxed path.
+                Some(settle) => future.settling(settle),
+                None => future,
+            }
+        }
+        Admission::Unlimited => ResponseFuture::called(
+            inner.call(req),
+            None,
+            None,
+            observe(&shared.config, extracted, RowHint::NONE),
+        ),
+        Admission::Deciding { policy, decision } => {
+            let policy = Policy::clone(&policy);
+            let settle = match (&shared.config.settle, extracted.as_ref()) {
+                (Some(settling), Some(key)) => {
+                    let pending = Pending::deciding(&shared.core, settling, key, &policy);
+                    req.extensions_mut().insert(pending.settlement().clone());
+                    Some(pending)
+                }
+                _ => None,
+            };
+            let observed = observe(&shared.config, extracted, RowHint::NONE).map(|o| *o);
+            let future = deciding(inner, shared, req, decision, policy, observed);
+            match settle {
+                Some(settle) => future.settling(settle),
+                None => future,
+            }
+        }
+        Admission::Denied { key, policy, error } => denied(shared, key, policy, error),
     }
 }
 

@@ -212,9 +212,10 @@ impl<K: Hash + Eq> Policies<K> {
     }
 }
 
-/// What a per-key layer decided for one request: everything a service
-/// needs to call the inner service, wait, or turn the request away (as an
-/// error, an HTTP response or a gRPC status).
+/// What a per-key layer decided for a request off the common path (see
+/// [`decided`]): everything a service needs to call the inner service,
+/// wait, or turn the request away (as an error, an HTTP response or a gRPC
+/// status).
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) enum Admission<'a, K, F> {
     /// Admitted: send now, or after `grant.wait()`.
@@ -247,79 +248,167 @@ pub(crate) enum Admission<'a, K, F> {
     },
 }
 
+/// Why a request is not decided: it passes unlimited (a cost of 0, no
+/// key where the layer allows it, or shadow mode), or it has no key.
+#[derive(Clone, Copy)]
+pub(crate) enum Undecided {
+    Unlimited,
+    MissingKey,
+}
+
+/// What a request's decision left to do, for the out-of-line paths: not
+/// decided, admitted at once (where an observer follows it or it is
+/// settled), or anything else.
+pub(crate) enum Decided<F> {
+    Undecided(Undecided),
+    Now(Admitted, RowHint),
+    Rest(Rest<F>),
+}
+
+/// What [`Core::acquire`] did not admit at once: a cost above a quota's
+/// burst, or what the backend decided (a wait, a denial, several quotas or
+/// an in-flight cap, a remote decision).
+pub(crate) enum Rest<F> {
+    Exceeds(ExceedsBurst),
+    Acquired(Acquire<F>),
+}
+
+/// The key a request is decided under (its own, or the layer's fallback),
+/// or why it is not decided (reported to the observer).
+#[inline]
+pub(crate) fn key_for<'a, K: fmt::Debug>(
+    config: &'a Config<K>,
+    extracted: Option<&'a K>,
+    cost: u32,
+) -> Result<&'a K, Undecided> {
+    // Folded away for a layer without a cost function (always 1).
+    if cost == 0 {
+        // Free: no charge and no decision.
+        return Err(Undecided::Unlimited);
+    }
+    match (extracted, &config.on_missing) {
+        (Some(key), _) => Ok(key),
+        (None, OnMissing::Fallback(key)) => Ok(key),
+        (None, OnMissing::Allow) => Err(Undecided::Unlimited),
+        (None, OnMissing::Reject) => Err(missing(config)),
+    }
+}
+
+/// The key a decided request was decided under (see [`key_for`]), found
+/// again where the request's own key is to be moved.
+#[inline]
+fn key_of<'a, K>(config: &'a Config<K>, extracted: Option<&'a K>) -> Option<&'a K> {
+    match (extracted, &config.on_missing) {
+        (Some(key), _) => Some(key),
+        (None, OnMissing::Fallback(key)) => Some(key),
+        (None, _) => None,
+    }
+}
+
+/// A request without a key, where the layer refuses them: reported, and
+/// let through in shadow mode.
+#[cold]
+#[inline(never)]
+fn missing<K>(config: &Config<K>) -> Undecided {
+    report_missing(&config.observers, config.shadow);
+    if config.shadow {
+        Undecided::Unlimited
+    } else {
+        Undecided::MissingKey
+    }
+}
+
 impl<K, B> Core<K, B>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     B: Backend<K>,
 {
-    /// Decides for a request whose extractor found `extracted`, reporting
-    /// the outcome to the layer's observer. The one decision path of every
-    /// per-key service ([`PerKey`](super::PerKey) and the HTTP and gRPC
-    /// adapters).
+    /// Decides for `key` under `policy`: `Ok` for a request admitted to be
+    /// sent at once ([`Backend::acquire_now`]), reported to the observer
+    /// (where it counted the request, for its completion); anything else
+    /// is left to [`decided`] (out of line).
+    ///
+    /// The one decision path of every per-key service ([`PerKey`](super::PerKey)
+    /// and the HTTP and gRPC adapters): [`key_for`], then
+    /// [`Policies::resolve_with`], then this, the common case inline in the
+    /// service's `call` and the rest in one out-of-line function.
+    // The large `Err` is the rare path.
+    #[allow(clippy::result_large_err)]
     #[inline]
-    pub(crate) fn admit<'a>(
-        &'a self,
-        config: &'a Config<K>,
-        extracted: Option<&'a K>,
+    pub(crate) fn acquire(
+        &self,
+        config: &Config<K>,
+        key: &K,
+        policy: &Policy,
         cost: u32,
-        cache: &'a mut DefaultCache,
-    ) -> Admission<'a, K, B::Future> {
-        // Folded away for a layer without a cost function (always 1).
-        if cost == 0 {
-            // Free: no charge and no decision.
-            return Admission::Unlimited;
-        }
-        let key = match (extracted, &config.on_missing) {
-            (Some(key), _) => key,
-            (None, OnMissing::Fallback(key)) => key,
-            (None, OnMissing::Allow) => return Admission::Unlimited,
-            (None, OnMissing::Reject) => {
-                report_missing(&config.observers, config.shadow);
-                if config.shadow {
-                    return Admission::Unlimited;
-                }
-                return Admission::Denied {
-                    key: None,
-                    policy: None,
-                    error: MissingKey.into(),
-                };
-            }
-        };
-        let policy = self.policies.resolve_with(key, cache);
+    ) -> Result<(Admitted, RowHint), Rest<B::Future>> {
         if let Some(quota) = policy.exceeded_by(cost).filter(|_| cost > 1) {
-            return exceeds(config, key, policy, ExceedsBurst::new(cost, quota));
+            return Err(Rest::Exceeds(ExceedsBurst::new(cost, quota)));
         }
-        let acquired = match self
-            .backend
-            .acquire_now(key, &policy, cost, config.max_wait)
-        {
+        match self.backend.acquire_now(key, policy, cost, config.max_wait) {
             Ok(admitted) => {
                 let row = report_admitted(&config.observers, key, Duration::ZERO, || {
-                    admitted.decision(&policy)
+                    admitted.decision(policy)
                 });
-                return Admission::Now {
-                    key,
-                    policy,
-                    admitted,
-                    row,
-                };
+                Ok((admitted, row))
             }
-            Err(acquired) => acquired,
-        };
-        admission(config, key, policy, acquired)
+            Err(acquired) => Err(Rest::Acquired(acquired)),
+        }
     }
 }
 
-/// The admission of a request [`Backend::acquire_now`] did not admit at
-/// once: a wait, several quotas or an in-flight cap, a denial, a remote
-/// decision. Out of line: the common request's call stays small.
+/// The admission of a request the layer did not decide.
+#[inline]
+fn undecided_admission<'a, K, F>(undecided: Undecided) -> Admission<'a, K, F> {
+    match undecided {
+        Undecided::Unlimited => Admission::Unlimited,
+        Undecided::MissingKey => Admission::Denied {
+            key: None,
+            policy: None,
+            error: MissingKey.into(),
+        },
+    }
+}
+
+/// The admission of what [`Core::acquire`] left to do, for a request whose
+/// extractor found `extracted` (its policy `policy` if it was decided).
+/// For the out-of-line paths of services that move the key afterwards.
+pub(crate) fn decided<'a, K: EventKey + fmt::Debug + Hash, F>(
+    config: &'a Config<K>,
+    extracted: Option<&'a K>,
+    policy: Option<Resolved<'a>>,
+    decided: Decided<F>,
+) -> Admission<'a, K, F> {
+    let key = key_of(config, extracted);
+    match (decided, key, policy) {
+        (Decided::Undecided(undecided), ..) => undecided_admission(undecided),
+        (Decided::Now(admitted, row), Some(key), Some(policy)) => Admission::Now {
+            key,
+            policy,
+            admitted,
+            row,
+        },
+        (Decided::Rest(rest), Some(key), Some(policy)) => admission(config, key, policy, rest),
+        // A decided request has a key and a policy.
+        (Decided::Now(..) | Decided::Rest(_), ..) => Admission::Unlimited,
+    }
+}
+
+/// The admission of a request [`Core::acquire`] did not admit at once: a
+/// cost above a burst, a wait, several quotas or an in-flight cap, a
+/// denial, a remote decision. Out of line: the common request's call stays
+/// small.
 #[inline(never)]
-fn admission<'a, K: EventKey + fmt::Debug + std::hash::Hash, F>(
+fn admission<'a, K: EventKey + fmt::Debug + Hash, F>(
     config: &'a Config<K>,
     key: &'a K,
     policy: Resolved<'a>,
-    acquired: Acquire<F>,
+    rest: Rest<F>,
 ) -> Admission<'a, K, F> {
+    let acquired = match rest {
+        Rest::Exceeds(error) => return exceeds(config, key, policy, error),
+        Rest::Acquired(acquired) => acquired,
+    };
     match acquired {
         Acquire::Ready(Ok(mut grant)) => {
             let row = report_allowed(&config.observers, key, &grant);
@@ -387,7 +476,8 @@ fn report<K: fmt::Debug + std::hash::Hash>(config: &Config<K>, key: &K, error: &
 }
 
 /// Reports an admission (and its wait) to the observer and to `tracing`;
-/// returns where a bound [`Monitor`](crate::observe::Monitor) counted it.
+/// returns where a bound [`Monitor`](crate::observe::Monitor) counted it
+/// (not followed without an observer).
 ///
 /// Inlined into every admitted request: with no observer and `DEBUG`
 /// events off, two loads and two branches; the rest is out of line.
@@ -417,7 +507,8 @@ pub(crate) fn report_admitted<K: EventKey>(
         trace_allowed(key);
     }
     if !observers.is_set() {
-        return RowHint::NONE;
+        // Nobody follows it.
+        return RowHint::SKIP;
     }
     // A request a sampling monitor does not follow, and that did not
     // wait, needs nothing more.

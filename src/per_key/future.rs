@@ -23,14 +23,70 @@ use super::core::LAYER;
 
 pin_project! {
     /// The response future of [`PerKey`](super::PerKey): the inner
-    /// service's future (holding the key's in-flight slot, if its policy
-    /// caps them), a request waiting for its turn, a decision in progress
-    /// (remote backends), or an error.
+    /// service's future, or an error.
     ///
-    /// With an observer set, it also holds the request's key (moved from
-    /// the extractor, not cloned) to report
-    /// [`Event::Completed`](crate::observe::Event::Completed).
+    /// A request admitted at once holds the inner future alone (with the
+    /// key's in-flight slot, if its policy caps them); what an observer
+    /// needs to report its completion, and a request that waits for its
+    /// turn, is being decided by a remote backend or is settled at its
+    /// true cost, are kept on the heap: the future stays small (axum and
+    /// hyper move it).
     pub struct ResponseFuture<S, Req, F, K>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        kind: Kind<S, Req, F, K>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req, F, K>
+    where
+        S: Service<Req>,
+    {
+        // Admitted at once, with nothing to hold or report: the common case.
+        Called {
+            #[pin]
+            future: S::Future,
+        },
+        // Any other state.
+        Other {
+            #[pin]
+            other: Other<S, Req, F, K>,
+        },
+    }
+}
+
+pin_project! {
+    #[project = OtherProj]
+    enum Other<S, Req, F, K>
+    where
+        S: Service<Req>,
+    {
+        // Admitted at once, holding an in-flight slot or followed by an
+        // observer.
+        Held {
+            #[pin]
+            future: S::Future,
+            in_flight: Option<InFlight>,
+            observed: Option<Box<Observed<K>>>,
+        },
+        Rejected {
+            error: Option<BoxError>,
+        },
+        // Waiting, being decided, or settled (rare: boxed).
+        Full {
+            full: Pin<Box<Full<S, Req, F, K>>>,
+        },
+    }
+}
+
+pin_project! {
+    /// A request on its way through every state a decision can leave it
+    /// in, observed and settled as configured.
+    struct Full<S, Req, F, K>
     where
         S: Service<Req>,
     {
@@ -92,33 +148,57 @@ impl<K: fmt::Debug + Hash> Observed<K> {
 }
 
 impl<S: Service<Req>, Req, F, K> ResponseFuture<S, Req, F, K> {
-    pub(crate) fn new(dispatch: Dispatch<S, Req, F>, observed: Option<Observed<K>>) -> Self {
+    /// The inner service's `future`, called at once with nothing to hold
+    /// or report (the common case), built in place.
+    #[inline]
+    pub(crate) fn called(future: S::Future) -> Self {
         ResponseFuture {
-            dispatch,
-            observed,
-            settle: None,
+            kind: Kind::Called { future },
         }
     }
 
-    /// Settles the request from its response (see
-    /// [`PerKeyLayer::settle`](crate::PerKeyLayer::settle)).
+    /// The inner service's `future`, called at once, holding `in_flight`
+    /// until it is dropped and reporting its completion if `observed`.
     #[inline]
-    pub(crate) fn settling(mut self, settle: Option<Pending>) -> Self {
-        self.settle = settle;
-        self
+    pub(crate) fn held(
+        future: S::Future,
+        in_flight: Option<InFlight>,
+        observed: Option<Observed<K>>,
+    ) -> Self {
+        if in_flight.is_none() && observed.is_none() {
+            return Self::called(future);
+        }
+        Self::other(Other::Held {
+            future,
+            in_flight,
+            observed: observed.map(Box::new),
+        })
     }
 
-    /// The inner service's `future`, called at once holding no in-flight
-    /// slot (the common case), built in place.
-    #[inline]
-    pub(crate) fn called(future: S::Future, observed: Option<Observed<K>>) -> Self {
+    /// Fails with `error`.
+    pub(crate) fn rejected(error: BoxError) -> Self {
+        Self::other(Other::Rejected { error: Some(error) })
+    }
+
+    /// A request sent as `dispatch` says (boxed), observed and settled as
+    /// configured.
+    pub(crate) fn dispatch(
+        dispatch: Dispatch<S, Req, F>,
+        observed: Option<Observed<K>>,
+        settle: Option<Pending>,
+    ) -> Self {
+        Self::other(Other::Full {
+            full: Box::pin(Full {
+                dispatch,
+                observed,
+                settle,
+            }),
+        })
+    }
+
+    fn other(other: Other<S, Req, F, K>) -> Self {
         ResponseFuture {
-            dispatch: Dispatch::Called {
-                future,
-                in_flight: None,
-            },
-            observed,
-            settle: None,
+            kind: Kind::Other { other },
         }
     }
 }
@@ -133,37 +213,82 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    #[inline]
+    // The common state inline, the others out of line: a small poll that
+    // callers inline.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Other { other } => poll_other(other, cx),
+        }
+    }
+}
+
+/// Polls a request in any state but the common one.
+#[inline(never)]
+fn poll_other<S, Req, F, K>(
+    other: Pin<&mut Other<S, Req, F, K>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: 'static,
+    F: Future<Output = Result<Grant, BoxError>>,
+    K: fmt::Debug + Hash,
+{
+    match other.project() {
+        OtherProj::Held {
+            future, observed, ..
+        } => {
+            let result = ready!(future.poll(cx));
+            if let Some(o) = observed.take() {
+                o.complete(result.is_ok());
+            }
+            Poll::Ready(result.map_err(Into::into))
+        }
+        OtherProj::Rejected { error } => {
+            Poll::Ready(Err(error.take().expect("polled after completion")))
+        }
+        OtherProj::Full { full } => full.as_mut().poll_full(cx),
+    }
+}
+
+impl<S, Req, F, K> Full<S, Req, F, K>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: 'static,
+    F: Future<Output = Result<Grant, BoxError>>,
+    K: fmt::Debug + Hash,
+{
+    fn poll_full(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Response, BoxError>> {
         let mut this = self.project();
         let observed = &mut *this.observed;
-        // The common state, called, polled here without the state machine.
-        let dispatched = match this.dispatch.as_mut().project() {
-            DispatchProj::Called { future, .. } => Dispatched::Inner(ready!(future.poll(cx))),
-            _ => {
-                let shadow = this.dispatch.is_shadow();
-                let settle = &*this.settle;
-                ready!(this.dispatch.poll_dispatch(cx, |decided| {
-                    if let (Some(pending), Ok(grant)) = (settle, decided) {
-                        pending.decided(grant.charged());
-                    }
-                    // A remote backend decided: report it as a local decision is.
-                    if let Some(Observed {
-                        key: Some(key),
-                        config,
-                        row,
-                        ..
-                    }) = observed
-                    {
-                        let observers = &config.observers;
-                        match decided {
-                            Ok(grant) => *row = report_allowed(observers, key, grant),
-                            Err(error) => report_denied(observers, shadow, key, error),
-                        }
-                    }
-                }))
+        let shadow = this.dispatch.is_shadow();
+        let settle = &*this.settle;
+        let dispatched = ready!(this.dispatch.as_mut().poll_dispatch(cx, |decided| {
+            if let (Some(pending), Ok(grant)) = (settle, decided) {
+                pending.decided(grant.charged());
             }
-        };
+            // A remote backend decided: report it as a local decision is.
+            if let Some(Observed {
+                key: Some(key),
+                config,
+                row,
+                ..
+            }) = observed
+            {
+                let observers = &config.observers;
+                match decided {
+                    Ok(grant) => *row = report_allowed(observers, key, grant),
+                    Err(error) => report_denied(observers, shadow, key, error),
+                }
+            }
+        }));
         match dispatched {
             Dispatched::Inner(result) => {
                 if let Some(o) = this.observed.take() {
@@ -181,8 +306,20 @@ where
 
 impl<S: Service<Req>, Req, F, K> fmt::Debug for ResponseFuture<S, Req, F, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Called { .. }
+            | Kind::Other {
+                other: Other::Held { .. },
+            } => "Called",
+            Kind::Other {
+                other: Other::Rejected { .. },
+            } => "Rejected",
+            Kind::Other {
+                other: Other::Full { full },
+            } => full.dispatch.name(),
+        };
         f.debug_struct("ResponseFuture")
-            .field("state", &self.dispatch.name())
+            .field("state", &state)
             .finish()
     }
 }
@@ -301,11 +438,6 @@ impl<S: Service<Req>, Req, F> Dispatch<S, Req, F> {
             send: Some(Box::new((take_ready(inner), req))),
             shadow,
         }
-    }
-
-    /// Fails with `error`.
-    pub(crate) fn rejected(error: BoxError) -> Self {
-        Dispatch::Rejected { error: Some(error) }
     }
 
     /// Whether a remote decision in progress is in shadow mode.

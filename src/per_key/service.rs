@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::core::{Admission, Core, DefaultCache};
+use super::core::{self, Admission, Core, Decided, DefaultCache, Resolved, key_for};
 use super::future::{Dispatch, Observed, ResponseFuture};
 use super::layer::Config;
 use super::settle::Pending;
@@ -93,76 +93,120 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Req) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
         let extracted = self.extractor.extract(&req);
         let cost = self.extractor.cost(&req);
-        // Each future is built where it is returned (a move of the future
-        // is a copy of the inner one).
-        match self
-            .core
-            .admit(&self.config, extracted.as_ref(), cost, &mut self.default)
-        {
-            Admission::Now {
-                key,
-                policy,
-                admitted,
-                row,
-            } => {
-                if let Some(settling) = &self.config.settle {
-                    // Settling: the rare path, through a grant.
-                    let grant = admitted
-                        .into_grant(&policy)
-                        .with_charged(admitted.charged(cost));
-                    let pending = Pending::new(&self.core, settling, key, &policy, grant.charged());
-                    pending.attach(&mut req);
-                    return ResponseFuture::new(
-                        Dispatch::granted(&mut self.inner, req, grant),
-                        observe(&self.config, extracted, row),
-                    )
-                    .settling(Some(pending));
-                }
-                drop(policy);
-                let observed = observe(&self.config, extracted, row);
-                ResponseFuture::called(self.inner.call(req), observed)
-            }
-            Admission::Granted {
-                grant,
-                row,
-                key,
-                policy,
-            } => {
-                let settle = self.config.settle.as_ref().map(|settling| {
-                    let pending = Pending::new(&self.core, settling, key, &policy, grant.charged());
-                    pending.attach(&mut req);
-                    pending
-                });
-                ResponseFuture::new(
-                    Dispatch::granted(&mut self.inner, req, grant),
-                    observe(&self.config, extracted, row),
-                )
-                .settling(settle)
-            }
-            Admission::Unlimited => ResponseFuture::new(
-                Dispatch::call(&mut self.inner, req, None),
-                observe(&self.config, extracted, RowHint::NONE),
-            ),
-            Admission::Deciding { decision, policy } => {
-                let settle = match (&self.config.settle, extracted.as_ref()) {
-                    (Some(settling), Some(key)) => {
-                        let pending = Pending::deciding(&self.core, settling, key, &policy);
-                        pending.attach(&mut req);
-                        Some(pending)
+        let config = &self.config;
+        let (policy, decided) = match key_for(config, extracted.as_ref(), cost) {
+            Err(undecided) => (None, Decided::Undecided(undecided)),
+            Ok(key) => {
+                let policy = self.core.policies.resolve_with(key, &mut self.default);
+                match self.core.acquire(config, key, &policy, cost) {
+                    // Admitted at once, nobody following it, nothing to
+                    // settle: the inner future alone, built where it is
+                    // returned.
+                    Ok((_, row)) if !row.follows() && config.settle.is_none() => {
+                        return ResponseFuture::called(self.inner.call(req));
                     }
-                    _ => None,
-                };
-                ResponseFuture::new(
-                    Dispatch::deciding(&mut self.inner, req, decision, self.config.shadow),
-                    observe(&self.config, extracted, RowHint::NONE),
-                )
-                .settling(settle)
+                    Ok((admitted, row)) => (Some(policy), Decided::Now(admitted, row)),
+                    Err(rest) => (Some(policy), Decided::Rest(rest)),
+                }
             }
-            Admission::Denied { error, .. } => ResponseFuture::new(Dispatch::rejected(error), None),
+        };
+        let inner = &mut self.inner;
+        dispatch(
+            inner, &self.core, config, req, extracted, cost, policy, decided,
+        )
+    }
+}
+
+/// The future of every request but the common one (admitted at once,
+/// nobody following it, nothing to settle): observed, settled, waiting,
+/// being decided, undecided or denied. Out of line: the common request's
+/// call stays small.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn dispatch<S, K, B, Req>(
+    inner: &mut S,
+    core: &Arc<Core<K, B>>,
+    config: &Arc<Config<K>>,
+    mut req: Req,
+    extracted: Option<K>,
+    cost: u32,
+    policy: Option<Resolved<'_>>,
+    decided: Decided<B::Future>,
+) -> ResponseFuture<S, Req, B::Future, K>
+where
+    S: Service<Req> + Clone,
+    Req: 'static,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+{
+    match core::decided(config, extracted.as_ref(), policy, decided) {
+        Admission::Now {
+            key,
+            policy,
+            admitted,
+            row,
+        } => {
+            if let Some(settling) = &config.settle {
+                let grant = admitted
+                    .into_grant(&policy)
+                    .with_charged(admitted.charged(cost));
+                let pending = Pending::new(core, settling, key, &policy, grant.charged());
+                pending.attach(&mut req);
+                drop(policy);
+                let observed = observe(config, extracted, row);
+                return ResponseFuture::dispatch(
+                    Dispatch::granted(inner, req, grant),
+                    observed,
+                    Some(pending),
+                );
+            }
+            drop(policy);
+            let observed = observe(config, extracted, row);
+            ResponseFuture::held(inner.call(req), None, observed)
         }
+        Admission::Granted {
+            mut grant,
+            row,
+            key,
+            policy,
+        } => {
+            let settle = config.settle.as_ref().map(|settling| {
+                let pending = Pending::new(core, settling, key, &policy, grant.charged());
+                pending.attach(&mut req);
+                pending
+            });
+            drop(policy);
+            let observed = observe(config, extracted, row);
+            if settle.is_none() && grant.wait().is_zero() {
+                let in_flight = grant.take_in_flight();
+                return ResponseFuture::held(inner.call(req), in_flight, observed);
+            }
+            ResponseFuture::dispatch(Dispatch::granted(inner, req, grant), observed, settle)
+        }
+        Admission::Unlimited => {
+            let observed = observe(config, extracted, RowHint::NONE);
+            ResponseFuture::held(inner.call(req), None, observed)
+        }
+        Admission::Deciding { decision, policy } => {
+            let settle = match (&config.settle, extracted.as_ref()) {
+                (Some(settling), Some(key)) => {
+                    let pending = Pending::deciding(core, settling, key, &policy);
+                    pending.attach(&mut req);
+                    Some(pending)
+                }
+                _ => None,
+            };
+            drop(policy);
+            ResponseFuture::dispatch(
+                Dispatch::deciding(inner, req, decision, config.shadow),
+                observe(config, extracted, RowHint::NONE),
+                settle,
+            )
+        }
+        Admission::Denied { error, .. } => ResponseFuture::rejected(error),
     }
 }
 

@@ -1102,3 +1102,24 @@ async fn resolver_survives_choosing_the_backend() {
     assert!(svc.clone().oneshot(2).await.is_ok());
     assert!(svc.clone().oneshot(2).await.is_err());
 }
+
+/// A request admitted at once keeps the inner service's future and little
+/// more (frameworks move the future several times per request): waiting,
+/// a remote decision, settling and an observer's state live elsewhere.
+#[test]
+fn the_response_future_is_the_inner_one_and_little_more() {
+    use std::mem::size_of;
+    use tower_sluice::backend::Never;
+    use tower_sluice::per_key::future::ResponseFuture;
+
+    type Inner = std::future::Ready<Result<&'static str, Infallible>>;
+    type Future = ResponseFuture<Echo, Req, Never, String>;
+    // The inner future, a tag, and two pointers for a request that holds
+    // an in-flight slot or is observed.
+    let most = size_of::<Inner>() + 3 * size_of::<usize>();
+    assert!(
+        size_of::<Future>() <= most,
+        "{} bytes, more than {most}",
+        size_of::<Future>()
+    );
+}

@@ -609,7 +609,12 @@ where
         cost: u32,
         max_wait: Duration,
     ) -> Result<Admitted, Acquire<Never>> {
-        let max_wait = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        // Zero (a layer that rejects) without the conversion.
+        let max_wait = if max_wait.is_zero() {
+            0
+        } else {
+            u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX)
+        };
         let charge = Charge::cost(cost);
         if !policy.is_simple() {
             return Err(Acquire::Ready(
