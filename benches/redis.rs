@@ -125,11 +125,11 @@ fn redis_benchmark(port: u16, sha: &str, pipeline: u32, clients: u32, n: u32) ->
             sha,
             "1",
             "bench:__rand_int__",
-            "1",
             "0",
             "1",
             "1",
             "1000000",
+            "1",
         ])
         .output()
         .expect("redis-benchmark runs (it comes with redis-server)");

@@ -192,6 +192,7 @@ use health::{Breaker, Health, Nodes, Route};
 
 use decide::{Derived, KeyText};
 use script::error_kind;
+use settle::Settler;
 use stats::Counters;
 
 pub use decide::RedisFuture;
@@ -230,6 +231,13 @@ struct Inner {
     deny: DenyCache,
     stats: Counters,
     observers: Observers,
+    settler: Arc<Settler>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.settler.close();
+    }
 }
 
 #[allow(clippy::large_enum_variant)] // one per backend
