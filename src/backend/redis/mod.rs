@@ -267,6 +267,8 @@ impl fmt::Debug for RedisBackend {
 
 #[cfg(all(test, feature = "test-util"))]
 mod conformance;
+#[cfg(all(test, feature = "test-util"))]
+mod settle_tests;
 
 #[cfg(test)]
 mod tests {
