@@ -20,7 +20,7 @@ use super::*;
 use crate::backend::{Backend, Charged, Memory};
 
 #[path = "../../../tests/support/redis_server.rs"]
-mod server;
+pub(super) mod server;
 
 #[derive(Debug, Clone)]
 struct Op {

@@ -8,8 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::backend::{Acquire, Backend};
 
-#[path = "../../../tests/support/redis_server.rs"]
-mod server;
+use super::conformance::server;
 
 fn backend(url: &str, failure: FailurePolicy) -> RedisBackend {
     RedisBackend::from_url(url)
