@@ -5,8 +5,9 @@
 //! package). Measures decisions per second with 1 and 64 concurrent
 //! callers (p50 / p99 latency), `redis-benchmark -P 16 -c 64` running
 //! `EVALSHA` of the same script with the same arguments, the same 64
-//! callers settling every decision (a second script call each, sent in the
-//! background and pipelined), and the deny cache's effect when 64 callers
+//! callers settling every decision (queued and sent in the background in
+//! batches, one script call per batch), the CPU time per decision of the
+//! server and of this process, and the deny cache's effect when 64 callers
 //! hammer one denied key.
 
 use std::process::Command;

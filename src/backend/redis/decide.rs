@@ -507,8 +507,9 @@ where
         )
     }
 
-    /// Settles on Redis in one call of a settlement script, sent in the
-    /// background (see the [module docs](crate::backend::redis#settling-the-true-cost)).
+    /// Queues the settlement for the backend's task, which sends
+    /// settlements to Redis in batches, one script call each (see the
+    /// [module docs](crate::backend::redis#settling-the-true-cost)).
     fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
         self.send_settle(self.inner.key_bytes(key), policy, charged, true_cost);
     }

@@ -124,9 +124,8 @@
 //! # Settling the true cost
 //!
 //! A layer that [settles](crate::PerKeyLayer::settle) requests at their
-//! true cost settles on Redis too ([`Backend::settle`]): one call of a
-//! small settlement script per settled request (atomic, the same key, so
-//! it works on Redis Cluster), with the in-memory backend's rules:
+//! true cost settles on Redis too ([`Backend::settle`]), with the in-memory
+//! backend's rules, atomically per key:
 //!
 //! * **more than estimated** moves each cost quota's TAT from
 //!   `max(TAT, now)` by the difference, past the burst if need be (a debt
@@ -139,14 +138,32 @@
 //!   (never below 0);
 //! * quotas that count requests keep their charge.
 //!
-//! The call is sent in the background (a task on the current tokio
-//! runtime, pipelined on the shared connection with the decisions): a
-//! response is never held for it. While Redis is known to be down, without
-//! a runtime, or when it fails or misses the deadline, the settlement is
-//! dropped and counted ([`RedisStats::settles_dropped`]), never retried
-//! (it may have run): the request keeps its estimate. A grant the
-//! [fallback](FailurePolicy::Fallback) made is settled on Redis as a debt
-//! only.
+//! Settling never holds a response. A settlement goes into a bounded queue
+//! (65 536 settlements), and one task of the backend (on the tokio runtime
+//! of the first settlement) sends the queue in batches: one call of a
+//! settlement script per batch of up to 128 keys (on Redis Cluster, keys
+//! of one hash slot: each batch goes to one master), pipelined on the
+//! shared connection with the decisions. While a batch is out, new
+//! settlements gather for the next, so the server pays a script call's
+//! overhead once per batch rather than once per settlement, and batches
+//! grow with the load. A key settled twice in a batch is settled in order.
+//!
+//! A settlement is dropped and counted ([`RedisStats::settles_dropped`]),
+//! never retried (it may have run), when the queue is full, while the
+//! key's node is known to be down, without a runtime to send it from, or
+//! when its batch fails or misses the deadline: the request keeps its
+//! estimate. [`RedisStats::settled`] counts those Redis applied, so a
+//! caller that must see a settlement applied (a test) waits until it
+//! grows.
+//!
+//! Grants Redis did not decide are settled where they were charged: a
+//! grant of the [fallback](FailurePolicy::Fallback) in the fallback
+//! ([`RedisStats::settled_in_fallback`]), and a grant let through by
+//! [`FailOpen`](FailurePolicy::FailOpen), charged nowhere, not at all
+//! ([`RedisStats::settles_skipped`]). With the fallback, a settlement
+//! Redis applies keeps the warm fallback in step: a debt is charged to it
+//! too (a refund is not, as the fallback's charge is not the one the grant
+//! records), so a key in debt stays limited if Redis goes away.
 //!
 //! # Per-key concurrency
 //!

@@ -5,10 +5,12 @@
 -- KEYS     the keys settled, one per request (a key may come more than
 --          once: its settlements apply in order); on Redis Cluster all in
 --          one slot.
--- ARGV     one group per key, in the order of KEYS:
+-- ARGV     one group per key, in the order of KEYS, in one of three forms.
+--          For a policy of one rolling quota that counts cost, a debt
+--          `d T extra` or a refund `r T less stamp`; otherwise
+--   n      the number of quotas of the request's policy
 --   extra  units of cost to charge as a debt (0: none)
 --   less   units of cost to give back (0: none)
---   n      the number of quotas of the request's policy
 --   then   per quota: emission interval T (us; 0 for a calendar quota),
 --          B (the burst, or for a calendar quota limit * 8 + period), the
 --          stamp the decision returned for it (the TAT it wrote, or the
@@ -117,28 +119,26 @@ end
 local a = 0
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local extra = tonumber(ARGV[a + 1])
-  local less = tonumber(ARGV[a + 2])
-  local n = tonumber(ARGV[a + 3])
   local raw = written[key]
   if raw == nil then raw = raws[k] end
-  local e = tonumber(ARGV[a + 4])
-  if n == 1 and e > 0 then
-    -- One rolling quota: the same as below, without tables.
+  local form = ARGV[a + 1]
+  if form == 'd' or form == 'r' then
+    -- One rolling quota of cost: the same as settle(), without tables.
+    local e = tonumber(ARGV[a + 2])
+    local cur = 0
+    if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or 0 end
     local new = nil
-    if ARGV[a + 7] == '1' then
-      local cur = 0
-      if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or 0 end
-      if extra > 0 then
-        new = math.max(cur, now) + extra * e
-        if new > MAX then new = MAX end
-      else
-        local stamp = tonumber(ARGV[a + 6])
-        if less > 0 and stamp > 0 and cur == stamp then
-          new = stamp - less * e
-          if new < 0 then new = 0 end
-        end
+    if form == 'd' then
+      new = math.max(cur, now) + tonumber(ARGV[a + 3]) * e
+      if new > MAX then new = MAX end
+      a = a + 3
+    else
+      local stamp = tonumber(ARGV[a + 4])
+      if stamp > 0 and cur == stamp then
+        new = stamp - tonumber(ARGV[a + 3]) * e
+        if new < 0 then new = 0 end
       end
+      a = a + 4
     end
     if new then
       local v = string.format('%.0f', new)
@@ -148,8 +148,10 @@ for k = 1, #KEYS do
       written[key] = v
       changed = changed + 1
     end
-    a = a + 7
   else
+    local n = tonumber(form)
+    local extra = tonumber(ARGV[a + 2])
+    local less = tonumber(ARGV[a + 3])
     a = a + 3 + 4 * n + settle(key, raw, extra, less, n, a + 3)
   end
 end

@@ -28,12 +28,24 @@ pub(super) struct SettleArgs {
 }
 
 impl SettleArgs {
-    /// Adds this request's group of arguments to `cmd`: the debt, the
-    /// refund, the number of quotas, each quota's four numbers, then the
-    /// calendar quotas' units.
+    /// Adds this request's group of arguments to `cmd` (see
+    /// `settle.lua`): for a policy of one rolling quota of cost, the short
+    /// form of a debt (`d`, T, the debt) or of a refund (`r`, T, the
+    /// refund, the stamp); otherwise the number of quotas, the debt, the
+    /// refund, each quota's four numbers, then the calendar quotas' units.
     fn write(&self, cmd: &mut redis::Cmd) {
         let nums = &self.nums[..2 + 4 * self.quotas];
-        cmd.arg(nums[0]).arg(nums[1]).arg(self.quotas);
+        if let [extra, less, t, _, stamp, 1] = *nums
+            && t > 0
+        {
+            if extra > 0 {
+                cmd.arg("d").arg(t).arg(extra);
+            } else {
+                cmd.arg("r").arg(t).arg(less).arg(stamp);
+            }
+            return;
+        }
+        cmd.arg(self.quotas).arg(nums[0]).arg(nums[1]);
         for n in &nums[2..] {
             cmd.arg(*n);
         }
@@ -86,8 +98,6 @@ pub(super) struct Settler {
 #[derive(Default)]
 struct State {
     queue: Vec<Pending>,
-    /// Settlements taken by the task and not answered yet.
-    in_flight: usize,
     /// A task runs to send the queue.
     running: bool,
     /// The backend is gone: the task ends.
@@ -207,7 +217,6 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
         fn drop(&mut self) {
             let mut state = self.0.state.lock().ignore_poison();
             state.running = false;
-            state.in_flight = 0;
         }
     }
     let _ended = Ended(&settler);
@@ -219,7 +228,6 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
                 return;
             }
             std::mem::swap(&mut state.queue, &mut round);
-            state.in_flight = round.len();
         }
         if round.is_empty() {
             settler.wake.notified().await;
@@ -231,7 +239,6 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
         inner.send_round(&mut round).await;
         drop(inner);
         round.clear();
-        settler.state.lock().ignore_poison().in_flight = 0;
     }
 }
 
