@@ -191,6 +191,23 @@ impl Cpu {
     }
 }
 
+/// Script calls (`EVALSHA` and `EVAL`) the server has run.
+fn script_calls(server: &server::RedisServer) -> u64 {
+    server
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -222,8 +239,11 @@ fn main() {
     // The same decisions on a quota of tokens (the same script arguments),
     // each settled.
     let tokens = Policy::new(Quota::new(1_000_000, Duration::from_secs(1)).counting("tokens"));
+    let calls_before = script_calls(&server);
     let settling = rt.block_on(run(b.clone(), tokens, 64, 200_000, false, true));
     let cpu2 = Cpu::now(&server);
+    // Every decision is one call: the rest are the settle script's.
+    let settle_calls = script_calls(&server) - calls_before - 200_000;
     let bench_p16 = redis_benchmark(server.port(), &sha, 16, 64, 200_000);
     let cpu3 = Cpu::now(&server);
     let bench_p1 = redis_benchmark(server.port(), &sha, 1, 64, 100_000);
@@ -285,6 +305,10 @@ fn main() {
         "  server CPU, redis-benchmark -P 16 / settled: {:.2}; / not settled: {:.2}",
         cpu_bench.0 / cpu_settling.0,
         cpu_bench.0 / cpu_many.0
+    );
+    println!(
+        "  settle script calls: {settle_calls} for 200000 settlements ({:.0} per call)",
+        200_000.0 / settle_calls.max(1) as f64
     );
     println!("\none denied key, 64 callers:");
     line("deny cache off", &no_cache);

@@ -267,3 +267,33 @@ async fn settlements_are_batched_per_slot_on_a_cluster() {
         );
     }
 }
+
+/// A hot key's debts queued together are merged: one call for 300 of them
+/// (more than a batch holds), charged exactly as one by one.
+#[tokio::test]
+async fn a_hot_keys_debts_are_merged_and_charged_exactly() {
+    use tower_sluice::backend::Backend;
+    let server = RedisServer::start();
+    let backend = super::backend(&server.url());
+    let policy = tower_sluice::per_key::Policy::new(Quota::per_hour(1_000).counting("tokens"));
+    let key = "hot".to_string();
+    let mut grants = Vec::new();
+    for _ in 0..300 {
+        grants.push(
+            super::decide_cost(&backend, &key, &policy, 1)
+                .await
+                .unwrap()
+                .charged(),
+        );
+    }
+    let before = script_calls(&server);
+    for charged in grants {
+        backend.settle(&key, &policy, charged, 3);
+    }
+    settled(&backend, 300).await;
+    let calls = script_calls(&server) - before;
+    // One call (sent twice if the server loads the script then).
+    assert!(calls <= 2, "{calls} calls");
+    // 300 charged up front, 600 more settled: 100 left.
+    assert_eq!(left(&backend, &key, &policy).await, 100);
+}

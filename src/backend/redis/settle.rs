@@ -55,6 +55,24 @@ impl SettleArgs {
     }
 }
 
+impl SettleArgs {
+    /// Adds `other`'s debt to this one when both are debts of the same
+    /// single rolling quota of cost (the short form); false otherwise.
+    fn absorb_debt(&mut self, other: &SettleArgs) -> bool {
+        let debt = |a: &SettleArgs| match a.nums[..2 + 4 * a.quotas] {
+            [extra, 0, t, _, _, 1] if extra > 0 && t > 0 => Some(t),
+            _ => None,
+        };
+        match (debt(self), debt(other)) {
+            (Some(t), Some(u)) if t == u => {
+                self.nums[0] = self.nums[0].saturating_add(other.nums[0]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The settle script's arguments for a request under `policy`, charged as
 /// `charged` says, that really cost `true_cost`.
 pub(super) fn settle_args(policy: &Policy, charged: Charged, true_cost: u32) -> SettleArgs {
@@ -86,6 +104,8 @@ struct Pending {
     slot: u16,
     args: SettleArgs,
     health: Arc<Health>,
+    /// The settlements this one stands for (more than 1 once merged).
+    count: u64,
 }
 
 /// The queue of settlements and the task that sends them.
@@ -178,6 +198,7 @@ impl RedisBackend {
             slot,
             args: settle_args(policy, charged, true_cost),
             health,
+            count: 1,
         };
         let settler = &inner.settler;
         let mut state = settler.state.lock().ignore_poison();
@@ -250,8 +271,17 @@ impl Inner {
 
     /// Sends `round` in batches of at most [`BATCH`] keys of one slot,
     /// all pipelined at once, and counts what became of each settlement.
-    async fn send_round(self: &Arc<Self>, round: &mut [Pending]) {
-        round.sort_by_key(|p| p.slot);
+    /// Debts of one key that follow each other are merged into one (the
+    /// same TAT as applied one by one, in one call: `now` is the same).
+    async fn send_round(self: &Arc<Self>, round: &mut Vec<Pending>) {
+        // Stable: a key's settlements keep their order.
+        round.sort_by(|a, b| (a.slot, &a.key).cmp(&(b.slot, &b.key)));
+        round.dedup_by(|later, kept| {
+            later.key == kept.key && kept.args.absorb_debt(&later.args) && {
+                kept.count += later.count;
+                true
+            }
+        });
         let mut calls = Vec::new();
         for group in round.chunk_by(|a, b| a.slot == b.slot) {
             for batch in group.chunks(BATCH) {
@@ -266,7 +296,7 @@ impl Inner {
         let items: Vec<(&[u8], &SettleArgs)> =
             batch.iter().map(|p| (&p.key[..], &p.args)).collect();
         let sent = self.clock.now();
-        let n = batch.len() as u64;
+        let n = batch.iter().map(|p| p.count).sum();
         let first = &batch[0];
         match self.settle_now(&items).await {
             Ok(_) => {
