@@ -140,13 +140,15 @@
 //!
 //! Settling never holds a response. A settlement goes into a bounded queue
 //! (65 536 settlements), and one task of the backend (on the tokio runtime
-//! of the first settlement) sends the queue in batches: one call of a
-//! settlement script per batch of up to 128 keys (on Redis Cluster, keys
-//! of one hash slot: each batch goes to one master), pipelined on the
-//! shared connection with the decisions. While a batch is out, new
-//! settlements gather for the next, so the server pays a script call's
-//! overhead once per batch rather than once per settlement, and batches
-//! grow with the load. A key settled twice in a batch is settled in order.
+//! of the first settlement) sends the queue in rounds of up to 2 048
+//! settlements (each answered well within the deadline), each round in
+//! batches: one call of a settlement script per batch of up to 128 keys
+//! (on Redis Cluster, keys of one hash slot: each batch goes to one
+//! master), pipelined on the shared connection with the decisions. While a
+//! round is out, new settlements gather for the next, so the server pays a
+//! script call's overhead once per batch rather than once per settlement,
+//! and batches grow with the load. A key's debts queued together merge
+//! into one; its settlements apply in the order they were made.
 //!
 //! A settlement is dropped and counted ([`RedisStats::settles_dropped`]),
 //! never retried (it may have run), when the queue is full, while the

@@ -16,6 +16,11 @@ pub(super) const QUEUE: usize = 65_536;
 /// The most keys in one call of the settle script.
 pub(super) const BATCH: usize = 128;
 
+/// The most settlements sent at once (in batches), so that the last batch
+/// of a round is answered well within the deadline: the rest wait for the
+/// next round.
+const ROUND: usize = 16 * BATCH;
+
 /// The settle script's arguments for one request (see `settle.lua`).
 pub(super) struct SettleArgs {
     /// The debt and the refund, then per quota its emission interval,
@@ -117,7 +122,7 @@ pub(super) struct Settler {
 
 #[derive(Default)]
 struct State {
-    queue: Vec<Pending>,
+    queue: std::collections::VecDeque<Pending>,
     /// A task runs to send the queue.
     running: bool,
     /// The backend is gone: the task ends.
@@ -218,7 +223,7 @@ impl RedisBackend {
             )));
         }
         let first = state.queue.is_empty();
-        state.queue.push(pending);
+        state.queue.push_back(pending);
         drop(state);
         if first {
             settler.wake.notify_one();
@@ -227,9 +232,10 @@ impl RedisBackend {
 }
 
 /// Sends the queued settlements until the backend is dropped: takes the
-/// whole queue, sends it in batches (all at once, pipelined), waits for
-/// their answers, and again; while a round is out, new settlements gather
-/// into the next, so batches grow with the load.
+/// queue (at most [`ROUND`] of it, oldest first), sends it in batches (all
+/// at once, pipelined), waits for their answers, and again; while a round
+/// is out, new settlements gather into the next, so batches grow with the
+/// load.
 async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
     // However the task ends (even dropped with its runtime), the next
     // settlement starts a new one.
@@ -248,7 +254,11 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
             if state.closed {
                 return;
             }
-            std::mem::swap(&mut state.queue, &mut round);
+            if state.queue.len() <= ROUND {
+                round = Vec::from(std::mem::take(&mut state.queue));
+            } else {
+                round.extend(state.queue.drain(..ROUND));
+            }
         }
         if round.is_empty() {
             settler.wake.notified().await;
