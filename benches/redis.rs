@@ -5,8 +5,9 @@
 //! package). Measures decisions per second with 1 and 64 concurrent
 //! callers (p50 / p99 latency), `redis-benchmark -P 16 -c 64` running
 //! `EVALSHA` of the same script with the same arguments, the same 64
-//! callers settling every decision (a second script call each, sent in the
-//! background and pipelined), and the deny cache's effect when 64 callers
+//! callers settling every decision (queued and sent in the background in
+//! batches, one script call per batch), the CPU time per decision of the
+//! server and of this process, and the deny cache's effect when 64 callers
 //! hammer one denied key.
 
 use std::process::Command;
@@ -125,11 +126,11 @@ fn redis_benchmark(port: u16, sha: &str, pipeline: u32, clients: u32, n: u32) ->
             sha,
             "1",
             "bench:__rand_int__",
-            "1",
             "0",
             "1",
             "1",
             "1000000",
+            "1",
         ])
         .output()
         .expect("redis-benchmark runs (it comes with redis-server)");
@@ -148,6 +149,63 @@ fn redis_benchmark(port: u16, sha: &str, pipeline: u32, clients: u32, n: u32) ->
         "redis-benchmark: {text}"
     );
     rps
+}
+
+/// CPU time spent so far, in microseconds: by the server (`INFO cpu`) and
+/// by this process (all its threads, from `/proc`; 0 where there is none).
+#[derive(Clone, Copy)]
+struct Cpu {
+    server: f64,
+    client: f64,
+}
+
+impl Cpu {
+    fn now(server: &server::RedisServer) -> Self {
+        let info = server.cli(&["INFO", "cpu"]);
+        let field = |name: &str| -> f64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let server = (field("used_cpu_sys:") + field("used_cpu_user:")) * 1e6;
+        let client = std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| {
+                        let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+                        s.split_whitespace().next()?.parse::<f64>().ok()
+                    })
+                    .sum::<f64>()
+                    / 1e3
+            })
+            .unwrap_or(0.0);
+        Cpu { server, client }
+    }
+
+    /// CPU microseconds per decision since `before`, (server, client).
+    fn per(self, before: Cpu, decisions: f64) -> (f64, f64) {
+        (
+            (self.server - before.server) / decisions,
+            (self.client - before.client) / decisions,
+        )
+    }
+}
+
+/// Script calls (`EVALSHA` and `EVAL`) the server has run.
+fn script_calls(server: &server::RedisServer) -> u64 {
+    server
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 fn main() {
@@ -175,13 +233,23 @@ fn main() {
 
     rt.block_on(run(b.clone(), open.clone(), 64, 20_000, false, false)); // warm up
     let one = rt.block_on(run(b.clone(), open.clone(), 1, 10_000, false, false));
+    let cpu0 = Cpu::now(&server);
     let many = rt.block_on(run(b.clone(), open.clone(), 64, 200_000, false, false));
+    let cpu1 = Cpu::now(&server);
     // The same decisions on a quota of tokens (the same script arguments),
     // each settled.
     let tokens = Policy::new(Quota::new(1_000_000, Duration::from_secs(1)).counting("tokens"));
+    let calls_before = script_calls(&server);
     let settling = rt.block_on(run(b.clone(), tokens, 64, 200_000, false, true));
+    let cpu2 = Cpu::now(&server);
+    // Every decision is one call: the rest are the settle script's.
+    let settle_calls = script_calls(&server) - calls_before - 200_000;
     let bench_p16 = redis_benchmark(server.port(), &sha, 16, 64, 200_000);
+    let cpu3 = Cpu::now(&server);
     let bench_p1 = redis_benchmark(server.port(), &sha, 1, 64, 100_000);
+    let cpu_many = cpu1.per(cpu0, 200_000.0);
+    let cpu_settling = cpu2.per(cpu1, 200_000.0);
+    let cpu_bench = cpu3.per(cpu2, 200_000.0);
 
     // One abusive key (1 per minute) hammered by 64 callers.
     let tight = Policy::new(Quota::per_minute(1));
@@ -227,6 +295,20 @@ fn main() {
     println!(
         "  ratio, settled decisions / redis-benchmark -P 16: {:.2} (target >= 0.80)",
         settling.per_sec / bench_p16
+    );
+    println!("\nCPU per decision (server; client), microseconds:");
+    println!(
+        "  64 callers {:.2}; {:.2}   settled {:.2}; {:.2}   redis-benchmark -P 16 {:.2}",
+        cpu_many.0, cpu_many.1, cpu_settling.0, cpu_settling.1, cpu_bench.0
+    );
+    println!(
+        "  server CPU, redis-benchmark -P 16 / settled: {:.2}; / not settled: {:.2}",
+        cpu_bench.0 / cpu_settling.0,
+        cpu_bench.0 / cpu_many.0
+    );
+    println!(
+        "  settle script calls: {settle_calls} for 200000 settlements ({:.0} per call)",
+        200_000.0 / settle_calls.max(1) as f64
     );
     println!("\none denied key, 64 callers:");
     line("deny cache off", &no_cache);

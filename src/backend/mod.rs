@@ -123,11 +123,35 @@ pub struct Grant {
 pub struct Charged {
     estimate: u32,
     stamps: [u64; crate::gcra::INLINE_CELLS],
+    origin: Origin,
+}
+
+/// Where a grant was charged, for a backend that can decide elsewhere than
+/// in its own store (the Redis backend's failure policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// In the backend's own store (the stamps are its own).
+    #[default]
+    Store,
+    /// In the backend's local stand-in (the stamps are the stand-in's).
+    Fallback,
+    /// Nowhere: let through without a charge.
+    Nowhere,
 }
 
 impl Charged {
     pub(crate) const fn new(estimate: u32, stamps: [u64; crate::gcra::INLINE_CELLS]) -> Self {
-        Charged { estimate, stamps }
+        Charged {
+            estimate,
+            stamps,
+            origin: Origin::Store,
+        }
+    }
+
+    /// The same charge, made where `origin` says.
+    pub(crate) const fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// The cost the request was charged up front.

@@ -146,3 +146,156 @@ async fn a_per_key_layer_settles_grants_decided_by_redis() {
     assert!(svc.clone().oneshot((1, 1, 1)).await.is_err());
     assert_eq!(svc.clone().oneshot((2, 1, 1)).await.unwrap(), 1);
 }
+
+/// Calls of the settle script (and of `EVAL`, its first load) a server
+/// has run, from its command statistics.
+fn script_calls(server: &RedisServer) -> u64 {
+    server
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// What a bucket of tokens has left for `key`: a peek of 1 answers what
+/// would be left after it.
+async fn left<K: tower_sluice::backend::redis::RedisKey + Send + Sync + 'static>(
+    b: &RedisBackend,
+    key: &K,
+    policy: &tower_sluice::per_key::Policy,
+) -> u32 {
+    use tower_sluice::backend::{Acquire, Backend};
+    let grant = match b.peek(key, policy, 1) {
+        Acquire::Ready(r) => r,
+        Acquire::Pending(f) => f.await,
+    };
+    grant.unwrap().decision().remaining() + 1
+}
+
+/// Many keys settled at once: a few calls of the settle script, not one
+/// per settlement, and every key's settlement applied exactly (debts and
+/// refunds alike).
+#[tokio::test]
+async fn many_settlements_go_in_a_few_batches_and_apply_exactly() {
+    use tower_sluice::backend::Backend;
+    let server = RedisServer::start();
+    let backend = super::backend(&server.url());
+    // 100 tokens an hour: nothing refills during the test.
+    let policy = tower_sluice::per_key::Policy::new(Quota::per_hour(100).counting("tokens"));
+    let keys = 300_u64;
+    let mut grants = Vec::new();
+    for k in 0..keys {
+        grants.push(
+            super::decide_cost(&backend, &k, &policy, 10)
+                .await
+                .unwrap()
+                .charged(),
+        );
+    }
+    // True costs 0 to 39: refunds below the estimate of 10, debts above;
+    // a true cost of 10 is not sent.
+    let used = |k: u64| (k % 40) as u32;
+    let sent = (0..keys).filter(|&k| used(k) != 10).count() as u64;
+    let before = script_calls(&server);
+    for (k, charged) in grants.into_iter().enumerate() {
+        backend.settle(&(k as u64), &policy, charged, used(k as u64));
+    }
+    settled(&backend, sent).await;
+    let calls = script_calls(&server) - before;
+    // Queued together: batches of at most 128 keys (each may be sent twice
+    // when the server loads the script).
+    assert!(calls <= 6, "{calls} calls for {sent} settlements");
+    assert_eq!(backend.stats().settles_dropped, 0);
+    for k in 0..keys {
+        assert_eq!(left(&backend, &k, &policy).await, 100 - used(k), "key {k}");
+    }
+}
+
+/// On a Cluster, settlements go in batches of one slot each, to the slot's
+/// master: keys spread over the masters and keys sharing a hash tag are
+/// all settled exactly.
+// One thread: the settlements of a round are all queued before the
+// backend's task takes them.
+#[tokio::test]
+async fn settlements_are_batched_per_slot_on_a_cluster() {
+    use tower_sluice::backend::Backend;
+    let cluster = super::server::RedisCluster::start();
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let backend = RedisBackend::cluster(client).deadline(Duration::from_secs(5));
+    let policy = tower_sluice::per_key::Policy::new(Quota::per_hour(100).counting("tokens"));
+    let mut keys: Vec<String> = (0..60).map(|i| format!("user-{i}")).collect();
+    keys.extend((0..60).map(|i| format!("{{acct-7}}:{i}")));
+    let mut grants = Vec::new();
+    for k in &keys {
+        grants.push(
+            super::decide_cost(&backend, k, &policy, 10)
+                .await
+                .unwrap()
+                .charged(),
+        );
+    }
+    let used = |i: usize| 20 + i as u32 % 7;
+    // Each grant settled twice (two debts): the first round loads the
+    // script on each master, the second is counted.
+    for (i, (k, charged)) in keys.iter().zip(&grants).enumerate() {
+        backend.settle(k, &policy, *charged, used(i));
+    }
+    settled(&backend, keys.len() as u64).await;
+    let before: u64 = cluster.nodes.iter().map(script_calls).sum();
+    for (i, (k, charged)) in keys.iter().zip(&grants).enumerate() {
+        backend.settle(k, &policy, *charged, used(i));
+    }
+    settled(&backend, 2 * keys.len() as u64).await;
+    let calls: u64 = cluster.nodes.iter().map(script_calls).sum::<u64>() - before;
+    // One call per slot: 60 for the keys spread over the slots, one for
+    // the 60 sharing a hash tag.
+    assert_eq!(calls, 61);
+    assert_eq!(backend.stats().settles_dropped, 0);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            left(&backend, k, &policy).await,
+            100 - 10 - 2 * (used(i) - 10),
+            "{k}"
+        );
+    }
+}
+
+/// A hot key's debts queued together are merged: one call per round of
+/// the backend's task for thousands of them (a round takes at most 2 048),
+/// charged exactly as one by one.
+#[tokio::test]
+async fn a_hot_keys_debts_are_merged_and_charged_exactly() {
+    use tower_sluice::backend::Backend;
+    let server = RedisServer::start();
+    let backend = super::backend(&server.url());
+    let policy = tower_sluice::per_key::Policy::new(Quota::per_day(10_000).counting("tokens"));
+    let key = "hot".to_string();
+    let mut grants = Vec::new();
+    for _ in 0..2_500 {
+        grants.push(
+            super::decide_cost(&backend, &key, &policy, 1)
+                .await
+                .unwrap()
+                .charged(),
+        );
+    }
+    let before = script_calls(&server);
+    for charged in grants {
+        backend.settle(&key, &policy, charged, 3);
+    }
+    settled(&backend, 2_500).await;
+    let calls = script_calls(&server) - before;
+    // Two rounds, one call each (the first sent twice if the server loads
+    // the script then).
+    assert!(calls <= 3, "{calls} calls");
+    // 2 500 charged up front, 5 000 more settled: 2 500 left.
+    assert_eq!(left(&backend, &key, &policy).await, 2_500);
+}

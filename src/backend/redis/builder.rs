@@ -111,6 +111,7 @@ impl RedisBackend {
                 ),
                 deny: DenyCache::new(10_000),
                 stats: Counters::default(),
+                settler: Arc::default(),
                 observers: Observers::default(),
             }),
         }

@@ -2,6 +2,7 @@
 //! policy; the policies derived for the fallback.
 
 use super::*;
+use crate::backend::Origin;
 
 impl RedisBackend {
     /// Runs one decision for `key` directly (what the layer does).
@@ -130,6 +131,11 @@ impl Inner {
         f(d)
     }
 
+    /// The policy of the local fallback for `policy`.
+    pub(super) fn fallback_policy(&self, policy: &Policy) -> Policy {
+        self.derived(policy, |d| d.fallback.clone())
+    }
+
     #[allow(clippy::ptr_arg)] // the local stores are keyed by Vec<u8>
     pub(super) fn in_flight_permit(
         &self,
@@ -252,7 +258,7 @@ impl Inner {
         if decision.is_allowed() {
             if consume {
                 // Keep the fallback warm: count what this instance admits.
-                let fallback = self.derived(policy, |d| d.fallback.clone());
+                let fallback = self.fallback_policy(policy);
                 let _ = self.fallback.acquire(key, &fallback, cost, Duration::ZERO);
             }
             Ok(Grant::new(decision, Duration::from_nanos(wait)))
@@ -287,7 +293,11 @@ impl Inner {
                     Some(_) => Decision::remote_calendar(quota, true, 0, 0, 0),
                     None => Decision::remote(quota, quota.emission_nanos(), true, 0, 0),
                 };
-                (FailureAction::Allowed, Ok(Grant::new(full, Duration::ZERO)))
+                // Charged nowhere: there is nothing to settle on Redis.
+                let grant = Grant::new(full, Duration::ZERO).with_charged(
+                    Charged::new(cost, Default::default()).with_origin(Origin::Nowhere),
+                );
+                (FailureAction::Allowed, Ok(grant))
             }
             FailurePolicy::FailClosed => {
                 self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +309,7 @@ impl Inner {
             }
             FailurePolicy::Fallback { .. } => {
                 self.stats.fallback.fetch_add(1, Ordering::Relaxed);
-                let fallback = self.derived(policy, |d| d.fallback.clone());
+                let fallback = self.fallback_policy(policy);
                 let result = if consume {
                     self.fallback.acquire(key, &fallback, cost, max_wait)
                 } else {
@@ -309,9 +319,12 @@ impl Inner {
                     Acquire::Ready(r) => r,
                     Acquire::Pending(never) => match never {},
                 };
-                // Charged in memory, not on Redis: settling it on Redis
-                // charges a debt, never refunds (no stamps).
-                let result = result.map(|g| g.with_charged(Charged::new(cost, Default::default())));
+                // Charged in the fallback's cells, with their stamps: settled
+                // there, not on Redis.
+                let result = result.map(|g| {
+                    let charged = g.charged().with_origin(Origin::Fallback);
+                    g.with_charged(charged)
+                });
                 (FailureAction::Fallback, result)
             }
         };
@@ -486,7 +499,7 @@ where
 
     /// This instance's local view (its warm fallback), without a round trip.
     fn states(&self, key: &K, policy: &Policy) -> QuotaStates {
-        let fallback = self.inner.derived(policy, |d| d.fallback.clone());
+        let fallback = self.inner.fallback_policy(policy);
         <Memory<Vec<u8>> as Backend<Vec<u8>>>::states(
             &self.inner.fallback,
             &self.inner.key_bytes(key),
@@ -494,8 +507,9 @@ where
         )
     }
 
-    /// Settles on Redis in one call of a settlement script, sent in the
-    /// background (see the [module docs](crate::backend::redis#settling-the-true-cost)).
+    /// Queues the settlement for the backend's task, which sends
+    /// settlements to Redis in batches, one script call each (see the
+    /// [module docs](crate::backend::redis#settling-the-true-cost)).
     fn settle(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
         self.send_settle(self.inner.key_bytes(key), policy, charged, true_cost);
     }

@@ -124,9 +124,8 @@
 //! # Settling the true cost
 //!
 //! A layer that [settles](crate::PerKeyLayer::settle) requests at their
-//! true cost settles on Redis too ([`Backend::settle`]): one call of a
-//! small settlement script per settled request (atomic, the same key, so
-//! it works on Redis Cluster), with the in-memory backend's rules:
+//! true cost settles on Redis too ([`Backend::settle`]), with the in-memory
+//! backend's rules, atomically per key:
 //!
 //! * **more than estimated** moves each cost quota's TAT from
 //!   `max(TAT, now)` by the difference, past the burst if need be (a debt
@@ -139,14 +138,34 @@
 //!   (never below 0);
 //! * quotas that count requests keep their charge.
 //!
-//! The call is sent in the background (a task on the current tokio
-//! runtime, pipelined on the shared connection with the decisions): a
-//! response is never held for it. While Redis is known to be down, without
-//! a runtime, or when it fails or misses the deadline, the settlement is
-//! dropped and counted ([`RedisStats::settles_dropped`]), never retried
-//! (it may have run): the request keeps its estimate. A grant the
-//! [fallback](FailurePolicy::Fallback) made is settled on Redis as a debt
-//! only.
+//! Settling never holds a response. A settlement goes into a bounded queue
+//! (65 536 settlements), and one task of the backend (on the tokio runtime
+//! of the first settlement) sends the queue in rounds of up to 2 048
+//! settlements (each answered well within the deadline), each round in
+//! batches: one call of a settlement script per batch of up to 128 keys
+//! (on Redis Cluster, keys of one hash slot: each batch goes to one
+//! master), pipelined on the shared connection with the decisions. While a
+//! round is out, new settlements gather for the next, so the server pays a
+//! script call's overhead once per batch rather than once per settlement,
+//! and batches grow with the load. A key's debts queued together merge
+//! into one; its settlements apply in the order they were made.
+//!
+//! A settlement is dropped and counted ([`RedisStats::settles_dropped`]),
+//! never retried (it may have run), when the queue is full, while the
+//! key's node is known to be down, without a runtime to send it from, or
+//! when its batch fails or misses the deadline: the request keeps its
+//! estimate. [`RedisStats::settled`] counts those Redis applied, so a
+//! caller that must see a settlement applied (a test) waits until it
+//! grows.
+//!
+//! Grants Redis did not decide are settled where they were charged: a
+//! grant of the [fallback](FailurePolicy::Fallback) in the fallback
+//! ([`RedisStats::settled_in_fallback`]), and a grant let through by
+//! [`FailOpen`](FailurePolicy::FailOpen), charged nowhere, not at all
+//! ([`RedisStats::settles_skipped`]). With the fallback, a settlement
+//! Redis applies keeps the warm fallback in step: a debt is charged to it
+//! too (a refund is not, as the fallback's charge is not the one the grant
+//! records), so a key in debt stays limited if Redis goes away.
 //!
 //! # Per-key concurrency
 //!
@@ -192,6 +211,7 @@ use health::{Breaker, Health, Nodes, Route};
 
 use decide::{Derived, KeyText};
 use script::error_kind;
+use settle::Settler;
 use stats::Counters;
 
 pub use decide::RedisFuture;
@@ -230,6 +250,13 @@ struct Inner {
     deny: DenyCache,
     stats: Counters,
     observers: Observers,
+    settler: Arc<Settler>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.settler.close();
+    }
 }
 
 #[allow(clippy::large_enum_variant)] // one per backend
@@ -259,6 +286,8 @@ impl fmt::Debug for RedisBackend {
 
 #[cfg(all(test, feature = "test-util"))]
 mod conformance;
+#[cfg(all(test, feature = "test-util"))]
+mod settle_tests;
 
 #[cfg(test)]
 mod tests {

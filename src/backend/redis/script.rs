@@ -20,32 +20,36 @@ impl Inner {
         args: &[u64],
         units: &[&str],
     ) -> redis::RedisResult<Vec<i64>> {
-        self.eval_script(Lua::Decide, key, args, units).await
-    }
-
-    /// Runs `lua` on `key` with `args`, then `units`.
-    pub(super) async fn eval_script(
-        &self,
-        lua: Lua,
-        key: &[u8],
-        args: &[u64],
-        units: &[&str],
-    ) -> redis::RedisResult<Vec<i64>> {
-        // EVALSHA in one command buffer; on NOSCRIPT (a restarted or
-        // flushed server) the script is loaded and sent again: it did not
-        // run, so nothing is charged twice.
-        let mut cmd = redis::cmd("EVALSHA");
-        let script = match lua {
-            Lua::Decide => &self.script,
-            Lua::Settle => &self.settle_script,
-        };
-        cmd.arg(script.get_hash()).arg(1).arg(key);
+        let mut cmd = self.evalsha(Lua::Decide, 1);
+        cmd.arg(key);
         for a in args {
             cmd.arg(*a);
         }
         for u in units {
             cmd.arg(*u);
         }
+        self.eval_cmd(Lua::Decide, &cmd).await
+    }
+
+    /// `EVALSHA` of `lua` on `keys` keys: the command to add them and the
+    /// arguments to.
+    pub(super) fn evalsha(&self, lua: Lua, keys: usize) -> redis::Cmd {
+        let script = match lua {
+            Lua::Decide => &self.script,
+            Lua::Settle => &self.settle_script,
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys);
+        cmd
+    }
+
+    /// Runs `cmd`, an [`evalsha`](Self::evalsha) of `lua` with its keys and
+    /// arguments, on the backend's connection.
+    pub(super) async fn eval_cmd(
+        &self,
+        lua: Lua,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<Vec<i64>> {
         match &self.conn {
             Conn::Client { client, manager } => {
                 let manager = manager
@@ -61,13 +65,9 @@ impl Inner {
                         ConnectionManager::new_lazy_with_config(client.clone(), config)
                     })
                     .await?;
-                self.run(&cmd, lua, key, args, units, &mut manager.clone())
-                    .await
+                run(cmd, lua, &mut manager.clone()).await
             }
-            Conn::Manager(manager) => {
-                self.run(&cmd, lua, key, args, units, &mut manager.clone())
-                    .await
-            }
+            Conn::Manager(manager) => run(cmd, lua, &mut manager.clone()).await,
             Conn::Cluster { client, conn } => {
                 let conn = conn
                     .get_or_try_init(|| async {
@@ -78,40 +78,8 @@ impl Inner {
                         Ok::<_, redis::RedisError>(conn)
                     })
                     .await?;
-                self.run(&cmd, lua, key, args, units, &mut conn.clone())
-                    .await
+                run(cmd, lua, &mut conn.clone()).await
             }
-        }
-    }
-
-    pub(super) async fn run(
-        &self,
-        cmd: &redis::Cmd,
-        lua: Lua,
-        key: &[u8],
-        args: &[u64],
-        units: &[&str],
-        conn: &mut impl redis::aio::ConnectionLike,
-    ) -> redis::RedisResult<Vec<i64>> {
-        match cmd.query_async(conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // The script itself, in one round trip (EVAL also caches it
-                // for the next EVALSHA).
-                let mut eval = redis::cmd("EVAL");
-                let source = match lua {
-                    Lua::Decide => SCRIPT,
-                    Lua::Settle => SETTLE_SCRIPT,
-                };
-                eval.arg(source).arg(1).arg(key);
-                for a in args {
-                    eval.arg(*a);
-                }
-                for u in units {
-                    eval.arg(*u);
-                }
-                eval.query_async(conn).await
-            }
-            r => r,
         }
     }
 
@@ -161,6 +129,33 @@ impl Inner {
         let ranges = slot_ranges(&reply).ok_or(())?;
         self.nodes.learn(&ranges, self.clock.now());
         Ok(())
+    }
+}
+
+/// Sends `cmd` (an `EVALSHA`); on `NOSCRIPT` (a restarted or flushed
+/// server) sends the script itself with the same keys and arguments, in
+/// one round trip (`EVAL` also caches it for the next `EVALSHA`): the
+/// first did not run, so nothing is charged twice.
+async fn run(
+    cmd: &redis::Cmd,
+    lua: Lua,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<Vec<i64>> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(match lua {
+                Lua::Decide => SCRIPT,
+                Lua::Settle => SETTLE_SCRIPT,
+            });
+            for arg in cmd.args_iter().skip(2) {
+                if let redis::Arg::Simple(bytes) = arg {
+                    eval.arg(bytes);
+                }
+            }
+            eval.query_async(conn).await
+        }
+        r => r,
     }
 }
 

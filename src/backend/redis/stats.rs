@@ -49,6 +49,14 @@ pub struct RedisStats {
     /// down or without a tokio runtime. A dropped settlement is never
     /// retried; its request keeps its estimate.
     pub settles_dropped: u64,
+    /// Settlements of grants the failure policy let through without a
+    /// charge ([`FailurePolicy::FailOpen`]): nothing was charged on Redis,
+    /// so nothing is settled there.
+    pub settles_skipped: u64,
+    /// Settlements of grants the local fallback decided
+    /// ([`FailurePolicy::Fallback`]), applied to the fallback's own state,
+    /// where they were charged.
+    pub settled_in_fallback: u64,
 }
 
 #[derive(Default)]
@@ -68,6 +76,8 @@ pub(super) struct Counters {
     pub(super) came_back: AtomicU64,
     pub(super) settled: AtomicU64,
     pub(super) settles_dropped: AtomicU64,
+    pub(super) settles_skipped: AtomicU64,
+    pub(super) settled_in_fallback: AtomicU64,
 }
 
 impl Counters {
@@ -100,6 +110,8 @@ impl Counters {
             came_back: r(&self.came_back),
             settled: r(&self.settled),
             settles_dropped: r(&self.settles_dropped),
+            settles_skipped: r(&self.settles_skipped),
+            settled_in_fallback: r(&self.settled_in_fallback),
         }
     }
 }
