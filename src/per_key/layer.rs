@@ -326,8 +326,9 @@ where
     /// never settled keeps its estimate. With the in-memory backend a
     /// settlement is one more compare-exchange per quota that counts cost;
     /// a key forgotten since (idle) is re-created for a debt and left
-    /// alone for a refund. The Redis backend settles in one script call
-    /// sent in the background: the response never waits for it.
+    /// alone for a refund. The Redis backend queues settlements and sends
+    /// them in the background in batches, one atomic script call per batch
+    /// of keys: the response never waits for it.
     ///
     /// `Res` must be the inner service's response type: a hook of another
     /// type is never called (the layer logs one `tracing` warning naming
