@@ -53,6 +53,7 @@
 //! [draft-ietf-httpapi-ratelimit-headers-10]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/10/
 
 use std::fmt::Write as _;
+use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -314,26 +315,40 @@ pub(crate) fn format_items<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Hea
     out.into_value()
 }
 
-/// The `RateLimit` value of an admitted request whose policy has one
-/// quota (the common case): its one item, formatted without building an
-/// [`Item`] (one division for `r` and `t` together).
+/// `r` and `t` of an admitted request's one item, when its policy has
+/// one quota (the common case): without building an [`Item`] (one
+/// division for both). `t` is `None` when the quota is full.
 #[inline]
-pub(crate) fn rate_limit_one(fields: &PolicyFields, policy: &Policy, d: &Decision) -> HeaderValue {
-    if policy.len() == 1 && d.is_of(policy.first_params()) {
-        let (remaining, next) = d.remaining_and_next();
-        let reset = (next > 0).then(|| next.div_ceil(NANOS_PER_SEC));
-        return format_one(&fields.names[0], u64::from(remaining), reset);
+pub(crate) fn first_item(policy: &Policy, d: &Decision) -> Option<(u32, Option<NonZeroU64>)> {
+    if policy.len() != 1 || !d.is_of(policy.first_params()) {
+        return None;
     }
-    format_item(&Item::from_decision(fields, policy, d))
+    let (remaining, next) = d.remaining_and_next();
+    Some((remaining, NonZeroU64::new(next.div_ceil(NANOS_PER_SEC))))
+}
+
+/// The `RateLimit` value of a policy of one quota, from [`first_item`].
+#[inline]
+pub(crate) fn format_first(
+    fields: &PolicyFields,
+    remaining: u32,
+    reset: Option<NonZeroU64>,
+) -> HeaderValue {
+    format_one(
+        &fields.names[0],
+        u64::from(remaining),
+        reset.map(NonZeroU64::get),
+    )
 }
 
 /// Formats one `RateLimit` item.
-pub(crate) fn format_item(item: &Item<'_>) -> HeaderValue {
+#[cfg(test)]
+fn format_item(item: &Item<'_>) -> HeaderValue {
     format_one(item.name.as_str(), item.remaining, item.reset)
 }
 
 /// Formats one `RateLimit` item on the stack, then copies it once into the
-/// value (one allocation, sized exactly). A
+/// value (cut from a shared buffer: no allocation of its own). A
 /// name too long for the stack buffer goes through [`format_items`].
 fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
     // `;r=` and `;t=` with 20 digits each at most.
@@ -354,7 +369,7 @@ fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
         buf[at..at + 3].copy_from_slice(b";t=");
         at = write_decimal(&mut buf, at + 3, t);
     }
-    HeaderValue::from_bytes(&buf[..at]).expect("RateLimit items are visible ASCII")
+    super::value::shared(&buf[..at]).expect("RateLimit items are visible ASCII")
 }
 
 /// Writes `n` in decimal into `buf` at `at` (room for its up to 20
@@ -406,8 +421,8 @@ pub(crate) fn insert_legacy(headers: &mut HeaderMap, items: &[Item<'_>]) {
     }
 }
 
-/// A field value written on the stack while it is short (one allocation
-/// for the `HeaderValue`, none for the writing), integers formatted by
+/// A field value written on the stack while it is short (no allocation
+/// of its own for the `HeaderValue`, none for the writing), integers formatted by
 /// hand (`core::fmt` costs more than the rest of the value).
 struct ValueBuf {
     stack: [u8; 192],
@@ -457,8 +472,8 @@ impl ValueBuf {
 
     fn into_value(self) -> HeaderValue {
         let value = match self.heap {
-            Some(heap) => HeaderValue::try_from(heap),
-            None => HeaderValue::from_bytes(&self.stack[..self.len]),
+            Some(heap) => HeaderValue::try_from(heap).map_err(drop),
+            None => super::value::shared(&self.stack[..self.len]).ok_or(()),
         };
         value.expect("RateLimit items are visible ASCII")
     }

@@ -13,6 +13,8 @@ pub mod fields;
 pub(crate) mod hints;
 #[cfg(feature = "http")]
 pub(crate) mod provider;
+#[cfg(feature = "http")]
+mod value;
 
 /// The default bound on every wait an upstream can impose on a client: 60
 /// seconds.
