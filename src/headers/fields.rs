@@ -327,41 +327,41 @@ pub(crate) fn first_item(policy: &Policy, d: &Decision) -> Option<(u32, Option<N
     Some((remaining, NonZeroU64::new(next.div_ceil(NANOS_PER_SEC))))
 }
 
-/// The `RateLimit` value of a policy of one quota, from [`first_item`].
+/// The `RateLimit` value of a policy of one quota, from [`first_item`]:
+/// its item's name is the first `name_len` bytes of the `RateLimit-Policy`
+/// value `policy` (see [`PolicyFields::first_name_len`]).
 #[inline]
 pub(crate) fn format_first(
-    fields: &PolicyFields,
+    policy: &HeaderValue,
+    name_len: usize,
     remaining: u32,
     reset: Option<NonZeroU64>,
 ) -> HeaderValue {
-    format_one(
-        &fields.names[0],
-        u64::from(remaining),
-        reset.map(NonZeroU64::get),
-    )
+    let name = policy.as_bytes().get(..name_len).unwrap_or_default();
+    format_one(name, u64::from(remaining), reset.map(NonZeroU64::get))
 }
 
 /// Formats one `RateLimit` item.
 #[cfg(test)]
 fn format_item(item: &Item<'_>) -> HeaderValue {
-    format_one(item.name.as_str(), item.remaining, item.reset)
+    format_one(item.name.as_str().as_bytes(), item.remaining, item.reset)
 }
 
 /// Formats one `RateLimit` item on the stack, then copies it once into the
-/// value (cut from a shared buffer: no allocation of its own). A
+/// value (one allocation, sized exactly). A
 /// name too long for the stack buffer goes through [`format_items`].
-fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
+fn format_one(name: &[u8], remaining: u64, reset: Option<u64>) -> HeaderValue {
     // `;r=` and `;t=` with 20 digits each at most.
     let mut buf = [0u8; 128];
     if name.len() > buf.len() - 46 {
         return format_items([Item {
-            name: NameRef::Borrowed(name),
+            name: NameRef::Owned(String::from_utf8_lossy(name).into_owned()),
             quota: None,
             remaining,
             reset,
         }]);
     }
-    buf[..name.len()].copy_from_slice(name.as_bytes());
+    buf[..name.len()].copy_from_slice(name);
     let mut at = name.len();
     buf[at..at + 3].copy_from_slice(b";r=");
     at = write_decimal(&mut buf, at + 3, remaining);
@@ -369,7 +369,7 @@ fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
         buf[at..at + 3].copy_from_slice(b";t=");
         at = write_decimal(&mut buf, at + 3, t);
     }
-    super::value::shared(&buf[..at]).expect("RateLimit items are visible ASCII")
+    HeaderValue::from_bytes(&buf[..at]).expect("RateLimit items are visible ASCII")
 }
 
 /// Writes `n` in decimal into `buf` at `at` (room for its up to 20
@@ -421,8 +421,8 @@ pub(crate) fn insert_legacy(headers: &mut HeaderMap, items: &[Item<'_>]) {
     }
 }
 
-/// A field value written on the stack while it is short (no allocation
-/// of its own for the `HeaderValue`, none for the writing), integers formatted by
+/// A field value written on the stack while it is short (one allocation
+/// for the `HeaderValue`, none for the writing), integers formatted by
 /// hand (`core::fmt` costs more than the rest of the value).
 struct ValueBuf {
     stack: [u8; 192],
@@ -472,8 +472,8 @@ impl ValueBuf {
 
     fn into_value(self) -> HeaderValue {
         let value = match self.heap {
-            Some(heap) => HeaderValue::try_from(heap).map_err(drop),
-            None => super::value::shared(&self.stack[..self.len]).ok_or(()),
+            Some(heap) => HeaderValue::try_from(heap),
+            None => HeaderValue::from_bytes(&self.stack[..self.len]),
         };
         value.expect("RateLimit items are visible ASCII")
     }
@@ -482,7 +482,7 @@ impl ValueBuf {
 /// A policy's field items, formatted once (cached in the policy).
 #[derive(Debug)]
 pub(crate) struct PolicyFields {
-    /// The `RateLimit-Policy` value.
+    /// The `RateLimit-Policy` value (kept: a copy per response is free).
     pub(crate) policy: HeaderValue,
     /// Each quota's quoted item name, in the policy's order.
     pub(crate) names: Vec<Box<str>>,
@@ -491,6 +491,13 @@ pub(crate) struct PolicyFields {
 }
 
 impl PolicyFields {
+    /// The length of the first item's name, which the `RateLimit-Policy`
+    /// value starts with.
+    #[inline]
+    pub(crate) fn first_name_len(&self) -> usize {
+        self.names[0].len()
+    }
+
     pub(crate) fn new(policy: &Policy) -> Self {
         let quotas: Vec<Quota> = policy.quotas().collect();
         let mut bases: Vec<String> = quotas.iter().map(quota_name).collect();
@@ -525,7 +532,7 @@ impl PolicyFields {
             let _ = write!(value, "{name};q={n};qu=\"concurrent-requests\"");
         }
         PolicyFields {
-            policy: HeaderValue::try_from(value).expect("RateLimit-Policy items are visible ASCII"),
+            policy: super::kept::kept(value).expect("RateLimit-Policy items are visible ASCII"),
             names,
             concurrency,
         }

@@ -12,9 +12,9 @@ pub mod fields;
 #[cfg(feature = "http")]
 pub(crate) mod hints;
 #[cfg(feature = "http")]
-pub(crate) mod provider;
+mod kept;
 #[cfg(feature = "http")]
-mod value;
+pub(crate) mod provider;
 
 /// The default bound on every wait an upstream can impose on a client: 60
 /// seconds.

