@@ -735,6 +735,34 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_value_starts_with_the_first_name() {
+        // A one-quota response's `RateLimit` item takes its name from there.
+        let policies = [
+            Policy::new(Quota::per_minute(60)),
+            Policy::new(Quota::per_hour(5)).named("a;b \"c\""),
+            Policy::new(Quota::per_minute(100).counting("tokens")).max_in_flight(2),
+            Policy::new(Quota::per_calendar_day(10)),
+            Policy::new(Quota::per_second(10))
+                .and(Quota::per_second(50))
+                .unwrap()
+                .named("free"),
+        ];
+        for policy in policies {
+            let fields = policy.http_fields();
+            let name = &fields.names[0];
+            assert_eq!(fields.first_name_len(), name.len());
+            assert!(fields.policy.as_bytes().starts_with(name.as_bytes()));
+            let value = format_first(
+                &fields.policy,
+                fields.first_name_len(),
+                3,
+                NonZeroU64::new(2),
+            );
+            assert_eq!(value, format!("{name};r=3;t=2"));
+        }
+    }
+
+    #[test]
     fn strings_are_escaped() {
         assert_eq!(quoted(None, "per-day"), r#""per-day""#);
         assert_eq!(quoted(Some("a\"b\\cé"), "per-day"), r#""a\"b\\c_-per-day""#);
