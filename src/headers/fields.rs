@@ -53,6 +53,7 @@
 //! [draft-ietf-httpapi-ratelimit-headers-10]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/10/
 
 use std::fmt::Write as _;
+use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -314,39 +315,53 @@ pub(crate) fn format_items<'a>(items: impl IntoIterator<Item = Item<'a>>) -> Hea
     out.into_value()
 }
 
-/// The `RateLimit` value of an admitted request whose policy has one
-/// quota (the common case): its one item, formatted without building an
-/// [`Item`] (one division for `r` and `t` together).
+/// `r` and `t` of an admitted request's one item, when its policy has
+/// one quota (the common case): without building an [`Item`] (one
+/// division for both). `t` is `None` when the quota is full.
 #[inline]
-pub(crate) fn rate_limit_one(fields: &PolicyFields, policy: &Policy, d: &Decision) -> HeaderValue {
-    if policy.len() == 1 && d.is_of(policy.first_params()) {
-        let (remaining, next) = d.remaining_and_next();
-        let reset = (next > 0).then(|| next.div_ceil(NANOS_PER_SEC));
-        return format_one(&fields.names[0], u64::from(remaining), reset);
+pub(crate) fn first_item(policy: &Policy, d: &Decision) -> Option<(u32, Option<NonZeroU64>)> {
+    if policy.len() != 1 || !d.is_of(policy.first_params()) {
+        return None;
     }
-    format_item(&Item::from_decision(fields, policy, d))
+    let (remaining, next) = d.remaining_and_next();
+    Some((remaining, NonZeroU64::new(next.div_ceil(NANOS_PER_SEC))))
+}
+
+/// The `RateLimit` value of a policy of one quota, from [`first_item`]:
+/// its item's name is the first `name_len` bytes of the `RateLimit-Policy`
+/// value `policy` (see [`PolicyFields::first_name_len`]).
+#[inline]
+pub(crate) fn format_first(
+    policy: &HeaderValue,
+    name_len: usize,
+    remaining: u32,
+    reset: Option<NonZeroU64>,
+) -> HeaderValue {
+    let name = policy.as_bytes().get(..name_len).unwrap_or_default();
+    format_one(name, u64::from(remaining), reset.map(NonZeroU64::get))
 }
 
 /// Formats one `RateLimit` item.
-pub(crate) fn format_item(item: &Item<'_>) -> HeaderValue {
-    format_one(item.name.as_str(), item.remaining, item.reset)
+#[cfg(test)]
+fn format_item(item: &Item<'_>) -> HeaderValue {
+    format_one(item.name.as_str().as_bytes(), item.remaining, item.reset)
 }
 
 /// Formats one `RateLimit` item on the stack, then copies it once into the
 /// value (one allocation, sized exactly). A
 /// name too long for the stack buffer goes through [`format_items`].
-fn format_one(name: &str, remaining: u64, reset: Option<u64>) -> HeaderValue {
+fn format_one(name: &[u8], remaining: u64, reset: Option<u64>) -> HeaderValue {
     // `;r=` and `;t=` with 20 digits each at most.
     let mut buf = [0u8; 128];
     if name.len() > buf.len() - 46 {
         return format_items([Item {
-            name: NameRef::Borrowed(name),
+            name: NameRef::Owned(String::from_utf8_lossy(name).into_owned()),
             quota: None,
             remaining,
             reset,
         }]);
     }
-    buf[..name.len()].copy_from_slice(name.as_bytes());
+    buf[..name.len()].copy_from_slice(name);
     let mut at = name.len();
     buf[at..at + 3].copy_from_slice(b";r=");
     at = write_decimal(&mut buf, at + 3, remaining);
@@ -467,7 +482,7 @@ impl ValueBuf {
 /// A policy's field items, formatted once (cached in the policy).
 #[derive(Debug)]
 pub(crate) struct PolicyFields {
-    /// The `RateLimit-Policy` value.
+    /// The `RateLimit-Policy` value (kept: a copy per response is free).
     pub(crate) policy: HeaderValue,
     /// Each quota's quoted item name, in the policy's order.
     pub(crate) names: Vec<Box<str>>,
@@ -476,6 +491,13 @@ pub(crate) struct PolicyFields {
 }
 
 impl PolicyFields {
+    /// The length of the first item's name, which the `RateLimit-Policy`
+    /// value starts with.
+    #[inline]
+    pub(crate) fn first_name_len(&self) -> usize {
+        self.names[0].len()
+    }
+
     pub(crate) fn new(policy: &Policy) -> Self {
         let quotas: Vec<Quota> = policy.quotas().collect();
         let mut bases: Vec<String> = quotas.iter().map(quota_name).collect();
@@ -510,7 +532,7 @@ impl PolicyFields {
             let _ = write!(value, "{name};q={n};qu=\"concurrent-requests\"");
         }
         PolicyFields {
-            policy: HeaderValue::try_from(value).expect("RateLimit-Policy items are visible ASCII"),
+            policy: super::kept::kept(value).expect("RateLimit-Policy items are visible ASCII"),
             names,
             concurrency,
         }
@@ -709,6 +731,34 @@ mod tests {
                 };
                 assert_eq!(format_item(&item), format_items([item.clone()]));
             }
+        }
+    }
+
+    #[test]
+    fn the_policy_value_starts_with_the_first_name() {
+        // A one-quota response's `RateLimit` item takes its name from there.
+        let policies = [
+            Policy::new(Quota::per_minute(60)),
+            Policy::new(Quota::per_hour(5)).named("a;b \"c\""),
+            Policy::new(Quota::per_minute(100).counting("tokens")).max_in_flight(2),
+            Policy::new(Quota::per_calendar_day(10)),
+            Policy::new(Quota::per_second(10))
+                .and(Quota::per_second(50))
+                .unwrap()
+                .named("free"),
+        ];
+        for policy in policies {
+            let fields = policy.http_fields();
+            let name = &fields.names[0];
+            assert_eq!(fields.first_name_len(), name.len());
+            assert!(fields.policy.as_bytes().starts_with(name.as_bytes()));
+            let value = format_first(
+                &fields.policy,
+                fields.first_name_len(),
+                3,
+                NonZeroU64::new(2),
+            );
+            assert_eq!(value, format!("{name};r=3;t=2"));
         }
     }
 

@@ -12,6 +12,8 @@ pub mod fields;
 #[cfg(feature = "http")]
 pub(crate) mod hints;
 #[cfg(feature = "http")]
+mod kept;
+#[cfg(feature = "http")]
 pub(crate) mod provider;
 
 /// The default bound on every wait an upstream can impose on a client: 60

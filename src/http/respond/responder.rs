@@ -344,17 +344,15 @@ impl Responder {
     /// The fields of an admitted response.
     fn success_fields(&self, limits: &Limits<'_>) -> SuccessHeaders {
         let policy = limits.policy();
-        let fields = policy.http_fields();
         if !self.legacy_headers
-            && let Some(decision) = limits.single()
+            && let Some((remaining, reset)) =
+                limits.single().and_then(|d| headers::first_item(policy, d))
         {
-            // One item (the common case), formatted straight into its value.
-            return SuccessHeaders {
-                policy: fields.policy.clone(),
-                limit: headers::rate_limit_one(fields, policy, decision),
-                legacy: None,
-            };
+            // One item (the common case): formatted when the response is
+            // ready.
+            return SuccessHeaders::one(policy, remaining, reset);
         }
+        let fields = policy.http_fields();
         let states = limits.states();
         let items = || {
             states
@@ -363,17 +361,15 @@ impl Responder {
         };
         let legacy = if self.legacy_headers {
             let items: Vec<Item<'_>> = items().collect();
-            headers::tightest(&items)
-                .and_then(headers::legacy)
-                .map(Box::new)
+            headers::tightest(&items).and_then(headers::legacy)
         } else {
             None
         };
-        SuccessHeaders {
-            policy: fields.policy.clone(),
-            limit: headers::format_items(items()),
+        SuccessHeaders::formatted(
+            fields.policy.clone(),
+            headers::format_items(items()),
             legacy,
-        }
+        )
     }
 }
 

@@ -1,8 +1,11 @@
 //! `SuccessHeaders`: the fields `Responder` gives admitted responses.
 
+use std::num::NonZeroU64;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::headers::fields as headers;
+use crate::policy::Policy;
 
 /// The fields an admitted request's response receives from [`Responder`].
 ///
@@ -58,9 +61,64 @@ use crate::headers::fields as headers;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SuccessHeaders {
-    pub(super) policy: HeaderValue,
-    pub(super) limit: HeaderValue,
-    pub(super) legacy: Option<Box<[(HeaderName, HeaderValue); 3]>>,
+    repr: Repr,
+}
+
+/// Held by the response future from the decision to the response: small,
+/// since axum moves that future several times.
+#[derive(Debug, Clone)]
+enum Repr {
+    /// A policy of one quota without legacy fields (the common case): the
+    /// `RateLimit-Policy` value, which starts with the item's name, and the
+    /// item's `r` and `t` (none when full), formatted when the response is
+    /// ready.
+    One {
+        policy: HeaderValue,
+        name_len: u32,
+        remaining: u32,
+        reset: Option<NonZeroU64>,
+    },
+    /// The fields, formatted.
+    Formatted(Box<Formatted>),
+}
+
+#[derive(Debug, Clone)]
+struct Formatted {
+    policy: HeaderValue,
+    limit: HeaderValue,
+    legacy: Option<[(HeaderName, HeaderValue); 3]>,
+}
+
+impl SuccessHeaders {
+    /// The fields of a policy of one quota: `remaining` and the seconds
+    /// until one more (`None` when full).
+    #[inline]
+    pub(super) fn one(policy: &Policy, remaining: u32, reset: Option<NonZeroU64>) -> Self {
+        let fields = policy.http_fields();
+        SuccessHeaders {
+            repr: Repr::One {
+                policy: fields.policy.clone(),
+                name_len: u32::try_from(fields.first_name_len()).unwrap_or(0),
+                remaining,
+                reset,
+            },
+        }
+    }
+
+    /// The fields, formatted.
+    pub(super) fn formatted(
+        policy: HeaderValue,
+        limit: HeaderValue,
+        legacy: Option<[(HeaderName, HeaderValue); 3]>,
+    ) -> Self {
+        SuccessHeaders {
+            repr: Repr::Formatted(Box::new(Formatted {
+                policy,
+                limit,
+                legacy,
+            })),
+        }
+    }
 }
 
 impl SuccessHeaders {
@@ -108,12 +166,80 @@ impl SuccessHeaders {
     /// # }
     /// ```
     pub fn apply(self, headers: &mut HeaderMap) {
-        headers.append(headers::RATELIMIT_POLICY, self.policy);
-        headers.append(headers::RATELIMIT, self.limit);
-        if let Some(legacy) = self.legacy {
-            for (name, value) in *legacy {
-                headers.entry(name).or_insert(value);
+        match self.repr {
+            Repr::One {
+                policy,
+                name_len,
+                remaining,
+                reset,
+            } => {
+                let limit = headers::format_first(&policy, name_len as usize, remaining, reset);
+                headers.append(headers::RATELIMIT_POLICY, policy);
+                headers.append(headers::RATELIMIT, limit);
+            }
+            Repr::Formatted(formatted) => {
+                let Formatted {
+                    policy,
+                    limit,
+                    legacy,
+                } = *formatted;
+                headers.append(headers::RATELIMIT_POLICY, policy);
+                headers.append(headers::RATELIMIT, limit);
+                for (name, value) in legacy.into_iter().flatten() {
+                    headers.entry(name).or_insert(value);
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+
+    use http::HeaderMap;
+
+    use super::SuccessHeaders;
+    use crate::Quota;
+    use crate::policy::Policy;
+
+    fn applied(headers: SuccessHeaders) -> Vec<(String, String)> {
+        let mut map = HeaderMap::new();
+        headers.apply(&mut map);
+        map.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_quota_is_formatted_when_applied() {
+        let policy = Policy::new(Quota::per_hour(1_000_000_000)).named("free");
+        let fields = applied(SuccessHeaders::one(
+            &policy,
+            500_000_222,
+            NonZeroU64::new(1),
+        ));
+        assert_eq!(
+            fields,
+            [
+                (
+                    "ratelimit-policy".into(),
+                    r#""free-per-hour";q=1000000000;w=3600"#.into()
+                ),
+                (
+                    "ratelimit".into(),
+                    r#""free-per-hour";r=500000222;t=1"#.into()
+                ),
+            ]
+        );
+        // A full quota has no `t`.
+        let fields = applied(SuccessHeaders::one(&policy, 7, None));
+        assert_eq!(fields[1].1, r#""free-per-hour";r=7"#);
+    }
+
+    #[test]
+    fn the_common_case_stays_small() {
+        // The response future holds it through every move axum makes.
+        assert!(std::mem::size_of::<Option<SuccessHeaders>>() <= 56);
     }
 }
