@@ -54,9 +54,15 @@ pin_project! {
         Limited {
             response: Option<Response<ResBody>>,
         },
-        // Admitted at once (the common case): the inner future, polled
-        // directly.
+        // Admitted at once, nothing to release or report (the common
+        // case): the inner future, polled directly, and the fields to add.
         Called {
+            #[pin]
+            future: S::Future,
+            headers: Option<R::Headers>,
+        },
+        // Admitted at once, holding an in-flight slot or observed.
+        Tracked {
             #[pin]
             future: S::Future,
             headers: Option<R::Headers>,
@@ -101,16 +107,29 @@ where
         }
     }
 
-    /// The inner service's `future`, called at once.
+    /// The inner service's `future`, called at once, with nothing to
+    /// release or report.
+    #[inline(always)]
+    pub(crate) fn called(future: S::Future, headers: Option<R::Headers>) -> Self {
+        ResponseFuture {
+            kind: Kind::Called { future, headers },
+        }
+    }
+
+    /// The inner service's `future`, called at once, releasing `in_flight`
+    /// and reporting to the observer when it completes.
     #[inline]
-    pub(crate) fn called(
+    pub(crate) fn tracked(
         future: S::Future,
         headers: Option<R::Headers>,
         in_flight: Option<InFlight>,
         observed: Option<Box<Observed<K>>>,
     ) -> Self {
+        if in_flight.is_none() && observed.is_none() {
+            return Self::called(future, headers);
+        }
         ResponseFuture {
-            kind: Kind::Called {
+            kind: Kind::Tracked {
                 future,
                 headers,
                 in_flight,
@@ -195,16 +214,24 @@ where
             KindProj::Limited { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
-            KindProj::Called {
+            KindProj::Called { future, headers } => {
+                if headers.is_none() {
+                    // Nothing to add.
+                    return future.poll(cx);
+                }
+                let mut result = ready!(future.poll(cx));
+                // In place: a response is large, and moving it is a copy.
+                if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
+                    R::add_headers(headers, response);
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Tracked {
                 future,
                 headers,
                 in_flight,
                 observed,
             } => {
-                if headers.is_none() && in_flight.is_none() && observed.is_none() {
-                    // Nothing to add, release or report.
-                    return future.poll(cx);
-                }
                 let mut result = ready!(future.poll(cx));
                 complete(observed.take().map(|o| *o), &result);
                 in_flight.take();
@@ -274,7 +301,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Limited { .. } => "Limited",
-            Kind::Called { .. } => "Called",
+            Kind::Called { .. } | Kind::Tracked { .. } => "Called",
             Kind::Admitted { .. } => "Admitted",
         };
         f.debug_struct("ResponseFuture")

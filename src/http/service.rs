@@ -120,13 +120,17 @@ where
                         let headers = shared.responder.admitted(&limits);
                         // Done with the key: the observer may take it.
                         drop(policy);
-                        let observed = observe(config, extracted, row);
-                        return ResponseFuture::called(
-                            self.inner.call(req),
-                            headers,
-                            None,
-                            observed,
-                        );
+                        if config.observers.is_set() && row.follows() {
+                            return call_observed(
+                                &mut self.inner,
+                                config,
+                                req,
+                                headers,
+                                extracted,
+                                row,
+                            );
+                        }
+                        return ResponseFuture::called(self.inner.call(req), headers);
                     }
                     Ok((admitted, row)) => (Some(policy), Decided::Now(admitted, row)),
                     Err(rest) => (Some(policy), Decided::Rest(rest)),
@@ -184,7 +188,7 @@ where
             }
             if grant.wait().is_zero() {
                 let in_flight = grant.take_in_flight();
-                ResponseFuture::called(inner.call(req), headers, in_flight, observed)
+                ResponseFuture::tracked(inner.call(req), headers, in_flight, observed)
             } else {
                 waiting(inner, req, grant, headers, observed)
             }
@@ -216,7 +220,7 @@ where
                 None => future,
             }
         }
-        Admission::Unlimited => ResponseFuture::called(
+        Admission::Unlimited => ResponseFuture::tracked(
             inner.call(req),
             None,
             None,
@@ -241,6 +245,25 @@ where
         }
         Admission::Denied { key, policy, error } => denied(shared, key, policy, error),
     }
+}
+
+/// An observed request admitted at once: it reports its completion.
+#[cold]
+#[inline(never)]
+fn call_observed<S, Req, F, K, R, ResBody>(
+    inner: &mut S,
+    config: &Arc<Config<K>>,
+    req: Req,
+    headers: Option<R::Headers>,
+    key: Option<K>,
+    row: RowHint,
+) -> ResponseFuture<S, Req, F, R, ResBody, K>
+where
+    S: Service<Req>,
+    R: Respond<ResBody>,
+{
+    let observed = observe(config, key, row);
+    ResponseFuture::tracked(inner.call(req), headers, None, observed)
 }
 
 /// A request admitted to be sent after its wait.
