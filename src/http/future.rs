@@ -209,41 +209,74 @@ where
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
+    // Small, so that the caller can inline it: the common request only
+    // polls the inner future; the rest is out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Limited { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
             KindProj::Called { future, headers } => {
                 if headers.is_none() {
                     // Nothing to add.
                     return future.poll(cx);
                 }
-                let mut result = ready!(future.poll(cx));
-                // In place: a response is large, and moving it is a copy.
-                if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
-                    R::add_headers(headers, response);
-                }
-                Poll::Ready(result)
+                poll_adding::<_, R, _, _>(future, headers, cx)
             }
             KindProj::Tracked {
                 future,
                 headers,
                 in_flight,
                 observed,
-            } => {
-                let mut result = ready!(future.poll(cx));
-                complete(observed.take().map(|o| *o), &result);
-                in_flight.take();
-                // In place: a response is large, and moving it is a copy.
-                if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
-                    R::add_headers(headers, response);
-                }
-                Poll::Ready(result)
+            } => poll_tracked::<_, R, _, _, _>(future, headers, in_flight, observed, cx),
+            KindProj::Limited { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
             KindProj::Admitted { admitted } => admitted.as_mut().poll_admitted(cx),
         }
     }
+}
+
+/// Polls `future` and adds `headers` to its response.
+#[inline(never)]
+fn poll_adding<Fut, R, ResBody, E>(
+    future: Pin<&mut Fut>,
+    headers: &mut Option<R::Headers>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, E>>
+where
+    Fut: Future<Output = Result<Response<ResBody>, E>>,
+    R: Respond<ResBody>,
+{
+    let mut result = ready!(future.poll(cx));
+    // In place: a response is large, and moving it is a copy.
+    if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
+        R::add_headers(headers, response);
+    }
+    Poll::Ready(result)
+}
+
+/// Polls `future`, then reports its answer, releases `in_flight` and adds
+/// `headers` to its response.
+#[inline(never)]
+fn poll_tracked<Fut, R, ResBody, E, K>(
+    future: Pin<&mut Fut>,
+    headers: &mut Option<R::Headers>,
+    in_flight: &mut Option<InFlight>,
+    observed: &mut Option<Box<Observed<K>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, E>>
+where
+    Fut: Future<Output = Result<Response<ResBody>, E>>,
+    R: Respond<ResBody>,
+    K: fmt::Debug + std::hash::Hash,
+{
+    let mut result = ready!(future.poll(cx));
+    complete(observed.take().map(|o| *o), &result);
+    in_flight.take();
+    // In place: a response is large, and moving it is a copy.
+    if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
+        R::add_headers(headers, response);
+    }
+    Poll::Ready(result)
 }
 
 impl<S, Req, F, R, ResBody, K> Admitted<S, Req, F, R, ResBody, K>
@@ -254,6 +287,7 @@ where
     R: Respond<ResBody>,
     K: fmt::Debug + std::hash::Hash,
 {
+    #[inline(never)]
     fn poll_admitted(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
