@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -59,7 +60,7 @@ pin_project! {
         Called {
             #[pin]
             future: S::Future,
-            headers: Option<R::Headers>,
+            headers: Fields<R::Headers>,
         },
         // Admitted at once, holding an in-flight slot or observed.
         Tracked {
@@ -94,6 +95,27 @@ pin_project! {
     }
 }
 
+/// The fields to add, in the common arm: dropping none (the response
+/// received them, or there were none) is a check, inline, so that dropping
+/// the common future costs little more than dropping the inner one.
+struct Fields<H>(ManuallyDrop<Option<H>>);
+
+impl<H> Drop for Fields<H> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_fields(&mut self.0);
+        }
+    }
+}
+
+/// Drops fields a response never received (its future was dropped first).
+#[cold]
+#[inline(never)]
+fn drop_fields<H>(fields: &mut Option<H>) {
+    drop(fields.take());
+}
+
 impl<S, Req, F, R, ResBody, K> ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req>,
@@ -112,7 +134,10 @@ where
     #[inline(always)]
     pub(crate) fn called(future: S::Future, headers: Option<R::Headers>) -> Self {
         ResponseFuture {
-            kind: Kind::Called { future, headers },
+            kind: Kind::Called {
+                future,
+                headers: Fields(ManuallyDrop::new(headers)),
+            },
         }
     }
 
@@ -215,11 +240,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future, headers } => {
-                if headers.is_none() {
+                if headers.0.is_none() {
                     // Nothing to add.
                     return future.poll(cx);
                 }
-                poll_adding::<_, R, _, _>(future, headers, cx)
+                poll_adding::<_, R, _, _>(future, &mut headers.0, cx)
             }
             KindProj::Tracked {
                 future,
