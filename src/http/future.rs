@@ -46,7 +46,12 @@ pin_project! {
 }
 
 pin_project! {
+    // A tag of its own, beside the inner future rather than in its spare
+    // values: then `call` writes the inner future straight into the
+    // returned one (with the tag in the future's spare values, the whole
+    // arm is assembled aside and copied once more).
     #[project = KindProj]
+    #[repr(usize)]
     enum Kind<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,
@@ -64,16 +69,24 @@ pin_project! {
         },
         // Admitted at once, holding an in-flight slot or observed.
         Tracked {
-            #[pin]
-            future: S::Future,
-            headers: Option<R::Headers>,
-            in_flight: Option<InFlight>,
-            observed: Option<Box<Observed<K>>>,
+            tracked: Pin<Box<Tracked<S::Future, R::Headers, K>>>,
         },
         // Waiting for the request's turn or a remote backend's decision.
         Admitted {
             admitted: Pin<Box<Admitted<S, Req, F, R, ResBody, K>>>,
         },
+    }
+}
+
+pin_project! {
+    /// A request admitted at once that holds an in-flight slot or is
+    /// observed (boxed, so that the common case stays small).
+    struct Tracked<Fut, H, K> {
+        #[pin]
+        future: Fut,
+        headers: Option<H>,
+        in_flight: Option<InFlight>,
+        observed: Option<Observed<K>>,
     }
 }
 
@@ -148,17 +161,19 @@ where
         future: S::Future,
         headers: Option<R::Headers>,
         in_flight: Option<InFlight>,
-        observed: Option<Box<Observed<K>>>,
+        observed: Option<Observed<K>>,
     ) -> Self {
         if in_flight.is_none() && observed.is_none() {
             return Self::called(future, headers);
         }
         ResponseFuture {
             kind: Kind::Tracked {
-                future,
-                headers,
-                in_flight,
-                observed,
+                tracked: Box::pin(Tracked {
+                    future,
+                    headers,
+                    in_flight,
+                    observed,
+                }),
             },
         }
     }
@@ -246,12 +261,7 @@ where
                 }
                 poll_adding::<_, R, _, _>(future, &mut headers.0, cx)
             }
-            KindProj::Tracked {
-                future,
-                headers,
-                in_flight,
-                observed,
-            } => poll_tracked::<_, R, _, _, _>(future, headers, in_flight, observed, cx),
+            KindProj::Tracked { tracked } => poll_tracked::<_, R, _, _, _>(tracked.as_mut(), cx),
             KindProj::Limited { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
@@ -283,10 +293,7 @@ where
 /// `headers` to its response.
 #[inline(never)]
 fn poll_tracked<Fut, R, ResBody, E, K>(
-    future: Pin<&mut Fut>,
-    headers: &mut Option<R::Headers>,
-    in_flight: &mut Option<InFlight>,
-    observed: &mut Option<Box<Observed<K>>>,
+    tracked: Pin<&mut Tracked<Fut, R::Headers, K>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Response<ResBody>, E>>
 where
@@ -294,9 +301,11 @@ where
     R: Respond<ResBody>,
     K: fmt::Debug + std::hash::Hash,
 {
-    let mut result = ready!(future.poll(cx));
-    complete(observed.take().map(|o| *o), &result);
-    in_flight.take();
+    let this = tracked.project();
+    let mut result = ready!(this.future.poll(cx));
+    complete(this.observed.take(), &result);
+    this.in_flight.take();
+    let headers = this.headers;
     // In place: a response is large, and moving it is a copy.
     if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
         R::add_headers(headers, response);

@@ -236,7 +236,7 @@ where
                 }
                 _ => None,
             };
-            let observed = observe(&shared.config, extracted, RowHint::NONE).map(|o| *o);
+            let observed = observe(&shared.config, extracted, RowHint::NONE);
             let future = deciding(inner, shared, req, decision, policy, observed);
             match settle {
                 Some(settle) => future.settling(settle),
@@ -274,17 +274,13 @@ fn waiting<S, Req, F, R, ResBody, K>(
     req: Req,
     grant: Grant,
     headers: Option<R::Headers>,
-    observed: Option<Box<Observed<K>>>,
+    observed: Option<Observed<K>>,
 ) -> ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req> + Clone,
     R: Respond<ResBody>,
 {
-    ResponseFuture::admitted(
-        Dispatch::granted(inner, req, grant),
-        headers,
-        observed.map(|o| *o),
-    )
+    ResponseFuture::admitted(Dispatch::granted(inner, req, grant), headers, observed)
 }
 
 /// A request a remote backend is deciding.
@@ -339,8 +335,8 @@ where
 /// from the extractor, not cloned); nothing without an observer, or for a
 /// request a sampling monitor does not follow.
 #[inline]
-fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Box<Observed<K>>> {
-    (config.observers.is_set() && row.follows()).then(|| Box::new(Observed::new(key, config, row)))
+fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Observed<K>> {
+    (config.observers.is_set() && row.follows()).then(|| Observed::new(key, config, row))
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {
