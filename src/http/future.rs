@@ -34,7 +34,8 @@ pin_project! {
     /// axum moves a route's future several times and then boxes it, for
     /// every request: the common case (admitted at once) holds the inner
     /// future and the fields to add, little more; a request that waits,
-    /// and an observed one, keep the rest on the heap.
+    /// an observed one and one holding an in-flight slot keep the rest on
+    /// the heap.
     pub struct ResponseFuture<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,

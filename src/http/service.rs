@@ -120,7 +120,7 @@ where
                         let headers = shared.responder.admitted(&limits);
                         // Done with the key: the observer may take it.
                         drop(policy);
-                        if config.observers.is_set() && row.follows() {
+                        if observes(config, row) {
                             return call_observed(
                                 &mut self.inner,
                                 config,
@@ -336,7 +336,14 @@ where
 /// request a sampling monitor does not follow.
 #[inline]
 fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Observed<K>> {
-    (config.observers.is_set() && row.follows()).then(|| Observed::new(key, config, row))
+    observes(config, row).then(|| Observed::new(key, config, row))
+}
+
+/// Whether a request is observed: an observer is set and, for a sampling
+/// monitor, follows the request's row.
+#[inline]
+fn observes<K>(config: &Config<K>, row: RowHint) -> bool {
+    config.observers.is_set() && row.follows()
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {
