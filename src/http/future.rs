@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -33,7 +34,8 @@ pin_project! {
     /// axum moves a route's future several times and then boxes it, for
     /// every request: the common case (admitted at once) holds the inner
     /// future and the fields to add, little more; a request that waits,
-    /// and an observed one, keep the rest on the heap.
+    /// an observed one and one holding an in-flight slot keep the rest on
+    /// the heap.
     pub struct ResponseFuture<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,
@@ -45,7 +47,12 @@ pin_project! {
 }
 
 pin_project! {
+    // A tag of its own, beside the inner future rather than in its spare
+    // values: then `call` writes the inner future straight into the
+    // returned one (with the tag in the future's spare values, the whole
+    // arm is assembled aside and copied once more).
     #[project = KindProj]
+    #[repr(usize)]
     enum Kind<S, Req, F, R, ResBody, K>
     where
         S: Service<Req>,
@@ -54,19 +61,33 @@ pin_project! {
         Limited {
             response: Option<Response<ResBody>>,
         },
-        // Admitted at once (the common case): the inner future, polled
-        // directly.
+        // Admitted at once, nothing to release or report (the common
+        // case): the inner future, polled directly, and the fields to add.
         Called {
             #[pin]
             future: S::Future,
-            headers: Option<R::Headers>,
-            in_flight: Option<InFlight>,
-            observed: Option<Box<Observed<K>>>,
+            headers: Fields<R::Headers>,
+        },
+        // Admitted at once, holding an in-flight slot or observed.
+        Tracked {
+            tracked: Pin<Box<Tracked<S::Future, R::Headers, K>>>,
         },
         // Waiting for the request's turn or a remote backend's decision.
         Admitted {
             admitted: Pin<Box<Admitted<S, Req, F, R, ResBody, K>>>,
         },
+    }
+}
+
+pin_project! {
+    /// A request admitted at once that holds an in-flight slot or is
+    /// observed (boxed, so that the common case stays small).
+    struct Tracked<Fut, H, K> {
+        #[pin]
+        future: Fut,
+        headers: Option<H>,
+        in_flight: Option<InFlight>,
+        observed: Option<Observed<K>>,
     }
 }
 
@@ -88,6 +109,27 @@ pin_project! {
     }
 }
 
+/// The fields to add, in the common arm: dropping none (the response
+/// received them, or there were none) is a check, inline, so that dropping
+/// the common future costs little more than dropping the inner one.
+struct Fields<H>(ManuallyDrop<Option<H>>);
+
+impl<H> Drop for Fields<H> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_fields(&mut self.0);
+        }
+    }
+}
+
+/// Drops fields a response never received (its future was dropped first).
+#[cold]
+#[inline(never)]
+fn drop_fields<H>(fields: &mut Option<H>) {
+    drop(fields.take());
+}
+
 impl<S, Req, F, R, ResBody, K> ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req>,
@@ -101,20 +143,38 @@ where
         }
     }
 
-    /// The inner service's `future`, called at once.
-    #[inline]
-    pub(crate) fn called(
-        future: S::Future,
-        headers: Option<R::Headers>,
-        in_flight: Option<InFlight>,
-        observed: Option<Box<Observed<K>>>,
-    ) -> Self {
+    /// The inner service's `future`, called at once, with nothing to
+    /// release or report.
+    #[inline(always)]
+    pub(crate) fn called(future: S::Future, headers: Option<R::Headers>) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
-                headers,
-                in_flight,
-                observed,
+                headers: Fields(ManuallyDrop::new(headers)),
+            },
+        }
+    }
+
+    /// The inner service's `future`, called at once, releasing `in_flight`
+    /// and reporting to the observer when it completes.
+    #[inline]
+    pub(crate) fn tracked(
+        future: S::Future,
+        headers: Option<R::Headers>,
+        in_flight: Option<InFlight>,
+        observed: Option<Observed<K>>,
+    ) -> Self {
+        if in_flight.is_none() && observed.is_none() {
+            return Self::called(future, headers);
+        }
+        ResponseFuture {
+            kind: Kind::Tracked {
+                tracked: Box::pin(Tracked {
+                    future,
+                    headers,
+                    in_flight,
+                    observed,
+                }),
             },
         }
     }
@@ -190,33 +250,68 @@ where
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
+    // Small, so that the caller can inline it: the common request only
+    // polls the inner future; the rest is out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Limited { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-            KindProj::Called {
-                future,
-                headers,
-                in_flight,
-                observed,
-            } => {
-                if headers.is_none() && in_flight.is_none() && observed.is_none() {
-                    // Nothing to add, release or report.
+            KindProj::Called { future, headers } => {
+                if headers.0.is_none() {
+                    // Nothing to add.
                     return future.poll(cx);
                 }
-                let mut result = ready!(future.poll(cx));
-                complete(observed.take().map(|o| *o), &result);
-                in_flight.take();
-                // In place: a response is large, and moving it is a copy.
-                if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
-                    R::add_headers(headers, response);
-                }
-                Poll::Ready(result)
+                poll_adding::<_, R, _, _>(future, &mut headers.0, cx)
+            }
+            KindProj::Tracked { tracked } => poll_tracked::<_, R, _, _, _>(tracked.as_mut(), cx),
+            KindProj::Limited { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
             KindProj::Admitted { admitted } => admitted.as_mut().poll_admitted(cx),
         }
     }
+}
+
+/// Polls `future` and adds `headers` to its response.
+#[inline(never)]
+fn poll_adding<Fut, R, ResBody, E>(
+    future: Pin<&mut Fut>,
+    headers: &mut Option<R::Headers>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, E>>
+where
+    Fut: Future<Output = Result<Response<ResBody>, E>>,
+    R: Respond<ResBody>,
+{
+    let mut result = ready!(future.poll(cx));
+    // In place: a response is large, and moving it is a copy.
+    if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
+        R::add_headers(headers, response);
+    }
+    Poll::Ready(result)
+}
+
+/// Polls `future`, then reports its answer, releases `in_flight` and adds
+/// `headers` to its response.
+#[inline(never)]
+fn poll_tracked<Fut, R, ResBody, E, K>(
+    tracked: Pin<&mut Tracked<Fut, R::Headers, K>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, E>>
+where
+    Fut: Future<Output = Result<Response<ResBody>, E>>,
+    R: Respond<ResBody>,
+    K: fmt::Debug + std::hash::Hash,
+{
+    let this = tracked.project();
+    let mut result = ready!(this.future.poll(cx));
+    complete(this.observed.take(), &result);
+    this.in_flight.take();
+    let headers = this.headers;
+    // In place: a response is large, and moving it is a copy.
+    if let (Ok(response), Some(headers)) = (&mut result, headers.take()) {
+        R::add_headers(headers, response);
+    }
+    Poll::Ready(result)
 }
 
 impl<S, Req, F, R, ResBody, K> Admitted<S, Req, F, R, ResBody, K>
@@ -227,6 +322,7 @@ where
     R: Respond<ResBody>,
     K: fmt::Debug + std::hash::Hash,
 {
+    #[inline(never)]
     fn poll_admitted(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -274,7 +370,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Limited { .. } => "Limited",
-            Kind::Called { .. } => "Called",
+            Kind::Called { .. } | Kind::Tracked { .. } => "Called",
             Kind::Admitted { .. } => "Admitted",
         };
         f.debug_struct("ResponseFuture")

@@ -120,13 +120,17 @@ where
                         let headers = shared.responder.admitted(&limits);
                         // Done with the key: the observer may take it.
                         drop(policy);
-                        let observed = observe(config, extracted, row);
-                        return ResponseFuture::called(
-                            self.inner.call(req),
-                            headers,
-                            None,
-                            observed,
-                        );
+                        if observes(config, row) {
+                            return call_observed(
+                                &mut self.inner,
+                                config,
+                                req,
+                                headers,
+                                extracted,
+                                row,
+                            );
+                        }
+                        return ResponseFuture::called(self.inner.call(req), headers);
                     }
                     Ok((admitted, row)) => (Some(policy), Decided::Now(admitted, row)),
                     Err(rest) => (Some(policy), Decided::Rest(rest)),
@@ -184,7 +188,7 @@ where
             }
             if grant.wait().is_zero() {
                 let in_flight = grant.take_in_flight();
-                ResponseFuture::called(inner.call(req), headers, in_flight, observed)
+                ResponseFuture::tracked(inner.call(req), headers, in_flight, observed)
             } else {
                 waiting(inner, req, grant, headers, observed)
             }
@@ -216,7 +220,7 @@ where
                 None => future,
             }
         }
-        Admission::Unlimited => ResponseFuture::called(
+        Admission::Unlimited => ResponseFuture::tracked(
             inner.call(req),
             None,
             None,
@@ -232,7 +236,7 @@ where
                 }
                 _ => None,
             };
-            let observed = observe(&shared.config, extracted, RowHint::NONE).map(|o| *o);
+            let observed = observe(&shared.config, extracted, RowHint::NONE);
             let future = deciding(inner, shared, req, decision, policy, observed);
             match settle {
                 Some(settle) => future.settling(settle),
@@ -243,6 +247,25 @@ where
     }
 }
 
+/// An observed request admitted at once: it reports its completion.
+#[cold]
+#[inline(never)]
+fn call_observed<S, Req, F, K, R, ResBody>(
+    inner: &mut S,
+    config: &Arc<Config<K>>,
+    req: Req,
+    headers: Option<R::Headers>,
+    key: Option<K>,
+    row: RowHint,
+) -> ResponseFuture<S, Req, F, R, ResBody, K>
+where
+    S: Service<Req>,
+    R: Respond<ResBody>,
+{
+    let observed = observe(config, key, row);
+    ResponseFuture::tracked(inner.call(req), headers, None, observed)
+}
+
 /// A request admitted to be sent after its wait.
 #[cold]
 #[inline(never)]
@@ -251,17 +274,13 @@ fn waiting<S, Req, F, R, ResBody, K>(
     req: Req,
     grant: Grant,
     headers: Option<R::Headers>,
-    observed: Option<Box<Observed<K>>>,
+    observed: Option<Observed<K>>,
 ) -> ResponseFuture<S, Req, F, R, ResBody, K>
 where
     S: Service<Req> + Clone,
     R: Respond<ResBody>,
 {
-    ResponseFuture::admitted(
-        Dispatch::granted(inner, req, grant),
-        headers,
-        observed.map(|o| *o),
-    )
+    ResponseFuture::admitted(Dispatch::granted(inner, req, grant), headers, observed)
 }
 
 /// A request a remote backend is deciding.
@@ -316,8 +335,15 @@ where
 /// from the extractor, not cloned); nothing without an observer, or for a
 /// request a sampling monitor does not follow.
 #[inline]
-fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Box<Observed<K>>> {
-    (config.observers.is_set() && row.follows()).then(|| Box::new(Observed::new(key, config, row)))
+fn observe<K>(config: &Arc<Config<K>>, key: Option<K>, row: RowHint) -> Option<Observed<K>> {
+    observes(config, row).then(|| Observed::new(key, config, row))
+}
+
+/// Whether a request is observed: an observer is set and, for a sampling
+/// monitor, follows the request's row.
+#[inline]
+fn observes<K>(config: &Config<K>, row: RowHint) -> bool {
+    config.observers.is_set() && row.follows()
 }
 
 impl<S: Clone, K, X: Clone, B, R> Clone for HttpLimit<S, K, X, B, R> {

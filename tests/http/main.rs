@@ -433,6 +433,38 @@ async fn too_many_in_flight_is_429_with_the_concurrency_item() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dropped_response_future_frees_its_in_flight_slot() {
+    let release = Arc::new(Notify::new());
+    let wait = release.clone();
+    let policy = Policy::new(Quota::per_minute(100)).max_in_flight(1);
+    let app: Router = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let wait = wait.clone();
+                async move {
+                    wait.notified().await;
+                    "done"
+                }
+            }),
+        )
+        .layer(PerKeyLayer::new(policy, api_key()).http());
+    let mut app = app.into_service::<Body>();
+
+    let first = tokio::spawn(app.ready().await.unwrap().call(get_with_key("k")));
+    tokio::task::yield_now().await;
+    let res = send(&mut app, get_with_key("k")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Dropped before its response: the slot is free again.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let ok = tokio::spawn(app.ready().await.unwrap().call(get_with_key("k")));
+    tokio::task::yield_now().await;
+    release.notify_one();
+    assert_eq!(ok.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_wait_delays_instead_of_rejecting() {
     // 2 per minute, waiting up to 30 s: of 4 requests at once, 2 pass, the
     // 3rd waits 30 s and the 4th, which would wait 60 s, is rejected
