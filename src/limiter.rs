@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::clock::Clock;
 use crate::cost::Charge;
@@ -38,6 +40,10 @@ use crate::util::IgnorePoison;
 pub struct Limiter {
     clock: Clock,
     cells: Cells,
+    /// The smallest [`cost_cap`](Tunable::cost_cap) of several quotas:
+    /// one compare finds a cost over any cost quota's burst. Kept by
+    /// [`set_quotas`](Limiter::set_quotas).
+    cost_cap: AtomicU32,
     /// Serializes [`set_quotas`](Limiter::set_quotas).
     changes: Mutex<()>,
 }
@@ -67,6 +73,7 @@ impl Limiter {
         Limiter {
             cells: Cells::One([(Tunable::new(quota, clock.utc()), Gcra::new())]),
             clock,
+            cost_cap: AtomicU32::new(u32::MAX),
             changes: Mutex::new(()),
         }
     }
@@ -95,11 +102,20 @@ impl Limiter {
             Cells::Many(cells) => cells.into_vec(),
         };
         cells.push((Tunable::new(quota, self.clock.utc()), Gcra::new()));
-        Limiter {
+        let limiter = Limiter {
             clock: self.clock,
             cells: Cells::Many(cells.into_boxed_slice()),
+            cost_cap: self.cost_cap,
             changes: self.changes,
-        }
+        };
+        limiter.keep_cost_cap();
+        limiter
+    }
+
+    /// Stores the smallest cost cap of the quotas (after a change).
+    fn keep_cost_cap(&self) {
+        let cap = self.cells().iter().map(|(t, _)| t.cost_cap()).min();
+        self.cost_cap.store(cap.unwrap_or(u32::MAX), Relaxed);
     }
 
     /// The quotas, in the order they were added.
@@ -200,6 +216,7 @@ impl Limiter {
             tunable.store(quota);
             gcra.release(gcra::convert_tat(tat, self.clock.now(), &old, &new));
         }
+        self.keep_cost_cap();
         Ok(())
     }
 
@@ -385,9 +402,10 @@ impl Limiter {
                     Ok(decide_one(&p, g, now, Charge::ONE))
                 }
             }
-            Cells::Many(cells) => {
-                let n = charge.cost.wrapping_sub(1);
-                if cells.iter().any(|(t, _)| n >= t.cost_cap()) {
+            Cells::Many(_) => {
+                // A cost of 0 wraps to the largest value: one compare
+                // finds it and a cost over any cost quota's burst.
+                if charge.cost.wrapping_sub(1) >= self.cost_cap.load(Relaxed) {
                     return self.decide_checked_rest(now, charge);
                 }
                 Ok(self.decide_many(now, charge))

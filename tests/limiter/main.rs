@@ -241,6 +241,28 @@ fn cost_above_burst_is_an_error_not_a_wait() {
 }
 
 #[test]
+fn a_changed_cost_quota_moves_the_burst_check_with_it() {
+    let tokens = |n| Quota::per_minute(n).counting("tokens");
+    let limiter = Limiter::new(Quota::per_minute(60)).and(tokens(1_000));
+    assert!(limiter.check_cost(900).unwrap().is_allowed());
+    // Lowered: 600 is now above the burst, an error naming the new quota.
+    limiter
+        .set_quotas([Quota::per_minute(60), tokens(500)])
+        .unwrap();
+    let err = limiter.check_cost(600).unwrap_err();
+    assert_eq!((err.cost(), err.quota()), (600, tokens(500)));
+    // Raised again: 600 fits the burst (and waits for the bucket, which
+    // still holds the 900 charged).
+    limiter
+        .set_quotas([Quota::per_minute(60), tokens(10_000)])
+        .unwrap();
+    assert!(limiter.check_cost(600).is_ok());
+    assert!(limiter.check_cost(10_001).is_err());
+    // Cost 0 is free whatever the quotas.
+    assert!(limiter.check_cost(0).unwrap().is_allowed());
+}
+
+#[test]
 fn denied_request_consumes_from_no_quota() {
     paused(async {
         let limiter = Limiter::new(Quota::per_second(1)).and(Quota::per_minute(3));
