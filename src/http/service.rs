@@ -142,6 +142,25 @@ where
     }
 }
 
+/// The settlement of an admitted request, when the layer settles: put in
+/// the request's extensions, and kept for the response.
+fn settle<K, B, R, ReqBody>(
+    shared: &Shared<K, B, R>,
+    req: &mut Request<ReqBody>,
+    key: &K,
+    policy: &Policy,
+    grant: &Grant,
+) -> Option<Pending>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    B: Backend<K>,
+{
+    let settling = shared.config.settle.as_ref()?;
+    let pending = Pending::new(&shared.core, settling, key, policy, grant.charged());
+    req.extensions_mut().insert(pending.settlement().clone());
+    Some(pending)
+}
+
 /// The future of every request but the common one (admitted at once, not
 /// settled): settled, waiting, being decided, undecided or denied. Out of
 /// line: the common request's call stays small.
@@ -174,11 +193,7 @@ where
             let lookup = || core.backend.states(key, &policy);
             let limits = Limits::new(&policy, grant.decision(), Some(&lookup));
             let headers = shared.responder.admitted(&limits);
-            let settle = shared.config.settle.as_ref().map(|settling| {
-                let pending = Pending::new(&shared.core, settling, key, &policy, grant.charged());
-                req.extensions_mut().insert(pending.settlement().clone());
-                pending
-            });
+            let settle = settle(shared, &mut req, key, &policy, &grant);
             // Done with the key: the observer may take it.
             drop(policy);
             let observed = observe(&shared.config, extracted, row);
@@ -206,11 +221,7 @@ where
             let grant = admitted
                 .into_grant(&policy)
                 .with_charged(admitted.charged(cost));
-            let settle = shared.config.settle.as_ref().map(|settling| {
-                let pending = Pending::new(&shared.core, settling, key, &policy, grant.charged());
-                req.extensions_mut().insert(pending.settlement().clone());
-                pending
-            });
+            let settle = settle(shared, &mut req, key, &policy, &grant);
             drop(policy);
             let observed = observe(&shared.config, extracted, row);
             let future = waiting(inner, req, grant, headers, observed);

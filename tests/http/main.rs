@@ -389,8 +389,9 @@ async fn missing_keys_are_400_or_as_configured() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn too_many_in_flight_is_429_with_the_concurrency_item() {
+/// An app allowing one request in flight per key, whose handler answers
+/// when `release` is notified.
+fn one_in_flight_app() -> (Arc<Notify>, axum::routing::RouterIntoService<Body, ()>) {
     let release = Arc::new(Notify::new());
     let wait = release.clone();
     let policy = Policy::new(Quota::per_minute(100)).max_in_flight(1);
@@ -406,7 +407,12 @@ async fn too_many_in_flight_is_429_with_the_concurrency_item() {
             }),
         )
         .layer(PerKeyLayer::new(policy, api_key()).http());
-    let mut app = app.into_service::<Body>();
+    (release, app.into_service::<Body>())
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_in_flight_is_429_with_the_concurrency_item() {
+    let (release, mut app) = one_in_flight_app();
 
     let first = tokio::spawn(app.ready().await.unwrap().call(get_with_key("k")));
     tokio::task::yield_now().await;
@@ -434,22 +440,7 @@ async fn too_many_in_flight_is_429_with_the_concurrency_item() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_response_future_frees_its_in_flight_slot() {
-    let release = Arc::new(Notify::new());
-    let wait = release.clone();
-    let policy = Policy::new(Quota::per_minute(100)).max_in_flight(1);
-    let app: Router = Router::new()
-        .route(
-            "/",
-            get(move || {
-                let wait = wait.clone();
-                async move {
-                    wait.notified().await;
-                    "done"
-                }
-            }),
-        )
-        .layer(PerKeyLayer::new(policy, api_key()).http());
-    let mut app = app.into_service::<Body>();
+    let (release, mut app) = one_in_flight_app();
 
     let first = tokio::spawn(app.ready().await.unwrap().call(get_with_key("k")));
     tokio::task::yield_now().await;
