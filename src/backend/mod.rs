@@ -129,6 +129,7 @@ pub struct Charged {
 /// Where a grant was charged, for a backend that can decide elsewhere than
 /// in its own store (the Redis backend's failure policy).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Origin {
     /// In the backend's own store (the stamps are its own).
     #[default]
@@ -149,6 +150,7 @@ impl Charged {
     }
 
     /// The same charge, made where `origin` says.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) const fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = origin;
         self

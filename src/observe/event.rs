@@ -108,8 +108,7 @@ pub enum Event<'a> {
     },
     /// A request was refused because its cost is more than a quota's
     /// burst ([`ExceedsBurst`]): it could never pass, so it failed at once
-    /// instead of waiting (HTTP 413 through the per-key layer's
-    /// [`http()`](crate::PerKeyLayer::http)).
+    /// instead of waiting (HTTP 413 through the per-key layer's `.http()`).
     #[non_exhaustive]
     TooLarge {
         /// The reporting layer.
