@@ -20,29 +20,19 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use support::{drive, timed};
+use support::{bare, drive, timed};
 use tower::limit::ConcurrencyLimitLayer;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 use tower_sluice::adaptive::{
     AdaptiveConcurrencyLayer, AdaptivePolicy, AdaptiveThrottleLayer, AimdLayer, AimdLimit,
     GradientLimit,
 };
 use tower_sluice::{PerKeyLayer, Quota, RateLimitLayer};
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 /// A quota nothing reaches: one request per nanosecond.
 fn huge() -> Quota {

@@ -30,25 +30,16 @@
 mod support;
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use support::{drive, timed};
-use tower::{Layer, Service, service_fn};
+use support::{bare, drive, timed};
+use tower::{Layer, Service};
 use tower_sluice::CircuitBreakerLayer;
 use tower_sluice::circuit_breaker::{CircuitState, PerKeyCircuitBreakerLayer, SlidingWindow};
 use tower_sluice::classify::ErrorsAreFailures;
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 fn sluice_count() -> CircuitBreakerLayer {
     CircuitBreakerLayer::builder()

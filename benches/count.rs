@@ -34,17 +34,15 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use support::{GovernorService, drive};
-use tower::retry::{Policy, Retry};
-use tower::{Layer, Service, service_fn};
+use support::{GovernorService, NeverRetry, bare, drive};
+use tower::retry::Retry;
+use tower::{Layer, Service};
 use tower_sluice::backend::{Acquire, Backend, Memory};
 use tower_sluice::circuit_breaker::SlidingWindow;
 use tower_sluice::per_key::Policy as KeyPolicy;
@@ -54,29 +52,6 @@ const HUGE: u32 = 1_000_000_000;
 /// The cost of the `_cost` cases: fixed (read once, as a value unknown to
 /// the compiler), so that both arms do the same work around the decision.
 const COST: u32 = 5;
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
-
-#[derive(Clone, Copy)]
-struct NeverRetry;
-
-impl<E> Policy<u64, u64, E> for NeverRetry {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
-        None
-    }
-
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
-}
 
 /// The requests callgrind counts.
 #[inline(never)]

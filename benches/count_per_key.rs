@@ -27,8 +27,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -42,8 +41,8 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use governor::DefaultKeyedRateLimiter;
 use http::{Request, StatusCode};
-use support::{GovernorFuture, drive};
-use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use support::{GovernorFuture, bare, drive};
+use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_sluice::backend::{Acquire, Backend};
@@ -54,14 +53,6 @@ use tower_sluice::{PerKeyLayer, Quota};
 const PER_HOUR: u32 = 1_000_000_000;
 const PREPAY: u32 = PER_HOUR / 2;
 const IPS: usize = 1_000;
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 /// splitmix64's finaliser: key `i` is `mix(i)`.
 fn mix(i: u64) -> u64 {

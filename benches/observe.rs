@@ -29,28 +29,18 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use support::{drive, timed};
-use tower::{Layer, Service, service_fn};
+use support::{bare, drive, timed};
+use tower::{Layer, Service};
 use tower_sluice::observe::Monitor;
 use tower_sluice::retry::Backoff;
 use tower_sluice::{
     BackoffRetryLayer, CircuitBreakerLayer, PerKeyLayer, QueueLayer, Quota, RateLimitLayer,
 };
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 const BIG: u32 = 1_000_000_000;
 

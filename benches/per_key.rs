@@ -41,9 +41,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
 use std::fmt;
-use std::future::ready;
 use std::hash::Hash;
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -53,8 +51,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use governor::DefaultKeyedRateLimiter;
-use support::{GovernorFuture, drive, timed};
-use tower::{Layer, Service, service_fn};
+use support::{GovernorFuture, bare, drive, timed};
+use tower::{Layer, Service};
 use tower_sluice::backend::{Acquire, Backend, Memory};
 use tower_sluice::error::TooManyKeys;
 use tower_sluice::per_key::{PerKeyHandle, Policy};
@@ -293,16 +291,6 @@ where
 
 // ---------------------------------------------------------------------------
 // service stacks
-
-/// The inner service every stack wraps: answers at once.
-fn bare() -> impl Service<
-    u64,
-    Response = u64,
-    Error = Infallible,
-    Future = std::future::Ready<Result<u64, Infallible>>,
-> + Clone {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 fn governor_service<S>(
     limiter: &Arc<DefaultKeyedRateLimiter<u64>>,

@@ -57,15 +57,14 @@ mod support;
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use support::{drive, timed};
+use support::{bare, drive, timed};
 use tower::limit::ConcurrencyLimitLayer;
-use tower::{Layer, Service, ServiceBuilder, service_fn};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_resilience_bulkhead::BulkheadLayer;
 use tower_resilience_circuitbreaker::CircuitBreakerError;
 use tower_resilience_ratelimiter::{RateLimiterLayer, RateLimiterServiceError};
@@ -87,14 +86,6 @@ static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 const QUEUE_CAPACITY: usize = 1024;
 const CONCURRENCY: usize = 1024;
 const KEYS: u64 = 1000;
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 /// A service that answers at once with a large response future (as large
 /// as the retry layer's over the rate limiter and breaker), to show what

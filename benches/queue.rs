@@ -22,27 +22,19 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
+use support::bare;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimit;
-use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_sluice::QueueLayer;
 
 const BOUND: usize = 1024;
 const CALLERS: u64 = 64;
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 /// `n` requests, one after another, through `svc`.
 async fn sequential<S>(svc: &mut S, n: u64)

@@ -24,8 +24,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
@@ -34,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use governor::DefaultDirectRateLimiter;
-use support::{GovernorService, drive, timed};
-use tower::{Layer, Service, service_fn};
+use support::{GovernorService, bare, drive, timed};
+use tower::Layer;
 use tower_sluice::{Limiter, Quota, RateLimitLayer};
 
 /// Checks per second that no variant reaches during a run: one per
@@ -69,12 +67,6 @@ fn governor_exhausted() -> DefaultDirectRateLimiter {
 
 // ---------------------------------------------------------------------------
 // service stacks
-
-/// The inner service every stack wraps: answers at once.
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
 
 fn ours_service<S>(inner: S) -> tower_sluice::RateLimit<S> {
     RateLimitLayer::new(Quota::per_second(HUGE))

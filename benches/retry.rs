@@ -15,45 +15,18 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use support::{drive, timed};
-use tower::retry::{Policy, Retry};
-use tower::{Layer, Service, service_fn};
+use support::{NeverRetry, bare, drive, timed};
+use tower::retry::Retry;
+use tower::{Layer, Service};
 use tower_sluice::BackoffRetryLayer;
 
 #[global_allocator]
 static GLOBAL: support::alloc::Counting = support::alloc::Counting;
-
-fn bare()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
-
-/// tower's retry with a policy that never retries (but clones the
-/// request, as any retry policy must).
-#[derive(Clone, Copy)]
-struct NeverRetry;
-
-impl<E> Policy<u64, u64, E> for NeverRetry {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
-        None
-    }
-
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
-}
 
 fn config() -> Criterion {
     support::criterion(Duration::from_millis(300), Duration::from_secs(1))

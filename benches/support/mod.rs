@@ -11,7 +11,38 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tower::{BoxError, Service};
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+
+use tower::retry::Policy;
+use tower::{BoxError, Service, service_fn};
+
+/// The bare service every layer is measured around: it answers its
+/// request at once.
+pub fn bare()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
++ Clone
++ Send
++ 'static {
+    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
+}
+
+/// tower's retry policy that never retries (but clones the request, as any
+/// retry policy must).
+#[derive(Clone, Copy)]
+pub struct NeverRetry;
+
+impl<E> Policy<u64, u64, E> for NeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
 
 /// The error of the governor services.
 #[derive(Debug)]
