@@ -32,17 +32,16 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
-use governor::DefaultKeyedRateLimiter;
 use http::{Request, StatusCode};
-use support::{GovernorFuture, bare, drive};
-use tower::{BoxError, Layer, Service, ServiceExt};
+use support::{GovernorKeyedService, bare, drive, key_sequence, mix};
+use tower::{Layer, Service, ServiceExt};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_sluice::backend::{Acquire, Backend};
@@ -53,56 +52,6 @@ use tower_sluice::{PerKeyLayer, Quota};
 const PER_HOUR: u32 = 1_000_000_000;
 const PREPAY: u32 = PER_HOUR / 2;
 const IPS: usize = 1_000;
-
-/// splitmix64's finaliser: key `i` is `mix(i)`.
-fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `len` keys drawn uniformly from `mix(0..n)`.
-fn key_sequence(n: usize, len: usize) -> Vec<u64> {
-    let mut x = 0x5EED ^ n as u64 | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            mix(((u128::from(r) * n as u128) >> 64) as u64)
-        })
-        .collect()
-}
-
-#[derive(Clone)]
-struct GovernorKeyedService<S> {
-    limiter: Arc<DefaultKeyedRateLimiter<u64>>,
-    inner: S,
-}
-
-impl<S> Service<u64> for GovernorKeyedService<S>
-where
-    S: Service<u64>,
-    S::Future: Unpin,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = GovernorFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: u64) -> Self::Future {
-        match self.limiter.check_key(&req) {
-            Ok(()) => GovernorFuture::Called(self.inner.call(req)),
-            Err(_) => GovernorFuture::Denied,
-        }
-    }
-}
 
 /// The requests callgrind counts.
 #[inline(never)]
@@ -137,7 +86,7 @@ fn report(start: Instant, n: u64) {
 
 fn per_key(case: &str, n_keys: usize, n: u64) {
     let keys: Vec<u64> = (0..n_keys as u64).map(mix).collect();
-    let seq = key_sequence(n_keys, 1 << 20);
+    let seq = key_sequence(n_keys, 1 << 20, 0x5EED ^ n_keys as u64);
     if case.starts_with("sluice") {
         let key_fn: fn(&u64) -> Option<u64> = |req| Some(*req);
         let layer = PerKeyLayer::new(Quota::per_hour(PER_HOUR), key_fn).max_keys(2_000_000);

@@ -46,17 +46,17 @@ use std::hash::Hash;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use governor::DefaultKeyedRateLimiter;
-use support::{GovernorFuture, bare, drive, timed};
+use support::{GovernorKeyedService, bare, drive, key_sequence, mix, timed};
 use tower::{Layer, Service};
 use tower_sluice::backend::{Acquire, Backend, Memory};
 use tower_sluice::error::TooManyKeys;
 use tower_sluice::per_key::{PerKeyHandle, Policy};
-use tower_sluice::{BoxError, PerKeyLayer, Quota};
+use tower_sluice::{PerKeyLayer, Quota};
 
 // ---------------------------------------------------------------------------
 // counting allocator
@@ -78,15 +78,6 @@ const MAX_KEYS: usize = 2_000_000;
 /// Length of each pre-generated key sequence (a power of two).
 const SEQ_LEN: usize = 1 << 20;
 
-/// A bijection on `u64` (splitmix64's finaliser): key `i` is `mix(i)`, so
-/// keys are distinct and scattered.
-fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The `n` distinct `u64` keys.
 fn u64_keys(n: usize) -> Vec<u64> {
     (0..n as u64).map(mix).collect()
@@ -99,21 +90,6 @@ fn string_keys(n: usize) -> Vec<String> {
             let key = format!("key-{:020}", mix(i));
             debug_assert_eq!(key.len(), 24);
             key
-        })
-        .collect()
-}
-
-/// [`SEQ_LEN`] keys drawn uniformly at random from `mix(0..n)`
-/// (xorshift64*, reduced by multiply-shift).
-fn key_sequence(n: usize, seed: u64) -> Vec<u64> {
-    let mut x = seed | 1;
-    (0..SEQ_LEN)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            mix(((u128::from(r) * n as u128) >> 64) as u64)
         })
         .collect()
 }
@@ -240,7 +216,7 @@ impl Size {
         Size {
             n,
             label,
-            seq: key_sequence(n, 0x5EED ^ n as u64),
+            seq: key_sequence(n, SEQ_LEN, 0x5EED ^ n as u64),
             ours,
             gov,
             ours_bytes,
@@ -257,37 +233,6 @@ impl Size {
 
 // ---------------------------------------------------------------------------
 // governor behind a minimal hand-written tower service
-
-/// Governor's keyed limiter in a tower `Service`, keyed by the request,
-/// written the obvious way: `check_key()` in `call`, an error future when
-/// denied.
-#[derive(Clone)]
-struct GovernorKeyedService<S> {
-    limiter: Arc<DefaultKeyedRateLimiter<u64>>,
-    inner: S,
-}
-
-impl<S> Service<u64> for GovernorKeyedService<S>
-where
-    S: Service<u64>,
-    S::Future: Unpin,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = GovernorFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: u64) -> Self::Future {
-        match self.limiter.check_key(&req) {
-            Ok(()) => GovernorFuture::Called(self.inner.call(req)),
-            Err(_) => GovernorFuture::Denied,
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // service stacks

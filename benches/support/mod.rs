@@ -78,6 +78,61 @@ where
     }
 }
 
+/// Governor's keyed limiter in a tower `Service`, keyed by the request,
+/// written the obvious way: `check_key()` in `call`, an error future when
+/// denied.
+#[derive(Clone)]
+pub struct GovernorKeyedService<S> {
+    pub limiter: std::sync::Arc<governor::DefaultKeyedRateLimiter<u64>>,
+    pub inner: S,
+}
+
+impl<S> Service<u64> for GovernorKeyedService<S>
+where
+    S: Service<u64>,
+    S::Future: Unpin,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = GovernorFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        match self.limiter.check_key(&req) {
+            Ok(()) => GovernorFuture::Called(self.inner.call(req)),
+            Err(_) => GovernorFuture::Denied,
+        }
+    }
+}
+
+/// A bijection on `u64` (splitmix64's finaliser): key `i` is `mix(i)`, so
+/// keys are distinct and scattered.
+pub fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `len` keys drawn uniformly at random from `mix(0..n)` (xorshift64*
+/// from `seed`, reduced by multiply-shift).
+pub fn key_sequence(n: usize, len: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            mix(((u128::from(r) * n as u128) >> 64) as u64)
+        })
+        .collect()
+}
+
 /// Governor's direct limiter in a tower `Service`, written the obvious way:
 /// `check()` in `call`, an error future when denied.
 #[derive(Clone)]
