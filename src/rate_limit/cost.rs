@@ -15,6 +15,7 @@ use super::service::{LAYER, report_limited};
 use crate::BoxError;
 use crate::cost::{Charge, Cost, OnResponse, Settling};
 use crate::error::{ExceedsBurst, RateLimited};
+use crate::gcra::Reserved;
 use crate::limiter::Limiter;
 use crate::observe::{Event, Observers};
 
@@ -175,18 +176,9 @@ where
                         CostFuture::called(self.inner.call(req))
                     }
                     Ok(reserved) => {
-                        let waited = Duration::from_nanos(reserved.wait);
                         self.observers
                             .emit_allowed(LAYER, || self.limiter.snapshot_at(&reserved));
-                        self.observers.emit(&Event::Waited {
-                            layer: LAYER,
-                            key: None,
-                            waited,
-                        });
-                        let clone = self.inner.clone();
-                        let ready = std::mem::replace(&mut self.inner, clone);
-                        let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
-                        CostFuture::delayed(waited, ready, req, unsent)
+                        self.delayed(req, reserved, charge)
                     }
                     Err(decision) => {
                         let error = RateLimited::from_decision(&decision);
@@ -244,6 +236,16 @@ impl<S, F> RateLimitByCost<S, F> {
         if reserved.wait == 0 {
             return CostFuture::called(self.inner.call(req)).settling(on_response);
         }
+        self.delayed(req, reserved, charge).settling(on_response)
+    }
+
+    /// The future of a request admitted to be sent after `reserved.wait`:
+    /// it takes the service that is ready (leaving a clone) and gives the
+    /// reservation back if dropped before it is sent.
+    fn delayed<Req>(&mut self, req: Req, reserved: Reserved, charge: Charge) -> CostFuture<S, Req>
+    where
+        S: Service<Req> + Clone,
+    {
         let waited = Duration::from_nanos(reserved.wait);
         self.observers.emit(&Event::Waited {
             layer: LAYER,
@@ -253,7 +255,7 @@ impl<S, F> RateLimitByCost<S, F> {
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let unsent = Unsent::new(self.limiter.clone(), reserved, charge);
-        CostFuture::delayed(waited, ready, req, unsent).settling(on_response)
+        CostFuture::delayed(waited, ready, req, unsent)
     }
 }
 
