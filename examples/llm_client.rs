@@ -30,8 +30,43 @@ const MAX_TOKENS: u32 = 250;
 const TASKS: usize = 8;
 const JOBS_PER_TASK: usize = 6;
 
+/// What a run did.
+pub struct Report {
+    pub jobs: usize,
+    /// Answers of 429 (the provider refused: its fields said so).
+    pub answered_429: u64,
+    /// Tokens the answers' `usage` reported.
+    pub tokens: u64,
+    /// Answers settled at their true count.
+    pub settled: u64,
+    /// Answers longer than the estimate charged for them.
+    pub over_estimate: u64,
+    pub elapsed: Duration,
+    /// What the provider served.
+    pub served: Arc<llm_provider::Stats>,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    let report = run().await?;
+    let minutes = report.elapsed.as_secs_f64() / MINUTE.as_secs_f64();
+    println!(
+        "{} jobs done in {:.1?}: {} answered, {} answered 429",
+        report.jobs,
+        report.elapsed,
+        report.served.ok.load(Ordering::Relaxed),
+        report.answered_429,
+    );
+    println!(
+        "achieved {:.0} tokens/min (a burst of {TOKENS_PER_MINUTE} included) for a limit of {TOKENS_PER_MINUTE} tokens/min; {:.1} requests/min for a limit of {REQUESTS_PER_MINUTE}",
+        report.tokens as f64 / minutes,
+        report.jobs as f64 / minutes,
+    );
+    Ok(())
+}
+
+/// Starts the mock provider and sends every job through one client.
+pub async fn run() -> Result<Report, BoxError> {
     let requests = Quota::new(REQUESTS_PER_MINUTE, MINUTE);
     let tokens = Quota::new(TOKENS_PER_MINUTE, MINUTE);
     let (addr, served) = llm_provider::start(requests, tokens).await;
@@ -50,11 +85,15 @@ async fn main() -> Result<(), BoxError> {
         .layer(budget)
         .service(reqwest::Client::new());
 
-    let too_many = Arc::new(AtomicU64::new(0));
+    let answered_429 = Arc::new(AtomicU64::new(0));
+    let over_estimate = Arc::new(AtomicU64::new(0));
+    let settled = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
-            let (client, url, too_many) = (client.clone(), url.clone(), too_many.clone());
+            let (client, url) = (client.clone(), url.clone());
+            let (answered_429, over_estimate, settled) =
+                (answered_429.clone(), over_estimate.clone(), settled.clone());
             tokio::spawn(async move {
                 let mut used = 0;
                 for job in 0..JOBS_PER_TASK {
@@ -70,15 +109,19 @@ async fn main() -> Result<(), BoxError> {
                         let mut res = client.clone().oneshot(req).await?;
                         if res.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
                             // The layer already paused for the provider's wait.
-                            too_many.fetch_add(1, Ordering::Relaxed);
+                            answered_429.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
                         let settlement = res.extensions_mut().remove::<TokenSettlement>();
                         let answer: serde_json::Value =
-                            serde_json::from_slice(&res.bytes().await?)?;
+                            serde_json::from_slice(&res.error_for_status()?.bytes().await?)?;
                         let total = answer["usage"]["total_tokens"].as_u64().unwrap_or(0);
                         if let Some(settlement) = settlement {
+                            if total > u64::from(settlement.estimate()) {
+                                over_estimate.fetch_add(1, Ordering::Relaxed);
+                            }
                             settlement.settle(total);
+                            settled.fetch_add(1, Ordering::Relaxed);
                         }
                         used += total;
                         break;
@@ -92,19 +135,13 @@ async fn main() -> Result<(), BoxError> {
     for task in tasks {
         used += task.await??;
     }
-    let elapsed = start.elapsed();
-
-    let jobs = TASKS * JOBS_PER_TASK;
-    let minutes = elapsed.as_secs_f64() / MINUTE.as_secs_f64();
-    println!(
-        "{jobs} jobs done in {elapsed:.1?}: {} answered, {} answered 429",
-        served.ok.load(Ordering::Relaxed),
-        too_many.load(Ordering::Relaxed),
-    );
-    println!(
-        "achieved {:.0} tokens/min (a burst of {TOKENS_PER_MINUTE} included) for a limit of {TOKENS_PER_MINUTE} tokens/min; {:.1} requests/min for a limit of {REQUESTS_PER_MINUTE}",
-        used as f64 / minutes,
-        jobs as f64 / minutes,
-    );
-    Ok(())
+    Ok(Report {
+        jobs: TASKS * JOBS_PER_TASK,
+        answered_429: answered_429.load(Ordering::Relaxed),
+        tokens: used,
+        settled: settled.load(Ordering::Relaxed),
+        over_estimate: over_estimate.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        served,
+    })
 }
