@@ -19,6 +19,8 @@ use tower_sluice::{BoxError, PerKeyLayer, Quota, RateLimited};
 mod proxy;
 #[path = "../support/redis_server.rs"]
 mod server;
+#[path = "../support/token_api.rs"]
+mod token_api;
 
 use proxy::{Fault, FaultProxy};
 use server::{RedisCluster, RedisServer};

@@ -16,6 +16,7 @@ use tower_sluice::cost::Settlement;
 use tower_sluice::{PerKeyLayer, Quota};
 
 use super::server::RedisServer;
+use super::token_api::TokenApi;
 
 fn header(req: &Request<Body>, name: &str) -> Option<String> {
     req.headers()
@@ -79,41 +80,30 @@ async fn a_handlers_usage_is_settled_on_redis_over_real_http() {
         .route("/handled", post(handled))
         .route("/reported", post(reported))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = reqwest::Client::new();
-    let send = |path: &'static str, user: &'static str, estimate: u32, used: u32| {
-        client
-            .post(format!("http://{addr}{path}"))
-            .header("x-user", user)
-            .header("x-estimate", estimate.to_string())
-            .header("x-used", used.to_string())
-            .send()
-    };
+    let api = TokenApi::serve(app).await;
 
     // Ann: estimated 100, the handler settles at 950: a debt of 850.
-    let res = send("/handled", "ann", 100, 950).await.unwrap();
+    let res = api.send("/handled", "ann", 100, 950).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.text().await.unwrap(), "answer");
     settled(&backend, 1).await;
-    let res = send("/handled", "ann", 100, 100).await.unwrap();
+    let res = api.send("/handled", "ann", 100, 100).await;
     assert_eq!(
         res.status(),
         StatusCode::TOO_MANY_REQUESTS,
         "50 tokens left"
     );
     assert!(res.headers().contains_key("retry-after"));
-    let res = send("/handled", "ann", 50, 50).await.unwrap();
+    let res = api.send("/handled", "ann", 50, 50).await;
     assert_eq!(res.status(), StatusCode::OK, "exactly 50 left");
 
     // Cid: estimated 900, the answer reports 100: 800 given back.
-    let res = send("/reported", "cid", 900, 100).await.unwrap();
+    let res = api.send("/reported", "cid", 900, 100).await;
     assert_eq!(res.status(), StatusCode::OK);
     settled(&backend, 2).await;
-    let res = send("/reported", "cid", 900, 900).await.unwrap();
+    let res = api.send("/reported", "cid", 900, 900).await;
     assert_eq!(res.status(), StatusCode::OK, "the refund made room");
-    let res = send("/reported", "cid", 1, 1).await.unwrap();
+    let res = api.send("/reported", "cid", 1, 1).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(backend.stats().settles_dropped, 0);
 }

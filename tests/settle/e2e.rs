@@ -12,6 +12,8 @@ use axum::routing::post;
 use tower_sluice::cost::Settlement;
 use tower_sluice::{PerKeyLayer, Quota};
 
+use super::token_api::TokenApi;
+
 fn user(req: &Request<Body>) -> Option<String> {
     req.headers()
         .get("x-user")
@@ -80,46 +82,35 @@ async fn handlers_and_streams_settle_over_real_http() {
         .route("/complete", post(complete))
         .route("/stream", post(stream))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = reqwest::Client::new();
-    let send = |path: &'static str, user: &'static str, estimate: u32, used: u32| {
-        client
-            .post(format!("http://{addr}{path}"))
-            .header("x-user", user)
-            .header("x-estimate", estimate.to_string())
-            .header("x-used", used.to_string())
-            .send()
-    };
+    let api = TokenApi::serve(app).await;
 
     // Ann: estimated 100, used 950 (settled from the answer's header).
-    let res = send("/complete", "ann", 100, 950).await.unwrap();
+    let res = api.send("/complete", "ann", 100, 950).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.text().await.unwrap(), "answer");
-    let res = send("/complete", "ann", 100, 0).await.unwrap();
+    let res = api.send("/complete", "ann", 100, 0).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     // 50 tokens are left, exactly.
-    let res = send("/complete", "ann", 50, 50).await.unwrap();
+    let res = api.send("/complete", "ann", 50, 50).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = send("/complete", "ann", 1, 1).await.unwrap();
+    let res = api.send("/complete", "ann", 1, 1).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // Cid: a refund when the answer used less than estimated.
-    let res = send("/complete", "cid", 900, 100).await.unwrap();
+    let res = api.send("/complete", "cid", 900, 100).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = send("/complete", "cid", 900, 900).await.unwrap();
+    let res = api.send("/complete", "cid", 900, 900).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     // Bob: a streamed answer, estimated 100, settled at 800 when it ends.
-    let res = send("/stream", "bob", 100, 0).await.unwrap();
+    let res = api.send("/stream", "bob", 100, 0).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.bytes().await.unwrap().len(), 800);
     for _ in 0..2 {
-        let res = send("/complete", "bob", 100, 100).await.unwrap();
+        let res = api.send("/complete", "bob", 100, 100).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
-    let res = send("/complete", "bob", 1, 1).await.unwrap();
+    let res = api.send("/complete", "bob", 1, 1).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -13,6 +13,9 @@ use tower_sluice::cost::Settlement;
 use tower_sluice::per_key::Policy;
 use tower_sluice::{PerKeyLayer, Quota, RateLimited};
 
+#[path = "../support/token_api.rs"]
+mod token_api;
+
 mod e2e;
 mod rate_limit;
 
