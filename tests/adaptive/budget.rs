@@ -198,37 +198,24 @@ async fn corrects_from_usage() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn debt_delays_later_requests() {
-    within(ms(10_000), async {
-        let up = Upstream::new(vec![(200, vec![("x-usage", "100".into())])]);
-        let budget = ProviderBudgetLayer::new(Quota::per_second(100), Quota::per_second(100))
-            .estimate(body)
-            .usage(usage_header);
-        let client = budget.layer(up.service());
-        // Estimated 10, used 100: the bucket is empty, so 50 more tokens
-        // are half a second away, as if 100 had been charged up front.
-        client.clone().oneshot(req(10)).await.unwrap();
-        client.clone().oneshot(req(50)).await.unwrap();
-        assert_eq!(up.sent(), [ms(0), ms(500)]);
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn debt_past_the_burst_is_kept() {
-    within(ms(10_000), async {
-        let up = Upstream::new(vec![(200, vec![("x-usage", "250".into())])]);
-        let budget = ProviderBudgetLayer::new(Quota::per_second(100), Quota::per_second(100))
-            .estimate(body)
-            .usage(usage_header);
-        let client = budget.layer(up.service());
-        // Estimated 10, used 250: 150 past the burst of 100 are owed, so
-        // 50 more tokens are 2 s away, as if 250 had been charged up front.
-        client.clone().oneshot(req(10)).await.unwrap();
-        client.clone().oneshot(req(50)).await.unwrap();
-        assert_eq!(up.sent(), [ms(0), ms(2_000)]);
-    })
-    .await;
+async fn debt_delays_later_requests_as_if_charged_up_front() {
+    // 100 tokens a second; each first request is estimated at 10 tokens.
+    // Used 100: the bucket is empty, so 50 more tokens are half a second
+    // away. Used 250: 150 past the burst of 100 are owed too, so 50 more
+    // are 2 s away.
+    for (used, next) in [("100", ms(500)), ("250", ms(2_000))] {
+        within(ms(10_000), async {
+            let up = Upstream::new(vec![(200, vec![("x-usage", used.into())])]);
+            let budget = ProviderBudgetLayer::new(Quota::per_second(100), Quota::per_second(100))
+                .estimate(body)
+                .usage(usage_header);
+            let client = budget.layer(up.service());
+            client.clone().oneshot(req(10)).await.unwrap();
+            client.clone().oneshot(req(50)).await.unwrap();
+            assert_eq!(up.sent(), [ms(0), next], "used {used}");
+        })
+        .await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
