@@ -214,18 +214,33 @@ pub(crate) fn settle_cells(
         if !every && !p.quota.unit_id().is_cost() {
             continue;
         }
-        if actual > estimate {
-            let extra = actual - estimate;
-            match p.calendar() {
-                Some(_) => calendar::debt(g, &p, extra, now),
-                None => g.debt(p.emission.saturating_mul(u64::from(extra)), now),
-            }
-        } else if let Some(&stamp) = stamps.get(i) {
-            let less = estimate - actual;
-            match p.calendar() {
-                Some(_) => calendar::refund(g, stamp, less),
-                None => g.refund(stamp, p.emission.saturating_mul(u64::from(less))),
-            }
+        settle_cell(&p, g, stamps.get(i).copied(), estimate, actual, now);
+    }
+}
+
+/// Settles one cell charged `estimate` at `actual`: a debt moves it at
+/// `now`; a refund gives back what it can if the cell still holds `stamp`
+/// (no stamp: nothing is given back; `now` is not read).
+#[inline]
+pub(crate) fn settle_cell(
+    p: &Params,
+    g: &Gcra,
+    stamp: Option<u64>,
+    estimate: u32,
+    actual: u32,
+    now: u64,
+) {
+    if actual > estimate {
+        let extra = actual - estimate;
+        match p.calendar() {
+            Some(_) => calendar::debt(g, p, extra, now),
+            None => g.debt(p.emission.saturating_mul(u64::from(extra)), now),
+        }
+    } else if let Some(stamp) = stamp {
+        let less = estimate - actual;
+        match p.calendar() {
+            Some(_) => calendar::refund(g, stamp, less),
+            None => g.refund(stamp, p.emission.saturating_mul(u64::from(less))),
         }
     }
 }

@@ -26,8 +26,8 @@ mod decision;
 mod params;
 
 pub(crate) use cells::{
-    CellSet, INLINE_CELLS, Reserved, peek_all, refund_all, reserve_all, settle_all, settle_cells,
-    snapshot,
+    CellSet, INLINE_CELLS, Reserved, peek_all, refund_all, reserve_all, settle_all, settle_cell,
+    settle_cells, snapshot,
 };
 pub use decision::Decision;
 pub(crate) use params::{Copied, Params, Tunable, convert_tat};

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::{Acquire, Admitted, Backend, Charged, Grant, Never, QuotaStates, Refund};
 use crate::BoxError;
-use crate::calendar;
 use crate::clock::Clock;
 use crate::cost::Charge;
 use crate::error::{RateLimited, TooManyInFlight, TooManyKeys};
@@ -282,41 +281,30 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Memory<K> {
             .collect()
     }
 
-    /// [`Backend::settle`] for a policy of one quota: the difference
-    /// charged to (or given back from) the key's one cell, where the clock
-    /// is read only for a debt. A policy of requests has nothing to settle.
+    /// [`Backend::settle`] for a policy of one quota: its one cell,
+    /// reading the clock only for a debt (a refund never creates the key).
+    /// A policy of requests has nothing to settle.
     fn settle_one(&self, key: &K, policy: &Policy, charged: Charged, true_cost: u32) {
         let p = policy.params(0);
         if !p.quota.unit_id().is_cost() {
             return;
         }
-        let utc = self.shared.clock.utc();
-        if true_cost > charged.estimate {
-            let now = self.shared.clock.now();
-            let extra = true_cost - charged.estimate;
-            let _ = self
-                .shared
-                .store
-                .with(key, policy, now, true, |state| match p.calendar() {
-                    Some(_) => calendar::debt(state.first(), &p.at_utc(utc), extra, now),
-                    None => state
-                        .first()
-                        .debt(p.emission.saturating_mul(u64::from(extra)), now),
-                });
-        } else {
-            let less = charged.estimate - true_cost;
-            let stamp = charged.stamps[0];
-            // A refund never creates the key: its time is not read.
-            let _ = self
-                .shared
-                .store
-                .with(key, policy, 0, false, |state| match p.calendar() {
-                    Some(_) => calendar::refund(state.first(), stamp, less),
-                    None => state
-                        .first()
-                        .refund(stamp, p.emission.saturating_mul(u64::from(less))),
-                });
-        }
+        // A calendar cell needs the clock's origin; a rolling one is read
+        // in place.
+        let at_utc;
+        let p = match p.calendar() {
+            Some(_) => {
+                at_utc = p.at_utc(self.shared.clock.utc());
+                &at_utc
+            }
+            None => p,
+        };
+        let debt = true_cost > charged.estimate;
+        let now = if debt { self.shared.clock.now() } else { 0 };
+        let _ = self.shared.store.with(key, policy, now, debt, |state| {
+            let stamp = Some(charged.stamps[0]);
+            gcra::settle_cell(p, state.first(), stamp, charged.estimate, true_cost, now);
+        });
     }
 
     /// The address of the lock of `key`'s shard (see [`crate::limits`]).
