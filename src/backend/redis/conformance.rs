@@ -196,7 +196,7 @@ fn agree(
                 continue;
             }
             let (on_redis, in_memory) = admitted.remove(n % admitted.len());
-            let args = settle::settle_args(policy, on_redis, true_cost);
+            let args = settle::settle_args(policy, on_redis, true_cost, 0);
             let [_, now_us] = real
                 .block_on(redis.inner.settle_now(&[(&key, &args)]))
                 .map_err(|e| TestCaseError::fail(format!("redis settle: {e:?}")))?;
@@ -216,7 +216,7 @@ fn agree(
             !op.peek,
         );
         let reply = real
-            .block_on(redis.inner.eval(&key, args.nums(), args.units()))
+            .block_on(redis.inner.eval(&key, args.nums(), args.units(), None))
             .map_err(|e| TestCaseError::fail(format!("redis: {e}")))?;
         let (decision, wait) = redis
             .inner
@@ -413,13 +413,13 @@ fn memory_and_redis_agree_on_a_refund_skipped_after_a_later_admission() {
     let charge = |real: &tokio::runtime::Runtime, cost: u32| {
         let args = decide::script_args(&policy, crate::cost::Charge::cost(cost), 0, true);
         let reply = real
-            .block_on(redis.inner.eval(&key, args.nums(), args.units()))
+            .block_on(redis.inner.eval(&key, args.nums(), args.units(), None))
             .unwrap();
         assert_eq!(reply[0], 1, "admitted: {reply:?}");
         Charged::new(cost, decide::stamps(&reply))
     };
     let settle = |real: &tokio::runtime::Runtime, charged, true_cost| {
-        let args = settle::settle_args(&policy, charged, true_cost);
+        let args = settle::settle_args(&policy, charged, true_cost, 0);
         let [changed, now] = real
             .block_on(redis.inner.settle_now(&[(&key, &args)]))
             .unwrap();

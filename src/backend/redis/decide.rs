@@ -166,13 +166,34 @@ impl Inner {
         probe: bool,
     ) -> Result<Grant, BoxError> {
         let args = script_args(policy, Charge::cost(cost), max_wait_ns, consume);
+        // What this key's earlier requests still have to settle rides along
+        // (not on a probe: Redis may still be down).
+        let carried = match consume && !probe {
+            true => self.settler.take(key),
+            false => None,
+        };
         let sent = self.clock.now();
-        let reply =
-            tokio::time::timeout(self.deadline, self.eval(key, args.nums(), args.units())).await;
+        let eval = self.eval(key, args.nums(), args.units(), carried.as_ref());
+        let reply = tokio::time::timeout(self.deadline, eval).await;
+        let parsed = match &reply {
+            Ok(Ok(reply)) => self.decision(reply, policy),
+            _ => None,
+        };
+        if let Some(carried) = carried {
+            let n = carried.count();
+            if parsed.is_some() {
+                self.stats.settled.fetch_add(n, Ordering::Relaxed);
+                self.stats.settles_carried.fetch_add(n, Ordering::Relaxed);
+            } else {
+                // It may have run: never sent again.
+                self.stats.settles_dropped.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         let failure = match reply {
-            Ok(Ok(reply)) => match self.decision(&reply, policy) {
+            Ok(Ok(reply)) => match parsed {
                 Some((decision, wait)) => {
                     self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+                    self.settler.saw_redis_time(reply[6], self.clock.now());
                     health.success(self, sent, probe);
                     return self
                         .answer(key, policy, cost, consume, sent, decision, wait)

@@ -211,7 +211,7 @@ use health::{Breaker, Health, Nodes, Route};
 
 use decide::{Derived, KeyText};
 use script::error_kind;
-use settle::Settler;
+use settle::{Held, Settler};
 use stats::Counters;
 
 pub use decide::RedisFuture;
@@ -220,8 +220,20 @@ pub use key::RedisKey;
 pub use stats::RedisStats;
 
 const BACKEND: &str = "redis";
-const SCRIPT: &str = concat!(include_str!("calendar.lua"), include_str!("script.lua"));
-const SETTLE_SCRIPT: &str = concat!(include_str!("calendar.lua"), include_str!("settle.lua"));
+/// How long a settlement waits for its key's next decision by default (ns).
+const DEFAULT_SETTLE_DELAY: u64 = 100_000_000;
+/// The longest [`RedisBackend::settle_delay`].
+const MAX_SETTLE_DELAY: Duration = Duration::from_secs(60);
+const SCRIPT: &str = concat!(
+    include_str!("calendar.lua"),
+    include_str!("settle_group.lua"),
+    include_str!("script.lua")
+);
+const SETTLE_SCRIPT: &str = concat!(
+    include_str!("calendar.lua"),
+    include_str!("settle_group.lua"),
+    include_str!("settle.lua")
+);
 
 /// Limits shared across instances through Redis. See the [module
 /// docs](self).
@@ -251,6 +263,8 @@ struct Inner {
     stats: Counters,
     observers: Observers,
     settler: Arc<Settler>,
+    /// How long a settlement waits for its key's next decision (ns).
+    settle_delay: u64,
 }
 
 impl Drop for Inner {
@@ -286,6 +300,8 @@ impl fmt::Debug for RedisBackend {
 
 #[cfg(all(test, feature = "test-util"))]
 mod conformance;
+#[cfg(all(test, feature = "test-util"))]
+mod held_tests;
 #[cfg(all(test, feature = "test-util"))]
 mod settle_tests;
 

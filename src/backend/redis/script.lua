@@ -3,7 +3,13 @@
 -- KEYS[1]  the key; its value is the TAT of each quota, in microseconds
 --          of Redis TIME, as decimal integers separated by spaces.
 -- ARGV[1]  max wait in microseconds (how long the request may be delayed)
--- ARGV[2]  1 to consume, 0 to peek (decide without writing)
+-- ARGV[2]  1 to consume, 0 to peek (decide without writing); 1 + m to
+--          consume after settling, on this key, the settlements carried
+--          in the last m arguments (groups as settle_group.lua describes,
+--          applied in order before the decision); `d` to consume after a
+--          lone debt of a policy of one rolling quota, carried in the last
+--          two arguments: the debt (us: units * T) and when it was found
+--          (as settle_group.lua's `d T extra at`)
 -- ARGV[3..] per quota: emission interval T (us), burst B, and the charge c
 --          (1 for a quota of requests, the request's cost for a quota of
 --          cost): the quota takes c * T. For a calendar quota T = 0 and
@@ -33,18 +39,49 @@ local now = t[1] * 1000000 + t[2]
 local max_wait = tonumber(ARGV[1])
 local consume = ARGV[2]
 local raw = redis.call('GET', KEYS[1])
-if #ARGV == 5 and tonumber(ARGV[3]) > 0 then
+-- The decision's own arguments end at nargs; settlements carried follow.
+local nargs = #ARGV
+-- The key's value changed by a settlement carried and its time to live
+-- (us), to write if the decision does not.
+local dirty = nil
+-- A lone debt of a policy of one rolling quota, carried: the debt (us)
+-- and when it was found, applied below as settle_group would.
+local debt, debt_at = nil, nil
+if consume == 'd' then
+  nargs = nargs - 2
+  consume = '1'
+  debt, debt_at = tonumber(ARGV[nargs + 1]), found(tonumber(ARGV[nargs + 2]), now)
+elseif consume ~= '1' and consume ~= '0' then
+  nargs = nargs - (tonumber(consume) - 1)
+  consume = '1'
+  local a = nargs
+  while a < #ARGV do
+    local v, ttl, _
+    v, ttl, _, a = settle_group(KEYS[1], raw, ARGV, a, now)
+    if v then raw, dirty = v, ttl end
+  end
+end
+if nargs == 5 and tonumber(ARGV[3]) > 0 then
   -- One rolling quota: the same decision as below, without tables.
   local e = tonumber(ARGV[3])
   local tol = e * tonumber(ARGV[4])
   local cost = tonumber(ARGV[5])
-  local tat = now
-  if raw then
-    tat = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or now
-    if tat < now then tat = now end
+  local cur = nil
+  if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) end
+  if debt then
+    cur = math.max(cur or 0, debt_at) + debt
+    if cur > MAX then cur = MAX end
+    dirty = cur - now
+    if dirty < 0 then dirty = 0 end
   end
+  local tat = now
+  if cur and cur > now then tat = cur end
   local w = tat + e * cost - now - tol
   if w > 0 and (w > max_wait or consume == '0') then
+    if debt then raw = string.format('%.0f', cur) end
+    if dirty then
+      redis.call('SET', KEYS[1], raw, 'PX', math.floor(dirty / 1000) + 1)
+    end
     local left = tol - (tat - now)
     if left < 0 then left = 0 end
     return {0, 1, math.floor(left / e), w, tat - now, 0, now}
@@ -59,9 +96,21 @@ if #ARGV == 5 and tonumber(ARGV[3]) > 0 then
   if left < 0 then left = 0 end
   return {1, 1, math.floor(left / e), 0, new - now, w, now, new}
 end
+if debt then
+  -- Not sent for another policy; applied as settle_group's `d` would.
+  local cur = 0
+  if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or 0 end
+  cur = math.max(cur, debt_at) + debt
+  if cur > MAX then cur = MAX end
+  raw = string.format('%.0f', cur)
+  dirty = math.max(cur - now, 0)
+end
+if dirty then
+  redis.call('SET', KEYS[1], raw, 'PX', math.floor(dirty / 1000) + 1)
+end
 -- The quotas: triples until only the calendar quotas' unit names are left.
 local n, ncal = 0, 0
-while 2 + 3 * n + ncal < #ARGV do
+while 2 + 3 * n + ncal < nargs do
   n = n + 1
   if tonumber(ARGV[3 * n]) == 0 then ncal = ncal + 1 end
 end

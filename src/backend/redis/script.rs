@@ -13,21 +13,50 @@ pub(super) enum Lua {
 }
 
 impl Inner {
-    /// Runs the decide script (`script.lua`).
+    /// Runs the decide script (`script.lua`), carrying `carried`'s
+    /// settlements if any (they apply first).
     pub(super) async fn eval(
         &self,
         key: &[u8],
         args: &[u64],
         units: &[&str],
+        carried: Option<&Held>,
     ) -> redis::RedisResult<Vec<i64>> {
         let mut cmd = self.evalsha(Lua::Decide, 1);
         cmd.arg(key);
-        for a in args {
+        let Some(held) = carried else {
+            for a in args {
+                cmd.arg(*a);
+            }
+            for u in units {
+                cmd.arg(*u);
+            }
+            return self.eval_cmd(Lua::Decide, &cmd).await;
+        };
+        let [wait, _, rest @ ..] = args else {
+            unreachable!("a decision has a wait and a consume flag")
+        };
+        // A lone debt of this very quota: its short form (see `script.lua`).
+        if let (&[t, _, _], Some((debt_t, extra, at))) = (rest, held.lone_debt())
+            && t > 0
+            && debt_t == t
+        {
+            cmd.arg(*wait).arg("d");
+            for a in rest {
+                cmd.arg(*a);
+            }
+            cmd.arg(extra.saturating_mul(t)).arg(at);
+            return self.eval_cmd(Lua::Decide, &cmd).await;
+        }
+        let m = u64::try_from(held.len()).unwrap_or(u64::MAX);
+        cmd.arg(*wait).arg(m.saturating_add(1));
+        for a in rest {
             cmd.arg(*a);
         }
         for u in units {
             cmd.arg(*u);
         }
+        held.write(&mut cmd);
         self.eval_cmd(Lua::Decide, &cmd).await
     }
 
@@ -92,7 +121,7 @@ impl Inner {
     pub(super) async fn probe(&self, key: &[u8]) -> bool {
         let args = [0, 0, 1_000_000, 1, 1];
         for attempt in 0..2 {
-            match tokio::time::timeout(self.deadline, self.eval(key, &args, &[])).await {
+            match tokio::time::timeout(self.deadline, self.eval(key, &args, &[], None)).await {
                 Ok(Ok(reply)) => return reply.len() >= 7,
                 Ok(Err(e)) if attempt == 0 && !e.is_timeout() => {}
                 _ => return false,

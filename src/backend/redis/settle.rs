@@ -1,8 +1,15 @@
-//! Settling a request's true cost on Redis: settlements wait in a bounded
-//! queue, and one task of the backend sends them in batches, each batch one
-//! call of `settle.lua` (its keys on one slot), never on a request's path.
+//! Settling a request's true cost on Redis, never on a request's path: a
+//! settlement waits, held per key, for its key's next decision to carry it
+//! (applied by the decision script, before it decides) or for its delay to
+//! run out; then one task of the backend sends the due ones in batches, each
+//! batch one call of `settle.lua` (its keys on one slot).
 
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Weak;
+use std::sync::atomic::{AtomicI64, AtomicUsize};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::decide::quota_args;
 use super::health::slot;
@@ -10,7 +17,7 @@ use super::script::Lua;
 use super::*;
 use crate::backend::Origin;
 
-/// The most settlements waiting to be sent; more are dropped and counted.
+/// The most settlements held or queued; more are dropped and counted.
 pub(super) const QUEUE: usize = 65_536;
 
 /// The most keys in one call of the settle script.
@@ -21,11 +28,17 @@ pub(super) const BATCH: usize = 128;
 /// next round.
 const ROUND: usize = 16 * BATCH;
 
-/// The settle script's arguments for one request (see `settle.lua`).
+/// The most settlements one key holds apart (debts that cannot merge): a
+/// key with more is sent at once, so that a decision never carries many.
+const PER_KEY: usize = 8;
+
+/// The settle script's arguments for one request (see `settle_group.lua`).
+#[derive(Clone, Copy)]
 pub(super) struct SettleArgs {
-    /// The debt and the refund, then per quota its emission interval,
-    /// burst, stamp and whether it counts cost.
-    nums: [u64; 2 + 4 * crate::policy::MAX_QUOTAS],
+    /// The debt, the refund, when the debt was found (Redis time, us; 0:
+    /// when applied), then per quota its emission interval, burst, stamp
+    /// and whether it counts cost.
+    nums: [u64; 3 + 4 * crate::policy::MAX_QUOTAS],
     quotas: usize,
     /// The unit of each calendar quota, in the policy's order.
     units: [&'static str; crate::policy::MAX_QUOTAS],
@@ -33,25 +46,43 @@ pub(super) struct SettleArgs {
 }
 
 impl SettleArgs {
+    /// The debt of the short form (one rolling quota of cost): its
+    /// emission interval (us), debt, stamp and when it was found.
+    fn short_debt(&self) -> Option<[u64; 4]> {
+        match self.nums[..3 + 4 * self.quotas] {
+            [extra, 0, at, t, _, stamp, 1] if extra > 0 && t > 0 => Some([t, extra, stamp, at]),
+            _ => None,
+        }
+    }
+
+    /// How many arguments [`write`](Self::write) adds.
+    fn len(&self) -> usize {
+        match self.nums[..3 + 4 * self.quotas] {
+            [_, _, _, t, _, _, 1] if t > 0 => 4,
+            _ => 4 + 4 * self.quotas + self.calendars,
+        }
+    }
+
     /// Adds this request's group of arguments to `cmd` (see
-    /// `settle.lua`): for a policy of one rolling quota of cost, the short
-    /// form of a debt (`d`, T, the debt) or of a refund (`r`, T, the
-    /// refund, the stamp); otherwise the number of quotas, the debt, the
-    /// refund, each quota's four numbers, then the calendar quotas' units.
-    fn write(&self, cmd: &mut redis::Cmd) {
-        let nums = &self.nums[..2 + 4 * self.quotas];
-        if let [extra, less, t, _, stamp, 1] = *nums
+    /// `settle_group.lua`): for a policy of one rolling quota of cost, the
+    /// short form of a debt (`d`, T, the debt, when found) or of a refund
+    /// (`r`, T, the refund, the stamp); otherwise the number of quotas, the
+    /// debt, the refund, when found, each quota's four numbers, then the
+    /// calendar quotas' units.
+    pub(super) fn write(&self, cmd: &mut redis::Cmd) {
+        let nums = &self.nums[..3 + 4 * self.quotas];
+        if let [extra, less, at, t, _, stamp, 1] = *nums
             && t > 0
         {
             if extra > 0 {
-                cmd.arg("d").arg(t).arg(extra);
+                cmd.arg("d").arg(t).arg(extra).arg(at);
             } else {
                 cmd.arg("r").arg(t).arg(less).arg(stamp);
             }
             return;
         }
-        cmd.arg(self.quotas).arg(nums[0]).arg(nums[1]);
-        for n in &nums[2..] {
+        cmd.arg(self.quotas);
+        for n in nums {
             cmd.arg(*n);
         }
         for u in &self.units[..self.calendars] {
@@ -60,39 +91,28 @@ impl SettleArgs {
     }
 }
 
-impl SettleArgs {
-    /// Adds `other`'s debt to this one when both are debts of the same
-    /// single rolling quota of cost (the short form); false otherwise.
-    fn absorb_debt(&mut self, other: &SettleArgs) -> bool {
-        let debt = |a: &SettleArgs| match a.nums[..2 + 4 * a.quotas] {
-            [extra, 0, t, _, _, 1] if extra > 0 && t > 0 => Some(t),
-            _ => None,
-        };
-        match (debt(self), debt(other)) {
-            (Some(t), Some(u)) if t == u => {
-                self.nums[0] = self.nums[0].saturating_add(other.nums[0]);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 /// The settle script's arguments for a request under `policy`, charged as
-/// `charged` says, that really cost `true_cost`.
-pub(super) fn settle_args(policy: &Policy, charged: Charged, true_cost: u32) -> SettleArgs {
+/// `charged` says, that really cost `true_cost`, found at `at` (Redis time
+/// in microseconds; 0: when Redis applies it).
+pub(super) fn settle_args(
+    policy: &Policy,
+    charged: Charged,
+    true_cost: u32,
+    at: u64,
+) -> SettleArgs {
     let mut args = SettleArgs {
-        nums: [0; 2 + 4 * crate::policy::MAX_QUOTAS],
+        nums: [0; 3 + 4 * crate::policy::MAX_QUOTAS],
         quotas: 0,
         units: [""; crate::policy::MAX_QUOTAS],
         calendars: 0,
     };
     args.nums[0] = u64::from(true_cost.saturating_sub(charged.estimate));
     args.nums[1] = u64::from(charged.estimate.saturating_sub(true_cost));
+    args.nums[2] = if args.nums[0] > 0 { at } else { 0 };
     for (i, q) in policy.quotas().enumerate() {
-        [args.nums[2 + 4 * i], args.nums[3 + 4 * i]] = quota_args(q);
-        args.nums[4 + 4 * i] = charged.stamps.get(i).copied().unwrap_or(0);
-        args.nums[5 + 4 * i] = u64::from(!q.counts_requests());
+        [args.nums[3 + 4 * i], args.nums[4 + 4 * i]] = quota_args(q);
+        args.nums[5 + 4 * i] = charged.stamps.get(i).copied().unwrap_or(0);
+        args.nums[6 + 4 * i] = u64::from(!q.counts_requests());
         args.quotas = i + 1;
         if q.calendar().is_some() {
             args.units[args.calendars] = q.unit();
@@ -102,31 +122,148 @@ pub(super) fn settle_args(policy: &Policy, charged: Charged, true_cost: u32) -> 
     args
 }
 
-/// A settlement waiting to be sent.
-struct Pending {
+/// A key's settlements waiting to be sent, in the order they were made.
+pub(super) struct Held {
     key: Vec<u8>,
+    hash: u64,
     /// The key's Cluster slot (0 off Cluster: one batch for all).
     slot: u16,
-    args: SettleArgs,
     health: Arc<Health>,
-    /// The settlements this one stands for (more than 1 once merged).
-    count: u64,
+    /// Each settlement's arguments and how many settlements it stands
+    /// for (more than 1 once debts merged).
+    groups: Vec<(SettleArgs, u64)>,
+    /// A lower bound of the key's TAT once the last group is applied
+    /// (Redis time, us; 0: unknown), for merging debts exactly.
+    floor: u64,
+    /// Its entry in [`State::order`].
+    seq: u64,
 }
 
-/// The queue of settlements and the task that sends them.
-#[derive(Default)]
+impl Held {
+    /// The settlements this stands for.
+    pub(super) fn count(&self) -> u64 {
+        self.groups.iter().map(|g| g.1).sum()
+    }
+
+    /// How many arguments [`write`](Self::write) adds.
+    pub(super) fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.0.len()).sum()
+    }
+
+    /// The emission interval (us), debt (units) and when it was found,
+    /// when all this holds is one debt of a policy of one rolling quota of
+    /// cost.
+    pub(super) fn lone_debt(&self) -> Option<(u64, u64, u64)> {
+        match &self.groups[..] {
+            [(args, _)] => args.short_debt().map(|[t, extra, _, at]| (t, extra, at)),
+            _ => None,
+        }
+    }
+
+    /// Adds every group's arguments to `cmd`, in order.
+    pub(super) fn write(&self, cmd: &mut redis::Cmd) {
+        for (args, _) in &self.groups {
+            args.write(cmd);
+        }
+    }
+
+    /// Adds `args`, found after every group held: merged into the last
+    /// group when both are debts of one rolling quota of cost and the key
+    /// is known to be in debt when `args` was found, so that applying the
+    /// sum at the first one's time is what applying both in turn would do;
+    /// kept apart otherwise.
+    fn push(&mut self, args: SettleArgs) {
+        let debt = args.short_debt();
+        if let (Some([t, extra, _, at]), Some((last, count))) = (debt, self.groups.last_mut())
+            && let Some([t0, extra0, _, at0]) = last.short_debt()
+            && t0 == t
+            && ((at0 == 0 && at == 0) || (at0 > 0 && self.floor >= at))
+        {
+            last.nums[0] = extra0.saturating_add(extra);
+            *count += 1;
+            self.floor = self.floor.saturating_add(extra.saturating_mul(t));
+            return;
+        }
+        self.floor = match debt {
+            Some([t, extra, stamp, at]) if at > 0 => {
+                stamp.max(at).saturating_add(extra.saturating_mul(t))
+            }
+            _ => 0,
+        };
+        self.groups.push((args, 1));
+    }
+}
+
+/// The settlements waiting, and the task that sends them.
 pub(super) struct Settler {
     state: Mutex<State>,
+    /// Keys in [`State::held`], read without the lock.
+    held_keys: AtomicUsize,
+    hasher: DefaultHashBuilder,
+    /// Wakes the task: a settlement is due, or may be soon.
     wake: tokio::sync::Notify,
+    /// Wakes [`RedisBackend::flush_settlements`]: the task is idle.
+    idle: tokio::sync::Notify,
+    /// Redis' time minus this process' (us), from the last decision's
+    /// reply; [`UNKNOWN`] before the first.
+    offset: AtomicI64,
+}
+
+const UNKNOWN: i64 = i64::MIN;
+
+impl Default for Settler {
+    fn default() -> Self {
+        Settler {
+            state: Mutex::default(),
+            held_keys: AtomicUsize::new(0),
+            hasher: DefaultHashBuilder::default(),
+            wake: tokio::sync::Notify::new(),
+            idle: tokio::sync::Notify::new(),
+            offset: AtomicI64::new(UNKNOWN),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
-    queue: std::collections::VecDeque<Pending>,
-    /// A task runs to send the queue.
+    /// Settlements held per key until their key's next decision carries
+    /// them or they are due.
+    held: HashTable<Held>,
+    /// When each key held is due, oldest first: `(due, hash, seq)`; an
+    /// entry whose key was carried meanwhile is skipped.
+    order: VecDeque<(u64, u64, u64)>,
+    /// Keys held that are due now (no delay, or a key holding too many):
+    /// `(hash, seq)`, as in `order`.
+    ready: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    /// Settlements held or ready (not yet sent).
+    waiting: usize,
+    /// Everything held is due now ([`RedisBackend::flush_settlements`]).
+    flushing: bool,
+    /// A round is out.
+    sending: bool,
+    /// A task runs to send what is due.
     running: bool,
     /// The backend is gone: the task ends.
     closed: bool,
+}
+
+impl State {
+    fn is_idle(&self) -> bool {
+        self.held.is_empty() && !self.sending
+    }
+
+    /// Removes the key held under `hash` and `seq`, if it still is.
+    fn remove(&mut self, hash: u64, seq: u64) -> Option<Held> {
+        let held = self
+            .held
+            .find_entry(hash, |h| h.seq == seq)
+            .ok()?
+            .remove()
+            .0;
+        self.waiting -= held.groups.len();
+        Some(held)
+    }
 }
 
 impl Settler {
@@ -135,17 +272,112 @@ impl Settler {
         self.state.lock().ignore_poison().closed = true;
         self.wake.notify_one();
     }
+
+    /// Notes Redis' time, `redis_us`, from a reply that came at `local`
+    /// (this process' clock, ns).
+    pub(super) fn saw_redis_time(&self, redis_us: i64, local: u64) {
+        let local_us = i64::try_from(local / 1_000).unwrap_or(i64::MAX);
+        self.offset
+            .store(redis_us.saturating_sub(local_us), Ordering::Relaxed);
+    }
+
+    /// Redis' time at `local` (this process' clock, ns), in microseconds,
+    /// as the last decision's reply tells; 0 before any.
+    fn redis_time(&self, local: u64) -> u64 {
+        let offset = self.offset.load(Ordering::Relaxed);
+        if offset == UNKNOWN {
+            return 0;
+        }
+        let local_us = i64::try_from(local / 1_000).unwrap_or(i64::MAX);
+        u64::try_from(local_us.saturating_add(offset)).unwrap_or(0)
+    }
+
+    /// Takes what `key` holds, for its decision to carry.
+    pub(super) fn take(&self, key: &[u8]) -> Option<Held> {
+        if self.held_keys.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let hash = self.hasher.hash_one(key);
+        let mut state = self.state.lock().ignore_poison();
+        let held = state
+            .held
+            .find_entry(hash, |h| h.key == key)
+            .ok()?
+            .remove()
+            .0;
+        state.waiting -= held.groups.len();
+        self.held_keys.store(state.held.len(), Ordering::Relaxed);
+        Some(held)
+    }
 }
 
 impl RedisBackend {
-    /// Queues the settlement of a request for `key` (the Redis key), to be
-    /// sent in the background: the caller never waits for it. A grant
-    /// Redis did not charge is not settled on Redis: the fallback's grants
-    /// settle in the fallback, a grant let through without a charge is
-    /// skipped ([`RedisStats::settles_skipped`]). Dropped and counted
-    /// ([`RedisStats::settles_dropped`]) when the key's node is known to be
-    /// down, when the queue is full, when there is no tokio runtime to send
-    /// it from, or when its batch fails or misses the deadline; never
+    /// Sends every settlement held now, without waiting for its delay or
+    /// for its key's next decision, and returns once Redis has answered
+    /// for all of them (applied or dropped, as [`RedisStats`] counts).
+    /// Call it before a process exits, so that no settlement it holds is
+    /// lost with it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redis::RedisError> {
+    /// use tower_sluice::backend::redis::RedisBackend;
+    ///
+    /// let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+    /// // ... serve, settling requests at their true cost ...
+    /// backend.flush_settlements().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn flush_settlements(&self) {
+        let settler = &self.inner.settler;
+        loop {
+            let mut idle = std::pin::pin!(settler.idle.notified());
+            idle.as_mut().enable();
+            {
+                let mut state = settler.state.lock().ignore_poison();
+                if state.is_idle() {
+                    return;
+                }
+                state.flushing = true;
+                if !self.ensure_task(&mut state) {
+                    return;
+                }
+            }
+            settler.wake.notify_one();
+            idle.await;
+        }
+    }
+
+    /// Starts the task that sends settlements if none runs; false when
+    /// there is no tokio runtime to run it on.
+    fn ensure_task(&self, state: &mut State) -> bool {
+        if state.running {
+            return true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        state.running = true;
+        drop(runtime.spawn(settle_task(
+            Arc::downgrade(&self.inner),
+            self.inner.settler.clone(),
+        )));
+        true
+    }
+
+    /// Holds the settlement of a request for `key` (the Redis key), to be
+    /// sent in the background: the caller never waits for it. It is
+    /// carried by the key's next decision from this backend, or sent with
+    /// other due settlements once [`settle_delay`](Self::settle_delay) has
+    /// passed. A grant Redis did not charge is not settled on Redis: the
+    /// fallback's grants settle in the fallback, a grant let through
+    /// without a charge is skipped ([`RedisStats::settles_skipped`]).
+    /// Dropped and counted ([`RedisStats::settles_dropped`]) when the key's
+    /// node is known to be down, when [`QUEUE`] settlements wait already,
+    /// when there is no tokio runtime to send it from, or when its batch
+    /// (or the decision carrying it) fails or misses the deadline; never
     /// retried (it may have run).
     pub(super) fn send_settle(
         &self,
@@ -193,49 +425,71 @@ impl RedisBackend {
         if !health.is_up() {
             return dropped();
         }
+        let settler = &inner.settler;
+        let now = inner.clock.now();
+        let args = settle_args(policy, charged, true_cost, settler.redis_time(now));
+        let hash = settler.hasher.hash_one(&key[..]);
+        let mut guard = settler.state.lock().ignore_poison();
+        if guard.waiting >= QUEUE || !self.ensure_task(&mut guard) {
+            drop(guard);
+            return dropped();
+        }
+        let state = &mut *guard;
+        if let Some(held) = state.held.find_mut(hash, |h| h.key == key) {
+            let groups = held.groups.len();
+            held.push(args);
+            if held.groups.len() > groups {
+                state.waiting += 1;
+                if held.groups.len() == PER_KEY {
+                    state.ready.push_back((hash, held.seq));
+                    drop(guard);
+                    settler.wake.notify_one();
+                }
+            }
+            return;
+        }
         let slot = if inner.nodes.learned_at().is_some() {
             slot(&key)
         } else {
             0
         };
-        let pending = Pending {
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let mut held = Held {
             key,
+            hash,
             slot,
-            args: settle_args(policy, charged, true_cost),
             health,
-            count: 1,
+            groups: Vec::with_capacity(1),
+            floor: 0,
+            seq,
         };
-        let settler = &inner.settler;
-        let mut state = settler.state.lock().ignore_poison();
-        if state.queue.len() >= QUEUE {
-            drop(state);
-            return dropped();
+        held.push(args);
+        state.waiting += 1;
+        state.held.insert_unique(hash, held, |h| h.hash);
+        settler.held_keys.store(state.held.len(), Ordering::Relaxed);
+        if inner.settle_delay == 0 {
+            state.ready.push_back((hash, seq));
+        } else {
+            let first = state.order.is_empty();
+            state
+                .order
+                .push_back((now.saturating_add(inner.settle_delay), hash, seq));
+            if !first {
+                // The task sleeps until the first due, which is earlier.
+                return;
+            }
         }
-        if !state.running {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                drop(state);
-                return dropped();
-            };
-            state.running = true;
-            drop(runtime.spawn(settle_task(
-                Arc::downgrade(&self.inner),
-                self.inner.settler.clone(),
-            )));
-        }
-        let first = state.queue.is_empty();
-        state.queue.push_back(pending);
-        drop(state);
-        if first {
-            settler.wake.notify_one();
-        }
+        drop(guard);
+        settler.wake.notify_one();
     }
 }
 
-/// Sends the queued settlements until the backend is dropped: takes the
-/// queue (at most [`ROUND`] of it, oldest first), sends it in batches (all
-/// at once, pipelined), waits for their answers, and again; while a round
-/// is out, new settlements gather into the next, so batches grow with the
-/// load.
+/// Sends the due settlements until the backend is dropped: takes those due
+/// (at most [`ROUND`] of them, oldest first), sends them in batches (all at
+/// once, pipelined), waits for their answers, and again; sleeps until the
+/// next is due. While a round is out, new settlements gather for the next,
+/// so batches grow with the load.
 async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
     // However the task ends (even dropped with its runtime), the next
     // settlement starts a new one.
@@ -244,24 +498,69 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
         fn drop(&mut self) {
             let mut state = self.0.state.lock().ignore_poison();
             state.running = false;
+            state.sending = false;
+            drop(state);
+            self.0.idle.notify_waiters();
         }
     }
     let _ended = Ended(&settler);
-    let mut round = Vec::new();
+    let mut round: Vec<Held> = Vec::new();
     loop {
-        {
+        let sleep = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
             let mut state = settler.state.lock().ignore_poison();
             if state.closed {
                 return;
             }
-            if state.queue.len() <= ROUND {
-                round = Vec::from(std::mem::take(&mut state.queue));
-            } else {
-                round.extend(state.queue.drain(..ROUND));
+            let state = &mut *state;
+            let now = inner.clock.now();
+            let mut settlements = 0;
+            while settlements < ROUND {
+                let Some((hash, seq)) = state.ready.pop_front() else {
+                    break;
+                };
+                if let Some(held) = state.remove(hash, seq) {
+                    settlements += held.groups.len();
+                    round.push(held);
+                }
             }
-        }
+            while settlements < ROUND {
+                let Some(&(due, hash, seq)) = state.order.front() else {
+                    break;
+                };
+                if due > now && !state.flushing {
+                    break;
+                }
+                state.order.pop_front();
+                if let Some(held) = state.remove(hash, seq) {
+                    settlements += held.groups.len();
+                    round.push(held);
+                }
+            }
+            settler.held_keys.store(state.held.len(), Ordering::Relaxed);
+            state.sending = !round.is_empty();
+            if state.is_idle() {
+                state.flushing = false;
+                settler.idle.notify_waiters();
+            }
+            state
+                .order
+                .front()
+                .map(|&(due, _, _)| due.saturating_sub(now))
+        };
         if round.is_empty() {
-            settler.wake.notified().await;
+            match sleep {
+                Some(ns) => {
+                    let _ = tokio::time::timeout(
+                        Duration::from_nanos(ns.max(1)),
+                        settler.wake.notified(),
+                    )
+                    .await;
+                }
+                None => settler.wake.notified().await,
+            }
             continue;
         }
         let Some(inner) = inner.upgrade() else {
@@ -270,6 +569,7 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
         inner.send_round(&mut round).await;
         drop(inner);
         round.clear();
+        settler.state.lock().ignore_poison().sending = false;
     }
 }
 
@@ -279,21 +579,20 @@ impl Inner {
         matches!(self.failure, FailurePolicy::Fallback { .. })
     }
 
-    /// Sends `round` in batches of at most [`BATCH`] keys of one slot,
-    /// all pipelined at once, and counts what became of each settlement.
-    /// Debts of one key that follow each other are merged into one (the
-    /// same TAT as applied one by one, in one call: `now` is the same).
-    async fn send_round(self: &Arc<Self>, round: &mut Vec<Pending>) {
-        // Stable: a key's settlements keep their order.
+    /// Sends `round` in batches of at most [`BATCH`] settlements of one
+    /// slot, all pipelined at once, and counts what became of each. A
+    /// key's settlements keep their order (one after the other in a batch,
+    /// or in batches sent in turn on one connection).
+    async fn send_round(self: &Arc<Self>, round: &mut [Held]) {
+        // Stable: a key held twice (sent at once, then held again) keeps
+        // its order.
         round.sort_by(|a, b| (a.slot, &a.key).cmp(&(b.slot, &b.key)));
-        round.dedup_by(|later, kept| {
-            later.key == kept.key && kept.args.absorb_debt(&later.args) && {
-                kept.count += later.count;
-                true
-            }
-        });
+        let items: Vec<(&Held, &SettleArgs, u64)> = round
+            .iter()
+            .flat_map(|h| h.groups.iter().map(move |(args, n)| (h, args, *n)))
+            .collect();
         let mut calls = Vec::new();
-        for group in round.chunk_by(|a, b| a.slot == b.slot) {
+        for group in items.chunk_by(|a, b| a.0.slot == b.0.slot) {
             for batch in group.chunks(BATCH) {
                 calls.push(self.send_batch(batch));
             }
@@ -302,12 +601,14 @@ impl Inner {
     }
 
     /// One call of the settle script for `batch`, within the deadline.
-    async fn send_batch(self: &Arc<Self>, batch: &[Pending]) {
-        let items: Vec<(&[u8], &SettleArgs)> =
-            batch.iter().map(|p| (&p.key[..], &p.args)).collect();
+    async fn send_batch(self: &Arc<Self>, batch: &[(&Held, &SettleArgs, u64)]) {
+        let items: Vec<(&[u8], &SettleArgs)> = batch
+            .iter()
+            .map(|(h, args, _)| (&h.key[..], *args))
+            .collect();
         let sent = self.clock.now();
-        let n = batch.iter().map(|p| p.count).sum();
-        let first = &batch[0];
+        let n = batch.iter().map(|b| b.2).sum();
+        let first = batch[0].0;
         match self.settle_now(&items).await {
             Ok(_) => {
                 self.stats.settled.fetch_add(n, Ordering::Relaxed);

@@ -145,16 +145,16 @@ async fn a_redis_grant_keeps_the_warm_fallback_in_step() {
     assert_eq!(in_fallback(&b, "warm"), 1);
 }
 
-/// Settlements past the queue's bound are dropped and counted at once;
-/// those queued, sent to a Redis that is down, are dropped and counted
-/// too. Nothing waits.
+/// Settlements past the queue's bound (each key's, as a key's debts
+/// merge) are dropped and counted at once; those queued, sent to a Redis
+/// that is down, are dropped and counted too. Nothing waits.
 #[tokio::test]
 async fn a_full_queue_and_a_down_redis_drop_and_count() {
     let b = backend("redis://127.0.0.1:1", FailurePolicy::FailClosed);
     let charged = Charged::new(1, [1, 0, 0, 0]);
     // One thread: the backend's task cannot take the queue meanwhile.
-    for _ in 0..settle::QUEUE + 5 {
-        b.settle(&"full", &tokens(), charged, 3);
+    for i in 0..settle::QUEUE + 5 {
+        b.settle(&format!("full-{i}"), &tokens(), charged, 3);
     }
     assert_eq!(b.stats().settles_dropped, 5);
     let all = (settle::QUEUE + 5) as u64;

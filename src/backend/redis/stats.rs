@@ -45,6 +45,9 @@ pub struct RedisStats {
     pub came_back: u64,
     /// Settlements Redis applied ([`Backend::settle`]).
     pub settled: u64,
+    /// Of the settlements Redis applied, those carried by their key's next
+    /// decision (see [`RedisBackend::settle_delay`](super::RedisBackend::settle_delay)).
+    pub settles_carried: u64,
     /// Settlements dropped: failed, timed out, or not sent while Redis was
     /// down or without a tokio runtime. A dropped settlement is never
     /// retried; its request keeps its estimate.
@@ -75,6 +78,7 @@ pub(super) struct Counters {
     pub(super) went_down: AtomicU64,
     pub(super) came_back: AtomicU64,
     pub(super) settled: AtomicU64,
+    pub(super) settles_carried: AtomicU64,
     pub(super) settles_dropped: AtomicU64,
     pub(super) settles_skipped: AtomicU64,
     pub(super) settled_in_fallback: AtomicU64,
@@ -109,6 +113,7 @@ impl Counters {
             went_down: r(&self.went_down),
             came_back: r(&self.came_back),
             settled: r(&self.settled),
+            settles_carried: r(&self.settles_carried),
             settles_dropped: r(&self.settles_dropped),
             settles_skipped: r(&self.settles_skipped),
             settled_in_fallback: r(&self.settled_in_fallback),
