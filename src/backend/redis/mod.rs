@@ -128,35 +128,43 @@
 //! backend's rules, atomically per key:
 //!
 //! * **more than estimated** moves each cost quota's TAT from
-//!   `max(TAT, now)` by the difference, past the burst if need be (a debt
-//!   the next requests wait out), or adds it to the count of the calendar
-//!   window the request was charged in (`INCRBY`; the window of now, if
-//!   that one has ended);
+//!   `max(TAT, found)` by the difference, where `found` is when the debt
+//!   was found (settled), past the burst if need be (a debt the next
+//!   requests wait out), or adds it to the count of the calendar window
+//!   the request was charged in (`INCRBY`; the window of `found`, if that
+//!   one has ended);
 //! * **less** is given back only if the TAT is still the one the decision
 //!   wrote (the decision script returns it; a request admitted since
 //!   relied on it otherwise), or taken off the count of the window charged
 //!   (never below 0);
 //! * quotas that count requests keep their charge.
 //!
-//! Settling never holds a response. A settlement goes into a bounded queue
-//! (65 536 settlements), and one task of the backend (on the tokio runtime
-//! of the first settlement) sends the queue in rounds of up to 2 048
-//! settlements (each answered well within the deadline), each round in
-//! batches: one call of a settlement script per batch of up to 128 keys
-//! (on Redis Cluster, keys of one hash slot: each batch goes to one
-//! master), pipelined on the shared connection with the decisions. While a
-//! round is out, new settlements gather for the next, so the server pays a
-//! script call's overhead once per batch rather than once per settlement,
-//! and batches grow with the load. A key's debts queued together merge
-//! into one; its settlements apply in the order they were made.
+//! Settling never holds a response, and seldom costs Redis a write of its
+//! own. A settlement is held per key for its key's next decision from this
+//! backend, which carries it: the decision script applies it, then
+//! decides, in the same call and the same write of the key. One that no
+//! decision carries within [`settle_delay`](RedisBackend::settle_delay)
+//! (100 ms by default) is sent by one task of the backend (on the tokio
+//! runtime of the first settlement), with the others due, in batches: one
+//! call of a settlement script per batch of up to 128 keys (on Redis
+//! Cluster, keys of one hash slot: each batch goes to one master),
+//! pipelined on the shared connection with the decisions, in rounds of up
+//! to 2 048 settlements. So this instance's next decision on a key always
+//! sees its debts, other instances see them within the delay, and a debt
+//! charges what it would have charged when it was found, however late it
+//! is applied. A key's debts merge into one where that changes nothing;
+//! its settlements apply in the order they were made.
+//! [`flush_settlements`](RedisBackend::flush_settlements) sends everything
+//! held at once: call it before the process exits.
 //!
 //! A settlement is dropped and counted ([`RedisStats::settles_dropped`]),
-//! never retried (it may have run), when the queue is full, while the
+//! never retried (it may have run), when 65 536 wait already, while the
 //! key's node is known to be down, without a runtime to send it from, or
-//! when its batch fails or misses the deadline: the request keeps its
-//! estimate. [`RedisStats::settled`] counts those Redis applied, so a
-//! caller that must see a settlement applied (a test) waits until it
-//! grows.
+//! when its batch (or the decision carrying it) fails or misses the
+//! deadline: the request keeps its estimate. [`RedisStats::settled`]
+//! counts those Redis applied ([`RedisStats::settles_carried`] of them
+//! carried by a decision), so a caller that must see a settlement applied
+//! (a test) flushes, or waits until it grows.
 //!
 //! Grants Redis did not decide are settled where they were charged: a
 //! grant of the [fallback](FailurePolicy::Fallback) in the fallback

@@ -128,10 +128,7 @@ pub(super) struct Held {
     hash: u64,
     /// The key's Cluster slot (0 off Cluster: one batch for all).
     slot: u16,
-    health: Arc<Health>,
-    /// Each settlement's arguments and how many settlements it stands
-    /// for (more than 1 once debts merged).
-    groups: Vec<(SettleArgs, u64)>,
+    groups: Groups,
     /// A lower bound of the key's TAT once the last group is applied
     /// (Redis time, us; 0: unknown), for merging debts exactly.
     floor: u64,
@@ -139,7 +136,43 @@ pub(super) struct Held {
     seq: u64,
 }
 
+/// Each settlement's arguments and how many settlements it stands for
+/// (more than 1 once debts merged), in order; the first inline, as most
+/// keys hold one.
+struct Groups {
+    first: (SettleArgs, u64),
+    rest: Vec<(SettleArgs, u64)>,
+}
+
+impl Groups {
+    fn iter(&self) -> impl Iterator<Item = &(SettleArgs, u64)> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    fn last_mut(&mut self) -> &mut (SettleArgs, u64) {
+        self.rest.last_mut().unwrap_or(&mut self.first)
+    }
+
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+}
+
 impl Held {
+    fn new(key: Vec<u8>, hash: u64, slot: u16, seq: u64, args: SettleArgs) -> Self {
+        Held {
+            key,
+            hash,
+            slot,
+            floor: floor(&args),
+            groups: Groups {
+                first: (args, 1),
+                rest: Vec::new(),
+            },
+            seq,
+        }
+    }
+
     /// The settlements this stands for.
     pub(super) fn count(&self) -> u64 {
         self.groups.iter().map(|g| g.1).sum()
@@ -154,15 +187,16 @@ impl Held {
     /// when all this holds is one debt of a policy of one rolling quota of
     /// cost.
     pub(super) fn lone_debt(&self) -> Option<(u64, u64, u64)> {
-        match &self.groups[..] {
-            [(args, _)] => args.short_debt().map(|[t, extra, _, at]| (t, extra, at)),
-            _ => None,
+        if !self.groups.rest.is_empty() {
+            return None;
         }
+        let [t, extra, _, at] = self.groups.first.0.short_debt()?;
+        Some((t, extra, at))
     }
 
     /// Adds every group's arguments to `cmd`, in order.
     pub(super) fn write(&self, cmd: &mut redis::Cmd) {
-        for (args, _) in &self.groups {
+        for (args, _) in self.groups.iter() {
             args.write(cmd);
         }
     }
@@ -173,8 +207,8 @@ impl Held {
     /// sum at the first one's time is what applying both in turn would do;
     /// kept apart otherwise.
     fn push(&mut self, args: SettleArgs) {
-        let debt = args.short_debt();
-        if let (Some([t, extra, _, at]), Some((last, count))) = (debt, self.groups.last_mut())
+        let (last, count) = self.groups.last_mut();
+        if let Some([t, extra, _, at]) = args.short_debt()
             && let Some([t0, extra0, _, at0]) = last.short_debt()
             && t0 == t
             && ((at0 == 0 && at == 0) || (at0 > 0 && self.floor >= at))
@@ -184,13 +218,21 @@ impl Held {
             self.floor = self.floor.saturating_add(extra.saturating_mul(t));
             return;
         }
-        self.floor = match debt {
-            Some([t, extra, stamp, at]) if at > 0 => {
-                stamp.max(at).saturating_add(extra.saturating_mul(t))
-            }
-            _ => 0,
-        };
-        self.groups.push((args, 1));
+        self.floor = floor(&args);
+        self.groups.rest.push((args, 1));
+    }
+}
+
+/// A lower bound of a key's TAT once `args` is applied, when it is a debt
+/// of a policy of one rolling quota of cost with its time known (the TAT
+/// its decision wrote, or when the debt was found, moved by the debt); 0
+/// otherwise.
+fn floor(args: &SettleArgs) -> u64 {
+    match args.short_debt() {
+        Some([t, extra, stamp, at]) if at > 0 => {
+            stamp.max(at).saturating_add(extra.saturating_mul(t))
+        }
+        _ => 0,
     }
 }
 
@@ -421,8 +463,7 @@ impl RedisBackend {
         if key.len() > inner.max_key_len {
             return dropped();
         }
-        let health = inner.nodes.of(&key);
-        if !health.is_up() {
+        if !inner.nodes.of(&key).is_up() {
             return dropped();
         }
         let settler = &inner.settler;
@@ -455,16 +496,7 @@ impl RedisBackend {
         };
         let seq = state.next_seq;
         state.next_seq += 1;
-        let mut held = Held {
-            key,
-            hash,
-            slot,
-            health,
-            groups: Vec::with_capacity(1),
-            floor: 0,
-            seq,
-        };
-        held.push(args);
+        let held = Held::new(key, hash, slot, seq, args);
         state.waiting += 1;
         state.held.insert_unique(hash, held, |h| h.hash);
         settler.held_keys.store(state.held.len(), Ordering::Relaxed);
@@ -608,18 +640,17 @@ impl Inner {
             .collect();
         let sent = self.clock.now();
         let n = batch.iter().map(|b| b.2).sum();
-        let first = batch[0].0;
+        let first = &batch[0].0.key;
+        let health = self.nodes.of(first);
         match self.settle_now(&items).await {
             Ok(_) => {
                 self.stats.settled.fetch_add(n, Ordering::Relaxed);
-                first.health.success(self, sent, false);
+                health.success(self, sent, false);
             }
             Err(kind) => {
                 self.stats.settles_dropped.fetch_add(n, Ordering::Relaxed);
                 if kind != BackendErrorKind::Script {
-                    first
-                        .health
-                        .failure(self, &first.key, self.clock.now(), false);
+                    health.failure(self, first, self.clock.now(), false);
                 }
             }
         }
