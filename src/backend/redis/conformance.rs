@@ -32,6 +32,10 @@ struct Op {
     /// `n`th of those not settled yet, modulo their number) at this true
     /// cost.
     settle: Option<(usize, u32)>,
+    /// The settlement is carried by the next decision that consumes (as
+    /// the backend does with a settlement held for its key), instead of
+    /// sent on its own.
+    carried: bool,
 }
 
 impl Op {
@@ -42,6 +46,7 @@ impl Op {
             max_wait_us,
             peek,
             settle: None,
+            carried: false,
         }
     }
 
@@ -50,6 +55,14 @@ impl Op {
         Op {
             settle: Some((n, true_cost)),
             ..Op::decide(sleep_us, 0, 0, false)
+        }
+    }
+
+    /// [`settle`](Self::settle), carried by the next decision.
+    fn carried(sleep_us: u64, n: usize, true_cost: u32) -> Self {
+        Op {
+            carried: true,
+            ..Op::settle(sleep_us, n, true_cost)
         }
     }
 }
@@ -142,8 +155,12 @@ fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
     // Settling an earlier request: more than its estimate (a debt, past
     // the burst), less (a refund, skipped if a later request relied on
     // it), or the same.
-    let settle = (0u64..3_000, 0usize..8, 0u32..=9)
-        .prop_map(|(sleep_us, n, true_cost)| Op::settle(sleep_us, n, true_cost));
+    let settle = (0u64..3_000, 0usize..8, 0u32..=9, prop::bool::ANY).prop_map(
+        |(sleep_us, n, true_cost, carried)| match carried {
+            true => Op::carried(sleep_us, n, true_cost),
+            false => Op::settle(sleep_us, n, true_cost),
+        },
+    );
     prop::collection::vec(prop_oneof![4 => decide, 1 => settle], 1..40)
 }
 
@@ -183,6 +200,9 @@ fn agree(
     let mut elapsed_us = 0u64;
     // Admitted requests not settled yet: what Redis and memory charged.
     let mut admitted: Vec<(Charged, Charged)> = Vec::new();
+    // Settlements waiting for the next decision that consumes: what Redis
+    // and memory charged, and the true cost.
+    let mut carry: Vec<(Charged, Charged, u32)> = Vec::new();
     let mut advance_to = |now_us: u64| {
         let offset = now_us - *first.get_or_insert(now_us);
         let step = offset - elapsed_us;
@@ -196,6 +216,10 @@ fn agree(
                 continue;
             }
             let (on_redis, in_memory) = admitted.remove(n % admitted.len());
+            if op.carried {
+                carry.push((on_redis, in_memory, true_cost));
+                continue;
+            }
             let args = settle::settle_args(policy, on_redis, true_cost, 0);
             let [_, now_us] = real
                 .block_on(redis.inner.settle_now(&[(&key, &args)]))
@@ -215,8 +239,23 @@ fn agree(
             op.max_wait_us * 1_000,
             !op.peek,
         );
+        // Settlements that change something, as the backend holds them.
+        let held = match op.peek {
+            true => None,
+            false => settle::Held::carrying(
+                &key,
+                carry
+                    .iter()
+                    .filter(|(r, _, c)| r.estimate != *c)
+                    .map(|(r, _, c)| settle::settle_args(policy, *r, *c, 0)),
+            ),
+        };
         let reply = real
-            .block_on(redis.inner.eval(&key, args.nums(), args.units(), None))
+            .block_on(
+                redis
+                    .inner
+                    .eval(&key, args.nums(), args.units(), held.as_ref()),
+            )
             .map_err(|e| TestCaseError::fail(format!("redis: {e}")))?;
         let (decision, wait) = redis
             .inner
@@ -242,6 +281,12 @@ fn agree(
         let (offset, step) = advance_to(now_us);
         let (from_memory, charged) = virt.block_on(async {
             tokio::time::advance(Duration::from_micros(step)).await;
+            if !op.peek {
+                // What the decision carried, applied first at its time.
+                for (_, in_memory, true_cost) in carry.drain(..) {
+                    memory.settle(&key, policy, in_memory, true_cost);
+                }
+            }
             let max_wait = Duration::from_micros(op.max_wait_us);
             from_memory(if op.peek {
                 memory.peek(&key, policy, cost)

@@ -173,6 +173,21 @@ impl Held {
         }
     }
 
+    /// What a decision on `key` carries for `groups`, settled in turn
+    /// (for tests).
+    #[cfg(all(test, feature = "test-util"))]
+    pub(super) fn carrying(
+        key: &[u8],
+        groups: impl IntoIterator<Item = SettleArgs>,
+    ) -> Option<Held> {
+        let mut groups = groups.into_iter();
+        let mut held = Held::new(key.to_vec(), 0, 0, 0, groups.next()?);
+        for args in groups {
+            held.push(args);
+        }
+        Some(held)
+    }
+
     /// The settlements this stands for.
     pub(super) fn count(&self) -> u64 {
         self.groups.iter().map(|g| g.1).sum()
