@@ -162,7 +162,7 @@ impl RedisBackend {
 
     /// How long a settlement ([`Backend::settle`]) waits for its key's
     /// next decision from this backend to carry it, before it is sent on
-    /// its own with others (default 100 ms; at most 60 s).
+    /// its own with others (default 250 ms; at most 60 s).
     ///
     /// A settlement carried by a decision costs Redis next to nothing, as
     /// the decision writes the key anyway; one sent on its own costs a

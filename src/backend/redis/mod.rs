@@ -144,7 +144,7 @@
 //! backend, which carries it: the decision script applies it, then
 //! decides, in the same call and the same write of the key. One that no
 //! decision carries within [`settle_delay`](RedisBackend::settle_delay)
-//! (100 ms by default) is sent by one task of the backend (on the tokio
+//! (250 ms by default) is sent by one task of the backend (on the tokio
 //! runtime of the first settlement), with the others due, in batches: one
 //! call of a settlement script per batch of up to 128 keys (on Redis
 //! Cluster, keys of one hash slot: each batch goes to one master),
@@ -229,7 +229,7 @@ pub use stats::RedisStats;
 
 const BACKEND: &str = "redis";
 /// How long a settlement waits for its key's next decision by default (ns).
-const DEFAULT_SETTLE_DELAY: u64 = 100_000_000;
+const DEFAULT_SETTLE_DELAY: u64 = 250_000_000;
 /// The longest [`RedisBackend::settle_delay`].
 const MAX_SETTLE_DELAY: Duration = Duration::from_secs(60);
 const SCRIPT: &str = concat!(
