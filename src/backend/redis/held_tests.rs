@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::conformance::server;
+use super::settle_tests::until;
 use super::*;
 use crate::backend::{Acquire, Backend};
 
@@ -43,17 +44,6 @@ async fn decide(
         Acquire::Ready(r) => r.unwrap(),
         Acquire::Pending(f) => f.await.unwrap(),
     }
-}
-
-/// Waits until `done` holds of the backend's stats.
-async fn until(b: &RedisBackend, done: impl Fn(&RedisStats) -> bool) {
-    for _ in 0..2_500 {
-        if done(&b.stats()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("never: {:?}", b.stats());
 }
 
 /// A debt waits for the key's next decision, which applies it before it

@@ -150,14 +150,7 @@ local function cal_wait(i, at)
   if used + c[3] <= c[2] then return 0 end
   return stop - at
 end
-local tat = {}
-if raw then
-  local i = 1
-  for v in string.gmatch(raw, '%d+') do
-    tat[i] = tonumber(v)
-    i = i + 1
-  end
-end
+local tat = tats(raw)
 -- The longest wait any quota needs (the first such quota decides).
 local base, wait, worst = {}, 0, 0
 for i = 1, n do

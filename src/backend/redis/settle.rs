@@ -310,14 +310,9 @@ impl State {
         self.held.is_empty() && !self.sending
     }
 
-    /// Removes the key held under `hash` and `seq`, if it still is.
-    fn remove(&mut self, hash: u64, seq: u64) -> Option<Held> {
-        let held = self
-            .held
-            .find_entry(hash, |h| h.seq == seq)
-            .ok()?
-            .remove()
-            .0;
+    /// Removes the key held under `hash` that `is` picks, if any.
+    fn remove(&mut self, hash: u64, is: impl FnMut(&Held) -> bool) -> Option<Held> {
+        let held = self.held.find_entry(hash, is).ok()?.remove().0;
         self.waiting -= held.groups.len();
         Some(held)
     }
@@ -356,13 +351,7 @@ impl Settler {
         }
         let hash = self.hasher.hash_one(key);
         let mut state = self.state.lock().ignore_poison();
-        let held = state
-            .held
-            .find_entry(hash, |h| h.key == key)
-            .ok()?
-            .remove()
-            .0;
-        state.waiting -= held.groups.len();
+        let held = state.remove(hash, |h| h.key == key)?;
         self.held_keys.store(state.held.len(), Ordering::Relaxed);
         Some(held)
     }
@@ -568,7 +557,7 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
                 let Some((hash, seq)) = state.ready.pop_front() else {
                     break;
                 };
-                if let Some(held) = state.remove(hash, seq) {
+                if let Some(held) = state.remove(hash, |h| h.seq == seq) {
                     settlements += held.groups.len();
                     round.push(held);
                 }
@@ -581,7 +570,7 @@ async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
                     break;
                 }
                 state.order.pop_front();
-                if let Some(held) = state.remove(hash, seq) {
+                if let Some(held) = state.remove(hash, |h| h.seq == seq) {
                     settlements += held.groups.len();
                     round.push(held);
                 }

@@ -1,6 +1,6 @@
 -- What the decide and settle scripts share about settling, sent after
--- calendar.lua and before either: applying one request's settlement to its
--- key (each key as script.lua keeps it).
+-- calendar.lua and before either: reading a key's TATs, and applying one
+-- request's settlement to its key (each key as script.lua keeps it).
 --
 -- A settlement is a group of arguments at A[a + 1] of a table of arguments
 -- A, in one of three forms. For a policy of one rolling quota that counts
@@ -24,6 +24,19 @@
 -- the TAT is still the stamp (nothing was admitted since), or takes less
 -- off the count of the window charged (never below 0).
 local MAX = 4503599627370496
+
+-- The TATs of a key's value `raw` (false if none), in order.
+local function tats(raw)
+  local tat = {}
+  if raw then
+    local i = 1
+    for v in string.gmatch(raw, '%d+') do
+      tat[i] = tonumber(v)
+      i = i + 1
+    end
+  end
+  return tat
+end
 
 -- When a debt was found: `at`, or now for 0 or a time past now.
 local function found(at, now)
@@ -68,14 +81,7 @@ local function settle_group(key, raw, A, a, now)
   for i = 1, n do
     if tonumber(A[base + 4 * i - 3]) == 0 then ncal = ncal + 1 end
   end
-  local tat = {}
-  if raw then
-    local i = 1
-    for v in string.gmatch(raw, '%d+') do
-      tat[i] = tonumber(v)
-      i = i + 1
-    end
-  end
+  local tat = tats(raw)
   local changed, moved, seen, done = 0, false, 0, {}
   for i = 1, n do
     local e = tonumber(A[base + 4 * i - 3])

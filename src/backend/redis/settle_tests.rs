@@ -65,7 +65,7 @@ fn bring_back(b: &RedisBackend, key: &'static str) {
 }
 
 /// Waits until `done` holds of the backend's stats.
-async fn until(b: &RedisBackend, done: impl Fn(&RedisStats) -> bool) {
+pub(super) async fn until(b: &RedisBackend, done: impl Fn(&RedisStats) -> bool) {
     for _ in 0..1_000 {
         if done(&b.stats()) {
             return;
