@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::clock::Clock;
 use crate::cost::Charge;
 use crate::error::{ConfigError, ExceedsBurst};
-use crate::gcra::{self, CellSet, Copied, Decision, Gcra, Params, Reserved, Tunable};
+use crate::gcra::{self, CellSet, Copied, Decision, Gcra, Params, Rate, Reserved, Tunable};
 use crate::quota::Quota;
 use crate::util::IgnorePoison;
 
@@ -757,6 +757,15 @@ impl CellSet for Cells {
             Cells::Many(cells) => &cells[i],
         };
         (t.load(), g)
+    }
+
+    #[inline]
+    fn rate(&self, i: usize) -> (Rate, &Gcra) {
+        let (t, g) = match self {
+            Cells::One(cell) => &cell[i],
+            Cells::Many(cells) => &cells[i],
+        };
+        (t.rate(), g)
     }
 }
 

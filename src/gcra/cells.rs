@@ -1,7 +1,7 @@
 //! Deciding a set of cells together: all of a limiter's quotas, or all of
 //! a key's under its policy, admitted all or none.
 
-use super::{Decision, Gcra, Params};
+use super::{Decision, Gcra, Params, Rate};
 use crate::calendar;
 use crate::cost::Charge;
 
@@ -14,6 +14,14 @@ pub(crate) trait CellSet {
     fn len(&self) -> usize;
     /// Cell `i`'s parameters (read now: a limiter's may change) and state.
     fn cell(&self, i: usize) -> (Params, &Gcra);
+
+    /// Cell `i`'s [`Rate`] (read now) and state: what deciding a rolling
+    /// cell needs, where reading all its parameters costs more.
+    #[inline]
+    fn rate(&self, i: usize) -> (Rate, &Gcra) {
+        let (p, g) = self.cell(i);
+        (p.rate(), g)
+    }
 }
 
 impl CellSet for [(Params, Gcra)] {
@@ -41,17 +49,46 @@ pub(crate) struct Reserved {
 }
 
 impl Reserved {
-    /// The decision of the cell with the fewest remaining.
+    /// The decision of the cell with the fewest remaining (the first of
+    /// them). Each cell's remaining is counted from its [`Rate`] alone, and
+    /// the decision is built once, for that cell.
     pub(crate) fn decision(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
+        let mut best = 0;
+        let mut fewest = u64::MAX;
+        for i in 0..cells.len() {
+            let (r, g) = cells.rate(i);
+            if r.calendar {
+                return self.decision_by_params(cells);
+            }
+            // As `Decision::remaining`: capped at `u32::MAX`.
+            let left = r.left(self.now, self.stamp(i, g)).min(u64::from(u32::MAX));
+            if left < fewest {
+                best = i;
+                fewest = left;
+            }
+        }
+        let (p, g) = cells.cell(best);
+        Decision::allowed(&p, self.now, self.stamp(best, g))
+    }
+
+    /// The `tat` cell `i` (state `g`) holds after the reservation.
+    #[inline]
+    fn stamp(&self, i: usize, g: &Gcra) -> u64 {
+        match self.stamps.get(i) {
+            Some(&tat) => tat,
+            None => g.tat(),
+        }
+    }
+
+    /// [`decision`](Self::decision) of a set with a calendar quota, whose
+    /// remaining needs its window: every cell's decision is built.
+    #[cold]
+    #[inline(never)]
+    fn decision_by_params(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
         let mut best: Option<Decision> = None;
         for i in 0..cells.len() {
             let (p, g) = cells.cell(i);
-            let tat = if i < INLINE_CELLS {
-                self.stamps[i]
-            } else {
-                g.tat()
-            };
-            let d = Decision::allowed(&p, self.now, tat);
+            let d = Decision::allowed(&p, self.now, self.stamp(i, g));
             if best.is_none_or(|b| d.remaining() < b.remaining()) {
                 best = Some(d);
             }
@@ -92,29 +129,35 @@ pub(crate) fn reserve_all(
         };
     }
     'retry: loop {
+        // Each cell's rate is read once a pass; a denial is built once,
+        // for the cell that needs the longest wait.
         let mut wait = 0;
-        let mut worst = None;
+        let mut worst = (0, 0, 0);
         for i in 0..cells.len() {
-            let (p, g) = cells.cell(i);
-            let inc = p.inc(charge);
-            let (w, base) = match p.calendar() {
-                Some(_) => calendar::wait(g, &p, p.units(charge), now),
-                None => g.wait(p.window, inc, now),
+            let (r, g) = cells.rate(i);
+            let inc = r.inc(charge);
+            let (w, base) = if r.calendar {
+                let (p, _) = cells.cell(i);
+                calendar::wait(g, &p, p.units(charge), now)
+            } else {
+                g.wait(r.window, inc, now)
             };
-            if w > wait || (w > 0 && worst.is_none()) {
+            if w > wait {
                 wait = w;
-                worst = Some(Decision::denied(&p, now, base, inc));
+                worst = (i, base, inc);
             }
         }
         if wait > max_wait {
-            return Err(worst.expect("a positive wait has a cell that needs it"));
+            return Err(denial(cells, now, worst));
         }
         let at = now.saturating_add(wait);
         for i in 0..cells.len() {
-            let (p, g) = cells.cell(i);
-            let admitted = match p.calendar() {
-                Some(_) => calendar::try_admit(g, &p, p.units(charge), at),
-                None => g.try_admit(p.window, p.inc(charge), at),
+            let (r, g) = cells.rate(i);
+            let admitted = if r.calendar {
+                let (p, _) = cells.cell(i);
+                calendar::try_admit(g, &p, p.units(charge), at)
+            } else {
+                g.try_admit(r.window, r.inc(charge), at)
             };
             match admitted {
                 Ok(tat) if i < INLINE_CELLS => stamps[i] = tat,
@@ -127,6 +170,14 @@ pub(crate) fn reserve_all(
         }
         return Ok(Reserved { wait, now, stamps });
     }
+}
+
+/// The denial of cell `i` of `cells`, from `(i, base, inc)`: the cell's
+/// `max(tat, now)` and the charge it was denied.
+#[inline(never)]
+fn denial(cells: &(impl CellSet + ?Sized), now: u64, (i, base, inc): (usize, u64, u64)) -> Decision {
+    let (p, _) = cells.cell(i);
+    Decision::denied(&p, now, base, inc)
 }
 
 /// What [`reserve_all`] with no waiting would decide, without consuming.

@@ -70,6 +70,50 @@ impl Params {
     pub(crate) fn inc(&self, charge: Charge) -> u64 {
         self.emission * u64::from(self.units(charge))
     }
+
+    /// What deciding a rolling cell reads of these parameters.
+    #[inline]
+    pub(crate) fn rate(&self) -> Rate {
+        Rate {
+            emission: self.emission,
+            window: self.window,
+            cost: self.quota.unit_id().is_cost(),
+            calendar: self.calendar().is_some(),
+        }
+    }
+}
+
+/// What admitting into a rolling cell and counting what it has left read
+/// of its quota: the emission interval `T`, the tolerance `B*T`, and
+/// whether it counts cost (all from one read of the parameters). A
+/// calendar quota's cell needs all of its [`Params`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    /// Emission interval `T`.
+    pub(crate) emission: u64,
+    /// Tolerance `B*T`.
+    pub(crate) window: u64,
+    /// Whether the quota counts a unit of cost.
+    pub(crate) cost: bool,
+    /// Whether the quota is a calendar one (then read its [`Params`]).
+    pub(crate) calendar: bool,
+}
+
+impl Rate {
+    /// What `charge` costs this quota (see [`Params::inc`]).
+    #[inline]
+    pub(crate) fn inc(&self, charge: Charge) -> u64 {
+        self.emission * u64::from(charge.of(self.cost))
+    }
+
+    /// [`Decision::remaining`](super::Decision::remaining) of an allowed
+    /// decision of a rolling quota that left `tat` at `now`, not capped
+    /// at `u32::MAX`.
+    #[inline]
+    pub(crate) fn left(&self, now: u64, tat: u64) -> u64 {
+        let used = tat.saturating_sub(now);
+        self.window.saturating_sub(used) / self.emission
+    }
 }
 
 /// A quota's [`Params`] that may change while deciders read them.
@@ -149,6 +193,28 @@ impl Tunable {
     #[inline(always)]
     pub(crate) fn cost_cap(&self) -> u32 {
         self.burst() | self.cap_mask
+    }
+
+    /// The [`Rate`] now: the sequence lock's read of the three fields
+    /// a rolling cell's decision needs (the quota is not rebuilt).
+    #[inline]
+    pub(crate) fn rate(&self) -> Rate {
+        loop {
+            let seq = self.seq.load(Acquire);
+            let emission = self.emission.load(Relaxed);
+            let window = self.window.load(Relaxed);
+            let calendar = self.calendar.load(Relaxed);
+            fence(Acquire);
+            if seq & 1 == 0 && self.seq.load(Relaxed) == seq {
+                return Rate {
+                    emission,
+                    window,
+                    cost: self.unit.is_cost(),
+                    calendar: calendar != 0,
+                };
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// The parameters now.
