@@ -50,25 +50,29 @@ pub(crate) struct Reserved {
 
 impl Reserved {
     /// The decision of the cell with the fewest remaining (the first of
-    /// them). Each cell's remaining is counted from its [`Rate`] alone, and
-    /// the decision is built once, for that cell.
+    /// them). Each cell's remaining is counted from its [`Rate`], and the
+    /// decision is built once, for that cell.
     pub(crate) fn decision(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
-        let mut best = 0;
+        let (mut best, mut best_tat) = (0, 0);
         let mut fewest = u64::MAX;
         for i in 0..cells.len() {
             let (r, g) = cells.rate(i);
             if r.calendar {
                 return self.decision_by_params(cells);
             }
+            let tat = self.stamp(i, g);
             // As `Decision::remaining`: capped at `u32::MAX`.
-            let left = r.left(self.now, self.stamp(i, g)).min(u64::from(u32::MAX));
+            let left = r.left(self.now, tat).min(u64::from(u32::MAX));
             if left < fewest {
-                best = i;
-                fewest = left;
+                (best, best_tat, fewest) = (i, tat, left);
             }
         }
-        let (p, g) = cells.cell(best);
-        Decision::allowed(&p, self.now, self.stamp(best, g))
+        let (r, _) = cells.rate(best);
+        if r.calendar {
+            // Changed meanwhile.
+            return self.decision_by_params(cells);
+        }
+        Decision::allowed_rolling(&r, self.now, best_tat)
     }
 
     /// The `tat` cell `i` (state `g`) holds after the reservation.
@@ -175,7 +179,11 @@ pub(crate) fn reserve_all(
 /// The denial of cell `i` of `cells`, from `(i, base, inc)`: the cell's
 /// `max(tat, now)` and the charge it was denied.
 #[inline(never)]
-fn denial(cells: &(impl CellSet + ?Sized), now: u64, (i, base, inc): (usize, u64, u64)) -> Decision {
+fn denial(
+    cells: &(impl CellSet + ?Sized),
+    now: u64,
+    (i, base, inc): (usize, u64, u64),
+) -> Decision {
     let (p, _) = cells.cell(i);
     Decision::denied(&p, now, base, inc)
 }
@@ -313,4 +321,98 @@ pub(crate) fn snapshot(cells: &(impl CellSet + ?Sized), now: u64) -> Decision {
         stamps,
     }
     .decision(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Quota;
+    use crate::util::rng::SplitMix;
+
+    /// The decision of the first cell with the fewest remaining, each
+    /// cell's decision built in full.
+    fn tightest(cells: &[(Params, Gcra)], now: u64, tats: &[u64]) -> Decision {
+        let mut best: Option<Decision> = None;
+        for ((p, _), &tat) in cells.iter().zip(tats) {
+            let d = Decision::allowed(p, now, tat);
+            if best.is_none_or(|b| d.remaining() < b.remaining()) {
+                best = Some(d);
+            }
+        }
+        best.unwrap()
+    }
+
+    /// [`Reserved::decision`] of cells of `quotas` holding `tats` at
+    /// `now`, and [`tightest`] of them.
+    fn decide(quotas: &[Quota], now: u64, tats: &[u64]) -> (Decision, Decision) {
+        let cells: Vec<(Params, Gcra)> = quotas
+            .iter()
+            .zip(tats)
+            .map(|(&q, &tat)| (Params::new(q), Gcra::with_tat(tat)))
+            .collect();
+        let mut stamps = [0; INLINE_CELLS];
+        for (stamp, &tat) in stamps.iter_mut().zip(tats) {
+            *stamp = tat;
+        }
+        let reserved = Reserved {
+            wait: 0,
+            now,
+            stamps,
+        };
+        (reserved.decision(&cells[..]), tightest(&cells, now, tats))
+    }
+
+    #[test]
+    fn decision_is_the_first_of_the_fewest_remaining() {
+        const S: u64 = 1_000_000_000;
+        // Five cells (one past the stamps kept inline), rates apart and
+        // alike, requests and a cost.
+        let quotas = [
+            Quota::per_second(10),
+            Quota::per_minute(600).with_burst(10),
+            Quota::per_second(1_000_000_000).counting("tokens"),
+            Quota::new(3, std::time::Duration::from_millis(1_500)),
+            Quota::per_hour(7).with_burst(2),
+        ];
+        let now = 1_000 * S;
+        // A tie (full buckets of the same burst): the first one decides.
+        let (fast, slow) = decide(&quotas[..2], now, &[0, 0]);
+        assert_eq!(fast, slow);
+        assert_eq!(fast.quota(), quotas[0]);
+        let (fast, _) = decide(&quotas[..2], now, &[now, now + S / 10]);
+        assert_eq!(fast.quota(), quotas[1], "the second has one fewer");
+        let mut rng = SplitMix::new(21);
+        for _ in 0..20_000 {
+            let n = 2 + (rng.next_u64() % 4) as usize;
+            let tats: Vec<u64> = quotas[..n]
+                .iter()
+                .map(|q| {
+                    let window = Params::new(*q).window;
+                    // Behind now (full), on an emission boundary, or
+                    // anywhere up to a bit past the window.
+                    match rng.next_u64() % 4 {
+                        0 => now - rng.next_u64() % S,
+                        1 => now + (rng.next_u64() % 12) * q.emission_nanos(),
+                        _ => now + rng.next_u64() % (window + window / 8 + 1),
+                    }
+                })
+                .collect();
+            let (fast, slow) = decide(&quotas[..n], now, &tats);
+            assert_eq!(fast, slow, "{tats:?}");
+        }
+    }
+
+    #[test]
+    fn decision_with_a_calendar_quota() {
+        let quotas = [
+            Quota::per_second(10),
+            Quota::per_calendar_minute(5),
+            Quota::per_second(20),
+        ];
+        let now = 1_000_000_000_000;
+        for tats in [[0, 0, 0], [now, now, now + 400_000_000]] {
+            let (fast, slow) = decide(&quotas, now, &tats);
+            assert_eq!(fast, slow);
+        }
+    }
 }

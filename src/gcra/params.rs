@@ -77,24 +77,34 @@ impl Params {
         Rate {
             emission: self.emission,
             window: self.window,
-            cost: self.quota.unit_id().is_cost(),
+            period: self.period,
+            limit: self.quota.limit(),
+            burst: self.quota.burst(),
+            unit: self.quota.unit_id(),
             calendar: self.calendar().is_some(),
         }
     }
 }
 
-/// What admitting into a rolling cell and counting what it has left read
-/// of its quota: the emission interval `T`, the tolerance `B*T`, and
-/// whether it counts cost (all from one read of the parameters). A
-/// calendar quota's cell needs all of its [`Params`].
+/// What deciding a rolling cell reads of its quota, from one read of its
+/// parameters: what admitting into it needs (the emission interval `T`,
+/// the tolerance `B*T`, what it counts) and what its decision reports.
+/// The quota itself is not rebuilt. A calendar quota's cell needs all of
+/// its [`Params`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rate {
     /// Emission interval `T`.
     pub(crate) emission: u64,
     /// Tolerance `B*T`.
     pub(crate) window: u64,
-    /// Whether the quota counts a unit of cost.
-    pub(crate) cost: bool,
+    /// The period in nanoseconds.
+    pub(crate) period: u64,
+    /// The quota's limit per period.
+    pub(crate) limit: u32,
+    /// The quota's burst `B`.
+    pub(crate) burst: u32,
+    /// What the quota counts.
+    pub(crate) unit: Unit,
     /// Whether the quota is a calendar one (then read its [`Params`]).
     pub(crate) calendar: bool,
 }
@@ -103,7 +113,7 @@ impl Rate {
     /// What `charge` costs this quota (see [`Params::inc`]).
     #[inline]
     pub(crate) fn inc(&self, charge: Charge) -> u64 {
-        self.emission * u64::from(charge.of(self.cost))
+        self.emission * u64::from(charge.of(self.unit.is_cost()))
     }
 
     /// [`Decision::remaining`](super::Decision::remaining) of an allowed
@@ -195,21 +205,25 @@ impl Tunable {
         self.burst() | self.cap_mask
     }
 
-    /// The [`Rate`] now: the sequence lock's read of the three fields
-    /// a rolling cell's decision needs (the quota is not rebuilt).
+    /// The [`Rate`] now: the parameters, without rebuilding the quota.
     #[inline]
     pub(crate) fn rate(&self) -> Rate {
         loop {
             let seq = self.seq.load(Acquire);
             let emission = self.emission.load(Relaxed);
             let window = self.window.load(Relaxed);
+            let period = self.period.load(Relaxed);
+            let counts = self.counts.load(Relaxed);
             let calendar = self.calendar.load(Relaxed);
             fence(Acquire);
             if seq & 1 == 0 && self.seq.load(Relaxed) == seq {
                 return Rate {
                     emission,
                     window,
-                    cost: self.unit.is_cost(),
+                    period,
+                    limit: (counts >> 32) as u32,
+                    burst: counts as u32,
+                    unit: self.unit,
                     calendar: calendar != 0,
                 };
             }
