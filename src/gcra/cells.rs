@@ -86,7 +86,6 @@ impl Reserved {
 
     /// [`decision`](Self::decision) of a set with a calendar quota, whose
     /// remaining needs its window: every cell's decision is built.
-    #[cold]
     #[inline(never)]
     fn decision_by_params(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
         let mut best: Option<Decision> = None;
