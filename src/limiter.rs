@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::clock::Clock;
 use crate::cost::Charge;
 use crate::error::{ConfigError, ExceedsBurst};
-use crate::gcra::{self, CellSet, Copied, Decision, Gcra, Params, Reserved, Tunable};
+use crate::gcra::{self, CellSet, Copied, Decision, Gcra, Params, Rate, Reserved, Tunable};
 use crate::quota::Quota;
 use crate::util::IgnorePoison;
 
@@ -125,10 +125,7 @@ impl Limiter {
 
     #[inline]
     fn cells(&self) -> &[(Tunable, Gcra)] {
-        match &self.cells {
-            Cells::One(cell) => cell,
-            Cells::Many(cells) => cells,
-        }
+        self.cells.slice()
     }
 
     /// Changes the quota of a limiter that holds one, while it serves.
@@ -557,8 +554,11 @@ impl Limiter {
     /// out of line so that deciding one rolling quota stays short.
     #[inline(never)]
     fn decide_many(&self, now: u64, charge: Charge) -> Decision {
-        match gcra::reserve_all(&self.cells, now, charge, 0) {
-            Ok(reserved) => reserved.decision(&self.cells),
+        // The slice: its length and cells are read once, not matched on
+        // the holder's kind at each cell.
+        let cells = self.cells();
+        match gcra::reserve_all(cells, now, charge, 0) {
+            Ok(reserved) => reserved.decision(cells),
             Err(denied) => denied,
         }
     }
@@ -741,22 +741,49 @@ fn decide_one(p: &Params, g: &Gcra, now: u64, charge: Charge) -> Decision {
     }
 }
 
-impl CellSet for Cells {
+impl CellSet for [(Tunable, Gcra)] {
     #[inline]
     fn len(&self) -> usize {
-        match self {
-            Cells::One(cell) => cell.len(),
-            Cells::Many(cells) => cells.len(),
-        }
+        <[_]>::len(self)
     }
 
     #[inline]
     fn cell(&self, i: usize) -> (Params, &Gcra) {
-        let (t, g) = match self {
-            Cells::One(cell) => &cell[i],
-            Cells::Many(cells) => &cells[i],
-        };
+        let (t, g) = &self[i];
         (t.load(), g)
+    }
+
+    #[inline]
+    fn rate(&self, i: usize) -> (Rate, &Gcra) {
+        let (t, g) = &self[i];
+        (t.rate(), g)
+    }
+}
+
+impl Cells {
+    #[inline]
+    fn slice(&self) -> &[(Tunable, Gcra)] {
+        match self {
+            Cells::One(cell) => cell,
+            Cells::Many(cells) => cells,
+        }
+    }
+}
+
+impl CellSet for Cells {
+    #[inline]
+    fn len(&self) -> usize {
+        self.slice().len()
+    }
+
+    #[inline]
+    fn cell(&self, i: usize) -> (Params, &Gcra) {
+        self.slice().cell(i)
+    }
+
+    #[inline]
+    fn rate(&self, i: usize) -> (Rate, &Gcra) {
+        self.slice().rate(i)
     }
 }
 

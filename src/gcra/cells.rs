@@ -1,7 +1,7 @@
 //! Deciding a set of cells together: all of a limiter's quotas, or all of
 //! a key's under its policy, admitted all or none.
 
-use super::{Decision, Gcra, Params};
+use super::{Decision, Gcra, Params, Rate};
 use crate::calendar;
 use crate::cost::Charge;
 
@@ -14,6 +14,14 @@ pub(crate) trait CellSet {
     fn len(&self) -> usize;
     /// Cell `i`'s parameters (read now: a limiter's may change) and state.
     fn cell(&self, i: usize) -> (Params, &Gcra);
+
+    /// Cell `i`'s [`Rate`] (read now) and state: what deciding a rolling
+    /// cell needs, where reading all its parameters costs more.
+    #[inline]
+    fn rate(&self, i: usize) -> (Rate, &Gcra) {
+        let (p, g) = self.cell(i);
+        (p.rate(), g)
+    }
 }
 
 impl CellSet for [(Params, Gcra)] {
@@ -41,17 +49,49 @@ pub(crate) struct Reserved {
 }
 
 impl Reserved {
-    /// The decision of the cell with the fewest remaining.
+    /// The decision of the cell with the fewest remaining (the first of
+    /// them). Each cell's remaining is counted from its [`Rate`], and the
+    /// decision is built once, for that cell.
     pub(crate) fn decision(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
+        let (mut best, mut best_tat) = (0, 0);
+        let mut fewest = u64::MAX;
+        for i in 0..cells.len() {
+            let (r, g) = cells.rate(i);
+            if r.calendar {
+                return self.decision_by_params(cells);
+            }
+            let tat = self.stamp(i, g);
+            // As `Decision::remaining`: capped at `u32::MAX`.
+            let left = r.left(self.now, tat).min(u64::from(u32::MAX));
+            if left < fewest {
+                (best, best_tat, fewest) = (i, tat, left);
+            }
+        }
+        let (r, _) = cells.rate(best);
+        if r.calendar {
+            // Changed meanwhile.
+            return self.decision_by_params(cells);
+        }
+        Decision::allowed_rolling(&r, self.now, best_tat)
+    }
+
+    /// The `tat` cell `i` (state `g`) holds after the reservation.
+    #[inline]
+    fn stamp(&self, i: usize, g: &Gcra) -> u64 {
+        match self.stamps.get(i) {
+            Some(&tat) => tat,
+            None => g.tat(),
+        }
+    }
+
+    /// [`decision`](Self::decision) of a set with a calendar quota, whose
+    /// remaining needs its window: every cell's decision is built.
+    #[inline(never)]
+    fn decision_by_params(&self, cells: &(impl CellSet + ?Sized)) -> Decision {
         let mut best: Option<Decision> = None;
         for i in 0..cells.len() {
             let (p, g) = cells.cell(i);
-            let tat = if i < INLINE_CELLS {
-                self.stamps[i]
-            } else {
-                g.tat()
-            };
-            let d = Decision::allowed(&p, self.now, tat);
+            let d = Decision::allowed(&p, self.now, self.stamp(i, g));
             if best.is_none_or(|b| d.remaining() < b.remaining()) {
                 best = Some(d);
             }
@@ -92,29 +132,35 @@ pub(crate) fn reserve_all(
         };
     }
     'retry: loop {
+        // Each cell's rate is read once a pass; a denial is built once,
+        // for the cell that needs the longest wait.
         let mut wait = 0;
-        let mut worst = None;
+        let mut worst = (0, 0, 0);
         for i in 0..cells.len() {
-            let (p, g) = cells.cell(i);
-            let inc = p.inc(charge);
-            let (w, base) = match p.calendar() {
-                Some(_) => calendar::wait(g, &p, p.units(charge), now),
-                None => g.wait(p.window, inc, now),
+            let (r, g) = cells.rate(i);
+            let inc = r.inc(charge);
+            let (w, base) = if r.calendar {
+                let (p, _) = cells.cell(i);
+                calendar::wait(g, &p, p.units(charge), now)
+            } else {
+                g.wait(r.window, inc, now)
             };
-            if w > wait || (w > 0 && worst.is_none()) {
+            if w > wait {
                 wait = w;
-                worst = Some(Decision::denied(&p, now, base, inc));
+                worst = (i, base, inc);
             }
         }
         if wait > max_wait {
-            return Err(worst.expect("a positive wait has a cell that needs it"));
+            return Err(denial(cells, now, worst));
         }
         let at = now.saturating_add(wait);
         for i in 0..cells.len() {
-            let (p, g) = cells.cell(i);
-            let admitted = match p.calendar() {
-                Some(_) => calendar::try_admit(g, &p, p.units(charge), at),
-                None => g.try_admit(p.window, p.inc(charge), at),
+            let (r, g) = cells.rate(i);
+            let admitted = if r.calendar {
+                let (p, _) = cells.cell(i);
+                calendar::try_admit(g, &p, p.units(charge), at)
+            } else {
+                g.try_admit(r.window, r.inc(charge), at)
             };
             match admitted {
                 Ok(tat) if i < INLINE_CELLS => stamps[i] = tat,
@@ -127,6 +173,18 @@ pub(crate) fn reserve_all(
         }
         return Ok(Reserved { wait, now, stamps });
     }
+}
+
+/// The denial of cell `i` of `cells`, from `(i, base, inc)`: the cell's
+/// `max(tat, now)` and the charge it was denied.
+#[inline(never)]
+fn denial(
+    cells: &(impl CellSet + ?Sized),
+    now: u64,
+    (i, base, inc): (usize, u64, u64),
+) -> Decision {
+    let (p, _) = cells.cell(i);
+    Decision::denied(&p, now, base, inc)
 }
 
 /// What [`reserve_all`] with no waiting would decide, without consuming.
@@ -262,4 +320,98 @@ pub(crate) fn snapshot(cells: &(impl CellSet + ?Sized), now: u64) -> Decision {
         stamps,
     }
     .decision(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Quota;
+    use crate::util::rng::SplitMix;
+
+    /// The decision of the first cell with the fewest remaining, each
+    /// cell's decision built in full.
+    fn tightest(cells: &[(Params, Gcra)], now: u64, tats: &[u64]) -> Decision {
+        let mut best: Option<Decision> = None;
+        for ((p, _), &tat) in cells.iter().zip(tats) {
+            let d = Decision::allowed(p, now, tat);
+            if best.is_none_or(|b| d.remaining() < b.remaining()) {
+                best = Some(d);
+            }
+        }
+        best.unwrap()
+    }
+
+    /// [`Reserved::decision`] of cells of `quotas` holding `tats` at
+    /// `now`, and [`tightest`] of them.
+    fn decide(quotas: &[Quota], now: u64, tats: &[u64]) -> (Decision, Decision) {
+        let cells: Vec<(Params, Gcra)> = quotas
+            .iter()
+            .zip(tats)
+            .map(|(&q, &tat)| (Params::new(q), Gcra::with_tat(tat)))
+            .collect();
+        let mut stamps = [0; INLINE_CELLS];
+        for (stamp, &tat) in stamps.iter_mut().zip(tats) {
+            *stamp = tat;
+        }
+        let reserved = Reserved {
+            wait: 0,
+            now,
+            stamps,
+        };
+        (reserved.decision(&cells[..]), tightest(&cells, now, tats))
+    }
+
+    #[test]
+    fn decision_is_the_first_of_the_fewest_remaining() {
+        const S: u64 = 1_000_000_000;
+        // Five cells (one past the stamps kept inline), rates apart and
+        // alike, requests and a cost.
+        let quotas = [
+            Quota::per_second(10),
+            Quota::per_minute(600).with_burst(10),
+            Quota::per_second(1_000_000_000).counting("tokens"),
+            Quota::new(3, std::time::Duration::from_millis(1_500)),
+            Quota::per_hour(7).with_burst(2),
+        ];
+        let now = 1_000 * S;
+        // A tie (full buckets of the same burst): the first one decides.
+        let (fast, slow) = decide(&quotas[..2], now, &[0, 0]);
+        assert_eq!(fast, slow);
+        assert_eq!(fast.quota(), quotas[0]);
+        let (fast, _) = decide(&quotas[..2], now, &[now, now + S / 10]);
+        assert_eq!(fast.quota(), quotas[1], "the second has one fewer");
+        let mut rng = SplitMix::new(21);
+        for _ in 0..20_000 {
+            let n = 2 + (rng.next_u64() % 4) as usize;
+            let tats: Vec<u64> = quotas[..n]
+                .iter()
+                .map(|q| {
+                    let window = Params::new(*q).window;
+                    // Behind now (full), on an emission boundary, or
+                    // anywhere up to a bit past the window.
+                    match rng.next_u64() % 4 {
+                        0 => now - rng.next_u64() % S,
+                        1 => now + (rng.next_u64() % 12) * q.emission_nanos(),
+                        _ => now + rng.next_u64() % (window + window / 8 + 1),
+                    }
+                })
+                .collect();
+            let (fast, slow) = decide(&quotas[..n], now, &tats);
+            assert_eq!(fast, slow, "{tats:?}");
+        }
+    }
+
+    #[test]
+    fn decision_with_a_calendar_quota() {
+        let quotas = [
+            Quota::per_second(10),
+            Quota::per_calendar_minute(5),
+            Quota::per_second(20),
+        ];
+        let now = 1_000_000_000_000;
+        for tats in [[0, 0, 0], [now, now, now + 400_000_000]] {
+            let (fast, slow) = decide(&quotas, now, &tats);
+            assert_eq!(fast, slow);
+        }
+    }
 }

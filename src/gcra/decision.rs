@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::Params;
+use super::{Params, Rate};
 use crate::calendar::{self, Calendar};
 use crate::error::RateLimited;
 use crate::quota::{Quota, Unit};
@@ -52,16 +52,23 @@ impl Decision {
         if let Some(cal) = p.calendar() {
             return Self::of_calendar(p, cal, now, tat, None);
         }
+        Self::allowed_rolling(&p.rate(), now, tat)
+    }
+
+    /// [`allowed`](Self::allowed) of a rolling quota, from its [`Rate`].
+    #[inline]
+    pub(crate) fn allowed_rolling(r: &Rate, now: u64, tat: u64) -> Self {
+        debug_assert!(!r.calendar);
         Decision {
             allowed: true,
-            limit: p.quota.limit(),
-            burst: p.quota.burst(),
-            unit: p.quota.unit_id(),
-            period: p.period,
+            limit: r.limit,
+            burst: r.burst,
+            unit: r.unit,
+            period: r.period,
             now,
             tat,
             retry_after: 0,
-            emission: p.emission,
+            emission: r.emission,
             calendar: None,
         }
     }

@@ -30,7 +30,7 @@ pub(crate) use cells::{
     settle_cells, snapshot,
 };
 pub use decision::Decision;
-pub(crate) use params::{Copied, Params, Tunable, convert_tat};
+pub(crate) use params::{Copied, Params, Rate, Tunable, convert_tat};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};

@@ -70,6 +70,60 @@ impl Params {
     pub(crate) fn inc(&self, charge: Charge) -> u64 {
         self.emission * u64::from(self.units(charge))
     }
+
+    /// What deciding a rolling cell reads of these parameters.
+    #[inline]
+    pub(crate) fn rate(&self) -> Rate {
+        Rate {
+            emission: self.emission,
+            window: self.window,
+            period: self.period,
+            limit: self.quota.limit(),
+            burst: self.quota.burst(),
+            unit: self.quota.unit_id(),
+            calendar: self.calendar().is_some(),
+        }
+    }
+}
+
+/// What deciding a rolling cell reads of its quota, from one read of its
+/// parameters: what admitting into it needs (the emission interval `T`,
+/// the tolerance `B*T`, what it counts) and what its decision reports.
+/// The quota itself is not rebuilt. A calendar quota's cell needs all of
+/// its [`Params`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    /// Emission interval `T`.
+    pub(crate) emission: u64,
+    /// Tolerance `B*T`.
+    pub(crate) window: u64,
+    /// The period in nanoseconds.
+    pub(crate) period: u64,
+    /// The quota's limit per period.
+    pub(crate) limit: u32,
+    /// The quota's burst `B`.
+    pub(crate) burst: u32,
+    /// What the quota counts.
+    pub(crate) unit: Unit,
+    /// Whether the quota is a calendar one (then read its [`Params`]).
+    pub(crate) calendar: bool,
+}
+
+impl Rate {
+    /// What `charge` costs this quota (see [`Params::inc`]).
+    #[inline]
+    pub(crate) fn inc(&self, charge: Charge) -> u64 {
+        self.emission * u64::from(charge.of(self.unit.is_cost()))
+    }
+
+    /// [`Decision::remaining`](super::Decision::remaining) of an allowed
+    /// decision of a rolling quota that left `tat` at `now`, not capped
+    /// at `u32::MAX`.
+    #[inline]
+    pub(crate) fn left(&self, now: u64, tat: u64) -> u64 {
+        let used = tat.saturating_sub(now);
+        self.window.saturating_sub(used) / self.emission
+    }
 }
 
 /// A quota's [`Params`] that may change while deciders read them.
@@ -149,6 +203,32 @@ impl Tunable {
     #[inline(always)]
     pub(crate) fn cost_cap(&self) -> u32 {
         self.burst() | self.cap_mask
+    }
+
+    /// The [`Rate`] now: the parameters, without rebuilding the quota.
+    #[inline]
+    pub(crate) fn rate(&self) -> Rate {
+        loop {
+            let seq = self.seq.load(Acquire);
+            let emission = self.emission.load(Relaxed);
+            let window = self.window.load(Relaxed);
+            let period = self.period.load(Relaxed);
+            let counts = self.counts.load(Relaxed);
+            let calendar = self.calendar.load(Relaxed);
+            fence(Acquire);
+            if seq & 1 == 0 && self.seq.load(Relaxed) == seq {
+                return Rate {
+                    emission,
+                    window,
+                    period,
+                    limit: (counts >> 32) as u32,
+                    burst: counts as u32,
+                    unit: self.unit,
+                    calendar: calendar != 0,
+                };
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// The parameters now.
