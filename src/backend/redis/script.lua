@@ -8,8 +8,8 @@
 --          in the last m arguments (groups as settle_group.lua describes,
 --          applied in order before the decision); `d` to consume after a
 --          lone debt of a policy of one rolling quota, carried in the last
---          two arguments: the debt (us: units * T) and when it was found
---          (as settle_group.lua's `d T extra at`)
+--          two arguments: the debt (us: units * T) and how long before now
+--          it was found (us; as settle_group.lua's `d T extra ago`)
 -- ARGV[3..] per quota: emission interval T (us), burst B, and the charge c
 --          (1 for a quota of requests, the request's cost for a quota of
 --          cost): the quota takes c * T. For a calendar quota T = 0 and
@@ -50,10 +50,13 @@ local debt, debt_at = nil, nil
 if consume == 'd' then
   nargs = nargs - 2
   consume = '1'
-  debt, debt_at = tonumber(ARGV[nargs + 1]), found(tonumber(ARGV[nargs + 2]), now)
+  debt, debt_at = tonumber(ARGV[nargs + 1]), tonumber(ARGV[nargs + 2])
+  if debt_at > now then debt_at = now end
+  debt_at = now - debt_at
 elseif consume ~= '1' and consume ~= '0' then
   nargs = nargs - (tonumber(consume) - 1)
   consume = '1'
+  local settle_group = settling(index, stop, names)
   local a = nargs
   while a < #ARGV do
     local v, ttl, _
@@ -69,8 +72,9 @@ if nargs == 5 and tonumber(ARGV[3]) > 0 then
   local cur = nil
   if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) end
   if debt then
-    cur = math.max(cur or 0, debt_at) + debt
-    if cur > MAX then cur = MAX end
+    if cur == nil or cur < debt_at then cur = debt_at end
+    cur = cur + debt
+    if cur > 4503599627370496 then cur = 4503599627370496 end
     dirty = cur - now
     if dirty < 0 then dirty = 0 end
   end
@@ -101,7 +105,7 @@ if debt then
   local cur = 0
   if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or 0 end
   cur = math.max(cur, debt_at) + debt
-  if cur > MAX then cur = MAX end
+  if cur > 4503599627370496 then cur = 4503599627370496 end
   raw = string.format('%.0f', cur)
   dirty = math.max(cur - now, 0)
 end
@@ -150,6 +154,7 @@ local function cal_wait(i, at)
   if used + c[3] <= c[2] then return 0 end
   return stop - at
 end
+local _, tats = settling(index, stop, names)
 local tat = tats(raw)
 -- The longest wait any quota needs (the first such quota decides).
 local base, wait, worst = {}, 0, 0

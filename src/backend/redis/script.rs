@@ -37,7 +37,8 @@ impl Inner {
             unreachable!("a decision has a wait and a consume flag")
         };
         // A lone debt of this very quota: its short form (see `script.lua`).
-        if let (&[t, _, _], Some((debt_t, extra, at))) = (rest, held.lone_debt())
+        let now = self.settler.redis_time(self.clock.now());
+        if let (&[t, _, _], Some((debt_t, extra, ago))) = (rest, held.lone_debt(now))
             && t > 0
             && debt_t == t
         {
@@ -45,7 +46,7 @@ impl Inner {
             for a in rest {
                 cmd.arg(*a);
             }
-            cmd.arg(extra.saturating_mul(t)).arg(at);
+            cmd.arg(extra.saturating_mul(t)).arg(ago);
             return self.eval_cmd(Lua::Decide, &cmd).await;
         }
         let m = u64::try_from(held.len()).unwrap_or(u64::MAX);
@@ -56,7 +57,7 @@ impl Inner {
         for u in units {
             cmd.arg(*u);
         }
-        held.write(&mut cmd);
+        held.write(&mut cmd, now);
         self.eval_cmd(Lua::Decide, &cmd).await
     }
 

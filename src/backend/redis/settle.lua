@@ -9,6 +9,7 @@
 --          arguments as settle_group.lua describes.
 --
 -- Reply: {quotas changed, now (us)}.
+local settle_group = settling(index, stop, names)
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local raws = redis.call('MGET', unpack(KEYS))

@@ -35,9 +35,9 @@ const PER_KEY: usize = 8;
 /// The settle script's arguments for one request (see `settle_group.lua`).
 #[derive(Clone, Copy)]
 pub(super) struct SettleArgs {
-    /// The debt, the refund, when the debt was found (Redis time, us; 0:
-    /// when applied), then per quota its emission interval, burst, stamp
-    /// and whether it counts cost.
+    /// The debt, the refund, when the debt was found (Redis' time, us, as
+    /// this process reckons it; 0: when applied), then per quota its
+    /// emission interval, burst, stamp and whether it counts cost.
     nums: [u64; 3 + 4 * crate::policy::MAX_QUOTAS],
     quotas: usize,
     /// The unit of each calendar quota, in the policy's order.
@@ -55,6 +55,14 @@ impl SettleArgs {
         }
     }
 
+    /// How long before `now` the debt was found (us; 0: unknown, or now).
+    pub(super) fn ago(&self, now: u64) -> u64 {
+        match self.nums[2] {
+            0 => 0,
+            at => now.saturating_sub(at),
+        }
+    }
+
     /// How many arguments [`write`](Self::write) adds.
     fn len(&self) -> usize {
         match self.nums[..3 + 4 * self.quotas] {
@@ -63,26 +71,28 @@ impl SettleArgs {
         }
     }
 
-    /// Adds this request's group of arguments to `cmd` (see
-    /// `settle_group.lua`): for a policy of one rolling quota of cost, the
-    /// short form of a debt (`d`, T, the debt, when found) or of a refund
-    /// (`r`, T, the refund, the stamp); otherwise the number of quotas, the
-    /// debt, the refund, when found, each quota's four numbers, then the
+    /// Adds this request's group of arguments to `cmd`, sent at `now`
+    /// (Redis' time as [`settle_args`]' `at`; see `settle_group.lua`): for
+    /// a policy of one rolling quota of cost, the short form of a debt
+    /// (`d`, T, the debt, how long ago it was found) or of a refund (`r`,
+    /// T, the refund, the stamp); otherwise the number of quotas, the
+    /// debt, the refund, how long ago, each quota's four numbers, then the
     /// calendar quotas' units.
-    pub(super) fn write(&self, cmd: &mut redis::Cmd) {
+    pub(super) fn write(&self, cmd: &mut redis::Cmd, now: u64) {
         let nums = &self.nums[..3 + 4 * self.quotas];
-        if let [extra, less, at, t, _, stamp, 1] = *nums
+        let ago = self.ago(now);
+        if let [extra, less, _, t, _, stamp, 1] = *nums
             && t > 0
         {
             if extra > 0 {
-                cmd.arg("d").arg(t).arg(extra).arg(at);
+                cmd.arg("d").arg(t).arg(extra).arg(ago);
             } else {
                 cmd.arg("r").arg(t).arg(less).arg(stamp);
             }
             return;
         }
-        cmd.arg(self.quotas);
-        for n in nums {
+        cmd.arg(self.quotas).arg(nums[0]).arg(nums[1]).arg(ago);
+        for n in &nums[3..] {
             cmd.arg(*n);
         }
         for u in &self.units[..self.calendars] {
@@ -198,21 +208,23 @@ impl Held {
         self.groups.iter().map(|g| g.0.len()).sum()
     }
 
-    /// The emission interval (us), debt (units) and when it was found,
-    /// when all this holds is one debt of a policy of one rolling quota of
-    /// cost.
-    pub(super) fn lone_debt(&self) -> Option<(u64, u64, u64)> {
+    /// The emission interval (us), debt (units) and how long before `now`
+    /// it was found (us), when all this holds is one debt of a policy of
+    /// one rolling quota of cost.
+    pub(super) fn lone_debt(&self, now: u64) -> Option<(u64, u64, u64)> {
         if !self.groups.rest.is_empty() {
             return None;
         }
-        let [t, extra, _, at] = self.groups.first.0.short_debt()?;
-        Some((t, extra, at))
+        let args = &self.groups.first.0;
+        let [t, extra, _, _] = args.short_debt()?;
+        Some((t, extra, args.ago(now)))
     }
 
-    /// Adds every group's arguments to `cmd`, in order.
-    pub(super) fn write(&self, cmd: &mut redis::Cmd) {
+    /// Adds every group's arguments to `cmd`, in order, sent at `now`
+    /// (as [`SettleArgs::write`]).
+    pub(super) fn write(&self, cmd: &mut redis::Cmd, now: u64) {
         for (args, _) in self.groups.iter() {
-            args.write(cmd);
+            args.write(cmd, now);
         }
     }
 
@@ -335,7 +347,7 @@ impl Settler {
 
     /// Redis' time at `local` (this process' clock, ns), in microseconds,
     /// as the last decision's reply tells; 0 before any.
-    fn redis_time(&self, local: u64) -> u64 {
+    pub(super) fn redis_time(&self, local: u64) -> u64 {
         let offset = self.offset.load(Ordering::Relaxed);
         if offset == UNKNOWN {
             return 0;
@@ -671,8 +683,9 @@ impl Inner {
         for (key, _) in items {
             cmd.arg(*key);
         }
+        let now = self.settler.redis_time(self.clock.now());
         for (_, args) in items {
-            args.write(&mut cmd);
+            args.write(&mut cmd, now);
         }
         let reply = tokio::time::timeout(self.deadline, self.eval_cmd(Lua::Settle, &cmd)).await;
         match reply {
