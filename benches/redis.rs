@@ -10,7 +10,8 @@
 //! batch; and with `settle_delay(ZERO)`, every settlement sent in a
 //! batch), the CPU time per decision of the
 //! server and of this process, and the deny cache's effect when 64 callers
-//! hammer one denied key.
+//! hammer one denied key. The 64-caller cases and `redis-benchmark -P 16`
+//! are timed in turn three times; the best run of each is kept.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -117,6 +118,42 @@ async fn run(
         p50: lat[lat.len() / 2],
         p99: lat[lat.len() * 99 / 100],
         errors,
+    }
+}
+
+/// How many times each case of 200 000 decisions is timed.
+const ROUNDS: usize = 3;
+
+/// One case timed: the run, the CPU per decision (server, client), the
+/// script calls it made, and the settlements decisions carried.
+#[derive(Default)]
+struct Case {
+    run: Option<Run>,
+    cpu: (f64, f64),
+    calls: u64,
+    carried: u64,
+}
+
+impl Case {
+    /// Times `f`, 200 000 decisions, with the CPU and calls it cost.
+    fn measure(server: &server::RedisServer, f: impl FnOnce() -> Run) -> Case {
+        let calls = script_calls(server);
+        let cpu = Cpu::now(server);
+        let run = f();
+        Case {
+            cpu: Cpu::now(server).per(cpu, 200_000.0),
+            calls: script_calls(server) - calls,
+            run: Some(run),
+            carried: 0,
+        }
+    }
+
+    /// Keeps `other` if it ran faster.
+    fn keep(&mut self, other: Case) {
+        let best = |c: &Case| c.run.as_ref().map_or(0.0, |r| r.per_sec);
+        if best(&other) > best(self) {
+            *self = other;
+        }
     }
 }
 
@@ -240,33 +277,52 @@ fn main() {
 
     rt.block_on(run(b.clone(), open.clone(), 64, 20_000, false, false)); // warm up
     let one = rt.block_on(run(b.clone(), open.clone(), 1, 10_000, false, false));
-    let cpu0 = Cpu::now(&server);
-    let many = rt.block_on(run(b.clone(), open.clone(), 64, 200_000, false, false));
-    let cpu1 = Cpu::now(&server);
     // The same decisions on a quota of tokens (the same script arguments),
-    // each settled.
+    // each settled: held for the key's next decision, and (settle_delay
+    // ZERO) every settlement sent on its own, in batches.
     let tokens = Policy::new(Quota::new(1_000_000, Duration::from_secs(1)).counting("tokens"));
-    let calls_before = script_calls(&server);
-    let carried_before = b.stats().settles_carried;
-    let settling = rt.block_on(run(b.clone(), tokens.clone(), 64, 200_000, false, true));
-    let cpu2 = Cpu::now(&server);
-    // Every decision is one call: the rest are the settle script's.
-    let settle_calls = script_calls(&server) - calls_before - 200_000;
-    let carried = b.stats().settles_carried - carried_before;
-    let bench_p16 = redis_benchmark(server.port(), &sha, 16, 64, 200_000);
-    let cpu3 = Cpu::now(&server);
-    let bench_p1 = redis_benchmark(server.port(), &sha, 1, 64, 100_000);
-    // Every settlement sent on its own, in batches.
     let at_once = Arc::new(configured(&url, 10_000).settle_delay(Duration::ZERO));
-    let cpu4 = Cpu::now(&server);
-    let calls_before = script_calls(&server);
-    let settling_at_once = rt.block_on(run(at_once, tokens, 64, 200_000, false, true));
-    let cpu5 = Cpu::now(&server);
-    let at_once_calls = script_calls(&server) - calls_before - 200_000;
-    let cpu_many = cpu1.per(cpu0, 200_000.0);
-    let cpu_settling = cpu2.per(cpu1, 200_000.0);
-    let cpu_bench = cpu3.per(cpu2, 200_000.0);
-    let cpu_at_once = cpu5.per(cpu4, 200_000.0);
+    // Each case timed in turn, ROUNDS times; the best run of each is kept
+    // (on a shared machine, the others lost time to other work).
+    let mut many = Case::default();
+    let mut settling = Case::default();
+    let mut settling_at_once = Case::default();
+    let mut bench_p16 = Case::default();
+    for _ in 0..ROUNDS {
+        many.keep(Case::measure(&server, || {
+            rt.block_on(run(b.clone(), open.clone(), 64, 200_000, false, false))
+        }));
+        let carried_before = b.stats().settles_carried;
+        let mut case = Case::measure(&server, || {
+            rt.block_on(run(b.clone(), tokens.clone(), 64, 200_000, false, true))
+        });
+        case.carried = b.stats().settles_carried - carried_before;
+        settling.keep(case);
+        bench_p16.keep(Case::measure(&server, || Run {
+            per_sec: redis_benchmark(server.port(), &sha, 16, 64, 200_000),
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            errors: 0,
+        }));
+        settling_at_once.keep(Case::measure(&server, || {
+            rt.block_on(run(at_once.clone(), tokens.clone(), 64, 200_000, false, true))
+        }));
+    }
+    let bench_p1 = redis_benchmark(server.port(), &sha, 1, 64, 100_000);
+    // Every decision is one call: the rest are the settle script's.
+    let settle_calls = settling.calls - 200_000;
+    let at_once_calls = settling_at_once.calls - 200_000;
+    let carried = settling.carried;
+    let cpu_many = many.cpu;
+    let cpu_settling = settling.cpu;
+    let cpu_bench = bench_p16.cpu;
+    let cpu_at_once = settling_at_once.cpu;
+    let (many, settling, settling_at_once, bench_p16) = (
+        many.run.unwrap(),
+        settling.run.unwrap(),
+        settling_at_once.run.unwrap(),
+        bench_p16.run.unwrap().per_sec,
+    );
 
     // One abusive key (1 per minute) hammered by 64 callers.
     let tight = Policy::new(Quota::per_minute(1));
@@ -293,7 +349,7 @@ fn main() {
             r.per_sec, r.p50, r.p99, r.errors
         );
     };
-    println!("\nredis backend (one server, one multiplexed connection):");
+    println!("\nredis backend (one server, one multiplexed connection; best of {ROUNDS} runs):");
     line("tower-sluice, 1 caller", &one);
     line("tower-sluice, 64 callers", &many);
     line("64 callers, each decision settled", &settling);
