@@ -305,7 +305,14 @@ fn main() {
             errors: 0,
         }));
         settling_at_once.keep(Case::measure(&server, || {
-            rt.block_on(run(at_once.clone(), tokens.clone(), 64, 200_000, false, true))
+            rt.block_on(run(
+                at_once.clone(),
+                tokens.clone(),
+                64,
+                200_000,
+                false,
+                true,
+            ))
         }));
     }
     let bench_p1 = redis_benchmark(server.port(), &sha, 1, 64, 100_000);

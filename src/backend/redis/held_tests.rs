@@ -159,3 +159,31 @@ async fn a_settlement_carried_by_a_failed_decision_is_dropped() {
         .expect("nothing held");
     assert_eq!(b.stats().settles_dropped, 1);
 }
+
+/// A key's debts merge while the key is known to stay in debt (its TAT
+/// after the first is past the second's time): their sum at the first's
+/// time charges what each would have. A debt found after the key could
+/// have refilled is kept apart, applied in turn.
+#[test]
+fn debts_merge_only_while_the_key_stays_in_debt() {
+    // 100 tokens a second: a token is 10 000 us. Each request was charged
+    // 1 with its TAT written at 1 000 000 us, and really cost 2.
+    let policy = fast_tokens();
+    let debt = |at: u64| settle::settle_args(&policy, Charged::new(1, [1_000_000, 0, 0, 0]), 2, at);
+    // Found at 1 000 000 and 1 005 000: after the first the TAT is at
+    // least 1 010 000, past the second. One debt of 2 tokens.
+    let held = settle::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000)]).unwrap();
+    assert_eq!(held.count(), 2);
+    assert_eq!(held.lone_debt(1_100_000), Some((10_000, 2, 100_000)));
+    // The third is found at 2 000 000, when the key may be full again
+    // (its TAT at least 1 020 000): kept apart.
+    let held =
+        settle::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000), debt(2_000_000)]).unwrap();
+    assert_eq!(held.count(), 3);
+    assert_eq!(held.lone_debt(2_100_000), None, "two debts, not one");
+    assert_eq!(held.len(), 8, "two groups of four arguments");
+    // Debts whose time is unknown (0: when applied) are applied at one
+    // time together: they merge.
+    let held = settle::Held::carrying(b"k", [debt(0), debt(0)]).unwrap();
+    assert_eq!(held.lone_debt(5), Some((10_000, 2, 0)));
+}
