@@ -222,7 +222,7 @@ fn agree(
             }
             let args = settle::settle_args(policy, on_redis, true_cost, 0);
             let [_, now_us] = real
-                .block_on(redis.inner.settle_now(&[(&key, &args)]))
+                .block_on(redis.inner.settle_now(&[(&key, &args)], 0))
                 .map_err(|e| TestCaseError::fail(format!("redis settle: {e:?}")))?;
             let (_, step) = advance_to(u64::try_from(now_us).unwrap());
             let memory = memory.as_ref().expect("a request was admitted");
@@ -242,7 +242,7 @@ fn agree(
         // Settlements that change something, as the backend holds them.
         let held = match op.peek {
             true => None,
-            false => settle::Held::carrying(
+            false => held::Held::carrying(
                 &key,
                 carry
                     .iter()
@@ -466,7 +466,7 @@ fn memory_and_redis_agree_on_a_refund_skipped_after_a_later_admission() {
     let settle = |real: &tokio::runtime::Runtime, charged, true_cost| {
         let args = settle::settle_args(&policy, charged, true_cost, 0);
         let [changed, now] = real
-            .block_on(redis.inner.settle_now(&[(&key, &args)]))
+            .block_on(redis.inner.settle_now(&[(&key, &args)], 0))
             .unwrap();
         (changed, u64::try_from(now).unwrap())
     };

@@ -172,18 +172,18 @@ fn debts_merge_only_while_the_key_stays_in_debt() {
     let debt = |at: u64| settle::settle_args(&policy, Charged::new(1, [1_000_000, 0, 0, 0]), 2, at);
     // Found at 1 000 000 and 1 005 000: after the first the TAT is at
     // least 1 010 000, past the second. One debt of 2 tokens.
-    let held = settle::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000)]).unwrap();
+    let held = held::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000)]).unwrap();
     assert_eq!(held.count(), 2);
     assert_eq!(held.lone_debt(1_100_000), Some((10_000, 2, 100_000)));
     // The third is found at 2 000 000, when the key may be full again
     // (its TAT at least 1 020 000): kept apart.
     let held =
-        settle::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000), debt(2_000_000)]).unwrap();
+        held::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000), debt(2_000_000)]).unwrap();
     assert_eq!(held.count(), 3);
     assert_eq!(held.lone_debt(2_100_000), None, "two debts, not one");
     assert_eq!(held.len(), 8, "two groups of four arguments");
     // Debts whose time is unknown (0: when applied) are applied at one
     // time together: they merge.
-    let held = settle::Held::carrying(b"k", [debt(0), debt(0)]).unwrap();
+    let held = held::Held::carrying(b"k", [debt(0), debt(0)]).unwrap();
     assert_eq!(held.lone_debt(5), Some((10_000, 2, 0)));
 }

@@ -208,6 +208,7 @@ mod decide;
 mod deny;
 mod failure;
 mod health;
+mod held;
 mod key;
 mod script;
 mod settle;
@@ -218,8 +219,8 @@ use deny::DenyCache;
 use health::{Breaker, Health, Nodes, Route};
 
 use decide::{Derived, KeyText};
+use held::{Held, Settler};
 use script::error_kind;
-use settle::{Held, Settler};
 use stats::Counters;
 
 pub use decide::RedisFuture;

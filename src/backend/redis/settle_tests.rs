@@ -153,11 +153,11 @@ async fn a_full_queue_and_a_down_redis_drop_and_count() {
     let b = backend("redis://127.0.0.1:1", FailurePolicy::FailClosed);
     let charged = Charged::new(1, [1, 0, 0, 0]);
     // One thread: the backend's task cannot take the queue meanwhile.
-    for i in 0..settle::QUEUE + 5 {
+    for i in 0..held::QUEUE + 5 {
         b.settle(&format!("full-{i}"), &tokens(), charged, 3);
     }
     assert_eq!(b.stats().settles_dropped, 5);
-    let all = (settle::QUEUE + 5) as u64;
+    let all = (held::QUEUE + 5) as u64;
     until(&b, |s| s.settles_dropped == all).await;
     assert_eq!(b.stats().settled, 0);
 }
