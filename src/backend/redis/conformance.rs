@@ -220,7 +220,7 @@ fn agree(
                 carry.push((on_redis, in_memory, true_cost));
                 continue;
             }
-            let args = settle::settle_args(policy, on_redis, true_cost, 0);
+            let args = settle::settle_args(policy, on_redis, true_cost, (0, 0));
             let [_, now_us] = real
                 .block_on(redis.inner.settle_now(&[(&key, &args)], 0))
                 .map_err(|e| TestCaseError::fail(format!("redis settle: {e:?}")))?;
@@ -247,7 +247,7 @@ fn agree(
                 carry
                     .iter()
                     .filter(|(r, _, c)| r.estimate != *c)
-                    .map(|(r, _, c)| settle::settle_args(policy, *r, *c, 0)),
+                    .map(|(r, _, c)| settle::settle_args(policy, *r, *c, (0, 0))),
             ),
         };
         let reply = real
@@ -464,7 +464,7 @@ fn memory_and_redis_agree_on_a_refund_skipped_after_a_later_admission() {
         Charged::new(cost, decide::stamps(&reply))
     };
     let settle = |real: &tokio::runtime::Runtime, charged, true_cost| {
-        let args = settle::settle_args(&policy, charged, true_cost, 0);
+        let args = settle::settle_args(&policy, charged, true_cost, (0, 0));
         let [changed, now] = real
             .block_on(redis.inner.settle_now(&[(&key, &args)], 0))
             .unwrap();

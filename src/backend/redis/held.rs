@@ -104,7 +104,7 @@ impl Held {
     }
 
     /// The emission interval (us), debt (units) and how long before `now`
-    /// it was found (us), when all this holds is one debt of a policy of
+    /// (this process' clock, ns) it was found (us), when all this holds is one debt of a policy of
     /// one rolling quota of cost.
     pub(super) fn lone_debt(&self, now: u64) -> Option<(u64, u64, u64)> {
         if !self.groups.rest.is_empty() {
@@ -379,7 +379,7 @@ impl RedisBackend {
         }
         let settler = &inner.settler;
         let now = inner.clock.now();
-        let args = settle_args(policy, charged, true_cost, settler.redis_time(now));
+        let args = settle_args(policy, charged, true_cost, (settler.redis_time(now), now));
         let hash = settler.hasher.hash_one(&key[..]);
         let mut guard = settler.state.lock().ignore_poison();
         if guard.waiting >= QUEUE || !self.ensure_task(&mut guard) {
@@ -534,8 +534,7 @@ async fn send_round(inner: &Arc<Inner>, round: &mut [Held]) {
             })
         })
         .collect();
-    let now = inner.settler.redis_time(inner.clock.now());
-    inner.send_batches(&items, now).await;
+    inner.send_batches(&items, inner.clock.now()).await;
 }
 
 impl Inner {

@@ -169,18 +169,23 @@ fn debts_merge_only_while_the_key_stays_in_debt() {
     // 100 tokens a second: a token is 10 000 us. Each request was charged
     // 1 with its TAT written at 1 000 000 us, and really cost 2.
     let policy = fast_tokens();
-    let debt = |at: u64| settle::settle_args(&policy, Charged::new(1, [1_000_000, 0, 0, 0]), 2, at);
+    // Found at `at` us of Redis' time, this process' clock reading the
+    // same in ns.
+    let debt = |at: u64| {
+        let charged = Charged::new(1, [1_000_000, 0, 0, 0]);
+        settle::settle_args(&policy, charged, 2, (at, at * 1_000))
+    };
     // Found at 1 000 000 and 1 005 000: after the first the TAT is at
     // least 1 010 000, past the second. One debt of 2 tokens.
     let held = held::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000)]).unwrap();
     assert_eq!(held.count(), 2);
-    assert_eq!(held.lone_debt(1_100_000), Some((10_000, 2, 100_000)));
+    assert_eq!(held.lone_debt(1_100_000_000), Some((10_000, 2, 100_000)));
     // The third is found at 2 000 000, when the key may be full again
     // (its TAT at least 1 020 000): kept apart.
     let held =
         held::Held::carrying(b"k", [debt(1_000_000), debt(1_005_000), debt(2_000_000)]).unwrap();
     assert_eq!(held.count(), 3);
-    assert_eq!(held.lone_debt(2_100_000), None, "two debts, not one");
+    assert_eq!(held.lone_debt(2_100_000_000), None, "two debts, not one");
     assert_eq!(held.len(), 8, "two groups of four arguments");
     // Debts whose time is unknown (0: when applied) are applied at one
     // time together: they merge.

@@ -37,7 +37,7 @@ impl Inner {
             unreachable!("a decision has a wait and a consume flag")
         };
         // A lone debt of this very quota: its short form (see `script.lua`).
-        let now = self.settler.redis_time(self.clock.now());
+        let now = self.clock.now();
         if let (&[t, _, _], Some((debt_t, extra, ago))) = (rest, held.lone_debt(now))
             && t > 0
             && debt_t == t

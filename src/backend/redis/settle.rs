@@ -20,6 +20,8 @@ pub(super) struct SettleArgs {
     /// The unit of each calendar quota, in the policy's order.
     units: [&'static str; crate::policy::MAX_QUOTAS],
     calendars: usize,
+    /// When the debt was found on this process' clock (ns).
+    found: u64,
 }
 
 impl SettleArgs {
@@ -37,11 +39,12 @@ impl SettleArgs {
         self.nums[0] = self.nums[0].saturating_add(extra);
     }
 
-    /// How long before `now` the debt was found (us; 0: unknown, or now).
+    /// How long before `now` (this process' clock, ns) the debt was found
+    /// (us; 0: unknown, or now).
     pub(super) fn ago(&self, now: u64) -> u64 {
         match self.nums[2] {
             0 => 0,
-            at => now.saturating_sub(at),
+            _ => now.saturating_sub(self.found) / 1_000,
         }
     }
 
@@ -54,7 +57,7 @@ impl SettleArgs {
     }
 
     /// Adds this request's group of arguments to `cmd`, sent at `now`
-    /// (Redis' time as [`settle_args`]' `at`; see `settle_group.lua`): for
+    /// (this process' clock, ns; see `settle_group.lua`): for
     /// a policy of one rolling quota of cost, the short form of a debt
     /// (`d`, T, the debt, how long ago it was found) or of a refund (`r`,
     /// T, the refund, the stamp); otherwise the number of quotas, the
@@ -84,19 +87,23 @@ impl SettleArgs {
 }
 
 /// The settle script's arguments for a request under `policy`, charged as
-/// `charged` says, that really cost `true_cost`, found at `at` (Redis time
-/// in microseconds; 0: when Redis applies it).
+/// `charged` says, that really cost `true_cost`, found at `found`: Redis'
+/// time in microseconds as this process reckons it (0: unknown, when Redis
+/// applies it) and this process' clock (ns), from which how long ago is
+/// measured when it is sent.
 pub(super) fn settle_args(
     policy: &Policy,
     charged: Charged,
     true_cost: u32,
-    at: u64,
+    found: (u64, u64),
 ) -> SettleArgs {
+    let (at, local) = found;
     let mut args = SettleArgs {
         nums: [0; 3 + 4 * crate::policy::MAX_QUOTAS],
         quotas: 0,
         units: [""; crate::policy::MAX_QUOTAS],
         calendars: 0,
+        found: local,
     };
     args.nums[0] = u64::from(true_cost.saturating_sub(charged.estimate));
     args.nums[1] = u64::from(charged.estimate.saturating_sub(true_cost));
@@ -125,8 +132,8 @@ pub(super) struct Item<'a> {
 
 impl Inner {
     /// Sends `items` in batches of at most [`BATCH`] settlements of one
-    /// slot, all pipelined at once, at `now` (Redis' time as
-    /// [`settle_args`]' `at`), and counts what became of each. `items` are
+    /// slot, all pipelined at once, at `now` (this process' clock, ns),
+    /// and counts what became of each. `items` are
     /// sorted by slot, a key's in the order they apply: they keep it (one
     /// after the other in a batch, or in batches sent in turn on one
     /// connection).
