@@ -326,9 +326,10 @@ where
     /// never settled keeps its estimate. With the in-memory backend a
     /// settlement is one more compare-exchange per quota that counts cost;
     /// a key forgotten since (idle) is re-created for a debt and left
-    /// alone for a refund. The Redis backend queues settlements and sends
-    /// them in the background in batches, one atomic script call per batch
-    /// of keys: the response never waits for it.
+    /// alone for a refund. The Redis backend holds a settlement for its
+    /// key's next decision, which applies it in the same script call, or
+    /// sends it in the background with others within its
+    /// `RedisBackend::settle_delay`: the response never waits for it.
     ///
     /// `Res` must be the inner service's response type: a hook of another
     /// type is never called (the layer logs one `tracing` warning naming
