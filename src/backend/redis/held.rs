@@ -288,36 +288,23 @@ impl RedisBackend {
         loop {
             let mut idle = std::pin::pin!(settler.idle.notified());
             idle.as_mut().enable();
-            {
+            let start = {
                 let mut state = settler.state.lock().ignore_poison();
                 if state.is_idle() {
                     return;
                 }
                 state.flushing = true;
-                if !self.ensure_task(&mut state) {
-                    return;
+                match claim_task(&mut state) {
+                    Ok(start) => start,
+                    Err(()) => return,
                 }
+            };
+            if let Some(runtime) = start {
+                self.start_task(runtime);
             }
             settler.wake.notify_one();
             idle.await;
         }
-    }
-
-    /// Starts the task that sends settlements if none runs; false when
-    /// there is no tokio runtime to run it on.
-    fn ensure_task(&self, state: &mut State) -> bool {
-        if state.running {
-            return true;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        state.running = true;
-        drop(runtime.spawn(settle_task(
-            Arc::downgrade(&self.inner),
-            self.inner.settler.clone(),
-        )));
-        true
     }
 
     /// Holds the settlement of a request for `key` (the Redis key), to be
@@ -381,24 +368,43 @@ impl RedisBackend {
         let now = inner.clock.now();
         let args = settle_args(policy, charged, true_cost, (settler.redis_time(now), now));
         let hash = settler.hasher.hash_one(&key[..]);
-        let mut guard = settler.state.lock().ignore_poison();
-        if guard.waiting >= QUEUE || !self.ensure_task(&mut guard) {
-            drop(guard);
+        let mut state = settler.state.lock().ignore_poison();
+        if state.waiting >= QUEUE {
+            drop(state);
             return dropped();
         }
-        let state = &mut *guard;
+        let Ok(start) = claim_task(&mut state) else {
+            drop(state);
+            return dropped();
+        };
+        let wake = self.hold(&mut state, key, hash, args, now);
+        drop(state);
+        if let Some(runtime) = start {
+            self.start_task(runtime);
+        }
+        if wake {
+            settler.wake.notify_one();
+        }
+    }
+
+    /// Holds `args` for `key` (hashed `hash`), found at `now`: merged into
+    /// what the key holds, or held anew until its delay has passed. True
+    /// when the task must look again (something is due, or due sooner than
+    /// what it sleeps for).
+    fn hold(&self, state: &mut State, key: Vec<u8>, hash: u64, args: SettleArgs, now: u64) -> bool {
+        let inner = &self.inner;
         if let Some(held) = state.held.find_mut(hash, |h| h.key == key) {
             let groups = held.groups.len();
             held.push(args);
-            if held.groups.len() > groups {
-                state.waiting += 1;
-                if held.groups.len() == PER_KEY {
-                    state.ready.push_back((hash, held.seq));
-                    drop(guard);
-                    settler.wake.notify_one();
-                }
+            if held.groups.len() == groups {
+                return false;
             }
-            return;
+            state.waiting += 1;
+            if held.groups.len() == PER_KEY {
+                state.ready.push_back((hash, held.seq));
+                return true;
+            }
+            return false;
         }
         let slot = if inner.nodes.learned_at().is_some() {
             slot(&key)
@@ -410,43 +416,69 @@ impl RedisBackend {
         let held = Held::new(key, hash, slot, seq, args);
         state.waiting += 1;
         state.held.insert_unique(hash, held, |h| h.hash);
-        settler.held_keys.store(state.held.len(), Ordering::Relaxed);
+        inner
+            .settler
+            .held_keys
+            .store(state.held.len(), Ordering::Relaxed);
         if inner.settle_delay == 0 {
             state.ready.push_back((hash, seq));
-        } else {
-            let first = state.order.is_empty();
-            state
-                .order
-                .push_back((now.saturating_add(inner.settle_delay), hash, seq));
-            if !first {
-                // The task sleeps until the first due, which is earlier.
-                return;
-            }
+            return true;
         }
-        drop(guard);
-        settler.wake.notify_one();
+        // The task sleeps until the first due, which is earlier unless
+        // this is the first.
+        let first = state.order.is_empty();
+        state
+            .order
+            .push_back((now.saturating_add(inner.settle_delay), hash, seq));
+        first
+    }
+
+    /// Starts the task that sends settlements on `runtime` (claimed with
+    /// [`claim_task`]). However it ends, even dropped before it ever ran,
+    /// the next settlement starts another.
+    fn start_task(&self, runtime: tokio::runtime::Handle) {
+        let ended = Ended(self.inner.settler.clone());
+        let inner = Arc::downgrade(&self.inner);
+        let settler = self.inner.settler.clone();
+        drop(runtime.spawn(async move {
+            let _ended = ended;
+            settle_task(inner, settler).await;
+        }));
+    }
+}
+
+/// Claims the task that sends settlements when none runs: the runtime to
+/// start it on once the state's lock is released (`None`: one runs), or an
+/// error when there is no tokio runtime.
+fn claim_task(state: &mut State) -> Result<Option<tokio::runtime::Handle>, ()> {
+    if state.running {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(drop)?;
+    state.running = true;
+    Ok(Some(runtime))
+}
+
+/// Marks the task ended when dropped (with the task's future, however it
+/// ends), and wakes a flush waiting for it.
+struct Ended(Arc<Settler>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().ignore_poison();
+        state.running = false;
+        state.sending = false;
+        drop(state);
+        self.0.idle.notify_waiters();
     }
 }
 
 /// Sends the due settlements until the backend is dropped: takes those due
 /// now or within an eighth of the delay (at most [`ROUND`] of them, oldest
 /// first), sends them in batches (all at once, pipelined), waits for their
-/// answers, and again; sleeps until the next is due. While a round is out, new settlements gather for the next,
-/// so batches grow with the load.
+/// answers, and again; sleeps until the next is due. While a round is out,
+/// new settlements gather for the next, so batches grow with the load.
 async fn settle_task(inner: Weak<Inner>, settler: Arc<Settler>) {
-    // However the task ends (even dropped with its runtime), the next
-    // settlement starts a new one.
-    struct Ended<'a>(&'a Settler);
-    impl Drop for Ended<'_> {
-        fn drop(&mut self) {
-            let mut state = self.0.state.lock().ignore_poison();
-            state.running = false;
-            state.sending = false;
-            drop(state);
-            self.0.idle.notify_waiters();
-        }
-    }
-    let _ended = Ended(&settler);
     let mut round: Vec<Held> = Vec::new();
     loop {
         let sleep = {

@@ -192,3 +192,31 @@ fn debts_merge_only_while_the_key_stays_in_debt() {
     let held = held::Held::carrying(b"k", [debt(0), debt(0)]).unwrap();
     assert_eq!(held.lone_debt(5), Some((10_000, 2, 0)));
 }
+
+/// The task that sends settlements, spawned on a runtime that is dropped
+/// before it ever ran, is started again by the next call that needs it:
+/// nothing stays held for a task that will never run.
+#[test]
+fn a_task_dropped_before_it_ran_is_started_again() {
+    let (url, _server) = server::RedisServer::url_or_start();
+    let b = backend(&url, Duration::ZERO);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // A debt of 2 tokens on a key Redis does not hold yet.
+    let charged = Charged::new(1, [1, 0, 0, 0]);
+    let first = runtime();
+    // The settlement starts the task on `first`, which returns before
+    // running it, and is dropped with it.
+    first.block_on(async { b.settle(&"restart", &tokens(), charged, 3) });
+    drop(first);
+    runtime().block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), b.flush_settlements())
+            .await
+            .expect("a new task sends what is held");
+    });
+    assert_eq!(b.stats().settled, 1);
+}
