@@ -48,9 +48,10 @@ pub struct RedisStats {
     /// Of the settlements Redis applied, those carried by their key's next
     /// decision (see [`RedisBackend::settle_delay`](super::RedisBackend::settle_delay)).
     pub settles_carried: u64,
-    /// Settlements dropped: failed, timed out, or not sent while Redis was
-    /// down or without a tokio runtime. A dropped settlement is never
-    /// retried; its request keeps its estimate.
+    /// Settlements dropped: failed or timed out (sent on their own or
+    /// carried by a decision), or not sent while Redis was down, without a
+    /// tokio runtime, or with too many waiting already. A dropped
+    /// settlement is never retried; its request keeps its estimate.
     pub settles_dropped: u64,
     /// Settlements of grants the failure policy let through without a
     /// charge ([`FailurePolicy::FailOpen`]): nothing was charged on Redis,
