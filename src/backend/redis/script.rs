@@ -24,7 +24,7 @@ impl Inner {
     ) -> redis::RedisResult<Vec<i64>> {
         let mut cmd = self.evalsha(Lua::Decide, 1);
         cmd.arg(key);
-        let Some(held) = carried else {
+        let (Some(held), [wait, _, rest @ ..]) = (carried, args) else {
             for a in args {
                 cmd.arg(*a);
             }
@@ -32,9 +32,6 @@ impl Inner {
                 cmd.arg(*u);
             }
             return self.eval_cmd(Lua::Decide, &cmd).await;
-        };
-        let [wait, _, rest @ ..] = args else {
-            unreachable!("a decision has a wait and a consume flag")
         };
         // A lone debt of this very quota: its short form (see `script.lua`).
         let now = self.clock.now();
