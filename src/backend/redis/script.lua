@@ -101,13 +101,8 @@ if nargs == 5 and tonumber(ARGV[3]) > 0 then
   return {1, 1, math.floor(left / e), 0, new - now, w, now, new}
 end
 if debt then
-  -- Not sent for another policy; applied as settle_group's `d` would.
-  local cur = 0
-  if raw then cur = tonumber(raw) or tonumber(string.match(raw, '^%d+')) or 0 end
-  cur = math.max(cur, debt_at) + debt
-  if cur > 4503599627370496 then cur = 4503599627370496 end
-  raw = string.format('%.0f', cur)
-  dirty = math.max(cur - now, 0)
+  -- A lone debt is carried only by a decision of one rolling quota.
+  return redis.error_reply('a lone debt carried by a decision of several quotas')
 end
 if dirty then
   redis.call('SET', KEYS[1], raw, 'PX', math.floor(dirty / 1000) + 1)
